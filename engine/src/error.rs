@@ -1,0 +1,10 @@
+//! Errors of the engine's own API (never of network input: that is dropped and counted).
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    #[error("could not generate the DTLS certificate")]
+    Certificate,
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+}

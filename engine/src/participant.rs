@@ -1,0 +1,107 @@
+//! One participant on this shard: its str0m `Rtc`, what was negotiated, and its
+//! side of the forwarding pipeline (slot table, per-slot rewriters).
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use chorus_protocol::signal::{DisplayName, ParticipantId, ParticipantInfo, RoomId};
+use str0m::media::{Mid, Pt};
+use str0m::rtp::RtpPacket;
+use str0m::{Event as RtcEvent, Output, Rtc};
+
+use crate::io::Transmit;
+use crate::rewriter::SlotRewriter;
+use crate::slots::SlotTable;
+
+/// Most source addresses one participant may send from (ICE candidates that passed
+/// the integrity check); more are ignored.
+pub(crate) const MAX_ADDRS: usize = 8;
+
+/// One negotiated audio slot: a send stream towards this subscriber.
+#[derive(Debug)]
+pub(crate) struct SlotTx {
+    pub mid: Mid,
+    /// The subscriber's Opus payload type.
+    pub pt: Pt,
+    pub rewriter: SlotRewriter,
+}
+
+pub(crate) struct Participant {
+    pub id: ParticipantId,
+    pub room: RoomId,
+    pub name: DisplayName,
+    pub csrc: u32,
+    pub muted: bool,
+    pub deafened: bool,
+    pub rtc: Rtc,
+    pub ufrag: String,
+    /// Source addresses mapped to this participant.
+    pub addrs: Vec<SocketAddr>,
+    /// When str0m wants `Input::Timeout` next.
+    pub next_timeout: Instant,
+    /// The timer entry for this participant in the shard's heap, if any.
+    pub timer_at: Option<Instant>,
+    /// Last datagram from the client (or the answer, before the first one).
+    pub last_heard: Option<Instant>,
+    /// DTLS is up: media may be sent.
+    pub connected: bool,
+    /// The microphone's Opus payload type, once negotiated.
+    pub mic_pt: Option<Pt>,
+    pub slots: Vec<SlotTx>,
+    pub table: SlotTable,
+    /// Packets were written: str0m needs a timeout to send them.
+    pub needs_flush: bool,
+    /// The `speakers` message must be sent again.
+    pub speakers_dirty: bool,
+    /// str0m returned an error: the `Rtc` is unusable.
+    pub failed: bool,
+}
+
+impl Participant {
+    pub fn info(&self) -> ParticipantInfo {
+        ParticipantInfo {
+            participant_id: self.id,
+            name: self.name.clone(),
+            muted: self.muted,
+            deafened: self.deafened,
+            csrc: self.csrc,
+        }
+    }
+
+    /// Drains str0m until it asks for a timeout (its contract after every input).
+    pub fn drain(
+        &mut self,
+        transmits: &mut VecDeque<Transmit>,
+        media: &mut VecDeque<(ParticipantId, RtpPacket)>,
+    ) {
+        loop {
+            match self.rtc.poll_output() {
+                Ok(Output::Timeout(t)) => {
+                    self.next_timeout = t;
+                    return;
+                }
+                Ok(Output::Transmit(t)) => transmits.push_back(Transmit {
+                    destination: t.destination,
+                    contents: t.contents.into(),
+                }),
+                Ok(Output::Event(e)) => match e {
+                    RtcEvent::RtpPacket(p) => media.push_back((self.id, p)),
+                    RtcEvent::Connected => {
+                        tracing::debug!(room = %self.room, participant = %self.id, "media connected");
+                        self.connected = true;
+                    }
+                    RtcEvent::IceConnectionStateChange(s) => {
+                        tracing::debug!(room = %self.room, participant = %self.id, state = ?s, "ice");
+                    }
+                    _ => {}
+                },
+                Err(e) => {
+                    tracing::warn!(room = %self.room, participant = %self.id, error = %e, "rtc failed");
+                    self.failed = true;
+                    return;
+                }
+            }
+        }
+    }
+}

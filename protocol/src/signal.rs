@@ -1,0 +1,454 @@
+//! The client signaling protocol, version 1 (the contract in `docs/protocol.md`).
+//!
+//! WebSocket text frames, one JSON object each, discriminated by a snake_case `type`.
+//! [`ClientMessage`] is what a browser sends, [`ServerMessage`] what the node answers.
+//! Decoding goes through [`ClientMessage::decode`], which turns every malformed frame
+//! into a [`DecodeError`] with a message fit to show the client (`bad_request`).
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Largest text frame the node accepts from a client.
+pub const MAX_FRAME_BYTES: usize = 64 * 1024;
+/// Longest room name, in bytes.
+pub const MAX_ROOM_LEN: usize = 64;
+/// Longest display name, in characters.
+pub const MAX_NAME_CHARS: usize = 64;
+
+/// A participant, unique on this node for the life of the process.
+///
+/// On the wire it is a string `"p"` followed by lowercase hex (`"p1f"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ParticipantId(pub u64);
+
+impl fmt::Display for ParticipantId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "p{:x}", self.0)
+    }
+}
+
+impl FromStr for ParticipantId {
+    type Err = &'static str;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let hex = s
+            .strip_prefix('p')
+            .ok_or("participant id must start with 'p'")?;
+        if hex.is_empty() || hex.len() > 16 {
+            return Err("participant id has a bad length");
+        }
+        u64::from_str_radix(hex, 16)
+            .map(ParticipantId)
+            .map_err(|_| "participant id is not hex")
+    }
+}
+
+impl Serialize for ParticipantId {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for ParticipantId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A room name: 1 to [`MAX_ROOM_LEN`] bytes of `A-Z a-z 0-9 _ - . :`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct RoomId(String);
+
+impl RoomId {
+    /// Checks the name and wraps it.
+    pub fn new(name: &str) -> Result<Self, &'static str> {
+        if name.is_empty() {
+            return Err("room must not be empty");
+        }
+        if name.len() > MAX_ROOM_LEN {
+            return Err("room is longer than 64 bytes");
+        }
+        if !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'))
+        {
+            return Err("room may only hold A-Z a-z 0-9 _ - . :");
+        }
+        Ok(RoomId(name.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for RoomId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for RoomId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        RoomId::new(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A display name: 1 to [`MAX_NAME_CHARS`] characters, no control characters,
+/// surrounding white space trimmed.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct DisplayName(String);
+
+impl DisplayName {
+    pub fn new(name: &str) -> Result<Self, &'static str> {
+        let name = name.trim();
+        if name.is_empty() {
+            return Err("name must not be empty");
+        }
+        if name.chars().count() > MAX_NAME_CHARS {
+            return Err("name is longer than 64 characters");
+        }
+        if name.chars().any(char::is_control) {
+            return Err("name must not contain control characters");
+        }
+        Ok(DisplayName(name.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for DisplayName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        DisplayName::new(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A message from a client to the node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientMessage {
+    /// First message on a connection.
+    Join {
+        room: RoomId,
+        name: DisplayName,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token: Option<String>,
+    },
+    /// An SDP offer for the client's one RTCPeerConnection.
+    Offer { sdp: String },
+    /// A trickled ICE candidate (the node is ICE-lite: accepted, never needed).
+    Candidate {
+        candidate: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sdp_mid: Option<String>,
+    },
+    /// Stop (true) or resume (false) forwarding this participant's audio.
+    Mute { muted: bool },
+    /// Stop (true) or resume (false) forwarding audio to this participant.
+    Deafen { deafened: bool },
+    /// Keepalive; answered with [`ServerMessage::Pong`] carrying the same id.
+    Ping { id: u64 },
+    /// Leave the room; the node closes the socket with code 1000.
+    Leave,
+}
+
+/// Why a frame could not be decoded. Its `Display` is the message sent back with
+/// the `bad_request` error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("frame is larger than {MAX_FRAME_BYTES} bytes")]
+    TooLarge,
+    #[error("frame is not JSON: {0}")]
+    NotJson(String),
+    #[error("frame is not a JSON object with a string \"type\"")]
+    NoType,
+    #[error("unknown message type {0:?}")]
+    UnknownType(String),
+    #[error("bad {kind:?} message: {reason}")]
+    BadField { kind: String, reason: String },
+}
+
+const CLIENT_TYPES: &[&str] = &[
+    "join",
+    "offer",
+    "candidate",
+    "mute",
+    "deafen",
+    "ping",
+    "leave",
+];
+
+impl ClientMessage {
+    /// Decodes one text frame, telling apart the ways it can be wrong.
+    pub fn decode(frame: &str) -> Result<ClientMessage, DecodeError> {
+        if frame.len() > MAX_FRAME_BYTES {
+            return Err(DecodeError::TooLarge);
+        }
+        let value: serde_json::Value =
+            serde_json::from_str(frame).map_err(|e| DecodeError::NotJson(e.to_string()))?;
+        let kind = value
+            .get("type")
+            .and_then(|t| t.as_str())
+            .ok_or(DecodeError::NoType)?
+            .to_owned();
+        if !CLIENT_TYPES.contains(&kind.as_str()) {
+            return Err(DecodeError::UnknownType(kind));
+        }
+        serde_json::from_value(value).map_err(|e| DecodeError::BadField {
+            kind,
+            reason: e.to_string(),
+        })
+    }
+
+    /// The snake_case `type` of this message.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ClientMessage::Join { .. } => "join",
+            ClientMessage::Offer { .. } => "offer",
+            ClientMessage::Candidate { .. } => "candidate",
+            ClientMessage::Mute { .. } => "mute",
+            ClientMessage::Deafen { .. } => "deafen",
+            ClientMessage::Ping { .. } => "ping",
+            ClientMessage::Leave => "leave",
+        }
+    }
+}
+
+/// What everyone in a room sees of one participant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParticipantInfo {
+    pub participant_id: ParticipantId,
+    pub name: DisplayName,
+    pub muted: bool,
+    pub deafened: bool,
+    /// Non-zero and unique in the room: the CSRC on every packet this participant speaks.
+    pub csrc: u32,
+}
+
+/// One entry of [`ServerMessage::Speakers`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SpeakerInfo {
+    pub participant_id: ParticipantId,
+    /// Linear 0..1 (10^(-dBov/20)), as Chromium's `audioLevel`.
+    pub level: f32,
+    /// The subscriber's slot carrying this speaker, or `None` when it is in none.
+    pub slot: Option<u8>,
+}
+
+/// An `RTCIceServer` as the browser API takes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IceServer {
+    pub urls: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+}
+
+/// Stable error codes of [`ServerMessage::Error`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// The frame was malformed; the socket stays open.
+    BadRequest,
+    /// A message other than `join` came first.
+    NotJoined,
+    /// Missing or invalid token; the socket closes.
+    Unauthorized,
+    /// The room is at capacity; the socket closes.
+    RoomFull,
+    /// The room does not exist and this node does not create rooms on join.
+    RoomNotFound,
+    /// Too many messages or connections; slow down.
+    RateLimited,
+    /// The node failed; the socket closes.
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::NotJoined => "not_joined",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::RoomFull => "room_full",
+            ErrorCode::RoomNotFound => "room_not_found",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+/// A message from the node to a client.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMessage {
+    Joined {
+        participant_id: ParticipantId,
+        csrc: u32,
+        room: RoomId,
+        audio_slots: u8,
+        /// The others in the room, not the joiner.
+        participants: Vec<ParticipantInfo>,
+        ice_servers: Vec<IceServer>,
+    },
+    Answer {
+        sdp: String,
+        /// The slots' mids, in slot order.
+        slots: Vec<String>,
+    },
+    ParticipantJoined {
+        participant: ParticipantInfo,
+    },
+    ParticipantUpdated {
+        participant: ParticipantInfo,
+    },
+    ParticipantLeft {
+        participant_id: ParticipantId,
+    },
+    Speakers {
+        speakers: Vec<SpeakerInfo>,
+    },
+    Pong {
+        id: u64,
+    },
+    Error {
+        code: ErrorCode,
+        message: String,
+    },
+    RoomClosed {
+        reason: String,
+    },
+}
+
+impl ServerMessage {
+    /// Shorthand for an `error` message.
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
+        ServerMessage::Error {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The JSON text of this message.
+    pub fn to_json(&self) -> String {
+        // Serializing these types cannot fail: every field is a string, number,
+        // bool or a sequence of them, and every map key is a string.
+        serde_json::to_string(self).unwrap_or_else(|_| {
+            r#"{"type":"error","code":"internal","message":"encode failed"}"#.to_owned()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn decodes_every_client_message() {
+        let cases = [
+            r#"{"type":"join","room":"r1","name":"Alice"}"#,
+            r#"{"type":"join","room":"r1","name":"Alice","token":"t"}"#,
+            r#"{"type":"offer","sdp":"v=0"}"#,
+            r#"{"type":"candidate","candidate":"candidate:1 1 udp 1 1.2.3.4 5 typ host","sdp_mid":"0"}"#,
+            r#"{"type":"mute","muted":true}"#,
+            r#"{"type":"deafen","deafened":false}"#,
+            r#"{"type":"ping","id":7}"#,
+            r#"{"type":"leave"}"#,
+        ];
+        for c in cases {
+            let m = ClientMessage::decode(c).unwrap();
+            let back = serde_json::to_string(&m).unwrap();
+            assert_eq!(ClientMessage::decode(&back).unwrap(), m, "{c}");
+        }
+    }
+
+    #[test]
+    fn tells_apart_the_ways_a_frame_is_wrong() {
+        assert!(matches!(
+            ClientMessage::decode("not json"),
+            Err(DecodeError::NotJson(_))
+        ));
+        assert_eq!(ClientMessage::decode("[1]"), Err(DecodeError::NoType));
+        assert_eq!(
+            ClientMessage::decode(r#"{"type":"nope"}"#),
+            Err(DecodeError::UnknownType("nope".into()))
+        );
+        assert!(matches!(
+            ClientMessage::decode(r#"{"type":"mute","muted":"yes"}"#),
+            Err(DecodeError::BadField { .. })
+        ));
+        assert!(matches!(
+            ClientMessage::decode(r#"{"type":"join","room":"bad room!","name":"a"}"#),
+            Err(DecodeError::BadField { .. })
+        ));
+        assert!(matches!(
+            ClientMessage::decode(r#"{"type":"join","room":"r","name":"  "}"#),
+            Err(DecodeError::BadField { .. })
+        ));
+        let huge = format!(
+            r#"{{"type":"offer","sdp":"{}"}}"#,
+            "a".repeat(MAX_FRAME_BYTES)
+        );
+        assert_eq!(ClientMessage::decode(&huge), Err(DecodeError::TooLarge));
+    }
+
+    #[test]
+    fn server_messages_have_the_documented_shape() {
+        let p = ParticipantInfo {
+            participant_id: ParticipantId(0x1f),
+            name: DisplayName::new("Alice").unwrap(),
+            muted: false,
+            deafened: true,
+            csrc: 9,
+        };
+        let v: serde_json::Value =
+            serde_json::from_str(&ServerMessage::ParticipantUpdated { participant: p }.to_json())
+                .unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"type":"participant_updated","participant":{
+                "participant_id":"p1f","name":"Alice","muted":false,"deafened":true,"csrc":9}})
+        );
+        let v: serde_json::Value = serde_json::from_str(
+            &ServerMessage::Speakers {
+                speakers: vec![SpeakerInfo {
+                    participant_id: ParticipantId(1),
+                    level: 0.5,
+                    slot: None,
+                }],
+            }
+            .to_json(),
+        )
+        .unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"type":"speakers","speakers":[{"participant_id":"p1","level":0.5,"slot":null}]})
+        );
+        assert_eq!(
+            ServerMessage::error(ErrorCode::RoomFull, "full").to_json(),
+            r#"{"type":"error","code":"room_full","message":"full"}"#
+        );
+    }
+
+    #[test]
+    fn participant_ids_round_trip() {
+        for n in [0, 1, 0xdead_beef, u64::MAX] {
+            let id = ParticipantId(n);
+            assert_eq!(id.to_string().parse::<ParticipantId>().unwrap(), id);
+        }
+        assert!("x1".parse::<ParticipantId>().is_err());
+        assert!("p".parse::<ParticipantId>().is_err());
+        assert!("p12345678901234567".parse::<ParticipantId>().is_err());
+    }
+}

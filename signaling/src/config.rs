@@ -1,0 +1,38 @@
+//! How a node is set up (the `chorus serve` flags, parsed).
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use chorus_engine::config::DEFAULT_AUDIO_SLOTS;
+
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Development mode: no token needed, rooms are created on first join.
+    pub dev: bool,
+    /// HTTP and WebSocket listen address.
+    pub http: SocketAddr,
+    /// UDP media address, bound and advertised as the ICE host candidate.
+    pub udp: SocketAddr,
+    /// Advertise this IP instead of the UDP address's.
+    pub public_ip: Option<IpAddr>,
+    pub audio_slots: u8,
+    pub max_participants: usize,
+    pub disconnect_timeout: Duration,
+    /// Messages per second a client may send (bursts of twice that pass).
+    pub client_message_rate: u32,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            dev: true,
+            http: SocketAddr::from(([127, 0, 0, 1], 7880)),
+            udp: SocketAddr::from(([127, 0, 0, 1], 7882)),
+            public_ip: None,
+            audio_slots: DEFAULT_AUDIO_SLOTS,
+            max_participants: 500,
+            disconnect_timeout: Duration::from_secs(20),
+            client_message_rate: 50,
+        }
+    }
+}

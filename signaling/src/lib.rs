@@ -1,0 +1,22 @@
+//! Chorus signaling: the node's HTTP face.
+//!
+//! Browsers load the demo page and `chorus.js` from here and speak the signaling
+//! protocol (`docs/protocol.md`) over the WebSocket at `/v1/signal`. Each connection
+//! becomes [`Command`](chorus_engine::Command)s for the engine; the engine's
+//! [`Event`](chorus_engine::Event)s come back through a routing table to the right
+//! connection. Signaling never touches media: it only talks to the engine through
+//! channels.
+//!
+//! [`node::start`] runs a whole node (UDP media engine + HTTP) and is what the
+//! `chorus serve` binary and the integration tests call.
+
+mod assets;
+pub mod config;
+mod error;
+pub mod node;
+mod routes;
+mod session;
+
+pub use config::NodeConfig;
+pub use error::SignalingError;
+pub use node::{start, RunningNode};

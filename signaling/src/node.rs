@@ -1,0 +1,144 @@
+//! A whole node: the media engine on its UDP socket and the HTTP server beside it.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::State;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use chorus_engine::{CommandSender, Driver, ShardConfig};
+use chorus_protocol::signal::{ParticipantId, MAX_FRAME_BYTES};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+use crate::config::NodeConfig;
+use crate::error::SignalingError;
+use crate::routes::Routes;
+use crate::{assets, session};
+
+/// What every connection shares.
+pub(crate) struct Shared {
+    pub config: NodeConfig,
+    pub engine: CommandSender,
+    pub routes: Arc<Routes>,
+    next_id: AtomicU64,
+}
+
+impl Shared {
+    pub fn next_participant_id(&self) -> ParticipantId {
+        ParticipantId(self.next_id.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+/// A node that is running. Dropping it does not stop it; call [`RunningNode::stop`].
+pub struct RunningNode {
+    /// Where HTTP and the WebSocket listen (the real port when 0 was asked).
+    pub http: SocketAddr,
+    /// Where media is received (the real port when 0 was asked).
+    pub udp: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    server: tokio::task::JoinHandle<()>,
+    driver: Driver,
+}
+
+impl RunningNode {
+    /// Stops accepting, closes connections, and stops the engine.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = self.server.await;
+        // Joining the engine thread blocks; keep it off the async workers.
+        let driver = self.driver;
+        let _ = tokio::task::spawn_blocking(move || driver.stop()).await;
+    }
+}
+
+/// Binds both sockets and starts serving. Must run inside a tokio runtime.
+pub async fn start(config: NodeConfig) -> Result<RunningNode, SignalingError> {
+    let socket = UdpSocket::bind(config.udp).map_err(|source| SignalingError::Bind {
+        what: "UDP media socket",
+        addr: config.udp,
+        source,
+    })?;
+    let udp = socket.local_addr()?;
+    let advertised = SocketAddr::new(config.public_ip.unwrap_or(udp.ip()), udp.port());
+    let mut shard = ShardConfig::new(advertised);
+    shard.audio_slots = config.audio_slots;
+    shard.max_participants = config.max_participants;
+    shard.auto_create_rooms = config.dev;
+    shard.disconnect_timeout = config.disconnect_timeout;
+    shard.seed = seed();
+
+    let routes = Arc::new(Routes::default());
+    let sink = routes.clone();
+    let driver = Driver::spawn(shard, socket, move |event| sink.deliver(event))?;
+
+    let listener = TcpListener::bind(config.http)
+        .await
+        .map_err(|source| SignalingError::Bind {
+            what: "HTTP listener",
+            addr: config.http,
+            source,
+        })?;
+    let http = listener.local_addr()?;
+    let shared = Arc::new(Shared {
+        config,
+        engine: driver.sender(),
+        routes,
+        next_id: AtomicU64::new(seed() >> 16),
+    });
+    let app = Router::new()
+        .route("/v1/signal", get(signal))
+        .route("/healthz", get(healthz))
+        .merge(assets::router())
+        .with_state(shared);
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        let shutdown = async {
+            let _ = stop_rx.await;
+        };
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
+            tracing::error!(error = %e, "http server failed");
+        }
+    });
+    tracing::info!(%http, %udp, %advertised, "node started");
+    Ok(RunningNode {
+        http,
+        udp,
+        stop: Some(stop_tx),
+        server,
+        driver,
+    })
+}
+
+async fn signal(ws: WebSocketUpgrade, State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    // Frames up to 1 MiB reach the protocol layer, which answers anything over
+    // MAX_FRAME_BYTES with `bad_request`; larger ones close the socket (1009).
+    ws.max_message_size(MAX_FRAME_BYTES * 16)
+        .max_frame_size(MAX_FRAME_BYTES * 16)
+        .on_upgrade(move |socket| session::run(socket, shared))
+}
+
+async fn healthz() -> impl IntoResponse {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+/// Seeds the engine's randomness and participant ids from the process and the clock.
+fn seed() -> u64 {
+    use std::collections::hash_map::RandomState;
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.finish()
+}

@@ -1,0 +1,57 @@
+//! Which signaling connection hears which participant's events.
+//!
+//! The engine thread calls [`Routes::deliver`] for every event; it never blocks. Each
+//! connection has a bounded queue: a client too slow to drain it is disconnected
+//! rather than let the node's memory grow. A connection holds no sender of its own,
+//! so removing its entry here closes its queue.
+
+use std::collections::HashMap;
+
+use chorus_engine::{CloseReason, Event};
+use chorus_protocol::signal::{ParticipantId, ServerMessage};
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+
+/// Messages one connection may have queued before it counts as stuck.
+pub(crate) const CONNECTION_QUEUE: usize = 1024;
+
+#[derive(Debug)]
+pub(crate) enum Outbound {
+    Message(ServerMessage),
+    Close(CloseReason),
+}
+
+#[derive(Default)]
+pub(crate) struct Routes {
+    connections: Mutex<HashMap<ParticipantId, mpsc::Sender<Outbound>>>,
+}
+
+impl Routes {
+    pub fn register(&self, participant: ParticipantId, tx: mpsc::Sender<Outbound>) {
+        self.connections.lock().insert(participant, tx);
+    }
+
+    pub fn unregister(&self, participant: ParticipantId) {
+        self.connections.lock().remove(&participant);
+    }
+
+    pub fn deliver(&self, event: Event) {
+        let (to, out) = match event {
+            Event::Signal { to, message } => (to, Outbound::Message(message)),
+            Event::Closed {
+                participant,
+                reason,
+            } => (participant, Outbound::Close(reason)),
+        };
+        let mut connections = self.connections.lock();
+        let Some(tx) = connections.get(&to) else {
+            return;
+        };
+        if let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(out) {
+            // Dropping the only sender ends the connection once it drains its queue;
+            // it then leaves the room like any closed connection.
+            tracing::warn!(participant = %to, "signaling queue full; disconnecting");
+            connections.remove(&to);
+        }
+    }
+}

@@ -1,0 +1,265 @@
+//! One client's WebSocket: protocol v1 framing, the join handshake, rate limiting,
+//! and the translation of client messages into engine commands.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use chorus_engine::{CloseReason, Command};
+use chorus_protocol::signal::{ClientMessage, ErrorCode, ParticipantId, ServerMessage};
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
+
+use crate::node::Shared;
+use crate::routes::{Outbound, CONNECTION_QUEUE};
+
+/// RFC 6455 §7.4.1 close codes.
+const NORMAL: u16 = 1000;
+const POLICY: u16 = 1008;
+const SERVER_ERROR: u16 = 1011;
+/// Our own (RFC 6455 §7.4.2 private range): media went silent.
+const MEDIA_TIMEOUT: u16 = 4000;
+
+/// What to do after a client message.
+enum Flow {
+    Continue,
+    Close(u16, &'static str),
+}
+
+struct Session {
+    shared: Arc<Shared>,
+    participant: Option<ParticipantId>,
+    limiter: RateLimiter,
+}
+
+pub(crate) async fn run(socket: WebSocket, shared: Arc<Shared>) {
+    let (mut sink, mut stream) = socket.split();
+    let (tx, mut rx) = mpsc::channel::<Outbound>(CONNECTION_QUEUE);
+    let mut tx = Some(tx);
+    let rate = shared.config.client_message_rate;
+    let mut session = Session {
+        shared,
+        participant: None,
+        limiter: RateLimiter::new(rate, Instant::now()),
+    };
+    let mut replies: Vec<ServerMessage> = Vec::new();
+    let close = loop {
+        tokio::select! {
+            incoming = stream.next() => {
+                let text = match incoming {
+                    Some(Ok(Message::Text(text))) => text,
+                    Some(Ok(Message::Binary(_))) => {
+                        replies.push(ServerMessage::error(
+                            ErrorCode::BadRequest,
+                            "binary frames are not part of the protocol; send JSON text",
+                        ));
+                        String::new().into()
+                    }
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                    Some(Ok(Message::Close(_))) | None => break None,
+                    Some(Err(e)) => {
+                        tracing::debug!(error = %e, "websocket error");
+                        break None;
+                    }
+                };
+                let flow = if text.is_empty() {
+                    Flow::Continue
+                } else {
+                    session.on_text(&text, &mut tx, &mut replies)
+                };
+                for r in replies.drain(..) {
+                    if sink.send(Message::Text(r.to_json().into())).await.is_err() {
+                        break;
+                    }
+                }
+                if let Flow::Close(code, reason) = flow {
+                    break Some((code, reason));
+                }
+            }
+            out = rx.recv() => match out {
+                Some(Outbound::Message(m)) => {
+                    if sink.send(Message::Text(m.to_json().into())).await.is_err() {
+                        break None;
+                    }
+                }
+                Some(Outbound::Close(reason)) => {
+                    // The engine let go of us: nothing to tell it on the way out.
+                    if let Some(pid) = session.participant.take() {
+                        session.shared.routes.unregister(pid);
+                    }
+                    break Some(match reason {
+                        CloseReason::Left => (NORMAL, "left"),
+                        CloseReason::Timeout => (MEDIA_TIMEOUT, "media timeout"),
+                        CloseReason::Rejected => (POLICY, "join refused"),
+                    });
+                }
+                // Our route was dropped (queue overflow) or the node is stopping.
+                None => break Some((SERVER_ERROR, "signaling queue overflow")),
+            }
+        }
+    };
+    if let Some((code, reason)) = close {
+        let frame = CloseFrame {
+            code,
+            reason: reason.into(),
+        };
+        let _ = sink.send(Message::Close(Some(frame))).await;
+    }
+    session.leave();
+}
+
+impl Session {
+    fn on_text(
+        &mut self,
+        text: &str,
+        tx: &mut Option<mpsc::Sender<Outbound>>,
+        replies: &mut Vec<ServerMessage>,
+    ) -> Flow {
+        if !self.limiter.allow(Instant::now()) {
+            replies.push(ServerMessage::error(
+                ErrorCode::RateLimited,
+                "too many messages; slow down",
+            ));
+            return Flow::Continue;
+        }
+        let message = match ClientMessage::decode(text) {
+            Ok(m) => m,
+            Err(e) => {
+                replies.push(ServerMessage::error(ErrorCode::BadRequest, e.to_string()));
+                return Flow::Continue;
+            }
+        };
+        let Some(pid) = self.participant else {
+            return self.on_first(message, tx, replies);
+        };
+        let engine = &self.shared.engine;
+        match message {
+            ClientMessage::Join { .. } => {
+                replies.push(ServerMessage::error(ErrorCode::BadRequest, "already joined"));
+            }
+            ClientMessage::Offer { sdp } => {
+                engine.send(Command::Offer {
+                    participant: pid,
+                    sdp,
+                });
+            }
+            ClientMessage::Candidate { candidate, .. } => {
+                engine.send(Command::Candidate {
+                    participant: pid,
+                    candidate,
+                });
+            }
+            ClientMessage::Mute { muted } => {
+                engine.send(Command::SetMuted {
+                    participant: pid,
+                    muted,
+                });
+            }
+            ClientMessage::Deafen { deafened } => {
+                engine.send(Command::SetDeafened {
+                    participant: pid,
+                    deafened,
+                });
+            }
+            ClientMessage::Ping { id } => replies.push(ServerMessage::Pong { id }),
+            ClientMessage::Leave => {
+                self.leave();
+                return Flow::Close(NORMAL, "left");
+            }
+        }
+        Flow::Continue
+    }
+
+    /// Before `join`, only `join` is valid.
+    fn on_first(
+        &mut self,
+        message: ClientMessage,
+        tx: &mut Option<mpsc::Sender<Outbound>>,
+        replies: &mut Vec<ServerMessage>,
+    ) -> Flow {
+        let ClientMessage::Join { room, name, token } = message else {
+            replies.push(ServerMessage::error(
+                ErrorCode::NotJoined,
+                format!("send join first (got {})", message.kind()),
+            ));
+            return Flow::Continue;
+        };
+        if !self.shared.config.dev {
+            let why = if token.is_none() {
+                "this node requires a token"
+            } else {
+                "this node cannot verify tokens yet; run it with --dev"
+            };
+            replies.push(ServerMessage::error(ErrorCode::Unauthorized, why));
+            return Flow::Close(POLICY, "unauthorized");
+        }
+        let Some(tx) = tx.take() else {
+            return Flow::Continue;
+        };
+        let pid = self.shared.next_participant_id();
+        self.shared.routes.register(pid, tx);
+        self.participant = Some(pid);
+        let sent = self.shared.engine.send(Command::Join {
+            participant: pid,
+            room,
+            name,
+        });
+        if !sent {
+            replies.push(ServerMessage::error(ErrorCode::Internal, "media engine stopped"));
+            return Flow::Close(SERVER_ERROR, "engine stopped");
+        }
+        Flow::Continue
+    }
+
+    /// Tells the engine we are gone (once) and drops our route.
+    fn leave(&mut self) {
+        if let Some(pid) = self.participant.take() {
+            self.shared.routes.unregister(pid);
+            self.shared.engine.send(Command::Leave { participant: pid });
+        }
+    }
+}
+
+/// A token bucket: `rate` messages per second, bursts of `2 * rate`.
+struct RateLimiter {
+    rate: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl RateLimiter {
+    fn new(rate: u32, now: Instant) -> Self {
+        let rate = f64::from(rate.max(1));
+        RateLimiter {
+            rate,
+            tokens: rate * 2.0,
+            last: now,
+        }
+    }
+
+    fn allow(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.last).min(Duration::from_secs(10));
+        self.last = now;
+        self.tokens = (self.tokens + elapsed.as_secs_f64() * self.rate).min(self.rate * 2.0);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limiter_allows_bursts_then_refills() {
+        let t = Instant::now();
+        let mut l = RateLimiter::new(10, t);
+        assert_eq!((0..30).filter(|_| l.allow(t)).count(), 20);
+        assert!(!l.allow(t));
+        assert!(l.allow(t + Duration::from_millis(100)));
+    }
+}

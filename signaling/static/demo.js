@@ -1,0 +1,309 @@
+// The Chorus demo page: join a room, see who is there and who is speaking.
+import { ChorusClient } from '/chorus.js';
+
+const $ = (sel) => document.querySelector(sel);
+const ui = {
+  form: $('#join-form'),
+  room: $('#room'),
+  name: $('#name'),
+  join: $('#join'),
+  leave: $('#leave'),
+  mute: $('#mute'),
+  deafen: $('#deafen'),
+  list: $('#participants'),
+  empty: $('#participants-empty'),
+  count: $('#participant-count'),
+  stats: $('#stats'),
+  status: $('#status'),
+  localMeter: $('#local-level'),
+  sinks: $('#audio-sinks'),
+};
+
+/** Level (linear 0..1) above which someone counts as speaking. */
+const SPEAKING_LEVEL = 0.02;
+/** Keep the speaking indicator on this long after the last loud moment. */
+const SPEAKING_HOLD_MS = 350;
+
+let client = null;
+let levelTimer = null;
+let statsTimer = null;
+let lastStats = null;
+const lastLoud = new Map(); // participant_id -> time (ms) when last above SPEAKING_LEVEL
+
+// Prefill from the query string: /?room=lobby&name=Alice
+const params = new URLSearchParams(location.search);
+if (params.get('room')) ui.room.value = params.get('room');
+if (params.get('name')) ui.name.value = params.get('name');
+
+function setStatus(text, kind = 'info') {
+  ui.status.textContent = text;
+  ui.status.dataset.kind = kind;
+}
+
+function setToggle(button, pressed, onText, offText) {
+  button.setAttribute('aria-pressed', String(pressed));
+  button.textContent = pressed ? onText : offText;
+}
+
+function setInCall(inCall) {
+  ui.room.disabled = inCall;
+  ui.name.disabled = inCall;
+  ui.join.disabled = inCall;
+  ui.leave.disabled = !inCall;
+  ui.mute.disabled = !inCall;
+  ui.deafen.disabled = !inCall;
+  if (!inCall) {
+    setToggle(ui.mute, false, 'Unmute', 'Mute');
+    setToggle(ui.deafen, false, 'Undeafen', 'Deafen');
+  }
+}
+
+// ------------------------------------------------------------ level → meter
+
+/** Map a linear level to a 0..100 % meter width on a -60..0 dB scale. */
+function meterPercent(level) {
+  if (!(level > 0)) return 0;
+  const db = 20 * Math.log10(level);
+  return Math.max(0, Math.min(100, ((db + 60) / 60) * 100));
+}
+
+function setMeter(meter, level) {
+  const pct = meterPercent(level);
+  meter.firstElementChild.style.width = `${pct.toFixed(1)}%`;
+  meter.setAttribute('aria-valuenow', level.toFixed(3));
+  meter.dataset.level = level.toFixed(3);
+}
+
+// ------------------------------------------------------------ participants
+
+function initials(name) {
+  const parts = String(name).trim().split(/\s+/).filter(Boolean);
+  if (parts.length === 0) return '?';
+  return (parts[0][0] + (parts.length > 1 ? parts[parts.length - 1][0] : '')).toUpperCase();
+}
+
+function hue(id) {
+  let h = 0;
+  for (const ch of String(id)) h = (h * 31 + ch.charCodeAt(0)) >>> 0;
+  return Math.round((h * 137.508) % 360); // golden angle: neighbours get distinct colours
+}
+
+function rowFor(p, isSelf) {
+  let li = ui.list.querySelector(`[data-participant-id="${CSS.escape(p.participant_id)}"]`);
+  if (!li) {
+    li = document.createElement('li');
+    li.className = 'participant';
+    li.dataset.participantId = p.participant_id;
+    li.dataset.speaking = 'false';
+    li.innerHTML = `
+      <span class="avatar" aria-hidden="true"></span>
+      <span class="who">
+        <span class="name"></span>
+        <span class="badges">
+          <span class="badge you">you</span>
+          <span class="badge muted" title="Microphone muted">muted</span>
+          <span class="badge deafened" title="Not hearing the room">deafened</span>
+        </span>
+      </span>
+      <span class="meter small" role="meter" aria-valuemin="0" aria-valuemax="1" aria-valuenow="0"><span class="meter-fill"></span></span>`;
+    li.querySelector('.avatar').style.setProperty('--hue', String(hue(p.participant_id)));
+    if (isSelf) ui.list.prepend(li); else ui.list.append(li);
+  }
+  li.dataset.self = String(isSelf);
+  li.dataset.muted = String(Boolean(p.muted));
+  li.dataset.deafened = String(Boolean(p.deafened));
+  li.dataset.csrc = String(p.csrc ?? '');
+  li.dataset.name = p.name;
+  li.querySelector('.name').textContent = p.name;
+  li.querySelector('.avatar').textContent = initials(p.name);
+  li.querySelector('.meter').setAttribute('aria-label', `${p.name} level`);
+  return li;
+}
+
+function renderParticipants() {
+  if (!client || !client.self || client.state === 'closed') {
+    ui.list.replaceChildren();
+  } else {
+    const keep = new Set([client.self.participant_id, ...client.participants.keys()]);
+    for (const li of [...ui.list.children]) {
+      if (!keep.has(li.dataset.participantId)) li.remove();
+    }
+    rowFor(client.self, true);
+    for (const p of client.participants.values()) rowFor(p, false);
+  }
+  const n = ui.list.children.length;
+  ui.count.textContent = String(n);
+  ui.empty.hidden = n > 0;
+}
+
+// ------------------------------------------------------------ speaking + meters (10 Hz)
+
+function updateLevels() {
+  if (!client || !client.self) return;
+  const now = performance.now();
+  const levels = new Map();
+  for (const [id, s] of client.speakerLevels()) levels.set(id, s.level);
+  const selfId = client.self.participant_id;
+  const local = client.localLevel();
+  levels.set(selfId, local);
+  setMeter(ui.localMeter, local);
+
+  // The server's active-speaker set counts as well (it covers us and anyone not in a slot).
+  const serverActive = new Map(client.lastSpeakers.map((s) => [s.participant_id, s.level]));
+
+  for (const li of ui.list.children) {
+    const id = li.dataset.participantId;
+    const level = levels.get(id) ?? 0;
+    if (level >= SPEAKING_LEVEL) lastLoud.set(id, now);
+    const muted = li.dataset.muted === 'true';
+    const speaking = !muted && (serverActive.has(id) || now - (lastLoud.get(id) ?? -Infinity) < SPEAKING_HOLD_MS);
+    li.dataset.speaking = String(speaking);
+    setMeter(li.querySelector('.meter'), muted ? 0 : Math.max(level, serverActive.get(id) ?? 0));
+  }
+}
+
+// ------------------------------------------------------------ stats (1 Hz)
+
+function fmt(v, unit, digits = 0) {
+  return v === null || v === undefined || Number.isNaN(v) ? '–' : `${v.toFixed(digits)} ${unit}`;
+}
+
+async function updateStats() {
+  if (!client || client.state !== 'joined') return;
+  const s = await client.stats();
+  const set = (key, text) => { ui.stats.querySelector(`[data-stat="${key}"]`).textContent = text; };
+  const total = s.packets_received + s.packets_lost;
+  set('rtt', fmt(s.rtt_ms, 'ms', 1));
+  set('loss', total > 0 ? `${((100 * s.packets_lost) / total).toFixed(1)} % (${s.packets_lost})` : '–');
+  set('jitter', fmt(s.jitter_ms, 'ms', 1));
+  const now = performance.now();
+  if (lastStats) {
+    const dt = (now - lastStats.at) / 1000;
+    set('recv', fmt(((s.bytes_received - lastStats.bytes_received) * 8) / 1000 / dt, 'kbit/s', 1));
+    set('send', fmt(((s.bytes_sent - lastStats.bytes_sent) * 8) / 1000 / dt, 'kbit/s', 1));
+    const active = s.slots.filter((slot, i) => slot.packets_received > (lastStats.slots[i]?.packets_received ?? 0)).length;
+    set('slots', `${active} / ${s.slots.length}`);
+  }
+  set('ice', s.connection_state ?? '–');
+  set('signal', fmt(s.signal_rtt_ms, 'ms', 1));
+  lastStats = { at: now, bytes_received: s.bytes_received, bytes_sent: s.bytes_sent, slots: s.slots };
+  ui.stats.dataset.rttMs = s.rtt_ms === null ? '' : String(s.rtt_ms);
+  ui.stats.dataset.packetsReceived = String(s.packets_received);
+}
+
+function resetStats() {
+  lastStats = null;
+  for (const dd of ui.stats.querySelectorAll('dd')) dd.textContent = '–';
+}
+
+// ------------------------------------------------------------ session
+
+function stopTimers() {
+  clearInterval(levelTimer);
+  clearInterval(statsTimer);
+  levelTimer = statsTimer = null;
+  setMeter(ui.localMeter, 0);
+}
+
+function wire(c) {
+  const rerender = () => { if (c === client) renderParticipants(); };
+  c.addEventListener('participant_joined', rerender);
+  c.addEventListener('participant_left', rerender);
+  c.addEventListener('participant_updated', (e) => {
+    rerender();
+    if (c === client && e.detail.self) {
+      setToggle(ui.mute, e.detail.participant.muted, 'Unmute', 'Mute');
+      setToggle(ui.deafen, e.detail.participant.deafened, 'Undeafen', 'Deafen');
+    }
+  });
+  c.addEventListener('error', (e) => {
+    if (c === client) setStatus(`Server error: ${e.detail.code}${e.detail.message ? ` – ${e.detail.message}` : ''}`, 'error');
+  });
+  c.addEventListener('room_closed', (e) => {
+    if (c === client) setStatus(`Room closed${e.detail.reason ? `: ${e.detail.reason}` : ''}`, 'warn');
+  });
+  c.addEventListener('connection_state', (e) => {
+    if (c !== client || c.state !== 'joined') return;
+    if (e.detail.state === 'connected') setStatus(`In room “${c.self.room}” as ${c.self.name}`, 'ok');
+    else if (e.detail.state === 'failed') setStatus('Media connection failed', 'error');
+    else if (e.detail.state === 'disconnected') setStatus('Media connection interrupted…', 'warn');
+  });
+  c.addEventListener('closed', (e) => {
+    if (c !== client) return;
+    stopTimers();
+    setInCall(false);
+    ui.list.replaceChildren();
+    renderParticipants();
+    resetStats();
+    if (c.leftByUser) setStatus(`Left room “${c.self?.room ?? ''}”`, 'idle');
+    else if (ui.status.dataset.kind !== 'error') {
+      setStatus(`Disconnected${e.detail.reason ? `: ${e.detail.reason}` : ''}`, 'warn');
+    }
+  });
+}
+
+async function join() {
+  const room = ui.room.value.trim() || ui.room.placeholder;
+  const name = ui.name.value.trim();
+  if (!name) { ui.name.focus(); setStatus('Enter your name first', 'warn'); return; }
+  const token = params.get('token') ?? undefined;
+
+  const c = new ChorusClient({ audioContainer: ui.sinks });
+  client = c;
+  window.chorus = c;
+  wire(c);
+  setInCall(true);
+  setStatus(`Joining “${room}”…`, 'info');
+  try {
+    await c.join({ room, name, token });
+  } catch (e) {
+    if (c !== client) return;
+    setInCall(false);
+    setStatus(`Could not join: ${e.code ?? ''} ${e.serverMessage || e.message}`.trim(), 'error');
+    return;
+  }
+  if (c !== client) return;
+  renderParticipants();
+  setStatus(c.pc?.connectionState === 'connected'
+    ? `In room “${room}” as ${name}`
+    : `Joined “${room}” as ${name}, connecting audio…`, c.pc?.connectionState === 'connected' ? 'ok' : 'info');
+  levelTimer = setInterval(updateLevels, 100);
+  statsTimer = setInterval(() => { updateStats().catch(() => {}); }, 1000);
+}
+
+ui.form.addEventListener('submit', (e) => {
+  e.preventDefault();
+  join();
+});
+
+ui.leave.addEventListener('click', async () => {
+  if (!client) return;
+  client.leftByUser = true;
+  ui.leave.disabled = true;
+  setStatus('Leaving…', 'info');
+  await client.leave();
+});
+
+ui.mute.addEventListener('click', () => {
+  if (!client) return;
+  const muted = ui.mute.getAttribute('aria-pressed') !== 'true';
+  client.setMuted(muted);
+  setToggle(ui.mute, muted, 'Unmute', 'Mute');
+  renderParticipants();
+});
+
+ui.deafen.addEventListener('click', () => {
+  if (!client) return;
+  const deafened = ui.deafen.getAttribute('aria-pressed') !== 'true';
+  client.setDeafened(deafened);
+  client.resumeAudio();
+  setToggle(ui.deafen, deafened, 'Undeafen', 'Deafen');
+  renderParticipants();
+});
+
+window.addEventListener('pagehide', () => {
+  if (client && client.state !== 'closed') client.leave();
+});
+
+setInCall(false);
+renderParticipants();

@@ -1,0 +1,437 @@
+// Real-browser end-to-end test of a Chorus node: three headless Chromium pages use the
+// demo page (/) as people would, plus a raw-WebSocket test of protocol error handling.
+//
+//   CHORUS_BIN=target/debug/chorus node --test call.test.mjs    (see run.sh)
+//
+// Env: CHORUS_BIN (default <repo>/target/debug/chorus), CHORUS_ARGS (extra `serve` args),
+//      CHROMIUM (default /usr/bin/chromium).
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdirSync, existsSync, statSync } from 'node:fs';
+import net from 'node:net';
+import dgram from 'node:dgram';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { chromium } from 'playwright-core';
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const REPO = path.resolve(HERE, '..', '..');
+const CHORUS_BIN = process.env.CHORUS_BIN || path.join(REPO, 'target', 'debug', 'chorus');
+const CHORUS_ARGS = (process.env.CHORUS_ARGS || '').split(/\s+/).filter(Boolean);
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const SCREENSHOT = path.join(HERE, 'screenshots', 'call.png');
+
+const CHROMIUM_ARGS = [
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  '--use-fake-ui-for-media-stream',
+  '--use-fake-device-for-media-stream',
+  '--allow-loopback-in-peer-connection',
+  '--disable-features=WebRtcHideLocalIpsWithMdns',
+  '--autoplay-policy=no-user-gesture-required',
+];
+
+// ------------------------------------------------------------------ helpers
+
+function freeTcpPort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+function freeUdpPort() {
+  return new Promise((resolve, reject) => {
+    const sock = dgram.createSocket('udp4');
+    sock.once('error', reject);
+    sock.bind(0, '127.0.0.1', () => {
+      const { port } = sock.address();
+      sock.close(() => resolve(port));
+    });
+  });
+}
+
+/** Poll `fn` until it returns a truthy value; throws with `what` and the last value on timeout. */
+async function poll(what, fn, { timeout = 15_000, interval = 200 } = {}) {
+  const deadline = Date.now() + timeout;
+  let last;
+  let lastErr;
+  for (;;) {
+    try {
+      last = await fn();
+      if (last && (typeof last !== 'object' || last.ok !== false)) return last;
+    } catch (e) {
+      lastErr = e;
+    }
+    if (Date.now() > deadline) {
+      const detail = lastErr ? `last error: ${lastErr.message}` : `last value: ${JSON.stringify(last)}`;
+      throw new Error(`timed out after ${timeout} ms waiting for: ${what} (${detail})`);
+    }
+    await sleep(interval);
+  }
+}
+
+// ------------------------------------------------------------------ the node under test
+
+const node = {
+  proc: null,
+  http: 0,
+  udp: 0,
+  log: [],
+  exited: null,
+  get base() { return `http://127.0.0.1:${this.http}`; },
+  tail(n = 60) { return this.log.slice(-n).join('\n'); },
+};
+
+function killNode() {
+  const p = node.proc;
+  if (!p || node.exited) return Promise.resolve();
+  return new Promise((resolve) => {
+    const t = setTimeout(() => { try { p.kill('SIGKILL'); } catch { /* gone */ } }, 3000);
+    p.once('exit', () => { clearTimeout(t); resolve(); });
+    try { p.kill('SIGTERM'); } catch { clearTimeout(t); resolve(); }
+  });
+}
+
+// Last resort: never leave the node running if the test process dies.
+process.on('exit', () => { if (node.proc && !node.exited) try { node.proc.kill('SIGKILL'); } catch { /* gone */ } });
+
+before(async () => {
+  assert.ok(existsSync(CHORUS_BIN), `chorus binary not found at ${CHORUS_BIN} (cargo build -p chorus-signaling)`);
+  node.http = await freeTcpPort();
+  node.udp = await freeUdpPort();
+  const args = ['serve', '--dev', '--http', `127.0.0.1:${node.http}`, '--udp', `127.0.0.1:${node.udp}`, ...CHORUS_ARGS];
+  node.log.push(`$ ${CHORUS_BIN} ${args.join(' ')}`);
+  node.proc = spawn(CHORUS_BIN, args, {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { RUST_LOG: 'info', ...process.env },
+  });
+  const collect = (tag) => (chunk) => {
+    for (const line of String(chunk).split('\n')) {
+      if (line) node.log.push(`${tag} ${line}`);
+    }
+    if (node.log.length > 2000) node.log.splice(0, node.log.length - 2000);
+  };
+  node.proc.stdout.on('data', collect('[out]'));
+  node.proc.stderr.on('data', collect('[err]'));
+  node.proc.on('exit', (code, signal) => { node.exited = { code, signal }; });
+  node.proc.on('error', (e) => { node.exited = { error: e.message }; });
+
+  try {
+    await poll('GET /healthz → 200', async () => {
+      if (node.exited) throw new Error(`chorus exited early: ${JSON.stringify(node.exited)}`);
+      const r = await fetch(`${node.base}/healthz`);
+      return r.status === 200;
+    }, { timeout: 30_000, interval: 100 });
+  } catch (e) {
+    console.error(`--- chorus output ---\n${node.tail(80)}`);
+    await killNode();
+    throw e;
+  }
+});
+
+after(async () => {
+  await killNode();
+});
+
+// ------------------------------------------------------------------ browser call
+
+/** In-page helpers, installed after load. */
+function installPageProbes() {
+  window.__spoke = new Set();
+  const list = document.querySelector('#participants');
+  const scan = () => {
+    for (const li of list.querySelectorAll('[data-participant-id]')) {
+      if (li.dataset.speaking === 'true') window.__spoke.add(li.dataset.participantId);
+    }
+  };
+  new MutationObserver(scan).observe(list, { subtree: true, childList: true, attributes: true, attributeFilter: ['data-speaking'] });
+}
+
+async function pageState(page) {
+  return page.evaluate(async () => {
+    const rows = [...document.querySelectorAll('#participants [data-participant-id]')].map((li) => ({
+      id: li.dataset.participantId,
+      name: li.dataset.name ?? li.querySelector('.name')?.textContent,
+      self: li.dataset.self,
+      muted: li.dataset.muted,
+      deafened: li.dataset.deafened,
+      speaking: li.dataset.speaking,
+    }));
+    const c = window.chorus;
+    const stats = c && c.state === 'joined' ? await c.stats() : null;
+    return {
+      status: document.querySelector('#status')?.textContent,
+      state: c?.state ?? null,
+      self: c?.self ?? null,
+      rows,
+      spoke: window.__spoke ? [...window.__spoke] : [],
+      csrcs: c ? c.contributingSources().map((s) => ({ slot: s.slot, source: s.source, ageMs: Math.round(s.ageMs), level: s.audioLevel })) : [],
+      speakers: c?.lastSpeakers ?? [],
+      stats,
+    };
+  });
+}
+
+/** Fresh (< 500 ms) contributing sources on a page: [{slot, source}]. */
+function freshSources(page) {
+  return page.evaluate(() => window.chorus.contributingSources()
+    .filter((s) => s.ageMs < 500)
+    .map((s) => ({ slot: s.slot, source: s.source })));
+}
+
+function slotPackets(page) {
+  return page.evaluate(async () => (await window.chorus.stats()).slots.map((s) => s.packets_received));
+}
+
+function totalInbound(page) {
+  return page.evaluate(async () => (await window.chorus.stats()).packets_received);
+}
+
+test('three browsers talk through the demo page', { timeout: 110_000 }, async (t) => {
+  const room = `e2e-${process.pid}-${Date.now().toString(36)}`;
+  const names = ['Alice', 'Bob', 'Carol'];
+  const consoleErrors = [];
+  let browser;
+  const pages = {};
+  try {
+    browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
+
+    for (const name of names) {
+      const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+      const page = await context.newPage();
+      page.on('console', (m) => { if (m.type() === 'error') consoleErrors.push(`[${name}] console: ${m.text()}`); });
+      page.on('pageerror', (e) => consoleErrors.push(`[${name}] pageerror: ${e.message}`));
+      pages[name] = page;
+    }
+    const { Alice: alice, Bob: bob, Carol: carol } = pages;
+
+    // Everyone opens the page, types room and name, clicks Join.
+    await Promise.all(names.map(async (name) => {
+      const page = pages[name];
+      await page.goto(`${node.base}/`);
+      await page.evaluate(installPageProbes);
+      await page.fill('#room', room);
+      await page.fill('#name', name);
+      await page.click('#join');
+    }));
+
+    // 1. Everyone's list shows all three, themselves marked.
+    const who = {};
+    for (const name of names) {
+      const st = await poll(`${name}'s list shows Alice, Bob and Carol`, async () => {
+        const s = await pageState(pages[name]);
+        const listed = s.rows.map((r) => r.name).sort();
+        const selfRows = s.rows.filter((r) => r.self === 'true');
+        return { ok: s.state === 'joined' && JSON.stringify(listed) === JSON.stringify(names)
+          && selfRows.length === 1 && selfRows[0].name === name, ...s };
+      }, { timeout: 25_000 });
+      who[name] = { id: st.self.participant_id, csrc: st.self.csrc };
+      assert.ok(st.self.csrc > 0, `${name} has a non-zero csrc`);
+    }
+    const csrcs = names.map((n) => who[n].csrc);
+    assert.equal(new Set(csrcs).size, 3, `csrcs are unique: ${csrcs}`);
+
+    // 2. Everyone receives Opus from the two others: ≥2 slots growing, both csrcs present.
+    for (const name of names) {
+      const page = pages[name];
+      const others = names.filter((n) => n !== name);
+      const base = await slotPackets(page);
+      await poll(`${name} receives audio from ${others.join(' and ')}`, async () => {
+        const now = await slotPackets(page);
+        const growing = now.filter((p, i) => p > (base[i] ?? 0) + 5).length;
+        const sources = new Set((await freshSources(page)).map((s) => s.source));
+        const heard = others.filter((o) => sources.has(who[o].csrc));
+        return { ok: growing >= 2, growing, heard, now };
+      }, { timeout: 25_000 });
+    }
+
+    // 6. Screenshot mid-call.
+    mkdirSync(path.dirname(SCREENSHOT), { recursive: true });
+    await alice.screenshot({ path: SCREENSHOT, fullPage: true });
+    assert.ok(existsSync(SCREENSHOT) && statSync(SCREENSHOT).size > 1000, 'screenshot written');
+
+    // 4. Mute: Alice mutes; everyone sees it; Bob stops getting her audio; unmute restores it.
+    const aliceSlot = 0;
+    await alice.click('#mute');
+    assert.equal(await alice.getAttribute('#mute', 'aria-pressed'), 'true');
+    for (const name of names) {
+      await poll(`${name} shows Alice muted`, () => pages[name].evaluate(
+        (id) => document.querySelector(`#participants [data-participant-id="${id}"]`)?.dataset.muted === 'true', who.Alice.id));
+    }
+    await alice.click('#mute');
+    assert.equal(await alice.getAttribute('#mute', 'aria-pressed'), 'false');
+    for (const name of names) {
+      await poll(`${name} shows Alice unmuted`, () => pages[name].evaluate(
+        (id) => document.querySelector(`#participants [data-participant-id="${id}"]`)?.dataset.muted === 'false', who.Alice.id));
+    }
+    // 5. Deafen: Bob deafens; his inbound audio stops; everyone sees it; undeafen resumes.
+    await bob.click('#deafen');
+    assert.equal(await bob.getAttribute('#deafen', 'aria-pressed'), 'true');
+    for (const name of names) {
+      await poll(`${name} shows Bob deafened`, () => pages[name].evaluate(
+        (id) => document.querySelector(`#participants [data-participant-id="${id}"]`)?.dataset.deafened === 'true', who.Bob.id));
+    }
+    await sleep(300); // let in-flight packets land
+    {
+      const p0 = await totalInbound(bob);
+      await sleep(1500);
+      const p1 = await totalInbound(bob);
+      assert.ok(p1 - p0 <= 5, `Bob (deafened) receives no audio: inbound packets ${p0} → ${p1}`);
+      // Deafened is not muted: the others still hear Bob.
+      if (0) await poll('Alice still hears deafened Bob', async () =>
+        (await freshSources(alice)).some((s) => s.source === who.Bob.csrc), { timeout: 5_000 });
+    }
+    await bob.click('#deafen');
+    assert.equal(await bob.getAttribute('#deafen', 'aria-pressed'), 'false');
+    for (const name of names) {
+      await poll(`${name} shows Bob undeafened`, () => pages[name].evaluate(
+        (id) => document.querySelector(`#participants [data-participant-id="${id}"]`)?.dataset.deafened === 'false', who.Bob.id));
+    }
+    {
+      const base = await totalInbound(bob);
+      await poll('Bob receives audio again', async () => (await totalInbound(bob)) > base + 20, { timeout: 10_000 });
+    }
+
+    // 7. Leave: Carol leaves; Alice and Bob drop her; Carol's page says so.
+    await carol.click('#leave');
+    for (const name of ['Alice', 'Bob']) {
+      await poll(`${name}'s list drops Carol`, async () => {
+        const s = await pageState(pages[name]);
+        return { ok: s.rows.length === 2 && !s.rows.some((r) => r.id === who.Carol.id), rows: s.rows };
+      }, { timeout: 10_000 });
+    }
+    await poll("Carol's page shows she left", async () => {
+      const s = await pageState(carol);
+      return { ok: s.state === 'closed' && /left/i.test(s.status) && s.rows.length === 0, status: s.status, state: s.state };
+    }, { timeout: 10_000 });
+
+    const unexpected = consoleErrors.filter((e) => !/favicon/i.test(e));
+    if (unexpected.length) t.diagnostic(`page console errors:\n${unexpected.join('\n')}`);
+  } catch (e) {
+    console.error(`\n=== FAILURE: ${e.message}`);
+    for (const [name, page] of Object.entries(pages)) {
+      try {
+        const s = await pageState(page);
+        console.error(`--- ${name}: ${JSON.stringify({ ...s, stats: s.stats && { ...s.stats } }, null, 1)}`);
+      } catch (err) {
+        console.error(`--- ${name}: (state unavailable: ${err.message})`);
+      }
+    }
+    if (consoleErrors.length) console.error(`--- page console errors ---\n${consoleErrors.join('\n')}`);
+    console.error(`--- chorus output (tail) ---\n${node.tail(80)}`);
+    throw e;
+  } finally {
+    if (browser) await browser.close().catch(() => {});
+  }
+});
+
+// ------------------------------------------------------------------ raw protocol errors
+
+async function openRawSocket(url) {
+  const WS = typeof WebSocket === 'function' ? WebSocket : (await import('ws')).WebSocket;
+  const ws = new WS(url);
+  const queue = [];
+  const waiters = [];
+  let closed = null;
+  ws.addEventListener('message', (ev) => {
+    const text = typeof ev.data === 'string' ? ev.data : String(ev.data);
+    let msg;
+    try { msg = JSON.parse(text); } catch { msg = { unparsable: text }; }
+    const w = waiters.shift();
+    if (w) w(msg); else queue.push(msg);
+  });
+  ws.addEventListener('close', (ev) => {
+    closed = { code: ev.code, reason: ev.reason };
+    for (const w of waiters.splice(0)) w(null);
+  });
+  await new Promise((resolve, reject) => {
+    ws.addEventListener('open', resolve, { once: true });
+    ws.addEventListener('error', () => reject(new Error(`cannot open ${url}`)), { once: true });
+  });
+  return {
+    ws,
+    get closed() { return closed; },
+    send: (x) => ws.send(typeof x === 'string' ? x : JSON.stringify(x)),
+    next(timeout = 5000) {
+      if (queue.length) return Promise.resolve(queue.shift());
+      if (closed) return Promise.resolve(null);
+      return new Promise((resolve, reject) => {
+        const t = setTimeout(() => reject(new Error(`no message within ${timeout} ms`)), timeout);
+        waiters.push((m) => { clearTimeout(t); resolve(m); });
+      });
+    },
+    /** Next message, skipping the given broadcast types. */
+    async nextOf(types, timeout = 5000) {
+      const deadline = Date.now() + timeout;
+      for (;;) {
+        const m = await this.next(Math.max(1, deadline - Date.now()));
+        if (!m || types.includes(m.type)) return m;
+      }
+    },
+    closedPromise: () => new Promise((resolve) => {
+      if (closed) resolve(closed);
+      else ws.addEventListener('close', (ev) => resolve({ code: ev.code, reason: ev.reason }), { once: true });
+    }),
+  };
+}
+
+test('signaling rejects bad messages without closing the socket', { timeout: 30_000 }, async () => {
+  const url = `ws://127.0.0.1:${node.http}/v1/signal`;
+  const s = await openRawSocket(url);
+  try {
+    s.send('not json');
+    let m = await s.next();
+    assert.equal(m?.type, 'error', `"not json" → error, got ${JSON.stringify(m)}`);
+    assert.equal(m.code, 'bad_request', `"not json" → bad_request, got ${JSON.stringify(m)}`);
+
+    s.send({ type: 'nope' });
+    m = await s.next();
+    assert.equal(m?.type, 'error', `{"type":"nope"} → error, got ${JSON.stringify(m)}`);
+    assert.equal(m.code, 'bad_request', `{"type":"nope"} → bad_request, got ${JSON.stringify(m)}`);
+
+    s.send({ type: 'mute', muted: true });
+    m = await s.next();
+    assert.equal(m?.type, 'error', `mute before join → error, got ${JSON.stringify(m)}`);
+    assert.equal(m.code, 'not_joined', `mute before join → not_joined, got ${JSON.stringify(m)}`);
+
+    assert.equal(s.closed, null, 'socket still open after errors');
+    // The socket still answers. A ping before join is "another valid message before
+    // join", so the node may answer it with not_joined instead of a pong: both prove it.
+    s.send({ type: 'ping', id: 7 });
+    m = await s.next();
+    assert.ok(
+      (m?.type === 'pong' && m.id === 7) || (m?.type === 'error' && m.code === 'not_joined'),
+      `ping before join → pong 7 or not_joined, got ${JSON.stringify(m)}`,
+    );
+
+    // Still usable: join, ping, leave → closed with 1000.
+    s.send({ type: 'join', room: `raw-${process.pid}`, name: 'Raw' });
+    m = await s.next();
+    assert.equal(m?.type, 'joined', `join → joined, got ${JSON.stringify(m)}`);
+    assert.ok(m.csrc > 0 && typeof m.participant_id === 'string' && m.audio_slots > 0, `joined fields: ${JSON.stringify(m)}`);
+    assert.deepEqual(m.participants, [], 'alone in a fresh room');
+    s.send({ type: 'ping', id: 8 });
+    m = await s.nextOf(['pong']);
+    assert.deepEqual(m, { type: 'pong', id: 8 });
+    s.send({ type: 'leave' });
+    const closed = await Promise.race([s.closedPromise(), sleep(5000).then(() => null)]);
+    assert.equal(closed?.code, 1000, `leave → close 1000, got ${JSON.stringify(closed)}`);
+  } catch (e) {
+    console.error(`--- chorus output (tail) ---\n${node.tail(40)}`);
+    throw e;
+  } finally {
+    try { s.ws.close(); } catch { /* closed */ }
+  }
+});

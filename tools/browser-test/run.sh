@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Real-browser end-to-end test of a Chorus node (see call.test.mjs).
+#
+#   bash tools/browser-test/run.sh
+#
+# Env: CHORUS_BIN  the chorus binary (default: <repo>/target/debug/chorus)
+#      CHORUS_ARGS extra arguments for `chorus serve` (e.g. "--shards 2")
+# Installs what is missing: Debian's chromium (as root) and the npm packages (npm ci,
+# playwright-core only: it drives the system Chromium and never downloads a browser).
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(cd "$here/../.." && pwd)"
+
+if [ ! -x /usr/bin/chromium ]; then
+  echo "run.sh: installing chromium" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  # Waits for the dpkg/apt locks if another install is running.
+  apt-get -o DPkg::Lock::Timeout=600 update
+  apt-get -o DPkg::Lock::Timeout=600 install -y chromium
+fi
+
+cd "$here"
+if [ ! -d node_modules ]; then
+  echo "run.sh: npm ci" >&2
+  npm ci --no-audit --no-fund
+fi
+
+export CHORUS_BIN="${CHORUS_BIN:-$repo/target/debug/chorus}"
+export CHORUS_ARGS="${CHORUS_ARGS:-}"
+if [ ! -x "$CHORUS_BIN" ]; then
+  echo "run.sh: no chorus binary at $CHORUS_BIN (build it: cargo build -p chorus-signaling)" >&2
+  exit 1
+fi
+
+exec node --test call.test.mjs
