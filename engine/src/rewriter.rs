@@ -98,10 +98,6 @@ impl SlotRewriter {
             switched,
         })
     }
-
-    pub fn speaker(&self) -> Option<ParticipantId> {
-        self.speaker
-    }
 }
 
 #[cfg(test)]

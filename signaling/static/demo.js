@@ -158,7 +158,9 @@ function updateLevels() {
     const muted = li.dataset.muted === 'true';
     const speaking = !muted && (serverActive.has(id) || now - (lastLoud.get(id) ?? -Infinity) < SPEAKING_HOLD_MS);
     li.dataset.speaking = String(speaking);
-    setMeter(li.querySelector('.meter'), muted ? 0 : Math.max(level, serverActive.get(id) ?? 0));
+    // Live levels (our analyser, the slots' CSRC levels) beat the node's last report.
+    const shown = levels.has(id) ? level : (serverActive.get(id) ?? 0);
+    setMeter(li.querySelector('.meter'), muted ? 0 : shown);
   }
 }
 

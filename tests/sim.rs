@@ -1,0 +1,393 @@
+//! A simulated network: one shard, N str0m clients, a clock that jumps to the
+//! earliest timeout.
+//!
+//! Clients are browsers in miniature: one `Rtc` each (full ICE, controlling), a
+//! sendonly microphone m-section plus recvonly slot m-sections, Opus in rtp mode. A
+//! speaking client sends one 20 ms packet per frame with an RFC 6464 level and a
+//! payload that names the sender and counts, so tests can check what arrived where.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chorus_engine::{CloseReason, Command, Event, Shard, ShardConfig};
+use chorus_protocol::signal::{DisplayName, ParticipantId, RoomId, ServerMessage};
+use str0m::change::{SdpAnswer, SdpPendingOffer};
+use str0m::format::Codec;
+use str0m::media::{Direction, MediaKind, Mid, Pt};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::{ExtensionValues, RtpWrite};
+use str0m::{Candidate, Event as RtcEvent, Input, Output, Rtc};
+
+/// One Opus frame.
+pub const FRAME: Duration = Duration::from_millis(20);
+/// Steps one `run_for` may take before the simulation is declared stuck.
+const MAX_STEPS: usize = 2_000_000;
+
+/// A packet a client received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub at: Instant,
+    pub mid: Option<Mid>,
+    pub ssrc: u32,
+    /// Extended sequence number as the client's str0m saw it.
+    pub seq: u64,
+    pub timestamp: u32,
+    pub marker: bool,
+    pub pt: u8,
+    pub csrc: Vec<u32>,
+    pub audio_level: Option<i8>,
+    /// Index of the sending client (from the payload).
+    pub from: usize,
+    /// The sender's frame counter (from the payload).
+    pub frame: u32,
+}
+
+pub struct Client {
+    pub name: String,
+    pub id: ParticipantId,
+    pub addr: SocketAddr,
+    pub rtc: Rtc,
+    pub inbox: Vec<ServerMessage>,
+    pub received: Vec<Received>,
+    pub csrc: u32,
+    pub audio_slots: u8,
+    pub mic: Option<Mid>,
+    pub slots: Vec<Mid>,
+    pub connected: bool,
+    /// While false the client's datagrams are lost both ways (it vanished).
+    pub online: bool,
+    /// Level in -dBov (0 loudest, 127 silence) of the packets it sends, if speaking.
+    pub speaking: Option<u8>,
+    /// Frames sent so far.
+    pub sent: u32,
+    next_timeout: Instant,
+    next_frame: Instant,
+    pending: Option<SdpPendingOffer>,
+    mic_pt: Option<Pt>,
+}
+
+impl Client {
+    /// Packets received from client `from`.
+    pub fn from(&self, from: usize) -> impl Iterator<Item = &Received> {
+        self.received.iter().filter(move |r| r.from == from)
+    }
+
+    /// Messages of one `type`, in order.
+    pub fn messages(&self, kind: &str) -> Vec<&ServerMessage> {
+        self.inbox
+            .iter()
+            .filter(|m| {
+                serde_json::to_value(m).unwrap()["type"].as_str() == Some(kind)
+            })
+            .collect()
+    }
+}
+
+pub struct Sim {
+    pub now: Instant,
+    pub shard: Shard,
+    pub server: SocketAddr,
+    pub clients: Vec<Client>,
+    pub closed: Vec<(ParticipantId, CloseReason)>,
+    start: Instant,
+    steps: usize,
+}
+
+impl Sim {
+    pub fn new() -> Sim {
+        Sim::with_config(|_| {})
+    }
+
+    pub fn with_config(change: impl FnOnce(&mut ShardConfig)) -> Sim {
+        let now = Instant::now();
+        let server: SocketAddr = "10.0.0.1:7882".parse().unwrap();
+        let mut config = ShardConfig::new(server);
+        config.seed = 42;
+        change(&mut config);
+        Sim {
+            now,
+            shard: Shard::new(config, now).unwrap(),
+            server,
+            clients: Vec::new(),
+            closed: Vec::new(),
+            start: now,
+            steps: 0,
+        }
+    }
+
+    /// Time since the simulation started.
+    pub fn elapsed(&self) -> Duration {
+        self.now - self.start
+    }
+
+    /// A client joins `room` (signaling only; see [`Sim::connect`]).
+    pub fn join(&mut self, name: &str, room: &str) -> usize {
+        let idx = self.clients.len();
+        let id = ParticipantId(1000 + idx as u64);
+        let addr: SocketAddr = format!("192.0.2.{}:{}", 1 + idx % 250, 40000 + idx)
+            .parse()
+            .unwrap();
+        let mut rtc = Rtc::builder()
+            .set_rtp_mode(true)
+            .clear_codecs()
+            .enable_opus(true, false)
+            .build(self.now);
+        rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
+        self.clients.push(Client {
+            name: name.to_owned(),
+            id,
+            addr,
+            rtc,
+            inbox: Vec::new(),
+            received: Vec::new(),
+            csrc: 0,
+            audio_slots: 0,
+            mic: None,
+            slots: Vec::new(),
+            connected: false,
+            online: true,
+            speaking: None,
+            sent: 0,
+            next_timeout: self.now,
+            next_frame: self.now,
+            pending: None,
+            mic_pt: None,
+        });
+        self.command(Command::Join {
+            participant: id,
+            room: RoomId::new(room).unwrap(),
+            name: DisplayName::new(name).unwrap(),
+        });
+        let joined = self.clients[idx].inbox.iter().find_map(|m| match m {
+            ServerMessage::Joined {
+                csrc, audio_slots, ..
+            } => Some((*csrc, *audio_slots)),
+            _ => None,
+        });
+        if let Some((csrc, audio_slots)) = joined {
+            self.clients[idx].csrc = csrc;
+            self.clients[idx].audio_slots = audio_slots;
+        }
+        idx
+    }
+
+    /// Offers a microphone and `slots` receive sections and applies the answer.
+    pub fn offer(&mut self, idx: usize, slots: usize) {
+        let c = &mut self.clients[idx];
+        let mut api = c.rtc.sdp_api();
+        let mic = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+        let mut mids = Vec::new();
+        for _ in 0..slots {
+            mids.push(api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None));
+        }
+        let (offer, pending) = api.apply().unwrap();
+        c.mic = Some(mic);
+        c.slots = mids;
+        c.pending = Some(pending);
+        let sdp = offer.to_sdp_string();
+        let id = c.id;
+        self.command(Command::Offer {
+            participant: id,
+            sdp,
+        });
+        let answer = self.clients[idx]
+            .inbox
+            .iter()
+            .rev()
+            .find_map(|m| match m {
+                ServerMessage::Answer { sdp, .. } => Some(sdp.clone()),
+                _ => None,
+            })
+            .expect("an answer");
+        let c = &mut self.clients[idx];
+        let answer = SdpAnswer::from_sdp_string(&answer).unwrap();
+        c.rtc
+            .sdp_api()
+            .accept_answer(c.pending.take().unwrap(), answer)
+            .unwrap();
+        c.mic_pt = c
+            .rtc
+            .codec_config()
+            .params()
+            .iter()
+            .find(|p| p.spec().codec == Codec::Opus)
+            .map(|p| p.pt());
+        self.pump();
+    }
+
+    /// Joins, offers the room's slot count, and runs until media is up.
+    pub fn connect(&mut self, name: &str, room: &str) -> usize {
+        let idx = self.join(name, room);
+        let slots = self.clients[idx].audio_slots as usize;
+        self.offer(idx, slots);
+        self.run_until(Duration::from_secs(5), |s| s.clients[idx].connected);
+        assert!(self.clients[idx].connected, "{name} did not connect");
+        idx
+    }
+
+    pub fn command(&mut self, command: Command) {
+        self.shard.handle_command(self.now, command);
+        self.pump();
+    }
+
+    /// Runs the clock forward by `d`.
+    pub fn run_for(&mut self, d: Duration) {
+        let end = self.now + d;
+        self.run_until(d, |s| s.now >= end);
+        self.now = self.now.max(end);
+    }
+
+    /// Runs until `done` or `limit` of simulated time passed.
+    pub fn run_until(&mut self, limit: Duration, done: impl Fn(&Sim) -> bool) {
+        let end = self.now + limit;
+        while !done(self) && self.now < end {
+            self.steps += 1;
+            assert!(self.steps < MAX_STEPS, "simulation made no progress");
+            let mut next = end;
+            if let Some(t) = self.shard.poll_timeout() {
+                next = next.min(t);
+            }
+            for c in &self.clients {
+                next = next.min(c.next_timeout);
+                if c.speaking.is_some() && c.connected {
+                    next = next.min(c.next_frame);
+                }
+            }
+            self.now = self.now.max(next);
+            let now = self.now;
+            self.shard.handle_timeout(now);
+            for i in 0..self.clients.len() {
+                let c = &mut self.clients[i];
+                if c.next_timeout <= now {
+                    c.rtc.handle_input(Input::Timeout(now)).unwrap();
+                }
+                if c.connected && c.next_frame <= now {
+                    if let Some(level) = c.speaking {
+                        send_frame(c, i, now, level);
+                        c.rtc.handle_input(Input::Timeout(now)).unwrap();
+                    }
+                    c.next_frame = now + FRAME;
+                }
+            }
+            self.pump();
+        }
+    }
+
+    /// Delivers everything in flight, instantly, until nothing moves.
+    pub fn pump(&mut self) {
+        loop {
+            let mut moved = false;
+            for i in 0..self.clients.len() {
+                moved |= self.drain_client(i);
+            }
+            while let Some(t) = self.shard.poll_transmit() {
+                moved = true;
+                let Some(i) = self.clients.iter().position(|c| c.addr == t.destination) else {
+                    continue;
+                };
+                let c = &mut self.clients[i];
+                if !c.online {
+                    continue;
+                }
+                let r = Receive::new(Protocol::Udp, self.server, c.addr, &t.contents).unwrap();
+                // A client that already left drops stray datagrams, like a browser.
+                let _ = c.rtc.handle_input(Input::Receive(self.now, r));
+                // str0m's contract (rtp mode holds one packet): drain after every input.
+                self.drain_client(i);
+            }
+            while let Some(e) = self.shard.poll_event() {
+                moved = true;
+                match e {
+                    Event::Signal { to, message } => {
+                        if let Some(c) = self.clients.iter_mut().find(|c| c.id == to) {
+                            c.inbox.push(message);
+                        }
+                    }
+                    Event::Closed {
+                        participant,
+                        reason,
+                    } => self.closed.push((participant, reason)),
+                }
+            }
+            if !moved {
+                return;
+            }
+        }
+    }
+
+    /// Polls one client until it wants a timeout; its datagrams go to the shard.
+    fn drain_client(&mut self, i: usize) -> bool {
+        let now = self.now;
+        let mut moved = false;
+        loop {
+            match self.clients[i].rtc.poll_output().unwrap() {
+                Output::Timeout(t) => {
+                    self.clients[i].next_timeout = t;
+                    return moved;
+                }
+                Output::Transmit(t) => {
+                    moved = true;
+                    if self.clients[i].online {
+                        let from = self.clients[i].addr;
+                        self.shard.handle_datagram(now, from, &t.contents);
+                    }
+                }
+                Output::Event(e) => on_client_event(&mut self.clients[i], now, e),
+            }
+        }
+    }
+}
+
+impl Default for Sim {
+    fn default() -> Self {
+        Sim::new()
+    }
+}
+
+fn send_frame(c: &mut Client, idx: usize, now: Instant, level: u8) {
+    let (Some(mid), Some(pt)) = (c.mic, c.mic_pt) else {
+        return;
+    };
+    let mut payload = vec![0xC5, idx as u8];
+    payload.extend_from_slice(&c.sent.to_be_bytes());
+    payload.extend_from_slice(&[0u8; 40]);
+    let mut ext = ExtensionValues::default();
+    ext.audio_level = Some(-(level.min(127) as i8));
+    ext.voice_activity = Some(level < 127);
+    let seq = 1000 + c.sent as u64;
+    let ts = 5000u32.wrapping_add(c.sent.wrapping_mul(960));
+    let write = RtpWrite::new(pt, seq.into(), ts, now, Arc::<[u8]>::from(payload)).ext_vals(ext);
+    if let Some(tx) = c.rtc.direct_api().stream_tx_by_mid(mid, None) {
+        tx.write_rtp(write);
+        c.sent += 1;
+    }
+}
+
+fn on_client_event(c: &mut Client, now: Instant, e: RtcEvent) {
+    match e {
+        RtcEvent::Connected => c.connected = true,
+        RtcEvent::RtpPacket(p) => {
+            let mid = c.rtc.direct_api().stream_rx(&p.header.ssrc).map(|s| s.mid());
+            let (from, frame) = match &p.payload[..] {
+                [0xC5, from, a, b, cc, d, ..] => (*from as usize, u32::from_be_bytes([*a, *b, *cc, *d])),
+                _ => (usize::MAX, 0),
+            };
+            c.received.push(Received {
+                at: now,
+                mid,
+                ssrc: *p.header.ssrc,
+                seq: *p.seq_no,
+                timestamp: p.header.timestamp,
+                marker: p.header.marker,
+                pt: *p.header.payload_type,
+                csrc: p.header.csrc[..p.header.csrc_count].to_vec(),
+                audio_level: p.header.ext_vals.audio_level,
+                from,
+                frame,
+            });
+        }
+        _ => {}
+    }
+}
