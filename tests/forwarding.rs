@@ -55,7 +55,10 @@ fn three_participants_hear_each_other() {
                 assert_eq!(w[1].seq, w[0].seq + 1);
                 assert_eq!(w[1].timestamp.wrapping_sub(w[0].timestamp), 960);
             }
-            assert!(got[0].marker, "the first packet of a speaker on a slot is marked");
+            assert!(
+                got[0].marker,
+                "the first packet of a speaker on a slot is marked"
+            );
         }
         assert_eq!(slot_ssrcs.len(), 2, "two speakers, two slots");
     }
@@ -66,7 +69,9 @@ fn three_participants_hear_each_other() {
     let ServerMessage::Speakers { speakers } = speakers[0] else {
         unreachable!()
     };
-    assert!(speakers.iter().any(|s| s.participant_id == sim.clients[b].id));
+    assert!(speakers
+        .iter()
+        .any(|s| s.participant_id == sim.clients[b].id));
     assert_eq!(sim.shard.stats().dropped_no_slot, 0);
 }
 
@@ -98,4 +103,19 @@ fn joined_and_participant_messages_describe_the_room() {
         unreachable!()
     };
     assert!(participants.is_empty());
+}
+
+#[test]
+fn payload_types_are_mapped_per_subscriber() {
+    let mut sim = Sim::new();
+    let chromium = sim.connect_with_pt("chromium", "r1", 111);
+    let aiortc = sim.connect_with_pt("aiortc", "r1", 96);
+    sim.clients[chromium].speaking = Some(20);
+    sim.clients[aiortc].speaking = Some(20);
+    sim.run_for(Duration::from_millis(500));
+    let to_aiortc: Vec<_> = sim.clients[aiortc].from(chromium).collect();
+    let to_chromium: Vec<_> = sim.clients[chromium].from(aiortc).collect();
+    assert!(to_aiortc.len() >= 20 && to_chromium.len() >= 20);
+    assert!(to_aiortc.iter().all(|r| r.pt == 96));
+    assert!(to_chromium.iter().all(|r| r.pt == 111));
 }

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use chorus_engine::{CloseReason, Command, Event, Shard, ShardConfig};
 use chorus_protocol::signal::{DisplayName, ParticipantId, RoomId, ServerMessage};
 use str0m::change::{SdpAnswer, SdpPendingOffer};
-use str0m::format::Codec;
-use str0m::media::{Direction, MediaKind, Mid, Pt};
+use str0m::format::{Codec, FormatParams};
+use str0m::media::{Direction, Frequency, MediaKind, Mid, Pt};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{ExtensionValues, RtpWrite};
 use str0m::{Candidate, Event as RtcEvent, Input, Output, Rtc};
@@ -78,9 +78,7 @@ impl Client {
     pub fn messages(&self, kind: &str) -> Vec<&ServerMessage> {
         self.inbox
             .iter()
-            .filter(|m| {
-                serde_json::to_value(m).unwrap()["type"].as_str() == Some(kind)
-            })
+            .filter(|m| serde_json::to_value(m).unwrap()["type"].as_str() == Some(kind))
             .collect()
     }
 }
@@ -124,16 +122,31 @@ impl Sim {
 
     /// A client joins `room` (signaling only; see [`Sim::connect`]).
     pub fn join(&mut self, name: &str, room: &str) -> usize {
+        self.join_with_pt(name, room, 111)
+    }
+
+    /// Like [`Sim::join`], for a client whose Opus payload type is `opus_pt`
+    /// (Chromium uses 111, aiortc 96).
+    pub fn join_with_pt(&mut self, name: &str, room: &str, opus_pt: u8) -> usize {
         let idx = self.clients.len();
         let id = ParticipantId(1000 + idx as u64);
         let addr: SocketAddr = format!("192.0.2.{}:{}", 1 + idx % 250, 40000 + idx)
             .parse()
             .unwrap();
-        let mut rtc = Rtc::builder()
-            .set_rtp_mode(true)
-            .clear_codecs()
-            .enable_opus(true, false)
-            .build(self.now);
+        let mut config = Rtc::builder().set_rtp_mode(true).clear_codecs();
+        config.codec_config().add_config(
+            opus_pt.into(),
+            None,
+            Codec::Opus,
+            Frequency::FORTY_EIGHT_KHZ,
+            Some(2),
+            FormatParams {
+                min_p_time: Some(10),
+                use_inband_fec: Some(true),
+                ..Default::default()
+            },
+        );
+        let mut rtc = config.build(self.now);
         rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
         self.clients.push(Client {
             name: name.to_owned(),
@@ -219,7 +232,12 @@ impl Sim {
 
     /// Joins, offers the room's slot count, and runs until media is up.
     pub fn connect(&mut self, name: &str, room: &str) -> usize {
-        let idx = self.join(name, room);
+        self.connect_with_pt(name, room, 111)
+    }
+
+    /// [`Sim::connect`] for a client whose Opus payload type is `opus_pt`.
+    pub fn connect_with_pt(&mut self, name: &str, room: &str, opus_pt: u8) -> usize {
+        let idx = self.join_with_pt(name, room, opus_pt);
         let slots = self.clients[idx].audio_slots as usize;
         self.offer(idx, slots);
         self.run_until(Duration::from_secs(5), |s| s.clients[idx].connected);
@@ -369,9 +387,15 @@ fn on_client_event(c: &mut Client, now: Instant, e: RtcEvent) {
     match e {
         RtcEvent::Connected => c.connected = true,
         RtcEvent::RtpPacket(p) => {
-            let mid = c.rtc.direct_api().stream_rx(&p.header.ssrc).map(|s| s.mid());
+            let mid = c
+                .rtc
+                .direct_api()
+                .stream_rx(&p.header.ssrc)
+                .map(|s| s.mid());
             let (from, frame) = match &p.payload[..] {
-                [0xC5, from, a, b, cc, d, ..] => (*from as usize, u32::from_be_bytes([*a, *b, *cc, *d])),
+                [0xC5, from, a, b, cc, d, ..] => {
+                    (*from as usize, u32::from_be_bytes([*a, *b, *cc, *d]))
+                }
                 _ => (usize::MAX, 0),
             };
             c.received.push(Received {

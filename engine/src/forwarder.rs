@@ -57,16 +57,25 @@ pub(crate) fn forward_to(
     let Some(tx) = sub.slots.get_mut(slot) else {
         return Outcome::NoStream;
     };
-    let Some(out) = tx.rewriter.rewrite(pkt.speaker, pkt.seq, pkt.timestamp, now) else {
+    let Some(out) = tx
+        .rewriter
+        .rewrite(pkt.speaker, pkt.seq, pkt.timestamp, now)
+    else {
         return Outcome::Late;
     };
     let mut ext = ExtensionValues::default();
     ext.audio_level = pkt.audio_level;
     ext.voice_activity = pkt.voice_activity;
-    let write = RtpWrite::new(tx.pt, out.seq.into(), out.timestamp, now, pkt.payload.clone())
-        .marker(pkt.marker || out.switched)
-        .csrc(&[pkt.csrc])
-        .ext_vals(ext);
+    let write = RtpWrite::new(
+        tx.pt,
+        out.seq.into(),
+        out.timestamp,
+        now,
+        pkt.payload.clone(),
+    )
+    .marker(pkt.marker || out.switched)
+    .csrc(&[pkt.csrc])
+    .ext_vals(ext);
     let mid = tx.mid;
     let mut api = sub.rtc.direct_api();
     let Some(stream) = api.stream_tx_by_mid(mid, None) else {

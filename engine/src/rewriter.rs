@@ -133,7 +133,10 @@ mod tests {
         let b1 = r.rewrite(b, 40_000, 777, later).unwrap();
         assert_eq!(b1.seq, 65_536, "continues past the 16-bit wrap (extended)");
         assert!(b1.switched);
-        assert_eq!(b1.timestamp, (u32::MAX - 100).wrapping_add(960).wrapping_add(4800));
+        assert_eq!(
+            b1.timestamp,
+            (u32::MAX - 100).wrapping_add(960).wrapping_add(4800)
+        );
         // A late packet of b from before the switch would collide: dropped.
         assert_eq!(r.rewrite(b, 39_999, 0, later), None);
         // A late packet of a, after b took the slot, is a switch back — callers only

@@ -130,6 +130,9 @@ mod tests {
         let c = r.add(ParticipantId(3));
         assert_eq!(c, u32::MAX);
         let d = r.add(ParticipantId(4));
-        assert!(d != 0 && d != b && d != c, "wraps past zero and skips taken CSRCs");
+        assert!(
+            d != 0 && d != b && d != c,
+            "wraps past zero and skips taken CSRCs"
+        );
     }
 }

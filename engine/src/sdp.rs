@@ -152,6 +152,45 @@ enum Edit {
     InsertAfter(String),
 }
 
+/// Copies the answer's ICE candidates into every m-section that has none.
+///
+/// str0m writes them into the first section only, which is enough under BUNDLE, but
+/// some clients (aiortc) read them from the last one: the protocol promises them in
+/// every section.
+pub(crate) fn candidates_in_every_section(answer: &str) -> String {
+    let lines: Vec<&str> = answer.lines().map(str::trim_end).collect();
+    let candidates: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| l.starts_with("a=candidate:") || *l == "a=end-of-candidates")
+        .collect();
+    // Only the first section's set: later sections would repeat them.
+    let mut seen = std::collections::HashSet::new();
+    let candidates: Vec<&str> = candidates.into_iter().filter(|c| seen.insert(*c)).collect();
+    let mut out: Vec<&str> = Vec::with_capacity(lines.len() + candidates.len() * 8);
+    let mut in_section = false;
+    let mut section_has = false;
+    for line in lines {
+        if line.starts_with("m=") {
+            if in_section && !section_has {
+                out.extend(&candidates);
+            }
+            in_section = true;
+            section_has = false;
+        }
+        if line.starts_with("a=candidate:") {
+            section_has = true;
+        }
+        out.push(line);
+    }
+    if in_section && !section_has {
+        out.extend(&candidates);
+    }
+    let mut s = out.join("\r\n");
+    s.push_str("\r\n");
+    s
+}
+
 fn join(lines: &[String]) -> String {
     let mut s = lines.join("\r\n");
     s.push_str("\r\n");
@@ -166,7 +205,8 @@ mod tests {
     fn offer(sections: &[(&str, &str, Option<&str>)]) -> String {
         let mut s = String::from("v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n");
         for (kind, mid, dir) in sections {
-            s += &format!("m={kind} 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:{mid}\r\n");
+            s +=
+                &format!("m={kind} 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:{mid}\r\n");
             if let Some(d) = dir {
                 s += &format!("a={d}\r\n");
             }
@@ -195,16 +235,45 @@ mod tests {
         let p = prepare_offer(&sdp, 8).unwrap();
         assert_eq!(p.mic_mid.as_deref(), Some("a"));
         assert_eq!(p.slot_mids, vec!["b"]);
-        assert!(p.sdp.contains("a=mid:a\r\na=sendonly"), "{}", p.sdp);
+        let mic = p.sdp.split("m=audio").nth(1).unwrap_or_default();
+        assert!(
+            mic.contains("a=sendonly\r\n") && mic.contains("a=mid:a"),
+            "{}",
+            p.sdp
+        );
         assert!(p.sdp.contains("a=mid:b\r\na=recvonly"), "{}", p.sdp);
     }
 
     #[test]
     fn video_is_rejected_with_port_zero() {
-        let sdp = offer(&[("video", "v", Some("sendrecv")), ("audio", "1", Some("recvonly"))]);
+        let sdp = offer(&[
+            ("video", "v", Some("sendrecv")),
+            ("audio", "1", Some("recvonly")),
+        ]);
         let p = prepare_offer(&sdp, 8).unwrap();
-        assert!(p.sdp.contains("m=video 0 UDP/TLS/RTP/SAVPF 111"), "{}", p.sdp);
+        assert!(
+            p.sdp.contains("m=video 0 UDP/TLS/RTP/SAVPF 111"),
+            "{}",
+            p.sdp
+        );
         assert_eq!(p.slot_mids, vec!["1"]);
+    }
+
+    #[test]
+    fn candidates_are_copied_to_every_section() {
+        let answer = "v=0\r\nm=audio 9 X 111\r\na=mid:0\r\na=candidate:1 1 udp 9 1.2.3.4 5 typ host\r\na=end-of-candidates\r\nm=audio 9 X 111\r\na=mid:1\r\nm=audio 0 X 111\r\na=mid:2\r\n";
+        let out = candidates_in_every_section(answer);
+        let sections: Vec<&str> = out.split("m=audio").skip(1).collect();
+        assert_eq!(sections.len(), 3);
+        for s in sections {
+            assert_eq!(
+                s.matches("a=candidate:1 1 udp 9 1.2.3.4 5 typ host\r\n")
+                    .count(),
+                1,
+                "{s}"
+            );
+            assert_eq!(s.matches("a=end-of-candidates").count(), 1, "{s}");
+        }
     }
 
     #[test]
@@ -216,6 +285,9 @@ mod tests {
         let nomid = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n";
         assert_eq!(prepare_offer(nomid, 8), Err(OfferError::NoMid(0)));
         let huge = "a".repeat(MAX_OFFER_BYTES + 1);
-        assert!(matches!(prepare_offer(&huge, 8), Err(OfferError::TooLarge(_))));
+        assert!(matches!(
+            prepare_offer(&huge, 8),
+            Err(OfferError::TooLarge(_))
+        ));
     }
 }

@@ -6,6 +6,7 @@ use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use chorus_protocol::demux::{classify, DatagramKind};
 use chorus_protocol::signal::{
     DisplayName, ErrorCode, ParticipantId, RoomId, ServerMessage, SpeakerInfo,
 };
@@ -25,7 +26,7 @@ use crate::io::{CloseReason, Command, Event, Transmit};
 use crate::participant::{Participant, SlotTx, MAX_ADDRS};
 use crate::rewriter::SlotRewriter;
 use crate::room::Room;
-use crate::sdp::prepare_offer;
+use crate::sdp::{candidates_in_every_section, prepare_offer};
 use crate::slots::SlotTable;
 
 /// How often rooms age speaker levels, announce speakers and reap silent clients.
@@ -39,7 +40,11 @@ pub struct ShardStats {
     pub datagrams_in: u64,
     /// From an address no participant uses, and not a STUN request naming one.
     pub dropped_unknown_source: u64,
-    /// str0m refused it (bad SRTP auth, malformed, STUN integrity failure…).
+    /// Not any protocol WebRTC speaks on this port (RFC 7983), or too short for its
+    /// kind. (str0m drops SRTP that fails authentication and DTLS it cannot use
+    /// without telling us; those are not counted here.)
+    pub dropped_malformed: u64,
+    /// str0m returned an error for it.
     pub dropped_rejected: u64,
     pub rtp_in: u64,
     /// Copies sent to subscribers.
@@ -136,6 +141,10 @@ impl Shard {
             tracing::trace!(%source, len = data.len(), "dropped: unknown source");
             return;
         };
+        if classify(data) == DatagramKind::Unknown {
+            self.stats.dropped_malformed += 1;
+            return;
+        }
         let Some(p) = self.participants.get_mut(&pid) else {
             return;
         };
@@ -644,7 +653,7 @@ fn negotiate(
     p.slots = slots;
     p.last_heard = Some(now);
     Ok(ServerMessage::Answer {
-        sdp: answer.to_sdp_string(),
+        sdp: candidates_in_every_section(&answer.to_sdp_string()),
         slots: p.slots.iter().map(|s| s.mid.to_string()).collect(),
     })
 }

@@ -91,7 +91,11 @@ impl SlotTable {
                 continue;
             }
             let l = loudness(occ.participant);
-            let best = if l.speaking { &mut talking } else { &mut silent };
+            let best = if l.speaking {
+                &mut talking
+            } else {
+                &mut silent
+            };
             if best.is_none_or(|(_, lvl)| l.level < lvl) {
                 *best = Some((i, l.level));
             }
@@ -127,7 +131,11 @@ impl SlotTable {
     }
 
     pub fn occupant(&self, slot: usize) -> Option<ParticipantId> {
-        self.slots.get(slot).copied().flatten().map(|o| o.participant)
+        self.slots
+            .get(slot)
+            .copied()
+            .flatten()
+            .map(|o| o.participant)
     }
 
     /// True once since the last call if the map changed.
@@ -154,7 +162,11 @@ mod tests {
         assert_eq!(s.route(p(1), t, quiet), Route::Took(0));
         assert_eq!(s.route(p(2), t, quiet), Route::Took(1));
         assert_eq!(s.route(p(1), t, quiet), Route::Keep(0));
-        assert_eq!(s.route(p(3), t, quiet), Route::NoSlot, "a silent newcomer evicts no one");
+        assert_eq!(
+            s.route(p(3), t, quiet),
+            Route::NoSlot,
+            "a silent newcomer evicts no one"
+        );
         assert!(s.take_changed());
         assert!(!s.take_changed());
         assert_eq!(s.release(p(1)), Some(0));
@@ -169,9 +181,27 @@ mod tests {
         let mut l: HashMap<ParticipantId, Loudness> = HashMap::new();
         s.route(p(1), t, |_| Loudness::default());
         s.route(p(2), t, |_| Loudness::default());
-        l.insert(p(1), Loudness { speaking: false, level: 0.001 });
-        l.insert(p(2), Loudness { speaking: false, level: 0.0001 });
-        l.insert(p(3), Loudness { speaking: true, level: 0.1 });
+        l.insert(
+            p(1),
+            Loudness {
+                speaking: false,
+                level: 0.001,
+            },
+        );
+        l.insert(
+            p(2),
+            Loudness {
+                speaking: false,
+                level: 0.0001,
+            },
+        );
+        l.insert(
+            p(3),
+            Loudness {
+                speaking: true,
+                level: 0.1,
+            },
+        );
         let get = |x| l.get(&x).copied().unwrap_or_default();
         assert_eq!(s.route(p(3), t, get), Route::NoSlot, "minimum hold");
         assert_eq!(s.route(p(3), later, get), Route::Took(1));
@@ -180,16 +210,49 @@ mod tests {
 
     #[test]
     fn talkers_keep_their_slots_unless_much_louder_one_comes() {
-        let t = Instant::now() + MIN_HOLD;
+        let t0 = Instant::now();
+        let t = t0 + MIN_HOLD;
         let mut s = SlotTable::new(2);
         let mut l: HashMap<ParticipantId, Loudness> = HashMap::new();
-        s.route(p(1), Instant::now(), |_| Loudness::default());
-        s.route(p(2), Instant::now(), |_| Loudness::default());
-        l.insert(p(1), Loudness { speaking: true, level: 0.10 });
-        l.insert(p(2), Loudness { speaking: true, level: 0.05 });
-        l.insert(p(3), Loudness { speaking: true, level: 0.08 });
-        assert_eq!(s.route(p(3), t, |x| l[&x]), Route::NoSlot, "not louder by enough");
-        l.insert(p(3), Loudness { speaking: true, level: 0.2 });
-        assert_eq!(s.route(p(3), t, |x| l[&x]), Route::Took(1), "evicts the quietest talker");
+        s.route(p(1), t0, |_| Loudness::default());
+        s.route(p(2), t0, |_| Loudness::default());
+        l.insert(
+            p(1),
+            Loudness {
+                speaking: true,
+                level: 0.10,
+            },
+        );
+        l.insert(
+            p(2),
+            Loudness {
+                speaking: true,
+                level: 0.05,
+            },
+        );
+        l.insert(
+            p(3),
+            Loudness {
+                speaking: true,
+                level: 0.08,
+            },
+        );
+        assert_eq!(
+            s.route(p(3), t, |x| l[&x]),
+            Route::NoSlot,
+            "not louder by enough"
+        );
+        l.insert(
+            p(3),
+            Loudness {
+                speaking: true,
+                level: 0.2,
+            },
+        );
+        assert_eq!(
+            s.route(p(3), t, |x| l[&x]),
+            Route::Took(1),
+            "evicts the quietest talker"
+        );
     }
 }

@@ -1,0 +1,133 @@
+//! More speakers than slots: the loudest win, a talker keeps its slot, slots change
+//! hands with the marker bit set and without a break in the slot's numbering.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use chorus_tests::sim::{Received, Sim};
+
+/// Speaker switches seen on each of a subscriber's slots, as (slot ssrc, from).
+fn occupants(rx: &[Received]) -> Vec<(u32, usize)> {
+    let mut seen: Vec<(u32, usize)> = Vec::new();
+    for r in rx {
+        if seen
+            .iter()
+            .rev()
+            .find(|(s, _)| *s == r.ssrc)
+            .map(|(_, f)| *f)
+            != Some(r.from)
+        {
+            seen.push((r.ssrc, r.from));
+        }
+    }
+    seen
+}
+
+#[test]
+fn loudest_speakers_take_the_slots() {
+    let mut sim = Sim::with_config(|c| c.audio_slots = 2);
+    let listener = sim.connect("listener", "raid");
+    let b = sim.connect("b", "raid");
+    let c = sim.connect("c", "raid");
+    let d = sim.connect("d", "raid");
+    sim.clients[listener].speaking = Some(127); // silence, as browsers send it
+                                                // b and c talk and take the listener's two slots; then d sends silence too.
+    sim.clients[b].speaking = Some(20);
+    sim.clients[c].speaking = Some(25);
+    sim.run_for(Duration::from_millis(100));
+    sim.clients[d].speaking = Some(127);
+    sim.run_for(Duration::from_secs(3));
+    let rx = &sim.clients[listener];
+    assert!(rx.from(b).count() > 100 && rx.from(c).count() > 100);
+    assert_eq!(
+        rx.from(d).count(),
+        0,
+        "silence takes no slot when all are taken"
+    );
+
+    // c falls silent, d starts talking: d takes c's slot once c's hangover is over.
+    let before = sim.clients[listener].received.len();
+    sim.clients[c].speaking = Some(127);
+    sim.clients[d].speaking = Some(20);
+    sim.run_for(Duration::from_secs(3));
+    let rx = &sim.clients[listener].received[before..];
+    let b_count = rx.iter().filter(|r| r.from == b).count();
+    assert!(b_count >= 145, "b keeps its slot throughout: {b_count}");
+    let d_packets: Vec<&Received> = rx.iter().filter(|r| r.from == d).collect();
+    assert!(d_packets.len() > 100, "d is heard: {}", d_packets.len());
+    // d's first packet starts a new speaker on c's old slot: same SSRC, next seq, marker.
+    let c_slot = sim.clients[listener].from(c).last().unwrap().clone();
+    let d_first = d_packets[0];
+    assert_eq!(d_first.ssrc, c_slot.ssrc, "d took c's slot");
+    assert!(d_first.marker);
+    let on_slot: Vec<&Received> = sim.clients[listener]
+        .received
+        .iter()
+        .filter(|r| r.ssrc == c_slot.ssrc)
+        .collect();
+    for w in on_slot.windows(2) {
+        assert_eq!(
+            w[1].seq,
+            w[0].seq + 1,
+            "the slot stays one continuous stream"
+        );
+    }
+    let gap = d_first.timestamp.wrapping_sub(c_slot.timestamp);
+    assert!(gap >= 960, "time moves forward across the switch: {gap}");
+    assert_eq!(d_first.csrc, vec![sim.clients[d].csrc]);
+
+    // Everybody talks at once, at similar levels: nobody loses a slot (no flapping).
+    let before = sim.clients[listener].received.len();
+    sim.clients[c].speaking = Some(22);
+    sim.run_for(Duration::from_secs(3));
+    let rx = &sim.clients[listener].received[before..];
+    let froms: HashSet<usize> = rx.iter().map(|r| r.from).collect();
+    assert_eq!(
+        froms,
+        HashSet::from([b, d]),
+        "talking occupants keep their slots"
+    );
+    assert_eq!(occupants(rx).len(), 2, "no switches while everyone talks");
+
+    // A much louder speaker (≥ +6 dB) takes the quietest talker's slot.
+    sim.clients[c].speaking = Some(2);
+    sim.clients[d].speaking = Some(30);
+    let before = sim.clients[listener].received.len();
+    sim.run_for(Duration::from_secs(3));
+    let rx = &sim.clients[listener].received[before..];
+    assert!(
+        rx.iter().filter(|r| r.from == c).count() > 100,
+        "the loud one is heard"
+    );
+    assert!(
+        rx.iter().filter(|r| r.from == b).count() > 140,
+        "b (louder than d) stays"
+    );
+}
+
+#[test]
+fn up_to_slots_plus_one_everyone_hears_everyone_without_switches() {
+    let mut sim = Sim::with_config(|c| c.audio_slots = 3);
+    let ids: Vec<usize> = (0..4)
+        .map(|i| sim.connect(&format!("p{i}"), "party"))
+        .collect();
+    for (n, i) in ids.iter().enumerate() {
+        sim.clients[*i].speaking = Some(10 + 10 * n as u8);
+    }
+    sim.run_for(Duration::from_secs(3));
+    for me in &ids {
+        let rx = &sim.clients[*me];
+        let occ = occupants(&rx.received);
+        assert_eq!(
+            occ.len(),
+            3,
+            "{}: one slot per other participant, never switched",
+            rx.name
+        );
+        for other in ids.iter().filter(|o| *o != me) {
+            assert!(rx.from(*other).count() > 140);
+        }
+    }
+    assert_eq!(sim.shard.stats().dropped_no_slot, 0);
+}
