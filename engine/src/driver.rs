@@ -8,6 +8,7 @@
 
 use std::io::ErrorKind;
 use std::net::UdpSocket;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -31,6 +32,7 @@ const RECV_BUFFER: usize = 2048;
 pub struct Driver {
     commands: Sender<Command>,
     waker: Arc<Waker>,
+    stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -67,12 +69,15 @@ impl Driver {
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let (tx, rx) = crossbeam_channel::unbounded();
         let shard = Shard::new(config, Instant::now())?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop_flag = stop.clone();
         let thread = std::thread::Builder::new()
             .name("chorus-shard-0".into())
-            .spawn(move || run(shard, poll, socket, rx, &mut events))?;
+            .spawn(move || run(shard, poll, socket, rx, &stop_flag, &mut events))?;
         Ok(Driver {
             commands: tx,
             waker,
+            stop,
             thread: Some(thread),
         })
     }
@@ -90,10 +95,7 @@ impl Driver {
     }
 
     fn shutdown(&mut self) {
-        let (dead, _) = crossbeam_channel::bounded(0);
-        // Replacing our sender drops it; the loop ends once every clone is gone or
-        // at the next wake-up when it sees the stop flag below.
-        self.commands = dead;
+        self.stop.store(true, Ordering::Release);
         let _ = self.waker.wake();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -112,13 +114,14 @@ fn run(
     mut poll: Poll,
     socket: mio::net::UdpSocket,
     commands: Receiver<Command>,
+    stop: &AtomicBool,
     events: &mut dyn FnMut(Event),
 ) {
     let span = tracing::info_span!("shard", shard = 0);
     let _enter = span.enter();
     let mut mio_events = Events::with_capacity(64);
     let mut buf = vec![0u8; RECV_BUFFER];
-    loop {
+    while !stop.load(Ordering::Acquire) {
         let timeout = shard
             .poll_timeout()
             .map(|t| t.saturating_duration_since(Instant::now()));
@@ -143,13 +146,8 @@ fn run(
             match commands.try_recv() {
                 Ok(c) => shard.handle_command(now, c),
                 Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Disconnected) => {
-                    // Every sender is gone only when the node shuts down; also exits
-                    // when the Driver swapped its sender and all CommandSenders died.
-                    if commands.is_empty() {
-                        return;
-                    }
-                }
+                // Every sender is gone: nobody can drive this shard any more.
+                Err(TryRecvError::Disconnected) => return,
             }
         }
         if shard.poll_timeout().is_some_and(|t| t <= now) {

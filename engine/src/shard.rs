@@ -174,9 +174,14 @@ impl Shard {
                 participant,
                 candidate,
             } => {
-                // ICE-lite: the client's candidates are learnt from its checks. A bad
-                // one is still worth telling the client about.
-                if Candidate::from_sdp_string(&candidate).is_err() {
+                // ICE-lite: the client's candidates are learnt from its checks, so
+                // they are only checked. Valid: end-of-candidates (empty), anything
+                // str0m parses, and mDNS host candidates (`<uuid>.local`, Chromium's
+                // default), which str0m cannot resolve but which are not errors.
+                let valid = candidate.is_empty()
+                    || Candidate::from_sdp_string(&candidate).is_ok()
+                    || (candidate.starts_with("candidate:") && candidate.contains(".local "));
+                if !valid {
                     self.signal(
                         participant,
                         ServerMessage::error(ErrorCode::BadRequest, "invalid ICE candidate"),

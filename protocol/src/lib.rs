@@ -7,7 +7,9 @@
 //! - [`rtp`]: RTP packets (RFC 3550) with header extensions (RFC 8285) and the audio
 //!   level extension (RFC 6464): a read-only view and an in-place rewriter.
 //! - [`rtcp`]: RTCP compound packets (SR, RR, SDES, BYE, NACK, PLI, FIR, REMB, TWCC).
-//! - [`stun`]: enough of STUN (RFC 5389) to demultiplex by USERNAME.
+//! - [`stun`]: enough of STUN (RFC 8489) to demultiplex by USERNAME.
+//! - [`demux`]: which protocol a datagram on the shared port holds (RFC 7983).
+//! - [`encode`]: the [`encode::Encode`] trait every writer implements.
 //! - [`signal`]: the client signaling protocol v1 (see `docs/protocol.md`).
 #![forbid(unsafe_code)]
 
@@ -15,6 +17,9 @@ mod cursor;
 pub mod demux;
 pub mod encode;
 pub mod error;
+#[doc(hidden)]
+#[cfg(any(test, fuzzing))]
+pub mod fuzzing;
 pub mod rtcp;
 pub mod rtp;
 pub mod signal;

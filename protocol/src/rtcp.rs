@@ -152,11 +152,11 @@ fn read_packet<'a>(r: &mut Reader<'a>) -> Result<RtcpPacket<'a>, ParseError> {
 
 /// RFC 4585 §6.1: the two SSRCs that open every feedback message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct FeedbackSsrcs {
+pub(crate) struct FeedbackSsrcs {
     /// Who sends the feedback.
-    pub sender: Ssrc,
+    pub(crate) sender: Ssrc,
     /// The media source it is about (0 where the FCI names the sources, as in FIR).
-    pub media: Ssrc,
+    pub(crate) media: Ssrc,
 }
 
 impl FeedbackSsrcs {
@@ -173,13 +173,13 @@ impl FeedbackSsrcs {
     }
 }
 
-/// The length of a packet with a `body_len`-byte body, if its length field can say it.
-fn packet_len(body_len: usize) -> Result<usize, WriteError> {
-    let len = 4 + body_len;
-    if len % 4 != 0 || len / 4 - 1 > usize::from(u16::MAX) {
+/// The length in bytes of a packet whose body after the common header is `body_words`
+/// 32-bit words, if its length field can say it.
+fn packet_len(body_words: usize) -> Result<usize, WriteError> {
+    if body_words > usize::from(u16::MAX) {
         return Err(WriteError::Invalid("RTCP packet length"));
     }
-    Ok(len)
+    Ok(4 + 4 * body_words)
 }
 
 /// Writes the common header of a `len`-byte packet (see [`packet_len`]).
@@ -191,7 +191,7 @@ fn write_header(w: &mut Writer<'_>, count: u8, pt: u8, len: usize) -> Result<(),
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use proptest::prelude::*;
@@ -215,6 +215,18 @@ mod tests {
         0x01, 0x10, b'p', b'Q', b'8', b'x', b'm', b'J', b'a', b'f', b'u', b'r', b'5', b'z', b'V',
         b'4', b'3', b'w', 0x00, 0x00, // CNAME (16), null, pad
         0x80, 0xcb, 0x00, 0x00, // an empty BYE
+    ];
+
+    /// Packets 100..=103: received (+1 ms), lost, received (+0.5 ms), received
+    /// (-0.25 ms), in one two-bit status vector, then padding.
+    pub(crate) const TWCC: [u8; 28] = [
+        0xaf, 0xcd, 0x00, 0x06, // P=1, RTPFB FMT 15, 7 words
+        0, 0, 0, 1, 0x11, 0x22, 0x33, 0x44, // sender, media
+        0x00, 0x64, 0x00, 0x04, // base seq 100, 4 statuses
+        0xff, 0xff, 0xfe, 0x05, // reference time -2, feedback #5
+        0xd1, 0x80, // 2-bit vector: 01 00 01 10 00 00 00
+        0x04, 0x02, 0xff, 0xff, // deltas: 4, 2, -1 ticks
+        0x00, 0x02, // padding
     ];
 
     #[test]
@@ -248,7 +260,7 @@ mod tests {
         );
         // Length one word longer than the buffer: the first packet errs, then nothing.
         let mut long = SR_SDES;
-        long[3] = 0x14;
+        long[3] = 0x15;
         let mut c = Compound::new(&long);
         assert!(matches!(c.next(), Some(Err(ParseError::Truncated { .. }))));
         assert_eq!(c.next(), None);
@@ -291,9 +303,7 @@ mod tests {
     proptest! {
         #[test]
         fn parse_is_total(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
-            for p in Compound::new(&bytes).flatten() {
-                exhaust(p);
-            }
+            crate::fuzzing::rtcp(&bytes);
         }
 
         #[test]
@@ -306,26 +316,7 @@ mod tests {
             let mut bytes = vec![b0, pt];
             bytes.extend(words.to_be_bytes());
             bytes.extend(body);
-            for p in Compound::new(&bytes).flatten() {
-                exhaust(p);
-            }
-        }
-    }
-
-    /// Runs every iterator a view offers.
-    pub(crate) fn exhaust(p: RtcpPacket<'_>) {
-        match p {
-            RtcpPacket::SenderReport(sr) => drop(sr.report_blocks().count()),
-            RtcpPacket::ReceiverReport(rr) => drop(rr.report_blocks().count()),
-            RtcpPacket::Sdes(s) => s
-                .chunks()
-                .for_each(|c| drop((c.items().count(), c.cname()))),
-            RtcpPacket::Bye(b) => drop((b.ssrcs().count(), b.reason())),
-            RtcpPacket::Nack(n) => drop(n.lost().count()),
-            RtcpPacket::Fir(f) => drop(f.entries().count()),
-            RtcpPacket::Remb(r) => drop((r.ssrcs().count(), r.bitrate_bps())),
-            RtcpPacket::Twcc(t) => drop(t.statuses().count()),
-            RtcpPacket::Pli(_) | RtcpPacket::Unknown { .. } => {}
+            crate::fuzzing::rtcp(&bytes);
         }
     }
 }

@@ -276,13 +276,13 @@ impl Iterator for SsrcIter<'_> {
 impl ExactSizeIterator for SsrcIter<'_> {}
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
     /// An Opus packet as a browser sends it: one-byte extensions with audio level
     /// (id 1) and transport-wide sequence number (id 3), 3 payload bytes.
-    pub(super) const OPUS: [u8; 27] = [
+    pub(crate) const OPUS: [u8; 27] = [
         0x90, 0xef, 0x12, 0x34, // V=2 X=1, M=1 PT=111, seq 0x1234
         0x00, 0x01, 0xe2, 0x40, // timestamp 123456
         0xde, 0xad, 0xbe, 0xef, // SSRC

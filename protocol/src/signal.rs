@@ -268,7 +268,7 @@ pub enum ErrorCode {
     RoomFull,
     /// The room does not exist and this node does not create rooms on join.
     RoomNotFound,
-    /// Too many messages or connections; slow down.
+    /// Too many messages; the message was dropped (resend it later).
     RateLimited,
     /// The node failed; the socket closes.
     Internal,

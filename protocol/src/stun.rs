@@ -36,14 +36,16 @@ pub mod attr {
 /// RFC 8489 §14.7: FINGERPRINT is the CRC-32 of the message before it, XOR this.
 const FINGERPRINT_XOR: u32 = 0x5354_554e;
 
-/// Whether `buf` looks like a STUN message: first byte 0..=3 (RFC 7983 §7), the magic
-/// cookie, and a length that is a multiple of 4 and fits the buffer (RFC 8489 §5).
+/// Whether `buf` looks like STUN on a port shared with DTLS and RTP: first byte
+/// 0..=3 (RFC 7983 §7), the magic cookie, and a length that is a multiple of 4 and
+/// fits the buffer (RFC 8489 §5). Narrower than [`StunMessage::parse`], which takes
+/// any 14-bit message type: first bytes 4..=63 are not STUN on a muxed port.
 pub fn is_stun(buf: &[u8]) -> bool {
     let mut r = Reader::new(buf);
     let (Ok(ty), Ok(len), Ok(cookie)) = (r.u16(), r.u16(), r.u32()) else {
         return false;
     };
-    ty >> 14 == 0
+    ty >> 8 <= 3
         && cookie == MAGIC_COOKIE
         && len % 4 == 0
         && buf.len() >= HEADER_LEN + usize::from(len)
@@ -398,6 +400,17 @@ pub(crate) mod tests {
         let m = StunMessage::parse(&header).unwrap();
         assert_eq!(m.fingerprint_valid(), None);
         assert_eq!(m.username(), None);
+    }
+
+    /// Fuzz regression: a message type with a first byte of 0x28 parses as STUN but
+    /// is DTLS on a muxed port, so `is_stun` (and `demux::classify`) must say no.
+    #[test]
+    fn first_bytes_past_3_are_not_muxed_stun() {
+        let mut m = RFC5769_REQUEST;
+        m[0] = 0x28;
+        assert!(StunMessage::parse(&m).is_ok());
+        assert!(!is_stun(&m));
+        crate::fuzzing::stun(&m);
     }
 
     proptest! {

@@ -22,7 +22,10 @@ fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse {
 
 pub(crate) fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
-        .route("/", get(|| async { asset("text/html; charset=utf-8", INDEX_HTML) }))
+        .route(
+            "/",
+            get(|| async { asset("text/html; charset=utf-8", INDEX_HTML) }),
+        )
         .route(
             "/chorus.js",
             get(|| async { asset("text/javascript; charset=utf-8", CHORUS_JS) }),

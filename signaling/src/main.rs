@@ -8,7 +8,11 @@ use chorus_signaling::NodeConfig;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "chorus", version, about = "Chorus WebRTC media node (SFU) for voice")]
+#[command(
+    name = "chorus",
+    version,
+    about = "Chorus WebRTC media node (SFU) for voice"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -59,7 +63,10 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     if args.udp.ip().is_unspecified() && args.public_ip.is_none() {
-        anyhow::bail!("--udp {} binds every interface: also give --public-ip, the address clients reach", args.udp);
+        anyhow::bail!(
+            "--udp {} binds every interface: also give --public-ip, the address clients reach",
+            args.udp
+        );
     }
     let config = NodeConfig {
         dev: args.dev,

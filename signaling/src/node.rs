@@ -12,7 +12,7 @@ use axum::{Json, Router};
 use chorus_engine::{CommandSender, Driver, ShardConfig};
 use chorus_protocol::signal::{ParticipantId, MAX_FRAME_BYTES};
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 use crate::config::NodeConfig;
 use crate::error::SignalingError;
@@ -24,6 +24,8 @@ pub(crate) struct Shared {
     pub config: NodeConfig,
     pub engine: CommandSender,
     pub routes: Arc<Routes>,
+    /// Turns true when the node stops: every session closes (1001).
+    pub stopping: watch::Receiver<bool>,
     next_id: AtomicU64,
 }
 
@@ -40,6 +42,7 @@ pub struct RunningNode {
     /// Where media is received (the real port when 0 was asked).
     pub udp: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
+    stopping: watch::Sender<bool>,
     server: tokio::task::JoinHandle<()>,
     driver: Driver,
 }
@@ -50,6 +53,8 @@ impl RunningNode {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+        // Graceful shutdown waits for open connections: close the WebSockets.
+        let _ = self.stopping.send(true);
         let _ = self.server.await;
         // Joining the engine thread blocks; keep it off the async workers.
         let driver = self.driver;
@@ -85,10 +90,12 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, SignalingError> {
             source,
         })?;
     let http = listener.local_addr()?;
+    let (stopping_tx, stopping) = watch::channel(false);
     let shared = Arc::new(Shared {
         config,
         engine: driver.sender(),
         routes,
+        stopping,
         next_id: AtomicU64::new(seed() >> 16),
     });
     let app = Router::new()
@@ -113,6 +120,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, SignalingError> {
         http,
         udp,
         stop: Some(stop_tx),
+        stopping: stopping_tx,
         server,
         driver,
     })
@@ -120,7 +128,8 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, SignalingError> {
 
 async fn signal(ws: WebSocketUpgrade, State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     // Frames up to 1 MiB reach the protocol layer, which answers anything over
-    // MAX_FRAME_BYTES with `bad_request`; larger ones close the socket (1009).
+    // MAX_FRAME_BYTES with `bad_request`; on larger ones the WebSocket layer fails
+    // and the connection is dropped.
     ws.max_message_size(MAX_FRAME_BYTES * 16)
         .max_frame_size(MAX_FRAME_BYTES * 16)
         .on_upgrade(move |socket| session::run(socket, shared))

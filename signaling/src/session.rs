@@ -17,6 +17,7 @@ use crate::routes::{Outbound, CONNECTION_QUEUE};
 const NORMAL: u16 = 1000;
 const POLICY: u16 = 1008;
 const SERVER_ERROR: u16 = 1011;
+const GOING_AWAY: u16 = 1001;
 /// Our own (RFC 6455 §7.4.2 private range): media went silent.
 const MEDIA_TIMEOUT: u16 = 4000;
 
@@ -43,8 +44,11 @@ pub(crate) async fn run(socket: WebSocket, shared: Arc<Shared>) {
         limiter: RateLimiter::new(rate, Instant::now()),
     };
     let mut replies: Vec<ServerMessage> = Vec::new();
+    let mut stopping = session.shared.stopping.clone();
     let close = loop {
         tokio::select! {
+            // The only change is to true (or the node is gone): close either way.
+            _ = stopping.changed() => break Some((GOING_AWAY, "node stopping")),
             incoming = stream.next() => {
                 let text = match incoming {
                     Some(Ok(Message::Text(text))) => text,
@@ -56,7 +60,9 @@ pub(crate) async fn run(socket: WebSocket, shared: Arc<Shared>) {
                         String::new().into()
                     }
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                    Some(Ok(Message::Close(_))) | None => break None,
+                    // Echo the close (RFC 6455 §5.5.1), then leave.
+                    Some(Ok(Message::Close(_))) => break Some((NORMAL, "bye")),
+                    None => break None,
                     Some(Err(e)) => {
                         tracing::debug!(error = %e, "websocket error");
                         break None;
@@ -135,7 +141,10 @@ impl Session {
         let engine = &self.shared.engine;
         match message {
             ClientMessage::Join { .. } => {
-                replies.push(ServerMessage::error(ErrorCode::BadRequest, "already joined"));
+                replies.push(ServerMessage::error(
+                    ErrorCode::BadRequest,
+                    "already joined",
+                ));
             }
             ClientMessage::Offer { sdp } => {
                 engine.send(Command::Offer {
@@ -205,7 +214,10 @@ impl Session {
             name,
         });
         if !sent {
-            replies.push(ServerMessage::error(ErrorCode::Internal, "media engine stopped"));
+            replies.push(ServerMessage::error(
+                ErrorCode::Internal,
+                "media engine stopped",
+            ));
             return Flow::Close(SERVER_ERROR, "engine stopped");
         }
         Flow::Continue
@@ -238,7 +250,9 @@ impl RateLimiter {
     }
 
     fn allow(&mut self, now: Instant) -> bool {
-        let elapsed = now.saturating_duration_since(self.last).min(Duration::from_secs(10));
+        let elapsed = now
+            .saturating_duration_since(self.last)
+            .min(Duration::from_secs(10));
         self.last = now;
         self.tokens = (self.tokens + elapsed.as_secs_f64() * self.rate).min(self.rate * 2.0);
         if self.tokens >= 1.0 {

@@ -52,6 +52,24 @@ function ageOf(timestamp) {
   return now - timestamp;
 }
 
+/**
+ * Offer Opus only (the protocol's one codec) where the browser lets us choose: a
+ * smaller offer, and no RED/G.711/CN payload types for the node to ignore.
+ * Best effort: without setCodecPreferences the default offer (Opus first) is fine.
+ */
+function preferOpus(pc) {
+  try {
+    const caps = RTCRtpReceiver.getCapabilities?.('audio');
+    const opus = caps?.codecs?.filter((c) => c.mimeType.toLowerCase() === 'audio/opus') ?? [];
+    if (opus.length === 0) return;
+    for (const t of pc.getTransceivers()) {
+      if (typeof t.setCodecPreferences === 'function') t.setCodecPreferences(opus);
+    }
+  } catch {
+    /* keep the browser's default codec list */
+  }
+}
+
 function copyParticipant(p) {
   return {
     participant_id: String(p.participant_id),
@@ -528,6 +546,7 @@ export class ChorusClient extends EventTarget {
     for (let i = 0; i < this.audioSlots; i++) {
       recv.push(pc.addTransceiver('audio', { direction: 'recvonly' }));
     }
+    preferOpus(pc);
 
     const offer = await pc.createOffer();
     await pc.setLocalDescription(offer);

@@ -29,6 +29,14 @@ let levelTimer = null;
 let statsTimer = null;
 let lastStats = null;
 const lastLoud = new Map(); // participant_id -> time (ms) when last above SPEAKING_LEVEL
+const shownLevel = new Map(); // participant_id -> meter level (peak hold with decay)
+/** Per 100 ms tick, a meter falls to this fraction unless the level is higher. */
+const METER_DECAY = 0.7;
+let localShown = 0;
+
+function decayed(prev, level) {
+  return Math.max(level, (prev ?? 0) * METER_DECAY);
+}
 
 // Prefill from the query string: /?room=lobby&name=Alice
 const params = new URLSearchParams(location.search);
@@ -146,7 +154,8 @@ function updateLevels() {
   const selfId = client.self.participant_id;
   const local = client.localLevel();
   levels.set(selfId, local);
-  setMeter(ui.localMeter, local);
+  localShown = decayed(localShown, local);
+  setMeter(ui.localMeter, localShown);
 
   // The server's active-speaker set counts as well (it covers us and anyone not in a slot).
   const serverActive = new Map(client.lastSpeakers.map((s) => [s.participant_id, s.level]));
@@ -159,8 +168,10 @@ function updateLevels() {
     const speaking = !muted && (serverActive.has(id) || now - (lastLoud.get(id) ?? -Infinity) < SPEAKING_HOLD_MS);
     li.dataset.speaking = String(speaking);
     // Live levels (our analyser, the slots' CSRC levels) beat the node's last report.
-    const shown = levels.has(id) ? level : (serverActive.get(id) ?? 0);
-    setMeter(li.querySelector('.meter'), muted ? 0 : shown);
+    const live = muted ? 0 : (levels.has(id) ? level : (serverActive.get(id) ?? 0));
+    const shown = decayed(shownLevel.get(id), live);
+    shownLevel.set(id, shown);
+    setMeter(li.querySelector('.meter'), shown);
   }
 }
 
@@ -204,6 +215,9 @@ function stopTimers() {
   clearInterval(levelTimer);
   clearInterval(statsTimer);
   levelTimer = statsTimer = null;
+  localShown = 0;
+  shownLevel.clear();
+  lastLoud.clear();
   setMeter(ui.localMeter, 0);
 }
 
@@ -270,6 +284,7 @@ async function join() {
     ? `In room “${room}” as ${name}`
     : `Joined “${room}” as ${name}, connecting audio…`, c.pc?.connectionState === 'connected' ? 'ok' : 'info');
   levelTimer = setInterval(updateLevels, 100);
+  updateStats().catch(() => {}); // baseline for the rates shown a second later
   statsTimer = setInterval(() => { updateStats().catch(() => {}); }, 1000);
 }
 

@@ -266,7 +266,9 @@ test('three browsers talk through the demo page', { timeout: 110_000 }, async (t
       }, { timeout: 15_000 });
     }
 
-    // 6. Screenshot mid-call.
+    // 6. Screenshot mid-call (once the stats panel shows rates).
+    await poll("Alice's stats panel filled in", () => alice.evaluate(
+      () => !['–', ''].includes(document.querySelector('#stats [data-stat="recv"]')?.textContent ?? '')), { timeout: 5_000 });
     mkdirSync(path.dirname(SCREENSHOT), { recursive: true });
     await alice.screenshot({ path: SCREENSHOT, fullPage: true });
     assert.ok(existsSync(SCREENSHOT) && statSync(SCREENSHOT).size > 1000, 'screenshot written');
@@ -338,6 +340,29 @@ test('three browsers talk through the demo page', { timeout: 110_000 }, async (t
     {
       const base = await totalInbound(bob);
       await poll('Bob receives audio again', async () => (await totalInbound(bob)) > base + 20, { timeout: 10_000 });
+    }
+
+    // The client survives what it does not expect: a bad_request from the node is
+    // surfaced as an `error` event without ending the session; unknown types are ignored.
+    {
+      const r = await carol.evaluate(async () => {
+        const c = window.chorus;
+        const got = new Promise((resolve) => {
+          c.addEventListener('error', (e) => resolve(e.detail.code), { once: true });
+          setTimeout(() => resolve('no error event'), 3000);
+        });
+        c.ws.send('not json');
+        const code = await got;
+        c._onMessage('{"type":"from_the_future","x":1}');
+        c._onMessage('not json either');
+        c._onMessage('{"type":"participant_left"}');
+        await new Promise((res) => setTimeout(res, 300));
+        return { code, state: c.state, ws: c.ws.readyState, status: document.querySelector('#status').textContent };
+      });
+      assert.equal(r.code, 'bad_request', `bad frame → error event bad_request: ${JSON.stringify(r)}`);
+      assert.equal(r.state, 'joined', `session survives a bad_request: ${JSON.stringify(r)}`);
+      assert.equal(r.ws, 1, 'socket still open');
+      assert.match(r.status, /bad_request/, 'the page shows the error');
     }
 
     // 7. Leave: Carol leaves; Alice and Bob drop her; Carol's page says so.

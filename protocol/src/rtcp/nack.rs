@@ -38,7 +38,7 @@ impl<'a> Nack<'a> {
     pub(super) fn read(r: &mut Reader<'a>) -> Result<Self, ParseError> {
         let ssrcs = FeedbackSsrcs::read(r)?;
         let fci = r.rest();
-        if fci.len() % 4 != 0 {
+        if !fci.chunks_exact(4).remainder().is_empty() {
             return Err(ParseError::Invalid("NACK FCI length"));
         }
         Ok(Self { ssrcs, fci })
@@ -111,7 +111,7 @@ impl Encode for NackWriter<'_> {
         if self.lost.is_empty() {
             return Err(WriteError::Invalid("NACK without lost packets"));
         }
-        packet_len(8 + 4 * pack(self.lost).count())
+        packet_len(2 + pack(self.lost).count())
     }
 
     fn encode(&self, buf: &mut [u8]) -> Result<usize, WriteError> {

@@ -40,7 +40,7 @@ pub struct PliWriter {
 
 impl Encode for PliWriter {
     fn encoded_len(&self) -> Result<usize, WriteError> {
-        packet_len(8)
+        packet_len(2)
     }
 
     fn encode(&self, buf: &mut [u8]) -> Result<usize, WriteError> {
@@ -77,7 +77,7 @@ impl<'a> Fir<'a> {
         // the FCI.
         let ssrcs = FeedbackSsrcs::read(r)?;
         let fci = r.rest();
-        if fci.len() % 8 != 0 {
+        if !fci.chunks_exact(8).remainder().is_empty() {
             return Err(ParseError::Invalid("FIR FCI length"));
         }
         Ok(Self {
@@ -123,7 +123,7 @@ impl Encode for FirWriter<'_> {
         if self.entries.is_empty() {
             return Err(WriteError::Invalid("FIR without entries"));
         }
-        packet_len(8 + 8 * self.entries.len())
+        packet_len(2 + 2 * self.entries.len())
     }
 
     fn encode(&self, buf: &mut [u8]) -> Result<usize, WriteError> {
@@ -207,7 +207,7 @@ impl Encode for RembWriter<'_> {
         if self.ssrcs.len() > usize::from(u8::MAX) {
             return Err(WriteError::Invalid("REMB SSRC count"));
         }
-        packet_len(16 + 4 * self.ssrcs.len())
+        packet_len(4 + self.ssrcs.len())
     }
 
     fn encode(&self, buf: &mut [u8]) -> Result<usize, WriteError> {

@@ -8,6 +8,7 @@ use crate::rtp::Ssrc;
 
 /// Bytes in one report block.
 const BLOCK_LEN: usize = 24;
+const BLOCK_WORDS: usize = BLOCK_LEN / 4;
 
 /// The sender information of an SR (RFC 3550 §6.4.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -191,7 +192,7 @@ pub struct SenderReportWriter<'a> {
 impl Encode for SenderReportWriter<'_> {
     fn encoded_len(&self) -> Result<usize, WriteError> {
         block_count(self.blocks)?;
-        packet_len(24 + BLOCK_LEN * self.blocks.len())
+        packet_len(6 + BLOCK_WORDS * self.blocks.len())
     }
 
     fn encode(&self, buf: &mut [u8]) -> Result<usize, WriteError> {
@@ -217,7 +218,7 @@ pub struct ReceiverReportWriter<'a> {
 impl Encode for ReceiverReportWriter<'_> {
     fn encoded_len(&self) -> Result<usize, WriteError> {
         block_count(self.blocks)?;
-        packet_len(4 + BLOCK_LEN * self.blocks.len())
+        packet_len(1 + BLOCK_WORDS * self.blocks.len())
     }
 
     fn encode(&self, buf: &mut [u8]) -> Result<usize, WriteError> {

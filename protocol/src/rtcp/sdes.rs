@@ -106,7 +106,9 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    fn sdes(count: u8, body: &[u8]) -> Result<Vec<(Ssrc, Vec<(u8, Vec<u8>)>)>, ParseError> {
+    type Chunks = Vec<(Ssrc, Vec<(u8, Vec<u8>)>)>;
+
+    fn sdes(count: u8, body: &[u8]) -> Result<Chunks, ParseError> {
         let s = Sdes::read(&mut Reader::new(body), count)?;
         Ok(s.chunks()
             .map(|c| (c.ssrc, c.items().map(|(t, v)| (t, v.to_vec())).collect()))

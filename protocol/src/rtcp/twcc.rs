@@ -35,23 +35,34 @@ impl<'a> Twcc<'a> {
         let reference_time = sign_extend_24(r.u24()?);
         let fb_pkt_count = r.u8()?;
         // The chunks end once they cover `status_count` packets; the deltas follow.
+        // Checked chunk by chunk, so the cost follows the message's size, not the up
+        // to 65535 statuses a few run length chunks can claim.
         let mut chunks = r.clone();
-        let mut covered = 0u32;
-        while covered < u32::from(status_count) {
-            covered += u32::from(Chunk::new(r.u16()?).len);
+        let mut left = status_count;
+        let mut delta_bytes = 0;
+        while left > 0 {
+            let chunk = Chunk::new(r.u16()?);
+            let n = chunk.len.min(left);
+            delta_bytes += chunk.delta_bytes(n)?;
+            left -= n;
         }
-        let twcc = Self {
+        let chunks = chunks.take(r.position() - chunks.position())?;
+        let deltas = r.rest();
+        if deltas.len() < delta_bytes {
+            return Err(ParseError::Truncated {
+                needed: delta_bytes,
+                had: deltas.len(),
+            });
+        }
+        Ok(Self {
             ssrcs,
             base_seq,
             status_count,
             reference_time,
             fb_pkt_count,
-            chunks: chunks.take(r.position() - chunks.position())?,
-            deltas: r.rest(),
-        };
-        let mut statuses = twcc.statuses();
-        while statuses.step()?.is_some() {}
-        Ok(twcc)
+            chunks,
+            deltas,
+        })
     }
 
     pub fn sender_ssrc(&self) -> Ssrc {
@@ -129,19 +140,37 @@ impl Chunk {
         Self { raw, len, used: 0 }
     }
 
-    /// The next status symbol: 0 not received, 1 small delta, 2 large or negative
-    /// delta, 3 reserved (§3.1.1).
+    /// Status symbol `i` (< `len`): 0 not received, 1 small delta, 2 large or
+    /// negative delta, 3 reserved (§3.1.1).
+    fn symbol(&self, i: u16) -> u16 {
+        match self.raw >> 14 {
+            0b00 | 0b01 => self.raw >> 13 & 0b11,
+            0b10 => self.raw >> (13 - i) & 0b1,
+            _ => self.raw >> (12 - 2 * i) & 0b11,
+        }
+    }
+
     fn next_symbol(&mut self) -> Option<u16> {
         if self.used == self.len {
             return None;
         }
-        let i = self.used;
         self.used += 1;
-        Some(match self.raw >> 14 {
-            0b00 | 0b01 => self.raw >> 13 & 0b11,
-            0b10 => self.raw >> (13 - i) & 0b1,
-            _ => self.raw >> (12 - 2 * i) & 0b11,
-        })
+        Some(self.symbol(self.used - 1))
+    }
+
+    /// Bytes of receive deltas the first `n` statuses need.
+    fn delta_bytes(&self, n: u16) -> Result<usize, ParseError> {
+        let size = |symbol| match symbol {
+            0 => Ok(0),
+            1 => Ok(1),
+            2 => Ok(2),
+            _ => Err(ParseError::Invalid("TWCC reserved status symbol")),
+        };
+        if self.raw >> 15 == 0 {
+            Ok(size(self.symbol(0))? * usize::from(n))
+        } else {
+            (0..n).map(|i| size(self.symbol(i))).sum()
+        }
     }
 }
 
@@ -186,7 +215,10 @@ impl Iterator for TwccStatuses<'_> {
 
     fn next(&mut self) -> Option<Self::Item> {
         // Validated by `Twcc::read`, so this never errs.
-        self.step().ok().flatten()
+        self.step().unwrap_or_else(|_| {
+            self.left = 0;
+            None
+        })
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
@@ -199,6 +231,7 @@ impl ExactSizeIterator for TwccStatuses<'_> {}
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
+    use super::super::tests::TWCC;
     use super::super::{Compound, RtcpPacket};
     use super::*;
 
@@ -209,21 +242,9 @@ mod tests {
         }
     }
 
-    /// Packets 100..=103: received (+1 ms), lost, received (+0.5 ms), received
-    /// (-0.25 ms), in one two-bit status vector, then padding.
-    pub(crate) const VECTOR: [u8; 28] = [
-        0xaf, 0xcd, 0x00, 0x06, // P=1, RTPFB FMT 15, 7 words
-        0, 0, 0, 1, 0x11, 0x22, 0x33, 0x44, // sender, media
-        0x00, 0x64, 0x00, 0x04, // base seq 100, 4 statuses
-        0xff, 0xff, 0xfe, 0x05, // reference time -2, feedback #5
-        0xd1, 0x80, // 2-bit vector: 01 00 01 10 00 00 00
-        0x04, 0x02, 0xff, 0xff, // deltas: 4, 2, -1 ticks
-        0x00, 0x02, // padding
-    ];
-
     #[test]
     fn decodes_a_two_bit_status_vector() {
-        let t = twcc(&VECTOR);
+        let t = twcc(&TWCC);
         assert_eq!(t.media_ssrc(), Ssrc(0x1122_3344));
         assert_eq!(t.base_seq(), SeqNo(100));
         assert_eq!(t.status_count(), 4);
@@ -263,12 +284,27 @@ mod tests {
     }
 
     #[test]
+    fn long_runs_cost_nothing_to_parse() {
+        let buf = [
+            0x8f, 0xcd, 0x00, 0x09, 0, 0, 0, 1, 0, 0, 0, 2, // RTPFB FMT 15
+            0x00, 0x00, 0xff, 0xff, 0, 0, 0, 0, // 65535 statuses
+            0x1f, 0xff, 0x1f, 0xff, 0x1f, 0xff, 0x1f, 0xff, // 4 runs of 8191 lost
+            0x1f, 0xff, 0x1f, 0xff, 0x1f, 0xff, 0x1f, 0xff, // and 4 more
+            0xc0, 0x00, 0x00, 0x00, // 2-bit vector for the last 7, zero pad
+        ];
+        let t = twcc(&buf);
+        assert_eq!(t.statuses().len(), 65535);
+        assert!(t.statuses().all(|(_, d)| d.is_none()));
+        assert_eq!(t.statuses().last().map(|(s, _)| s), Some(SeqNo(65534)));
+    }
+
+    #[test]
     fn rejects_missing_deltas_and_reserved_symbols() {
-        let mut short = VECTOR;
+        let mut short = TWCC;
         short[3] = 0x05; // drop the last word: padding and two delta bytes
         short[0] = 0x8f;
         assert!(Compound::new(&short[..24]).next().unwrap().is_err());
-        let mut reserved = VECTOR;
+        let mut reserved = TWCC;
         reserved[20] = 0x60; // run length chunk of symbol 3
         assert_eq!(
             Compound::new(&reserved).next(),

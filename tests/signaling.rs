@@ -1,0 +1,277 @@
+//! The node over a real WebSocket: the join handshake, errors that keep the socket
+//! open, leave and close, and that one client's bad input never reaches another.
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use chorus_signaling::{NodeConfig, RunningNode};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+async fn node(dev: bool) -> RunningNode {
+    chorus_signaling::start(NodeConfig {
+        dev,
+        http: "127.0.0.1:0".parse().unwrap(),
+        udp: "127.0.0.1:0".parse().unwrap(),
+        ..NodeConfig::default()
+    })
+    .await
+    .unwrap()
+}
+
+async fn connect(node: &RunningNode) -> Ws {
+    let url = format!("ws://{}/v1/signal", node.http);
+    tokio_tungstenite::connect_async(url).await.unwrap().0
+}
+
+async fn send(ws: &mut Ws, v: Value) {
+    ws.send(Message::Text(v.to_string().into())).await.unwrap();
+}
+
+/// The next text message, skipping `speakers`.
+async fn recv(ws: &mut Ws) -> Value {
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("a message within 5 s")
+            .expect("socket open")
+            .unwrap();
+        if let Message::Text(t) = msg {
+            let v: Value = serde_json::from_str(&t).unwrap();
+            if v["type"] != "speakers" {
+                return v;
+            }
+        }
+    }
+}
+
+async fn expect_error(ws: &mut Ws, code: &str) -> Value {
+    let v = recv(ws).await;
+    assert_eq!(v["type"], "error", "{v}");
+    assert_eq!(v["code"], code, "{v}");
+    assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()));
+    v
+}
+
+async fn expect_close(ws: &mut Ws) -> CloseCode {
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("a close within 5 s");
+        match msg {
+            Some(Ok(Message::Close(Some(frame)))) => return frame.code,
+            Some(Ok(Message::Close(None))) | None | Some(Err(_)) => panic!("closed without a code"),
+            Some(Ok(_)) => continue,
+        }
+    }
+}
+
+async fn join(ws: &mut Ws, room: &str, name: &str) -> Value {
+    send(ws, json!({"type":"join","room":room,"name":name})).await;
+    let v = recv(ws).await;
+    assert_eq!(v["type"], "joined", "{v}");
+    v
+}
+
+#[tokio::test]
+async fn bad_frames_get_errors_and_the_socket_stays_open() {
+    let node = node(true).await;
+    let mut ws = connect(&node).await;
+    ws.send(Message::Text("not json".into())).await.unwrap();
+    expect_error(&mut ws, "bad_request").await;
+    send(&mut ws, json!({"type":"nope"})).await;
+    let e = expect_error(&mut ws, "bad_request").await;
+    assert!(e["message"].as_str().unwrap().contains("nope"));
+    send(&mut ws, json!({"type":"mute","muted":true})).await;
+    expect_error(&mut ws, "not_joined").await;
+    send(&mut ws, json!({"type":"ping","id":1})).await;
+    expect_error(&mut ws, "not_joined").await;
+    send(
+        &mut ws,
+        json!({"type":"join","room":"no spaces allowed","name":"a"}),
+    )
+    .await;
+    expect_error(&mut ws, "bad_request").await;
+    let huge = json!({"type":"offer","sdp":"x".repeat(70 * 1024)});
+    send(&mut ws, huge).await;
+    let e = expect_error(&mut ws, "bad_request").await;
+    assert!(e["message"].as_str().unwrap().contains("larger than"));
+    ws.send(Message::Binary(vec![1, 2, 3].into()))
+        .await
+        .unwrap();
+    expect_error(&mut ws, "bad_request").await;
+
+    let joined = join(&mut ws, "r1", "Alice").await;
+    assert_eq!(joined["room"], "r1");
+    assert_eq!(joined["audio_slots"], 8);
+    assert!(joined["participant_id"].as_str().unwrap().starts_with('p'));
+    assert!(joined["csrc"].as_u64().unwrap() > 0);
+    assert_eq!(joined["participants"], json!([]));
+    assert!(joined["ice_servers"].is_array());
+    send(&mut ws, json!({"type":"join","room":"r1","name":"Alice"})).await;
+    expect_error(&mut ws, "bad_request").await;
+    send(&mut ws, json!({"type":"offer","sdp":"garbage"})).await;
+    expect_error(&mut ws, "bad_request").await;
+    send(&mut ws, json!({"type":"candidate","candidate":"candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host","sdp_mid":"0"})).await;
+    send(&mut ws, json!({"type":"ping","id":7})).await;
+    assert_eq!(
+        recv(&mut ws).await,
+        json!({"type":"pong","id":7}),
+        "a valid candidate is no error"
+    );
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn one_clients_garbage_never_reaches_another() {
+    let node = node(true).await;
+    let mut a = connect(&node).await;
+    let mut b = connect(&node).await;
+    let ja = join(&mut a, "room", "A").await;
+    let jb = join(&mut b, "room", "B").await;
+    assert_eq!(
+        jb["participants"][0]["participant_id"],
+        ja["participant_id"]
+    );
+    let announced = recv(&mut a).await;
+    assert_eq!(announced["type"], "participant_joined");
+    assert_eq!(announced["participant"]["name"], "B");
+    for bad in [
+        "{",
+        "[]",
+        "{\"type\":1}",
+        "{\"type\":\"offer\"}",
+        "{\"type\":\"mute\",\"muted\":1}",
+    ] {
+        b.send(Message::Text(bad.into())).await.unwrap();
+        expect_error(&mut b, "bad_request").await;
+    }
+    send(
+        &mut b,
+        json!({"type":"offer","sdp":"v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"}),
+    )
+    .await;
+    expect_error(&mut b, "bad_request").await;
+    // a saw none of it, and the room still works for both.
+    send(&mut b, json!({"type":"mute","muted":true})).await;
+    let ua = recv(&mut a).await;
+    assert_eq!(ua["type"], "participant_updated", "{ua}");
+    assert_eq!(ua["participant"]["muted"], true);
+    let ub = recv(&mut b).await;
+    assert_eq!(ub["type"], "participant_updated", "the sender is told too");
+    send(&mut a, json!({"type":"deafen","deafened":true})).await;
+    assert_eq!(recv(&mut b).await["participant"]["deafened"], true);
+    assert_eq!(recv(&mut a).await["participant"]["deafened"], true);
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn leave_closes_with_1000_and_a_dropped_socket_leaves_too() {
+    let node = node(true).await;
+    let (mut a, mut b, mut c) = (
+        connect(&node).await,
+        connect(&node).await,
+        connect(&node).await,
+    );
+    join(&mut a, "r", "A").await;
+    let jb = join(&mut b, "r", "B").await;
+    let jc = join(&mut c, "r", "C").await;
+    assert_eq!(recv(&mut a).await["type"], "participant_joined");
+    assert_eq!(recv(&mut a).await["type"], "participant_joined");
+
+    send(&mut b, json!({"type":"leave"})).await;
+    assert_eq!(expect_close(&mut b).await, CloseCode::Normal);
+    let left = recv(&mut a).await;
+    assert_eq!(
+        left,
+        json!({"type":"participant_left","participant_id":jb["participant_id"]})
+    );
+
+    drop(c); // no leave, no close frame: just gone
+    let left = recv(&mut a).await;
+    assert_eq!(
+        left,
+        json!({"type":"participant_left","participant_id":jc["participant_id"]})
+    );
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn a_node_without_dev_refuses_joins_without_a_valid_token() {
+    let node = node(false).await;
+    let mut ws = connect(&node).await;
+    send(&mut ws, json!({"type":"join","room":"r","name":"A"})).await;
+    expect_error(&mut ws, "unauthorized").await;
+    assert_eq!(expect_close(&mut ws).await, CloseCode::Policy);
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn floods_are_rate_limited_without_closing() {
+    let node = node(true).await;
+    let mut ws = connect(&node).await;
+    join(&mut ws, "r", "A").await;
+    for id in 0..300 {
+        send(&mut ws, json!({"type":"ping","id":id})).await;
+    }
+    let (mut pongs, mut limited) = (0, 0);
+    for _ in 0..300 {
+        let v = recv(&mut ws).await;
+        match v["type"].as_str().unwrap() {
+            "pong" => pongs += 1,
+            "error" if v["code"] == "rate_limited" => limited += 1,
+            other => panic!("unexpected {other}"),
+        }
+    }
+    // A burst of 100 (the join took one), then refused: the flood is far faster than 50/s.
+    assert!(
+        pongs >= 99 && limited >= 100,
+        "pongs {pongs}, limited {limited}"
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    send(&mut ws, json!({"type":"ping","id":1})).await;
+    assert_eq!(recv(&mut ws).await["type"], "pong", "the socket survives");
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn serves_health_and_the_demo_assets() {
+    let node = node(true).await;
+    for (path, content_type, needle) in [
+        ("/healthz", "application/json", "\"ok\""),
+        ("/", "text/html", "<html"),
+        ("/chorus.js", "text/javascript", "ChorusClient"),
+        ("/demo.js", "text/javascript", "chorus"),
+        ("/demo.css", "text/css", "{"),
+    ] {
+        let (ct, body) = http_get(node.http, path).await;
+        assert!(ct.starts_with(content_type), "{path}: {ct}");
+        assert!(body.contains(needle), "{path}");
+    }
+    node.stop().await;
+}
+
+/// A bare HTTP/1.1 GET (no client crate needed for five requests).
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.unwrap();
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{path}: {head}");
+    let ct = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-type: "))
+        .unwrap_or_default()
+        .to_owned();
+    (ct, body.to_owned())
+}
