@@ -371,9 +371,11 @@ fn send_frame(c: &mut Client, idx: usize, now: Instant, level: u8) {
     let mut payload = vec![0xC5, idx as u8];
     payload.extend_from_slice(&c.sent.to_be_bytes());
     payload.extend_from_slice(&[0u8; 40]);
-    let mut ext = ExtensionValues::default();
-    ext.audio_level = Some(-(level.min(127) as i8));
-    ext.voice_activity = Some(level < 127);
+    let ext = ExtensionValues {
+        audio_level: Some(-(level.min(127) as i8)),
+        voice_activity: Some(level < 127),
+        ..Default::default()
+    };
     let seq = 1000 + c.sent as u64;
     let ts = 5000u32.wrapping_add(c.sent.wrapping_mul(960));
     let write = RtpWrite::new(pt, seq.into(), ts, now, Arc::<[u8]>::from(payload)).ext_vals(ext);

@@ -1,6 +1,6 @@
 //! The forwarding pipeline's subscriber side: one speaker's packet, one subscriber.
 //!
-//! The shard calls [`forward_to`] for every subscriber in the speaker's room that is
+//! The shard calls `forward_to` for every subscriber in the speaker's room that is
 //! connected and not deafened. The slot table picks the slot (or none), the slot's
 //! rewriter maps sequence number and timestamp, and the packet is written to str0m's
 //! send stream for the slot's mid with the speaker's CSRC as the only CSRC and the
@@ -63,9 +63,11 @@ pub(crate) fn forward_to(
     else {
         return Outcome::Late;
     };
-    let mut ext = ExtensionValues::default();
-    ext.audio_level = pkt.audio_level;
-    ext.voice_activity = pkt.voice_activity;
+    let ext = ExtensionValues {
+        audio_level: pkt.audio_level,
+        voice_activity: pkt.voice_activity,
+        ..Default::default()
+    };
     let write = RtpWrite::new(
         tx.pt,
         out.seq.into(),

@@ -34,8 +34,8 @@
 //!   certificate per shard. Datagrams are demultiplexed by source address first and by
 //!   the STUN USERNAME's ufrag second ([`chorus_protocol::stun`]), never by asking each
 //!   `Rtc` in turn.
-//! - The forwarding pipeline is ours: [`room`](crate) tracks members and speaker
-//!   levels, each subscriber's slot table ([`slots`](crate)) picks which speaker it
+//! - The forwarding pipeline is ours: `room.rs` tracks members and speaker
+//!   levels, each subscriber's slot table (`slots.rs`) picks which speaker it
 //!   hears on which of its fixed audio slots, and a per-slot rewriter keeps every slot
 //!   one continuous RTP stream. Joins and leaves never renegotiate SDP, so a
 //!   subscriber's cost stays flat however large the room.

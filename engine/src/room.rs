@@ -99,6 +99,7 @@ impl Room {
         if active == self.active {
             return false;
         }
+        tracing::trace!(room = %self.id, speakers = ?active, "speaking set changed");
         self.active = active;
         true
     }

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Runs every test Chorus has, from a clean checkout. `.ci/run` calls exactly this.
+#
+#   tools/test.sh
+#
+# Installs what the tests need when it is missing: cargo-fuzz (crates.io), Debian's
+# chromium and the browser test's npm packages (tools/browser-test/run.sh).
+# Env: CHORUS_FUZZ_SECONDS  seconds each fuzz target runs (default 10; 0 skips running)
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+step() { printf '\n==> %s\n' "$*"; }
+
+step "format"
+cargo fmt --all -- --check
+
+step "clippy (warnings are errors)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "docs (warnings are errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
+
+step "unit, engine simulation and signaling tests"
+cargo test --workspace --locked
+
+step "fuzz targets: build, then ${CHORUS_FUZZ_SECONDS:-10}s each (stable toolchain, no sanitizer)"
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  cargo install cargo-fuzz --locked --quiet
+fi
+(
+  cd fuzz
+  cargo fuzz build -s none
+  for target in $(cargo fuzz list); do
+    if [ "${CHORUS_FUZZ_SECONDS:-10}" -gt 0 ]; then
+      # A scratch corpus: the committed seeds stay as they are.
+      scratch="$(mktemp -d)"
+      cargo fuzz run -s none "$target" "$scratch" "corpus/$target" -- \
+        -max_total_time="${CHORUS_FUZZ_SECONDS:-10}" -print_final_stats=0 2>&1 | tail -n 2
+      rm -rf "$scratch"
+    fi
+  done
+)
+
+step "browser: three headless Chromium clients through the demo page"
+cargo build --locked -p chorus-signaling
+bash tools/browser-test/run.sh
