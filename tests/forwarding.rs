@@ -72,7 +72,7 @@ fn three_participants_hear_each_other() {
     assert!(speakers
         .iter()
         .any(|s| s.participant_id == sim.clients[b].id));
-    assert_eq!(sim.shard.stats().dropped_no_slot, 0);
+    assert_eq!(sim.shards[0].stats().dropped_no_slot, 0);
 }
 
 #[test]

@@ -37,7 +37,10 @@ fn leave_announces_and_frees_the_slot() {
     assert_eq!(sim.closed, vec![(c_id, CloseReason::Left)]);
     assert_eq!(left(&sim, a), vec![c_id.to_string()]);
     assert_eq!(left(&sim, b), vec![c_id.to_string()]);
-    assert_eq!(sim.shard.room_members(&"r".parse_room()).unwrap().len(), 2);
+    assert_eq!(
+        sim.shards[0].room_members(&"r".parse_room()).unwrap().len(),
+        2
+    );
 
     // A newcomer takes the freed slot at once (a's slots were full with b and c).
     let d = sim.connect("d", "r");
@@ -46,7 +49,7 @@ fn leave_announces_and_frees_the_slot() {
     let d_at_a: Vec<_> = sim.clients[a].from(d).collect();
     assert!(d_at_a.len() > 40);
     assert_eq!(d_at_a[0].ssrc, c_slot_at_a, "d got the slot c left");
-    assert_eq!(sim.shard.stats().dropped_no_slot, 0);
+    assert_eq!(sim.shards[0].stats().dropped_no_slot, 0);
 }
 
 #[test]
@@ -73,7 +76,7 @@ fn a_client_that_vanishes_is_removed_after_the_timeout() {
     // The bystanders never stopped hearing each other: 5.5 s of frames, none lost.
     let heard = sim.clients[a].from(b).count() - a_from_b;
     assert!(heard >= 274, "a heard {heard} frames of b");
-    assert_eq!(sim.shard.participant_count(), 2);
+    assert_eq!(sim.shards[0].participant_count(), 2);
 }
 
 trait ParseRoom {

@@ -59,7 +59,7 @@ fn mute_stops_a_speaker_and_unmute_resumes() {
         sim.clients[b].from(c).count() >= b_from_c + 49,
         "others unaffected"
     );
-    assert!(sim.shard.stats().dropped_muted >= 49);
+    assert!(sim.shards[0].stats().dropped_muted >= 49);
     // a is no longer among the speakers.
     let last = sim.clients[b]
         .messages("speakers")

@@ -11,7 +11,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chorus_engine::{CloseReason, Command, Event, Shard, ShardConfig};
+use chorus_engine::{
+    generate_certificate, home_of, participant_id, room_home, CloseReason, Command, Event, Shard,
+    ShardConfig,
+};
 use chorus_protocol::signal::{DisplayName, ParticipantId, RoomId, ServerMessage};
 use str0m::change::{SdpAnswer, SdpPendingOffer};
 use str0m::format::{Codec, FormatParams};
@@ -62,6 +65,8 @@ pub struct Client {
     pub speaking: Option<u8>,
     /// Frames sent so far.
     pub sent: u32,
+    /// The shard its datagrams arrive at (what `SO_REUSEPORT` hashing decides).
+    pub shard: usize,
     next_timeout: Instant,
     next_frame: Instant,
     pending: Option<SdpPendingOffer>,
@@ -85,7 +90,8 @@ impl Client {
 
 pub struct Sim {
     pub now: Instant,
-    pub shard: Shard,
+    /// The node's shards; one unless made with [`Sim::with_shards`].
+    pub shards: Vec<Shard>,
     pub server: SocketAddr,
     pub clients: Vec<Client>,
     pub closed: Vec<(ParticipantId, CloseReason)>,
@@ -99,14 +105,24 @@ impl Sim {
     }
 
     pub fn with_config(change: impl FnOnce(&mut ShardConfig)) -> Sim {
+        Sim::with_shards(1, change)
+    }
+
+    /// A node of `n` shards sharing one address, like `chorus serve --shards n`.
+    /// Client `i`'s datagrams arrive at shard `i % n` unless its `shard` is changed.
+    pub fn with_shards(n: usize, change: impl FnOnce(&mut ShardConfig)) -> Sim {
         let now = Instant::now();
         let server: SocketAddr = "10.0.0.1:7882".parse().unwrap();
         let mut config = ShardConfig::new(server);
         config.seed = 42;
         change(&mut config);
+        let cert = generate_certificate().unwrap();
+        let shards = (0..n)
+            .map(|i| Shard::in_mesh(config.clone(), now, i, n, cert.clone()))
+            .collect();
         Sim {
             now,
-            shard: Shard::new(config, now).unwrap(),
+            shards,
             server,
             clients: Vec::new(),
             closed: Vec::new(),
@@ -129,7 +145,8 @@ impl Sim {
     /// (Chromium uses 111, aiortc 96).
     pub fn join_with_pt(&mut self, name: &str, room: &str, opus_pt: u8) -> usize {
         let idx = self.clients.len();
-        let id = ParticipantId(1000 + idx as u64);
+        let room_id = RoomId::new(room).unwrap();
+        let id = participant_id(1000 + idx as u64, room_home(&room_id, self.shards.len()));
         let addr: SocketAddr = format!("192.0.2.{}:{}", 1 + idx % 250, 40000 + idx)
             .parse()
             .unwrap();
@@ -163,6 +180,7 @@ impl Sim {
             online: true,
             speaking: None,
             sent: 0,
+            shard: idx % self.shards.len(),
             next_timeout: self.now,
             next_frame: self.now,
             pending: None,
@@ -170,7 +188,7 @@ impl Sim {
         });
         self.command(Command::Join {
             participant: id,
-            room: RoomId::new(room).unwrap(),
+            room: room_id,
             name: DisplayName::new(name).unwrap(),
         });
         let joined = self.clients[idx].inbox.iter().find_map(|m| match m {
@@ -245,9 +263,26 @@ impl Sim {
         idx
     }
 
+    /// Sends a command to the participant's home shard, as signaling does.
     pub fn command(&mut self, command: Command) {
-        self.shard.handle_command(self.now, command);
+        let pid = match &command {
+            Command::Join { participant, .. }
+            | Command::Offer { participant, .. }
+            | Command::Candidate { participant, .. }
+            | Command::SetMuted { participant, .. }
+            | Command::SetDeafened { participant, .. }
+            | Command::Leave { participant } => *participant,
+            _ => unreachable!("a command the simulation does not know"),
+        };
+        let home = home_of(pid, self.shards.len());
+        self.shards[home].handle_command(self.now, command);
         self.pump();
+    }
+
+    /// The shard holding a client's media.
+    pub fn holder(&self, idx: usize) -> Option<usize> {
+        let id = self.clients[idx].id;
+        self.shards.iter().position(|s| s.holds(id))
     }
 
     /// Runs the clock forward by `d`.
@@ -264,8 +299,10 @@ impl Sim {
             self.steps += 1;
             assert!(self.steps < MAX_STEPS, "simulation made no progress");
             let mut next = end;
-            if let Some(t) = self.shard.poll_timeout() {
-                next = next.min(t);
+            for shard in &self.shards {
+                if let Some(t) = shard.poll_timeout() {
+                    next = next.min(t);
+                }
             }
             for c in &self.clients {
                 next = next.min(c.next_timeout);
@@ -275,7 +312,9 @@ impl Sim {
             }
             self.now = self.now.max(next);
             let now = self.now;
-            self.shard.handle_timeout(now);
+            for shard in &mut self.shards {
+                shard.handle_timeout(now);
+            }
             for i in 0..self.clients.len() {
                 let c = &mut self.clients[i];
                 if c.next_timeout <= now {
@@ -300,33 +339,39 @@ impl Sim {
             for i in 0..self.clients.len() {
                 moved |= self.drain_client(i);
             }
-            while let Some(t) = self.shard.poll_transmit() {
-                moved = true;
-                let Some(i) = self.clients.iter().position(|c| c.addr == t.destination) else {
-                    continue;
-                };
-                let c = &mut self.clients[i];
-                if !c.online {
-                    continue;
-                }
-                let r = Receive::new(Protocol::Udp, self.server, c.addr, &t.contents).unwrap();
-                // A client that already left drops stray datagrams, like a browser.
-                let _ = c.rtc.handle_input(Input::Receive(self.now, r));
-                // str0m's contract (rtp mode holds one packet): drain after every input.
-                self.drain_client(i);
-            }
-            while let Some(e) = self.shard.poll_event() {
-                moved = true;
-                match e {
-                    Event::Signal { to, message } => {
-                        if let Some(c) = self.clients.iter_mut().find(|c| c.id == to) {
-                            c.inbox.push(message);
-                        }
+            for k in 0..self.shards.len() {
+                while let Some(t) = self.shards[k].poll_transmit() {
+                    moved = true;
+                    let Some(i) = self.clients.iter().position(|c| c.addr == t.destination) else {
+                        continue;
+                    };
+                    let c = &mut self.clients[i];
+                    if !c.online {
+                        continue;
                     }
-                    Event::Closed {
-                        participant,
-                        reason,
-                    } => self.closed.push((participant, reason)),
+                    let r = Receive::new(Protocol::Udp, self.server, c.addr, &t.contents).unwrap();
+                    // A client that already left drops stray datagrams, like a browser.
+                    let _ = c.rtc.handle_input(Input::Receive(self.now, r));
+                    // str0m's contract (rtp mode holds one packet): drain after every input.
+                    self.drain_client(i);
+                }
+                while let Some(e) = self.shards[k].poll_event() {
+                    moved = true;
+                    match e {
+                        Event::Signal { to, message } => {
+                            if let Some(c) = self.clients.iter_mut().find(|c| c.id == to) {
+                                c.inbox.push(message);
+                            }
+                        }
+                        Event::Closed {
+                            participant,
+                            reason,
+                        } => self.closed.push((participant, reason)),
+                    }
+                }
+                while let Some((to, message)) = self.shards[k].poll_shard_message() {
+                    moved = true;
+                    self.shards[to].handle_shard_message(self.now, message);
                 }
             }
             if !moved {
@@ -349,7 +394,8 @@ impl Sim {
                     moved = true;
                     if self.clients[i].online {
                         let from = self.clients[i].addr;
-                        self.shard.handle_datagram(now, from, &t.contents);
+                        let shard = self.clients[i].shard;
+                        self.shards[shard].handle_datagram(now, from, &t.contents);
                     }
                 }
                 Output::Event(e) => on_client_event(&mut self.clients[i], now, e),

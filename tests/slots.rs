@@ -129,5 +129,5 @@ fn up_to_slots_plus_one_everyone_hears_everyone_without_switches() {
             assert!(rx.from(*other).count() > 140);
         }
     }
-    assert_eq!(sim.shard.stats().dropped_no_slot, 0);
+    assert_eq!(sim.shards[0].stats().dropped_no_slot, 0);
 }

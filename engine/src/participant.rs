@@ -27,39 +27,42 @@ pub(crate) struct SlotTx {
     pub rewriter: SlotRewriter,
 }
 
-pub(crate) struct Participant {
-    pub id: ParticipantId,
-    pub room: RoomId,
-    pub name: DisplayName,
-    pub csrc: u32,
-    pub muted: bool,
-    pub deafened: bool,
-    pub rtc: Rtc,
-    pub ufrag: String,
+/// A participant's media state; it moves between shards whole (str0m `Rtc` is `Send`).
+pub struct Participant {
+    pub(crate) id: ParticipantId,
+    pub(crate) room: RoomId,
+    pub(crate) name: DisplayName,
+    pub(crate) csrc: u32,
+    /// The room's slot count (to set up its view on a shard it moves to).
+    pub(crate) audio_slots: u8,
+    pub(crate) muted: bool,
+    pub(crate) deafened: bool,
+    pub(crate) rtc: Rtc,
+    pub(crate) ufrag: String,
     /// Source addresses mapped to this participant.
-    pub addrs: Vec<SocketAddr>,
+    pub(crate) addrs: Vec<SocketAddr>,
     /// When str0m wants `Input::Timeout` next.
-    pub next_timeout: Instant,
+    pub(crate) next_timeout: Instant,
     /// The timer entry for this participant in the shard's heap, if any.
-    pub timer_at: Option<Instant>,
+    pub(crate) timer_at: Option<Instant>,
     /// Last datagram from the client (or the answer, before the first one).
-    pub last_heard: Option<Instant>,
+    pub(crate) last_heard: Option<Instant>,
     /// DTLS is up: media may be sent.
-    pub connected: bool,
+    pub(crate) connected: bool,
     /// The microphone's Opus payload type, once negotiated.
-    pub mic_pt: Option<Pt>,
-    pub slots: Vec<SlotTx>,
-    pub table: SlotTable,
+    pub(crate) mic_pt: Option<Pt>,
+    pub(crate) slots: Vec<SlotTx>,
+    pub(crate) table: SlotTable,
     /// Packets were written: str0m needs a timeout to send them.
-    pub needs_flush: bool,
+    pub(crate) needs_flush: bool,
     /// The `speakers` message must be sent again.
-    pub speakers_dirty: bool,
+    pub(crate) speakers_dirty: bool,
     /// str0m returned an error: the `Rtc` is unusable.
-    pub failed: bool,
+    pub(crate) failed: bool,
 }
 
 impl Participant {
-    pub fn info(&self) -> ParticipantInfo {
+    pub(crate) fn info(&self) -> ParticipantInfo {
         ParticipantInfo {
             participant_id: self.id,
             name: self.name.clone(),
@@ -70,7 +73,7 @@ impl Participant {
     }
 
     /// Drains str0m until it asks for a timeout (its contract after every input).
-    pub fn drain(
+    pub(crate) fn drain(
         &mut self,
         transmits: &mut VecDeque<Transmit>,
         media: &mut VecDeque<(ParticipantId, RtpPacket)>,

@@ -1,12 +1,17 @@
-//! A room: who is in it, their CSRCs, and who is speaking.
+//! A room's roster, kept by its home shard: who is in it, what everyone sees of them,
+//! their CSRCs, and which shard holds each one's media.
 
 use std::collections::{HashMap, HashSet};
-use std::time::Instant;
 
-use chorus_protocol::signal::{ParticipantId, RoomId};
+use chorus_protocol::signal::{ParticipantId, ParticipantInfo, RoomId};
 
-use crate::level::SpeakerLevel;
-use crate::slots::Loudness;
+/// One member as the home shard knows it.
+#[derive(Debug, Clone)]
+pub(crate) struct Member {
+    pub info: ParticipantInfo,
+    /// The shard holding the member's media.
+    pub shard: usize,
+}
 
 #[derive(Debug)]
 pub(crate) struct Room {
@@ -14,12 +19,12 @@ pub(crate) struct Room {
     pub audio_slots: u8,
     pub max_participants: usize,
     /// Members in join order.
-    pub members: Vec<ParticipantId>,
+    pub order: Vec<ParticipantId>,
+    pub members: HashMap<ParticipantId, Member>,
+    /// Shards last told they hold members ([`Room::shards`] at that time).
+    pub notified: Vec<usize>,
     csrcs: HashSet<u32>,
     next_csrc: u32,
-    levels: HashMap<ParticipantId, SpeakerLevel>,
-    /// The speaking set last announced, sorted.
-    active: Vec<ParticipantId>,
 }
 
 impl Room {
@@ -28,20 +33,20 @@ impl Room {
             id,
             audio_slots,
             max_participants,
-            members: Vec::new(),
+            order: Vec::new(),
+            members: HashMap::new(),
+            notified: Vec::new(),
             csrcs: HashSet::new(),
             next_csrc: 1,
-            levels: HashMap::new(),
-            active: Vec::new(),
         }
     }
 
     pub fn is_full(&self) -> bool {
-        self.members.len() >= self.max_participants
+        self.order.len() >= self.max_participants
     }
 
-    /// Adds a member and gives it a CSRC that is non-zero and unique in the room.
-    pub fn add(&mut self, participant: ParticipantId) -> u32 {
+    /// A CSRC that is non-zero and unique in the room.
+    pub fn allocate_csrc(&mut self) -> u32 {
         // At most `max_participants` are taken, far fewer than 2^32 - 1: this ends.
         while self.next_csrc == 0 || self.csrcs.contains(&self.next_csrc) {
             self.next_csrc = self.next_csrc.wrapping_add(1);
@@ -49,88 +54,70 @@ impl Room {
         let csrc = self.next_csrc;
         self.next_csrc = self.next_csrc.wrapping_add(1);
         self.csrcs.insert(csrc);
-        self.members.push(participant);
-        self.levels.insert(participant, SpeakerLevel::default());
         csrc
     }
 
-    pub fn remove(&mut self, participant: ParticipantId, csrc: u32) {
-        self.members.retain(|m| *m != participant);
-        self.csrcs.remove(&csrc);
-        self.levels.remove(&participant);
+    pub fn add(&mut self, info: ParticipantInfo, shard: usize) {
+        self.order.push(info.participant_id);
+        self.members
+            .insert(info.participant_id, Member { info, shard });
     }
 
-    pub fn on_audio(&mut self, speaker: ParticipantId, now: Instant, audio_level: Option<i8>) {
-        if let Some(l) = self.levels.get_mut(&speaker) {
-            l.on_packet(now, audio_level);
-        }
+    pub fn remove(&mut self, participant: ParticipantId) -> Option<Member> {
+        let m = self.members.remove(&participant)?;
+        self.order.retain(|p| *p != participant);
+        self.csrcs.remove(&m.info.csrc);
+        Some(m)
     }
 
-    /// Forgets a speaker's level (it was muted).
-    pub fn silence(&mut self, speaker: ParticipantId) {
-        if let Some(l) = self.levels.get_mut(&speaker) {
-            l.reset();
-        }
+    /// The shards holding members' media, sorted.
+    pub fn shards(&self) -> Vec<usize> {
+        let mut s: Vec<usize> = self.members.values().map(|m| m.shard).collect();
+        s.sort_unstable();
+        s.dedup();
+        s
     }
 
-    pub fn loudness(&self, participant: ParticipantId) -> Loudness {
-        self.levels
-            .get(&participant)
-            .map(|l| Loudness {
-                speaking: l.speaking(),
-                level: l.level(),
-            })
-            .unwrap_or_default()
-    }
-
-    /// Ages every level; returns true when the speaking set changed since the last
-    /// call that returned true.
-    pub fn tick(&mut self, now: Instant) -> bool {
-        for l in self.levels.values_mut() {
-            l.tick(now);
-        }
-        let mut active: Vec<ParticipantId> = self
-            .levels
+    /// Everyone's info in join order.
+    pub fn infos(&self) -> impl Iterator<Item = &ParticipantInfo> {
+        self.order
             .iter()
-            .filter(|(_, l)| l.speaking())
-            .map(|(p, _)| *p)
-            .collect();
-        active.sort_unstable();
-        if active == self.active {
-            return false;
-        }
-        tracing::trace!(room = %self.id, speakers = ?active, "speaking set changed");
-        self.active = active;
-        true
-    }
-
-    /// The speaking set, loudest first, with smoothed linear levels.
-    pub fn speakers(&self) -> Vec<(ParticipantId, f32)> {
-        let mut v: Vec<(ParticipantId, f32)> = self
-            .active
-            .iter()
-            .map(|p| (*p, self.loudness(*p).level))
-            .collect();
-        v.sort_by(|a, b| b.1.total_cmp(&a.1));
-        v
+            .filter_map(|p| self.members.get(p))
+            .map(|m| &m.info)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use chorus_protocol::signal::DisplayName;
+
     use super::*;
+
+    fn info(id: u64, csrc: u32) -> ParticipantInfo {
+        ParticipantInfo {
+            participant_id: ParticipantId(id),
+            name: DisplayName::new("x").expect("valid"),
+            muted: false,
+            deafened: false,
+            csrc,
+        }
+    }
 
     #[test]
     fn csrcs_are_unique_and_non_zero_and_reused_after_leave() {
         let mut r = Room::new(RoomId::new("r").expect("valid"), 8, 10);
-        let a = r.add(ParticipantId(1));
-        let b = r.add(ParticipantId(2));
+        let a = r.allocate_csrc();
+        r.add(info(1, a), 0);
+        let b = r.allocate_csrc();
+        r.add(info(2, b), 1);
         assert!(a != 0 && b != 0 && a != b);
-        r.remove(ParticipantId(1), a);
+        assert_eq!(r.shards(), vec![0, 1]);
+        r.remove(ParticipantId(1));
+        assert_eq!(r.shards(), vec![1]);
         r.next_csrc = u32::MAX;
-        let c = r.add(ParticipantId(3));
+        let c = r.allocate_csrc();
         assert_eq!(c, u32::MAX);
-        let d = r.add(ParticipantId(4));
+        let d = r.allocate_csrc();
         assert!(
             d != 0 && d != b && d != c,
             "wraps past zero and skips taken CSRCs"

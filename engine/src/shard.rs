@@ -1,5 +1,6 @@
-//! The sans-IO core: a set of participants and rooms driven by datagrams, commands
-//! and time. See the crate docs for the run loop.
+//! The sans-IO core: one shard of a node, driven by datagrams, commands, messages
+//! from other shards, and time. See the crate docs for the run loop and
+//! [`crate::mesh`] for how shards share rooms.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -17,17 +18,19 @@ use str0m::format::Codec;
 use str0m::media::Mid;
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::RtpPacket;
-use str0m::{Candidate, Input, Rtc};
+use str0m::{Candidate, IceCreds, Input, Rtc};
 
 use crate::config::ShardConfig;
 use crate::error::EngineError;
 use crate::forwarder::{forward_to, Outcome, SpeakerPacket};
 use crate::io::{CloseReason, Command, Event, Transmit};
+use crate::mesh::{home_of, ShardMessage, MAX_SHARDS};
 use crate::participant::{Participant, SlotTx, MAX_ADDRS};
 use crate::rewriter::SlotRewriter;
 use crate::room::Room;
 use crate::sdp::{candidates_in_every_section, prepare_offer};
 use crate::slots::SlotTable;
+use crate::view::RoomView;
 
 /// How often rooms age speaker levels, announce speakers and reap silent clients.
 pub const TICK: Duration = Duration::from_millis(50);
@@ -57,53 +60,90 @@ pub struct ShardStats {
     /// Reordered across a speaker switch.
     pub dropped_late: u64,
     pub transmits_out: u64,
+    /// Speaker packets handed to other shards (one per destination shard).
+    pub handoffs_out: u64,
+    /// Speaker packets received from other shards.
+    pub handoffs_in: u64,
+    /// Participants whose media moved to this shard.
+    pub migrations_in: u64,
+    /// Requests to move a participant here that failed the STUN integrity check.
+    pub dropped_bad_claim: u64,
 }
 
 /// One shard of a media node. Feed it with `handle_*`, then drain it with `poll_*`.
 pub struct Shard {
+    id: usize,
+    shards: usize,
     config: ShardConfig,
     cert: DtlsCert,
+    /// Participants whose media is on this shard.
     participants: HashMap<ParticipantId, Participant>,
+    /// Rooms with members whose media is on this shard, or that hand to it.
+    views: HashMap<RoomId, RoomView>,
+    /// Rosters of the rooms whose home is this shard.
     rooms: HashMap<RoomId, Room>,
     by_addr: HashMap<SocketAddr, ParticipantId>,
-    by_ufrag: HashMap<String, ParticipantId>,
     timers: BinaryHeap<Reverse<(Instant, ParticipantId)>>,
     next_tick: Instant,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
+    outbox: VecDeque<(usize, ShardMessage)>,
     media: VecDeque<(ParticipantId, RtpPacket)>,
     flush: Vec<ParticipantId>,
     rng: u64,
     stats: ShardStats,
 }
 
+/// A fresh DTLS certificate, to share between the shards of a node.
+pub fn generate_certificate() -> Result<DtlsCert, EngineError> {
+    str0m::crypto::from_feature_flags()
+        .dtls_provider
+        .generate_certificate()
+        .ok_or(EngineError::Certificate)
+}
+
 impl Shard {
-    /// A shard with no rooms. Generates the DTLS certificate all its participants share.
+    /// A node of one shard. Generates the DTLS certificate its participants share.
     pub fn new(config: ShardConfig, now: Instant) -> Result<Shard, EngineError> {
-        let cert = str0m::crypto::from_feature_flags()
-            .dtls_provider
-            .generate_certificate()
-            .ok_or(EngineError::Certificate)?;
-        let rng = config.seed;
-        Ok(Shard {
+        Ok(Shard::in_mesh(config, now, 0, 1, generate_certificate()?))
+    }
+
+    /// Shard `id` of `shards` (at most [`MAX_SHARDS`]); they share `cert`.
+    pub fn in_mesh(
+        config: ShardConfig,
+        now: Instant,
+        id: usize,
+        shards: usize,
+        cert: DtlsCert,
+    ) -> Shard {
+        let shards = shards.clamp(1, MAX_SHARDS);
+        let rng = config.seed ^ (id as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        Shard {
+            id: id % shards,
+            shards,
             config,
             cert,
             participants: HashMap::new(),
+            views: HashMap::new(),
             rooms: HashMap::new(),
             by_addr: HashMap::new(),
-            by_ufrag: HashMap::new(),
             timers: BinaryHeap::new(),
             next_tick: now + TICK,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
+            outbox: VecDeque::new(),
             media: VecDeque::new(),
             flush: Vec::new(),
             rng,
             stats: ShardStats::default(),
-        })
+        }
     }
 
     // ---- getters -------------------------------------------------------------
+
+    pub fn id(&self) -> usize {
+        self.id
+    }
 
     pub fn stats(&self) -> &ShardStats {
         &self.stats
@@ -113,20 +153,27 @@ impl Shard {
         &self.config
     }
 
+    /// Participants whose media is on this shard.
     pub fn participant_count(&self) -> usize {
         self.participants.len()
     }
 
+    /// Whether this shard holds the participant's media.
+    pub fn holds(&self, participant: ParticipantId) -> bool {
+        self.participants.contains_key(&participant)
+    }
+
+    /// Rooms whose roster this shard keeps.
     pub fn room_count(&self) -> usize {
         self.rooms.len()
     }
 
-    /// The members of a room in join order.
+    /// The members of a room homed on this shard, in join order.
     pub fn room_members(&self, room: &RoomId) -> Option<&[ParticipantId]> {
-        self.rooms.get(room).map(|r| r.members.as_slice())
+        self.rooms.get(room).map(|r| r.order.as_slice())
     }
 
-    /// The speaker a subscriber currently hears on a slot.
+    /// The speaker a subscriber on this shard currently hears on a slot.
     pub fn slot_occupant(&self, subscriber: ParticipantId, slot: usize) -> Option<ParticipantId> {
         self.participants.get(&subscriber)?.table.occupant(slot)
     }
@@ -136,71 +183,85 @@ impl Shard {
     /// A datagram arrived on the shard's UDP socket from `source`.
     pub fn handle_datagram(&mut self, now: Instant, source: SocketAddr, data: &[u8]) {
         self.stats.datagrams_in += 1;
-        let Some(pid) = self.demux(now, source, data) else {
-            self.stats.dropped_unknown_source += 1;
-            tracing::trace!(%source, len = data.len(), "dropped: unknown source");
-            return;
-        };
         if classify(data) == DatagramKind::Unknown {
             self.stats.dropped_malformed += 1;
             return;
         }
-        let Some(p) = self.participants.get_mut(&pid) else {
+        let Some(pid) = self.demux(now, source, data) else {
             return;
         };
-        let Ok(receive) = Receive::new(Protocol::Udp, source, self.config.local_addr, data) else {
-            self.stats.dropped_rejected += 1;
-            return;
-        };
-        if let Err(e) = p.rtc.handle_input(Input::Receive(now, receive)) {
-            self.stats.dropped_rejected += 1;
-            tracing::trace!(participant = %pid, error = %e, "dropped: rtc refused datagram");
-        }
-        p.last_heard = Some(now);
-        self.drain(pid);
+        self.receive(now, pid, source, data);
         self.pump(now);
     }
 
-    /// An instruction from signaling.
+    /// An instruction from signaling, for the participant's home shard
+    /// ([`crate::mesh::home_of`]); commands reaching another shard are passed on.
     pub fn handle_command(&mut self, now: Instant, command: Command) {
-        match command {
-            Command::Join {
+        let home = match &command {
+            Command::Join { participant, .. }
+            | Command::Offer { participant, .. }
+            | Command::Candidate { participant, .. }
+            | Command::SetMuted { participant, .. }
+            | Command::SetDeafened { participant, .. }
+            | Command::Leave { participant } => home_of(*participant, self.shards),
+        };
+        if home != self.id {
+            self.send(home, ShardMessage::ForMedia(command));
+            return;
+        }
+        self.control(now, command);
+        self.pump(now);
+    }
+
+    /// A message from another shard.
+    pub fn handle_shard_message(&mut self, now: Instant, message: ShardMessage) {
+        match message {
+            ShardMessage::Media { room, packet } => {
+                self.stats.handoffs_in += 1;
+                self.fan_out(now, &room, &packet);
+            }
+            ShardMessage::Claim {
                 participant,
-                room,
-                name,
-            } => self.join(now, participant, room, name),
-            Command::Offer { participant, sdp } => self.offer(now, participant, &sdp),
-            Command::Candidate {
+                at,
+                source,
+                datagram,
+            } => self.claim(now, participant, at, source, datagram),
+            ShardMessage::Release {
                 participant,
-                candidate,
-            } => {
-                // ICE-lite: the client's candidates are learnt from its checks, so
-                // they are only checked. Valid: end-of-candidates (empty), anything
-                // str0m parses, and mDNS host candidates (`<uuid>.local`, Chromium's
-                // default), which str0m cannot resolve but which are not errors.
-                let valid = candidate.is_empty()
-                    || Candidate::from_sdp_string(&candidate).is_ok()
-                    || (candidate.starts_with("candidate:") && candidate.contains(".local "));
-                if !valid {
-                    self.signal(
-                        participant,
-                        ServerMessage::error(ErrorCode::BadRequest, "invalid ICE candidate"),
-                    );
+                to,
+                source,
+                datagram,
+            } => self.release(now, participant, to, source, datagram),
+            ShardMessage::Adopt {
+                participant,
+                source,
+                datagram,
+            } => self.adopt(now, *participant, source, &datagram),
+            ShardMessage::Moved { participant, shard } => {
+                let Some(room) = self.room_of_member(participant) else {
+                    return;
+                };
+                if let Some(r) = self.rooms.get_mut(&room) {
+                    if let Some(m) = r.members.get_mut(&participant) {
+                        m.shard = shard;
+                    }
+                }
+                self.publish_room_shards(&room);
+            }
+            ShardMessage::RoomShards { room, shards } => self.room_shards(room, &shards),
+            ShardMessage::ForMedia(command) => {
+                if home_of(command_participant(&command), self.shards) == self.id {
+                    // A command sent to the wrong shard reaches its home this way.
+                    self.control(now, command);
+                } else {
+                    self.media_command(now, command);
                 }
             }
-            Command::SetMuted { participant, muted } => {
-                self.update(participant, |p, room| {
-                    p.muted = muted;
-                    if muted {
-                        room.silence(p.id);
-                    }
-                });
-            }
-            Command::SetDeafened {
+            ShardMessage::Left { room, participant } => self.forget_member(&room, participant),
+            ShardMessage::Gone {
                 participant,
-                deafened,
-            } => self.update(participant, |p, _| p.deafened = deafened),
-            Command::Leave { participant } => self.remove(participant, CloseReason::Left),
+                reason,
+            } => self.leave_room(participant, reason),
         }
         self.pump(now);
     }
@@ -246,31 +307,63 @@ impl Shard {
         self.events.pop_front()
     }
 
+    /// A message for another shard: `(destination shard, message)`.
+    pub fn poll_shard_message(&mut self) -> Option<(usize, ShardMessage)> {
+        self.outbox.pop_front()
+    }
+
     /// When [`Shard::handle_timeout`] must be called next.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         let rtc = self.timers.peek().map(|Reverse((at, _))| *at);
-        let tick = (!self.participants.is_empty()).then_some(self.next_tick);
+        let tick =
+            (!self.participants.is_empty() || !self.views.is_empty()).then_some(self.next_tick);
         match (rtc, tick) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
     }
 
-    // ---- internals -----------------------------------------------------------
+    // ---- demultiplexing and migration ------------------------------------------
 
     /// Source address first; for an unknown address, a STUN request whose USERNAME
-    /// names one of our ufrags and whose integrity str0m accepts.
+    /// names a participant: held here, its integrity is checked by its `Rtc`; held
+    /// elsewhere, it is claimed from its home shard.
     fn demux(&mut self, now: Instant, source: SocketAddr, data: &[u8]) -> Option<ParticipantId> {
         if let Some(pid) = self.by_addr.get(&source) {
             return Some(*pid);
         }
-        let msg = stun::StunMessage::parse(data).ok()?;
-        let (ours, _theirs) = msg.ice_ufrags()?;
-        let pid = *self.by_ufrag.get(ours)?;
-        let p = self.participants.get_mut(&pid)?;
+        let msg = stun::StunMessage::parse(data).ok();
+        let ufrag = msg
+            .as_ref()
+            .and_then(|m| m.ice_ufrags())
+            .map(|(ours, _)| ours);
+        let Some((pid, ufrag)) = ufrag.and_then(|u| parse_ufrag(u).map(|p| (p, u))) else {
+            self.stats.dropped_unknown_source += 1;
+            tracing::trace!(%source, len = data.len(), "dropped: unknown source");
+            return None;
+        };
+        let Some(p) = self.participants.get_mut(&pid) else {
+            let home = home_of(pid, self.shards);
+            let claim = ShardMessage::Claim {
+                participant: pid,
+                at: self.id,
+                source,
+                datagram: data.to_vec(),
+            };
+            if home == self.id {
+                self.handle_shard_message(now, claim);
+            } else {
+                self.send(home, claim);
+            }
+            return None;
+        };
         let receive = Receive::new(Protocol::Udp, source, self.config.local_addr, data).ok()?;
-        if !p.rtc.accepts(&Input::Receive(now, receive)) || p.addrs.len() >= MAX_ADDRS {
+        if p.ufrag != ufrag
+            || p.addrs.len() >= MAX_ADDRS
+            || !p.rtc.accepts(&Input::Receive(now, receive))
+        {
+            self.stats.dropped_unknown_source += 1;
             return None;
         }
         tracing::debug!(room = %p.room, participant = %pid, %source, "new source address");
@@ -279,8 +372,181 @@ impl Shard {
         Some(pid)
     }
 
+    /// At the home shard: traffic of `pid` arrives at shard `at`; ask the shard holding
+    /// its media to hand it over.
+    fn claim(
+        &mut self,
+        now: Instant,
+        pid: ParticipantId,
+        at: usize,
+        source: SocketAddr,
+        datagram: Vec<u8>,
+    ) {
+        let Some(holder) = self
+            .room_of_member(pid)
+            .and_then(|r| self.rooms.get(&r))
+            .and_then(|r| r.members.get(&pid))
+            .map(|m| m.shard)
+        else {
+            return;
+        };
+        if holder == at {
+            return; // already there (a retransmission crossed the move)
+        }
+        let release = ShardMessage::Release {
+            participant: pid,
+            to: at,
+            source,
+            datagram,
+        };
+        if holder == self.id {
+            self.handle_shard_message(now, release);
+        } else {
+            self.send(holder, release);
+        }
+    }
+
+    /// At the holding shard: hand the participant's media to shard `to`, if the
+    /// datagram that asked for it passes the participant's own STUN integrity check.
+    fn release(
+        &mut self,
+        now: Instant,
+        pid: ParticipantId,
+        to: usize,
+        source: SocketAddr,
+        datagram: Vec<u8>,
+    ) {
+        let Some(p) = self.participants.get(&pid) else {
+            return; // moved already
+        };
+        let Ok(receive) = Receive::new(Protocol::Udp, source, self.config.local_addr, &datagram)
+        else {
+            return;
+        };
+        if !p.rtc.accepts(&Input::Receive(now, receive)) {
+            self.stats.dropped_bad_claim += 1;
+            return;
+        }
+        let Some(p) = self.detach(pid) else {
+            return;
+        };
+        tracing::debug!(room = %p.room, participant = %pid, from = self.id, to, "media moves");
+        let adopt = ShardMessage::Adopt {
+            participant: Box::new(p),
+            source,
+            datagram,
+        };
+        self.send(to, adopt);
+    }
+
+    /// At the new shard: install the participant's media and feed it the datagram.
+    fn adopt(&mut self, now: Instant, mut p: Participant, source: SocketAddr, datagram: &[u8]) {
+        let pid = p.id;
+        self.stats.migrations_in += 1;
+        p.timer_at = None;
+        p.addrs = vec![source];
+        self.by_addr.insert(source, pid);
+        let room = p.room.clone();
+        self.views
+            .entry(room)
+            .or_default()
+            .local
+            .push(pid);
+        self.participants.insert(pid, p);
+        self.receive(now, pid, source, datagram);
+        let home = home_of(pid, self.shards);
+        let moved = ShardMessage::Moved {
+            participant: pid,
+            shard: self.id,
+        };
+        if home == self.id {
+            self.handle_shard_message(now, moved);
+        } else {
+            self.send(home, moved);
+        }
+    }
+
+    /// Removes a participant's media from this shard, with every index of it.
+    fn detach(&mut self, pid: ParticipantId) -> Option<Participant> {
+        let p = self.participants.remove(&pid)?;
+        for a in &p.addrs {
+            self.by_addr.remove(a);
+        }
+        if let Some(v) = self.views.get_mut(&p.room) {
+            v.local.retain(|m| *m != pid);
+        }
+        self.flush.retain(|m| *m != pid);
+        Some(p)
+    }
+
+    fn receive(&mut self, now: Instant, pid: ParticipantId, source: SocketAddr, data: &[u8]) {
+        let Some(p) = self.participants.get_mut(&pid) else {
+            return;
+        };
+        let Ok(receive) = Receive::new(Protocol::Udp, source, self.config.local_addr, data) else {
+            self.stats.dropped_rejected += 1;
+            return;
+        };
+        if let Err(e) = p.rtc.handle_input(Input::Receive(now, receive)) {
+            self.stats.dropped_rejected += 1;
+            tracing::trace!(participant = %pid, error = %e, "dropped: rtc refused datagram");
+        }
+        p.last_heard = Some(now);
+        self.drain(pid);
+    }
+
+    // ---- control (home shard) --------------------------------------------------
+
+    fn control(&mut self, now: Instant, command: Command) {
+        match command {
+            Command::Join {
+                participant,
+                room,
+                name,
+            } => self.join(now, participant, room, name),
+            Command::Candidate {
+                participant,
+                candidate,
+            } => {
+                // ICE-lite: the client's candidates are learnt from its checks, so
+                // they are only checked. Valid: end-of-candidates (empty), anything
+                // str0m parses, and mDNS host candidates (`<uuid>.local`, Chromium's
+                // default), which str0m cannot resolve but which are not errors.
+                let valid = candidate.is_empty()
+                    || Candidate::from_sdp_string(&candidate).is_ok()
+                    || (candidate.starts_with("candidate:") && candidate.contains(".local "));
+                if !valid && self.room_of_member(participant).is_some() {
+                    self.signal(
+                        participant,
+                        ServerMessage::error(ErrorCode::BadRequest, "invalid ICE candidate"),
+                    );
+                }
+            }
+            Command::SetMuted { participant, muted } => {
+                let media = Command::SetMuted { participant, muted };
+                self.update(now, participant, |i| i.muted = muted, media);
+            }
+            Command::SetDeafened {
+                participant,
+                deafened,
+            } => self.update(
+                now,
+                participant,
+                |i| i.deafened = deafened,
+                Command::SetDeafened {
+                    participant,
+                    deafened,
+                },
+            ),
+            Command::Offer { participant, sdp } => {
+                self.send_to_media(now, participant, Command::Offer { participant, sdp });
+            }
+            Command::Leave { participant } => self.leave_room(participant, CloseReason::Left),
+        }
+    }
+
     fn join(&mut self, now: Instant, pid: ParticipantId, room_id: RoomId, name: DisplayName) {
-        if self.participants.contains_key(&pid) {
+        if self.room_of_member(pid).is_some() {
             self.signal(
                 pid,
                 ServerMessage::error(ErrorCode::BadRequest, "already joined"),
@@ -298,37 +564,36 @@ impl Shard {
             );
             self.rooms.insert(room_id.clone(), room);
         }
-        if self.rooms.get(&room_id).is_some_and(Room::is_full) {
-            return self.reject(pid, ErrorCode::RoomFull, "room is full");
-        }
-        let rtc = match self.new_rtc(now) {
-            Ok(rtc) => rtc,
-            Err(e) => {
-                tracing::error!(error = %e, "could not create rtc");
-                return self.reject(pid, ErrorCode::Internal, "could not set up media");
-            }
-        };
         let Some(room) = self.rooms.get_mut(&room_id) else {
             return;
         };
-        let mut rtc = rtc;
-        let ufrag = rtc.direct_api().local_ice_credentials().ufrag;
-        let csrc = room.add(pid);
-        let others: Vec<_> = room
-            .members
-            .iter()
-            .filter_map(|m| self.participants.get(m))
-            .map(Participant::info)
-            .collect();
+        if room.is_full() {
+            return self.reject(pid, ErrorCode::RoomFull, "room is full");
+        }
+        let audio_slots = room.audio_slots;
+        let csrc = room.allocate_csrc();
+        let ufrag = ufrag_for(pid, &mut self.rng);
+        let pass = random_token(&mut self.rng, 24);
+        let rtc = match self.new_rtc(now, ufrag.clone(), pass) {
+            Ok(rtc) => rtc,
+            Err(e) => {
+                tracing::error!(error = %e, "could not create rtc");
+                if let Some(r) = self.rooms.get_mut(&room_id) {
+                    r.remove(pid);
+                }
+                return self.reject(pid, ErrorCode::Internal, "could not set up media");
+            }
+        };
         let p = Participant {
             id: pid,
             room: room_id.clone(),
             name,
             csrc,
+            audio_slots,
             muted: false,
             deafened: false,
             rtc,
-            ufrag: ufrag.clone(),
+            ufrag,
             addrs: Vec::new(),
             next_timeout: now,
             timer_at: None,
@@ -343,8 +608,16 @@ impl Shard {
         };
         tracing::info!(room = %room_id, participant = %pid, name = p.name.as_str(), "joined");
         let info = p.info();
-        let audio_slots = room.audio_slots;
-        self.by_ufrag.insert(ufrag, pid);
+        let Some(room) = self.rooms.get_mut(&room_id) else {
+            return;
+        };
+        let others: Vec<_> = room.infos().cloned().collect();
+        room.add(info.clone(), self.id);
+        self.views
+            .entry(room_id.clone())
+            .or_default()
+            .local
+            .push(pid);
         self.participants.insert(pid, p);
         self.drain(pid);
         self.signal(
@@ -361,15 +634,17 @@ impl Shard {
         self.broadcast(&room_id, Some(pid), || ServerMessage::ParticipantJoined {
             participant: info.clone(),
         });
+        self.publish_room_shards(&room_id);
     }
 
-    fn new_rtc(&self, now: Instant) -> Result<Rtc, String> {
+    fn new_rtc(&self, now: Instant, ufrag: String, pass: String) -> Result<Rtc, String> {
         let mut rtc = Rtc::builder()
             .set_ice_lite(true)
             .set_rtp_mode(true)
             .clear_codecs()
             .enable_opus(true, false)
             .set_dtls_cert(self.cert.clone())
+            .set_local_ice_credentials(IceCreds { ufrag, pass })
             .set_stats_interval(None)
             .build(now);
         let candidate = Candidate::host(self.config.local_addr, "udp")
@@ -378,43 +653,46 @@ impl Shard {
         Ok(rtc)
     }
 
-    fn offer(&mut self, now: Instant, pid: ParticipantId, sdp: &str) {
-        let Some(p) = self.participants.get_mut(&pid) else {
+    /// Changes what the room sees of a member, tells the whole room (the member
+    /// included), and applies the media part where the member's media is.
+    fn update(
+        &mut self,
+        now: Instant,
+        pid: ParticipantId,
+        change: impl FnOnce(&mut chorus_protocol::signal::ParticipantInfo),
+        media: Command,
+    ) {
+        let Some(room_id) = self.room_of_member(pid) else {
             return;
         };
-        let audio_slots = self
+        let Some(m) = self
             .rooms
-            .get(&p.room)
-            .map_or(self.config.audio_slots, |r| r.audio_slots);
-        let result = negotiate(p, now, sdp, audio_slots as usize, &mut self.rng);
-        match result {
-            Ok(message) => {
-                p.last_heard.get_or_insert(now);
-                self.drain(pid);
-                self.signal(pid, message);
-            }
-            Err(reason) => {
-                tracing::debug!(participant = %pid, %reason, "offer refused");
-                self.signal(pid, ServerMessage::error(ErrorCode::BadRequest, reason));
-            }
-        }
-    }
-
-    /// Changes a participant and tells its whole room, itself included.
-    fn update(&mut self, pid: ParticipantId, change: impl FnOnce(&mut Participant, &mut Room)) {
-        let Some(p) = self.participants.get_mut(&pid) else {
+            .get_mut(&room_id)
+            .and_then(|r| r.members.get_mut(&pid))
+        else {
             return;
         };
-        let Some(room) = self.rooms.get_mut(&p.room) else {
-            return;
-        };
-        change(p, room);
-        let info = p.info();
-        let room_id = p.room.clone();
+        change(&mut m.info);
+        let info = m.info.clone();
         tracing::debug!(room = %room_id, participant = %pid, muted = info.muted, deafened = info.deafened, "updated");
         self.broadcast(&room_id, None, || ServerMessage::ParticipantUpdated {
             participant: info.clone(),
         });
+        self.send_to_media(now, pid, media);
+    }
+
+    /// Sends the media part of a command to the shard holding the participant.
+    fn send_to_media(&mut self, now: Instant, pid: ParticipantId, command: Command) {
+        let holder = self
+            .room_of_member(pid)
+            .and_then(|r| self.rooms.get(&r))
+            .and_then(|r| r.members.get(&pid))
+            .map(|m| m.shard);
+        match holder {
+            Some(s) if s == self.id => self.media_command(now, command),
+            Some(s) => self.send(s, ShardMessage::ForMedia(command)),
+            None => {}
+        }
     }
 
     fn reject(&mut self, pid: ParticipantId, code: ErrorCode, message: &str) {
@@ -425,33 +703,161 @@ impl Shard {
         });
     }
 
-    fn remove(&mut self, pid: ParticipantId, reason: CloseReason) {
-        let Some(p) = self.participants.remove(&pid) else {
+    /// At the home shard: the participant is out of the room, whatever the reason.
+    fn leave_room(&mut self, pid: ParticipantId, reason: CloseReason) {
+        let Some(room_id) = self.room_of_member(pid) else {
             return;
         };
-        tracing::info!(room = %p.room, participant = %pid, ?reason, "left");
-        for a in &p.addrs {
-            self.by_addr.remove(a);
+        let Some(room) = self.rooms.get_mut(&room_id) else {
+            return;
+        };
+        let Some(member) = room.remove(pid) else {
+            return;
+        };
+        tracing::info!(room = %room.id, participant = %pid, ?reason, "left");
+        let notify = room.notified.clone();
+        let empty = room.order.is_empty();
+        // The media goes wherever it is; every shard of the room frees its slots.
+        if member.shard == self.id {
+            self.drop_media(pid);
+        } else {
+            self.send(
+                member.shard,
+                ShardMessage::ForMedia(Command::Leave { participant: pid }),
+            );
         }
-        self.by_ufrag.remove(&p.ufrag);
-        if let Some(room) = self.rooms.get_mut(&p.room) {
-            room.remove(pid, p.csrc);
-            for m in &room.members {
-                if let Some(s) = self.participants.get_mut(m) {
-                    s.table.release(pid);
-                }
-            }
-            if room.members.is_empty() && self.config.auto_create_rooms {
-                self.rooms.remove(&p.room);
+        for s in notify {
+            if s == self.id {
+                self.forget_member(&room_id, pid);
+            } else {
+                self.send(
+                    s,
+                    ShardMessage::Left {
+                        room: room_id.clone(),
+                        participant: pid,
+                    },
+                );
             }
         }
-        self.broadcast(&p.room, None, || ServerMessage::ParticipantLeft {
+        self.broadcast(&room_id, None, || ServerMessage::ParticipantLeft {
             participant_id: pid,
         });
+        self.publish_room_shards(&room_id);
+        if empty && self.config.auto_create_rooms {
+            self.rooms.remove(&room_id);
+        }
         self.events.push_back(Event::Closed {
             participant: pid,
             reason,
         });
+    }
+
+    /// At the home shard: tells every shard that holds (or held) members which shards
+    /// the room spans now.
+    fn publish_room_shards(&mut self, room_id: &RoomId) {
+        let Some(room) = self.rooms.get_mut(room_id) else {
+            return;
+        };
+        let shards = room.shards();
+        if shards == room.notified && !shards.is_empty() {
+            return;
+        }
+        let mut targets = room.notified.clone();
+        targets.extend(&shards);
+        targets.sort_unstable();
+        targets.dedup();
+        room.notified = shards.clone();
+        for s in targets {
+            if s == self.id {
+                self.room_shards(room_id.clone(), &shards);
+            } else {
+                self.send(
+                    s,
+                    ShardMessage::RoomShards {
+                        room: room_id.clone(),
+                        shards: shards.clone(),
+                    },
+                );
+            }
+        }
+    }
+
+    // ---- media (the shard holding the participant) ------------------------------
+
+    fn media_command(&mut self, now: Instant, command: Command) {
+        match command {
+            Command::Offer { participant, sdp } => self.offer(now, participant, &sdp),
+            Command::SetMuted { participant, muted } => {
+                let Some(p) = self.participants.get_mut(&participant) else {
+                    return;
+                };
+                p.muted = muted;
+                if muted {
+                    if let Some(v) = self.views.get_mut(&p.room) {
+                        v.silence(participant);
+                    }
+                }
+            }
+            Command::SetDeafened {
+                participant,
+                deafened,
+            } => {
+                if let Some(p) = self.participants.get_mut(&participant) {
+                    p.deafened = deafened;
+                }
+            }
+            Command::Leave { participant } => self.drop_media(participant),
+            Command::Join { .. } | Command::Candidate { .. } => {}
+        }
+    }
+
+    fn drop_media(&mut self, pid: ParticipantId) {
+        if let Some(mut p) = self.detach(pid) {
+            p.rtc.disconnect();
+        }
+    }
+
+    /// This shard's part of a room spanning `shards`.
+    fn room_shards(&mut self, room: RoomId, shards: &[usize]) {
+        let view = self
+            .views
+            .entry(room.clone())
+            .or_default();
+        view.remote = shards.iter().copied().filter(|s| *s != self.id).collect();
+        if view.is_unused() {
+            self.views.remove(&room);
+        }
+    }
+
+    /// A member left: free its slots and level on this shard.
+    fn forget_member(&mut self, room: &RoomId, pid: ParticipantId) {
+        let Some(view) = self.views.get_mut(room) else {
+            return;
+        };
+        view.forget(pid);
+        for m in &view.local {
+            if let Some(s) = self.participants.get_mut(m) {
+                s.table.release(pid);
+            }
+        }
+    }
+
+    fn offer(&mut self, now: Instant, pid: ParticipantId, sdp: &str) {
+        let Some(p) = self.participants.get_mut(&pid) else {
+            return;
+        };
+        let audio_slots = p.audio_slots as usize;
+        match negotiate(p, now, sdp, audio_slots, &mut self.rng) {
+            Ok(message) => {
+                p.last_heard.get_or_insert(now);
+                self.drain(pid);
+                self.signal(pid, message);
+            }
+            Err(reason) => {
+                tracing::debug!(participant = %pid, %reason, "offer refused");
+                self.signal(pid, ServerMessage::error(ErrorCode::BadRequest, reason));
+            }
+        }
     }
 
     /// Drains one participant's `Rtc` and keeps its timer entry current.
@@ -490,7 +896,8 @@ impl Shard {
         }
     }
 
-    /// The pipeline: one packet from a speaker to every subscriber of its room.
+    /// The pipeline's publisher side: one packet from a speaker held here goes to
+    /// the local subscribers and once to every other shard of the room.
     fn forward(&mut self, now: Instant, pid: ParticipantId, pkt: RtpPacket) {
         self.stats.rtp_in += 1;
         let Some(p) = self.participants.get(&pid) else {
@@ -504,9 +911,7 @@ impl Shard {
             self.stats.dropped_muted += 1;
             return;
         }
-        let Some(room) = self.rooms.get_mut(&p.room) else {
-            return;
-        };
+        let room = p.room.clone();
         let packet = SpeakerPacket {
             speaker: pid,
             csrc: p.csrc,
@@ -517,9 +922,29 @@ impl Shard {
             voice_activity: pkt.header.ext_vals.voice_activity,
             payload: pkt.payload,
         };
-        room.on_audio(pid, now, packet.audio_level);
-        for sid in &room.members {
-            if *sid == pid {
+        if let Some(view) = self.views.get(&room) {
+            for s in view.remote.clone() {
+                self.stats.handoffs_out += 1;
+                self.outbox.push_back((
+                    s,
+                    ShardMessage::Media {
+                        room: room.clone(),
+                        packet: packet.clone(),
+                    },
+                ));
+            }
+        }
+        self.fan_out(now, &room, &packet);
+    }
+
+    /// The pipeline's subscriber side on this shard.
+    fn fan_out(&mut self, now: Instant, room: &RoomId, packet: &SpeakerPacket) {
+        let Some(view) = self.views.get_mut(room) else {
+            return;
+        };
+        view.on_audio(packet.speaker, now, packet.audio_level);
+        for sid in &view.local {
+            if *sid == packet.speaker {
                 continue;
             }
             let Some(sub) = self.participants.get_mut(sid) else {
@@ -528,7 +953,7 @@ impl Shard {
             if sub.deafened || !sub.connected || sub.failed || sub.slots.is_empty() {
                 continue;
             }
-            match forward_to(sub, &packet, now, |x| room.loudness(x)) {
+            match forward_to(sub, packet, now, |x| view.loudness(x)) {
                 Outcome::Sent => {
                     self.stats.rtp_forwarded += 1;
                     if !self.flush.contains(sid) {
@@ -541,12 +966,12 @@ impl Shard {
         }
     }
 
-    /// Periodic room work: speaker levels and announcements, silent clients.
+    /// Periodic work: speaker levels and announcements, silent clients.
     fn tick(&mut self, now: Instant) {
-        for room in self.rooms.values_mut() {
-            let changed = room.tick(now);
-            let speakers = room.speakers();
-            for m in &room.members {
+        for view in self.views.values_mut() {
+            let changed = view.tick(now);
+            let speakers = view.speakers();
+            for m in &view.local {
                 let Some(p) = self.participants.get_mut(m) else {
                     continue;
                 };
@@ -581,8 +1006,43 @@ impl Shard {
             .map(|p| p.id)
             .collect();
         for pid in gone {
-            self.remove(pid, CloseReason::Timeout);
+            let home = home_of(pid, self.shards);
+            if home == self.id {
+                self.leave_room(pid, CloseReason::Timeout);
+            } else {
+                self.drop_media(pid);
+                self.send(
+                    home,
+                    ShardMessage::Gone {
+                        participant: pid,
+                        reason: CloseReason::Timeout,
+                    },
+                );
+            }
         }
+    }
+
+    // ---- helpers ---------------------------------------------------------------
+
+    /// The room of a participant whose roster is on this shard.
+    fn room_of_member(&self, pid: ParticipantId) -> Option<RoomId> {
+        if let Some(p) = self.participants.get(&pid) {
+            if self
+                .rooms
+                .get(&p.room)
+                .is_some_and(|r| r.members.contains_key(&pid))
+            {
+                return Some(p.room.clone());
+            }
+        }
+        self.rooms
+            .iter()
+            .find(|(_, r)| r.members.contains_key(&pid))
+            .map(|(id, _)| id.clone())
+    }
+
+    fn send(&mut self, to: usize, message: ShardMessage) {
+        self.outbox.push_back((to, message));
     }
 
     fn signal(&mut self, to: ParticipantId, message: ServerMessage) {
@@ -598,7 +1058,7 @@ impl Shard {
         let Some(room) = self.rooms.get(room) else {
             return;
         };
-        for m in &room.members {
+        for m in &room.order {
             if Some(*m) != except {
                 self.events.push_back(Event::Signal {
                     to: *m,
@@ -607,6 +1067,35 @@ impl Shard {
             }
         }
     }
+}
+
+fn command_participant(command: &Command) -> ParticipantId {
+    match command {
+        Command::Join { participant, .. }
+        | Command::Offer { participant, .. }
+        | Command::Candidate { participant, .. }
+        | Command::SetMuted { participant, .. }
+        | Command::SetDeafened { participant, .. }
+        | Command::Leave { participant } => *participant,
+    }
+}
+
+/// ICE ufrag naming the participant (so any shard can route its first STUN request)
+/// plus randomness. RFC 8445 §5.3: ufrag and pwd are ice-chars, at least 4 and 22.
+fn ufrag_for(pid: ParticipantId, rng: &mut u64) -> String {
+    format!("c{:x}z{}", pid.0, random_token(rng, 6))
+}
+
+fn parse_ufrag(ufrag: &str) -> Option<ParticipantId> {
+    let hex = ufrag.strip_prefix('c')?.split('z').next()?;
+    u64::from_str_radix(hex, 16).ok().map(ParticipantId)
+}
+
+fn random_token(rng: &mut u64, len: usize) -> String {
+    const ICE_CHARS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    (0..len)
+        .map(|_| ICE_CHARS[(next_random(rng) % ICE_CHARS.len() as u64) as usize] as char)
+        .collect()
 }
 
 /// Applies an offer to a participant; returns the `answer` or why not.

@@ -1,0 +1,116 @@
+//! How shards of one node talk to each other, and who is home for what.
+//!
+//! A room's *control* (roster, CSRCs, capacity, the join/leave/mute/deafen
+//! announcements) lives on its home shard, [`room_home`]. A participant's *media* (its
+//! `Rtc`, slot table and rewriters) lives on whichever shard the kernel delivers its
+//! UDP traffic to (`SO_REUSEPORT` hashing); a shard that receives a STUN request for a
+//! participant it does not hold claims it from the home shard, and the participant's
+//! media moves there. A speaker's packet is handed once to every *other* shard that
+//! has members in the room ([`ShardMessage::Media`]); each shard forwards to its own
+//! subscribers.
+//!
+//! The home shard of a participant is written into its id ([`participant_id`]), so any
+//! shard and the signaling layer can route by id alone.
+
+use std::net::SocketAddr;
+
+use chorus_protocol::signal::{ParticipantId, RoomId};
+
+use crate::forwarder::SpeakerPacket;
+use crate::io::{CloseReason, Command};
+use crate::participant::Participant;
+
+/// Most shards a node may run (the home shard is one byte of a participant id).
+pub const MAX_SHARDS: usize = 256;
+
+/// The shard that holds a room's roster: a stable hash (FNV-1a) of its name.
+pub fn room_home(room: &RoomId, shards: usize) -> usize {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in room.as_str().bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h as usize % shards.clamp(1, MAX_SHARDS)
+}
+
+/// A participant id whose home shard is `home` (the low byte).
+pub fn participant_id(serial: u64, home: usize) -> ParticipantId {
+    ParticipantId((serial << 8) | (home % MAX_SHARDS) as u64)
+}
+
+/// The home shard written into a participant id.
+pub fn home_of(participant: ParticipantId, shards: usize) -> usize {
+    (participant.0 & 0xff) as usize % shards.clamp(1, MAX_SHARDS)
+}
+
+/// A message from one shard to another.
+pub enum ShardMessage {
+    /// A speaker's packet for this shard's subscribers in `room`. May be dropped
+    /// under overload (oldest first); everything else is never dropped.
+    Media { room: RoomId, packet: SpeakerPacket },
+    /// To the home shard: `participant`'s traffic arrives at shard `at`.
+    Claim {
+        participant: ParticipantId,
+        at: usize,
+        source: SocketAddr,
+        datagram: Vec<u8>,
+    },
+    /// To the shard holding the media: hand it over to shard `to`.
+    Release {
+        participant: ParticipantId,
+        to: usize,
+        source: SocketAddr,
+        datagram: Vec<u8>,
+    },
+    /// The participant's media, moving to the receiving shard, with the datagram
+    /// that made it move.
+    Adopt {
+        participant: Box<Participant>,
+        source: SocketAddr,
+        datagram: Vec<u8>,
+    },
+    /// To the home shard: the participant's media now lives on shard `shard`.
+    Moved {
+        participant: ParticipantId,
+        shard: usize,
+    },
+    /// From the home shard: the shards holding members of `room` (this one included
+    /// or not).
+    RoomShards { room: RoomId, shards: Vec<usize> },
+    /// From the home shard to the media shard: the media part of a command.
+    ForMedia(Command),
+    /// From the home shard to every shard of the room: a member left (free its slots).
+    Left {
+        room: RoomId,
+        participant: ParticipantId,
+    },
+    /// To the home shard: the media side gave up on the participant.
+    Gone {
+        participant: ParticipantId,
+        reason: CloseReason,
+    },
+}
+
+impl ShardMessage {
+    /// Media may be shed under overload; control never is.
+    pub fn is_media(&self) -> bool {
+        matches!(self, ShardMessage::Media { .. })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn homes_are_stable_and_in_range() {
+        let r = RoomId::new("guild-42").expect("valid");
+        assert_eq!(room_home(&r, 1), 0);
+        let h = room_home(&r, 4);
+        assert!(h < 4);
+        assert_eq!(room_home(&r, 4), h, "stable");
+        let p = participant_id(12345, h);
+        assert_eq!(home_of(p, 4), h);
+        assert_eq!(p.0 >> 8, 12345);
+    }
+}

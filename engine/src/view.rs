@@ -1,0 +1,88 @@
+//! A room as one shard sees it for forwarding: its members whose media is here, the
+//! other shards that have members (where this shard's speakers are handed), and the
+//! speaker levels of everyone whose packets pass through this shard.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use chorus_protocol::signal::ParticipantId;
+
+use crate::level::SpeakerLevel;
+use crate::slots::Loudness;
+
+#[derive(Debug, Default)]
+pub(crate) struct RoomView {
+    /// Members whose media is on this shard, in arrival order.
+    pub local: Vec<ParticipantId>,
+    /// Other shards holding members of the room.
+    pub remote: Vec<usize>,
+    levels: HashMap<ParticipantId, SpeakerLevel>,
+    /// The speaking set last announced, sorted.
+    active: Vec<ParticipantId>,
+}
+
+impl RoomView {
+    pub fn is_unused(&self) -> bool {
+        self.local.is_empty() && self.remote.is_empty()
+    }
+
+    pub fn on_audio(&mut self, speaker: ParticipantId, now: Instant, audio_level: Option<i8>) {
+        self.levels
+            .entry(speaker)
+            .or_default()
+            .on_packet(now, audio_level);
+    }
+
+    /// Forgets a speaker's level (it was muted).
+    pub fn silence(&mut self, speaker: ParticipantId) {
+        if let Some(l) = self.levels.get_mut(&speaker) {
+            l.reset();
+        }
+    }
+
+    /// Forgets a speaker entirely (it left).
+    pub fn forget(&mut self, speaker: ParticipantId) {
+        self.levels.remove(&speaker);
+        self.local.retain(|p| *p != speaker);
+    }
+
+    pub fn loudness(&self, participant: ParticipantId) -> Loudness {
+        self.levels
+            .get(&participant)
+            .map(|l| Loudness {
+                speaking: l.speaking(),
+                level: l.level(),
+            })
+            .unwrap_or_default()
+    }
+
+    /// Ages every level; true when the speaking set changed since it was last true.
+    pub fn tick(&mut self, now: Instant) -> bool {
+        for l in self.levels.values_mut() {
+            l.tick(now);
+        }
+        let mut active: Vec<ParticipantId> = self
+            .levels
+            .iter()
+            .filter(|(_, l)| l.speaking())
+            .map(|(p, _)| *p)
+            .collect();
+        active.sort_unstable();
+        if active == self.active {
+            return false;
+        }
+        self.active = active;
+        true
+    }
+
+    /// The speaking set, loudest first, with smoothed linear levels.
+    pub fn speakers(&self) -> Vec<(ParticipantId, f32)> {
+        let mut v: Vec<(ParticipantId, f32)> = self
+            .active
+            .iter()
+            .map(|p| (*p, self.loudness(*p).level))
+            .collect();
+        v.sort_by(|a, b| b.1.total_cmp(&a.1));
+        v
+    }
+}
