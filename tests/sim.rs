@@ -265,16 +265,7 @@ impl Sim {
 
     /// Sends a command to the participant's home shard, as signaling does.
     pub fn command(&mut self, command: Command) {
-        let pid = match &command {
-            Command::Join { participant, .. }
-            | Command::Offer { participant, .. }
-            | Command::Candidate { participant, .. }
-            | Command::SetMuted { participant, .. }
-            | Command::SetDeafened { participant, .. }
-            | Command::Leave { participant } => *participant,
-            _ => unreachable!("a command the simulation does not know"),
-        };
-        let home = home_of(pid, self.shards.len());
+        let home = home_of(command.participant(), self.shards.len());
         self.shards[home].handle_command(self.now, command);
         self.pump();
     }

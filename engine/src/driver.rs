@@ -1,103 +1,204 @@
-//! The I/O driver: one thread that owns a [`Shard`] and its UDP socket.
+//! The I/O driver: one thread per shard, each owning a [`Shard`] and its own UDP
+//! socket on the node's one port (`SO_REUSEPORT`).
 //!
-//! It is the only part of the engine that reads the clock or touches a socket. It
-//! waits (mio) for a datagram, a command or the shard's next timeout, feeds the shard,
-//! then sends its transmits and hands its events to the caller's sink.
-//! The per-core sharded runtime (one such thread per core over `SO_REUSEPORT`
-//! sockets, batched syscalls) replaces this single-socket loop; the shard API stays.
+//! It is the only part of the engine that reads the clock or touches a socket. Each
+//! thread waits (mio) for datagrams, commands, messages from other shards, or its
+//! shard's next timeout; feeds the shard; sends its transmits in batches; hands
+//! messages to other shards; and passes events to the caller's sink.
+//!
+//! Queues between threads are bounded. Speaker packets handed between shards go
+//! through a ring per destination that drops the *oldest* packet when full (late audio
+//! is worthless); control messages and commands are refused when their queue is full.
+//! Either way the sending shard never blocks, and every drop is counted in
+//! [`DriverStats`].
 
 use std::io::ErrorKind;
-use std::net::UdpSocket;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use chorus_protocol::signal::RoomId;
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_queue::ArrayQueue;
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::config::ShardConfig;
 use crate::error::EngineError;
-use crate::io::{Command, Event};
-use crate::shard::Shard;
+use crate::forwarder::SpeakerPacket;
+use crate::io::{Command, Event, Transmit};
+use crate::mesh::{home_of, room_home, ShardMessage, MAX_SHARDS};
+use crate::shard::{generate_certificate, Shard};
+use crate::socket::{bind_reuseport, send_batch, Batch};
 
 const SOCKET: Token = Token(0);
 const WAKER: Token = Token(1);
 /// Datagrams read before other work gets a turn.
 const READ_BUDGET: usize = 256;
-/// Largest datagram read (larger ones are truncated and then refused by str0m).
-const RECV_BUFFER: usize = 2048;
+/// Speaker packets waiting for one shard, from all others.
+const MEDIA_QUEUE: usize = 8192;
+/// Control messages waiting for one shard.
+const CONTROL_QUEUE: usize = 16384;
+/// Commands waiting for one shard.
+const COMMAND_QUEUE: usize = 16384;
 
-/// A running driver. Dropping it stops the thread.
-pub struct Driver {
-    commands: Sender<Command>,
-    waker: Arc<Waker>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+/// Counters of the driver's own drops, per node.
+#[derive(Debug, Default)]
+pub struct DriverStats {
+    /// Speaker packets dropped (oldest first) because a shard's hand-off ring was full.
+    pub dropped_handoff: AtomicU64,
+    /// Control messages between shards refused because a queue was full.
+    pub dropped_control: AtomicU64,
+    /// Datagrams the socket refused to send.
+    pub dropped_send: AtomicU64,
 }
 
-/// A cheap, cloneable way to send commands to a running driver.
+/// One shard's inboxes, shared with every other thread.
+struct Inbox {
+    commands: Sender<Command>,
+    control: Sender<ShardMessage>,
+    media: ArrayQueue<(RoomId, SpeakerPacket)>,
+    waker: Waker,
+}
+
+/// A running node: its shard threads. Dropping it stops them.
+pub struct Driver {
+    inboxes: Arc<Vec<Inbox>>,
+    stop: Arc<AtomicBool>,
+    stats: Arc<DriverStats>,
+    local_addr: SocketAddr,
+    threads: Vec<JoinHandle<()>>,
+}
+
+/// A cheap, cloneable way to send commands to a running node.
 #[derive(Clone)]
 pub struct CommandSender {
-    commands: Sender<Command>,
-    waker: Arc<Waker>,
+    inboxes: Arc<Vec<Inbox>>,
 }
 
 impl CommandSender {
-    /// Queues a command; false if the driver has stopped.
+    /// The number of shards.
+    pub fn shards(&self) -> usize {
+        self.inboxes.len()
+    }
+
+    /// The home shard of a room (where its participants' ids must point).
+    pub fn room_home(&self, room: &RoomId) -> usize {
+        room_home(room, self.shards())
+    }
+
+    /// Queues a command at the participant's home shard; false if the node has
+    /// stopped or is too busy to take it.
     pub fn send(&self, command: Command) -> bool {
-        let ok = self.commands.send(command).is_ok();
-        // A failed wake means the poll is gone with the thread; send already said so.
-        let _ = self.waker.wake();
+        let home = home_of(command.participant(), self.shards());
+        let inbox = &self.inboxes[home];
+        let ok = inbox.commands.try_send(command).is_ok();
+        // A failed wake means the shard thread is gone; try_send said so already.
+        let _ = inbox.waker.wake();
         ok
     }
 }
 
 impl Driver {
-    /// Starts a driver thread for a shard on `socket`. `events` is called on that
-    /// thread for every event; it must not block.
+    /// Binds `shards` sockets on `addr` and starts a thread for each. `config`'s
+    /// `local_addr` is what ICE advertises (its port is filled in when 0). `events` is called on the shard threads
+    /// for every event; it must not block.
     pub fn spawn(
-        config: ShardConfig,
-        socket: UdpSocket,
-        mut events: impl FnMut(Event) + Send + 'static,
+        mut config: ShardConfig,
+        addr: SocketAddr,
+        shards: usize,
+        events: impl Fn(Event) + Send + Sync + 'static,
     ) -> Result<Driver, EngineError> {
-        socket.set_nonblocking(true)?;
-        let mut socket = mio::net::UdpSocket::from_std(socket);
-        let poll = Poll::new()?;
-        poll.registry()
-            .register(&mut socket, SOCKET, Interest::READABLE)?;
-        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let (tx, rx) = crossbeam_channel::unbounded();
-        let shard = Shard::new(config, Instant::now())?;
+        let shards = shards.clamp(1, MAX_SHARDS);
+        let sockets = bind_reuseport(addr, shards)?;
+        let local_addr = sockets[0].local_addr()?;
+        if config.local_addr.port() == 0 {
+            // Port 0 was asked: advertise the one the kernel picked.
+            config.local_addr.set_port(local_addr.port());
+        }
+        let cert = generate_certificate()?;
+        let events: Arc<dyn Fn(Event) + Send + Sync> = Arc::new(events);
         let stop = Arc::new(AtomicBool::new(false));
-        let stop_flag = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("chorus-shard-0".into())
-            .spawn(move || run(shard, poll, socket, rx, &stop_flag, &mut events))?;
+        let stats = Arc::new(DriverStats::default());
+        let now = Instant::now();
+
+        let mut polls = Vec::new();
+        let mut inboxes = Vec::new();
+        let mut receivers = Vec::new();
+        for _ in 0..shards {
+            let poll = Poll::new()?;
+            let waker = Waker::new(poll.registry(), WAKER)?;
+            let (commands, commands_rx) = crossbeam_channel::bounded(COMMAND_QUEUE);
+            let (control, control_rx) = crossbeam_channel::bounded(CONTROL_QUEUE);
+            inboxes.push(Inbox {
+                commands,
+                control,
+                media: ArrayQueue::new(MEDIA_QUEUE),
+                waker,
+            });
+            polls.push(poll);
+            receivers.push((commands_rx, control_rx));
+        }
+        let inboxes = Arc::new(inboxes);
+        let mut threads = Vec::new();
+        for (id, ((socket, poll), (commands, control))) in
+            sockets.into_iter().zip(polls).zip(receivers).enumerate()
+        {
+            let shard = Shard::in_mesh(config.clone(), now, id, shards, cert.clone());
+            let worker = Worker {
+                id,
+                shard,
+                poll,
+                socket: mio::net::UdpSocket::from_std(socket),
+                commands,
+                control,
+                inboxes: inboxes.clone(),
+                stop: stop.clone(),
+                stats: stats.clone(),
+                events: events.clone(),
+            };
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("chorus-shard-{id}"))
+                    .spawn(move || worker.run())?,
+            );
+        }
         Ok(Driver {
-            commands: tx,
-            waker,
+            inboxes,
             stop,
-            thread: Some(thread),
+            stats,
+            local_addr,
+            threads,
         })
     }
 
     pub fn sender(&self) -> CommandSender {
         CommandSender {
-            commands: self.commands.clone(),
-            waker: self.waker.clone(),
+            inboxes: self.inboxes.clone(),
         }
     }
 
-    /// Stops the thread and waits for it.
+    /// The address the sockets are bound to (the real port when 0 was asked).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn stats(&self) -> &DriverStats {
+        &self.stats
+    }
+
+    /// Stops the threads and waits for them.
     pub fn stop(mut self) {
         self.shutdown();
     }
 
     fn shutdown(&mut self) {
         self.stop.store(true, Ordering::Release);
-        let _ = self.waker.wake();
-        if let Some(t) = self.thread.take() {
+        for inbox in self.inboxes.iter() {
+            let _ = inbox.waker.wake();
+        }
+        for t in self.threads.drain(..) {
             let _ = t.join();
         }
     }
@@ -109,58 +210,133 @@ impl Drop for Driver {
     }
 }
 
-fn run(
-    mut shard: Shard,
-    mut poll: Poll,
+struct Worker {
+    id: usize,
+    shard: Shard,
+    poll: Poll,
     socket: mio::net::UdpSocket,
     commands: Receiver<Command>,
-    stop: &AtomicBool,
-    events: &mut dyn FnMut(Event),
-) {
-    let span = tracing::info_span!("shard", shard = 0);
-    let _enter = span.enter();
-    let mut mio_events = Events::with_capacity(64);
-    let mut buf = vec![0u8; RECV_BUFFER];
-    while !stop.load(Ordering::Acquire) {
-        let timeout = shard
-            .poll_timeout()
-            .map(|t| t.saturating_duration_since(Instant::now()));
-        if let Err(e) = poll.poll(&mut mio_events, timeout) {
-            if e.kind() != ErrorKind::Interrupted {
-                tracing::error!(error = %e, "poll failed; shard stops");
-                return;
-            }
+    control: Receiver<ShardMessage>,
+    inboxes: Arc<Vec<Inbox>>,
+    stop: Arc<AtomicBool>,
+    stats: Arc<DriverStats>,
+    events: Arc<dyn Fn(Event) + Send + Sync>,
+}
+
+impl Worker {
+    fn run(mut self) {
+        let span = tracing::info_span!("shard", shard = self.id);
+        let _enter = span.enter();
+        if let Err(e) = self
+            .poll
+            .registry()
+            .register(&mut self.socket, SOCKET, Interest::READABLE)
+        {
+            tracing::error!(error = %e, "cannot poll the socket; shard stops");
+            return;
         }
-        let now = Instant::now();
-        for _ in 0..READ_BUDGET {
-            match socket.recv_from(&mut buf) {
-                Ok((n, source)) => shard.handle_datagram(now, source, &buf[..n]),
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                Err(e) => {
-                    // ICMP errors surface here on Linux (ECONNREFUSED): not fatal.
-                    tracing::trace!(error = %e, "recv");
+        let mut mio_events = Events::with_capacity(64);
+        let mut batch = Batch::default();
+        let mut transmits: Vec<Transmit> = Vec::with_capacity(256);
+        let mut woken = vec![false; self.inboxes.len()];
+        while !self.stop.load(Ordering::Acquire) {
+            let timeout = self
+                .shard
+                .poll_timeout()
+                .map(|t| t.saturating_duration_since(Instant::now()));
+            if let Err(e) = self.poll.poll(&mut mio_events, timeout) {
+                if e.kind() != ErrorKind::Interrupted {
+                    tracing::error!(error = %e, "poll failed; shard stops");
+                    return;
                 }
             }
+            let now = Instant::now();
+            let mut read = 0;
+            while read < READ_BUDGET {
+                let n = match batch.recv(&self.socket) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        // ICMP errors surface here on Linux (ECONNREFUSED): not fatal.
+                        tracing::trace!(error = %e, "recv");
+                        0
+                    }
+                };
+                if n == 0 {
+                    break;
+                }
+                for i in 0..n {
+                    if let Some((source, data)) = batch.get(i) {
+                        self.shard.handle_datagram(now, source, data);
+                    }
+                }
+                read += n;
+                self.flush(&mut transmits, &mut woken);
+            }
+            while let Ok(m) = self.control.try_recv() {
+                self.shard.handle_shard_message(now, m);
+            }
+            let media = &self.inboxes[self.id].media;
+            for _ in 0..MEDIA_QUEUE {
+                let Some((room, packet)) = media.pop() else {
+                    break;
+                };
+                self.shard
+                    .handle_shard_message(now, ShardMessage::Media { room, packet });
+            }
+            while let Ok(c) = self.commands.try_recv() {
+                self.shard.handle_command(now, c);
+            }
+            if self.shard.poll_timeout().is_some_and(|t| t <= now) {
+                self.shard.handle_timeout(now);
+            }
+            self.flush(&mut transmits, &mut woken);
         }
-        loop {
-            match commands.try_recv() {
-                Ok(c) => shard.handle_command(now, c),
-                Err(TryRecvError::Empty) => break,
-                // Every sender is gone: nobody can drive this shard any more.
-                Err(TryRecvError::Disconnected) => return,
+    }
+
+    /// Sends transmits, routes shard messages (waking each destination once), and
+    /// hands events to the sink.
+    fn flush(&mut self, transmits: &mut Vec<Transmit>, woken: &mut [bool]) {
+        transmits.clear();
+        while let Some(t) = self.shard.poll_transmit() {
+            transmits.push(t);
+        }
+        if !transmits.is_empty() {
+            let sent = send_batch(&self.socket, transmits);
+            let dropped = (transmits.len() - sent) as u64;
+            if dropped > 0 {
+                self.stats
+                    .dropped_send
+                    .fetch_add(dropped, Ordering::Relaxed);
             }
         }
-        if shard.poll_timeout().is_some_and(|t| t <= now) {
-            shard.handle_timeout(now);
+        woken.fill(false);
+        while let Some((to, message)) = self.shard.poll_shard_message() {
+            let Some(inbox) = self.inboxes.get(to) else {
+                continue;
+            };
+            match message {
+                ShardMessage::Media { room, packet } => {
+                    if inbox.media.force_push((room, packet)).is_some() {
+                        self.stats.dropped_handoff.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                other => match inbox.control.try_send(other) {
+                    Ok(()) => {}
+                    Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                        self.stats.dropped_control.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(to, "control queue full: message dropped");
+                    }
+                },
+            }
+            woken[to] = true;
         }
-        while let Some(t) = shard.poll_transmit() {
-            if let Err(e) = socket.send_to(&t.contents, t.destination) {
-                // Never block the shard: a full socket buffer drops the datagram.
-                tracing::trace!(error = %e, destination = %t.destination, "send dropped");
+        for (to, w) in woken.iter().enumerate() {
+            if *w {
+                let _ = self.inboxes[to].waker.wake();
             }
         }
-        while let Some(e) = shard.poll_event() {
-            events(e);
+        while let Some(e) = self.shard.poll_event() {
+            (self.events)(e);
         }
     }
 }

@@ -38,6 +38,20 @@ pub enum Command {
     Leave { participant: ParticipantId },
 }
 
+impl Command {
+    /// The participant the command is about (its id names its home shard).
+    pub fn participant(&self) -> ParticipantId {
+        match self {
+            Command::Join { participant, .. }
+            | Command::Offer { participant, .. }
+            | Command::Candidate { participant, .. }
+            | Command::SetMuted { participant, .. }
+            | Command::SetDeafened { participant, .. }
+            | Command::Leave { participant } => *participant,
+        }
+    }
+}
+
 /// Why the engine let go of a participant.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CloseReason {

@@ -56,10 +56,11 @@ mod room;
 mod sdp;
 pub mod shard;
 mod slots;
+pub mod socket;
 mod view;
 
 pub use config::ShardConfig;
-pub use driver::{CommandSender, Driver};
+pub use driver::{CommandSender, Driver, DriverStats};
 pub use error::EngineError;
 pub use forwarder::SpeakerPacket;
 pub use io::{CloseReason, Command, Event, Transmit};

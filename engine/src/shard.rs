@@ -197,14 +197,7 @@ impl Shard {
     /// An instruction from signaling, for the participant's home shard
     /// ([`crate::mesh::home_of`]); commands reaching another shard are passed on.
     pub fn handle_command(&mut self, now: Instant, command: Command) {
-        let home = match &command {
-            Command::Join { participant, .. }
-            | Command::Offer { participant, .. }
-            | Command::Candidate { participant, .. }
-            | Command::SetMuted { participant, .. }
-            | Command::SetDeafened { participant, .. }
-            | Command::Leave { participant } => home_of(*participant, self.shards),
-        };
+        let home = home_of(command.participant(), self.shards);
         if home != self.id {
             self.send(home, ShardMessage::ForMedia(command));
             return;
@@ -250,7 +243,7 @@ impl Shard {
             }
             ShardMessage::RoomShards { room, shards } => self.room_shards(room, &shards),
             ShardMessage::ForMedia(command) => {
-                if home_of(command_participant(&command), self.shards) == self.id {
+                if home_of(command.participant(), self.shards) == self.id {
                     // A command sent to the wrong shard reaches its home this way.
                     self.control(now, command);
                 } else {
@@ -447,11 +440,7 @@ impl Shard {
         p.addrs = vec![source];
         self.by_addr.insert(source, pid);
         let room = p.room.clone();
-        self.views
-            .entry(room)
-            .or_default()
-            .local
-            .push(pid);
+        self.views.entry(room).or_default().local.push(pid);
         self.participants.insert(pid, p);
         self.receive(now, pid, source, datagram);
         let home = home_of(pid, self.shards);
@@ -819,10 +808,7 @@ impl Shard {
 
     /// This shard's part of a room spanning `shards`.
     fn room_shards(&mut self, room: RoomId, shards: &[usize]) {
-        let view = self
-            .views
-            .entry(room.clone())
-            .or_default();
+        let view = self.views.entry(room.clone()).or_default();
         view.remote = shards.iter().copied().filter(|s| *s != self.id).collect();
         if view.is_unused() {
             self.views.remove(&room);
@@ -1066,17 +1052,6 @@ impl Shard {
                 });
             }
         }
-    }
-}
-
-fn command_participant(command: &Command) -> ParticipantId {
-    match command {
-        Command::Join { participant, .. }
-        | Command::Offer { participant, .. }
-        | Command::Candidate { participant, .. }
-        | Command::SetMuted { participant, .. }
-        | Command::SetDeafened { participant, .. }
-        | Command::Leave { participant } => *participant,
     }
 }
 

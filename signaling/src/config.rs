@@ -13,6 +13,8 @@ pub struct NodeConfig {
     pub http: SocketAddr,
     /// UDP media address, bound and advertised as the ICE host candidate.
     pub udp: SocketAddr,
+    /// Shard threads, each with its own socket on the UDP port (`SO_REUSEPORT`).
+    pub shards: usize,
     /// Advertise this IP instead of the UDP address's.
     pub public_ip: Option<IpAddr>,
     pub audio_slots: u8,
@@ -28,6 +30,7 @@ impl Default for NodeConfig {
             dev: true,
             http: SocketAddr::from(([127, 0, 0, 1], 7880)),
             udp: SocketAddr::from(([127, 0, 0, 1], 7882)),
+            shards: 1,
             public_ip: None,
             audio_slots: DEFAULT_AUDIO_SLOTS,
             max_participants: 500,

@@ -35,6 +35,9 @@ struct ServeArgs {
     /// UDP media address: bound, and advertised as the ICE host candidate.
     #[arg(long, env = "CHORUS_UDP", default_value = "127.0.0.1:7882")]
     udp: SocketAddr,
+    /// Shard threads, each with its own socket on the UDP port (default: one per core).
+    #[arg(long, env = "CHORUS_SHARDS", value_parser = clap::value_parser!(u16).range(1..=256))]
+    shards: Option<u16>,
     /// Advertise this IP in ICE candidates instead of the UDP address's (NAT, 0.0.0.0).
     #[arg(long, env = "CHORUS_PUBLIC_IP")]
     public_ip: Option<IpAddr>,
@@ -73,6 +76,10 @@ async fn main() -> anyhow::Result<()> {
         http: args.http,
         udp: args.udp,
         public_ip: args.public_ip,
+        shards: args
+            .shards
+            .map(usize::from)
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
         audio_slots: args.audio_slots,
         max_participants: args.max_participants,
         disconnect_timeout: Duration::from_secs(args.disconnect_timeout),

@@ -1,6 +1,6 @@
 //! A whole node: the media engine on its UDP socket and the HTTP server beside it.
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -9,7 +9,7 @@ use axum::extract::State;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
-use chorus_engine::{CommandSender, Driver, ShardConfig};
+use chorus_engine::{participant_id, CommandSender, Driver, EngineError, ShardConfig};
 use chorus_protocol::signal::{ParticipantId, MAX_FRAME_BYTES};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
@@ -30,8 +30,9 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub fn next_participant_id(&self) -> ParticipantId {
-        ParticipantId(self.next_id.fetch_add(1, Ordering::Relaxed))
+    /// A fresh id whose home shard is `home` (the shard keeping its room's roster).
+    pub fn next_participant_id(&self, home: usize) -> ParticipantId {
+        participant_id(self.next_id.fetch_add(1, Ordering::Relaxed), home)
     }
 }
 
@@ -64,13 +65,10 @@ impl RunningNode {
 
 /// Binds both sockets and starts serving. Must run inside a tokio runtime.
 pub async fn start(config: NodeConfig) -> Result<RunningNode, SignalingError> {
-    let socket = UdpSocket::bind(config.udp).map_err(|source| SignalingError::Bind {
-        what: "UDP media socket",
-        addr: config.udp,
-        source,
-    })?;
-    let udp = socket.local_addr()?;
-    let advertised = SocketAddr::new(config.public_ip.unwrap_or(udp.ip()), udp.port());
+    let advertised = SocketAddr::new(
+        config.public_ip.unwrap_or(config.udp.ip()),
+        config.udp.port(),
+    );
     let mut shard = ShardConfig::new(advertised);
     shard.audio_slots = config.audio_slots;
     shard.max_participants = config.max_participants;
@@ -80,7 +78,19 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, SignalingError> {
 
     let routes = Arc::new(Routes::default());
     let sink = routes.clone();
-    let driver = Driver::spawn(shard, socket, move |event| sink.deliver(event))?;
+    let driver = Driver::spawn(shard, config.udp, config.shards, move |event| {
+        sink.deliver(event)
+    })
+    .map_err(|e| match e {
+        EngineError::Io(source) => SignalingError::Bind {
+            what: "UDP media sockets",
+            addr: config.udp,
+            source,
+        },
+        other => SignalingError::Engine(other),
+    })?;
+    let udp = driver.local_addr();
+    let advertised = SocketAddr::new(advertised.ip(), udp.port());
 
     let listener = TcpListener::bind(config.http)
         .await
@@ -91,12 +101,13 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, SignalingError> {
         })?;
     let http = listener.local_addr()?;
     let (stopping_tx, stopping) = watch::channel(false);
+    let config_shards = config.shards;
     let shared = Arc::new(Shared {
         config,
         engine: driver.sender(),
         routes,
         stopping,
-        next_id: AtomicU64::new(seed() >> 16),
+        next_id: AtomicU64::new(seed() >> 24),
     });
     let app = Router::new()
         .route("/v1/signal", get(signal))
@@ -115,7 +126,8 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, SignalingError> {
             tracing::error!(error = %e, "http server failed");
         }
     });
-    tracing::info!(%http, %udp, %advertised, "node started");
+    let shards = config_shards;
+    tracing::info!(%http, %udp, %advertised, shards, "node started");
     Ok(RunningNode {
         http,
         udp,

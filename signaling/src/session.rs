@@ -205,7 +205,8 @@ impl Session {
         let Some(tx) = tx.take() else {
             return Flow::Continue;
         };
-        let pid = self.shared.next_participant_id();
+        let home = self.shared.engine.room_home(&room);
+        let pid = self.shared.next_participant_id(home);
         self.shared.routes.register(pid, tx);
         self.participant = Some(pid);
         let sent = self.shared.engine.send(Command::Join {
