@@ -909,7 +909,7 @@ impl Shard {
             payload: pkt.payload,
         };
         if let Some(view) = self.views.get(&room) {
-            for s in view.remote.clone() {
+            for &s in &view.remote {
                 self.stats.handoffs_out += 1;
                 self.outbox.push_back((
                     s,

@@ -58,9 +58,11 @@ impl<'de> Deserialize<'de> for ParticipantId {
 }
 
 /// A room name: 1 to [`MAX_ROOM_LEN`] bytes of `A-Z a-z 0-9 _ - . :`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(transparent)]
-pub struct RoomId(String);
+///
+/// Shared, not copied: cloning one (every speaker packet handed between shards names
+/// its room) costs a reference count, not an allocation.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RoomId(std::sync::Arc<str>);
 
 impl RoomId {
     /// Checks the name and wraps it.
@@ -77,7 +79,7 @@ impl RoomId {
         {
             return Err("room may only hold A-Z a-z 0-9 _ - . :");
         }
-        Ok(RoomId(name.to_owned()))
+        Ok(RoomId(name.into()))
     }
 
     pub fn as_str(&self) -> &str {
@@ -88,6 +90,12 @@ impl RoomId {
 impl fmt::Display for RoomId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+impl Serialize for RoomId {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
     }
 }
 
