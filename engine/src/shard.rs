@@ -437,6 +437,8 @@ impl Shard {
         let pid = p.id;
         self.stats.migrations_in += 1;
         p.timer_at = None;
+        // Not on this shard's flush list (yet): whatever it had queued is sent below.
+        p.needs_flush = false;
         p.addrs = vec![source];
         self.by_addr.insert(source, pid);
         let room = p.room.clone();
@@ -867,7 +869,9 @@ impl Shard {
             if self.flush.is_empty() {
                 break;
             }
-            for pid in std::mem::take(&mut self.flush) {
+            // Take the list (keeping its capacity for the next round).
+            let mut batch = std::mem::take(&mut self.flush);
+            for pid in batch.drain(..) {
                 let Some(p) = self.participants.get_mut(&pid) else {
                     continue;
                 };
@@ -878,6 +882,9 @@ impl Shard {
                     p.failed = true;
                 }
                 self.drain(pid);
+            }
+            if self.flush.is_empty() {
+                self.flush = batch;
             }
         }
     }
@@ -939,10 +946,11 @@ impl Shard {
             if sub.deafened || !sub.connected || sub.failed || sub.slots.is_empty() {
                 continue;
             }
+            let queued = sub.needs_flush;
             match forward_to(sub, packet, now, |x| view.loudness(x)) {
                 Outcome::Sent => {
                     self.stats.rtp_forwarded += 1;
-                    if !self.flush.contains(sid) {
+                    if !queued {
                         self.flush.push(*sid);
                     }
                 }
