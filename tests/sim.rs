@@ -253,6 +253,17 @@ impl Sim {
         self.connect_with_pt(name, room, 111)
     }
 
+    /// [`Sim::connect`] for a client whose datagrams arrive at `shard`.
+    pub fn connect_on(&mut self, name: &str, room: &str, shard: usize) -> usize {
+        let idx = self.join(name, room);
+        self.clients[idx].shard = shard;
+        let slots = self.clients[idx].audio_slots as usize;
+        self.offer(idx, slots);
+        self.run_until(Duration::from_secs(5), |s| s.clients[idx].connected);
+        assert!(self.clients[idx].connected, "{name} did not connect");
+        idx
+    }
+
     /// [`Sim::connect`] for a client whose Opus payload type is `opus_pt`.
     pub fn connect_with_pt(&mut self, name: &str, room: &str, opus_pt: u8) -> usize {
         let idx = self.join_with_pt(name, room, opus_pt);

@@ -1,0 +1,56 @@
+//! Heap allocations per forwarded packet: the `forward` bench's timed region, counted
+//! by a wrapping global allocator (kept out of the `forward` binary so its timings
+//! carry no counting overhead).
+//!
+//! ```sh
+//! cargo bench -p chorus-benches --bench forward_allocs            # N = 1, 10, 100, 500
+//! cargo bench -p chorus-benches --bench forward_allocs -- 1 100   # chosen sizes
+//! ```
+
+use std::alloc::System;
+
+use chorus_benches::{ForwardRig, CHUNK};
+use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
+
+#[global_allocator]
+static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
+
+/// Chunks counted per size (after the rig's own warm-up).
+const CHUNKS: usize = 10;
+
+fn main() {
+    let mut sizes: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    if sizes.is_empty() {
+        sizes = vec![1, 10, 100, 500];
+    }
+    println!(
+        "{:>5} {:>14} {:>14} {:>16} {:>14}",
+        "N", "allocs/packet", "allocs/copy", "bytes/copy", "reallocs/copy"
+    );
+    for n in sizes {
+        let mut rig = ForwardRig::new(n);
+        let (mut allocs, mut reallocs, mut bytes, mut packets) = (0, 0, 0, 0);
+        for _ in 0..CHUNKS {
+            let batch = rig.produce(CHUNK);
+            let region = Region::new(GLOBAL);
+            rig.forward(&batch);
+            let change = region.change();
+            rig.keep_alive();
+            allocs += change.allocations;
+            reallocs += change.reallocations;
+            bytes += change.bytes_allocated;
+            packets += batch.len();
+        }
+        let copies = (packets * n) as f64;
+        println!(
+            "{n:>5} {:>14.2} {:>14.2} {:>16.1} {:>14.3}",
+            allocs as f64 / packets as f64,
+            allocs as f64 / copies,
+            bytes as f64 / copies,
+            reallocs as f64 / copies,
+        );
+    }
+}

@@ -1,0 +1,237 @@
+//! Shared set-up for the Chorus benchmarks.
+//!
+//! [`ForwardRig`] is one shard with a publisher and `n` subscribers, all real str0m
+//! clients connected through ICE, DTLS and SRTP over the simulated network of
+//! [`chorus_tests::sim`]. It measures what a driver does with the publisher's media:
+//! `handle_datagram` for each SRTP packet, draining `poll_transmit`, `poll_event` and
+//! `poll_shard_message`, and `handle_timeout` whenever `poll_timeout` is due, with the
+//! clock advancing one Opus frame (20 ms) per packet. Everything else, producing the
+//! publisher's packets and keeping the clients alive, happens outside the timed region.
+//!
+//! [`ForwardRig::across_shards`] puts the publisher on shard 0 and every subscriber on
+//! shard 1: each packet is then handed from one shard to the other (in process, the
+//! message a driver would queue) and fanned out there.
+#![allow(clippy::expect_used)]
+
+use std::hint::black_box;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chorus_protocol::demux::{classify, DatagramKind};
+use chorus_tests::sim::{Sim, FRAME};
+use str0m::format::Codec;
+use str0m::media::{Mid, Pt};
+use str0m::rtp::{ExtensionValues, RtpWrite};
+use str0m::{Input, Output};
+
+/// Packets forwarded between two keep-alive rounds: 100 frames are 2 s of simulated
+/// time, well inside str0m's ICE consent (15 s) and the shard's disconnect timeout.
+pub const CHUNK: usize = 100;
+/// Opus at ~32 kbit/s: 80 bytes per 20 ms frame.
+pub const OPUS_PAYLOAD: usize = 80;
+/// The publisher's level, RFC 6464 -dBov (loud enough to hold its slot).
+const LEVEL_DBOV: i8 = 30;
+
+/// One publisher SRTP packet, ready for the shard.
+#[derive(Debug, Clone)]
+pub struct Datagram {
+    pub at: Instant,
+    pub contents: Vec<u8>,
+}
+
+/// A room of `1 + n` connected clients on one shard; only the publisher speaks.
+pub struct ForwardRig {
+    pub sim: Sim,
+    pub n: usize,
+    publisher: usize,
+    publisher_addr: SocketAddr,
+    mic: Mid,
+    pt: Pt,
+    /// Frames the publisher produced.
+    frames: u32,
+    /// Time of the last produced frame (the publisher's clock).
+    clock: Instant,
+    /// What the publisher sent besides RTP (STUN, RTCP): delivered between chunks.
+    other: Vec<Vec<u8>>,
+    /// Timed packets and time, over the rig's life.
+    pub packets: u64,
+    pub timed: Duration,
+}
+
+impl ForwardRig {
+    /// Connects the publisher and `n` subscribers in one room (8 audio slots each),
+    /// then forwards a few packets so every subscriber has the publisher on a slot.
+    pub fn new(n: usize) -> ForwardRig {
+        ForwardRig::build(n, 1)
+    }
+
+    /// Like [`ForwardRig::new`], with the publisher on shard 0 and the subscribers on
+    /// shard 1.
+    pub fn across_shards(n: usize) -> ForwardRig {
+        ForwardRig::build(n, 2)
+    }
+
+    fn build(n: usize, shards: usize) -> ForwardRig {
+        let mut sim = Sim::with_shards(shards, |c| c.max_participants = n + 1);
+        let publisher = sim.connect_on("publisher", "bench", 0);
+        for i in 0..n {
+            sim.connect_on(&format!("sub{i}"), "bench", shards - 1);
+        }
+        sim.run_for(Duration::from_millis(200));
+        let c = &mut sim.clients[publisher];
+        let mic = c.mic.expect("the publisher offered a microphone");
+        let pt = c
+            .rtc
+            .codec_config()
+            .params()
+            .iter()
+            .find(|p| p.spec().codec == Codec::Opus)
+            .map(|p| p.pt())
+            .expect("Opus negotiated");
+        let mut rig = ForwardRig {
+            publisher_addr: c.addr,
+            clock: sim.now,
+            sim,
+            n,
+            publisher,
+            mic,
+            pt,
+            frames: 0,
+            other: Vec::new(),
+            packets: 0,
+            timed: Duration::ZERO,
+        };
+        rig.run_chunk(CHUNK);
+        let forwarded: u64 = rig.sim.shards.iter().map(|s| s.stats().rtp_forwarded).sum();
+        assert!(
+            forwarded >= (n * (CHUNK - 5)) as u64,
+            "set-up: only {forwarded} copies forwarded to {n} subscribers"
+        );
+        rig.packets = 0;
+        rig.timed = Duration::ZERO;
+        rig
+    }
+
+    /// Criterion's `iter_custom`: forwards `iters` publisher packets, timing only the
+    /// shard's work.
+    pub fn measure(&mut self, iters: u64) -> Duration {
+        let mut left = iters as usize;
+        let mut timed = Duration::ZERO;
+        while left > 0 {
+            let k = left.min(CHUNK);
+            timed += self.run_chunk(k);
+            left -= k;
+        }
+        timed
+    }
+
+    /// Produces `k` packets, forwards them (timed), then keeps the clients alive.
+    pub fn run_chunk(&mut self, k: usize) -> Duration {
+        let batch = self.produce(k);
+        let start = Instant::now();
+        self.forward(&batch);
+        let elapsed = start.elapsed();
+        self.packets += k as u64;
+        self.timed += elapsed;
+        self.keep_alive();
+        elapsed
+    }
+
+    /// The publisher's str0m writes `k` frames, one each 20 ms, and encrypts them.
+    pub fn produce(&mut self, k: usize) -> Vec<Datagram> {
+        let mut out = Vec::with_capacity(k);
+        let c = &mut self.sim.clients[self.publisher];
+        for _ in 0..k {
+            self.clock += FRAME;
+            let now = self.clock;
+            let mut payload = vec![0u8; OPUS_PAYLOAD];
+            payload[0] = 0x78; // Opus TOC: SILK+CELT hybrid, 20 ms
+            payload[1..5].copy_from_slice(&self.frames.to_be_bytes());
+            let ext = ExtensionValues {
+                audio_level: Some(-LEVEL_DBOV),
+                voice_activity: Some(true),
+                ..Default::default()
+            };
+            let seq = 1000 + u64::from(self.frames);
+            let ts = 5000u32.wrapping_add(self.frames.wrapping_mul(960));
+            let write = RtpWrite::new(self.pt, seq.into(), ts, now, Arc::<[u8]>::from(payload))
+                .ext_vals(ext);
+            let mut api = c.rtc.direct_api();
+            let tx = api
+                .stream_tx_by_mid(self.mic, None)
+                .expect("microphone stream");
+            tx.write_rtp(write);
+            self.frames += 1;
+            c.rtc
+                .handle_input(Input::Timeout(now))
+                .expect("publisher timeout");
+            loop {
+                match c.rtc.poll_output().expect("publisher output") {
+                    Output::Timeout(_) => break,
+                    Output::Transmit(t) => {
+                        let contents: Vec<u8> = t.contents.into();
+                        if classify(&contents) == DatagramKind::Rtp {
+                            out.push(Datagram { at: now, contents });
+                        } else {
+                            self.other.push(contents);
+                        }
+                    }
+                    Output::Event(_) => {}
+                }
+            }
+        }
+        assert_eq!(out.len(), k, "one RTP datagram per frame");
+        out
+    }
+
+    /// The timed region: what a driver does for each received packet (on every
+    /// shard, with shard messages delivered in process).
+    #[inline(never)]
+    pub fn forward(&mut self, batch: &[Datagram]) {
+        let shards = &mut self.sim.shards;
+        for d in batch {
+            for shard in shards.iter_mut() {
+                if shard.poll_timeout().is_some_and(|t| t <= d.at) {
+                    shard.handle_timeout(d.at);
+                }
+            }
+            shards[0].handle_datagram(d.at, self.publisher_addr, &d.contents);
+            for k in 0..shards.len() {
+                while let Some(t) = shards[k].poll_transmit() {
+                    black_box(t);
+                }
+                while let Some(e) = shards[k].poll_event() {
+                    black_box(e);
+                }
+                while let Some((to, m)) = shards[k].poll_shard_message() {
+                    shards[to].handle_shard_message(d.at, m);
+                }
+            }
+        }
+    }
+
+    /// Untimed: the publisher's STUN and RTCP reach the shard, and every client runs
+    /// its timers (consent checks, reports) so nobody times out.
+    pub fn keep_alive(&mut self) {
+        self.sim.now = self.sim.now.max(self.clock);
+        let now = self.sim.now;
+        for d in std::mem::take(&mut self.other) {
+            self.sim.shards[0].handle_datagram(now, self.publisher_addr, &d);
+        }
+        self.sim.pump();
+        self.sim.run_for(Duration::from_millis(1));
+        self.clock = self.sim.now;
+        // What the clients received is of no interest here: keep memory flat.
+        for c in &mut self.sim.clients {
+            c.received.clear();
+            c.inbox.clear();
+        }
+    }
+
+    /// Mean time per subscriber packet over every timed packet so far.
+    pub fn per_subscriber_packet(&self) -> Duration {
+        let copies = self.packets.saturating_mul(self.n as u64).max(1);
+        self.timed.div_f64(copies as f64)
+    }
+}

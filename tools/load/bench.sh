@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Runs chorus-load against fresh release nodes and appends one JSON line per run to
+# $OUT (default target/bench/load.jsonl), tagged with the node's shard count. The
+# figures in BENCHMARKS.md come from this script.
+#
+#   tools/load/bench.sh standard     # 50 rooms x 10 participants x 3 speakers, 60 s, shards 1 then 2
+#   tools/load/bench.sh big          # 5,000 participants, 5% speaking, 2 shards
+#   tools/load/bench.sh sweep        # participants 100..2000, 2 shards (for the plot)
+#   tools/load/bench.sh quick        # 2 rooms x 4, 5 s: a smoke test (used by tools/test.sh)
+#
+# Env: DURATION (default 60s), SHARDS (override the shard list), OUT.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+mode="${1:-standard}"
+out="${OUT:-target/bench/load.jsonl}"
+mkdir -p "$(dirname "$out")"
+profile="${PROFILE:-release}"
+if [ "$profile" = release ]; then
+  cargo build --release --locked -q -p chorus-signaling -p chorus-load
+else
+  cargo build --locked -q -p chorus-signaling -p chorus-load
+fi
+bin="target/$profile"
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# run SHARDS ROOMS PER_ROOM SPEAKERS DURATION [extra chorus-load args...]
+run() {
+  local shards="$1" rooms="$2" per="$3" speakers="$4" duration="$5"; shift 5
+  local http udp node_log
+  http="$(free_port)"; udp="$(free_port)"
+  node_log="$(mktemp)"
+  "$bin/chorus" serve --dev --shards "$shards" --http "127.0.0.1:$http" --udp "127.0.0.1:$udp" \
+    --max-participants 100000 --log warn 2>"$node_log" &
+  local pid=$!
+  for _ in $(seq 100); do
+    curl -fs "http://127.0.0.1:$http/healthz" >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+  local line status=0
+  line="$("$bin/chorus-load" --url "http://127.0.0.1:$http" --rooms "$rooms" --per-room "$per" \
+    --speakers "$speakers" --duration "$duration" --node-pid "$pid" "$@")" || status=$?
+  kill "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  if [ "$status" -ne 0 ] || [ -z "$line" ]; then
+    echo "bench.sh: chorus-load failed ($status); node log:" >&2
+    tail -n 20 "$node_log" >&2
+    rm -f "$node_log"
+    return 1
+  fi
+  rm -f "$node_log"
+  line="{\"shards\":$shards,\"mode\":\"$mode\",${line#\{}"
+  echo "$line" | tee -a "$out"
+}
+
+case "$mode" in
+  quick)
+    run "${SHARDS:-2}" 2 4 2 "${DURATION:-5s}" ;;
+  standard)
+    for s in ${SHARDS:-1 2}; do run "$s" 50 10 3 "${DURATION:-60s}" --ramp 200; done ;;
+  big)
+    for s in ${SHARDS:-2}; do run "$s" 100 50 3 "${DURATION:-60s}" --ramp 250; done ;;
+  sweep)
+    for p in 100 250 500 1000 2000; do
+      for s in ${SHARDS:-2}; do run "$s" $((p / 10)) 10 3 "${DURATION:-20s}" --ramp 250; done
+    done ;;
+  *) echo "unknown mode $mode" >&2; exit 2 ;;
+esac

@@ -1,0 +1,181 @@
+//! Command line: arguments, durations (`60s`, `20ms`) and the node's URL.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+/// Load generator for a Chorus node: real WebSocket signaling and real WebRTC
+/// clients (ICE, DTLS, SRTP) in rooms of speakers and listeners. Prints a progress
+/// line per second to stderr and one JSON line of results to stdout.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "chorus-load", version)]
+pub struct Args {
+    /// The node's HTTP address (`http://HOST:PORT`); signaling is `ws://HOST:PORT/v1/signal`.
+    #[arg(long, default_value = "http://127.0.0.1:7880")]
+    pub url: String,
+    /// Number of rooms.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rooms: u32,
+    /// Participants per room.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
+    pub per_room: u32,
+    /// Speakers per room (the first participants of each room to join).
+    #[arg(long, default_value_t = 1)]
+    pub speakers: u32,
+    /// Length of the measurement window (after the ramp and the settle time).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// RTP payload bytes per packet (Opus 20 ms at 32 kbit/s is 80); at least 20.
+    #[arg(long, default_value_t = 80, value_parser = clap::value_parser!(u16).range(20..=1200))]
+    pub packet_bytes: u16,
+    /// Time between two packets of a speaker.
+    #[arg(long, default_value = "20ms", value_parser = parse_duration)]
+    pub interval: Duration,
+    /// Joins started per second.
+    #[arg(long, default_value_t = 50.0)]
+    pub ramp: f64,
+    /// Process id of the node, to sample its CPU time and RSS from /proc.
+    #[arg(long)]
+    pub node_pid: Option<u32>,
+    /// What non-speakers send: nothing, or silence (packets with level -127 dBov).
+    #[arg(long, value_enum, default_value_t = Listeners::Nothing)]
+    pub listeners: Listeners,
+    /// RFC 6464 level of speakers' packets in dBov (-127..=0).
+    #[arg(long, default_value_t = -20, allow_negative_numbers = true,
+          value_parser = clap::value_parser!(i8).range(-127..=0))]
+    pub level_dbov: i8,
+    /// Media worker threads (each runs a share of the clients in one poll loop).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub workers: u32,
+    /// Local IP the clients' UDP sockets bind to (their ICE host candidate).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub bind_ip: IpAddr,
+    /// Wait after everyone connected before the window starts (at least 500ms).
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub settle: Duration,
+    /// How long to wait, after the last join, for every client's DTLS to connect.
+    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+    /// Room name prefix (rooms are PREFIX-0, PREFIX-1, …); default: unique per run.
+    #[arg(long)]
+    pub room_prefix: Option<String>,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listeners {
+    Nothing,
+    Silence,
+}
+
+/// `60s`, `1.5s`, `20ms`, `500us`, `2m`, or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("bad duration {s:?}: expected e.g. 60s, 20ms"))?;
+    let secs = match unit.trim() {
+        "" | "s" => value,
+        "ms" => value / 1e3,
+        "us" | "µs" => value / 1e6,
+        "m" | "min" => value * 60.0,
+        other => return Err(format!("bad duration unit {other:?} (use us, ms, s, m)")),
+    };
+    if !(0.0..=1e7).contains(&secs) {
+        return Err(format!("duration {s:?} out of range"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// The signaling URL and `host:port` for a node URL: `http://h:p[/…]` or `ws://h:p[/…]`.
+pub fn signal_url(url: &str) -> Result<(String, String), String> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("ws://"))
+        .ok_or_else(|| {
+            format!("--url {url:?}: expected http://HOST:PORT (TLS is not supported; target the node directly)")
+        })?;
+    let authority = rest.split('/').next().unwrap_or_default();
+    if authority.is_empty() {
+        return Err(format!("--url {url:?} has no host"));
+    }
+    let authority = if authority
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
+        authority.to_owned()
+    } else {
+        format!("{authority}:80")
+    };
+    Ok((format!("ws://{authority}/v1/signal"), authority))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("60s").unwrap(), Duration::from_secs(60));
+        assert_eq!(parse_duration("20ms").unwrap(), Duration::from_millis(20));
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("500us").unwrap(), Duration::from_micros(500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("10").unwrap(), Duration::from_secs(10));
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("5h").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn urls() {
+        assert_eq!(
+            signal_url("http://127.0.0.1:17990").unwrap(),
+            (
+                "ws://127.0.0.1:17990/v1/signal".to_owned(),
+                "127.0.0.1:17990".to_owned()
+            )
+        );
+        assert_eq!(
+            signal_url("ws://node.example:7880/v1/signal").unwrap().0,
+            "ws://node.example:7880/v1/signal"
+        );
+        assert_eq!(signal_url("http://h/").unwrap().1, "h:80");
+        assert!(signal_url("https://h:1").is_err());
+        assert!(signal_url("http://").is_err());
+    }
+
+    #[test]
+    fn parses_the_issue_command_line() {
+        let a = Args::try_parse_from([
+            "chorus-load",
+            "--url",
+            "http://127.0.0.1:17990",
+            "--rooms",
+            "50",
+            "--per-room",
+            "10",
+            "--speakers",
+            "3",
+            "--duration",
+            "60s",
+            "--node-pid",
+            "42",
+            "--level-dbov",
+            "-30",
+        ])
+        .unwrap();
+        assert_eq!((a.rooms, a.per_room, a.speakers), (50, 10, 3));
+        assert_eq!(a.duration, Duration::from_secs(60));
+        assert_eq!(a.interval, Duration::from_millis(20));
+        assert_eq!(a.packet_bytes, 80);
+        assert_eq!(a.node_pid, Some(42));
+        assert_eq!(a.level_dbov, -30);
+        assert_eq!(a.listeners, Listeners::Nothing);
+    }
+}

@@ -1,0 +1,716 @@
+//! `chorus-load`: a load generator for a Chorus node that uses the real protocols.
+//!
+//! ```text
+//! chorus-load --url http://127.0.0.1:7880 --rooms 50 --per-room 10 --speakers 3 \
+//!             --duration 60s --node-pid $(pgrep -x chorus)
+//! ```
+//!
+//! # Method
+//!
+//! Every simulated participant is a complete WebRTC client: a WebSocket to
+//! `/v1/signal` (`join` → `joined`, `offer` → `answer`, as in `docs/protocol.md`) and a
+//! str0m `Rtc` in rtp mode (full ICE as the controlling agent, DTLS, SRTP) on its own
+//! UDP socket bound to `--bind-ip` (127.0.0.1 by default), so the node demultiplexes
+//! the clients exactly as it would browsers. Each client offers one `sendonly`
+//! microphone and `audio_slots` `recvonly` slots (the number `joined` gives).
+//!
+//! Participants are numbered round-robin over the rooms (participant `g` is in room
+//! `g % rooms`), joined at `--ramp` per second. The first `--speakers` of each room
+//! speak: from the moment their DTLS is up they send a `--packet-bytes` payload every
+//! `--interval` with an RFC 6464 level of `--level-dbov` (−20 dBov, which the node
+//! counts as speaking). Listeners send nothing (or silence at −127 dBov with
+//! `--listeners silence`). The payload carries a magic, the sender's index, its
+//! packet counter and the send time (monotonic ns since the tool started; senders and
+//! receivers share the process and the clock).
+//!
+//! Threads: one tokio thread runs the WebSockets (and the progress line); `--workers`
+//! media threads (2 by default) each own a share of the clients and drive them from
+//! one mio poll loop with a timer heap: no thread per participant. Signaling and media
+//! meet over channels (the SDP offer and answer).
+//!
+//! The **measurement window** opens `--settle` (1 s) after every participant's
+//! signaling finished and DTLS connected (or `--connect-timeout` passed) and lasts
+//! `--duration`. A packet belongs to the window if it was *sent* inside it; receivers
+//! get 500 ms of grace after the window for packets in flight.
+//!
+//! # Figures (the JSON line on stdout)
+//!
+//! - `forwarded_pps`: window packets received by all clients, per second: what the
+//!   node forwarded.
+//! - `sent_pps`: window packets the clients sent to the node, per second.
+//! - `latency_ms` (`p50`, `p95`, `p99`, `max`): receive time − embedded send time.
+//!   This is one-way through the node **plus the clients' own work**: SRTP encryption
+//!   in the sender, decryption in the receiver, and the client threads' scheduling
+//!   (the clients share the CPU with the node).
+//! - `loss`: per (receiver, speaker) pair of the same room, the speaker's window
+//!   packets (its counter range, known exactly by the sender) that never reached the
+//!   receiver; summed and divided by the expected total. With `speakers <=
+//!   audio_slots` every receiver should get every other speaker's every packet.
+//!   `duplicates` and `reordered` (arrived below the highest counter seen) come from
+//!   the same counters.
+//! - `join_ms` (`p50`, `p99`): from sending `join` to the first forwarded packet
+//!   received, for participants that had a connected speaker in their room when they
+//!   joined (others would measure the wait for a speaker).
+//! - `cpu_us_per_packet`: the node's user+system CPU time in the window
+//!   (`/proc/PID/stat`, in clock ticks of `getconf CLK_TCK`) divided by the packets
+//!   forwarded in the window. It includes everything the node did: ingress, egress,
+//!   timers, signaling. `null` without `--node-pid`.
+//! - `rss_kb_per_participant`: the node's `VmRSS` after the ramp minus before the
+//!   first join, divided by the participants. `null` without `--node-pid`.
+//! - `join_failures`: participants whose signaling failed or whose DTLS never
+//!   connected, with `join_failure_reasons`. The exit status is 1 when there are any,
+//!   2 when the run could not start (node unreachable, bad arguments).
+//! - `client_cpu_pct`: this tool's own CPU use in the window (100 = one core), the
+//!   share of the machine the node did not have.
+#![forbid(unsafe_code)]
+#![recursion_limit = "256"]
+
+mod accounting;
+mod cli;
+mod hist;
+mod payload;
+mod procfs;
+mod signal;
+mod worker;
+
+use std::collections::{BTreeMap, HashSet};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use serde_json::{json, Value};
+use tokio::sync::watch;
+
+use crate::accounting::LossTotals;
+use crate::cli::{Args, Listeners};
+use crate::hist::{quantile_sorted, Hist};
+use crate::signal::Signaling;
+use crate::worker::{RunConfig, Shared, WorkerHandle, WorkerReport};
+
+/// Grace after the window for packets in flight.
+const GRACE: Duration = Duration::from_millis(500);
+/// The window is announced to the workers at least this long before it opens.
+const MIN_SETTLE: Duration = Duration::from_millis(500);
+
+const PHASE_RAMP: u8 = 0;
+const PHASE_CONNECT: u8 = 1;
+const PHASE_SETTLE: u8 = 2;
+const PHASE_MEASURE: u8 = 3;
+const PHASE_DONE: u8 = 4;
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("chorus-load: tokio: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("chorus-load: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// The node's figures from /proc, when `--node-pid` is given.
+struct Node {
+    pid: String,
+    clk_tck: u64,
+}
+
+impl Node {
+    fn cpu_ticks(&self) -> Option<u64> {
+        procfs::cpu_ticks(&self.pid).ok()
+    }
+    fn rss_kb(&self) -> Option<u64> {
+        procfs::rss_kb(&self.pid).ok()
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if args.speakers > args.per_room {
+        bail!(
+            "--speakers {} > --per-room {}",
+            args.speakers,
+            args.per_room
+        );
+    }
+    if !(args.ramp > 0.0 && args.ramp.is_finite()) {
+        bail!("--ramp must be a positive number of joins per second");
+    }
+    if args.interval < Duration::from_millis(1) || args.duration.is_zero() {
+        bail!("--interval must be at least 1ms and --duration positive");
+    }
+    let participants = args
+        .rooms
+        .checked_mul(args.per_room)
+        .filter(|&n| n <= 1_000_000)
+        .context("too many participants")?;
+    let (ws_url, authority) = cli::signal_url(&args.url).map_err(anyhow::Error::msg)?;
+
+    // 5,000 clients hold 10,000 descriptors (a UDP socket and a WebSocket each).
+    let nofile = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(0);
+    let needed = 2 * u64::from(participants) + 64;
+    if nofile < needed {
+        eprintln!(
+            "chorus-load: warning: open-file limit {nofile} < {needed} needed for {participants} participants"
+        );
+    }
+
+    match tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::net::TcpStream::connect(&authority),
+    )
+    .await
+    {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => bail!("node unreachable at {}: {e}", args.url),
+        Err(_) => bail!("node unreachable at {}: connect timed out", args.url),
+    }
+    let node = match args.node_pid {
+        Some(pid) => {
+            let node = Node {
+                pid: pid.to_string(),
+                clk_tck: procfs::clock_ticks_per_second(),
+            };
+            procfs::cpu_ticks(&node.pid).with_context(|| format!("--node-pid {pid}"))?;
+            Some(node)
+        }
+        None => None,
+    };
+    let rss_before = node.as_ref().and_then(Node::rss_kb);
+
+    let cert = str0m::crypto::from_feature_flags()
+        .dtls_provider
+        .generate_certificate()
+        .context("generating the clients' DTLS certificate")?;
+    let start = Instant::now();
+    let cfg = RunConfig {
+        start,
+        interval: args.interval,
+        packet_bytes: usize::from(args.packet_bytes),
+        level_dbov: args.level_dbov,
+        listeners_send_silence: args.listeners == Listeners::Silence,
+        rooms: args.rooms,
+        speakers: args.speakers,
+        bind_ip: args.bind_ip,
+        cert,
+    };
+    let shared = Arc::new(Shared::new(participants as usize, args.workers as usize));
+    let mut workers = Vec::new();
+    for id in 0..args.workers as usize {
+        workers.push(WorkerHandle::spawn(id, cfg.clone(), shared.clone())?);
+    }
+    let room_prefix = args.room_prefix.clone().unwrap_or_else(|| {
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        format!("load{}", secs % 1_000_000)
+    });
+    let sig = Arc::new(Signaling {
+        ws_url,
+        room_prefix,
+        cfg,
+        shared: shared.clone(),
+        workers,
+        signaled: AtomicU64::new(0),
+        failures: Mutex::new(BTreeMap::new()),
+        failed: AtomicU64::new(0),
+        early_closes: Mutex::new(BTreeMap::new()),
+        errors_after_join: Mutex::new(BTreeMap::new()),
+        audio_slots: AtomicU64::new(0),
+    });
+
+    let phase = Arc::new(AtomicU8::new(PHASE_RAMP));
+    let progress = tokio::spawn(progress(
+        sig.clone(),
+        phase.clone(),
+        participants,
+        args.node_pid.map(|p| Node {
+            pid: p.to_string(),
+            clk_tck: procfs::clock_ticks_per_second(),
+        }),
+    ));
+
+    // Ramp.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = Vec::with_capacity(participants as usize);
+    let t0 = tokio::time::Instant::now();
+    for g in 0..participants {
+        tokio::time::sleep_until(t0 + Duration::from_secs_f64(f64::from(g) / args.ramp)).await;
+        if g >= 20
+            && sig.signaled.load(Ordering::Relaxed) == 0
+            && sig.failed.load(Ordering::Relaxed) >= 20
+        {
+            eprintln!("chorus-load: the first 20 joins all failed; giving up");
+            break;
+        }
+        tasks.push(tokio::spawn(signal::participant(
+            sig.clone(),
+            g,
+            stop_rx.clone(),
+        )));
+    }
+    let started = tasks.len() as u64;
+    phase.store(PHASE_CONNECT, Ordering::Relaxed);
+    // Wait for signaling to finish, then for DTLS.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+    while sig.signaled.load(Ordering::Relaxed) + sig.failed.load(Ordering::Relaxed) < started
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let deadline = tokio::time::Instant::now() + args.connect_timeout;
+    while connected(&shared) < sig.signaled.load(Ordering::Relaxed)
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let ramp_s = start.elapsed().as_secs_f64();
+    let rss_after_ramp = node.as_ref().and_then(Node::rss_kb);
+    let connected_n = connected(&shared);
+
+    // Measurement window.
+    let mut window = None;
+    if connected_n > 0 {
+        phase.store(PHASE_SETTLE, Ordering::Relaxed);
+        let ws = start.elapsed() + args.settle.max(MIN_SETTLE);
+        let we = ws + args.duration;
+        shared
+            .window_start_ns
+            .store(ws.as_nanos() as u64, Ordering::Relaxed);
+        shared
+            .window_end_ns
+            .store(we.as_nanos() as u64, Ordering::Relaxed);
+        tokio::time::sleep_until((start + ws).into()).await;
+        phase.store(PHASE_MEASURE, Ordering::Relaxed);
+        let cpu0 = node.as_ref().and_then(Node::cpu_ticks);
+        let self0 = procfs::cpu_ticks("self").ok();
+        let udp0 = udp_sample(&shared);
+        let host0 = procfs::host_ticks();
+        let wait0 = node.as_ref().and_then(|n| procfs::runqueue_wait_ns(&n.pid));
+        tokio::time::sleep_until((start + we).into()).await;
+        let cpu1 = node.as_ref().and_then(Node::cpu_ticks);
+        let self1 = procfs::cpu_ticks("self").ok();
+        let host1 = procfs::host_ticks();
+        let wait1 = node.as_ref().and_then(|n| procfs::runqueue_wait_ns(&n.pid));
+        let rss_end = node.as_ref().and_then(Node::rss_kb);
+        tokio::time::sleep(GRACE).await;
+        // After the grace: drops of packets sent in the window land by then.
+        let udp1 = udp_sample(&shared);
+        window = Some(WindowSamples {
+            start_ns: ws.as_nanos() as u64,
+            udp: udp0.delta(&udp1),
+            host_ticks: host0
+                .zip(host1)
+                .map(|(a, b)| (b.0.saturating_sub(a.0), b.1.saturating_sub(a.1))),
+            node_wait_ns: wait0.zip(wait1).map(|(a, b)| b.saturating_sub(a)),
+            node_ticks: cpu0.zip(cpu1).map(|(a, b)| b.saturating_sub(a)),
+            self_ticks: self0.zip(self1).map(|(a, b)| b.saturating_sub(a)),
+            rss_end,
+        });
+    } else {
+        eprintln!("chorus-load: no participant connected; nothing to measure");
+    }
+    phase.store(PHASE_DONE, Ordering::Relaxed);
+    progress.abort();
+
+    // Stop the media first (so nothing more is counted), then leave.
+    let reports = stop_workers(&sig).await;
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        for t in tasks {
+            let _ = t.await;
+        }
+    })
+    .await;
+
+    let clk_tck = node.as_ref().map_or(100, |n| n.clk_tck);
+    let self_clk = procfs::clock_ticks_per_second();
+    let result = summarize(Summary {
+        args: &args,
+        participants,
+        started,
+        sig: &sig,
+        reports: &reports,
+        window: window.as_ref(),
+        clk_tck,
+        self_clk,
+        ramp_s,
+        rss_before,
+        rss_after_ramp,
+    });
+    println!("{result}");
+    let failures = result["join_failures"].as_u64().unwrap_or(0);
+    if failures > 0 || window.is_none() {
+        eprintln!(
+            "chorus-load: {failures} of {participants} participants failed to join or connect: {}",
+            result["join_failure_reasons"]
+        );
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+struct WindowSamples {
+    start_ns: u64,
+    /// Host (busy, total) ticks over all CPUs.
+    host_ticks: Option<(u64, u64)>,
+    /// Time the node's threads waited for a CPU.
+    node_wait_ns: Option<u64>,
+    udp: UdpSample,
+    node_ticks: Option<u64>,
+    self_ticks: Option<u64>,
+    rss_end: Option<u64>,
+}
+
+/// Receive-buffer drops: the node's media socket(s), the clients' sockets, the host.
+#[derive(Debug, Clone, Copy, Default)]
+struct UdpSample {
+    node: Option<u64>,
+    clients: u64,
+    host: Option<u64>,
+}
+
+impl UdpSample {
+    fn delta(&self, later: &UdpSample) -> UdpSample {
+        UdpSample {
+            node: self.node.zip(later.node).map(|(a, b)| b.saturating_sub(a)),
+            clients: later.clients.saturating_sub(self.clients),
+            host: self.host.zip(later.host).map(|(a, b)| b.saturating_sub(a)),
+        }
+    }
+}
+
+fn udp_sample(shared: &Shared) -> UdpSample {
+    let drops = procfs::udp_drops();
+    let node_port = shared
+        .node_media
+        .lock()
+        .ok()
+        .and_then(|n| *n)
+        .map(|a| a.port());
+    let ports: HashSet<u16> = shared
+        .client_ports
+        .lock()
+        .map(|p| p.iter().copied().collect())
+        .unwrap_or_default();
+    UdpSample {
+        node: node_port.map(|np| drops.iter().filter(|(p, _)| *p == np).map(|(_, d)| d).sum()),
+        clients: drops
+            .iter()
+            .filter(|(p, _)| ports.contains(p))
+            .map(|(_, d)| d)
+            .sum(),
+        host: procfs::rcvbuf_errors(),
+    }
+}
+
+fn connected(shared: &Shared) -> u64 {
+    shared
+        .workers
+        .iter()
+        .map(|w| w.connected.load(Ordering::Relaxed))
+        .sum()
+}
+
+async fn stop_workers(sig: &Arc<Signaling>) -> Vec<WorkerReport> {
+    let sig = sig.clone();
+    tokio::task::spawn_blocking(move || {
+        // Each worker finishes its current pass, then hands back its report.
+        let mut out = Vec::new();
+        for w in &sig.workers {
+            w.send(worker::Cmd::Stop);
+        }
+        for w in &sig.workers {
+            if let Some(r) = w.join() {
+                out.push(r);
+            }
+        }
+        out
+    })
+    .await
+    .unwrap_or_default()
+}
+
+/// Prints one line per second to stderr.
+async fn progress(
+    sig: Arc<Signaling>,
+    phase: Arc<AtomicU8>,
+    participants: u32,
+    node: Option<Node>,
+) {
+    let start = sig.cfg.start;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.tick().await;
+    let (mut last_sent, mut last_recv) = (0u64, 0u64);
+    let mut last_cpu = node.as_ref().and_then(Node::cpu_ticks);
+    let mut last_t = Instant::now();
+    let mut first_drops: Option<u64> = None;
+    loop {
+        tick.tick().await;
+        let now = Instant::now();
+        let dt = now.duration_since(last_t).as_secs_f64().max(1e-3);
+        last_t = now;
+        let mut sent = 0;
+        let mut recv = 0;
+        let mut connected = 0;
+        let mut lat = Hist::default();
+        for w in &sig.shared.workers {
+            sent += w.sent.load(Ordering::Relaxed);
+            recv += w.received.load(Ordering::Relaxed);
+            connected += w.connected.load(Ordering::Relaxed);
+            if let Ok(h) = w.latency.lock() {
+                lat.merge(&h);
+            }
+        }
+        let cpu = node.as_ref().and_then(Node::cpu_ticks);
+        let cpu_pct = match (node.as_ref(), last_cpu, cpu) {
+            (Some(n), Some(a), Some(b)) => {
+                format!(
+                    "{:.0}%",
+                    (b.saturating_sub(a)) as f64 / n.clk_tck as f64 / dt * 100.0
+                )
+            }
+            _ => "-".to_owned(),
+        };
+        last_cpu = cpu;
+        let drops = udp_sample(&sig.shared).node.map_or("-".to_owned(), |d| {
+            d.saturating_sub(*first_drops.get_or_insert(d)).to_string()
+        });
+        let p99 = lat
+            .quantile(0.99)
+            .map_or("-".to_owned(), |v| format!("{:.2} ms", v as f64 / 1e6));
+        let phase = match phase.load(Ordering::Relaxed) {
+            PHASE_RAMP => "ramp",
+            PHASE_CONNECT => "connect",
+            PHASE_SETTLE => "settle",
+            PHASE_MEASURE => "measure",
+            _ => "done",
+        };
+        eprintln!(
+            "[{:7.1}s] {phase:<7} connected {connected}/{participants} (failed {}), sent {:.0} pps, recv {:.0} pps, p99 {p99} (so far), node cpu {cpu_pct}, node udp drops {drops}",
+            start.elapsed().as_secs_f64(),
+            sig.failed.load(Ordering::Relaxed),
+            (sent - last_sent) as f64 / dt,
+            (recv - last_recv) as f64 / dt,
+        );
+        last_sent = sent;
+        last_recv = recv;
+    }
+}
+
+struct Summary<'a> {
+    args: &'a Args,
+    participants: u32,
+    started: u64,
+    sig: &'a Signaling,
+    reports: &'a [WorkerReport],
+    window: Option<&'a WindowSamples>,
+    clk_tck: u64,
+    self_clk: u64,
+    ramp_s: f64,
+    rss_before: Option<u64>,
+    rss_after_ramp: Option<u64>,
+}
+
+fn ms(ns: Option<u64>) -> Value {
+    ns.map_or(Value::Null, |v| json!(round3(v as f64 / 1e6)))
+}
+
+fn round3(v: f64) -> f64 {
+    (v * 1000.0).round() / 1000.0
+}
+
+fn map_json(m: &Mutex<BTreeMap<String, u64>>) -> Value {
+    m.lock().map_or(Value::Null, |m| json!(*m))
+}
+
+fn summarize(s: Summary<'_>) -> Value {
+    let args = s.args;
+    let rooms = args.rooms;
+    let duration_s = args.duration.as_secs_f64();
+    let mut by_global = vec![None; s.participants as usize];
+    let mut latency = Hist::default();
+    let (mut received, mut sent) = (0u64, 0u64);
+    let (mut foreign, mut send_errors, mut rtc_errors, mut ice_disconnects) = (0, 0, 0, 0);
+    for r in s.reports {
+        latency.merge(&r.window_latency);
+        received += r.window_received;
+        sent += r.window_sent;
+        foreign += r.foreign;
+        send_errors += r.send_errors;
+        rtc_errors += r.rtc_errors;
+        ice_disconnects += r.ice_disconnects;
+        for c in &r.clients {
+            if let Some(slot) = by_global.get_mut(c.global as usize) {
+                *slot = Some(c);
+            }
+        }
+    }
+
+    // Loss: every connected receiver should get every other speaker of its room.
+    let mut totals = LossTotals::default();
+    let mut connected = 0u64;
+    let mut late = 0u64;
+    let window_start = s.window.map_or(0, |w| w.start_ns);
+    let mut join_ms = Vec::new();
+    let mut join_no_audio = 0u64;
+    for (g, c) in by_global.iter().enumerate() {
+        let Some(c) = c.filter(|c| c.connected) else {
+            continue;
+        };
+        connected += 1;
+        let g = g as u32;
+        let room = g % rooms;
+        // One that connected during the window is not expected to hear all of it.
+        let late_receiver = c.connected_ns.is_none_or(|t| t > window_start);
+        late += u64::from(late_receiver);
+        for p in 0..args.speakers {
+            if late_receiver {
+                break;
+            }
+            let sender = p * rooms + room;
+            if sender == g {
+                continue;
+            }
+            let range = by_global
+                .get(sender as usize)
+                .copied()
+                .flatten()
+                .and_then(|s| s.window_sent);
+            let stream = c
+                .streams
+                .iter()
+                .find(|(from, _)| *from == sender)
+                .map(|(_, st)| st);
+            totals.add(range, stream);
+        }
+        if c.join_eligible {
+            match c.join_to_first_rx_ns {
+                Some(ns) => join_ms.push(ns as f64 / 1e6),
+                None => join_no_audio += 1,
+            }
+        }
+    }
+    join_ms.sort_by(f64::total_cmp);
+
+    let signal_failures = s.sig.failed.load(Ordering::Relaxed);
+    let signaled = s.sig.signaled.load(Ordering::Relaxed);
+    let not_connected = signaled.saturating_sub(connected);
+    let not_started = u64::from(s.participants) - s.started;
+    let mut reasons = s.sig.failures.lock().map(|m| m.clone()).unwrap_or_default();
+    if not_connected > 0 {
+        reasons.insert("ICE/DTLS did not connect".into(), not_connected);
+    }
+    if not_started > 0 {
+        reasons.insert("not started (early failures)".into(), not_started);
+    }
+    let join_failures = signal_failures + not_connected + not_started;
+
+    let w = s.window;
+    let node_cpu_s = w
+        .and_then(|w| w.node_ticks)
+        .map(|t| t as f64 / s.clk_tck as f64);
+    let self_cpu_s = w
+        .and_then(|w| w.self_ticks)
+        .map(|t| t as f64 / s.self_clk as f64);
+    let cpu_us_per_packet = node_cpu_s
+        .filter(|_| received > 0)
+        .map(|c| round3(c * 1e6 / received as f64));
+    // Host CPU in "percent of one core", like the node's and the client's figures.
+    let host_pct = w.and_then(|w| w.host_ticks).map(|(busy, total)| {
+        let cores = total as f64 / (s.self_clk as f64 * duration_s);
+        busy as f64 / total.max(1) as f64 * cores * 100.0
+    });
+    let other_pct = host_pct.map(|h| {
+        h - node_cpu_s.map_or(0.0, |c| c / duration_s * 100.0)
+            - self_cpu_s.map_or(0.0, |c| c / duration_s * 100.0)
+    });
+    let rss_per = s
+        .rss_before
+        .zip(s.rss_after_ramp)
+        .filter(|_| connected > 0)
+        .map(|(a, b)| round3((b as f64 - a as f64) / connected as f64));
+    let slots = s.sig.audio_slots.load(Ordering::Relaxed);
+
+    json!({
+        "participants": s.participants,
+        "rooms": rooms,
+        "per_room": args.per_room,
+        "speakers": args.speakers,
+        "audio_slots": slots,
+        "connected": connected,
+        "join_failures": join_failures,
+        "join_failure_reasons": reasons,
+        "late_connected": late,
+        "duration_s": duration_s,
+        "ramp_s": round3(s.ramp_s),
+        "interval_ms": args.interval.as_secs_f64() * 1e3,
+        "packet_bytes": args.packet_bytes,
+        "listeners": if args.listeners == Listeners::Silence { "silence" } else { "nothing" },
+        "workers": args.workers,
+        "sent_pps": round3(sent as f64 / duration_s),
+        "forwarded_pps": round3(received as f64 / duration_s),
+        "expected": totals.expected,
+        "lost": totals.lost(),
+        "loss": totals.loss(),
+        "duplicates": totals.duplicates,
+        "reordered": totals.reordered,
+        "latency_ms": {
+            "p50": ms(latency.quantile(0.5)),
+            "p95": ms(latency.quantile(0.95)),
+            "p99": ms(latency.quantile(0.99)),
+            "max": ms((latency.count() > 0).then(|| latency.max())),
+        },
+        "latency_note": "receive time minus send time in one process; includes client-side SRTP encrypt and decrypt and client scheduling",
+        "join_ms": {
+            "p50": quantile_sorted(&join_ms, 0.5).map(round3),
+            "p99": quantile_sorted(&join_ms, 0.99).map(round3),
+            "count": join_ms.len(),
+            "no_audio": join_no_audio,
+        },
+        "node_pid": args.node_pid,
+        "node_cpu_pct": node_cpu_s.map(|c| round3(c / duration_s * 100.0)),
+        "cpu_us_per_packet": cpu_us_per_packet,
+        "rss_kb_before": s.rss_before,
+        "rss_kb_after_ramp": s.rss_after_ramp,
+        "rss_kb_end": w.and_then(|w| w.rss_end),
+        "rss_kb_per_participant": rss_per,
+        "client_cpu_pct": self_cpu_s.map(|c| round3(c / duration_s * 100.0)),
+        "host_cpu_pct": host_pct.map(round3),
+        "other_cpu_pct": other_pct.map(|v| round3(v.max(0.0))),
+        "node_runqueue_wait_pct": w
+            .and_then(|w| w.node_wait_ns)
+            .map(|ns| round3(ns as f64 / 1e9 / duration_s * 100.0)),
+        "client_cpu_note": "the load clients (WebRTC + WebSocket) run on the same machine and take this share of CPU from the node",
+        "early_closes": map_json(&s.sig.early_closes),
+        "errors_after_join": map_json(&s.sig.errors_after_join),
+        "udp_drops": {
+            "node_socket": w.and_then(|w| w.udp.node),
+            "client_sockets": w.map(|w| w.udp.clients),
+            "host_rcvbuf_errors": w.and_then(|w| w.udp.host),
+        },
+        "ice_disconnects": ice_disconnects,
+        "send_errors": send_errors,
+        "rtc_errors": rtc_errors,
+        "foreign_packets": foreign,
+    })
+}

@@ -1,0 +1,698 @@
+//! Media workers: each thread owns a set of str0m clients, one non-blocking UDP socket
+//! per client, and runs them from one mio poll loop.
+//!
+//! The loop: fire the timers that are due (str0m timeouts and frame sends, kept in one
+//! min-heap with lazy deletion), wait on mio until the next timer, a readable socket or
+//! a command from the signaling side, then read every readable socket until it would
+//! block. After *every* `Rtc::handle_input` the client is drained until
+//! `Output::Timeout` (in rtp mode str0m holds one received packet at a time).
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use mio::net::UdpSocket;
+use mio::{Events, Interest, Poll, Token, Waker};
+use str0m::change::{SdpAnswer, SdpPendingOffer};
+use str0m::config::DtlsCert;
+use str0m::format::{Codec, FormatParams};
+use str0m::media::{Direction, Frequency, MediaKind, Mid, Pt};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::{ExtensionValues, RtpWrite};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
+use tokio::sync::oneshot;
+
+use crate::accounting::StreamStats;
+use crate::hist::Hist;
+use crate::payload::Stamp;
+
+const WAKER: Token = Token(usize::MAX);
+/// How often a worker publishes its counters and latency histogram for progress lines.
+const FLUSH: Duration = Duration::from_millis(250);
+/// The Opus payload type the clients offer (Chromium's).
+const OPUS_PT: u8 = 111;
+/// RTP clock rate of Opus.
+const OPUS_HZ: u64 = 48_000;
+
+/// Everything every worker needs to know about the run.
+#[derive(Clone)]
+pub struct RunConfig {
+    pub start: Instant,
+    pub interval: Duration,
+    pub packet_bytes: usize,
+    /// RFC 6464 level of speakers' packets, in dBov (-127..=0).
+    pub level_dbov: i8,
+    /// Whether non-speakers send silence (level -127) instead of nothing.
+    pub listeners_send_silence: bool,
+    pub rooms: u32,
+    pub speakers: u32,
+    pub bind_ip: IpAddr,
+    pub cert: DtlsCert,
+}
+
+impl RunConfig {
+    /// Participants are numbered round-robin over the rooms: global index `g` is in
+    /// room `g % rooms` at position `g / rooms`, and the first `speakers` positions
+    /// speak.
+    pub fn is_speaker(&self, global: u32) -> bool {
+        global / self.rooms < self.speakers
+    }
+}
+
+/// State shared between the workers, the signaling tasks and the progress printer.
+pub struct Shared {
+    /// Measurement window in ns since `start`; `u64::MAX` until decided.
+    pub window_start_ns: AtomicU64,
+    pub window_end_ns: AtomicU64,
+    /// Per participant (global index): DTLS connected.
+    pub connected: Vec<AtomicBool>,
+    pub workers: Vec<WorkerStats>,
+    /// Local UDP ports of the clients.
+    pub client_ports: Mutex<Vec<u16>>,
+    /// The node's media address (the destination of the clients' first datagram).
+    pub node_media: Mutex<Option<SocketAddr>>,
+}
+
+impl Shared {
+    pub fn new(participants: usize, workers: usize) -> Shared {
+        Shared {
+            window_start_ns: AtomicU64::new(u64::MAX),
+            window_end_ns: AtomicU64::new(u64::MAX),
+            connected: (0..participants).map(|_| AtomicBool::new(false)).collect(),
+            workers: (0..workers).map(|_| WorkerStats::default()).collect(),
+            client_ports: Mutex::new(Vec::with_capacity(participants)),
+            node_media: Mutex::new(None),
+        }
+    }
+
+    pub fn window(&self) -> (u64, u64) {
+        (
+            self.window_start_ns.load(Ordering::Relaxed),
+            self.window_end_ns.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// Running totals of one worker, published every [`FLUSH`].
+#[derive(Default)]
+pub struct WorkerStats {
+    pub connected: AtomicU64,
+    pub sent: AtomicU64,
+    pub received: AtomicU64,
+    /// Latency of every load packet received so far (ns).
+    pub latency: Mutex<Hist>,
+}
+
+pub enum Cmd {
+    /// Create a client for a joined participant; reply with its SDP offer.
+    Create {
+        global: u32,
+        audio_slots: u8,
+        /// When `join` was sent, ns since start.
+        join_sent_ns: u64,
+        /// A speaker of its room was already connected when it joined.
+        join_eligible: bool,
+        reply: oneshot::Sender<Result<String, String>>,
+    },
+    /// Apply the node's answer.
+    Answer {
+        global: u32,
+        sdp: String,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    Stop,
+}
+
+/// What a worker hands back at the end.
+pub struct WorkerReport {
+    pub clients: Vec<ClientReport>,
+    /// Latency of packets sent inside the window (ns).
+    pub window_latency: Hist,
+    /// Load packets received that were sent inside the window (duplicates included).
+    pub window_received: u64,
+    /// Packets sent inside the window (speakers and silent listeners).
+    pub window_sent: u64,
+    /// Packets received that carried no load stamp.
+    pub foreign: u64,
+    /// Datagrams the OS refused to send.
+    pub send_errors: u64,
+    /// Clients whose str0m instance returned an error.
+    pub rtc_errors: u64,
+    pub ice_disconnects: u64,
+}
+
+pub struct ClientReport {
+    pub global: u32,
+    pub connected: bool,
+    pub join_eligible: bool,
+    /// When its DTLS connected, ns since start.
+    pub connected_ns: Option<u64>,
+    /// From `join` sent to the first forwarded packet received, ns.
+    pub join_to_first_rx_ns: Option<u64>,
+    /// Counter range of the packets it sent inside the window.
+    pub window_sent: Option<(u32, u32)>,
+    /// Per sender: what this client received of it inside the window.
+    pub streams: Vec<(u32, StreamStats)>,
+}
+
+pub struct WorkerHandle {
+    tx: mpsc::Sender<Cmd>,
+    waker: Arc<Waker>,
+    thread: Mutex<Option<JoinHandle<WorkerReport>>>,
+}
+
+impl WorkerHandle {
+    pub fn spawn(id: usize, cfg: RunConfig, shared: Arc<Shared>) -> io::Result<WorkerHandle> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let (tx, rx) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name(format!("media-{id}"))
+            .spawn(move || {
+                let mut w = Worker {
+                    id,
+                    poll,
+                    rx,
+                    cfg,
+                    shared,
+                    clients: Vec::new(),
+                    by_global: HashMap::new(),
+                    ctx: Ctx::default(),
+                };
+                w.run()
+            })?;
+        Ok(WorkerHandle {
+            tx,
+            waker,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    pub fn send(&self, cmd: Cmd) {
+        if self.tx.send(cmd).is_ok() {
+            let _ = self.waker.wake();
+        }
+    }
+
+    /// Waits for the worker to end (after [`Cmd::Stop`]) and takes its report.
+    pub fn join(&self) -> Option<WorkerReport> {
+        let thread = self.thread.lock().ok()?.take()?;
+        thread.join().ok()
+    }
+}
+
+struct Client {
+    global: u32,
+    rtc: Rtc,
+    socket: UdpSocket,
+    local: SocketAddr,
+    mic: Mid,
+    pending: Option<SdpPendingOffer>,
+    mic_pt: Option<Pt>,
+    /// Sends packets (speaker, or a listener sending silence).
+    sends: bool,
+    speaker: bool,
+    connected: bool,
+    connected_ns: Option<u64>,
+    dead: bool,
+    /// str0m's current timeout; heap entries for other instants are stale.
+    next_timeout: Instant,
+    next_frame: Option<Instant>,
+    frames: u32,
+    rtp_seq: u64,
+    rtp_ts: u32,
+    join_sent_ns: u64,
+    join_eligible: bool,
+    first_rx_ns: Option<u64>,
+    window_sent: Option<(u32, u32)>,
+    streams: Vec<(u32, StreamStats)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    Rtc,
+    Frame,
+}
+
+/// Worker state other than the clients, so both can be borrowed at once.
+#[derive(Default)]
+struct Ctx {
+    timers: BinaryHeap<Reverse<(Instant, usize, Timer)>>,
+    window: (u64, u64),
+    sent: u64,
+    received: u64,
+    connected: u64,
+    latency_pending: Hist,
+    window_latency: Hist,
+    window_received: u64,
+    window_sent: u64,
+    node_known: bool,
+    foreign: u64,
+    send_errors: u64,
+    rtc_errors: u64,
+    ice_disconnects: u64,
+}
+
+struct Worker {
+    id: usize,
+    poll: Poll,
+    rx: mpsc::Receiver<Cmd>,
+    cfg: RunConfig,
+    shared: Arc<Shared>,
+    clients: Vec<Client>,
+    by_global: HashMap<u32, usize>,
+    ctx: Ctx,
+}
+
+impl Worker {
+    fn run(&mut self) -> WorkerReport {
+        let mut events = Events::with_capacity(1024);
+        let mut buf = vec![0u8; 2048];
+        let mut next_flush = Instant::now() + FLUSH;
+        loop {
+            let now = Instant::now();
+            self.fire_timers(now);
+            if now >= next_flush {
+                self.flush();
+                next_flush = now + FLUSH;
+            }
+            let mut wait = next_flush.saturating_duration_since(now);
+            if let Some(Reverse((at, _, _))) = self.ctx.timers.peek() {
+                wait = wait.min(at.saturating_duration_since(now));
+            }
+            if let Err(e) = self.poll.poll(&mut events, Some(wait)) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    tracing::error!(worker = self.id, "poll failed: {e}");
+                    return self.report();
+                }
+            }
+            for event in events.iter() {
+                if event.token() == WAKER {
+                    if self.commands() {
+                        self.flush();
+                        return self.report();
+                    }
+                } else {
+                    self.read(event.token().0, &mut buf);
+                }
+            }
+        }
+    }
+
+    /// Handles queued commands; `true` on `Stop`.
+    fn commands(&mut self) -> bool {
+        while let Ok(cmd) = self.rx.try_recv() {
+            match cmd {
+                Cmd::Create {
+                    global,
+                    audio_slots,
+                    join_sent_ns,
+                    join_eligible,
+                    reply,
+                } => {
+                    let r = self.create(global, audio_slots, join_sent_ns, join_eligible);
+                    let _ = reply.send(r);
+                }
+                Cmd::Answer { global, sdp, reply } => {
+                    let r = self.answer(global, &sdp);
+                    let _ = reply.send(r);
+                }
+                Cmd::Stop => return true,
+            }
+        }
+        false
+    }
+
+    fn create(
+        &mut self,
+        global: u32,
+        audio_slots: u8,
+        join_sent_ns: u64,
+        join_eligible: bool,
+    ) -> Result<String, String> {
+        let local_idx = self.clients.len();
+        let mut socket = UdpSocket::bind(SocketAddr::new(self.cfg.bind_ip, 0))
+            .map_err(|e| format!("bind UDP: {e}"))?;
+        let local = socket.local_addr().map_err(|e| e.to_string())?;
+        if let Ok(mut ports) = self.shared.client_ports.lock() {
+            ports.push(local.port());
+        }
+        self.poll
+            .registry()
+            .register(&mut socket, Token(local_idx), Interest::READABLE)
+            .map_err(|e| format!("register UDP: {e}"))?;
+        let now = Instant::now();
+        let mut config = Rtc::builder()
+            .set_rtp_mode(true)
+            .clear_codecs()
+            .set_dtls_cert(self.cfg.cert.clone())
+            .set_stats_interval(None);
+        config.codec_config().add_config(
+            OPUS_PT.into(),
+            None,
+            Codec::Opus,
+            Frequency::FORTY_EIGHT_KHZ,
+            Some(2),
+            FormatParams {
+                min_p_time: Some(10),
+                use_inband_fec: Some(true),
+                ..Default::default()
+            },
+        );
+        let mut rtc = config.build(now);
+        let candidate = Candidate::host(local, "udp").map_err(|e| format!("candidate: {e}"))?;
+        rtc.add_local_candidate(candidate);
+        let mut api = rtc.sdp_api();
+        let mic = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+        for _ in 0..audio_slots {
+            api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
+        }
+        let (offer, pending) = api.apply().ok_or("str0m made no offer")?;
+        let speaker = self.cfg.is_speaker(global);
+        self.clients.push(Client {
+            global,
+            rtc,
+            socket,
+            local,
+            mic,
+            pending: Some(pending),
+            mic_pt: None,
+            sends: speaker || self.cfg.listeners_send_silence,
+            speaker,
+            connected: false,
+            connected_ns: None,
+            dead: false,
+            next_timeout: now,
+            next_frame: None,
+            frames: 0,
+            rtp_seq: 1000,
+            rtp_ts: 5000,
+            join_sent_ns,
+            join_eligible,
+            first_rx_ns: None,
+            window_sent: None,
+            streams: Vec::new(),
+        });
+        self.by_global.insert(global, local_idx);
+        let c = &mut self.clients[local_idx];
+        drain(c, local_idx, &self.cfg, &self.shared, &mut self.ctx, now);
+        Ok(offer.to_sdp_string())
+    }
+
+    fn answer(&mut self, global: u32, sdp: &str) -> Result<(), String> {
+        let &idx = self.by_global.get(&global).ok_or("unknown participant")?;
+        let c = &mut self.clients[idx];
+        let pending = c.pending.take().ok_or("no offer outstanding")?;
+        let answer = SdpAnswer::from_sdp_string(sdp).map_err(|e| format!("answer SDP: {e}"))?;
+        c.rtc
+            .sdp_api()
+            .accept_answer(pending, answer)
+            .map_err(|e| format!("accept answer: {e}"))?;
+        c.mic_pt = c
+            .rtc
+            .codec_config()
+            .params()
+            .iter()
+            .find(|p| p.spec().codec == Codec::Opus)
+            .map(|p| p.pt());
+        let now = Instant::now();
+        if let Err(e) = c.rtc.handle_input(Input::Timeout(now)) {
+            c.dead = true;
+            rtc_failed(&mut self.ctx, c.global, &e);
+            return Err(format!("str0m failed after the answer: {e}"));
+        }
+        drain(c, idx, &self.cfg, &self.shared, &mut self.ctx, now);
+        Ok(())
+    }
+
+    fn fire_timers(&mut self, now: Instant) {
+        while let Some(&Reverse((at, idx, kind))) = self.ctx.timers.peek() {
+            if at > now {
+                break;
+            }
+            self.ctx.timers.pop();
+            let c = &mut self.clients[idx];
+            if c.dead {
+                continue;
+            }
+            let t = Instant::now();
+            match kind {
+                Timer::Rtc => {
+                    if c.next_timeout != at {
+                        continue; // superseded
+                    }
+                }
+                Timer::Frame => {
+                    if c.next_frame != Some(at) {
+                        continue;
+                    }
+                    send_frame(c, &self.cfg, &mut self.ctx, t);
+                    let mut next = at + self.cfg.interval;
+                    if next + 5 * self.cfg.interval < t {
+                        next = t + self.cfg.interval; // fell far behind: skip, don't burst
+                    }
+                    c.next_frame = Some(next);
+                    self.ctx.timers.push(Reverse((next, idx, Timer::Frame)));
+                }
+            }
+            // Either the timeout is due, or a packet was just written: str0m sends it
+            // from its timeout handler.
+            if let Err(e) = c.rtc.handle_input(Input::Timeout(t)) {
+                c.dead = true;
+                rtc_failed(&mut self.ctx, c.global, &e);
+                continue;
+            }
+            drain(c, idx, &self.cfg, &self.shared, &mut self.ctx, t);
+        }
+    }
+
+    fn read(&mut self, idx: usize, buf: &mut [u8]) {
+        let Some(c) = self.clients.get_mut(idx) else {
+            return;
+        };
+        loop {
+            let (n, from) = match c.socket.recv_from(buf) {
+                Ok(r) => r,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    tracing::debug!(participant = c.global, "recv: {e}");
+                    return;
+                }
+            };
+            if c.dead {
+                continue;
+            }
+            let now = Instant::now();
+            let Ok(receive) = Receive::new(Protocol::Udp, from, c.local, &buf[..n]) else {
+                continue;
+            };
+            if let Err(e) = c.rtc.handle_input(Input::Receive(now, receive)) {
+                c.dead = true;
+                rtc_failed(&mut self.ctx, c.global, &e);
+                continue;
+            }
+            drain(c, idx, &self.cfg, &self.shared, &mut self.ctx, now);
+        }
+    }
+
+    /// Publishes counters and the latency seen since the last flush.
+    fn flush(&mut self) {
+        let stats = &self.shared.workers[self.id];
+        stats.sent.fetch_add(self.ctx.sent, Ordering::Relaxed);
+        stats
+            .received
+            .fetch_add(self.ctx.received, Ordering::Relaxed);
+        stats
+            .connected
+            .fetch_add(self.ctx.connected, Ordering::Relaxed);
+        self.ctx.sent = 0;
+        self.ctx.received = 0;
+        self.ctx.connected = 0;
+        if let Ok(mut h) = stats.latency.lock() {
+            h.merge(&self.ctx.latency_pending);
+        }
+        self.ctx.latency_pending.clear();
+        self.ctx.window = self.shared.window();
+    }
+
+    fn report(&mut self) -> WorkerReport {
+        let clients = self
+            .clients
+            .iter_mut()
+            .map(|c| ClientReport {
+                global: c.global,
+                connected: c.connected,
+                join_eligible: c.join_eligible,
+                connected_ns: c.connected_ns,
+                join_to_first_rx_ns: c.first_rx_ns.map(|t| t.saturating_sub(c.join_sent_ns)),
+                window_sent: c.window_sent,
+                streams: std::mem::take(&mut c.streams),
+            })
+            .collect();
+        WorkerReport {
+            clients,
+            window_latency: std::mem::take(&mut self.ctx.window_latency),
+            window_received: self.ctx.window_received,
+            window_sent: self.ctx.window_sent,
+            foreign: self.ctx.foreign,
+            send_errors: self.ctx.send_errors,
+            rtc_errors: self.ctx.rtc_errors,
+            ice_disconnects: self.ctx.ice_disconnects,
+        }
+    }
+}
+
+/// Counts a client whose str0m instance failed (it is dropped from the run); the
+/// first few are logged.
+fn rtc_failed(ctx: &mut Ctx, global: u32, e: &dyn std::fmt::Display) {
+    ctx.rtc_errors += 1;
+    if ctx.rtc_errors <= 3 {
+        tracing::warn!(participant = global, "client WebRTC failed: {e}");
+    }
+}
+
+fn ns_since(start: Instant, t: Instant) -> u64 {
+    t.saturating_duration_since(start).as_nanos() as u64
+}
+
+/// Writes one packet on the client's microphone (str0m sends it on the next timeout).
+fn send_frame(c: &mut Client, cfg: &RunConfig, ctx: &mut Ctx, now: Instant) {
+    let (Some(pt), true) = (c.mic_pt, c.connected) else {
+        return;
+    };
+    let mut api = c.rtc.direct_api();
+    let Some(tx) = api.stream_tx_by_mid(c.mic, None) else {
+        return;
+    };
+    let send_ns = ns_since(cfg.start, now);
+    let stamp = Stamp {
+        sender: c.global,
+        seq: c.frames,
+        send_ns,
+    };
+    let level = if c.speaker { cfg.level_dbov } else { -127 };
+    let ext = ExtensionValues {
+        audio_level: Some(level),
+        voice_activity: Some(c.speaker),
+        ..Default::default()
+    };
+    let payload: Arc<[u8]> = stamp.encode(cfg.packet_bytes).into();
+    tx.write_rtp(RtpWrite::new(pt, c.rtp_seq.into(), c.rtp_ts, now, payload).ext_vals(ext));
+    let (ws, we) = ctx.window;
+    let in_window = send_ns >= ws && send_ns < we;
+    ctx.window_sent += u64::from(in_window);
+    if c.speaker && in_window {
+        c.window_sent = Some(match c.window_sent {
+            Some((first, _)) => (first, c.frames),
+            None => (c.frames, c.frames),
+        });
+    }
+    c.frames = c.frames.wrapping_add(1);
+    c.rtp_seq += 1;
+    let ticks = OPUS_HZ * cfg.interval.as_micros() as u64 / 1_000_000;
+    c.rtp_ts = c.rtp_ts.wrapping_add(ticks as u32);
+    ctx.sent += 1;
+}
+
+/// Polls the client until it asks for a timeout: datagrams go out, events are counted.
+fn drain(
+    c: &mut Client,
+    idx: usize,
+    cfg: &RunConfig,
+    shared: &Shared,
+    ctx: &mut Ctx,
+    now: Instant,
+) {
+    loop {
+        match c.rtc.poll_output() {
+            Ok(Output::Timeout(t)) => {
+                // A timeout already past would fire again in this pass: keep it just
+                // after `now` so the pass ends.
+                let t = t.max(now + Duration::from_micros(1));
+                if t != c.next_timeout {
+                    c.next_timeout = t;
+                    ctx.timers.push(Reverse((t, idx, Timer::Rtc)));
+                }
+                return;
+            }
+            Ok(Output::Transmit(t)) => {
+                if !ctx.node_known {
+                    ctx.node_known = true;
+                    if let Ok(mut node) = shared.node_media.lock() {
+                        node.get_or_insert(t.destination);
+                    }
+                }
+                if let Err(e) = c.socket.send_to(&t.contents, t.destination) {
+                    ctx.send_errors += 1;
+                    tracing::trace!(participant = c.global, "send: {e}");
+                }
+            }
+            Ok(Output::Event(e)) => on_event(c, idx, cfg, shared, ctx, now, e),
+            Err(e) => {
+                c.dead = true;
+                rtc_failed(ctx, c.global, &e);
+                return;
+            }
+        }
+    }
+}
+
+fn on_event(
+    c: &mut Client,
+    idx: usize,
+    cfg: &RunConfig,
+    shared: &Shared,
+    ctx: &mut Ctx,
+    now: Instant,
+    e: Event,
+) {
+    match e {
+        Event::Connected if !c.connected => {
+            c.connected = true;
+            c.connected_ns = Some(ns_since(cfg.start, now));
+            ctx.connected += 1;
+            if let Some(flag) = shared.connected.get(c.global as usize) {
+                flag.store(true, Ordering::Relaxed);
+            }
+            if c.sends {
+                c.next_frame = Some(now);
+                ctx.timers.push(Reverse((now, idx, Timer::Frame)));
+            }
+        }
+        Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+            ctx.ice_disconnects += 1;
+        }
+        Event::RtpPacket(p) => {
+            let Some(stamp) = Stamp::decode(&p.payload) else {
+                ctx.foreign += 1;
+                return;
+            };
+            let now_ns = ns_since(cfg.start, now);
+            c.first_rx_ns.get_or_insert(now_ns);
+            let latency = now_ns.saturating_sub(stamp.send_ns);
+            ctx.received += 1;
+            ctx.latency_pending.record(latency);
+            let (ws, we) = ctx.window;
+            if stamp.send_ns >= ws && stamp.send_ns < we {
+                ctx.window_received += 1;
+                ctx.window_latency.record(latency);
+                let stream = match c.streams.iter().position(|(s, _)| *s == stamp.sender) {
+                    Some(i) => &mut c.streams[i].1,
+                    None => {
+                        c.streams.push((stamp.sender, StreamStats::default()));
+                        &mut c.streams.last_mut().expect("just pushed").1
+                    }
+                };
+                stream.record(stamp.seq);
+            }
+        }
+        _ => {}
+    }
+}
