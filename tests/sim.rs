@@ -204,6 +204,62 @@ impl Sim {
         idx
     }
 
+    /// A client with its own `Rtc` that has not sent `join` yet (see [`Sim::make_offer`]).
+    pub fn join_detached(&mut self, name: &str, room: &str) -> usize {
+        let idx = self.join(name, "detached-setup");
+        let id = self.clients[idx].id;
+        self.command(Command::Leave { participant: id });
+        self.clients[idx].inbox.clear();
+        let room_id = RoomId::new(room).unwrap();
+        self.clients[idx].id =
+            participant_id(1000 + idx as u64, room_home(&room_id, self.shards.len()));
+        self.clients[idx].id.0 |= 1 << 40; // not the id just used
+        idx
+    }
+
+    /// The client's offer (a microphone and `slots` receive sections), not yet sent.
+    pub fn make_offer(&mut self, idx: usize, slots: usize) -> String {
+        let c = &mut self.clients[idx];
+        let mut api = c.rtc.sdp_api();
+        let mic = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+        let mut mids = Vec::new();
+        for _ in 0..slots {
+            mids.push(api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None));
+        }
+        let (offer, pending) = api.apply().unwrap();
+        c.mic = Some(mic);
+        c.slots = mids;
+        c.pending = Some(pending);
+        offer.to_sdp_string()
+    }
+
+    /// Applies the last `answer` in the client's inbox.
+    pub fn accept_answer(&mut self, idx: usize) {
+        let answer = self.clients[idx]
+            .inbox
+            .iter()
+            .rev()
+            .find_map(|m| match m {
+                ServerMessage::Answer { sdp, .. } => Some(sdp.clone()),
+                _ => None,
+            })
+            .expect("an answer");
+        let c = &mut self.clients[idx];
+        let answer = SdpAnswer::from_sdp_string(&answer).unwrap();
+        c.rtc
+            .sdp_api()
+            .accept_answer(c.pending.take().unwrap(), answer)
+            .unwrap();
+        c.mic_pt = c
+            .rtc
+            .codec_config()
+            .params()
+            .iter()
+            .find(|p| p.spec().codec == Codec::Opus)
+            .map(|p| p.pt());
+        self.pump();
+    }
+
     /// Offers a microphone and `slots` receive sections and applies the answer.
     pub fn offer(&mut self, idx: usize, slots: usize) {
         let c = &mut self.clients[idx];

@@ -22,6 +22,9 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
 step "unit, engine simulation and signaling tests"
 cargo test --workspace --locked
 
+step "benchmarks compile (run them by hand: see BENCHMARKS.md)"
+cargo bench --workspace --locked --no-run
+
 step "fuzz targets: build, then ${CHORUS_FUZZ_SECONDS:-10}s each (stable toolchain, no sanitizer)"
 if ! cargo fuzz --version >/dev/null 2>&1; then
   cargo install cargo-fuzz --locked --quiet
@@ -40,6 +43,12 @@ fi
   done
 )
 
-step "browser: three headless Chromium clients through the demo page"
+step "load smoke: chorus-load (str0m clients, real UDP) against a 2-shard node"
+PROFILE=debug OUT=target/bench/smoke.jsonl SHARDS=2 tools/load/bench.sh quick | python3 tools/load/check.py
+
+step "browser: three headless Chromium clients through the demo page, 1 shard"
 cargo build --locked -p chorus-signaling
-bash tools/browser-test/run.sh
+CHORUS_ARGS="--shards 1" bash tools/browser-test/run.sh
+
+step "browser: the same with 2 shards (a room spanning shards)"
+CHORUS_ARGS="--shards 2" bash tools/browser-test/run.sh

@@ -17,7 +17,7 @@ use str0m::config::DtlsCert;
 use str0m::format::Codec;
 use str0m::media::Mid;
 use str0m::net::{Protocol, Receive};
-use str0m::rtp::RtpPacket;
+use str0m::rtp::{Extension, RtpPacket};
 use str0m::{Candidate, IceCreds, Input, Rtc};
 
 use crate::config::ShardConfig;
@@ -636,6 +636,15 @@ impl Shard {
             .enable_opus(true, false)
             .set_dtls_cert(self.cert.clone())
             .set_local_ice_credentials(IceCreds { ufrag, pass })
+            // Audio is forwarded, never resent (RTX): one entry is str0m's minimum,
+            // instead of 50 per slot stream (~20 KB each, most of a participant's memory).
+            .set_send_buffer_audio(1)
+            // Audio-only forwarding needs the level and the mid, nothing else: no
+            // transport-cc (its per-packet send records were the largest share of a
+            // participant's memory after the streams), no abs-send-time.
+            .clear_extension_map()
+            .set_extension(1, Extension::AudioLevel)
+            .set_extension(4, Extension::RtpMid)
             .set_stats_interval(None)
             .build(now);
         let candidate = Candidate::host(self.config.local_addr, "udp")

@@ -7,6 +7,7 @@
 #   tools/load/bench.sh big          # 5,000 participants, 5% speaking, 2 shards
 #   tools/load/bench.sh sweep        # participants 100..2000, 2 shards (for the plot)
 #   tools/load/bench.sh quick        # 2 rooms x 4, 5 s: a smoke test (used by tools/test.sh)
+#   tools/load/bench.sh memory       # 1,000 silent participants: memory per participant
 #
 # Env: DURATION (default 60s), SHARDS (override the shard list), OUT.
 set -euo pipefail
@@ -57,6 +58,8 @@ run() {
 case "$mode" in
   quick)
     run "${SHARDS:-2}" 2 4 2 "${DURATION:-5s}" ;;
+  memory)
+    for s in ${SHARDS:-2}; do run "$s" 20 50 0 "${DURATION:-5s}" --ramp 250; done ;;
   standard)
     for s in ${SHARDS:-1 2}; do run "$s" 50 10 3 "${DURATION:-60s}" --ramp 200; done ;;
   big)
