@@ -21,15 +21,7 @@ fn left(sim: &Sim, idx: usize) -> Vec<String> {
 #[test]
 fn leave_announces_and_frees_the_slot() {
     let mut sim = Sim::with_config(|c| c.audio_slots = 2);
-    let (a, b, c) = (
-        sim.connect("a", "r"),
-        sim.connect("b", "r"),
-        sim.connect("c", "r"),
-    );
-    for i in [a, b, c] {
-        sim.clients[i].speaking = Some(20);
-    }
-    sim.run_for(Duration::from_secs(1));
+    let (a, b, c) = sim.three_talking("r");
     let c_id = sim.clients[c].id;
     let c_slot_at_a = sim.clients[a].from(c).last().unwrap().ssrc;
     sim.clients[c].speaking = None;
@@ -55,15 +47,7 @@ fn leave_announces_and_frees_the_slot() {
 #[test]
 fn a_client_that_vanishes_is_removed_after_the_timeout() {
     let mut sim = Sim::with_config(|c| c.disconnect_timeout = Duration::from_secs(5));
-    let (a, b, c) = (
-        sim.connect("a", "r"),
-        sim.connect("b", "r"),
-        sim.connect("c", "r"),
-    );
-    for i in [a, b, c] {
-        sim.clients[i].speaking = Some(20);
-    }
-    sim.run_for(Duration::from_secs(1));
+    let (a, b, c) = sim.three_talking("r");
     let c_id = sim.clients[c].id;
     sim.clients[c].online = false; // no leave, no more datagrams: gone
     let a_from_b = sim.clients[a].from(b).count();

@@ -24,15 +24,7 @@ fn updates(sim: &Sim, idx: usize) -> Vec<(bool, bool)> {
 #[test]
 fn mute_stops_a_speaker_and_unmute_resumes() {
     let mut sim = Sim::new();
-    let (a, b, c) = (
-        sim.connect("a", "r"),
-        sim.connect("b", "r"),
-        sim.connect("c", "r"),
-    );
-    for i in [a, b, c] {
-        sim.clients[i].speaking = Some(20);
-    }
-    sim.run_for(Duration::from_secs(1));
+    let (a, b, c) = sim.three_talking("r");
     let id = sim.clients[a].id;
     sim.command(Command::SetMuted {
         participant: id,
@@ -87,15 +79,7 @@ fn mute_stops_a_speaker_and_unmute_resumes() {
 #[test]
 fn deafen_stops_audio_to_a_participant_only() {
     let mut sim = Sim::new();
-    let (a, b, c) = (
-        sim.connect("a", "r"),
-        sim.connect("b", "r"),
-        sim.connect("c", "r"),
-    );
-    for i in [a, b, c] {
-        sim.clients[i].speaking = Some(20);
-    }
-    sim.run_for(Duration::from_secs(1));
+    let (a, b, c) = sim.three_talking("r");
     let id = sim.clients[b].id;
     sim.command(Command::SetDeafened {
         participant: id,

@@ -262,46 +262,10 @@ impl Sim {
 
     /// Offers a microphone and `slots` receive sections and applies the answer.
     pub fn offer(&mut self, idx: usize, slots: usize) {
-        let c = &mut self.clients[idx];
-        let mut api = c.rtc.sdp_api();
-        let mic = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
-        let mut mids = Vec::new();
-        for _ in 0..slots {
-            mids.push(api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None));
-        }
-        let (offer, pending) = api.apply().unwrap();
-        c.mic = Some(mic);
-        c.slots = mids;
-        c.pending = Some(pending);
-        let sdp = offer.to_sdp_string();
-        let id = c.id;
-        self.command(Command::Offer {
-            participant: id,
-            sdp,
-        });
-        let answer = self.clients[idx]
-            .inbox
-            .iter()
-            .rev()
-            .find_map(|m| match m {
-                ServerMessage::Answer { sdp, .. } => Some(sdp.clone()),
-                _ => None,
-            })
-            .expect("an answer");
-        let c = &mut self.clients[idx];
-        let answer = SdpAnswer::from_sdp_string(&answer).unwrap();
-        c.rtc
-            .sdp_api()
-            .accept_answer(c.pending.take().unwrap(), answer)
-            .unwrap();
-        c.mic_pt = c
-            .rtc
-            .codec_config()
-            .params()
-            .iter()
-            .find(|p| p.spec().codec == Codec::Opus)
-            .map(|p| p.pt());
-        self.pump();
+        let sdp = self.make_offer(idx, slots);
+        let participant = self.clients[idx].id;
+        self.command(Command::Offer { participant, sdp });
+        self.accept_answer(idx);
     }
 
     /// Joins, offers the room's slot count, and runs until media is up.
@@ -328,6 +292,20 @@ impl Sim {
         self.run_until(Duration::from_secs(5), |s| s.clients[idx].connected);
         assert!(self.clients[idx].connected, "{name} did not connect");
         idx
+    }
+
+    /// Three clients `a`, `b`, `c` connect to `room` and talk (−20 dBov) for a second.
+    pub fn three_talking(&mut self, room: &str) -> (usize, usize, usize) {
+        let (a, b, c) = (
+            self.connect("a", room),
+            self.connect("b", room),
+            self.connect("c", room),
+        );
+        for i in [a, b, c] {
+            self.clients[i].speaking = Some(20);
+        }
+        self.run_for(Duration::from_secs(1));
+        (a, b, c)
     }
 
     /// Sends a command to the participant's home shard, as signaling does.
