@@ -1,0 +1,317 @@
+//! The home shard's side: a room's roster, joins and leaves, what the room is told,
+//! and which shards the room spans.
+
+use std::time::Instant;
+
+use chorus_protocol::signal::{DisplayName, ErrorCode, ParticipantId, RoomId, ServerMessage};
+use str0m::rtp::Extension;
+use str0m::{Candidate, IceCreds, Rtc};
+
+use super::{random_token, ufrag_for, Shard};
+use crate::io::{CloseReason, Command, Event};
+use crate::mesh::ShardMessage;
+use crate::participant::Participant;
+use crate::room::Room;
+use crate::slots::SlotTable;
+
+impl Shard {
+    pub(super) fn control(&mut self, now: Instant, command: Command) {
+        match command {
+            Command::Join {
+                participant,
+                room,
+                name,
+            } => self.join(now, participant, room, name),
+            Command::Candidate {
+                participant,
+                candidate,
+            } => {
+                // ICE-lite: the client's candidates are learnt from its checks, so
+                // they are only checked. Valid: end-of-candidates (empty), anything
+                // str0m parses, and mDNS host candidates (`<uuid>.local`, Chromium's
+                // default), which str0m cannot resolve but which are not errors.
+                let valid = candidate.is_empty()
+                    || Candidate::from_sdp_string(&candidate).is_ok()
+                    || (candidate.starts_with("candidate:") && candidate.contains(".local "));
+                if !valid && self.room_of_member(participant).is_some() {
+                    self.signal(
+                        participant,
+                        ServerMessage::error(ErrorCode::BadRequest, "invalid ICE candidate"),
+                    );
+                }
+            }
+            Command::SetMuted { participant, muted } => {
+                let media = Command::SetMuted { participant, muted };
+                self.update(now, participant, |i| i.muted = muted, media);
+            }
+            Command::SetDeafened {
+                participant,
+                deafened,
+            } => self.update(
+                now,
+                participant,
+                |i| i.deafened = deafened,
+                Command::SetDeafened {
+                    participant,
+                    deafened,
+                },
+            ),
+            Command::Offer { participant, sdp } => {
+                self.send_to_media(now, participant, Command::Offer { participant, sdp });
+            }
+            Command::Leave { participant } => self.leave_room(participant, CloseReason::Left),
+        }
+    }
+
+    pub(super) fn join(
+        &mut self,
+        now: Instant,
+        pid: ParticipantId,
+        room_id: RoomId,
+        name: DisplayName,
+    ) {
+        if self.room_of_member(pid).is_some() {
+            self.signal(
+                pid,
+                ServerMessage::error(ErrorCode::BadRequest, "already joined"),
+            );
+            return;
+        }
+        if !self.rooms.contains_key(&room_id) {
+            if !self.config.auto_create_rooms {
+                return self.reject(pid, ErrorCode::RoomNotFound, "room does not exist");
+            }
+            let room = Room::new(
+                room_id.clone(),
+                self.config.audio_slots,
+                self.config.max_participants,
+            );
+            self.rooms.insert(room_id.clone(), room);
+        }
+        let Some(room) = self.rooms.get_mut(&room_id) else {
+            return;
+        };
+        if room.is_full() {
+            return self.reject(pid, ErrorCode::RoomFull, "room is full");
+        }
+        let audio_slots = room.audio_slots;
+        let csrc = room.allocate_csrc();
+        let ufrag = ufrag_for(pid, &mut self.rng);
+        let pass = random_token(&mut self.rng, 24);
+        let rtc = match self.new_rtc(now, ufrag.clone(), pass) {
+            Ok(rtc) => rtc,
+            Err(e) => {
+                tracing::error!(error = %e, "could not create rtc");
+                if let Some(r) = self.rooms.get_mut(&room_id) {
+                    r.remove(pid);
+                }
+                return self.reject(pid, ErrorCode::Internal, "could not set up media");
+            }
+        };
+        let p = Participant {
+            id: pid,
+            room: room_id.clone(),
+            name,
+            csrc,
+            audio_slots,
+            muted: false,
+            deafened: false,
+            rtc,
+            ufrag,
+            addrs: Vec::new(),
+            next_timeout: now,
+            timer_at: None,
+            last_heard: None,
+            connected: false,
+            mic_pt: None,
+            slots: Vec::new(),
+            table: SlotTable::new(0),
+            needs_flush: false,
+            speakers_dirty: false,
+            failed: false,
+        };
+        tracing::info!(room = %room_id, participant = %pid, name = p.name.as_str(), "joined");
+        let info = p.info();
+        let Some(room) = self.rooms.get_mut(&room_id) else {
+            return;
+        };
+        let others: Vec<_> = room.infos().cloned().collect();
+        room.add(info.clone(), self.id);
+        self.views
+            .entry(room_id.clone())
+            .or_default()
+            .local
+            .push(pid);
+        self.participants.insert(pid, p);
+        self.drain(pid);
+        self.signal(
+            pid,
+            ServerMessage::Joined {
+                participant_id: pid,
+                csrc,
+                room: room_id.clone(),
+                audio_slots,
+                participants: others,
+                ice_servers: self.config.ice_servers.clone(),
+            },
+        );
+        self.broadcast(&room_id, Some(pid), || ServerMessage::ParticipantJoined {
+            participant: info.clone(),
+        });
+        self.publish_room_shards(&room_id);
+    }
+
+    pub(super) fn new_rtc(&self, now: Instant, ufrag: String, pass: String) -> Result<Rtc, String> {
+        let mut rtc = Rtc::builder()
+            .set_ice_lite(true)
+            .set_rtp_mode(true)
+            .clear_codecs()
+            .enable_opus(true, false)
+            .set_dtls_cert(self.cert.clone())
+            .set_local_ice_credentials(IceCreds { ufrag, pass })
+            // Audio is forwarded, never resent (RTX): one entry is str0m's minimum,
+            // instead of 50 per slot stream (~20 KB each, most of a participant's memory).
+            .set_send_buffer_audio(1)
+            // Audio-only forwarding needs the level and the mid, nothing else: no
+            // transport-cc (its per-packet send records were the largest share of a
+            // participant's memory after the streams), no abs-send-time.
+            .clear_extension_map()
+            .set_extension(1, Extension::AudioLevel)
+            .set_extension(4, Extension::RtpMid)
+            .set_stats_interval(None)
+            .build(now);
+        let candidate = Candidate::host(self.config.local_addr, "udp")
+            .map_err(|e| format!("local candidate {}: {e}", self.config.local_addr))?;
+        rtc.add_local_candidate(candidate);
+        Ok(rtc)
+    }
+
+    /// Changes what the room sees of a member, tells the whole room (the member
+    /// included), and applies the media part where the member's media is.
+    pub(super) fn update(
+        &mut self,
+        now: Instant,
+        pid: ParticipantId,
+        change: impl FnOnce(&mut chorus_protocol::signal::ParticipantInfo),
+        media: Command,
+    ) {
+        let Some(room_id) = self.room_of_member(pid) else {
+            return;
+        };
+        let Some(m) = self
+            .rooms
+            .get_mut(&room_id)
+            .and_then(|r| r.members.get_mut(&pid))
+        else {
+            return;
+        };
+        change(&mut m.info);
+        let info = m.info.clone();
+        tracing::debug!(room = %room_id, participant = %pid, muted = info.muted, deafened = info.deafened, "updated");
+        self.broadcast(&room_id, None, || ServerMessage::ParticipantUpdated {
+            participant: info.clone(),
+        });
+        self.send_to_media(now, pid, media);
+    }
+
+    /// Sends the media part of a command to the shard holding the participant.
+    pub(super) fn send_to_media(&mut self, now: Instant, pid: ParticipantId, command: Command) {
+        let holder = self
+            .room_of_member(pid)
+            .and_then(|r| self.rooms.get(&r))
+            .and_then(|r| r.members.get(&pid))
+            .map(|m| m.shard);
+        match holder {
+            Some(s) if s == self.id => self.media_command(now, command),
+            Some(s) => self.send(s, ShardMessage::ForMedia(command)),
+            None => {}
+        }
+    }
+
+    pub(super) fn reject(&mut self, pid: ParticipantId, code: ErrorCode, message: &str) {
+        self.signal(pid, ServerMessage::error(code, message));
+        self.events.push_back(Event::Closed {
+            participant: pid,
+            reason: CloseReason::Rejected,
+        });
+    }
+
+    /// At the home shard: the participant is out of the room, whatever the reason.
+    pub(super) fn leave_room(&mut self, pid: ParticipantId, reason: CloseReason) {
+        let Some(room_id) = self.room_of_member(pid) else {
+            return;
+        };
+        let Some(room) = self.rooms.get_mut(&room_id) else {
+            return;
+        };
+        let Some(member) = room.remove(pid) else {
+            return;
+        };
+        tracing::info!(room = %room.id, participant = %pid, ?reason, "left");
+        let notify = room.notified.clone();
+        let empty = room.order.is_empty();
+        // The media goes wherever it is; every shard of the room frees its slots.
+        if member.shard == self.id {
+            self.drop_media(pid);
+        } else {
+            self.send(
+                member.shard,
+                ShardMessage::ForMedia(Command::Leave { participant: pid }),
+            );
+        }
+        for s in notify {
+            if s == self.id {
+                self.forget_member(&room_id, pid);
+            } else {
+                self.send(
+                    s,
+                    ShardMessage::Left {
+                        room: room_id.clone(),
+                        participant: pid,
+                    },
+                );
+            }
+        }
+        self.broadcast(&room_id, None, || ServerMessage::ParticipantLeft {
+            participant_id: pid,
+        });
+        self.publish_room_shards(&room_id);
+        if empty && self.config.auto_create_rooms {
+            self.rooms.remove(&room_id);
+        }
+        self.events.push_back(Event::Closed {
+            participant: pid,
+            reason,
+        });
+    }
+
+    /// At the home shard: tells every shard that holds (or held) members which shards
+    /// the room spans now.
+    pub(super) fn publish_room_shards(&mut self, room_id: &RoomId) {
+        let Some(room) = self.rooms.get_mut(room_id) else {
+            return;
+        };
+        let shards = room.shards();
+        if shards == room.notified && !shards.is_empty() {
+            return;
+        }
+        let mut targets = room.notified.clone();
+        targets.extend(&shards);
+        targets.sort_unstable();
+        targets.dedup();
+        room.notified = shards.clone();
+        for s in targets {
+            if s == self.id {
+                self.room_shards(room_id.clone(), &shards);
+            } else {
+                self.send(
+                    s,
+                    ShardMessage::RoomShards {
+                        room: room_id.clone(),
+                        shards: shards.clone(),
+                    },
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,318 @@
+//! The media side, on the shard holding a participant: negotiation, the forwarding
+//! pipeline (publisher side, hand-off, subscriber side), and the periodic tick.
+
+use std::cmp::Reverse;
+use std::time::Instant;
+
+use chorus_protocol::signal::{ErrorCode, ParticipantId, RoomId, ServerMessage, SpeakerInfo};
+use str0m::change::SdpOffer;
+use str0m::format::Codec;
+use str0m::media::Mid;
+use str0m::rtp::RtpPacket;
+use str0m::Input;
+
+use super::{next_random, Shard};
+use crate::forwarder::{forward_to, Outcome, SpeakerPacket};
+use crate::io::{CloseReason, Command, Event};
+use crate::mesh::{home_of, ShardMessage};
+use crate::participant::{Participant, SlotTx};
+use crate::rewriter::SlotRewriter;
+use crate::sdp::{candidates_in_every_section, prepare_offer};
+use crate::slots::SlotTable;
+
+impl Shard {
+    pub(super) fn media_command(&mut self, now: Instant, command: Command) {
+        match command {
+            Command::Offer { participant, sdp } => self.offer(now, participant, &sdp),
+            Command::SetMuted { participant, muted } => {
+                let Some(p) = self.participants.get_mut(&participant) else {
+                    return;
+                };
+                p.muted = muted;
+                if muted {
+                    if let Some(v) = self.views.get_mut(&p.room) {
+                        v.silence(participant);
+                    }
+                }
+            }
+            Command::SetDeafened {
+                participant,
+                deafened,
+            } => {
+                if let Some(p) = self.participants.get_mut(&participant) {
+                    p.deafened = deafened;
+                }
+            }
+            Command::Leave { participant } => self.drop_media(participant),
+            Command::Join { .. } | Command::Candidate { .. } => {}
+        }
+    }
+
+    pub(super) fn drop_media(&mut self, pid: ParticipantId) {
+        if let Some(mut p) = self.detach(pid) {
+            p.rtc.disconnect();
+        }
+    }
+
+    /// This shard's part of a room spanning `shards`.
+    pub(super) fn room_shards(&mut self, room: RoomId, shards: &[usize]) {
+        let view = self.views.entry(room.clone()).or_default();
+        view.remote = shards.iter().copied().filter(|s| *s != self.id).collect();
+        if view.is_unused() {
+            self.views.remove(&room);
+        }
+    }
+
+    /// A member left: free its slots and level on this shard.
+    pub(super) fn forget_member(&mut self, room: &RoomId, pid: ParticipantId) {
+        let Some(view) = self.views.get_mut(room) else {
+            return;
+        };
+        view.forget(pid);
+        for m in &view.local {
+            if let Some(s) = self.participants.get_mut(m) {
+                s.table.release(pid);
+            }
+        }
+    }
+
+    pub(super) fn offer(&mut self, now: Instant, pid: ParticipantId, sdp: &str) {
+        let Some(p) = self.participants.get_mut(&pid) else {
+            return;
+        };
+        let audio_slots = p.audio_slots as usize;
+        match negotiate(p, now, sdp, audio_slots, &mut self.rng) {
+            Ok(message) => {
+                p.last_heard.get_or_insert(now);
+                self.drain(pid);
+                self.signal(pid, message);
+            }
+            Err(reason) => {
+                tracing::debug!(participant = %pid, %reason, "offer refused");
+                self.signal(pid, ServerMessage::error(ErrorCode::BadRequest, reason));
+            }
+        }
+    }
+
+    /// Drains one participant's `Rtc` and keeps its timer entry current.
+    pub(super) fn drain(&mut self, pid: ParticipantId) {
+        let Some(p) = self.participants.get_mut(&pid) else {
+            return;
+        };
+        p.drain(&mut self.transmits, &mut self.media);
+        if p.timer_at.is_none_or(|at| p.next_timeout < at) {
+            p.timer_at = Some(p.next_timeout);
+            self.timers.push(Reverse((p.next_timeout, pid)));
+        }
+    }
+
+    /// Forwards received media and sends what was written, until both are done.
+    pub(super) fn pump(&mut self, now: Instant) {
+        loop {
+            while let Some((pid, pkt)) = self.media.pop_front() {
+                self.forward(now, pid, pkt);
+            }
+            if self.flush.is_empty() {
+                break;
+            }
+            // Take the list (keeping its capacity for the next round).
+            let mut batch = std::mem::take(&mut self.flush);
+            for pid in batch.drain(..) {
+                let Some(p) = self.participants.get_mut(&pid) else {
+                    continue;
+                };
+                p.needs_flush = false;
+                // str0m sends written packets on its next timeout (send queue).
+                if let Err(e) = p.rtc.handle_input(Input::Timeout(now)) {
+                    tracing::debug!(participant = %pid, error = %e, "rtc flush failed");
+                    p.failed = true;
+                }
+                self.drain(pid);
+            }
+            if self.flush.is_empty() {
+                self.flush = batch;
+            }
+        }
+    }
+
+    /// The pipeline's publisher side: one packet from a speaker held here goes to
+    /// the local subscribers and once to every other shard of the room.
+    pub(super) fn forward(&mut self, now: Instant, pid: ParticipantId, pkt: RtpPacket) {
+        self.stats.rtp_in += 1;
+        let Some(p) = self.participants.get(&pid) else {
+            return;
+        };
+        if p.mic_pt != Some(pkt.header.payload_type) {
+            self.stats.dropped_not_audio += 1;
+            return;
+        }
+        if p.muted {
+            self.stats.dropped_muted += 1;
+            return;
+        }
+        let room = p.room.clone();
+        let packet = SpeakerPacket {
+            speaker: pid,
+            csrc: p.csrc,
+            seq: *pkt.seq_no,
+            timestamp: pkt.header.timestamp,
+            marker: pkt.header.marker,
+            audio_level: pkt.header.ext_vals.audio_level,
+            voice_activity: pkt.header.ext_vals.voice_activity,
+            payload: pkt.payload,
+        };
+        if let Some(view) = self.views.get(&room) {
+            for &s in &view.remote {
+                self.stats.handoffs_out += 1;
+                self.outbox.push_back((
+                    s,
+                    ShardMessage::Media {
+                        room: room.clone(),
+                        packet: packet.clone(),
+                    },
+                ));
+            }
+        }
+        self.fan_out(now, &room, &packet);
+    }
+
+    /// The pipeline's subscriber side on this shard.
+    pub(super) fn fan_out(&mut self, now: Instant, room: &RoomId, packet: &SpeakerPacket) {
+        let Some(view) = self.views.get_mut(room) else {
+            return;
+        };
+        view.on_audio(packet.speaker, now, packet.audio_level);
+        for sid in &view.local {
+            if *sid == packet.speaker {
+                continue;
+            }
+            let Some(sub) = self.participants.get_mut(sid) else {
+                continue;
+            };
+            if sub.deafened || !sub.connected || sub.failed || sub.slots.is_empty() {
+                continue;
+            }
+            let queued = sub.needs_flush;
+            match forward_to(sub, packet, now, |x| view.loudness(x)) {
+                Outcome::Sent => {
+                    self.stats.rtp_forwarded += 1;
+                    if !queued {
+                        self.flush.push(*sid);
+                    }
+                }
+                Outcome::NoSlot => self.stats.dropped_no_slot += 1,
+                Outcome::Late | Outcome::NoStream => self.stats.dropped_late += 1,
+            }
+        }
+    }
+
+    /// Periodic work: speaker levels and announcements, silent clients.
+    pub(super) fn tick(&mut self, now: Instant) {
+        for view in self.views.values_mut() {
+            let changed = view.tick(now);
+            let speakers = view.speakers();
+            for m in &view.local {
+                let Some(p) = self.participants.get_mut(m) else {
+                    continue;
+                };
+                let slots_changed = p.table.take_changed();
+                if !(changed || slots_changed || p.speakers_dirty) {
+                    continue;
+                }
+                p.speakers_dirty = false;
+                let list = speakers
+                    .iter()
+                    .map(|(id, level)| SpeakerInfo {
+                        participant_id: *id,
+                        level: (*level * 1000.0).round() / 1000.0,
+                        slot: p.table.slot_of(*id).map(|s| s as u8),
+                    })
+                    .collect();
+                self.events.push_back(Event::Signal {
+                    to: *m,
+                    message: ServerMessage::Speakers { speakers: list },
+                });
+            }
+        }
+        let timeout = self.config.disconnect_timeout;
+        let gone: Vec<ParticipantId> = self
+            .participants
+            .values()
+            .filter(|p| {
+                p.failed
+                    || p.last_heard
+                        .is_some_and(|t| now.saturating_duration_since(t) >= timeout)
+            })
+            .map(|p| p.id)
+            .collect();
+        for pid in gone {
+            let home = home_of(pid, self.shards);
+            if home == self.id {
+                self.leave_room(pid, CloseReason::Timeout);
+            } else {
+                self.drop_media(pid);
+                self.send(
+                    home,
+                    ShardMessage::Gone {
+                        participant: pid,
+                        reason: CloseReason::Timeout,
+                    },
+                );
+            }
+        }
+    }
+}
+
+/// Applies an offer to a participant; returns the `answer` or why not.
+fn negotiate(
+    p: &mut Participant,
+    now: Instant,
+    sdp: &str,
+    audio_slots: usize,
+    rng: &mut u64,
+) -> Result<ServerMessage, String> {
+    let prepared = prepare_offer(sdp, audio_slots).map_err(|e| format!("invalid offer: {e}"))?;
+    let offer =
+        SdpOffer::from_sdp_string(&prepared.sdp).map_err(|e| format!("invalid SDP: {e}"))?;
+    let answer = p
+        .rtc
+        .sdp_api()
+        .accept_offer(offer)
+        .map_err(|e| format!("offer not accepted: {e}"))?;
+    let opus = p
+        .rtc
+        .codec_config()
+        .params()
+        .iter()
+        .find(|c| c.spec().codec == Codec::Opus)
+        .map(|c| c.pt())
+        .ok_or("offer has no Opus")?;
+    p.mic_pt = prepared.mic_mid.is_some().then_some(opus);
+
+    let mut slots = Vec::new();
+    for mid in &prepared.slot_mids {
+        let mid = Mid::from(mid.as_str());
+        if let Some(existing) = p.slots.iter().position(|s| s.mid == mid) {
+            slots.push(p.slots.swap_remove(existing));
+            continue;
+        }
+        if p.rtc.direct_api().stream_tx_by_mid(mid, None).is_none() {
+            continue; // str0m found nothing it can send there (no Opus on it)
+        }
+        let r = next_random(rng);
+        slots.push(SlotTx {
+            mid,
+            pt: opus,
+            rewriter: SlotRewriter::new((r & 0x7fff) as u16, (r >> 32) as u32),
+        });
+    }
+    if slots.len() != p.table.len() {
+        p.table = SlotTable::new(slots.len());
+    }
+    p.slots = slots;
+    p.last_heard = Some(now);
+    Ok(ServerMessage::Answer {
+        sdp: candidates_in_every_section(&answer.to_sdp_string()),
+        slots: p.slots.iter().map(|s| s.mid.to_string()).collect(),
+    })
+}

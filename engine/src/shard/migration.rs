@@ -1,0 +1,201 @@
+//! Where a participant's media lives: demultiplexing unknown sources by STUN ufrag,
+//! and moving a participant's `Rtc` to the shard its traffic reaches (claim at the
+//! home shard, release by the holder after its own STUN integrity check, adopt).
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use chorus_protocol::signal::ParticipantId;
+use chorus_protocol::stun;
+use str0m::net::{Protocol, Receive};
+use str0m::Input;
+
+use super::{parse_ufrag, Shard};
+use crate::mesh::{home_of, ShardMessage};
+use crate::participant::{Participant, MAX_ADDRS};
+
+impl Shard {
+    /// Source address first; for an unknown address, a STUN request whose USERNAME
+    /// names a participant: held here, its integrity is checked by its `Rtc`; held
+    /// elsewhere, it is claimed from its home shard.
+    pub(super) fn demux(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        data: &[u8],
+    ) -> Option<ParticipantId> {
+        if let Some(pid) = self.by_addr.get(&source) {
+            return Some(*pid);
+        }
+        let msg = stun::StunMessage::parse(data).ok();
+        let ufrag = msg
+            .as_ref()
+            .and_then(|m| m.ice_ufrags())
+            .map(|(ours, _)| ours);
+        let Some((pid, ufrag)) = ufrag.and_then(|u| parse_ufrag(u).map(|p| (p, u))) else {
+            self.stats.dropped_unknown_source += 1;
+            tracing::trace!(%source, len = data.len(), "dropped: unknown source");
+            return None;
+        };
+        let Some(p) = self.participants.get_mut(&pid) else {
+            let home = home_of(pid, self.shards);
+            let claim = ShardMessage::Claim {
+                participant: pid,
+                at: self.id,
+                source,
+                datagram: data.to_vec(),
+            };
+            if home == self.id {
+                self.handle_shard_message(now, claim);
+            } else {
+                self.send(home, claim);
+            }
+            return None;
+        };
+        let receive = Receive::new(Protocol::Udp, source, self.config.local_addr, data).ok()?;
+        if p.ufrag != ufrag
+            || p.addrs.len() >= MAX_ADDRS
+            || !p.rtc.accepts(&Input::Receive(now, receive))
+        {
+            self.stats.dropped_unknown_source += 1;
+            return None;
+        }
+        tracing::debug!(room = %p.room, participant = %pid, %source, "new source address");
+        p.addrs.push(source);
+        self.by_addr.insert(source, pid);
+        Some(pid)
+    }
+
+    /// At the home shard: traffic of `pid` arrives at shard `at`; ask the shard holding
+    /// its media to hand it over.
+    pub(super) fn claim(
+        &mut self,
+        now: Instant,
+        pid: ParticipantId,
+        at: usize,
+        source: SocketAddr,
+        datagram: Vec<u8>,
+    ) {
+        let Some(holder) = self
+            .room_of_member(pid)
+            .and_then(|r| self.rooms.get(&r))
+            .and_then(|r| r.members.get(&pid))
+            .map(|m| m.shard)
+        else {
+            return;
+        };
+        if holder == at {
+            return; // already there (a retransmission crossed the move)
+        }
+        let release = ShardMessage::Release {
+            participant: pid,
+            to: at,
+            source,
+            datagram,
+        };
+        if holder == self.id {
+            self.handle_shard_message(now, release);
+        } else {
+            self.send(holder, release);
+        }
+    }
+
+    /// At the holding shard: hand the participant's media to shard `to`, if the
+    /// datagram that asked for it passes the participant's own STUN integrity check.
+    pub(super) fn release(
+        &mut self,
+        now: Instant,
+        pid: ParticipantId,
+        to: usize,
+        source: SocketAddr,
+        datagram: Vec<u8>,
+    ) {
+        let Some(p) = self.participants.get(&pid) else {
+            return; // moved already
+        };
+        let Ok(receive) = Receive::new(Protocol::Udp, source, self.config.local_addr, &datagram)
+        else {
+            return;
+        };
+        if !p.rtc.accepts(&Input::Receive(now, receive)) {
+            self.stats.dropped_bad_claim += 1;
+            return;
+        }
+        let Some(p) = self.detach(pid) else {
+            return;
+        };
+        tracing::debug!(room = %p.room, participant = %pid, from = self.id, to, "media moves");
+        let adopt = ShardMessage::Adopt {
+            participant: Box::new(p),
+            source,
+            datagram,
+        };
+        self.send(to, adopt);
+    }
+
+    /// At the new shard: install the participant's media and feed it the datagram.
+    pub(super) fn adopt(
+        &mut self,
+        now: Instant,
+        mut p: Participant,
+        source: SocketAddr,
+        datagram: &[u8],
+    ) {
+        let pid = p.id;
+        self.stats.migrations_in += 1;
+        p.timer_at = None;
+        // Not on this shard's flush list (yet): whatever it had queued is sent below.
+        p.needs_flush = false;
+        p.addrs = vec![source];
+        self.by_addr.insert(source, pid);
+        let room = p.room.clone();
+        self.views.entry(room).or_default().local.push(pid);
+        self.participants.insert(pid, p);
+        self.receive(now, pid, source, datagram);
+        let home = home_of(pid, self.shards);
+        let moved = ShardMessage::Moved {
+            participant: pid,
+            shard: self.id,
+        };
+        if home == self.id {
+            self.handle_shard_message(now, moved);
+        } else {
+            self.send(home, moved);
+        }
+    }
+
+    /// Removes a participant's media from this shard, with every index of it.
+    pub(super) fn detach(&mut self, pid: ParticipantId) -> Option<Participant> {
+        let p = self.participants.remove(&pid)?;
+        for a in &p.addrs {
+            self.by_addr.remove(a);
+        }
+        if let Some(v) = self.views.get_mut(&p.room) {
+            v.local.retain(|m| *m != pid);
+        }
+        self.flush.retain(|m| *m != pid);
+        Some(p)
+    }
+
+    pub(super) fn receive(
+        &mut self,
+        now: Instant,
+        pid: ParticipantId,
+        source: SocketAddr,
+        data: &[u8],
+    ) {
+        let Some(p) = self.participants.get_mut(&pid) else {
+            return;
+        };
+        let Ok(receive) = Receive::new(Protocol::Udp, source, self.config.local_addr, data) else {
+            self.stats.dropped_rejected += 1;
+            return;
+        };
+        if let Err(e) = p.rtc.handle_input(Input::Receive(now, receive)) {
+            self.stats.dropped_rejected += 1;
+            tracing::trace!(participant = %pid, error = %e, "dropped: rtc refused datagram");
+        }
+        p.last_heard = Some(now);
+        self.drain(pid);
+    }
+}
