@@ -6,3 +6,4 @@
 //! The test files beside this one each check one behaviour.
 
 pub mod sim;
+pub mod ws;

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chorus_engine::{
-    generate_certificate, home_of, participant_id, room_home, CloseReason, Command, Event, Shard,
-    ShardConfig,
+    generate_certificate, home_of, participant_id, room_home, CloseReason, Command, Event,
+    Permissions, Shard, ShardConfig,
 };
 use chorus_protocol::signal::{DisplayName, ParticipantId, RoomId, ServerMessage};
 use str0m::change::{SdpAnswer, SdpPendingOffer};
@@ -144,6 +144,31 @@ impl Sim {
     /// Like [`Sim::join`], for a client whose Opus payload type is `opus_pt`
     /// (Chromium uses 111, aiortc 96).
     pub fn join_with_pt(&mut self, name: &str, room: &str, opus_pt: u8) -> usize {
+        self.join_with(name, room, opus_pt, Permissions::ALL)
+    }
+
+    /// Joins, offers and connects a client with these permissions (its token's grants).
+    pub fn connect_with_permissions(
+        &mut self,
+        name: &str,
+        room: &str,
+        permissions: Permissions,
+    ) -> usize {
+        let idx = self.join_with(name, room, 111, permissions);
+        let slots = self.clients[idx].audio_slots as usize;
+        self.offer(idx, slots);
+        self.run_until(Duration::from_secs(5), |s| s.clients[idx].connected);
+        assert!(self.clients[idx].connected, "{name} did not connect");
+        idx
+    }
+
+    fn join_with(
+        &mut self,
+        name: &str,
+        room: &str,
+        opus_pt: u8,
+        permissions: Permissions,
+    ) -> usize {
         let idx = self.clients.len();
         let room_id = RoomId::new(room).unwrap();
         let id = participant_id(1000 + idx as u64, room_home(&room_id, self.shards.len()));
@@ -190,6 +215,7 @@ impl Sim {
             participant: id,
             room: room_id,
             name: DisplayName::new(name).unwrap(),
+            permissions,
         });
         let joined = self.clients[idx].inbox.iter().find_map(|m| match m {
             ServerMessage::Joined {

@@ -4,6 +4,23 @@ use std::net::SocketAddr;
 
 use chorus_protocol::signal::{DisplayName, ParticipantId, RoomId, ServerMessage};
 
+/// What a participant may do in its room (from its join token's grants).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Permissions {
+    /// Its audio is forwarded. Without it, its packets are dropped (and counted).
+    pub publish: bool,
+    /// Audio is forwarded to it. Without it, it receives nothing.
+    pub subscribe: bool,
+}
+
+impl Permissions {
+    /// Publish and subscribe (`--dev` joins without a token).
+    pub const ALL: Permissions = Permissions {
+        publish: true,
+        subscribe: true,
+    };
+}
+
 /// An instruction from signaling (or, later, the control plane).
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
@@ -14,6 +31,7 @@ pub enum Command {
         participant: ParticipantId,
         room: RoomId,
         name: DisplayName,
+        permissions: Permissions,
     },
     /// The client's SDP offer; answered with `answer` or `error`.
     Offer {

@@ -63,7 +63,7 @@ pub use config::ShardConfig;
 pub use driver::{CommandSender, Driver, DriverStats};
 pub use error::EngineError;
 pub use forwarder::SpeakerPacket;
-pub use io::{CloseReason, Command, Event, Transmit};
+pub use io::{CloseReason, Command, Event, Permissions, Transmit};
 pub use mesh::{home_of, participant_id, room_home, ShardMessage};
 pub use participant::Participant;
 pub use sdp::OfferError;

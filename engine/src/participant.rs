@@ -10,7 +10,7 @@ use str0m::media::{Mid, Pt};
 use str0m::rtp::RtpPacket;
 use str0m::{Event as RtcEvent, Output, Rtc};
 
-use crate::io::Transmit;
+use crate::io::{Permissions, Transmit};
 use crate::rewriter::SlotRewriter;
 use crate::slots::SlotTable;
 
@@ -35,6 +35,7 @@ pub struct Participant {
     pub(crate) csrc: u32,
     /// The room's slot count (to set up its view on a shard it moves to).
     pub(crate) audio_slots: u8,
+    pub(crate) permissions: Permissions,
     pub(crate) muted: bool,
     pub(crate) deafened: bool,
     pub(crate) rtc: Rtc,

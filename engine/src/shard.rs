@@ -46,6 +46,8 @@ pub struct ShardStats {
     /// Copies sent to subscribers.
     pub rtp_forwarded: u64,
     pub dropped_muted: u64,
+    /// From a participant whose token does not grant `publish`.
+    pub dropped_not_permitted: u64,
     /// Not the negotiated microphone Opus payload type.
     pub dropped_not_audio: u64,
     /// A subscriber had no slot free for the speaker.

@@ -20,6 +20,11 @@ pub struct NodeConfig {
     pub audio_slots: u8,
     pub max_participants: usize,
     pub disconnect_timeout: Duration,
+    /// Create a room when its first participant joins, also without `--dev`.
+    pub auto_create_rooms: bool,
+    /// The HS256 secret join tokens are signed with. Without it, only `--dev` joins
+    /// (no token) are possible.
+    pub token_secret: Option<String>,
     /// Messages per second a client may send (bursts of twice that pass).
     pub client_message_rate: u32,
 }
@@ -35,6 +40,8 @@ impl Default for NodeConfig {
             audio_slots: DEFAULT_AUDIO_SLOTS,
             max_participants: 500,
             disconnect_timeout: Duration::from_secs(20),
+            auto_create_rooms: false,
+            token_secret: None,
             client_message_rate: 50,
         }
     }

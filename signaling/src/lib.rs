@@ -16,6 +16,7 @@ mod error;
 pub mod node;
 mod routes;
 mod session;
+pub mod token;
 
 pub use config::NodeConfig;
 pub use error::SignalingError;

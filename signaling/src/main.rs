@@ -51,6 +51,14 @@ struct ServeArgs {
     /// Seconds without any datagram from a client before it is removed.
     #[arg(long, env = "CHORUS_DISCONNECT_TIMEOUT", default_value_t = 20)]
     disconnect_timeout: u64,
+    /// Create rooms on first join without --dev too (otherwise only the control plane
+    /// creates them).
+    #[arg(long, env = "CHORUS_AUTO_CREATE_ROOMS")]
+    auto_create_rooms: bool,
+    /// Secret for the HS256 join tokens (required without --dev). Prefer the env var:
+    /// command lines are visible to other users of the machine.
+    #[arg(long, env = "CHORUS_TOKEN_SECRET", hide_env_values = true)]
+    token_secret: Option<String>,
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `chorus_engine=debug`.
     #[arg(long, env = "CHORUS_LOG", default_value = "info")]
     log: String,
@@ -83,10 +91,20 @@ async fn main() -> anyhow::Result<()> {
         audio_slots: args.audio_slots,
         max_participants: args.max_participants,
         disconnect_timeout: Duration::from_secs(args.disconnect_timeout),
+        token_secret: args.token_secret,
+        auto_create_rooms: args.auto_create_rooms,
         ..NodeConfig::default()
     };
-    if !config.dev {
-        tracing::warn!("without --dev every join needs a token, and token checking is not built yet: all joins will be refused");
+    match config.token_secret.as_deref() {
+        None if !config.dev => anyhow::bail!(
+            "without --dev every join needs a token: give --token-secret (or CHORUS_TOKEN_SECRET)"
+        ),
+        Some(s) if s.len() < 32 => {
+            tracing::warn!(
+                "the token secret is shorter than 32 bytes: HS256 wants at least 256 bits"
+            )
+        }
+        _ => {}
     }
     let node = chorus_signaling::start(config).await?;
     eprintln!(

@@ -17,6 +17,7 @@ use tokio::sync::{oneshot, watch};
 use crate::config::NodeConfig;
 use crate::error::SignalingError;
 use crate::routes::Routes;
+use crate::token::TokenVerifier;
 use crate::{assets, session};
 
 /// What every connection shares.
@@ -24,6 +25,8 @@ pub(crate) struct Shared {
     pub config: NodeConfig,
     pub engine: CommandSender,
     pub routes: Arc<Routes>,
+    /// Checks join tokens, when a secret is configured.
+    pub tokens: Option<TokenVerifier>,
     /// Turns true when the node stops: every session closes (1001).
     pub stopping: watch::Receiver<bool>,
     next_id: AtomicU64,
@@ -72,7 +75,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, SignalingError> {
     let mut shard = ShardConfig::new(advertised);
     shard.audio_slots = config.audio_slots;
     shard.max_participants = config.max_participants;
-    shard.auto_create_rooms = config.dev;
+    shard.auto_create_rooms = config.dev || config.auto_create_rooms;
     shard.disconnect_timeout = config.disconnect_timeout;
     shard.seed = seed();
 
@@ -102,8 +105,13 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, SignalingError> {
     let http = listener.local_addr()?;
     let (stopping_tx, stopping) = watch::channel(false);
     let config_shards = config.shards;
+    let tokens = config
+        .token_secret
+        .as_ref()
+        .map(|s| TokenVerifier::new(s.as_bytes()));
     let shared = Arc::new(Shared {
         config,
+        tokens,
         engine: driver.sender(),
         routes,
         stopping,

@@ -5,8 +5,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
-use chorus_engine::{CloseReason, Command};
-use chorus_protocol::signal::{ClientMessage, ErrorCode, ParticipantId, ServerMessage};
+use chorus_engine::{CloseReason, Command, Permissions};
+use chorus_protocol::signal::{
+    ClientMessage, DisplayName, ErrorCode, ParticipantId, RoomId, ServerMessage,
+};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 
@@ -193,15 +195,13 @@ impl Session {
             ));
             return Flow::Continue;
         };
-        if !self.shared.config.dev {
-            let why = if token.is_none() {
-                "this node requires a token"
-            } else {
-                "this node cannot verify tokens yet; run it with --dev"
-            };
-            replies.push(ServerMessage::error(ErrorCode::Unauthorized, why));
-            return Flow::Close(POLICY, "unauthorized");
-        }
+        let (name, permissions) = match self.authorize(&room, name, token) {
+            Ok(granted) => granted,
+            Err(why) => {
+                replies.push(ServerMessage::error(ErrorCode::Unauthorized, why));
+                return Flow::Close(POLICY, "unauthorized");
+            }
+        };
         let Some(tx) = tx.take() else {
             return Flow::Continue;
         };
@@ -213,6 +213,7 @@ impl Session {
             participant: pid,
             room,
             name,
+            permissions,
         });
         if !sent {
             replies.push(ServerMessage::error(
@@ -222,6 +223,37 @@ impl Session {
             return Flow::Close(SERVER_ERROR, "engine stopped");
         }
         Flow::Continue
+    }
+
+    /// Who may join, with which name and permissions. With a token (required outside
+    /// `--dev`), its grants decide and its `name` claim, if any, is the name.
+    fn authorize(
+        &self,
+        room: &RoomId,
+        name: DisplayName,
+        token: Option<String>,
+    ) -> Result<(DisplayName, Permissions), String> {
+        match (&self.shared.tokens, token) {
+            (Some(verifier), Some(token)) => {
+                let claims = verifier.verify(&token, room).map_err(|e| e.to_string())?;
+                let name = match claims.name.as_deref().map(DisplayName::new) {
+                    Some(Ok(n)) => n,
+                    Some(Err(e)) => return Err(format!("token name: {e}")),
+                    None => name,
+                };
+                let permissions = Permissions {
+                    publish: claims.grants.publish,
+                    subscribe: claims.grants.subscribe,
+                };
+                Ok((name, permissions))
+            }
+            (_, None) if self.shared.config.dev => Ok((name, Permissions::ALL)),
+            (None, Some(_)) if self.shared.config.dev => Ok((name, Permissions::ALL)),
+            (Some(_), None) => Err("this node requires a token".into()),
+            (None, _) => {
+                Err("this node has no token secret: start it with --token-secret, or --dev".into())
+            }
+        }
     }
 
     /// Tells the engine we are gone (once) and drops our route.

@@ -8,7 +8,7 @@ use str0m::rtp::Extension;
 use str0m::{Candidate, IceCreds, Rtc};
 
 use super::{random_token, ufrag_for, Shard};
-use crate::io::{CloseReason, Command, Event};
+use crate::io::{CloseReason, Command, Event, Permissions};
 use crate::mesh::ShardMessage;
 use crate::participant::Participant;
 use crate::room::Room;
@@ -21,7 +21,8 @@ impl Shard {
                 participant,
                 room,
                 name,
-            } => self.join(now, participant, room, name),
+                permissions,
+            } => self.join(now, participant, room, name, permissions),
             Command::Candidate {
                 participant,
                 candidate,
@@ -69,6 +70,7 @@ impl Shard {
         pid: ParticipantId,
         room_id: RoomId,
         name: DisplayName,
+        permissions: Permissions,
     ) {
         if self.room_of_member(pid).is_some() {
             self.signal(
@@ -114,6 +116,7 @@ impl Shard {
             name,
             csrc,
             audio_slots,
+            permissions,
             muted: false,
             deafened: false,
             rtc,

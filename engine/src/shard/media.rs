@@ -150,6 +150,10 @@ impl Shard {
             self.stats.dropped_muted += 1;
             return;
         }
+        if !p.permissions.publish {
+            self.stats.dropped_not_permitted += 1;
+            return;
+        }
         let room = p.room.clone();
         let packet = SpeakerPacket {
             speaker: pid,
@@ -189,7 +193,12 @@ impl Shard {
             let Some(sub) = self.participants.get_mut(sid) else {
                 continue;
             };
-            if sub.deafened || !sub.connected || sub.failed || sub.slots.is_empty() {
+            if sub.deafened
+                || !sub.permissions.subscribe
+                || !sub.connected
+                || sub.failed
+                || sub.slots.is_empty()
+            {
                 continue;
             }
             let queued = sub.needs_flush;

@@ -1,0 +1,95 @@
+//! Join tokens: HS256 JWTs minted by the app's backend with the node's secret.
+//!
+//! Claims: `sub` (the identity), `name` (optional display name, overrides the one in
+//! `join`), `room` (the only room it admits to), `exp`, `nbf` (optional), and
+//! `grants` {`publish`, `subscribe`, `admin`} (missing booleans are false). Only HS256
+//! is accepted: any other algorithm, `alg: none` included, is refused, as are a wrong
+//! signature, an expired or not-yet-valid token, and a token for another room.
+
+use chorus_protocol::signal::RoomId;
+use jsonwebtoken::{decode, Algorithm, DecodingKey, Validation};
+use serde::{Deserialize, Serialize};
+
+/// Clock skew tolerated on `exp` and `nbf`, in seconds.
+const LEEWAY_S: u64 = 5;
+
+/// What a participant may do.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grants {
+    #[serde(default)]
+    pub publish: bool,
+    #[serde(default)]
+    pub subscribe: bool,
+    #[serde(default)]
+    pub admin: bool,
+}
+
+/// The claims of a join token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    pub sub: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub room: String,
+    pub exp: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
+    pub grants: Grants,
+}
+
+/// Why a token was refused (the message the client gets with `unauthorized`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("token expired")]
+    Expired,
+    #[error("token not valid yet")]
+    NotYetValid,
+    #[error("token signature does not verify")]
+    BadSignature,
+    #[error("token algorithm must be HS256")]
+    WrongAlgorithm,
+    #[error("token is for another room")]
+    WrongRoom,
+    #[error("malformed token: {0}")]
+    Malformed(String),
+}
+
+/// Checks join tokens against one secret.
+pub struct TokenVerifier {
+    key: DecodingKey,
+    validation: Validation,
+}
+
+impl TokenVerifier {
+    pub fn new(secret: &[u8]) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.validate_exp = true;
+        validation.validate_nbf = true;
+        validation.leeway = LEEWAY_S;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        TokenVerifier {
+            key: DecodingKey::from_secret(secret),
+            validation,
+        }
+    }
+
+    /// The token's claims, if it is valid for `room`.
+    pub fn verify(&self, token: &str, room: &RoomId) -> Result<Claims, TokenError> {
+        use jsonwebtoken::errors::ErrorKind;
+        let claims = decode::<Claims>(token, &self.key, &self.validation)
+            .map_err(|e| match e.kind() {
+                ErrorKind::ExpiredSignature => TokenError::Expired,
+                ErrorKind::ImmatureSignature => TokenError::NotYetValid,
+                ErrorKind::InvalidSignature => TokenError::BadSignature,
+                ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
+                    TokenError::WrongAlgorithm
+                }
+                _ => TokenError::Malformed(e.to_string()),
+            })?
+            .claims;
+        if claims.room != room.as_str() {
+            return Err(TokenError::WrongRoom);
+        }
+        Ok(claims)
+    }
+}
