@@ -119,3 +119,20 @@ fn payload_types_are_mapped_per_subscriber() {
     assert!(to_aiortc.iter().all(|r| r.pt == 96));
     assert!(to_chromium.iter().all(|r| r.pt == 111));
 }
+
+#[test]
+fn a_joiner_is_told_the_current_speakers() {
+    let mut sim = Sim::new();
+    let a = sim.connect("alice", "r1");
+    sim.clients[a].speaking = Some(20);
+    sim.run_for(Duration::from_secs(1));
+    let b = sim.connect("bob", "r1");
+    sim.run_for(Duration::from_millis(100));
+    let first = sim.clients[b].messages("speakers");
+    let ServerMessage::Speakers { speakers } = first.first().expect("a speakers message") else {
+        unreachable!()
+    };
+    assert!(speakers
+        .iter()
+        .any(|s| s.participant_id == sim.clients[a].id));
+}

@@ -130,7 +130,8 @@ impl Shard {
             slots: Vec::new(),
             table: SlotTable::new(0),
             needs_flush: false,
-            speakers_dirty: false,
+            // The current speakers go out at the next tick, not only at the next change.
+            speakers_dirty: true,
             failed: false,
         };
         tracing::info!(room = %room_id, participant = %pid, name = p.name.as_str(), "joined");
