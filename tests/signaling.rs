@@ -189,6 +189,33 @@ async fn serves_health_and_the_demo_assets() {
     node.stop().await;
 }
 
+#[tokio::test]
+async fn metrics_count_participants_and_drops_per_shard() {
+    let node = node(true).await;
+    let (mut a, mut b) = (connect(&node).await, connect(&node).await);
+    join(&mut a, "r", "A").await;
+    join(&mut b, "r", "B").await;
+    // Garbage on the media port: dropped as malformed, and counted.
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for _ in 0..3 {
+        udp.send_to(&[0xff; 20], node.udp).unwrap();
+    }
+    // Shards publish their figures twice a second.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let (ct, body) = http_get(node.http, "/metrics").await;
+    assert!(ct.starts_with("application/openmetrics-text"), "{ct}");
+    for line in [
+        "chorus_participants{shard=\"0\"} 2",
+        "chorus_rooms{shard=\"0\"} 1",
+        "chorus_dropped_total{shard=\"0\",reason=\"malformed\"} 3",
+        "chorus_rtp_forwarded_total{shard=\"0\"} 0",
+        "chorus_driver_dropped_total{reason=\"handoff_overflow\"} 0",
+    ] {
+        assert!(body.lines().any(|l| l == line), "{line:?} not in:\n{body}");
+    }
+    node.stop().await;
+}
+
 /// A bare HTTP/1.1 GET (no client crate needed for five requests).
 async fn http_get(addr: std::net::SocketAddr, path: &str) -> (String, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

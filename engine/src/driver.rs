@@ -17,19 +17,20 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chorus_protocol::signal::RoomId;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use crossbeam_queue::ArrayQueue;
 use mio::{Events, Interest, Poll, Token, Waker};
+use parking_lot::Mutex;
 
 use crate::config::ShardConfig;
 use crate::error::EngineError;
 use crate::forwarder::SpeakerPacket;
 use crate::io::{Command, Event, Transmit};
 use crate::mesh::{home_of, room_home, ShardMessage, MAX_SHARDS};
-use crate::shard::{generate_certificate, Shard};
+use crate::shard::{generate_certificate, Shard, ShardStats};
 use crate::socket::{bind_reuseport, send_batch, Batch};
 
 const SOCKET: Token = Token(0);
@@ -54,8 +55,22 @@ pub struct DriverStats {
     pub dropped_send: AtomicU64,
 }
 
+/// What one shard thread last published about itself (every [`SNAPSHOT_EVERY`]).
+#[derive(Debug, Clone, Default)]
+pub struct ShardSnapshot {
+    pub stats: ShardStats,
+    /// Participants whose media is on this shard.
+    pub participants: usize,
+    /// Rooms whose roster this shard keeps.
+    pub rooms: usize,
+}
+
+/// How often a shard thread publishes its [`ShardSnapshot`].
+const SNAPSHOT_EVERY: Duration = Duration::from_millis(500);
+
 /// One shard's inboxes, shared with every other thread.
 struct Inbox {
+    snapshot: Mutex<ShardSnapshot>,
     commands: Sender<Command>,
     control: Sender<ShardMessage>,
     media: ArrayQueue<(RoomId, SpeakerPacket)>,
@@ -75,6 +90,7 @@ pub struct Driver {
 #[derive(Clone)]
 pub struct CommandSender {
     inboxes: Arc<Vec<Inbox>>,
+    stats: Arc<DriverStats>,
 }
 
 impl CommandSender {
@@ -86,6 +102,19 @@ impl CommandSender {
     /// The home shard of a room (where its participants' ids must point).
     pub fn room_home(&self, room: &RoomId) -> usize {
         room_home(room, self.shards())
+    }
+
+    /// The driver's own drop counters.
+    pub fn driver_stats(&self) -> &DriverStats {
+        &self.stats
+    }
+
+    /// Every shard's last published snapshot, in shard order.
+    pub fn snapshots(&self) -> Vec<ShardSnapshot> {
+        self.inboxes
+            .iter()
+            .map(|i| i.snapshot.lock().clone())
+            .collect()
     }
 
     /// Queues a command at the participant's home shard; false if the node has
@@ -132,6 +161,7 @@ impl Driver {
             let (commands, commands_rx) = crossbeam_channel::bounded(COMMAND_QUEUE);
             let (control, control_rx) = crossbeam_channel::bounded(CONTROL_QUEUE);
             inboxes.push(Inbox {
+                snapshot: Mutex::new(ShardSnapshot::default()),
                 commands,
                 control,
                 media: ArrayQueue::new(MEDIA_QUEUE),
@@ -176,6 +206,7 @@ impl Driver {
     pub fn sender(&self) -> CommandSender {
         CommandSender {
             inboxes: self.inboxes.clone(),
+            stats: self.stats.clone(),
         }
     }
 
@@ -239,6 +270,7 @@ impl Worker {
         let mut batch = Batch::default();
         let mut transmits: Vec<Transmit> = Vec::with_capacity(256);
         let mut woken = vec![false; self.inboxes.len()];
+        let mut published = Instant::now() - SNAPSHOT_EVERY;
         while !self.stop.load(Ordering::Acquire) {
             let timeout = self
                 .shard
@@ -290,6 +322,14 @@ impl Worker {
                 self.shard.handle_timeout(now);
             }
             self.flush(&mut transmits, &mut woken);
+            if now.saturating_duration_since(published) >= SNAPSHOT_EVERY {
+                published = now;
+                *self.inboxes[self.id].snapshot.lock() = ShardSnapshot {
+                    stats: self.shard.stats().clone(),
+                    participants: self.shard.participant_count(),
+                    rooms: self.shard.room_count(),
+                };
+            }
         }
     }
 

@@ -60,7 +60,7 @@ pub mod socket;
 mod view;
 
 pub use config::ShardConfig;
-pub use driver::{CommandSender, Driver, DriverStats};
+pub use driver::{CommandSender, Driver, DriverStats, ShardSnapshot};
 pub use error::EngineError;
 pub use forwarder::SpeakerPacket;
 pub use io::{CloseReason, Command, Event, Permissions, Transmit};

@@ -13,6 +13,7 @@
 mod assets;
 pub mod config;
 mod error;
+mod metrics;
 pub mod node;
 mod routes;
 mod session;

@@ -120,6 +120,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, SignalingError> {
     let app = Router::new()
         .route("/v1/signal", get(signal))
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
         .merge(assets::router())
         .with_state(shared);
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
@@ -153,6 +154,16 @@ async fn signal(ws: WebSocketUpgrade, State(shared): State<Arc<Shared>>) -> impl
     ws.max_message_size(MAX_FRAME_BYTES * 16)
         .max_frame_size(MAX_FRAME_BYTES * 16)
         .on_upgrade(move |socket| session::run(socket, shared))
+}
+
+async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        crate::metrics::render(&shared.engine),
+    )
 }
 
 async fn healthz() -> impl IntoResponse {

@@ -1,0 +1,139 @@
+//! `GET /metrics`: Prometheus text exposition of the node's counters.
+//!
+//! Shard threads publish a snapshot of their counters twice a second
+//! ([`chorus_engine::ShardSnapshot`]); a scrape renders the latest snapshots, labelled
+//! by shard, plus the driver's drop counters. Nothing here is on the media path.
+
+use std::sync::atomic::Ordering;
+
+use chorus_engine::CommandSender;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ShardLabel {
+    shard: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DropLabel {
+    shard: String,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+/// Renders the current figures.
+pub(crate) fn render(engine: &CommandSender) -> String {
+    let mut registry = Registry::with_prefix("chorus");
+    let participants = Family::<ShardLabel, Gauge>::default();
+    let rooms = Family::<ShardLabel, Gauge>::default();
+    let datagrams_in = Family::<ShardLabel, Counter>::default();
+    let rtp_in = Family::<ShardLabel, Counter>::default();
+    let forwarded = Family::<ShardLabel, Counter>::default();
+    let transmits = Family::<ShardLabel, Counter>::default();
+    let handoffs_out = Family::<ShardLabel, Counter>::default();
+    let handoffs_in = Family::<ShardLabel, Counter>::default();
+    let migrations = Family::<ShardLabel, Counter>::default();
+    let dropped = Family::<DropLabel, Counter>::default();
+    let driver_dropped = Family::<ReasonLabel, Counter>::default();
+
+    for (i, snap) in engine.snapshots().into_iter().enumerate() {
+        let shard = ShardLabel {
+            shard: i.to_string(),
+        };
+        let s = &snap.stats;
+        participants
+            .get_or_create(&shard)
+            .set(snap.participants as i64);
+        rooms.get_or_create(&shard).set(snap.rooms as i64);
+        datagrams_in.get_or_create(&shard).inc_by(s.datagrams_in);
+        rtp_in.get_or_create(&shard).inc_by(s.rtp_in);
+        forwarded.get_or_create(&shard).inc_by(s.rtp_forwarded);
+        transmits.get_or_create(&shard).inc_by(s.transmits_out);
+        handoffs_out.get_or_create(&shard).inc_by(s.handoffs_out);
+        handoffs_in.get_or_create(&shard).inc_by(s.handoffs_in);
+        migrations.get_or_create(&shard).inc_by(s.migrations_in);
+        for (reason, n) in [
+            ("unknown_source", s.dropped_unknown_source),
+            ("malformed", s.dropped_malformed),
+            ("rejected", s.dropped_rejected),
+            ("muted", s.dropped_muted),
+            ("not_permitted", s.dropped_not_permitted),
+            ("not_audio", s.dropped_not_audio),
+            ("no_slot", s.dropped_no_slot),
+            ("late", s.dropped_late),
+            ("bad_claim", s.dropped_bad_claim),
+        ] {
+            dropped
+                .get_or_create(&DropLabel {
+                    shard: shard.shard.clone(),
+                    reason,
+                })
+                .inc_by(n);
+        }
+    }
+    let d = engine.driver_stats();
+    for (reason, n) in [
+        (
+            "handoff_overflow",
+            d.dropped_handoff.load(Ordering::Relaxed),
+        ),
+        (
+            "control_overflow",
+            d.dropped_control.load(Ordering::Relaxed),
+        ),
+        ("send", d.dropped_send.load(Ordering::Relaxed)),
+    ] {
+        driver_dropped
+            .get_or_create(&ReasonLabel { reason })
+            .inc_by(n);
+    }
+
+    registry.register(
+        "participants",
+        "Participants whose media is on the shard",
+        participants,
+    );
+    registry.register("rooms", "Rooms whose roster the shard keeps", rooms);
+    registry.register("datagrams_in", "UDP datagrams received", datagrams_in);
+    registry.register("rtp_in", "RTP packets received from speakers", rtp_in);
+    registry.register("rtp_forwarded", "RTP copies sent to subscribers", forwarded);
+    registry.register("datagrams_out", "UDP datagrams sent", transmits);
+    registry.register(
+        "handoffs_out",
+        "Speaker packets handed to other shards",
+        handoffs_out,
+    );
+    registry.register(
+        "handoffs_in",
+        "Speaker packets received from other shards",
+        handoffs_in,
+    );
+    registry.register(
+        "migrations",
+        "Participants whose media moved to the shard",
+        migrations,
+    );
+    registry.register(
+        "dropped",
+        "Packets dropped by the shard, by reason",
+        dropped,
+    );
+    registry.register(
+        "driver_dropped",
+        "Messages the I/O driver dropped (full queues or sockets), by reason",
+        driver_dropped,
+    );
+    let mut out = String::new();
+    // Writing into a String cannot fail.
+    let _ = encode(&mut out, &registry);
+    out
+}
