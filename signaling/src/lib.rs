@@ -11,6 +11,7 @@
 //! `chorus serve` binary and the integration tests call.
 
 mod assets;
+pub mod cli;
 pub mod config;
 mod error;
 mod metrics;

@@ -1,72 +1,18 @@
 //! `chorus`: the media node binary.
 
-use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
-
 use anyhow::Context;
-use chorus_signaling::NodeConfig;
-use clap::{Parser, Subcommand};
-
-#[derive(Parser)]
-#[command(
-    name = "chorus",
-    version,
-    about = "Chorus WebRTC media node (SFU) for voice"
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Cmd,
-}
-
-#[derive(Subcommand)]
-enum Cmd {
-    /// Run a media node: UDP media, HTTP + WebSocket signaling, and the demo page.
-    Serve(ServeArgs),
-}
-
-#[derive(clap::Args)]
-struct ServeArgs {
-    /// Development mode: joins need no token and rooms are created on first join.
-    #[arg(long, env = "CHORUS_DEV")]
-    dev: bool,
-    /// HTTP listen address (signaling at /v1/signal, demo page at /).
-    #[arg(long, env = "CHORUS_HTTP", default_value = "127.0.0.1:7880")]
-    http: SocketAddr,
-    /// UDP media address: bound, and advertised as the ICE host candidate.
-    #[arg(long, env = "CHORUS_UDP", default_value = "127.0.0.1:7882")]
-    udp: SocketAddr,
-    /// Shard threads, each with its own socket on the UDP port (default: one per core).
-    #[arg(long, env = "CHORUS_SHARDS", value_parser = clap::value_parser!(u16).range(1..=256))]
-    shards: Option<u16>,
-    /// Advertise this IP in ICE candidates instead of the UDP address's (NAT, 0.0.0.0).
-    #[arg(long, env = "CHORUS_PUBLIC_IP")]
-    public_ip: Option<IpAddr>,
-    /// Audio slots per subscriber in rooms created on join (1 to 32).
-    #[arg(long, env = "CHORUS_AUDIO_SLOTS", default_value_t = 8,
-          value_parser = clap::value_parser!(u8).range(1..=32))]
-    audio_slots: u8,
-    /// Capacity of rooms created on join.
-    #[arg(long, env = "CHORUS_MAX_PARTICIPANTS", default_value_t = 500)]
-    max_participants: usize,
-    /// Seconds without any datagram from a client before it is removed.
-    #[arg(long, env = "CHORUS_DISCONNECT_TIMEOUT", default_value_t = 20)]
-    disconnect_timeout: u64,
-    /// Create rooms on first join without --dev too (otherwise only the control plane
-    /// creates them).
-    #[arg(long, env = "CHORUS_AUTO_CREATE_ROOMS")]
-    auto_create_rooms: bool,
-    /// Secret for the HS256 join tokens (required without --dev). Prefer the env var:
-    /// command lines are visible to other users of the machine.
-    #[arg(long, env = "CHORUS_TOKEN_SECRET", hide_env_values = true)]
-    token_secret: Option<String>,
-    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `chorus_engine=debug`.
-    #[arg(long, env = "CHORUS_LOG", default_value = "info")]
-    log: String,
-}
+use chorus_signaling::cli::{Cli, ServeArgs};
+use clap::{CommandFactory, FromArgMatches};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let Cmd::Serve(args) = Cli::parse().command;
+    let matches = Cli::command().get_matches();
+    // `serve` is the only subcommand (clap requires one).
+    let Some(serve) = matches.subcommand_matches("serve") else {
+        Cli::from_arg_matches(&matches)?;
+        anyhow::bail!("usage: chorus serve [OPTIONS]");
+    };
+    let args = ServeArgs::resolve(serve)?;
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_new(&args.log).context("bad --log filter")?,
@@ -79,22 +25,7 @@ async fn main() -> anyhow::Result<()> {
             args.udp
         );
     }
-    let config = NodeConfig {
-        dev: args.dev,
-        http: args.http,
-        udp: args.udp,
-        public_ip: args.public_ip,
-        shards: args
-            .shards
-            .map(usize::from)
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
-        audio_slots: args.audio_slots,
-        max_participants: args.max_participants,
-        disconnect_timeout: Duration::from_secs(args.disconnect_timeout),
-        token_secret: args.token_secret,
-        auto_create_rooms: args.auto_create_rooms,
-        ..NodeConfig::default()
-    };
+    let config = args.node_config();
     match config.token_secret.as_deref() {
         None if !config.dev => anyhow::bail!(
             "without --dev every join needs a token: give --token-secret (or CHORUS_TOKEN_SECRET)"

@@ -1,0 +1,247 @@
+//! The `chorus` command line, and the config file whose keys mirror its flags.
+//!
+//! Precedence, highest first: a flag, its `CHORUS_*` environment variable, the
+//! `--config` TOML file, the default.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::parser::ValueSource;
+use clap::{ArgMatches, FromArgMatches, Parser, Subcommand};
+use serde::Deserialize;
+
+use crate::config::NodeConfig;
+
+#[derive(Parser)]
+#[command(
+    name = "chorus",
+    version,
+    about = "Chorus WebRTC media node (SFU) for voice"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+#[derive(Subcommand)]
+pub enum Cmd {
+    /// Run a media node: UDP media, HTTP + WebSocket signaling, and the demo page.
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    /// A TOML file whose keys are the flags' names (`udp = "0.0.0.0:7882"`,
+    /// `token-secret = "…"`); flags and environment variables win over it.
+    #[arg(long, env = "CHORUS_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Development mode: joins need no token and rooms are created on first join.
+    #[arg(long, env = "CHORUS_DEV")]
+    pub dev: bool,
+    /// HTTP listen address (signaling at /v1/signal, demo page at /).
+    #[arg(long, env = "CHORUS_HTTP", default_value = "127.0.0.1:7880")]
+    pub http: SocketAddr,
+    /// UDP media address: bound, and advertised as the ICE host candidate.
+    #[arg(long, env = "CHORUS_UDP", default_value = "127.0.0.1:7882")]
+    pub udp: SocketAddr,
+    /// Shard threads, each with its own socket on the UDP port (default: one per core).
+    #[arg(long, env = "CHORUS_SHARDS", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub shards: Option<u16>,
+    /// Advertise this IP in ICE candidates instead of the UDP address's (NAT, 0.0.0.0).
+    #[arg(long, env = "CHORUS_PUBLIC_IP")]
+    pub public_ip: Option<IpAddr>,
+    /// Audio slots per subscriber in rooms created on join (1 to 32).
+    #[arg(long, env = "CHORUS_AUDIO_SLOTS", default_value_t = 8,
+          value_parser = clap::value_parser!(u8).range(1..=32))]
+    pub audio_slots: u8,
+    /// Capacity of rooms created on join.
+    #[arg(long, env = "CHORUS_MAX_PARTICIPANTS", default_value_t = 500)]
+    pub max_participants: usize,
+    /// Seconds without any datagram from a client before it is removed.
+    #[arg(long, env = "CHORUS_DISCONNECT_TIMEOUT", default_value_t = 20)]
+    pub disconnect_timeout: u64,
+    /// Create rooms on first join without --dev too (otherwise only the control plane
+    /// creates them).
+    #[arg(long, env = "CHORUS_AUTO_CREATE_ROOMS")]
+    pub auto_create_rooms: bool,
+    /// Secret for the HS256 join tokens (required without --dev). Prefer the env var:
+    /// command lines are visible to other users of the machine.
+    #[arg(long, env = "CHORUS_TOKEN_SECRET", hide_env_values = true)]
+    pub token_secret: Option<String>,
+    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `chorus_engine=debug`.
+    #[arg(long, env = "CHORUS_LOG", default_value = "info")]
+    pub log: String,
+}
+
+/// The config file: every key optional, named like its flag.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct FileConfig {
+    dev: Option<bool>,
+    http: Option<SocketAddr>,
+    udp: Option<SocketAddr>,
+    shards: Option<u16>,
+    public_ip: Option<IpAddr>,
+    audio_slots: Option<u8>,
+    max_participants: Option<usize>,
+    disconnect_timeout: Option<u64>,
+    auto_create_rooms: Option<bool>,
+    token_secret: Option<String>,
+    log: Option<String>,
+}
+
+/// Why the command line or the config file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl ServeArgs {
+    /// The `serve` arguments from parsed matches, with the config file (if any) filling
+    /// in what no flag or environment variable set.
+    pub fn resolve(matches: &ArgMatches) -> Result<ServeArgs, CliError> {
+        let mut args =
+            ServeArgs::from_arg_matches(matches).map_err(|e| CliError::Invalid(e.to_string()))?;
+        if let Some(path) = args.config.clone() {
+            let text = std::fs::read_to_string(&path).map_err(|source| CliError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            args.merge_file(matches, &path, &text)?;
+        }
+        Ok(args)
+    }
+
+    fn merge_file(
+        &mut self,
+        matches: &ArgMatches,
+        path: &Path,
+        text: &str,
+    ) -> Result<(), CliError> {
+        let file: FileConfig = toml::from_str(text).map_err(|e| CliError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        // Only where the value is the default (or absent) does the file count.
+        let unset = |id: &str| {
+            !matches!(
+                matches.value_source(id),
+                Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+            )
+        };
+        macro_rules! take {
+            ($field:ident, $id:literal) => {
+                if let Some(v) = file.$field {
+                    if unset($id) {
+                        self.$field = v.into();
+                    }
+                }
+            };
+        }
+        take!(dev, "dev");
+        take!(http, "http");
+        take!(udp, "udp");
+        take!(shards, "shards");
+        take!(public_ip, "public_ip");
+        take!(audio_slots, "audio_slots");
+        take!(max_participants, "max_participants");
+        take!(disconnect_timeout, "disconnect_timeout");
+        take!(auto_create_rooms, "auto_create_rooms");
+        take!(token_secret, "token_secret");
+        take!(log, "log");
+        if !(1..=32).contains(&self.audio_slots) {
+            return Err(CliError::Invalid(format!(
+                "{}: audio-slots must be 1 to 32, not {}",
+                path.display(),
+                self.audio_slots
+            )));
+        }
+        if self.shards.is_some_and(|s| s == 0 || s > 256) {
+            return Err(CliError::Invalid(format!(
+                "{}: shards must be 1 to 256",
+                path.display()
+            )));
+        }
+        Ok(())
+    }
+
+    /// The node configuration these arguments describe.
+    pub fn node_config(&self) -> NodeConfig {
+        NodeConfig {
+            dev: self.dev,
+            http: self.http,
+            udp: self.udp,
+            public_ip: self.public_ip,
+            shards: self
+                .shards
+                .map(usize::from)
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+            audio_slots: self.audio_slots,
+            max_participants: self.max_participants,
+            disconnect_timeout: Duration::from_secs(self.disconnect_timeout),
+            token_secret: self.token_secret.clone(),
+            auto_create_rooms: self.auto_create_rooms,
+            ..NodeConfig::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use clap::CommandFactory;
+
+    use super::*;
+
+    fn resolve(argv: &[&str], file: &str) -> Result<ServeArgs, CliError> {
+        let matches = Cli::command().try_get_matches_from(argv).unwrap();
+        let serve = matches.subcommand_matches("serve").unwrap();
+        let mut args = ServeArgs::from_arg_matches(serve).unwrap();
+        args.merge_file(serve, Path::new("chorus.toml"), file)?;
+        Ok(args)
+    }
+
+    #[test]
+    fn the_file_fills_in_what_flags_do_not_set() {
+        let args = resolve(
+            &["chorus", "serve", "--http", "127.0.0.1:9000"],
+            "http = \"0.0.0.0:1\"\nudp = \"127.0.0.1:9002\"\ndev = true\naudio-slots = 4\ntoken-secret = \"s\"\nshards = 3\n",
+        )
+        .unwrap();
+        assert_eq!(
+            args.http,
+            "127.0.0.1:9000".parse().unwrap(),
+            "the flag wins"
+        );
+        assert_eq!(
+            args.udp,
+            "127.0.0.1:9002".parse().unwrap(),
+            "the file beats the default"
+        );
+        assert!(args.dev);
+        assert_eq!(args.audio_slots, 4);
+        assert_eq!(args.token_secret.as_deref(), Some("s"));
+        assert_eq!(args.node_config().shards, 3);
+    }
+
+    #[test]
+    fn a_bad_file_is_a_clear_error() {
+        let e = resolve(&["chorus", "serve"], "udpp = \"x\"").err().unwrap();
+        assert!(e.to_string().contains("unknown field"), "{e}");
+        let e = resolve(&["chorus", "serve"], "audio-slots = 99")
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("1 to 32"), "{e}");
+        let e = resolve(&["chorus", "serve"], "udp = 5").err().unwrap();
+        assert!(e.to_string().contains("chorus.toml"), "{e}");
+    }
+}
