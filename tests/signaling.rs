@@ -216,8 +216,61 @@ async fn metrics_count_participants_and_drops_per_shard() {
     node.stop().await;
 }
 
-/// A bare HTTP/1.1 GET (no client crate needed for five requests).
+#[tokio::test]
+async fn draining_refuses_joins_then_closes_the_rooms_left() {
+    let node = node(true).await;
+    let mut a = connect(&node).await;
+    join(&mut a, "r", "A").await;
+    let (ready, _) = http_get_status(node.http, "/readyz").await;
+    assert_eq!(ready, 200);
+    let during = async {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let (status, body) = http_get_status(node.http, "/readyz").await;
+        assert_eq!(status, 503, "{body}");
+        let mut late = connect(&node).await;
+        send(&mut late, json!({"type":"join","room":"r","name":"Late"})).await;
+        expect_error(&mut late, "unavailable").await;
+        assert_eq!(expect_close(&mut late).await, CloseCode::Away);
+        // At the deadline, the room still in use is closed.
+        assert_eq!(
+            recv(&mut a).await,
+            json!({"type":"room_closed","reason":"node_draining"})
+        );
+        assert_eq!(expect_close(&mut a).await, CloseCode::Normal);
+    };
+    tokio::join!(node.drain(Duration::from_millis(600)), during);
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn draining_an_empty_node_is_immediate() {
+    let node = node(true).await;
+    let start = std::time::Instant::now();
+    node.drain(Duration::from_secs(30)).await;
+    assert!(start.elapsed() < Duration::from_secs(2));
+    node.stop().await;
+}
+
+/// A bare HTTP/1.1 GET that must answer 200: its content type and body.
 async fn http_get(addr: std::net::SocketAddr, path: &str) -> (String, String) {
+    let (status, head, body) = http_request(addr, path).await;
+    assert_eq!(status, 200, "{path}: {head}");
+    let ct = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-type: "))
+        .unwrap_or_default()
+        .to_owned();
+    (ct, body)
+}
+
+/// Status and body of a bare HTTP/1.1 GET.
+async fn http_get_status(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    let (status, _, body) = http_request(addr, path).await;
+    (status, body)
+}
+
+/// One HTTP/1.1 GET without a client crate: status, head, body.
+async fn http_request(addr: std::net::SocketAddr, path: &str) -> (u16, String, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = TcpStream::connect(addr).await.unwrap();
     let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
@@ -226,11 +279,6 @@ async fn http_get(addr: std::net::SocketAddr, path: &str) -> (String, String) {
     s.read_to_end(&mut buf).await.unwrap();
     let text = String::from_utf8_lossy(&buf).into_owned();
     let (head, body) = text.split_once("\r\n\r\n").unwrap();
-    assert!(head.starts_with("HTTP/1.1 200"), "{path}: {head}");
-    let ct = head
-        .lines()
-        .find_map(|l| l.strip_prefix("content-type: "))
-        .unwrap_or_default()
-        .to_owned();
-    (ct, body.to_owned())
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, head.to_owned(), body.to_owned())
 }

@@ -71,6 +71,8 @@ const SNAPSHOT_EVERY: Duration = Duration::from_millis(500);
 /// One shard's inboxes, shared with every other thread.
 struct Inbox {
     snapshot: Mutex<ShardSnapshot>,
+    /// Set to close every room homed on the shard, with this reason.
+    close_rooms: Mutex<Option<String>>,
     commands: Sender<Command>,
     control: Sender<ShardMessage>,
     media: ArrayQueue<(RoomId, SpeakerPacket)>,
@@ -107,6 +109,14 @@ impl CommandSender {
     /// The driver's own drop counters.
     pub fn driver_stats(&self) -> &DriverStats {
         &self.stats
+    }
+
+    /// Closes every room on every shard (`room_closed {reason}` to each member).
+    pub fn close_all_rooms(&self, reason: &str) {
+        for inbox in self.inboxes.iter() {
+            *inbox.close_rooms.lock() = Some(reason.to_owned());
+            let _ = inbox.waker.wake();
+        }
     }
 
     /// Every shard's last published snapshot, in shard order.
@@ -162,6 +172,7 @@ impl Driver {
             let (control, control_rx) = crossbeam_channel::bounded(CONTROL_QUEUE);
             inboxes.push(Inbox {
                 snapshot: Mutex::new(ShardSnapshot::default()),
+                close_rooms: Mutex::new(None),
                 commands,
                 control,
                 media: ArrayQueue::new(MEDIA_QUEUE),
@@ -317,6 +328,9 @@ impl Worker {
             }
             while let Ok(c) = self.commands.try_recv() {
                 self.shard.handle_command(now, c);
+            }
+            if let Some(reason) = self.inboxes[self.id].close_rooms.lock().take() {
+                self.shard.close_rooms(now, &reason);
             }
             if self.shard.poll_timeout().is_some_and(|t| t <= now) {
                 self.shard.handle_timeout(now);

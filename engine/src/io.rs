@@ -79,6 +79,8 @@ pub enum CloseReason {
     Timeout,
     /// Its join was refused; an `error` message was sent first.
     Rejected,
+    /// Its room was closed (the node is draining); `room_closed` was sent first.
+    RoomClosed,
 }
 
 /// Something the caller must act on.

@@ -280,6 +280,8 @@ pub enum ErrorCode {
     RateLimited,
     /// The node failed; the socket closes.
     Internal,
+    /// The node takes no new joins (it is draining); join another node.
+    Unavailable,
 }
 
 impl ErrorCode {
@@ -292,6 +294,7 @@ impl ErrorCode {
             ErrorCode::RoomNotFound => "room_not_found",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Internal => "internal",
+            ErrorCode::Unavailable => "unavailable",
         }
     }
 }

@@ -69,6 +69,10 @@ pub struct ServeArgs {
     /// command lines are visible to other users of the machine.
     #[arg(long, env = "CHORUS_TOKEN_SECRET", hide_env_values = true)]
     pub token_secret: Option<String>,
+    /// On SIGTERM, seconds to wait for participants to leave before closing their rooms
+    /// (`room_closed {reason: "node_draining"}`) and exiting.
+    #[arg(long, env = "CHORUS_DRAIN_TIMEOUT", default_value_t = 30)]
+    pub drain_timeout: u64,
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `chorus_engine=debug`.
     #[arg(long, env = "CHORUS_LOG", default_value = "info")]
     pub log: String,
@@ -88,6 +92,7 @@ struct FileConfig {
     disconnect_timeout: Option<u64>,
     auto_create_rooms: Option<bool>,
     token_secret: Option<String>,
+    drain_timeout: Option<u64>,
     log: Option<String>,
 }
 
@@ -157,6 +162,7 @@ impl ServeArgs {
         take!(disconnect_timeout, "disconnect_timeout");
         take!(auto_create_rooms, "auto_create_rooms");
         take!(token_secret, "token_secret");
+        take!(drain_timeout, "drain_timeout");
         take!(log, "log");
         if !(1..=32).contains(&self.audio_slots) {
             return Err(CliError::Invalid(format!(

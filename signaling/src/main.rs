@@ -43,6 +43,9 @@ async fn main() -> anyhow::Result<()> {
         node.http, node.udp
     );
     shutdown_signal().await;
+    // SIGTERM or Ctrl-C: drain (no new joins, rooms closed at the deadline), then stop.
+    node.drain(std::time::Duration::from_secs(args.drain_timeout))
+        .await;
     tracing::info!("shutting down");
     node.stop().await;
     Ok(())

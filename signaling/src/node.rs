@@ -1,7 +1,7 @@
 //! A whole node: the media engine on its UDP socket and the HTTP server beside it.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use axum::extract::ws::WebSocketUpgrade;
@@ -27,6 +27,8 @@ pub(crate) struct Shared {
     pub routes: Arc<Routes>,
     /// Checks join tokens, when a secret is configured.
     pub tokens: Option<TokenVerifier>,
+    /// Set when the node drains: no new joins, `/readyz` says not ready.
+    pub draining: AtomicBool,
     /// Turns true when the node stops: every session closes (1001).
     pub stopping: watch::Receiver<bool>,
     next_id: AtomicU64,
@@ -47,11 +49,35 @@ pub struct RunningNode {
     pub udp: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     stopping: watch::Sender<bool>,
+    shared: Arc<Shared>,
     server: tokio::task::JoinHandle<()>,
     driver: Driver,
 }
 
 impl RunningNode {
+    /// Drains the node: refuses new joins (`/readyz` turns 503), waits until every
+    /// participant has left or `deadline` passed, then closes the rooms left with
+    /// `room_closed {reason: "node_draining"}`. Call [`RunningNode::stop`] after.
+    pub async fn drain(&self, deadline: std::time::Duration) {
+        self.shared.draining.store(true, Ordering::Relaxed);
+        tracing::info!(?deadline, "draining");
+        let end = tokio::time::Instant::now() + deadline;
+        loop {
+            // The routing table is exact and current (shard snapshots lag by up to
+            // half a second).
+            if self.shared.routes.len() == 0 {
+                return;
+            }
+            if tokio::time::Instant::now() >= end {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        self.shared.engine.close_all_rooms("node_draining");
+        // Let the sessions send `room_closed` and their close frames.
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+
     /// Stops accepting, closes connections, and stops the engine.
     pub async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
@@ -114,13 +140,16 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, SignalingError> {
         tokens,
         engine: driver.sender(),
         routes,
+        draining: AtomicBool::new(false),
         stopping,
         next_id: AtomicU64::new(seed() >> 24),
     });
+    let shared_for_node = shared.clone();
     let app = Router::new()
         .route("/v1/signal", get(signal))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .route("/readyz", get(readyz))
         .merge(assets::router())
         .with_state(shared);
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
@@ -142,6 +171,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, SignalingError> {
         udp,
         stop: Some(stop_tx),
         stopping: stopping_tx,
+        shared: shared_for_node,
         server,
         driver,
     })
@@ -164,6 +194,20 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
         )],
         crate::metrics::render(&shared.engine),
     )
+}
+
+async fn readyz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    if shared.draining.load(Ordering::Relaxed) {
+        (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({ "ready": false, "reason": "draining" })),
+        )
+    } else {
+        (
+            axum::http::StatusCode::OK,
+            Json(serde_json::json!({ "ready": true })),
+        )
+    }
 }
 
 async fn healthz() -> impl IntoResponse {

@@ -31,6 +31,11 @@ impl Routes {
         self.connections.lock().insert(participant, tx);
     }
 
+    /// Participants with a connection (joined, or joining).
+    pub fn len(&self) -> usize {
+        self.connections.lock().len()
+    }
+
     pub fn unregister(&self, participant: ParticipantId) {
         self.connections.lock().remove(&participant);
     }

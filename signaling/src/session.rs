@@ -1,6 +1,7 @@
 //! One client's WebSocket: protocol v1 framing, the join handshake, rate limiting,
 //! and the translation of client messages into engine commands.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -99,6 +100,7 @@ pub(crate) async fn run(socket: WebSocket, shared: Arc<Shared>) {
                         CloseReason::Left => (NORMAL, "left"),
                         CloseReason::Timeout => (MEDIA_TIMEOUT, "media timeout"),
                         CloseReason::Rejected => (POLICY, "join refused"),
+                        CloseReason::RoomClosed => (NORMAL, "room closed"),
                     });
                 }
                 // Our route was dropped (queue overflow) or the node is stopping.
@@ -195,6 +197,13 @@ impl Session {
             ));
             return Flow::Continue;
         };
+        if self.shared.draining.load(Ordering::Relaxed) {
+            replies.push(ServerMessage::error(
+                ErrorCode::Unavailable,
+                "this node is draining: join another node",
+            ));
+            return Flow::Close(GOING_AWAY, "node draining");
+        }
         let (name, permissions) = match self.authorize(&room, name, token) {
             Ok(granted) => granted,
             Err(why) => {

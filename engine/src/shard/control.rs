@@ -240,6 +240,32 @@ impl Shard {
         });
     }
 
+    /// Closes every room homed here: each member gets `room_closed {reason}` and is
+    /// removed (its connection closes).
+    pub fn close_rooms(&mut self, now: Instant, reason: &str) {
+        let rooms: Vec<RoomId> = self.rooms.keys().cloned().collect();
+        for room in rooms {
+            let members = self
+                .rooms
+                .get(&room)
+                .map(|r| r.order.clone())
+                .unwrap_or_default();
+            tracing::info!(%room, reason, members = members.len(), "room closed");
+            for pid in &members {
+                self.signal(
+                    *pid,
+                    ServerMessage::RoomClosed {
+                        reason: reason.to_owned(),
+                    },
+                );
+            }
+            for pid in members {
+                self.leave_room(pid, CloseReason::RoomClosed);
+            }
+        }
+        self.pump(now);
+    }
+
     /// At the home shard: the participant is out of the room, whatever the reason.
     pub(super) fn leave_room(&mut self, pid: ParticipantId, reason: CloseReason) {
         let Some(room_id) = self.room_of_member(pid) else {
