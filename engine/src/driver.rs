@@ -55,7 +55,7 @@ pub struct DriverStats {
     pub dropped_send: AtomicU64,
 }
 
-/// What one shard thread last published about itself (every [`SNAPSHOT_EVERY`]).
+/// What one shard thread last published about itself (twice a second).
 #[derive(Debug, Clone, Default)]
 pub struct ShardSnapshot {
     pub stats: ShardStats,
