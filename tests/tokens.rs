@@ -35,6 +35,13 @@ fn claims(room: &str) -> Claims {
     }
 }
 
+/// A well-signed token for room "r" that expired an hour ago.
+fn expired_token() -> String {
+    let mut expired = claims("r");
+    expired.exp = now() - 3600;
+    sign(&expired, Algorithm::HS256, SECRET)
+}
+
 fn sign(claims: &Claims, alg: Algorithm, secret: &str) -> String {
     encode(
         &Header::new(alg),
@@ -88,14 +95,7 @@ async fn every_bad_token_is_refused() {
     refused(&node, Some("not.a.jwt".into()), "malformed").await;
     refused(&node, Some(String::new()), "malformed").await;
 
-    let mut expired = claims("r");
-    expired.exp = now() - 3600;
-    refused(
-        &node,
-        Some(sign(&expired, Algorithm::HS256, SECRET)),
-        "expired",
-    )
-    .await;
+    refused(&node, Some(expired_token()), "expired").await;
 
     let mut early = claims("r");
     early.nbf = Some(now() + 3600);
@@ -179,13 +179,6 @@ async fn dev_mode_needs_no_token_but_checks_one_that_is_given() {
     let mut ws = connect(&node).await;
     send(&mut ws, json!({"type":"join","room":"r","name":"A"})).await;
     assert_eq!(recv(&mut ws).await["type"], "joined");
-    let mut expired = claims("r");
-    expired.exp = now() - 3600;
-    refused(
-        &node,
-        Some(sign(&expired, Algorithm::HS256, SECRET)),
-        "expired",
-    )
-    .await;
+    refused(&node, Some(expired_token()), "expired").await;
     node.stop().await;
 }
