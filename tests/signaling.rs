@@ -251,6 +251,32 @@ async fn draining_an_empty_node_is_immediate() {
     node.stop().await;
 }
 
+#[tokio::test]
+async fn connections_per_address_are_limited_and_idle_ones_time_out() {
+    let node = chorus_tests::ws::node_with(chorus_signaling::NodeConfig {
+        dev: true,
+        max_connections_per_ip: 2,
+        join_timeout: Duration::from_millis(800),
+        ..chorus_signaling::NodeConfig::default()
+    })
+    .await;
+    let mut a = connect(&node).await;
+    join(&mut a, "r", "A").await;
+    let mut idle = connect(&node).await;
+    // A third connection from 127.0.0.1 is refused, and says why.
+    let mut third = connect(&node).await;
+    expect_error(&mut third, "rate_limited").await;
+    assert_eq!(expect_close(&mut third).await, CloseCode::Again);
+    // The one that never joined is closed after the join timeout; the joined one stays.
+    assert_eq!(expect_close(&mut idle).await, CloseCode::Policy);
+    send(&mut a, json!({"type":"ping","id":1})).await;
+    assert_eq!(recv(&mut a).await["type"], "pong");
+    // Its slot is free again.
+    let mut again = connect(&node).await;
+    join(&mut again, "r", "B").await;
+    node.stop().await;
+}
+
 /// A bare HTTP/1.1 GET that must answer 200: its content type and body.
 async fn http_get(addr: std::net::SocketAddr, path: &str) -> (String, String) {
     let (status, head, body) = http_request(addr, path).await;

@@ -276,7 +276,8 @@ pub enum ErrorCode {
     RoomFull,
     /// The room does not exist and this node does not create rooms on join.
     RoomNotFound,
-    /// Too many messages; the message was dropped (resend it later).
+    /// Too many messages (that one was dropped: resend later), or too many
+    /// connections from one address (the socket closes).
     RateLimited,
     /// The node failed; the socket closes.
     Internal,

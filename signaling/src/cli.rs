@@ -69,6 +69,13 @@ pub struct ServeArgs {
     /// command lines are visible to other users of the machine.
     #[arg(long, env = "CHORUS_TOKEN_SECRET", hide_env_values = true)]
     pub token_secret: Option<String>,
+    /// WebSocket connections one IP address may hold at once (0: no limit); more get
+    /// `rate_limited` and close 1013.
+    #[arg(long, env = "CHORUS_MAX_CONNECTIONS_PER_IP", default_value_t = 256)]
+    pub max_connections_per_ip: usize,
+    /// Seconds a new WebSocket may stay open without sending `join`.
+    #[arg(long, env = "CHORUS_JOIN_TIMEOUT", default_value_t = 10)]
+    pub join_timeout: u64,
     /// On SIGTERM, seconds to wait for participants to leave before closing their rooms
     /// (`room_closed {reason: "node_draining"}`) and exiting.
     #[arg(long, env = "CHORUS_DRAIN_TIMEOUT", default_value_t = 30)]
@@ -93,6 +100,8 @@ struct FileConfig {
     auto_create_rooms: Option<bool>,
     token_secret: Option<String>,
     drain_timeout: Option<u64>,
+    max_connections_per_ip: Option<usize>,
+    join_timeout: Option<u64>,
     log: Option<String>,
 }
 
@@ -163,6 +172,8 @@ impl ServeArgs {
         take!(auto_create_rooms, "auto_create_rooms");
         take!(token_secret, "token_secret");
         take!(drain_timeout, "drain_timeout");
+        take!(max_connections_per_ip, "max_connections_per_ip");
+        take!(join_timeout, "join_timeout");
         take!(log, "log");
         if !(1..=32).contains(&self.audio_slots) {
             return Err(CliError::Invalid(format!(
@@ -196,6 +207,8 @@ impl ServeArgs {
             disconnect_timeout: Duration::from_secs(self.disconnect_timeout),
             token_secret: self.token_secret.clone(),
             auto_create_rooms: self.auto_create_rooms,
+            max_connections_per_ip: self.max_connections_per_ip,
+            join_timeout: Duration::from_secs(self.join_timeout.max(1)),
             ..NodeConfig::default()
         }
     }

@@ -25,6 +25,10 @@ pub struct NodeConfig {
     /// The HS256 secret join tokens are signed with. Without it, only `--dev` joins
     /// (no token) are possible.
     pub token_secret: Option<String>,
+    /// WebSocket connections one IP address may hold at once (0: no limit).
+    pub max_connections_per_ip: usize,
+    /// A connection that has not sent `join` this long after opening is closed.
+    pub join_timeout: Duration,
     /// Messages per second a client may send (bursts of twice that pass).
     pub client_message_rate: u32,
 }
@@ -42,6 +46,8 @@ impl Default for NodeConfig {
             disconnect_timeout: Duration::from_secs(20),
             auto_create_rooms: false,
             token_secret: None,
+            max_connections_per_ip: 256,
+            join_timeout: Duration::from_secs(10),
             client_message_rate: 50,
         }
     }

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
@@ -27,6 +27,8 @@ pub(crate) struct Shared {
     pub routes: Arc<Routes>,
     /// Checks join tokens, when a secret is configured.
     pub tokens: Option<TokenVerifier>,
+    /// Open WebSocket connections per client IP address.
+    pub connections_per_ip: parking_lot::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
     /// Set when the node drains: no new joins, `/readyz` says not ready.
     pub draining: AtomicBool,
     /// Turns true when the node stops: every session closes (1001).
@@ -140,6 +142,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, SignalingError> {
         tokens,
         engine: driver.sender(),
         routes,
+        connections_per_ip: Default::default(),
         draining: AtomicBool::new(false),
         stopping,
         next_id: AtomicU64::new(seed() >> 24),
@@ -157,6 +160,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, SignalingError> {
         let shutdown = async {
             let _ = stop_rx.await;
         };
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         if let Err(e) = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)
             .await
@@ -177,13 +181,17 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, SignalingError> {
     })
 }
 
-async fn signal(ws: WebSocketUpgrade, State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+async fn signal(
+    ws: WebSocketUpgrade,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    State(shared): State<Arc<Shared>>,
+) -> impl IntoResponse {
     // Frames up to 1 MiB reach the protocol layer, which answers anything over
     // MAX_FRAME_BYTES with `bad_request`; on larger ones the WebSocket layer fails
     // and the connection is dropped.
     ws.max_message_size(MAX_FRAME_BYTES * 16)
         .max_frame_size(MAX_FRAME_BYTES * 16)
-        .on_upgrade(move |socket| session::run(socket, shared))
+        .on_upgrade(move |socket| session::run(socket, shared, peer.ip()))
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {

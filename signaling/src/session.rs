@@ -1,6 +1,7 @@
 //! One client's WebSocket: protocol v1 framing, the join handshake, rate limiting,
 //! and the translation of client messages into engine commands.
 
+use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,6 +22,7 @@ const NORMAL: u16 = 1000;
 const POLICY: u16 = 1008;
 const SERVER_ERROR: u16 = 1011;
 const GOING_AWAY: u16 = 1001;
+const TRY_AGAIN_LATER: u16 = 1013;
 /// Our own (RFC 6455 §7.4.2 private range): media went silent.
 const MEDIA_TIMEOUT: u16 = 4000;
 
@@ -33,17 +35,70 @@ enum Flow {
 struct Session {
     shared: Arc<Shared>,
     participant: Option<ParticipantId>,
+    /// `join` was accepted (stays true after leaving).
+    joined: bool,
     limiter: RateLimiter,
 }
 
-pub(crate) async fn run(socket: WebSocket, shared: Arc<Shared>) {
+/// Counts a connection against its IP address for as long as it lives.
+struct IpSlot {
+    shared: Arc<Shared>,
+    ip: IpAddr,
+}
+
+impl IpSlot {
+    /// A slot for one more connection from `ip`, if under the limit.
+    fn take(shared: &Arc<Shared>, ip: IpAddr) -> Option<IpSlot> {
+        let limit = shared.config.max_connections_per_ip;
+        let mut counts = shared.connections_per_ip.lock();
+        let n = counts.entry(ip).or_insert(0);
+        if limit != 0 && *n >= limit {
+            return None;
+        }
+        *n += 1;
+        Some(IpSlot {
+            shared: shared.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut counts = self.shared.connections_per_ip.lock();
+        if let Some(n) = counts.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.ip);
+            }
+        }
+    }
+}
+
+pub(crate) async fn run(socket: WebSocket, shared: Arc<Shared>, ip: IpAddr) {
     let (mut sink, mut stream) = socket.split();
+    let Some(_slot) = IpSlot::take(&shared, ip) else {
+        let refusal = ServerMessage::error(
+            ErrorCode::RateLimited,
+            "too many connections from this address",
+        );
+        let _ = sink.send(Message::Text(refusal.to_json().into())).await;
+        let frame = CloseFrame {
+            code: TRY_AGAIN_LATER,
+            reason: "too many connections".into(),
+        };
+        let _ = sink.send(Message::Close(Some(frame))).await;
+        return;
+    };
+    let join_deadline = tokio::time::sleep(shared.config.join_timeout);
+    tokio::pin!(join_deadline);
     let (tx, mut rx) = mpsc::channel::<Outbound>(CONNECTION_QUEUE);
     let mut tx = Some(tx);
     let rate = shared.config.client_message_rate;
     let mut session = Session {
         shared,
         participant: None,
+        joined: false,
         limiter: RateLimiter::new(rate, Instant::now()),
     };
     let mut replies: Vec<ServerMessage> = Vec::new();
@@ -52,6 +107,10 @@ pub(crate) async fn run(socket: WebSocket, shared: Arc<Shared>) {
         tokio::select! {
             // The only change is to true (or the node is gone): close either way.
             _ = stopping.changed() => break Some((GOING_AWAY, "node stopping")),
+            // An idle connection that never joins holds resources for nothing.
+            _ = &mut join_deadline, if !session.joined => {
+                break Some((POLICY, "join timeout"));
+            }
             incoming = stream.next() => {
                 let text = match incoming {
                     Some(Ok(Message::Text(text))) => text,
@@ -218,6 +277,7 @@ impl Session {
         let pid = self.shared.next_participant_id(home);
         self.shared.routes.register(pid, tx);
         self.participant = Some(pid);
+        self.joined = true;
         let sent = self.shared.engine.send(Command::Join {
             participant: pid,
             room,

@@ -34,7 +34,7 @@ run() {
   http="$(free_port)"; udp="$(free_port)"
   node_log="$(mktemp)"
   "$bin/chorus" serve --dev --shards "$shards" --http "127.0.0.1:$http" --udp "127.0.0.1:$udp" \
-    --max-participants 100000 --log warn 2>"$node_log" &
+    --max-participants 100000 --max-connections-per-ip 0 --log warn 2>"$node_log" &
   local pid=$!
   for _ in $(seq 100); do
     curl -fs "http://127.0.0.1:$http/healthz" >/dev/null 2>&1 && break
