@@ -70,7 +70,8 @@ pub struct Client {
     next_timeout: Instant,
     next_frame: Instant,
     pending: Option<SdpPendingOffer>,
-    mic_pt: Option<Pt>,
+    /// The Opus payload type negotiated for the microphone.
+    pub mic_pt: Option<Pt>,
 }
 
 impl Client {

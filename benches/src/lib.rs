@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 
 use chorus_protocol::demux::{classify, DatagramKind};
 use chorus_tests::sim::{Sim, FRAME};
-use str0m::format::Codec;
 use str0m::media::{Mid, Pt};
 use str0m::rtp::{ExtensionValues, RtpWrite};
 use str0m::{Input, Output};
@@ -81,14 +80,7 @@ impl ForwardRig {
         sim.run_for(Duration::from_millis(200));
         let c = &mut sim.clients[publisher];
         let mic = c.mic.expect("the publisher offered a microphone");
-        let pt = c
-            .rtc
-            .codec_config()
-            .params()
-            .iter()
-            .find(|p| p.spec().codec == Codec::Opus)
-            .map(|p| p.pt())
-            .expect("Opus negotiated");
+        let pt = c.mic_pt.expect("Opus negotiated");
         let mut rig = ForwardRig {
             publisher_addr: c.addr,
             clock: sim.now,

@@ -91,13 +91,6 @@ pub enum ShardMessage {
     },
 }
 
-impl ShardMessage {
-    /// Media may be shed under overload; control never is.
-    pub fn is_media(&self) -> bool {
-        matches!(self, ShardMessage::Media { .. })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
