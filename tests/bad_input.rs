@@ -216,6 +216,7 @@ fn commands_for_unknown_or_duplicate_participants_are_harmless() {
         participant: id,
         room: RoomId::new("other").unwrap(),
         name: DisplayName::new("again").unwrap(),
+        identity: None,
         permissions: chorus_engine::Permissions::ALL,
     });
     assert_eq!(

@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 
 use chorus_engine::{
     generate_certificate, home_of, participant_id, room_home, CloseReason, Command, Event,
-    Permissions, Shard, ShardConfig,
+    Permissions, Reply, Request, RequestError, RequestId, Shard, ShardConfig,
 };
+use chorus_protocol::control::NodeEvent;
 use chorus_protocol::signal::{DisplayName, ParticipantId, RoomId, ServerMessage};
 use str0m::change::{SdpAnswer, SdpPendingOffer};
 use str0m::format::{Codec, FormatParams};
@@ -96,8 +97,13 @@ pub struct Sim {
     pub server: SocketAddr,
     pub clients: Vec<Client>,
     pub closed: Vec<(ParticipantId, CloseReason)>,
+    /// Answers to control requests, in arrival order.
+    pub replies: Vec<(RequestId, Result<Reply, RequestError>)>,
+    /// Control-plane events, in order.
+    pub events: Vec<NodeEvent>,
     start: Instant,
     steps: usize,
+    next_request: u64,
 }
 
 impl Sim {
@@ -127,9 +133,38 @@ impl Sim {
             server,
             clients: Vec::new(),
             closed: Vec::new(),
+            replies: Vec::new(),
+            events: Vec::new(),
             start: now,
             steps: 0,
+            next_request: 0,
         }
+    }
+
+    /// Sends a control request to shard 0 (which passes it on to the room's home
+    /// shard), delivers everything, and returns the answers to it.
+    pub fn request(&mut self, request: Request) -> Vec<Result<Reply, RequestError>> {
+        self.next_request += 1;
+        let id = RequestId(self.next_request);
+        match request.room() {
+            Some(_) => self.shards[0].handle_request(self.now, id, request),
+            None => {
+                for k in 0..self.shards.len() {
+                    self.shards[k].handle_request(self.now, id, request.clone());
+                }
+            }
+        }
+        self.pump();
+        self.replies
+            .iter()
+            .filter(|(r, _)| *r == id)
+            .map(|(_, result)| result.clone())
+            .collect()
+    }
+
+    /// The events of one type so far.
+    pub fn events_of(&self, kind: &str) -> Vec<&NodeEvent> {
+        self.events.iter().filter(|e| e.kind() == kind).collect()
     }
 
     /// Time since the simulation started.
@@ -216,6 +251,7 @@ impl Sim {
             participant: id,
             room: room_id,
             name: DisplayName::new(name).unwrap(),
+            identity: None,
             permissions,
         });
         let joined = self.clients[idx].inbox.iter().find_map(|m| match m {
@@ -430,6 +466,8 @@ impl Sim {
                             participant,
                             reason,
                         } => self.closed.push((participant, reason)),
+                        Event::Reply { id, result, .. } => self.replies.push((id, result)),
+                        Event::Notify(e) => self.events.push(e),
                     }
                 }
                 while let Some((to, message)) = self.shards[k].poll_shard_message() {

@@ -42,6 +42,7 @@ fn main() {
                 participant: id,
                 room: RoomId::new("room").expect("valid"),
                 name: DisplayName::new("p").expect("valid"),
+                identity: None,
                 permissions: chorus_engine::Permissions::ALL,
             },
         );

@@ -26,6 +26,9 @@ pub struct ShardConfig {
     /// A participant whose media has been silent this long (no datagram at all, not
     /// even STUN consent checks) is removed and announced as left.
     pub disconnect_timeout: Duration,
+    /// How often each participant's `quality` event is produced (str0m's stats
+    /// interval); `None`: never.
+    pub quality_interval: Option<Duration>,
     /// Seeds the shard's own randomness (initial sequence numbers and timestamps).
     pub seed: u64,
 }
@@ -39,6 +42,7 @@ impl ShardConfig {
             auto_create_rooms: true,
             ice_servers: Vec::new(),
             disconnect_timeout: Duration::from_secs(20),
+            quality_interval: Some(Duration::from_secs(5)),
             seed: 0x00c0_ffee,
         }
     }

@@ -28,7 +28,8 @@ use parking_lot::Mutex;
 use crate::config::ShardConfig;
 use crate::error::EngineError;
 use crate::forwarder::SpeakerPacket;
-use crate::io::{Command, Event, Transmit};
+use crate::io::{Command, Event, Request, RequestId, Transmit};
+use crate::latency::{LatencyHistogram, LatencySnapshot};
 use crate::mesh::{home_of, room_home, ShardMessage, MAX_SHARDS};
 use crate::shard::{generate_certificate, Shard, ShardStats};
 use crate::socket::{bind_reuseport, send_batch, Batch};
@@ -73,6 +74,8 @@ struct Inbox {
     snapshot: Mutex<ShardSnapshot>,
     /// Set to close every room homed on the shard, with this reason.
     close_rooms: Mutex<Option<String>>,
+    /// Forwarding latency on this shard.
+    latency: LatencyHistogram,
     commands: Sender<Command>,
     control: Sender<ShardMessage>,
     media: ArrayQueue<(RoomId, SpeakerPacket)>,
@@ -117,6 +120,34 @@ impl CommandSender {
             *inbox.close_rooms.lock() = Some(reason.to_owned());
             let _ = inbox.waker.wake();
         }
+    }
+
+    /// Every shard's forwarding latency histogram, in shard order.
+    pub fn forwarding_latency(&self) -> Vec<LatencySnapshot> {
+        self.inboxes.iter().map(|i| i.latency.snapshot()).collect()
+    }
+
+    /// Queues a control request: at its room's home shard, or at every shard for
+    /// node-wide ones ([`Request::room`] is `None`). Returns how many shards will
+    /// answer with an [`Event::Reply`] (0: the node is stopped or too busy).
+    pub fn request(&self, id: RequestId, request: Request) -> usize {
+        let targets: Vec<usize> = match request.room() {
+            Some(room) => vec![self.room_home(room)],
+            None => (0..self.shards()).collect(),
+        };
+        let mut asked = 0;
+        for s in targets {
+            let inbox = &self.inboxes[s];
+            let message = ShardMessage::Request {
+                id,
+                request: request.clone(),
+            };
+            if inbox.control.try_send(message).is_ok() {
+                asked += 1;
+            }
+            let _ = inbox.waker.wake();
+        }
+        asked
     }
 
     /// Every shard's last published snapshot, in shard order.
@@ -173,6 +204,7 @@ impl Driver {
             inboxes.push(Inbox {
                 snapshot: Mutex::new(ShardSnapshot::default()),
                 close_rooms: Mutex::new(None),
+                latency: LatencyHistogram::default(),
                 commands,
                 control,
                 media: ArrayQueue::new(MEDIA_QUEUE),
@@ -307,24 +339,34 @@ impl Worker {
                 if n == 0 {
                     break;
                 }
+                let received = Instant::now();
                 for i in 0..n {
                     if let Some((source, data)) = batch.get(i) {
                         self.shard.handle_datagram(now, source, data);
                     }
                 }
                 read += n;
-                self.flush(&mut transmits, &mut woken);
+                if self.flush(&mut transmits, &mut woken) > 0 {
+                    self.inboxes[self.id].latency.observe(received.elapsed());
+                }
             }
             while let Ok(m) = self.control.try_recv() {
                 self.shard.handle_shard_message(now, m);
             }
             let media = &self.inboxes[self.id].media;
+            let mut oldest: Option<Instant> = None;
             for _ in 0..MEDIA_QUEUE {
                 let Some((room, packet)) = media.pop() else {
                     break;
                 };
+                oldest = Some(oldest.map_or(packet.received, |o| o.min(packet.received)));
                 self.shard
                     .handle_shard_message(now, ShardMessage::Media { room, packet });
+            }
+            if let Some(oldest) = oldest {
+                if self.flush(&mut transmits, &mut woken) > 0 {
+                    self.inboxes[self.id].latency.observe(oldest.elapsed());
+                }
             }
             while let Ok(c) = self.commands.try_recv() {
                 self.shard.handle_command(now, c);
@@ -348,14 +390,15 @@ impl Worker {
     }
 
     /// Sends transmits, routes shard messages (waking each destination once), and
-    /// hands events to the sink.
-    fn flush(&mut self, transmits: &mut Vec<Transmit>, woken: &mut [bool]) {
+    /// hands events to the sink. Returns how many datagrams were sent.
+    fn flush(&mut self, transmits: &mut Vec<Transmit>, woken: &mut [bool]) -> usize {
         transmits.clear();
         while let Some(t) = self.shard.poll_transmit() {
             transmits.push(t);
         }
+        let mut sent = 0;
         if !transmits.is_empty() {
-            let sent = send_batch(&self.socket, transmits);
+            sent = send_batch(&self.socket, transmits);
             let dropped = (transmits.len() - sent) as u64;
             if dropped > 0 {
                 self.stats
@@ -392,5 +435,6 @@ impl Worker {
         while let Some(e) = self.shard.poll_event() {
             (self.events)(e);
         }
+        sent
     }
 }

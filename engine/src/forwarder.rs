@@ -30,6 +30,8 @@ pub struct SpeakerPacket {
     pub audio_level: Option<i8>,
     pub voice_activity: Option<bool>,
     pub payload: Arc<[u8]>,
+    /// When the speaker's datagram was received (for the latency histogram).
+    pub received: Instant,
 }
 
 /// What happened to a packet for one subscriber.

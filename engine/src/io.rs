@@ -2,6 +2,10 @@
 
 use std::net::SocketAddr;
 
+use chorus_protocol::control::{
+    NodeEvent, ParticipantDetails, ParticipantKick, ParticipantMute, ParticipantRef,
+    ParticipantSetPermissions, RoomCreate, RoomDelete, RoomInfo, RoomUpdate, ShardReport,
+};
 use chorus_protocol::signal::{DisplayName, ParticipantId, RoomId, ServerMessage};
 
 /// What a participant may do in its room (from its join token's grants).
@@ -21,7 +25,7 @@ impl Permissions {
     };
 }
 
-/// An instruction from signaling (or, later, the control plane).
+/// An instruction about one participant, from its signaling connection.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum Command {
@@ -31,6 +35,8 @@ pub enum Command {
         participant: ParticipantId,
         room: RoomId,
         name: DisplayName,
+        /// Who the join token says it is (`sub`); `None` without a token.
+        identity: Option<String>,
         permissions: Permissions,
     },
     /// The client's SDP offer; answered with `answer` or `error`.
@@ -54,6 +60,16 @@ pub enum Command {
     },
     /// The client left, or its signaling connection is gone.
     Leave { participant: ParticipantId },
+    /// From the home shard to the media: the backend's mute.
+    SetServerMuted {
+        participant: ParticipantId,
+        muted: bool,
+    },
+    /// From the home shard to the media: what the participant may do now.
+    SetPermissions {
+        participant: ParticipantId,
+        permissions: Permissions,
+    },
 }
 
 impl Command {
@@ -65,6 +81,8 @@ impl Command {
             | Command::Candidate { participant, .. }
             | Command::SetMuted { participant, .. }
             | Command::SetDeafened { participant, .. }
+            | Command::SetServerMuted { participant, .. }
+            | Command::SetPermissions { participant, .. }
             | Command::Leave { participant } => *participant,
         }
     }
@@ -79,8 +97,88 @@ pub enum CloseReason {
     Timeout,
     /// Its join was refused; an `error` message was sent first.
     Rejected,
-    /// Its room was closed (the node is draining); `room_closed` was sent first.
+    /// Its room was closed (deleted, or the node is draining); `room_closed` was
+    /// sent first.
     RoomClosed,
+    /// The backend removed it; `kicked` was sent first.
+    Kicked,
+}
+
+impl CloseReason {
+    /// As the `participant_left` event names it.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            CloseReason::Left => "left",
+            CloseReason::Timeout => "timeout",
+            CloseReason::Rejected => "rejected",
+            CloseReason::RoomClosed => "room_closed",
+            CloseReason::Kicked => "kicked",
+        }
+    }
+}
+
+/// Names a control request so its reply can be matched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RequestId(pub u64);
+
+/// A question or instruction from the control plane, about a room or the node.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Request {
+    CreateRoom(RoomCreate),
+    GetRoom(RoomId),
+    /// Every shard answers with the rooms homed on it.
+    ListRooms,
+    UpdateRoom(RoomUpdate),
+    DeleteRoom(RoomDelete),
+    ListParticipants(RoomId),
+    GetParticipant(ParticipantRef),
+    Kick(ParticipantKick),
+    Mute(ParticipantMute),
+    SetPermissions(ParticipantSetPermissions),
+    /// Every shard answers with its figures.
+    Stats,
+}
+
+impl Request {
+    /// The room it is about (its home shard answers); `None`: every shard answers.
+    pub fn room(&self) -> Option<&RoomId> {
+        match self {
+            Request::CreateRoom(c) => Some(&c.room),
+            Request::GetRoom(r) | Request::ListParticipants(r) => Some(r),
+            Request::UpdateRoom(u) => Some(&u.room),
+            Request::DeleteRoom(d) => Some(&d.room),
+            Request::GetParticipant(p) => Some(&p.room),
+            Request::Kick(k) => Some(&k.room),
+            Request::Mute(m) => Some(&m.room),
+            Request::SetPermissions(s) => Some(&s.room),
+            Request::ListRooms | Request::Stats => None,
+        }
+    }
+}
+
+/// A shard's answer to a [`Request`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reply {
+    Room(RoomInfo),
+    Rooms(Vec<RoomInfo>),
+    Participant(ParticipantDetails),
+    Participants(Vec<ParticipantDetails>),
+    Stats(ShardReport),
+}
+
+/// Why a [`Request`] was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    #[error("room {0} does not exist")]
+    RoomNotFound(RoomId),
+    #[error("room {0} exists already")]
+    RoomExists(RoomId),
+    #[error("participant {participant} is not in room {room}")]
+    ParticipantNotFound {
+        room: RoomId,
+        participant: ParticipantId,
+    },
 }
 
 /// Something the caller must act on.
@@ -96,6 +194,14 @@ pub enum Event {
         participant: ParticipantId,
         reason: CloseReason,
     },
+    /// The answer to a [`Request`] (one per answering shard).
+    Reply {
+        id: RequestId,
+        shard: usize,
+        result: Result<Reply, RequestError>,
+    },
+    /// Something the control plane's event stream reports.
+    Notify(NodeEvent),
 }
 
 /// A datagram to send.

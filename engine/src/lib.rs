@@ -34,6 +34,8 @@
 //!   certificate per shard. Datagrams are demultiplexed by source address first and by
 //!   the STUN USERNAME's ufrag second ([`chorus_protocol::stun`]), never by asking each
 //!   `Rtc` in turn.
+//! - The control plane asks about rooms and participants with [`Request`]s, answered
+//!   by [`Event::Reply`]; what happens is reported as [`Event::Notify`].
 //! - The forwarding pipeline is ours: `room.rs` tracks members and speaker
 //!   levels, each subscriber's slot table (`slots.rs`) picks which speaker it
 //!   hears on which of its fixed audio slots, and a per-slot rewriter keeps every slot
@@ -48,9 +50,11 @@ pub mod driver;
 pub mod error;
 pub mod forwarder;
 pub mod io;
+pub mod latency;
 pub mod level;
 pub mod mesh;
 mod participant;
+mod quality;
 mod rewriter;
 mod room;
 mod sdp;
@@ -63,7 +67,9 @@ pub use config::ShardConfig;
 pub use driver::{CommandSender, Driver, DriverStats, ShardSnapshot};
 pub use error::EngineError;
 pub use forwarder::SpeakerPacket;
-pub use io::{CloseReason, Command, Event, Permissions, Transmit};
+pub use io::{
+    CloseReason, Command, Event, Permissions, Reply, Request, RequestError, RequestId, Transmit,
+};
 pub use mesh::{home_of, participant_id, room_home, ShardMessage};
 pub use participant::Participant;
 pub use sdp::OfferError;

@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 use chorus_protocol::signal::{ParticipantId, RoomId};
 
 use crate::forwarder::SpeakerPacket;
-use crate::io::{CloseReason, Command};
+use crate::io::{CloseReason, Command, Request, RequestId};
 use crate::participant::Participant;
 
 /// Most shards a node may run (the home shard is one byte of a participant id).
@@ -84,6 +84,8 @@ pub enum ShardMessage {
         room: RoomId,
         participant: ParticipantId,
     },
+    /// A control request that reached a shard other than its room's home.
+    Request { id: RequestId, request: Request },
     /// To the home shard: the media side gave up on the participant.
     Gone {
         participant: ParticipantId,

@@ -11,6 +11,7 @@ use str0m::rtp::RtpPacket;
 use str0m::{Event as RtcEvent, Output, Rtc};
 
 use crate::io::{Permissions, Transmit};
+use crate::quality::Quality;
 use crate::rewriter::SlotRewriter;
 use crate::slots::SlotTable;
 
@@ -37,6 +38,8 @@ pub struct Participant {
     pub(crate) audio_slots: u8,
     pub(crate) permissions: Permissions,
     pub(crate) muted: bool,
+    /// Muted by the control plane; the client cannot lift it.
+    pub(crate) server_muted: bool,
     pub(crate) deafened: bool,
     pub(crate) rtc: Rtc,
     pub(crate) ufrag: String,
@@ -60,6 +63,7 @@ pub struct Participant {
     pub(crate) speakers_dirty: bool,
     /// str0m returned an error: the `Rtc` is unusable.
     pub(crate) failed: bool,
+    pub(crate) quality: Quality,
 }
 
 impl Participant {
@@ -68,6 +72,7 @@ impl Participant {
             participant_id: self.id,
             name: self.name.clone(),
             muted: self.muted,
+            server_muted: self.server_muted,
             deafened: self.deafened,
             csrc: self.csrc,
         }
@@ -95,6 +100,9 @@ impl Participant {
                         tracing::debug!(room = %self.room, participant = %self.id, "media connected");
                         self.connected = true;
                     }
+                    RtcEvent::PeerStats(s) => self.quality.on_peer(&s),
+                    RtcEvent::MediaIngressStats(s) => self.quality.on_ingress(&s),
+                    RtcEvent::MediaEgressStats(s) => self.quality.on_egress(&s),
                     RtcEvent::IceConnectionStateChange(s) => {
                         tracing::debug!(room = %self.room, participant = %self.id, state = ?s, "ice");
                     }

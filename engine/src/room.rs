@@ -2,8 +2,12 @@
 //! their CSRCs, and which shard holds each one's media.
 
 use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
 
+use chorus_protocol::control::{ParticipantDetails, RoomInfo, RoomKind};
 use chorus_protocol::signal::{ParticipantId, ParticipantInfo, RoomId};
+
+use crate::io::Permissions;
 
 /// One member as the home shard knows it.
 #[derive(Debug, Clone)]
@@ -11,13 +15,50 @@ pub(crate) struct Member {
     pub info: ParticipantInfo,
     /// The shard holding the member's media.
     pub shard: usize,
+    pub identity: Option<String>,
+    pub permissions: Permissions,
+}
+
+impl Member {
+    pub fn details(&self, room: &RoomId) -> ParticipantDetails {
+        ParticipantDetails {
+            participant_id: self.info.participant_id,
+            room: room.clone(),
+            identity: self.identity.clone(),
+            name: self.info.name.clone(),
+            muted: self.info.muted,
+            server_muted: self.info.server_muted,
+            deafened: self.info.deafened,
+            publish: self.permissions.publish,
+            subscribe: self.permissions.subscribe,
+            csrc: self.info.csrc,
+            shard: self.shard,
+        }
+    }
+}
+
+/// How a room is configured (by `room.create`, or the node's defaults for rooms
+/// created by a join).
+#[derive(Debug, Clone)]
+pub(crate) struct RoomPolicy {
+    pub kind: RoomKind,
+    pub audio_slots: u8,
+    pub max_participants: usize,
+    /// Closed after being empty this long; `None`: never (auto-created rooms close
+    /// as soon as they are empty).
+    pub empty_timeout: Option<Duration>,
+    pub metadata: String,
+    pub auto_created: bool,
 }
 
 #[derive(Debug)]
 pub(crate) struct Room {
     pub id: RoomId,
-    pub audio_slots: u8,
-    pub max_participants: usize,
+    pub policy: RoomPolicy,
+    /// Since when the room has had no members (from creation until the first join).
+    pub empty_since: Option<Instant>,
+    /// Being closed: its last member leaving must not close it a second time.
+    pub closing: bool,
     /// Members in join order.
     pub order: Vec<ParticipantId>,
     pub members: HashMap<ParticipantId, Member>,
@@ -28,11 +69,12 @@ pub(crate) struct Room {
 }
 
 impl Room {
-    pub fn new(id: RoomId, audio_slots: u8, max_participants: usize) -> Self {
+    pub fn new(id: RoomId, policy: RoomPolicy, now: Instant) -> Self {
         Room {
             id,
-            audio_slots,
-            max_participants,
+            policy,
+            empty_since: Some(now),
+            closing: false,
             order: Vec::new(),
             members: HashMap::new(),
             notified: Vec::new(),
@@ -42,7 +84,29 @@ impl Room {
     }
 
     pub fn is_full(&self) -> bool {
-        self.order.len() >= self.max_participants
+        self.order.len() >= self.policy.max_participants
+    }
+
+    /// Empty for longer than its empty timeout.
+    pub fn expired(&self, now: Instant) -> bool {
+        match (self.empty_since, self.policy.empty_timeout) {
+            (Some(since), Some(t)) => now.saturating_duration_since(since) >= t,
+            _ => false,
+        }
+    }
+
+    pub fn info(&self, home_shard: usize) -> RoomInfo {
+        RoomInfo {
+            room: self.id.clone(),
+            kind: self.policy.kind,
+            max_participants: self.policy.max_participants,
+            audio_slots: self.policy.audio_slots,
+            empty_timeout_s: self.policy.empty_timeout.map_or(0, |d| d.as_secs()),
+            metadata: self.policy.metadata.clone(),
+            participants: self.order.len(),
+            auto_created: self.policy.auto_created,
+            home_shard,
+        }
     }
 
     /// A CSRC that is non-zero and unique in the room.
@@ -57,16 +121,19 @@ impl Room {
         csrc
     }
 
-    pub fn add(&mut self, info: ParticipantInfo, shard: usize) {
-        self.order.push(info.participant_id);
-        self.members
-            .insert(info.participant_id, Member { info, shard });
+    pub fn add(&mut self, member: Member) {
+        self.order.push(member.info.participant_id);
+        self.members.insert(member.info.participant_id, member);
+        self.empty_since = None;
     }
 
-    pub fn remove(&mut self, participant: ParticipantId) -> Option<Member> {
+    pub fn remove(&mut self, participant: ParticipantId, now: Instant) -> Option<Member> {
         let m = self.members.remove(&participant)?;
         self.order.retain(|p| *p != participant);
         self.csrcs.remove(&m.info.csrc);
+        if self.order.is_empty() {
+            self.empty_since = Some(now);
+        }
         Some(m)
     }
 
@@ -93,26 +160,44 @@ mod tests {
 
     use super::*;
 
-    fn info(id: u64, csrc: u32) -> ParticipantInfo {
-        ParticipantInfo {
-            participant_id: ParticipantId(id),
-            name: DisplayName::new("x").expect("valid"),
-            muted: false,
-            deafened: false,
-            csrc,
+    fn member(id: u64, csrc: u32, shard: usize) -> Member {
+        Member {
+            info: ParticipantInfo {
+                participant_id: ParticipantId(id),
+                name: DisplayName::new("x").expect("valid"),
+                muted: false,
+                server_muted: false,
+                deafened: false,
+                csrc,
+            },
+            shard,
+            identity: None,
+            permissions: Permissions::ALL,
+        }
+    }
+
+    fn policy(empty_timeout: Option<Duration>) -> RoomPolicy {
+        RoomPolicy {
+            kind: RoomKind::Public,
+            audio_slots: 8,
+            max_participants: 10,
+            empty_timeout,
+            metadata: String::new(),
+            auto_created: false,
         }
     }
 
     #[test]
     fn csrcs_are_unique_and_non_zero_and_reused_after_leave() {
-        let mut r = Room::new(RoomId::new("r").expect("valid"), 8, 10);
+        let now = Instant::now();
+        let mut r = Room::new(RoomId::new("r").expect("valid"), policy(None), now);
         let a = r.allocate_csrc();
-        r.add(info(1, a), 0);
+        r.add(member(1, a, 0));
         let b = r.allocate_csrc();
-        r.add(info(2, b), 1);
+        r.add(member(2, b, 1));
         assert!(a != 0 && b != 0 && a != b);
         assert_eq!(r.shards(), vec![0, 1]);
-        r.remove(ParticipantId(1));
+        r.remove(ParticipantId(1), now);
         assert_eq!(r.shards(), vec![1]);
         r.next_csrc = u32::MAX;
         let c = r.allocate_csrc();
@@ -122,5 +207,21 @@ mod tests {
             d != 0 && d != b && d != c,
             "wraps past zero and skips taken CSRCs"
         );
+    }
+
+    #[test]
+    fn expires_only_after_being_empty_for_the_timeout() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs(1);
+        let mut r = Room::new(RoomId::new("r").expect("valid"), policy(Some(10 * s)), t0);
+        assert!(!r.expired(t0 + 9 * s));
+        assert!(r.expired(t0 + 10 * s), "empty since creation");
+        r.add(member(1, 1, 0));
+        assert!(!r.expired(t0 + 100 * s), "never while someone is in");
+        r.remove(ParticipantId(1), t0 + 100 * s);
+        assert!(!r.expired(t0 + 109 * s));
+        assert!(r.expired(t0 + 110 * s));
+        let never = Room::new(RoomId::new("n").expect("valid"), policy(None), t0);
+        assert!(!never.expired(t0 + 1000 * s));
     }
 }

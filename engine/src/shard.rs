@@ -7,6 +7,7 @@ use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use chorus_protocol::control::NodeEvent;
 use chorus_protocol::demux::{classify, DatagramKind};
 use chorus_protocol::signal::{ParticipantId, RoomId, ServerMessage};
 use str0m::config::DtlsCert;
@@ -24,6 +25,7 @@ use crate::view::RoomView;
 mod control;
 mod media;
 mod migration;
+mod requests;
 
 /// How often rooms age speaker levels, announce speakers and reap silent clients.
 pub const TICK: Duration = Duration::from_millis(50);
@@ -34,6 +36,10 @@ pub const TICK: Duration = Duration::from_millis(50);
 #[non_exhaustive]
 pub struct ShardStats {
     pub datagrams_in: u64,
+    /// Bytes of every datagram received.
+    pub bytes_in: u64,
+    /// Bytes of every datagram sent.
+    pub bytes_out: u64,
     /// From an address no participant uses, and not a STUN request naming one.
     pub dropped_unknown_source: u64,
     /// Not any protocol WebRTC speaks on this port (RFC 7983), or too short for its
@@ -63,6 +69,32 @@ pub struct ShardStats {
     pub migrations_in: u64,
     /// Requests to move a participant here that failed the STUN integrity check.
     pub dropped_bad_claim: u64,
+}
+
+impl ShardStats {
+    /// Every counter by its name (as `/metrics` and `node.stats` show them).
+    pub fn counters(&self) -> Vec<(&'static str, u64)> {
+        vec![
+            ("datagrams_in", self.datagrams_in),
+            ("bytes_in", self.bytes_in),
+            ("transmits_out", self.transmits_out),
+            ("bytes_out", self.bytes_out),
+            ("rtp_in", self.rtp_in),
+            ("rtp_forwarded", self.rtp_forwarded),
+            ("handoffs_out", self.handoffs_out),
+            ("handoffs_in", self.handoffs_in),
+            ("migrations_in", self.migrations_in),
+            ("dropped_unknown_source", self.dropped_unknown_source),
+            ("dropped_malformed", self.dropped_malformed),
+            ("dropped_rejected", self.dropped_rejected),
+            ("dropped_muted", self.dropped_muted),
+            ("dropped_not_permitted", self.dropped_not_permitted),
+            ("dropped_not_audio", self.dropped_not_audio),
+            ("dropped_no_slot", self.dropped_no_slot),
+            ("dropped_late", self.dropped_late),
+            ("dropped_bad_claim", self.dropped_bad_claim),
+        ]
+    }
 }
 
 /// One shard of a media node. Feed it with `handle_*`, then drain it with `poll_*`.
@@ -178,6 +210,7 @@ impl Shard {
     /// A datagram arrived on the shard's UDP socket from `source`.
     pub fn handle_datagram(&mut self, now: Instant, source: SocketAddr, data: &[u8]) {
         self.stats.datagrams_in += 1;
+        self.stats.bytes_in += data.len() as u64;
         if classify(data) == DatagramKind::Unknown {
             self.stats.dropped_malformed += 1;
             return;
@@ -246,10 +279,13 @@ impl Shard {
                 }
             }
             ShardMessage::Left { room, participant } => self.forget_member(&room, participant),
+            ShardMessage::Request { id, request } => {
+                return self.handle_request(now, id, request);
+            }
             ShardMessage::Gone {
                 participant,
                 reason,
-            } => self.leave_room(participant, reason),
+            } => self.leave_room(now, participant, reason),
         }
         self.pump(now);
     }
@@ -288,6 +324,7 @@ impl Shard {
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         let t = self.transmits.pop_front()?;
         self.stats.transmits_out += 1;
+        self.stats.bytes_out += t.contents.len() as u64;
         Some(t)
     }
 
@@ -305,7 +342,8 @@ impl Shard {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let rtc = self.timers.peek().map(|Reverse((at, _))| *at);
         let tick =
-            (!self.participants.is_empty() || !self.views.is_empty()).then_some(self.next_tick);
+            (!self.participants.is_empty() || !self.views.is_empty() || !self.rooms.is_empty())
+                .then_some(self.next_tick);
         match (rtc, tick) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -337,6 +375,10 @@ impl Shard {
 
     fn signal(&mut self, to: ParticipantId, message: ServerMessage) {
         self.events.push_back(Event::Signal { to, message });
+    }
+
+    fn notify(&mut self, event: NodeEvent) {
+        self.events.push_back(Event::Notify(event));
     }
 
     fn broadcast(

@@ -10,6 +10,13 @@ use chorus_protocol::signal::ParticipantId;
 use crate::level::SpeakerLevel;
 use crate::slots::Loudness;
 
+/// Who started and who stopped speaking at one tick.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct SpeakingChange {
+    pub started: Vec<ParticipantId>,
+    pub stopped: Vec<ParticipantId>,
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct RoomView {
     /// Members whose media is on this shard, in arrival order.
@@ -56,8 +63,9 @@ impl RoomView {
             .unwrap_or_default()
     }
 
-    /// Ages every level; true when the speaking set changed since it was last true.
-    pub fn tick(&mut self, now: Instant) -> bool {
+    /// Ages every level; when the speaking set changed since the last change,
+    /// returns who started and who stopped speaking.
+    pub fn tick(&mut self, now: Instant) -> Option<SpeakingChange> {
         for l in self.levels.values_mut() {
             l.tick(now);
         }
@@ -69,10 +77,23 @@ impl RoomView {
             .collect();
         active.sort_unstable();
         if active == self.active {
-            return false;
+            return None;
         }
+        let change = SpeakingChange {
+            started: active
+                .iter()
+                .filter(|p| self.active.binary_search(p).is_err())
+                .copied()
+                .collect(),
+            stopped: self
+                .active
+                .iter()
+                .filter(|p| active.binary_search(p).is_err())
+                .copied()
+                .collect(),
+        };
         self.active = active;
-        true
+        Some(change)
     }
 
     /// The speaking set, loudest first, with smoothed linear levels.

@@ -11,8 +11,10 @@
 //! - [`demux`]: which protocol a datagram on the shared port holds (RFC 7983).
 //! - [`encode`]: the [`encode::Encode`] trait every writer implements.
 //! - [`signal`]: the client signaling protocol v1 (see `docs/protocol.md`).
+//! - [`control`]: the control protocol, JSON-RPC 2.0 (see `docs/control.md`).
 #![forbid(unsafe_code)]
 
+pub mod control;
 mod cursor;
 pub mod demux;
 pub mod encode;

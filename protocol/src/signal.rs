@@ -236,6 +236,9 @@ pub struct ParticipantInfo {
     pub participant_id: ParticipantId,
     pub name: DisplayName,
     pub muted: bool,
+    /// Muted by the room's backend (control plane): the client cannot lift it.
+    #[serde(default)]
+    pub server_muted: bool,
     pub deafened: bool,
     /// Non-zero and unique in the room: the CSRC on every packet this participant speaks.
     pub csrc: u32,
@@ -283,6 +286,8 @@ pub enum ErrorCode {
     Internal,
     /// The node takes no new joins (it is draining); join another node.
     Unavailable,
+    /// Not allowed (unmuting while muted by the server); the socket stays open.
+    Forbidden,
 }
 
 impl ErrorCode {
@@ -296,6 +301,7 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Internal => "internal",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Forbidden => "forbidden",
         }
     }
 }
@@ -339,6 +345,15 @@ pub enum ServerMessage {
     },
     RoomClosed {
         reason: String,
+    },
+    /// The backend removed this participant; the socket closes (1000) after it.
+    Kicked {
+        reason: String,
+    },
+    /// The backend changed what this participant may do.
+    Permissions {
+        publish: bool,
+        subscribe: bool,
     },
 }
 
@@ -421,6 +436,7 @@ mod tests {
             participant_id: ParticipantId(0x1f),
             name: DisplayName::new("Alice").unwrap(),
             muted: false,
+            server_muted: true,
             deafened: true,
             csrc: 9,
         };
@@ -430,7 +446,8 @@ mod tests {
         assert_eq!(
             v,
             serde_json::json!({"type":"participant_updated","participant":{
-                "participant_id":"p1f","name":"Alice","muted":false,"deafened":true,"csrc":9}})
+                "participant_id":"p1f","name":"Alice","muted":false,"server_muted":true,
+                "deafened":true,"csrc":9}})
         );
         let v: serde_json::Value = serde_json::from_str(
             &ServerMessage::Speakers {

@@ -80,6 +80,14 @@ pub struct ServeArgs {
     /// (`room_closed {reason: "node_draining"}`) and exiting.
     #[arg(long, env = "CHORUS_DRAIN_TIMEOUT", default_value_t = 30)]
     pub drain_timeout: u64,
+    /// The control socket (JSON-RPC 2.0 for the backend and chorusctl; mode 0600), or
+    /// `none`. Default: `$XDG_RUNTIME_DIR/chorus/control.sock`, else
+    /// `/tmp/chorus/control.sock`.
+    #[arg(long, env = "CHORUS_CONTROL")]
+    pub control: Option<String>,
+    /// Seconds between a participant's `quality` events on the control plane (0: none).
+    #[arg(long, env = "CHORUS_QUALITY_INTERVAL", default_value_t = 5)]
+    pub quality_interval: u64,
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `chorus_engine=debug`.
     #[arg(long, env = "CHORUS_LOG", default_value = "info")]
     pub log: String,
@@ -102,6 +110,8 @@ struct FileConfig {
     drain_timeout: Option<u64>,
     max_connections_per_ip: Option<usize>,
     join_timeout: Option<u64>,
+    control: Option<String>,
+    quality_interval: Option<u64>,
     log: Option<String>,
 }
 
@@ -174,6 +184,12 @@ impl ServeArgs {
         take!(drain_timeout, "drain_timeout");
         take!(max_connections_per_ip, "max_connections_per_ip");
         take!(join_timeout, "join_timeout");
+        if let Some(v) = file.control {
+            if unset("control") {
+                self.control = Some(v);
+            }
+        }
+        take!(quality_interval, "quality_interval");
         take!(log, "log");
         if !(1..=32).contains(&self.audio_slots) {
             return Err(CliError::Invalid(format!(
@@ -209,7 +225,22 @@ impl ServeArgs {
             auto_create_rooms: self.auto_create_rooms,
             max_connections_per_ip: self.max_connections_per_ip,
             join_timeout: Duration::from_secs(self.join_timeout.max(1)),
+            control: self.control_path(),
+            drain_timeout: Duration::from_secs(self.drain_timeout),
+            quality_interval: (self.quality_interval > 0)
+                .then(|| Duration::from_secs(self.quality_interval)),
             ..NodeConfig::default()
+        }
+    }
+
+    /// Where the control socket goes: `--control`, or the default path; `none`: nowhere.
+    pub fn control_path(&self) -> Option<PathBuf> {
+        match self.control.as_deref() {
+            Some("none") => None,
+            Some(path) => Some(PathBuf::from(path)),
+            None => Some(chorus_protocol::control::default_socket_path(
+                std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from),
+            )),
         }
     }
 }
@@ -250,6 +281,20 @@ mod tests {
         assert_eq!(args.audio_slots, 4);
         assert_eq!(args.token_secret.as_deref(), Some("s"));
         assert_eq!(args.node_config().shards, 3);
+    }
+
+    #[test]
+    fn control_socket_path_default_file_and_none() {
+        let args = resolve(&["chorus", "serve"], "control = \"/run/x.sock\"").unwrap();
+        assert_eq!(args.control_path(), Some(PathBuf::from("/run/x.sock")));
+        let args = resolve(&["chorus", "serve", "--control", "none"], "").unwrap();
+        assert_eq!(args.control_path(), None);
+        let args = resolve(&["chorus", "serve"], "").unwrap();
+        assert!(args
+            .control_path()
+            .is_some_and(|p| p.ends_with("chorus/control.sock")));
+        let args = resolve(&["chorus", "serve", "--quality-interval", "0"], "").unwrap();
+        assert_eq!(args.node_config().quality_interval, None);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! How a node is set up (the `chorus serve` flags, parsed).
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use chorus_engine::config::DEFAULT_AUDIO_SLOTS;
@@ -31,6 +32,13 @@ pub struct NodeConfig {
     pub join_timeout: Duration,
     /// Messages per second a client may send (bursts of twice that pass).
     pub client_message_rate: u32,
+    /// The control socket's path (`None`: no control socket).
+    pub control: Option<PathBuf>,
+    /// How long `node.drain` waits for participants to leave, when it gives no
+    /// deadline.
+    pub drain_timeout: Duration,
+    /// How often each participant's `quality` event is produced (`None`: never).
+    pub quality_interval: Option<Duration>,
 }
 
 impl Default for NodeConfig {
@@ -49,6 +57,9 @@ impl Default for NodeConfig {
             max_connections_per_ip: 256,
             join_timeout: Duration::from_secs(10),
             client_message_rate: 50,
+            control: None,
+            drain_timeout: Duration::from_secs(30),
+            quality_interval: Some(Duration::from_secs(5)),
         }
     }
 }

@@ -11,6 +11,8 @@ pub enum SignalingError {
     },
     #[error("media engine: {0}")]
     Engine(#[from] chorus_engine::EngineError),
+    #[error(transparent)]
+    Control(#[from] crate::control::ControlError),
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
 }

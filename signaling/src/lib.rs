@@ -7,12 +7,16 @@
 //! connection. Signaling never touches media: it only talks to the engine through
 //! channels.
 //!
+//! Beside it, the control plane (`docs/control.md`): JSON-RPC 2.0 on a local Unix
+//! socket for the app's backend and `chorusctl`, answered by the engine's shards.
+//!
 //! [`node::start`] runs a whole node (UDP media engine + HTTP) and is what the
 //! `chorus serve` binary and the integration tests call.
 
 mod assets;
 pub mod cli;
 pub mod config;
+mod control;
 mod error;
 mod metrics;
 pub mod node;
@@ -21,5 +25,6 @@ mod session;
 pub mod token;
 
 pub use config::NodeConfig;
+pub use control::ControlError;
 pub use error::SignalingError;
 pub use node::{start, RunningNode};

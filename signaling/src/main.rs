@@ -42,10 +42,17 @@ async fn main() -> anyhow::Result<()> {
         "chorus: demo page at http://{}/  (media on udp {})",
         node.http, node.udp
     );
-    shutdown_signal().await;
-    // SIGTERM or Ctrl-C: drain (no new joins, rooms closed at the deadline), then stop.
-    node.drain(std::time::Duration::from_secs(args.drain_timeout))
-        .await;
+    if let Some(path) = &node.control {
+        eprintln!("chorus: control socket at {}", path.display());
+    }
+    tokio::select! {
+        // SIGTERM or Ctrl-C: drain (no new joins, rooms closed at the deadline).
+        _ = shutdown_signal() => {
+            node.drain(std::time::Duration::from_secs(args.drain_timeout)).await;
+        }
+        // `node.drain` on the control socket ran its course.
+        _ = node.drained() => {}
+    }
     tracing::info!("shutting down");
     node.stop().await;
     Ok(())

@@ -2,16 +2,23 @@
 //!
 //! Shard threads publish a snapshot of their counters twice a second
 //! ([`chorus_engine::ShardSnapshot`]); a scrape renders the latest snapshots, labelled
-//! by shard, plus the driver's drop counters. Nothing here is on the media path.
+//! by shard, plus the driver's drop counters, each shard's forwarding latency
+//! histogram, and the joins by result counted by signaling. Nothing here is on the
+//! media path.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
+use chorus_engine::latency::LatencySnapshot;
 use chorus_engine::CommandSender;
+use parking_lot::Mutex;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -30,8 +37,42 @@ struct ReasonLabel {
     reason: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+/// Join attempts by how they ended: `ok`, or the error code the client got.
+#[derive(Debug, Default)]
+pub(crate) struct JoinCounters(Mutex<BTreeMap<&'static str, u64>>);
+
+impl JoinCounters {
+    pub fn count(&self, result: &'static str) {
+        *self.0.lock().entry(result).or_default() += 1;
+    }
+}
+
+/// A latency histogram as the engine recorded it.
+#[derive(Debug)]
+struct Latency(LatencySnapshot);
+
+impl EncodeMetric for Latency {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        encoder.encode_histogram::<NoLabelSet>(
+            self.0.sum_seconds,
+            self.0.count,
+            &self.0.buckets,
+            None,
+        )
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
 /// Renders the current figures.
-pub(crate) fn render(engine: &CommandSender) -> String {
+pub(crate) fn render(engine: &CommandSender, joins: &JoinCounters) -> String {
     let mut registry = Registry::with_prefix("chorus");
     let participants = Family::<ShardLabel, Gauge>::default();
     let rooms = Family::<ShardLabel, Gauge>::default();
@@ -39,6 +80,9 @@ pub(crate) fn render(engine: &CommandSender) -> String {
     let rtp_in = Family::<ShardLabel, Counter>::default();
     let forwarded = Family::<ShardLabel, Counter>::default();
     let transmits = Family::<ShardLabel, Counter>::default();
+    let bytes_in = Family::<ShardLabel, Counter>::default();
+    let bytes_out = Family::<ShardLabel, Counter>::default();
+    let joins_total = Family::<ResultLabel, Counter>::default();
     let handoffs_out = Family::<ShardLabel, Counter>::default();
     let handoffs_in = Family::<ShardLabel, Counter>::default();
     let migrations = Family::<ShardLabel, Counter>::default();
@@ -58,6 +102,8 @@ pub(crate) fn render(engine: &CommandSender) -> String {
         rtp_in.get_or_create(&shard).inc_by(s.rtp_in);
         forwarded.get_or_create(&shard).inc_by(s.rtp_forwarded);
         transmits.get_or_create(&shard).inc_by(s.transmits_out);
+        bytes_in.get_or_create(&shard).inc_by(s.bytes_in);
+        bytes_out.get_or_create(&shard).inc_by(s.bytes_out);
         handoffs_out.get_or_create(&shard).inc_by(s.handoffs_out);
         handoffs_in.get_or_create(&shard).inc_by(s.handoffs_in);
         migrations.get_or_create(&shard).inc_by(s.migrations_in);
@@ -107,6 +153,28 @@ pub(crate) fn render(engine: &CommandSender) -> String {
     registry.register("rtp_in", "RTP packets received from speakers", rtp_in);
     registry.register("rtp_forwarded", "RTP copies sent to subscribers", forwarded);
     registry.register("datagrams_out", "UDP datagrams sent", transmits);
+    registry.register("bytes_in", "Bytes of UDP datagrams received", bytes_in);
+    registry.register("bytes_out", "Bytes of UDP datagrams sent", bytes_out);
+    for (result, n) in joins.0.lock().iter() {
+        joins_total
+            .get_or_create(&ResultLabel { result })
+            .inc_by(*n);
+    }
+    registry.register(
+        "joins",
+        "Join attempts by result (ok, or the error code sent)",
+        joins_total,
+    );
+    for (i, h) in engine.forwarding_latency().into_iter().enumerate() {
+        registry
+            .sub_registry_with_label(("shard".into(), i.to_string().into()))
+            .register_with_unit(
+                "forwarding_latency",
+                "From a speaker's datagram leaving the socket (or another shard's hand-off ring) to its copies being handed to the kernel",
+                prometheus_client::registry::Unit::Seconds,
+                Latency(h),
+            );
+    }
     registry.register(
         "handoffs_out",
         "Speaker packets handed to other shards",

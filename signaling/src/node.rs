@@ -1,21 +1,25 @@
 //! A whole node: the media engine on its UDP socket and the HTTP server beside it.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, State};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
-use chorus_engine::{participant_id, CommandSender, Driver, EngineError, ShardConfig};
+use chorus_engine::{participant_id, CommandSender, Driver, EngineError, Event, ShardConfig};
 use chorus_protocol::signal::{ParticipantId, MAX_FRAME_BYTES};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 
 use crate::config::NodeConfig;
+use crate::control::ControlHub;
 use crate::error::SignalingError;
+use crate::metrics::JoinCounters;
 use crate::routes::Routes;
 use crate::token::TokenVerifier;
 use crate::{assets, session};
@@ -31,8 +35,15 @@ pub(crate) struct Shared {
     pub connections_per_ip: parking_lot::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
     /// Set when the node drains: no new joins, `/readyz` says not ready.
     pub draining: AtomicBool,
+    /// Turns true when a drain has finished (every room closed).
+    pub drained: watch::Sender<bool>,
     /// Turns true when the node stops: every session closes (1001).
     pub stopping: watch::Receiver<bool>,
+    /// Control-plane requests in flight and the event stream.
+    pub control: Arc<ControlHub>,
+    /// Joins by result, for `/metrics`.
+    pub joins: JoinCounters,
+    pub started: Instant,
     next_id: AtomicU64,
 }
 
@@ -49,6 +60,8 @@ pub struct RunningNode {
     pub http: SocketAddr,
     /// Where media is received (the real port when 0 was asked).
     pub udp: SocketAddr,
+    /// The control socket, when there is one.
+    pub control: Option<PathBuf>,
     stop: Option<oneshot::Sender<()>>,
     stopping: watch::Sender<bool>,
     shared: Arc<Shared>,
@@ -59,25 +72,18 @@ pub struct RunningNode {
 impl RunningNode {
     /// Drains the node: refuses new joins (`/readyz` turns 503), waits until every
     /// participant has left or `deadline` passed, then closes the rooms left with
-    /// `room_closed {reason: "node_draining"}`. Call [`RunningNode::stop`] after.
-    pub async fn drain(&self, deadline: std::time::Duration) {
-        self.shared.draining.store(true, Ordering::Relaxed);
-        tracing::info!(?deadline, "draining");
-        let end = tokio::time::Instant::now() + deadline;
-        loop {
-            // The routing table is exact and current (shard snapshots lag by up to
-            // half a second).
-            if self.shared.routes.len() == 0 {
-                return;
-            }
-            if tokio::time::Instant::now() >= end {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
-        self.shared.engine.close_all_rooms("node_draining");
-        // Let the sessions send `room_closed` and their close frames.
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    /// `room_closed {reason: "node_draining"}`. Call [`RunningNode::stop`] after. If a
+    /// drain is under way already (`node.drain`), waits for that one.
+    pub async fn drain(&self, deadline: Duration) {
+        start_drain(self.shared.clone(), deadline);
+        self.drained().await;
+    }
+
+    /// Returns once a drain (SIGTERM or the control plane's `node.drain`) has
+    /// finished: the node should then stop and exit.
+    pub async fn drained(&self) {
+        let mut rx = self.shared.drained.subscribe();
+        let _ = rx.wait_for(|done| *done).await;
     }
 
     /// Stops accepting, closes connections, and stops the engine.
@@ -91,7 +97,32 @@ impl RunningNode {
         // Joining the engine thread blocks; keep it off the async workers.
         let driver = self.driver;
         let _ = tokio::task::spawn_blocking(move || driver.stop()).await;
+        if let Some(path) = &self.control {
+            let _ = std::fs::remove_file(path);
+        }
     }
+}
+
+/// Starts draining (once; later calls do nothing): no new joins, then, when every
+/// participant has left or at `deadline`, every room left is closed with
+/// `room_closed {reason: "node_draining"}` and [`Shared::drained`] turns true.
+pub(crate) fn start_drain(shared: Arc<Shared>, deadline: Duration) {
+    if shared.draining.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    tracing::info!(?deadline, "draining");
+    tokio::spawn(async move {
+        let end = tokio::time::Instant::now() + deadline;
+        // The routing table is exact and current (shard snapshots lag by up to half
+        // a second).
+        while shared.routes.len() > 0 && tokio::time::Instant::now() < end {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        shared.engine.close_all_rooms("node_draining");
+        // Let the sessions send `room_closed` and their close frames.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let _ = shared.drained.send(true);
+    });
 }
 
 /// Binds both sockets and starts serving. Must run inside a tokio runtime.
@@ -105,12 +136,16 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, SignalingError> {
     shard.max_participants = config.max_participants;
     shard.auto_create_rooms = config.dev || config.auto_create_rooms;
     shard.disconnect_timeout = config.disconnect_timeout;
+    shard.quality_interval = config.quality_interval;
     shard.seed = seed();
 
     let routes = Arc::new(Routes::default());
-    let sink = routes.clone();
-    let driver = Driver::spawn(shard, config.udp, config.shards, move |event| {
-        sink.deliver(event)
+    let control = Arc::new(ControlHub::default());
+    let (sink, hub) = (routes.clone(), control.clone());
+    let driver = Driver::spawn(shard, config.udp, config.shards, move |event| match event {
+        Event::Reply { id, result, .. } => hub.reply(id, result),
+        Event::Notify(e) => hub.event(e),
+        other => sink.deliver(other),
     })
     .map_err(|e| match e {
         EngineError::Io(source) => SignalingError::Bind {
@@ -131,6 +166,10 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, SignalingError> {
             source,
         })?;
     let http = listener.local_addr()?;
+    let control_listener = match &config.control {
+        Some(path) => Some((crate::control::bind(path).await?, path.clone())),
+        None => None,
+    };
     let (stopping_tx, stopping) = watch::channel(false);
     let config_shards = config.shards;
     let tokens = config
@@ -144,10 +183,19 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, SignalingError> {
         routes,
         connections_per_ip: Default::default(),
         draining: AtomicBool::new(false),
+        drained: watch::channel(false).0,
         stopping,
+        control,
+        joins: JoinCounters::default(),
+        started: Instant::now(),
         next_id: AtomicU64::new(seed() >> 24),
     });
     let shared_for_node = shared.clone();
+    let control_path = control_listener.map(|(listener, path)| {
+        tokio::spawn(crate::control::serve(listener, shared.clone()));
+        tracing::info!(path = %path.display(), "control socket");
+        path
+    });
     let app = Router::new()
         .route("/v1/signal", get(signal))
         .route("/healthz", get(healthz))
@@ -173,6 +221,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, SignalingError> {
     Ok(RunningNode {
         http,
         udp,
+        control: control_path,
         stop: Some(stop_tx),
         stopping: stopping_tx,
         shared: shared_for_node,
@@ -200,7 +249,7 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
             axum::http::header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        crate::metrics::render(&shared.engine),
+        crate::metrics::render(&shared.engine, &shared.joins),
     )
 }
 

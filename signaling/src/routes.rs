@@ -47,6 +47,8 @@ impl Routes {
                 participant,
                 reason,
             } => (participant, Outbound::Close(reason)),
+            // The control plane's (the node's sink routes them to it).
+            Event::Reply { .. } | Event::Notify(_) => return,
         };
         let mut connections = self.connections.lock();
         let Some(tx) = connections.get(&to) else {

@@ -37,6 +37,8 @@ struct Session {
     participant: Option<ParticipantId>,
     /// `join` was accepted (stays true after leaving).
     joined: bool,
+    /// The join's outcome was counted.
+    answered: bool,
     limiter: RateLimiter,
 }
 
@@ -99,6 +101,7 @@ pub(crate) async fn run(socket: WebSocket, shared: Arc<Shared>, ip: IpAddr) {
         shared,
         participant: None,
         joined: false,
+        answered: false,
         limiter: RateLimiter::new(rate, Instant::now()),
     };
     let mut replies: Vec<ServerMessage> = Vec::new();
@@ -146,6 +149,20 @@ pub(crate) async fn run(socket: WebSocket, shared: Arc<Shared>, ip: IpAddr) {
             }
             out = rx.recv() => match out {
                 Some(Outbound::Message(m)) => {
+                    if !session.answered {
+                        // The engine's answer to our join: `joined`, or why not.
+                        match &m {
+                            ServerMessage::Joined { .. } => {
+                                session.answered = true;
+                                session.shared.joins.count("ok");
+                            }
+                            ServerMessage::Error { code, .. } => {
+                                session.answered = true;
+                                session.shared.joins.count(code.as_str());
+                            }
+                            _ => {}
+                        }
+                    }
                     if sink.send(Message::Text(m.to_json().into())).await.is_err() {
                         break None;
                     }
@@ -160,6 +177,7 @@ pub(crate) async fn run(socket: WebSocket, shared: Arc<Shared>, ip: IpAddr) {
                         CloseReason::Timeout => (MEDIA_TIMEOUT, "media timeout"),
                         CloseReason::Rejected => (POLICY, "join refused"),
                         CloseReason::RoomClosed => (NORMAL, "room closed"),
+                        CloseReason::Kicked => (NORMAL, "kicked"),
                     });
                 }
                 // Our route was dropped (queue overflow) or the node is stopping.
@@ -257,15 +275,19 @@ impl Session {
             return Flow::Continue;
         };
         if self.shared.draining.load(Ordering::Relaxed) {
+            self.answered = true;
+            self.shared.joins.count(ErrorCode::Unavailable.as_str());
             replies.push(ServerMessage::error(
                 ErrorCode::Unavailable,
                 "this node is draining: join another node",
             ));
             return Flow::Close(GOING_AWAY, "node draining");
         }
-        let (name, permissions) = match self.authorize(&room, name, token) {
+        let (name, identity, permissions) = match self.authorize(&room, name, token) {
             Ok(granted) => granted,
             Err(why) => {
+                self.answered = true;
+                self.shared.joins.count(ErrorCode::Unauthorized.as_str());
                 replies.push(ServerMessage::error(ErrorCode::Unauthorized, why));
                 return Flow::Close(POLICY, "unauthorized");
             }
@@ -282,6 +304,7 @@ impl Session {
             participant: pid,
             room,
             name,
+            identity,
             permissions,
         });
         if !sent {
@@ -301,7 +324,7 @@ impl Session {
         room: &RoomId,
         name: DisplayName,
         token: Option<String>,
-    ) -> Result<(DisplayName, Permissions), String> {
+    ) -> Result<(DisplayName, Option<String>, Permissions), String> {
         match (&self.shared.tokens, token) {
             (Some(verifier), Some(token)) => {
                 let claims = verifier.verify(&token, room).map_err(|e| e.to_string())?;
@@ -314,10 +337,10 @@ impl Session {
                     publish: claims.grants.publish,
                     subscribe: claims.grants.subscribe,
                 };
-                Ok((name, permissions))
+                Ok((name, Some(claims.sub), permissions))
             }
-            (_, None) if self.shared.config.dev => Ok((name, Permissions::ALL)),
-            (None, Some(_)) if self.shared.config.dev => Ok((name, Permissions::ALL)),
+            (_, None) if self.shared.config.dev => Ok((name, None, Permissions::ALL)),
+            (None, Some(_)) if self.shared.config.dev => Ok((name, None, Permissions::ALL)),
             (Some(_), None) => Err("this node requires a token".into()),
             (None, _) => {
                 Err("this node has no token secret: start it with --token-secret, or --dev".into())

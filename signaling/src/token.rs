@@ -7,7 +7,7 @@
 //! signature, an expired or not-yet-valid token, and a token for another room.
 
 use chorus_protocol::signal::RoomId;
-use jsonwebtoken::{decode, Algorithm, DecodingKey, Validation};
+use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
 /// Clock skew tolerated on `exp` and `nbf`, in seconds.
@@ -91,5 +91,42 @@ impl TokenVerifier {
             return Err(TokenError::WrongRoom);
         }
         Ok(claims)
+    }
+}
+
+/// Signs `claims` with `secret` (HS256): what `token.create` returns.
+pub fn mint(secret: &[u8], claims: &Claims) -> Result<String, jsonwebtoken::errors::Error> {
+    encode(
+        &Header::new(Algorithm::HS256),
+        claims,
+        &EncodingKey::from_secret(secret),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn minted_tokens_verify() {
+        let room = RoomId::new("g1").unwrap();
+        let claims = Claims {
+            sub: "u1".into(),
+            name: Some("Ann".into()),
+            room: "g1".into(),
+            exp: 4_000_000_000,
+            nbf: None,
+            grants: Grants {
+                publish: true,
+                subscribe: false,
+                admin: false,
+            },
+        };
+        let token = mint(b"secret-secret-secret-secret-0123", &claims).unwrap();
+        let v = TokenVerifier::new(b"secret-secret-secret-secret-0123");
+        assert_eq!(v.verify(&token, &room).unwrap(), claims);
+        let other = TokenVerifier::new(b"another-secret-another-secret-01");
+        assert_eq!(other.verify(&token, &room), Err(TokenError::BadSignature));
     }
 }

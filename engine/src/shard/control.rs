@@ -3,6 +3,7 @@
 
 use std::time::Instant;
 
+use chorus_protocol::control::{NodeEvent, RoomKind};
 use chorus_protocol::signal::{DisplayName, ErrorCode, ParticipantId, RoomId, ServerMessage};
 use str0m::rtp::Extension;
 use str0m::{Candidate, IceCreds, Rtc};
@@ -11,7 +12,8 @@ use super::{random_token, ufrag_for, Shard};
 use crate::io::{CloseReason, Command, Event, Permissions};
 use crate::mesh::ShardMessage;
 use crate::participant::Participant;
-use crate::room::Room;
+use crate::quality::Quality;
+use crate::room::{Member, Room, RoomPolicy};
 use crate::slots::SlotTable;
 
 impl Shard {
@@ -21,8 +23,9 @@ impl Shard {
                 participant,
                 room,
                 name,
+                identity,
                 permissions,
-            } => self.join(now, participant, room, name, permissions),
+            } => self.join(now, participant, room, name, identity, permissions),
             Command::Candidate {
                 participant,
                 candidate,
@@ -42,8 +45,19 @@ impl Shard {
                 }
             }
             Command::SetMuted { participant, muted } => {
+                if !muted
+                    && self
+                        .member(participant)
+                        .is_some_and(|m| m.info.server_muted)
+                {
+                    self.signal(
+                        participant,
+                        ServerMessage::error(ErrorCode::Forbidden, "muted by the server"),
+                    );
+                    return;
+                }
                 let media = Command::SetMuted { participant, muted };
-                self.update(now, participant, |i| i.muted = muted, media);
+                self.update(now, participant, |m| m.info.muted = muted, media);
             }
             Command::SetDeafened {
                 participant,
@@ -51,7 +65,7 @@ impl Shard {
             } => self.update(
                 now,
                 participant,
-                |i| i.deafened = deafened,
+                |m| m.info.deafened = deafened,
                 Command::SetDeafened {
                     participant,
                     deafened,
@@ -60,7 +74,9 @@ impl Shard {
             Command::Offer { participant, sdp } => {
                 self.send_to_media(now, participant, Command::Offer { participant, sdp });
             }
-            Command::Leave { participant } => self.leave_room(participant, CloseReason::Left),
+            Command::Leave { participant } => self.leave_room(now, participant, CloseReason::Left),
+            // Only the control plane changes these (through `handle_request`).
+            Command::SetServerMuted { .. } | Command::SetPermissions { .. } => {}
         }
     }
 
@@ -70,6 +86,7 @@ impl Shard {
         pid: ParticipantId,
         room_id: RoomId,
         name: DisplayName,
+        identity: Option<String>,
         permissions: Permissions,
     ) {
         if self.room_of_member(pid).is_some() {
@@ -83,12 +100,15 @@ impl Shard {
             if !self.config.auto_create_rooms {
                 return self.reject(pid, ErrorCode::RoomNotFound, "room does not exist");
             }
-            let room = Room::new(
-                room_id.clone(),
-                self.config.audio_slots,
-                self.config.max_participants,
-            );
-            self.rooms.insert(room_id.clone(), room);
+            let policy = RoomPolicy {
+                kind: RoomKind::default(),
+                audio_slots: self.config.audio_slots,
+                max_participants: self.config.max_participants,
+                empty_timeout: None,
+                metadata: String::new(),
+                auto_created: true,
+            };
+            self.create_room(now, room_id.clone(), policy);
         }
         let Some(room) = self.rooms.get_mut(&room_id) else {
             return;
@@ -96,7 +116,7 @@ impl Shard {
         if room.is_full() {
             return self.reject(pid, ErrorCode::RoomFull, "room is full");
         }
-        let audio_slots = room.audio_slots;
+        let audio_slots = room.policy.audio_slots;
         let csrc = room.allocate_csrc();
         let ufrag = ufrag_for(pid, &mut self.rng);
         let pass = random_token(&mut self.rng, 24);
@@ -105,7 +125,7 @@ impl Shard {
             Err(e) => {
                 tracing::error!(error = %e, "could not create rtc");
                 if let Some(r) = self.rooms.get_mut(&room_id) {
-                    r.remove(pid);
+                    r.remove(pid, now);
                 }
                 return self.reject(pid, ErrorCode::Internal, "could not set up media");
             }
@@ -118,6 +138,7 @@ impl Shard {
             audio_slots,
             permissions,
             muted: false,
+            server_muted: false,
             deafened: false,
             rtc,
             ufrag,
@@ -133,6 +154,7 @@ impl Shard {
             // The current speakers go out at the next tick, not only at the next change.
             speakers_dirty: true,
             failed: false,
+            quality: Quality::new(now),
         };
         tracing::info!(room = %room_id, participant = %pid, name = p.name.as_str(), "joined");
         let info = p.info();
@@ -140,7 +162,14 @@ impl Shard {
             return;
         };
         let others: Vec<_> = room.infos().cloned().collect();
-        room.add(info.clone(), self.id);
+        let member = Member {
+            info: info.clone(),
+            shard: self.id,
+            identity,
+            permissions,
+        };
+        let details = member.details(&room_id);
+        room.add(member);
         self.views
             .entry(room_id.clone())
             .or_default()
@@ -162,7 +191,28 @@ impl Shard {
         self.broadcast(&room_id, Some(pid), || ServerMessage::ParticipantJoined {
             participant: info.clone(),
         });
+        self.notify(NodeEvent::ParticipantJoined {
+            room: room_id.clone(),
+            participant: details,
+        });
         self.publish_room_shards(&room_id);
+    }
+
+    /// Creates a room homed here and reports it.
+    pub(super) fn create_room(&mut self, now: Instant, id: RoomId, policy: RoomPolicy) {
+        tracing::info!(room = %id, kind = policy.kind.as_str(), auto = policy.auto_created, "room created");
+        self.notify(NodeEvent::RoomCreated {
+            room: id.clone(),
+            kind: policy.kind,
+            auto_created: policy.auto_created,
+        });
+        self.rooms.insert(id.clone(), Room::new(id, policy, now));
+    }
+
+    /// A member of a room homed here.
+    pub(super) fn member(&self, pid: ParticipantId) -> Option<&Member> {
+        let room = self.room_of_member(pid)?;
+        self.rooms.get(&room)?.members.get(&pid)
     }
 
     pub(super) fn new_rtc(&self, now: Instant, ufrag: String, pass: String) -> Result<Rtc, String> {
@@ -182,7 +232,7 @@ impl Shard {
             .clear_extension_map()
             .set_extension(1, Extension::AudioLevel)
             .set_extension(4, Extension::RtpMid)
-            .set_stats_interval(None)
+            .set_stats_interval(self.config.quality_interval)
             .build(now);
         let candidate = Candidate::host(self.config.local_addr, "udp")
             .map_err(|e| format!("local candidate {}: {e}", self.config.local_addr))?;
@@ -196,7 +246,7 @@ impl Shard {
         &mut self,
         now: Instant,
         pid: ParticipantId,
-        change: impl FnOnce(&mut chorus_protocol::signal::ParticipantInfo),
+        change: impl FnOnce(&mut Member),
         media: Command,
     ) {
         let Some(room_id) = self.room_of_member(pid) else {
@@ -209,12 +259,23 @@ impl Shard {
         else {
             return;
         };
-        change(&mut m.info);
+        let before = m.info.clone();
+        let before_details = m.details(&room_id);
+        change(m);
         let info = m.info.clone();
-        tracing::debug!(room = %room_id, participant = %pid, muted = info.muted, deafened = info.deafened, "updated");
-        self.broadcast(&room_id, None, || ServerMessage::ParticipantUpdated {
-            participant: info.clone(),
-        });
+        let details = m.details(&room_id);
+        tracing::debug!(room = %room_id, participant = %pid, muted = info.muted, server_muted = info.server_muted, deafened = info.deafened, "updated");
+        if info != before {
+            self.broadcast(&room_id, None, || ServerMessage::ParticipantUpdated {
+                participant: info.clone(),
+            });
+        }
+        if details != before_details {
+            self.notify(NodeEvent::ParticipantUpdated {
+                room: room_id,
+                participant: details,
+            });
+        }
         self.send_to_media(now, pid, media);
     }
 
@@ -245,41 +306,53 @@ impl Shard {
     pub fn close_rooms(&mut self, now: Instant, reason: &str) {
         let rooms: Vec<RoomId> = self.rooms.keys().cloned().collect();
         for room in rooms {
-            let members = self
-                .rooms
-                .get(&room)
-                .map(|r| r.order.clone())
-                .unwrap_or_default();
-            tracing::info!(%room, reason, members = members.len(), "room closed");
-            for pid in &members {
-                self.signal(
-                    *pid,
-                    ServerMessage::RoomClosed {
-                        reason: reason.to_owned(),
-                    },
-                );
-            }
-            for pid in members {
-                self.leave_room(pid, CloseReason::RoomClosed);
-            }
+            self.close_room(now, &room, reason);
         }
         self.pump(now);
     }
 
+    /// Closes one room homed here: `room_closed {reason}` to every member, who is
+    /// removed; then the room is gone.
+    pub(super) fn close_room(&mut self, now: Instant, room: &RoomId, reason: &str) {
+        let Some(r) = self.rooms.get_mut(room) else {
+            return;
+        };
+        r.closing = true;
+        let members = r.order.clone();
+        tracing::info!(%room, reason, members = members.len(), "room closed");
+        for pid in &members {
+            self.signal(
+                *pid,
+                ServerMessage::RoomClosed {
+                    reason: reason.to_owned(),
+                },
+            );
+        }
+        for pid in members {
+            self.leave_room(now, pid, CloseReason::RoomClosed);
+        }
+        if self.rooms.remove(room).is_some() {
+            self.notify(NodeEvent::RoomClosed {
+                room: room.clone(),
+                reason: reason.to_owned(),
+            });
+        }
+    }
+
     /// At the home shard: the participant is out of the room, whatever the reason.
-    pub(super) fn leave_room(&mut self, pid: ParticipantId, reason: CloseReason) {
+    pub(super) fn leave_room(&mut self, now: Instant, pid: ParticipantId, reason: CloseReason) {
         let Some(room_id) = self.room_of_member(pid) else {
             return;
         };
         let Some(room) = self.rooms.get_mut(&room_id) else {
             return;
         };
-        let Some(member) = room.remove(pid) else {
+        let Some(member) = room.remove(pid, now) else {
             return;
         };
         tracing::info!(room = %room.id, participant = %pid, ?reason, "left");
         let notify = room.notified.clone();
-        let empty = room.order.is_empty();
+        let close_now = room.order.is_empty() && room.policy.auto_created && !room.closing;
         // The media goes wherever it is; every shard of the room frees its slots.
         if member.shard == self.id {
             self.drop_media(pid);
@@ -305,9 +378,18 @@ impl Shard {
         self.broadcast(&room_id, None, || ServerMessage::ParticipantLeft {
             participant_id: pid,
         });
+        self.notify(NodeEvent::ParticipantLeft {
+            room: room_id.clone(),
+            participant_id: pid,
+            reason: reason.as_str().to_owned(),
+        });
         self.publish_room_shards(&room_id);
-        if empty && self.config.auto_create_rooms {
-            self.rooms.remove(&room_id);
+        if close_now && self.rooms.remove(&room_id).is_some() {
+            // A room made by a join lives as long as someone is in it.
+            self.notify(NodeEvent::RoomClosed {
+                room: room_id.clone(),
+                reason: "empty".to_owned(),
+            });
         }
         self.events.push_back(Event::Closed {
             participant: pid,

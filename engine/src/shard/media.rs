@@ -4,6 +4,7 @@
 use std::cmp::Reverse;
 use std::time::Instant;
 
+use chorus_protocol::control::NodeEvent;
 use chorus_protocol::signal::{ErrorCode, ParticipantId, RoomId, ServerMessage, SpeakerInfo};
 use str0m::change::SdpOffer;
 use str0m::format::Codec;
@@ -41,6 +42,31 @@ impl Shard {
             } => {
                 if let Some(p) = self.participants.get_mut(&participant) {
                     p.deafened = deafened;
+                }
+            }
+            Command::SetServerMuted { participant, muted } => {
+                let Some(p) = self.participants.get_mut(&participant) else {
+                    return;
+                };
+                p.server_muted = muted;
+                if muted {
+                    if let Some(v) = self.views.get_mut(&p.room) {
+                        v.silence(participant);
+                    }
+                }
+            }
+            Command::SetPermissions {
+                participant,
+                permissions,
+            } => {
+                let Some(p) = self.participants.get_mut(&participant) else {
+                    return;
+                };
+                p.permissions = permissions;
+                if !permissions.publish {
+                    if let Some(v) = self.views.get_mut(&p.room) {
+                        v.silence(participant);
+                    }
                 }
             }
             Command::Leave { participant } => self.drop_media(participant),
@@ -100,6 +126,10 @@ impl Shard {
             return;
         };
         p.drain(&mut self.transmits, &mut self.media);
+        if let Some(q) = p.quality.take() {
+            self.events
+                .push_back(Event::Notify(q.event(p.room.clone(), pid)));
+        }
         if p.timer_at.is_none_or(|at| p.next_timeout < at) {
             p.timer_at = Some(p.next_timeout);
             self.timers.push(Reverse((p.next_timeout, pid)));
@@ -146,7 +176,7 @@ impl Shard {
             self.stats.dropped_not_audio += 1;
             return;
         }
-        if p.muted {
+        if p.muted || p.server_muted {
             self.stats.dropped_muted += 1;
             return;
         }
@@ -164,6 +194,7 @@ impl Shard {
             audio_level: pkt.header.ext_vals.audio_level,
             voice_activity: pkt.header.ext_vals.voice_activity,
             payload: pkt.payload,
+            received: now,
         };
         if let Some(view) = self.views.get(&room) {
             for &s in &view.remote {
@@ -217,8 +248,29 @@ impl Shard {
 
     /// Periodic work: speaker levels and announcements, silent clients.
     pub(super) fn tick(&mut self, now: Instant) {
-        for view in self.views.values_mut() {
-            let changed = view.tick(now);
+        for (room, view) in self.views.iter_mut() {
+            let change = view.tick(now);
+            let changed = change.is_some();
+            // Each speaker is reported by the shard holding its media.
+            for (started, list) in change
+                .iter()
+                .flat_map(|c| [(true, &c.started), (false, &c.stopped)])
+            {
+                for pid in list.iter().filter(|p| view.local.contains(p)) {
+                    let (room, participant_id) = (room.clone(), *pid);
+                    self.events.push_back(Event::Notify(if started {
+                        NodeEvent::SpeakingStarted {
+                            room,
+                            participant_id,
+                        }
+                    } else {
+                        NodeEvent::SpeakingStopped {
+                            room,
+                            participant_id,
+                        }
+                    }));
+                }
+            }
             let speakers = view.speakers();
             for m in &view.local {
                 let Some(p) = self.participants.get_mut(m) else {
@@ -243,6 +295,7 @@ impl Shard {
                 });
             }
         }
+        self.close_expired_rooms(now);
         let timeout = self.config.disconnect_timeout;
         let gone: Vec<ParticipantId> = self
             .participants
@@ -257,7 +310,7 @@ impl Shard {
         for pid in gone {
             let home = home_of(pid, self.shards);
             if home == self.id {
-                self.leave_room(pid, CloseReason::Timeout);
+                self.leave_room(now, pid, CloseReason::Timeout);
             } else {
                 self.drop_media(pid);
                 self.send(

@@ -1,0 +1,954 @@
+//! The control protocol (the contract in `docs/control.md`): JSON-RPC 2.0 over the
+//! node's local control socket, one JSON object per line.
+//!
+//! A backend (or `chorusctl`) sends a [`Request`]; [`Call::decode`] turns its method
+//! and params into a typed [`Call`] or an [`RpcError`] with a stable code. Answers are
+//! [`Response`]s. After `events.subscribe`, the node also writes [`Notification`]s
+//! (`method: "event"`) carrying a [`NodeEvent`] on the same connection.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::signal::{DisplayName, ParticipantId, RoomId};
+
+/// Longest request line the node reads; longer lines get `-32600` and the connection
+/// is closed (the rest of the line cannot be told apart from the next request).
+pub const MAX_LINE_BYTES: usize = 256 * 1024;
+/// Longest room `metadata`, in bytes.
+pub const MAX_METADATA_BYTES: usize = 16 * 1024;
+/// Longest `reason` (kick, delete), in bytes.
+pub const MAX_REASON_BYTES: usize = 256;
+/// Longest token `identity`, in bytes.
+pub const MAX_IDENTITY_BYTES: usize = 256;
+/// Longest token lifetime: 30 days.
+pub const MAX_TTL_S: u64 = 30 * 24 * 3600;
+/// Most participants a room may be configured for.
+pub const MAX_ROOM_CAPACITY: usize = 10_000;
+/// Most audio slots a room may be configured for.
+pub const MAX_ROOM_AUDIO_SLOTS: u8 = 32;
+
+/// Where the node listens and `chorusctl` connects when no path is given:
+/// `$XDG_RUNTIME_DIR/chorus/control.sock`, else `/tmp/chorus/control.sock`.
+/// (`CHORUS_CONTROL` overrides both; the callers read the environment.)
+pub fn default_socket_path(xdg_runtime_dir: Option<std::path::PathBuf>) -> std::path::PathBuf {
+    xdg_runtime_dir
+        .filter(|d| d.is_absolute())
+        .unwrap_or_else(|| std::path::PathBuf::from("/tmp"))
+        .join("chorus")
+        .join("control.sock")
+}
+
+// ---- envelope ----------------------------------------------------------------
+
+/// A JSON-RPC 2.0 request or notification (no `id`) as read off the socket.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    pub jsonrpc: String,
+    /// A string or number; absent for a notification (which gets no answer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<Value>,
+    pub method: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub params: Option<Value>,
+}
+
+impl Request {
+    /// A request with a numeric id (what `chorusctl` sends).
+    pub fn new(id: u64, method: &str, params: Value) -> Request {
+        Request {
+            jsonrpc: "2.0".into(),
+            id: Some(Value::from(id)),
+            method: method.into(),
+            params: Some(params),
+        }
+    }
+
+    /// Reads one line. On error, returns the id when one could be read (for the
+    /// error answer) and the error.
+    pub fn decode(line: &str) -> Result<Request, (Value, RpcError)> {
+        if line.len() > MAX_LINE_BYTES {
+            return Err((
+                Value::Null,
+                RpcError::new(
+                    ErrorCode::InvalidRequest,
+                    format!("request is longer than {MAX_LINE_BYTES} bytes"),
+                ),
+            ));
+        }
+        let value: Value = serde_json::from_str(line).map_err(|e| {
+            (
+                Value::Null,
+                RpcError::new(ErrorCode::ParseError, format!("not JSON: {e}")),
+            )
+        })?;
+        let id = value.get("id").cloned().unwrap_or(Value::Null);
+        let invalid = |m: &str| (id.clone(), RpcError::new(ErrorCode::InvalidRequest, m));
+        let Some(obj) = value.as_object() else {
+            return Err(invalid(
+                "a request is a JSON object (batches are not supported)",
+            ));
+        };
+        if obj.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
+            return Err(invalid("\"jsonrpc\" must be \"2.0\""));
+        }
+        match obj.get("id") {
+            None | Some(Value::String(_)) | Some(Value::Number(_)) | Some(Value::Null) => {}
+            Some(_) => return Err(invalid("\"id\" must be a string or a number")),
+        }
+        if !obj.get("method").is_some_and(Value::is_string) {
+            return Err(invalid("\"method\" must be a string"));
+        }
+        match obj.get("params") {
+            None | Some(Value::Object(_)) | Some(Value::Null) => {}
+            Some(_) => return Err(invalid("\"params\" must be an object")),
+        }
+        serde_json::from_value(value)
+            .map_err(|e| (id, RpcError::new(ErrorCode::InvalidRequest, e.to_string())))
+    }
+}
+
+/// An answer to a request: `result` or `error`, never both.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Response {
+    pub jsonrpc: String,
+    pub id: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<RpcError>,
+}
+
+impl Response {
+    pub fn ok(id: Value, result: Value) -> Response {
+        Response {
+            jsonrpc: "2.0".into(),
+            id,
+            result: Some(result),
+            error: None,
+        }
+    }
+
+    pub fn err(id: Value, error: RpcError) -> Response {
+        Response {
+            jsonrpc: "2.0".into(),
+            id,
+            result: None,
+            error: Some(error),
+        }
+    }
+
+    /// One line of JSON (no newline).
+    pub fn to_line(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|_| {
+            r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32603,"message":"encode failed"}}"#
+                .to_owned()
+        })
+    }
+}
+
+/// An event pushed to a connection that called `events.subscribe`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Notification {
+    pub jsonrpc: String,
+    /// Always `"event"`.
+    pub method: String,
+    pub params: NodeEvent,
+}
+
+impl Notification {
+    pub fn event(event: NodeEvent) -> Notification {
+        Notification {
+            jsonrpc: "2.0".into(),
+            method: "event".into(),
+            params: event,
+        }
+    }
+
+    /// One line of JSON (no newline).
+    pub fn to_line(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// A JSON-RPC error object. `data.name` repeats the code as a stable string.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{message} ({code})")]
+pub struct RpcError {
+    pub code: i64,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<Value>,
+}
+
+impl RpcError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> RpcError {
+        RpcError {
+            code: code.code(),
+            message: message.into(),
+            data: Some(serde_json::json!({ "name": code.name() })),
+        }
+    }
+
+    /// The code as one of ours, if it is.
+    pub fn kind(&self) -> Option<ErrorCode> {
+        ErrorCode::ALL
+            .iter()
+            .copied()
+            .find(|c| c.code() == self.code)
+    }
+}
+
+/// The stable error codes of the control protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// -32700: the line is not JSON.
+    ParseError,
+    /// -32600: JSON, but not a JSON-RPC 2.0 request.
+    InvalidRequest,
+    /// -32601: no such method.
+    MethodNotFound,
+    /// -32602: the params are missing, of the wrong type or out of range.
+    InvalidParams,
+    /// -32603: the node failed.
+    Internal,
+    /// -32001: no room by that name.
+    RoomNotFound,
+    /// -32002: `room.create` for a room that exists.
+    RoomExists,
+    /// -32003: no participant by that id in that room.
+    ParticipantNotFound,
+    /// -32004: the node is draining (no new rooms), or stopping.
+    Unavailable,
+    /// -32005: the engine did not answer in time or its queue is full; retry.
+    Busy,
+    /// -32006: the node is not configured for this (`token.create` without a secret).
+    NotConfigured,
+}
+
+impl ErrorCode {
+    pub const ALL: [ErrorCode; 11] = [
+        ErrorCode::ParseError,
+        ErrorCode::InvalidRequest,
+        ErrorCode::MethodNotFound,
+        ErrorCode::InvalidParams,
+        ErrorCode::Internal,
+        ErrorCode::RoomNotFound,
+        ErrorCode::RoomExists,
+        ErrorCode::ParticipantNotFound,
+        ErrorCode::Unavailable,
+        ErrorCode::Busy,
+        ErrorCode::NotConfigured,
+    ];
+
+    pub fn code(self) -> i64 {
+        match self {
+            ErrorCode::ParseError => -32700,
+            ErrorCode::InvalidRequest => -32600,
+            ErrorCode::MethodNotFound => -32601,
+            ErrorCode::InvalidParams => -32602,
+            ErrorCode::Internal => -32603,
+            ErrorCode::RoomNotFound => -32001,
+            ErrorCode::RoomExists => -32002,
+            ErrorCode::ParticipantNotFound => -32003,
+            ErrorCode::Unavailable => -32004,
+            ErrorCode::Busy => -32005,
+            ErrorCode::NotConfigured => -32006,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorCode::ParseError => "parse_error",
+            ErrorCode::InvalidRequest => "invalid_request",
+            ErrorCode::MethodNotFound => "method_not_found",
+            ErrorCode::InvalidParams => "invalid_params",
+            ErrorCode::Internal => "internal",
+            ErrorCode::RoomNotFound => "room_not_found",
+            ErrorCode::RoomExists => "room_exists",
+            ErrorCode::ParticipantNotFound => "participant_not_found",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Busy => "busy",
+            ErrorCode::NotConfigured => "not_configured",
+        }
+    }
+}
+
+// ---- methods -----------------------------------------------------------------
+
+/// Every method, with its params checked.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Call {
+    RoomCreate(RoomCreate),
+    RoomGet(RoomRef),
+    RoomList,
+    RoomUpdate(RoomUpdate),
+    RoomDelete(RoomDelete),
+    ParticipantList(RoomRef),
+    ParticipantGet(ParticipantRef),
+    ParticipantKick(ParticipantKick),
+    ParticipantMute(ParticipantMute),
+    ParticipantSetPermissions(ParticipantSetPermissions),
+    TokenCreate(TokenCreate),
+    EventsSubscribe(EventsSubscribe),
+    NodeStats,
+    NodeDrain(NodeDrain),
+}
+
+/// The method names, as on the wire.
+pub const METHODS: &[&str] = &[
+    "room.create",
+    "room.get",
+    "room.list",
+    "room.update",
+    "room.delete",
+    "participant.list",
+    "participant.get",
+    "participant.kick",
+    "participant.mute",
+    "participant.set_permissions",
+    "token.create",
+    "events.subscribe",
+    "node.stats",
+    "node.drain",
+];
+
+impl Call {
+    /// Checks a method's params (absent params are an empty object).
+    pub fn decode(method: &str, params: Option<Value>) -> Result<Call, RpcError> {
+        let params = match params {
+            None | Some(Value::Null) => Value::Object(Default::default()),
+            Some(p) => p,
+        };
+        fn p<T: serde::de::DeserializeOwned>(params: Value) -> Result<T, RpcError> {
+            serde_json::from_value(params)
+                .map_err(|e| RpcError::new(ErrorCode::InvalidParams, e.to_string()))
+        }
+        let call = match method {
+            "room.create" => Call::RoomCreate(p(params)?),
+            "room.get" => Call::RoomGet(p(params)?),
+            "room.list" => {
+                p::<Empty>(params)?;
+                Call::RoomList
+            }
+            "room.update" => Call::RoomUpdate(p(params)?),
+            "room.delete" => Call::RoomDelete(p(params)?),
+            "participant.list" => Call::ParticipantList(p(params)?),
+            "participant.get" => Call::ParticipantGet(p(params)?),
+            "participant.kick" => Call::ParticipantKick(p(params)?),
+            "participant.mute" => Call::ParticipantMute(p(params)?),
+            "participant.set_permissions" => Call::ParticipantSetPermissions(p(params)?),
+            "token.create" => Call::TokenCreate(p(params)?),
+            "events.subscribe" => Call::EventsSubscribe(p(params)?),
+            "node.stats" => {
+                p::<Empty>(params)?;
+                Call::NodeStats
+            }
+            "node.drain" => Call::NodeDrain(p(params)?),
+            other => {
+                return Err(RpcError::new(
+                    ErrorCode::MethodNotFound,
+                    format!("unknown method {other:?}"),
+                ))
+            }
+        };
+        call.validate()?;
+        Ok(call)
+    }
+
+    fn validate(&self) -> Result<(), RpcError> {
+        let bad = |m: String| Err(RpcError::new(ErrorCode::InvalidParams, m));
+        let capacity = |n: Option<usize>| match n {
+            Some(n) if n == 0 || n > MAX_ROOM_CAPACITY => {
+                bad(format!("max_participants must be 1..={MAX_ROOM_CAPACITY}"))
+            }
+            _ => Ok(()),
+        };
+        let slots = |n: Option<u8>| match n {
+            Some(n) if n == 0 || n > MAX_ROOM_AUDIO_SLOTS => {
+                bad(format!("audio_slots must be 1..={MAX_ROOM_AUDIO_SLOTS}"))
+            }
+            _ => Ok(()),
+        };
+        let metadata = |m: &Option<String>| match m {
+            Some(m) if m.len() > MAX_METADATA_BYTES => bad(format!(
+                "metadata is longer than {MAX_METADATA_BYTES} bytes"
+            )),
+            _ => Ok(()),
+        };
+        let reason = |r: &Option<String>| match r {
+            Some(r) if r.len() > MAX_REASON_BYTES => {
+                bad(format!("reason is longer than {MAX_REASON_BYTES} bytes"))
+            }
+            Some(r) if r.chars().any(char::is_control) => {
+                bad("reason must not contain control characters".into())
+            }
+            _ => Ok(()),
+        };
+        match self {
+            Call::RoomCreate(c) => {
+                capacity(c.max_participants)?;
+                slots(c.audio_slots)?;
+                metadata(&c.metadata)
+            }
+            Call::RoomUpdate(u) => {
+                capacity(u.max_participants)?;
+                slots(u.audio_slots)?;
+                metadata(&u.metadata)
+            }
+            Call::RoomDelete(d) => reason(&d.reason),
+            Call::ParticipantKick(k) => reason(&k.reason),
+            Call::TokenCreate(t) => {
+                if t.identity.is_empty() || t.identity.len() > MAX_IDENTITY_BYTES {
+                    return bad(format!("identity must be 1..={MAX_IDENTITY_BYTES} bytes"));
+                }
+                if t.ttl_s == 0 || t.ttl_s > MAX_TTL_S {
+                    return bad(format!("ttl_s must be 1..={MAX_TTL_S}"));
+                }
+                Ok(())
+            }
+            Call::EventsSubscribe(s) => {
+                for t in s.types.iter().flatten() {
+                    if !EVENT_TYPES.contains(&t.as_str()) {
+                        return bad(format!("unknown event type {t:?}"));
+                    }
+                }
+                Ok(())
+            }
+            Call::NodeDrain(d) => match d.deadline_s {
+                Some(s) if s > 24 * 3600 => bad("deadline_s must be at most 86400".into()),
+                _ => Ok(()),
+            },
+            _ => Ok(()),
+        }
+    }
+
+    /// The method name of this call.
+    pub fn method(&self) -> &'static str {
+        match self {
+            Call::RoomCreate(_) => "room.create",
+            Call::RoomGet(_) => "room.get",
+            Call::RoomList => "room.list",
+            Call::RoomUpdate(_) => "room.update",
+            Call::RoomDelete(_) => "room.delete",
+            Call::ParticipantList(_) => "participant.list",
+            Call::ParticipantGet(_) => "participant.get",
+            Call::ParticipantKick(_) => "participant.kick",
+            Call::ParticipantMute(_) => "participant.mute",
+            Call::ParticipantSetPermissions(_) => "participant.set_permissions",
+            Call::TokenCreate(_) => "token.create",
+            Call::EventsSubscribe(_) => "events.subscribe",
+            Call::NodeStats => "node.stats",
+            Call::NodeDrain(_) => "node.drain",
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Empty {}
+
+/// What a room is for; each kind has its own defaults ([`RoomKind::defaults`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RoomKind {
+    /// A guild's standing voice channel.
+    Guild,
+    /// A small group playing together.
+    Party,
+    /// Anyone may be sent a token for it.
+    #[default]
+    Public,
+    /// Invitation only, kept small.
+    Private,
+    /// A large raid or event channel: many listeners, a few speakers at a time.
+    Raid,
+}
+
+/// The settings a room kind starts with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoomDefaults {
+    pub max_participants: usize,
+    pub audio_slots: u8,
+    /// 0: never closed for being empty.
+    pub empty_timeout_s: u64,
+}
+
+impl RoomKind {
+    pub fn defaults(self) -> RoomDefaults {
+        let (max_participants, audio_slots, empty_timeout_s) = match self {
+            RoomKind::Party => (8, 7, 60),
+            RoomKind::Private => (25, 8, 300),
+            RoomKind::Guild => (100, 8, 300),
+            RoomKind::Public => (200, 8, 300),
+            RoomKind::Raid => (1000, 6, 300),
+        };
+        RoomDefaults {
+            max_participants,
+            audio_slots,
+            empty_timeout_s,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RoomKind::Guild => "guild",
+            RoomKind::Party => "party",
+            RoomKind::Public => "public",
+            RoomKind::Private => "private",
+            RoomKind::Raid => "raid",
+        }
+    }
+}
+
+/// `room.create`. Absent settings take the kind's defaults.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoomCreate {
+    pub room: RoomId,
+    #[serde(default)]
+    pub kind: Option<RoomKind>,
+    #[serde(default)]
+    pub max_participants: Option<usize>,
+    #[serde(default)]
+    pub audio_slots: Option<u8>,
+    /// Seconds the room may stay empty before it is closed; 0: never.
+    #[serde(default)]
+    pub empty_timeout_s: Option<u64>,
+    /// Free text for the backend (at most [`MAX_METADATA_BYTES`]); never sent to clients.
+    #[serde(default)]
+    pub metadata: Option<String>,
+}
+
+/// `room.get`, `participant.list`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoomRef {
+    pub room: RoomId,
+}
+
+/// `room.update`: only the settings given change. `audio_slots` applies to joins
+/// after the update (a joined client negotiated its slots).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoomUpdate {
+    pub room: RoomId,
+    #[serde(default)]
+    pub max_participants: Option<usize>,
+    #[serde(default)]
+    pub audio_slots: Option<u8>,
+    #[serde(default)]
+    pub empty_timeout_s: Option<u64>,
+    #[serde(default)]
+    pub metadata: Option<String>,
+}
+
+/// `room.delete`: members get `room_closed {reason}` (default `"deleted"`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoomDelete {
+    pub room: RoomId,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// `participant.get`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParticipantRef {
+    pub room: RoomId,
+    pub participant_id: ParticipantId,
+}
+
+/// `participant.kick`: the client gets `kicked {reason}` (default `"kicked"`) and
+/// its connection closes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParticipantKick {
+    pub room: RoomId,
+    pub participant_id: ParticipantId,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// `participant.mute`: the server mute, which the client cannot lift.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParticipantMute {
+    pub room: RoomId,
+    pub participant_id: ParticipantId,
+    pub muted: bool,
+}
+
+/// `participant.set_permissions`: absent ones stay as they are.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParticipantSetPermissions {
+    pub room: RoomId,
+    pub participant_id: ParticipantId,
+    #[serde(default)]
+    pub publish: Option<bool>,
+    #[serde(default)]
+    pub subscribe: Option<bool>,
+}
+
+/// `token.create`: a join token (HS256 JWT) signed with the node's secret. Grants
+/// default to publish and subscribe, not admin.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenCreate {
+    pub room: RoomId,
+    pub identity: String,
+    #[serde(default)]
+    pub name: Option<DisplayName>,
+    pub ttl_s: u64,
+    #[serde(default)]
+    pub publish: Option<bool>,
+    #[serde(default)]
+    pub subscribe: Option<bool>,
+    #[serde(default)]
+    pub admin: Option<bool>,
+}
+
+/// `events.subscribe`: all events, or only these `types`, or only this `room`'s.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsSubscribe {
+    #[serde(default)]
+    pub types: Option<Vec<String>>,
+    #[serde(default)]
+    pub room: Option<RoomId>,
+}
+
+/// `node.drain`: refuse new joins, close the rooms left at the deadline (default: the
+/// node's `--drain-timeout`), then exit.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeDrain {
+    #[serde(default)]
+    pub deadline_s: Option<u64>,
+}
+
+// ---- results -----------------------------------------------------------------
+
+/// A room as `room.*` return it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoomInfo {
+    pub room: RoomId,
+    pub kind: RoomKind,
+    pub max_participants: usize,
+    pub audio_slots: u8,
+    pub empty_timeout_s: u64,
+    pub metadata: String,
+    pub participants: usize,
+    /// Created by a join (`--dev`, `--auto-create-rooms`), not by `room.create`.
+    pub auto_created: bool,
+    /// The shard keeping the roster.
+    pub home_shard: usize,
+}
+
+/// A participant as `participant.*` and events return it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ParticipantDetails {
+    pub participant_id: ParticipantId,
+    pub room: RoomId,
+    /// The token's `sub`; absent for `--dev` joins without a token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
+    pub name: DisplayName,
+    /// Muted by the client itself.
+    pub muted: bool,
+    /// Muted by `participant.mute`.
+    pub server_muted: bool,
+    pub deafened: bool,
+    pub publish: bool,
+    pub subscribe: bool,
+    pub csrc: u32,
+    /// The shard holding its media.
+    pub shard: usize,
+}
+
+/// `token.create`'s result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenCreated {
+    pub token: String,
+    /// Unix seconds.
+    pub expires_at: u64,
+}
+
+/// One shard's part of `node.stats`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShardReport {
+    pub shard: usize,
+    /// Participants whose media is on this shard.
+    pub participants: usize,
+    /// Rooms whose roster this shard keeps.
+    pub rooms: usize,
+    /// Counters by name (packets, bytes, drops by reason), since start.
+    pub counters: BTreeMap<String, u64>,
+}
+
+/// `node.stats`'s result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeStats {
+    pub rooms: usize,
+    pub participants: usize,
+    pub draining: bool,
+    pub uptime_s: u64,
+    /// Sums of the shards' counters.
+    pub totals: BTreeMap<String, u64>,
+    /// The driver's own drops (hand-off ring, control queue, socket send).
+    pub driver: BTreeMap<String, u64>,
+    pub shards: Vec<ShardReport>,
+}
+
+// ---- events ------------------------------------------------------------------
+
+/// Every event type, as `events.subscribe {types}` names them.
+pub const EVENT_TYPES: &[&str] = &[
+    "room_created",
+    "room_closed",
+    "participant_joined",
+    "participant_left",
+    "participant_updated",
+    "speaking_started",
+    "speaking_stopped",
+    "quality",
+    "events_lost",
+];
+
+/// What happened on the node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum NodeEvent {
+    RoomCreated {
+        room: RoomId,
+        kind: RoomKind,
+        auto_created: bool,
+    },
+    /// `reason`: `"deleted"` (or `room.delete`'s reason), `"empty_timeout"`,
+    /// `"empty"` (an auto-created room's last member left), `"node_draining"`.
+    RoomClosed { room: RoomId, reason: String },
+    ParticipantJoined {
+        room: RoomId,
+        participant: ParticipantDetails,
+    },
+    /// `reason`: `"left"`, `"timeout"`, `"kicked"`, `"room_closed"`, `"failed"`.
+    ParticipantLeft {
+        room: RoomId,
+        participant_id: ParticipantId,
+        reason: String,
+    },
+    /// Mute, server mute, deafen or permissions changed.
+    ParticipantUpdated {
+        room: RoomId,
+        participant: ParticipantDetails,
+    },
+    SpeakingStarted {
+        room: RoomId,
+        participant_id: ParticipantId,
+    },
+    SpeakingStopped {
+        room: RoomId,
+        participant_id: ParticipantId,
+    },
+    /// Every few seconds per connected participant, from RTCP and the node's counts.
+    Quality {
+        room: RoomId,
+        participant_id: ParticipantId,
+        /// Fraction (0..1) of the participant's packets lost on the way in.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        loss_in: Option<f32>,
+        /// Fraction (0..1) lost on the way to it, from its receiver reports.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        loss_out: Option<f32>,
+        /// Interarrival jitter of its microphone stream, in milliseconds.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        jitter_ms: Option<f32>,
+        /// Round-trip time, in milliseconds (RTCP, else ICE consent checks).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rtt_ms: Option<f32>,
+        /// Bits per second received from it, and sent to it, over the last period.
+        bitrate_in: u64,
+        bitrate_out: u64,
+    },
+    /// This subscriber fell behind and `count` events were dropped for it.
+    EventsLost { count: u64 },
+}
+
+impl NodeEvent {
+    /// The `type` of this event.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            NodeEvent::RoomCreated { .. } => "room_created",
+            NodeEvent::RoomClosed { .. } => "room_closed",
+            NodeEvent::ParticipantJoined { .. } => "participant_joined",
+            NodeEvent::ParticipantLeft { .. } => "participant_left",
+            NodeEvent::ParticipantUpdated { .. } => "participant_updated",
+            NodeEvent::SpeakingStarted { .. } => "speaking_started",
+            NodeEvent::SpeakingStopped { .. } => "speaking_stopped",
+            NodeEvent::Quality { .. } => "quality",
+            NodeEvent::EventsLost { .. } => "events_lost",
+        }
+    }
+
+    /// The room it is about, if any.
+    pub fn room(&self) -> Option<&RoomId> {
+        match self {
+            NodeEvent::RoomCreated { room, .. }
+            | NodeEvent::RoomClosed { room, .. }
+            | NodeEvent::ParticipantJoined { room, .. }
+            | NodeEvent::ParticipantLeft { room, .. }
+            | NodeEvent::ParticipantUpdated { room, .. }
+            | NodeEvent::SpeakingStarted { room, .. }
+            | NodeEvent::SpeakingStopped { room, .. }
+            | NodeEvent::Quality { room, .. } => Some(room),
+            NodeEvent::EventsLost { .. } => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn call(line: &str) -> Result<Call, RpcError> {
+        let r = Request::decode(line).map_err(|(_, e)| e)?;
+        Call::decode(&r.method, r.params)
+    }
+
+    #[test]
+    fn decodes_every_method() {
+        let lines = [
+            r#"{"jsonrpc":"2.0","id":1,"method":"room.create","params":{"room":"g1","kind":"raid","metadata":"{}"}}"#,
+            r#"{"jsonrpc":"2.0","id":"a","method":"room.get","params":{"room":"g1"}}"#,
+            r#"{"jsonrpc":"2.0","id":2,"method":"room.list"}"#,
+            r#"{"jsonrpc":"2.0","id":3,"method":"room.update","params":{"room":"g1","max_participants":5}}"#,
+            r#"{"jsonrpc":"2.0","id":4,"method":"room.delete","params":{"room":"g1","reason":"over"}}"#,
+            r#"{"jsonrpc":"2.0","id":5,"method":"participant.list","params":{"room":"g1"}}"#,
+            r#"{"jsonrpc":"2.0","id":6,"method":"participant.get","params":{"room":"g1","participant_id":"p1f"}}"#,
+            r#"{"jsonrpc":"2.0","id":7,"method":"participant.kick","params":{"room":"g1","participant_id":"p1f","reason":"spam"}}"#,
+            r#"{"jsonrpc":"2.0","id":8,"method":"participant.mute","params":{"room":"g1","participant_id":"p1f","muted":true}}"#,
+            r#"{"jsonrpc":"2.0","id":9,"method":"participant.set_permissions","params":{"room":"g1","participant_id":"p1f","publish":false,"subscribe":true}}"#,
+            r#"{"jsonrpc":"2.0","id":10,"method":"token.create","params":{"room":"g1","identity":"u1","name":"Ann","ttl_s":60,"admin":true}}"#,
+            r#"{"jsonrpc":"2.0","id":11,"method":"events.subscribe","params":{"types":["quality"]}}"#,
+            r#"{"jsonrpc":"2.0","id":12,"method":"node.stats","params":{}}"#,
+            r#"{"jsonrpc":"2.0","id":13,"method":"node.drain","params":{"deadline_s":5}}"#,
+        ];
+        let mut seen = Vec::new();
+        for l in lines {
+            let c = call(l).unwrap_or_else(|e| panic!("{l}: {e}"));
+            seen.push(c.method());
+        }
+        assert_eq!(seen, METHODS);
+    }
+
+    #[test]
+    fn errors_have_stable_codes() {
+        let code = |l: &str| call(l).unwrap_err().code;
+        assert_eq!(code("nope"), -32700);
+        assert_eq!(code("[1,2]"), -32600);
+        assert_eq!(
+            code(r#"{"jsonrpc":"1.0","id":1,"method":"room.list"}"#),
+            -32600
+        );
+        assert_eq!(
+            code(r#"{"jsonrpc":"2.0","id":{},"method":"room.list"}"#),
+            -32600
+        );
+        assert_eq!(code(r#"{"jsonrpc":"2.0","id":1,"method":7}"#), -32600);
+        assert_eq!(
+            code(r#"{"jsonrpc":"2.0","id":1,"method":"room.list","params":[1]}"#),
+            -32600
+        );
+        assert_eq!(
+            code(r#"{"jsonrpc":"2.0","id":1,"method":"room.nuke"}"#),
+            -32601
+        );
+        assert_eq!(
+            code(r#"{"jsonrpc":"2.0","id":1,"method":"room.get","params":{}}"#),
+            -32602
+        );
+        assert_eq!(
+            code(r#"{"jsonrpc":"2.0","id":1,"method":"room.get","params":{"room":"bad room"}}"#),
+            -32602
+        );
+        assert_eq!(
+            code(
+                r#"{"jsonrpc":"2.0","id":1,"method":"room.create","params":{"room":"r","audio_slots":0}}"#
+            ),
+            -32602
+        );
+        assert_eq!(
+            code(
+                r#"{"jsonrpc":"2.0","id":1,"method":"room.create","params":{"room":"r","kind":"arena"}}"#
+            ),
+            -32602
+        );
+        assert_eq!(
+            code(r#"{"jsonrpc":"2.0","id":1,"method":"room.get","params":{"room":"r","extra":1}}"#),
+            -32602
+        );
+        assert_eq!(
+            code(
+                r#"{"jsonrpc":"2.0","id":1,"method":"token.create","params":{"room":"r","identity":"u","ttl_s":0}}"#
+            ),
+            -32602
+        );
+        assert_eq!(
+            code(
+                r#"{"jsonrpc":"2.0","id":1,"method":"events.subscribe","params":{"types":["x"]}}"#
+            ),
+            -32602
+        );
+        let e = call(r#"{"jsonrpc":"2.0","id":1,"method":"room.nuke"}"#).unwrap_err();
+        assert_eq!(e.kind(), Some(ErrorCode::MethodNotFound));
+        assert_eq!(e.data.unwrap()["name"], "method_not_found");
+    }
+
+    #[test]
+    fn keeps_the_id_for_the_error_answer() {
+        let (id, e) = Request::decode(r#"{"jsonrpc":"2.0","id":"x7","method":5}"#).unwrap_err();
+        assert_eq!(id, Value::from("x7"));
+        assert_eq!(e.code, -32600);
+    }
+
+    #[test]
+    fn events_have_the_documented_shape() {
+        let e = NodeEvent::SpeakingStarted {
+            room: RoomId::new("g").unwrap(),
+            participant_id: ParticipantId(0x1f),
+        };
+        let line = Notification::event(e.clone()).to_line();
+        assert_eq!(
+            line,
+            r#"{"jsonrpc":"2.0","method":"event","params":{"type":"speaking_started","room":"g","participant_id":"p1f"}}"#
+        );
+        let back: Notification = serde_json::from_str(&line).unwrap();
+        assert_eq!(back.params, e);
+        for t in EVENT_TYPES {
+            assert!(!t.is_empty());
+        }
+    }
+
+    #[test]
+    fn kinds_have_sane_defaults() {
+        for k in [
+            RoomKind::Guild,
+            RoomKind::Party,
+            RoomKind::Public,
+            RoomKind::Private,
+            RoomKind::Raid,
+        ] {
+            let d = k.defaults();
+            assert!(d.max_participants > 1 && d.max_participants <= MAX_ROOM_CAPACITY);
+            assert!(d.audio_slots >= 1 && d.audio_slots <= MAX_ROOM_AUDIO_SLOTS);
+        }
+        assert!(
+            RoomKind::Party.defaults().max_participants
+                < RoomKind::Raid.defaults().max_participants
+        );
+    }
+}

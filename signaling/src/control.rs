@@ -1,0 +1,468 @@
+//! The control plane: JSON-RPC 2.0 over a Unix socket, one JSON object per line
+//! (`docs/control.md`; the wire types are [`chorus_protocol::control`]).
+//!
+//! The backend beside the node (or `chorusctl`) connects to the socket, which only
+//! its owner may open (mode 0600). Each request becomes an engine
+//! [`Request`](chorus_engine::Request) sent to the shard(s) that can answer it; the
+//! shards' [`Event::Reply`](chorus_engine::Event::Reply)s come back through
+//! [`ControlHub::reply`] and are gathered here. Events ([`NodeEvent`]) from every
+//! shard go to a broadcast channel that `events.subscribe` connections follow. Nothing
+//! here is on the media path.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use chorus_engine::{Reply, Request, RequestError, RequestId};
+use chorus_protocol::control::{
+    Call, ErrorCode, EventsSubscribe, NodeEvent, NodeStats, Notification, ParticipantRef,
+    Request as RpcRequest, Response, RoomInfo, RpcError, ShardReport, TokenCreated, EVENT_TYPES,
+    MAX_LINE_BYTES,
+};
+use futures_util::{SinkExt, StreamExt};
+use parking_lot::Mutex;
+use serde_json::{json, Value};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio_util::codec::{FramedRead, FramedWrite, LinesCodec, LinesCodecError};
+
+use crate::node::Shared;
+use crate::token::{Claims, Grants};
+
+/// How long a request waits for the shards' answers.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Events buffered for each subscriber before it counts as lagging.
+const EVENT_BUFFER: usize = 8192;
+/// Lines queued towards one connection (answers and events).
+const OUTBOUND_QUEUE: usize = 1024;
+
+/// What the shards answered to one request.
+type Answers = Vec<Result<Reply, RequestError>>;
+
+struct Pending {
+    expected: usize,
+    answers: Answers,
+    done: Option<oneshot::Sender<Answers>>,
+}
+
+/// Where shard replies and events meet the control connections.
+pub(crate) struct ControlHub {
+    next_id: AtomicU64,
+    pending: Mutex<HashMap<u64, Pending>>,
+    events: broadcast::Sender<NodeEvent>,
+}
+
+impl Default for ControlHub {
+    fn default() -> Self {
+        ControlHub {
+            next_id: AtomicU64::new(1),
+            pending: Mutex::new(HashMap::new()),
+            events: broadcast::channel(EVENT_BUFFER).0,
+        }
+    }
+}
+
+impl ControlHub {
+    /// A shard answered (called on shard threads; never blocks).
+    pub fn reply(&self, id: RequestId, result: Result<Reply, RequestError>) {
+        let mut pending = self.pending.lock();
+        let Some(p) = pending.get_mut(&id.0) else {
+            return; // timed out already
+        };
+        p.answers.push(result);
+        if p.answers.len() >= p.expected {
+            if let Some(p) = pending.remove(&id.0) {
+                if let Some(done) = p.done {
+                    let _ = done.send(p.answers);
+                }
+            }
+        }
+    }
+
+    /// Something happened (called on shard threads; never blocks).
+    pub fn event(&self, event: NodeEvent) {
+        // No subscriber is not an error.
+        let _ = self.events.send(event);
+    }
+
+    /// Sends a request to the shard(s) that answer it and waits for every answer.
+    async fn ask(&self, shared: &Shared, request: Request) -> Result<Answers, RpcError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.pending.lock().insert(
+            id,
+            Pending {
+                expected: usize::MAX,
+                answers: Vec::new(),
+                done: Some(tx),
+            },
+        );
+        let asked = shared.engine.request(RequestId(id), request);
+        {
+            let mut pending = self.pending.lock();
+            if asked == 0 {
+                pending.remove(&id);
+                return Err(busy());
+            }
+            // Answers may have arrived before `expected` was known.
+            if let Some(p) = pending.get_mut(&id) {
+                p.expected = asked;
+                if p.answers.len() >= asked {
+                    if let Some(p) = pending.remove(&id) {
+                        if let Some(done) = p.done {
+                            let _ = done.send(p.answers);
+                        }
+                    }
+                }
+            }
+        }
+        match tokio::time::timeout(REPLY_TIMEOUT, rx).await {
+            Ok(Ok(answers)) => Ok(answers),
+            _ => {
+                self.pending.lock().remove(&id);
+                Err(busy())
+            }
+        }
+    }
+
+    /// Asks one shard; its answer or the error it gave.
+    async fn ask_one(&self, shared: &Shared, request: Request) -> Result<Reply, RpcError> {
+        self.ask(shared, request)
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(busy)?
+            .map_err(request_error)
+    }
+}
+
+fn busy() -> RpcError {
+    RpcError::new(
+        ErrorCode::Busy,
+        "the media engine did not answer in time; retry",
+    )
+}
+
+fn request_error(e: RequestError) -> RpcError {
+    let code = match e {
+        RequestError::RoomNotFound(_) => ErrorCode::RoomNotFound,
+        RequestError::RoomExists(_) => ErrorCode::RoomExists,
+        RequestError::ParticipantNotFound { .. } => ErrorCode::ParticipantNotFound,
+    };
+    RpcError::new(code, e.to_string())
+}
+
+/// Why the control socket could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("control socket {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("control socket {0} is in use by another running node (give another --control PATH)")]
+    InUse(PathBuf),
+}
+
+/// Binds the control socket at `path` (creating its directory, mode 0700, if needed;
+/// replacing a stale socket file left by a node that is gone) with mode 0600.
+pub(crate) async fn bind(path: &Path) -> Result<UnixListener, ControlError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let io = |source| ControlError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(io)?;
+        }
+    }
+    if path.exists() {
+        if UnixStream::connect(path).await.is_ok() {
+            return Err(ControlError::InUse(path.to_owned()));
+        }
+        std::fs::remove_file(path).map_err(io)?;
+    }
+    let listener = UnixListener::bind(path).map_err(io)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+    Ok(listener)
+}
+
+/// Accepts control connections until the node stops.
+pub(crate) async fn serve(listener: UnixListener, shared: Arc<Shared>) {
+    let mut stopping = shared.stopping.clone();
+    loop {
+        tokio::select! {
+            _ = stopping.changed() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    tokio::spawn(connection(stream, shared.clone()));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "control accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+        }
+    }
+}
+
+/// One control connection: requests in order, answers and events interleaved on the
+/// way out.
+async fn connection(stream: UnixStream, shared: Arc<Shared>) {
+    let (read, write) = stream.into_split();
+    let mut lines = FramedRead::new(read, LinesCodec::new_with_max_length(MAX_LINE_BYTES));
+    let (out, mut out_rx) = mpsc::channel::<String>(OUTBOUND_QUEUE);
+    let writer = tokio::spawn(async move {
+        let mut sink = FramedWrite::new(write, LinesCodec::new());
+        while let Some(line) = out_rx.recv().await {
+            if sink.send(line).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut events: Option<tokio::task::JoinHandle<()>> = None;
+    let mut stopping = shared.stopping.clone();
+    loop {
+        let line = tokio::select! {
+            _ = stopping.changed() => break,
+            line = lines.next() => line,
+        };
+        let line = match line {
+            None => break,
+            Some(Ok(line)) => line,
+            Some(Err(LinesCodecError::MaxLineLengthExceeded)) => {
+                let e = RpcError::new(
+                    ErrorCode::InvalidRequest,
+                    format!("request is longer than {MAX_LINE_BYTES} bytes; closing"),
+                );
+                let _ = out.send(Response::err(Value::Null, e).to_line()).await;
+                break;
+            }
+            Some(Err(LinesCodecError::Io(e))) => {
+                tracing::debug!(error = %e, "control read failed");
+                break;
+            }
+        };
+        if line.trim().is_empty() {
+            continue;
+        }
+        let request = match RpcRequest::decode(&line) {
+            Ok(r) => r,
+            Err((id, e)) => {
+                if out.send(Response::err(id, e).to_line()).await.is_err() {
+                    break;
+                }
+                continue;
+            }
+        };
+        let id = request.id.clone();
+        let result = match Call::decode(&request.method, request.params) {
+            Ok(Call::EventsSubscribe(filter)) => {
+                if let Some(old) = events.take() {
+                    old.abort();
+                }
+                let types = filter
+                    .types
+                    .clone()
+                    .unwrap_or_else(|| EVENT_TYPES.iter().map(|t| (*t).to_owned()).collect());
+                let rx = shared.control.events.subscribe();
+                events = Some(tokio::spawn(follow(rx, filter, out.clone())));
+                Ok(json!({ "subscribed": true, "types": types }))
+            }
+            Ok(call) => {
+                tracing::debug!(method = call.method(), "control request");
+                dispatch(&shared, call).await
+            }
+            Err(e) => Err(e),
+        };
+        // JSON-RPC notifications (no id) get no answer.
+        let Some(id) = id else {
+            continue;
+        };
+        let response = match result {
+            Ok(v) => Response::ok(id, v),
+            Err(e) => Response::err(id, e),
+        };
+        if out.send(response.to_line()).await.is_err() {
+            break;
+        }
+    }
+    if let Some(e) = events {
+        e.abort();
+    }
+    drop(out);
+    let _ = writer.await;
+}
+
+/// Forwards the events a subscriber asked for; tells it when it fell behind.
+async fn follow(
+    mut rx: broadcast::Receiver<NodeEvent>,
+    filter: EventsSubscribe,
+    out: mpsc::Sender<String>,
+) {
+    loop {
+        let event = match rx.recv().await {
+            Ok(e) => e,
+            Err(broadcast::error::RecvError::Lagged(count)) => NodeEvent::EventsLost { count },
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        let wanted = filter
+            .types
+            .as_ref()
+            .is_none_or(|t| t.iter().any(|t| t == event.kind()))
+            && match (&filter.room, event.room()) {
+                (Some(want), Some(room)) => want == room,
+                _ => true,
+            };
+        if wanted
+            && out
+                .send(Notification::event(event).to_line())
+                .await
+                .is_err()
+        {
+            return;
+        }
+    }
+}
+
+fn to_value<T: serde::Serialize>(v: T) -> Result<Value, RpcError> {
+    serde_json::to_value(v).map_err(|e| RpcError::new(ErrorCode::Internal, e.to_string()))
+}
+
+fn unexpected() -> RpcError {
+    RpcError::new(ErrorCode::Internal, "unexpected answer from the engine")
+}
+
+/// Answers one call.
+async fn dispatch(shared: &Arc<Shared>, call: Call) -> Result<Value, RpcError> {
+    let hub = &shared.control;
+    let one = |reply: Reply| match reply {
+        Reply::Room(r) => to_value(r),
+        Reply::Participant(p) => to_value(p),
+        Reply::Participants(p) => to_value(p),
+        _ => Err(unexpected()),
+    };
+    match call {
+        Call::RoomCreate(c) => {
+            if shared.draining.load(Ordering::Relaxed) {
+                return Err(RpcError::new(
+                    ErrorCode::Unavailable,
+                    "the node is draining: create the room on another node",
+                ));
+            }
+            one(hub.ask_one(shared, Request::CreateRoom(c)).await?)
+        }
+        Call::RoomGet(r) => one(hub.ask_one(shared, Request::GetRoom(r.room)).await?),
+        Call::RoomUpdate(u) => one(hub.ask_one(shared, Request::UpdateRoom(u)).await?),
+        Call::RoomDelete(d) => one(hub.ask_one(shared, Request::DeleteRoom(d)).await?),
+        Call::RoomList => {
+            let mut rooms: Vec<RoomInfo> = Vec::new();
+            for answer in hub.ask(shared, Request::ListRooms).await? {
+                match answer.map_err(request_error)? {
+                    Reply::Rooms(r) => rooms.extend(r),
+                    _ => return Err(unexpected()),
+                }
+            }
+            rooms.sort_by(|a, b| a.room.cmp(&b.room));
+            to_value(rooms)
+        }
+        Call::ParticipantList(r) => one(hub
+            .ask_one(shared, Request::ListParticipants(r.room))
+            .await?),
+        Call::ParticipantGet(ParticipantRef {
+            room,
+            participant_id,
+        }) => one(hub
+            .ask_one(
+                shared,
+                Request::GetParticipant(ParticipantRef {
+                    room,
+                    participant_id,
+                }),
+            )
+            .await?),
+        Call::ParticipantKick(k) => one(hub.ask_one(shared, Request::Kick(k)).await?),
+        Call::ParticipantMute(m) => one(hub.ask_one(shared, Request::Mute(m)).await?),
+        Call::ParticipantSetPermissions(s) => {
+            one(hub.ask_one(shared, Request::SetPermissions(s)).await?)
+        }
+        Call::TokenCreate(t) => {
+            let Some(secret) = shared.config.token_secret.as_deref() else {
+                return Err(RpcError::new(
+                    ErrorCode::NotConfigured,
+                    "this node has no token secret (start it with --token-secret)",
+                ));
+            };
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let claims = Claims {
+                sub: t.identity,
+                name: t.name.map(|n| n.as_str().to_owned()),
+                room: t.room.as_str().to_owned(),
+                exp: now + t.ttl_s,
+                nbf: Some(now.saturating_sub(1)),
+                grants: Grants {
+                    publish: t.publish.unwrap_or(true),
+                    subscribe: t.subscribe.unwrap_or(true),
+                    admin: t.admin.unwrap_or(false),
+                },
+            };
+            let token = crate::token::mint(secret.as_bytes(), &claims)
+                .map_err(|e| RpcError::new(ErrorCode::Internal, e.to_string()))?;
+            to_value(TokenCreated {
+                token,
+                expires_at: claims.exp,
+            })
+        }
+        Call::NodeStats => {
+            let mut shards: Vec<ShardReport> = Vec::new();
+            for answer in hub.ask(shared, Request::Stats).await? {
+                match answer.map_err(request_error)? {
+                    Reply::Stats(s) => shards.push(s),
+                    _ => return Err(unexpected()),
+                }
+            }
+            shards.sort_by_key(|s| s.shard);
+            let mut totals: BTreeMap<String, u64> = BTreeMap::new();
+            for s in &shards {
+                for (k, v) in &s.counters {
+                    *totals.entry(k.clone()).or_default() += v;
+                }
+            }
+            let d = shared.engine.driver_stats();
+            let driver = [
+                ("dropped_handoff", &d.dropped_handoff),
+                ("dropped_control", &d.dropped_control),
+                ("dropped_send", &d.dropped_send),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.load(Ordering::Relaxed)))
+            .collect();
+            to_value(NodeStats {
+                rooms: shards.iter().map(|s| s.rooms).sum(),
+                participants: shards.iter().map(|s| s.participants).sum(),
+                draining: shared.draining.load(Ordering::Relaxed),
+                uptime_s: shared.started.elapsed().as_secs(),
+                totals,
+                driver,
+                shards,
+            })
+        }
+        Call::NodeDrain(d) => {
+            let deadline = d
+                .deadline_s
+                .map_or(shared.config.drain_timeout, Duration::from_secs);
+            crate::node::start_drain(shared.clone(), deadline);
+            Ok(json!({ "draining": true, "deadline_s": deadline.as_secs() }))
+        }
+        Call::EventsSubscribe(_) => Err(unexpected()),
+    }
+}
