@@ -75,6 +75,7 @@ function copyParticipant(p) {
     participant_id: String(p.participant_id),
     name: String(p.name ?? ''),
     muted: Boolean(p.muted),
+    server_muted: Boolean(p.server_muted),
     deafened: Boolean(p.deafened),
     csrc: Number(p.csrc) >>> 0,
   };
@@ -85,9 +86,12 @@ function copyParticipant(p) {
  *
  * Properties (read-only for callers):
  * - `state`: 'idle' | 'connecting' | 'joined' | 'closed'
- * - `self`: `{participant_id, csrc, room, name, muted, deafened}` once joined, else null
- * - `participants`: Map participant_id → `{participant_id, name, muted, deafened, csrc}`
- *   of the *other* participants in the room (yourself is in `self`)
+ * - `self`: `{participant_id, csrc, room, name, muted, server_muted, deafened}` once joined,
+ *   else null (`server_muted`: the backend muted you; only it can lift that)
+ * - `participants`: Map participant_id → `{participant_id, name, muted, server_muted,
+ *   deafened, csrc}` of the *other* participants in the room (yourself is in `self`)
+ * - `permissions`: `{publish, subscribe}` as the backend last set them, or null (the join
+ *   token's grants apply) until it changes them
  * - `slots`: the receive slots, `[{index, mid, transceiver, receiver, track, audio}]`
  * - `audioSlots`: number of slots the server asked for
  * - `pc`: the RTCPeerConnection (null before join / after close)
@@ -97,7 +101,7 @@ function copyParticipant(p) {
  *
  * Events (CustomEvent, payload in `event.detail`): `joined`, `participant_joined`,
  * `participant_updated`, `participant_left`, `speakers`, `error`, `room_closed`,
- * `closed`, `connection_state`.
+ * `kicked`, `permissions`, `closed`, `connection_state`.
  */
 export class ChorusClient extends EventTarget {
   /**
@@ -112,8 +116,10 @@ export class ChorusClient extends EventTarget {
     this.audioContainer = audioContainer ?? null;
     this.state = 'idle';
     this.self = null;
-    /** @type {Map<string, {participant_id:string,name:string,muted:boolean,deafened:boolean,csrc:number}>} */
+    /** @type {Map<string, {participant_id:string,name:string,muted:boolean,server_muted:boolean,deafened:boolean,csrc:number}>} */
     this.participants = new Map();
+    /** @type {{publish:boolean, subscribe:boolean}|null} */
+    this.permissions = null;
     this.slots = [];
     this.audioSlots = 0;
     this.pc = null;
@@ -194,9 +200,16 @@ export class ChorusClient extends EventTarget {
     }
   }
 
-  /** Mute or unmute the microphone: disables the local track and tells the server. */
+  /**
+   * Mute or unmute the microphone: disables the local track and tells the server.
+   * Unmuting while the backend has muted you (`self.server_muted`) throws a ChorusError
+   * `forbidden` and changes nothing; muting is always allowed.
+   */
   setMuted(muted) {
     muted = Boolean(muted);
+    if (!muted && this.self?.server_muted) {
+      throw new ChorusError('forbidden', 'muted by the server: only the backend can unmute you');
+    }
     this.muted = muted;
     if (this.localTrack) this.localTrack.enabled = !muted;
     if (this.self) this.self.muted = muted;
@@ -463,7 +476,9 @@ export class ChorusClient extends EventTarget {
         const p = copyParticipant(msg.participant);
         if (this.self && p.participant_id === this.self.participant_id) {
           const previous = { ...this.self };
-          Object.assign(this.self, { name: p.name, muted: p.muted, deafened: p.deafened, csrc: p.csrc || this.self.csrc });
+          Object.assign(this.self, {
+            name: p.name, muted: p.muted, server_muted: p.server_muted, deafened: p.deafened, csrc: p.csrc || this.self.csrc,
+          });
           this._emit('participant_updated', { participant: { ...this.self }, previous, self: true });
           break;
         }
@@ -497,8 +512,19 @@ export class ChorusClient extends EventTarget {
         break;
       }
       case 'room_closed':
+        // The end of the session: the node closes the socket next (`closed` follows).
         this._emit('room_closed', { reason: String(msg.reason ?? '') });
         break;
+      case 'kicked':
+        // Likewise the end: the node closes the socket next (1000 "kicked").
+        this._emit('kicked', { reason: String(msg.reason ?? '') });
+        break;
+      case 'permissions': {
+        const previous = this.permissions;
+        this.permissions = { publish: Boolean(msg.publish), subscribe: Boolean(msg.subscribe) };
+        this._emit('permissions', { ...this.permissions, previous });
+        break;
+      }
       default:
         break; // unknown types are ignored (forward compatibility)
     }
@@ -511,6 +537,7 @@ export class ChorusClient extends EventTarget {
       room: String(msg.room ?? ''),
       name: this._joinName ?? '',
       muted: this.muted,
+      server_muted: false,
       deafened: this.deafened,
     };
     this.audioSlots = Math.max(0, Math.floor(Number(msg.audio_slots) || 0));

@@ -17,6 +17,9 @@ const ui = {
   status: $('#status'),
   localMeter: $('#local-level'),
   sinks: $('#audio-sinks'),
+  banner: $('#banner'),
+  bannerTitle: $('#banner-title'),
+  bannerText: $('#banner-text'),
 };
 
 /** Level (linear 0..1) above which someone counts as speaking. */
@@ -53,6 +56,27 @@ function setToggle(button, pressed, onText, offText) {
   button.textContent = pressed ? onText : offText;
 }
 
+/** A lasting message above the page (kicked, room closed); `null` hides it. */
+function showBanner(kind, title, text = '') {
+  ui.banner.hidden = kind === null;
+  ui.banner.dataset.kind = kind ?? '';
+  ui.bannerTitle.textContent = title ?? '';
+  ui.bannerText.textContent = text;
+}
+
+/**
+ * The Mute button shows what we asked for; while the server mutes us it shows Unmute
+ * and is disabled: only the backend can lift a server mute.
+ */
+function syncMuteButton(muted) {
+  const inCall = Boolean(client) && client.state !== 'closed' && client.state !== 'idle';
+  const serverMuted = inCall && Boolean(client.self?.server_muted);
+  setToggle(ui.mute, serverMuted || Boolean(muted), 'Unmute', 'Mute');
+  ui.mute.disabled = !inCall || serverMuted;
+  ui.mute.dataset.serverMuted = String(serverMuted);
+  ui.mute.title = serverMuted ? 'Muted by the server: only the room’s backend can unmute you' : '';
+}
+
 function setInCall(inCall) {
   ui.room.disabled = inCall;
   ui.name.disabled = inCall;
@@ -63,6 +87,8 @@ function setInCall(inCall) {
   if (!inCall) {
     setToggle(ui.mute, false, 'Unmute', 'Mute');
     setToggle(ui.deafen, false, 'Undeafen', 'Deafen');
+    ui.mute.dataset.serverMuted = 'false';
+    ui.mute.title = '';
   }
 }
 
@@ -110,7 +136,10 @@ function rowFor(p, isSelf) {
         <span class="badges">
           <span class="badge you">you</span>
           <span class="badge muted" title="Microphone muted">muted</span>
+          <span class="badge server-muted" title="Muted by the server">muted by server</span>
           <span class="badge deafened" title="Not hearing the room">deafened</span>
+          <span class="badge no-publish" title="The server does not forward your audio">listen only</span>
+          <span class="badge no-subscribe" title="The server forwards no audio to you">not receiving</span>
         </span>
       </span>
       <span class="meter small" role="meter" aria-valuemin="0" aria-valuemax="1" aria-valuenow="0"><span class="meter-fill"></span></span>`;
@@ -119,7 +148,12 @@ function rowFor(p, isSelf) {
   }
   li.dataset.self = String(isSelf);
   li.dataset.muted = String(Boolean(p.muted));
+  li.dataset.serverMuted = String(Boolean(p.server_muted));
   li.dataset.deafened = String(Boolean(p.deafened));
+  if (isSelf) {
+    li.dataset.publish = String(client?.permissions?.publish ?? true);
+    li.dataset.subscribe = String(client?.permissions?.subscribe ?? true);
+  }
   li.dataset.csrc = String(p.csrc ?? '');
   li.dataset.name = p.name;
   li.querySelector('.name').textContent = p.name;
@@ -164,7 +198,7 @@ function updateLevels() {
     const id = li.dataset.participantId;
     const level = levels.get(id) ?? 0;
     if (level >= SPEAKING_LEVEL) lastLoud.set(id, now);
-    const muted = li.dataset.muted === 'true';
+    const muted = li.dataset.muted === 'true' || li.dataset.serverMuted === 'true';
     const speaking = !muted && (serverActive.has(id) || now - (lastLoud.get(id) ?? -Infinity) < SPEAKING_HOLD_MS);
     li.dataset.speaking = String(speaking);
     // Live levels (our analyser, the slots' CSRC levels) beat the node's last report.
@@ -228,15 +262,38 @@ function wire(c) {
   c.addEventListener('participant_updated', (e) => {
     rerender();
     if (c === client && e.detail.self) {
-      setToggle(ui.mute, e.detail.participant.muted, 'Unmute', 'Mute');
+      syncMuteButton(e.detail.participant.muted);
       setToggle(ui.deafen, e.detail.participant.deafened, 'Undeafen', 'Deafen');
+      const was = Boolean(e.detail.previous?.server_muted);
+      if (e.detail.participant.server_muted !== was) {
+        setStatus(e.detail.participant.server_muted ? 'You were muted by the server' : 'The server unmuted you', 'warn');
+      }
     }
+  });
+  c.addEventListener('permissions', (e) => {
+    if (c !== client) return;
+    rerender();
+    const { publish, subscribe } = e.detail;
+    const lost = [publish ? null : 'your audio is not forwarded', subscribe ? null : 'you receive no audio'].filter(Boolean);
+    setStatus(lost.length ? `The server changed your permissions: ${lost.join('; ')}` : 'You may speak and listen again', 'warn');
+  });
+  c.addEventListener('kicked', (e) => {
+    if (c !== client) return;
+    c.endedBy = { kind: 'kicked', reason: e.detail.reason };
+    showBanner('kicked', 'You were removed from the room.', e.detail.reason ? `Reason: ${e.detail.reason}` : '');
+    setStatus(`Kicked${e.detail.reason ? `: ${e.detail.reason}` : ''}`, 'error');
   });
   c.addEventListener('error', (e) => {
     if (c === client) setStatus(`Server error: ${e.detail.code}${e.detail.message ? ` – ${e.detail.message}` : ''}`, 'error');
   });
   c.addEventListener('room_closed', (e) => {
-    if (c === client) setStatus(`Room closed${e.detail.reason ? `: ${e.detail.reason}` : ''}`, 'warn');
+    if (c !== client) return;
+    c.endedBy = { kind: 'room_closed', reason: e.detail.reason };
+    const draining = e.detail.reason === 'node_draining';
+    showBanner('room_closed', `The room “${c.self?.room ?? ''}” was closed.`,
+      draining ? 'The server is shutting down; join again to reach another one.'
+        : (e.detail.reason ? `Reason: ${e.detail.reason}` : ''));
+    setStatus(`Room closed${e.detail.reason ? `: ${e.detail.reason}` : ''}`, 'warn');
   });
   c.addEventListener('connection_state', (e) => {
     if (c !== client || c.state !== 'joined') return;
@@ -252,6 +309,7 @@ function wire(c) {
     renderParticipants();
     resetStats();
     if (c.leftByUser) setStatus(`Left room “${c.self?.room ?? ''}”`, 'idle');
+    else if (c.endedBy) { /* kicked or room closed: the banner and status say so already */ }
     else if (ui.status.dataset.kind !== 'error') {
       setStatus(`Disconnected${e.detail.reason ? `: ${e.detail.reason}` : ''}`, 'warn');
     }
@@ -266,6 +324,7 @@ async function join() {
 
   const c = new ChorusClient({ audioContainer: ui.sinks });
   client = c;
+  showBanner(null);
   window.chorus = c;
   wire(c);
   setInCall(true);
@@ -304,8 +363,15 @@ ui.leave.addEventListener('click', async () => {
 ui.mute.addEventListener('click', () => {
   if (!client) return;
   const muted = ui.mute.getAttribute('aria-pressed') !== 'true';
-  client.setMuted(muted);
-  setToggle(ui.mute, muted, 'Unmute', 'Mute');
+  try {
+    client.setMuted(muted);
+  } catch (e) {
+    // `forbidden`: muted by the server (the button is disabled then; this is a race).
+    setStatus(`Cannot unmute: ${e.serverMessage || e.message}`, 'warn');
+    syncMuteButton(client.muted);
+    return;
+  }
+  syncMuteButton(muted);
   renderParticipants();
 });
 

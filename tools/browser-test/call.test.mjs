@@ -1,16 +1,20 @@
 // Real-browser end-to-end test of a Chorus node: three headless Chromium pages use the
-// demo page (/) as people would, plus a raw-WebSocket test of protocol error handling.
+// demo page (/) as people would, while a backend drives the node through its control
+// socket (JSON-RPC 2.0, docs/control.md); plus a raw-WebSocket test of protocol error
+// handling.
 //
 //   CHORUS_BIN=target/debug/chorus node --test call.test.mjs    (see run.sh)
 //
-// Env: CHORUS_BIN (default <repo>/target/debug/chorus), CHORUS_ARGS (extra `serve` args),
-//      CHROMIUM (default /usr/bin/chromium).
+// Env: CHORUS_BIN (default <repo>/target/debug/chorus), CHORUS_ARGS (extra `serve` args;
+//      the test passes --control and --quality-interval itself), CHROMIUM (default
+//      /usr/bin/chromium).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdirSync, existsSync, statSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, existsSync, statSync } from 'node:fs';
 import net from 'node:net';
 import dgram from 'node:dgram';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -22,6 +26,8 @@ const CHORUS_BIN = process.env.CHORUS_BIN || path.join(REPO, 'target', 'debug', 
 const CHORUS_ARGS = (process.env.CHORUS_ARGS || '').split(/\s+/).filter(Boolean);
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const SCREENSHOT = path.join(HERE, 'screenshots', 'call.png');
+const SCREENSHOT_SERVER_MUTED = path.join(HERE, 'screenshots', 'server-muted.png');
+const SCREENSHOT_KICKED = path.join(HERE, 'screenshots', 'kicked.png');
 
 const CHROMIUM_ARGS = [
   '--no-sandbox',
@@ -92,6 +98,8 @@ const node = {
   proc: null,
   http: 0,
   udp: 0,
+  dir: null,
+  control: null, // the control socket's path
   log: [],
   exited: null,
   get base() { return `http://127.0.0.1:${this.http}`; },
@@ -115,7 +123,11 @@ before(async () => {
   assert.ok(existsSync(CHORUS_BIN), `chorus binary not found at ${CHORUS_BIN} (cargo build -p chorus-signaling)`);
   node.http = await freeTcpPort();
   node.udp = await freeUdpPort();
-  const args = ['serve', '--dev', '--http', `127.0.0.1:${node.http}`, '--udp', `127.0.0.1:${node.udp}`, ...CHORUS_ARGS];
+  // A private control socket: runs in parallel (or a node left over) never collide.
+  node.dir = mkdtempSync(path.join(os.tmpdir(), 'chorus-e2e-'));
+  node.control = path.join(node.dir, 'control.sock');
+  const args = ['serve', '--dev', '--http', `127.0.0.1:${node.http}`, '--udp', `127.0.0.1:${node.udp}`,
+    '--control', node.control, '--quality-interval', '1', ...CHORUS_ARGS];
   node.log.push(`$ ${CHORUS_BIN} ${args.join(' ')}`);
   node.proc = spawn(CHORUS_BIN, args, {
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -140,6 +152,12 @@ before(async () => {
       const r = await fetch(`${node.base}/healthz`);
       return r.status === 200;
     }, { timeout: 30_000, interval: 100 });
+    await poll('the control socket answers', async () => {
+      const ctl = await openControl(node.control);
+      try { return await ctl.call('room.list'); } finally { ctl.close(); }
+    }, { timeout: 10_000, interval: 100 });
+    const mode = statSync(node.control).mode & 0o777;
+    assert.equal(mode, 0o600, `control socket mode is 0600, got ${mode.toString(8)}`);
   } catch (e) {
     console.error(`--- chorus output ---\n${node.tail(80)}`);
     await killNode();
@@ -149,7 +167,76 @@ before(async () => {
 
 after(async () => {
   await killNode();
+  if (node.dir) rmSync(node.dir, { recursive: true, force: true });
 });
+
+// ------------------------------------------------------------------ control plane client
+
+/**
+ * A JSON-RPC 2.0 client on the node's control socket (one JSON object per line).
+ * `call` resolves with `result` or rejects with an Error carrying `rpc` (the error
+ * object); event notifications (after `events.subscribe`) collect in `events`.
+ */
+function openControl(socketPath) {
+  return new Promise((resolve, reject) => {
+    const sock = net.createConnection(socketPath);
+    const pending = new Map();
+    const events = [];
+    let buf = '';
+    let nextId = 1;
+    let closed = null;
+    sock.setEncoding('utf8');
+    sock.on('error', (e) => { closed = e; reject(e); });
+    sock.on('close', () => {
+      closed ??= new Error('control socket closed');
+      for (const p of pending.values()) p.reject(closed);
+      pending.clear();
+    });
+    sock.on('data', (chunk) => {
+      buf += chunk;
+      for (let nl = buf.indexOf('\n'); nl >= 0; nl = buf.indexOf('\n')) {
+        const line = buf.slice(0, nl);
+        buf = buf.slice(nl + 1);
+        if (!line.trim()) continue;
+        let msg;
+        try { msg = JSON.parse(line); } catch { events.push({ type: 'unparsable', line }); continue; }
+        if (msg.method === 'event' && msg.id === undefined) {
+          events.push(msg.params);
+        } else if (pending.has(msg.id)) {
+          const p = pending.get(msg.id);
+          pending.delete(msg.id);
+          if (msg.error) {
+            p.reject(Object.assign(new Error(`${p.method}: ${msg.error.message} (${msg.error.data?.name ?? msg.error.code})`), { rpc: msg.error }));
+          } else {
+            p.resolve(msg.result);
+          }
+        }
+      }
+    });
+    sock.once('connect', () => resolve({
+      events,
+      call(method, params) {
+        if (closed) return Promise.reject(closed);
+        const id = nextId++;
+        const req = { jsonrpc: '2.0', id, method, ...(params ? { params } : {}) };
+        return new Promise((res, rej) => {
+          pending.set(id, { method, resolve: res, reject: rej });
+          sock.write(`${JSON.stringify(req)}\n`);
+        });
+      },
+      /** The first event so far matching `pred`, polled until it arrives. */
+      async waitEvent(what, pred, timeout = 10_000) {
+        try {
+          return await poll(`event: ${what}`, () => events.find(pred) ?? null, { timeout, interval: 50 });
+        } catch (e) {
+          const seen = events.slice(-15).map((ev) => JSON.stringify(ev)).join('\n  ');
+          throw new Error(`${e.message}; last events:\n  ${seen}`);
+        }
+      },
+      close() { sock.destroy(); },
+    }));
+  });
+}
 
 // ------------------------------------------------------------------ browser call
 
@@ -172,6 +259,7 @@ async function pageState(page) {
       name: li.dataset.name ?? li.querySelector('.name')?.textContent,
       self: li.dataset.self,
       muted: li.dataset.muted,
+      serverMuted: li.dataset.serverMuted,
       deafened: li.dataset.deafened,
       speaking: li.dataset.speaking,
     }));
@@ -179,6 +267,9 @@ async function pageState(page) {
     const stats = c && c.state === 'joined' ? await c.stats() : null;
     return {
       status: document.querySelector('#status')?.textContent,
+      banner: document.querySelector('#banner')?.hidden === false
+        ? { kind: document.querySelector('#banner').dataset.kind, text: document.querySelector('#banner').textContent.replace(/\s+/g, ' ').trim() }
+        : null,
       state: c?.state ?? null,
       self: c?.self ?? null,
       rows,
@@ -205,13 +296,64 @@ function totalInbound(page) {
   return page.evaluate(async () => (await window.chorus.stats()).packets_received);
 }
 
+/** How `viewer`'s participant list shows `id`: its row's data and the visible badges. */
+function rowView(viewer, id) {
+  return viewer.evaluate((pid) => {
+    const li = document.querySelector(`#participants [data-participant-id="${pid}"]`);
+    if (!li) return null;
+    const badges = [...li.querySelectorAll('.badge')]
+      .filter((b) => getComputedStyle(b).display !== 'none').map((b) => b.textContent.trim());
+    return { muted: li.dataset.muted, serverMuted: li.dataset.serverMuted, badges };
+  }, id);
+}
+
+/**
+ * `listener` gets no audio from `csrc`: its contributing source goes stale and the slot
+ * that carried it stops growing (unless the slot was handed to another speaker).
+ */
+async function assertNotHearing(listener, csrc, who) {
+  const slot = await poll(`${who} was heard in a slot`, async () => {
+    const hit = (await listener.evaluate(() => window.chorus.contributingSources()))
+      .filter((s) => s.source === csrc).sort((a, b) => a.ageMs - b.ageMs)[0];
+    return hit ? hit.slot + 1 : 0; // +1 keeps slot 0 truthy
+  }, { timeout: 5_000 }) - 1;
+  await poll(`${who}'s csrc goes stale`, async () => {
+    const fresh = await freshSources(listener);
+    return { ok: !fresh.some((s) => s.source === csrc), fresh };
+  }, { timeout: 10_000 });
+  const p0 = (await slotPackets(listener))[slot];
+  await sleep(1000);
+  const p1 = (await slotPackets(listener))[slot];
+  const onSlot = (await freshSources(listener)).filter((s) => s.slot === slot).map((s) => s.source);
+  const reassigned = onSlot.length > 0 && !onSlot.includes(csrc);
+  assert.ok(p1 - p0 <= 3 || reassigned,
+    `slot ${slot} (${who}'s) stops growing: ${p0} → ${p1}, fresh csrcs there: ${onSlot}`);
+}
+
+/** `listener` gets `csrc`'s audio: a fresh contributing source on a growing slot. */
+async function assertHearing(listener, csrc, what) {
+  const base = await slotPackets(listener);
+  await poll(what, async () => {
+    const fresh = await freshSources(listener);
+    const hit = fresh.find((s) => s.source === csrc);
+    const now = await slotPackets(listener);
+    return { ok: Boolean(hit) && now[hit.slot] > (base[hit.slot] ?? 0) + 5, fresh, now };
+  }, { timeout: 10_000 });
+}
+
 test('three browsers talk through the demo page', { timeout: 110_000 }, async (t) => {
   const room = `e2e-${process.pid}-${Date.now().toString(36)}`;
   const names = ['Alice', 'Bob', 'Carol'];
   const consoleErrors = [];
   let browser;
+  let ctl;
   const pages = {};
   try {
+    // The backend follows the room from before anyone joins.
+    ctl = await openControl(node.control);
+    const sub = await ctl.call('events.subscribe', { room });
+    assert.equal(sub.subscribed, true, `events.subscribe: ${JSON.stringify(sub)}`);
+
     browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
 
     for (const name of names) {
@@ -249,6 +391,22 @@ test('three browsers talk through the demo page', { timeout: 110_000 }, async (t
     const csrcs = names.map((n) => who[n].csrc);
     assert.equal(new Set(csrcs).size, 3, `csrcs are unique: ${csrcs}`);
 
+    // The control plane saw the three join, and lists them as the pages know themselves.
+    for (const name of names) {
+      const ev = await ctl.waitEvent(`participant_joined ${name}`,
+        (e) => e.type === 'participant_joined' && e.participant?.participant_id === who[name].id);
+      assert.equal(ev.participant.name, name, `participant_joined names ${name}: ${JSON.stringify(ev)}`);
+      assert.equal(ev.room, room);
+    }
+    {
+      const listed = await ctl.call('participant.list', { room });
+      const byName = Object.fromEntries(listed.map((p) => [p.name, p]));
+      for (const name of names) {
+        assert.equal(byName[name]?.participant_id, who[name].id, `participant.list maps ${name}: ${JSON.stringify(listed)}`);
+        assert.equal(byName[name].csrc, who[name].csrc, `participant.list csrc of ${name}`);
+      }
+    }
+
     // 2. Everyone receives Opus from the two others: ≥2 slots growing, both csrcs present.
     for (const name of names) {
       const page = pages[name];
@@ -270,6 +428,12 @@ test('three browsers talk through the demo page', { timeout: 110_000 }, async (t
         const spoke = await pages[name].evaluate(() => [...window.__spoke]);
         return { ok: others.every((o) => spoke.includes(who[o].id)), spoke };
       }, { timeout: 15_000 });
+    }
+
+    // The event stream reports the beeping pages speaking, as the pages saw.
+    for (const name of names) {
+      await ctl.waitEvent(`speaking_started ${name}`,
+        (e) => e.type === 'speaking_started' && e.participant_id === who[name].id, 5_000);
     }
 
     // 6. Screenshot mid-call (once the stats panel shows rates).
@@ -348,6 +512,83 @@ test('three browsers talk through the demo page', { timeout: 110_000 }, async (t
       await poll('Bob receives audio again', async () => (await totalInbound(bob)) > base + 20, { timeout: 10_000 });
     }
 
+    // 8. Server mute (control plane): the backend mutes Carol. Everyone's list says "muted
+    //    by server", Alice and Bob stop getting her audio, and Carol cannot unmute herself.
+    {
+      const r = await ctl.call('participant.mute', { room, participant_id: who.Carol.id, muted: true });
+      assert.equal(r.server_muted, true, `participant.mute result: ${JSON.stringify(r)}`);
+      await ctl.waitEvent('participant_updated Carol server-muted', (e) => e.type === 'participant_updated'
+        && e.participant?.participant_id === who.Carol.id && e.participant.server_muted === true);
+      for (const name of names) {
+        await poll(`${name} shows Carol muted by server`, async () => {
+          const row = await rowView(pages[name], who.Carol.id);
+          return { ok: row?.serverMuted === 'true' && row.badges.includes('muted by server'), row };
+        }, { timeout: 5_000 });
+      }
+      await poll("Carol's Mute button is pressed and disabled", () => carol.evaluate(() => {
+        const b = document.querySelector('#mute');
+        return b.disabled && b.getAttribute('aria-pressed') === 'true' && window.chorus.self.server_muted === true;
+      }), { timeout: 5_000 });
+      await carol.screenshot({ path: SCREENSHOT_SERVER_MUTED, fullPage: true });
+      await Promise.all([assertNotHearing(alice, who.Carol.csrc, 'Carol on Alice\'s page'),
+        assertNotHearing(bob, who.Carol.csrc, 'Carol on Bob\'s page')]);
+
+      // Carol tries to unmute: the client refuses (forbidden), and so does the node when
+      // the message goes out anyway.
+      const tried = await carol.evaluate(async () => {
+        const c = window.chorus;
+        let thrown = null;
+        try { c.setMuted(false); } catch (e) { thrown = e.code; }
+        const got = new Promise((resolve) => {
+          c.addEventListener('error', (e) => resolve(e.detail.code), { once: true });
+          setTimeout(() => resolve('no error event'), 3000);
+        });
+        c.ws.send(JSON.stringify({ type: 'mute', muted: false }));
+        const wire = await got;
+        return { thrown, wire, state: c.state, serverMuted: c.self.server_muted, status: document.querySelector('#status').textContent };
+      });
+      assert.equal(tried.thrown, 'forbidden', `setMuted(false) while server-muted throws forbidden: ${JSON.stringify(tried)}`);
+      assert.equal(tried.wire, 'forbidden', `the node answers an unmute with forbidden: ${JSON.stringify(tried)}`);
+      assert.equal(tried.state, 'joined', 'the session survives forbidden');
+      assert.equal(tried.serverMuted, true, 'Carol is still muted by the server');
+      const still = await ctl.call('participant.get', { room, participant_id: who.Carol.id });
+      assert.equal(still.server_muted, true, `participant.get after the refused unmute: ${JSON.stringify(still)}`);
+      await sleep(300);
+      assert.ok(!(await freshSources(alice)).some((s) => s.source === who.Carol.csrc), 'Alice still does not hear Carol');
+
+      // The backend lifts it: the badge goes, Carol may use her button, audio flows again.
+      const u = await ctl.call('participant.mute', { room, participant_id: who.Carol.id, muted: false });
+      assert.equal(u.server_muted, false, `participant.mute false result: ${JSON.stringify(u)}`);
+      for (const name of names) {
+        await poll(`${name} shows Carol no longer muted by server`, async () => {
+          const row = await rowView(pages[name], who.Carol.id);
+          return { ok: row?.serverMuted === 'false' && !row.badges.includes('muted by server') && !row.badges.includes('muted'), row };
+        }, { timeout: 5_000 });
+      }
+      assert.equal(await carol.isDisabled('#mute'), false, "Carol's Mute button is enabled again");
+      assert.equal(await carol.getAttribute('#mute', 'aria-pressed'), 'false');
+      await Promise.all([assertHearing(alice, who.Carol.csrc, 'Alice hears Carol again'),
+        assertHearing(bob, who.Carol.csrc, 'Bob hears Carol again')]);
+    }
+
+    // Permissions (control plane): Alice loses publish; her client learns it, her row says
+    // "listen only"; then she gets it back.
+    {
+      const r = await ctl.call('participant.set_permissions', { room, participant_id: who.Alice.id, publish: false });
+      assert.equal(r.publish, false, `set_permissions result: ${JSON.stringify(r)}`);
+      assert.equal(r.subscribe, true, 'subscribe stays as it was');
+      await poll("Alice's page shows her listen only", async () => {
+        const row = await rowView(alice, who.Alice.id);
+        const perms = await alice.evaluate(() => window.chorus.permissions);
+        return { ok: perms?.publish === false && perms.subscribe === true && row.badges.includes('listen only'), row, perms };
+      }, { timeout: 5_000 });
+      await ctl.call('participant.set_permissions', { room, participant_id: who.Alice.id, publish: true });
+      await poll("Alice's page drops the listen-only badge", async () => {
+        const row = await rowView(alice, who.Alice.id);
+        return { ok: !row.badges.includes('listen only'), row };
+      }, { timeout: 5_000 });
+    }
+
     // The client survives what it does not expect: a bad_request from the node is
     // surfaced as an `error` event without ending the session; unknown types are ignored.
     {
@@ -383,6 +624,50 @@ test('three browsers talk through the demo page', { timeout: 110_000 }, async (t
       const s = await pageState(carol);
       return { ok: s.state === 'closed' && /left/i.test(s.status) && s.rows.length === 0, status: s.status, state: s.state };
     }, { timeout: 10_000 });
+    await ctl.waitEvent('participant_left Carol (left)', (e) => e.type === 'participant_left'
+      && e.participant_id === who.Carol.id && e.reason === 'left');
+
+    // 9. Kick (control plane): the backend removes Bob. His page says why; Alice sees him go.
+    {
+      const reason = 'e2e: removed by the test backend';
+      const r = await ctl.call('participant.kick', { room, participant_id: who.Bob.id, reason });
+      assert.equal(r.participant_id, who.Bob.id, `participant.kick result: ${JSON.stringify(r)}`);
+      await poll("Bob's page shows he was kicked, with the reason", async () => {
+        const s = await pageState(bob);
+        return { ok: s.state === 'closed' && s.banner?.kind === 'kicked' && s.banner.text.includes(reason)
+          && /kicked/i.test(s.status) && s.rows.length === 0, banner: s.banner, status: s.status, state: s.state };
+      }, { timeout: 10_000 });
+      assert.equal(await bob.isDisabled('#join'), false, 'Bob may join again by hand');
+      await bob.screenshot({ path: SCREENSHOT_KICKED, fullPage: true });
+      await poll("Alice's list drops Bob", async () => {
+        const s = await pageState(alice);
+        return { ok: s.rows.length === 1 && s.rows[0].id === who.Alice.id && s.banner === null, rows: s.rows, banner: s.banner };
+      }, { timeout: 10_000 });
+      await ctl.waitEvent('participant_left Bob (kicked)', (e) => e.type === 'participant_left'
+        && e.participant_id === who.Bob.id && e.reason === 'kicked');
+      const left = await ctl.call('participant.list', { room });
+      assert.deepEqual(left.map((p) => p.participant_id), [who.Alice.id], `participant.list after the kick: ${JSON.stringify(left)}`);
+    }
+
+    // `quality` events (--quality-interval 1) came for everyone with media.
+    for (const name of names) {
+      await ctl.waitEvent(`quality for ${name}`, (e) => e.type === 'quality'
+        && e.participant_id === who[name].id && e.bitrate_in > 0, 3_000);
+    }
+
+    // 10. room.delete: Alice, the last one in, is told the room closed and why.
+    {
+      const reason = 'e2e: room deleted by the test backend';
+      await ctl.call('room.delete', { room, reason });
+      await poll("Alice's page shows the room closed, with the reason", async () => {
+        const s = await pageState(alice);
+        return { ok: s.state === 'closed' && s.banner?.kind === 'room_closed' && s.banner.text.includes(reason)
+          && s.rows.length === 0, banner: s.banner, status: s.status, state: s.state };
+      }, { timeout: 10_000 });
+      await ctl.waitEvent('participant_left Alice (room_closed)', (e) => e.type === 'participant_left'
+        && e.participant_id === who.Alice.id && e.reason === 'room_closed');
+      await ctl.waitEvent('room_closed', (e) => e.type === 'room_closed' && e.reason === reason);
+    }
 
     const unexpected = consoleErrors.filter((e) => !/favicon/i.test(e));
     if (unexpected.length) t.diagnostic(`page console errors:\n${unexpected.join('\n')}`);
@@ -397,9 +682,11 @@ test('three browsers talk through the demo page', { timeout: 110_000 }, async (t
       }
     }
     if (consoleErrors.length) console.error(`--- page console errors ---\n${consoleErrors.join('\n')}`);
+    if (ctl) console.error(`--- control events (tail) ---\n${ctl.events.slice(-30).map((ev) => JSON.stringify(ev)).join('\n')}`);
     console.error(`--- chorus output (tail) ---\n${node.tail(80)}`);
     throw e;
   } finally {
+    ctl?.close();
     if (browser) await browser.close().catch(() => {});
   }
 });

@@ -4,7 +4,9 @@
 #   bash tools/browser-test/run.sh
 #
 # Env: CHORUS_BIN  the chorus binary (default: <repo>/target/debug/chorus)
-#      CHORUS_ARGS extra arguments for `chorus serve` (e.g. "--shards 2")
+#      CHORUS_ARGS extra arguments for `chorus serve` (e.g. "--shards 2"); the test
+#                  adds --dev, --http, --udp, --control (a socket in a fresh temp dir)
+#                  and --quality-interval 1 itself
 # Installs what is missing: Debian's chromium (as root) and the npm packages (npm ci,
 # playwright-core only: it drives the system Chromium and never downloads a browser).
 set -euo pipefail
