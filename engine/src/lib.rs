@@ -49,6 +49,9 @@ pub mod config;
 pub mod driver;
 pub mod error;
 pub mod forwarder;
+#[doc(hidden)]
+#[cfg(any(test, fuzzing))]
+pub mod fuzzing;
 pub mod io;
 pub mod latency;
 pub mod level;

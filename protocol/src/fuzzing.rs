@@ -247,6 +247,33 @@ pub fn signal(data: &[u8]) {
     }
 }
 
+/// Decodes a control-protocol line as the node does (envelope, then method and
+/// params); a request that decodes must survive a re-encode unchanged, and every
+/// error must carry a JSON-RPC code and a message. Also decodes it as an event
+/// notification and re-encodes that.
+pub fn control(data: &[u8]) {
+    use crate::control::{Call, Notification, Request};
+    let Ok(line) = std::str::from_utf8(data) else {
+        return;
+    };
+    match Request::decode(line) {
+        Ok(request) => {
+            let text = serde_json::to_string(&request).expect("a request re-encodes");
+            let again = Request::decode(&text).expect("a re-encoded request decodes");
+            assert_eq!(again, request);
+            match Call::decode(&request.method, request.params.clone()) {
+                Ok(call) => assert_eq!(call.method(), request.method),
+                Err(e) => assert!(e.code < 0 && !e.message.is_empty()),
+            }
+        }
+        Err((_, e)) => assert!(e.code < 0 && !e.message.is_empty()),
+    }
+    if let Ok(n) = serde_json::from_str::<Notification>(line) {
+        let back: Notification = serde_json::from_str(&n.to_line()).expect("an event re-encodes");
+        assert_eq!(back.params.kind(), n.params.kind());
+    }
+}
+
 /// Seed inputs per target, shared with `fuzz/corpus/` (see `write_seed_corpus`).
 #[cfg(test)]
 pub(crate) fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
@@ -301,6 +328,31 @@ pub(crate) fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         ),
         ("signal_decode", "ping", br#"{"type":"ping","id":7}"#.to_vec()),
         ("signal_decode", "mute", br#"{"type":"mute","muted":true}"#.to_vec()),
+        (
+            "control_decode",
+            "room_create",
+            br#"{"jsonrpc":"2.0","id":1,"method":"room.create","params":{"room":"g1","kind":"raid","max_participants":40,"metadata":"{}"}}"#.to_vec(),
+        ),
+        (
+            "control_decode",
+            "participant_mute",
+            br#"{"jsonrpc":"2.0","id":"a","method":"participant.mute","params":{"room":"g1","participant_id":"p1f","muted":true}}"#.to_vec(),
+        ),
+        (
+            "control_decode",
+            "token_create",
+            br#"{"jsonrpc":"2.0","id":3,"method":"token.create","params":{"room":"g1","identity":"u1","name":"Ann","ttl_s":60,"admin":true}}"#.to_vec(),
+        ),
+        (
+            "control_decode",
+            "events_subscribe",
+            br#"{"jsonrpc":"2.0","id":4,"method":"events.subscribe","params":{"types":["quality","participant_left"],"room":"g1"}}"#.to_vec(),
+        ),
+        (
+            "control_decode",
+            "event",
+            br#"{"jsonrpc":"2.0","method":"event","params":{"type":"quality","room":"g","participant_id":"p1","loss_in":0.01,"rtt_ms":12.5,"bitrate_in":32000,"bitrate_out":64000}}"#.to_vec(),
+        ),
     ]
 }
 
@@ -316,6 +368,7 @@ mod tests {
                 "rtcp_parse" => rtcp(&data),
                 "stun_parse" => stun(&data),
                 "signal_decode" => signal(&data),
+                "control_decode" => control(&data),
                 other => panic!("unknown target {other}"),
             }
         }

@@ -1,0 +1,423 @@
+//! Fuzz harness body for the sans-IO core: the cargo-fuzz target `engine_core` is a
+//! one-line call into [`shards`], and the unit tests below run it over fixed inputs, so
+//! it is checked on stable too. Not API: compiled only for tests and under cargo-fuzz
+//! (`cfg(fuzzing)`); it panics when the engine livelocks.
+//!
+//! The input is read as a program: each step picks an operation (a datagram from one
+//! of a few addresses — raw, or STUN naming a real participant's ICE ufrag —, a join,
+//! an offer — a real browser-like one or garbage —, a candidate, mute, deafen, leave,
+//! a control request, or time passing) and its arguments from the next bytes. Two
+//! shards form a mesh, so hand-offs and migrations are exercised too.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use chorus_protocol::control::{
+    ParticipantKick, ParticipantMute, ParticipantRef, ParticipantSetPermissions, RoomCreate,
+    RoomDelete, RoomKind, RoomUpdate,
+};
+use chorus_protocol::signal::{DisplayName, ParticipantId, RoomId, ServerMessage};
+use str0m::config::DtlsCert;
+use str0m::media::{Direction, MediaKind};
+
+use crate::io::{Command, Event, Permissions, Request, RequestId};
+use crate::mesh::{participant_id, room_home};
+use crate::shard::{generate_certificate, Shard};
+use crate::ShardConfig;
+
+const SHARDS: usize = 2;
+const ROOMS: [&str; 3] = ["r0", "r1", "guild:2"];
+/// Steps a single input may take; more is not interesting, only slow.
+const MAX_STEPS: usize = 64;
+/// Rounds of message passing between the shards before it counts as a livelock.
+const MAX_ROUNDS: usize = 10_000;
+
+fn cert() -> DtlsCert {
+    static CERT: OnceLock<DtlsCert> = OnceLock::new();
+    CERT.get_or_init(|| generate_certificate().expect("certificate"))
+        .clone()
+}
+
+/// A browser-like offer: a microphone and two receive-only slots (made by str0m once).
+fn offer() -> &'static str {
+    static OFFER: OnceLock<String> = OnceLock::new();
+    OFFER.get_or_init(|| {
+        let mut rtc = str0m::Rtc::builder()
+            .set_rtp_mode(true)
+            .build(Instant::now());
+        let addr: SocketAddr = ([192, 0, 2, 1], 40000).into();
+        if let Ok(c) = str0m::Candidate::host(addr, "udp") {
+            rtc.add_local_candidate(c);
+        }
+        let mut api = rtc.sdp_api();
+        api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+        api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
+        api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
+        api.apply()
+            .map(|(offer, _)| offer.to_sdp_string())
+            .unwrap_or_default()
+    })
+}
+
+/// Reads the input a byte at a time; zeros once it is used up.
+struct Input<'a> {
+    data: &'a [u8],
+}
+
+impl Input<'_> {
+    fn byte(&mut self) -> u8 {
+        match self.data.split_first() {
+            Some((b, rest)) => {
+                self.data = rest;
+                *b
+            }
+            None => 0,
+        }
+    }
+
+    fn bytes(&mut self, n: usize) -> &[u8] {
+        let n = n.min(self.data.len());
+        let (head, rest) = self.data.split_at(n);
+        self.data = rest;
+        head
+    }
+
+    fn done(&self) -> bool {
+        self.data.is_empty()
+    }
+}
+
+struct World {
+    now: Instant,
+    shards: Vec<Shard>,
+    /// Ids handed out by joins, and the ICE ufrags their answers carried.
+    joined: Vec<(ParticipantId, Option<String>)>,
+    next_request: u64,
+    replies: usize,
+}
+
+impl World {
+    fn pid(&self, i: u8) -> Option<ParticipantId> {
+        if self.joined.is_empty() {
+            return None;
+        }
+        Some(self.joined[usize::from(i) % self.joined.len()].0)
+    }
+
+    /// Delivers shard messages until none move, drains transmits and events.
+    fn settle(&mut self) {
+        let mut queue: VecDeque<(usize, crate::mesh::ShardMessage)> = VecDeque::new();
+        for round in 0.. {
+            assert!(round < MAX_ROUNDS, "shards keep messaging each other");
+            for s in &mut self.shards {
+                while let Some(m) = s.poll_shard_message() {
+                    queue.push_back(m);
+                }
+                while s.poll_transmit().is_some() {}
+                while let Some(e) = s.poll_event() {
+                    if matches!(e, Event::Reply { .. }) {
+                        self.replies += 1;
+                    }
+                    if let Event::Signal {
+                        to,
+                        message: ServerMessage::Answer { sdp, .. },
+                    } = e
+                    {
+                        let ufrag = sdp
+                            .lines()
+                            .find_map(|l| l.strip_prefix("a=ice-ufrag:"))
+                            .map(str::to_owned);
+                        if let Some(j) = self.joined.iter_mut().find(|j| j.0 == to) {
+                            j.1 = ufrag;
+                        }
+                    }
+                }
+            }
+            let Some((to, m)) = queue.pop_front() else {
+                return;
+            };
+            self.shards[to % SHARDS].handle_shard_message(self.now, m);
+        }
+    }
+
+    fn advance(&mut self, by: Duration) {
+        self.now += by;
+        for s in &mut self.shards {
+            // Timeouts due by now; each call must make progress.
+            for _ in 0..MAX_ROUNDS {
+                match s.poll_timeout() {
+                    Some(t) if t <= self.now => s.handle_timeout(self.now),
+                    _ => break,
+                }
+            }
+            assert!(
+                s.poll_timeout().is_none_or(|t| t > self.now),
+                "timeouts do not advance"
+            );
+        }
+    }
+}
+
+/// A STUN binding request with this USERNAME and garbage integrity.
+fn stun_request(username: &str, tail: &[u8]) -> Vec<u8> {
+    let name = username.as_bytes();
+    let padded = name.len().div_ceil(4) * 4;
+    let mut body = Vec::new();
+    body.extend_from_slice(&0x0006u16.to_be_bytes());
+    body.extend_from_slice(&(name.len() as u16).to_be_bytes());
+    body.extend_from_slice(name);
+    body.resize(4 + padded, 0);
+    body.extend_from_slice(&0x0008u16.to_be_bytes()); // MESSAGE-INTEGRITY
+    body.extend_from_slice(&20u16.to_be_bytes());
+    let mut mac = [0u8; 20];
+    for (m, t) in mac.iter_mut().zip(tail) {
+        *m = *t;
+    }
+    body.extend_from_slice(&mac);
+    let mut msg = Vec::new();
+    msg.extend_from_slice(&0x0001u16.to_be_bytes());
+    msg.extend_from_slice(&(body.len() as u16).to_be_bytes());
+    msg.extend_from_slice(&0x2112_a442u32.to_be_bytes());
+    msg.extend_from_slice(&[7u8; 12]);
+    msg.extend_from_slice(&body);
+    msg
+}
+
+fn room(i: u8) -> RoomId {
+    RoomId::new(ROOMS[usize::from(i) % ROOMS.len()]).expect("valid room")
+}
+
+/// Runs one program against two shards. Panics only on a livelock or a panic inside
+/// the engine (which is the bug to find).
+pub fn shards(data: &[u8]) {
+    run(data);
+}
+
+/// What a program reached (for the tests: that the harness gets past the surface).
+#[derive(Debug, Default)]
+struct Reached {
+    answers: usize,
+    replies: usize,
+}
+
+fn run(data: &[u8]) -> Reached {
+    let start = Instant::now();
+    let mut config = ShardConfig::new(([10, 0, 0, 1], 7882).into());
+    config.seed = 7;
+    config.quality_interval = Some(Duration::from_secs(1));
+    let cert = cert();
+    let mut w = World {
+        now: start,
+        shards: (0..SHARDS)
+            .map(|i| Shard::in_mesh(config.clone(), start, i, SHARDS, cert.clone()))
+            .collect(),
+        joined: Vec::new(),
+        next_request: 0,
+        replies: 0,
+    };
+    let mut input = Input { data };
+    let mut serial = 0u64;
+    for _ in 0..MAX_STEPS {
+        if input.done() {
+            break;
+        }
+        let op = input.byte();
+        let arg = input.byte();
+        let shard = usize::from(arg) % SHARDS;
+        let now = w.now;
+        match op % 10 {
+            0 => {
+                let source: SocketAddr = ([192, 0, 2, 1 + (arg % 4)], 40000).into();
+                let len = usize::from(input.byte()) * 6;
+                let bytes = input.bytes(len).to_vec();
+                w.shards[shard].handle_datagram(now, source, &bytes);
+            }
+            1 => {
+                // STUN naming a real participant's ufrag, from a new address.
+                let Some(pid) = w.pid(arg) else { continue };
+                let ufrag = w
+                    .joined
+                    .iter()
+                    .find(|j| j.0 == pid)
+                    .and_then(|j| j.1.clone())
+                    .unwrap_or_else(|| format!("c{:x}zAAAAAA", pid.0));
+                let port = 40000 + u16::from(input.byte());
+                let source: SocketAddr = ([192, 0, 2, 9], port).into();
+                let tail = input.bytes(20).to_vec();
+                let msg = stun_request(&format!("{ufrag}:remote"), &tail);
+                w.shards[shard].handle_datagram(now, source, &msg);
+            }
+            2 => {
+                serial += 1;
+                let room = room(input.byte());
+                let pid = participant_id(serial, room_home(&room, SHARDS));
+                let permissions = Permissions {
+                    publish: arg & 1 == 0,
+                    subscribe: arg & 2 == 0,
+                };
+                w.joined.push((pid, None));
+                let home = crate::mesh::home_of(pid, SHARDS);
+                w.shards[home].handle_command(
+                    now,
+                    Command::Join {
+                        participant: pid,
+                        room,
+                        name: DisplayName::new("fuzz").expect("valid name"),
+                        identity: (arg & 4 == 0).then(|| "user".to_owned()),
+                        permissions,
+                    },
+                );
+            }
+            3 => {
+                let Some(pid) = w.pid(arg) else { continue };
+                let sdp = if input.byte() % 4 == 0 {
+                    let len = usize::from(input.byte()) * 4;
+                    String::from_utf8_lossy(input.bytes(len)).into_owned()
+                } else {
+                    offer().to_owned()
+                };
+                w.shards[shard].handle_command(
+                    now,
+                    Command::Offer {
+                        participant: pid,
+                        sdp,
+                    },
+                );
+            }
+            4 => {
+                let Some(pid) = w.pid(arg) else { continue };
+                let len = usize::from(input.byte());
+                let candidate = String::from_utf8_lossy(input.bytes(len)).into_owned();
+                w.shards[shard].handle_command(
+                    now,
+                    Command::Candidate {
+                        participant: pid,
+                        candidate,
+                    },
+                );
+            }
+            5 => {
+                let Some(pid) = w.pid(arg) else { continue };
+                let flag = input.byte();
+                let command = match flag % 3 {
+                    0 => Command::SetMuted {
+                        participant: pid,
+                        muted: flag & 4 == 0,
+                    },
+                    1 => Command::SetDeafened {
+                        participant: pid,
+                        deafened: flag & 4 == 0,
+                    },
+                    _ => Command::Leave { participant: pid },
+                };
+                w.shards[shard].handle_command(now, command);
+            }
+            6 | 7 => {
+                let ms = u64::from(arg) * u64::from(input.byte().max(1));
+                w.advance(Duration::from_millis(ms));
+            }
+            _ => {
+                let room = room(input.byte());
+                let pid = w.pid(input.byte()).unwrap_or(ParticipantId(1));
+                let flag = input.byte();
+                let request = match arg % 11 {
+                    0 => Request::CreateRoom(RoomCreate {
+                        room,
+                        kind: Some(RoomKind::Party),
+                        max_participants: Some(usize::from(flag % 4) + 1),
+                        audio_slots: Some(flag % 3 + 1),
+                        empty_timeout_s: Some(u64::from(flag % 3)),
+                        metadata: None,
+                    }),
+                    1 => Request::GetRoom(room),
+                    2 => Request::ListRooms,
+                    3 => Request::UpdateRoom(RoomUpdate {
+                        room,
+                        max_participants: Some(usize::from(flag % 3) + 1),
+                        audio_slots: Some(flag % 4 + 1),
+                        empty_timeout_s: Some(u64::from(flag % 2)),
+                        metadata: Some("m".into()),
+                    }),
+                    4 => Request::DeleteRoom(RoomDelete { room, reason: None }),
+                    5 => Request::ListParticipants(room),
+                    6 => Request::GetParticipant(ParticipantRef {
+                        room,
+                        participant_id: pid,
+                    }),
+                    7 => Request::Kick(ParticipantKick {
+                        room,
+                        participant_id: pid,
+                        reason: None,
+                    }),
+                    8 => Request::Mute(ParticipantMute {
+                        room,
+                        participant_id: pid,
+                        muted: flag & 1 == 0,
+                    }),
+                    9 => Request::SetPermissions(ParticipantSetPermissions {
+                        room,
+                        participant_id: pid,
+                        publish: Some(flag & 1 == 0),
+                        subscribe: Some(flag & 2 == 0),
+                    }),
+                    _ => Request::Stats,
+                };
+                w.next_request += 1;
+                w.shards[shard].handle_request(now, RequestId(w.next_request), request);
+            }
+        }
+        w.settle();
+    }
+    // Let every timer run out: participants time out, rooms close, nothing spins.
+    w.advance(Duration::from_secs(600));
+    w.settle();
+    Reached {
+        answers: w.joined.iter().filter(|j| j.1.is_some()).count(),
+        replies: w.replies,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_fixed_programs() {
+        // Joins, real offers, STUN with the real ufrag from a new address, control
+        // requests, time; then garbage.
+        let programs: [&[u8]; 5] = [
+            &[],
+            &[
+                2, 0, 0, 2, 1, 0, 3, 0, 1, 3, 1, 1, 1, 0, 5, 1, 1, 0, 6, 50, 2,
+            ],
+            &[
+                2, 0, 1, 3, 0, 1, 8, 7, 1, 0, 1, 8, 8, 1, 0, 0, 6, 200, 100, 8, 4, 1, 0, 0,
+            ],
+            &[
+                9, 0, 0, 0, 2, 3, 0, 2, 0, 0, 5, 0, 2, 6, 255, 255, 0, 1, 3, 1, 2, 3, 4,
+            ],
+            &[0xff; 300],
+        ];
+        let reached: Vec<_> = programs.iter().map(|p| run(p)).collect();
+        assert!(reached[1].answers >= 2, "{reached:?}");
+        assert!(reached[2].replies >= 2, "{reached:?}");
+    }
+
+    #[test]
+    fn runs_pseudo_random_programs() {
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        for _ in 0..40 {
+            let program: Vec<u8> = (0..200)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    (x >> 24) as u8
+                })
+                .collect();
+            shards(&program);
+        }
+    }
+}
