@@ -114,7 +114,7 @@ pub struct LiveClient {
     joined: Value,
     answer: Value,
     shared: Arc<Shared>,
-    outgoing: mpsc::UnboundedSender<String>,
+    outgoing: mpsc::UnboundedSender<Cmd>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -263,7 +263,36 @@ impl LiveClient {
     /// Sends one message to the node (in order with the others; dropped once the
     /// socket is closed).
     pub fn send(&self, message: Value) {
-        let _ = self.outgoing.send(message.to_string());
+        let _ = self.outgoing.send(Cmd::Text(message.to_string()));
+    }
+
+    /// Drops the WebSocket without a close frame (a network failure, as the node sees
+    /// it); media keeps flowing.
+    pub async fn drop_signaling(&self) {
+        let (done, wait) = tokio::sync::oneshot::channel();
+        let _ = self.outgoing.send(Cmd::DropSignaling(done));
+        let _ = wait.await;
+    }
+
+    /// Opens a new WebSocket and resumes this participant's session with the
+    /// `resume_token` from `joined`; returns `resumed`, or why not.
+    pub async fn resume(&self, node: &RunningNode) -> Result<Value, String> {
+        let token = self.joined["resume_token"]
+            .as_str()
+            .ok_or("joined carried no resume_token")?
+            .to_owned();
+        let url = format!("ws://{}/v1/signal", node.http);
+        let (mut ws, _) = tokio::time::timeout(STEP_TIMEOUT, tokio_tungstenite::connect_async(url))
+            .await
+            .map_err(|_| "WebSocket connect timed out".to_owned())?
+            .map_err(|e| format!("WebSocket connect: {e}"))?;
+        let resume =
+            json!({"type": "resume", "participant_id": self.participant_id, "resume_token": token});
+        ws_send(&mut ws, resume.to_string()).await?;
+        let resumed = expect(&mut ws, &self.shared, "resumed").await?;
+        self.shared.update(|s| s.closed = None);
+        let _ = self.outgoing.send(Cmd::Signaling(Box::new(ws)));
+        Ok(resumed)
     }
 
     /// Sends `leave`. The node then closes the socket with 1000: see
@@ -383,22 +412,32 @@ async fn expect(ws: &mut Ws, shared: &Shared, kind: &str) -> Result<Value, Strin
     }
 }
 
+/// What the test asks of the background task.
+enum Cmd {
+    /// A text message for the node.
+    Text(String),
+    /// Drop the WebSocket without closing it.
+    DropSignaling(tokio::sync::oneshot::Sender<()>),
+    /// Use this WebSocket from now on.
+    Signaling(Box<Ws>),
+}
+
 /// The background task: the WebSocket, the UDP socket and the str0m client.
 async fn run(
-    mut ws: Ws,
+    ws: Ws,
     socket: UdpSocket,
     mut media: Media,
-    mut commands: mpsc::UnboundedReceiver<String>,
+    mut commands: mpsc::UnboundedReceiver<Cmd>,
     shared: Arc<Shared>,
 ) {
-    let mut ws_open = true;
+    let mut ws = Some(ws);
     let mut buf = vec![0u8; 2048];
     media.tick(&socket, &shared);
     loop {
         let now = Instant::now();
         let wake = media.next_wake(now).min(now + MAX_SLEEP);
         tokio::select! {
-            msg = ws.next(), if ws_open => match msg {
+            msg = next_message(&mut ws) => match msg {
                 Some(Ok(Message::Text(t))) => {
                     let m = serde_json::from_str::<Value>(&t)
                         .unwrap_or_else(|_| json!({"type": "<not json>", "text": t.as_str()}));
@@ -414,19 +453,27 @@ async fn run(
                 }
                 Some(Ok(_)) => {}
                 Some(Err(_)) | None => {
-                    ws_open = false;
+                    ws = None;
                     shared.update(|s| {
                         s.closed.get_or_insert(1006);
                     });
                 }
             },
             cmd = commands.recv() => match cmd {
-                Some(text) => {
-                    if ws_open && ws.send(Message::Text(text.into())).await.is_err() {
-                        ws_open = false;
-                        shared.update(|s| {
-                            s.closed.get_or_insert(1006);
-                        });
+                Some(Cmd::DropSignaling(done)) => {
+                    // Dropping the stream ends the TCP connection with no close frame.
+                    ws = None;
+                    let _ = done.send(());
+                }
+                Some(Cmd::Signaling(new)) => ws = Some(*new),
+                Some(Cmd::Text(text)) => {
+                    if let Some(w) = ws.as_mut() {
+                        if w.send(Message::Text(text.into())).await.is_err() {
+                            ws = None;
+                            shared.update(|s| {
+                                s.closed.get_or_insert(1006);
+                            });
+                        }
                     }
                 }
                 None => return, // the client was dropped
@@ -438,6 +485,16 @@ async fn run(
             }
             _ = tokio::time::sleep_until(wake.into()) => media.tick(&socket, &shared),
         }
+    }
+}
+
+/// The next message of the WebSocket, if there is one (never, if there is none).
+async fn next_message(
+    ws: &mut Option<Ws>,
+) -> Option<Result<Message, tokio_tungstenite::tungstenite::Error>> {
+    match ws {
+        Some(w) => w.next().await,
+        None => std::future::pending().await,
     }
 }
 

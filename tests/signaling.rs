@@ -4,7 +4,8 @@
 
 use std::time::Duration;
 
-use chorus_tests::ws::{connect, expect_close, expect_error, join, node, recv, send};
+use chorus_signaling::NodeConfig;
+use chorus_tests::ws::{connect, expect_close, expect_error, join, node, node_with, recv, send};
 use futures_util::SinkExt;
 use serde_json::json;
 use tokio::net::TcpStream;
@@ -105,7 +106,13 @@ async fn one_clients_garbage_never_reaches_another() {
 
 #[tokio::test]
 async fn leave_closes_with_1000_and_a_dropped_socket_leaves_too() {
-    let node = node(true).await;
+    // A dropped socket is kept for the resume window (tests/resume.rs), then leaves.
+    let node = node_with(NodeConfig {
+        dev: true,
+        resume_window: Duration::from_millis(500),
+        ..NodeConfig::default()
+    })
+    .await;
     let (mut a, mut b, mut c) = (
         connect(&node).await,
         connect(&node).await,
@@ -125,7 +132,7 @@ async fn leave_closes_with_1000_and_a_dropped_socket_leaves_too() {
         json!({"type":"participant_left","participant_id":jb["participant_id"]})
     );
 
-    drop(c); // no leave, no close frame: just gone
+    drop(c); // no leave, no close frame: just gone (and not resumed)
     let left = recv(&mut a).await;
     assert_eq!(
         left,

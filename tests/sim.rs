@@ -323,6 +323,28 @@ impl Sim {
         self.pump();
     }
 
+    /// The client's network changes: it moves to `addr` (its datagrams now arriving at
+    /// `shard`), restarts ICE with new credentials and a new host candidate, as a
+    /// browser's `restartIce()` does, and renegotiates.
+    pub fn restart_ice(&mut self, idx: usize, addr: SocketAddr, shard: usize) {
+        let c = &mut self.clients[idx];
+        c.addr = addr;
+        c.shard = shard;
+        let mut api = c.rtc.sdp_api();
+        api.ice_restart(false);
+        let (offer, pending) = api.apply().expect("an offer with new credentials");
+        c.pending = Some(pending);
+        let sdp = offer.to_sdp_string();
+        let participant = c.id;
+        self.command(Command::Offer { participant, sdp });
+        self.accept_answer(idx);
+        // str0m restarts (dropping the old candidates) when the answer is applied.
+        self.clients[idx]
+            .rtc
+            .add_local_candidate(Candidate::host(addr, "udp").unwrap());
+        self.pump();
+    }
+
     /// Offers a microphone and `slots` receive sections and applies the answer.
     pub fn offer(&mut self, idx: usize, slots: usize) {
         let sdp = self.make_offer(idx, slots);

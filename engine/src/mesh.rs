@@ -84,6 +84,12 @@ pub enum ShardMessage {
         room: RoomId,
         participant: ParticipantId,
     },
+    /// To every shard: an ICE ufrag chosen at an ICE restart routes to `participant`
+    /// (`None`: no longer).
+    Ufrag {
+        ufrag: String,
+        participant: Option<ParticipantId>,
+    },
     /// A control request that reached a shard other than its room's home.
     Request { id: RequestId, request: Request },
     /// To the home shard: the media side gave up on the participant.

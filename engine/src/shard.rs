@@ -43,11 +43,14 @@ pub struct ShardStats {
     /// From an address no participant uses, and not a STUN request naming one.
     pub dropped_unknown_source: u64,
     /// Not any protocol WebRTC speaks on this port (RFC 7983), or too short for its
-    /// kind. (str0m drops SRTP that fails authentication and DTLS it cannot use
-    /// without telling us; those are not counted here.)
+    /// kind. (str0m drops DTLS it cannot use and SRTCP that fails authentication
+    /// without telling us; those are not counted. RTP is: `dropped_unauthenticated`.)
     pub dropped_malformed: u64,
     /// str0m returned an error for it.
     pub dropped_rejected: u64,
+    /// RTP from a participant's address that str0m did not accept: failed SRTP
+    /// authentication, a replay, or sent before DTLS finished.
+    pub dropped_unauthenticated: u64,
     pub rtp_in: u64,
     /// Copies sent to subscribers.
     pub rtp_forwarded: u64,
@@ -87,6 +90,7 @@ impl ShardStats {
             ("dropped_unknown_source", self.dropped_unknown_source),
             ("dropped_malformed", self.dropped_malformed),
             ("dropped_rejected", self.dropped_rejected),
+            ("dropped_unauthenticated", self.dropped_unauthenticated),
             ("dropped_muted", self.dropped_muted),
             ("dropped_not_permitted", self.dropped_not_permitted),
             ("dropped_not_audio", self.dropped_not_audio),
@@ -110,6 +114,8 @@ pub struct Shard {
     /// Rosters of the rooms whose home is this shard.
     rooms: HashMap<RoomId, Room>,
     by_addr: HashMap<SocketAddr, ParticipantId>,
+    /// ICE ufrags chosen by str0m at ICE restarts (they do not name their participant).
+    ufrags: HashMap<String, ParticipantId>,
     timers: BinaryHeap<Reverse<(Instant, ParticipantId)>>,
     next_tick: Instant,
     transmits: VecDeque<Transmit>,
@@ -154,6 +160,7 @@ impl Shard {
             views: HashMap::new(),
             rooms: HashMap::new(),
             by_addr: HashMap::new(),
+            ufrags: HashMap::new(),
             timers: BinaryHeap::new(),
             next_tick: now + TICK,
             transmits: VecDeque::new(),
@@ -279,6 +286,7 @@ impl Shard {
                 }
             }
             ShardMessage::Left { room, participant } => self.forget_member(&room, participant),
+            ShardMessage::Ufrag { ufrag, participant } => self.learn_ufrag(ufrag, participant),
             ShardMessage::Request { id, request } => {
                 return self.handle_request(now, id, request);
             }

@@ -166,6 +166,12 @@ pub enum ClientMessage {
     Ping { id: u64 },
     /// Leave the room; the node closes the socket with code 1000.
     Leave,
+    /// Instead of `join`, on a new socket: take over a session whose socket dropped,
+    /// with the `resume_token` its `joined` carried.
+    Resume {
+        participant_id: ParticipantId,
+        resume_token: String,
+    },
 }
 
 /// Why a frame could not be decoded. Its `Display` is the message sent back with
@@ -192,6 +198,7 @@ const CLIENT_TYPES: &[&str] = &[
     "deafen",
     "ping",
     "leave",
+    "resume",
 ];
 
 impl ClientMessage {
@@ -226,6 +233,7 @@ impl ClientMessage {
             ClientMessage::Deafen { .. } => "deafen",
             ClientMessage::Ping { .. } => "ping",
             ClientMessage::Leave => "leave",
+            ClientMessage::Resume { .. } => "resume",
         }
     }
 }
@@ -288,6 +296,9 @@ pub enum ErrorCode {
     Unavailable,
     /// Not allowed (unmuting while muted by the server); the socket stays open.
     Forbidden,
+    /// No session to resume (unknown, expired, or a wrong token); the socket stays
+    /// open for a fresh `join`.
+    ResumeFailed,
 }
 
 impl ErrorCode {
@@ -302,6 +313,7 @@ impl ErrorCode {
             ErrorCode::Internal => "internal",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Forbidden => "forbidden",
+            ErrorCode::ResumeFailed => "resume_failed",
         }
     }
 }
@@ -318,6 +330,16 @@ pub enum ServerMessage {
         /// The others in the room, not the joiner.
         participants: Vec<ParticipantInfo>,
         ice_servers: Vec<IceServer>,
+        /// Proves the session is this client's when it `resume`s on a new socket.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resume_token: Option<String>,
+    },
+    /// The answer to an accepted `resume`: the room as it is now.
+    Resumed {
+        participant_id: ParticipantId,
+        room: RoomId,
+        /// The others in the room, in join order.
+        participants: Vec<ParticipantInfo>,
     },
     Answer {
         sdp: String,
@@ -392,6 +414,7 @@ mod tests {
             r#"{"type":"deafen","deafened":false}"#,
             r#"{"type":"ping","id":7}"#,
             r#"{"type":"leave"}"#,
+            r#"{"type":"resume","participant_id":"p1f","resume_token":"x"}"#,
         ];
         for c in cases {
             let m = ClientMessage::decode(c).unwrap();

@@ -80,6 +80,14 @@ pub struct ServeArgs {
     /// (`room_closed {reason: "node_draining"}`) and exiting.
     #[arg(long, env = "CHORUS_DRAIN_TIMEOUT", default_value_t = 30)]
     pub drain_timeout: u64,
+    /// Joins (and resumes) per second one IP address may start, bursts of twice that
+    /// (0: no limit); more get `rate_limited` and close 1013.
+    #[arg(long, env = "CHORUS_JOIN_RATE_PER_IP", default_value_t = 10)]
+    pub join_rate_per_ip: u32,
+    /// Seconds a session whose WebSocket dropped can be resumed (`resume`) before it
+    /// leaves (0: it leaves at once).
+    #[arg(long, env = "CHORUS_RESUME_WINDOW", default_value_t = 15)]
+    pub resume_window: u64,
     /// The control socket (JSON-RPC 2.0 for the backend and chorusctl; mode 0600), or
     /// `none`. Default: `$XDG_RUNTIME_DIR/chorus/control.sock`, else
     /// `/tmp/chorus/control.sock`.
@@ -112,6 +120,8 @@ struct FileConfig {
     join_timeout: Option<u64>,
     control: Option<String>,
     quality_interval: Option<u64>,
+    join_rate_per_ip: Option<u32>,
+    resume_window: Option<u64>,
     log: Option<String>,
 }
 
@@ -190,6 +200,8 @@ impl ServeArgs {
             }
         }
         take!(quality_interval, "quality_interval");
+        take!(join_rate_per_ip, "join_rate_per_ip");
+        take!(resume_window, "resume_window");
         take!(log, "log");
         if !(1..=32).contains(&self.audio_slots) {
             return Err(CliError::Invalid(format!(
@@ -226,6 +238,8 @@ impl ServeArgs {
             max_connections_per_ip: self.max_connections_per_ip,
             join_timeout: Duration::from_secs(self.join_timeout.max(1)),
             control: self.control_path(),
+            join_rate_per_ip: self.join_rate_per_ip,
+            resume_window: Duration::from_secs(self.resume_window),
             drain_timeout: Duration::from_secs(self.drain_timeout),
             quality_interval: (self.quality_interval > 0)
                 .then(|| Duration::from_secs(self.quality_interval)),

@@ -32,6 +32,11 @@ pub struct NodeConfig {
     pub join_timeout: Duration,
     /// Messages per second a client may send (bursts of twice that pass).
     pub client_message_rate: u32,
+    /// Joins (and resumes) per second one IP address may start, bursts of twice that
+    /// (0: no limit).
+    pub join_rate_per_ip: u32,
+    /// How long a session whose WebSocket dropped can be resumed (0: it leaves at once).
+    pub resume_window: Duration,
     /// The control socket's path (`None`: no control socket).
     pub control: Option<PathBuf>,
     /// How long `node.drain` waits for participants to leave, when it gives no
@@ -57,6 +62,8 @@ impl Default for NodeConfig {
             max_connections_per_ip: 256,
             join_timeout: Duration::from_secs(10),
             client_message_rate: 50,
+            join_rate_per_ip: 10,
+            resume_window: Duration::from_secs(15),
             control: None,
             drain_timeout: Duration::from_secs(30),
             quality_interval: Some(Duration::from_secs(5)),

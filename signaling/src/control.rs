@@ -138,6 +138,23 @@ impl ControlHub {
     }
 }
 
+impl ControlHub {
+    /// A room's participants, from its home shard (for `resume`).
+    pub async fn participants(
+        &self,
+        shared: &Shared,
+        room: chorus_protocol::signal::RoomId,
+    ) -> Result<Vec<chorus_protocol::control::ParticipantDetails>, RpcError> {
+        match self
+            .ask_one(shared, Request::ListParticipants(room))
+            .await?
+        {
+            Reply::Participants(p) => Ok(p),
+            _ => Err(unexpected()),
+        }
+    }
+}
+
 fn busy() -> RpcError {
     RpcError::new(
         ErrorCode::Busy,

@@ -20,6 +20,7 @@ mod control;
 mod error;
 mod metrics;
 pub mod node;
+mod resume;
 mod routes;
 mod session;
 pub mod token;

@@ -111,6 +111,7 @@ pub(crate) fn render(engine: &CommandSender, joins: &JoinCounters) -> String {
             ("unknown_source", s.dropped_unknown_source),
             ("malformed", s.dropped_malformed),
             ("rejected", s.dropped_rejected),
+            ("unauthenticated", s.dropped_unauthenticated),
             ("muted", s.dropped_muted),
             ("not_permitted", s.dropped_not_permitted),
             ("not_audio", s.dropped_not_audio),

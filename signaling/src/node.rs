@@ -43,11 +43,35 @@ pub(crate) struct Shared {
     pub control: Arc<ControlHub>,
     /// Joins by result, for `/metrics`.
     pub joins: JoinCounters,
+    /// Sessions that may be resumed.
+    pub resumes: crate::resume::Resumes,
+    /// Joins (and resumes) per client IP address: a token bucket each.
+    join_buckets: parking_lot::Mutex<
+        std::collections::HashMap<std::net::IpAddr, crate::session::RateLimiter>,
+    >,
     pub started: Instant,
     next_id: AtomicU64,
 }
 
 impl Shared {
+    /// Whether `ip` may join now (`--join-rate-per-ip`, bursts of twice that).
+    pub fn allow_join(&self, ip: std::net::IpAddr) -> bool {
+        let rate = self.config.join_rate_per_ip;
+        if rate == 0 {
+            return true;
+        }
+        let now = Instant::now();
+        let mut buckets = self.join_buckets.lock();
+        if buckets.len() > 10_000 {
+            // Forget addresses whose bucket has refilled: they lose nothing.
+            buckets.retain(|_, b| !b.is_full(now));
+        }
+        buckets
+            .entry(ip)
+            .or_insert_with(|| crate::session::RateLimiter::new(rate, now))
+            .allow(now)
+    }
+
     /// A fresh id whose home shard is `home` (the shard keeping its room's roster).
     pub fn next_participant_id(&self, home: usize) -> ParticipantId {
         participant_id(self.next_id.fetch_add(1, Ordering::Relaxed), home)
@@ -187,6 +211,8 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, SignalingError> {
         stopping,
         control,
         joins: JoinCounters::default(),
+        resumes: Default::default(),
+        join_buckets: Default::default(),
         started: Instant::now(),
         next_id: AtomicU64::new(seed() >> 24),
     });

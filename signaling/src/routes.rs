@@ -19,6 +19,8 @@ pub(crate) const CONNECTION_QUEUE: usize = 1024;
 pub(crate) enum Outbound {
     Message(ServerMessage),
     Close(CloseReason),
+    /// Another connection resumed this participant's session.
+    Superseded,
 }
 
 #[derive(Default)]
@@ -29,6 +31,14 @@ pub(crate) struct Routes {
 impl Routes {
     pub fn register(&self, participant: ParticipantId, tx: mpsc::Sender<Outbound>) {
         self.connections.lock().insert(participant, tx);
+    }
+
+    /// Points the participant's events at a new connection (a resume); the one that
+    /// had them is told it was superseded.
+    pub fn supersede(&self, participant: ParticipantId, tx: mpsc::Sender<Outbound>) {
+        if let Some(old) = self.connections.lock().insert(participant, tx) {
+            let _ = old.try_send(Outbound::Superseded);
+        }
     }
 
     /// Participants with a connection (joined, or joining).

@@ -25,15 +25,35 @@ const GOING_AWAY: u16 = 1001;
 const TRY_AGAIN_LATER: u16 = 1013;
 /// Our own (RFC 6455 §7.4.2 private range): media went silent.
 const MEDIA_TIMEOUT: u16 = 4000;
+/// Our own: the session was resumed on another socket.
+const RESUMED_ELSEWHERE: u16 = 4001;
 
 /// What to do after a client message.
 enum Flow {
     Continue,
     Close(u16, &'static str),
+    /// Take over a parked (or stale) session: needs the engine's roster, so it is
+    /// finished by the connection loop.
+    Resume {
+        participant: ParticipantId,
+        token: String,
+    },
+}
+
+/// How a connection ended.
+enum End {
+    /// Send this close frame, then leave.
+    Close(u16, &'static str),
+    /// The client vanished (no close frame, a network error, or a close other than
+    /// 1000): the session may be resumed within the window.
+    Vanished(Option<(u16, &'static str)>),
+    /// Another socket resumed the session: close without leaving.
+    Superseded,
 }
 
 struct Session {
     shared: Arc<Shared>,
+    ip: IpAddr,
     participant: Option<ParticipantId>,
     /// `join` was accepted (stays true after leaving).
     joined: bool,
@@ -99,6 +119,7 @@ pub(crate) async fn run(socket: WebSocket, shared: Arc<Shared>, ip: IpAddr) {
     let rate = shared.config.client_message_rate;
     let mut session = Session {
         shared,
+        ip,
         participant: None,
         joined: false,
         answered: false,
@@ -106,13 +127,13 @@ pub(crate) async fn run(socket: WebSocket, shared: Arc<Shared>, ip: IpAddr) {
     };
     let mut replies: Vec<ServerMessage> = Vec::new();
     let mut stopping = session.shared.stopping.clone();
-    let close = loop {
+    let end = loop {
         tokio::select! {
             // The only change is to true (or the node is gone): close either way.
-            _ = stopping.changed() => break Some((GOING_AWAY, "node stopping")),
+            _ = stopping.changed() => break End::Close(GOING_AWAY, "node stopping"),
             // An idle connection that never joins holds resources for nothing.
             _ = &mut join_deadline, if !session.joined => {
-                break Some((POLICY, "join timeout"));
+                break End::Close(POLICY, "join timeout");
             }
             incoming = stream.next() => {
                 let text = match incoming {
@@ -125,36 +146,60 @@ pub(crate) async fn run(socket: WebSocket, shared: Arc<Shared>, ip: IpAddr) {
                         String::new().into()
                     }
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                    // Echo the close (RFC 6455 §5.5.1), then leave.
-                    Some(Ok(Message::Close(_))) => break Some((NORMAL, "bye")),
-                    None => break None,
+                    // Echo the close (RFC 6455 §5.5.1), then leave; a close other
+                    // than "normal" (1001 going away: a tab closed, a page reloaded)
+                    // may be followed by a resume.
+                    Some(Ok(Message::Close(frame))) => {
+                        if frame.is_none_or(|f| f.code == NORMAL) {
+                            break End::Close(NORMAL, "bye");
+                        }
+                        break End::Vanished(Some((NORMAL, "bye")));
+                    }
+                    None => break End::Vanished(None),
                     Some(Err(e)) => {
                         tracing::debug!(error = %e, "websocket error");
-                        break None;
+                        break End::Vanished(None);
                     }
                 };
-                let flow = if text.is_empty() {
+                let mut flow = if text.is_empty() {
                     Flow::Continue
                 } else {
                     session.on_text(&text, &mut tx, &mut replies)
                 };
+                if let Flow::Resume { participant, token } = flow {
+                    flow = Flow::Continue;
+                    match session.resume(participant, &token, &mut tx).await {
+                        Ok(resumed) => replies.push(resumed),
+                        Err(why) => replies.push(ServerMessage::error(ErrorCode::ResumeFailed, why)),
+                    }
+                }
                 for r in replies.drain(..) {
                     if sink.send(Message::Text(r.to_json().into())).await.is_err() {
                         break;
                     }
                 }
                 if let Flow::Close(code, reason) = flow {
-                    break Some((code, reason));
+                    break End::Close(code, reason);
                 }
             }
             out = rx.recv() => match out {
-                Some(Outbound::Message(m)) => {
+                Some(Outbound::Message(mut m)) => {
                     if !session.answered {
                         // The engine's answer to our join: `joined`, or why not.
-                        match &m {
-                            ServerMessage::Joined { .. } => {
+                        match &mut m {
+                            ServerMessage::Joined {
+                                participant_id,
+                                room,
+                                resume_token,
+                                ..
+                            } => {
                                 session.answered = true;
                                 session.shared.joins.count("ok");
+                                if !session.shared.config.resume_window.is_zero() {
+                                    let token =
+                                        session.shared.resumes.issue(*participant_id, room.clone());
+                                    *resume_token = Some(token).filter(|t| !t.is_empty());
+                                }
                             }
                             ServerMessage::Error { code, .. } => {
                                 session.answered = true;
@@ -164,26 +209,41 @@ pub(crate) async fn run(socket: WebSocket, shared: Arc<Shared>, ip: IpAddr) {
                         }
                     }
                     if sink.send(Message::Text(m.to_json().into())).await.is_err() {
-                        break None;
+                        break End::Vanished(None);
                     }
+                }
+                Some(Outbound::Superseded) => {
+                    // Resumed on another socket: that one holds the session now.
+                    session.participant = None;
+                    break End::Superseded;
                 }
                 Some(Outbound::Close(reason)) => {
                     // The engine let go of us: nothing to tell it on the way out.
                     if let Some(pid) = session.participant.take() {
                         session.shared.routes.unregister(pid);
+                        session.shared.resumes.forget(pid);
                     }
-                    break Some(match reason {
+                    let (code, why) = match reason {
                         CloseReason::Left => (NORMAL, "left"),
                         CloseReason::Timeout => (MEDIA_TIMEOUT, "media timeout"),
                         CloseReason::Rejected => (POLICY, "join refused"),
                         CloseReason::RoomClosed => (NORMAL, "room closed"),
                         CloseReason::Kicked => (NORMAL, "kicked"),
-                    });
+                    };
+                    break End::Close(code, why);
                 }
                 // Our route was dropped (queue overflow) or the node is stopping.
-                None => break Some((SERVER_ERROR, "signaling queue overflow")),
+                None => break End::Close(SERVER_ERROR, "signaling queue overflow"),
             }
         }
+    };
+    let close = match end {
+        End::Close(code, reason) => Some((code, reason)),
+        End::Vanished(close) => {
+            session.park();
+            close
+        }
+        End::Superseded => Some((RESUMED_ELSEWHERE, "resumed elsewhere")),
     };
     if let Some((code, reason)) = close {
         let frame = CloseFrame {
@@ -252,6 +312,12 @@ impl Session {
                 });
             }
             ClientMessage::Ping { id } => replies.push(ServerMessage::Pong { id }),
+            ClientMessage::Resume { .. } => {
+                replies.push(ServerMessage::error(
+                    ErrorCode::BadRequest,
+                    "already in a session",
+                ));
+            }
             ClientMessage::Leave => {
                 self.leave();
                 return Flow::Close(NORMAL, "left");
@@ -267,13 +333,41 @@ impl Session {
         tx: &mut Option<mpsc::Sender<Outbound>>,
         replies: &mut Vec<ServerMessage>,
     ) -> Flow {
-        let ClientMessage::Join { room, name, token } = message else {
-            replies.push(ServerMessage::error(
-                ErrorCode::NotJoined,
-                format!("send join first (got {})", message.kind()),
-            ));
-            return Flow::Continue;
+        let (room, name, token) = match message {
+            ClientMessage::Join { room, name, token } => (room, name, token),
+            ClientMessage::Resume {
+                participant_id,
+                resume_token,
+            } => {
+                if !self.shared.allow_join(self.ip) {
+                    replies.push(ServerMessage::error(
+                        ErrorCode::RateLimited,
+                        "too many joins from this address; retry later",
+                    ));
+                    return Flow::Close(TRY_AGAIN_LATER, "too many joins");
+                }
+                return Flow::Resume {
+                    participant: participant_id,
+                    token: resume_token,
+                };
+            }
+            other => {
+                replies.push(ServerMessage::error(
+                    ErrorCode::NotJoined,
+                    format!("send join first (got {})", other.kind()),
+                ));
+                return Flow::Continue;
+            }
         };
+        if !self.shared.allow_join(self.ip) {
+            self.answered = true;
+            self.shared.joins.count(ErrorCode::RateLimited.as_str());
+            replies.push(ServerMessage::error(
+                ErrorCode::RateLimited,
+                "too many joins from this address; retry later",
+            ));
+            return Flow::Close(TRY_AGAIN_LATER, "too many joins");
+        }
         if self.shared.draining.load(Ordering::Relaxed) {
             self.answered = true;
             self.shared.joins.count(ErrorCode::Unavailable.as_str());
@@ -352,20 +446,114 @@ impl Session {
     fn leave(&mut self) {
         if let Some(pid) = self.participant.take() {
             self.shared.routes.unregister(pid);
+            self.shared.resumes.forget(pid);
             self.shared.engine.send(Command::Leave { participant: pid });
         }
+    }
+
+    /// The client vanished: keep its session for the resume window (the room sees
+    /// nothing), then leave unless a `resume` took it over.
+    fn park(&mut self) {
+        let window = self.shared.config.resume_window;
+        if window.is_zero() {
+            return; // `leave` follows
+        }
+        let Some(pid) = self.participant else {
+            return;
+        };
+        let Some(generation) = self.shared.resumes.park(pid) else {
+            return;
+        };
+        self.participant = None;
+        let (tx, mut rx) = mpsc::channel::<Outbound>(CONNECTION_QUEUE);
+        self.shared.routes.register(pid, tx);
+        tracing::info!(participant = %pid, ?window, "signaling dropped: session parked");
+        let shared = self.shared.clone();
+        tokio::spawn(async move {
+            let deadline = tokio::time::sleep(window);
+            tokio::pin!(deadline);
+            loop {
+                tokio::select! {
+                    out = rx.recv() => match out {
+                        // Messages for a client that is not there are dropped.
+                        Some(Outbound::Message(_)) => {}
+                        Some(Outbound::Close(_)) => {
+                            // The engine let go of it meanwhile (timeout, kick, ...).
+                            shared.resumes.forget(pid);
+                            return;
+                        }
+                        // Resumed: the new socket holds the route now.
+                        Some(Outbound::Superseded) | None => return,
+                    },
+                    _ = &mut deadline => {
+                        if shared.resumes.expire(pid, generation) {
+                            tracing::info!(participant = %pid, "not resumed: leaving");
+                            shared.routes.unregister(pid);
+                            shared.engine.send(Command::Leave { participant: pid });
+                        }
+                        return;
+                    }
+                }
+            }
+        });
+    }
+
+    /// A `resume`: takes the session over and tells the client the room as it is.
+    async fn resume(
+        &mut self,
+        pid: ParticipantId,
+        token: &str,
+        tx: &mut Option<mpsc::Sender<Outbound>>,
+    ) -> Result<ServerMessage, &'static str> {
+        const NO_SESSION: &str =
+            "no session to resume (it ended, or the token is wrong): join again";
+        let room = self
+            .shared
+            .resumes
+            .claim(pid, token)
+            .map_err(|_| NO_SESSION)?;
+        let Some(sender) = tx.take() else {
+            return Err(NO_SESSION);
+        };
+        self.shared.routes.supersede(pid, sender);
+        self.participant = Some(pid);
+        self.joined = true;
+        self.answered = true;
+        tracing::info!(%room, participant = %pid, "session resumed");
+        let participants = self
+            .shared
+            .control
+            .participants(&self.shared, room.clone())
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|p| p.participant_id != pid)
+            .map(|p| chorus_protocol::signal::ParticipantInfo {
+                participant_id: p.participant_id,
+                name: p.name,
+                muted: p.muted,
+                server_muted: p.server_muted,
+                deafened: p.deafened,
+                csrc: p.csrc,
+            })
+            .collect();
+        Ok(ServerMessage::Resumed {
+            participant_id: pid,
+            room,
+            participants,
+        })
     }
 }
 
 /// A token bucket: `rate` messages per second, bursts of `2 * rate`.
-struct RateLimiter {
+pub(crate) struct RateLimiter {
     rate: f64,
     tokens: f64,
     last: Instant,
 }
 
 impl RateLimiter {
-    fn new(rate: u32, now: Instant) -> Self {
+    pub(crate) fn new(rate: u32, now: Instant) -> Self {
         let rate = f64::from(rate.max(1));
         RateLimiter {
             rate,
@@ -374,7 +562,13 @@ impl RateLimiter {
         }
     }
 
-    fn allow(&mut self, now: Instant) -> bool {
+    /// Whether the bucket would be full at `now` (nothing to remember).
+    pub(crate) fn is_full(&self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens + elapsed * self.rate >= self.rate * 2.0
+    }
+
+    pub(crate) fn allow(&mut self, now: Instant) -> bool {
         let elapsed = now
             .saturating_duration_since(self.last)
             .min(Duration::from_secs(10));

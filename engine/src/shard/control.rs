@@ -186,6 +186,7 @@ impl Shard {
                 audio_slots,
                 participants: others,
                 ice_servers: self.config.ice_servers.clone(),
+                resume_token: None,
             },
         );
         self.broadcast(&room_id, Some(pid), || ServerMessage::ParticipantJoined {

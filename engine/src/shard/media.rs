@@ -77,6 +77,43 @@ impl Shard {
     pub(super) fn drop_media(&mut self, pid: ParticipantId) {
         if let Some(mut p) = self.detach(pid) {
             p.rtc.disconnect();
+            let ufrag = std::mem::take(&mut p.ufrag);
+            self.announce_ufrag(ufrag, None);
+        }
+    }
+
+    /// Tells every shard (this one included) that an ICE ufrag that does not name its
+    /// participant (chosen by str0m at an ICE restart) now routes to `participant`,
+    /// or, with `None`, no longer routes anywhere. Ufrags that name their participant
+    /// need no announcement.
+    pub(super) fn announce_ufrag(&mut self, ufrag: String, participant: Option<ParticipantId>) {
+        let never_learnt = participant.is_none() && !self.ufrags.contains_key(&ufrag);
+        if ufrag.is_empty() || never_learnt {
+            return;
+        }
+        for s in 0..self.shards {
+            if s == self.id {
+                self.learn_ufrag(ufrag.clone(), participant);
+            } else {
+                self.send(
+                    s,
+                    ShardMessage::Ufrag {
+                        ufrag: ufrag.clone(),
+                        participant,
+                    },
+                );
+            }
+        }
+    }
+
+    pub(super) fn learn_ufrag(&mut self, ufrag: String, participant: Option<ParticipantId>) {
+        match participant {
+            Some(p) => {
+                self.ufrags.insert(ufrag, p);
+            }
+            None => {
+                self.ufrags.remove(&ufrag);
+            }
         }
     }
 
@@ -108,8 +145,16 @@ impl Shard {
         };
         let audio_slots = p.audio_slots as usize;
         match negotiate(p, now, sdp, audio_slots, &mut self.rng) {
-            Ok(message) => {
+            Ok((message, ufrag)) => {
                 p.last_heard.get_or_insert(now);
+                if let Some(ufrag) = ufrag {
+                    // An ICE restart: str0m picked new local credentials that do not
+                    // name the participant, so every shard must learn them.
+                    let old = std::mem::replace(&mut p.ufrag, ufrag.clone());
+                    tracing::info!(room = %p.room, participant = %pid, "ICE restart");
+                    self.announce_ufrag(old, None);
+                    self.announce_ufrag(ufrag, Some(pid));
+                }
                 self.drain(pid);
                 self.signal(pid, message);
             }
@@ -325,14 +370,15 @@ impl Shard {
     }
 }
 
-/// Applies an offer to a participant; returns the `answer` or why not.
+/// Applies an offer to a participant; returns the `answer` (and the new local ICE
+/// ufrag if the offer restarted ICE) or why not.
 fn negotiate(
     p: &mut Participant,
     now: Instant,
     sdp: &str,
     audio_slots: usize,
     rng: &mut u64,
-) -> Result<ServerMessage, String> {
+) -> Result<(ServerMessage, Option<String>), String> {
     let prepared = prepare_offer(sdp, audio_slots).map_err(|e| format!("invalid offer: {e}"))?;
     let offer =
         SdpOffer::from_sdp_string(&prepared.sdp).map_err(|e| format!("invalid SDP: {e}"))?;
@@ -373,8 +419,17 @@ fn negotiate(
     }
     p.slots = slots;
     p.last_heard = Some(now);
-    Ok(ServerMessage::Answer {
-        sdp: candidates_in_every_section(&answer.to_sdp_string()),
-        slots: p.slots.iter().map(|s| s.mid.to_string()).collect(),
-    })
+    let sdp = answer.to_sdp_string();
+    let ufrag = sdp
+        .lines()
+        .find_map(|l| l.strip_prefix("a=ice-ufrag:"))
+        .map(|u| u.trim().to_owned())
+        .filter(|u| *u != p.ufrag);
+    Ok((
+        ServerMessage::Answer {
+            sdp: candidates_in_every_section(&sdp),
+            slots: p.slots.iter().map(|s| s.mid.to_string()).collect(),
+        },
+        ufrag,
+    ))
 }

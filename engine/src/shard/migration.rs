@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use chorus_protocol::demux::{classify, DatagramKind};
 use chorus_protocol::signal::ParticipantId;
 use chorus_protocol::stun;
 use str0m::net::{Protocol, Receive};
@@ -32,7 +33,15 @@ impl Shard {
             .as_ref()
             .and_then(|m| m.ice_ufrags())
             .map(|(ours, _)| ours);
-        let Some((pid, ufrag)) = ufrag.and_then(|u| parse_ufrag(u).map(|p| (p, u))) else {
+        // A ufrag from an ICE restart first (str0m chose it), then one naming its
+        // participant.
+        let Some((pid, ufrag)) = ufrag.and_then(|u| {
+            self.ufrags
+                .get(u)
+                .copied()
+                .or_else(|| parse_ufrag(u))
+                .map(|p| (p, u))
+        }) else {
             self.stats.dropped_unknown_source += 1;
             tracing::trace!(%source, len = data.len(), "dropped: unknown source");
             return None;
@@ -195,7 +204,18 @@ impl Shard {
             self.stats.dropped_rejected += 1;
             tracing::trace!(participant = %pid, error = %e, "dropped: rtc refused datagram");
         }
-        p.last_heard = Some(now);
+        let rtp = classify(data) == DatagramKind::Rtp;
+        let accepted_before = self.media.len();
         self.drain(pid);
+        // In rtp mode str0m hands out every RTP packet it accepts; one it kept quiet
+        // about failed SRTP authentication or replay protection (or came before DTLS).
+        if rtp && self.media.len() == accepted_before {
+            self.stats.dropped_unauthenticated += 1;
+            return;
+        }
+        // Unauthenticated RTP must not keep a gone participant alive.
+        if let Some(p) = self.participants.get_mut(&pid) {
+            p.last_heard = Some(now);
+        }
     }
 }
