@@ -37,6 +37,8 @@ pub struct NodeConfig {
     pub join_rate_per_ip: u32,
     /// How long a session whose WebSocket dropped can be resumed (0: it leaves at once).
     pub resume_window: Duration,
+    /// How long an HTTP connection may take to send its request headers.
+    pub header_timeout: Duration,
     /// The control socket's path (`None`: no control socket).
     pub control: Option<PathBuf>,
     /// How long `node.drain` waits for participants to leave, when it gives no
@@ -63,6 +65,7 @@ impl Default for NodeConfig {
             join_timeout: Duration::from_secs(10),
             client_message_rate: 50,
             join_rate_per_ip: 10,
+            header_timeout: crate::http::HEADER_TIMEOUT,
             resume_window: Duration::from_secs(15),
             control: None,
             drain_timeout: Duration::from_secs(30),

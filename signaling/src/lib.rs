@@ -18,6 +18,7 @@ pub mod cli;
 pub mod config;
 mod control;
 mod error;
+mod http;
 mod metrics;
 pub mod node;
 mod resume;

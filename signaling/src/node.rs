@@ -228,20 +228,21 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, SignalingError> {
         .route("/metrics", get(metrics))
         .route("/readyz", get(readyz))
         .merge(assets::router())
-        .with_state(shared);
+        .with_state(shared.clone());
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let server = tokio::spawn(async move {
-        let shutdown = async {
-            let _ = stop_rx.await;
-        };
-        let app = app.into_make_service_with_connect_info::<SocketAddr>();
-        if let Err(e) = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-        {
-            tracing::error!(error = %e, "http server failed");
-        }
-    });
+    // TCP connections per address: room for plain HTTP beside the WebSocket sessions.
+    let tcp_limit = shared_for_node
+        .config
+        .max_connections_per_ip
+        .saturating_mul(2);
+    let header_timeout = shared_for_node.config.header_timeout;
+    let server = tokio::spawn(crate::http::serve(
+        listener,
+        app,
+        tcp_limit,
+        header_timeout,
+        stop_rx,
+    ));
     let shards = config_shards;
     tracing::info!(%http, %udp, %advertised, shards, "node started");
     Ok(RunningNode {
