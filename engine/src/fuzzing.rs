@@ -197,6 +197,7 @@ pub fn shards(data: &[u8]) {
 
 /// What a program reached (for the tests: that the harness gets past the surface).
 #[derive(Debug, Default)]
+#[cfg_attr(not(test), allow(dead_code))]
 struct Reached {
     answers: usize,
     replies: usize,
