@@ -84,6 +84,15 @@ pub struct ServeArgs {
     /// (0: no limit); more get `rate_limited` and close 1013.
     #[arg(long, env = "CHORUS_JOIN_RATE_PER_IP", default_value_t = 10)]
     pub join_rate_per_ip: u32,
+    /// Messages per second one WebSocket may send, bursts of twice that; more get
+    /// `rate_limited` and are dropped.
+    #[arg(long, env = "CHORUS_CLIENT_MESSAGE_RATE", default_value_t = 50,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub client_message_rate: u32,
+    /// Seconds an HTTP connection may take to send its request headers.
+    #[arg(long, env = "CHORUS_HEADER_TIMEOUT", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_timeout: u64,
     /// Seconds a session whose WebSocket dropped can be resumed (`resume`) before it
     /// leaves (0: it leaves at once).
     #[arg(long, env = "CHORUS_RESUME_WINDOW", default_value_t = 15)]
@@ -122,6 +131,8 @@ struct FileConfig {
     quality_interval: Option<u64>,
     join_rate_per_ip: Option<u32>,
     resume_window: Option<u64>,
+    client_message_rate: Option<u32>,
+    header_timeout: Option<u64>,
     log: Option<String>,
 }
 
@@ -202,6 +213,8 @@ impl ServeArgs {
         take!(quality_interval, "quality_interval");
         take!(join_rate_per_ip, "join_rate_per_ip");
         take!(resume_window, "resume_window");
+        take!(client_message_rate, "client_message_rate");
+        take!(header_timeout, "header_timeout");
         take!(log, "log");
         if !(1..=32).contains(&self.audio_slots) {
             return Err(CliError::Invalid(format!(
@@ -240,6 +253,8 @@ impl ServeArgs {
             control: self.control_path(),
             join_rate_per_ip: self.join_rate_per_ip,
             resume_window: Duration::from_secs(self.resume_window),
+            client_message_rate: self.client_message_rate.max(1),
+            header_timeout: Duration::from_secs(self.header_timeout.max(1)),
             drain_timeout: Duration::from_secs(self.drain_timeout),
             quality_interval: (self.quality_interval > 0)
                 .then(|| Duration::from_secs(self.quality_interval)),
