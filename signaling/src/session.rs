@@ -483,7 +483,14 @@ impl Session {
                             return;
                         }
                         // Resumed: the new socket holds the route now.
-                        Some(Outbound::Superseded) | None => return,
+                        Some(Outbound::Superseded) => return,
+                        // Our route was dropped (not by a resume): leave now.
+                        None => {
+                            if shared.resumes.expire(pid, generation) {
+                                shared.engine.send(Command::Leave { participant: pid });
+                            }
+                            return;
+                        }
                     },
                     _ = &mut deadline => {
                         if shared.resumes.expire(pid, generation) {
