@@ -462,3 +462,36 @@ fn every_shard_reports_its_figures() {
     assert!(forwarded > 200, "{forwarded}");
     assert!(reports.iter().all(|r| r.counters["bytes_in"] > 0));
 }
+
+#[test]
+fn a_draining_node_closes_each_room_as_soon_as_it_is_empty() {
+    let mut sim = managed(2);
+    for name in ["busy", "idle"] {
+        one(sim.request(Request::CreateRoom(create(name)))).unwrap();
+    }
+    let a = sim.connect("a", "busy");
+    let b = sim.connect("b", "busy");
+    let now = sim.now;
+    for s in &mut sim.shards {
+        s.start_draining(now);
+    }
+    sim.pump();
+    let closed = |sim: &Sim| -> Vec<String> {
+        sim.events
+            .iter()
+            .filter_map(|e| match e {
+                NodeEvent::RoomClosed { room, reason } if reason == "node_draining" => {
+                    Some(room.as_str().to_owned())
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(closed(&sim), ["idle"], "the empty room closes at once");
+    let id = sim.clients[a].id;
+    sim.command(Command::Leave { participant: id });
+    assert_eq!(closed(&sim), ["idle"], "not while b is in it");
+    let id = sim.clients[b].id;
+    sim.command(Command::Leave { participant: id });
+    assert_eq!(closed(&sim), ["idle", "busy"], "and when b leaves");
+}

@@ -74,6 +74,8 @@ struct Inbox {
     snapshot: Mutex<ShardSnapshot>,
     /// Set to close every room homed on the shard, with this reason.
     close_rooms: Mutex<Option<String>>,
+    /// Set when the node starts draining (taken once by the shard thread).
+    drain: AtomicBool,
     /// Forwarding latency on this shard.
     latency: LatencyHistogram,
     commands: Sender<Command>,
@@ -118,6 +120,15 @@ impl CommandSender {
     pub fn close_all_rooms(&self, reason: &str) {
         for inbox in self.inboxes.iter() {
             *inbox.close_rooms.lock() = Some(reason.to_owned());
+            let _ = inbox.waker.wake();
+        }
+    }
+
+    /// The node starts draining: each shard closes its empty rooms now and every other
+    /// one when its last member leaves.
+    pub fn start_draining(&self) {
+        for inbox in self.inboxes.iter() {
+            inbox.drain.store(true, Ordering::Release);
             let _ = inbox.waker.wake();
         }
     }
@@ -204,6 +215,7 @@ impl Driver {
             inboxes.push(Inbox {
                 snapshot: Mutex::new(ShardSnapshot::default()),
                 close_rooms: Mutex::new(None),
+                drain: AtomicBool::new(false),
                 latency: LatencyHistogram::default(),
                 commands,
                 control,
@@ -370,6 +382,9 @@ impl Worker {
             }
             while let Ok(c) = self.commands.try_recv() {
                 self.shard.handle_command(now, c);
+            }
+            if self.inboxes[self.id].drain.swap(false, Ordering::AcqRel) {
+                self.shard.start_draining(now);
             }
             if let Some(reason) = self.inboxes[self.id].close_rooms.lock().take() {
                 self.shard.close_rooms(now, &reason);

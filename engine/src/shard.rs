@@ -125,6 +125,8 @@ pub struct Shard {
     flush: Vec<ParticipantId>,
     rng: u64,
     stats: ShardStats,
+    /// The node drains: rooms close as soon as they are empty.
+    draining: bool,
 }
 
 /// A fresh DTLS certificate, to share between the shards of a node.
@@ -170,6 +172,7 @@ impl Shard {
             flush: Vec::new(),
             rng,
             stats: ShardStats::default(),
+            draining: false,
         }
     }
 

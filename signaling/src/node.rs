@@ -135,6 +135,7 @@ pub(crate) fn start_drain(shared: Arc<Shared>, deadline: Duration) {
         return;
     }
     tracing::info!(?deadline, "draining");
+    shared.engine.start_draining();
     tokio::spawn(async move {
         let end = tokio::time::Instant::now() + deadline;
         // The routing table is exact and current (shard snapshots lag by up to half

@@ -10,6 +10,9 @@
 //   await chorus.leave();
 //
 // One ChorusClient is one session: after `closed` fires, make a new one to join again.
+// A dropped WebSocket does not end it: the client resumes the session on a new socket
+// (state 'reconnecting', events `reconnecting` / `resumed`) while media keeps flowing,
+// and it restarts ICE when the media connection fails (`restartIce()`).
 // See docs/client.md for the full API, the events and their `detail` payloads.
 
 /** Protocol version spoken by this module (the `/v1/` in the WebSocket path). */
@@ -18,9 +21,33 @@ export const PROTOCOL_VERSION = 1;
 /** A contributing source older than this (ms) is no longer "current" (speaking now). */
 export const CSRC_FRESH_MS = 500;
 
-const PING_INTERVAL_MS = 10_000;
-const MAX_UNANSWERED_PINGS = 3;
+const PING_INTERVAL_MS = 5_000;
+/** This many pings in a row without a pong (about 10 s) and the socket counts as dead. */
+const MAX_UNANSWERED_PINGS = 2;
 const JOIN_TIMEOUT_MS = 15_000;
+
+/** Default time to resume a dropped session in; the node keeps it 15 s (`--resume-window`). */
+const RESUME_TIMEOUT_MS = 14_000;
+/** Pause before each resume attempt (the last one repeats), ±20 % jitter. */
+const RESUME_BACKOFF_MS = [250, 500, 1_000, 2_000];
+/** One resume attempt (connect, `resume`, `resumed`) gets at most this long. */
+const RESUME_ATTEMPT_TIMEOUT_MS = 4_000;
+/**
+ * Close codes with which the node ends a session for good (docs/protocol.md §7): 1000
+ * (left, kicked, room closed), 1001 (node stopping or draining), 1008 (refused, policy),
+ * 1011 (engine stopped, queue overflow), 1013 (rate limited), 4000 (media timeout),
+ * 4001 (resumed elsewhere). Any other close of a joined session (1006: no close frame,
+ * a network failure) is resumed.
+ */
+const TERMINAL_CLOSE_CODES = new Set([1000, 1001, 1008, 1011, 1013, 4000, 4001]);
+/** Close codes this client sends itself (never 1000, which would end the session). */
+const CLOSE_PING_TIMEOUT = 4900;
+const CLOSE_RESUME_ATTEMPT_TIMEOUT = 4901;
+
+/** An automatic ICE restart happens at most this often. */
+const ICE_RESTART_MIN_INTERVAL_MS = 5_000;
+/** 'disconnected' for this long (it often heals by itself) triggers an ICE restart. */
+const ICE_DISCONNECTED_GRACE_MS = 3_000;
 
 /**
  * Error raised by `join()` and carried by `error` events. `code` is the server's error
@@ -70,6 +97,15 @@ function preferOpus(pc) {
   }
 }
 
+function sameParticipant(a, b) {
+  return a.name === b.name && a.muted === b.muted && a.server_muted === b.server_muted
+    && a.deafened === b.deafened && a.csrc === b.csrc;
+}
+
+function iceUfrag(sdp) {
+  return /^a=ice-ufrag:(\S+)/m.exec(String(sdp ?? ''))?.[1] ?? null;
+}
+
 function copyParticipant(p) {
   return {
     participant_id: String(p.participant_id),
@@ -85,7 +121,9 @@ function copyParticipant(p) {
  * A voice-chat session with one Chorus node.
  *
  * Properties (read-only for callers):
- * - `state`: 'idle' | 'connecting' | 'joined' | 'closed'
+ * - `state`: 'idle' | 'connecting' | 'joined' | 'reconnecting' | 'closed'
+ *   ('reconnecting': the WebSocket dropped and the session is being resumed on a new
+ *   one; media keeps flowing meanwhile)
  * - `self`: `{participant_id, csrc, room, name, muted, server_muted, deafened}` once joined,
  *   else null (`server_muted`: the backend muted you; only it can lift that)
  * - `participants`: Map participant_id → `{participant_id, name, muted, server_muted,
@@ -101,7 +139,8 @@ function copyParticipant(p) {
  *
  * Events (CustomEvent, payload in `event.detail`): `joined`, `participant_joined`,
  * `participant_updated`, `participant_left`, `speakers`, `error`, `room_closed`,
- * `kicked`, `permissions`, `closed`, `connection_state`.
+ * `kicked`, `permissions`, `closed`, `connection_state`, `reconnecting`, `resumed`,
+ * `ice_restarting`, `ice_restarted`, `ice_restart_failed`.
  */
 export class ChorusClient extends EventTarget {
   /**
@@ -109,11 +148,17 @@ export class ChorusClient extends EventTarget {
    * @param {string} [options.url] WebSocket URL; defaults to `ws(s)://<this origin>/v1/signal`.
    * @param {HTMLElement} [options.audioContainer] where to put the slots' `<audio>` elements
    *   (hidden); by default they are kept detached from the document, which plays just as well.
+   * @param {number} [options.resumeTimeoutMs] how long to try resuming a dropped session
+   *   (default 14000, just under the node's 15 s resume window); 0 never resumes.
+   * @param {boolean} [options.autoIceRestart] restart ICE by itself when the media
+   *   connection fails (default true).
    */
-  constructor({ url, audioContainer } = {}) {
+  constructor({ url, audioContainer, resumeTimeoutMs, autoIceRestart } = {}) {
     super();
     this.url = url ?? defaultUrl();
     this.audioContainer = audioContainer ?? null;
+    this.resumeTimeoutMs = Math.max(0, Number(resumeTimeoutMs ?? RESUME_TIMEOUT_MS) || 0);
+    this.autoIceRestart = autoIceRestart ?? true;
     this.state = 'idle';
     this.self = null;
     /** @type {Map<string, {participant_id:string,name:string,muted:boolean,server_muted:boolean,deafened:boolean,csrc:number}>} */
@@ -144,6 +189,20 @@ export class ChorusClient extends EventTarget {
     this._statsLocalLevel = 0;
     this._closedEmitted = false;
     this._joinName = '';
+
+    this._resumeToken = null;
+    /** The resume in progress: {since, attempts, code, reason, timer, attemptTimer}. */
+    this._reconnect = null;
+    /** leave() was called, or the node ended the session (kicked, room_closed). */
+    this._leaving = false;
+    this._ended = false;
+    /** mute/deafen that could not be sent while reconnecting: sent after `resumed`. */
+    this._unsent = { mute: false, deafen: false };
+    this._iceRestart = null; // the restart in progress (a Promise)
+    this._lastIceRestartAt = -Infinity;
+    this._iceRestartTimer = null;
+    this._disconnectedTimer = null;
+    this._iceRestartAfterResume = null; // reason of a restart due once resumed
   }
 
   // ---------------------------------------------------------------- public API
@@ -213,7 +272,7 @@ export class ChorusClient extends EventTarget {
     this.muted = muted;
     if (this.localTrack) this.localTrack.enabled = !muted;
     if (this.self) this.self.muted = muted;
-    this._send({ type: 'mute', muted });
+    if (!this._send({ type: 'mute', muted }) && this.state === 'reconnecting') this._unsent.mute = true;
   }
 
   /** Deafen or undeafen: mutes local playback of every slot and tells the server. */
@@ -222,7 +281,7 @@ export class ChorusClient extends EventTarget {
     this.deafened = deafened;
     for (const s of this.slots) if (s.audio) s.audio.muted = deafened;
     if (this.self) this.self.deafened = deafened;
-    this._send({ type: 'deafen', deafened });
+    if (!this._send({ type: 'deafen', deafened }) && this.state === 'reconnecting') this._unsent.deafen = true;
   }
 
   /**
@@ -231,8 +290,11 @@ export class ChorusClient extends EventTarget {
    */
   async leave() {
     if (this.state === 'closed') return;
+    this._leaving = true;
     const ws = this.ws;
-    if (ws && ws.readyState === WebSocket.OPEN) {
+    // While reconnecting there is no session on the socket to leave: the node lets the
+    // parked session go at the end of its resume window.
+    if (ws && ws.readyState === WebSocket.OPEN && this.state !== 'reconnecting') {
       this._send({ type: 'leave' });
       await new Promise((resolve) => {
         const t = setTimeout(resolve, 1500);
@@ -240,6 +302,32 @@ export class ChorusClient extends EventTarget {
       });
     }
     this._teardown({ code: 1000, reason: 'left', wasClean: true });
+  }
+
+  /**
+   * Restart ICE: `pc.restartIce()`, a new offer (new ICE credentials), and the node's
+   * answer (its new credentials) applied. The session, slots and CSRC stay. Use it after a
+   * network change; the client also does it by itself when the media connection fails.
+   * Resolves once the answer is applied (the connection may still be re-checking: watch
+   * `connection_state`); rejects with a ChorusError. One restart runs at a time (a second
+   * call gets the running one). While reconnecting it waits for the resume first.
+   */
+  async restartIce() {
+    if (this.state === 'reconnecting') {
+      const resumed = await new Promise((resolve) => {
+        const done = (ok) => () => {
+          this.removeEventListener('resumed', onResumed);
+          this.removeEventListener('closed', onClosed);
+          resolve(ok);
+        };
+        const onResumed = done(true);
+        const onClosed = done(false);
+        this.addEventListener('resumed', onResumed);
+        this.addEventListener('closed', onClosed);
+      });
+      if (!resumed) throw new ChorusError('socket_closed', 'the session ended while reconnecting');
+    }
+    return this._restartIce('manual');
   }
 
   /**
@@ -388,29 +476,279 @@ export class ChorusClient extends EventTarget {
   _send(msg) {
     const ws = this.ws;
     if (!ws || ws.readyState !== WebSocket.OPEN) return false;
+    // A socket that has not resumed the session yet carries nothing but `resume`.
+    if (this.state === 'reconnecting' && msg.type !== 'resume') return false;
     try { ws.send(JSON.stringify(msg)); return true; } catch { return false; }
   }
 
+  /**
+   * Open a WebSocket to the node; it becomes `this.ws`. Its events count only while it is
+   * `this.ws`: a replaced (stale) socket can neither deliver messages nor end the session.
+   */
+  _connect() {
+    const ws = new WebSocket(this.url);
+    this.ws = ws;
+    // Remember a close started from this page (ours, or the app's via `client.ws`): the
+    // node does not always answer it with a close frame, so the close event cannot say
+    // which code was sent, and that code decides whether the node kept the session.
+    let localClose = null;
+    const nativeClose = ws.close;
+    ws.close = function close(...args) {
+      if (localClose === null && ws.readyState <= WebSocket.OPEN) {
+        localClose = { code: args[0] === undefined ? 1005 : Number(args[0]) };
+      }
+      return nativeClose.apply(ws, args);
+    };
+    ws.addEventListener('message', (ev) => { if (ws === this.ws) this._onMessage(ev.data); });
+    ws.addEventListener('close', (ev) => { if (ws === this.ws) this._onSocketClose(ev, localClose); });
+    return ws;
+  }
+
+  /** `_connect()` for join: resolves once open, rejects if it closes first. */
   _openSocket() {
     return new Promise((resolve, reject) => {
       let ws;
-      try { ws = new WebSocket(this.url); } catch (e) {
+      try { ws = this._connect(); } catch (e) {
         reject(new ChorusError('socket_closed', `cannot open ${this.url}: ${e?.message ?? e}`));
         return;
       }
-      this.ws = ws;
-      let opened = false;
-      ws.addEventListener('open', () => {
-        opened = true;
-        resolve();
-      }, { once: true });
-      ws.addEventListener('message', (ev) => this._onMessage(ev.data));
-      ws.addEventListener('close', (ev) => {
-        if (!opened) reject(new ChorusError('socket_closed', `cannot connect to ${this.url}`));
-        this._failWaiters(new ChorusError('socket_closed', `socket closed (${ev.code}${ev.reason ? ` ${ev.reason}` : ''})`));
-        this._teardown({ code: ev.code, reason: ev.reason, wasClean: ev.wasClean });
-      });
+      ws.addEventListener('open', () => resolve(), { once: true });
+      ws.addEventListener('close', () => reject(new ChorusError('socket_closed', `cannot connect to ${this.url}`)), { once: true });
     });
+  }
+
+  /** The current socket closed (stale sockets never get here). */
+  _onSocketClose(ev, localClose) {
+    const code = ev.code;
+    const reason = ev.reason ?? '';
+    if (this.state === 'reconnecting') {
+      // A resume attempt's socket closed before `resumed` (no network yet, 1013 rate
+      // limited, ...): try again, unless the node is going away.
+      this.ws = null;
+      this._clearAttemptTimer();
+      if (code === 1001) this._giveUpResume('resume_failed', `the node is going away (${code}${reason ? ` ${reason}` : ''})`);
+      else this._scheduleResume();
+      return;
+    }
+    if (this.state === 'joined' && this._resumable(code, localClose)) {
+      this.ws = null;
+      this._startReconnect(localClose?.code ?? code, reason);
+      return;
+    }
+    this._failWaiters(new ChorusError('socket_closed', `socket closed (${code}${reason ? ` ${reason}` : ''})`));
+    this._teardown({ code, reason, wasClean: ev.wasClean });
+  }
+
+  /**
+   * Whether a joined session whose socket closed with `code` is resumed: not after
+   * leave(), `kicked` or `room_closed`, only with a resume token, and not on a close code
+   * with which the node ends sessions (TERMINAL_CLOSE_CODES). A close started from this
+   * page counts by the code it sent: 1000 or none ends the session on the node, any
+   * other code leaves it parked there.
+   */
+  _resumable(code, localClose) {
+    if (this._leaving || this._ended || !this._resumeToken || this.resumeTimeoutMs <= 0) return false;
+    if (localClose) return localClose.code !== 1000 && localClose.code !== 1005;
+    return !TERMINAL_CLOSE_CODES.has(code);
+  }
+
+  _startReconnect(code, reason) {
+    if (this._pingTimer) { clearInterval(this._pingTimer); this._pingTimer = null; }
+    this._pingsSent.clear();
+    this._failWaiters(new ChorusError('socket_closed', `connection lost (${code}${reason ? ` ${reason}` : ''}); reconnecting`));
+    this.state = 'reconnecting';
+    this._reconnect = { since: performance.now(), attempts: 0, code, reason, timer: null, attemptTimer: null };
+    this._emit('reconnecting', { code, reason });
+    this._scheduleResume();
+  }
+
+  _scheduleResume() {
+    const r = this._reconnect;
+    if (this.state !== 'reconnecting' || !r || r.timer) return;
+    const remaining = this.resumeTimeoutMs - (performance.now() - r.since);
+    if (remaining <= 0) {
+      this._giveUpResume('resume_timeout', `could not resume the session within ${this.resumeTimeoutMs} ms`);
+      return;
+    }
+    const base = RESUME_BACKOFF_MS[Math.min(r.attempts, RESUME_BACKOFF_MS.length - 1)];
+    const delay = Math.min(remaining, base * (0.8 + 0.4 * Math.random()));
+    r.timer = setTimeout(() => { r.timer = null; this._attemptResume(r); }, delay);
+  }
+
+  _attemptResume(r) {
+    if (this.state !== 'reconnecting' || this._reconnect !== r) return;
+    const remaining = this.resumeTimeoutMs - (performance.now() - r.since);
+    if (remaining <= 0) {
+      this._giveUpResume('resume_timeout', `could not resume the session within ${this.resumeTimeoutMs} ms`);
+      return;
+    }
+    r.attempts += 1;
+    let ws;
+    try { ws = this._connect(); } catch (e) {
+      this._giveUpResume('resume_failed', `cannot open ${this.url}: ${e?.message ?? e}`);
+      return;
+    }
+    ws.addEventListener('open', () => {
+      if (this.ws !== ws || this._reconnect !== r) return;
+      this._send({ type: 'resume', participant_id: this.self.participant_id, resume_token: this._resumeToken });
+    }, { once: true });
+    // A socket that hangs (connecting, or no answer to `resume`) is dropped. Not with
+    // 1000: should the node have taken the session onto it, that would end the session.
+    r.attemptTimer = setTimeout(() => {
+      r.attemptTimer = null;
+      if (this.ws !== ws || this._reconnect !== r) return;
+      this.ws = null;
+      try { ws.close(CLOSE_RESUME_ATTEMPT_TIMEOUT, 'resume attempt timed out'); } catch { /* ignore */ }
+      this._scheduleResume();
+    }, Math.min(remaining, RESUME_ATTEMPT_TIMEOUT_MS));
+  }
+
+  _clearAttemptTimer() {
+    const r = this._reconnect;
+    if (r?.attemptTimer) { clearTimeout(r.attemptTimer); r.attemptTimer = null; }
+  }
+
+  _giveUpResume(error, message) {
+    const r = this._reconnect;
+    if (this.state !== 'reconnecting' || !r) return;
+    this._teardown({ code: r.code, reason: message, wasClean: false, error });
+  }
+
+  /** `resumed`: the session continues on this socket. */
+  _onResumed(msg) {
+    const r = this._reconnect;
+    if (this.state !== 'reconnecting' || !r) return;
+    if (r.timer) clearTimeout(r.timer);
+    this._clearAttemptTimer();
+    this._reconnect = null;
+    this.state = 'joined';
+    if (msg.room) this.self.room = String(msg.room);
+
+    // Catch up with the room as it is now.
+    const now = new Map();
+    for (const raw of Array.isArray(msg.participants) ? msg.participants : []) {
+      const p = copyParticipant(raw);
+      if (p.participant_id !== this.self.participant_id) now.set(p.participant_id, p);
+    }
+    const left = [...this.participants.values()].filter((p) => !now.has(p.participant_id));
+    for (const p of left) {
+      this.participants.delete(p.participant_id);
+      this._emit('participant_left', { participant_id: p.participant_id, participant: p });
+    }
+    for (const p of now.values()) {
+      const previous = this.participants.get(p.participant_id);
+      this.participants.set(p.participant_id, p);
+      if (!previous) this._emit('participant_joined', { participant: p });
+      else if (!sameParticipant(previous, p)) this._emit('participant_updated', { participant: p, previous, self: false });
+    }
+    const present = new Set([this.self.participant_id, ...now.keys()]);
+    this.lastSpeakers = this.lastSpeakers.filter((s) => present.has(s.participant_id));
+
+    this._startPing();
+    // What the app changed while the socket was down.
+    if (this._unsent.mute && (this.muted || !this.self.server_muted)) this._send({ type: 'mute', muted: this.muted });
+    if (this._unsent.deafen) this._send({ type: 'deafen', deafened: this.deafened });
+    this._unsent = { mute: false, deafen: false };
+
+    this._emit('resumed', {
+      participant_id: this.self.participant_id,
+      room: this.self.room,
+      participants: [...this.participants.values()],
+      attempts: r.attempts,
+      downtime_ms: Math.round(performance.now() - r.since),
+    });
+    if (this.state !== 'joined') return;
+    // The network may have changed under the media too.
+    const pcState = this.pc?.connectionState;
+    const due = this._iceRestartAfterResume
+      ?? (pcState === 'failed' || pcState === 'disconnected' ? pcState : null);
+    this._iceRestartAfterResume = null;
+    if (due) this._autoRestartIce(due);
+  }
+
+  // ------------------------------------------------------------- ICE restart
+
+  _restartIce(reason) {
+    if (this._iceRestart) return this._iceRestart;
+    if (this.state !== 'joined' || !this.pc) {
+      return Promise.reject(new ChorusError('bad_request', `restartIce() in state ${this.state}`));
+    }
+    const pc = this.pc;
+    this._lastIceRestartAt = performance.now();
+    const run = async () => {
+      this._emit('ice_restarting', { reason, connection_state: pc.connectionState });
+      try {
+        pc.restartIce();
+        await pc.setLocalDescription(await pc.createOffer());
+        if (this.pc !== pc) throw new ChorusError('socket_closed', 'closed while restarting ICE');
+        const answerP = this._waitFor('answer');
+        if (!this._send({ type: 'offer', sdp: pc.localDescription.sdp })) {
+          this._failWaiters(new ChorusError('socket_closed', 'no signaling connection'), 'answer');
+        }
+        const answer = await answerP;
+        if (this.pc !== pc) throw new ChorusError('socket_closed', 'closed while restarting ICE');
+        await pc.setRemoteDescription({ type: 'answer', sdp: String(answer.sdp) });
+      } catch (e) {
+        const err = e instanceof ChorusError ? e : new ChorusError('webrtc', e?.message ?? String(e));
+        if (this.pc === pc && pc.signalingState === 'have-local-offer') {
+          try { await pc.setLocalDescription({ type: 'rollback' }); } catch { /* ignore */ }
+        }
+        // Lost the socket meanwhile: do it again once resumed (if still needed then).
+        if (this.state === 'reconnecting' && reason !== 'manual') this._iceRestartAfterResume = reason;
+        this._emit('ice_restart_failed', { reason, code: err.code, message: err.message, error: err });
+        throw err;
+      }
+      this._emit('ice_restarted', {
+        reason,
+        connection_state: pc.connectionState,
+        local_ufrag: iceUfrag(pc.localDescription?.sdp),
+        remote_ufrag: iceUfrag(pc.remoteDescription?.sdp),
+      });
+    };
+    // Started a microtask later, so that `_iceRestart` is set before any listener runs.
+    const p = Promise.resolve().then(run).finally(() => {
+      if (this._iceRestart === p) this._iceRestart = null;
+      if (reason !== 'manual') this._recheckIce(); // still down later: again
+    });
+    this._iceRestart = p;
+    return p;
+  }
+
+  /** The peer connection's state changed: restart ICE when it failed or stays disconnected. */
+  _onConnectionState(pc) {
+    if (this.pc !== pc) return;
+    if (this._disconnectedTimer) { clearTimeout(this._disconnectedTimer); this._disconnectedTimer = null; }
+    const s = pc.connectionState;
+    if (s === 'failed') {
+      this._autoRestartIce('failed');
+    } else if (s === 'disconnected') {
+      this._disconnectedTimer = setTimeout(() => {
+        this._disconnectedTimer = null;
+        if (this.pc === pc && pc.connectionState === 'disconnected') this._autoRestartIce('disconnected');
+      }, ICE_DISCONNECTED_GRACE_MS);
+    }
+  }
+
+  _autoRestartIce(reason) {
+    if (!this.autoIceRestart || !this.pc || this._iceRestart) return;
+    if (this.state === 'reconnecting') { this._iceRestartAfterResume = reason; return; }
+    if (this.state !== 'joined') return; // still joining: join() reports a failure
+    const wait = ICE_RESTART_MIN_INTERVAL_MS - (performance.now() - this._lastIceRestartAt);
+    if (wait > 0) {
+      this._recheckIce(wait);
+      return;
+    }
+    this._restartIce(reason).catch(() => { /* reported by ice_restart_failed */ });
+  }
+
+  /** Look at the media connection again later; restart ICE if it is still down. */
+  _recheckIce(delay = ICE_RESTART_MIN_INTERVAL_MS) {
+    if (this._iceRestartTimer || !this.autoIceRestart) return;
+    this._iceRestartTimer = setTimeout(() => {
+      this._iceRestartTimer = null;
+      const s = this.pc?.connectionState;
+      if (s === 'failed' || (s === 'disconnected' && !this._disconnectedTimer)) this._autoRestartIce(s);
+    }, Math.max(0, delay));
   }
 
   /** Wait for a server message of `type`; an `error` frame meanwhile rejects. */
@@ -425,10 +763,11 @@ export class ChorusClient extends EventTarget {
     });
   }
 
-  _failWaiters(err) {
-    const ws = this._waiters;
-    this._waiters = [];
-    for (const w of ws) { clearTimeout(w.timer); w.reject(err); }
+  /** Reject the waiters (only those for `type`, if given). */
+  _failWaiters(err, type) {
+    const failed = this._waiters.filter((w) => type === undefined || w.type === type);
+    this._waiters = this._waiters.filter((w) => !failed.includes(w));
+    for (const w of failed) { clearTimeout(w.timer); w.reject(err); }
   }
 
   _resolveWaiters(msg) {
@@ -456,6 +795,9 @@ export class ChorusClient extends EventTarget {
       case 'joined':
       case 'answer':
         this._resolveWaiters(msg);
+        break;
+      case 'resumed':
+        this._onResumed(msg);
         break;
       case 'pong': {
         const sent = this._pingsSent.get(msg.id);
@@ -508,15 +850,23 @@ export class ChorusClient extends EventTarget {
         const err = new ChorusError(String(msg.code ?? 'internal'), String(msg.message ?? ''));
         // While joining, any error frame fails the join (e.g. unauthorized, room_full).
         if (this.state === 'connecting') this._failWaiters(err);
+        // A refused offer (ICE restart): its answer will not come.
+        else if (err.code === 'bad_request' && /offer|SDP|Opus/.test(err.serverMessage)) this._failWaiters(err, 'answer');
         this._emit('error', { code: err.code, message: err.serverMessage, error: err });
+        // The node has no session to resume (ended, or the window is over): the end.
+        if (err.code === 'resume_failed' && this.state === 'reconnecting') {
+          this._giveUpResume('resume_failed', `resume failed: ${err.serverMessage}`);
+        }
         break;
       }
       case 'room_closed':
         // The end of the session: the node closes the socket next (`closed` follows).
+        this._ended = true;
         this._emit('room_closed', { reason: String(msg.reason ?? '') });
         break;
       case 'kicked':
         // Likewise the end: the node closes the socket next (1000 "kicked").
+        this._ended = true;
         this._emit('kicked', { reason: String(msg.reason ?? '') });
         break;
       case 'permissions': {
@@ -540,6 +890,7 @@ export class ChorusClient extends EventTarget {
       server_muted: false,
       deafened: this.deafened,
     };
+    this._resumeToken = typeof msg.resume_token === 'string' && msg.resume_token ? msg.resume_token : null;
     this.audioSlots = Math.max(0, Math.floor(Number(msg.audio_slots) || 0));
     this.iceServers = Array.isArray(msg.ice_servers) ? msg.ice_servers : [];
     this.participants.clear();
@@ -563,7 +914,9 @@ export class ChorusClient extends EventTarget {
       if (this._offerSent) this._send(msg); else this._pendingCandidates.push(msg);
     });
     pc.addEventListener('connectionstatechange', () => {
+      if (this.pc !== pc) return;
       this._emit('connection_state', { state: pc.connectionState, ice_state: pc.iceConnectionState });
+      this._onConnectionState(pc);
     });
 
     if (this.localTrack) {
@@ -652,9 +1005,15 @@ export class ChorusClient extends EventTarget {
     ping(); // measure the signaling round trip right away
     this._pingTimer = setInterval(() => {
       if (this._pingsSent.size >= MAX_UNANSWERED_PINGS) {
-        // The server stopped answering: give up on this session.
-        try { this.ws?.close(4000, 'ping timeout'); } catch { /* ignore */ }
-        this._teardown({ code: 4000, reason: 'ping timeout', wasClean: false });
+        // The socket is dead (or the node stopped answering). Drop it with a code other
+        // than 1000, so that the node keeps the session should the close reach it, and
+        // resume on a new socket; its own close event is stale then.
+        const ws = this.ws;
+        const resumable = this.state === 'joined' && this._resumable(CLOSE_PING_TIMEOUT, null);
+        if (resumable) this.ws = null;
+        try { ws?.close(CLOSE_PING_TIMEOUT, 'ping timeout'); } catch { /* ignore */ }
+        if (resumable) this._startReconnect(CLOSE_PING_TIMEOUT, 'ping timeout');
+        else this._teardown({ code: CLOSE_PING_TIMEOUT, reason: 'ping timeout', wasClean: false });
         return;
       }
       ping();
@@ -663,6 +1022,14 @@ export class ChorusClient extends EventTarget {
 
   _teardown({ code, reason, wasClean, error }) {
     if (this._pingTimer) { clearInterval(this._pingTimer); this._pingTimer = null; }
+    if (this._reconnect) {
+      if (this._reconnect.timer) clearTimeout(this._reconnect.timer);
+      this._clearAttemptTimer();
+      this._reconnect = null;
+    }
+    for (const t of ['_iceRestartTimer', '_disconnectedTimer']) {
+      if (this[t]) { clearTimeout(this[t]); this[t] = null; }
+    }
     const wasState = this.state;
     this.state = 'closed';
     this._failWaiters(new ChorusError('socket_closed', reason || 'closed'));

@@ -301,6 +301,31 @@ function wire(c) {
     else if (e.detail.state === 'failed') setStatus('Media connection failed', 'error');
     else if (e.detail.state === 'disconnected') setStatus('Media connection interrupted…', 'warn');
   });
+  // The signaling socket dropped: the client resumes the session; audio keeps going.
+  c.addEventListener('reconnecting', () => {
+    if (c !== client) return;
+    setStatus('Reconnecting…', 'warn');
+  });
+  c.addEventListener('resumed', (e) => {
+    if (c !== client) return;
+    rerender();
+    syncMuteButton(c.muted);
+    const secs = (e.detail.downtime_ms / 1000).toFixed(1);
+    setStatus(`Reconnected to “${c.self.room}” (connection was lost for ${secs} s)`, 'ok');
+  });
+  // ICE restarts (a network change, or the media connection failed).
+  c.addEventListener('ice_restarting', (e) => {
+    if (c !== client || c.state !== 'joined') return;
+    setStatus(e.detail.reason === 'manual' ? 'Restarting the media connection…' : 'Restoring the media connection…', 'warn');
+  });
+  c.addEventListener('ice_restarted', () => {
+    if (c !== client || c.state !== 'joined') return;
+    if (c.pc?.connectionState === 'connected') setStatus(`In room “${c.self.room}” as ${c.self.name} (media connection restarted)`, 'ok');
+  });
+  c.addEventListener('ice_restart_failed', (e) => {
+    if (c !== client || c.state !== 'joined') return;
+    setStatus(`Could not restart the media connection: ${e.detail.message}`, 'warn');
+  });
   c.addEventListener('closed', (e) => {
     if (c !== client) return;
     stopTimers();
@@ -310,6 +335,9 @@ function wire(c) {
     resetStats();
     if (c.leftByUser) setStatus(`Left room “${c.self?.room ?? ''}”`, 'idle');
     else if (c.endedBy) { /* kicked or room closed: the banner and status say so already */ }
+    else if (e.detail.error === 'resume_failed' || e.detail.error === 'resume_timeout') {
+      setStatus('Connection lost: could not get back into the room. Join again.', 'error');
+    }
     else if (ui.status.dataset.kind !== 'error') {
       setStatus(`Disconnected${e.detail.reason ? `: ${e.detail.reason}` : ''}`, 'warn');
     }

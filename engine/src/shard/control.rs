@@ -302,6 +302,23 @@ impl Shard {
         });
     }
 
+    /// The node drains: every room homed here that is empty closes now
+    /// (`room_closed {reason: "node_draining"}`), and every other one as soon as its
+    /// last member leaves.
+    pub fn start_draining(&mut self, now: Instant) {
+        self.draining = true;
+        let empty: Vec<RoomId> = self
+            .rooms
+            .values()
+            .filter(|r| r.order.is_empty())
+            .map(|r| r.id.clone())
+            .collect();
+        for room in empty {
+            self.close_room(now, &room, "node_draining");
+        }
+        self.pump(now);
+    }
+
     /// Closes every room homed here: each member gets `room_closed {reason}` and is
     /// removed (its connection closes).
     pub fn close_rooms(&mut self, now: Instant, reason: &str) {
@@ -385,7 +402,14 @@ impl Shard {
             reason: reason.as_str().to_owned(),
         });
         self.publish_room_shards(&room_id);
-        if close_now && self.rooms.remove(&room_id).is_some() {
+        let drained = self.draining
+            && self
+                .rooms
+                .get(&room_id)
+                .is_some_and(|r| r.order.is_empty() && !r.closing);
+        if drained {
+            self.close_room(now, &room_id, "node_draining");
+        } else if close_now && self.rooms.remove(&room_id).is_some() {
             // A room made by a join lives as long as someone is in it.
             self.notify(NodeEvent::RoomClosed {
                 room: room_id.clone(),
