@@ -14,7 +14,13 @@
 //! - counts the RTP packets it receives, in total and per CSRC (the node puts the
 //!   speaker's CSRC on every forwarded packet);
 //! - logs and queues every server message ([`LiveClient::messages`],
-//!   [`LiveClient::wait_for`]) and notes the close code when the node closes the socket.
+//!   [`LiveClient::wait_for`]) and notes the close code when the node closes the socket;
+//! - keeps the last [`SENT_RING`] SRTP packets it sent, for [`LiveClient::replay_sent`].
+//!
+//! [`LiveClient::send_raw`] sends any bytes from the client's own UDP socket (its source
+//! address is the one the node knows), and [`LiveClient::stop_media`] stops the str0m
+//! client while the socket stays open: what an attacker who can send from (or spoof) a
+//! participant's address can do.
 //!
 //! Tests on the real network must not assert timing: every wait here takes a timeout
 //! that is only an upper bound, and returns as soon as its condition holds.
@@ -25,6 +31,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use chorus_protocol::demux::{classify, DatagramKind};
 use chorus_signaling::RunningNode;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
@@ -54,6 +61,8 @@ const OPUS_PT: u8 = 111;
 const TICKS_PER_MS: u32 = 48;
 /// The longest the background task sleeps, so it notices [`LiveClient::set_speaking`].
 const MAX_SLEEP: Duration = Duration::from_millis(10);
+/// SRTP packets the client keeps of those it sent, for [`LiveClient::replay_sent`].
+pub const SENT_RING: usize = 64;
 
 /// Polls `condition` every 20 ms until it holds (true) or `timeout` passed (false).
 pub async fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
@@ -104,6 +113,10 @@ struct State {
     sent: u64,
     received_total: u64,
     received_by_csrc: HashMap<u32, u64>,
+    /// Where str0m last sent a datagram: the node's media address.
+    remote: Option<SocketAddr>,
+    /// The last [`SENT_RING`] SRTP packets sent, oldest first.
+    sent_rtp: VecDeque<Vec<u8>>,
 }
 
 /// One participant on a real node: signaling over a real WebSocket, media over real
@@ -115,6 +128,8 @@ pub struct LiveClient {
     answer: Value,
     shared: Arc<Shared>,
     outgoing: mpsc::UnboundedSender<Cmd>,
+    /// The client's UDP socket, shared with the background task.
+    socket: Arc<UdpSocket>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -154,6 +169,7 @@ impl LiveClient {
 
         let socket = UdpSocket::bind("127.0.0.1:0")
             .await
+            .map(Arc::new)
             .map_err(|e| format!("bind UDP: {e}"))?;
         let local = socket
             .local_addr()
@@ -167,7 +183,7 @@ impl LiveClient {
         media.accept_answer(sdp)?;
 
         let (outgoing, commands) = mpsc::unbounded_channel();
-        let task = tokio::spawn(run(ws, socket, media, commands, shared.clone()));
+        let task = tokio::spawn(run(ws, socket.clone(), media, commands, shared.clone()));
         let client = LiveClient {
             participant_id,
             csrc,
@@ -175,6 +191,7 @@ impl LiveClient {
             answer,
             shared,
             outgoing,
+            socket,
             task,
         };
         client
@@ -258,6 +275,71 @@ impl LiveClient {
     /// Why the str0m client failed, if it did.
     pub fn media_error(&self) -> Option<String> {
         self.shared.lock().media_error.clone()
+    }
+
+    /// The node's ICE ufrag for this client (`a=ice-ufrag:` of the answer): what a STUN
+    /// request must name to reach this participant.
+    pub fn node_ufrag(&self) -> Option<String> {
+        self.answer["sdp"]
+            .as_str()?
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("a=ice-ufrag:"))
+            .map(str::to_owned)
+    }
+
+    /// The client's own UDP address (the source the node knows it by).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.socket.local_addr().ok()
+    }
+
+    /// The node's media address, as the client's str0m last sent to it.
+    pub fn node_addr(&self) -> Option<SocketAddr> {
+        self.shared.lock().remote
+    }
+
+    /// The SSRC of the client's microphone (from the SRTP packets it sent; `None` before
+    /// the first).
+    pub fn mic_ssrc(&self) -> Option<u32> {
+        let s = self.shared.lock();
+        let p = s.sent_rtp.back()?;
+        Some(u32::from_be_bytes(p.get(8..12)?.try_into().ok()?))
+    }
+
+    /// Sends `data` as one datagram from the client's own UDP socket to the node's media
+    /// address, beside whatever str0m sends. False if the node's address is not known
+    /// yet or the socket refused.
+    pub fn send_raw(&self, data: &[u8]) -> bool {
+        let Some(node) = self.node_addr() else {
+            return false;
+        };
+        self.socket.try_send_to(data, node).is_ok()
+    }
+
+    /// Sends again, from the client's socket, the last `n` (at most [`SENT_RING`]) SRTP
+    /// packets it sent, oldest first; returns how many went out.
+    pub fn replay_sent(&self, n: usize) -> usize {
+        let (node, packets) = {
+            let s = self.shared.lock();
+            let skip = s.sent_rtp.len().saturating_sub(n);
+            (
+                s.remote,
+                s.sent_rtp.iter().skip(skip).cloned().collect::<Vec<_>>(),
+            )
+        };
+        let Some(node) = node else {
+            return 0;
+        };
+        packets
+            .iter()
+            .filter(|p| self.socket.try_send_to(p, node).is_ok())
+            .count()
+    }
+
+    /// Stops the str0m client for good (no more STUN, DTLS, RTP or RTCP from it, nothing
+    /// received is handled) while the UDP socket and the WebSocket stay open: a client
+    /// gone silent, whose address [`LiveClient::send_raw`] can still send from.
+    pub fn stop_media(&self) {
+        let _ = self.outgoing.send(Cmd::StopMedia);
     }
 
     /// Sends one message to the node (in order with the others; dropped once the
@@ -420,12 +502,14 @@ enum Cmd {
     DropSignaling(tokio::sync::oneshot::Sender<()>),
     /// Use this WebSocket from now on.
     Signaling(Box<Ws>),
+    /// Stop the str0m client.
+    StopMedia,
 }
 
 /// The background task: the WebSocket, the UDP socket and the str0m client.
 async fn run(
     ws: Ws,
-    socket: UdpSocket,
+    socket: Arc<UdpSocket>,
     mut media: Media,
     mut commands: mpsc::UnboundedReceiver<Cmd>,
     shared: Arc<Shared>,
@@ -466,6 +550,7 @@ async fn run(
                     let _ = done.send(());
                 }
                 Some(Cmd::Signaling(new)) => ws = Some(*new),
+                Some(Cmd::StopMedia) => media.dead = true,
                 Some(Cmd::Text(text)) => {
                     if let Some(w) = ws.as_mut() {
                         if w.send(Message::Text(text.into())).await.is_err() {
@@ -582,6 +667,10 @@ impl Media {
 
     /// When the task must next call [`Media::tick`].
     fn next_wake(&self, now: Instant) -> Instant {
+        if self.dead {
+            // Nothing to drive: only commands and the WebSocket wake the task.
+            return now + MAX_SLEEP;
+        }
         let mut wake = self.next_timeout;
         if let Some(frame) = self.next_frame {
             wake = wake.min(frame);
@@ -691,6 +780,14 @@ impl Media {
                 Ok(Output::Transmit(t)) => {
                     // Loopback does not block; a lost datagram is what UDP is for.
                     let _ = socket.try_send_to(&t.contents, t.destination);
+                    let mut s = shared.lock();
+                    s.remote = Some(t.destination);
+                    if classify(&t.contents) == DatagramKind::Rtp {
+                        if s.sent_rtp.len() == SENT_RING {
+                            s.sent_rtp.pop_front();
+                        }
+                        s.sent_rtp.push_back(t.contents.to_vec());
+                    }
                 }
                 Ok(Output::Event(Event::Connected)) => {
                     self.connected = true;

@@ -258,7 +258,6 @@ impl ServeArgs {
             drain_timeout: Duration::from_secs(self.drain_timeout),
             quality_interval: (self.quality_interval > 0)
                 .then(|| Duration::from_secs(self.quality_interval)),
-            ..NodeConfig::default()
         }
     }
 

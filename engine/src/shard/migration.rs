@@ -12,6 +12,11 @@ use str0m::net::{Protocol, Receive};
 use str0m::Input;
 
 use super::{parse_ufrag, Shard};
+
+/// An address no participant uses, for asking str0m to check a STUN request's
+/// integrity.
+const UNKNOWN_ADDR: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0);
 use crate::mesh::{home_of, ShardMessage};
 use crate::participant::{Participant, MAX_ADDRS};
 
@@ -91,6 +96,8 @@ impl Shard {
             .and_then(|r| r.members.get(&pid))
             .map(|m| m.shard)
         else {
+            // A ufrag naming a participant that is not (or no longer) in any room.
+            self.stats.dropped_unknown_source += 1;
             return;
         };
         if holder == at {
@@ -200,22 +207,33 @@ impl Shard {
             self.stats.dropped_rejected += 1;
             return;
         };
+        let kind = classify(data);
+        // Only proof that the client is there keeps it alive: a STUN request with
+        // its ICE password's integrity (consent checks come every few seconds), or
+        // RTP that passes SRTP. Anyone can send RTCP, DTLS or STUN from (or spoofed
+        // as) its address.
+        // (`Rtc::accepts` waves through anything from the nominated address without
+        // looking at it; from an address it does not know, it checks a STUN request's
+        // USERNAME and MESSAGE-INTEGRITY.)
+        let consent = kind == DatagramKind::Stun
+            && Receive::new(Protocol::Udp, UNKNOWN_ADDR, self.config.local_addr, data)
+                .is_ok_and(|probe| p.rtc.accepts(&Input::Receive(now, probe)));
         if let Err(e) = p.rtc.handle_input(Input::Receive(now, receive)) {
             self.stats.dropped_rejected += 1;
             tracing::trace!(participant = %pid, error = %e, "dropped: rtc refused datagram");
         }
-        let rtp = classify(data) == DatagramKind::Rtp;
         let accepted_before = self.media.len();
         self.drain(pid);
+        let media = self.media.len() > accepted_before;
         // In rtp mode str0m hands out every RTP packet it accepts; one it kept quiet
         // about failed SRTP authentication or replay protection (or came before DTLS).
-        if rtp && self.media.len() == accepted_before {
+        if kind == DatagramKind::Rtp && !media {
             self.stats.dropped_unauthenticated += 1;
-            return;
         }
-        // Unauthenticated RTP must not keep a gone participant alive.
-        if let Some(p) = self.participants.get_mut(&pid) {
-            p.last_heard = Some(now);
+        if consent || media {
+            if let Some(p) = self.participants.get_mut(&pid) {
+                p.last_heard = Some(now);
+            }
         }
     }
 }
