@@ -46,6 +46,9 @@ fi
 step "load smoke: chorus-load (str0m clients, real UDP) against a 2-shard node"
 PROFILE=debug OUT=target/bench/smoke.jsonl SHARDS=2 tools/load/bench.sh quick | python3 tools/load/check.py
 
+step "soak, short: 60 s of chorus-load churn (rejoins, mutes, speakers); node RSS and fds stay flat"
+PROFILE=debug OUT=target/bench/soak-ci.jsonl bash tools/load/soak.sh 60s
+
 step "browser: three headless Chromium clients through the demo page, 1 shard"
 cargo build --locked -p chorus-signaling
 CHORUS_ARGS="--shards 1" bash tools/browser-test/run.sh

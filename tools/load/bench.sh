@@ -25,6 +25,12 @@ fi
 bin="target/$profile"
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
+# All clients share 127.0.0.1: lift the per-IP join rate on nodes that have one.
+node_extra=()
+if "$bin/chorus" serve --help 2>/dev/null | grep -q -- '--join-rate-per-ip'; then
+  node_extra+=(--join-rate-per-ip 0)
+fi
+
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # run SHARDS ROOMS PER_ROOM SPEAKERS DURATION [extra chorus-load args...]
@@ -34,7 +40,7 @@ run() {
   http="$(free_port)"; udp="$(free_port)"
   node_log="$(mktemp)"
   "$bin/chorus" serve --dev --shards "$shards" --http "127.0.0.1:$http" --udp "127.0.0.1:$udp" \
-    --max-participants 100000 --max-connections-per-ip 0 --log warn 2>"$node_log" &
+    --max-participants 100000 --max-connections-per-ip 0 --log warn "${node_extra[@]}" 2>"$node_log" &
   local pid=$!
   for _ in $(seq 100); do
     curl -fs "http://127.0.0.1:$http/healthz" >/dev/null 2>&1 && break

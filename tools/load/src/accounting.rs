@@ -99,6 +99,11 @@ impl StreamStats {
     pub fn lost_in(&self, first: u32, last: u32) -> u64 {
         (first..=last).filter(|&s| !self.seen.contains(s)).count() as u64
     }
+
+    /// Distinct packets received of the counter range `first..=last`.
+    pub fn received_in(&self, first: u32, last: u32) -> u64 {
+        u64::from(last - first) + 1 - self.lost_in(first, last)
+    }
 }
 
 /// Totals over many streams.
@@ -123,6 +128,23 @@ impl LossTotals {
         self.expected += expected;
         if let Some(s) = stream {
             self.received += expected - s.lost_in(first, last);
+            self.duplicates += s.duplicates;
+            self.reordered += s.reordered;
+        }
+    }
+
+    /// Adds one stream of which only the counter `ranges` (inclusive) were expected
+    /// (churn: the spans where sender and receiver were both there); its duplicates
+    /// and reorderings count once, whatever the ranges.
+    pub fn add_ranges(&mut self, ranges: &[(u32, u32)], stream: Option<&StreamStats>) {
+        for &(first, last) in ranges {
+            let expected = u64::from(last - first) + 1;
+            self.expected += expected;
+            if let Some(s) = stream {
+                self.received += s.received_in(first, last);
+            }
+        }
+        if let (Some(s), false) = (stream, ranges.is_empty()) {
             self.duplicates += s.duplicates;
             self.reordered += s.reordered;
         }

@@ -60,6 +60,18 @@ pub struct Args {
     /// Room name prefix (rooms are PREFIX-0, PREFIX-1, …); default: unique per run.
     #[arg(long)]
     pub room_prefix: Option<String>,
+    /// Churn during the window: each participant, at intervals of this period ± 50 %
+    /// (uniform), either leaves and is replaced by a fresh client in the same room
+    /// (same role), or toggles mute; half the events each. Off when absent.
+    #[arg(long, value_parser = parse_duration)]
+    pub churn_every: Option<Duration>,
+    /// With churn: packets sent within this long of a join, a leave or a mute toggle
+    /// are neither expected nor counted as lost.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub churn_guard: Duration,
+    /// With churn: seed of the event timing and choices (default: from the clock).
+    #[arg(long)]
+    pub seed: Option<u64>,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -177,5 +189,23 @@ mod tests {
         assert_eq!(a.node_pid, Some(42));
         assert_eq!(a.level_dbov, -30);
         assert_eq!(a.listeners, Listeners::Nothing);
+        assert_eq!(a.churn_every, None);
+    }
+
+    #[test]
+    fn parses_churn() {
+        let a = Args::try_parse_from([
+            "chorus-load",
+            "--churn-every",
+            "5s",
+            "--churn-guard",
+            "500ms",
+            "--seed",
+            "3",
+        ])
+        .unwrap();
+        assert_eq!(a.churn_every, Some(Duration::from_secs(5)));
+        assert_eq!(a.churn_guard, Duration::from_millis(500));
+        assert_eq!(a.seed, Some(3));
     }
 }

@@ -62,10 +62,25 @@
 //!   2 when the run could not start (node unreachable, bad arguments).
 //! - `client_cpu_pct`: this tool's own CPU use in the window (100 = one core), the
 //!   share of the machine the node did not have.
+//!
+//! # Churn (`--churn-every`)
+//!
+//! During the window every participant, at intervals of the period ± 50 % (uniform;
+//! the first at a uniform phase), either leaves (its media client and socket are
+//! dropped, it sends `leave` and waits for the close) and is replaced at once by a
+//! fresh client joining the same room in the same role — a rejoined speaker speaks —
+//! or toggles mute (`{"type":"mute","muted":…}`); each with probability ½. Loss is
+//! then counted only where the receiver and the speaker were both in steady state,
+//! away from every join, leave and mute toggle by `--churn-guard` (see `churn.rs`);
+//! `churn` in the JSON counts the operations and the packets a muted speaker still
+//! got forwarded. A rejoin that fails (signaling, or DTLS within `--connect-timeout`)
+//! counts in `churn.failed_joins` and makes the exit status 1; the slot tries again
+//! at its next event.
 #![forbid(unsafe_code)]
 #![recursion_limit = "256"]
 
 mod accounting;
+mod churn;
 mod cli;
 mod hist;
 mod payload;
@@ -75,7 +90,7 @@ mod worker;
 
 use std::collections::{BTreeMap, HashSet};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -85,9 +100,10 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 
 use crate::accounting::LossTotals;
+use crate::churn::{Life, Rng};
 use crate::cli::{Args, Listeners};
 use crate::hist::{quantile_sorted, Hist};
-use crate::signal::Signaling;
+use crate::signal::{Churn, ChurnCounters, Signaling};
 use crate::worker::{RunConfig, Shared, WorkerHandle, WorkerReport};
 
 /// Grace after the window for packets in flight.
@@ -212,6 +228,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         speakers: args.speakers,
         bind_ip: args.bind_ip,
         cert,
+        churn: args.churn_every.is_some(),
     };
     let shared = Arc::new(Shared::new(participants as usize, args.workers as usize));
     let mut workers = Vec::new();
@@ -227,6 +244,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let sig = Arc::new(Signaling {
         ws_url,
         room_prefix,
+        connect_timeout: args.connect_timeout,
         cfg,
         shared: shared.clone(),
         workers,
@@ -236,7 +254,23 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         early_closes: Mutex::new(BTreeMap::new()),
         errors_after_join: Mutex::new(BTreeMap::new()),
         audio_slots: AtomicU64::new(0),
+        churn: ChurnCounters {
+            next_id: AtomicU32::new(participants),
+            ..ChurnCounters::default()
+        },
     });
+    if let Some(every) = args.churn_every {
+        if every < Duration::from_millis(100) {
+            bail!("--churn-every must be at least 100ms");
+        }
+    }
+    let seed = args.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64)
+    });
+    let mut rng = Rng::new(seed);
+    let (window_tx, window_rx) = watch::channel(None);
 
     let phase = Arc::new(AtomicU8::new(PHASE_RAMP));
     let progress = tokio::spawn(progress(
@@ -262,10 +296,16 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
             eprintln!("chorus-load: the first 20 joins all failed; giving up");
             break;
         }
+        let churn = args.churn_every.map(|every| Churn {
+            every,
+            rng: Rng::new(rng.next_u64()),
+            window: window_rx.clone(),
+        });
         tasks.push(tokio::spawn(signal::participant(
             sig.clone(),
             g,
             stop_rx.clone(),
+            churn,
         )));
     }
     let started = tasks.len() as u64;
@@ -299,6 +339,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         shared
             .window_end_ns
             .store(we.as_nanos() as u64, Ordering::Relaxed);
+        let _ = window_tx.send(Some(((start + ws).into(), (start + we).into())));
         tokio::time::sleep_until((start + ws).into()).await;
         phase.store(PHASE_MEASURE, Ordering::Relaxed);
         let cpu0 = node.as_ref().and_then(Node::cpu_ticks);
@@ -312,11 +353,27 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         let host1 = procfs::host_ticks();
         let wait1 = node.as_ref().and_then(|n| procfs::runqueue_wait_ns(&n.pid));
         let rss_end = node.as_ref().and_then(Node::rss_kb);
+        sig.churn.over.store(true, Ordering::Relaxed);
+        phase.store(PHASE_DONE, Ordering::Relaxed);
+        progress.abort();
+        eprintln!(
+            "[{:7.1}s] done    window ended; stopping",
+            start.elapsed().as_secs_f64()
+        );
         tokio::time::sleep(GRACE).await;
+        // Rejoins under way finish before the media stops (their clients would fail).
+        let busy_deadline =
+            tokio::time::Instant::now() + args.connect_timeout + Duration::from_secs(35);
+        while sig.churn.busy.load(Ordering::Relaxed) > 0
+            && tokio::time::Instant::now() < busy_deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         // After the grace: drops of packets sent in the window land by then.
         let udp1 = udp_sample(&shared);
         window = Some(WindowSamples {
             start_ns: ws.as_nanos() as u64,
+            end_ns: we.as_nanos() as u64,
             udp: udp0.delta(&udp1),
             host_ticks: host0
                 .zip(host1)
@@ -356,6 +413,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         ramp_s,
         rss_before,
         rss_after_ramp,
+        seed,
     });
     println!("{result}");
     let failures = result["join_failures"].as_u64().unwrap_or(0);
@@ -366,11 +424,20 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::from(1));
     }
+    let churn_failures = sig.churn.failed_joins.load(Ordering::Relaxed);
+    if churn_failures > 0 {
+        eprintln!(
+            "chorus-load: {churn_failures} rejoins failed: {}",
+            result["churn"]["failure_reasons"]
+        );
+        return Ok(ExitCode::from(1));
+    }
     Ok(ExitCode::SUCCESS)
 }
 
 struct WindowSamples {
     start_ns: u64,
+    end_ns: u64,
     /// Host (busy, total) ticks over all CPUs.
     host_ticks: Option<(u64, u64)>,
     /// Time the node's threads waited for a CPU.
@@ -505,8 +572,21 @@ async fn progress(
             PHASE_MEASURE => "measure",
             _ => "done",
         };
+        let c = &sig.churn;
+        let churn = if sig.cfg.churn {
+            format!(
+                ", churn joins {} leaves {} mutes {} unmutes {} failed {}",
+                c.joins.load(Ordering::Relaxed),
+                c.leaves.load(Ordering::Relaxed),
+                c.mutes.load(Ordering::Relaxed),
+                c.unmutes.load(Ordering::Relaxed),
+                c.failed_joins.load(Ordering::Relaxed),
+            )
+        } else {
+            String::new()
+        };
         eprintln!(
-            "[{:7.1}s] {phase:<7} connected {connected}/{participants} (failed {}), sent {:.0} pps, recv {:.0} pps, p99 {p99} (so far), node cpu {cpu_pct}, node udp drops {drops}",
+            "[{:7.1}s] {phase:<7} connected {connected}/{participants} (failed {}), sent {:.0} pps, recv {:.0} pps, p99 {p99} (so far), node cpu {cpu_pct}, node udp drops {drops}{churn}",
             start.elapsed().as_secs_f64(),
             sig.failed.load(Ordering::Relaxed),
             (sent - last_sent) as f64 / dt,
@@ -529,6 +609,7 @@ struct Summary<'a> {
     ramp_s: f64,
     rss_before: Option<u64>,
     rss_after_ramp: Option<u64>,
+    seed: u64,
 }
 
 fn ms(ns: Option<u64>) -> Value {
@@ -560,11 +641,13 @@ fn summarize(s: Summary<'_>) -> Value {
         rtc_errors += r.rtc_errors;
         ice_disconnects += r.ice_disconnects;
         for c in &r.clients {
-            if let Some(slot) = by_global.get_mut(c.global as usize) {
+            // The first client of each slot (with churn, later ones have other ids).
+            if let Some(slot) = by_global.get_mut(c.id as usize) {
                 *slot = Some(c);
             }
         }
     }
+    let churn = args.churn_every.is_some();
 
     // Loss: every connected receiver should get every other speaker of its room.
     let mut totals = LossTotals::default();
@@ -583,6 +666,9 @@ fn summarize(s: Summary<'_>) -> Value {
         // One that connected during the window is not expected to hear all of it.
         let late_receiver = c.connected_ns.is_none_or(|t| t > window_start);
         late += u64::from(late_receiver);
+        if churn {
+            continue; // accounted below, over every client
+        }
         for p in 0..args.speakers {
             if late_receiver {
                 break;
@@ -610,6 +696,13 @@ fn summarize(s: Summary<'_>) -> Value {
             }
         }
     }
+    let churn_json = if churn {
+        let c = churn_summary(&s, &mut join_ms, &mut join_no_audio);
+        totals = c.1;
+        c.0
+    } else {
+        Value::Null
+    };
     join_ms.sort_by(f64::total_cmp);
 
     let signal_failures = s.sig.failed.load(Ordering::Relaxed);
@@ -712,5 +805,81 @@ fn summarize(s: Summary<'_>) -> Value {
         "send_errors": send_errors,
         "rtc_errors": rtc_errors,
         "foreign_packets": foreign,
+        "churn": churn_json,
     })
+}
+
+/// With churn: loss over the steady (receiver, speaker) pairs and join times over every
+/// client (see `churn.rs`), and the `churn` object of the JSON.
+fn churn_summary(
+    s: &Summary<'_>,
+    join_ms: &mut Vec<f64>,
+    join_no_audio: &mut u64,
+) -> (Value, LossTotals) {
+    let args = s.args;
+    let rooms = args.rooms;
+    let guard = args.churn_guard.as_nanos() as u64;
+    let clients: Vec<_> = s.reports.iter().flat_map(|r| &r.clients).collect();
+    let lives: Vec<Life<'_>> = clients
+        .iter()
+        .map(|c| Life {
+            id: c.id,
+            slot: c.global,
+            connected_ns: c.connected_ns.filter(|_| c.connected),
+            left_ns: c.left_ns,
+            window_first: c.window_sent.map(|w| w.0),
+            window_send_ns: &c.window_send_ns,
+            mute_changes: &c.mute_changes,
+            streams: &c.streams,
+        })
+        .collect();
+    let window = s.window.map_or((0, 0), |w| (w.start_ns, w.end_ns));
+    let mut loss = churn::ChurnLoss::default();
+    for room in 0..rooms {
+        let members: Vec<(&Life<'_>, &&worker::ClientReport)> = lives
+            .iter()
+            .zip(&clients)
+            .filter(|(l, _)| l.slot % rooms == room)
+            .collect();
+        let receivers: Vec<&Life<'_>> = members.iter().map(|(l, _)| *l).collect();
+        let speakers: Vec<&Life<'_>> = receivers
+            .iter()
+            .copied()
+            .filter(|l| l.slot / rooms < args.speakers)
+            .collect();
+        let l = churn::room_loss(&speakers, &receivers, window, guard);
+        loss.totals.expected += l.totals.expected;
+        loss.totals.received += l.totals.received;
+        loss.totals.duplicates += l.totals.duplicates;
+        loss.totals.reordered += l.totals.reordered;
+        loss.forwarded_while_muted += l.forwarded_while_muted;
+        loss.muted_checked += l.muted_checked;
+        for (life, c) in &members {
+            if churn::join_eligible(life, c.join_sent_ns, &speakers, guard) {
+                match c.join_to_first_rx_ns {
+                    Some(ns) => join_ms.push(ns as f64 / 1e6),
+                    None => *join_no_audio += 1,
+                }
+            }
+        }
+    }
+    let ch = &s.sig.churn;
+    let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let value = json!({
+        "every_s": args.churn_every.map(|d| d.as_secs_f64()),
+        "guard_s": args.churn_guard.as_secs_f64(),
+        "seed": s.seed,
+        "joins": load(&ch.joins),
+        "leaves": load(&ch.leaves),
+        "mutes": load(&ch.mutes),
+        "unmutes": load(&ch.unmutes),
+        "failed_joins": load(&ch.failed_joins),
+        "failure_reasons": map_json(&ch.failure_reasons),
+        "lost_sockets": load(&ch.lost_sockets),
+        "clients": clients.len(),
+        "forwarded_while_muted": loss.forwarded_while_muted,
+        "muted_packets_checked": loss.muted_checked,
+        "note": "loss, expected, lost, duplicates, reordered: only packets sent while receiver and speaker were both connected, the speaker unmuted, and more than guard_s away from a join, leave or mute toggle of either",
+    });
+    (value, loss.totals)
 }

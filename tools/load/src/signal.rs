@@ -1,9 +1,13 @@
 //! One participant's signaling: a real WebSocket to `/v1/signal`, `join` → `joined`,
 //! `offer` → `answer` (the SDP comes from and goes to the participant's str0m client on
 //! a media worker), then reading the socket until the run ends, then `leave`.
+//!
+//! With churn (`--churn-every`), the same task keeps the participant's slot busy for
+//! the whole run: during the window it leaves and rejoins with a fresh client, or
+//! toggles mute, at jittered intervals (see `churn.rs`).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -14,6 +18,7 @@ use tokio::sync::{oneshot, watch};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+use crate::churn::Rng;
 use crate::worker::{Cmd, RunConfig, Shared, WorkerHandle};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -25,6 +30,8 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(15);
 pub struct Signaling {
     pub ws_url: String,
     pub room_prefix: String,
+    /// How long a rejoin may take to connect (`--connect-timeout`).
+    pub connect_timeout: Duration,
     pub cfg: RunConfig,
     pub shared: Arc<Shared>,
     pub workers: Vec<WorkerHandle>,
@@ -39,6 +46,41 @@ pub struct Signaling {
     pub errors_after_join: Mutex<BTreeMap<String, u64>>,
     /// `audio_slots` of the last `joined`.
     pub audio_slots: AtomicU64,
+    /// Churn operations (all zero without `--churn-every`).
+    pub churn: ChurnCounters,
+}
+
+/// What the churn did.
+#[derive(Default)]
+pub struct ChurnCounters {
+    /// The next client id for a rejoin (starts at the number of participants).
+    pub next_id: AtomicU32,
+    /// Rejoins whose signaling finished and whose DTLS connected.
+    pub joins: AtomicU64,
+    /// Rejoins that failed (signaling, or DTLS not connected in `--connect-timeout`).
+    pub failed_joins: AtomicU64,
+    pub failure_reasons: Mutex<BTreeMap<String, u64>>,
+    /// `leave` sent and the client dropped.
+    pub leaves: AtomicU64,
+    /// `mute` sent with `muted: true`, and with `muted: false`.
+    pub mutes: AtomicU64,
+    pub unmutes: AtomicU64,
+    /// Clients of a slot the node closed or lost mid-run, replaced at their slot's
+    /// next event.
+    pub lost_sockets: AtomicU64,
+    /// Leaves and rejoins in progress: the run waits for them before it stops.
+    pub busy: AtomicU64,
+    /// Set when the window has ended: no more events, and a failure from now on is
+    /// the run stopping, not the node.
+    pub over: AtomicBool,
+}
+
+/// A participant's churn: its period and generator, and when the window is.
+pub struct Churn {
+    pub every: Duration,
+    pub rng: Rng,
+    /// `(start, end)` of the window once decided.
+    pub window: watch::Receiver<Option<(tokio::time::Instant, tokio::time::Instant)>>,
 }
 
 impl Signaling {
@@ -59,8 +101,30 @@ fn bump(map: &Mutex<BTreeMap<String, u64>>, key: String) {
     }
 }
 
-/// Runs participant `global` from join to leave.
-pub async fn participant(sig: Arc<Signaling>, global: u32, mut stop: watch::Receiver<bool>) {
+/// Runs participant `global` from join to leave (with churn: its slot, through every
+/// rejoin, until the run ends).
+pub async fn participant(
+    sig: Arc<Signaling>,
+    global: u32,
+    mut stop: watch::Receiver<bool>,
+    churn: Option<Churn>,
+) {
+    let mut ws = match join(&sig, global, global).await {
+        Ok(ws) => ws,
+        Err(reason) => return sig.fail(reason),
+    };
+    sig.signaled.fetch_add(1, Ordering::Relaxed);
+    if let Some(churn) = churn {
+        return churning(sig, global, ws, stop, churn).await;
+    }
+    // Keep reading (the node closes a client that lets 1,024 messages queue up).
+    if read_until(&sig, &mut ws, &mut stop, None).await == Read::Stopped {
+        leave(ws).await;
+    }
+}
+
+/// Connects and signals one client with id `id` in slot `global`.
+async fn join(sig: &Signaling, global: u32, id: u32) -> Result<Ws, String> {
     let mut ws = match tokio::time::timeout(
         STEP_TIMEOUT,
         tokio_tungstenite::connect_async(sig.ws_url.as_str()),
@@ -68,17 +132,40 @@ pub async fn participant(sig: Arc<Signaling>, global: u32, mut stop: watch::Rece
     .await
     {
         Ok(Ok((ws, _))) => ws,
-        Ok(Err(e)) => return sig.fail(format!("websocket connect: {e}")),
-        Err(_) => return sig.fail("websocket connect: timed out".into()),
+        Ok(Err(e)) => return Err(format!("websocket connect: {e}")),
+        Err(_) => return Err("websocket connect: timed out".into()),
     };
-    if let Err(reason) = handshake(&sig, global, &mut ws).await {
-        sig.fail(reason);
+    if let Err(reason) = handshake(sig, global, id, &mut ws).await {
         let _ = ws.close(None).await;
-        return;
+        return Err(reason);
     }
-    sig.signaled.fetch_add(1, Ordering::Relaxed);
+    Ok(ws)
+}
 
-    // Keep reading (the node closes a client that lets 1,024 messages queue up).
+#[derive(Debug, PartialEq, Eq)]
+enum Read {
+    /// The run is stopping.
+    Stopped,
+    /// The node closed the socket, or it broke (recorded in `early_closes`).
+    Closed,
+    /// The deadline passed.
+    Due,
+}
+
+/// Reads the socket until the run stops, the socket ends, or `until`.
+async fn read_until(
+    sig: &Signaling,
+    ws: &mut Ws,
+    stop: &mut watch::Receiver<bool>,
+    until: Option<tokio::time::Instant>,
+) -> Read {
+    let due = async {
+        match until {
+            Some(t) => tokio::time::sleep_until(t).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(due);
     loop {
         tokio::select! {
             msg = ws.next() => match msg {
@@ -92,21 +179,26 @@ pub async fn participant(sig: Arc<Signaling>, global: u32, mut stop: watch::Rece
                         format!("close {} {}", u16::from(f.code), f.reason)
                     });
                     bump(&sig.early_closes, why);
-                    return;
+                    return Read::Closed;
                 }
                 Some(Ok(_)) => {}
                 Some(Err(e)) => {
                     bump(&sig.early_closes, format!("websocket error: {e}"));
-                    return;
+                    return Read::Closed;
                 }
                 None => {
                     bump(&sig.early_closes, "websocket ended".into());
-                    return;
+                    return Read::Closed;
                 }
             },
-            _ = stop.changed() => break,
+            _ = stop.changed() => return Read::Stopped,
+            () = &mut due => return Read::Due,
         }
     }
+}
+
+/// Sends `leave` and waits (2 s at most) for the node to close the socket.
+async fn leave(mut ws: Ws) {
     let leave = serde_json::to_string(&ClientMessage::Leave).unwrap_or_default();
     let _ = ws.send(Message::Text(leave.into())).await;
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
@@ -119,7 +211,176 @@ pub async fn participant(sig: Arc<Signaling>, global: u32, mut stop: watch::Rece
     .await;
 }
 
-async fn handshake(sig: &Signaling, global: u32, ws: &mut Ws) -> Result<(), String> {
+fn now_ns(sig: &Signaling) -> u64 {
+    Instant::now()
+        .saturating_duration_since(sig.cfg.start)
+        .as_nanos() as u64
+}
+
+/// The slot's life with churn: wait for the window, then at each event either toggle
+/// mute or leave and rejoin with a fresh client; leave when the run stops.
+async fn churning(
+    sig: Arc<Signaling>,
+    global: u32,
+    ws: Ws,
+    mut stop: watch::Receiver<bool>,
+    mut churn: Churn,
+) {
+    let worker = &sig.workers[global as usize % sig.workers.len()];
+    let mut ws = Some(ws);
+    let mut id = global;
+    let mut muted = false;
+    // The window (the events happen inside it).
+    let (start, end) = loop {
+        if let Some(w) = *churn.window.borrow_and_update() {
+            break w;
+        }
+        let r = match ws.as_mut() {
+            Some(w) => tokio::select! {
+                r = read_until(&sig, w, &mut stop, None) => r,
+                c = churn.window.changed() => if c.is_ok() { continue } else { Read::Stopped },
+            },
+            None => tokio::select! {
+                _ = stop.changed() => Read::Stopped,
+                c = churn.window.changed() => if c.is_ok() { continue } else { Read::Stopped },
+            },
+        };
+        match r {
+            Read::Closed => {
+                worker.send(Cmd::Remove {
+                    id,
+                    at_ns: now_ns(&sig),
+                });
+                sig.churn.lost_sockets.fetch_add(1, Ordering::Relaxed);
+                ws = None;
+            }
+            Read::Stopped | Read::Due => {
+                if let Some(w) = ws {
+                    leave(w).await;
+                }
+                return;
+            }
+        }
+    };
+    // A uniform phase for the first event, then the period ± 50 %.
+    let mut next = start.max(tokio::time::Instant::now()) + churn.every.mul_f64(churn.rng.unit());
+    loop {
+        let due = (next < end).then_some(next);
+        let r = match ws.as_mut() {
+            Some(w) => read_until(&sig, w, &mut stop, due).await,
+            None => {
+                tokio::select! {
+                    _ = stop.changed() => Read::Stopped,
+                    () = async {
+                        match due {
+                            Some(t) => tokio::time::sleep_until(t).await,
+                            None => std::future::pending().await,
+                        }
+                    } => Read::Due,
+                }
+            }
+        };
+        match r {
+            Read::Stopped => break,
+            Read::Closed => {
+                worker.send(Cmd::Remove {
+                    id,
+                    at_ns: now_ns(&sig),
+                });
+                sig.churn.lost_sockets.fetch_add(1, Ordering::Relaxed);
+                ws = None;
+                continue;
+            }
+            Read::Due => {}
+        }
+        next = tokio::time::Instant::now() + churn.every.mul_f64(0.5 + churn.rng.unit());
+        if sig.churn.over.load(Ordering::Relaxed) {
+            continue;
+        }
+        let leave_now = churn.rng.unit() < 0.5;
+        match ws.as_mut() {
+            Some(w) if !leave_now => {
+                // Toggle mute.
+                muted = !muted;
+                worker.send(Cmd::Mute {
+                    id,
+                    muted,
+                    at_ns: now_ns(&sig),
+                });
+                let counter = if muted {
+                    &sig.churn.mutes
+                } else {
+                    &sig.churn.unmutes
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+                if send(w, &ClientMessage::Mute { muted }).await.is_err() {
+                    // The read next round sees the socket's end.
+                    tracing::debug!(participant = id, "mute: send failed");
+                }
+            }
+            _ => {
+                sig.churn.busy.fetch_add(1, Ordering::Relaxed);
+                if let Some(w) = ws.take() {
+                    // Media first (the client is gone), then the signaling.
+                    worker.send(Cmd::Remove {
+                        id,
+                        at_ns: now_ns(&sig),
+                    });
+                    leave(w).await;
+                    sig.churn.leaves.fetch_add(1, Ordering::Relaxed);
+                }
+                muted = false;
+                id = sig.churn.next_id.fetch_add(1, Ordering::Relaxed);
+                ws = rejoin(&sig, global, id, worker).await;
+                sig.churn.busy.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+    if let Some(w) = ws {
+        leave(w).await;
+    }
+}
+
+/// A fresh client `id` joins in slot `global`; waits for its DTLS. `None` (counted as a
+/// failed join) when either fails.
+async fn rejoin(sig: &Signaling, global: u32, id: u32, worker: &WorkerHandle) -> Option<Ws> {
+    let failed = |reason: String| {
+        if !sig.churn.over.load(Ordering::Relaxed) {
+            sig.churn.failed_joins.fetch_add(1, Ordering::Relaxed);
+            bump(&sig.churn.failure_reasons, reason);
+        }
+    };
+    let ws = match join(sig, global, id).await {
+        Ok(ws) => ws,
+        Err(reason) => {
+            // The worker may hold a half-made client.
+            worker.send(Cmd::Remove {
+                id,
+                at_ns: now_ns(sig),
+            });
+            failed(reason);
+            return None;
+        }
+    };
+    let flag = sig.shared.connected.get(global as usize)?;
+    let deadline = tokio::time::Instant::now() + sig.connect_timeout;
+    while !flag.load(Ordering::Relaxed) {
+        if tokio::time::Instant::now() >= deadline {
+            worker.send(Cmd::Remove {
+                id,
+                at_ns: now_ns(sig),
+            });
+            leave(ws).await;
+            failed("ICE/DTLS did not connect".into());
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    sig.churn.joins.fetch_add(1, Ordering::Relaxed);
+    Some(ws)
+}
+
+async fn handshake(sig: &Signaling, global: u32, id: u32, ws: &mut Ws) -> Result<(), String> {
     let rooms = sig.cfg.rooms;
     let room = global % rooms;
     // Does it have someone to hear already? (Then its join time means something.)
@@ -152,6 +413,7 @@ async fn handshake(sig: &Signaling, global: u32, ws: &mut Ws) -> Result<(), Stri
     let (tx, rx) = oneshot::channel();
     worker.send(Cmd::Create {
         global,
+        id,
         audio_slots,
         join_sent_ns,
         join_eligible,
@@ -164,11 +426,7 @@ async fn handshake(sig: &Signaling, global: u32, ws: &mut Ws) -> Result<(), Stri
         _ => return Err("unexpected reply to offer".into()),
     };
     let (tx, rx) = oneshot::channel();
-    worker.send(Cmd::Answer {
-        global,
-        sdp,
-        reply: tx,
-    });
+    worker.send(Cmd::Answer { id, sdp, reply: tx });
     rx.await.map_err(|_| "media worker gone".to_owned())?
 }
 

@@ -54,6 +54,9 @@ pub struct RunConfig {
     pub speakers: u32,
     pub bind_ip: IpAddr,
     pub cert: DtlsCert,
+    /// Churn is on: speakers keep the send time of each window packet, and clients
+    /// come and go.
+    pub churn: bool,
 }
 
 impl RunConfig {
@@ -70,7 +73,7 @@ pub struct Shared {
     /// Measurement window in ns since `start`; `u64::MAX` until decided.
     pub window_start_ns: AtomicU64,
     pub window_end_ns: AtomicU64,
-    /// Per participant (global index): DTLS connected.
+    /// Per participant slot (global index): its current client's DTLS connected.
     pub connected: Vec<AtomicBool>,
     pub workers: Vec<WorkerStats>,
     /// Local UDP ports of the clients.
@@ -112,7 +115,11 @@ pub struct WorkerStats {
 pub enum Cmd {
     /// Create a client for a joined participant; reply with its SDP offer.
     Create {
+        /// The slot: room and role.
         global: u32,
+        /// This client's id (the stamp's sender): `global` for the first client of a
+        /// slot, a fresh one for each rejoin.
+        id: u32,
         audio_slots: u8,
         /// When `join` was sent, ns since start.
         join_sent_ns: u64,
@@ -122,9 +129,20 @@ pub enum Cmd {
     },
     /// Apply the node's answer.
     Answer {
-        global: u32,
+        id: u32,
         sdp: String,
         reply: oneshot::Sender<Result<(), String>>,
+    },
+    /// The participant sent `mute` (churn): recorded for the loss accounting.
+    Mute {
+        id: u32,
+        muted: bool,
+        at_ns: u64,
+    },
+    /// The participant leaves (churn): drop its WebRTC client and socket now.
+    Remove {
+        id: u32,
+        at_ns: u64,
     },
     Stop,
 }
@@ -149,8 +167,11 @@ pub struct WorkerReport {
 
 pub struct ClientReport {
     pub global: u32,
+    pub id: u32,
     pub connected: bool,
     pub join_eligible: bool,
+    /// When it sent `join`, ns since start.
+    pub join_sent_ns: u64,
     /// When its DTLS connected, ns since start.
     pub connected_ns: Option<u64>,
     /// From `join` sent to the first forwarded packet received, ns.
@@ -159,6 +180,13 @@ pub struct ClientReport {
     pub window_sent: Option<(u32, u32)>,
     /// Per sender: what this client received of it inside the window.
     pub streams: Vec<(u32, StreamStats)>,
+    /// When it left (churn), ns since start; `None` if it stayed to the end.
+    pub left_ns: Option<u64>,
+    /// With churn, speakers: the send time of each window packet, from the first
+    /// counter of `window_sent` on.
+    pub window_send_ns: Vec<u64>,
+    /// Its `mute` messages: (ns since start, muted).
+    pub mute_changes: Vec<(u64, bool)>,
 }
 
 pub struct WorkerHandle {
@@ -182,7 +210,8 @@ impl WorkerHandle {
                     cfg,
                     shared,
                     clients: Vec::new(),
-                    by_global: HashMap::new(),
+                    by_id: HashMap::new(),
+                    retired: Vec::new(),
                     ctx: Ctx::default(),
                 };
                 w.run()
@@ -209,6 +238,7 @@ impl WorkerHandle {
 
 struct Client {
     global: u32,
+    id: u32,
     rtc: Rtc,
     socket: UdpSocket,
     local: SocketAddr,
@@ -231,7 +261,30 @@ struct Client {
     join_eligible: bool,
     first_rx_ns: Option<u64>,
     window_sent: Option<(u32, u32)>,
+    window_send_ns: Vec<u64>,
+    mute_changes: Vec<(u64, bool)>,
     streams: Vec<(u32, StreamStats)>,
+}
+
+impl Client {
+    fn report(&mut self, left_ns: Option<u64>) -> ClientReport {
+        ClientReport {
+            global: self.global,
+            id: self.id,
+            connected: self.connected,
+            join_eligible: self.join_eligible,
+            join_sent_ns: self.join_sent_ns,
+            connected_ns: self.connected_ns,
+            join_to_first_rx_ns: self
+                .first_rx_ns
+                .map(|t| t.saturating_sub(self.join_sent_ns)),
+            window_sent: self.window_sent,
+            streams: std::mem::take(&mut self.streams),
+            left_ns,
+            window_send_ns: std::mem::take(&mut self.window_send_ns),
+            mute_changes: std::mem::take(&mut self.mute_changes),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -248,6 +301,8 @@ struct Ctx {
     sent: u64,
     received: u64,
     connected: u64,
+    /// Connected clients removed since the last flush (churn).
+    disconnected: u64,
     latency_pending: Hist,
     window_latency: Hist,
     window_received: u64,
@@ -265,8 +320,11 @@ struct Worker {
     rx: mpsc::Receiver<Cmd>,
     cfg: RunConfig,
     shared: Arc<Shared>,
-    clients: Vec<Client>,
-    by_global: HashMap<u32, usize>,
+    /// Indexed by mio token; a removed client leaves `None` (tokens are not reused).
+    clients: Vec<Option<Client>>,
+    by_id: HashMap<u32, usize>,
+    /// Reports of the clients removed (churn).
+    retired: Vec<ClientReport>,
     ctx: Ctx,
 }
 
@@ -311,18 +369,25 @@ impl Worker {
             match cmd {
                 Cmd::Create {
                     global,
+                    id,
                     audio_slots,
                     join_sent_ns,
                     join_eligible,
                     reply,
                 } => {
-                    let r = self.create(global, audio_slots, join_sent_ns, join_eligible);
+                    let r = self.create(global, id, audio_slots, join_sent_ns, join_eligible);
                     let _ = reply.send(r);
                 }
-                Cmd::Answer { global, sdp, reply } => {
-                    let r = self.answer(global, &sdp);
+                Cmd::Answer { id, sdp, reply } => {
+                    let r = self.answer(id, &sdp);
                     let _ = reply.send(r);
                 }
+                Cmd::Mute { id, muted, at_ns } => {
+                    if let Some(c) = self.by_id.get(&id).and_then(|&i| self.clients[i].as_mut()) {
+                        c.mute_changes.push((at_ns, muted));
+                    }
+                }
+                Cmd::Remove { id, at_ns } => self.remove(id, at_ns),
                 Cmd::Stop => return true,
             }
         }
@@ -332,6 +397,7 @@ impl Worker {
     fn create(
         &mut self,
         global: u32,
+        id: u32,
         audio_slots: u8,
         join_sent_ns: u64,
         join_eligible: bool,
@@ -375,8 +441,9 @@ impl Worker {
         }
         let (offer, pending) = api.apply().ok_or("str0m made no offer")?;
         let speaker = self.cfg.is_speaker(global);
-        self.clients.push(Client {
+        self.clients.push(Some(Client {
             global,
+            id,
             rtc,
             socket,
             local,
@@ -397,17 +464,40 @@ impl Worker {
             join_eligible,
             first_rx_ns: None,
             window_sent: None,
+            window_send_ns: Vec::new(),
+            mute_changes: Vec::new(),
             streams: Vec::new(),
-        });
-        self.by_global.insert(global, local_idx);
-        let c = &mut self.clients[local_idx];
+        }));
+        self.by_id.insert(id, local_idx);
+        let Some(c) = self.clients[local_idx].as_mut() else {
+            return Err("client vanished".into());
+        };
         drain(c, local_idx, &self.cfg, &self.shared, &mut self.ctx, now);
         Ok(offer.to_sdp_string())
     }
 
-    fn answer(&mut self, global: u32, sdp: &str) -> Result<(), String> {
-        let &idx = self.by_global.get(&global).ok_or("unknown participant")?;
-        let c = &mut self.clients[idx];
+    /// Drops a leaving client's WebRTC state and socket; keeps its report.
+    fn remove(&mut self, id: u32, at_ns: u64) {
+        let Some(idx) = self.by_id.remove(&id) else {
+            return;
+        };
+        let Some(mut c) = self.clients.get_mut(idx).and_then(Option::take) else {
+            return;
+        };
+        let _ = self.poll.registry().deregister(&mut c.socket);
+        if c.connected {
+            self.ctx.disconnected += 1;
+            if let Some(flag) = self.shared.connected.get(c.global as usize) {
+                flag.store(false, Ordering::Relaxed);
+            }
+        }
+        self.retired.push(c.report(Some(at_ns)));
+        // `c` (its Rtc and UDP socket) is dropped here.
+    }
+
+    fn answer(&mut self, id: u32, sdp: &str) -> Result<(), String> {
+        let &idx = self.by_id.get(&id).ok_or("unknown participant")?;
+        let c = self.clients[idx].as_mut().ok_or("participant left")?;
         let pending = c.pending.take().ok_or("no offer outstanding")?;
         let answer = SdpAnswer::from_sdp_string(sdp).map_err(|e| format!("answer SDP: {e}"))?;
         c.rtc
@@ -437,7 +527,9 @@ impl Worker {
                 break;
             }
             self.ctx.timers.pop();
-            let c = &mut self.clients[idx];
+            let Some(c) = self.clients[idx].as_mut() else {
+                continue; // removed
+            };
             if c.dead {
                 continue;
             }
@@ -473,7 +565,7 @@ impl Worker {
     }
 
     fn read(&mut self, idx: usize, buf: &mut [u8]) {
-        let Some(c) = self.clients.get_mut(idx) else {
+        let Some(c) = self.clients.get_mut(idx).and_then(Option::as_mut) else {
             return;
         };
         loop {
@@ -512,9 +604,13 @@ impl Worker {
         stats
             .connected
             .fetch_add(self.ctx.connected, Ordering::Relaxed);
+        stats
+            .connected
+            .fetch_sub(self.ctx.disconnected, Ordering::Relaxed);
         self.ctx.sent = 0;
         self.ctx.received = 0;
         self.ctx.connected = 0;
+        self.ctx.disconnected = 0;
         if let Ok(mut h) = stats.latency.lock() {
             h.merge(&self.ctx.latency_pending);
         }
@@ -523,19 +619,13 @@ impl Worker {
     }
 
     fn report(&mut self) -> WorkerReport {
-        let clients = self
-            .clients
-            .iter_mut()
-            .map(|c| ClientReport {
-                global: c.global,
-                connected: c.connected,
-                join_eligible: c.join_eligible,
-                connected_ns: c.connected_ns,
-                join_to_first_rx_ns: c.first_rx_ns.map(|t| t.saturating_sub(c.join_sent_ns)),
-                window_sent: c.window_sent,
-                streams: std::mem::take(&mut c.streams),
-            })
-            .collect();
+        let mut clients = std::mem::take(&mut self.retired);
+        clients.extend(
+            self.clients
+                .iter_mut()
+                .filter_map(Option::as_mut)
+                .map(|c| c.report(None)),
+        );
         WorkerReport {
             clients,
             window_latency: std::mem::take(&mut self.ctx.window_latency),
@@ -573,7 +663,7 @@ fn send_frame(c: &mut Client, cfg: &RunConfig, ctx: &mut Ctx, now: Instant) {
     };
     let send_ns = ns_since(cfg.start, now);
     let stamp = Stamp {
-        sender: c.global,
+        sender: c.id,
         seq: c.frames,
         send_ns,
     };
@@ -593,6 +683,9 @@ fn send_frame(c: &mut Client, cfg: &RunConfig, ctx: &mut Ctx, now: Instant) {
             Some((first, _)) => (first, c.frames),
             None => (c.frames, c.frames),
         });
+        if cfg.churn {
+            c.window_send_ns.push(send_ns);
+        }
     }
     c.frames = c.frames.wrapping_add(1);
     c.rtp_seq += 1;
