@@ -21,8 +21,11 @@ export const PROTOCOL_VERSION = 1;
 /** A contributing source older than this (ms) is no longer "current" (speaking now). */
 export const CSRC_FRESH_MS = 500;
 
-const PING_INTERVAL_MS = 5_000;
-/** This many pings in a row without a pong (about 10 s) and the socket counts as dead. */
+const PING_INTERVAL_MS = 4_000;
+/**
+ * This many pings in a row without a pong (8–12 s of silence) and the socket counts as
+ * dead: well within the node's 15 s resume window, should the node have noticed first.
+ */
 const MAX_UNANSWERED_PINGS = 2;
 const JOIN_TIMEOUT_MS = 15_000;
 
@@ -202,7 +205,8 @@ export class ChorusClient extends EventTarget {
     this._lastIceRestartAt = -Infinity;
     this._iceRestartTimer = null;
     this._disconnectedTimer = null;
-    this._iceRestartAfterResume = null; // reason of a restart due once resumed
+    /** A restart due once resumed: {reason, force} (force: the node may hold its offer). */
+    this._iceRestartAfterResume = null;
   }
 
   // ---------------------------------------------------------------- public API
@@ -494,10 +498,9 @@ export class ChorusClient extends EventTarget {
     let localClose = null;
     const nativeClose = ws.close;
     ws.close = function close(...args) {
-      if (localClose === null && ws.readyState <= WebSocket.OPEN) {
-        localClose = { code: args[0] === undefined ? 1005 : Number(args[0]) };
-      }
-      return nativeClose.apply(ws, args);
+      const open = ws.readyState <= WebSocket.OPEN;
+      nativeClose.apply(ws, args); // throws on a code a page may not send (e.g. 1001)
+      if (open && localClose === null) localClose = { code: args[0] === undefined ? 1005 : Number(args[0]) };
     };
     ws.addEventListener('message', (ev) => { if (ws === this.ws) this._onMessage(ev.data); });
     ws.addEventListener('close', (ev) => { if (ws === this.ws) this._onSocketClose(ev, localClose); });
@@ -658,12 +661,14 @@ export class ChorusClient extends EventTarget {
       downtime_ms: Math.round(performance.now() - r.since),
     });
     if (this.state !== 'joined') return;
-    // The network may have changed under the media too.
+    // The network may have changed under the media too: restart ICE if it failed, if it
+    // stayed disconnected past the grace period while the socket was down, or if a
+    // restart was cut off after its offer went out (the node may have taken it).
     const pcState = this.pc?.connectionState;
-    const due = this._iceRestartAfterResume
-      ?? (pcState === 'failed' || pcState === 'disconnected' ? pcState : null);
+    const pending = this._iceRestartAfterResume;
     this._iceRestartAfterResume = null;
-    if (due) this._autoRestartIce(due);
+    if (pending?.force) this._autoRestartIce(pending.reason, true);
+    else if (pcState === 'failed' || (pcState === 'disconnected' && pending)) this._autoRestartIce(pcState);
   }
 
   // ------------------------------------------------------------- ICE restart
@@ -675,6 +680,7 @@ export class ChorusClient extends EventTarget {
     }
     const pc = this.pc;
     this._lastIceRestartAt = performance.now();
+    let offered = false;
     const run = async () => {
       this._emit('ice_restarting', { reason, connection_state: pc.connectionState });
       try {
@@ -682,9 +688,8 @@ export class ChorusClient extends EventTarget {
         await pc.setLocalDescription(await pc.createOffer());
         if (this.pc !== pc) throw new ChorusError('socket_closed', 'closed while restarting ICE');
         const answerP = this._waitFor('answer');
-        if (!this._send({ type: 'offer', sdp: pc.localDescription.sdp })) {
-          this._failWaiters(new ChorusError('socket_closed', 'no signaling connection'), 'answer');
-        }
+        offered = this._send({ type: 'offer', sdp: pc.localDescription.sdp });
+        if (!offered) this._failWaiters(new ChorusError('socket_closed', 'no signaling connection'), 'answer');
         const answer = await answerP;
         if (this.pc !== pc) throw new ChorusError('socket_closed', 'closed while restarting ICE');
         await pc.setRemoteDescription({ type: 'answer', sdp: String(answer.sdp) });
@@ -693,8 +698,11 @@ export class ChorusClient extends EventTarget {
         if (this.pc === pc && pc.signalingState === 'have-local-offer') {
           try { await pc.setLocalDescription({ type: 'rollback' }); } catch { /* ignore */ }
         }
-        // Lost the socket meanwhile: do it again once resumed (if still needed then).
-        if (this.state === 'reconnecting' && reason !== 'manual') this._iceRestartAfterResume = reason;
+        // Lost the socket meanwhile: do it again once resumed. If the offer went out, the
+        // node may have applied it (new credentials on its side): then in any case.
+        if (this.state === 'reconnecting') {
+          this._iceRestartAfterResume = { reason: offered ? 'resume' : reason, force: offered || this._iceRestartAfterResume?.force === true };
+        }
         this._emit('ice_restart_failed', { reason, code: err.code, message: err.message, error: err });
         throw err;
       }
@@ -729,25 +737,41 @@ export class ChorusClient extends EventTarget {
     }
   }
 
-  _autoRestartIce(reason) {
-    if (!this.autoIceRestart || !this.pc || this._iceRestart) return;
-    if (this.state === 'reconnecting') { this._iceRestartAfterResume = reason; return; }
+  /**
+   * An automatic ICE restart, at most one per ICE_RESTART_MIN_INTERVAL_MS. `force`: even
+   * if the connection is fine by then (credentials may disagree with the node's).
+   */
+  _autoRestartIce(reason, force = false) {
+    if (!this.pc || this.state === 'closed') return;
+    if (!force && !this.autoIceRestart) return;
+    if (this._iceRestart) {
+      if (force) this._recheckIce(ICE_RESTART_MIN_INTERVAL_MS, reason, true);
+      return;
+    }
+    if (this.state === 'reconnecting') {
+      this._iceRestartAfterResume = { reason, force: force || this._iceRestartAfterResume?.force === true };
+      return;
+    }
     if (this.state !== 'joined') return; // still joining: join() reports a failure
     const wait = ICE_RESTART_MIN_INTERVAL_MS - (performance.now() - this._lastIceRestartAt);
     if (wait > 0) {
-      this._recheckIce(wait);
+      this._recheckIce(wait, reason, force);
       return;
     }
     this._restartIce(reason).catch(() => { /* reported by ice_restart_failed */ });
   }
 
-  /** Look at the media connection again later; restart ICE if it is still down. */
-  _recheckIce(delay = ICE_RESTART_MIN_INTERVAL_MS) {
-    if (this._iceRestartTimer || !this.autoIceRestart) return;
+  /** Look at the media connection again later; restart ICE if it is still down (or `force`). */
+  _recheckIce(delay = ICE_RESTART_MIN_INTERVAL_MS, reason = null, force = false) {
+    if (this._iceRestartTimer) {
+      if (!force) return;
+      clearTimeout(this._iceRestartTimer);
+    }
     this._iceRestartTimer = setTimeout(() => {
       this._iceRestartTimer = null;
       const s = this.pc?.connectionState;
-      if (s === 'failed' || (s === 'disconnected' && !this._disconnectedTimer)) this._autoRestartIce(s);
+      if (force) this._autoRestartIce(reason ?? s, true);
+      else if (s === 'failed' || (s === 'disconnected' && !this._disconnectedTimer)) this._autoRestartIce(s);
     }, Math.max(0, delay));
   }
 

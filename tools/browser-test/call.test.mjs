@@ -330,6 +330,66 @@ async function assertNotHearing(listener, csrc, who) {
     `slot ${slot} (${who}'s) stops growing: ${p0} → ${p1}, fresh csrcs there: ${onSlot}`);
 }
 
+/**
+ * In-page: record the client's session events (`window.__ev`) and every status text the
+ * page shows (`window.__statuses`), for the resume and ICE restart checks.
+ */
+function installClientRecorder() {
+  const c = window.chorus;
+  window.__ev = [];
+  const types = ['reconnecting', 'resumed', 'participant_joined', 'participant_left', 'closed',
+    'ice_restarting', 'ice_restarted', 'ice_restart_failed', 'connection_state'];
+  for (const type of types) {
+    c.addEventListener(type, (e) => window.__ev.push({
+      type, t: performance.now(), clientState: c.state,
+      code: e.detail?.code ?? null, reason: e.detail?.reason ?? null,
+      id: e.detail?.participant_id ?? e.detail?.participant?.participant_id ?? null,
+      state: e.detail?.state ?? null,
+      attempts: e.detail?.attempts ?? null,
+      downtime: e.detail?.downtime_ms ?? null,
+    }));
+  }
+  window.__statuses = [];
+  const status = document.querySelector('#status');
+  new MutationObserver(() => window.__statuses.push(status.textContent))
+    .observe(status, { childList: true, characterData: true, subtree: true });
+}
+
+/**
+ * In-page: every 50 ms, note how old the newest contributing source of each of `csrcs`
+ * is; `stopAudioWatch` returns the largest age seen per csrc (a gap in that audio).
+ */
+function startAudioWatch(csrcs) {
+  const c = window.chorus;
+  const w = { maxAge: Object.fromEntries(csrcs.map((x) => [x, 0])), samples: 0 };
+  w.timer = setInterval(() => {
+    const newest = new Map();
+    for (const s of c.contributingSources()) newest.set(s.source, Math.min(newest.get(s.source) ?? 1e9, s.ageMs));
+    for (const x of csrcs) w.maxAge[x] = Math.max(w.maxAge[x], Math.round(newest.get(x) ?? 1e9));
+    w.samples += 1;
+  }, 50);
+  window.__watch = w;
+}
+
+function stopAudioWatch() {
+  clearInterval(window.__watch.timer);
+  return { maxAge: window.__watch.maxAge, samples: window.__watch.samples };
+}
+
+/** The ICE ufrags of a page's current local and remote descriptions. */
+function iceUfrags(page) {
+  return page.evaluate(() => {
+    const ufrag = (d) => /^a=ice-ufrag:(\S+)/m.exec(d?.sdp ?? '')?.[1] ?? null;
+    return { local: ufrag(window.chorus.pc.localDescription), remote: ufrag(window.chorus.pc.remoteDescription) };
+  });
+}
+
+/** Longest tolerated gap (ms) in a speaker's contributing source while its audio flows. */
+const MAX_AUDIO_GAP_MS = 400;
+
+/** A WebSocket URL nothing answers at (Chromium refuses port 1 at once). */
+const UNREACHABLE_WS = 'ws://127.0.0.1:1/v1/signal';
+
 /** `listener` gets `csrc`'s audio: a fresh contributing source on a growing slot. */
 async function assertHearing(listener, csrc, what) {
   const base = await slotPackets(listener);
@@ -512,6 +572,119 @@ test('three browsers talk through the demo page', { timeout: 110_000 }, async (t
       await poll('Bob receives audio again', async () => (await totalInbound(bob)) > base + 20, { timeout: 10_000 });
     }
 
+    // 11. Resume: Bob's signaling socket drops (closed from his page with 4100, which the
+    //     node treats as a vanished client: it parks the session). His first attempt to
+    //     get back cannot reach the node (signaling stays down for over 0.5 s); then his
+    //     client resumes the session. Nobody sees him leave, and audio flows both ways
+    //     throughout (the media connection is not touched).
+    {
+      const t0 = Date.now();
+      for (const name of names) await pages[name].evaluate(installClientRecorder);
+      await Promise.all(names.map((name) => pages[name].evaluate(startAudioWatch,
+        names.filter((n) => n !== name).map((n) => who[n].csrc))));
+      await sleep(250);
+      await bob.evaluate((blackhole) => {
+        const c = window.chorus;
+        const url = c.url;
+        window.__oldWs = c.ws;
+        c.url = blackhole;
+        setTimeout(() => { c.url = url; }, 500);
+        c.ws.close(4100, 'e2e: drop the socket');
+      }, UNREACHABLE_WS);
+      const r = await poll("Bob's client resumes its session", () => bob.evaluate(() => {
+        const c = window.chorus;
+        const types = window.__ev.map((e) => e.type);
+        return { ok: c.state === 'joined' && types.includes('resumed'), state: c.state, ev: window.__ev,
+          id: c.self.participant_id, newSocket: c.ws !== window.__oldWs && c.ws?.readyState === 1,
+          statuses: window.__statuses, status: document.querySelector('#status').textContent };
+      }), { timeout: 10_000, interval: 50 });
+      const [reconnecting, resumed, ...more] = r.ev.filter((e) => e.type !== 'connection_state');
+      assert.deepEqual([reconnecting?.type, resumed?.type, more.length], ['reconnecting', 'resumed', 0],
+        `Bob's client: reconnecting, then resumed: ${JSON.stringify(r.ev)}`);
+      assert.equal(reconnecting.code, 4100, `reconnecting carries the close code: ${JSON.stringify(reconnecting)}`);
+      assert.equal(reconnecting.clientState, 'reconnecting');
+      assert.equal(resumed.clientState, 'joined', 'state is joined again when resumed fires');
+      assert.ok(resumed.attempts >= 2 && resumed.downtime >= 500,
+        `resumed after a failed attempt, signaling down for over 0.5 s: ${JSON.stringify(resumed)}`);
+      assert.equal(r.id, who.Bob.id, 'same participant after the resume');
+      assert.ok(r.newSocket, 'the session runs on a new, open socket');
+      assert.ok(r.statuses.some((x) => /Reconnecting/.test(x)), `the page showed Reconnecting…: ${JSON.stringify(r.statuses)}`);
+      assert.match(r.status, /Reconnected/, 'the page notes the resume');
+      const resumeMs = Date.now() - t0;
+
+      await sleep(500); // and audio keeps flowing on the resumed session
+      await Promise.all([
+        assertHearing(alice, who.Bob.csrc, 'Alice hears Bob after his resume'),
+        assertHearing(carol, who.Bob.csrc, 'Carol hears Bob after his resume'),
+        assertHearing(bob, who.Alice.csrc, 'Bob hears Alice after his resume'),
+        assertHearing(bob, who.Carol.csrc, 'Bob hears Carol after his resume'),
+      ]);
+      const gaps = {};
+      for (const name of names) {
+        const w = await pages[name].evaluate(stopAudioWatch);
+        gaps[name] = w.maxAge;
+        for (const [csrc, age] of Object.entries(w.maxAge)) {
+          assert.ok(age < MAX_AUDIO_GAP_MS, `${name}'s audio from csrc ${csrc} never paused during Bob's resume: longest gap ${age} ms (${w.samples} samples)`);
+        }
+      }
+      for (const name of ['Alice', 'Carol']) {
+        const seen = await pages[name].evaluate(() => ({ ev: window.__ev.filter((e) => e.type !== 'connection_state'),
+          rows: [...document.querySelectorAll('#participants [data-participant-id]')].map((li) => li.dataset.participantId) }));
+        assert.deepEqual(seen.ev, [], `${name}'s client saw no membership change: ${JSON.stringify(seen.ev)}`);
+        assert.ok(seen.rows.includes(who.Bob.id) && seen.rows.length === 3, `${name}'s list still shows Bob: ${seen.rows}`);
+      }
+      assert.ok(!ctl.events.some((e) => e.type === 'participant_left' && e.participant_id === who.Bob.id),
+        'the backend saw no participant_left for Bob');
+      const listed = await ctl.call('participant.list', { room });
+      assert.ok(listed.some((p) => p.participant_id === who.Bob.id), `participant.list still has Bob: ${JSON.stringify(listed)}`);
+      t.diagnostic(`resume: back after ${resumed.downtime} ms and ${resumed.attempts} attempts; step took ${Date.now() - t0} ms (${resumeMs} ms to resumed); longest audio gaps (ms) per listener and csrc: ${JSON.stringify(gaps)}`);
+    }
+
+    // 12. ICE restart: Carol's client restarts ICE (new credentials both ways); the
+    //     connection comes back to 'connected' and audio flows both ways.
+    {
+      const t0 = Date.now();
+      await Promise.all(names.map((name) => pages[name].evaluate(startAudioWatch,
+        names.filter((n) => n !== name).map((n) => who[n].csrc))));
+      const before = await iceUfrags(carol);
+      const done = await carol.evaluate(async () => {
+        const c = window.chorus;
+        window.__ev.length = 0;
+        try { await c.restartIce(); } catch (e) { return { error: String(e) }; }
+        return { state: c.state };
+      });
+      assert.equal(done.error, undefined, `restartIce() resolves: ${JSON.stringify(done)}`);
+      const after = await iceUfrags(carol);
+      assert.ok(after.local && after.local !== before.local, `new local ICE credentials: ${JSON.stringify({ before, after })}`);
+      assert.ok(after.remote && after.remote !== before.remote, `the node answered new ICE credentials: ${JSON.stringify({ before, after })}`);
+      const r = await poll("Carol's media connection is connected after the ICE restart", () => carol.evaluate(() => ({
+        ok: window.chorus.pc.connectionState === 'connected' && window.chorus.state === 'joined',
+        pc: window.chorus.pc.connectionState, ev: window.__ev,
+      })), { timeout: 10_000, interval: 100 });
+      const types = r.ev.filter((e) => e.type.startsWith('ice_')).map((e) => `${e.type}:${e.reason}`);
+      assert.deepEqual(types, ['ice_restarting:manual', 'ice_restarted:manual'], `ICE restart events: ${JSON.stringify(r.ev)}`);
+      await Promise.all([
+        assertHearing(alice, who.Carol.csrc, 'Alice hears Carol after her ICE restart'),
+        assertHearing(bob, who.Carol.csrc, 'Bob hears Carol after her ICE restart'),
+        assertHearing(carol, who.Alice.csrc, 'Carol hears Alice after her ICE restart'),
+        assertHearing(carol, who.Bob.csrc, 'Carol hears Bob after her ICE restart'),
+      ]);
+      const gaps = {};
+      for (const name of names) {
+        gaps[name] = (await pages[name].evaluate(stopAudioWatch)).maxAge;
+        for (const [csrc, age] of Object.entries(gaps[name])) {
+          assert.ok(age < MAX_AUDIO_GAP_MS, `${name}'s audio from csrc ${csrc} never paused during Carol's ICE restart: longest gap ${age} ms`);
+        }
+      }
+      for (const name of ['Alice', 'Bob']) {
+        const ev = await pages[name].evaluate(() => window.__ev.filter((e) => e.type === 'participant_left'));
+        assert.deepEqual(ev, [], `${name} saw nobody leave`);
+      }
+      assert.ok(!ctl.events.some((e) => e.type === 'participant_left' && e.participant_id === who.Carol.id),
+        'the backend saw no participant_left for Carol');
+      t.diagnostic(`ICE restart: ${Date.now() - t0} ms; longest audio gaps (ms) per listener and csrc: ${JSON.stringify(gaps)}`);
+    }
+
     // 8. Server mute (control plane): the backend mutes Carol. Everyone's list says "muted
     //    by server", Alice and Bob stop getting her audio, and Carol cannot unmute herself.
     {
@@ -669,7 +842,8 @@ test('three browsers talk through the demo page', { timeout: 110_000 }, async (t
       await ctl.waitEvent('room_closed', (e) => e.type === 'room_closed' && e.reason === reason);
     }
 
-    const unexpected = consoleErrors.filter((e) => !/favicon/i.test(e));
+    // The resume step's deliberately failing attempts log connection errors.
+    const unexpected = consoleErrors.filter((e) => !/favicon/i.test(e) && !e.includes(UNREACHABLE_WS));
     if (unexpected.length) t.diagnostic(`page console errors:\n${unexpected.join('\n')}`);
   } catch (e) {
     console.error(`\n=== FAILURE: ${e.message}`);
