@@ -315,3 +315,24 @@ async fn http_request(addr: std::net::SocketAddr, path: &str) -> (u16, String, S
     let status = head.split(' ').nth(1).unwrap().parse().unwrap();
     (status, head.to_owned(), body.to_owned())
 }
+
+#[tokio::test]
+async fn a_client_close_is_echoed_with_its_code() {
+    let node = node(true).await;
+    for code in [CloseCode::Normal, CloseCode::Library(4100)] {
+        let mut ws = connect(&node).await;
+        join(&mut ws, "echo", "A").await;
+        ws.close(Some(tokio_tungstenite::tungstenite::protocol::CloseFrame {
+            code,
+            reason: "bye".into(),
+        }))
+        .await
+        .unwrap();
+        assert_eq!(
+            expect_close(&mut ws).await,
+            code,
+            "the node echoes the close frame"
+        );
+    }
+    node.stop().await;
+}

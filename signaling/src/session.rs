@@ -44,9 +44,12 @@ enum Flow {
 enum End {
     /// Send this close frame, then leave.
     Close(u16, &'static str),
-    /// The client vanished (no close frame, a network error, or a close other than
-    /// 1000): the session may be resumed within the window.
-    Vanished(Option<(u16, &'static str)>),
+    /// The client vanished (no close frame, or a network error): the session may be
+    /// resumed within the window.
+    Vanished,
+    /// The client sent a close frame (the WebSocket layer has queued the echo); one
+    /// other than 1000 may be followed by a resume.
+    ClientClosed { vanished: bool },
     /// Another socket resumed the session: close without leaving.
     Superseded,
 }
@@ -151,14 +154,14 @@ pub(crate) async fn run(socket: WebSocket, shared: Arc<Shared>, ip: IpAddr) {
                     // may be followed by a resume.
                     Some(Ok(Message::Close(frame))) => {
                         if frame.is_none_or(|f| f.code == NORMAL) {
-                            break End::Close(NORMAL, "bye");
+                            break End::ClientClosed { vanished: false };
                         }
-                        break End::Vanished(Some((NORMAL, "bye")));
+                        break End::ClientClosed { vanished: true };
                     }
-                    None => break End::Vanished(None),
+                    None => break End::Vanished,
                     Some(Err(e)) => {
                         tracing::debug!(error = %e, "websocket error");
-                        break End::Vanished(None);
+                        break End::Vanished;
                     }
                 };
                 let mut flow = if text.is_empty() {
@@ -209,7 +212,7 @@ pub(crate) async fn run(socket: WebSocket, shared: Arc<Shared>, ip: IpAddr) {
                         }
                     }
                     if sink.send(Message::Text(m.to_json().into())).await.is_err() {
-                        break End::Vanished(None);
+                        break End::Vanished;
                     }
                 }
                 Some(Outbound::Superseded) => {
@@ -239,9 +242,17 @@ pub(crate) async fn run(socket: WebSocket, shared: Arc<Shared>, ip: IpAddr) {
     };
     let close = match end {
         End::Close(code, reason) => Some((code, reason)),
-        End::Vanished(close) => {
+        End::Vanished => {
             session.park();
-            close
+            None
+        }
+        End::ClientClosed { vanished } => {
+            if vanished {
+                session.park();
+            }
+            // Send the echo the WebSocket layer queued (RFC 6455 §5.5.1).
+            let _ = sink.close().await;
+            None
         }
         End::Superseded => Some((RESUMED_ELSEWHERE, "resumed elsewhere")),
     };
