@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use chorus_engine::{CloseReason, Command};
+use chorus_engine::{CloseReason, Command, ShardMessage};
 use chorus_protocol::signal::ServerMessage;
 use chorus_tests::sim::Sim;
 
@@ -204,5 +204,41 @@ fn media_follows_a_client_whose_traffic_moves_to_another_shard() {
     assert!(
         sim.clients[b].from(a).count() >= got_before + 49,
         "b hears a again"
+    );
+}
+
+#[test]
+fn a_media_command_follows_a_participant_that_moved_meanwhile() {
+    let mut sim = Sim::with_shards(2, |_| {});
+    let a = sim.connect("a", "r");
+    let b = sim.connect("b", "r");
+    sim.clients[b].speaking = Some(20);
+    sim.run_for(Duration::from_secs(1));
+    let from = sim.holder(b).unwrap();
+    sim.clients[b].shard = 1 - from;
+    sim.run_for(Duration::from_secs(3));
+    assert_eq!(sim.holder(b), Some(1 - from), "b's media moved");
+    // A command sent to where b's media used to be (it crossed the move) still
+    // reaches it: the old holder sends it on through b's home shard.
+    let participant = sim.clients[b].id;
+    let now = sim.now;
+    sim.shards[from].handle_shard_message(
+        now,
+        ShardMessage::Redirect {
+            command: Command::SetServerMuted {
+                participant,
+                muted: true,
+            },
+            hops: 0,
+        },
+    );
+    sim.pump();
+    sim.run_for(Duration::from_millis(100));
+    let heard = sim.clients[a].from(b).count();
+    sim.run_for(Duration::from_secs(1));
+    assert_eq!(
+        sim.clients[a].from(b).count(),
+        heard,
+        "b is muted where it is now"
     );
 }

@@ -79,6 +79,9 @@ pub enum ShardMessage {
     RoomShards { room: RoomId, shards: Vec<usize> },
     /// From the home shard to the media shard: the media part of a command.
     ForMedia(Command),
+    /// The media part of a command, chasing a participant whose media moved: to its
+    /// home shard (which knows where it went) and on to the holder.
+    Redirect { command: Command, hops: u8 },
     /// From the home shard to every shard of the room: a member left (free its slots).
     Left {
         room: RoomId,

@@ -290,6 +290,9 @@ impl Shard {
             }
             ShardMessage::Left { room, participant } => self.forget_member(&room, participant),
             ShardMessage::Ufrag { ufrag, participant } => self.learn_ufrag(ufrag, participant),
+            ShardMessage::Redirect { command, hops } => {
+                self.media_command_after(now, command, hops)
+            }
             ShardMessage::Request { id, request } => {
                 return self.handle_request(now, id, request);
             }

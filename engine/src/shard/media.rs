@@ -16,6 +16,9 @@ use super::{next_random, Shard};
 use crate::forwarder::{forward_to, Outcome, SpeakerPacket};
 use crate::io::{CloseReason, Command, Event};
 use crate::mesh::{home_of, ShardMessage};
+
+/// Times a media command may be sent after a participant that keeps moving.
+const MAX_REDIRECTS: u8 = 16;
 use crate::participant::{Participant, SlotTx};
 use crate::rewriter::SlotRewriter;
 use crate::sdp::{candidates_in_every_section, prepare_offer};
@@ -23,6 +26,17 @@ use crate::slots::SlotTable;
 
 impl Shard {
     pub(super) fn media_command(&mut self, now: Instant, command: Command) {
+        self.media_command_after(now, command, 0);
+    }
+
+    /// The media part of a command, `hops` redirections after it was first sent.
+    pub(super) fn media_command_after(&mut self, now: Instant, command: Command, hops: u8) {
+        let pid = command.participant();
+        let for_media = !matches!(command, Command::Join { .. } | Command::Candidate { .. });
+        if for_media && !self.participants.contains_key(&pid) {
+            // It moved away (or is moving) since the sender looked.
+            return self.redirect(command, hops);
+        }
         match command {
             Command::Offer { participant, sdp } => self.offer(now, participant, &sdp),
             Command::SetMuted { participant, muted } => {
@@ -71,6 +85,34 @@ impl Shard {
             }
             Command::Leave { participant } => self.drop_media(participant),
             Command::Join { .. } | Command::Candidate { .. } => {}
+        }
+    }
+
+    /// Sends a media command after a participant that is not here: through its home
+    /// shard, which knows where its media went (or will know, once the move in flight
+    /// is reported). Gives up after [`MAX_REDIRECTS`].
+    fn redirect(&mut self, command: Command, hops: u8) {
+        let pid = command.participant();
+        if hops >= MAX_REDIRECTS {
+            tracing::debug!(participant = %pid, "media command dropped: the participant keeps moving");
+            return;
+        }
+        let home = home_of(pid, self.shards);
+        if home != self.id {
+            let hops = hops + 1;
+            return self.send(home, ShardMessage::Redirect { command, hops });
+        }
+        let holder = self
+            .room_of_member(pid)
+            .and_then(|r| self.rooms.get(&r))
+            .and_then(|r| r.members.get(&pid))
+            .map(|m| m.shard);
+        // Not in the roster any more: nothing to do. If the roster says here although
+        // it is not, a move is in flight: the message queued to this shard comes back
+        // after the ones already queued (its `Moved` among them).
+        if let Some(s) = holder {
+            let hops = hops + 1;
+            self.send(s, ShardMessage::Redirect { command, hops });
         }
     }
 
