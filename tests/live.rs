@@ -31,13 +31,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use chorus_client::OPUS_PT;
 use chorus_protocol::demux::{classify, DatagramKind};
 use chorus_signaling::RunningNode;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use str0m::change::{SdpAnswer, SdpPendingOffer};
-use str0m::format::{Codec, FormatParams};
-use str0m::media::{Direction, Frequency, MediaKind, Mid, Pt};
+use str0m::format::Codec;
+use str0m::media::{Mid, Pt};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{ExtensionValues, RtpWrite};
 use str0m::{Candidate, Event, Input, Output, Rtc};
@@ -55,8 +56,6 @@ pub const STEP_TIMEOUT: Duration = Duration::from_secs(10);
 pub const FRAME: Duration = Duration::from_millis(20);
 /// The RFC 6464 level of the packets sent while speaking, in −dBov.
 pub const SPEAKING_DBOV: u8 = 20;
-/// The Opus payload type offered (Chromium's).
-const OPUS_PT: u8 = 111;
 /// RTP clock ticks per millisecond (Opus: 48 kHz).
 const TICKS_PER_MS: u32 = 48;
 /// The longest the background task sleeps, so it notices [`LiveClient::set_speaking`].
@@ -605,31 +604,11 @@ impl Media {
     /// A client with a host candidate at `local`, and its offer.
     fn new(local: SocketAddr, slots: usize) -> Result<(Media, String), String> {
         let now = Instant::now();
-        let mut config = Rtc::builder()
-            .set_rtp_mode(true)
-            .clear_codecs()
-            .set_stats_interval(None);
-        config.codec_config().add_config(
-            OPUS_PT.into(),
-            None,
-            Codec::Opus,
-            Frequency::FORTY_EIGHT_KHZ,
-            Some(2),
-            FormatParams {
-                min_p_time: Some(10),
-                use_inband_fec: Some(true),
-                ..Default::default()
-            },
-        );
-        let mut rtc = config.build(now);
+        let mut rtc = chorus_client::config(OPUS_PT).build(now);
         let candidate = Candidate::host(local, "udp").map_err(|e| format!("candidate: {e}"))?;
         rtc.add_local_candidate(candidate);
-        let mut api = rtc.sdp_api();
-        let mic = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
-        for _ in 0..slots {
-            api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
-        }
-        let (offer, pending) = api.apply().ok_or("str0m made no offer")?;
+        let offer = chorus_client::offer(&mut rtc, slots).ok_or("str0m made no offer")?;
+        let (mic, pending, sdp) = (offer.mic, offer.pending, offer.sdp);
         let media = Media {
             rtc,
             local,
@@ -645,7 +624,7 @@ impl Media {
             seq: 1000,
             ts: 5000,
         };
-        Ok((media, offer.to_sdp_string()))
+        Ok((media, sdp))
     }
 
     fn accept_answer(&mut self, sdp: &str) -> Result<(), String> {

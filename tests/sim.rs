@@ -18,8 +18,8 @@ use chorus_engine::{
 use chorus_protocol::control::NodeEvent;
 use chorus_protocol::signal::{DisplayName, ParticipantId, RoomId, ServerMessage};
 use str0m::change::{SdpAnswer, SdpPendingOffer};
-use str0m::format::{Codec, FormatParams};
-use str0m::media::{Direction, Frequency, MediaKind, Mid, Pt};
+use str0m::format::Codec;
+use str0m::media::{Mid, Pt};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{ExtensionValues, RtpWrite};
 use str0m::{Candidate, Event as RtcEvent, Input, Output, Rtc};
@@ -211,19 +211,7 @@ impl Sim {
         let addr: SocketAddr = format!("192.0.2.{}:{}", 1 + idx % 250, 40000 + idx)
             .parse()
             .unwrap();
-        let mut config = Rtc::builder().set_rtp_mode(true).clear_codecs();
-        config.codec_config().add_config(
-            opus_pt.into(),
-            None,
-            Codec::Opus,
-            Frequency::FORTY_EIGHT_KHZ,
-            Some(2),
-            FormatParams {
-                min_p_time: Some(10),
-                use_inband_fec: Some(true),
-                ..Default::default()
-            },
-        );
+        let config = chorus_client::config(opus_pt);
         let mut rtc = config.build(self.now);
         rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
         self.clients.push(Client {
@@ -283,17 +271,11 @@ impl Sim {
     /// The client's offer (a microphone and `slots` receive sections), not yet sent.
     pub fn make_offer(&mut self, idx: usize, slots: usize) -> String {
         let c = &mut self.clients[idx];
-        let mut api = c.rtc.sdp_api();
-        let mic = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
-        let mut mids = Vec::new();
-        for _ in 0..slots {
-            mids.push(api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None));
-        }
-        let (offer, pending) = api.apply().unwrap();
-        c.mic = Some(mic);
-        c.slots = mids;
-        c.pending = Some(pending);
-        offer.to_sdp_string()
+        let offer = chorus_client::offer(&mut c.rtc, slots).unwrap();
+        c.mic = Some(offer.mic);
+        c.slots = offer.slots;
+        c.pending = Some(offer.pending);
+        offer.sdp
     }
 
     /// Applies the last `answer` in the client's inbox.

@@ -17,12 +17,13 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use chorus_client::OPUS_PT;
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
 use str0m::change::{SdpAnswer, SdpPendingOffer};
 use str0m::config::DtlsCert;
-use str0m::format::{Codec, FormatParams};
-use str0m::media::{Direction, Frequency, MediaKind, Mid, Pt};
+use str0m::format::Codec;
+use str0m::media::{Mid, Pt};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{ExtensionValues, RtpWrite};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
@@ -35,8 +36,6 @@ use crate::payload::Stamp;
 const WAKER: Token = Token(usize::MAX);
 /// How often a worker publishes its counters and latency histogram for progress lines.
 const FLUSH: Duration = Duration::from_millis(250);
-/// The Opus payload type the clients offer (Chromium's).
-const OPUS_PT: u8 = 111;
 /// RTP clock rate of Opus.
 const OPUS_HZ: u64 = 48_000;
 
@@ -414,32 +413,18 @@ impl Worker {
             .register(&mut socket, Token(local_idx), Interest::READABLE)
             .map_err(|e| format!("register UDP: {e}"))?;
         let now = Instant::now();
-        let mut config = Rtc::builder()
-            .set_rtp_mode(true)
-            .clear_codecs()
+        let mut rtc = chorus_client::config(OPUS_PT)
             .set_dtls_cert(self.cfg.cert.clone())
-            .set_stats_interval(None);
-        config.codec_config().add_config(
-            OPUS_PT.into(),
-            None,
-            Codec::Opus,
-            Frequency::FORTY_EIGHT_KHZ,
-            Some(2),
-            FormatParams {
-                min_p_time: Some(10),
-                use_inband_fec: Some(true),
-                ..Default::default()
-            },
-        );
-        let mut rtc = config.build(now);
+            .build(now);
         let candidate = Candidate::host(local, "udp").map_err(|e| format!("candidate: {e}"))?;
         rtc.add_local_candidate(candidate);
-        let mut api = rtc.sdp_api();
-        let mic = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
-        for _ in 0..audio_slots {
-            api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
-        }
-        let (offer, pending) = api.apply().ok_or("str0m made no offer")?;
+        let chorus_client::Offer {
+            sdp: offer,
+            pending,
+            mic,
+            ..
+        } = chorus_client::offer(&mut rtc, usize::from(audio_slots))
+            .ok_or("str0m made no offer")?;
         let speaker = self.cfg.is_speaker(global);
         self.clients.push(Some(Client {
             global,
@@ -473,7 +458,7 @@ impl Worker {
             return Err("client vanished".into());
         };
         drain(c, local_idx, &self.cfg, &self.shared, &mut self.ctx, now);
-        Ok(offer.to_sdp_string())
+        Ok(offer)
     }
 
     /// Drops a leaving client's WebRTC state and socket; keeps its report.

@@ -1,0 +1,85 @@
+//! The client side of a Chorus call, as str0m sees it: what the tests (`tests/sim.rs`,
+//! `tests/live.rs`) and the load generator (`tools/load`) all need before they differ
+//! (simulated network, tokio, mio).
+//!
+//! A browser offers Opus only, in rtp mode here (the clients write and read RTP
+//! packets themselves), with one send-only microphone section and `slots` receive-only
+//! sections, the slots of the client protocol (`docs/protocol.md` §8.2).
+
+use str0m::change::SdpPendingOffer;
+use str0m::format::{Codec, FormatParams};
+use str0m::media::{Direction, Frequency, MediaKind, Mid};
+use str0m::{Rtc, RtcConfig};
+
+/// Chromium's Opus payload type.
+pub const OPUS_PT: u8 = 111;
+
+/// A client configuration with Opus at payload type `opus_pt` (48 kHz stereo,
+/// minptime 10, in-band FEC, as browsers offer it) and nothing else, in rtp mode,
+/// without periodic stats.
+pub fn config(opus_pt: u8) -> RtcConfig {
+    let mut config = Rtc::builder()
+        .set_rtp_mode(true)
+        .clear_codecs()
+        .set_stats_interval(None);
+    config.codec_config().add_config(
+        opus_pt.into(),
+        None,
+        Codec::Opus,
+        Frequency::FORTY_EIGHT_KHZ,
+        Some(2),
+        FormatParams {
+            min_p_time: Some(10),
+            use_inband_fec: Some(true),
+            ..Default::default()
+        },
+    );
+    config
+}
+
+/// An offer for a call, not yet answered.
+pub struct Offer {
+    /// The SDP to send in `offer`.
+    pub sdp: String,
+    /// To apply the `answer` with (`rtc.sdp_api().accept_answer(pending, answer)`).
+    pub pending: SdpPendingOffer,
+    /// The microphone's section.
+    pub mic: Mid,
+    /// The receive sections, in order.
+    pub slots: Vec<Mid>,
+}
+
+/// Adds a send-only microphone and `slots` receive-only sections and makes the offer
+/// (`None` if str0m has nothing to offer, which it always has here).
+pub fn offer(rtc: &mut Rtc, slots: usize) -> Option<Offer> {
+    let mut api = rtc.sdp_api();
+    let mic = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+    let slots = (0..slots)
+        .map(|_| api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None))
+        .collect();
+    let (offer, pending) = api.apply()?;
+    Some(Offer {
+        sdp: offer.to_sdp_string(),
+        pending,
+        mic,
+        slots,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+
+    #[test]
+    fn offers_opus_a_microphone_and_the_slots() {
+        let mut rtc = config(OPUS_PT).build(Instant::now());
+        let offer = offer(&mut rtc, 3).expect("an offer");
+        assert_eq!(offer.slots.len(), 3);
+        assert_eq!(offer.sdp.matches("m=audio").count(), 4);
+        assert!(offer.sdp.contains("a=rtpmap:111 opus/48000/2"));
+        assert_eq!(offer.sdp.matches("a=sendonly").count(), 1);
+        assert_eq!(offer.sdp.matches("a=recvonly").count(), 3);
+    }
+}
