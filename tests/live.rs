@@ -36,8 +36,7 @@ use chorus_protocol::demux::{classify, DatagramKind};
 use chorus_signaling::RunningNode;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use str0m::change::{SdpAnswer, SdpPendingOffer};
-use str0m::format::Codec;
+use str0m::change::SdpPendingOffer;
 use str0m::media::{Mid, Pt};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{ExtensionValues, RtpWrite};
@@ -629,18 +628,7 @@ impl Media {
 
     fn accept_answer(&mut self, sdp: &str) -> Result<(), String> {
         let pending = self.pending.take().ok_or("no offer outstanding")?;
-        let answer = SdpAnswer::from_sdp_string(sdp).map_err(|e| format!("answer SDP: {e}"))?;
-        self.rtc
-            .sdp_api()
-            .accept_answer(pending, answer)
-            .map_err(|e| format!("accept answer: {e}"))?;
-        self.mic_pt = self
-            .rtc
-            .codec_config()
-            .params()
-            .iter()
-            .find(|p| p.spec().codec == Codec::Opus)
-            .map(|p| p.pt());
+        self.mic_pt = chorus_client::accept_answer(&mut self.rtc, pending, sdp)?;
         Ok(())
     }
 

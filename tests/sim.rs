@@ -17,8 +17,7 @@ use chorus_engine::{
 };
 use chorus_protocol::control::NodeEvent;
 use chorus_protocol::signal::{DisplayName, ParticipantId, RoomId, ServerMessage};
-use str0m::change::{SdpAnswer, SdpPendingOffer};
-use str0m::format::Codec;
+use str0m::change::SdpPendingOffer;
 use str0m::media::{Mid, Pt};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{ExtensionValues, RtpWrite};
@@ -290,18 +289,8 @@ impl Sim {
             })
             .expect("an answer");
         let c = &mut self.clients[idx];
-        let answer = SdpAnswer::from_sdp_string(&answer).unwrap();
-        c.rtc
-            .sdp_api()
-            .accept_answer(c.pending.take().unwrap(), answer)
-            .unwrap();
-        c.mic_pt = c
-            .rtc
-            .codec_config()
-            .params()
-            .iter()
-            .find(|p| p.spec().codec == Codec::Opus)
-            .map(|p| p.pt());
+        let pending = c.pending.take().unwrap();
+        c.mic_pt = chorus_client::accept_answer(&mut c.rtc, pending, &answer).unwrap();
         self.pump();
     }
 

@@ -6,9 +6,9 @@
 //! packets themselves), with one send-only microphone section and `slots` receive-only
 //! sections, the slots of the client protocol (`docs/protocol.md` §8.2).
 
-use str0m::change::SdpPendingOffer;
+use str0m::change::{SdpAnswer, SdpPendingOffer};
 use str0m::format::{Codec, FormatParams};
-use str0m::media::{Direction, Frequency, MediaKind, Mid};
+use str0m::media::{Direction, Frequency, MediaKind, Mid, Pt};
 use str0m::{Rtc, RtcConfig};
 
 /// Chromium's Opus payload type.
@@ -64,6 +64,25 @@ pub fn offer(rtc: &mut Rtc, slots: usize) -> Option<Offer> {
         mic,
         slots,
     })
+}
+
+/// Applies the node's `answer` to the offer `pending`; returns the Opus payload type
+/// negotiated (what the microphone's packets must carry), if any.
+pub fn accept_answer(
+    rtc: &mut Rtc,
+    pending: SdpPendingOffer,
+    sdp: &str,
+) -> Result<Option<Pt>, String> {
+    let answer = SdpAnswer::from_sdp_string(sdp).map_err(|e| format!("answer SDP: {e}"))?;
+    rtc.sdp_api()
+        .accept_answer(pending, answer)
+        .map_err(|e| format!("accept answer: {e}"))?;
+    Ok(rtc
+        .codec_config()
+        .params()
+        .iter()
+        .find(|p| p.spec().codec == Codec::Opus)
+        .map(|p| p.pt()))
 }
 
 #[cfg(test)]

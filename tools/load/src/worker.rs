@@ -20,9 +20,8 @@ use std::time::{Duration, Instant};
 use chorus_client::OPUS_PT;
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
-use str0m::change::{SdpAnswer, SdpPendingOffer};
+use str0m::change::SdpPendingOffer;
 use str0m::config::DtlsCert;
-use str0m::format::Codec;
 use str0m::media::{Mid, Pt};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{ExtensionValues, RtpWrite};
@@ -484,18 +483,7 @@ impl Worker {
         let &idx = self.by_id.get(&id).ok_or("unknown participant")?;
         let c = self.clients[idx].as_mut().ok_or("participant left")?;
         let pending = c.pending.take().ok_or("no offer outstanding")?;
-        let answer = SdpAnswer::from_sdp_string(sdp).map_err(|e| format!("answer SDP: {e}"))?;
-        c.rtc
-            .sdp_api()
-            .accept_answer(pending, answer)
-            .map_err(|e| format!("accept answer: {e}"))?;
-        c.mic_pt = c
-            .rtc
-            .codec_config()
-            .params()
-            .iter()
-            .find(|p| p.spec().codec == Codec::Opus)
-            .map(|p| p.pt());
+        c.mic_pt = chorus_client::accept_answer(&mut c.rtc, pending, sdp)?;
         let now = Instant::now();
         if let Err(e) = c.rtc.handle_input(Input::Timeout(now)) {
             c.dead = true;
