@@ -17,6 +17,7 @@ use chorus_engine::{
 };
 use chorus_protocol::control::NodeEvent;
 use chorus_protocol::signal::{DisplayName, ParticipantId, RoomId, ServerMessage};
+use chorus_srtp::capture::{build_rtc, KeyCapture};
 use str0m::change::SdpPendingOffer;
 use str0m::media::{Mid, Pt};
 use str0m::net::{Protocol, Receive};
@@ -72,6 +73,11 @@ pub struct Client {
     pending: Option<SdpPendingOffer>,
     /// The Opus payload type negotiated for the microphone.
     pub mic_pt: Option<Pt>,
+    /// The SRTP keys the client's DTLS exported (to check what the node sends with
+    /// other code than str0m's).
+    pub keys: KeyCapture,
+    /// When set, a copy of every datagram the node sent to this client, as sent.
+    pub tap: Option<Vec<Vec<u8>>>,
 }
 
 impl Client {
@@ -211,7 +217,7 @@ impl Sim {
             .parse()
             .unwrap();
         let config = chorus_client::config(opus_pt);
-        let mut rtc = config.build(self.now);
+        let (mut rtc, keys) = build_rtc(config, self.now);
         rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
         self.clients.push(Client {
             name: name.to_owned(),
@@ -233,6 +239,8 @@ impl Sim {
             next_frame: self.now,
             pending: None,
             mic_pt: None,
+            keys,
+            tap: None,
         });
         self.command(Command::Join {
             participant: id,
@@ -441,11 +449,16 @@ impl Sim {
                     if !c.online {
                         continue;
                     }
+                    if let Some(tap) = &mut c.tap {
+                        tap.push(t.contents.clone());
+                    }
                     let r = Receive::new(Protocol::Udp, self.server, c.addr, &t.contents).unwrap();
                     // A client that already left drops stray datagrams, like a browser.
                     let _ = c.rtc.handle_input(Input::Receive(self.now, r));
                     // str0m's contract (rtp mode holds one packet): drain after every input.
                     self.drain_client(i);
+                    // As a driver does once the datagram is sent.
+                    self.shards[k].recycle(t.contents);
                 }
                 while let Some(e) = self.shards[k].poll_event() {
                     moved = true;

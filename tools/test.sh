@@ -55,3 +55,6 @@ CHORUS_ARGS="--shards 1" bash tools/browser-test/run.sh
 
 step "browser: the same with 2 shards (a room spanning shards)"
 CHORUS_ARGS="--shards 2" bash tools/browser-test/run.sh
+
+step "browser: 2 shards, the node holding DTLS to AES_CM_128_HMAC_SHA1_80 (Chorus seals the slot streams in that profile)"
+CHORUS_ARGS="--shards 2 --srtp-profiles AES_CM_128_HMAC_SHA1_80" bash tools/browser-test/run.sh

@@ -1,6 +1,6 @@
 //! Sending many small datagrams to many destinations, as a voice SFU does: 32 packets of
 //! 120 bytes to 32 different loopback sockets, one `send_to` each against one
-//! `sendmmsg` for all (`chorus_engine::socket::send_batch`), per datagram.
+//! `sendmmsg` for all (`chorus_engine::socket::SendBatch`), per datagram.
 //!
 //! GSO (`UDP_SEGMENT`) is not measured: the kernel only segments a buffer into
 //! datagrams for one destination, and a speaker's copies go to as many destinations as
@@ -12,8 +12,8 @@
 
 use std::net::UdpSocket;
 
-use chorus_engine::socket::send_batch;
-use chorus_engine::Transmit;
+use chorus_engine::socket::SendBatch;
+use chorus_engine::{Protocol, Transmit};
 use criterion::{Criterion, Throughput};
 
 const DESTINATIONS: usize = 32;
@@ -31,6 +31,8 @@ fn main() {
     let transmits: Vec<Transmit> = sinks
         .iter()
         .map(|s| Transmit {
+            proto: Protocol::Udp,
+            source: sender.local_addr().expect("addr"),
             destination: s.local_addr().expect("addr"),
             contents: vec![0x80; 120],
         })
@@ -53,9 +55,10 @@ fn main() {
             drain(&sinks);
         })
     });
+    let mut batch = SendBatch::default();
     group.bench_function("sendmmsg", |b| {
         b.iter(|| {
-            send_batch(&sender, &transmits);
+            batch.send(&sender, &transmits);
             drain(&sinks);
         })
     });

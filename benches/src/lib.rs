@@ -3,7 +3,8 @@
 //! [`ForwardRig`] is one shard with a publisher and `n` subscribers, all real str0m
 //! clients connected through ICE, DTLS and SRTP over the simulated network of
 //! [`chorus_tests::sim`]. It measures what a driver does with the publisher's media:
-//! `handle_datagram` for each SRTP packet, draining `poll_transmit`, `poll_event` and
+//! `handle_datagram` for each SRTP packet, draining `poll_transmit` (handing each
+//! buffer back with `recycle`, as the driver does), `poll_event` and
 //! `poll_shard_message`, and `handle_timeout` whenever `poll_timeout` is due, with the
 //! clock advancing one Opus frame (20 ms) per packet. Everything else, producing the
 //! publisher's packets and keeping the clients alive, happens outside the timed region.
@@ -191,7 +192,9 @@ impl ForwardRig {
             shards[0].handle_datagram(d.at, self.publisher_addr, &d.contents);
             for k in 0..shards.len() {
                 while let Some(t) = shards[k].poll_transmit() {
-                    black_box(t);
+                    // As a driver does after sendmmsg: the buffer goes back.
+                    let t = black_box(t);
+                    shards[k].recycle(t.contents);
                 }
                 while let Some(e) = shards[k].poll_event() {
                     black_box(e);

@@ -1,9 +1,10 @@
 //! What a shard is told at start.
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use chorus_protocol::signal::IceServer;
+use chorus_srtp::SrtpProfile;
 
 /// Default number of audio slots per subscriber (per room).
 pub const DEFAULT_AUDIO_SLOTS: u8 = 8;
@@ -31,6 +32,14 @@ pub struct ShardConfig {
     pub quality_interval: Option<Duration>,
     /// Seeds the shard's own randomness (initial sequence numbers and timestamps).
     pub seed: u64,
+    /// The wall-clock time at the `now` the shard is created with: RTCP sender
+    /// reports carry wall-clock (NTP) time, and the core never reads a clock. The
+    /// driver sets it; the default is a fixed date, for deterministic tests.
+    pub wallclock_at_start: SystemTime,
+    /// The SRTP profiles the node's DTLS agrees to, in order of preference; `None`:
+    /// str0m's default (AES-256-GCM, AES-128-GCM, AES-CM-128-HMAC-SHA1-80). The slot
+    /// streams Chorus seals itself follow whichever was negotiated.
+    pub srtp_profiles: Option<Vec<SrtpProfile>>,
 }
 
 impl ShardConfig {
@@ -44,6 +53,9 @@ impl ShardConfig {
             disconnect_timeout: Duration::from_secs(20),
             quality_interval: Some(Duration::from_secs(5)),
             seed: 0x00c0_ffee,
+            // 2026-01-01T00:00:00Z
+            wallclock_at_start: UNIX_EPOCH + Duration::from_secs(1_767_225_600),
+            srtp_profiles: None,
         }
     }
 }

@@ -32,7 +32,7 @@ use crate::io::{Command, Event, Request, RequestId, Transmit};
 use crate::latency::{LatencyHistogram, LatencySnapshot};
 use crate::mesh::{home_of, room_home, ShardMessage, MAX_SHARDS};
 use crate::shard::{generate_certificate, Shard, ShardStats};
-use crate::socket::{bind_reuseport, send_batch, Batch};
+use crate::socket::{bind_reuseport, Batch, SendBatch};
 
 const SOCKET: Token = Token(0);
 const WAKER: Token = Token(1);
@@ -199,6 +199,8 @@ impl Driver {
             config.local_addr.set_port(local_addr.port());
         }
         let cert = generate_certificate()?;
+        // The one wall-clock reading the shards get: RTCP's NTP time counts from it.
+        config.wallclock_at_start = std::time::SystemTime::now();
         let events: Arc<dyn Fn(Event) + Send + Sync> = Arc::new(events);
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(DriverStats::default());
@@ -323,6 +325,8 @@ impl Worker {
         }
         let mut mio_events = Events::with_capacity(64);
         let mut batch = Batch::default();
+        let mut send = SendBatch::default();
+        let local = self.shard.config().local_addr;
         let mut transmits: Vec<Transmit> = Vec::with_capacity(256);
         let mut woken = vec![false; self.inboxes.len()];
         let mut published = Instant::now() - SNAPSHOT_EVERY;
@@ -352,13 +356,9 @@ impl Worker {
                     break;
                 }
                 let received = Instant::now();
-                for i in 0..n {
-                    if let Some((source, data)) = batch.get(i) {
-                        self.shard.handle_datagram(now, source, data);
-                    }
-                }
+                self.shard.handle_batch(now, batch.datagrams(n, local));
                 read += n;
-                if self.flush(&mut transmits, &mut woken) > 0 {
+                if self.flush(&mut send, &mut transmits, &mut woken) > 0 {
                     self.inboxes[self.id].latency.observe(received.elapsed());
                 }
             }
@@ -376,7 +376,7 @@ impl Worker {
                     .handle_shard_message(now, ShardMessage::Media { room, packet });
             }
             if let Some(oldest) = oldest {
-                if self.flush(&mut transmits, &mut woken) > 0 {
+                if self.flush(&mut send, &mut transmits, &mut woken) > 0 {
                     self.inboxes[self.id].latency.observe(oldest.elapsed());
                 }
             }
@@ -392,7 +392,7 @@ impl Worker {
             if self.shard.poll_timeout().is_some_and(|t| t <= now) {
                 self.shard.handle_timeout(now);
             }
-            self.flush(&mut transmits, &mut woken);
+            self.flush(&mut send, &mut transmits, &mut woken);
             if now.saturating_duration_since(published) >= SNAPSHOT_EVERY {
                 published = now;
                 *self.inboxes[self.id].snapshot.lock() = ShardSnapshot {
@@ -406,19 +406,28 @@ impl Worker {
 
     /// Sends transmits, routes shard messages (waking each destination once), and
     /// hands events to the sink. Returns how many datagrams were sent.
-    fn flush(&mut self, transmits: &mut Vec<Transmit>, woken: &mut [bool]) -> usize {
+    fn flush(
+        &mut self,
+        send: &mut SendBatch,
+        transmits: &mut Vec<Transmit>,
+        woken: &mut [bool],
+    ) -> usize {
         transmits.clear();
         while let Some(t) = self.shard.poll_transmit() {
             transmits.push(t);
         }
         let mut sent = 0;
         if !transmits.is_empty() {
-            sent = send_batch(&self.socket, transmits);
+            sent = send.send(&self.socket, transmits);
             let dropped = (transmits.len() - sent) as u64;
             if dropped > 0 {
                 self.stats
                     .dropped_send
                     .fetch_add(dropped, Ordering::Relaxed);
+            }
+            // The buffers go back to the shard's pool for the next datagrams.
+            for t in transmits.drain(..) {
+                self.shard.recycle(t.contents);
             }
         }
         woken.fill(false);

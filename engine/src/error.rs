@@ -5,6 +5,11 @@
 pub enum EngineError {
     #[error("could not generate the DTLS certificate")]
     Certificate,
+    #[error("the local ICE candidate {addr} is not usable: {reason}")]
+    Candidate {
+        addr: std::net::SocketAddr,
+        reason: String,
+    },
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
 }

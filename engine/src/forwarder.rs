@@ -2,18 +2,23 @@
 //!
 //! The shard calls `forward_to` for every subscriber in the speaker's room that is
 //! connected and not deafened. The slot table picks the slot (or none), the slot's
-//! rewriter maps sequence number and timestamp, and the packet is written to str0m's
-//! send stream for the slot's mid with the speaker's CSRC as the only CSRC and the
-//! speaker's audio level, in the subscriber's Opus payload type. The payload is shared
-//! (`Arc<[u8]>`), never copied per subscriber.
+//! rewriter maps sequence number and timestamp, and [`crate::egress`] writes the
+//! packet, in the subscriber's Opus payload type with the speaker's CSRC and audio
+//! level, into a pooled buffer, seals it and queues it for the socket. The payload is
+//! shared (`Arc<[u8]>`) between subscribers and shards until that one copy into the
+//! datagram, which is sealed in place: no allocation per copy.
 
+use std::collections::VecDeque;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use chorus_protocol::signal::ParticipantId;
-use str0m::rtp::{ExtensionValues, RtpWrite};
 
+use crate::egress::WriteError;
+use crate::io::{Protocol, Transmit};
 use crate::participant::Participant;
+use crate::pool::BufferPool;
 use crate::slots::{Loudness, Route};
 
 /// One audio packet of a speaker, as the subscribers' side needs it. This is also the
@@ -42,8 +47,19 @@ pub(crate) enum Outcome {
     NoSlot,
     /// Older than the speaker's switch onto the slot.
     Late,
-    /// str0m has no send stream for the slot (should not happen once negotiated).
+    /// No slot stream there (should not happen once negotiated).
     NoStream,
+    /// The subscriber's slot streams have no keys or address yet.
+    NotReady,
+    /// The copy could not be written or sealed.
+    Failed,
+}
+
+/// Where forwarded copies go: the shard's buffers and send queue.
+pub(crate) struct Sink<'a> {
+    pub local: SocketAddr,
+    pub pool: &'a mut BufferPool,
+    pub transmits: &'a mut VecDeque<Transmit>,
 }
 
 pub(crate) fn forward_to(
@@ -51,7 +67,11 @@ pub(crate) fn forward_to(
     pkt: &SpeakerPacket,
     now: Instant,
     loudness: impl Fn(ParticipantId) -> Loudness,
+    sink: &mut Sink<'_>,
 ) -> Outcome {
+    if !sub.egress.has_keys() {
+        return Outcome::NotReady;
+    }
     let slot = match sub.table.route(pkt.speaker, now, loudness) {
         Route::Keep(i) | Route::Took(i) => i,
         Route::NoSlot => return Outcome::NoSlot,
@@ -65,27 +85,23 @@ pub(crate) fn forward_to(
     else {
         return Outcome::Late;
     };
-    let ext = ExtensionValues {
-        audio_level: pkt.audio_level,
-        voice_activity: pkt.voice_activity,
-        ..Default::default()
-    };
-    let write = RtpWrite::new(
-        tx.pt,
-        out.seq.into(),
-        out.timestamp,
-        now,
-        pkt.payload.clone(),
-    )
-    .marker(pkt.marker || out.switched)
-    .csrc(&[pkt.csrc])
-    .ext_vals(ext);
-    let mid = tx.mid;
-    let mut api = sub.rtc.direct_api();
-    let Some(stream) = api.stream_tx_by_mid(mid, None) else {
-        return Outcome::NoStream;
-    };
-    stream.write_rtp(write);
-    sub.needs_flush = true;
-    Outcome::Sent
+    let mut buf = sink.pool.take();
+    match sub.egress.write_rtp(tx, pkt, out, &mut buf) {
+        Ok(destination) => {
+            sink.transmits.push_back(Transmit {
+                proto: Protocol::Udp,
+                source: sink.local,
+                destination,
+                contents: buf,
+            });
+            Outcome::Sent
+        }
+        Err(e) => {
+            sink.pool.give(buf);
+            match e {
+                WriteError::NotReady => Outcome::NotReady,
+                WriteError::Seal => Outcome::Failed,
+            }
+        }
+    }
 }

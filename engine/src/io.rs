@@ -204,9 +204,36 @@ pub enum Event {
     Notify(NodeEvent),
 }
 
+/// The transport a datagram travels on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum Protocol {
+    /// The node's UDP port.
+    #[default]
+    Udp,
+    /// An ICE-TCP connection (RFC 6544, framed per RFC 4571).
+    Tcp,
+}
+
+/// A datagram that arrived: what [`crate::Shard::handle_batch`] takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Datagram<'a> {
+    pub proto: Protocol,
+    pub source: SocketAddr,
+    /// The local address it was sent to.
+    pub destination: SocketAddr,
+    pub contents: &'a [u8],
+}
+
 /// A datagram to send.
+///
+/// `contents` usually comes from the shard's buffer pool: hand it back with
+/// [`crate::Shard::recycle`] once sent, so the next datagram reuses it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transmit {
+    pub proto: Protocol,
+    /// The local address to send from (the one the peer knows us by).
+    pub source: SocketAddr,
     pub destination: SocketAddr,
     pub contents: Vec<u8>,
 }

@@ -1,32 +1,26 @@
 //! One participant on this shard: its str0m `Rtc`, what was negotiated, and its
-//! side of the forwarding pipeline (slot table, per-slot rewriters).
+//! side of the forwarding pipeline (slot table, and the slot streams Chorus sends
+//! itself: [`crate::egress`]).
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Instant;
 
 use chorus_protocol::signal::{DisplayName, ParticipantId, ParticipantInfo, RoomId};
-use str0m::media::{Mid, Pt};
+use chorus_srtp::capture::KeyCapture;
+use chorus_srtp::keys::DtlsSrtpKeys;
+use str0m::media::Pt;
 use str0m::rtp::RtpPacket;
 use str0m::{Event as RtcEvent, Output, Rtc};
 
-use crate::io::{Permissions, Transmit};
+use crate::egress::{Egress, SlotTx};
+use crate::io::{Permissions, Protocol, Transmit};
 use crate::quality::Quality;
-use crate::rewriter::SlotRewriter;
 use crate::slots::SlotTable;
 
 /// Most source addresses one participant may send from (ICE candidates that passed
 /// the integrity check); more are ignored.
 pub(crate) const MAX_ADDRS: usize = 8;
-
-/// One negotiated audio slot: a send stream towards this subscriber.
-#[derive(Debug)]
-pub(crate) struct SlotTx {
-    pub mid: Mid,
-    /// The subscriber's Opus payload type.
-    pub pt: Pt,
-    pub rewriter: SlotRewriter,
-}
 
 /// A participant's media state; it moves between shards whole (str0m `Rtc` is `Send`).
 pub struct Participant {
@@ -57,8 +51,10 @@ pub struct Participant {
     pub(crate) mic_pt: Option<Pt>,
     pub(crate) slots: Vec<SlotTx>,
     pub(crate) table: SlotTable,
-    /// Packets were written: str0m needs a timeout to send them.
-    pub(crate) needs_flush: bool,
+    /// The slot streams' send side (keys, address, reports).
+    pub(crate) egress: Egress,
+    /// Where str0m's DTLS hands over the session's SRTP keys.
+    pub(crate) keys: KeyCapture,
     /// The `speakers` message must be sent again.
     pub(crate) speakers_dirty: bool,
     /// str0m returned an error: the `Rtc` is unusable.
@@ -79,8 +75,10 @@ impl Participant {
     }
 
     /// Drains str0m until it asks for a timeout (its contract after every input).
+    /// `local` is the address str0m's datagrams leave from.
     pub(crate) fn drain(
         &mut self,
+        local: std::net::SocketAddr,
         transmits: &mut VecDeque<Transmit>,
         media: &mut VecDeque<(ParticipantId, RtpPacket)>,
     ) {
@@ -90,17 +88,24 @@ impl Participant {
                     self.next_timeout = t;
                     return;
                 }
-                Ok(Output::Transmit(t)) => transmits.push_back(Transmit {
-                    destination: t.destination,
-                    contents: t.contents.into(),
-                }),
+                Ok(Output::Transmit(t)) => {
+                    // The nominated pair: where the slot streams go too.
+                    self.egress.remote = Some(t.destination);
+                    transmits.push_back(Transmit {
+                        proto: Protocol::Udp,
+                        source: local,
+                        destination: t.destination,
+                        contents: t.contents.into(),
+                    })
+                }
                 Ok(Output::Event(e)) => match e {
                     RtcEvent::RtpPacket(p) => media.push_back((self.id, p)),
                     RtcEvent::Connected => {
                         tracing::debug!(room = %self.room, participant = %self.id, "media connected");
                         self.connected = true;
+                        self.take_keys();
                     }
-                    RtcEvent::PeerStats(s) => self.quality.on_peer(&s),
+                    RtcEvent::PeerStats(s) => self.quality.on_peer(&s, self.egress.bytes_sent),
                     RtcEvent::MediaIngressStats(s) => self.quality.on_ingress(&s),
                     RtcEvent::MediaEgressStats(s) => self.quality.on_egress(&s),
                     RtcEvent::IceConnectionStateChange(s) => {
@@ -114,6 +119,21 @@ impl Participant {
                     return;
                 }
             }
+        }
+    }
+
+    /// Keys the slot streams with what the DTLS handshake exported.
+    fn take_keys(&mut self) {
+        let Some(captured) = self.keys.take() else {
+            tracing::warn!(room = %self.room, participant = %self.id, "DTLS connected without SRTP keys: slots stay silent");
+            return;
+        };
+        let keyed = DtlsSrtpKeys::from_exporter(captured.profile, &captured.material)
+            .is_ok_and(|keys| self.egress.set_keys(&keys, captured.dtls_client));
+        if keyed {
+            tracing::debug!(room = %self.room, participant = %self.id, profile = captured.profile.name(), "slot streams keyed");
+        } else {
+            tracing::warn!(room = %self.room, participant = %self.id, "unusable SRTP keys: slots stay silent");
         }
     }
 }

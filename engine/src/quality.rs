@@ -49,6 +49,8 @@ pub(crate) struct Quality {
     egress_loss: (f32, u32),
     /// The last complete round, not yet reported.
     ready: Option<Figures>,
+    /// The last round trip measured from our sender reports.
+    report_rtt: Option<Duration>,
 }
 
 impl Quality {
@@ -60,10 +62,14 @@ impl Quality {
             pending: None,
             egress_loss: (0.0, 0),
             ready: None,
+            report_rtt: None,
         }
     }
 
-    pub fn on_peer(&mut self, s: &PeerStats) {
+    /// str0m's peer figures; `sent_by_chorus`: bytes of the datagrams Chorus sent
+    /// itself (the slot streams), which str0m does not count.
+    pub fn on_peer(&mut self, s: &PeerStats, sent_by_chorus: u64) {
+        let bytes_tx = s.peer_bytes_tx + sent_by_chorus;
         self.finish();
         let mut f = Figures {
             loss_in: s.ingress_loss_fraction,
@@ -85,10 +91,10 @@ impl Quality {
                     (now.saturating_sub(before) as f64 * 8.0 / secs).round() as u64
                 };
                 f.bitrate_in = rate(s.peer_bytes_rx, rx);
-                f.bitrate_out = rate(s.peer_bytes_tx, tx);
+                f.bitrate_out = rate(bytes_tx, tx);
             }
         }
-        self.last = Some((s.timestamp, s.peer_bytes_rx, s.peer_bytes_tx));
+        self.last = Some((s.timestamp, s.peer_bytes_rx, bytes_tx));
         self.pending = Some(f);
     }
 
@@ -116,6 +122,16 @@ impl Quality {
         }
     }
 
+    /// What the client's receiver reports said about the slot streams Chorus sends
+    /// itself (str0m does not see those streams).
+    pub fn add_reports(&mut self, r: crate::egress::ReportFigures) {
+        self.egress_loss.0 += r.loss_sum;
+        self.egress_loss.1 += r.loss_count;
+        if r.rtt.is_some() {
+            self.report_rtt = r.rtt;
+        }
+    }
+
     /// The round's figures, once str0m has emitted all of it (call after a drain).
     pub fn take(&mut self) -> Option<Figures> {
         self.finish();
@@ -127,6 +143,9 @@ impl Quality {
             let (sum, n) = std::mem::take(&mut self.egress_loss);
             if f.loss_out.is_none() && n > 0 {
                 f.loss_out = Some(sum / n as f32);
+            }
+            if f.rtt_ms.is_none() {
+                f.rtt_ms = self.report_rtt.map(ms);
             }
             self.ready = Some(f);
         }

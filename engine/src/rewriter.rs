@@ -56,6 +56,18 @@ impl SlotRewriter {
         }
     }
 
+    /// The slot's RTP timestamp at `now` (the last one sent, advanced by the time
+    /// since), for a sender report; `None` if nothing was sent within `window`.
+    pub fn timestamp_at(&self, now: Instant, window: std::time::Duration) -> Option<u32> {
+        let at = self.last_at?;
+        let elapsed = now.saturating_duration_since(at);
+        if elapsed > window {
+            return None;
+        }
+        let ticks = elapsed.as_micros() as u64 * CLOCK_RATE / 1_000_000;
+        Some(self.last_ts.wrapping_add(ticks as u32))
+    }
+
     /// Maps one packet of `speaker` (extended input `seq`, input `timestamp`).
     /// `None`: drop it (it is older than the switch to this speaker).
     pub fn rewrite(
@@ -143,6 +155,19 @@ mod tests {
         // route the slot's current occupant here, so this is the next source.
         let b2 = r.rewrite(b, 40_001, 1737, later).unwrap();
         assert_eq!((b2.seq, b2.switched), (65_537, false));
+    }
+
+    #[test]
+    fn the_report_timestamp_follows_the_clock() {
+        let t = Instant::now();
+        let mut r = SlotRewriter::new(0, 1000);
+        let window = Duration::from_secs(2);
+        assert_eq!(r.timestamp_at(t, window), None, "nothing sent yet");
+        r.rewrite(ParticipantId(1), 0, 0, t).unwrap();
+        assert_eq!(r.timestamp_at(t, window), Some(1000));
+        let later = t + Duration::from_millis(500);
+        assert_eq!(r.timestamp_at(later, window), Some(1000 + 24_000));
+        assert_eq!(r.timestamp_at(t + Duration::from_secs(3), window), None);
     }
 
     #[test]

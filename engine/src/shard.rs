@@ -5,7 +5,7 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use chorus_protocol::control::NodeEvent;
 use chorus_protocol::demux::{classify, DatagramKind};
@@ -16,9 +16,10 @@ use str0m::Input;
 
 use crate::config::ShardConfig;
 use crate::error::EngineError;
-use crate::io::{Command, Event, Transmit};
+use crate::io::{Command, Datagram, Event, Transmit};
 use crate::mesh::{home_of, ShardMessage, MAX_SHARDS};
-use crate::participant::Participant;
+use crate::participants::Participants;
+use crate::pool::BufferPool;
 use crate::room::Room;
 use crate::view::RoomView;
 
@@ -63,6 +64,15 @@ pub struct ShardStats {
     pub dropped_no_slot: u64,
     /// Reordered across a speaker switch.
     pub dropped_late: u64,
+    /// A connected subscriber whose slot streams had no SRTP keys (DTLS exported
+    /// none) or no address yet.
+    pub dropped_not_ready: u64,
+    /// A copy that could not be written or sealed.
+    pub dropped_unsealable: u64,
+    /// Sender reports (SRTCP compounds) sent for slot streams.
+    pub reports_out: u64,
+    /// Subscribers' SRTCP packets opened to read their reports on slot streams.
+    pub reports_in: u64,
     pub transmits_out: u64,
     /// Speaker packets handed to other shards (one per destination shard).
     pub handoffs_out: u64,
@@ -96,6 +106,10 @@ impl ShardStats {
             ("dropped_not_audio", self.dropped_not_audio),
             ("dropped_no_slot", self.dropped_no_slot),
             ("dropped_late", self.dropped_late),
+            ("dropped_not_ready", self.dropped_not_ready),
+            ("dropped_unsealable", self.dropped_unsealable),
+            ("reports_out", self.reports_out),
+            ("reports_in", self.reports_in),
             ("dropped_bad_claim", self.dropped_bad_claim),
         ]
     }
@@ -108,7 +122,7 @@ pub struct Shard {
     config: ShardConfig,
     cert: DtlsCert,
     /// Participants whose media is on this shard.
-    participants: HashMap<ParticipantId, Participant>,
+    participants: Participants,
     /// Rooms with members whose media is on this shard, or that hand to it.
     views: HashMap<RoomId, RoomView>,
     /// Rosters of the rooms whose home is this shard.
@@ -122,7 +136,13 @@ pub struct Shard {
     events: VecDeque<Event>,
     outbox: VecDeque<(usize, ShardMessage)>,
     media: VecDeque<(ParticipantId, RtpPacket)>,
-    flush: Vec<ParticipantId>,
+    /// Buffers of the datagrams the shard writes itself.
+    pool: BufferPool,
+    /// A buffer to open SRTCP in.
+    scratch: Vec<u8>,
+    /// The `now` the shard was created at (wall-clock time
+    /// [`ShardConfig::wallclock_at_start`]).
+    started: Instant,
     rng: u64,
     stats: ShardStats,
     /// The node drains: rooms close as soon as they are empty.
@@ -158,7 +178,7 @@ impl Shard {
             shards,
             config,
             cert,
-            participants: HashMap::new(),
+            participants: Participants::default(),
             views: HashMap::new(),
             rooms: HashMap::new(),
             by_addr: HashMap::new(),
@@ -169,7 +189,9 @@ impl Shard {
             events: VecDeque::new(),
             outbox: VecDeque::new(),
             media: VecDeque::new(),
-            flush: Vec::new(),
+            pool: BufferPool::default(),
+            scratch: Vec::with_capacity(crate::pool::BUFFER_CAPACITY),
+            started: now,
             rng,
             stats: ShardStats::default(),
             draining: false,
@@ -217,8 +239,28 @@ impl Shard {
 
     // ---- handle_* ------------------------------------------------------------
 
-    /// A datagram arrived on the shard's UDP socket from `source`.
+    /// Datagrams that arrived together (one `recvmmsg`), all at `now`.
+    ///
+    /// Each is demultiplexed to its participant and handed to its `Rtc` (in rtp mode
+    /// str0m holds one received packet at a time, so the sender's `Rtc` is drained
+    /// after each); a speaker's packet is forwarded at once: Chorus writes and seals
+    /// every subscriber's copy itself, so no subscriber's `Rtc` is touched.
+    pub fn handle_batch<'a>(
+        &mut self,
+        now: Instant,
+        datagrams: impl IntoIterator<Item = Datagram<'a>>,
+    ) {
+        for d in datagrams {
+            self.handle_one(now, d.source, d.contents);
+        }
+    }
+
+    /// One datagram on the shard's UDP socket from `source` (a batch of one).
     pub fn handle_datagram(&mut self, now: Instant, source: SocketAddr, data: &[u8]) {
+        self.handle_one(now, source, data);
+    }
+
+    fn handle_one(&mut self, now: Instant, source: SocketAddr, data: &[u8]) {
         self.stats.datagrams_in += 1;
         self.stats.bytes_in += data.len() as u64;
         if classify(data) == DatagramKind::Unknown {
@@ -230,6 +272,11 @@ impl Shard {
         };
         self.receive(now, pid, source, data);
         self.pump(now);
+    }
+
+    /// Takes back the buffer of a sent [`Transmit`], for the next datagram.
+    pub fn recycle(&mut self, contents: Vec<u8>) {
+        self.pool.give(contents);
     }
 
     /// An instruction from signaling, for the participant's home shard
@@ -365,6 +412,11 @@ impl Shard {
     }
 
     // ---- helpers ---------------------------------------------------------------
+
+    /// The wall-clock time at `now` (for RTCP's NTP timestamps).
+    fn wallclock(&self, now: Instant) -> SystemTime {
+        self.config.wallclock_at_start + now.saturating_duration_since(self.started)
+    }
 
     /// The room of a participant whose roster is on this shard.
     fn room_of_member(&self, pid: ParticipantId) -> Option<RoomId> {

@@ -1,19 +1,18 @@
 //! The UDP socket layer: `SO_REUSEPORT` binding and batched syscalls.
 //!
 //! This is the only module with `unsafe` (the `recvmmsg`/`sendmmsg` FFI); every block
-//! says why it is sound. One [`Batch`] per shard thread owns the buffers and the
-//! `mmsghdr` arrays, so steady-state I/O allocates nothing.
+//! says why it is sound. One [`Batch`] and one [`SendBatch`] per shard thread own the
+//! buffers and the `mmsghdr` arrays, so steady-state I/O allocates nothing.
 // The workspace denies unsafe code; the syscalls here are the one exception.
 #![allow(unsafe_code)]
 
 use std::io;
-use std::mem::MaybeUninit;
 use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
 use std::os::fd::AsRawFd;
 
-use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use socket2::{Domain, SockAddr, Socket, Type};
 
-use crate::io::Transmit;
+use crate::io::{Datagram, Protocol, Transmit};
 
 /// Datagrams moved per syscall.
 pub const BATCH: usize = 32;
@@ -29,7 +28,11 @@ pub fn bind_reuseport(addr: SocketAddr, count: usize) -> io::Result<Vec<UdpSocke
     let mut addr = addr;
     let mut sockets = Vec::with_capacity(count);
     for _ in 0..count.max(1) {
-        let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+        let s = Socket::new(
+            Domain::for_address(addr),
+            Type::DGRAM,
+            Some(socket2::Protocol::UDP),
+        )?;
         s.set_reuse_port(true)?;
         s.set_nonblocking(true)?;
         // Best effort: a smaller buffer only means earlier drops under bursts.
@@ -43,51 +46,60 @@ pub fn bind_reuseport(addr: SocketAddr, count: usize) -> io::Result<Vec<UdpSocke
     Ok(sockets)
 }
 
-/// Buffers for batched receive.
+/// Buffers for batched receive, with the `recvmmsg` header arrays that point into
+/// them (re-aimed at every call, so the struct may move between calls).
 pub struct Batch {
-    bufs: Vec<[u8; MAX_DATAGRAM]>,
-    lens: Vec<usize>,
-    sources: Vec<Option<SocketAddr>>,
+    bufs: Box<[[u8; MAX_DATAGRAM]; BATCH]>,
+    lens: [usize; BATCH],
+    sources: [Option<SocketAddr>; BATCH],
+    names: [libc::sockaddr_storage; BATCH],
+    iovecs: [libc::iovec; BATCH],
+    hdrs: [libc::mmsghdr; BATCH],
 }
 
 impl Default for Batch {
     fn default() -> Self {
         Batch {
-            bufs: vec![[0u8; MAX_DATAGRAM]; BATCH],
-            lens: vec![0; BATCH],
-            sources: vec![None; BATCH],
+            bufs: Box::new([[0u8; MAX_DATAGRAM]; BATCH]),
+            lens: [0; BATCH],
+            sources: [None; BATCH],
+            // SAFETY: sockaddr_storage, iovec and mmsghdr are plain old data (integers
+            // and raw pointers); all-zero is a valid value of each.
+            names: unsafe { std::mem::zeroed() },
+            // SAFETY: as above.
+            iovecs: unsafe { std::mem::zeroed() },
+            // SAFETY: as above.
+            hdrs: unsafe { std::mem::zeroed() },
         }
     }
 }
 
 impl Batch {
     /// Reads up to [`BATCH`] datagrams with one `recvmmsg`. `Ok(0)` when none wait.
+    /// Allocates nothing.
     pub fn recv(&mut self, socket: &impl AsRawFd) -> io::Result<usize> {
-        let mut names: [MaybeUninit<libc::sockaddr_storage>; BATCH] =
-            [const { MaybeUninit::uninit() }; BATCH];
-        let mut iovecs: Vec<libc::iovec> = self
-            .bufs
-            .iter_mut()
-            .map(|b| libc::iovec {
-                iov_base: b.as_mut_ptr().cast(),
-                iov_len: b.len(),
-            })
-            .collect();
-        // SAFETY: mmsghdr is plain old data; all-zero is a valid (empty) value.
-        let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
-        for (i, h) in hdrs.iter_mut().enumerate() {
-            h.msg_hdr.msg_name = names[i].as_mut_ptr().cast();
+        for i in 0..BATCH {
+            self.iovecs[i] = libc::iovec {
+                iov_base: self.bufs[i].as_mut_ptr().cast(),
+                iov_len: MAX_DATAGRAM,
+            };
+            let h = &mut self.hdrs[i];
+            h.msg_hdr.msg_name = (&mut self.names[i] as *mut libc::sockaddr_storage).cast();
             h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as u32;
-            h.msg_hdr.msg_iov = &mut iovecs[i];
+            h.msg_hdr.msg_iov = &mut self.iovecs[i];
             h.msg_hdr.msg_iovlen = 1;
+            h.msg_hdr.msg_control = std::ptr::null_mut();
+            h.msg_hdr.msg_controllen = 0;
+            h.msg_hdr.msg_flags = 0;
+            h.msg_len = 0;
         }
         // SAFETY: every header points at a live iovec (into self.bufs) and a live
-        // sockaddr_storage, with their true lengths; all outlive the call; the count
-        // is the array's length.
+        // sockaddr_storage, with their true lengths, all owned by self and not moved
+        // during the call; the count is the arrays' length.
         let n = unsafe {
             libc::recvmmsg(
                 socket.as_raw_fd(),
-                hdrs.as_mut_ptr(),
+                self.hdrs.as_mut_ptr(),
                 BATCH as u32,
                 libc::MSG_DONTWAIT,
                 std::ptr::null_mut(),
@@ -100,13 +112,16 @@ impl Batch {
                 _ => Err(e),
             };
         }
-        let n = n as usize;
+        let n = (n as usize).min(BATCH);
         for i in 0..n {
-            self.lens[i] = (hdrs[i].msg_len as usize).min(MAX_DATAGRAM);
+            self.lens[i] = (self.hdrs[i].msg_len as usize).min(MAX_DATAGRAM);
             // SAFETY: the kernel wrote msg_namelen bytes of a sockaddr into names[i]
             // for each of the n messages it returned.
             self.sources[i] =
-                unsafe { to_socket_addr(names[i].as_ptr(), hdrs[i].msg_hdr.msg_namelen) };
+                unsafe { to_socket_addr(&self.names[i], self.hdrs[i].msg_hdr.msg_namelen) };
+        }
+        for source in &mut self.sources[n..] {
+            *source = None;
         }
         Ok(n)
     }
@@ -117,63 +132,115 @@ impl Batch {
         let source = (*self.sources.get(i)?)?;
         Some((source, &self.bufs[i][..self.lens[i]]))
     }
+
+    /// The first `n` datagrams of the last [`Batch::recv`], as the shard takes them
+    /// ([`crate::Shard::handle_batch`]), all sent to `local`.
+    pub fn datagrams(&self, n: usize, local: SocketAddr) -> impl Iterator<Item = Datagram<'_>> {
+        (0..n.min(BATCH)).filter_map(move |i| {
+            let (source, contents) = self.get(i)?;
+            Some(Datagram {
+                proto: Protocol::Udp,
+                source,
+                destination: local,
+                contents,
+            })
+        })
+    }
 }
 
-/// Sends `transmits` with `sendmmsg`, [`BATCH`] per syscall. Returns how many were
-/// sent; the rest (socket buffer full, or an error) are dropped: a shard never blocks.
-pub fn send_batch(socket: &impl AsRawFd, transmits: &[Transmit]) -> usize {
-    let mut sent = 0;
-    for chunk in transmits.chunks(BATCH) {
-        let names: Vec<SockAddr> = chunk
-            .iter()
-            .map(|t| SockAddr::from(t.destination))
-            .collect();
-        let mut iovecs: Vec<libc::iovec> = chunk
-            .iter()
-            .map(|t| libc::iovec {
-                iov_base: t.contents.as_ptr() as *mut libc::c_void,
-                iov_len: t.contents.len(),
-            })
-            .collect();
-        // SAFETY: mmsghdr is plain old data; all-zero is a valid (empty) value.
-        let mut hdrs: Vec<libc::mmsghdr> = (0..chunk.len())
-            .map(|_| unsafe { std::mem::zeroed() })
-            .collect();
-        for (i, h) in hdrs.iter_mut().enumerate() {
-            h.msg_hdr.msg_name = names[i].as_ptr() as *mut libc::c_void;
-            h.msg_hdr.msg_namelen = names[i].len();
-            h.msg_hdr.msg_iov = &mut iovecs[i];
-            h.msg_hdr.msg_iovlen = 1;
-        }
-        let mut offset = 0;
-        while offset < hdrs.len() {
-            // SAFETY: each header points at a live iovec over a live Vec<u8> and a live
-            // SockAddr with its length; the kernel only reads them (sendmmsg writes
-            // msg_len, inside the headers we own); count matches the slice.
-            let n = unsafe {
-                libc::sendmmsg(
-                    socket.as_raw_fd(),
-                    hdrs[offset..].as_mut_ptr(),
-                    (hdrs.len() - offset) as u32,
-                    libc::MSG_DONTWAIT,
-                )
-            };
-            if n <= 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                // Full buffer or a per-destination error (e.g. ICMP unreachable
-                // reported on this socket): skip the message at the head and go on.
-                tracing::trace!(error = %e, "sendmmsg");
-                offset += 1;
-                continue;
-            }
-            offset += n as usize;
-            sent += n as usize;
+/// The `sendmmsg` header arrays, kept between calls so sending allocates nothing.
+pub struct SendBatch {
+    names: [libc::sockaddr_storage; BATCH],
+    iovecs: [libc::iovec; BATCH],
+    hdrs: [libc::mmsghdr; BATCH],
+}
+
+impl Default for SendBatch {
+    fn default() -> Self {
+        SendBatch {
+            // SAFETY: sockaddr_storage, iovec and mmsghdr are plain old data; all-zero
+            // is a valid value of each.
+            names: unsafe { std::mem::zeroed() },
+            // SAFETY: as above.
+            iovecs: unsafe { std::mem::zeroed() },
+            // SAFETY: as above.
+            hdrs: unsafe { std::mem::zeroed() },
         }
     }
-    sent
+}
+
+impl SendBatch {
+    /// Sends `transmits` with `sendmmsg`, [`BATCH`] per syscall. Returns how many were
+    /// sent; the rest (socket buffer full, or an error) are dropped: a shard never
+    /// blocks. Allocates nothing.
+    pub fn send(&mut self, socket: &impl AsRawFd, transmits: &[Transmit]) -> usize {
+        let mut sent = 0;
+        for chunk in transmits.chunks(BATCH) {
+            for (i, t) in chunk.iter().enumerate() {
+                let name = SockAddr::from(t.destination);
+                let len = (name.len() as usize).min(std::mem::size_of::<libc::sockaddr_storage>());
+                // SAFETY: `name` holds `len` initialized bytes of a sockaddr (at most
+                // a sockaddr_storage); names[i] has room for a whole sockaddr_storage;
+                // the two do not overlap.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        name.as_ptr().cast::<u8>(),
+                        (&mut self.names[i] as *mut libc::sockaddr_storage).cast::<u8>(),
+                        len,
+                    );
+                }
+                self.iovecs[i] = libc::iovec {
+                    iov_base: t.contents.as_ptr() as *mut libc::c_void,
+                    iov_len: t.contents.len(),
+                };
+                let h = &mut self.hdrs[i];
+                h.msg_hdr.msg_name = (&mut self.names[i] as *mut libc::sockaddr_storage).cast();
+                h.msg_hdr.msg_namelen = len as libc::socklen_t;
+                h.msg_hdr.msg_iov = &mut self.iovecs[i];
+                h.msg_hdr.msg_iovlen = 1;
+                h.msg_hdr.msg_control = std::ptr::null_mut();
+                h.msg_hdr.msg_controllen = 0;
+                h.msg_hdr.msg_flags = 0;
+                h.msg_len = 0;
+            }
+            let count = chunk.len();
+            let mut offset = 0;
+            while offset < count {
+                // SAFETY: headers [offset, count) point at live iovecs over the
+                // transmits' buffers (borrowed for the call) and at live sockaddrs with
+                // their lengths; the kernel only reads them (sendmmsg writes msg_len,
+                // inside the headers we own).
+                let n = unsafe {
+                    libc::sendmmsg(
+                        socket.as_raw_fd(),
+                        self.hdrs[offset..count].as_mut_ptr(),
+                        (count - offset) as u32,
+                        libc::MSG_DONTWAIT,
+                    )
+                };
+                if n <= 0 {
+                    let e = io::Error::last_os_error();
+                    if e.kind() == io::ErrorKind::Interrupted {
+                        continue;
+                    }
+                    // Full buffer or a per-destination error (e.g. ICMP unreachable
+                    // reported on this socket): skip the message at the head and go on.
+                    tracing::trace!(error = %e, "sendmmsg");
+                    offset += 1;
+                    continue;
+                }
+                offset += n as usize;
+                sent += n as usize;
+            }
+        }
+        sent
+    }
+}
+
+/// Sends `transmits` with `sendmmsg` (see [`SendBatch::send`]); for callers without
+/// a [`SendBatch`] of their own.
+pub fn send_batch(socket: &impl AsRawFd, transmits: &[Transmit]) -> usize {
+    SendBatch::default().send(socket, transmits)
 }
 
 /// Reads a kernel-written sockaddr.
@@ -230,6 +297,8 @@ mod tests {
         peer.set_nonblocking(true).unwrap();
         let transmits: Vec<Transmit> = (0..40u8)
             .map(|i| Transmit {
+                proto: Protocol::Udp,
+                source: socks[0].local_addr().unwrap(),
                 destination: peer_addr,
                 contents: vec![i; 10 + i as usize],
             })

@@ -8,6 +8,7 @@ use std::time::Instant;
 use chorus_protocol::signal::ParticipantId;
 
 use crate::level::SpeakerLevel;
+use crate::participants::Key;
 use crate::slots::Loudness;
 
 /// Who started and who stopped speaking at one tick.
@@ -17,10 +18,17 @@ pub(crate) struct SpeakingChange {
     pub stopped: Vec<ParticipantId>,
 }
 
+/// A member whose media is on this shard, and where the shard keeps it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Local {
+    pub id: ParticipantId,
+    pub key: Key,
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct RoomView {
     /// Members whose media is on this shard, in arrival order.
-    pub local: Vec<ParticipantId>,
+    pub local: Vec<Local>,
     /// Other shards holding members of the room.
     pub remote: Vec<usize>,
     levels: HashMap<ParticipantId, SpeakerLevel>,
@@ -50,7 +58,20 @@ impl RoomView {
     /// Forgets a speaker entirely (it left).
     pub fn forget(&mut self, speaker: ParticipantId) {
         self.levels.remove(&speaker);
-        self.local.retain(|p| *p != speaker);
+        self.remove_local(speaker);
+    }
+
+    pub fn add_local(&mut self, id: ParticipantId, key: Key) {
+        self.remove_local(id);
+        self.local.push(Local { id, key });
+    }
+
+    pub fn remove_local(&mut self, id: ParticipantId) {
+        self.local.retain(|m| m.id != id);
+    }
+
+    pub fn is_local(&self, id: ParticipantId) -> bool {
+        self.local.iter().any(|m| m.id == id)
     }
 
     pub fn loudness(&self, participant: ParticipantId) -> Loudness {

@@ -8,7 +8,7 @@
 //! | packet | view | writer |
 //! | --- | --- | --- |
 //! | SR, RR (RFC 3550 §6.4) | [`SenderReport`], [`ReceiverReport`] | [`SenderReportWriter`], [`ReceiverReportWriter`] |
-//! | SDES, BYE (RFC 3550 §6.5, §6.6) | [`Sdes`], [`Bye`] | |
+//! | SDES, BYE (RFC 3550 §6.5, §6.6) | [`Sdes`], [`Bye`] | [`SdesCnameWriter`] |
 //! | Generic NACK (RFC 4585 §6.2.1) | [`Nack`] | [`NackWriter`] |
 //! | PLI (RFC 4585 §6.3.1), FIR (RFC 5104 §4.3.1) | [`Pli`], [`Fir`] | [`PliWriter`], [`FirWriter`] |
 //! | REMB (draft-alvestrand-rmcat-remb) | [`Remb`] | [`RembWriter`] |
@@ -30,7 +30,7 @@ pub use psfb::{Fir, FirEntry, FirWriter, Pli, PliWriter, Remb, RembWriter};
 pub use report::{
     ReceiverReport, ReceiverReportWriter, ReportBlock, SenderInfo, SenderReport, SenderReportWriter,
 };
-pub use sdes::{Sdes, SdesChunk, SdesItems};
+pub use sdes::{Sdes, SdesChunk, SdesCnameWriter, SdesItems};
 pub use twcc::{Twcc, TwccStatuses};
 
 use crate::cursor::{Reader, Writer};

@@ -11,6 +11,8 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, FromArgMatches, Parser, Subcommand};
 use serde::Deserialize;
 
+use chorus_engine::SrtpProfile;
+
 use crate::config::NodeConfig;
 
 #[derive(Parser)]
@@ -108,6 +110,28 @@ pub struct ServeArgs {
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `chorus_engine=debug`.
     #[arg(long, env = "CHORUS_LOG", default_value = "info")]
     pub log: String,
+    /// SRTP profiles the node agrees to, comma-separated, preferred first (default: all,
+    /// AES-256-GCM first): `AEAD_AES_256_GCM`, `AEAD_AES_128_GCM`,
+    /// `AES_CM_128_HMAC_SHA1_80` (or their `SRTP_…` IANA names). A client offering none
+    /// of them connects without media.
+    #[arg(long, env = "CHORUS_SRTP_PROFILES", value_delimiter = ',',
+          value_parser = parse_srtp_profile)]
+    pub srtp_profiles: Vec<SrtpProfile>,
+}
+
+/// An SRTP profile by its name in WebRTC statistics (`srtpCipher`) or its IANA name.
+pub fn parse_srtp_profile(name: &str) -> Result<SrtpProfile, String> {
+    let name = name.trim();
+    let iana = match name.to_ascii_uppercase().as_str() {
+        "AES_CM_128_HMAC_SHA1_80" => "SRTP_AES128_CM_HMAC_SHA1_80".to_owned(),
+        "AEAD_AES_128_GCM" | "AEAD_AES_256_GCM" => format!("SRTP_{name}"),
+        _ => name.to_owned(),
+    };
+    SrtpProfile::from_name(&iana).ok_or_else(|| {
+        format!(
+            "unknown SRTP profile {name:?}: use AEAD_AES_256_GCM, AEAD_AES_128_GCM or AES_CM_128_HMAC_SHA1_80"
+        )
+    })
 }
 
 /// The config file: every key optional, named like its flag.
@@ -134,6 +158,7 @@ struct FileConfig {
     client_message_rate: Option<u32>,
     header_timeout: Option<u64>,
     log: Option<String>,
+    srtp_profiles: Option<Vec<String>>,
 }
 
 /// Why the command line or the config file cannot be used.
@@ -216,6 +241,15 @@ impl ServeArgs {
         take!(client_message_rate, "client_message_rate");
         take!(header_timeout, "header_timeout");
         take!(log, "log");
+        if let Some(names) = file.srtp_profiles {
+            if unset("srtp_profiles") {
+                self.srtp_profiles = names
+                    .iter()
+                    .map(|n| parse_srtp_profile(n))
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| CliError::Invalid(format!("{}: {e}", path.display())))?;
+            }
+        }
         if !(1..=32).contains(&self.audio_slots) {
             return Err(CliError::Invalid(format!(
                 "{}: audio-slots must be 1 to 32, not {}",
@@ -258,6 +292,7 @@ impl ServeArgs {
             drain_timeout: Duration::from_secs(self.drain_timeout),
             quality_interval: (self.quality_interval > 0)
                 .then(|| Duration::from_secs(self.quality_interval)),
+            srtp_profiles: (!self.srtp_profiles.is_empty()).then(|| self.srtp_profiles.clone()),
         }
     }
 
@@ -309,6 +344,45 @@ mod tests {
         assert_eq!(args.audio_slots, 4);
         assert_eq!(args.token_secret.as_deref(), Some("s"));
         assert_eq!(args.node_config().shards, 3);
+    }
+
+    #[test]
+    fn srtp_profiles_by_stats_or_iana_name_from_flag_or_file() {
+        let args = resolve(&["chorus", "serve"], "").unwrap();
+        assert_eq!(args.node_config().srtp_profiles, None, "default: all");
+        let args = resolve(
+            &[
+                "chorus",
+                "serve",
+                "--srtp-profiles",
+                "AES_CM_128_HMAC_SHA1_80,aead_aes_128_gcm",
+            ],
+            "",
+        )
+        .unwrap();
+        assert_eq!(
+            args.node_config().srtp_profiles,
+            Some(vec![
+                SrtpProfile::Aes128CmSha1_80,
+                SrtpProfile::AeadAes128Gcm
+            ])
+        );
+        let args = resolve(
+            &["chorus", "serve"],
+            "srtp-profiles = [\"SRTP_AEAD_AES_256_GCM\"]",
+        )
+        .unwrap();
+        assert_eq!(
+            args.node_config().srtp_profiles,
+            Some(vec![SrtpProfile::AeadAes256Gcm])
+        );
+        assert!(resolve(&["chorus", "serve"], "srtp-profiles = [\"ROT13\"]").is_err());
+        let bad =
+            Cli::command().try_get_matches_from(["chorus", "serve", "--srtp-profiles", "NULL"]);
+        assert!(
+            bad.is_err(),
+            "an unknown profile is refused with a clear error"
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use chorus_engine::config::DEFAULT_AUDIO_SLOTS;
+use chorus_engine::SrtpProfile;
 
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
@@ -46,6 +47,8 @@ pub struct NodeConfig {
     pub drain_timeout: Duration,
     /// How often each participant's `quality` event is produced (`None`: never).
     pub quality_interval: Option<Duration>,
+    /// SRTP profiles the node agrees to, preferred first (`None`: all).
+    pub srtp_profiles: Option<Vec<SrtpProfile>>,
 }
 
 impl Default for NodeConfig {
@@ -70,6 +73,7 @@ impl Default for NodeConfig {
             control: None,
             drain_timeout: Duration::from_secs(30),
             quality_interval: Some(Duration::from_secs(5)),
+            srtp_profiles: None,
         }
     }
 }

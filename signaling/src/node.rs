@@ -162,6 +162,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, SignalingError> {
     shard.auto_create_rooms = config.dev || config.auto_create_rooms;
     shard.disconnect_timeout = config.disconnect_timeout;
     shard.quality_interval = config.quality_interval;
+    shard.srtp_profiles = config.srtp_profiles.clone();
     shard.seed = seed();
 
     let routes = Arc::new(Routes::default());

@@ -481,6 +481,35 @@ test('three browsers talk through the demo page', { timeout: 110_000 }, async (t
       }, { timeout: 25_000 });
     }
 
+    // 2b. The slot streams are Chorus's own SRTP: the browser decrypts them with the
+    //     profile DTLS negotiated (the node's default: AES-256-GCM; or the one
+    //     --srtp-profiles holds it to), and reads the speaker's audio level (RFC 6464,
+    //     written by Chorus) next to its CSRC in getContributingSources.
+    {
+      const held = CHORUS_ARGS.includes('--srtp-profiles')
+        ? CHORUS_ARGS[CHORUS_ARGS.indexOf('--srtp-profiles') + 1].split(',')[0].toUpperCase()
+        : null;
+      for (const name of names) {
+        const cipher = await pages[name].evaluate(async () => {
+          const report = await window.chorus.pc.getStats();
+          for (const s of report.values()) {
+            if (s.type === 'transport' && s.srtpCipher) return s.srtpCipher;
+          }
+          return null;
+        });
+        const want = held ? [held.replace(/^SRTP_/, '').replace('AES128_CM_HMAC', 'AES_CM_128_HMAC')] : ['AEAD_AES_256_GCM'];
+        assert.ok(want.includes(cipher), `${name}'s transport uses ${cipher}, expected ${want}`);
+        t.diagnostic(`${name}: srtpCipher ${cipher}`);
+        const others = names.filter((n) => n !== name);
+        await poll(`${name} reads audio levels with the others' CSRCs`, async () => {
+          const levels = await pages[name].evaluate(() => window.chorus.contributingSources()
+            .filter((s) => s.ageMs < 500).map((s) => ({ source: s.source, level: s.audioLevel })));
+          const loud = others.filter((o) => levels.some((l) => l.source === who[o].csrc && l.level > 0));
+          return { ok: loud.length === others.length, levels };
+        }, { timeout: 10_000 });
+      }
+    }
+
     // 3. Speaking indicators: the fake microphone beeps, so the others light up.
     for (const name of names) {
       const others = names.filter((n) => n !== name);

@@ -10,24 +10,30 @@
 #   tools/load/bench.sh quick        # 2 rooms x 4, 5 s: a smoke test (used by tools/test.sh)
 #   tools/load/bench.sh memory       # 1,000 silent participants: memory per participant
 #
-# Env: DURATION (default 60s), SHARDS (override the shard list), SIZES (sweep), OUT.
+# Env: DURATION (default 60s), SHARDS (override the shard list), SIZES (sweep), OUT,
+#      CHORUS_BIN / LOAD_BIN (run these binaries instead of building target/$PROFILE's;
+#      e.g. a baseline build for a before/after comparison), LABEL (added to each line).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 mode="${1:-standard}"
 out="${OUT:-target/bench/load.jsonl}"
 mkdir -p "$(dirname "$out")"
 profile="${PROFILE:-release}"
-if [ "$profile" = release ]; then
-  cargo build --release --locked -q -p chorus-signaling -p chorus-load
-else
-  cargo build --locked -q -p chorus-signaling -p chorus-load
-fi
 bin="target/$profile"
+chorus_bin="${CHORUS_BIN:-$bin/chorus}"
+load_bin="${LOAD_BIN:-$bin/chorus-load}"
+if [ -z "${CHORUS_BIN:-}" ] || [ -z "${LOAD_BIN:-}" ]; then
+  if [ "$profile" = release ]; then
+    cargo build --release --locked -q -p chorus-signaling -p chorus-load
+  else
+    cargo build --locked -q -p chorus-signaling -p chorus-load
+  fi
+fi
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 # All clients share 127.0.0.1: lift the per-IP join rate on nodes that have one.
 node_extra=()
-if "$bin/chorus" serve --help 2>/dev/null | grep -q -- '--join-rate-per-ip'; then
+if "$chorus_bin" serve --help 2>/dev/null | grep -q -- '--join-rate-per-ip'; then
   node_extra+=(--join-rate-per-ip 0)
 fi
 
@@ -39,7 +45,7 @@ run() {
   local http udp node_log
   http="$(free_port)"; udp="$(free_port)"
   node_log="$(mktemp)"
-  "$bin/chorus" serve --dev --shards "$shards" --http "127.0.0.1:$http" --udp "127.0.0.1:$udp" \
+  "$chorus_bin" serve --dev --shards "$shards" --http "127.0.0.1:$http" --udp "127.0.0.1:$udp" \
     --max-participants 100000 --max-connections-per-ip 0 --log warn "${node_extra[@]}" 2>"$node_log" &
   local pid=$!
   for _ in $(seq 100); do
@@ -47,7 +53,7 @@ run() {
     sleep 0.1
   done
   local line status=0
-  line="$("$bin/chorus-load" --url "http://127.0.0.1:$http" --rooms "$rooms" --per-room "$per" \
+  line="$("$load_bin" --url "http://127.0.0.1:$http" --rooms "$rooms" --per-room "$per" \
     --speakers "$speakers" --duration "$duration" --node-pid "$pid" "$@")" || status=$?
   kill "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
@@ -62,7 +68,9 @@ run() {
     echo "bench.sh: chorus-load exited $status (see join_failures); recorded" >&2
   fi
   rm -f "$node_log"
-  line="{\"shards\":$shards,\"mode\":\"$mode\",\"exit_status\":$status,${line#\{}"
+  local label=""
+  [ -n "${LABEL:-}" ] && label="\"label\":\"$LABEL\","
+  line="{${label}\"shards\":$shards,\"mode\":\"$mode\",\"exit_status\":$status,${line#\{}"
   echo "$line" | tee -a "$out"
 }
 

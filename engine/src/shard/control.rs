@@ -5,10 +5,13 @@ use std::time::Instant;
 
 use chorus_protocol::control::{NodeEvent, RoomKind};
 use chorus_protocol::signal::{DisplayName, ErrorCode, ParticipantId, RoomId, ServerMessage};
+use chorus_srtp::capture::{build_rtc_with, KeyCapture};
 use str0m::rtp::Extension;
 use str0m::{Candidate, IceCreds, Rtc};
 
 use super::{random_token, ufrag_for, Shard};
+use crate::egress::Egress;
+use crate::error::EngineError;
 use crate::io::{CloseReason, Command, Event, Permissions};
 use crate::mesh::ShardMessage;
 use crate::participant::Participant;
@@ -120,8 +123,8 @@ impl Shard {
         let csrc = room.allocate_csrc();
         let ufrag = ufrag_for(pid, &mut self.rng);
         let pass = random_token(&mut self.rng, 24);
-        let rtc = match self.new_rtc(now, ufrag.clone(), pass) {
-            Ok(rtc) => rtc,
+        let (rtc, keys) = match self.new_rtc(now, ufrag.clone(), pass) {
+            Ok(built) => built,
             Err(e) => {
                 tracing::error!(error = %e, "could not create rtc");
                 if let Some(r) = self.rooms.get_mut(&room_id) {
@@ -150,7 +153,8 @@ impl Shard {
             mic_pt: None,
             slots: Vec::new(),
             table: SlotTable::new(0),
-            needs_flush: false,
+            egress: Egress::new(),
+            keys,
             // The current speakers go out at the next tick, not only at the next change.
             speakers_dirty: true,
             failed: false,
@@ -170,12 +174,11 @@ impl Shard {
         };
         let details = member.details(&room_id);
         room.add(member);
+        let key = self.participants.insert(p);
         self.views
             .entry(room_id.clone())
             .or_default()
-            .local
-            .push(pid);
-        self.participants.insert(pid, p);
+            .add_local(pid, key);
         self.drain(pid);
         self.signal(
             pid,
@@ -216,8 +219,14 @@ impl Shard {
         self.rooms.get(&room)?.members.get(&pid)
     }
 
-    pub(super) fn new_rtc(&self, now: Instant, ufrag: String, pass: String) -> Result<Rtc, String> {
-        let mut rtc = Rtc::builder()
+    /// A participant's `Rtc`, and where its DTLS will hand over the SRTP keys.
+    pub(super) fn new_rtc(
+        &self,
+        now: Instant,
+        ufrag: String,
+        pass: String,
+    ) -> Result<(Rtc, KeyCapture), EngineError> {
+        let config = Rtc::builder()
             .set_ice_lite(true)
             .set_rtp_mode(true)
             .clear_codecs()
@@ -233,12 +242,15 @@ impl Shard {
             .clear_extension_map()
             .set_extension(1, Extension::AudioLevel)
             .set_extension(4, Extension::RtpMid)
-            .set_stats_interval(self.config.quality_interval)
-            .build(now);
-        let candidate = Candidate::host(self.config.local_addr, "udp")
-            .map_err(|e| format!("local candidate {}: {e}", self.config.local_addr))?;
+            .set_stats_interval(self.config.quality_interval);
+        let (mut rtc, keys) = build_rtc_with(config, now, self.config.srtp_profiles.as_deref());
+        let candidate =
+            Candidate::host(self.config.local_addr, "udp").map_err(|e| EngineError::Candidate {
+                addr: self.config.local_addr,
+                reason: e.to_string(),
+            })?;
         rtc.add_local_candidate(candidate);
-        Ok(rtc)
+        Ok((rtc, keys))
     }
 
     /// Changes what the room sees of a member, tells the whole room (the member

@@ -9,17 +9,18 @@ use chorus_protocol::signal::{ErrorCode, ParticipantId, RoomId, ServerMessage, S
 use str0m::change::SdpOffer;
 use str0m::format::Codec;
 use str0m::media::Mid;
+use str0m::rtp::Extension;
 use str0m::rtp::RtpPacket;
-use str0m::Input;
 
 use super::{next_random, Shard};
-use crate::forwarder::{forward_to, Outcome, SpeakerPacket};
-use crate::io::{CloseReason, Command, Event};
-use crate::mesh::{home_of, ShardMessage};
 
 /// Times a media command may be sent after a participant that keeps moving.
 const MAX_REDIRECTS: u8 = 16;
-use crate::participant::{Participant, SlotTx};
+use crate::egress::{ExtIds, SlotTx, REPORT_INTERVAL};
+use crate::forwarder::{forward_to, Outcome, Sink, SpeakerPacket};
+use crate::io::{CloseReason, Command, Event, Protocol, Transmit};
+use crate::mesh::{home_of, ShardMessage};
+use crate::participant::Participant;
 use crate::rewriter::SlotRewriter;
 use crate::sdp::{candidates_in_every_section, prepare_offer};
 use crate::slots::SlotTable;
@@ -175,7 +176,7 @@ impl Shard {
         };
         view.forget(pid);
         for m in &view.local {
-            if let Some(s) = self.participants.get_mut(m) {
+            if let Some(s) = self.participants.at_mut(m.key) {
                 s.table.release(pid);
             }
         }
@@ -212,7 +213,10 @@ impl Shard {
         let Some(p) = self.participants.get_mut(&pid) else {
             return;
         };
-        p.drain(&mut self.transmits, &mut self.media);
+        p.drain(self.config.local_addr, &mut self.transmits, &mut self.media);
+        if p.egress.reports.loss_count > 0 || p.egress.reports.rtt.is_some() {
+            p.quality.add_reports(std::mem::take(&mut p.egress.reports));
+        }
         if let Some(q) = p.quality.take() {
             self.events
                 .push_back(Event::Notify(q.event(p.room.clone(), pid)));
@@ -223,32 +227,10 @@ impl Shard {
         }
     }
 
-    /// Forwards received media and sends what was written, until both are done.
+    /// Forwards the media str0m handed out.
     pub(super) fn pump(&mut self, now: Instant) {
-        loop {
-            while let Some((pid, pkt)) = self.media.pop_front() {
-                self.forward(now, pid, pkt);
-            }
-            if self.flush.is_empty() {
-                break;
-            }
-            // Take the list (keeping its capacity for the next round).
-            let mut batch = std::mem::take(&mut self.flush);
-            for pid in batch.drain(..) {
-                let Some(p) = self.participants.get_mut(&pid) else {
-                    continue;
-                };
-                p.needs_flush = false;
-                // str0m sends written packets on its next timeout (send queue).
-                if let Err(e) = p.rtc.handle_input(Input::Timeout(now)) {
-                    tracing::debug!(participant = %pid, error = %e, "rtc flush failed");
-                    p.failed = true;
-                }
-                self.drain(pid);
-            }
-            if self.flush.is_empty() {
-                self.flush = batch;
-            }
+        while let Some((pid, pkt)) = self.media.pop_front() {
+            self.forward(now, pid, pkt);
         }
     }
 
@@ -304,11 +286,16 @@ impl Shard {
             return;
         };
         view.on_audio(packet.speaker, now, packet.audio_level);
-        for sid in &view.local {
-            if *sid == packet.speaker {
+        let mut sink = Sink {
+            local: self.config.local_addr,
+            pool: &mut self.pool,
+            transmits: &mut self.transmits,
+        };
+        for m in &view.local {
+            if m.id == packet.speaker {
                 continue;
             }
-            let Some(sub) = self.participants.get_mut(sid) else {
+            let Some(sub) = self.participants.at_mut(m.key) else {
                 continue;
             };
             if sub.deafened
@@ -319,16 +306,41 @@ impl Shard {
             {
                 continue;
             }
-            let queued = sub.needs_flush;
-            match forward_to(sub, packet, now, |x| view.loudness(x)) {
-                Outcome::Sent => {
-                    self.stats.rtp_forwarded += 1;
-                    if !queued {
-                        self.flush.push(*sid);
-                    }
-                }
+            match forward_to(sub, packet, now, |x| view.loudness(x), &mut sink) {
+                Outcome::Sent => self.stats.rtp_forwarded += 1,
                 Outcome::NoSlot => self.stats.dropped_no_slot += 1,
                 Outcome::Late | Outcome::NoStream => self.stats.dropped_late += 1,
+                Outcome::NotReady => self.stats.dropped_not_ready += 1,
+                Outcome::Failed => self.stats.dropped_unsealable += 1,
+            }
+        }
+    }
+
+    /// Sender reports for the slot streams of every participant held here that is
+    /// due one.
+    fn send_reports(&mut self, now: Instant) {
+        let wallclock = self.wallclock(now);
+        for p in self.participants.values_mut() {
+            if !p.connected || p.egress.next_report.is_some_and(|at| at > now) {
+                continue;
+            }
+            // RFC 3550 §6.3.5: spread reports over [0.5, 1.5] × the interval.
+            let spread = REPORT_INTERVAL.as_millis() as u64;
+            let jitter = next_random(&mut self.rng) % spread;
+            p.egress.next_report =
+                Some(now + REPORT_INTERVAL / 2 + std::time::Duration::from_millis(jitter));
+            let mut buf = self.pool.take();
+            match p.egress.write_report(&p.slots, now, wallclock, &mut buf) {
+                Ok(Some(destination)) => {
+                    self.stats.reports_out += 1;
+                    self.transmits.push_back(Transmit {
+                        proto: Protocol::Udp,
+                        source: self.config.local_addr,
+                        destination,
+                        contents: buf,
+                    });
+                }
+                Ok(None) | Err(_) => self.pool.give(buf),
             }
         }
     }
@@ -343,7 +355,7 @@ impl Shard {
                 .iter()
                 .flat_map(|c| [(true, &c.started), (false, &c.stopped)])
             {
-                for pid in list.iter().filter(|p| view.local.contains(p)) {
+                for pid in list.iter().filter(|p| view.is_local(**p)) {
                     let (room, participant_id) = (room.clone(), *pid);
                     self.events.push_back(Event::Notify(if started {
                         NodeEvent::SpeakingStarted {
@@ -360,7 +372,7 @@ impl Shard {
             }
             let speakers = view.speakers();
             for m in &view.local {
-                let Some(p) = self.participants.get_mut(m) else {
+                let Some(p) = self.participants.at_mut(m.key) else {
                     continue;
                 };
                 let slots_changed = p.table.take_changed();
@@ -377,11 +389,12 @@ impl Shard {
                     })
                     .collect();
                 self.events.push_back(Event::Signal {
-                    to: *m,
+                    to: m.id,
                     message: ServerMessage::Speakers { speakers: list },
                 });
             }
         }
+        self.send_reports(now);
         self.close_expired_rooms(now);
         let timeout = self.config.disconnect_timeout;
         let gone: Vec<ParticipantId> = self
@@ -424,11 +437,25 @@ fn negotiate(
     let prepared = prepare_offer(sdp, audio_slots).map_err(|e| format!("invalid offer: {e}"))?;
     let offer =
         SdpOffer::from_sdp_string(&prepared.sdp).map_err(|e| format!("invalid SDP: {e}"))?;
-    let answer = p
-        .rtc
-        .sdp_api()
-        .accept_offer(offer)
-        .map_err(|e| format!("offer not accepted: {e}"))?;
+    // A renegotiation: str0m makes a send stream (with a new SSRC) for every slot
+    // that has none, and Chorus removed them. Declared again with their SSRCs, they
+    // keep those in the new answer (and are removed again below).
+    for slot in &p.slots {
+        if p.rtc.media(slot.mid).is_some() {
+            p.rtc
+                .direct_api()
+                .declare_stream_tx(slot.ssrc.into(), None, slot.mid, None);
+        }
+    }
+    let answer = match p.rtc.sdp_api().accept_offer(offer) {
+        Ok(answer) => answer,
+        Err(e) => {
+            for slot in &p.slots {
+                p.rtc.direct_api().remove_stream_tx(slot.ssrc.into());
+            }
+            return Err(format!("offer not accepted: {e}"));
+        }
+    };
     let opus = p
         .rtc
         .codec_config()
@@ -440,21 +467,53 @@ fn negotiate(
     p.mic_pt = prepared.mic_mid.is_some().then_some(opus);
 
     let mut slots = Vec::new();
+    let mut api = p.rtc.direct_api();
     for mid in &prepared.slot_mids {
         let mid = Mid::from(mid.as_str());
+        // str0m made a send stream for the slot and wrote its SSRC into the answer;
+        // Chorus sends on that SSRC itself, so str0m's stream goes (also when a new
+        // negotiation brought it back).
+        let ssrc = api.stream_tx_by_mid(mid, None).map(|s| s.ssrc());
+        if let Some(ssrc) = ssrc {
+            api.remove_stream_tx(ssrc);
+        }
         if let Some(existing) = p.slots.iter().position(|s| s.mid == mid) {
-            slots.push(p.slots.swap_remove(existing));
+            let mut slot = p.slots.swap_remove(existing);
+            if let Some(ssrc) = ssrc {
+                if *ssrc != slot.ssrc {
+                    // A new SSRC in the new answer: a new stream (RFC 3550 §8.2).
+                    let r = next_random(rng);
+                    slot = SlotTx::new(
+                        mid,
+                        *ssrc,
+                        *opus,
+                        SlotRewriter::new((r & 0x7fff) as u16, (r >> 32) as u32),
+                    );
+                }
+            }
+            slots.push(slot);
             continue;
         }
-        if p.rtc.direct_api().stream_tx_by_mid(mid, None).is_none() {
+        let Some(ssrc) = ssrc else {
             continue; // str0m found nothing it can send there (no Opus on it)
-        }
+        };
         let r = next_random(rng);
-        slots.push(SlotTx {
+        slots.push(SlotTx::new(
             mid,
-            pt: opus,
-            rewriter: SlotRewriter::new((r & 0x7fff) as u16, (r >> 32) as u32),
-        });
+            *ssrc,
+            *opus,
+            SlotRewriter::new((r & 0x7fff) as u16, (r >> 32) as u32),
+        ));
+    }
+    // The extension ids and CNAME the answer gave the slots.
+    if let Some(first) = slots.first() {
+        if let Some(media) = p.rtc.media(first.mid) {
+            let map = media.remote_extmap();
+            p.egress.ext = ExtIds {
+                audio_level: map.id_of(Extension::AudioLevel),
+                mid: map.id_of(Extension::RtpMid),
+            };
+        }
     }
     if slots.len() != p.table.len() {
         p.table = SlotTable::new(slots.len());
@@ -462,6 +521,12 @@ fn negotiate(
     p.slots = slots;
     p.last_heard = Some(now);
     let sdp = answer.to_sdp_string();
+    if let Some(cname) = sdp.lines().find_map(|l| {
+        let (_, rest) = l.strip_prefix("a=ssrc:")?.split_once(" cname:")?;
+        Some(rest.trim())
+    }) {
+        p.egress.cname = cname.to_owned();
+    }
     let ufrag = sdp
         .lines()
         .find_map(|l| l.strip_prefix("a=ice-ufrag:"))

@@ -160,13 +160,11 @@ impl Shard {
         let pid = p.id;
         self.stats.migrations_in += 1;
         p.timer_at = None;
-        // Not on this shard's flush list (yet): whatever it had queued is sent below.
-        p.needs_flush = false;
         p.addrs = vec![source];
         self.by_addr.insert(source, pid);
         let room = p.room.clone();
-        self.views.entry(room).or_default().local.push(pid);
-        self.participants.insert(pid, p);
+        let key = self.participants.insert(p);
+        self.views.entry(room).or_default().add_local(pid, key);
         self.receive(now, pid, source, datagram);
         let home = home_of(pid, self.shards);
         let moved = ShardMessage::Moved {
@@ -187,9 +185,8 @@ impl Shard {
             self.by_addr.remove(a);
         }
         if let Some(v) = self.views.get_mut(&p.room) {
-            v.local.retain(|m| *m != pid);
+            v.remove_local(pid);
         }
-        self.flush.retain(|m| *m != pid);
         Some(p)
     }
 
@@ -200,6 +197,7 @@ impl Shard {
         source: SocketAddr,
         data: &[u8],
     ) {
+        let wallclock = self.wallclock(now);
         let Some(p) = self.participants.get_mut(&pid) else {
             return;
         };
@@ -208,6 +206,14 @@ impl Shard {
             return;
         };
         let kind = classify(data);
+        // Receiver reports on the slot streams are for Chorus, which sends them; str0m
+        // gets the packet all the same (its own reports on the microphone's stream).
+        if kind == DatagramKind::Rtcp
+            && p.egress
+                .read_rtcp(&mut p.slots, data, wallclock, &mut self.scratch)
+        {
+            self.stats.reports_in += 1;
+        }
         // Only proof that the client is there keeps it alive: a STUN request with
         // its ICE password's integrity (consent checks come every few seconds), or
         // RTP that passes SRTP. Anyone can send RTCP, DTLS or STUN from (or spoofed

@@ -1,7 +1,9 @@
 //! Source description packets (RFC 3550 §6.5).
 
-use crate::cursor::Reader;
-use crate::error::ParseError;
+use super::{packet_len, pt, write_header, MAX_COUNT};
+use crate::cursor::{Reader, Writer};
+use crate::encode::Encode;
+use crate::error::{ParseError, WriteError};
 use crate::rtp::Ssrc;
 
 /// The CNAME item type (RFC 3550 §6.5.1).
@@ -101,6 +103,52 @@ impl<'a> Iterator for SdesItems<'a> {
     }
 }
 
+/// Writes an SDES packet with one CNAME item per source (RFC 3550 §6.5.1): what a
+/// sender puts in every compound RTCP packet. All sources share one CNAME (they are
+/// one endpoint's streams).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SdesCnameWriter<'a> {
+    /// At most 31 sources.
+    pub ssrcs: &'a [Ssrc],
+    /// 1..=255 bytes.
+    pub cname: &'a [u8],
+}
+
+impl SdesCnameWriter<'_> {
+    /// Bytes of one chunk: SSRC, CNAME item, and the null octet(s) padding it to 32 bits.
+    fn chunk_len(&self) -> usize {
+        (4 + 2 + self.cname.len() + 1).next_multiple_of(4)
+    }
+}
+
+impl Encode for SdesCnameWriter<'_> {
+    fn encoded_len(&self) -> Result<usize, WriteError> {
+        if self.ssrcs.len() > MAX_COUNT {
+            return Err(WriteError::Invalid("SDES chunk count"));
+        }
+        if self.cname.is_empty() || self.cname.len() > 255 {
+            return Err(WriteError::Invalid("CNAME length"));
+        }
+        packet_len(self.ssrcs.len() * self.chunk_len() / 4)
+    }
+
+    fn encode(&self, buf: &mut [u8]) -> Result<usize, WriteError> {
+        let len = self.encoded_len()?;
+        let mut w = Writer::with_room(buf, len)?;
+        // The count was checked against MAX_COUNT (31) above.
+        write_header(&mut w, self.ssrcs.len() as u8, pt::SDES, len)?;
+        let nulls = self.chunk_len() - (4 + 2 + self.cname.len());
+        for ssrc in self.ssrcs {
+            w.u32(ssrc.0)?;
+            w.u8(CNAME)?;
+            w.u8(self.cname.len() as u8)?;
+            w.put(self.cname)?;
+            w.zeros(nulls)?;
+        }
+        Ok(w.position())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -128,6 +176,32 @@ mod tests {
                 (Ssrc(2), vec![])
             ]
         );
+    }
+
+    #[test]
+    fn cname_writer_round_trips() {
+        use super::super::{Compound, RtcpPacket};
+        for cname in [&b"a"[..], b"abc", b"abcd", b"chorus-node"] {
+            let w = SdesCnameWriter {
+                ssrcs: &[Ssrc(7), Ssrc(9)],
+                cname,
+            };
+            let mut buf = [0u8; 128];
+            let n = w.encode(&mut buf).unwrap();
+            assert_eq!(n % 4, 0);
+            let packets: Vec<_> = Compound::new(&buf[..n]).collect();
+            let Some(Ok(RtcpPacket::Sdes(s))) = packets.first() else {
+                panic!("{packets:?}");
+            };
+            let got: Vec<_> = s.chunks().map(|c| (c.ssrc, c.cname())).collect();
+            let name = std::str::from_utf8(cname).ok();
+            assert_eq!(got, [(Ssrc(7), name), (Ssrc(9), name)]);
+        }
+        let empty = SdesCnameWriter {
+            ssrcs: &[Ssrc(1)],
+            cname: b"",
+        };
+        assert!(empty.encode(&mut [0u8; 64]).is_err());
     }
 
     #[test]

@@ -1,0 +1,339 @@
+//! What Chorus itself sends to one subscriber: its slot streams.
+//!
+//! str0m negotiates the slots (one recvonly audio m-section each) and picks each
+//! slot's SSRC, then lets go of it: Chorus removes str0m's send stream for every slot
+//! and is the only sender on those SSRCs. Per forwarded copy it writes the RTP header
+//! (the slot's SSRC, sequence number and timestamp from [`SlotRewriter`], the
+//! speaker's CSRC, the audio level, and the MID until the subscriber has reported on
+//! the slot), seals it with the session's SRTP keys captured from str0m's DTLS
+//! handshake, and queues the datagram to the address str0m last sent to. Its SRTCP is
+//! Chorus's too: a sender report and SDES CNAME for the slots that carried audio,
+//! about once a second (RFC 3550 §6.4.1), and the subscriber's receiver reports on
+//! them, read here for the `quality` event.
+//!
+//! A slot that has never carried a speaker costs its [`SlotTx`] (a few dozen bytes)
+//! and nothing else.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use chorus_protocol::encode::Encode;
+use chorus_protocol::rtcp::{
+    Compound, RtcpPacket, SdesCnameWriter, SenderInfo, SenderReportWriter,
+};
+use chorus_protocol::rtp::{ExtensionSpec, RtpWriter, SeqNo, Ssrc};
+use chorus_srtp::keys::DtlsSrtpKeys;
+use chorus_srtp::{SrtpRx, SrtpTx};
+use str0m::media::Mid;
+
+use crate::forwarder::SpeakerPacket;
+use crate::pool::BUFFER_CAPACITY;
+use crate::rewriter::{Rewritten, SlotRewriter};
+
+/// How often sender reports go out (RFC 3550 §6.2: at least every 5 s; browsers
+/// send about once a second for audio).
+pub(crate) const REPORT_INTERVAL: Duration = Duration::from_secs(1);
+/// A slot whose last packet is older than this gets no sender report (RFC 3550
+/// §6.4: a participant that has not sent in the last two intervals is no sender).
+const SENDER_WINDOW: Duration = Duration::from_secs(2);
+/// Most slot SSRCs in one compound report (one SR each plus one SDES chunk each
+/// must fit in a datagram; rooms allow 32 slots at most).
+const MAX_REPORTED: usize = 31;
+
+/// One negotiated audio slot: a stream Chorus sends to this subscriber.
+#[derive(Debug)]
+pub(crate) struct SlotTx {
+    pub mid: Mid,
+    /// The SSRC str0m chose and wrote into the answer.
+    pub ssrc: u32,
+    /// The subscriber's Opus payload type.
+    pub pt: u8,
+    pub rewriter: SlotRewriter,
+    /// RFC 3550 §6.4.1: packets and payload octets sent (wrapping).
+    pub packets: u32,
+    pub octets: u32,
+    /// Write the MID extension until a receiver report names this SSRC (RFC 8843
+    /// §9.1: the receiver has learnt the SSRC by then).
+    pub send_mid: bool,
+}
+
+impl SlotTx {
+    pub fn new(mid: Mid, ssrc: u32, pt: u8, rewriter: SlotRewriter) -> SlotTx {
+        SlotTx {
+            mid,
+            ssrc,
+            pt,
+            rewriter,
+            packets: 0,
+            octets: 0,
+            send_mid: true,
+        }
+    }
+}
+
+/// The header extension ids the subscriber's answer negotiated (RFC 8285).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct ExtIds {
+    /// RFC 6464 client-to-mixer audio level.
+    pub audio_level: Option<u8>,
+    /// RFC 8843 MID.
+    pub mid: Option<u8>,
+}
+
+/// Why a copy was not written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WriteError {
+    /// DTLS has not exported keys yet (or str0m has not sent to the client yet).
+    NotReady,
+    /// The packet does not fit a datagram, or sealing failed.
+    Seal,
+}
+
+/// A subscriber's send side.
+pub(crate) struct Egress {
+    tx: Option<SrtpTx>,
+    /// Opens the subscriber's SRTCP, for its receiver reports on our slots.
+    rtcp_rx: Option<SrtpRx>,
+    /// Where str0m last sent to: the nominated candidate pair.
+    pub remote: Option<SocketAddr>,
+    pub ext: ExtIds,
+    /// The CNAME str0m advertised for the slots (`a=ssrc:… cname:`).
+    pub cname: String,
+    pub next_report: Option<Instant>,
+    /// Receiver reports on our slots since the last `quality` event.
+    pub reports: ReportFigures,
+    /// Bytes of every datagram written here (str0m counts only its own).
+    pub bytes_sent: u64,
+}
+
+/// What the subscriber's receiver reports said about our slots.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct ReportFigures {
+    pub loss_sum: f32,
+    pub loss_count: u32,
+    pub rtt: Option<Duration>,
+}
+
+impl Egress {
+    pub fn new() -> Egress {
+        Egress {
+            tx: None,
+            rtcp_rx: None,
+            remote: None,
+            ext: ExtIds::default(),
+            cname: String::new(),
+            next_report: None,
+            reports: ReportFigures::default(),
+            bytes_sent: 0,
+        }
+    }
+
+    /// Keys from the DTLS handshake; `dtls_client` says which half is ours.
+    pub fn set_keys(&mut self, keys: &DtlsSrtpKeys, dtls_client: bool) -> bool {
+        match (keys.tx(dtls_client), keys.rx(dtls_client)) {
+            (Ok(tx), Ok(rx)) => {
+                self.tx = Some(tx);
+                self.rtcp_rx = Some(rx);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    pub fn has_keys(&self) -> bool {
+        self.tx.is_some()
+    }
+
+    /// Writes one speaker packet on `slot` into `buf` (empty, with
+    /// [`BUFFER_CAPACITY`] of room) and seals it. Allocates nothing.
+    pub fn write_rtp(
+        &mut self,
+        slot: &mut SlotTx,
+        packet: &SpeakerPacket,
+        out: Rewritten,
+        buf: &mut Vec<u8>,
+    ) -> Result<SocketAddr, WriteError> {
+        let (Some(tx), Some(remote)) = (&self.tx, self.remote) else {
+            return Err(WriteError::NotReady);
+        };
+        // RFC 6464 §3: V bit, then the level as 0..=127 -dBov.
+        let level = packet.audio_level.map(|l| {
+            u8::from(packet.voice_activity.unwrap_or(false)) << 7 | l.unsigned_abs().min(127)
+        });
+        let level = level.map(|l| [l]);
+        let mut elements: [(u8, &[u8]); 2] = [(0, &[]); 2];
+        let mut n = 0;
+        if let (Some(id), Some(l)) = (self.ext.audio_level, level.as_ref()) {
+            elements[n] = (id, &l[..]);
+            n += 1;
+        }
+        if let (Some(id), true) = (self.ext.mid, slot.send_mid) {
+            elements[n] = (id, slot.mid.as_bytes());
+            n += 1;
+        }
+        let csrc = [Ssrc(packet.csrc)];
+        let writer = RtpWriter {
+            marker: packet.marker || out.switched,
+            payload_type: slot.pt,
+            sequence_number: SeqNo(out.seq as u16),
+            timestamp: out.timestamp,
+            ssrc: Ssrc(slot.ssrc),
+            csrcs: &csrc,
+            extension: if n == 0 {
+                ExtensionSpec::None
+            } else {
+                ExtensionSpec::Elements(&elements[..n])
+            },
+            payload: &packet.payload,
+            padding: 0,
+        };
+        buf.resize(BUFFER_CAPACITY, 0);
+        let len = writer.encode(buf).map_err(|_| WriteError::Seal)?;
+        let header_len = len - packet.payload.len();
+        // RFC 3711 §3.3.1: the rollover counter is the extended sequence number's
+        // high bits.
+        let roc = (out.seq >> 16) as u32;
+        let sealed = tx
+            .protect_rtp(buf, len, header_len, roc)
+            .map_err(|_| WriteError::Seal)?;
+        buf.truncate(sealed);
+        self.bytes_sent += sealed as u64;
+        slot.packets = slot.packets.wrapping_add(1);
+        slot.octets = slot.octets.wrapping_add(packet.payload.len() as u32);
+        Ok(remote)
+    }
+
+    /// A sender report and SDES for every slot that sent lately, sealed into `buf`
+    /// (empty, with [`BUFFER_CAPACITY`] of room). `Ok(None)`: nothing to report.
+    pub fn write_report(
+        &mut self,
+        slots: &[SlotTx],
+        now: Instant,
+        wallclock: SystemTime,
+        buf: &mut Vec<u8>,
+    ) -> Result<Option<SocketAddr>, WriteError> {
+        let (Some(tx), Some(remote)) = (&mut self.tx, self.remote) else {
+            return Err(WriteError::NotReady);
+        };
+        let ntp = ntp_timestamp(wallclock);
+        buf.resize(BUFFER_CAPACITY, 0);
+        let mut len = 0;
+        let mut ssrcs = [Ssrc(0); MAX_REPORTED];
+        let mut count = 0;
+        for slot in slots {
+            if count == MAX_REPORTED {
+                break;
+            }
+            let Some(rtp_timestamp) = slot.rewriter.timestamp_at(now, SENDER_WINDOW) else {
+                continue;
+            };
+            // RFC 3550 §6.4.1: the NTP and RTP timestamps name the same instant.
+            let sr = SenderReportWriter {
+                ssrc: Ssrc(slot.ssrc),
+                info: SenderInfo {
+                    ntp_timestamp: ntp,
+                    rtp_timestamp,
+                    packet_count: slot.packets,
+                    octet_count: slot.octets,
+                },
+                blocks: &[],
+            };
+            let rest = buf.get_mut(len..).ok_or(WriteError::Seal)?;
+            len += sr.encode(rest).map_err(|_| WriteError::Seal)?;
+            ssrcs[count] = Ssrc(slot.ssrc);
+            count += 1;
+        }
+        if count == 0 {
+            buf.clear();
+            return Ok(None);
+        }
+        let cname = if self.cname.is_empty() {
+            &b"chorus"[..]
+        } else {
+            self.cname.as_bytes()
+        };
+        // RFC 3550 §6.1: every compound packet carries an SDES CNAME.
+        let sdes = SdesCnameWriter {
+            ssrcs: &ssrcs[..count],
+            cname,
+        };
+        let rest = buf.get_mut(len..).ok_or(WriteError::Seal)?;
+        len += sdes.encode(rest).map_err(|_| WriteError::Seal)?;
+        let sealed = tx.protect_rtcp(buf, len).map_err(|_| WriteError::Seal)?;
+        buf.truncate(sealed);
+        self.bytes_sent += sealed as u64;
+        Ok(Some(remote))
+    }
+
+    /// Reads the subscriber's SRTCP for reports on our slots: each one stops the MID
+    /// extension on its slot and adds to the quality figures. `scratch` is a
+    /// reusable buffer. Returns whether the packet could be opened.
+    pub fn read_rtcp(
+        &mut self,
+        slots: &mut [SlotTx],
+        datagram: &[u8],
+        wallclock: SystemTime,
+        scratch: &mut Vec<u8>,
+    ) -> bool {
+        let Some(rx) = &mut self.rtcp_rx else {
+            return false;
+        };
+        scratch.clear();
+        scratch.extend_from_slice(datagram);
+        let Ok(len) = rx.unprotect_rtcp(scratch, datagram.len()) else {
+            return false;
+        };
+        let arrival = (ntp_timestamp(wallclock) >> 16) as u32;
+        let Some(plain) = scratch.get(..len) else {
+            return false;
+        };
+        for packet in Compound::new(plain) {
+            let blocks = match packet {
+                Ok(RtcpPacket::ReceiverReport(rr)) => rr.report_blocks(),
+                Ok(RtcpPacket::SenderReport(sr)) => sr.report_blocks(),
+                Ok(_) => continue,
+                Err(_) => break,
+            };
+            for block in blocks {
+                let Some(slot) = slots.iter_mut().find(|s| s.ssrc == block.ssrc.0) else {
+                    continue;
+                };
+                slot.send_mid = false;
+                self.reports.loss_sum += f32::from(block.fraction_lost) / 256.0;
+                self.reports.loss_count += 1;
+                // RFC 3550 §6.4.1: round trip = arrival - LSR - DLSR, in 1/65536 s.
+                if block.last_sr != 0 {
+                    let rtt = arrival
+                        .wrapping_sub(block.last_sr)
+                        .wrapping_sub(block.delay_since_last_sr);
+                    if rtt < 0x8000_0000 {
+                        self.reports.rtt =
+                            Some(Duration::from_micros(u64::from(rtt) * 1_000_000 / 65_536));
+                    }
+                }
+            }
+        }
+        true
+    }
+}
+
+/// RFC 5905 §6: seconds since 1900 in the high 32 bits, the fraction in the low.
+pub(crate) fn ntp_timestamp(wallclock: SystemTime) -> u64 {
+    const NTP_UNIX_OFFSET: u64 = 2_208_988_800;
+    let since = wallclock.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs().wrapping_add(NTP_UNIX_OFFSET);
+    let frac = (u64::from(since.subsec_nanos()) << 32) / 1_000_000_000;
+    secs << 32 | frac
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ntp_of_the_unix_epoch_and_a_half_second() {
+        assert_eq!(ntp_timestamp(UNIX_EPOCH), 2_208_988_800 << 32);
+        let half = UNIX_EPOCH + Duration::from_millis(500);
+        assert_eq!(ntp_timestamp(half) & 0xffff_ffff, 0x8000_0000);
+    }
+}

@@ -1,0 +1,785 @@
+//! Capturing each session's DTLS-SRTP keys from str0m, without forking it.
+//!
+//! str0m 0.25 takes a crypto provider per `Rtc` (`RtcConfig::set_crypto_provider`) whose
+//! fields are `&'static dyn …`; it calls `DtlsProvider::new_dtls` exactly once,
+//! synchronously, inside `RtcConfig::build` (str0m `src/lib.rs` ~1286 → `src/dtls.rs` ~66).
+//! [`build_rtc`] puts a per-session sink in a thread-local right before `build` and takes
+//! it back right after; our [`DtlsProvider`] hands the sink to the instance it creates,
+//! and the instance, which wraps dimpl's `Dtls` and passes every call through, copies
+//! `DtlsOutput::KeyingMaterial(material, profile)` into the sink on its way to str0m
+//! (the same output str0m keys its own SRTP from, str0m `src/lib.rs` ~1701).
+//!
+//! The instances are built from one cached `dimpl::Config` per MTU: building a config
+//! runs the crypto provider's self-tests (~1 ms), which str0m's default provider does
+//! for every `Rtc`.
+//!
+//! # Restricting the SRTP profiles
+//!
+//! Neither str0m nor dimpl 0.9 can be told which SRTP profiles to negotiate: a dimpl
+//! server picks AES-256-GCM, then AES-128-GCM, then `AES_CM_128_HMAC_SHA1_80` from what
+//! the client offers (dimpl `src/dtls12/server.rs` ~455). With
+//! [`set_srtp_profiles`] / [`build_rtc_with`], the DTLS *server* side (Chorus answers
+//! `a=setup:passive`) rewrites the `use_srtp` extension of the client's ClientHello
+//! before dimpl parses it: every profile id but the first of ours the client offers
+//! becomes an id dimpl skips (0x0000), in place (same length). The handshake
+//! transcript must still be the client's bytes (Finished, the extended master secret
+//! and the client's CertificateVerify cover it), so the dimpl crypto provider given to
+//! every instance wraps the hash and signature-verification primitives and, while one
+//! of our restricted instances is working, puts the original ClientHello back into any
+//! data they see. Nothing is weakened: the transcript authenticates exactly what the
+//! client sent, and the profile chosen is one it offered.
+//!
+//! Limits: DTLS 1.2 only (str0m's default), a ClientHello in one record (browsers'
+//! are), and only as DTLS server; as client (active) the restriction is ignored with a
+//! warning. A client that offers none of the allowed profiles gets none: the handshake
+//! completes without SRTP keys (str0m then never decrypts media), which is what a
+//! test flag should do.
+
+use std::cell::RefCell;
+use std::fmt;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
+
+use dimpl::crypto::SignatureVerifier;
+use dimpl::crypto::{Buf, HashAlgorithm, HashContext, HashProvider, SignatureAlgorithm};
+use dimpl::CryptoError as DimplCryptoError;
+use str0m::crypto::dtls::{DtlsCert, DtlsImplError, DtlsInstance, DtlsOutput, DtlsProvider};
+use str0m::crypto::dtls::{DtlsVersion, ProtocolVersion, SrtpProfile as DtlsSrtpProfile};
+use str0m::crypto::{CryptoError, CryptoProvider};
+use str0m::{Rtc, RtcConfig};
+
+use crate::SrtpProfile;
+
+// ============================================================================
+// Public API
+// ============================================================================
+
+/// Where one `Rtc`'s DTLS-SRTP keys arrive. Cheap to clone, `Send + Sync` (the `Rtc`
+/// moves between threads).
+#[derive(Clone, Default)]
+pub struct KeyCapture {
+    slot: Arc<Mutex<Slot>>,
+}
+
+#[derive(Default)]
+struct Slot {
+    keys: Option<CapturedKeys>,
+    /// The handshake exported keys at some point (stays true after `take`).
+    exported: bool,
+}
+
+/// The keys one DTLS-SRTP handshake exported (RFC 5764 §4.2).
+#[derive(Clone, PartialEq, Eq)]
+pub struct CapturedKeys {
+    /// The negotiated protection profile.
+    pub profile: SrtpProfile,
+    /// The raw exporter output, `profile.keying_material_len()` bytes: client write key,
+    /// server write key, client write salt, server write salt.
+    pub material: Vec<u8>,
+    /// Whether this side was the DTLS client (active). The DTLS client sends with the
+    /// client half of `material`, the server (Chorus answering `a=setup:passive`) with
+    /// the server half.
+    pub dtls_client: bool,
+}
+
+impl fmt::Debug for CapturedKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CapturedKeys")
+            .field("profile", &self.profile)
+            .field("material", &format_args!("[{} bytes]", self.material.len()))
+            .field("dtls_client", &self.dtls_client)
+            .finish()
+    }
+}
+
+impl KeyCapture {
+    /// The keys, once the handshake exported them. Take-once: later calls return `None`.
+    pub fn take(&self) -> Option<CapturedKeys> {
+        lock(&self.slot).keys.take()
+    }
+
+    /// Whether the handshake has exported keys (whether or not they were taken).
+    pub fn exported(&self) -> bool {
+        lock(&self.slot).exported
+    }
+
+    fn store(&self, keys: CapturedKeys) {
+        let mut slot = lock(&self.slot);
+        slot.keys = Some(keys);
+        slot.exported = true;
+    }
+}
+
+impl fmt::Debug for KeyCapture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyCapture")
+            .field("exported", &self.exported())
+            .finish()
+    }
+}
+
+/// Sets which SRTP profiles the node's DTLS accepts, in order of preference, for the
+/// `Rtc`s [`build_rtc`] makes from now on. `None` (or an empty slice): dimpl's default,
+/// AES-256-GCM, then AES-128-GCM, then `AES_CM_128_HMAC_SHA1_80`.
+///
+/// Applied on the DTLS server side only (see the module docs); e.g.
+/// `set_srtp_profiles(Some(&[SrtpProfile::Aes128CmSha1_80]))` makes browsers use AES-CM.
+pub fn set_srtp_profiles(profiles: Option<&[SrtpProfile]>) {
+    let mut node = node_profiles()
+        .write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    *node = normalize(profiles);
+}
+
+/// The profiles [`set_srtp_profiles`] set, if any.
+pub fn srtp_profiles() -> Option<Vec<SrtpProfile>> {
+    node_profiles()
+        .read()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .clone()
+}
+
+/// Builds an `Rtc` whose DTLS reports its keys to the returned capture, with the
+/// node's SRTP profiles ([`set_srtp_profiles`]).
+///
+/// Replaces any crypto provider set on `config` (the default aws-lc-rs one is used for
+/// everything but the DTLS instance, which is dimpl's, wrapped).
+pub fn build_rtc(config: RtcConfig, now: Instant) -> (Rtc, KeyCapture) {
+    let profiles = srtp_profiles();
+    build_rtc_with(config, now, profiles.as_deref())
+}
+
+/// Like [`build_rtc`], with the SRTP profiles for this `Rtc` given explicitly (`None` or
+/// empty: dimpl's default order) instead of the node's.
+pub fn build_rtc_with(
+    config: RtcConfig,
+    now: Instant,
+    profiles: Option<&[SrtpProfile]>,
+) -> (Rtc, KeyCapture) {
+    let capture = KeyCapture::default();
+    let pending = Pending {
+        capture: capture.clone(),
+        profiles: normalize(profiles),
+    };
+    let previous = PENDING.with(|p| p.borrow_mut().replace(pending));
+    debug_assert!(previous.is_none(), "build_rtc is not reentrant");
+    // Taken back even if `build` panics, so a later `Rtc` never gets this sink.
+    let _guard = ClearPending;
+    let rtc = config.set_crypto_provider(provider()).build(now);
+    (rtc, capture)
+}
+
+// ============================================================================
+// The providers
+// ============================================================================
+
+thread_local! {
+    /// The sink (and options) for the `Rtc` being built on this thread.
+    static PENDING: RefCell<Option<Pending>> = const { RefCell::new(None) };
+    /// While a restricted instance is inside dimpl: the ClientHellos to restore.
+    static ACTIVE_PATCHES: RefCell<Option<Arc<Patches>>> = const { RefCell::new(None) };
+}
+
+struct Pending {
+    capture: KeyCapture,
+    profiles: Option<Vec<SrtpProfile>>,
+}
+
+struct ClearPending;
+
+impl Drop for ClearPending {
+    fn drop(&mut self) {
+        PENDING.with(|p| p.borrow_mut().take());
+    }
+}
+
+fn node_profiles() -> &'static std::sync::RwLock<Option<Vec<SrtpProfile>>> {
+    static NODE: OnceLock<std::sync::RwLock<Option<Vec<SrtpProfile>>>> = OnceLock::new();
+    NODE.get_or_init(Default::default)
+}
+
+fn normalize(profiles: Option<&[SrtpProfile]>) -> Option<Vec<SrtpProfile>> {
+    profiles.filter(|p| !p.is_empty()).map(<[_]>::to_vec)
+}
+
+fn lock(slot: &Mutex<Slot>) -> std::sync::MutexGuard<'_, Slot> {
+    // A poisoned slot still holds consistent data (plain assignments).
+    slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// str0m's default (aws-lc-rs) DTLS provider.
+fn default_dtls() -> &'static dyn DtlsProvider {
+    static DEFAULT: OnceLock<CryptoProvider> = OnceLock::new();
+    DEFAULT
+        .get_or_init(str0m::crypto::from_feature_flags)
+        .dtls_provider
+}
+
+/// str0m's default (aws-lc-rs) provider with our DTLS provider.
+fn provider() -> Arc<CryptoProvider> {
+    static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
+    static DTLS: CaptureDtlsProvider = CaptureDtlsProvider;
+    PROVIDER
+        .get_or_init(|| {
+            let mut provider = str0m::crypto::from_feature_flags();
+            provider.dtls_provider = &DTLS;
+            Arc::new(provider)
+        })
+        .clone()
+}
+
+/// Creates dimpl instances from a cached config and wraps them.
+#[derive(Debug)]
+struct CaptureDtlsProvider;
+
+impl DtlsProvider for CaptureDtlsProvider {
+    fn generate_certificate(&self) -> Option<DtlsCert> {
+        default_dtls().generate_certificate()
+    }
+
+    fn new_dtls(
+        &self,
+        cert: &DtlsCert,
+        now: Instant,
+        dtls_version: DtlsVersion,
+        mtu: Option<usize>,
+    ) -> Result<Box<dyn DtlsInstance>, CryptoError> {
+        let config = dimpl_config(mtu)?;
+        let cert = cert.clone();
+        let dtls = match dtls_version {
+            DtlsVersion::Dtls12 => dimpl::Dtls::new_12(config, cert, now),
+            DtlsVersion::Dtls13 => dimpl::Dtls::new_13(config, cert, now),
+            DtlsVersion::Auto => dimpl::Dtls::new_auto(config, cert, now),
+            _ => {
+                return Err(CryptoError::Other(format!(
+                    "unsupported DTLS version: {dtls_version}"
+                )))
+            }
+        };
+        let pending = PENDING.with(|p| p.borrow_mut().take());
+        let (capture, profiles) = match pending {
+            Some(p) => (Some(p.capture), p.profiles),
+            None => (None, None),
+        };
+        let restrict = match profiles {
+            Some(profiles) if dtls_version == DtlsVersion::Dtls12 => Some(Restriction {
+                profiles,
+                patches: Arc::default(),
+            }),
+            Some(_) => {
+                tracing::warn!(%dtls_version, "SRTP profile restriction needs DTLS 1.2; ignored");
+                None
+            }
+            None => None,
+        };
+        Ok(Box::new(CaptureInstance {
+            dtls,
+            capture,
+            restrict,
+        }))
+    }
+}
+
+/// One cached config per MTU (str0m passes its configured MTU, normally the same).
+fn dimpl_config(mtu: Option<usize>) -> Result<Arc<dimpl::Config>, CryptoError> {
+    static CONFIGS: Mutex<Vec<(Option<usize>, Arc<dimpl::Config>)>> = Mutex::new(Vec::new());
+    let mut configs = CONFIGS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some((_, config)) = configs.iter().find(|(m, _)| *m == mtu) {
+        return Ok(config.clone());
+    }
+    // As str0m-aws-lc-rs 0.7 builds it (`src/dtls.rs` ~43): ICE has verified return
+    // routability before DTLS, so server cookies are redundant.
+    let mut builder = dimpl::Config::builder()
+        .use_server_cookie(false)
+        .with_crypto_provider(dimpl_provider());
+    if let Some(mtu) = mtu {
+        builder = builder.mtu(mtu);
+    }
+    let config = builder
+        .build()
+        .map_err(|e| CryptoError::Other(format!("dimpl config creation failed: {e}")))?;
+    let config = Arc::new(config);
+    configs.push((mtu, config.clone()));
+    Ok(config)
+}
+
+/// A DTLS session: dimpl's, with the keys copied out and the ClientHello rewritten if
+/// the profiles are restricted.
+struct CaptureInstance {
+    dtls: dimpl::Dtls,
+    capture: Option<KeyCapture>,
+    restrict: Option<Restriction>,
+}
+
+struct Restriction {
+    profiles: Vec<SrtpProfile>,
+    patches: Arc<Patches>,
+}
+
+impl fmt::Debug for CaptureInstance {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CaptureInstance")
+            .field("capture", &self.capture)
+            .field("restrict", &self.restrict.as_ref().map(|r| &r.profiles))
+            .finish()
+    }
+}
+
+impl CaptureInstance {
+    /// Runs `f` with this instance's ClientHello patches visible to the dimpl provider.
+    fn patched<R>(&mut self, f: impl FnOnce(&mut dimpl::Dtls) -> R) -> R {
+        let Some(restrict) = &self.restrict else {
+            return f(&mut self.dtls);
+        };
+        let previous = ACTIVE_PATCHES.with(|a| a.replace(Some(restrict.patches.clone())));
+        let _restore = RestorePatches(previous);
+        f(&mut self.dtls)
+    }
+}
+
+struct RestorePatches(Option<Arc<Patches>>);
+
+impl Drop for RestorePatches {
+    fn drop(&mut self) {
+        let previous = self.0.take();
+        ACTIVE_PATCHES.with(|a| *a.borrow_mut() = previous);
+    }
+}
+
+impl DtlsInstance for CaptureInstance {
+    fn set_active(&mut self, active: bool) {
+        if active && self.restrict.is_some() {
+            tracing::warn!("SRTP profile restriction applies to the DTLS server only; ignored");
+            self.restrict = None;
+        }
+        self.dtls.set_active(active);
+    }
+
+    fn handle_packet(&mut self, packet: &[u8]) -> Result<(), DtlsImplError> {
+        if let Some(restrict) = &mut self.restrict {
+            if !self.dtls.is_active() {
+                if let Some(rewritten) = restrict.rewrite(packet) {
+                    return self.patched(|dtls| dtls.handle_packet(&rewritten));
+                }
+            }
+        }
+        self.patched(|dtls| dtls.handle_packet(packet))
+    }
+
+    fn poll_output<'a>(&mut self, buf: &'a mut [u8]) -> DtlsOutput<'a> {
+        let capture = self.capture.clone();
+        let out = self.patched(|dtls| dtls.poll_output(buf));
+        if let (DtlsOutput::KeyingMaterial(material, profile), Some(capture)) = (&out, capture) {
+            match map_profile(*profile) {
+                Some(profile) => capture.store(CapturedKeys {
+                    profile,
+                    material: material.to_vec(),
+                    dtls_client: self.dtls.is_active(),
+                }),
+                None => {
+                    tracing::warn!(%profile, "SRTP profile unknown to chorus-srtp; keys not captured")
+                }
+            }
+        }
+        out
+    }
+
+    fn handle_timeout(&mut self, now: Instant) -> Result<(), DtlsImplError> {
+        self.patched(|dtls| dtls.handle_timeout(now))
+    }
+
+    fn send_application_data(&mut self, data: &[u8]) -> Result<usize, DtlsImplError> {
+        self.patched(|dtls| dtls.send_application_data(data))
+    }
+
+    fn is_active(&self) -> bool {
+        self.dtls.is_active()
+    }
+
+    fn protocol_version(&self) -> Option<ProtocolVersion> {
+        self.dtls.protocol_version()
+    }
+
+    fn is_closing(&self) -> bool {
+        self.dtls.is_closing()
+    }
+
+    fn is_closed(&self) -> bool {
+        self.dtls.is_closed()
+    }
+
+    fn close(&mut self) -> Result<(), DtlsImplError> {
+        self.patched(|dtls| dtls.close())
+    }
+}
+
+fn map_profile(profile: DtlsSrtpProfile) -> Option<SrtpProfile> {
+    match profile {
+        DtlsSrtpProfile::AES128_CM_SHA1_80 => Some(SrtpProfile::Aes128CmSha1_80),
+        DtlsSrtpProfile::AEAD_AES_128_GCM => Some(SrtpProfile::AeadAes128Gcm),
+        DtlsSrtpProfile::AEAD_AES_256_GCM => Some(SrtpProfile::AeadAes256Gcm),
+        _ => None,
+    }
+}
+
+/// RFC 5764 §4.1.2, RFC 7714 §14.2.
+fn profile_id(profile: SrtpProfile) -> u16 {
+    match profile {
+        SrtpProfile::Aes128CmSha1_80 => 0x0001,
+        SrtpProfile::AeadAes128Gcm => 0x0007,
+        SrtpProfile::AeadAes256Gcm => 0x0008,
+    }
+}
+
+// ============================================================================
+// ClientHello rewriting and transcript restoring
+// ============================================================================
+
+/// Rewritten ClientHello bodies and the client's originals (same length).
+#[derive(Default)]
+struct Patches {
+    list: Mutex<Vec<Patch>>,
+}
+
+struct Patch {
+    rewritten: Vec<u8>,
+    original: Vec<u8>,
+}
+
+impl Patches {
+    fn add(&self, rewritten: &[u8], original: &[u8]) {
+        let mut list = self.list.lock().unwrap_or_else(|p| p.into_inner());
+        if !list.iter().any(|p| p.rewritten == rewritten) {
+            list.push(Patch {
+                rewritten: rewritten.to_vec(),
+                original: original.to_vec(),
+            });
+        }
+    }
+
+    /// `data` with every rewritten ClientHello replaced by the client's original, or
+    /// `None` if it holds none.
+    fn restore(&self, data: &[u8]) -> Option<Vec<u8>> {
+        let list = self.list.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out: Option<Vec<u8>> = None;
+        for patch in list.iter() {
+            let hay = out.as_deref().unwrap_or(data);
+            let Some(at) = find(hay, &patch.rewritten) else {
+                continue;
+            };
+            let mut owned = out.take().unwrap_or_else(|| data.to_vec());
+            owned[at..at + patch.original.len()].copy_from_slice(&patch.original);
+            out = Some(owned);
+        }
+        out
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() || hay.len() < needle.len() {
+        return None;
+    }
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+fn active_patches() -> Option<Arc<Patches>> {
+    ACTIVE_PATCHES.with(|a| a.borrow().clone())
+}
+
+impl Restriction {
+    /// The datagram with the `use_srtp` extension of a ClientHello in it rewritten, if
+    /// there is one to rewrite; records its patch.
+    fn rewrite(&mut self, datagram: &[u8]) -> Option<Vec<u8>> {
+        let mut out: Option<Vec<u8>> = None;
+        let mut at = 0;
+        // RFC 6347 §4.1: records of 13-byte headers, back to back.
+        while datagram.len() - at >= 13 {
+            let len = usize::from(u16::from_be_bytes([datagram[at + 11], datagram[at + 12]]));
+            let body = at + 13..at + 13 + len;
+            if body.end > datagram.len() {
+                break;
+            }
+            let content_type = datagram[at];
+            let epoch = u16::from_be_bytes([datagram[at + 3], datagram[at + 4]]);
+            if content_type == 22 && epoch == 0 {
+                let record = &datagram[body.clone()];
+                if let Some((hello, rewritten)) = rewrite_client_hello(record, &self.profiles) {
+                    self.patches.add(&rewritten, &record[hello.clone()]);
+                    let owned = out.get_or_insert_with(|| datagram.to_vec());
+                    let start = body.start + hello.start;
+                    owned[start..start + rewritten.len()].copy_from_slice(&rewritten);
+                }
+            }
+            at = body.end;
+        }
+        out
+    }
+}
+
+/// For a handshake record holding a whole ClientHello: the range of its body in the
+/// record and the body with the `use_srtp` profiles other than the chosen one replaced.
+fn rewrite_client_hello(
+    record: &[u8],
+    allowed: &[SrtpProfile],
+) -> Option<(std::ops::Range<usize>, Vec<u8>)> {
+    // RFC 6347 §4.2.2: msg_type, length(3), message_seq(2), fragment_offset(3),
+    // fragment_length(3).
+    let header = record.get(..12)?;
+    if header[0] != 1 {
+        return None;
+    }
+    let length = u24(&header[1..4]);
+    let offset = u24(&header[6..9]);
+    let fragment = u24(&header[9..12]);
+    if offset != 0 || fragment != length || record.len() < 12 + length {
+        tracing::debug!("ClientHello fragmented; SRTP profiles not restricted");
+        return None;
+    }
+    let hello = 12..12 + length;
+    let mut body = record[hello.clone()].to_vec();
+    let (ids_at, ids_len) = use_srtp_profiles(&body)?;
+    let offered: Vec<u16> = body[ids_at..ids_at + ids_len]
+        .chunks_exact(2)
+        .map(|c| u16::from_be_bytes([c[0], c[1]]))
+        .collect();
+    let chosen = allowed
+        .iter()
+        .map(|p| profile_id(*p))
+        .find(|id| offered.contains(id));
+    if chosen.is_none() {
+        tracing::warn!(
+            ?offered,
+            ?allowed,
+            "client offers none of the allowed SRTP profiles"
+        );
+    }
+    for (i, id) in offered.iter().enumerate() {
+        if Some(*id) != chosen {
+            // 0x0000 is unassigned; dimpl skips ids it does not know.
+            body[ids_at + 2 * i..ids_at + 2 * i + 2].copy_from_slice(&[0, 0]);
+        }
+    }
+    Some((hello, body))
+}
+
+/// Where the profile ids of the ClientHello's `use_srtp` extension are: (offset, length).
+fn use_srtp_profiles(body: &[u8]) -> Option<(usize, usize)> {
+    // RFC 6347 §4.2.1: client_version(2), random(32), session_id<0..32>,
+    // cookie<0..2^8-1>, cipher_suites<2..2^16-2>, compression_methods<1..2^8-1>,
+    // extensions<0..2^16-1>.
+    let mut at = 34;
+    at += 1 + usize::from(*body.get(at)?);
+    at += 1 + usize::from(*body.get(at)?);
+    at += 2 + u16_at(body, at)?;
+    at += 1 + usize::from(*body.get(at)?);
+    let end = at + 2 + u16_at(body, at)?;
+    at += 2;
+    if end > body.len() {
+        return None;
+    }
+    while at + 4 <= end {
+        let kind = u16_at(body, at)?;
+        let len = u16_at(body, at + 2)?;
+        let data = at + 4;
+        if data + len > end {
+            return None;
+        }
+        // RFC 5764 §4.1.1: use_srtp(14): SRTPProtectionProfiles<2..2^16-1>, srtp_mki<0..255>.
+        if kind == 14 {
+            let ids_len = u16_at(body, data)?;
+            if ids_len % 2 != 0 || data + 2 + ids_len > data + len {
+                return None;
+            }
+            return Some((data + 2, ids_len));
+        }
+        at = data + len;
+    }
+    None
+}
+
+fn u16_at(b: &[u8], at: usize) -> Option<usize> {
+    let s = b.get(at..at + 2)?;
+    Some(usize::from(u16::from_be_bytes([s[0], s[1]])))
+}
+
+fn u24(b: &[u8]) -> usize {
+    (usize::from(b[0]) << 16) | (usize::from(b[1]) << 8) | usize::from(b[2])
+}
+
+/// dimpl's aws-lc-rs provider with the transcript hash and signature verification
+/// seeing the client's original ClientHello (a pass-through outside restricted
+/// instances).
+fn dimpl_provider() -> dimpl::crypto::CryptoProvider {
+    static HASH: RestoringHash = RestoringHash;
+    static VERIFY: RestoringVerifier = RestoringVerifier;
+    let mut provider = base_provider().clone();
+    provider.hash_provider = &HASH;
+    provider.signature_verification = &VERIFY;
+    provider
+}
+
+fn base_provider() -> &'static dimpl::crypto::CryptoProvider {
+    static BASE: OnceLock<dimpl::crypto::CryptoProvider> = OnceLock::new();
+    BASE.get_or_init(dimpl::crypto::aws_lc_rs::default_provider)
+}
+
+#[derive(Debug)]
+struct RestoringHash;
+
+impl HashProvider for RestoringHash {
+    fn create_hash(&self, algorithm: HashAlgorithm) -> Box<dyn HashContext> {
+        let inner = base_provider().hash_provider.create_hash(algorithm);
+        match active_patches() {
+            Some(patches) => Box::new(RestoringHashContext { inner, patches }),
+            None => inner,
+        }
+    }
+}
+
+struct RestoringHashContext {
+    inner: Box<dyn HashContext>,
+    patches: Arc<Patches>,
+}
+
+impl fmt::Debug for RestoringHashContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RestoringHashContext")
+    }
+}
+
+impl HashContext for RestoringHashContext {
+    fn update(&mut self, data: &[u8]) {
+        match self.patches.restore(data) {
+            Some(original) => self.inner.update(&original),
+            None => self.inner.update(data),
+        }
+    }
+
+    fn clone_and_finalize(&self, out: &mut Buf) {
+        self.inner.clone_and_finalize(out)
+    }
+}
+
+#[derive(Debug)]
+struct RestoringVerifier;
+
+impl SignatureVerifier for RestoringVerifier {
+    fn verify_signature(
+        &self,
+        cert_der: &[u8],
+        data: &[u8],
+        signature: &[u8],
+        hash_alg: HashAlgorithm,
+        sig_alg: SignatureAlgorithm,
+    ) -> Result<(), DimplCryptoError> {
+        let inner = base_provider().signature_verification;
+        let restored = active_patches().and_then(|p| p.restore(data));
+        let data = restored.as_deref().unwrap_or(data);
+        inner.verify_signature(cert_der, data, signature, hash_alg, sig_alg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A minimal DTLS 1.2 ClientHello record offering `ids` in `use_srtp`.
+    fn client_hello(ids: &[u16]) -> Vec<u8> {
+        let mut body = vec![0xfe, 0xfd];
+        body.extend([7u8; 32]); // random
+        body.push(0); // session id
+        body.push(0); // cookie
+        body.extend([0, 2, 0xc0, 0x2b]); // one cipher suite
+        body.extend([1, 0]); // null compression
+        let mut ext = vec![0, 23, 0, 0]; // extended_master_secret
+        ext.extend([0, 14]);
+        ext.extend(
+            u16::try_from(2 + 2 * ids.len() + 1)
+                .unwrap_or(0)
+                .to_be_bytes(),
+        );
+        ext.extend(u16::try_from(2 * ids.len()).unwrap_or(0).to_be_bytes());
+        for id in ids {
+            ext.extend(id.to_be_bytes());
+        }
+        ext.push(0); // no MKI
+        body.extend(u16::try_from(ext.len()).unwrap_or(0).to_be_bytes());
+        body.extend(ext);
+        let len = body.len();
+        let mut hs = vec![1, 0, (len >> 8) as u8, len as u8, 0, 0, 0, 0, 0, 0];
+        hs.extend([(len >> 8) as u8, len as u8]);
+        hs.extend(&body);
+        let mut rec = vec![22, 0xfe, 0xff, 0, 0, 0, 0, 0, 0, 0, 0];
+        rec.extend(u16::try_from(hs.len()).unwrap_or(0).to_be_bytes());
+        rec.extend(hs);
+        rec
+    }
+
+    fn restriction(profiles: &[SrtpProfile]) -> Restriction {
+        Restriction {
+            profiles: profiles.to_vec(),
+            patches: Arc::default(),
+        }
+    }
+
+    #[test]
+    fn keeps_only_the_first_allowed_profile_offered() {
+        let hello = client_hello(&[0x0007, 0x0008, 0x0001, 0x0002]);
+        let mut r = restriction(&[SrtpProfile::Aes128CmSha1_80]);
+        let rewritten = r.rewrite(&hello).expect("a rewrite");
+        assert_eq!(rewritten.len(), hello.len());
+        let tail = &rewritten[rewritten.len() - 9..rewritten.len() - 1];
+        assert_eq!(tail, [0, 0, 0, 0, 0, 1, 0, 0]);
+
+        // The transcript gets the original back.
+        let transcript = [&[9u8; 5][..], &rewritten[13..]].concat();
+        let restored = r.patches.restore(&transcript).expect("restored");
+        assert_eq!(&restored[5..], &hello[13..]);
+        assert_eq!(r.patches.restore(&hello[13..]), None);
+    }
+
+    #[test]
+    fn preference_order_is_ours() {
+        let hello = client_hello(&[0x0001, 0x0007]);
+        let mut r = restriction(&[SrtpProfile::AeadAes256Gcm, SrtpProfile::AeadAes128Gcm]);
+        let rewritten = r.rewrite(&hello).expect("a rewrite");
+        let tail = &rewritten[rewritten.len() - 5..rewritten.len() - 1];
+        assert_eq!(tail, [0, 0, 0, 7]);
+    }
+
+    #[test]
+    fn leaves_other_records_alone() {
+        let mut r = restriction(&[SrtpProfile::Aes128CmSha1_80]);
+        let mut hello = client_hello(&[0x0007]);
+        hello[3] = 1; // epoch 1: encrypted
+        assert_eq!(r.rewrite(&hello), None);
+        assert_eq!(r.rewrite(&[22, 0xfe]), None);
+        assert_eq!(r.rewrite(&[]), None);
+        let mut truncated = client_hello(&[0x0007]);
+        truncated.truncate(40);
+        assert_eq!(r.rewrite(&truncated), None);
+    }
+
+    #[test]
+    fn capture_is_take_once() {
+        let capture = KeyCapture::default();
+        assert!(capture.take().is_none());
+        capture.clone().store(CapturedKeys {
+            profile: SrtpProfile::AeadAes128Gcm,
+            material: vec![1; 56],
+            dtls_client: false,
+        });
+        assert!(capture.exported());
+        assert_eq!(capture.take().map(|k| k.material.len()), Some(56));
+        assert!(capture.take().is_none());
+        assert!(capture.exported());
+    }
+
+    #[test]
+    fn normalizes_empty_to_default() {
+        assert_eq!(normalize(Some(&[])), None);
+        assert_eq!(normalize(None), None);
+    }
+}

@@ -1,0 +1,171 @@
+//! What the node sends on slot streams, opened by an SRTP implementation we did not
+//! write (webrtc-rs's `webrtc-srtp`), with the keys the listening client's DTLS
+//! exported — for the default profile and for each profile the node can be held to.
+//!
+//! Chorus writes and seals the slot streams itself; str0m in the client decrypting
+//! them proves it matches str0m, this proves it matches the RFCs as someone else read
+//! them. The same run checks that a slot SSRC has exactly one sender (no sequence
+//! number sent twice, also across an ICE restart, which renegotiates) and that the
+//! sender reports are Chorus's: counts that match what was sent, and an RTP/NTP
+//! timestamp pair that follows the stream's clock.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use chorus_engine::SrtpProfile;
+use chorus_protocol::demux::{classify, DatagramKind};
+use chorus_protocol::rtcp::{Compound, RtcpPacket};
+use chorus_protocol::rtp::RtpPacket;
+use chorus_tests::sim::Sim;
+use webrtc_srtp::context::Context;
+use webrtc_srtp::protection_profile::ProtectionProfile;
+
+fn theirs(profile: SrtpProfile) -> ProtectionProfile {
+    match profile {
+        SrtpProfile::Aes128CmSha1_80 => ProtectionProfile::Aes128CmHmacSha1_80,
+        SrtpProfile::AeadAes128Gcm => ProtectionProfile::AeadAes128Gcm,
+        SrtpProfile::AeadAes256Gcm => ProtectionProfile::AeadAes256Gcm,
+    }
+}
+
+/// Sender report figures: (NTP timestamp, RTP timestamp, packets, octets).
+type Report = (u64, u32, u32, u32);
+
+fn check(restrict: Option<SrtpProfile>) {
+    let mut sim = Sim::with_config(|c| c.srtp_profiles = restrict.map(|p| vec![p]));
+    let a = sim.connect("a", "interop");
+    let b = sim.connect("b", "interop");
+    sim.clients[b].tap = Some(Vec::new());
+    sim.clients[a].speaking = Some(20);
+    sim.run_for(Duration::from_secs(3));
+    // A renegotiation (str0m re-creates send streams on every offer it accepts).
+    let moved: SocketAddr = "192.0.2.200:50000".parse().unwrap();
+    sim.restart_ice(b, moved, 0);
+    sim.run_for(Duration::from_secs(3));
+
+    let keys = sim.clients[b]
+        .keys
+        .take()
+        .expect("the client's DTLS exported keys");
+    assert!(
+        keys.dtls_client,
+        "browsers and our clients offer actpass: the node answers passive"
+    );
+    if let Some(p) = restrict {
+        assert_eq!(keys.profile, p, "the node held DTLS to {p}");
+    } else {
+        assert_eq!(
+            keys.profile,
+            SrtpProfile::AeadAes256Gcm,
+            "str0m's default preference"
+        );
+    }
+    let material =
+        chorus_srtp::keys::DtlsSrtpKeys::from_exporter(keys.profile, &keys.material).unwrap();
+    // The node is the DTLS server: it sends with the server's half.
+    let server = material.server();
+    let mut ctx = Context::new(
+        server.key(),
+        server.salt(),
+        theirs(keys.profile),
+        None,
+        None,
+    )
+    .unwrap();
+
+    let slot_ssrcs: HashSet<u32> = sim.clients[b].from(a).map(|r| r.ssrc).collect();
+    assert_eq!(slot_ssrcs.len(), 1, "a is heard on one slot");
+    let tap = sim.clients[b].tap.take().unwrap();
+    let mut seen = HashSet::new();
+    let mut rtp = 0;
+    let mut reports: HashMap<u32, Vec<Report>> = HashMap::new();
+    for datagram in &tap {
+        match classify(datagram) {
+            DatagramKind::Rtp => {
+                let plain = ctx
+                    .decrypt_rtp(datagram)
+                    .unwrap_or_else(|e| panic!("{:?}: RTP #{rtp}: {e}", keys.profile));
+                let packet = RtpPacket::parse(&plain).unwrap();
+                let ssrc = packet.ssrc().0;
+                assert!(slot_ssrcs.contains(&ssrc), "only slot streams carry RTP");
+                assert!(
+                    seen.insert((ssrc, packet.sequence_number().0)),
+                    "sequence number {} sent twice on SSRC {ssrc:#x}: two senders",
+                    packet.sequence_number().0
+                );
+                assert_eq!(&packet.payload()[..2], &[0xC5, a as u8], "a's payload");
+                let csrcs: Vec<u32> = packet.csrcs().map(|c| c.0).collect();
+                assert_eq!(csrcs, [sim.clients[a].csrc], "the speaker's CSRC");
+                rtp += 1;
+            }
+            DatagramKind::Rtcp => {
+                let plain = ctx
+                    .decrypt_rtcp(datagram)
+                    .unwrap_or_else(|e| panic!("{:?}: SRTCP: {e}", keys.profile));
+                for packet in Compound::new(&plain) {
+                    if let Ok(RtcpPacket::SenderReport(sr)) = packet {
+                        let i = sr.info();
+                        reports.entry(sr.ssrc().0).or_default().push((
+                            i.ntp_timestamp,
+                            i.rtp_timestamp,
+                            i.packet_count,
+                            i.octet_count,
+                        ));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let received = sim.clients[b].from(a).count();
+    assert!(rtp >= 250, "{rtp} RTP datagrams in 6 s of speech");
+    assert_eq!(
+        rtp, received,
+        "str0m in the client took every packet we opened"
+    );
+
+    // Sender reports: Chorus's own, about once a second, for the slot that carries a.
+    let ssrc = *slot_ssrcs.iter().next().unwrap();
+    let srs = reports.get(&ssrc).expect("sender reports for the slot");
+    assert!(srs.len() >= 4, "{} sender reports in 6 s", srs.len());
+    assert!(
+        reports.keys().all(|s| slot_ssrcs.contains(s)),
+        "reports only for slots that carried audio"
+    );
+    let last = srs.last().unwrap();
+    assert!(
+        last.2 as usize <= rtp && last.2 as usize + 60 >= rtp,
+        "packet count {} against {rtp} sent",
+        last.2
+    );
+    assert_eq!(last.3, last.2 * 46, "octets: 46-byte payloads");
+    for pair in srs.windows(2) {
+        let ((ntp0, rtp0, n0, _), (ntp1, rtp1, n1, _)) = (pair[0], pair[1]);
+        assert!(n1 >= n0, "counts never go back");
+        // RFC 3550 §6.4.1: both timestamps name the same instant, so they advance
+        // together (48 kHz against NTP's 2^-32 s), give or take a frame.
+        let wall = (ntp1 - ntp0) as f64 / 4_294_967_296.0;
+        let media = rtp1.wrapping_sub(rtp0) as f64 / 48_000.0;
+        assert!(
+            (wall - media).abs() < 0.021,
+            "NTP {wall:.3} s against RTP {media:.3} s"
+        );
+    }
+}
+
+#[test]
+fn the_browsers_default_profile_aes_256_gcm() {
+    check(None);
+}
+
+#[test]
+fn held_to_aes_cm_128_hmac_sha1_80() {
+    check(Some(SrtpProfile::Aes128CmSha1_80));
+}
+
+#[test]
+fn held_to_aes_128_gcm() {
+    check(Some(SrtpProfile::AeadAes128Gcm));
+}
