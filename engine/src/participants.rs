@@ -34,10 +34,6 @@ impl Participants {
         self.by_id.contains_key(id)
     }
 
-    pub fn key_of(&self, id: &ParticipantId) -> Option<Key> {
-        self.by_id.get(id).copied()
-    }
-
     pub fn get(&self, id: &ParticipantId) -> Option<&Participant> {
         let Key(i) = *self.by_id.get(id)?;
         self.slots.get(i as usize)?.as_deref()
@@ -89,19 +85,5 @@ impl Participants {
 
     pub fn values_mut(&mut self) -> impl Iterator<Item = &mut Participant> {
         self.slots.iter_mut().filter_map(|s| s.as_deref_mut())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    // Participants are built by the shard (they hold an `Rtc`); the slab is exercised
-    // by every engine test through it. The key discipline is checked here on ids.
-    use super::*;
-
-    #[test]
-    fn keys_are_reused_after_removal() {
-        let p = Participants::default();
-        assert!(p.is_empty());
-        assert_eq!(p.key_of(&ParticipantId(1)), None);
     }
 }
