@@ -411,7 +411,8 @@ fn speaking_is_reported_once_when_it_starts_and_once_when_it_stops() {
 fn quality_is_reported_for_every_connected_participant() {
     let mut sim = Sim::with_shards(2, |c| c.quality_interval = Some(Duration::from_secs(1)));
     let (a, _b, _c) = sim.three_talking("r");
-    sim.run_for(Duration::from_secs(4));
+    // Long enough for the clients' receiver reports (str0m: every 5 s for audio).
+    sim.run_for(Duration::from_secs(12));
     let ida = sim.clients[a].id;
     let of_a: Vec<_> = sim
         .events
@@ -441,6 +442,27 @@ fn quality_is_reported_for_every_connected_participant() {
         })
         .collect();
     assert_eq!(ids.len(), 3);
+    // The slot streams are Chorus's own: what the clients' receiver reports say of
+    // them (no loss on the simulated network, and a round trip from our sender
+    // reports' LSR/DLSR) reaches the event.
+    let out: Vec<_> = sim
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            NodeEvent::Quality {
+                participant_id,
+                loss_out,
+                rtt_ms,
+                ..
+            } if *participant_id == ida => Some((*loss_out, *rtt_ms)),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        out.iter()
+            .any(|(loss, rtt)| *loss == Some(0.0) && rtt.is_some()),
+        "{out:?}"
+    );
 }
 
 #[test]
