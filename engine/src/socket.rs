@@ -46,15 +46,49 @@ pub fn bind_reuseport(addr: SocketAddr, count: usize) -> io::Result<Vec<UdpSocke
     Ok(sockets)
 }
 
-/// Buffers for batched receive, with the `recvmmsg` header arrays that point into
-/// them (re-aimed at every call, so the struct may move between calls).
+/// The header arrays of one batched syscall: a name (address) slot, an iovec and an
+/// `mmsghdr` per message. Kept between calls (nothing is allocated per call) and
+/// re-aimed at every call, so their owner may move between calls.
+struct MsgHeaders {
+    names: [libc::sockaddr_storage; BATCH],
+    iovecs: [libc::iovec; BATCH],
+    hdrs: [libc::mmsghdr; BATCH],
+}
+
+impl Default for MsgHeaders {
+    fn default() -> Self {
+        // SAFETY: sockaddr_storage, iovec and mmsghdr are plain old data (integers and
+        // raw pointers); all-zero is a valid value of each, and so of arrays of them.
+        unsafe { std::mem::zeroed() }
+    }
+}
+
+impl MsgHeaders {
+    /// Points message `i` at `len` bytes at `base` and at its own name slot, of which
+    /// `name_len` bytes count.
+    fn aim(&mut self, i: usize, base: *mut libc::c_void, len: usize, name_len: libc::socklen_t) {
+        self.iovecs[i] = libc::iovec {
+            iov_base: base,
+            iov_len: len,
+        };
+        let h = &mut self.hdrs[i];
+        h.msg_hdr.msg_name = (&mut self.names[i] as *mut libc::sockaddr_storage).cast();
+        h.msg_hdr.msg_namelen = name_len;
+        h.msg_hdr.msg_iov = &mut self.iovecs[i];
+        h.msg_hdr.msg_iovlen = 1;
+        h.msg_hdr.msg_control = std::ptr::null_mut();
+        h.msg_hdr.msg_controllen = 0;
+        h.msg_hdr.msg_flags = 0;
+        h.msg_len = 0;
+    }
+}
+
+/// Buffers for batched receive, with the `recvmmsg` headers that point into them.
 pub struct Batch {
     bufs: Box<[[u8; MAX_DATAGRAM]; BATCH]>,
     lens: [usize; BATCH],
     sources: [Option<SocketAddr>; BATCH],
-    names: [libc::sockaddr_storage; BATCH],
-    iovecs: [libc::iovec; BATCH],
-    hdrs: [libc::mmsghdr; BATCH],
+    headers: MsgHeaders,
 }
 
 impl Default for Batch {
@@ -63,13 +97,7 @@ impl Default for Batch {
             bufs: Box::new([[0u8; MAX_DATAGRAM]; BATCH]),
             lens: [0; BATCH],
             sources: [None; BATCH],
-            // SAFETY: sockaddr_storage, iovec and mmsghdr are plain old data (integers
-            // and raw pointers); all-zero is a valid value of each.
-            names: unsafe { std::mem::zeroed() },
-            // SAFETY: as above.
-            iovecs: unsafe { std::mem::zeroed() },
-            // SAFETY: as above.
-            hdrs: unsafe { std::mem::zeroed() },
+            headers: MsgHeaders::default(),
         }
     }
 }
@@ -78,20 +106,10 @@ impl Batch {
     /// Reads up to [`BATCH`] datagrams with one `recvmmsg`. `Ok(0)` when none wait.
     /// Allocates nothing.
     pub fn recv(&mut self, socket: &impl AsRawFd) -> io::Result<usize> {
+        let name_len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
         for i in 0..BATCH {
-            self.iovecs[i] = libc::iovec {
-                iov_base: self.bufs[i].as_mut_ptr().cast(),
-                iov_len: MAX_DATAGRAM,
-            };
-            let h = &mut self.hdrs[i];
-            h.msg_hdr.msg_name = (&mut self.names[i] as *mut libc::sockaddr_storage).cast();
-            h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as u32;
-            h.msg_hdr.msg_iov = &mut self.iovecs[i];
-            h.msg_hdr.msg_iovlen = 1;
-            h.msg_hdr.msg_control = std::ptr::null_mut();
-            h.msg_hdr.msg_controllen = 0;
-            h.msg_hdr.msg_flags = 0;
-            h.msg_len = 0;
+            let base = self.bufs[i].as_mut_ptr().cast();
+            self.headers.aim(i, base, MAX_DATAGRAM, name_len);
         }
         // SAFETY: every header points at a live iovec (into self.bufs) and a live
         // sockaddr_storage, with their true lengths, all owned by self and not moved
@@ -99,7 +117,7 @@ impl Batch {
         let n = unsafe {
             libc::recvmmsg(
                 socket.as_raw_fd(),
-                self.hdrs.as_mut_ptr(),
+                self.headers.hdrs.as_mut_ptr(),
                 BATCH as u32,
                 libc::MSG_DONTWAIT,
                 std::ptr::null_mut(),
@@ -114,11 +132,12 @@ impl Batch {
         }
         let n = (n as usize).min(BATCH);
         for i in 0..n {
-            self.lens[i] = (self.hdrs[i].msg_len as usize).min(MAX_DATAGRAM);
+            let h = &self.headers.hdrs[i];
+            self.lens[i] = (h.msg_len as usize).min(MAX_DATAGRAM);
             // SAFETY: the kernel wrote msg_namelen bytes of a sockaddr into names[i]
             // for each of the n messages it returned.
             self.sources[i] =
-                unsafe { to_socket_addr(&self.names[i], self.hdrs[i].msg_hdr.msg_namelen) };
+                unsafe { to_socket_addr(&self.headers.names[i], h.msg_hdr.msg_namelen) };
         }
         for source in &mut self.sources[n..] {
             *source = None;
@@ -148,25 +167,10 @@ impl Batch {
     }
 }
 
-/// The `sendmmsg` header arrays, kept between calls so sending allocates nothing.
+/// The `sendmmsg` headers, kept between calls so sending allocates nothing.
+#[derive(Default)]
 pub struct SendBatch {
-    names: [libc::sockaddr_storage; BATCH],
-    iovecs: [libc::iovec; BATCH],
-    hdrs: [libc::mmsghdr; BATCH],
-}
-
-impl Default for SendBatch {
-    fn default() -> Self {
-        SendBatch {
-            // SAFETY: sockaddr_storage, iovec and mmsghdr are plain old data; all-zero
-            // is a valid value of each.
-            names: unsafe { std::mem::zeroed() },
-            // SAFETY: as above.
-            iovecs: unsafe { std::mem::zeroed() },
-            // SAFETY: as above.
-            hdrs: unsafe { std::mem::zeroed() },
-        }
-    }
+    headers: MsgHeaders,
 }
 
 impl SendBatch {
@@ -185,23 +189,13 @@ impl SendBatch {
                 unsafe {
                     std::ptr::copy_nonoverlapping(
                         name.as_ptr().cast::<u8>(),
-                        (&mut self.names[i] as *mut libc::sockaddr_storage).cast::<u8>(),
+                        (&mut self.headers.names[i] as *mut libc::sockaddr_storage).cast::<u8>(),
                         len,
                     );
                 }
-                self.iovecs[i] = libc::iovec {
-                    iov_base: t.contents.as_ptr() as *mut libc::c_void,
-                    iov_len: t.contents.len(),
-                };
-                let h = &mut self.hdrs[i];
-                h.msg_hdr.msg_name = (&mut self.names[i] as *mut libc::sockaddr_storage).cast();
-                h.msg_hdr.msg_namelen = len as libc::socklen_t;
-                h.msg_hdr.msg_iov = &mut self.iovecs[i];
-                h.msg_hdr.msg_iovlen = 1;
-                h.msg_hdr.msg_control = std::ptr::null_mut();
-                h.msg_hdr.msg_controllen = 0;
-                h.msg_hdr.msg_flags = 0;
-                h.msg_len = 0;
+                let base = t.contents.as_ptr() as *mut libc::c_void;
+                self.headers
+                    .aim(i, base, t.contents.len(), len as libc::socklen_t);
             }
             let count = chunk.len();
             let mut offset = 0;
@@ -213,7 +207,7 @@ impl SendBatch {
                 let n = unsafe {
                     libc::sendmmsg(
                         socket.as_raw_fd(),
-                        self.hdrs[offset..count].as_mut_ptr(),
+                        self.headers.hdrs[offset..count].as_mut_ptr(),
                         (count - offset) as u32,
                         libc::MSG_DONTWAIT,
                     )
