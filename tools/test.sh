@@ -25,6 +25,9 @@ cargo test --workspace --locked
 step "benchmarks compile (run them by hand: see BENCHMARKS.md)"
 cargo bench --workspace --locked --no-run
 
+step "no allocation per forwarded copy (criterion forward_allocs at N = 1 and 100 fails otherwise)"
+cargo bench --locked -p chorus-benches --bench forward_allocs -- 1 100
+
 step "fuzz targets: build, then ${CHORUS_FUZZ_SECONDS:-10}s each (stable toolchain, no sanitizer)"
 if ! cargo fuzz --version >/dev/null 2>&1; then
   cargo install cargo-fuzz --locked --quiet
