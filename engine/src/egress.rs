@@ -187,7 +187,14 @@ impl Egress {
             payload: &packet.payload,
             padding: 0,
         };
-        buf.resize(BUFFER_CAPACITY, 0);
+        // Only the bytes the datagram needs are zeroed: the packet and the tag's room.
+        let len = writer.encoded_len().map_err(|_| WriteError::Seal)?;
+        let sealed_len = len + tx.profile().rtp_overhead();
+        if sealed_len > BUFFER_CAPACITY {
+            return Err(WriteError::Seal);
+        }
+        buf.clear();
+        buf.resize(sealed_len, 0);
         let len = writer.encode(buf).map_err(|_| WriteError::Seal)?;
         let header_len = len - packet.payload.len();
         // RFC 3711 §3.3.1: the rollover counter is the extended sequence number's
