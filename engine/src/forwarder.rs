@@ -2,7 +2,7 @@
 //!
 //! The shard calls `forward_to` for every subscriber in the speaker's room that is
 //! connected and not deafened. The slot table picks the slot (or none), the slot's
-//! rewriter maps sequence number and timestamp, and [`crate::egress`] writes the
+//! rewriter maps sequence number and timestamp, and `egress.rs` writes the
 //! packet, in the subscriber's Opus payload type with the speaker's CSRC and audio
 //! level, into a pooled buffer, seals it and queues it for the socket. The payload is
 //! shared (`Arc<[u8]>`) between subscribers and shards until that one copy into the

@@ -1,6 +1,6 @@
 //! One participant on this shard: its str0m `Rtc`, what was negotiated, and its
 //! side of the forwarding pipeline (slot table, and the slot streams Chorus sends
-//! itself: [`crate::egress`]).
+//! itself: `egress.rs`).
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
