@@ -33,6 +33,17 @@ pub const OPUS_PAYLOAD: usize = 80;
 /// The publisher's level, RFC 6464 -dBov (loud enough to hold its slot).
 const LEVEL_DBOV: i8 = 30;
 
+/// Marks the part of [`ForwardRig::forward_probed`] that is one packet's own work.
+pub trait Probe {
+    fn enter(&mut self);
+    fn leave(&mut self);
+}
+
+impl Probe for () {
+    fn enter(&mut self) {}
+    fn leave(&mut self) {}
+}
+
 /// One publisher SRTP packet, ready for the shard.
 #[derive(Debug, Clone)]
 pub struct Datagram {
@@ -182,6 +193,15 @@ impl ForwardRig {
     /// shard, with shard messages delivered in process).
     #[inline(never)]
     pub fn forward(&mut self, batch: &[Datagram]) {
+        self.forward_probed(batch, &mut ());
+    }
+
+    /// [`ForwardRig::forward`], with `probe` entered around each packet's own work
+    /// (the datagram, its copies and hand-offs) and left around the timers that fall
+    /// due in between (str0m's, the shard's tick: work per participant and second,
+    /// not per packet).
+    #[inline(never)]
+    pub fn forward_probed(&mut self, batch: &[Datagram], probe: &mut impl Probe) {
         let shards = &mut self.sim.shards;
         for d in batch {
             for shard in shards.iter_mut() {
@@ -189,6 +209,7 @@ impl ForwardRig {
                     shard.handle_timeout(d.at);
                 }
             }
+            probe.enter();
             shards[0].handle_datagram(d.at, self.publisher_addr, &d.contents);
             for k in 0..shards.len() {
                 while let Some(t) = shards[k].poll_transmit() {
@@ -203,6 +224,7 @@ impl ForwardRig {
                     shards[to].handle_shard_message(d.at, m);
                 }
             }
+            probe.leave();
         }
     }
 
