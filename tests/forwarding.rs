@@ -136,3 +136,17 @@ fn a_joiner_is_told_the_current_speakers() {
         .iter()
         .any(|s| s.participant_id == sim.clients[a].id));
 }
+
+#[test]
+fn idle_participants_wake_str0m_only_for_its_own_timers() {
+    let mut sim = Sim::new();
+    for i in 0..4 {
+        sim.connect(&format!("p{i}"), "quiet");
+    }
+    sim.run_for(Duration::from_secs(2));
+    let before = sim.shards[0].stats().rtc_timeouts;
+    sim.run_for(Duration::from_secs(10));
+    let per_second = (sim.shards[0].stats().rtc_timeouts - before) as f64 / 10.0 / 4.0;
+    eprintln!("rtc timeouts per idle participant per second: {per_second:.1}");
+    assert!(per_second < 30.0, "{per_second}");
+}

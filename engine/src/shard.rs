@@ -71,6 +71,9 @@ pub struct ShardStats {
     pub dropped_unsealable: u64,
     /// Sender reports (SRTCP compounds) sent for slot streams.
     pub reports_out: u64,
+    /// Times a participant's `Rtc` was woken for its own timers (what idle
+    /// participants cost).
+    pub rtc_timeouts: u64,
     /// Subscribers' SRTCP packets opened to read their reports on slot streams.
     pub reports_in: u64,
     pub transmits_out: u64,
@@ -109,6 +112,7 @@ impl ShardStats {
             ("dropped_not_ready", self.dropped_not_ready),
             ("dropped_unsealable", self.dropped_unsealable),
             ("reports_out", self.reports_out),
+            ("rtc_timeouts", self.rtc_timeouts),
             ("reports_in", self.reports_in),
             ("dropped_bad_claim", self.dropped_bad_claim),
         ]
@@ -366,6 +370,7 @@ impl Shard {
             }
             p.timer_at = None;
             if p.next_timeout <= now {
+                self.stats.rtc_timeouts += 1;
                 if let Err(e) = p.rtc.handle_input(Input::Timeout(now)) {
                     tracing::debug!(participant = %pid, error = %e, "rtc timeout failed");
                     p.failed = true;

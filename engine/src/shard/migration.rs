@@ -13,10 +13,6 @@ use str0m::Input;
 
 use super::{parse_ufrag, Shard};
 
-/// An address no participant uses, for asking str0m to check a STUN request's
-/// integrity.
-const UNKNOWN_ADDR: SocketAddr =
-    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0);
 use crate::mesh::{home_of, ShardMessage};
 use crate::participant::{Participant, MAX_ADDRS};
 
@@ -214,23 +210,25 @@ impl Shard {
         {
             self.stats.reports_in += 1;
         }
-        // Only proof that the client is there keeps it alive: a STUN request with
-        // its ICE password's integrity (consent checks come every few seconds), or
-        // RTP that passes SRTP. Anyone can send RTCP, DTLS or STUN from (or spoofed
-        // as) its address.
-        // (`Rtc::accepts` waves through anything from the nominated address without
-        // looking at it; from an address it does not know, it checks a STUN request's
-        // USERNAME and MESSAGE-INTEGRITY.)
-        let consent = kind == DatagramKind::Stun
-            && Receive::new(Protocol::Udp, UNKNOWN_ADDR, self.config.local_addr, data)
-                .is_ok_and(|probe| p.rtc.accepts(&Input::Receive(now, probe)));
         if let Err(e) = p.rtc.handle_input(Input::Receive(now, receive)) {
             self.stats.dropped_rejected += 1;
             tracing::trace!(participant = %pid, error = %e, "dropped: rtc refused datagram");
         }
-        let accepted_before = self.media.len();
+        let (accepted_before, sent_before) = (self.media.len(), self.transmits.len());
         self.drain(pid);
         let media = self.media.len() > accepted_before;
+        // Only proof that the client is there keeps it alive: a STUN request with its
+        // ICE password's integrity (consent checks come every few seconds), or RTP
+        // that passes SRTP. Anyone can send RTCP, DTLS or STUN from (or spoofed as) its
+        // address. str0m answers a binding request only once its USERNAME and
+        // MESSAGE-INTEGRITY check out (`is` agent: `accepts_message` before
+        // `handle_packet`), so its STUN answer to this source is that proof, at no
+        // second integrity check.
+        let consent = kind == DatagramKind::Stun
+            && self
+                .transmits
+                .range(sent_before..)
+                .any(|t| t.destination == source && classify(&t.contents) == DatagramKind::Stun);
         // In rtp mode str0m hands out every RTP packet it accepts; one it kept quiet
         // about failed SRTP authentication or replay protection (or came before DTLS).
         if kind == DatagramKind::Rtp && !media {
