@@ -4,7 +4,8 @@
 //! for the whole simulation (clients included) for comparison.
 //!
 //! ```sh
-//! cargo bench -p chorus-benches --bench memory
+//! cargo bench -p chorus-benches --bench memory          # 1 microphone + 8 slots
+//! cargo bench -p chorus-benches --bench memory -- 2     # + 2 slots
 //! ```
 
 use std::alloc::System;
@@ -25,6 +26,11 @@ fn net(region: &Region<'_, System>) -> isize {
 
 fn main() {
     const N: usize = 50;
+    // `cargo bench --bench memory -- SLOTS`: the slots offered (default 8).
+    let slots: usize = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(8);
     let mut sim = Sim::new();
     // Warm up lazily initialised state (crypto provider, certificate).
     sim.connect("warm", "warm");
@@ -48,7 +54,7 @@ fn main() {
         );
         join += net(&region);
         sim.pump();
-        let sdp = sim.make_offer(idx, 8);
+        let sdp = sim.make_offer(idx, slots);
         let region = Region::new(GLOBAL);
         sim.shards[0].handle_command(
             sim.now,
@@ -78,7 +84,7 @@ fn main() {
         join / N as isize
     );
     println!(
-        "  shard, Offer (1 mic + 8 slots):     {:>8}",
+        "  shard, Offer (1 mic + {slots} slots):     {:>8}",
         offer / N as isize
     );
     println!(
