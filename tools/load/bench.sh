@@ -14,7 +14,8 @@
 #   tools/load/bench.sh signaling-quick  # 200 clients, 5 s, 1,000 messages/s: a smoke test
 #
 # Env: DURATION (default 60s), SHARDS (override the shard list), SIZES (sweep), OUT,
-# CHORUS_BIN (the node binary, e.g. a baseline build; default: this tree's), and for the
+# CHORUS_BIN (the node binary, e.g. a baseline build; default: this tree's), TAG (recorded
+# as "build" in each line), and for the
 # signaling modes CLIENTS (the sizes), RATE (messages/s), MUTE_SHARE, RAMP (joins/s).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
@@ -74,7 +75,7 @@ run() {
     echo "bench.sh: chorus-load exited $status (see join_failures); recorded" >&2
   fi
   rm -f "$node_log"
-  line="{\"shards\":$shards,\"mode\":\"$mode\",\"exit_status\":$status,${line#\{}"
+  line="{\"shards\":$shards,\"mode\":\"$mode\",\"exit_status\":$status,${TAG:+\"build\":\"$TAG\",}${line#\{}"
   echo "$line" | tee -a "$out"
 }
 

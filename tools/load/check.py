@@ -3,8 +3,9 @@
 
 Media runs: everyone connected, no join failure, no loss, packets forwarded.
 Signaling-only runs (--signaling-only): everyone joined, every message answered, no
-socket closed early and no error after joining; with MAX_ANSWER_P99_MS or
-MAX_JOIN_P99_MS in the environment, also those latency bounds."""
+socket closed early and no error after joining; with MAX_ANSWER_P99_MS,
+MAX_JOIN_P99_MS or MAX_RSS_KB_PER_PARTICIPANT in the environment, also those bounds
+(the RSS one on the node's growth per joined client at the end of the window)."""
 import json
 import os
 import sys
@@ -25,7 +26,11 @@ if r.get("signaling_only"):
         and not r["early_closes"]
         and not r["errors_after_join"]
     )
-    for key, value in (("MAX_ANSWER_P99_MS", r["answer_ms"]["p99"]), ("MAX_JOIN_P99_MS", r["join_ms"]["p99"])):
+    for key, value in (
+        ("MAX_ANSWER_P99_MS", r["answer_ms"]["p99"]),
+        ("MAX_JOIN_P99_MS", r["join_ms"]["p99"]),
+        ("MAX_RSS_KB_PER_PARTICIPANT", r["rss_kb_per_participant_end"]),
+    ):
         bound = os.environ.get(key)
         if bound is not None and (value is None or value > float(bound)):
             print(f"signaling smoke: {key}={bound} exceeded: {value}")
