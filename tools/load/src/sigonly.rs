@@ -28,6 +28,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
@@ -423,9 +424,16 @@ impl Client {
     async fn join(&mut self) -> Result<(Ws, ParticipantId), String> {
         let run = &self.run;
         let t = Instant::now();
+        // Like a browser's WebSocket: Nagle off (else a message written while the
+        // previous one is unacknowledged waits for the node's delayed ACK, up to
+        // 40 ms), and small buffers (tungstenite zero-fills its whole read buffer,
+        // 128 KiB by default, before every read: client CPU the node does not get).
+        let config = WebSocketConfig::default()
+            .read_buffer_size(4096)
+            .write_buffer_size(0);
         let mut ws = match tokio::time::timeout(
             STEP_TIMEOUT,
-            tokio_tungstenite::connect_async(run.ws_url.as_str()),
+            tokio_tungstenite::connect_async_with_config(run.ws_url.as_str(), Some(config), true),
         )
         .await
         {
