@@ -49,6 +49,9 @@ fi
 step "load smoke: chorus-load (str0m clients, real UDP) against a 2-shard node"
 PROFILE=debug OUT=target/bench/smoke.jsonl SHARDS=2 tools/load/bench.sh quick | python3 tools/load/check.py
 
+step "signaling smoke: 200 WebSocket clients join and send 1,000 pings and mutes a second (no media); RSS per participant bounded"
+PROFILE=debug OUT=target/bench/signaling-smoke.jsonl SHARDS=2 tools/load/bench.sh signaling-quick | MAX_RSS_KB_PER_PARTICIPANT=100 python3 tools/load/check.py
+
 step "soak, short: 60 s of chorus-load churn (rejoins, mutes, speakers); node RSS and fds stay flat"
 PROFILE=debug OUT=target/bench/soak-ci.jsonl bash tools/load/soak.sh 60s
 

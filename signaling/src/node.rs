@@ -24,6 +24,14 @@ use crate::routes::Routes;
 use crate::token::TokenVerifier;
 use crate::{assets, session};
 
+/// Bytes a WebSocket reads from its TCP stream at a time, and the read buffer it keeps.
+///
+/// tungstenite's default, 128 KiB, is allocated per connection and zero-filled up to
+/// its capacity before *every* read: ~130 KB of RSS per socket and a 128 KiB memset
+/// per client message, for messages of tens of bytes. A frame larger than this still
+/// arrives whole: the buffer grows for it (up to the frame limit).
+pub(crate) const WS_READ_BUFFER: usize = 4 * 1024;
+
 /// What every connection shares.
 pub(crate) struct Shared {
     pub config: NodeConfig,
@@ -269,6 +277,8 @@ async fn signal(
     // and the connection is dropped.
     ws.max_message_size(MAX_FRAME_BYTES * 16)
         .max_frame_size(MAX_FRAME_BYTES * 16)
+        .read_buffer_size(WS_READ_BUFFER)
+        .write_buffer_size(0)
         .on_upgrade(move |socket| session::run(socket, shared, peer.ip()))
 }
 

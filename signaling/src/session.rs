@@ -189,7 +189,7 @@ pub(crate) async fn run(socket: WebSocket, shared: Arc<Shared>, ip: IpAddr) {
                 Some(Outbound::Message(mut m)) => {
                     if !session.answered {
                         // The engine's answer to our join: `joined`, or why not.
-                        match &mut m {
+                        match &mut *m {
                             ServerMessage::Joined {
                                 participant_id,
                                 room,

@@ -9,10 +9,15 @@
 #   tools/load/bench.sh sweep        # participants 100..1000 (SIZES), 2 shards (for the plot)
 #   tools/load/bench.sh quick        # 2 rooms x 4, 5 s: a smoke test (used by tools/test.sh)
 #   tools/load/bench.sh memory       # 1,000 silent participants: memory per participant
+#   tools/load/bench.sh signaling    # --signaling-only: 1,000 then 5,000 WebSocket clients in
+#                                    # rooms of 10, 10,000 messages/s (10 % mute toggles)
+#   tools/load/bench.sh signaling-quick  # 200 clients, 5 s, 1,000 messages/s: a smoke test
 #
 # Env: DURATION (default 60s), SHARDS (override the shard list), SIZES (sweep), OUT,
 #      CHORUS_BIN / LOAD_BIN (run these binaries instead of building target/$PROFILE's;
-#      e.g. a baseline build for a before/after comparison), LABEL (added to each line).
+#      e.g. a baseline build for a before/after comparison), LABEL (added to each line),
+#      TAG (recorded as "build" in each line), and for the signaling modes CLIENTS (the
+#      sizes), RATE (messages/s), MUTE_SHARE, RAMP (joins/s).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 mode="${1:-standard}"
@@ -36,6 +41,12 @@ node_extra=()
 if "$chorus_bin" serve --help 2>/dev/null | grep -q -- '--join-rate-per-ip'; then
   node_extra+=(--join-rate-per-ip 0)
 fi
+case "$mode" in
+  signaling*)
+    # Lift the per-socket message rate too (the load stays far below it anyway), and
+    # keep the control socket out of the way of other nodes on the machine.
+    node_extra+=(--client-message-rate 100000 --control none) ;;
+esac
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
@@ -70,7 +81,7 @@ run() {
   rm -f "$node_log"
   local label=""
   [ -n "${LABEL:-}" ] && label="\"label\":\"$LABEL\","
-  line="{${label}\"shards\":$shards,\"mode\":\"$mode\",\"exit_status\":$status,${line#\{}"
+  line="{${label}\"shards\":$shards,\"mode\":\"$mode\",\"exit_status\":$status,${TAG:+\"build\":\"$TAG\",}${line#\{}"
   echo "$line" | tee -a "$out"
 }
 
@@ -91,5 +102,16 @@ case "$mode" in
     for p in ${SIZES:-100 250 500 1000}; do
       for s in ${SHARDS:-2}; do run "$s" $((p / 10)) 10 3 "${DURATION:-20s}" --ramp 250; done
     done ;;
+  signaling)
+    # WebSocket clients only (no offer, no media), rooms of 10.
+    for n in ${CLIENTS:-1000 5000}; do
+      for s in ${SHARDS:-2}; do
+        run "$s" $((n / 10)) 10 0 "${DURATION:-30s}" --signaling-only --ramp "${RAMP:-250}" \
+          --message-rate "${RATE:-10000}" --mute-share "${MUTE_SHARE:-0.1}"
+      done
+    done ;;
+  signaling-quick)
+    run "${SHARDS:-2}" 20 10 0 "${DURATION:-5s}" --signaling-only --ramp "${RAMP:-200}" \
+      --message-rate "${RATE:-1000}" --mute-share "${MUTE_SHARE:-0.1}" ;;
   *) echo "unknown mode $mode" >&2; exit 2 ;;
 esac

@@ -69,9 +69,26 @@ pub struct Args {
     /// are neither expected nor counted as lost.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     pub churn_guard: Duration,
-    /// With churn: seed of the event timing and choices (default: from the clock).
+    /// With churn, or with --signaling-only: seed of the event timing and choices
+    /// (default: from the clock).
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Signaling only: the participants open a WebSocket and `join`, and nothing else
+    /// (no offer, no media, no UDP). Once all joined, they send --message-rate
+    /// messages per second in total for --duration (`ping`s, and `mute` toggles for
+    /// --mute-share of them), and the JSON line gives join → `joined` and message →
+    /// answer latencies and the node's CPU per message and RSS per participant.
+    #[arg(long)]
+    pub signaling_only: bool,
+    /// With --signaling-only: client messages per second, all clients together, in
+    /// the window (0: none, the clients only hold their sockets).
+    #[arg(long, default_value_t = 1000.0, requires = "signaling_only")]
+    pub message_rate: f64,
+    /// With --signaling-only: the share of the messages that are `mute` toggles
+    /// (answered by the sender's own `participant_updated`, which the whole room gets);
+    /// the rest are `ping`s.
+    #[arg(long, default_value_t = 0.1, requires = "signaling_only")]
+    pub mute_share: f64,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -190,6 +207,30 @@ mod tests {
         assert_eq!(a.level_dbov, -30);
         assert_eq!(a.listeners, Listeners::Nothing);
         assert_eq!(a.churn_every, None);
+    }
+
+    #[test]
+    fn parses_signaling_only() {
+        let a = Args::try_parse_from([
+            "chorus-load",
+            "--signaling-only",
+            "--rooms",
+            "500",
+            "--per-room",
+            "10",
+            "--message-rate",
+            "10000",
+            "--mute-share",
+            "0.2",
+        ])
+        .unwrap();
+        assert!(a.signaling_only);
+        assert_eq!(a.message_rate, 10_000.0);
+        assert_eq!(a.mute_share, 0.2);
+        assert!(
+            Args::try_parse_from(["chorus-load", "--message-rate", "5"]).is_err(),
+            "--message-rate needs --signaling-only"
+        );
     }
 
     #[test]

@@ -86,6 +86,7 @@ mod hist;
 mod payload;
 mod procfs;
 mod signal;
+mod sigonly;
 mod worker;
 
 use std::collections::{BTreeMap, HashSet};
@@ -211,6 +212,10 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         None => None,
     };
+    if args.signaling_only {
+        drop(node);
+        return sigonly::run(args, ws_url, participants).await;
+    }
     let rss_before = node.as_ref().and_then(Node::rss_kb);
 
     let cert = str0m::crypto::from_feature_flags()
