@@ -144,6 +144,8 @@ pub struct Shard {
     pool: BufferPool,
     /// A buffer to open SRTCP in.
     scratch: Vec<u8>,
+    /// Ticks so far (some work runs every few ticks).
+    ticks: u32,
     /// The `now` the shard was created at (wall-clock time
     /// [`ShardConfig::wallclock_at_start`]).
     started: Instant,
@@ -196,6 +198,7 @@ impl Shard {
             pool: BufferPool::default(),
             scratch: Vec::with_capacity(crate::pool::BUFFER_CAPACITY),
             started: now,
+            ticks: 0,
             rng,
             stats: ShardStats::default(),
             draining: false,

@@ -16,6 +16,8 @@ use super::{next_random, Shard};
 
 /// Times a media command may be sent after a participant that keeps moving.
 const MAX_REDIRECTS: u8 = 16;
+/// Ticks between scans of every participant (sender reports, silent clients): 250 ms.
+const SCAN_EVERY_TICKS: u32 = 5;
 use crate::egress::{ExtIds, SlotTx, REPORT_INTERVAL};
 use crate::forwarder::{forward_to, Outcome, Sink, SpeakerPacket};
 use crate::io::{CloseReason, Command, Event, Protocol, Transmit};
@@ -370,7 +372,8 @@ impl Shard {
                     }));
                 }
             }
-            let speakers = view.speakers();
+            // Built once per room, and only when some member is told.
+            let mut speakers = None;
             for m in &view.local {
                 let Some(p) = self.participants.at_mut(m.key) else {
                     continue;
@@ -381,6 +384,7 @@ impl Shard {
                 }
                 p.speakers_dirty = false;
                 let list = speakers
+                    .get_or_insert_with(|| view.speakers())
                     .iter()
                     .map(|(id, level)| SpeakerInfo {
                         participant_id: *id,
@@ -394,8 +398,14 @@ impl Shard {
                 });
             }
         }
-        self.send_reports(now);
         self.close_expired_rooms(now);
+        // What looks at every participant runs every few ticks: sender reports are
+        // due about once a second, silence is judged over seconds.
+        self.ticks = self.ticks.wrapping_add(1);
+        if self.ticks % SCAN_EVERY_TICKS != 0 {
+            return;
+        }
+        self.send_reports(now);
         let timeout = self.config.disconnect_timeout;
         let gone: Vec<ParticipantId> = self
             .participants
