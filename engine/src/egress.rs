@@ -222,6 +222,13 @@ impl Egress {
         let (Some(tx), Some(remote)) = (&mut self.tx, self.remote) else {
             return Err(WriteError::NotReady);
         };
+        // Most participants' slots are quiet: nothing to write, nothing to zero.
+        if !slots
+            .iter()
+            .any(|s| s.rewriter.timestamp_at(now, SENDER_WINDOW).is_some())
+        {
+            return Ok(None);
+        }
         let ntp = ntp_timestamp(wallclock);
         buf.resize(BUFFER_CAPACITY, 0);
         let mut len = 0;
