@@ -16,7 +16,7 @@ use std::time::Instant;
 use chorus_protocol::signal::ParticipantId;
 
 use crate::egress::WriteError;
-use crate::io::{Protocol, Transmit};
+use crate::io::Transmit;
 use crate::participant::Participant;
 use crate::pool::BufferPool;
 use crate::slots::{Loudness, Route};
@@ -88,12 +88,8 @@ pub(crate) fn forward_to(
     let mut buf = sink.pool.take();
     match sub.egress.write_rtp(tx, pkt, out, &mut buf) {
         Ok(destination) => {
-            sink.transmits.push_back(Transmit {
-                proto: Protocol::Udp,
-                source: sink.local,
-                destination,
-                contents: buf,
-            });
+            sink.transmits
+                .push_back(Transmit::udp(sink.local, destination, buf));
             Outcome::Sent
         }
         Err(e) => {

@@ -237,3 +237,15 @@ pub struct Transmit {
     pub destination: SocketAddr,
     pub contents: Vec<u8>,
 }
+
+impl Transmit {
+    /// A datagram for the node's UDP port.
+    pub fn udp(source: SocketAddr, destination: SocketAddr, contents: Vec<u8>) -> Transmit {
+        Transmit {
+            proto: Protocol::Udp,
+            source,
+            destination,
+            contents,
+        }
+    }
+}

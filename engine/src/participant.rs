@@ -14,7 +14,7 @@ use str0m::rtp::RtpPacket;
 use str0m::{Event as RtcEvent, Output, Rtc};
 
 use crate::egress::{Egress, SlotTx};
-use crate::io::{Permissions, Protocol, Transmit};
+use crate::io::{Permissions, Transmit};
 use crate::quality::Quality;
 use crate::slots::SlotTable;
 
@@ -91,12 +91,7 @@ impl Participant {
                 Ok(Output::Transmit(t)) => {
                     // The nominated pair: where the slot streams go too.
                     self.egress.remote = Some(t.destination);
-                    transmits.push_back(Transmit {
-                        proto: Protocol::Udp,
-                        source: local,
-                        destination: t.destination,
-                        contents: t.contents.into(),
-                    })
+                    transmits.push_back(Transmit::udp(local, t.destination, t.contents.into()))
                 }
                 Ok(Output::Event(e)) => match e {
                     RtcEvent::RtpPacket(p) => media.push_back((self.id, p)),
@@ -107,7 +102,6 @@ impl Participant {
                     }
                     RtcEvent::PeerStats(s) => self.quality.on_peer(&s, self.egress.bytes_sent),
                     RtcEvent::MediaIngressStats(s) => self.quality.on_ingress(&s),
-                    RtcEvent::MediaEgressStats(s) => self.quality.on_egress(&s),
                     RtcEvent::IceConnectionStateChange(s) => {
                         tracing::debug!(room = %self.room, participant = %self.id, state = ?s, "ice");
                     }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use chorus_protocol::control::NodeEvent;
 use chorus_protocol::signal::{ParticipantId, RoomId};
-use str0m::stats::{MediaEgressStats, MediaIngressStats, PeerStats};
+use str0m::stats::{MediaIngressStats, PeerStats};
 
 /// Opus's RTP clock: RTCP jitter is in its units.
 const OPUS_CLOCK_HZ: f32 = 48_000.0;
@@ -45,7 +45,7 @@ pub(crate) struct Quality {
     last: Option<(Instant, u64, u64)>,
     /// The round being collected.
     pending: Option<Figures>,
-    /// Egress loss fractions of this round's streams (averaged).
+    /// Loss fractions the client reported on the slot streams this round (averaged).
     egress_loss: (f32, u32),
     /// The last complete round, not yet reported.
     ready: Option<Figures>,
@@ -105,17 +105,6 @@ impl Quality {
             if f.loss_in.is_none() {
                 f.loss_in = s.loss;
             }
-            if f.rtt_ms.is_none() {
-                f.rtt_ms = s.rtt.map(ms);
-            }
-        }
-    }
-
-    /// A slot stream towards the client, as its receiver reports describe it.
-    pub fn on_egress(&mut self, s: &MediaEgressStats) {
-        if let (Some(f), Some(loss)) = (&mut self.pending, s.loss) {
-            self.egress_loss.0 += loss;
-            self.egress_loss.1 += 1;
             if f.rtt_ms.is_none() {
                 f.rtt_ms = s.rtt.map(ms);
             }

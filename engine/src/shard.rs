@@ -258,16 +258,12 @@ impl Shard {
         datagrams: impl IntoIterator<Item = Datagram<'a>>,
     ) {
         for d in datagrams {
-            self.handle_one(now, d.source, d.contents);
+            self.handle_datagram(now, d.source, d.contents);
         }
     }
 
     /// One datagram on the shard's UDP socket from `source` (a batch of one).
     pub fn handle_datagram(&mut self, now: Instant, source: SocketAddr, data: &[u8]) {
-        self.handle_one(now, source, data);
-    }
-
-    fn handle_one(&mut self, now: Instant, source: SocketAddr, data: &[u8]) {
         self.stats.datagrams_in += 1;
         self.stats.bytes_in += data.len() as u64;
         if classify(data) == DatagramKind::Unknown {

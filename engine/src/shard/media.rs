@@ -13,19 +13,19 @@ use str0m::rtp::Extension;
 use str0m::rtp::RtpPacket;
 
 use super::{next_random, Shard};
-
-/// Times a media command may be sent after a participant that keeps moving.
-const MAX_REDIRECTS: u8 = 16;
-/// Ticks between scans of every participant (sender reports, silent clients): 250 ms.
-const SCAN_EVERY_TICKS: u32 = 5;
 use crate::egress::{ExtIds, SlotTx, REPORT_INTERVAL};
 use crate::forwarder::{forward_to, Outcome, Sink, SpeakerPacket};
-use crate::io::{CloseReason, Command, Event, Protocol, Transmit};
+use crate::io::{CloseReason, Command, Event, Transmit};
 use crate::mesh::{home_of, ShardMessage};
 use crate::participant::Participant;
 use crate::rewriter::SlotRewriter;
 use crate::sdp::{candidates_in_every_section, prepare_offer};
 use crate::slots::SlotTable;
+
+/// Times a media command may be sent after a participant that keeps moving.
+const MAX_REDIRECTS: u8 = 16;
+/// Ticks between scans of every participant (sender reports, silent clients): 250 ms.
+const SCAN_EVERY_TICKS: u32 = 5;
 
 impl Shard {
     pub(super) fn media_command(&mut self, now: Instant, command: Command) {
@@ -216,9 +216,7 @@ impl Shard {
             return;
         };
         p.drain(self.config.local_addr, &mut self.transmits, &mut self.media);
-        if p.egress.reports.loss_count > 0 || p.egress.reports.rtt.is_some() {
-            p.quality.add_reports(std::mem::take(&mut p.egress.reports));
-        }
+        p.quality.add_reports(std::mem::take(&mut p.egress.reports));
         if let Some(q) = p.quality.take() {
             self.events
                 .push_back(Event::Notify(q.event(p.room.clone(), pid)));
@@ -335,12 +333,11 @@ impl Shard {
             match p.egress.write_report(&p.slots, now, wallclock, &mut buf) {
                 Ok(Some(destination)) => {
                     self.stats.reports_out += 1;
-                    self.transmits.push_back(Transmit {
-                        proto: Protocol::Udp,
-                        source: self.config.local_addr,
+                    self.transmits.push_back(Transmit::udp(
+                        self.config.local_addr,
                         destination,
-                        contents: buf,
-                    });
+                        buf,
+                    ));
                 }
                 Ok(None) | Err(_) => self.pool.give(buf),
             }
