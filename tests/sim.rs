@@ -19,7 +19,7 @@ use chorus_protocol::control::NodeEvent;
 use chorus_protocol::signal::{DisplayName, ParticipantId, RoomId, ServerMessage};
 use chorus_srtp::capture::{build_rtc, KeyCapture};
 use str0m::change::SdpPendingOffer;
-use str0m::media::{Mid, Pt};
+use str0m::media::{Direction, MediaKind, Mid, Pt};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{ExtensionValues, RtpWrite};
 use str0m::{Candidate, Event as RtcEvent, Input, Output, Rtc};
@@ -343,6 +343,29 @@ impl Sim {
         self.clients[idx].shard = shard;
         let slots = self.clients[idx].audio_slots as usize;
         self.offer(idx, slots);
+        self.run_until(Duration::from_secs(5), |s| s.clients[idx].connected);
+        assert!(self.clients[idx].connected, "{name} did not connect");
+        idx
+    }
+
+    /// Joins as a listener (receive slots only, no microphone: what chorus.js offers
+    /// with `audioTrack: null`) and runs until media is up.
+    pub fn connect_listener(&mut self, name: &str, room: &str) -> usize {
+        let idx = self.join(name, room);
+        let c = &mut self.clients[idx];
+        let count = c.audio_slots as usize;
+        let mut api = c.rtc.sdp_api();
+        let slots: Vec<Mid> = (0..count)
+            .map(|_| api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None))
+            .collect();
+        let (offer, pending) = api.apply().expect("an offer");
+        c.mic = None;
+        c.slots = slots;
+        c.pending = Some(pending);
+        let participant = c.id;
+        let sdp = offer.to_sdp_string();
+        self.command(Command::Offer { participant, sdp });
+        self.accept_answer(idx);
         self.run_until(Duration::from_secs(5), |s| s.clients[idx].connected);
         assert!(self.clients[idx].connected, "{name} did not connect");
         idx

@@ -131,3 +131,40 @@ fn up_to_slots_plus_one_everyone_hears_everyone_without_switches() {
     }
     assert_eq!(sim.shards[0].stats().dropped_no_slot, 0);
 }
+
+/// A listener without a microphone: its offer has slot sections only, so str0m
+/// answers ICE and DTLS in a section the node then writes as a slot. It connects and
+/// hears the speaker on its first slot, by CSRC, on the SSRC the answer announced.
+#[test]
+fn a_listener_without_a_microphone_hears_the_room() {
+    let mut sim = Sim::new();
+    let speaker = sim.connect("speaker", "hall");
+    let listener = sim.connect_listener("listener", "hall");
+    assert_eq!(sim.clients[listener].mic, None);
+    let answer = sim.clients[listener]
+        .inbox
+        .iter()
+        .rev()
+        .find_map(|m| match m {
+            chorus_protocol::signal::ServerMessage::Answer { sdp, .. } => Some(sdp.clone()),
+            _ => None,
+        })
+        .unwrap();
+    let first_slot_ssrc: u32 = answer
+        .split("m=audio")
+        .nth(1)
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("a=ssrc:")))
+        .and_then(|l| l.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    sim.clients[speaker].speaking = Some(20);
+    sim.run_for(Duration::from_secs(1));
+    let csrc = sim.clients[speaker].csrc;
+    let heard: Vec<&Received> = sim.clients[listener]
+        .received
+        .iter()
+        .filter(|r| r.csrc.contains(&csrc))
+        .collect();
+    assert!(heard.len() > 30, "the listener got {} packets", heard.len());
+    assert!(heard.iter().all(|r| r.ssrc == first_slot_ssrc));
+}

@@ -1,8 +1,7 @@
 //! What Chorus itself sends to one subscriber: its slot streams.
 //!
-//! str0m negotiates the slots (one recvonly audio m-section each) and picks each
-//! slot's SSRC, then lets go of it: Chorus removes str0m's send stream for every slot
-//! and is the only sender on those SSRCs. Per forwarded copy it writes the RTP header
+//! Chorus answers the slots (one recvonly audio m-section each, `sdp.rs`) with its
+//! own SSRCs; str0m never sees them and Chorus is the only sender on those SSRCs. Per forwarded copy it writes the RTP header
 //! (the slot's SSRC, sequence number and timestamp from [`SlotRewriter`], the
 //! speaker's CSRC, the audio level, and the MID until the subscriber has reported on
 //! the slot), seals it with the session's SRTP keys captured from str0m's DTLS
@@ -24,7 +23,6 @@ use chorus_protocol::rtcp::{
 use chorus_protocol::rtp::{ExtensionSpec, RtpWriter, SeqNo, Ssrc};
 use chorus_srtp::keys::DtlsSrtpKeys;
 use chorus_srtp::{SrtpRx, SrtpTx};
-use str0m::media::Mid;
 
 use crate::forwarder::SpeakerPacket;
 use crate::pool::BUFFER_CAPACITY;
@@ -40,11 +38,56 @@ const SENDER_WINDOW: Duration = Duration::from_secs(2);
 /// must fit in a datagram; rooms allow 32 slots at most).
 const MAX_REPORTED: usize = 31;
 
+/// A slot's mid as the RFC 8843 MID extension carries it: 1 to 16 visible ASCII
+/// characters, kept inline so that writing it per copy is a copy of bytes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SlotMid {
+    bytes: [u8; 16],
+    len: u8,
+}
+
+impl SlotMid {
+    /// `None` unless `mid` is 1 to 16 visible ASCII characters.
+    pub fn new(mid: &str) -> Option<SlotMid> {
+        let len = mid.len();
+        if !(1..=16).contains(&len) || !mid.bytes().all(|b| b.is_ascii_graphic()) {
+            return None;
+        }
+        let mut bytes = [0; 16];
+        bytes[..len].copy_from_slice(mid.as_bytes());
+        Some(SlotMid {
+            bytes,
+            len: len as u8,
+        })
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Only visible ASCII is ever stored.
+        std::str::from_utf8(self.as_bytes()).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Display for SlotMid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Debug for SlotMid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SlotMid({})", self.as_str())
+    }
+}
+
 /// One negotiated audio slot: a stream Chorus sends to this subscriber.
 #[derive(Debug)]
 pub(crate) struct SlotTx {
-    pub mid: Mid,
-    /// The SSRC str0m chose and wrote into the answer.
+    pub mid: SlotMid,
+    /// The SSRC Chorus chose and wrote into the answer.
     pub ssrc: u32,
     /// The subscriber's Opus payload type.
     pub pt: u8,
@@ -58,7 +101,7 @@ pub(crate) struct SlotTx {
 }
 
 impl SlotTx {
-    pub fn new(mid: Mid, ssrc: u32, pt: u8, rewriter: SlotRewriter) -> SlotTx {
+    pub fn new(mid: SlotMid, ssrc: u32, pt: u8, rewriter: SlotRewriter) -> SlotTx {
         SlotTx {
             mid,
             ssrc,
@@ -97,7 +140,7 @@ pub(crate) struct Egress {
     /// Where str0m last sent to: the nominated candidate pair.
     pub remote: Option<SocketAddr>,
     pub ext: ExtIds,
-    /// The CNAME str0m advertised for the slots (`a=ssrc:… cname:`).
+    /// The CNAME of the slots (`a=ssrc:… cname:`), chosen at the first answer.
     pub cname: String,
     pub next_report: Option<Instant>,
     /// Receiver reports on our slots since the last `quality` event.

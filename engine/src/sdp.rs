@@ -1,8 +1,22 @@
-//! Reads a client's offer before str0m does, to apply the slot contract (see
-//! `docs/protocol.md`): at most one sending audio m-section (the microphone), slot N
-//! is the N-th recvonly audio m-section, slots beyond the room's count are made
-//! inactive, video is rejected. The offer text is rewritten so that str0m's answer
-//! says exactly that; str0m then negotiates codecs, ICE and DTLS as usual.
+//! Reads a client's offer before str0m does and writes the slot sections of the
+//! answer itself (the slot contract: `docs/protocol.md` §4).
+//!
+//! - At most one sending audio m-section, the microphone; str0m negotiates it (and
+//!   any data channel, and rejects video), with ICE and DTLS for the whole bundle.
+//! - Slot N is the N-th `recvonly` audio m-section. str0m never sees the slots:
+//!   [`prepare_offer`] takes them out of the offer str0m reads, and [`answer`] writes
+//!   their `sendonly` sections into str0m's answer (Chorus's SSRC, CNAME, the offer's
+//!   Opus payload type and header extension ids, the bundle's ICE and DTLS
+//!   attributes). A slot so costs str0m nothing: no media entry, no stream, no SDP.
+//! - Audio sections beyond the room's slot count, and offered `inactive` ones, are
+//!   answered `inactive` by Chorus too.
+//! - An offer with nothing for str0m (a listener without a microphone) lends str0m
+//!   its first slot section, made `inactive`, so that str0m still answers ICE and
+//!   DTLS; Chorus writes that section of the answer itself.
+
+use std::fmt::Write as _;
+
+use crate::egress::{ExtIds, SlotMid};
 
 /// RFC 3264 §5.1 / RFC 8866 §6.7: the media direction of an m-section.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -13,15 +27,46 @@ enum Direction {
     Inactive,
 }
 
+/// What the offer asks of one slot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SlotOffer {
+    pub mid: SlotMid,
+    /// The Opus payload type the client offered on this section.
+    pub pt: u8,
+}
+
 /// The result of [`prepare_offer`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct PreparedOffer {
-    /// The offer as str0m should see it.
+    /// The offer as str0m should see it: without the sections Chorus answers.
     pub sdp: String,
     /// The microphone's mid, if the client sends audio.
     pub mic_mid: Option<String>,
-    /// The slots' mids, in slot order (at most `audio_slots`).
-    pub slot_mids: Vec<String>,
+    /// The slots, in slot order (at most `audio_slots`).
+    pub slots: Vec<SlotOffer>,
+    /// The header extension ids the first slot section offered (RFC 8843 §9.2: one
+    /// mapping for the whole bundle).
+    pub ext: ExtIds,
+    /// Every offered section, in order, and who answers it.
+    sections: Vec<Answerer>,
+}
+
+/// Who writes the answer to one offered m-section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Answerer {
+    /// str0m (the microphone, a data channel, rejected kinds).
+    Str0m { mid: String },
+    /// Chorus: slot `index`, `sendonly`.
+    Slot { index: usize, proto: String },
+    /// Chorus: `inactive` (beyond the slot count, or offered inactive).
+    Inactive {
+        mid: String,
+        proto: String,
+        /// The payload type answered (the offer's Opus, else its first format).
+        pt: String,
+        /// The offer's `a=rtpmap` value for `pt`, if any.
+        rtpmap: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -34,32 +79,244 @@ pub enum OfferError {
     SeveralMicrophones,
     #[error("offer is larger than {0} bytes")]
     TooLarge(usize),
+    #[error("m-section {0}: a mid is 1 to 16 visible ASCII characters (RFC 8843 §9.1)")]
+    BadMid(usize),
+    #[error("m-section {0}: malformed m= line")]
+    BadMediaLine(usize),
+}
+
+/// Why str0m's answer could not be completed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AnswerError {
+    #[error("the negotiated answer has no section for mid {0}")]
+    MissingSection(String),
+    #[error("the negotiated answer has no ICE and DTLS attributes")]
+    NoTransport,
 }
 
 /// Largest offer accepted: room for well over a hundred m-sections.
 pub(crate) const MAX_OFFER_BYTES: usize = 60 * 1024;
 
-struct Section {
-    kind: String,
-    /// Index of the `m=` line in `lines`.
-    m_line: usize,
-    mid: Option<String>,
+/// One m-section of the offer as read.
+struct Section<'a> {
+    kind: &'a str,
+    port: &'a str,
+    proto: &'a str,
+    formats: Vec<&'a str>,
+    /// Index of the `m=` line in `lines`, and one past the section's last line.
+    start: usize,
+    end: usize,
+    mid: Option<&'a str>,
     direction: Direction,
     /// Index of the direction attribute line, if present.
     direction_line: Option<usize>,
 }
 
+impl Section<'_> {
+    /// The section's attribute values named `name` (`a=name:value`).
+    fn attributes<'l>(&self, lines: &'l [&str], name: &str) -> impl Iterator<Item = &'l str> {
+        let prefix = format!("a={name}:");
+        lines[self.start..self.end]
+            .iter()
+            .filter_map(move |l| l.strip_prefix(prefix.as_str()))
+    }
+
+    /// The offered Opus payload type, if the m= line lists it.
+    fn opus(&self, lines: &[&str]) -> Option<u8> {
+        self.attributes(lines, "rtpmap").find_map(|v| {
+            let (pt, codec) = v.split_once(' ')?;
+            let is_opus = codec
+                .get(..10)
+                .is_some_and(|c| c.eq_ignore_ascii_case("opus/48000"));
+            (is_opus && self.formats.contains(&pt))
+                .then(|| pt.parse::<u8>().ok())
+                .flatten()
+                .filter(|pt| *pt < 128)
+        })
+    }
+
+    /// RFC 8285: the id offered for extension `uri`.
+    fn extension(&self, lines: &[&str], uri: &str) -> Option<u8> {
+        self.attributes(lines, "extmap").find_map(|v| {
+            let (id, rest) = v.split_once(' ')?;
+            let id = id.split('/').next()?;
+            (rest.split(' ').next() == Some(uri))
+                .then(|| id.parse::<u8>().ok())
+                .flatten()
+                .filter(|id| (1..=14).contains(id))
+        })
+    }
+}
+
+const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
+const MID_URI: &str = "urn:ietf:params:rtp-hdrext:sdes:mid";
+
+/// Splits the offer into what str0m negotiates and what Chorus answers.
 pub(crate) fn prepare_offer(sdp: &str, audio_slots: usize) -> Result<PreparedOffer, OfferError> {
     if sdp.len() > MAX_OFFER_BYTES {
         return Err(OfferError::TooLarge(MAX_OFFER_BYTES));
     }
-    let mut lines: Vec<String> = sdp.lines().map(|l| l.trim_end().to_owned()).collect();
-    let mut sections: Vec<Section> = Vec::new();
+    let lines: Vec<&str> = sdp.lines().map(str::trim_end).collect();
+    let sections = read_sections(&lines)?;
+    let Some(first) = sections.first() else {
+        return Err(OfferError::NoMedia);
+    };
+    let session = &lines[..first.start];
+
+    let mut answerers = Vec::with_capacity(sections.len());
+    // Per section given to str0m: its index, and the direction and port it should see.
+    let mut for_str0m: Vec<(usize, Option<&str>, bool)> = Vec::new();
+    let mut mic_mid = None;
+    let mut slots: Vec<SlotOffer> = Vec::new();
+    let mut ext = ExtIds::default();
+    for (n, s) in sections.iter().enumerate() {
+        let mid = s.mid.ok_or(OfferError::NoMid(n))?;
+        let open = s.port != "0";
+        match (s.kind, s.direction) {
+            ("audio", Direction::SendRecv | Direction::SendOnly) if open => {
+                if mic_mid.is_some() {
+                    return Err(OfferError::SeveralMicrophones);
+                }
+                mic_mid = Some(mid.to_owned());
+                // We never send on the microphone's section: answer recvonly.
+                let direction = (s.direction == Direction::SendRecv).then_some("a=sendonly");
+                for_str0m.push((n, direction, false));
+                answerers.push(Answerer::Str0m {
+                    mid: mid.to_owned(),
+                });
+            }
+            ("audio", Direction::RecvOnly | Direction::Inactive) if open => {
+                let slot_mid = SlotMid::new(mid).ok_or(OfferError::BadMid(n))?;
+                let opus = s.opus(&lines);
+                match opus {
+                    Some(pt) if s.direction == Direction::RecvOnly && slots.len() < audio_slots => {
+                        if slots.is_empty() {
+                            ext = ExtIds {
+                                audio_level: s.extension(&lines, AUDIO_LEVEL_URI),
+                                mid: s.extension(&lines, MID_URI),
+                            };
+                        }
+                        answerers.push(Answerer::Slot {
+                            index: slots.len(),
+                            proto: s.proto.to_owned(),
+                        });
+                        slots.push(SlotOffer { mid: slot_mid, pt });
+                    }
+                    _ => {
+                        let pt = opus
+                            .map(|pt| pt.to_string())
+                            .or_else(|| s.formats.first().map(|f| (*f).to_owned()))
+                            .unwrap_or_else(|| "0".to_owned());
+                        let rtpmap = s.attributes(&lines, "rtpmap").find_map(|v| {
+                            let (p, codec) = v.split_once(' ')?;
+                            (p == pt).then(|| codec.to_owned())
+                        });
+                        answerers.push(Answerer::Inactive {
+                            mid: mid.to_owned(),
+                            proto: s.proto.to_owned(),
+                            pt,
+                            rtpmap,
+                        });
+                    }
+                }
+            }
+            // A data channel, or an audio section the client closed (port 0).
+            ("audio" | "application", _) => {
+                for_str0m.push((n, None, false));
+                answerers.push(Answerer::Str0m {
+                    mid: mid.to_owned(),
+                });
+            }
+            // Video (and anything else) is rejected for now: RFC 3264 §6, port 0.
+            _ => {
+                for_str0m.push((n, Some("a=inactive"), true));
+                answerers.push(Answerer::Str0m {
+                    mid: mid.to_owned(),
+                });
+            }
+        }
+    }
+    // A listener without a microphone: str0m still needs a section to answer ICE and
+    // DTLS in. It gets the first one Chorus answers, made inactive.
+    if for_str0m.is_empty() {
+        if let Some(n) = answerers
+            .iter()
+            .position(|a| !matches!(a, Answerer::Str0m { .. }))
+        {
+            for_str0m.push((n, Some("a=inactive"), false));
+        }
+    }
+
+    // The offer str0m reads: the session lines (its bundle narrowed to the sections
+    // it sees) and its sections.
+    let str0m_mids: Vec<&str> = for_str0m
+        .iter()
+        .filter_map(|(n, _, _)| sections[*n].mid)
+        .collect();
+    let mut out = String::with_capacity(sdp.len());
+    for line in session {
+        match line.strip_prefix("a=group:BUNDLE") {
+            Some(group) => {
+                let kept: Vec<&str> = group
+                    .split_whitespace()
+                    .filter(|m| str0m_mids.contains(m))
+                    .collect();
+                if !kept.is_empty() {
+                    push_line(&mut out, &format!("a=group:BUNDLE {}", kept.join(" ")));
+                }
+            }
+            None => push_line(&mut out, line),
+        }
+    }
+    for (n, direction, reject) in &for_str0m {
+        let s = &sections[*n];
+        for (i, line) in lines[s.start..s.end].iter().enumerate() {
+            let i = s.start + i;
+            if i == s.start {
+                if *reject {
+                    let formats = s.formats.join(" ");
+                    push_line(&mut out, &format!("m={} 0 {} {formats}", s.kind, s.proto));
+                } else {
+                    push_line(&mut out, line);
+                }
+                if let (Some(d), None) = (direction, s.direction_line) {
+                    push_line(&mut out, d);
+                }
+            } else if Some(i) == s.direction_line {
+                push_line(&mut out, direction.unwrap_or(line));
+            } else {
+                push_line(&mut out, line);
+            }
+        }
+    }
+    Ok(PreparedOffer {
+        sdp: out,
+        mic_mid,
+        slots,
+        ext,
+        sections: answerers,
+    })
+}
+
+fn read_sections<'a>(lines: &[&'a str]) -> Result<Vec<Section<'a>>, OfferError> {
+    let mut sections: Vec<Section<'a>> = Vec::new();
     for (i, line) in lines.iter().enumerate() {
         if let Some(rest) = line.strip_prefix("m=") {
+            if let Some(last) = sections.last_mut() {
+                last.end = i;
+            }
+            let mut parts = rest.split(' ').filter(|p| !p.is_empty());
+            let (Some(kind), Some(port), Some(proto)) = (parts.next(), parts.next(), parts.next())
+            else {
+                return Err(OfferError::BadMediaLine(sections.len()));
+            };
             sections.push(Section {
-                kind: rest.split(' ').next().unwrap_or_default().to_owned(),
-                m_line: i,
+                kind,
+                port,
+                proto,
+                formats: parts.collect(),
+                start: i,
+                end: lines.len(),
                 mid: None,
                 direction: Direction::SendRecv,
                 direction_line: None,
@@ -70,9 +327,9 @@ pub(crate) fn prepare_offer(sdp: &str, audio_slots: usize) -> Result<PreparedOff
             continue;
         };
         if let Some(mid) = line.strip_prefix("a=mid:") {
-            section.mid = Some(mid.trim().to_owned());
+            section.mid = Some(mid.trim());
         }
-        let direction = match line.as_str() {
+        let direction = match *line {
             "a=sendrecv" => Some(Direction::SendRecv),
             "a=sendonly" => Some(Direction::SendOnly),
             "a=recvonly" => Some(Direction::RecvOnly),
@@ -84,72 +341,147 @@ pub(crate) fn prepare_offer(sdp: &str, audio_slots: usize) -> Result<PreparedOff
             section.direction_line = Some(i);
         }
     }
-    if sections.is_empty() {
-        return Err(OfferError::NoMedia);
-    }
-
-    // Edits are collected as (line index, replacement or insertion) and applied
-    // last to first, so indices stay valid.
-    let mut edits: Vec<(usize, Edit)> = Vec::new();
-    let mut mic_mid = None;
-    let mut slot_mids = Vec::new();
-    for (n, s) in sections.iter().enumerate() {
-        let Some(mid) = s.mid.clone() else {
-            return Err(OfferError::NoMid(n));
-        };
-        let set_direction = |value: &str| match s.direction_line {
-            Some(i) => (i, Edit::Replace(value.to_owned())),
-            None => (s.m_line, Edit::InsertAfter(value.to_owned())),
-        };
-        match (s.kind.as_str(), s.direction) {
-            ("audio", Direction::SendRecv | Direction::SendOnly) => {
-                if mic_mid.is_some() {
-                    return Err(OfferError::SeveralMicrophones);
-                }
-                mic_mid = Some(mid);
-                // We never send on the microphone's section: answer recvonly.
-                if s.direction == Direction::SendRecv {
-                    edits.push(set_direction("a=sendonly"));
-                }
-            }
-            ("audio", Direction::RecvOnly) => {
-                if slot_mids.len() < audio_slots {
-                    slot_mids.push(mid);
-                } else {
-                    edits.push(set_direction("a=inactive"));
-                }
-            }
-            ("audio", Direction::Inactive) | ("application", _) => {}
-            // Video (and anything else) is rejected for now: RFC 3264 §6, port 0.
-            _ => {
-                let mut parts: Vec<&str> = lines[s.m_line].splitn(3, ' ').collect();
-                if parts.len() == 3 {
-                    parts[1] = "0";
-                    edits.push((s.m_line, Edit::Replace(parts.join(" "))));
-                }
-                edits.push(set_direction("a=inactive"));
-            }
-        }
-    }
-    // Stable sort, then reverse: for one index, a replacement of the m-line is
-    // applied after the insertion below it, which is what we want.
-    edits.sort_by_key(|(i, _)| *i);
-    for (i, edit) in edits.into_iter().rev() {
-        match edit {
-            Edit::Replace(line) => lines[i] = line,
-            Edit::InsertAfter(line) => lines.insert(i + 1, line),
-        }
-    }
-    Ok(PreparedOffer {
-        sdp: join(&lines),
-        mic_mid,
-        slot_mids,
-    })
+    Ok(sections)
 }
 
-enum Edit {
-    Replace(String),
-    InsertAfter(String),
+/// The bundle's ICE and DTLS attributes, copied from str0m's answer into the
+/// sections Chorus writes (candidates too: str0m writes them in its first section
+/// only, which may be one Chorus answers instead).
+const TRANSPORT: [&str; 7] = [
+    "a=candidate:",
+    "a=end-of-candidates",
+    "a=ice-ufrag:",
+    "a=ice-pwd:",
+    "a=ice-options:",
+    "a=fingerprint:",
+    "a=setup:",
+];
+
+/// The whole answer: str0m's `negotiated` answer with the sections Chorus answers
+/// put back in the offer's order, slot `i` sending on `ssrcs[i]` with `cname`.
+pub(crate) fn answer(
+    prepared: &PreparedOffer,
+    negotiated: &str,
+    ssrcs: &[u32],
+    cname: &str,
+) -> Result<String, AnswerError> {
+    let lines: Vec<&str> = negotiated.lines().map(str::trim_end).collect();
+    let first = lines
+        .iter()
+        .position(|l| l.starts_with("m="))
+        .unwrap_or(lines.len());
+    let mut theirs: Vec<(&str, &[&str])> = Vec::new();
+    let mut start = first;
+    for i in first + 1..=lines.len() {
+        if i == lines.len() || lines[i].starts_with("m=") {
+            let section = &lines[start..i];
+            let mid = section
+                .iter()
+                .find_map(|l| l.strip_prefix("a=mid:"))
+                .unwrap_or_default()
+                .trim();
+            theirs.push((mid, section));
+            start = i;
+        }
+    }
+    let transport: Vec<&str> = theirs
+        .iter()
+        .find(|(_, s)| s.first().and_then(|m| m.split(' ').nth(1)) != Some("0"))
+        .map(|(_, s)| {
+            s.iter()
+                .copied()
+                .filter(|l| TRANSPORT.iter().any(|p| l.starts_with(p)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let ours = prepared
+        .sections
+        .iter()
+        .any(|a| !matches!(a, Answerer::Str0m { .. }));
+    if ours && transport.is_empty() {
+        return Err(AnswerError::NoTransport);
+    }
+    let their_bundle: Vec<&str> = lines[..first]
+        .iter()
+        .find_map(|l| l.strip_prefix("a=group:BUNDLE"))
+        .map(|g| g.split_whitespace().collect())
+        .unwrap_or_default();
+
+    let mut out = String::with_capacity(negotiated.len() + prepared.sections.len() * 700);
+    for line in &lines[..first] {
+        if line.starts_with("a=group:BUNDLE") {
+            let mut group = String::from("a=group:BUNDLE");
+            for a in &prepared.sections {
+                let mid = match a {
+                    Answerer::Str0m { mid } if their_bundle.contains(&mid.as_str()) => mid.as_str(),
+                    Answerer::Str0m { .. } => continue,
+                    Answerer::Slot { index, .. } => prepared.slots[*index].mid.as_str(),
+                    Answerer::Inactive { mid, .. } => mid.as_str(),
+                };
+                group.push(' ');
+                group.push_str(mid);
+            }
+            push_line(&mut out, &group);
+        } else {
+            push_line(&mut out, line);
+        }
+    }
+    for a in &prepared.sections {
+        match a {
+            Answerer::Str0m { mid } => {
+                let (_, section) = theirs
+                    .iter()
+                    .find(|(m, _)| m == mid)
+                    .ok_or_else(|| AnswerError::MissingSection(mid.clone()))?;
+                for line in *section {
+                    push_line(&mut out, line);
+                }
+            }
+            Answerer::Slot { index, proto } => {
+                let slot = &prepared.slots[*index];
+                let ssrc = ssrcs.get(*index).copied().unwrap_or_default();
+                let pt = slot.pt;
+                let _ = write!(out, "m=audio 9 {proto} {pt}\r\nc=IN IP4 0.0.0.0\r\n");
+                for line in &transport {
+                    push_line(&mut out, line);
+                }
+                let _ = write!(out, "a=mid:{}\r\n", slot.mid);
+                if let Some(id) = prepared.ext.audio_level {
+                    let _ = write!(out, "a=extmap:{id} {AUDIO_LEVEL_URI}\r\n");
+                }
+                if let Some(id) = prepared.ext.mid {
+                    let _ = write!(out, "a=extmap:{id} {MID_URI}\r\n");
+                }
+                let _ = write!(
+                    out,
+                    "a=sendonly\r\na=msid:{cname} slot{index}\r\na=rtcp-mux\r\n\
+                     a=rtpmap:{pt} opus/48000/2\r\na=fmtp:{pt} minptime=10;useinbandfec=1\r\n\
+                     a=ssrc:{ssrc} cname:{cname}\r\na=ssrc:{ssrc} msid:{cname} slot{index}\r\n"
+                );
+            }
+            Answerer::Inactive {
+                mid,
+                proto,
+                pt,
+                rtpmap,
+            } => {
+                let _ = write!(out, "m=audio 9 {proto} {pt}\r\nc=IN IP4 0.0.0.0\r\n");
+                for line in &transport {
+                    push_line(&mut out, line);
+                }
+                let _ = write!(out, "a=mid:{mid}\r\na=inactive\r\na=rtcp-mux\r\n");
+                if let Some(codec) = rtpmap {
+                    let _ = write!(out, "a=rtpmap:{pt} {codec}\r\n");
+                }
+            }
+        }
+    }
+    Ok(candidates_in_every_section(&out))
+}
+
+fn push_line(out: &mut String, line: &str) {
+    out.push_str(line);
+    out.push_str("\r\n");
 }
 
 /// Copies the answer's ICE candidates into every m-section that has none.
@@ -191,12 +523,6 @@ pub(crate) fn candidates_in_every_section(answer: &str) -> String {
     s
 }
 
-fn join(lines: &[String]) -> String {
-    let mut s = lines.join("\r\n");
-    s.push_str("\r\n");
-    s
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -215,18 +541,50 @@ mod tests {
         s
     }
 
+    fn mids(p: &PreparedOffer) -> Vec<String> {
+        p.slots.iter().map(|s| s.mid.to_string()).collect()
+    }
+
+    /// The sections of `sdp` as (mid, text) in order.
+    fn sections(sdp: &str) -> Vec<(String, String)> {
+        sdp.split("m=")
+            .skip(1)
+            .map(|s| {
+                let mid = s
+                    .lines()
+                    .find_map(|l| l.strip_prefix("a=mid:"))
+                    .unwrap_or_default()
+                    .to_owned();
+                (mid, format!("m={s}"))
+            })
+            .collect()
+    }
+
     #[test]
-    fn finds_microphone_and_slots_in_order() {
-        let sdp = offer(&[
+    fn str0m_sees_the_microphone_and_chorus_keeps_the_slots() {
+        let mut sdp = offer(&[
             ("audio", "0", Some("sendonly")),
             ("audio", "1", Some("recvonly")),
             ("audio", "2", Some("recvonly")),
             ("audio", "3", Some("recvonly")),
         ]);
+        sdp = sdp.replace("t=0 0\r\n", "t=0 0\r\na=group:BUNDLE 0 1 2 3\r\n");
         let p = prepare_offer(&sdp, 2).unwrap();
         assert_eq!(p.mic_mid.as_deref(), Some("0"));
-        assert_eq!(p.slot_mids, vec!["1", "2"]);
-        assert!(p.sdp.contains("a=mid:3\r\na=inactive"), "{}", p.sdp);
+        assert_eq!(mids(&p), vec!["1", "2"]);
+        assert_eq!(p.slots[0].pt, 111);
+        let seen: Vec<String> = sections(&p.sdp).into_iter().map(|(m, _)| m).collect();
+        assert_eq!(seen, vec!["0"], "{}", p.sdp);
+        assert!(p.sdp.contains("a=group:BUNDLE 0\r\n"), "{}", p.sdp);
+        assert_eq!(
+            p.sections[3],
+            Answerer::Inactive {
+                mid: "3".into(),
+                proto: "UDP/TLS/RTP/SAVPF".into(),
+                pt: "111".into(),
+                rtpmap: Some("opus/48000/2".into()),
+            }
+        );
     }
 
     #[test]
@@ -234,14 +592,13 @@ mod tests {
         let sdp = offer(&[("audio", "a", None), ("audio", "b", Some("recvonly"))]);
         let p = prepare_offer(&sdp, 8).unwrap();
         assert_eq!(p.mic_mid.as_deref(), Some("a"));
-        assert_eq!(p.slot_mids, vec!["b"]);
+        assert_eq!(mids(&p), vec!["b"]);
         let mic = p.sdp.split("m=audio").nth(1).unwrap_or_default();
         assert!(
             mic.contains("a=sendonly\r\n") && mic.contains("a=mid:a"),
             "{}",
             p.sdp
         );
-        assert!(p.sdp.contains("a=mid:b\r\na=recvonly"), "{}", p.sdp);
     }
 
     #[test]
@@ -252,11 +609,105 @@ mod tests {
         ]);
         let p = prepare_offer(&sdp, 8).unwrap();
         assert!(
-            p.sdp.contains("m=video 0 UDP/TLS/RTP/SAVPF 111"),
+            p.sdp.contains(
+                "m=video 0 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:v\r\na=inactive"
+            ),
             "{}",
             p.sdp
         );
-        assert_eq!(p.slot_mids, vec!["1"]);
+        assert_eq!(mids(&p), vec!["1"]);
+    }
+
+    #[test]
+    fn a_listener_lends_str0m_its_first_slot_made_inactive() {
+        let sdp = offer(&[
+            ("audio", "x", Some("recvonly")),
+            ("audio", "y", Some("recvonly")),
+        ]);
+        let p = prepare_offer(&sdp, 8).unwrap();
+        assert_eq!(p.mic_mid, None);
+        assert_eq!(mids(&p), vec!["x", "y"]);
+        let seen = sections(&p.sdp);
+        assert_eq!(seen.len(), 1);
+        assert_eq!(seen[0].0, "x");
+        assert!(seen[0].1.contains("a=inactive") && !seen[0].1.contains("a=recvonly"));
+    }
+
+    #[test]
+    fn the_answer_puts_chorus_sections_back_in_order() {
+        let mut sdp = offer(&[
+            ("audio", "s0", Some("recvonly")),
+            ("audio", "mic", Some("sendrecv")),
+            ("audio", "s1", Some("recvonly")),
+            ("audio", "extra", Some("recvonly")),
+        ]);
+        sdp = sdp.replace("t=0 0\r\n", "t=0 0\r\na=group:BUNDLE s0 mic s1 extra\r\n");
+        sdp = sdp.replace(
+            "a=mid:s0\r\n",
+            "a=mid:s0\r\na=extmap:1 urn:ietf:params:rtp-hdrext:ssrc-audio-level\r\na=extmap:4/recvonly urn:ietf:params:rtp-hdrext:sdes:mid\r\n",
+        );
+        let p = prepare_offer(&sdp, 2).unwrap();
+        assert_eq!(
+            p.ext,
+            ExtIds {
+                audio_level: Some(1),
+                mid: Some(4)
+            }
+        );
+        // What str0m answers for the microphone alone.
+        let negotiated = "v=0\r\no=- 1 2 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\na=group:BUNDLE mic\r\n\
+            m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\n\
+            a=candidate:1 1 udp 9 1.2.3.4 5 typ host\r\na=ice-ufrag:u\r\na=ice-pwd:p\r\n\
+            a=fingerprint:sha-256 AA\r\na=setup:passive\r\na=mid:mic\r\na=recvonly\r\n";
+        let full = answer(&p, negotiated, &[7, 8], "cn").unwrap();
+        assert!(
+            full.contains("a=group:BUNDLE s0 mic s1 extra\r\n"),
+            "{full}"
+        );
+        let got = sections(&full);
+        let order: Vec<&str> = got.iter().map(|(m, _)| m.as_str()).collect();
+        assert_eq!(order, vec!["s0", "mic", "s1", "extra"]);
+        for (mid, text) in &got {
+            for attr in [
+                "a=ice-ufrag:u",
+                "a=ice-pwd:p",
+                "a=fingerprint:sha-256 AA",
+                "a=setup:passive",
+                "a=candidate:1 1 udp 9",
+            ] {
+                assert!(text.contains(attr), "{mid}: {attr} in {text}");
+            }
+        }
+        let s0 = &got[0].1;
+        for line in [
+            "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\n",
+            "a=sendonly\r\n",
+            "a=extmap:1 urn:ietf:params:rtp-hdrext:ssrc-audio-level\r\n",
+            "a=extmap:4 urn:ietf:params:rtp-hdrext:sdes:mid\r\n",
+            "a=ssrc:7 cname:cn\r\n",
+            "a=rtpmap:111 opus/48000/2\r\n",
+        ] {
+            assert!(s0.contains(line), "{line} in {s0}");
+        }
+        assert!(got[2].1.contains("a=ssrc:8 cname:cn\r\n"), "{}", got[2].1);
+        assert!(got[3].1.contains("a=inactive\r\n") && !got[3].1.contains("a=ssrc"));
+        assert_eq!(got[1].1.matches("a=recvonly").count(), 1);
+    }
+
+    #[test]
+    fn an_answer_without_transport_or_a_section_is_an_error() {
+        let sdp = offer(&[
+            ("audio", "m", Some("sendonly")),
+            ("audio", "s", Some("recvonly")),
+        ]);
+        let p = prepare_offer(&sdp, 8).unwrap();
+        let bare = "v=0\r\nm=audio 9 X 111\r\na=mid:m\r\n";
+        assert_eq!(answer(&p, bare, &[1], "c"), Err(AnswerError::NoTransport));
+        let other = "v=0\r\nm=audio 9 X 111\r\na=mid:q\r\na=ice-ufrag:u\r\n";
+        assert_eq!(
+            answer(&p, other, &[1], "c"),
+            Err(AnswerError::MissingSection("m".into()))
+        );
     }
 
     #[test]
@@ -284,6 +735,10 @@ mod tests {
         assert_eq!(prepare_offer(&two, 8), Err(OfferError::SeveralMicrophones));
         let nomid = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n";
         assert_eq!(prepare_offer(nomid, 8), Err(OfferError::NoMid(0)));
+        let long = offer(&[("audio", "abcdefghijklmnopq", Some("recvonly"))]);
+        assert_eq!(prepare_offer(&long, 8), Err(OfferError::BadMid(0)));
+        let short = "v=0\r\nm=audio 9\r\na=mid:0\r\n";
+        assert_eq!(prepare_offer(short, 8), Err(OfferError::BadMediaLine(0)));
         let huge = "a".repeat(MAX_OFFER_BYTES + 1);
         assert!(matches!(
             prepare_offer(&huge, 8),

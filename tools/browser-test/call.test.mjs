@@ -829,6 +829,34 @@ test('three browsers talk through the demo page', { timeout: 110_000 }, async (t
     await ctl.waitEvent('participant_left Carol (left)', (e) => e.type === 'participant_left'
       && e.participant_id === who.Carol.id && e.reason === 'left');
 
+    // 7b. A listener without a microphone (chorus.js `audioTrack: null`: its offer has
+    //     only receive slots, so the node answers ICE and DTLS in a slot section it
+    //     writes itself). Dave hears Alice and Bob by their CSRCs, then leaves.
+    {
+      const context = await browser.newContext({ viewport: { width: 800, height: 600 } });
+      const dave = await context.newPage();
+      dave.on('pageerror', (e) => consoleErrors.push(`[Dave] pageerror: ${e.message}`));
+      await dave.goto(`${node.base}/`);
+      const joined = await dave.evaluate(async (room) => {
+        const { ChorusClient } = await import('/chorus.js');
+        const c = new ChorusClient();
+        window.chorus = c;
+        const j = await c.join({ room, name: 'Dave', audioTrack: null });
+        return { slots: j.audio_slots, state: c.state };
+      }, room);
+      assert.equal(joined.state, 'joined', `Dave joined listen-only: ${JSON.stringify(joined)}`);
+      await poll('Dave (no microphone) hears Alice and Bob', async () => {
+        const sources = new Set((await freshSources(dave)).map((s) => s.source));
+        return { ok: sources.has(who.Alice.csrc) && sources.has(who.Bob.csrc), sources: [...sources] };
+      }, { timeout: 20_000 });
+      await dave.evaluate(() => window.chorus.leave());
+      await poll("Alice's list drops Dave", async () => {
+        const s = await pageState(alice);
+        return { ok: s.rows.length === 2, rows: s.rows };
+      }, { timeout: 10_000 });
+      await context.close();
+    }
+
     // 9. Kick (control plane): the backend removes Bob. His page says why; Alice sees him go.
     {
       const reason = 'e2e: removed by the test backend';

@@ -8,18 +8,16 @@ use chorus_protocol::control::NodeEvent;
 use chorus_protocol::signal::{ErrorCode, ParticipantId, RoomId, ServerMessage, SpeakerInfo};
 use str0m::change::SdpOffer;
 use str0m::format::Codec;
-use str0m::media::Mid;
-use str0m::rtp::Extension;
 use str0m::rtp::RtpPacket;
 
-use super::{next_random, Shard};
-use crate::egress::{ExtIds, SlotTx, REPORT_INTERVAL};
+use super::{next_random, random_token, Shard};
+use crate::egress::{SlotTx, REPORT_INTERVAL};
 use crate::forwarder::{forward_to, Outcome, Sink, SpeakerPacket};
 use crate::io::{CloseReason, Command, Event, Transmit};
 use crate::mesh::{home_of, ShardMessage};
 use crate::participant::Participant;
 use crate::rewriter::SlotRewriter;
-use crate::sdp::{candidates_in_every_section, prepare_offer};
+use crate::sdp::{answer, prepare_offer};
 use crate::slots::SlotTable;
 
 /// Times a media command may be sent after a participant that keeps moving.
@@ -444,25 +442,11 @@ fn negotiate(
     let prepared = prepare_offer(sdp, audio_slots).map_err(|e| format!("invalid offer: {e}"))?;
     let offer =
         SdpOffer::from_sdp_string(&prepared.sdp).map_err(|e| format!("invalid SDP: {e}"))?;
-    // A renegotiation: str0m makes a send stream (with a new SSRC) for every slot
-    // that has none, and Chorus removed them. Declared again with their SSRCs, they
-    // keep those in the new answer (and are removed again below).
-    for slot in &p.slots {
-        if p.rtc.media(slot.mid).is_some() {
-            p.rtc
-                .direct_api()
-                .declare_stream_tx(slot.ssrc.into(), None, slot.mid, None);
-        }
-    }
-    let answer = match p.rtc.sdp_api().accept_offer(offer) {
-        Ok(answer) => answer,
-        Err(e) => {
-            for slot in &p.slots {
-                p.rtc.direct_api().remove_stream_tx(slot.ssrc.into());
-            }
-            return Err(format!("offer not accepted: {e}"));
-        }
-    };
+    let negotiated = p
+        .rtc
+        .sdp_api()
+        .accept_offer(offer)
+        .map_err(|e| format!("offer not accepted: {e}"))?;
     let opus = p
         .rtc
         .codec_config()
@@ -473,67 +457,44 @@ fn negotiate(
         .ok_or("offer has no Opus")?;
     p.mic_pt = prepared.mic_mid.is_some().then_some(opus);
 
-    let mut slots = Vec::new();
-    let mut api = p.rtc.direct_api();
-    for mid in &prepared.slot_mids {
-        let mid = Mid::from(mid.as_str());
-        // str0m made a send stream for the slot and wrote its SSRC into the answer;
-        // Chorus sends on that SSRC itself, so str0m's stream goes (also when a new
-        // negotiation brought it back).
-        let ssrc = api.stream_tx_by_mid(mid, None).map(|s| s.ssrc());
-        if let Some(ssrc) = ssrc {
-            api.remove_stream_tx(ssrc);
-        }
-        if let Some(existing) = p.slots.iter().position(|s| s.mid == mid) {
+    // A slot keeps its SSRC and sequence across renegotiations (ICE restarts); a new
+    // mid is a new stream with a fresh SSRC (RFC 3550 §8: distinct within the session).
+    let mut slots: Vec<SlotTx> = Vec::with_capacity(prepared.slots.len());
+    for offered in &prepared.slots {
+        if let Some(existing) = p.slots.iter().position(|s| s.mid == offered.mid) {
             let mut slot = p.slots.swap_remove(existing);
-            if let Some(ssrc) = ssrc {
-                if *ssrc != slot.ssrc {
-                    // A new SSRC in the new answer: a new stream (RFC 3550 §8.2).
-                    let r = next_random(rng);
-                    slot = SlotTx::new(
-                        mid,
-                        *ssrc,
-                        *opus,
-                        SlotRewriter::new((r & 0x7fff) as u16, (r >> 32) as u32),
-                    );
-                }
-            }
+            slot.pt = offered.pt;
             slots.push(slot);
             continue;
         }
-        let Some(ssrc) = ssrc else {
-            continue; // str0m found nothing it can send there (no Opus on it)
+        let ssrc = loop {
+            let candidate = next_random(rng) as u32;
+            let taken = slots.iter().chain(&p.slots).any(|s| s.ssrc == candidate);
+            if candidate != 0 && !taken {
+                break candidate;
+            }
         };
         let r = next_random(rng);
         slots.push(SlotTx::new(
-            mid,
-            *ssrc,
-            *opus,
+            offered.mid,
+            ssrc,
+            offered.pt,
             SlotRewriter::new((r & 0x7fff) as u16, (r >> 32) as u32),
         ));
     }
-    // The extension ids and CNAME the answer gave the slots.
-    if let Some(first) = slots.first() {
-        if let Some(media) = p.rtc.media(first.mid) {
-            let map = media.remote_extmap();
-            p.egress.ext = ExtIds {
-                audio_level: map.id_of(Extension::AudioLevel),
-                mid: map.id_of(Extension::RtpMid),
-            };
-        }
+    p.egress.ext = prepared.ext;
+    if p.egress.cname.is_empty() {
+        p.egress.cname = random_token(rng, 16);
     }
     if slots.len() != p.table.len() {
         p.table = SlotTable::new(slots.len());
     }
     p.slots = slots;
     p.last_heard = Some(now);
-    let sdp = answer.to_sdp_string();
-    if let Some(cname) = sdp.lines().find_map(|l| {
-        let (_, rest) = l.strip_prefix("a=ssrc:")?.split_once(" cname:")?;
-        Some(rest.trim())
-    }) {
-        p.egress.cname = cname.to_owned();
-    }
+    let sdp = negotiated.to_sdp_string();
+    let ssrcs: Vec<u32> = p.slots.iter().map(|s| s.ssrc).collect();
+    let answer = answer(&prepared, &sdp, &ssrcs, &p.egress.cname)
+        .map_err(|e| format!("offer not accepted: {e}"))?;
     let ufrag = sdp
         .lines()
         .find_map(|l| l.strip_prefix("a=ice-ufrag:"))
@@ -541,7 +502,7 @@ fn negotiate(
         .filter(|u| *u != p.ufrag);
     Ok((
         ServerMessage::Answer {
-            sdp: candidates_in_every_section(&sdp),
+            sdp: answer,
             slots: p.slots.iter().map(|s| s.mid.to_string()).collect(),
         },
         ufrag,
