@@ -149,6 +149,15 @@ pub(crate) struct Egress {
     pub bytes_sent: u64,
 }
 
+/// What one of the subscriber's RTCP packets held, besides reports on our slots.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct RtcpSeen {
+    /// A sender report: the client's own report on its microphone's stream.
+    pub sender_report: bool,
+    /// RTCP packets in the compound.
+    pub packets: usize,
+}
+
 /// What the subscriber's receiver reports said about our slots.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub(crate) struct ReportFigures {
@@ -324,30 +333,30 @@ impl Egress {
 
     /// Reads the subscriber's SRTCP for reports on our slots: each one stops the MID
     /// extension on its slot and adds to the quality figures. `scratch` is a
-    /// reusable buffer. Returns whether the packet could be opened.
+    /// reusable buffer. Returns what the packet held, or `None` if it could not be
+    /// opened.
     pub fn read_rtcp(
         &mut self,
         slots: &mut [SlotTx],
         datagram: &[u8],
         wallclock: SystemTime,
         scratch: &mut Vec<u8>,
-    ) -> bool {
-        let Some(rx) = &mut self.rtcp_rx else {
-            return false;
-        };
+    ) -> Option<RtcpSeen> {
+        let rx = self.rtcp_rx.as_mut()?;
         scratch.clear();
         scratch.extend_from_slice(datagram);
-        let Ok(len) = rx.unprotect_rtcp(scratch, datagram.len()) else {
-            return false;
-        };
+        let len = rx.unprotect_rtcp(scratch, datagram.len()).ok()?;
         let arrival = (ntp_timestamp(wallclock) >> 16) as u32;
-        let Some(plain) = scratch.get(..len) else {
-            return false;
-        };
+        let plain = scratch.get(..len)?;
+        let mut seen = RtcpSeen::default();
         for packet in Compound::new(plain) {
+            seen.packets += 1;
             let blocks = match packet {
                 Ok(RtcpPacket::ReceiverReport(rr)) => rr.report_blocks(),
-                Ok(RtcpPacket::SenderReport(sr)) => sr.report_blocks(),
+                Ok(RtcpPacket::SenderReport(sr)) => {
+                    seen.sender_report = true;
+                    sr.report_blocks()
+                }
                 Ok(_) => continue,
                 Err(_) => break,
             };
@@ -370,7 +379,7 @@ impl Egress {
                 }
             }
         }
-        true
+        Some(seen)
     }
 }
 

@@ -76,6 +76,9 @@ pub struct ShardStats {
     pub rtc_timeouts: u64,
     /// Subscribers' SRTCP packets opened to read their reports on slot streams.
     pub reports_in: u64,
+    /// Of those, the ones str0m did not need (no sender report, or a compound too
+    /// large: see `Shard::receive`).
+    pub rtcp_kept_from_str0m: u64,
     pub transmits_out: u64,
     /// Speaker packets handed to other shards (one per destination shard).
     pub handoffs_out: u64,
@@ -114,6 +117,7 @@ impl ShardStats {
             ("reports_out", self.reports_out),
             ("rtc_timeouts", self.rtc_timeouts),
             ("reports_in", self.reports_in),
+            ("rtcp_kept_from_str0m", self.rtcp_kept_from_str0m),
             ("dropped_bad_claim", self.dropped_bad_claim),
         ]
     }

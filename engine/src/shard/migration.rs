@@ -16,6 +16,10 @@ use super::{parse_ufrag, Shard};
 use crate::mesh::{home_of, ShardMessage};
 use crate::participant::{Participant, MAX_ADDRS};
 
+/// Largest compound RTCP packet from a client that str0m reads (see
+/// `Shard::receive`): a sender report, SDES and a feedback message or two.
+const MAX_RTCP_FOR_STR0M: usize = 4;
+
 impl Shard {
     /// Source address first; for an unknown address, a STUN request whose USERNAME
     /// names a participant: held here, its integrity is checked by its `Rtc`; held
@@ -202,13 +206,24 @@ impl Shard {
             return;
         };
         let kind = classify(data);
-        // Receiver reports on the slot streams are for Chorus, which sends them; str0m
-        // gets the packet all the same (its own reports on the microphone's stream).
-        if kind == DatagramKind::Rtcp
-            && p.egress
+        // Reports on the slot streams are for Chorus, which sends them. str0m sends no
+        // stream, so all it needs of the client's RTCP is the microphone's sender
+        // report (its LSR goes into str0m's receiver reports: the client's round trip
+        // time). It gets that in compounds of a few packets, as browsers send them, and
+        // nothing else: str0m 0.25 keeps its RTCP decoding queue at the largest
+        // compound it ever read, ~1 KB per packet in it, per participant (32 KB for
+        // str0m-based clients that send a report per stream).
+        if kind == DatagramKind::Rtcp {
+            if let Some(seen) = p
+                .egress
                 .read_rtcp(&mut p.slots, data, wallclock, &mut self.scratch)
-        {
-            self.stats.reports_in += 1;
+            {
+                self.stats.reports_in += 1;
+                if !seen.sender_report || seen.packets > MAX_RTCP_FOR_STR0M {
+                    self.stats.rtcp_kept_from_str0m += 1;
+                    return;
+                }
+            }
         }
         if let Err(e) = p.rtc.handle_input(Input::Receive(now, receive)) {
             self.stats.dropped_rejected += 1;
