@@ -68,6 +68,12 @@ pub struct ShardSnapshot {
 
 /// How often a shard thread publishes its [`ShardSnapshot`].
 const SNAPSHOT_EVERY: Duration = Duration::from_millis(500);
+/// A shard that received no media (RTP from its clients or speaker packets from other
+/// shards) for this long is idle.
+const IDLE_AFTER: Duration = Duration::from_millis(500);
+/// How often an idle shard wakes at most. The first packet of a speaker after silence
+/// may wait this long; every packet after it goes through at once.
+const IDLE_WAKE_EVERY: Duration = Duration::from_millis(10);
 
 /// One shard's inboxes, shared with every other thread.
 struct Inbox {
@@ -330,7 +336,16 @@ impl Worker {
         let mut transmits: Vec<Transmit> = Vec::with_capacity(256);
         let mut woken = vec![false; self.inboxes.len()];
         let mut published = Instant::now() - SNAPSHOT_EVERY;
+        let (mut last_wake, mut last_media, mut media_seen) = (Instant::now(), Instant::now(), 0);
         while !self.stop.load(Ordering::Acquire) {
+            // A shard without media gathers its clients' consent checks and reports
+            // into one wake-up per IDLE_WAKE_EVERY instead of one each.
+            if last_wake.saturating_duration_since(last_media) >= IDLE_AFTER {
+                let wait = (last_wake + IDLE_WAKE_EVERY).saturating_duration_since(Instant::now());
+                if !wait.is_zero() {
+                    std::thread::sleep(wait);
+                }
+            }
             let timeout = self
                 .shard
                 .poll_timeout()
@@ -342,6 +357,7 @@ impl Worker {
                 }
             }
             let now = Instant::now();
+            last_wake = now;
             let mut read = 0;
             while read < READ_BUDGET {
                 let n = match batch.recv(&self.socket) {
@@ -393,6 +409,11 @@ impl Worker {
                 self.shard.handle_timeout(now);
             }
             self.flush(&mut send, &mut transmits, &mut woken);
+            let stats = self.shard.stats();
+            if stats.rtp_in + stats.handoffs_in != media_seen {
+                media_seen = stats.rtp_in + stats.handoffs_in;
+                last_media = now;
+            }
             if now.saturating_duration_since(published) >= SNAPSHOT_EVERY {
                 published = now;
                 *self.inboxes[self.id].snapshot.lock() = ShardSnapshot {

@@ -142,6 +142,8 @@ pub(crate) struct Egress {
     pub ext: ExtIds,
     /// The CNAME of the slots (`a=ssrc:… cname:`), chosen at the first answer.
     pub cname: String,
+    /// When the next sender report is due; `None` while no slot carries audio (the
+    /// first copy after that starts the reports again: `Shard::fan_out`).
     pub next_report: Option<Instant>,
     /// Receiver reports on our slots since the last `quality` event.
     pub reports: ReportFigures,

@@ -74,6 +74,23 @@ impl Participant {
         }
     }
 
+    /// When the shard must look at this participant next: str0m's timeout, the
+    /// slots' next sender report (while they carry audio), the moment it would count
+    /// as gone — or now, if str0m failed.
+    pub(crate) fn due(&self, now: Instant, disconnect_timeout: std::time::Duration) -> Instant {
+        if self.failed {
+            return now;
+        }
+        let mut due = self.next_timeout;
+        if let Some(report) = self.egress.next_report {
+            due = due.min(report);
+        }
+        if let Some(heard) = self.last_heard {
+            due = due.min(heard + disconnect_timeout);
+        }
+        due
+    }
+
     /// Drains str0m until it asks for a timeout (its contract after every input).
     /// `local` is the address str0m's datagrams leave from.
     pub(crate) fn drain(

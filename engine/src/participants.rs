@@ -78,12 +78,4 @@ impl Participants {
         self.free.push(key.0);
         Some(*p)
     }
-
-    pub fn values(&self) -> impl Iterator<Item = &Participant> {
-        self.slots.iter().filter_map(|s| s.as_deref())
-    }
-
-    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut Participant> {
-        self.slots.iter_mut().filter_map(|s| s.as_deref_mut())
-    }
 }

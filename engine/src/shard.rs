@@ -12,7 +12,6 @@ use chorus_protocol::demux::{classify, DatagramKind};
 use chorus_protocol::signal::{ParticipantId, RoomId, ServerMessage};
 use str0m::config::DtlsCert;
 use str0m::rtp::RtpPacket;
-use str0m::Input;
 
 use crate::config::ShardConfig;
 use crate::error::EngineError;
@@ -30,6 +29,10 @@ mod requests;
 
 /// How often rooms age speaker levels, announce speakers and reap silent clients.
 pub const TICK: Duration = Duration::from_millis(50);
+/// str0m's timers are served on a 20 ms grid (counted from the shard's start):
+/// participants due within the same 20 ms share one wake-up. None of them is urgent
+/// (RTCP, DTLS retransmissions, statistics; forwarding never waits for a timer).
+pub const TIMER_GRID: Duration = Duration::from_millis(20);
 
 /// Counters of what the shard did with its input. Network input is never an error:
 /// what is not used is dropped and counted here, by reason.
@@ -148,8 +151,6 @@ pub struct Shard {
     pool: BufferPool,
     /// A buffer to open SRTCP in.
     scratch: Vec<u8>,
-    /// Ticks so far (some work runs every few ticks).
-    ticks: u32,
     /// The `now` the shard was created at (wall-clock time
     /// [`ShardConfig::wallclock_at_start`]).
     started: Instant,
@@ -202,7 +203,6 @@ impl Shard {
             pool: BufferPool::default(),
             scratch: Vec::with_capacity(crate::pool::BUFFER_CAPACITY),
             started: now,
-            ticks: 0,
             rng,
             stats: ShardStats::default(),
             draining: false,
@@ -372,14 +372,9 @@ impl Shard {
                 continue; // superseded by an earlier entry
             }
             p.timer_at = None;
-            if p.next_timeout <= now {
-                self.stats.rtc_timeouts += 1;
-                if let Err(e) = p.rtc.handle_input(Input::Timeout(now)) {
-                    tracing::debug!(participant = %pid, error = %e, "rtc timeout failed");
-                    p.failed = true;
-                }
+            if self.on_timer(now, pid) {
+                self.gone(now, pid);
             }
-            self.drain(pid);
         }
         if self.next_tick <= now {
             self.tick(now);
@@ -409,7 +404,7 @@ impl Shard {
     /// When [`Shard::handle_timeout`] must be called next.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let rtc = self.timers.peek().map(|Reverse((at, _))| *at);
+        let rtc = self.timers.peek().map(|Reverse((at, _))| self.on_grid(*at));
         let tick =
             (!self.participants.is_empty() || !self.views.is_empty() || !self.rooms.is_empty())
                 .then_some(self.next_tick);
@@ -420,6 +415,17 @@ impl Shard {
     }
 
     // ---- helpers ---------------------------------------------------------------
+
+    /// The first point of [`TIMER_GRID`] at or after `at`.
+    fn on_grid(&self, at: Instant) -> Instant {
+        let grid = TIMER_GRID.as_nanos();
+        let since = at.saturating_duration_since(self.started).as_nanos();
+        let steps = since.div_ceil(grid);
+        u64::try_from(steps * grid)
+            .ok()
+            .and_then(|nanos| self.started.checked_add(Duration::from_nanos(nanos)))
+            .unwrap_or(at)
+    }
 
     /// The wall-clock time at `now` (for RTCP's NTP timestamps).
     fn wallclock(&self, now: Instant) -> SystemTime {

@@ -138,6 +138,11 @@ impl SlotTable {
             .map(|o| o.participant)
     }
 
+    /// Whether the map changed since the last [`SlotTable::take_changed`].
+    pub fn is_changed(&self) -> bool {
+        self.changed
+    }
+
     /// True once since the last call if the map changed.
     pub fn take_changed(&mut self) -> bool {
         std::mem::take(&mut self.changed)

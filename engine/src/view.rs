@@ -34,6 +34,9 @@ pub(crate) struct RoomView {
     levels: HashMap<ParticipantId, SpeakerLevel>,
     /// The speaking set last announced, sorted.
     active: Vec<ParticipantId>,
+    /// Some local member may be owed a `speakers` message (it joined, or its slots
+    /// changed): the next tick looks at the members.
+    pub members_dirty: bool,
 }
 
 impl RoomView {
@@ -64,6 +67,7 @@ impl RoomView {
     pub fn add_local(&mut self, id: ParticipantId, key: Key) {
         self.remove_local(id);
         self.local.push(Local { id, key });
+        self.members_dirty = true;
     }
 
     pub fn remove_local(&mut self, id: ParticipantId) {

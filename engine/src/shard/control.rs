@@ -179,7 +179,7 @@ impl Shard {
             .entry(room_id.clone())
             .or_default()
             .add_local(pid, key);
-        self.drain(pid);
+        self.drain(now, pid);
         self.signal(
             pid,
             ServerMessage::Joined {

@@ -9,6 +9,7 @@ use chorus_protocol::signal::{ErrorCode, ParticipantId, RoomId, ServerMessage, S
 use str0m::change::SdpOffer;
 use str0m::format::Codec;
 use str0m::rtp::RtpPacket;
+use str0m::Input;
 
 use super::{next_random, random_token, Shard};
 use crate::egress::{SlotTx, REPORT_INTERVAL};
@@ -22,8 +23,6 @@ use crate::slots::SlotTable;
 
 /// Times a media command may be sent after a participant that keeps moving.
 const MAX_REDIRECTS: u8 = 16;
-/// Ticks between scans of every participant (sender reports, silent clients): 250 ms.
-const SCAN_EVERY_TICKS: u32 = 5;
 
 impl Shard {
     pub(super) fn media_command(&mut self, now: Instant, command: Command) {
@@ -175,6 +174,7 @@ impl Shard {
             return;
         };
         view.forget(pid);
+        view.members_dirty = true;
         for m in &view.local {
             if let Some(s) = self.participants.at_mut(m.key) {
                 s.table.release(pid);
@@ -198,7 +198,7 @@ impl Shard {
                     self.announce_ufrag(old, None);
                     self.announce_ufrag(ufrag, Some(pid));
                 }
-                self.drain(pid);
+                self.drain(now, pid);
                 self.signal(pid, message);
             }
             Err(reason) => {
@@ -209,7 +209,7 @@ impl Shard {
     }
 
     /// Drains one participant's `Rtc` and keeps its timer entry current.
-    pub(super) fn drain(&mut self, pid: ParticipantId) {
+    pub(super) fn drain(&mut self, now: Instant, pid: ParticipantId) {
         let Some(p) = self.participants.get_mut(&pid) else {
             return;
         };
@@ -219,9 +219,88 @@ impl Shard {
             self.events
                 .push_back(Event::Notify(q.event(p.room.clone(), pid)));
         }
-        if p.timer_at.is_none_or(|at| p.next_timeout < at) {
-            p.timer_at = Some(p.next_timeout);
-            self.timers.push(Reverse((p.next_timeout, pid)));
+        self.schedule(now, pid);
+    }
+
+    /// Keeps the participant's timer entry at its next due time.
+    fn schedule(&mut self, now: Instant, pid: ParticipantId) {
+        let Some(p) = self.participants.get_mut(&pid) else {
+            return;
+        };
+        let due = p.due(now, self.config.disconnect_timeout);
+        if p.timer_at.is_none_or(|at| due < at) {
+            p.timer_at = Some(due);
+            self.timers.push(Reverse((due, pid)));
+        }
+    }
+
+    /// A participant's timer fired: str0m's timeout, its sender report, or the
+    /// deadline after which a silent client counts as gone, whichever are due.
+    /// Returns whether it is gone (failed, or not heard from for
+    /// `disconnect_timeout`).
+    pub(super) fn on_timer(&mut self, now: Instant, pid: ParticipantId) -> bool {
+        let wallclock = self.wallclock(now);
+        let Some(p) = self.participants.get_mut(&pid) else {
+            return false;
+        };
+        let rtc_due = p.next_timeout <= now;
+        if rtc_due {
+            self.stats.rtc_timeouts += 1;
+            if let Err(e) = p.rtc.handle_input(Input::Timeout(now)) {
+                tracing::debug!(participant = %pid, error = %e, "rtc timeout failed");
+                p.failed = true;
+            }
+        }
+        if p.egress.next_report.is_some_and(|at| at <= now) {
+            p.egress.next_report = Some(next_report_at(now, &mut self.rng));
+            let mut buf = self.pool.take();
+            match p.egress.write_report(&p.slots, now, wallclock, &mut buf) {
+                Ok(Some(destination)) => {
+                    self.stats.reports_out += 1;
+                    self.transmits.push_back(Transmit::udp(
+                        self.config.local_addr,
+                        destination,
+                        buf,
+                    ));
+                }
+                // No slot carried audio lately: no more reports until one does.
+                Ok(None) => {
+                    p.egress.next_report = None;
+                    self.pool.give(buf);
+                }
+                Err(_) => self.pool.give(buf),
+            }
+        }
+        let timeout = self.config.disconnect_timeout;
+        if p.failed
+            || p.last_heard
+                .is_some_and(|t| now.saturating_duration_since(t) >= timeout)
+        {
+            return true;
+        }
+        // str0m is polled only when it had input: a report's turn costs it nothing.
+        if rtc_due {
+            self.drain(now, pid);
+        } else {
+            self.schedule(now, pid);
+        }
+        false
+    }
+
+    /// A participant that failed or went silent leaves (its room, at its home shard).
+    pub(super) fn gone(&mut self, now: Instant, pid: ParticipantId) {
+        let home = home_of(pid, self.shards);
+        if home == self.id {
+            self.leave_room(now, pid, CloseReason::Timeout);
+        } else {
+            self.drop_media(pid);
+            self.send(
+                home,
+                ShardMessage::Gone {
+                    participant: pid,
+                    reason: CloseReason::Timeout,
+                },
+            );
         }
     }
 
@@ -289,6 +368,7 @@ impl Shard {
             pool: &mut self.pool,
             transmits: &mut self.transmits,
         };
+        let mut slots_changed = false;
         for m in &view.local {
             if m.id == packet.speaker {
                 continue;
@@ -305,44 +385,29 @@ impl Shard {
                 continue;
             }
             match forward_to(sub, packet, now, |x| view.loudness(x), &mut sink) {
-                Outcome::Sent => self.stats.rtp_forwarded += 1,
+                Outcome::Sent => {
+                    self.stats.rtp_forwarded += 1;
+                    // The first copy after a quiet spell starts the sender reports.
+                    if sub.egress.next_report.is_none() {
+                        let at = next_report_at(now, &mut self.rng);
+                        sub.egress.next_report = Some(at);
+                        if sub.timer_at.is_none_or(|t| at < t) {
+                            sub.timer_at = Some(at);
+                            self.timers.push(Reverse((at, m.id)));
+                        }
+                    }
+                }
                 Outcome::NoSlot => self.stats.dropped_no_slot += 1,
                 Outcome::Late | Outcome::NoStream => self.stats.dropped_late += 1,
                 Outcome::NotReady => self.stats.dropped_not_ready += 1,
                 Outcome::Failed => self.stats.dropped_unsealable += 1,
             }
+            slots_changed |= sub.table.is_changed();
         }
+        view.members_dirty |= slots_changed;
     }
 
-    /// Sender reports for the slot streams of every participant held here that is
-    /// due one.
-    fn send_reports(&mut self, now: Instant) {
-        let wallclock = self.wallclock(now);
-        for p in self.participants.values_mut() {
-            if !p.connected || p.egress.next_report.is_some_and(|at| at > now) {
-                continue;
-            }
-            // RFC 3550 §6.3.5: spread reports over [0.5, 1.5] × the interval.
-            let spread = REPORT_INTERVAL.as_millis() as u64;
-            let jitter = next_random(&mut self.rng) % spread;
-            p.egress.next_report =
-                Some(now + REPORT_INTERVAL / 2 + std::time::Duration::from_millis(jitter));
-            let mut buf = self.pool.take();
-            match p.egress.write_report(&p.slots, now, wallclock, &mut buf) {
-                Ok(Some(destination)) => {
-                    self.stats.reports_out += 1;
-                    self.transmits.push_back(Transmit::udp(
-                        self.config.local_addr,
-                        destination,
-                        buf,
-                    ));
-                }
-                Ok(None) | Err(_) => self.pool.give(buf),
-            }
-        }
-    }
-
-    /// Periodic work: speaker levels and announcements, silent clients.
+    /// Periodic work: speaker levels and announcements, rooms to close.
     pub(super) fn tick(&mut self, now: Instant) {
         for (room, view) in self.views.iter_mut() {
             let change = view.tick(now);
@@ -367,6 +432,12 @@ impl Shard {
                     }));
                 }
             }
+            // Only rooms where something changed are looked at: a tick visits no
+            // participant of a quiet room.
+            if !(changed || view.members_dirty) {
+                continue;
+            }
+            view.members_dirty = false;
             // Built once per room, and only when some member is told.
             let mut speakers = None;
             for m in &view.local {
@@ -394,39 +465,6 @@ impl Shard {
             }
         }
         self.close_expired_rooms(now);
-        // What looks at every participant runs every few ticks: sender reports are
-        // due about once a second, silence is judged over seconds.
-        self.ticks = self.ticks.wrapping_add(1);
-        if self.ticks % SCAN_EVERY_TICKS != 0 {
-            return;
-        }
-        self.send_reports(now);
-        let timeout = self.config.disconnect_timeout;
-        let gone: Vec<ParticipantId> = self
-            .participants
-            .values()
-            .filter(|p| {
-                p.failed
-                    || p.last_heard
-                        .is_some_and(|t| now.saturating_duration_since(t) >= timeout)
-            })
-            .map(|p| p.id)
-            .collect();
-        for pid in gone {
-            let home = home_of(pid, self.shards);
-            if home == self.id {
-                self.leave_room(now, pid, CloseReason::Timeout);
-            } else {
-                self.drop_media(pid);
-                self.send(
-                    home,
-                    ShardMessage::Gone {
-                        participant: pid,
-                        reason: CloseReason::Timeout,
-                    },
-                );
-            }
-        }
     }
 }
 
@@ -507,4 +545,11 @@ fn negotiate(
         },
         ufrag,
     ))
+}
+
+/// RFC 3550 §6.3.5: the next sender report, spread over [0.5, 1.5] × the interval.
+fn next_report_at(now: Instant, rng: &mut u64) -> Instant {
+    let spread = REPORT_INTERVAL.as_millis() as u64;
+    let jitter = next_random(rng) % spread;
+    now + REPORT_INTERVAL / 2 + std::time::Duration::from_millis(jitter)
 }

@@ -206,6 +206,7 @@ impl Shard {
             return;
         };
         let kind = classify(data);
+        let mut for_str0m = true;
         // Reports on the slot streams are for Chorus, which sends them. str0m sends no
         // stream, so all it needs of the client's RTCP is the microphone's sender
         // report (its LSR goes into str0m's receiver reports: the client's round trip
@@ -221,16 +222,18 @@ impl Shard {
                 self.stats.reports_in += 1;
                 if !seen.sender_report || seen.packets > MAX_RTCP_FOR_STR0M {
                     self.stats.rtcp_kept_from_str0m += 1;
-                    return;
+                    for_str0m = false;
                 }
             }
         }
-        if let Err(e) = p.rtc.handle_input(Input::Receive(now, receive)) {
-            self.stats.dropped_rejected += 1;
-            tracing::trace!(participant = %pid, error = %e, "dropped: rtc refused datagram");
+        if for_str0m {
+            if let Err(e) = p.rtc.handle_input(Input::Receive(now, receive)) {
+                self.stats.dropped_rejected += 1;
+                tracing::trace!(participant = %pid, error = %e, "dropped: rtc refused datagram");
+            }
         }
         let (accepted_before, sent_before) = (self.media.len(), self.transmits.len());
-        self.drain(pid);
+        self.drain(now, pid);
         let media = self.media.len() > accepted_before;
         // Only proof that the client is there keeps it alive: a STUN request with its
         // ICE password's integrity (consent checks come every few seconds), or RTP
