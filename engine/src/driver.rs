@@ -71,9 +71,9 @@ const SNAPSHOT_EVERY: Duration = Duration::from_millis(500);
 /// A shard that received no media (RTP from its clients or speaker packets from other
 /// shards) for this long is idle.
 const IDLE_AFTER: Duration = Duration::from_millis(500);
-/// How often an idle shard wakes at most. The first packet of a speaker after silence
-/// may wait this long; every packet after it goes through at once.
-const IDLE_WAKE_EVERY: Duration = Duration::from_millis(10);
+/// How often an idle shard reads its socket at most. The first packet of a speaker
+/// after silence may wait this long; every packet after it goes through at once.
+const IDLE_WAKE_EVERY: Duration = Duration::from_millis(20);
 
 /// One shard's inboxes, shared with every other thread.
 struct Inbox {
@@ -336,19 +336,29 @@ impl Worker {
         let mut transmits: Vec<Transmit> = Vec::with_capacity(256);
         let mut woken = vec![false; self.inboxes.len()];
         let mut published = Instant::now() - SNAPSHOT_EVERY;
-        let (mut last_wake, mut last_media, mut media_seen) = (Instant::now(), Instant::now(), 0);
+        let (mut last_media, mut media_seen) = (Instant::now(), 0);
+        // While idle, the socket is left out of the poll until this instant.
+        let mut socket_resumes: Option<Instant> = None;
         while !self.stop.load(Ordering::Acquire) {
-            // A shard without media gathers its clients' consent checks and reports
-            // into one wake-up per IDLE_WAKE_EVERY instead of one each.
-            if last_wake.saturating_duration_since(last_media) >= IDLE_AFTER {
-                let wait = (last_wake + IDLE_WAKE_EVERY).saturating_duration_since(Instant::now());
-                if !wait.is_zero() {
-                    std::thread::sleep(wait);
+            if socket_resumes.is_some_and(|at| at <= Instant::now()) {
+                socket_resumes = None;
+                // Readiness is checked on registration: what arrived meanwhile wakes
+                // the next poll at once.
+                if let Err(e) =
+                    self.poll
+                        .registry()
+                        .register(&mut self.socket, SOCKET, Interest::READABLE)
+                {
+                    tracing::error!(error = %e, "cannot poll the socket; shard stops");
+                    return;
                 }
             }
             let timeout = self
                 .shard
                 .poll_timeout()
+                .into_iter()
+                .chain(socket_resumes)
+                .min()
                 .map(|t| t.saturating_duration_since(Instant::now()));
             if let Err(e) = self.poll.poll(&mut mio_events, timeout) {
                 if e.kind() != ErrorKind::Interrupted {
@@ -357,7 +367,6 @@ impl Worker {
                 }
             }
             let now = Instant::now();
-            last_wake = now;
             let mut read = 0;
             while read < READ_BUDGET {
                 let n = match batch.recv(&self.socket) {
@@ -413,6 +422,17 @@ impl Worker {
             if stats.rtp_in + stats.handoffs_in != media_seen {
                 media_seen = stats.rtp_in + stats.handoffs_in;
                 last_media = now;
+            }
+            // A shard without media gathers its clients' consent checks and reports
+            // into one wake-up per IDLE_WAKE_EVERY instead of one each: the socket
+            // leaves the poll for that long. Commands and other shards' messages
+            // still wake it at once.
+            if socket_resumes.is_none() && now.saturating_duration_since(last_media) >= IDLE_AFTER {
+                if let Err(e) = self.poll.registry().deregister(&mut self.socket) {
+                    tracing::warn!(error = %e, "cannot pause the socket");
+                } else {
+                    socket_resumes = Some(now + IDLE_WAKE_EVERY);
+                }
             }
             if now.saturating_duration_since(published) >= SNAPSHOT_EVERY {
                 published = now;

@@ -369,9 +369,10 @@ impl DtlsInstance for CaptureInstance {
     }
 
     fn poll_output<'a>(&mut self, buf: &'a mut [u8]) -> DtlsOutput<'a> {
-        let capture = self.capture.clone();
         let out = self.patched(|dtls| dtls.poll_output(buf));
-        if let (DtlsOutput::KeyingMaterial(material, profile), Some(capture)) = (&out, capture) {
+        if let (DtlsOutput::KeyingMaterial(material, profile), Some(capture)) =
+            (&out, &self.capture)
+        {
             match map_profile(*profile) {
                 Some(profile) => capture.store(CapturedKeys {
                     profile,
