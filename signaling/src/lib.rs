@@ -25,6 +25,7 @@ mod resume;
 mod routes;
 mod session;
 pub mod token;
+mod websocket;
 
 pub use config::NodeConfig;
 pub use control::ControlError;

@@ -6,9 +6,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{ConnectInfo, State};
-use axum::response::IntoResponse;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use chorus_engine::{participant_id, CommandSender, Driver, EngineError, Event, ShardConfig};
@@ -22,15 +21,9 @@ use crate::error::SignalingError;
 use crate::metrics::JoinCounters;
 use crate::routes::Routes;
 use crate::token::TokenVerifier;
+use crate::websocket::{self, WebSocket};
 use crate::{assets, session};
-
-/// Bytes a WebSocket reads from its TCP stream at a time, and the read buffer it keeps.
-///
-/// tungstenite's default, 128 KiB, is allocated per connection and zero-filled up to
-/// its capacity before *every* read: ~130 KB of RSS per socket and a 128 KiB memset
-/// per client message, for messages of tens of bytes. A frame larger than this still
-/// arrives whole: the buffer grows for it (up to the frame limit).
-pub(crate) const WS_READ_BUFFER: usize = 4 * 1024;
+use hyper_util::rt::TokioIo;
 
 /// What every connection shares.
 pub(crate) struct Shared {
@@ -268,18 +261,30 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, SignalingError> {
 }
 
 async fn signal(
-    ws: WebSocketUpgrade,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     State(shared): State<Arc<Shared>>,
-) -> impl IntoResponse {
-    // Frames up to 1 MiB reach the protocol layer, which answers anything over
-    // MAX_FRAME_BYTES with `bad_request`; on larger ones the WebSocket layer fails
-    // and the connection is dropped.
-    ws.max_message_size(MAX_FRAME_BYTES * 16)
-        .max_frame_size(MAX_FRAME_BYTES * 16)
-        .read_buffer_size(WS_READ_BUFFER)
-        .write_buffer_size(0)
-        .on_upgrade(move |socket| session::run(socket, shared, peer.ip()))
+    mut request: Request,
+) -> Response {
+    let response = match websocket::accept(request.headers()) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    let upgrade = hyper::upgrade::on(&mut request);
+    tokio::spawn(async move {
+        let Ok(upgraded) = upgrade.await else {
+            return;
+        };
+        // Messages up to MAX_FRAME_BYTES reach the protocol layer; larger ones, up to
+        // 1 MiB, are skipped and answered with `bad_request`; beyond that the
+        // connection is closed (1009).
+        let ws = WebSocket::new(
+            TokioIo::new(upgraded),
+            MAX_FRAME_BYTES,
+            (MAX_FRAME_BYTES * 16) as u64,
+        );
+        session::run(ws, shared, peer.ip()).await;
+    });
+    response
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {

@@ -6,16 +6,16 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use chorus_engine::{CloseReason, Command, Permissions};
 use chorus_protocol::signal::{
-    ClientMessage, DisplayName, ErrorCode, ParticipantId, RoomId, ServerMessage,
+    ClientMessage, DecodeError, DisplayName, ErrorCode, ParticipantId, RoomId, ServerMessage,
 };
-use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 
 use crate::node::Shared;
 use crate::routes::{Outbound, CONNECTION_QUEUE};
+use crate::websocket::{Incoming, WebSocket, WsError};
 
 /// RFC 6455 §7.4.1 close codes.
 const NORMAL: u16 = 1000;
@@ -49,7 +49,7 @@ enum End {
     Vanished,
     /// The client sent a close frame (the WebSocket layer has queued the echo); one
     /// other than 1000 may be followed by a resume.
-    ClientClosed { vanished: bool },
+    ClientClosed { vanished: bool, code: Option<u16> },
     /// Another socket resumed the session: close without leaving.
     Superseded,
 }
@@ -100,19 +100,20 @@ impl Drop for IpSlot {
     }
 }
 
-pub(crate) async fn run(socket: WebSocket, shared: Arc<Shared>, ip: IpAddr) {
-    let (mut sink, mut stream) = socket.split();
+pub(crate) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
+    mut ws: WebSocket<S>,
+    shared: Arc<Shared>,
+    ip: IpAddr,
+) {
     let Some(_slot) = IpSlot::take(&shared, ip) else {
         let refusal = ServerMessage::error(
             ErrorCode::RateLimited,
             "too many connections from this address",
         );
-        let _ = sink.send(Message::Text(refusal.to_json().into())).await;
-        let frame = CloseFrame {
-            code: TRY_AGAIN_LATER,
-            reason: "too many connections".into(),
-        };
-        let _ = sink.send(Message::Close(Some(frame))).await;
+        let _ = ws.send_text(&refusal.to_json()).await;
+        let _ = ws
+            .send_close(Some((TRY_AGAIN_LATER, "too many connections")))
+            .await;
         return;
     };
     let join_deadline = tokio::time::sleep(shared.config.join_timeout);
@@ -138,28 +139,39 @@ pub(crate) async fn run(socket: WebSocket, shared: Arc<Shared>, ip: IpAddr) {
             _ = &mut join_deadline, if !session.joined => {
                 break End::Close(POLICY, "join timeout");
             }
-            incoming = stream.next() => {
+            incoming = ws.next() => {
                 let text = match incoming {
-                    Some(Ok(Message::Text(text))) => text,
-                    Some(Ok(Message::Binary(_))) => {
+                    Ok(Some(Incoming::Text(text))) => text,
+                    Ok(Some(Incoming::Binary)) => {
                         replies.push(ServerMessage::error(
                             ErrorCode::BadRequest,
                             "binary frames are not part of the protocol; send JSON text",
                         ));
-                        String::new().into()
+                        String::new()
                     }
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                    Ok(Some(Incoming::TooLarge)) => {
+                        replies.push(ServerMessage::error(
+                            ErrorCode::BadRequest,
+                            DecodeError::TooLarge.to_string(),
+                        ));
+                        String::new()
+                    }
                     // Echo the close (RFC 6455 §5.5.1), then leave; a close other
                     // than "normal" (1001 going away: a tab closed, a page reloaded)
                     // may be followed by a resume.
-                    Some(Ok(Message::Close(frame))) => {
-                        if frame.is_none_or(|f| f.code == NORMAL) {
-                            break End::ClientClosed { vanished: false };
-                        }
-                        break End::ClientClosed { vanished: true };
+                    Ok(Some(Incoming::Close(code))) => {
+                        break End::ClientClosed {
+                            vanished: code.is_some_and(|c| c != NORMAL),
+                            code,
+                        };
                     }
-                    None => break End::Vanished,
-                    Some(Err(e)) => {
+                    Ok(None) => break End::Vanished,
+                    Err(WsError::Protocol(code, why)) => {
+                        tracing::debug!(code, why, "websocket protocol error");
+                        let _ = ws.send_close(Some((code, why))).await;
+                        break End::Vanished;
+                    }
+                    Err(e) => {
                         tracing::debug!(error = %e, "websocket error");
                         break End::Vanished;
                     }
@@ -177,7 +189,7 @@ pub(crate) async fn run(socket: WebSocket, shared: Arc<Shared>, ip: IpAddr) {
                     }
                 }
                 for r in replies.drain(..) {
-                    if sink.send(Message::Text(r.to_json().into())).await.is_err() {
+                    if ws.send_text(&r.to_json()).await.is_err() {
                         break;
                     }
                 }
@@ -211,7 +223,7 @@ pub(crate) async fn run(socket: WebSocket, shared: Arc<Shared>, ip: IpAddr) {
                             _ => {}
                         }
                     }
-                    if sink.send(Message::Text(m.to_json().into())).await.is_err() {
+                    if ws.send_text(&m.to_json()).await.is_err() {
                         break End::Vanished;
                     }
                 }
@@ -246,22 +258,18 @@ pub(crate) async fn run(socket: WebSocket, shared: Arc<Shared>, ip: IpAddr) {
             session.park();
             None
         }
-        End::ClientClosed { vanished } => {
+        End::ClientClosed { vanished, code } => {
             if vanished {
                 session.park();
             }
-            // Send the echo the WebSocket layer queued (RFC 6455 §5.5.1).
-            let _ = sink.close().await;
+            // The echo (RFC 6455 §5.5.1): the client's code, or none.
+            let _ = ws.send_close(code.map(|c| (c, ""))).await;
             None
         }
         End::Superseded => Some((RESUMED_ELSEWHERE, "resumed elsewhere")),
     };
     if let Some((code, reason)) = close {
-        let frame = CloseFrame {
-            code,
-            reason: reason.into(),
-        };
-        let _ = sink.send(Message::Close(Some(frame))).await;
+        let _ = ws.send_close(Some((code, reason))).await;
     }
     session.leave();
 }
