@@ -23,43 +23,50 @@ use crate::slots::SlotTable;
 pub(crate) const MAX_ADDRS: usize = 8;
 
 /// A participant's media state; it moves between shards whole (str0m `Rtc` is `Send`).
+///
+/// Laid out in declaration order (`repr(C)`), what a forwarded copy reads first: a
+/// speaker's packet visits every subscriber, and these fields share a few cache lines
+/// instead of sitting after the 10 KB `Rtc` (which lives in its own allocation).
+#[repr(C)]
 pub struct Participant {
+    // ---- read for every forwarded copy ----
+    pub(crate) deafened: bool,
+    /// DTLS is up: media may be sent.
+    pub(crate) connected: bool,
+    /// str0m returned an error: the `Rtc` is unusable.
+    pub(crate) failed: bool,
+    /// The `speakers` message must be sent again.
+    pub(crate) speakers_dirty: bool,
+    pub(crate) permissions: Permissions,
+    pub(crate) table: SlotTable,
+    pub(crate) slots: Vec<SlotTx>,
+    /// The slot streams' send side (keys, address, reports).
+    pub(crate) egress: Egress,
+    /// When the participant's timer entry in the shard's heap is due, if any.
+    pub(crate) timer_at: Option<Instant>,
+    // ---- the rest ----
     pub(crate) id: ParticipantId,
     pub(crate) room: RoomId,
     pub(crate) name: DisplayName,
     pub(crate) csrc: u32,
     /// The room's slot count (to set up its view on a shard it moves to).
     pub(crate) audio_slots: u8,
-    pub(crate) permissions: Permissions,
     pub(crate) muted: bool,
     /// Muted by the control plane; the client cannot lift it.
     pub(crate) server_muted: bool,
-    pub(crate) deafened: bool,
-    pub(crate) rtc: Rtc,
     pub(crate) ufrag: String,
     /// Source addresses mapped to this participant.
     pub(crate) addrs: Vec<SocketAddr>,
     /// When str0m wants `Input::Timeout` next.
     pub(crate) next_timeout: Instant,
-    /// The timer entry for this participant in the shard's heap, if any.
-    pub(crate) timer_at: Option<Instant>,
     /// Last datagram from the client (or the answer, before the first one).
     pub(crate) last_heard: Option<Instant>,
-    /// DTLS is up: media may be sent.
-    pub(crate) connected: bool,
     /// The microphone's Opus payload type, once negotiated.
     pub(crate) mic_pt: Option<Pt>,
-    pub(crate) slots: Vec<SlotTx>,
-    pub(crate) table: SlotTable,
-    /// The slot streams' send side (keys, address, reports).
-    pub(crate) egress: Egress,
     /// Where str0m's DTLS hands over the session's SRTP keys.
     pub(crate) keys: KeyCapture,
-    /// The `speakers` message must be sent again.
-    pub(crate) speakers_dirty: bool,
-    /// str0m returned an error: the `Rtc` is unusable.
-    pub(crate) failed: bool,
     pub(crate) quality: Quality,
+    pub(crate) rtc: Box<Rtc>,
 }
 
 impl Participant {

@@ -143,7 +143,7 @@ impl Shard {
             muted: false,
             server_muted: false,
             deafened: false,
-            rtc,
+            rtc: Box::new(rtc),
             ufrag,
             addrs: Vec::new(),
             next_timeout: now,
