@@ -133,22 +133,24 @@ pub(crate) enum WriteError {
 }
 
 /// A subscriber's send side.
+#[repr(C)]
 pub(crate) struct Egress {
+    // What every copy reads and writes, together (declaration order).
     tx: Option<SrtpTx>,
-    /// Opens the subscriber's SRTCP, for its receiver reports on our slots.
-    rtcp_rx: Option<SrtpRx>,
     /// Where str0m last sent to: the nominated candidate pair.
     pub remote: Option<SocketAddr>,
     pub ext: ExtIds,
-    /// The CNAME of the slots (`a=ssrc:… cname:`), chosen at the first answer.
-    pub cname: String,
+    /// Bytes of every datagram written here (str0m counts only its own).
+    pub bytes_sent: u64,
     /// When the next sender report is due; `None` while no slot carries audio (the
     /// first copy after that starts the reports again: `Shard::fan_out`).
     pub next_report: Option<Instant>,
+    /// Opens the subscriber's SRTCP, for its receiver reports on our slots.
+    rtcp_rx: Option<SrtpRx>,
+    /// The CNAME of the slots (`a=ssrc:… cname:`), chosen at the first answer.
+    pub cname: String,
     /// Receiver reports on our slots since the last `quality` event.
     pub reports: ReportFigures,
-    /// Bytes of every datagram written here (str0m counts only its own).
-    pub bytes_sent: u64,
 }
 
 /// What one of the subscriber's RTCP packets held, besides reports on our slots.
@@ -184,7 +186,7 @@ impl Egress {
 
     /// Keys from the DTLS handshake; `dtls_client` says which half is ours.
     pub fn set_keys(&mut self, keys: &DtlsSrtpKeys, dtls_client: bool) -> bool {
-        match (keys.tx(dtls_client), keys.rx(dtls_client)) {
+        match (keys.tx(dtls_client), keys.rtcp_rx(dtls_client)) {
             (Ok(tx), Ok(rx)) => {
                 self.tx = Some(tx);
                 self.rtcp_rx = Some(rx);

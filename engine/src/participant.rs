@@ -42,8 +42,13 @@ pub struct Participant {
     pub(crate) slots: Vec<SlotTx>,
     /// The slot streams' send side (keys, address, reports).
     pub(crate) egress: Egress,
+    // ---- read when its timer fires ----
     /// When the participant's timer entry in the shard's heap is due, if any.
     pub(crate) timer_at: Option<Instant>,
+    /// When str0m wants `Input::Timeout` next.
+    pub(crate) next_timeout: Instant,
+    /// Last datagram from the client (or the answer, before the first one).
+    pub(crate) last_heard: Option<Instant>,
     // ---- the rest ----
     pub(crate) id: ParticipantId,
     pub(crate) room: RoomId,
@@ -57,10 +62,6 @@ pub struct Participant {
     pub(crate) ufrag: String,
     /// Source addresses mapped to this participant.
     pub(crate) addrs: Vec<SocketAddr>,
-    /// When str0m wants `Input::Timeout` next.
-    pub(crate) next_timeout: Instant,
-    /// Last datagram from the client (or the answer, before the first one).
-    pub(crate) last_heard: Option<Instant>,
     /// The microphone's Opus payload type, once negotiated.
     pub(crate) mic_pt: Option<Pt>,
     /// Where str0m's DTLS hands over the session's SRTP keys.

@@ -510,7 +510,10 @@ mod tests {
         input.extend(frame(true, 1, &vec![b'b'; 900]));
         client.write_all(&input).await.unwrap();
         assert_eq!(ws.next().await.unwrap(), Some(Incoming::TooLarge));
-        assert_eq!(ws.next().await.unwrap(), Some(Incoming::Text("b".repeat(900))));
+        assert_eq!(
+            ws.next().await.unwrap(),
+            Some(Incoming::Text("b".repeat(900)))
+        );
         // Between messages the connection holds no large buffer.
         assert!(ws.buf.capacity() <= IDLE_BUFFER, "{}", ws.buf.capacity());
         assert_eq!(ws.message.capacity(), 0);

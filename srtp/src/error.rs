@@ -39,6 +39,9 @@ pub enum SrtpError {
     /// The 31-bit SRTCP index is used up (RFC 3711 §3.4): re-key before sending more.
     #[error("SRTCP index exhausted: re-key")]
     IndexExhausted,
+    /// An SRTCP-only context was asked to open SRTP.
+    #[error("this context opens SRTCP only")]
+    NoRtpCipher,
     /// The crypto library refused an operation (not expected with valid keys).
     #[error("crypto library error")]
     Crypto,

@@ -140,6 +140,11 @@ impl DtlsSrtpKeys {
         SrtpRx::new(self.profile, self.own(!dtls_client))
     }
 
+    /// [`DtlsSrtpKeys::rx`] for the peer's SRTCP only.
+    pub fn rtcp_rx(&self, dtls_client: bool) -> Result<SrtpRx, SrtpError> {
+        SrtpRx::new_rtcp_only(self.profile, self.own(!dtls_client))
+    }
+
     fn own(&self, dtls_client: bool) -> &MasterKey {
         if dtls_client {
             &self.client

@@ -46,7 +46,8 @@ pub struct SrtpTx {
 /// for tests and tools, its SRTP.
 pub struct SrtpRx {
     profile: SrtpProfile,
-    pub(crate) rtp: Cipher,
+    /// `None` in a context made for SRTCP only ([`SrtpRx::new_rtcp_only`]).
+    pub(crate) rtp: Option<Cipher>,
     pub(crate) rtcp: Cipher,
     pub(crate) replay: RtcpReplay,
 }
@@ -124,10 +125,22 @@ impl SrtpRx {
         Self::from_session_keys(&keys)
     }
 
+    /// An opening context for the peer's SRTCP alone (what a sender needs: the
+    /// receiver reports on its streams); it opens no SRTP and holds no cipher for it.
+    pub fn new_rtcp_only(profile: SrtpProfile, master: &MasterKey) -> Result<SrtpRx, SrtpError> {
+        let keys = SessionKeys::derive(&checked(profile, master)?)?;
+        Ok(SrtpRx {
+            profile: keys.profile,
+            rtp: None,
+            rtcp: Cipher::new(keys.profile, &keys.rtcp)?,
+            replay: RtcpReplay::default(),
+        })
+    }
+
     pub(crate) fn from_session_keys(keys: &SessionKeys) -> Result<SrtpRx, SrtpError> {
         Ok(SrtpRx {
             profile: keys.profile,
-            rtp: Cipher::new(keys.profile, &keys.rtp)?,
+            rtp: Some(Cipher::new(keys.profile, &keys.rtp)?),
             rtcp: Cipher::new(keys.profile, &keys.rtcp)?,
             replay: RtcpReplay::default(),
         })
@@ -158,7 +171,8 @@ impl SrtpRx {
         let (seq, ssrc) = seq_ssrc(pkt);
         let (header, rest) = pkt.split_at_mut(header_len);
         let (payload, tag) = rest.split_at_mut(plain_len - header_len);
-        match &self.rtp {
+        let rtp = self.rtp.as_ref().ok_or(SrtpError::NoRtpCipher)?;
+        match rtp {
             Cipher::Cm(cm) => {
                 // RFC 3711 §3.3 step 5-6: authenticate first, then decrypt.
                 cm.verify(&[header, payload, &roc.to_be_bytes()], tag)?;

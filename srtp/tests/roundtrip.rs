@@ -310,3 +310,31 @@ fn contexts_are_send_and_sync() {
     assert_send_sync::<DtlsSrtpKeys>();
     assert_send_sync::<SrtpError>();
 }
+
+/// An SRTCP-only context (what Chorus keeps per subscriber for its receiver reports)
+/// opens SRTCP like a full one and refuses SRTP.
+#[test]
+fn an_rtcp_only_context_opens_srtcp_and_no_srtp() {
+    for profile in SrtpProfile::ALL {
+        let k = keys(profile);
+        let mut tx = k.tx(false).unwrap();
+        let mut rx = k.rtcp_rx(true).unwrap();
+        let plain = rtcp(0x1234_5678);
+        let mut buf = plain.clone();
+        buf.resize(plain.len() + 64, 0);
+        let n = tx.protect_rtcp(&mut buf, plain.len()).unwrap();
+        assert_eq!(rx.unprotect_rtcp(&mut buf, n).unwrap(), plain.len());
+        assert_eq!(buf[..plain.len()], plain[..], "{profile}");
+
+        let (rtp_plain, header_len) = rtp(1, 2, 0, false, 20);
+        let mut buf = rtp_plain.clone();
+        buf.resize(rtp_plain.len() + profile.rtp_overhead(), 0);
+        let n = tx
+            .protect_rtp(&mut buf, rtp_plain.len(), header_len, 0)
+            .unwrap();
+        assert_eq!(
+            rx.unprotect_rtp(&mut buf, n, 0),
+            Err(SrtpError::NoRtpCipher)
+        );
+    }
+}
