@@ -9,6 +9,10 @@
 //! `DtlsOutput::KeyingMaterial(material, profile)` into the sink on its way to str0m
 //! (the same output str0m keys its own SRTP from, str0m `src/lib.rs` ~1701).
 //!
+//! Once the handshake is over and quiet for [`DTLS_RETIRE_AFTER`], an instance that
+//! carries no application data (no data channel) drops dimpl's state and answers
+//! str0m from a few fields ([`KeyCapture::dtls_retired`] tells): ~8 KB per session.
+//!
 //! The instances are built from one cached `dimpl::Config` per MTU: building a config
 //! runs the crypto provider's self-tests (~1 ms), which str0m's default provider does
 //! for every `Rtc`.
@@ -38,7 +42,7 @@
 use std::cell::RefCell;
 use std::fmt;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use dimpl::crypto::SignatureVerifier;
 use dimpl::crypto::{Buf, HashAlgorithm, HashContext, HashProvider, SignatureAlgorithm};
@@ -66,6 +70,8 @@ struct Slot {
     keys: Option<CapturedKeys>,
     /// The handshake exported keys at some point (stays true after `take`).
     exported: bool,
+    /// The DTLS session let go of its handshake state ([`DTLS_RETIRE_AFTER`]).
+    retired: bool,
 }
 
 /// The keys one DTLS-SRTP handshake exported (RFC 5764 §4.2).
@@ -101,6 +107,12 @@ impl KeyCapture {
     /// Whether the handshake has exported keys (whether or not they were taken).
     pub fn exported(&self) -> bool {
         lock(&self.slot).exported
+    }
+
+    /// Whether the DTLS session has let go of its handshake state (it does so once the
+    /// handshake is over and the client quiet for [`DTLS_RETIRE_AFTER`]).
+    pub fn dtls_retired(&self) -> bool {
+        lock(&self.slot).retired
     }
 
     fn store(&self, keys: CapturedKeys) {
@@ -209,13 +221,11 @@ fn lock(slot: &Mutex<Slot>) -> std::sync::MutexGuard<'_, Slot> {
 
 /// str0m's default (aws-lc-rs) DTLS provider.
 fn default_dtls() -> &'static dyn DtlsProvider {
-    static DEFAULT: OnceLock<CryptoProvider> = OnceLock::new();
-    DEFAULT
-        .get_or_init(str0m::crypto::from_feature_flags)
-        .dtls_provider
+    crate::lazy_ciphers::default_provider().dtls_provider
 }
 
-/// str0m's default (aws-lc-rs) provider with our DTLS provider.
+/// str0m's default (aws-lc-rs) provider with our DTLS provider and SRTP ciphers built
+/// on first use ([`crate::lazy_ciphers`]).
 fn provider() -> Arc<CryptoProvider> {
     static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
     static DTLS: CaptureDtlsProvider = CaptureDtlsProvider;
@@ -223,6 +233,7 @@ fn provider() -> Arc<CryptoProvider> {
         .get_or_init(|| {
             let mut provider = str0m::crypto::from_feature_flags();
             provider.dtls_provider = &DTLS;
+            provider.srtp_provider = crate::lazy_ciphers::provider();
             Arc::new(provider)
         })
         .clone()
@@ -273,9 +284,13 @@ impl DtlsProvider for CaptureDtlsProvider {
             None => None,
         };
         Ok(Box::new(CaptureInstance {
-            dtls,
+            session: Session::Live(Box::new(dtls)),
             capture,
             restrict,
+            keyed: false,
+            carries_data: false,
+            now,
+            last_rx: now,
         }))
     }
 }
@@ -305,12 +320,50 @@ fn dimpl_config(mtu: Option<usize>) -> Result<Arc<dimpl::Config>, CryptoError> {
     Ok(config)
 }
 
-/// A DTLS session: dimpl's, with the keys copied out and the ClientHello rewritten if
-/// the profiles are restricted.
+/// How long a session keeps dimpl's state after the handshake exported its keys and
+/// the client sent its last DTLS record. Until then a client whose copy of our final
+/// flight was lost can retransmit its own and get ours again (RFC 6347 §4.2.4); with
+/// its retransmission timer doubling from 1 s, a client still waiting after 10 quiet
+/// seconds has lost our flight four times in a row and is better served by its ICE
+/// and DTLS timeouts (chorus.js then resumes). See [`Session::Retired`].
+pub const DTLS_RETIRE_AFTER: Duration = Duration::from_secs(10);
+
+/// A DTLS session: dimpl's, with the keys copied out, the ClientHello rewritten if
+/// the profiles are restricted, and dimpl's state let go once the handshake is over.
 struct CaptureInstance {
-    dtls: dimpl::Dtls,
+    session: Session,
     capture: Option<KeyCapture>,
     restrict: Option<Restriction>,
+    /// The handshake exported SRTP keys.
+    keyed: bool,
+    /// Application data (SCTP, a data channel) crossed this session: it stays live.
+    carries_data: bool,
+    /// The latest time str0m gave us (`handle_timeout`, or creation). str0m passes
+    /// no time with a packet, so `now` can lag: during the handshake by at most a
+    /// retransmission timer (DTLS's timers are armed then).
+    now: Instant,
+    /// When the client's latest DTLS record arrived, as far as `now` tells.
+    last_rx: Instant,
+}
+
+/// What a session holds.
+enum Session {
+    /// dimpl's handshake state machine, transcript, flights and record ciphers: about
+    /// 8 KB per session after the handshake.
+    Live(Box<dimpl::Dtls>),
+    /// After the handshake, once quiet for [`DTLS_RETIRE_AFTER`] and carrying no
+    /// application data: WebRTC media needs nothing more of DTLS (SRTP has its keys,
+    /// DTLS 1.2 has no post-handshake messages). What str0m still asks is answered
+    /// from these fields; DTLS records the client still sends (a retransmitted flight,
+    /// a `close_notify`) are dropped, and closing sends no `close_notify` (the peer
+    /// learns it from signaling or ICE consent).
+    Retired {
+        active: bool,
+        version: Option<ProtocolVersion>,
+        /// A timeout far away: a retired session never needs waking.
+        never: Instant,
+        closed: bool,
+    },
 }
 
 struct Restriction {
@@ -328,14 +381,50 @@ impl fmt::Debug for CaptureInstance {
 }
 
 impl CaptureInstance {
-    /// Runs `f` with this instance's ClientHello patches visible to the dimpl provider.
-    fn patched<R>(&mut self, f: impl FnOnce(&mut dimpl::Dtls) -> R) -> R {
+    /// Runs `f` on dimpl's instance with this instance's ClientHello patches visible to
+    /// the dimpl provider; `None` once the session is retired.
+    fn patched<R>(&mut self, f: impl FnOnce(&mut dimpl::Dtls) -> R) -> Option<R> {
+        let Session::Live(dtls) = &mut self.session else {
+            return None;
+        };
         let Some(restrict) = &self.restrict else {
-            return f(&mut self.dtls);
+            return Some(f(dtls));
         };
         let previous = ACTIVE_PATCHES.with(|a| a.replace(Some(restrict.patches.clone())));
         let _restore = RestorePatches(previous);
-        f(&mut self.dtls)
+        Some(f(dtls))
+    }
+
+    /// When dimpl's state may be let go (see [`Session`]), if it may at all.
+    fn retire_at(&self) -> Option<Instant> {
+        let Session::Live(dtls) = &self.session else {
+            return None;
+        };
+        if !self.keyed || self.carries_data || dtls.is_closing() || dtls.is_closed() {
+            return None;
+        }
+        Some(self.last_rx + DTLS_RETIRE_AFTER)
+    }
+
+    /// Lets go of dimpl's state if the handshake is over and quiet (see [`Session`]).
+    fn maybe_retire(&mut self) {
+        if self.retire_at().is_none_or(|at| at > self.now) {
+            return;
+        }
+        let Session::Live(dtls) = &self.session else {
+            return;
+        };
+        tracing::debug!("DTLS handshake over and quiet: its state is let go");
+        self.session = Session::Retired {
+            active: dtls.is_active(),
+            version: dtls.protocol_version(),
+            never: self.now + Duration::from_secs(365 * 24 * 3600),
+            closed: false,
+        };
+        self.restrict = None;
+        if let Some(capture) = &self.capture {
+            lock(&capture.slot).retired = true;
+        }
     }
 }
 
@@ -354,33 +443,64 @@ impl DtlsInstance for CaptureInstance {
             tracing::warn!("SRTP profile restriction applies to the DTLS server only; ignored");
             self.restrict = None;
         }
-        self.dtls.set_active(active);
+        match &mut self.session {
+            Session::Live(dtls) => dtls.set_active(active),
+            Session::Retired { active: was, .. } => *was = active,
+        }
     }
 
     fn handle_packet(&mut self, packet: &[u8]) -> Result<(), DtlsImplError> {
+        self.last_rx = self.now;
+        // RFC 6347 §4.1: content type 23 is application data (SCTP over DTLS).
+        if packet.first() == Some(&23) {
+            self.carries_data = true;
+        }
+        if let Session::Retired { .. } = self.session {
+            tracing::debug!(
+                len = packet.len(),
+                "DTLS record after the handshake retired; dropped"
+            );
+            return Ok(());
+        }
         if let Some(restrict) = &mut self.restrict {
-            if !self.dtls.is_active() {
+            if !matches!(&self.session, Session::Live(dtls) if dtls.is_active()) {
                 if let Some(rewritten) = restrict.rewrite(packet) {
-                    return self.patched(|dtls| dtls.handle_packet(&rewritten));
+                    return self
+                        .patched(|dtls| dtls.handle_packet(&rewritten))
+                        .unwrap_or(Ok(()));
                 }
             }
         }
         self.patched(|dtls| dtls.handle_packet(packet))
+            .unwrap_or(Ok(()))
     }
 
     fn poll_output<'a>(&mut self, buf: &'a mut [u8]) -> DtlsOutput<'a> {
-        let out = self.patched(|dtls| dtls.poll_output(buf));
-        if let (DtlsOutput::KeyingMaterial(material, profile), Some(capture)) =
-            (&out, &self.capture)
-        {
-            match map_profile(*profile) {
-                Some(profile) => capture.store(CapturedKeys {
-                    profile,
-                    material: material.to_vec(),
-                    dtls_client: self.dtls.is_active(),
-                }),
-                None => {
-                    tracing::warn!(%profile, "SRTP profile unknown to chorus-srtp; keys not captured")
+        let out = match &mut self.session {
+            Session::Retired { never, .. } => return DtlsOutput::Timeout(*never),
+            Session::Live(_) => self
+                .patched(|dtls| dtls.poll_output(buf))
+                .unwrap_or(DtlsOutput::Timeout(self.now)),
+        };
+        if let DtlsOutput::Timeout(at) = out {
+            // str0m calls `handle_timeout` only when DTLS asks to be woken: ask for the
+            // time the session may retire.
+            if let Some(retire_at) = self.retire_at() {
+                return DtlsOutput::Timeout(at.min(retire_at));
+            }
+        }
+        if let DtlsOutput::KeyingMaterial(material, profile) = &out {
+            self.keyed = true;
+            if let Some(capture) = &self.capture {
+                match map_profile(*profile) {
+                    Some(profile) => capture.store(CapturedKeys {
+                        profile,
+                        material: material.to_vec(),
+                        dtls_client: self.is_active(),
+                    }),
+                    None => {
+                        tracing::warn!(%profile, "SRTP profile unknown to chorus-srtp; keys not captured")
+                    }
                 }
             }
         }
@@ -388,31 +508,56 @@ impl DtlsInstance for CaptureInstance {
     }
 
     fn handle_timeout(&mut self, now: Instant) -> Result<(), DtlsImplError> {
-        self.patched(|dtls| dtls.handle_timeout(now))
+        self.now = now;
+        let result = self
+            .patched(|dtls| dtls.handle_timeout(now))
+            .unwrap_or(Ok(()));
+        if result.is_ok() {
+            self.maybe_retire();
+        }
+        result
     }
 
     fn send_application_data(&mut self, data: &[u8]) -> Result<usize, DtlsImplError> {
+        self.carries_data = true;
         self.patched(|dtls| dtls.send_application_data(data))
+            .unwrap_or(Err(DtlsImplError::ConnectionClosed))
     }
 
     fn is_active(&self) -> bool {
-        self.dtls.is_active()
+        match &self.session {
+            Session::Live(dtls) => dtls.is_active(),
+            Session::Retired { active, .. } => *active,
+        }
     }
 
     fn protocol_version(&self) -> Option<ProtocolVersion> {
-        self.dtls.protocol_version()
+        match &self.session {
+            Session::Live(dtls) => dtls.protocol_version(),
+            Session::Retired { version, .. } => *version,
+        }
     }
 
     fn is_closing(&self) -> bool {
-        self.dtls.is_closing()
+        match &self.session {
+            Session::Live(dtls) => dtls.is_closing(),
+            Session::Retired { .. } => false,
+        }
     }
 
     fn is_closed(&self) -> bool {
-        self.dtls.is_closed()
+        match &self.session {
+            Session::Live(dtls) => dtls.is_closed(),
+            Session::Retired { closed, .. } => *closed,
+        }
     }
 
     fn close(&mut self) -> Result<(), DtlsImplError> {
-        self.patched(|dtls| dtls.close())
+        if let Session::Retired { closed, .. } = &mut self.session {
+            *closed = true;
+            return Ok(());
+        }
+        self.patched(|dtls| dtls.close()).unwrap_or(Ok(()))
     }
 }
 

@@ -11,7 +11,8 @@
 //! - [`SrtpTx`]: seals RTP (in place, no allocation) and SRTCP (with its own index).
 //! - [`SrtpRx`]: opens the client's SRTCP (receiver reports for our streams), and SRTP
 //!   for tests and tools.
-//! - [`capture`]: a str0m crypto provider that reports each session's keys.
+//! - [`capture`]: a str0m crypto provider that reports each session's keys, lets go of
+//!   DTLS state after the handshake, and builds str0m's SRTP ciphers on first use.
 //!
 //! Profiles: `SRTP_AES128_CM_HMAC_SHA1_80` (RFC 3711), `SRTP_AEAD_AES_128_GCM` and
 //! `SRTP_AEAD_AES_256_GCM` (RFC 7714), all on aws-lc-rs. All cipher state is built in
@@ -41,6 +42,7 @@
 pub mod capture;
 mod error;
 pub mod keys;
+mod lazy_ciphers;
 mod profile;
 mod rtcp;
 mod rtp;

@@ -8,11 +8,14 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use chorus_srtp::capture::{build_rtc_with, CapturedKeys, KeyCapture};
+use std::sync::Arc;
+
+use chorus_srtp::capture::{build_rtc_with, CapturedKeys, KeyCapture, DTLS_RETIRE_AFTER};
 use chorus_srtp::SrtpProfile;
 use str0m::change::SdpOffer;
-use str0m::media::{Direction, MediaKind};
+use str0m::media::{Direction, MediaKind, Mid, Pt};
 use str0m::net::{Protocol, Receive};
+use str0m::rtp::RtpWrite;
 use str0m::{Candidate, Event, Input, Output, Rtc};
 
 /// Steps before the handshake is declared stuck.
@@ -45,10 +48,134 @@ impl Peer {
     }
 }
 
+/// A client and a server on a simulated network, with a simulated clock.
+struct Pair {
+    client: Peer,
+    server: Peer,
+    net: VecDeque<(SocketAddr, SocketAddr, Vec<u8>)>,
+    now: Instant,
+    /// Every datagram the client sent, in order.
+    client_sent: Vec<Vec<u8>>,
+    /// RTP packets the server received.
+    server_rtp: usize,
+    /// The client's audio mid.
+    mid: Mid,
+    /// A time the driver wants to act at (the client's next audio frame).
+    wake: Option<Instant>,
+    /// The client's next RTP sequence number.
+    seq: u64,
+}
+
+impl Pair {
+    /// Delivers one queued datagram, or advances the clock to the next timeout.
+    fn step(&mut self) {
+        self.client.drain(&mut self.net);
+        self.server
+            .drain_counting(&mut self.net, &mut self.server_rtp);
+        if let Some((source, destination, contents)) = self.net.pop_front() {
+            let peer = if destination == self.server.addr {
+                self.client_sent.push(contents.clone());
+                &mut self.server
+            } else {
+                &mut self.client
+            };
+            assert_eq!(destination, peer.addr);
+            let receive = Receive {
+                proto: Protocol::Udp,
+                source,
+                destination,
+                contents: contents.as_slice().try_into().unwrap(),
+            };
+            peer.rtc
+                .handle_input(Input::Receive(self.now, receive))
+                .unwrap();
+        } else {
+            let mut next = self.client.timeout.min(self.server.timeout);
+            if let Some(wake) = self.wake {
+                next = next.min(wake);
+            }
+            self.now = self.now.max(next) + Duration::from_micros(1);
+            self.client
+                .rtc
+                .handle_input(Input::Timeout(self.now))
+                .unwrap();
+            self.server
+                .rtc
+                .handle_input(Input::Timeout(self.now))
+                .unwrap();
+        }
+    }
+
+    /// Runs until `until` (simulated), the client sending an audio packet every 20 ms.
+    fn talk_until(&mut self, until: Instant) {
+        let mut next_frame = self.now;
+        while self.now < until {
+            if self.now >= next_frame {
+                let write = RtpWrite::new(
+                    Pt::new_with_value(111),
+                    self.seq.into(),
+                    960 * self.seq as u32,
+                    self.now,
+                    Arc::<[u8]>::from(vec![0xC5u8; 40]),
+                );
+                let mut api = self.client.rtc.direct_api();
+                let tx = api.stream_tx_by_mid(self.mid, None);
+                tx.expect("the client's audio stream").write_rtp(write);
+                self.seq += 1;
+                next_frame = self.now + Duration::from_millis(20);
+            }
+            self.wake = Some(next_frame);
+            self.step();
+        }
+        self.wake = None;
+    }
+}
+
+impl Peer {
+    fn drain_counting(
+        &mut self,
+        net: &mut VecDeque<(SocketAddr, SocketAddr, Vec<u8>)>,
+        rtp: &mut usize,
+    ) {
+        loop {
+            match self.rtc.poll_output().expect("poll_output") {
+                Output::Timeout(t) => {
+                    self.timeout = t;
+                    return;
+                }
+                Output::Transmit(t) => {
+                    net.push_back((t.source, t.destination, t.contents.to_vec()))
+                }
+                Output::Event(Event::Connected) => self.connected = true,
+                Output::Event(Event::RtpPacket(_)) => *rtp += 1,
+                Output::Event(_) => {}
+            }
+        }
+    }
+}
+
 /// Connects a client (`profiles` for neither side unless given) and returns both
 /// sides' keys: (client, server).
 fn connect(server_profiles: Option<&[SrtpProfile]>) -> (CapturedKeys, CapturedKeys) {
-    let mut now = Instant::now();
+    let pair = connected_pair(server_profiles);
+    let keys = (
+        pair.client.capture.take().expect("client keys"),
+        pair.server.capture.take().expect("server keys"),
+    );
+    assert!(pair.client.capture.take().is_none(), "take-once");
+    assert!(pair.client.capture.exported());
+    keys
+}
+
+/// A client and server that completed ICE and DTLS.
+fn connected_pair(server_profiles: Option<&[SrtpProfile]>) -> Pair {
+    pair_with(server_profiles, false)
+}
+
+/// A client and server that completed ICE and DTLS, the client offering a data
+/// channel too if `channel`.
+fn pair_with(server_profiles: Option<&[SrtpProfile]>, channel: bool) -> Pair {
+    let now = Instant::now();
     let server_addr: SocketAddr = "10.0.0.1:7882".parse().unwrap();
     let client_addr: SocketAddr = "192.0.2.1:40000".parse().unwrap();
 
@@ -75,7 +202,10 @@ fn connect(server_profiles: Option<&[SrtpProfile]>) -> (CapturedKeys, CapturedKe
     };
 
     let mut api = client.rtc.sdp_api();
-    api.add_media(MediaKind::Audio, Direction::SendRecv, None, None, None);
+    let mid = api.add_media(MediaKind::Audio, Direction::SendRecv, None, None, None);
+    if channel {
+        api.add_channel("chat".into());
+    }
     let (offer, pending) = api.apply().expect("an offer");
     let offer = SdpOffer::from_sdp_string(&offer.to_sdp_string()).unwrap();
     let answer = server.rtc.sdp_api().accept_offer(offer).expect("an answer");
@@ -86,41 +216,96 @@ fn connect(server_profiles: Option<&[SrtpProfile]>) -> (CapturedKeys, CapturedKe
         .accept_answer(pending, answer)
         .expect("answer accepted");
 
-    let mut net = VecDeque::new();
+    let mut pair = Pair {
+        client,
+        server,
+        net: VecDeque::new(),
+        now,
+        client_sent: Vec::new(),
+        server_rtp: 0,
+        mid,
+        wake: None,
+        seq: 0,
+    };
     for _ in 0..MAX_STEPS {
-        client.drain(&mut net);
-        server.drain(&mut net);
-        if client.connected && server.connected {
+        if pair.client.connected && pair.server.connected {
             break;
         }
-        if let Some((source, destination, contents)) = net.pop_front() {
-            let peer = if destination == server.addr {
-                &mut server
-            } else {
-                &mut client
-            };
-            assert_eq!(destination, peer.addr);
-            let receive = Receive {
-                proto: Protocol::Udp,
-                source,
-                destination,
-                contents: contents.as_slice().try_into().unwrap(),
-            };
-            peer.rtc.handle_input(Input::Receive(now, receive)).unwrap();
-        } else {
-            now = now.max(client.timeout.min(server.timeout)) + Duration::from_micros(1);
-            client.rtc.handle_input(Input::Timeout(now)).unwrap();
-            server.rtc.handle_input(Input::Timeout(now)).unwrap();
-        }
+        pair.step();
     }
-    assert!(client.connected && server.connected, "no connection");
-    let keys = (
-        client.capture.take().expect("client keys"),
-        server.capture.take().expect("server keys"),
+    assert!(
+        pair.client.connected && pair.server.connected,
+        "no connection"
     );
-    assert!(client.capture.take().is_none(), "take-once");
-    assert!(client.capture.exported());
-    keys
+    pair
+}
+
+/// Once the handshake is over and quiet for `DTLS_RETIRE_AFTER`, each side lets go of
+/// dimpl's state; media keeps flowing, and a DTLS flight the client retransmits late
+/// is dropped without an error.
+#[test]
+fn dtls_state_is_let_go_after_the_handshake() {
+    let mut pair = connected_pair(None);
+    assert!(!pair.server.capture.dtls_retired());
+    let start = pair.now;
+    pair.talk_until(start + DTLS_RETIRE_AFTER / 2);
+    let early = pair.server_rtp;
+    assert!(early > 0, "media flows before");
+    assert!(
+        !pair.server.capture.dtls_retired(),
+        "not before the quiet time"
+    );
+
+    pair.talk_until(start + DTLS_RETIRE_AFTER * 2);
+    assert!(pair.server.capture.dtls_retired(), "server retired");
+    assert!(pair.client.capture.dtls_retired(), "client retired");
+    let before = pair.server_rtp;
+    pair.talk_until(start + DTLS_RETIRE_AFTER * 3);
+    assert!(
+        pair.server_rtp >= before + 400,
+        "media keeps flowing: {} then {}",
+        before,
+        pair.server_rtp
+    );
+
+    // The client's handshake datagrams, replayed after retirement: dropped, no error.
+    let handshake: Vec<Vec<u8>> = pair
+        .client_sent
+        .iter()
+        .filter(|d| (20..=63).contains(&d[0]))
+        .cloned()
+        .collect();
+    assert!(!handshake.is_empty());
+    for contents in handshake {
+        let receive = Receive {
+            proto: Protocol::Udp,
+            source: pair.client.addr,
+            destination: pair.server.addr,
+            contents: contents.as_slice().try_into().unwrap(),
+        };
+        pair.server
+            .rtc
+            .handle_input(Input::Receive(pair.now, receive))
+            .expect("a late DTLS record is dropped quietly");
+    }
+    let before = pair.server_rtp;
+    pair.talk_until(pair.now + Duration::from_secs(2));
+    assert!(pair.server_rtp >= before + 90, "still flowing");
+
+    // Closing a retired session works and sends no DTLS.
+    pair.server.rtc.disconnect();
+    assert!(!pair.server.rtc.is_alive());
+}
+
+/// A session that carries a data channel (SCTP over DTLS) keeps its DTLS state.
+#[test]
+fn dtls_state_stays_with_a_data_channel() {
+    let mut pair = pair_with(None, true);
+    let start = pair.now;
+    pair.talk_until(start + DTLS_RETIRE_AFTER * 3);
+    assert!(pair.server_rtp > 0);
+    assert!(!pair.server.capture.dtls_retired());
+    assert!(!pair.client.capture.dtls_retired());
 }
 
 #[test]
