@@ -325,7 +325,7 @@ fn dimpl_config(mtu: Option<usize>) -> Result<Arc<dimpl::Config>, CryptoError> {
 /// flight was lost can retransmit its own and get ours again (RFC 6347 §4.2.4); with
 /// its retransmission timer doubling from 1 s, a client still waiting after 10 quiet
 /// seconds has lost our flight four times in a row and is better served by its ICE
-/// and DTLS timeouts (chorus.js then resumes). See [`Session::Retired`].
+/// and DTLS timeouts (chorus.js then resumes). What is kept then: the module docs.
 pub const DTLS_RETIRE_AFTER: Duration = Duration::from_secs(10);
 
 /// A DTLS session: dimpl's, with the keys copied out, the ClientHello rewritten if
