@@ -33,8 +33,9 @@
 //! data they see. Nothing is weakened: the transcript authenticates exactly what the
 //! client sent, and the profile chosen is one it offered.
 //!
-//! Limits: DTLS 1.2 only (str0m's default), a ClientHello in one record (browsers'
-//! are), and only as DTLS server; as client (active) the restriction is ignored with a
+//! Limits: DTLS 1.2 only (str0m's default), a ClientHello of at most 16 KiB whose
+//! fragments arrive in order (Chromium 156 fragments its ClientHello), and only as DTLS
+//! server; as client (active) the restriction is ignored with a
 //! warning. A client that offers none of the allowed profiles gets none: the handshake
 //! completes without SRTP keys (str0m then never decrypts media), which is what a
 //! test flag should do.
@@ -276,6 +277,7 @@ impl DtlsProvider for CaptureDtlsProvider {
             Some(profiles) if dtls_version == DtlsVersion::Dtls12 => Some(Restriction {
                 profiles,
                 patches: Arc::default(),
+                hello: None,
             }),
             Some(_) => {
                 tracing::warn!(%dtls_version, "SRTP profile restriction needs DTLS 1.2; ignored");
@@ -369,6 +371,8 @@ enum Session {
 struct Restriction {
     profiles: Vec<SrtpProfile>,
     patches: Arc<Patches>,
+    /// The ClientHello so far, while it arrives in fragments.
+    hello: Option<HelloAssembly>,
 }
 
 impl fmt::Debug for CaptureInstance {
@@ -634,9 +638,50 @@ fn active_patches() -> Option<Arc<Patches>> {
     ACTIVE_PATCHES.with(|a| a.borrow().clone())
 }
 
+/// The largest ClientHello the restriction reassembles (post-quantum key shares make
+/// browsers' ~1.3–2 KB, sent in fragments); a larger one is passed on unrestricted.
+const MAX_CLIENT_HELLO: usize = 16 * 1024;
+
+/// A ClientHello being put together from its fragments (RFC 6347 §4.2.3), and what
+/// the `use_srtp` profile ids become once they are found.
+struct HelloAssembly {
+    body: Vec<u8>,
+    received: Vec<bool>,
+    /// Where the profile ids are in the body, and their rewritten bytes.
+    ids: Option<(usize, Vec<u8>)>,
+    /// The transcript patch was recorded.
+    patched: bool,
+    /// Fragments that went to dimpl before the ids were located.
+    passed: Vec<std::ops::Range<usize>>,
+}
+
+impl HelloAssembly {
+    fn new(length: usize) -> Self {
+        HelloAssembly {
+            body: vec![0; length],
+            received: vec![false; length],
+            ids: None,
+            patched: false,
+            passed: Vec::new(),
+        }
+    }
+
+    /// How many bytes from the start have arrived.
+    fn prefix(&self) -> usize {
+        self.received
+            .iter()
+            .position(|r| !r)
+            .unwrap_or(self.received.len())
+    }
+}
+
 impl Restriction {
-    /// The datagram with the `use_srtp` extension of a ClientHello in it rewritten, if
-    /// there is one to rewrite; records its patch.
+    /// The datagram with the `use_srtp` profile ids of a ClientHello in it rewritten,
+    /// if it carries any of them; records the transcript patch once the whole
+    /// ClientHello has arrived. A ClientHello may come in fragments over several
+    /// datagrams: they are put together here, and each fragment holding profile ids is
+    /// rewritten as it passes (fragments that arrive before the ones that locate the
+    /// extension pass unrewritten — browsers send them in order).
     fn rewrite(&mut self, datagram: &[u8]) -> Option<Vec<u8>> {
         let mut out: Option<Vec<u8>> = None;
         let mut at = 0;
@@ -650,67 +695,132 @@ impl Restriction {
             let content_type = datagram[at];
             let epoch = u16::from_be_bytes([datagram[at + 3], datagram[at + 4]]);
             if content_type == 22 && epoch == 0 {
-                let record = &datagram[body.clone()];
-                if let Some((hello, rewritten)) = rewrite_client_hello(record, &self.profiles) {
-                    self.patches.add(&rewritten, &record[hello.clone()]);
-                    let owned = out.get_or_insert_with(|| datagram.to_vec());
-                    let start = body.start + hello.start;
-                    owned[start..start + rewritten.len()].copy_from_slice(&rewritten);
+                // RFC 6347 §4.2.2: handshake fragments of 12-byte headers in the record.
+                let mut m = body.start;
+                while body.end - m >= 12 {
+                    let header = &datagram[m..m + 12];
+                    let fragment_len = u24(&header[9..12]);
+                    let data = m + 12..m + 12 + fragment_len;
+                    if data.end > body.end {
+                        break;
+                    }
+                    if header[0] == 1 {
+                        let length = u24(&header[1..4]);
+                        let offset = u24(&header[6..9]);
+                        if let Some((skip, bytes)) =
+                            self.client_hello_fragment(length, offset, &datagram[data.clone()])
+                        {
+                            let owned = out.get_or_insert_with(|| datagram.to_vec());
+                            let start = data.start + skip;
+                            owned[start..start + bytes.len()].copy_from_slice(&bytes);
+                        }
+                    }
+                    m = data.end;
                 }
             }
             at = body.end;
         }
         out
     }
+
+    /// Takes in one ClientHello fragment; returns where in it, and with what, to
+    /// overwrite the profile ids it holds, if it holds any.
+    fn client_hello_fragment(
+        &mut self,
+        length: usize,
+        offset: usize,
+        fragment: &[u8],
+    ) -> Option<(usize, Vec<u8>)> {
+        if length == 0 || length > MAX_CLIENT_HELLO || offset + fragment.len() > length {
+            tracing::debug!(
+                length,
+                "ClientHello too large or malformed; SRTP profiles not restricted"
+            );
+            return None;
+        }
+        let span = offset..offset + fragment.len();
+        // A retransmission repeats the bytes; anything else is a new ClientHello.
+        let same = self.hello.as_ref().is_some_and(|h| {
+            h.body.len() == length
+                && h.body[span.clone()]
+                    .iter()
+                    .zip(&h.received[span.clone()])
+                    .zip(fragment)
+                    .all(|((b, r), f)| !r || b == f)
+        });
+        if !same {
+            self.hello = Some(HelloAssembly::new(length));
+        }
+        let hello = self.hello.as_mut()?;
+        hello.body[span.clone()].copy_from_slice(fragment);
+        hello.received[span.clone()].fill(true);
+        let prefix = hello.prefix();
+        if hello.ids.is_none() {
+            match use_srtp_profiles(&hello.body[..prefix]) {
+                Some((ids_at, ids_len)) => {
+                    let ids = &hello.body[ids_at..ids_at + ids_len];
+                    let ids_span = ids_at..ids_at + ids_len;
+                    // Some ids already went to dimpl as the client sent them: rewriting
+                    // the rest would leave dimpl a ClientHello no patch describes.
+                    let straddled = hello
+                        .passed
+                        .iter()
+                        .any(|p| p.start < ids_span.end && ids_span.start < p.end);
+                    let rewritten = if straddled {
+                        tracing::warn!(
+                            "ClientHello fragmented inside use_srtp; SRTP profiles not restricted"
+                        );
+                        ids.to_vec()
+                    } else {
+                        chosen_ids(ids, &self.profiles)
+                    };
+                    hello.ids = Some((ids_at, rewritten));
+                }
+                None => hello.passed.push(span.clone()),
+            }
+        }
+        let (ids_at, ids) = hello.ids.as_ref()?;
+        if prefix == length && !hello.patched {
+            let mut rewritten = hello.body.clone();
+            rewritten[*ids_at..*ids_at + ids.len()].copy_from_slice(ids);
+            self.patches.add(&rewritten, &hello.body);
+            hello.patched = true;
+        }
+        // The part of the ids inside this fragment.
+        let from = (*ids_at).max(span.start);
+        let to = (*ids_at + ids.len()).min(span.end);
+        (from < to).then(|| (from - span.start, ids[from - ids_at..to - ids_at].to_vec()))
+    }
 }
 
-/// For a handshake record holding a whole ClientHello: the range of its body in the
-/// record and the body with the `use_srtp` profiles other than the chosen one replaced.
-fn rewrite_client_hello(
-    record: &[u8],
-    allowed: &[SrtpProfile],
-) -> Option<(std::ops::Range<usize>, Vec<u8>)> {
-    // RFC 6347 §4.2.2: msg_type, length(3), message_seq(2), fragment_offset(3),
-    // fragment_length(3).
-    let header = record.get(..12)?;
-    if header[0] != 1 {
-        return None;
-    }
-    let length = u24(&header[1..4]);
-    let offset = u24(&header[6..9]);
-    let fragment = u24(&header[9..12]);
-    if offset != 0 || fragment != length || record.len() < 12 + length {
-        tracing::debug!("ClientHello fragmented; SRTP profiles not restricted");
-        return None;
-    }
-    let hello = 12..12 + length;
-    let mut body = record[hello.clone()].to_vec();
-    let (ids_at, ids_len) = use_srtp_profiles(&body)?;
-    let offered: Vec<u16> = body[ids_at..ids_at + ids_len]
+/// `offered` (the `use_srtp` profile ids, 2 bytes each) with every id but the first of
+/// `allowed` the client offers replaced by 0x0000, an id dimpl skips.
+fn chosen_ids(offered: &[u8], allowed: &[SrtpProfile]) -> Vec<u8> {
+    let ids: Vec<u16> = offered
         .chunks_exact(2)
         .map(|c| u16::from_be_bytes([c[0], c[1]]))
         .collect();
     let chosen = allowed
         .iter()
         .map(|p| profile_id(*p))
-        .find(|id| offered.contains(id));
+        .find(|id| ids.contains(id));
     if chosen.is_none() {
         tracing::warn!(
-            ?offered,
+            offered = ?ids,
             ?allowed,
             "client offers none of the allowed SRTP profiles"
         );
     }
-    for (i, id) in offered.iter().enumerate() {
-        if Some(*id) != chosen {
-            // 0x0000 is unassigned; dimpl skips ids it does not know.
-            body[ids_at + 2 * i..ids_at + 2 * i + 2].copy_from_slice(&[0, 0]);
-        }
-    }
-    Some((hello, body))
+    ids.iter()
+        .flat_map(|id| match Some(*id) == chosen {
+            true => id.to_be_bytes(),
+            false => [0, 0],
+        })
+        .collect()
 }
 
-/// Where the profile ids of the ClientHello's `use_srtp` extension are: (offset, length).
+/// Where the profile ids of the ClientHello's `use_srtp` extension are: (offset,
+/// length), if `body` (a ClientHello body, or the first part of one) holds them whole.
 fn use_srtp_profiles(body: &[u8]) -> Option<(usize, usize)> {
     // RFC 6347 §4.2.1: client_version(2), random(32), session_id<0..32>,
     // cookie<0..2^8-1>, cipher_suites<2..2^16-2>, compression_methods<1..2^8-1>,
@@ -722,9 +832,6 @@ fn use_srtp_profiles(body: &[u8]) -> Option<(usize, usize)> {
     at += 1 + usize::from(*body.get(at)?);
     let end = at + 2 + u16_at(body, at)?;
     at += 2;
-    if end > body.len() {
-        return None;
-    }
     while at + 4 <= end {
         let kind = u16_at(body, at)?;
         let len = u16_at(body, at + 2)?;
@@ -735,7 +842,10 @@ fn use_srtp_profiles(body: &[u8]) -> Option<(usize, usize)> {
         // RFC 5764 §4.1.1: use_srtp(14): SRTPProtectionProfiles<2..2^16-1>, srtp_mki<0..255>.
         if kind == 14 {
             let ids_len = u16_at(body, data)?;
-            if ids_len % 2 != 0 || data + 2 + ids_len > data + len {
+            if ids_len % 2 != 0
+                || data + 2 + ids_len > data + len
+                || data + 2 + ids_len > body.len()
+            {
                 return None;
             }
             return Some((data + 2, ids_len));
@@ -867,6 +977,7 @@ mod tests {
         Restriction {
             profiles: profiles.to_vec(),
             patches: Arc::default(),
+            hello: None,
         }
     }
 
@@ -884,6 +995,60 @@ mod tests {
         let restored = r.patches.restore(&transcript).expect("restored");
         assert_eq!(&restored[5..], &hello[13..]);
         assert_eq!(r.patches.restore(&hello[13..]), None);
+    }
+
+    /// `record` (one whole ClientHello record) as two records in two datagrams, split
+    /// `at` bytes into the ClientHello body.
+    fn fragmented(record: &[u8], at: usize) -> (Vec<u8>, Vec<u8>) {
+        let hs = &record[13..];
+        let body = &hs[12..];
+        let part = |range: std::ops::Range<usize>| {
+            let mut h = hs[..6].to_vec(); // msg_type, length, message_seq
+            h.extend(&(range.start as u32).to_be_bytes()[1..]);
+            h.extend(&(range.len() as u32).to_be_bytes()[1..]);
+            h.extend(&body[range]);
+            let mut rec = record[..11].to_vec();
+            rec.extend(u16::try_from(h.len()).unwrap_or(0).to_be_bytes());
+            rec.extend(h);
+            rec
+        };
+        (part(0..at), part(at..body.len()))
+    }
+
+    #[test]
+    fn rewrites_a_fragmented_client_hello() {
+        let hello = client_hello(&[0x0007, 0x0008, 0x0001, 0x0002]);
+        let body_len = hello.len() - 25;
+        let ids_end = body_len - 1; // the MKI byte follows the ids
+                                    // Split before the extension and right after the ids.
+        for at in [40, ids_end] {
+            let (first, second) = fragmented(&hello, at);
+            let mut r = restriction(&[SrtpProfile::Aes128CmSha1_80]);
+            let a = r.rewrite(&first).unwrap_or_else(|| first.clone());
+            let b = r.rewrite(&second).unwrap_or_else(|| second.clone());
+            // Put together, the body reads as the unfragmented rewrite does.
+            let whole = [&a[25..], &b[25..]].concat();
+            let mut expect = restriction(&[SrtpProfile::Aes128CmSha1_80]);
+            let expect = expect.rewrite(&hello).expect("a rewrite");
+            assert_eq!(whole, &expect[25..], "split at {at}");
+            // The transcript gets the client's original bytes back.
+            let restored = r.patches.restore(&whole).expect("restored");
+            assert_eq!(restored, &hello[25..]);
+            // A retransmission is rewritten the same way.
+            assert_eq!(r.rewrite(&second).unwrap_or_else(|| second.clone()), b);
+        }
+    }
+
+    /// A fragment boundary inside the profile ids: nothing is rewritten (the handshake
+    /// stays valid, unrestricted).
+    #[test]
+    fn a_split_inside_the_ids_is_left_alone() {
+        let hello = client_hello(&[0x0007, 0x0008, 0x0001, 0x0002]);
+        let ids_end = hello.len() - 25 - 1;
+        let (first, second) = fragmented(&hello, ids_end - 3);
+        let mut r = restriction(&[SrtpProfile::Aes128CmSha1_80]);
+        assert_eq!(r.rewrite(&first), None);
+        assert_eq!(r.rewrite(&second).unwrap_or_else(|| second.clone()), second);
     }
 
     #[test]
