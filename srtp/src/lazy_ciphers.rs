@@ -140,67 +140,44 @@ impl Aes128CmSha1_80Cipher for Lazy<[u8; 16], dyn Aes128CmSha1_80Cipher> {
     }
 }
 
-impl Lazy<[u8; 16], dyn AeadAes128GcmCipher> {
-    fn cipher(&mut self) -> &mut dyn AeadAes128GcmCipher {
-        let (key, encrypt) = (self.key, self.encrypt);
-        self.cipher
-            .get_or_insert_with(|| inner().aead_aes_128_gcm().create_cipher(key, encrypt))
-            .as_mut()
-    }
+/// The two AEAD profiles differ only in key size and factory.
+macro_rules! lazy_aead {
+    ($key:ty, $cipher:ident, $factory:ident) => {
+        impl Lazy<$key, dyn $cipher> {
+            fn cipher(&mut self) -> &mut dyn $cipher {
+                let (key, encrypt) = (self.key, self.encrypt);
+                self.cipher
+                    .get_or_insert_with(|| inner().$factory().create_cipher(key, encrypt))
+                    .as_mut()
+            }
+        }
+
+        impl $cipher for Lazy<$key, dyn $cipher> {
+            fn encrypt(
+                &mut self,
+                iv: &[u8; 12],
+                aad: &[u8],
+                input: &[u8],
+                output: &mut [u8],
+            ) -> Result<(), CryptoError> {
+                self.cipher().encrypt(iv, aad, input, output)
+            }
+
+            fn decrypt(
+                &mut self,
+                iv: &[u8; 12],
+                aads: &[&[u8]],
+                input: &[u8],
+                output: &mut [u8],
+            ) -> Result<usize, CryptoError> {
+                self.cipher().decrypt(iv, aads, input, output)
+            }
+        }
+    };
 }
 
-impl AeadAes128GcmCipher for Lazy<[u8; 16], dyn AeadAes128GcmCipher> {
-    fn encrypt(
-        &mut self,
-        iv: &[u8; 12],
-        aad: &[u8],
-        input: &[u8],
-        output: &mut [u8],
-    ) -> Result<(), CryptoError> {
-        self.cipher().encrypt(iv, aad, input, output)
-    }
-
-    fn decrypt(
-        &mut self,
-        iv: &[u8; 12],
-        aads: &[&[u8]],
-        input: &[u8],
-        output: &mut [u8],
-    ) -> Result<usize, CryptoError> {
-        self.cipher().decrypt(iv, aads, input, output)
-    }
-}
-
-impl Lazy<[u8; 32], dyn AeadAes256GcmCipher> {
-    fn cipher(&mut self) -> &mut dyn AeadAes256GcmCipher {
-        let (key, encrypt) = (self.key, self.encrypt);
-        self.cipher
-            .get_or_insert_with(|| inner().aead_aes_256_gcm().create_cipher(key, encrypt))
-            .as_mut()
-    }
-}
-
-impl AeadAes256GcmCipher for Lazy<[u8; 32], dyn AeadAes256GcmCipher> {
-    fn encrypt(
-        &mut self,
-        iv: &[u8; 12],
-        aad: &[u8],
-        input: &[u8],
-        output: &mut [u8],
-    ) -> Result<(), CryptoError> {
-        self.cipher().encrypt(iv, aad, input, output)
-    }
-
-    fn decrypt(
-        &mut self,
-        iv: &[u8; 12],
-        aads: &[&[u8]],
-        input: &[u8],
-        output: &mut [u8],
-    ) -> Result<usize, CryptoError> {
-        self.cipher().decrypt(iv, aads, input, output)
-    }
-}
+lazy_aead!([u8; 16], AeadAes128GcmCipher, aead_aes_128_gcm);
+lazy_aead!([u8; 32], AeadAes256GcmCipher, aead_aes_256_gcm);
 
 #[cfg(test)]
 mod tests {

@@ -32,19 +32,7 @@ struct Peer {
 impl Peer {
     /// Drains the `Rtc`, queueing what it transmits.
     fn drain(&mut self, net: &mut VecDeque<(SocketAddr, SocketAddr, Vec<u8>)>) {
-        loop {
-            match self.rtc.poll_output().expect("poll_output") {
-                Output::Timeout(t) => {
-                    self.timeout = t;
-                    return;
-                }
-                Output::Transmit(t) => {
-                    net.push_back((t.source, t.destination, t.contents.to_vec()))
-                }
-                Output::Event(Event::Connected) => self.connected = true,
-                Output::Event(_) => {}
-            }
-        }
+        self.drain_counting(net, &mut 0);
     }
 }
 
