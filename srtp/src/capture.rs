@@ -232,7 +232,7 @@ fn provider() -> Arc<CryptoProvider> {
     static DTLS: CaptureDtlsProvider = CaptureDtlsProvider;
     PROVIDER
         .get_or_init(|| {
-            let mut provider = str0m::crypto::from_feature_flags();
+            let mut provider = crate::lazy_ciphers::default_provider().clone();
             provider.dtls_provider = &DTLS;
             provider.srtp_provider = crate::lazy_ciphers::provider();
             Arc::new(provider)
@@ -466,8 +466,9 @@ impl DtlsInstance for CaptureInstance {
             );
             return Ok(());
         }
+        let active = self.is_active();
         if let Some(restrict) = &mut self.restrict {
-            if !matches!(&self.session, Session::Live(dtls) if dtls.is_active()) {
+            if !active {
                 if let Some(rewritten) = restrict.rewrite(packet) {
                     return self
                         .patched(|dtls| dtls.handle_packet(&rewritten))
@@ -1019,8 +1020,9 @@ mod tests {
     fn rewrites_a_fragmented_client_hello() {
         let hello = client_hello(&[0x0007, 0x0008, 0x0001, 0x0002]);
         let body_len = hello.len() - 25;
-        let ids_end = body_len - 1; // the MKI byte follows the ids
-                                    // Split before the extension and right after the ids.
+        // The MKI byte follows the ids.
+        let ids_end = body_len - 1;
+        // Split before the extension and right after the ids.
         for at in [40, ids_end] {
             let (first, second) = fragmented(&hello, at);
             let mut r = restriction(&[SrtpProfile::Aes128CmSha1_80]);

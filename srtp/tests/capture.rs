@@ -6,9 +6,8 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
-
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use chorus_srtp::capture::{build_rtc_with, CapturedKeys, KeyCapture, DTLS_RETIRE_AFTER};
 use chorus_srtp::SrtpProfile;
@@ -33,6 +32,28 @@ impl Peer {
     /// Drains the `Rtc`, queueing what it transmits.
     fn drain(&mut self, net: &mut VecDeque<(SocketAddr, SocketAddr, Vec<u8>)>) {
         self.drain_counting(net, &mut 0);
+    }
+
+    /// Drains the `Rtc`, queueing what it transmits and counting the RTP it receives.
+    fn drain_counting(
+        &mut self,
+        net: &mut VecDeque<(SocketAddr, SocketAddr, Vec<u8>)>,
+        rtp: &mut usize,
+    ) {
+        loop {
+            match self.rtc.poll_output().expect("poll_output") {
+                Output::Timeout(t) => {
+                    self.timeout = t;
+                    return;
+                }
+                Output::Transmit(t) => {
+                    net.push_back((t.source, t.destination, t.contents.to_vec()))
+                }
+                Output::Event(Event::Connected) => self.connected = true,
+                Output::Event(Event::RtpPacket(_)) => *rtp += 1,
+                Output::Event(_) => {}
+            }
+        }
     }
 }
 
@@ -116,29 +137,6 @@ impl Pair {
             self.step();
         }
         self.wake = None;
-    }
-}
-
-impl Peer {
-    fn drain_counting(
-        &mut self,
-        net: &mut VecDeque<(SocketAddr, SocketAddr, Vec<u8>)>,
-        rtp: &mut usize,
-    ) {
-        loop {
-            match self.rtc.poll_output().expect("poll_output") {
-                Output::Timeout(t) => {
-                    self.timeout = t;
-                    return;
-                }
-                Output::Transmit(t) => {
-                    net.push_back((t.source, t.destination, t.contents.to_vec()))
-                }
-                Output::Event(Event::Connected) => self.connected = true,
-                Output::Event(Event::RtpPacket(_)) => *rtp += 1,
-                Output::Event(_) => {}
-            }
-        }
     }
 }
 
