@@ -151,6 +151,9 @@ pub(crate) struct Egress {
     pub cname: String,
     /// Receiver reports on our slots since the last `quality` event.
     pub reports: ReportFigures,
+    /// The keys `tx` is made from, until the first copy needs it: a listener in a room
+    /// where nobody has spoken yet holds no sealing context (~1.2 KB of cipher state).
+    unsealed: Option<Box<(DtlsSrtpKeys, bool)>>,
 }
 
 /// What one of the subscriber's RTCP packets held, besides reports on our slots.
@@ -180,24 +183,38 @@ impl Egress {
             cname: String::new(),
             next_report: None,
             reports: ReportFigures::default(),
+            unsealed: None,
             bytes_sent: 0,
         }
     }
 
-    /// Keys from the DTLS handshake; `dtls_client` says which half is ours.
+    /// Keys from the DTLS handshake; `dtls_client` says which half is ours. The
+    /// SRTCP reader is made now (clients report from the start); the sealing context
+    /// when the first copy or report needs it ([`Egress::sealer`]).
     pub fn set_keys(&mut self, keys: &DtlsSrtpKeys, dtls_client: bool) -> bool {
-        match (keys.tx(dtls_client), keys.rtcp_rx(dtls_client)) {
-            (Ok(tx), Ok(rx)) => {
-                self.tx = Some(tx);
+        match keys.rtcp_rx(dtls_client) {
+            Ok(rx) => {
                 self.rtcp_rx = Some(rx);
+                self.tx = None;
+                self.unsealed = Some(Box::new((keys.clone(), dtls_client)));
                 true
             }
-            _ => false,
+            Err(_) => false,
         }
     }
 
     pub fn has_keys(&self) -> bool {
-        self.tx.is_some()
+        self.tx.is_some() || self.unsealed.is_some()
+    }
+
+    /// The sealing context, made from the keys on first use (once per session: the
+    /// only allocation a subscriber's copies make).
+    fn sealer(&mut self) -> Option<&mut SrtpTx> {
+        if self.tx.is_none() {
+            let (keys, dtls_client) = *self.unsealed.take()?;
+            self.tx = keys.tx(dtls_client).ok();
+        }
+        self.tx.as_mut()
     }
 
     /// Writes one speaker packet on `slot` into `buf` (empty, with
@@ -209,7 +226,11 @@ impl Egress {
         out: Rewritten,
         buf: &mut Vec<u8>,
     ) -> Result<SocketAddr, WriteError> {
-        let (Some(tx), Some(remote)) = (&self.tx, self.remote) else {
+        let Some(remote) = self.remote else {
+            return Err(WriteError::NotReady);
+        };
+        let ext = self.ext;
+        let Some(tx) = self.sealer() else {
             return Err(WriteError::NotReady);
         };
         // RFC 6464 §3: V bit, then the level as 0..=127 -dBov.
@@ -219,11 +240,11 @@ impl Egress {
         let level = level.map(|l| [l]);
         let mut elements: [(u8, &[u8]); 2] = [(0, &[]); 2];
         let mut n = 0;
-        if let (Some(id), Some(l)) = (self.ext.audio_level, level.as_ref()) {
+        if let (Some(id), Some(l)) = (ext.audio_level, level.as_ref()) {
             elements[n] = (id, &l[..]);
             n += 1;
         }
-        if let (Some(id), true) = (self.ext.mid, slot.send_mid) {
+        if let (Some(id), true) = (ext.mid, slot.send_mid) {
             elements[n] = (id, slot.mid.as_bytes());
             n += 1;
         }

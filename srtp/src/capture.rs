@@ -9,9 +9,12 @@
 //! `DtlsOutput::KeyingMaterial(material, profile)` into the sink on its way to str0m
 //! (the same output str0m keys its own SRTP from, str0m `src/lib.rs` ~1701).
 //!
-//! Once the handshake is over and quiet for [`DTLS_RETIRE_AFTER`], an instance that
-//! carries no application data (no data channel) drops dimpl's state and answers
-//! str0m from a few fields ([`KeyCapture::dtls_retired`] tells): ~8 KB per session.
+//! Once the handshake is over and quiet for [`DTLS_RETIRE_AFTER`] (as DTLS 1.2
+//! server; [`DTLS_CLIENT_RETIRE_AFTER`] otherwise), an instance that carries no
+//! application data (no data channel) drops dimpl's state, keeps a copy of its final
+//! flight to send again if the client retransmits its own (RFC 6347 §4.2.4), and
+//! answers str0m from a few fields ([`KeyCapture::dtls_retired`] tells): ~8 KB per
+//! session.
 //!
 //! The instances are built from one cached `dimpl::Config` per MTU: building a config
 //! runs the crypto provider's self-tests (~1 ms), which str0m's default provider does
@@ -293,6 +296,9 @@ impl DtlsProvider for CaptureDtlsProvider {
             carries_data: false,
             now,
             last_rx: now,
+            flight: Vec::new(),
+            new_flight: true,
+            flight_too_big: false,
         }))
     }
 }
@@ -322,13 +328,31 @@ fn dimpl_config(mtu: Option<usize>) -> Result<Arc<dimpl::Config>, CryptoError> {
     Ok(config)
 }
 
-/// How long a session keeps dimpl's state after the handshake exported its keys and
-/// the client sent its last DTLS record. Until then a client whose copy of our final
-/// flight was lost can retransmit its own and get ours again (RFC 6347 §4.2.4); with
-/// its retransmission timer doubling from 1 s, a client still waiting after 10 quiet
-/// seconds has lost our flight four times in a row and is better served by its ICE
-/// and DTLS timeouts (chorus.js then resumes). What is kept then: the module docs.
-pub const DTLS_RETIRE_AFTER: Duration = Duration::from_secs(10);
+/// How long a DTLS 1.2 server session (Chorus answering `a=setup:passive`, as it does
+/// for every browser) keeps dimpl's state after the handshake exported its keys and
+/// the client sent its last DTLS record. The server's only duty after the handshake is
+/// to send its final flight (ChangeCipherSpec, Finished) again when the client, which
+/// lost it, retransmits its own (RFC 6347 §4.2.4): a retired server keeps a copy of
+/// that flight's datagrams (about 100 bytes) and sends them again for each client
+/// Finished that arrives, up to [`FINAL_FLIGHT_REPLAYS`] times. So the wait only lets
+/// a handshake's stragglers reach dimpl.
+pub const DTLS_RETIRE_AFTER: Duration = Duration::from_secs(1);
+
+/// The same for a session that cannot replay (DTLS client, DTLS 1.3, a final flight
+/// over [`MAX_FINAL_FLIGHT`]). A DTLS client's last flight is answered by the server's,
+/// so a client that has its keys has its answer; what the quiet time guards is a
+/// server peer still retransmitting. With retransmission timers doubling from 1 s, a
+/// peer still waiting after 10 quiet seconds has lost four flights in a row and is
+/// better served by its ICE and DTLS timeouts (chorus.js then resumes).
+pub const DTLS_CLIENT_RETIRE_AFTER: Duration = Duration::from_secs(10);
+
+/// How many times a retired server sends its final flight again (one per client
+/// Finished received): a client retransmits a handful of times before it gives up.
+pub const FINAL_FLIGHT_REPLAYS: u8 = 8;
+
+/// The largest final flight a server session keeps a copy of, in bytes (DTLS 1.2's is
+/// ~100: a ChangeCipherSpec record and an encrypted Finished).
+pub const MAX_FINAL_FLIGHT: usize = 1500;
 
 /// A DTLS session: dimpl's, with the keys copied out, the ClientHello rewritten if
 /// the profiles are restricted, and dimpl's state let go once the handshake is over.
@@ -346,6 +370,13 @@ struct CaptureInstance {
     now: Instant,
     /// When the client's latest DTLS record arrived, as far as `now` tells.
     last_rx: Instant,
+    /// The datagrams dimpl sent after the latest input (a client record or a timeout)
+    /// that made it send any: after the handshake, the server's final flight.
+    flight: Vec<Box<[u8]>>,
+    /// The next datagram dimpl sends starts a new flight.
+    new_flight: bool,
+    /// The latest flight was larger than [`MAX_FINAL_FLIGHT`]: not all of it is kept.
+    flight_too_big: bool,
 }
 
 /// What a session holds.
@@ -356,8 +387,9 @@ enum Session {
     /// After the handshake, once quiet for [`DTLS_RETIRE_AFTER`] and carrying no
     /// application data: WebRTC media needs nothing more of DTLS (SRTP has its keys,
     /// DTLS 1.2 has no post-handshake messages). What str0m still asks is answered
-    /// from these fields; DTLS records the client still sends (a retransmitted flight,
-    /// a `close_notify`) are dropped, and closing sends no `close_notify` (the peer
+    /// from these fields. A client's retransmitted final flight gets the server's
+    /// again (`final_flight`); other DTLS records the client still sends (a
+    /// `close_notify`) are dropped, and closing sends no `close_notify` (the peer
     /// learns it from signaling or ICE consent).
     Retired {
         active: bool,
@@ -365,6 +397,12 @@ enum Session {
         /// A timeout far away: a retired session never needs waking.
         never: Instant,
         closed: bool,
+        /// The server's final flight (empty for a DTLS client).
+        final_flight: Vec<Box<[u8]>>,
+        /// The next datagram of `final_flight` to send, while sending it again.
+        replaying: Option<usize>,
+        /// How many more times the final flight may be sent again.
+        replays_left: u8,
     },
 }
 
@@ -407,7 +445,21 @@ impl CaptureInstance {
         if !self.keyed || self.carries_data || dtls.is_closing() || dtls.is_closed() {
             return None;
         }
-        Some(self.last_rx + DTLS_RETIRE_AFTER)
+        let quiet = if self.replays_final_flight(dtls) {
+            DTLS_RETIRE_AFTER
+        } else {
+            DTLS_CLIENT_RETIRE_AFTER
+        };
+        Some(self.last_rx + quiet)
+    }
+
+    /// Whether this session, retired, can answer a retransmitted client flight: a DTLS
+    /// 1.2 server whose final flight was kept.
+    fn replays_final_flight(&self, dtls: &dimpl::Dtls) -> bool {
+        !dtls.is_active()
+            && dtls.protocol_version() == Some(ProtocolVersion::DTLS1_2)
+            && !self.flight.is_empty()
+            && !self.flight_too_big
     }
 
     /// Lets go of dimpl's state if the handshake is over and quiet (see [`Session`]).
@@ -419,12 +471,21 @@ impl CaptureInstance {
             return;
         };
         tracing::debug!("DTLS handshake over and quiet: its state is let go");
+        let final_flight = if self.replays_final_flight(dtls) {
+            std::mem::take(&mut self.flight)
+        } else {
+            Vec::new()
+        };
         self.session = Session::Retired {
             active: dtls.is_active(),
             version: dtls.protocol_version(),
             never: self.now + Duration::from_secs(365 * 24 * 3600),
             closed: false,
+            final_flight,
+            replaying: None,
+            replays_left: FINAL_FLIGHT_REPLAYS,
         };
+        self.flight = Vec::new();
         self.restrict = None;
         if let Some(capture) = &self.capture {
             lock(&capture.slot).retired = true;
@@ -459,13 +520,26 @@ impl DtlsInstance for CaptureInstance {
         if packet.first() == Some(&23) {
             self.carries_data = true;
         }
-        if let Session::Retired { .. } = self.session {
-            tracing::debug!(
-                len = packet.len(),
-                "DTLS record after the handshake retired; dropped"
-            );
+        if let Session::Retired {
+            final_flight,
+            replaying,
+            replays_left,
+            ..
+        } = &mut self.session
+        {
+            if !final_flight.is_empty() && *replays_left > 0 && carries_finished(packet) {
+                tracing::debug!("client retransmitted its final flight: ours again");
+                *replays_left -= 1;
+                *replaying = Some(0);
+            } else {
+                tracing::debug!(
+                    len = packet.len(),
+                    "DTLS record after the handshake retired; dropped"
+                );
+            }
             return Ok(());
         }
+        self.new_flight = true;
         let active = self.is_active();
         if let Some(restrict) = &mut self.restrict {
             if !active {
@@ -482,11 +556,43 @@ impl DtlsInstance for CaptureInstance {
 
     fn poll_output<'a>(&mut self, buf: &'a mut [u8]) -> DtlsOutput<'a> {
         let out = match &mut self.session {
-            Session::Retired { never, .. } => return DtlsOutput::Timeout(*never),
+            Session::Retired {
+                never,
+                final_flight,
+                replaying,
+                ..
+            } => {
+                let next = replaying.and_then(|i| final_flight.get(i).map(|d| (i, d)));
+                let Some((i, datagram)) = next else {
+                    *replaying = None;
+                    return DtlsOutput::Timeout(*never);
+                };
+                *replaying = Some(i + 1);
+                let Some(out) = buf.get_mut(..datagram.len()) else {
+                    // str0m's buffer holds any datagram dimpl wrote into it before.
+                    *replaying = None;
+                    return DtlsOutput::Timeout(*never);
+                };
+                out.copy_from_slice(datagram);
+                return DtlsOutput::Packet(out);
+            }
             Session::Live(_) => self
                 .patched(|dtls| dtls.poll_output(buf))
                 .unwrap_or(DtlsOutput::Timeout(self.now)),
         };
+        if let DtlsOutput::Packet(datagram) = &out {
+            if std::mem::take(&mut self.new_flight) {
+                self.flight.clear();
+                self.flight_too_big = false;
+            }
+            let kept: usize = self.flight.iter().map(|d| d.len()).sum();
+            if kept + datagram.len() <= MAX_FINAL_FLIGHT {
+                self.flight.push(Box::from(*datagram));
+            } else {
+                // Too big to keep: such a session waits the long quiet time.
+                self.flight_too_big = true;
+            }
+        }
         if let DtlsOutput::Timeout(at) = out {
             // str0m calls `handle_timeout` only when DTLS asks to be woken: ask for the
             // time the session may retire.
@@ -514,6 +620,7 @@ impl DtlsInstance for CaptureInstance {
 
     fn handle_timeout(&mut self, now: Instant) -> Result<(), DtlsImplError> {
         self.now = now;
+        self.new_flight = true;
         let result = self
             .patched(|dtls| dtls.handle_timeout(now))
             .unwrap_or(Ok(()));
@@ -564,6 +671,22 @@ impl DtlsInstance for CaptureInstance {
         }
         self.patched(|dtls| dtls.close()).unwrap_or(Ok(()))
     }
+}
+
+/// Whether a datagram holds a DTLS 1.2 handshake record of epoch 1 or later: the
+/// client's (encrypted) Finished, the last record of its final flight (RFC 6347 §4.1:
+/// type, version, epoch, sequence number, length).
+fn carries_finished(datagram: &[u8]) -> bool {
+    let mut rest = datagram;
+    while let Some(header) = rest.get(..13) {
+        let epoch = u16::from_be_bytes([header[3], header[4]]);
+        if header[0] == 22 && epoch >= 1 {
+            return true;
+        }
+        let len = usize::from(u16::from_be_bytes([header[11], header[12]]));
+        rest = rest.get(13 + len..).unwrap_or_default();
+    }
+    false
 }
 
 fn map_profile(profile: DtlsSrtpProfile) -> Option<SrtpProfile> {
@@ -1051,6 +1174,32 @@ mod tests {
         let mut r = restriction(&[SrtpProfile::Aes128CmSha1_80]);
         assert_eq!(r.rewrite(&first), None);
         assert_eq!(r.rewrite(&second).unwrap_or_else(|| second.clone()), second);
+    }
+
+    #[test]
+    fn finds_the_client_finished_among_records() {
+        let record = |kind: u8, epoch: u16, body: usize| {
+            let mut r = vec![kind, 0xfe, 0xfd];
+            r.extend_from_slice(&epoch.to_be_bytes());
+            r.extend_from_slice(&[0; 6]);
+            r.extend_from_slice(&(body as u16).to_be_bytes());
+            r.extend(std::iter::repeat_n(0xAB, body));
+            r
+        };
+        // Flight 5 as one datagram: certificate (epoch 0), CCS, Finished (epoch 1).
+        let mut flight = record(22, 0, 300);
+        flight.extend(record(20, 0, 1));
+        flight.extend(record(22, 1, 40));
+        assert!(carries_finished(&flight));
+        assert!(!carries_finished(&record(22, 0, 300)), "epoch 0 handshake");
+        assert!(!carries_finished(&record(21, 1, 26)), "an alert");
+        assert!(!carries_finished(&record(23, 1, 26)), "application data");
+        // Truncated and garbage input: no panic, no match.
+        for cut in 0..flight.len() - 50 {
+            let _ = carries_finished(&flight[..cut]);
+        }
+        assert!(!carries_finished(&[22, 0xfe, 0xfd, 0]));
+        assert!(!carries_finished(&[]));
     }
 
     #[test]

@@ -9,7 +9,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chorus_srtp::capture::{build_rtc_with, CapturedKeys, KeyCapture, DTLS_RETIRE_AFTER};
+use chorus_srtp::capture::{
+    build_rtc_with, CapturedKeys, KeyCapture, DTLS_CLIENT_RETIRE_AFTER, DTLS_RETIRE_AFTER,
+};
 use chorus_srtp::SrtpProfile;
 use str0m::change::SdpOffer;
 use str0m::media::{Direction, MediaKind, Mid, Pt};
@@ -73,6 +75,11 @@ struct Pair {
     wake: Option<Instant>,
     /// The client's next RTP sequence number.
     seq: u64,
+    /// Drop the server's DTLS datagrams once it has its keys, until it retires: its
+    /// final flight is lost.
+    lose_final_flight: bool,
+    /// Datagrams dropped by `lose_final_flight`.
+    lost: usize,
 }
 
 impl Pair {
@@ -82,6 +89,15 @@ impl Pair {
         self.server
             .drain_counting(&mut self.net, &mut self.server_rtp);
         if let Some((source, destination, contents)) = self.net.pop_front() {
+            if self.lose_final_flight
+                && source == self.server.addr
+                && (20..=63).contains(&contents[0])
+                && self.server.capture.exported()
+                && !self.server.capture.dtls_retired()
+            {
+                self.lost += 1;
+                return;
+            }
             let peer = if destination == self.server.addr {
                 self.client_sent.push(contents.clone());
                 &mut self.server
@@ -161,6 +177,13 @@ fn connected_pair(server_profiles: Option<&[SrtpProfile]>) -> Pair {
 /// A client and server that completed ICE and DTLS, the client offering a data
 /// channel too if `channel`.
 fn pair_with(server_profiles: Option<&[SrtpProfile]>, channel: bool) -> Pair {
+    let mut pair = negotiated_pair(server_profiles, channel);
+    pair.connect();
+    pair
+}
+
+/// A client and server that agreed on SDP, before ICE and DTLS.
+fn negotiated_pair(server_profiles: Option<&[SrtpProfile]>, channel: bool) -> Pair {
     let now = Instant::now();
     let server_addr: SocketAddr = "10.0.0.1:7882".parse().unwrap();
     let client_addr: SocketAddr = "192.0.2.1:40000".parse().unwrap();
@@ -202,7 +225,7 @@ fn pair_with(server_profiles: Option<&[SrtpProfile]>, channel: bool) -> Pair {
         .accept_answer(pending, answer)
         .expect("answer accepted");
 
-    let mut pair = Pair {
+    Pair {
         client,
         server,
         net: VecDeque::new(),
@@ -212,23 +235,31 @@ fn pair_with(server_profiles: Option<&[SrtpProfile]>, channel: bool) -> Pair {
         mid,
         wake: None,
         seq: 0,
-    };
-    for _ in 0..MAX_STEPS {
-        if pair.client.connected && pair.server.connected {
-            break;
-        }
-        pair.step();
+        lose_final_flight: false,
+        lost: 0,
     }
-    assert!(
-        pair.client.connected && pair.server.connected,
-        "no connection"
-    );
-    pair
 }
 
-/// Once the handshake is over and quiet for `DTLS_RETIRE_AFTER`, each side lets go of
-/// dimpl's state; media keeps flowing, and a DTLS flight the client retransmits late
-/// is dropped without an error.
+impl Pair {
+    /// Runs ICE and DTLS until both sides are connected.
+    fn connect(&mut self) {
+        for _ in 0..MAX_STEPS {
+            if self.client.connected && self.server.connected {
+                break;
+            }
+            self.step();
+        }
+        assert!(
+            self.client.connected && self.server.connected,
+            "no connection"
+        );
+    }
+}
+
+/// Once the handshake is over and quiet for `DTLS_RETIRE_AFTER` (the server) or
+/// `DTLS_CLIENT_RETIRE_AFTER` (the client), each side lets go of dimpl's state; media
+/// keeps flowing, and a DTLS flight the client retransmits late is answered with the
+/// server's final flight again, without an error.
 #[test]
 fn dtls_state_is_let_go_after_the_handshake() {
     let mut pair = connected_pair(None);
@@ -244,9 +275,11 @@ fn dtls_state_is_let_go_after_the_handshake() {
 
     pair.talk_until(start + DTLS_RETIRE_AFTER * 2);
     assert!(pair.server.capture.dtls_retired(), "server retired");
+    assert!(!pair.client.capture.dtls_retired(), "client not yet");
+    pair.talk_until(start + DTLS_CLIENT_RETIRE_AFTER * 2);
     assert!(pair.client.capture.dtls_retired(), "client retired");
     let before = pair.server_rtp;
-    pair.talk_until(start + DTLS_RETIRE_AFTER * 3);
+    pair.talk_until(pair.now + Duration::from_secs(10));
     assert!(
         pair.server_rtp >= before + 400,
         "media keeps flowing: {} then {}",
@@ -254,7 +287,7 @@ fn dtls_state_is_let_go_after_the_handshake() {
         pair.server_rtp
     );
 
-    // The client's handshake datagrams, replayed after retirement: dropped, no error.
+    // The client's handshake datagrams, replayed after retirement: no error.
     let handshake: Vec<Vec<u8>> = pair
         .client_sent
         .iter()
@@ -283,12 +316,29 @@ fn dtls_state_is_let_go_after_the_handshake() {
     assert!(!pair.server.rtc.is_alive());
 }
 
+/// A client that lost the server's final flight retransmits its own; the server, its
+/// DTLS state let go by then, sends its final flight again and the client connects.
+#[test]
+fn a_lost_final_flight_is_sent_again_after_retiring() {
+    let mut pair = negotiated_pair(None, false);
+    pair.lose_final_flight = true;
+    pair.connect();
+    assert!(pair.lost > 0, "the server's final flight was lost");
+    assert!(
+        pair.server.capture.dtls_retired(),
+        "the client connected through the retired server's copy"
+    );
+    let before = pair.server_rtp;
+    pair.talk_until(pair.now + Duration::from_secs(2));
+    assert!(pair.server_rtp >= before + 90, "media flows");
+}
+
 /// A session that carries a data channel (SCTP over DTLS) keeps its DTLS state.
 #[test]
 fn dtls_state_stays_with_a_data_channel() {
     let mut pair = pair_with(None, true);
     let start = pair.now;
-    pair.talk_until(start + DTLS_RETIRE_AFTER * 3);
+    pair.talk_until(start + DTLS_CLIENT_RETIRE_AFTER * 3);
     assert!(pair.server_rtp > 0);
     assert!(!pair.server.capture.dtls_retired());
     assert!(!pair.client.capture.dtls_retired());
