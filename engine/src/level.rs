@@ -1,6 +1,7 @@
 //! Voice activity from RFC 6464 audio levels: a smoothed linear level per speaker and
 //! a speaking flag with hysteresis and hangover, so indicators and slot decisions do
-//! not flicker on every 20 ms packet.
+//! not flicker on every 20 ms packet; and, for slot decisions, how loud a speaker is
+//! *while it speaks* (pauses leave it alone) and how long it has been quiet.
 
 use std::time::{Duration, Instant};
 
@@ -14,6 +15,15 @@ const STOP_LEVEL: f32 = 0.001_585;
 const HANGOVER: Duration = Duration::from_millis(500);
 /// No packet for this long means no sound (DTX, mute at the source, packet loss).
 const STALE: Duration = Duration::from_millis(300);
+/// Time constant of the speech level: the linear level of the packets that carry
+/// speech (packets at or above -56 dBov), averaged over about this much speech
+/// (an exponential average corrected for its start, so a newcomer's is its own level
+/// from its first words). Pauses do not move it.
+const SPEECH_LEVEL_TIME: Duration = Duration::from_secs(2);
+/// The time one speech packet counts for (Opus in WebRTC: 20 ms frames).
+const PACKET_TIME: Duration = Duration::from_millis(20);
+/// Weight of one speech packet in the speech level.
+const SPEECH_ALPHA: f32 = PACKET_TIME.as_secs_f32() / SPEECH_LEVEL_TIME.as_secs_f32();
 
 /// RFC 6464 §3: the level is -dBov, 0 (loudest) to 127 (silence); linear = 10^(-dBov/20).
 pub fn dbov_to_linear(dbov: u8) -> f32 {
@@ -30,6 +40,12 @@ pub(crate) struct SpeakerLevel {
     speaking: bool,
     last_loud: Option<Instant>,
     last_packet: Option<Instant>,
+    /// The speech level's exponential average and the weight it has gathered
+    /// (`1 - (1 - SPEECH_ALPHA)^packets`): their quotient is the level.
+    speech_average: f32,
+    speech_weight: f32,
+    /// Packets that carried speech (saturating).
+    speech_packets: u32,
 }
 
 impl SpeakerLevel {
@@ -44,6 +60,13 @@ impl SpeakerLevel {
         self.smoothed = self.smoothed * (1.0 - ALPHA) + linear * ALPHA;
         if self.smoothed >= STOP_LEVEL {
             self.last_loud = Some(now);
+        }
+        // The speech level reads packets that carry sound themselves, not the smoothed
+        // tail of a word.
+        if linear >= STOP_LEVEL {
+            self.speech_average += (linear - self.speech_average) * SPEECH_ALPHA;
+            self.speech_weight += (1.0 - self.speech_weight) * SPEECH_ALPHA;
+            self.speech_packets = self.speech_packets.saturating_add(1);
         }
         if !self.speaking && self.smoothed >= START_LEVEL {
             self.speaking = true;
@@ -80,6 +103,27 @@ impl SpeakerLevel {
     /// Smoothed linear level, 0..1.
     pub fn level(&self) -> f32 {
         self.smoothed
+    }
+
+    /// How loud the speaker is while it speaks: the linear level averaged over its
+    /// last seconds of speech ([`SPEECH_LEVEL_TIME`]), pauses left out. 0..1.
+    pub fn speech_level(&self) -> f32 {
+        if self.speech_weight > 0.0 {
+            self.speech_average / self.speech_weight
+        } else {
+            0.0
+        }
+    }
+
+    /// How much speech the speech level is made of.
+    pub fn speech_time(&self) -> Duration {
+        PACKET_TIME.saturating_mul(self.speech_packets)
+    }
+
+    /// How long the speaker has been quiet at `now` (`Duration::MAX`: never heard).
+    pub fn quiet_for(&self, now: Instant) -> Duration {
+        self.last_loud
+            .map_or(Duration::MAX, |t| now.saturating_duration_since(t))
     }
 
     /// Forgets everything (used on mute: a muted participant is not speaking).
@@ -126,6 +170,26 @@ mod tests {
         let mut l = SpeakerLevel::default();
         feed(&mut l, t0, 0, 2000, 70);
         assert!(!l.speaking());
+    }
+
+    #[test]
+    fn speech_level_is_the_level_while_speaking_and_pauses_leave_it_alone() {
+        let t0 = Instant::now();
+        let mut l = SpeakerLevel::default();
+        feed(&mut l, t0, 0, 200, 20);
+        // Its own level from the first words (no ramp from zero).
+        assert!(
+            (l.speech_level() - 0.1).abs() < 0.01,
+            "{}",
+            l.speech_level()
+        );
+        assert_eq!(l.speech_time(), Duration::from_millis(200));
+        let before = l.speech_level();
+        feed(&mut l, t0, 200, 1200, 127);
+        assert_eq!(l.speech_level(), before, "a pause does not move it");
+        assert!(l.quiet_for(t0 + Duration::from_millis(1200)) >= Duration::from_millis(700));
+        feed(&mut l, t0, 1200, 5200, 8);
+        assert!(l.speech_level() > 0.3, "louder speech raises it");
     }
 
     #[test]

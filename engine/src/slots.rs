@@ -5,27 +5,43 @@
 //! - a speaker already in a slot keeps it (sticky), whether or not it talks;
 //! - a new speaker takes the lowest free slot, so with at most `audio_slots + 1`
 //!   participants everyone hears everyone and no slot ever changes hands;
-//! - when all slots are taken, a speaker that is talking may take the slot of an
-//!   occupant that is not (the quietest one), or of a talking occupant when it is at
-//!   least [`LOUDER_BY`] louder (hysteresis); an occupant keeps its slot for at least
-//!   [`MIN_HOLD`] so slots do not flap. A speaker keeps its slot while it talks unless
-//!   a much louder one needs it.
+//! - when all slots are taken, a speaker that is talking takes the slot of an occupant
+//!   that has been quiet for [`RELEASE_AFTER`] (the one quiet longest), longer than the
+//!   pauses of ordinary speech; otherwise, the slot of the occupant that is quietest
+//!   *while it speaks* ([`crate::level::SpeakerLevel::speech_level`], which pauses do
+//!   not move) only if the newcomer, after [`MIN_SPEECH`] of speech, is at least
+//!   [`LOUDER_BY`] louder that way. Never
+//!   the momentary level: a holder in a pause is not quieter than anyone. An occupant
+//!   keeps its slot for at least [`MIN_HOLD`]. So with more talkers than slots, the
+//!   holders keep their slots while they keep talking, pauses and all.
 
 use std::time::{Duration, Instant};
 
 use chorus_protocol::signal::ParticipantId;
 
-/// A newcomer must be this many times louder (linear, 2.0 ≈ +6 dB) than a talking
-/// occupant to take its slot.
+/// A newcomer must be this many times louder while speaking (linear, 2.0 ≈ +6 dB) than
+/// an occupant still in conversation to take its slot.
 pub(crate) const LOUDER_BY: f32 = 2.0;
+/// An occupant quiet for this long (past the pauses of ordinary speech, 100–800 ms)
+/// gives its slot to the next talker that needs one.
+pub(crate) const RELEASE_AFTER: Duration = Duration::from_secs(2);
+/// How much a newcomer must have said before its speech level is compared: one loud
+/// syllable is not a louder speaker.
+pub(crate) const MIN_SPEECH: Duration = Duration::from_secs(1);
 /// An occupant keeps its slot at least this long.
 pub(crate) const MIN_HOLD: Duration = Duration::from_millis(1000);
 
 /// What the table needs to know of a speaker to decide.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Loudness {
+    /// Talking now, or inside the hangover after talking.
     pub speaking: bool,
-    pub level: f32,
+    /// How loud while speaking, linear ([`crate::level::SpeakerLevel::speech_level`]).
+    pub speech_level: f32,
+    /// How much speech `speech_level` is made of.
+    pub speech_time: Duration,
+    /// How long quiet ([`crate::level::SpeakerLevel::quiet_for`]).
+    pub quiet_for: Duration,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -81,9 +97,10 @@ impl SlotTable {
         if !me.speaking {
             return Route::NoSlot;
         }
-        // Candidates: occupants past their minimum hold. Prefer the quietest of those
-        // not talking; else the quietest talker if we are much louder.
-        let mut silent: Option<(usize, f32)> = None;
+        // Candidates: occupants past their minimum hold; of those quiet past
+        // RELEASE_AFTER, the one quiet longest; of the others, the one quietest while
+        // speaking.
+        let mut released: Option<(usize, Duration)> = None;
         let mut talking: Option<(usize, f32)> = None;
         for (i, occ) in self.slots.iter().enumerate() {
             let Some(occ) = occ else { continue };
@@ -91,18 +108,21 @@ impl SlotTable {
                 continue;
             }
             let l = loudness(occ.participant);
-            let best = if l.speaking {
-                &mut talking
-            } else {
-                &mut silent
-            };
-            if best.is_none_or(|(_, lvl)| l.level < lvl) {
-                *best = Some((i, l.level));
+            if l.quiet_for >= RELEASE_AFTER {
+                if released.is_none_or(|(_, q)| l.quiet_for > q) {
+                    released = Some((i, l.quiet_for));
+                }
+            } else if talking.is_none_or(|(_, lvl)| l.speech_level < lvl) {
+                talking = Some((i, l.speech_level));
             }
         }
-        match (silent, talking) {
+        match (released, talking) {
             (Some((i, _)), _) => self.take(i, speaker, now),
-            (None, Some((i, lvl))) if me.level > lvl * LOUDER_BY => self.take(i, speaker, now),
+            (None, Some((i, lvl)))
+                if me.speech_time >= MIN_SPEECH && me.speech_level > lvl * LOUDER_BY =>
+            {
+                self.take(i, speaker, now)
+            }
             _ => Route::NoSlot,
         }
     }
@@ -154,6 +174,7 @@ mod tests {
     use std::collections::HashMap;
 
     use super::*;
+    use crate::level::SpeakerLevel;
 
     fn p(n: u64) -> ParticipantId {
         ParticipantId(n)
@@ -178,35 +199,38 @@ mod tests {
         assert_eq!(s.route(p(3), t, quiet), Route::Took(0));
     }
 
+    /// A speaker in conversation, this loud while speaking.
+    fn talking(speech_level: f32) -> Loudness {
+        Loudness {
+            speaking: true,
+            speech_level,
+            speech_time: MIN_SPEECH,
+            quiet_for: Duration::ZERO,
+        }
+    }
+
+    /// A speaker quiet for `ms`.
+    fn quiet(speech_level: f32, ms: u64) -> Loudness {
+        Loudness {
+            speaking: false,
+            speech_level,
+            speech_time: MIN_SPEECH,
+            quiet_for: Duration::from_millis(ms),
+        }
+    }
+
     #[test]
-    fn a_talker_takes_the_slot_of_the_quietest_silent_occupant() {
+    fn a_talker_takes_the_slot_of_the_occupant_quiet_longest() {
         let t = Instant::now();
         let later = t + MIN_HOLD;
         let mut s = SlotTable::new(2);
-        let mut l: HashMap<ParticipantId, Loudness> = HashMap::new();
         s.route(p(1), t, |_| Loudness::default());
         s.route(p(2), t, |_| Loudness::default());
-        l.insert(
-            p(1),
-            Loudness {
-                speaking: false,
-                level: 0.001,
-            },
-        );
-        l.insert(
-            p(2),
-            Loudness {
-                speaking: false,
-                level: 0.0001,
-            },
-        );
-        l.insert(
-            p(3),
-            Loudness {
-                speaking: true,
-                level: 0.1,
-            },
-        );
+        let l: HashMap<ParticipantId, Loudness> = HashMap::from([
+            (p(1), quiet(0.1, 2500)),
+            (p(2), quiet(0.1, 9000)),
+            (p(3), talking(0.05)),
+        ]);
         let get = |x| l.get(&x).copied().unwrap_or_default();
         assert_eq!(s.route(p(3), t, get), Route::NoSlot, "minimum hold");
         assert_eq!(s.route(p(3), later, get), Route::Took(1));
@@ -214,50 +238,218 @@ mod tests {
     }
 
     #[test]
-    fn talkers_keep_their_slots_unless_much_louder_one_comes() {
+    fn a_pause_does_not_cost_a_slot() {
+        let t = Instant::now() + MIN_HOLD;
+        let mut s = SlotTable::new(1);
+        s.route(p(1), t - MIN_HOLD, |_| Loudness::default());
+        // Past its hangover, in a long breath: still in conversation.
+        let mut l = HashMap::from([(p(1), quiet(0.1, 900)), (p(2), talking(0.15))]);
+        assert_eq!(s.route(p(2), t, |x| l[&x]), Route::NoSlot);
+        l.insert(p(1), quiet(0.1, RELEASE_AFTER.as_millis() as u64));
+        assert_eq!(s.route(p(2), t, |x| l[&x]), Route::Took(0));
+    }
+
+    #[test]
+    fn talkers_keep_their_slots_unless_a_much_louder_one_comes() {
         let t0 = Instant::now();
         let t = t0 + MIN_HOLD;
         let mut s = SlotTable::new(2);
-        let mut l: HashMap<ParticipantId, Loudness> = HashMap::new();
         s.route(p(1), t0, |_| Loudness::default());
         s.route(p(2), t0, |_| Loudness::default());
-        l.insert(
-            p(1),
-            Loudness {
-                speaking: true,
-                level: 0.10,
-            },
-        );
-        l.insert(
-            p(2),
-            Loudness {
-                speaking: true,
-                level: 0.05,
-            },
-        );
-        l.insert(
-            p(3),
-            Loudness {
-                speaking: true,
-                level: 0.08,
-            },
-        );
+        let mut l = HashMap::from([
+            (p(1), talking(0.10)),
+            (p(2), talking(0.05)),
+            (p(3), talking(0.08)),
+        ]);
         assert_eq!(
             s.route(p(3), t, |x| l[&x]),
             Route::NoSlot,
             "not louder by enough"
         );
-        l.insert(
-            p(3),
-            Loudness {
-                speaking: true,
-                level: 0.2,
-            },
-        );
+        l.insert(p(3), talking(0.2));
         assert_eq!(
             s.route(p(3), t, |x| l[&x]),
             Route::Took(1),
-            "evicts the quietest talker"
+            "displaces the quietest talker"
         );
+    }
+
+    /// A talker for [`talk`]: talk spurts at about `dbov` with pauses between them.
+    struct Talker {
+        id: ParticipantId,
+        level: SpeakerLevel,
+        dbov: i8,
+        /// When the current spurt or pause ends, and whether it is a spurt.
+        until: Instant,
+        spurt: bool,
+        /// Stops talking (background noise only) from then on.
+        stops: Option<Instant>,
+    }
+
+    /// xorshift64: a deterministic stream of numbers for the talkers' scripts.
+    fn next(state: &mut u64) -> u64 {
+        *state ^= *state << 13;
+        *state ^= *state >> 7;
+        *state ^= *state << 17;
+        *state
+    }
+
+    fn between(state: &mut u64, lo: u64, hi: u64) -> u64 {
+        lo + next(state) % (hi - lo + 1)
+    }
+
+    /// Runs `talkers` against one subscriber's `table` for `seconds`, every talker
+    /// sending a packet every 20 ms as browsers do (Opus without DTX): speech spurts of
+    /// 0.4–2.5 s at the talker's level ±6 dB per packet (syllables), separated by the
+    /// pauses of ordinary speech (100–300 ms, one in five a breath of 400–800 ms), with
+    /// background noise at -80 dBov in the pauses. Returns, per 20 ms step, the slot map.
+    fn talk(
+        table: &mut SlotTable,
+        talkers: &mut [Talker],
+        start: Instant,
+        seconds: u64,
+        seed: u64,
+    ) -> Vec<Vec<Option<ParticipantId>>> {
+        let mut rng = seed;
+        let mut maps = Vec::new();
+        for step in 0..seconds * 50 {
+            let now = start + Duration::from_millis(20 * step);
+            for t in talkers.iter_mut() {
+                if now >= t.until {
+                    t.spurt = !t.spurt;
+                    let ms = if t.spurt {
+                        between(&mut rng, 400, 2500)
+                    } else if between(&mut rng, 0, 4) == 0 {
+                        between(&mut rng, 400, 800)
+                    } else {
+                        between(&mut rng, 100, 300)
+                    };
+                    t.until = now + Duration::from_millis(ms);
+                }
+                let stopped = t.stops.is_some_and(|at| now >= at);
+                let dbov = if t.spurt && !stopped {
+                    (t.dbov as u64 + between(&mut rng, 0, 12)).saturating_sub(6) as i8
+                } else {
+                    80
+                };
+                t.level.on_packet(now, Some(-dbov));
+                t.level.tick(now);
+            }
+            let view: HashMap<ParticipantId, Loudness> = talkers
+                .iter()
+                .map(|t| {
+                    let l = Loudness {
+                        speaking: t.level.speaking(),
+                        speech_level: t.level.speech_level(),
+                        speech_time: t.level.speech_time(),
+                        quiet_for: t.level.quiet_for(now),
+                    };
+                    (t.id, l)
+                })
+                .collect();
+            for t in talkers.iter() {
+                table.route(t.id, now, |x| view[&x]);
+            }
+            maps.push((0..table.len()).map(|i| table.occupant(i)).collect());
+        }
+        maps
+    }
+
+    fn talkers(levels: &[i8], start: Instant) -> Vec<Talker> {
+        levels
+            .iter()
+            .enumerate()
+            .map(|(i, &dbov)| Talker {
+                id: p(i as u64 + 1),
+                level: SpeakerLevel::default(),
+                dbov,
+                until: start,
+                spurt: false,
+                stops: None,
+            })
+            .collect()
+    }
+
+    /// The defect this table once had: 4 equally loud talkers, 2 slots, and the slots
+    /// changed hands on almost every pause. With ordinary pauses, the 2 holders keep
+    /// their slots as long as they keep talking.
+    #[test]
+    fn equally_loud_talkers_with_pauses_keep_their_slots() {
+        for seed in [1, 7, 42, 1234, 99_999] {
+            let start = Instant::now();
+            let mut table = SlotTable::new(2);
+            let mut people = talkers(&[20, 20, 20, 20], start);
+            let maps = talk(&mut table, &mut people, start, 60, seed);
+            let first = &maps[0];
+            assert!(
+                first.iter().all(Option::is_some),
+                "both slots taken at once"
+            );
+            let changes = maps.windows(2).filter(|w| w[0] != w[1]).count();
+            assert_eq!(
+                changes, 0,
+                "seed {seed}: the slot map changed {changes} times in 60 s"
+            );
+        }
+    }
+
+    /// A holder that stops talking gives its slot to a waiting talker after a couple
+    /// of seconds, not at its first pause.
+    #[test]
+    fn a_holder_that_stops_talking_makes_room() {
+        for seed in [3, 11, 2024] {
+            let start = Instant::now();
+            let mut table = SlotTable::new(2);
+            let mut people = talkers(&[20, 20, 20], start);
+            let stops = start + Duration::from_secs(10);
+            let maps = talk(&mut table, &mut people, start, 9, seed);
+            let holders = maps[maps.len() - 1].clone();
+            assert_eq!(holders, vec![Some(p(1)), Some(p(2))]);
+            // p1 stops at 10 s; p3 keeps talking.
+            people[0].stops = Some(stops);
+            let maps = talk(
+                &mut table,
+                &mut people,
+                start + Duration::from_secs(9),
+                8,
+                seed,
+            );
+            let taken = maps
+                .iter()
+                .position(|m| m[0] == Some(p(3)))
+                .expect("p3 takes p1's slot");
+            let after_stop = Duration::from_millis(20 * taken as u64) - Duration::from_secs(1);
+            assert!(
+                after_stop >= Duration::from_millis(1500) && after_stop <= Duration::from_secs(3),
+                "seed {seed}: the slot changed {after_stop:?} after the holder stopped"
+            );
+            assert!(maps.iter().all(|m| m[1] == Some(p(2))), "p2 keeps its slot");
+        }
+    }
+
+    /// A talker much louder (+12 dB) than the holders gets a slot within a couple of
+    /// seconds of starting to talk.
+    #[test]
+    fn a_much_louder_talker_gets_a_slot() {
+        let start = Instant::now();
+        let mut table = SlotTable::new(2);
+        let mut people = talkers(&[26, 26], start);
+        talk(&mut table, &mut people, start, 10, 5);
+        people.extend(talkers(&[14], start).into_iter().map(|mut t| {
+            t.id = p(3);
+            t
+        }));
+        let maps = talk(
+            &mut table,
+            &mut people,
+            start + Duration::from_secs(10),
+            10,
+            5,
+        );
+        let taken = maps
+            .iter()
+            .position(|m| m.contains(&Some(p(3))))
+            .expect("the louder talker gets a slot");
+        assert!(taken * 20 <= 4000, "after {} ms", taken * 20);
     }
 }

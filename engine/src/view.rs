@@ -78,12 +78,14 @@ impl RoomView {
         self.local.iter().any(|m| m.id == id)
     }
 
-    pub fn loudness(&self, participant: ParticipantId) -> Loudness {
+    pub fn loudness(&self, participant: ParticipantId, now: Instant) -> Loudness {
         self.levels
             .get(&participant)
             .map(|l| Loudness {
                 speaking: l.speaking(),
-                level: l.level(),
+                speech_level: l.speech_level(),
+                speech_time: l.speech_time(),
+                quiet_for: l.quiet_for(now),
             })
             .unwrap_or_default()
     }
@@ -126,7 +128,7 @@ impl RoomView {
         let mut v: Vec<(ParticipantId, f32)> = self
             .active
             .iter()
-            .map(|p| (*p, self.loudness(*p).level))
+            .map(|p| (*p, self.levels.get(p).map_or(0.0, SpeakerLevel::level)))
             .collect();
         v.sort_by(|a, b| b.1.total_cmp(&a.1));
         v

@@ -384,7 +384,7 @@ impl Shard {
             {
                 continue;
             }
-            match forward_to(sub, packet, now, |x| view.loudness(x), &mut sink) {
+            match forward_to(sub, packet, now, |x| view.loudness(x, now), &mut sink) {
                 Outcome::Sent => {
                     self.stats.rtp_forwarded += 1;
                     // The first copy after a quiet spell starts the sender reports.
