@@ -79,7 +79,8 @@ async fn the_backend_runs_a_room_through_the_control_socket() {
         let t = rpc
             .ok(
                 "token.create",
-                json!({"room": "guild-7", "identity": who, "name": name, "ttl_s": 600}),
+                json!({"room": "guild-7", "identity": who, "name": name, "ttl_s": 600,
+                       "priority": who == "u-c"}),
             )
             .await;
         assert!(t["expires_at"].as_u64().unwrap() > 0);
@@ -92,6 +93,11 @@ async fn the_backend_runs_a_room_through_the_control_socket() {
             .await;
         assert_eq!(joined["participant"]["identity"], who);
         assert_eq!(joined["participant"]["name"], name, "the token's name");
+        assert_eq!(
+            joined["participant"]["priority"],
+            who == "u-c",
+            "the token's priority grant"
+        );
         clients.push(c);
     }
     let (a, b, c) = (&clients[0], &clients[1], &clients[2]);

@@ -349,6 +349,7 @@ fn permissions_change_what_is_forwarded_at_once() {
                 participant_id: id,
                 publish,
                 subscribe,
+                priority: None,
             })),
         )
         .unwrap()
@@ -357,7 +358,8 @@ fn permissions_change_what_is_forwarded_at_once() {
     assert!(matches!(reply, Reply::Participant(ref p) if !p.publish && p.subscribe));
     assert!(sim.clients[a].inbox.contains(&ServerMessage::Permissions {
         publish: false,
-        subscribe: true
+        subscribe: true,
+        priority: false,
     }));
     sim.run_for(Duration::from_millis(100));
     let b_from_a = sim.clients[b].from(a).count();

@@ -17,6 +17,7 @@ fn subscribe_only_is_never_heard_and_publish_only_hears_nothing() {
         Permissions {
             publish: false,
             subscribe: true,
+            priority: false,
         },
     );
     let speaker = sim.connect_with_permissions(
@@ -25,6 +26,7 @@ fn subscribe_only_is_never_heard_and_publish_only_hears_nothing() {
         Permissions {
             publish: true,
             subscribe: false,
+            priority: false,
         },
     );
     for i in [full, listener, speaker] {

@@ -31,6 +31,7 @@ fn claims(room: &str) -> Claims {
             publish: true,
             subscribe: true,
             admin: false,
+            priority: false,
         },
     }
 }

@@ -32,6 +32,7 @@ fn queue(c: &mut Criterion) {
         marker: false,
         audio_level: Some(-30),
         voice_activity: Some(true),
+        priority: false,
         payload: Arc::from(vec![0u8; 80]),
         received: std::time::Instant::now(),
     };

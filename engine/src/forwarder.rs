@@ -34,6 +34,8 @@ pub struct SpeakerPacket {
     /// RFC 6464 level as str0m gives it: -dBov (0 loudest, -127 silence).
     pub audio_level: Option<i8>,
     pub voice_activity: Option<bool>,
+    /// The speaker has the `priority` grant.
+    pub priority: bool,
     pub payload: Arc<[u8]>,
     /// When the speaker's datagram was received (for the latency histogram).
     pub received: Instant,

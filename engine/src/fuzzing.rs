@@ -257,6 +257,7 @@ fn run(data: &[u8]) -> Reached {
                 let permissions = Permissions {
                     publish: arg & 1 == 0,
                     subscribe: arg & 2 == 0,
+                    priority: arg & 4 != 0,
                 };
                 w.joined.push((pid, None));
                 let home = crate::mesh::home_of(pid, SHARDS);
@@ -362,6 +363,7 @@ fn run(data: &[u8]) -> Reached {
                         participant_id: pid,
                         publish: Some(flag & 1 == 0),
                         subscribe: Some(flag & 2 == 0),
+                        priority: (flag & 4 != 0).then_some(flag & 8 == 0),
                     }),
                     _ => Request::Stats,
                 };

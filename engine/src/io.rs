@@ -15,13 +15,17 @@ pub struct Permissions {
     pub publish: bool,
     /// Audio is forwarded to it. Without it, it receives nothing.
     pub subscribe: bool,
+    /// A priority speaker: while speaking it takes a slot at every listener, ahead of
+    /// loudest-N, and no other speaker takes its slot while it is in conversation.
+    pub priority: bool,
 }
 
 impl Permissions {
-    /// Publish and subscribe (`--dev` joins without a token).
+    /// Publish and subscribe, no priority (`--dev` joins without a token).
     pub const ALL: Permissions = Permissions {
         publish: true,
         subscribe: true,
+        priority: false,
     };
 }
 

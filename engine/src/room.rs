@@ -31,6 +31,7 @@ impl Member {
             deafened: self.info.deafened,
             publish: self.permissions.publish,
             subscribe: self.permissions.subscribe,
+            priority: self.permissions.priority,
             csrc: self.info.csrc,
             shard: self.shard,
         }

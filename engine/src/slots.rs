@@ -34,6 +34,8 @@ pub(crate) const MIN_HOLD: Duration = Duration::from_millis(1000);
 /// What the table needs to know of a speaker to decide.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Loudness {
+    /// Has the `priority` grant.
+    pub priority: bool,
     /// Talking now, or inside the hangover after talking.
     pub speaking: bool,
     /// How loud while speaking, linear ([`crate::level::SpeakerLevel::speech_level`]).
@@ -48,6 +50,34 @@ pub(crate) struct Loudness {
 struct Occupant {
     participant: ParticipantId,
     since: Instant,
+}
+
+/// The occupants a newcomer could displace: of those quiet past [`RELEASE_AFTER`], the
+/// one quiet longest; of the others, the one quietest while speaking (and its speech
+/// level).
+#[derive(Debug, Default)]
+struct Candidates {
+    released: Option<(usize, Duration)>,
+    talking: Option<(usize, f32)>,
+}
+
+impl Candidates {
+    fn consider(&mut self, slot: usize, l: &Loudness) {
+        if l.quiet_for >= RELEASE_AFTER {
+            if self.released.is_none_or(|(_, q)| l.quiet_for > q) {
+                self.released = Some((slot, l.quiet_for));
+            }
+        } else if self.talking.is_none_or(|(_, lvl)| l.speech_level < lvl) {
+            self.talking = Some((slot, l.speech_level));
+        }
+    }
+
+    /// The slot to take for a priority speaker: a released one, else a talker's.
+    fn any(&self) -> Option<usize> {
+        self.released
+            .map(|(i, _)| i)
+            .or(self.talking.map(|(i, _)| i))
+    }
 }
 
 /// The outcome of [`SlotTable::route`].
@@ -97,26 +127,36 @@ impl SlotTable {
         if !me.speaking {
             return Route::NoSlot;
         }
-        // Candidates: occupants past their minimum hold; of those quiet past
-        // RELEASE_AFTER, the one quiet longest; of the others, the one quietest while
-        // speaking.
-        let mut released: Option<(usize, Duration)> = None;
-        let mut talking: Option<(usize, f32)> = None;
+        // A priority speaker is heard at once: it takes the slot of an ordinary
+        // occupant, minimum hold or not. Among priority speakers the usual rules hold.
+        if me.priority {
+            let mut ordinary = Candidates::default();
+            for (i, occ) in self.slots.iter().enumerate() {
+                let Some(occ) = occ else { continue };
+                let l = loudness(occ.participant);
+                if !l.priority {
+                    ordinary.consider(i, &l);
+                }
+            }
+            if let Some(i) = ordinary.any() {
+                return self.take(i, speaker, now);
+            }
+        }
+        // Occupants past their minimum hold; a priority speaker in conversation is out
+        // of an ordinary speaker's reach.
+        let mut candidates = Candidates::default();
         for (i, occ) in self.slots.iter().enumerate() {
             let Some(occ) = occ else { continue };
             if now.saturating_duration_since(occ.since) < MIN_HOLD {
                 continue;
             }
             let l = loudness(occ.participant);
-            if l.quiet_for >= RELEASE_AFTER {
-                if released.is_none_or(|(_, q)| l.quiet_for > q) {
-                    released = Some((i, l.quiet_for));
-                }
-            } else if talking.is_none_or(|(_, lvl)| l.speech_level < lvl) {
-                talking = Some((i, l.speech_level));
+            if l.priority && !me.priority && l.quiet_for < RELEASE_AFTER {
+                continue;
             }
+            candidates.consider(i, &l);
         }
-        match (released, talking) {
+        match (candidates.released, candidates.talking) {
             (Some((i, _)), _) => self.take(i, speaker, now),
             (None, Some((i, lvl)))
                 if me.speech_time >= MIN_SPEECH && me.speech_level > lvl * LOUDER_BY =>
@@ -202,6 +242,7 @@ mod tests {
     /// A speaker in conversation, this loud while speaking.
     fn talking(speech_level: f32) -> Loudness {
         Loudness {
+            priority: false,
             speaking: true,
             speech_level,
             speech_time: MIN_SPEECH,
@@ -212,6 +253,7 @@ mod tests {
     /// A speaker quiet for `ms`.
     fn quiet(speech_level: f32, ms: u64) -> Loudness {
         Loudness {
+            priority: false,
             speaking: false,
             speech_level,
             speech_time: MIN_SPEECH,
@@ -272,6 +314,49 @@ mod tests {
             Route::Took(1),
             "displaces the quietest talker"
         );
+    }
+
+    #[test]
+    fn a_priority_speaker_takes_a_slot_at_once_and_keeps_it() {
+        let t = Instant::now();
+        let mut s = SlotTable::new(2);
+        s.route(p(1), t, |_| Loudness::default());
+        s.route(p(2), t, |_| Loudness::default());
+        let lead = |l: Loudness| Loudness {
+            priority: true,
+            ..l
+        };
+        let mut l = HashMap::from([
+            (p(1), talking(0.1)),
+            (p(2), talking(0.2)),
+            (p(3), lead(talking(0.01))),
+        ]);
+        // At once (within the holders' minimum hold), though the quietest of all: the
+        // slot of the quietest talker.
+        assert_eq!(s.route(p(3), t, |x| l[&x]), Route::Took(0));
+        // A much louder ordinary speaker does not take it while the leader is in
+        // conversation, pausing included (nor p2's: not twice as loud as p2).
+        let later = t + MIN_HOLD * 3;
+        l.insert(p(1), talking(0.9));
+        l.insert(p(2), talking(0.5));
+        l.insert(p(3), lead(quiet(0.01, 1500)));
+        assert_eq!(s.route(p(1), later, |x| l[&x]), Route::NoSlot);
+        // A leader quiet for RELEASE_AFTER gives it up like anyone.
+        l.insert(p(3), lead(quiet(0.01, 2500)));
+        assert_eq!(s.route(p(1), later, |x| l[&x]), Route::Took(0));
+    }
+
+    #[test]
+    fn priority_speakers_compete_by_the_usual_rules() {
+        let t = Instant::now();
+        let mut s = SlotTable::new(1);
+        let lead = |l: Loudness| Loudness {
+            priority: true,
+            ..l
+        };
+        let l = HashMap::from([(p(1), lead(talking(0.1))), (p(2), lead(talking(0.15)))]);
+        s.route(p(1), t, |x| l[&x]);
+        assert_eq!(s.route(p(2), t + MIN_HOLD, |x| l[&x]), Route::NoSlot);
     }
 
     /// A talker for [`talk`]: talk spurts at about `dbov` with pauses between them.
@@ -339,6 +424,7 @@ mod tests {
                 .iter()
                 .map(|t| {
                     let l = Loudness {
+                        priority: false,
                         speaking: t.level.speaking(),
                         speech_level: t.level.speech_level(),
                         speech_time: t.level.speech_time(),

@@ -25,18 +25,28 @@ pub(crate) struct Local {
     pub key: Key,
 }
 
+/// What the shard knows of a speaker from its packets.
+#[derive(Debug, Default)]
+struct Heard {
+    level: SpeakerLevel,
+    /// The speaker's `priority` grant, as its latest packet carried it.
+    priority: bool,
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct RoomView {
     /// Members whose media is on this shard, in arrival order.
     pub local: Vec<Local>,
     /// Other shards holding members of the room.
     pub remote: Vec<usize>,
-    levels: HashMap<ParticipantId, SpeakerLevel>,
+    levels: HashMap<ParticipantId, Heard>,
     /// The speaking set last announced, sorted.
     active: Vec<ParticipantId>,
     /// Some local member may be owed a `speakers` message (it joined, or its slots
     /// changed): the next tick looks at the members.
     pub members_dirty: bool,
+    /// A speaker's `priority` grant changed: every local member is owed `speakers`.
+    pub priority_changed: bool,
 }
 
 impl RoomView {
@@ -44,17 +54,26 @@ impl RoomView {
         self.local.is_empty() && self.remote.is_empty()
     }
 
-    pub fn on_audio(&mut self, speaker: ParticipantId, now: Instant, audio_level: Option<i8>) {
-        self.levels
-            .entry(speaker)
-            .or_default()
-            .on_packet(now, audio_level);
+    pub fn on_audio(
+        &mut self,
+        speaker: ParticipantId,
+        now: Instant,
+        audio_level: Option<i8>,
+        priority: bool,
+    ) {
+        let heard = self.levels.entry(speaker).or_default();
+        heard.level.on_packet(now, audio_level);
+        if heard.priority != priority {
+            heard.priority = priority;
+            // Listeners learn it from the next `speakers` (they duck on it).
+            self.priority_changed = true;
+        }
     }
 
     /// Forgets a speaker's level (it was muted).
     pub fn silence(&mut self, speaker: ParticipantId) {
-        if let Some(l) = self.levels.get_mut(&speaker) {
-            l.reset();
+        if let Some(h) = self.levels.get_mut(&speaker) {
+            h.level.reset();
         }
     }
 
@@ -81,7 +100,8 @@ impl RoomView {
     pub fn loudness(&self, participant: ParticipantId, now: Instant) -> Loudness {
         self.levels
             .get(&participant)
-            .map(|l| Loudness {
+            .map(|Heard { level: l, priority }| Loudness {
+                priority: *priority,
                 speaking: l.speaking(),
                 speech_level: l.speech_level(),
                 speech_time: l.speech_time(),
@@ -93,13 +113,13 @@ impl RoomView {
     /// Ages every level; when the speaking set changed since the last change,
     /// returns who started and who stopped speaking.
     pub fn tick(&mut self, now: Instant) -> Option<SpeakingChange> {
-        for l in self.levels.values_mut() {
-            l.tick(now);
+        for h in self.levels.values_mut() {
+            h.level.tick(now);
         }
         let mut active: Vec<ParticipantId> = self
             .levels
             .iter()
-            .filter(|(_, l)| l.speaking())
+            .filter(|(_, h)| h.level.speaking())
             .map(|(p, _)| *p)
             .collect();
         active.sort_unstable();
@@ -123,12 +143,17 @@ impl RoomView {
         Some(change)
     }
 
-    /// The speaking set, loudest first, with smoothed linear levels.
-    pub fn speakers(&self) -> Vec<(ParticipantId, f32)> {
-        let mut v: Vec<(ParticipantId, f32)> = self
+    /// The speaking set, loudest first, with smoothed linear levels and whether each
+    /// is a priority speaker.
+    pub fn speakers(&self) -> Vec<(ParticipantId, f32, bool)> {
+        let mut v: Vec<(ParticipantId, f32, bool)> = self
             .active
             .iter()
-            .map(|p| (*p, self.levels.get(p).map_or(0.0, SpeakerLevel::level)))
+            .map(|p| {
+                let heard = self.levels.get(p);
+                let level = heard.map_or(0.0, |h| h.level.level());
+                (*p, level, heard.is_some_and(|h| h.priority))
+            })
             .collect();
         v.sort_by(|a, b| b.1.total_cmp(&a.1));
         v

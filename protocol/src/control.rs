@@ -591,6 +591,9 @@ pub struct ParticipantSetPermissions {
     pub publish: Option<bool>,
     #[serde(default)]
     pub subscribe: Option<bool>,
+    /// A priority speaker ([`ParticipantDetails::priority`]).
+    #[serde(default)]
+    pub priority: Option<bool>,
 }
 
 /// `token.create`: a join token (HS256 JWT) signed with the node's secret. Grants
@@ -609,6 +612,9 @@ pub struct TokenCreate {
     pub subscribe: Option<bool>,
     #[serde(default)]
     pub admin: Option<bool>,
+    /// Grant `priority` (default false).
+    #[serde(default)]
+    pub priority: Option<bool>,
 }
 
 /// `events.subscribe`: all events, or only these `types`, or only this `room`'s.
@@ -664,6 +670,9 @@ pub struct ParticipantDetails {
     pub deafened: bool,
     pub publish: bool,
     pub subscribe: bool,
+    /// A priority speaker: while speaking it takes a slot at every listener ahead of
+    /// loudest-N.
+    pub priority: bool,
     pub csrc: u32,
     /// The shard holding its media.
     pub shard: usize,

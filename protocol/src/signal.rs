@@ -260,6 +260,9 @@ pub struct SpeakerInfo {
     pub level: f32,
     /// The subscriber's slot carrying this speaker, or `None` when it is in none.
     pub slot: Option<u8>,
+    /// A priority speaker (grant `priority`): clients may duck the others.
+    #[serde(default)]
+    pub priority: bool,
 }
 
 /// An `RTCIceServer` as the browser API takes it.
@@ -376,6 +379,8 @@ pub enum ServerMessage {
     Permissions {
         publish: bool,
         subscribe: bool,
+        #[serde(default)]
+        priority: bool,
     },
 }
 
@@ -478,6 +483,7 @@ mod tests {
                     participant_id: ParticipantId(1),
                     level: 0.5,
                     slot: None,
+                    priority: true,
                 }],
             }
             .to_json(),
@@ -485,7 +491,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             v,
-            serde_json::json!({"type":"speakers","speakers":[{"participant_id":"p1","level":0.5,"slot":null}]})
+            serde_json::json!({"type":"speakers","speakers":[{"participant_id":"p1","level":0.5,"slot":null,"priority":true}]})
         );
         assert_eq!(
             ServerMessage::error(ErrorCode::RoomFull, "full").to_json(),

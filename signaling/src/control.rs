@@ -430,6 +430,7 @@ async fn dispatch(shared: &Arc<Shared>, call: Call) -> Result<Value, RpcError> {
                     publish: t.publish.unwrap_or(true),
                     subscribe: t.subscribe.unwrap_or(true),
                     admin: t.admin.unwrap_or(false),
+                    priority: t.priority.unwrap_or(false),
                 },
             };
             let token = crate::token::mint(secret.as_bytes(), &claims)

@@ -449,6 +449,7 @@ impl Session {
                 let permissions = Permissions {
                     publish: claims.grants.publish,
                     subscribe: claims.grants.subscribe,
+                    priority: claims.grants.priority,
                 };
                 Ok((name, Some(claims.sub), permissions))
             }

@@ -22,6 +22,9 @@ pub struct Grants {
     pub subscribe: bool,
     #[serde(default)]
     pub admin: bool,
+    /// A priority speaker (heard at every listener while speaking, ahead of loudest-N).
+    #[serde(default)]
+    pub priority: bool,
 }
 
 /// The claims of a join token.
@@ -121,6 +124,7 @@ mod tests {
                 publish: true,
                 subscribe: false,
                 admin: false,
+                priority: true,
             },
         };
         let token = mint(b"secret-secret-secret-secret-0123", &claims).unwrap();

@@ -31,6 +31,8 @@ const JOIN_TIMEOUT_MS = 15_000;
 
 /** Default time to resume a dropped session in; the node keeps it 15 s (`--resume-window`). */
 const RESUME_TIMEOUT_MS = 14_000;
+/** How much quieter the other slots play while a priority speaker speaks (dB). */
+const PRIORITY_DUCK_DB = 12;
 /** Pause before each resume attempt (the last one repeats), ±20 % jitter. */
 const RESUME_BACKOFF_MS = [250, 500, 1_000, 2_000];
 /** One resume attempt (connect, `resume`, `resumed`) gets at most this long. */
@@ -131,13 +133,15 @@ function copyParticipant(p) {
  *   else null (`server_muted`: the backend muted you; only it can lift that)
  * - `participants`: Map participant_id → `{participant_id, name, muted, server_muted,
  *   deafened, csrc}` of the *other* participants in the room (yourself is in `self`)
- * - `permissions`: `{publish, subscribe}` as the backend last set them, or null (the join
- *   token's grants apply) until it changes them
+ * - `permissions`: `{publish, subscribe, priority}` as the backend last set them, or null
+ *   (the join token's grants apply) until it changes them
  * - `slots`: the receive slots, `[{index, mid, transceiver, receiver, track, audio}]`
  * - `audioSlots`: number of slots the server asked for
  * - `pc`: the RTCPeerConnection (null before join / after close)
  * - `iceServers`: the RTCIceServer list the server sent
- * - `lastSpeakers`: the last `speakers` list received
+ * - `lastSpeakers`: the last `speakers` list received, `[{participant_id, level, slot,
+ *   priority}]` (`priority`: a priority speaker; while one speaks, the other slots play
+ *   `priorityDuckDb` quieter)
  * - `signalRttMs`: round-trip time of the last ping/pong over the WebSocket
  *
  * Events (CustomEvent, payload in `event.detail`): `joined`, `participant_joined`,
@@ -155,18 +159,21 @@ export class ChorusClient extends EventTarget {
    *   (default 14000, just under the node's 15 s resume window); 0 never resumes.
    * @param {boolean} [options.autoIceRestart] restart ICE by itself when the media
    *   connection fails (default true).
+   * @param {number} [options.priorityDuckDb] how much quieter the other slots play while a
+   *   priority speaker (grant `priority`) speaks, in dB (default 12; 0: no ducking).
    */
-  constructor({ url, audioContainer, resumeTimeoutMs, autoIceRestart } = {}) {
+  constructor({ url, audioContainer, resumeTimeoutMs, autoIceRestart, priorityDuckDb } = {}) {
     super();
     this.url = url ?? defaultUrl();
     this.audioContainer = audioContainer ?? null;
     this.resumeTimeoutMs = Math.max(0, Number(resumeTimeoutMs ?? RESUME_TIMEOUT_MS) || 0);
     this.autoIceRestart = autoIceRestart ?? true;
+    this.priorityDuckDb = Math.max(0, Number(priorityDuckDb ?? PRIORITY_DUCK_DB) || 0);
     this.state = 'idle';
     this.self = null;
     /** @type {Map<string, {participant_id:string,name:string,muted:boolean,server_muted:boolean,deafened:boolean,csrc:number}>} */
     this.participants = new Map();
-    /** @type {{publish:boolean, subscribe:boolean}|null} */
+    /** @type {{publish:boolean, subscribe:boolean, priority:boolean}|null} */
     this.permissions = null;
     this.slots = [];
     this.audioSlots = 0;
@@ -865,8 +872,10 @@ export class ChorusClient extends EventTarget {
           participant_id: String(s.participant_id),
           level: Number(s.level) || 0,
           slot: typeof s.slot === 'number' ? s.slot : null,
+          priority: s.priority === true,
         })) : [];
         this.lastSpeakers = speakers;
+        this._duckForPriority(speakers);
         this._emit('speakers', { speakers });
         break;
       }
@@ -895,7 +904,11 @@ export class ChorusClient extends EventTarget {
         break;
       case 'permissions': {
         const previous = this.permissions;
-        this.permissions = { publish: Boolean(msg.publish), subscribe: Boolean(msg.subscribe) };
+        this.permissions = {
+          publish: Boolean(msg.publish),
+          subscribe: Boolean(msg.subscribe),
+          priority: Boolean(msg.priority),
+        };
         this._emit('permissions', { ...this.permissions, previous });
         break;
       }
@@ -995,6 +1008,22 @@ export class ChorusClient extends EventTarget {
     }
     audio.play().catch(() => { /* autoplay blocked: plays on the next user gesture */ });
     return { index, mid, transceiver, receiver, track, audio };
+  }
+
+  /**
+   * While someone else with the `priority` grant speaks, every slot that does not carry
+   * a priority speaker plays `priorityDuckDb` quieter; full volume again once none does.
+   */
+  _duckForPriority(speakers) {
+    const me = this.self?.participant_id;
+    const leaders = speakers.filter((s) => s.priority && s.participant_id !== me);
+    const ducked = leaders.length > 0 && this.priorityDuckDb > 0
+      ? 10 ** (-this.priorityDuckDb / 20) : 1;
+    for (const slot of this.slots) {
+      if (!slot.audio) continue;
+      const carriesLeader = leaders.some((s) => s.slot === slot.index);
+      slot.audio.volume = carriesLeader ? 1 : ducked;
+    }
   }
 
   /** Try to start playback again (e.g. from a click handler if autoplay was blocked). */

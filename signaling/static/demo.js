@@ -140,6 +140,7 @@ function rowFor(p, isSelf) {
           <span class="badge deafened" title="Not hearing the room">deafened</span>
           <span class="badge no-publish" title="The server does not forward your audio">listen only</span>
           <span class="badge no-subscribe" title="The server forwards no audio to you">not receiving</span>
+          <span class="badge priority" title="Priority speaker: heard by everyone, the others ducked">priority</span>
         </span>
       </span>
       <span class="meter small" role="meter" aria-valuemin="0" aria-valuemax="1" aria-valuenow="0"><span class="meter-fill"></span></span>`;
@@ -193,6 +194,8 @@ function updateLevels() {
 
   // The server's active-speaker set counts as well (it covers us and anyone not in a slot).
   const serverActive = new Map(client.lastSpeakers.map((s) => [s.participant_id, s.level]));
+  const priority = new Set(client.lastSpeakers.filter((s) => s.priority).map((s) => s.participant_id));
+  if (client.permissions?.priority) priority.add(selfId);
 
   for (const li of ui.list.children) {
     const id = li.dataset.participantId;
@@ -201,6 +204,7 @@ function updateLevels() {
     const muted = li.dataset.muted === 'true' || li.dataset.serverMuted === 'true';
     const speaking = !muted && (serverActive.has(id) || now - (lastLoud.get(id) ?? -Infinity) < SPEAKING_HOLD_MS);
     li.dataset.speaking = String(speaking);
+    li.dataset.priority = String(priority.has(id));
     // Live levels (our analyser, the slots' CSRC levels) beat the node's last report.
     const live = muted ? 0 : (levels.has(id) ? level : (serverActive.get(id) ?? 0));
     const shown = decayed(shownLevel.get(id), live);
@@ -273,7 +277,11 @@ function wire(c) {
   c.addEventListener('permissions', (e) => {
     if (c !== client) return;
     rerender();
-    const { publish, subscribe } = e.detail;
+    const { publish, subscribe, priority, previous } = e.detail;
+    if (Boolean(priority) !== Boolean(previous?.priority)) {
+      setStatus(priority ? 'You are a priority speaker: everyone hears you' : 'You are no longer a priority speaker', 'warn');
+      return;
+    }
     const lost = [publish ? null : 'your audio is not forwarded', subscribe ? null : 'you receive no audio'].filter(Boolean);
     setStatus(lost.length ? `The server changed your permissions: ${lost.join('; ')}` : 'You may speak and listen again', 'warn');
   });

@@ -794,6 +794,35 @@ test('three browsers talk through the demo page', { timeout: 110_000 }, async (t
       }, { timeout: 5_000 });
     }
 
+    // Priority (control plane): Alice becomes a priority speaker. Her client learns it,
+    // Bob's `speakers` marks her `priority: true` while she speaks, and Bob's other slots
+    // play ducked (12 dB: volume 0.25) while hers plays at full volume; lifted, all are
+    // back at full volume.
+    {
+      const r = await ctl.call('participant.set_permissions', { room, participant_id: who.Alice.id, priority: true });
+      assert.equal(r.priority, true, `set_permissions result: ${JSON.stringify(r)}`);
+      await poll("Bob's page ducks the others while Alice (priority) speaks", async () => {
+        const perms = await alice.evaluate(() => window.chorus.permissions);
+        const v = await bob.evaluate((aliceId) => {
+          const c = window.chorus;
+          const entry = c.lastSpeakers.find((s) => s.participant_id === aliceId);
+          return {
+            entry,
+            volumes: c.slots.map((s) => ({ index: s.index, volume: s.audio?.volume })),
+          };
+        }, who.Alice.id);
+        const aliceSlot = v.entry?.slot;
+        const ok = perms?.priority === true && v.entry?.priority === true && typeof aliceSlot === 'number'
+          && v.volumes.every((x) => (x.index === aliceSlot ? x.volume === 1 : Math.abs(x.volume - 0.251) < 0.01));
+        return { ok, perms, v };
+      }, { timeout: 10_000 });
+      await ctl.call('participant.set_permissions', { room, participant_id: who.Alice.id, priority: false });
+      await poll("Bob's slots are back at full volume", async () => {
+        const v = await bob.evaluate(() => window.chorus.slots.map((s) => s.audio?.volume));
+        return { ok: v.every((x) => x === 1), v };
+      }, { timeout: 10_000 });
+    }
+
     // The client survives what it does not expect: a bad_request from the node is
     // surfaced as an `error` event without ending the session; unknown types are ignored.
     {

@@ -339,6 +339,7 @@ impl Shard {
             marker: pkt.header.marker,
             audio_level: pkt.header.ext_vals.audio_level,
             voice_activity: pkt.header.ext_vals.voice_activity,
+            priority: p.permissions.priority,
             payload: pkt.payload,
             received: now,
         };
@@ -362,7 +363,7 @@ impl Shard {
         let Some(view) = self.views.get_mut(room) else {
             return;
         };
-        view.on_audio(packet.speaker, now, packet.audio_level);
+        view.on_audio(packet.speaker, now, packet.audio_level, packet.priority);
         let mut sink = Sink {
             local: self.config.local_addr,
             pool: &mut self.pool,
@@ -411,7 +412,7 @@ impl Shard {
     pub(super) fn tick(&mut self, now: Instant) {
         for (room, view) in self.views.iter_mut() {
             let change = view.tick(now);
-            let changed = change.is_some();
+            let changed = change.is_some() || std::mem::take(&mut view.priority_changed);
             // Each speaker is reported by the shard holding its media.
             for (started, list) in change
                 .iter()
@@ -452,10 +453,11 @@ impl Shard {
                 let list = speakers
                     .get_or_insert_with(|| view.speakers())
                     .iter()
-                    .map(|(id, level)| SpeakerInfo {
-                        participant_id: *id,
-                        level: (*level * 1000.0).round() / 1000.0,
-                        slot: p.table.slot_of(*id).map(|s| s as u8),
+                    .map(|&(id, level, priority)| SpeakerInfo {
+                        participant_id: id,
+                        level: (level * 1000.0).round() / 1000.0,
+                        slot: p.table.slot_of(id).map(|s| s as u8),
+                        priority,
                     })
                     .collect();
                 self.events.push_back(Event::Signal {

@@ -186,6 +186,7 @@ impl Shard {
         let permissions = Permissions {
             publish: s.publish.unwrap_or(before.publish),
             subscribe: s.subscribe.unwrap_or(before.subscribe),
+            priority: s.priority.unwrap_or(before.priority),
         };
         let participant = s.participant_id;
         self.update(
@@ -202,6 +203,7 @@ impl Shard {
             ServerMessage::Permissions {
                 publish: permissions.publish,
                 subscribe: permissions.subscribe,
+                priority: permissions.priority,
             },
         );
         self.details(&s.room, participant).map(Reply::Participant)

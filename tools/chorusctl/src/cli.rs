@@ -180,9 +180,10 @@ pub enum ParticipantCommand {
     Mute(Target),
     /// Lift a server mute
     Unmute(Target),
-    /// Allow or forbid publishing and subscribing; those not given stay as they are
+    /// Allow or forbid publishing and subscribing, make it a priority speaker or not;
+    /// those not given stay as they are
     #[command(group(ArgGroup::new("grants").required(true).multiple(true)
-        .args(["publish", "subscribe"])))]
+        .args(["publish", "subscribe", "priority"])))]
     Permissions {
         #[command(flatten)]
         target: Target,
@@ -192,6 +193,9 @@ pub enum ParticipantCommand {
         /// May it receive audio
         #[arg(long, value_name = "true|false")]
         subscribe: Option<bool>,
+        /// Is it a priority speaker (heard by everyone while speaking)
+        #[arg(long, value_name = "true|false")]
+        priority: Option<bool>,
     },
 }
 
@@ -230,6 +234,9 @@ pub enum TokenCommand {
         /// Grant admin
         #[arg(long)]
         admin: bool,
+        /// Grant priority: heard by everyone while speaking, ahead of loudest-N
+        #[arg(long)]
+        priority: bool,
     },
 }
 
@@ -365,6 +372,7 @@ impl Command {
                     target: t,
                     publish,
                     subscribe,
+                    priority,
                 } => (
                     "participant.set_permissions",
                     params(&ParticipantSetPermissions {
@@ -372,6 +380,7 @@ impl Command {
                         participant_id: t.participant_id,
                         publish: *publish,
                         subscribe: *subscribe,
+                        priority: *priority,
                     }),
                 ),
             },
@@ -383,6 +392,7 @@ impl Command {
                 publish,
                 subscribe,
                 admin,
+                priority,
             }) => (
                 "token.create",
                 params(&TokenCreate {
@@ -393,6 +403,7 @@ impl Command {
                     publish: *publish,
                     subscribe: *subscribe,
                     admin: admin.then_some(true),
+                    priority: priority.then_some(true),
                 }),
             ),
             Command::Events { types, room } => (
