@@ -671,7 +671,8 @@ pub struct ParticipantDetails {
     pub publish: bool,
     pub subscribe: bool,
     /// A priority speaker: while speaking it takes a slot at every listener ahead of
-    /// loudest-N.
+    /// loudest-N. Absent from nodes older than the grant: false.
+    #[serde(default)]
     pub priority: bool,
     pub csrc: u32,
     /// The shard holding its media.

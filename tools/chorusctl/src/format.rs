@@ -207,6 +207,7 @@ pub fn participant(p: &ParticipantDetails) -> String {
         ("deafened", yes_no(p.deafened)),
         ("publish", yes_no(p.publish)),
         ("subscribe", yes_no(p.subscribe)),
+        ("priority", yes_no(p.priority)),
         ("csrc", p.csrc.to_string()),
         ("shard", p.shard.to_string()),
     ])
@@ -364,13 +365,14 @@ fn event_detail(e: &NodeEvent) -> String {
             ..
         } => format!("{participant_id} reason={reason}"),
         NodeEvent::ParticipantUpdated { participant: p, .. } => format!(
-            "{} muted={} server_muted={} deafened={} publish={} subscribe={}",
+            "{} muted={} server_muted={} deafened={} publish={} subscribe={} priority={}",
             p.participant_id,
             yes_no(p.muted),
             yes_no(p.server_muted),
             yes_no(p.deafened),
             yes_no(p.publish),
-            yes_no(p.subscribe)
+            yes_no(p.subscribe),
+            yes_no(p.priority)
         ),
         NodeEvent::SpeakingStarted { participant_id, .. }
         | NodeEvent::SpeakingStopped { participant_id, .. } => participant_id.to_string(),
@@ -590,7 +592,7 @@ packets_in       1500     1000      500
         updated["participant"] = ann();
         assert_eq!(
             line(updated),
-            "17:35:22 participant_updated g1 p1f muted=no server_muted=yes deafened=no publish=yes subscribe=yes"
+            "17:35:22 participant_updated g1 p1f muted=no server_muted=yes deafened=no publish=yes subscribe=yes priority=no"
         );
         assert_eq!(
             line(
