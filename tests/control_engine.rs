@@ -24,6 +24,7 @@ fn create(name: &str) -> RoomCreate {
         audio_slots: None,
         empty_timeout_s: None,
         metadata: None,
+        whisper: None,
     }
 }
 
@@ -94,6 +95,7 @@ fn rooms_are_created_listed_updated_and_deleted() {
         audio_slots: None,
         empty_timeout_s: None,
         metadata: Some("m".into()),
+        whisper: None,
     })));
     let Ok(Reply::Room(info)) = reply else {
         panic!("{reply:?}")

@@ -33,6 +33,7 @@ fn queue(c: &mut Criterion) {
         audio_level: Some(-30),
         voice_activity: Some(true),
         priority: false,
+        audience: None,
         payload: Arc::from(vec![0u8; 80]),
         received: std::time::Instant::now(),
     };

@@ -36,6 +36,8 @@ pub struct SpeakerPacket {
     pub voice_activity: Option<bool>,
     /// The speaker has the `priority` grant.
     pub priority: bool,
+    /// While the speaker whispers: the only participants the packet goes to.
+    pub audience: Option<Arc<[ParticipantId]>>,
     pub payload: Arc<[u8]>,
     /// When the speaker's datagram was received (for the latency histogram).
     pub received: Instant,

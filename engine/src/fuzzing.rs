@@ -303,7 +303,7 @@ fn run(data: &[u8]) -> Reached {
             5 => {
                 let Some(pid) = w.pid(arg) else { continue };
                 let flag = input.byte();
-                let command = match flag % 3 {
+                let command = match flag % 4 {
                     0 => Command::SetMuted {
                         participant: pid,
                         muted: flag & 4 == 0,
@@ -311,6 +311,16 @@ fn run(data: &[u8]) -> Reached {
                     1 => Command::SetDeafened {
                         participant: pid,
                         deafened: flag & 4 == 0,
+                    },
+                    // A whisper to up to 3 participants (self, strangers and
+                    // duplicates included), or an end to it.
+                    2 => Command::SetWhisper {
+                        participant: pid,
+                        to: (flag & 4 == 0).then(|| {
+                            (0..flag >> 6)
+                                .map(|_| w.pid(input.byte()).unwrap_or(ParticipantId(7)))
+                                .collect()
+                        }),
                     },
                     _ => Command::Leave { participant: pid },
                 };
@@ -332,6 +342,7 @@ fn run(data: &[u8]) -> Reached {
                         audio_slots: Some(flag % 3 + 1),
                         empty_timeout_s: Some(u64::from(flag % 3)),
                         metadata: None,
+                        whisper: None,
                     }),
                     1 => Request::GetRoom(room),
                     2 => Request::ListRooms,
@@ -341,6 +352,7 @@ fn run(data: &[u8]) -> Reached {
                         audio_slots: Some(flag % 4 + 1),
                         empty_timeout_s: Some(u64::from(flag % 2)),
                         metadata: Some("m".into()),
+                        whisper: None,
                     }),
                     4 => Request::DeleteRoom(RoomDelete { room, reason: None }),
                     5 => Request::ListParticipants(room),

@@ -4,7 +4,8 @@ use std::net::SocketAddr;
 
 use chorus_protocol::control::{
     NodeEvent, ParticipantDetails, ParticipantKick, ParticipantMute, ParticipantRef,
-    ParticipantSetPermissions, RoomCreate, RoomDelete, RoomInfo, RoomUpdate, ShardReport,
+    ParticipantSetPermissions, ParticipantSetWhisper, RoomCreate, RoomDelete, RoomInfo, RoomUpdate,
+    ShardReport,
 };
 use chorus_protocol::signal::{DisplayName, ParticipantId, RoomId, ServerMessage};
 
@@ -74,6 +75,12 @@ pub enum Command {
         participant: ParticipantId,
         permissions: Permissions,
     },
+    /// The client's `whisper` (to its home shard, which checks it), then from the home
+    /// shard to the media: its audio goes only to `to`, or to everyone (`None`).
+    SetWhisper {
+        participant: ParticipantId,
+        to: Option<Vec<ParticipantId>>,
+    },
 }
 
 impl Command {
@@ -87,6 +94,7 @@ impl Command {
             | Command::SetDeafened { participant, .. }
             | Command::SetServerMuted { participant, .. }
             | Command::SetPermissions { participant, .. }
+            | Command::SetWhisper { participant, .. }
             | Command::Leave { participant } => *participant,
         }
     }
@@ -140,6 +148,7 @@ pub enum Request {
     Kick(ParticipantKick),
     Mute(ParticipantMute),
     SetPermissions(ParticipantSetPermissions),
+    SetWhisper(ParticipantSetWhisper),
     /// Every shard answers with its figures.
     Stats,
 }
@@ -156,6 +165,7 @@ impl Request {
             Request::Kick(k) => Some(&k.room),
             Request::Mute(m) => Some(&m.room),
             Request::SetPermissions(s) => Some(&s.room),
+            Request::SetWhisper(s) => Some(&s.room),
             Request::ListRooms | Request::Stats => None,
         }
     }
@@ -183,6 +193,9 @@ pub enum RequestError {
         room: RoomId,
         participant: ParticipantId,
     },
+    /// Params that are well-formed but cannot apply (e.g. whispering to oneself).
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// Something the caller must act on.

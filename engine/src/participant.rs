@@ -4,6 +4,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use chorus_protocol::signal::{DisplayName, ParticipantId, ParticipantInfo, RoomId};
@@ -59,6 +60,8 @@ pub struct Participant {
     pub(crate) muted: bool,
     /// Muted by the control plane; the client cannot lift it.
     pub(crate) server_muted: bool,
+    /// While it whispers: the only participants its audio goes to.
+    pub(crate) whisper_to: Option<Arc<[ParticipantId]>>,
     pub(crate) ufrag: String,
     /// Source addresses mapped to this participant.
     pub(crate) addrs: Vec<SocketAddr>,

@@ -17,6 +17,8 @@ pub(crate) struct Member {
     pub shard: usize,
     pub identity: Option<String>,
     pub permissions: Permissions,
+    /// While it whispers: the only members its audio goes to.
+    pub whisper_to: Option<Vec<ParticipantId>>,
 }
 
 impl Member {
@@ -32,6 +34,7 @@ impl Member {
             publish: self.permissions.publish,
             subscribe: self.permissions.subscribe,
             priority: self.permissions.priority,
+            whisper_to: self.whisper_to.clone(),
             csrc: self.info.csrc,
             shard: self.shard,
         }
@@ -50,6 +53,8 @@ pub(crate) struct RoomPolicy {
     pub empty_timeout: Option<Duration>,
     pub metadata: String,
     pub auto_created: bool,
+    /// Clients may `whisper`.
+    pub whisper: bool,
 }
 
 #[derive(Debug)]
@@ -104,6 +109,7 @@ impl Room {
             audio_slots: self.policy.audio_slots,
             empty_timeout_s: self.policy.empty_timeout.map_or(0, |d| d.as_secs()),
             metadata: self.policy.metadata.clone(),
+            whisper: self.policy.whisper,
             participants: self.order.len(),
             auto_created: self.policy.auto_created,
             home_shard,
@@ -174,6 +180,7 @@ mod tests {
             shard,
             identity: None,
             permissions: Permissions::ALL,
+            whisper_to: None,
         }
     }
 
@@ -185,6 +192,7 @@ mod tests {
             empty_timeout,
             metadata: String::new(),
             auto_created: false,
+            whisper: false,
         }
     }
 

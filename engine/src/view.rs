@@ -3,10 +3,12 @@
 //! speaker levels of everyone whose packets pass through this shard.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 use chorus_protocol::signal::ParticipantId;
 
+use crate::forwarder::SpeakerPacket;
 use crate::level::SpeakerLevel;
 use crate::participants::Key;
 use crate::slots::Loudness;
@@ -31,6 +33,19 @@ struct Heard {
     level: SpeakerLevel,
     /// The speaker's `priority` grant, as its latest packet carried it.
     priority: bool,
+    /// Whom it whispers to, as its latest packet carried it.
+    audience: Option<Arc<[ParticipantId]>>,
+}
+
+/// One entry of [`RoomView::speakers`].
+#[derive(Debug, Clone)]
+pub(crate) struct Speaking {
+    pub id: ParticipantId,
+    /// Smoothed linear level.
+    pub level: f32,
+    pub priority: bool,
+    /// While it whispers: the only participants that may see it.
+    pub audience: Option<Arc<[ParticipantId]>>,
 }
 
 #[derive(Debug, Default)]
@@ -54,18 +69,14 @@ impl RoomView {
         self.local.is_empty() && self.remote.is_empty()
     }
 
-    pub fn on_audio(
-        &mut self,
-        speaker: ParticipantId,
-        now: Instant,
-        audio_level: Option<i8>,
-        priority: bool,
-    ) {
-        let heard = self.levels.entry(speaker).or_default();
-        heard.level.on_packet(now, audio_level);
-        if heard.priority != priority {
-            heard.priority = priority;
-            // Listeners learn it from the next `speakers` (they duck on it).
+    pub fn on_audio(&mut self, now: Instant, packet: &SpeakerPacket) {
+        let heard = self.levels.entry(packet.speaker).or_default();
+        heard.level.on_packet(now, packet.audio_level);
+        if heard.priority != packet.priority || heard.audience != packet.audience {
+            heard.priority = packet.priority;
+            heard.audience.clone_from(&packet.audience);
+            // Listeners learn it from the next `speakers` (they duck on priority; a
+            // whisper shows to its audience only).
             self.priority_changed = true;
         }
     }
@@ -100,13 +111,20 @@ impl RoomView {
     pub fn loudness(&self, participant: ParticipantId, now: Instant) -> Loudness {
         self.levels
             .get(&participant)
-            .map(|Heard { level: l, priority }| Loudness {
-                priority: *priority,
-                speaking: l.speaking(),
-                speech_level: l.speech_level(),
-                speech_time: l.speech_time(),
-                quiet_for: l.quiet_for(now),
-            })
+            .map(
+                |Heard {
+                     level: l,
+                     priority,
+                     audience,
+                 }| Loudness {
+                    // A whisper reaches only its audience, and there it comes first.
+                    priority: *priority || audience.is_some(),
+                    speaking: l.speaking(),
+                    speech_level: l.speech_level(),
+                    speech_time: l.speech_time(),
+                    quiet_for: l.quiet_for(now),
+                },
+            )
             .unwrap_or_default()
     }
 
@@ -143,19 +161,22 @@ impl RoomView {
         Some(change)
     }
 
-    /// The speaking set, loudest first, with smoothed linear levels and whether each
-    /// is a priority speaker.
-    pub fn speakers(&self) -> Vec<(ParticipantId, f32, bool)> {
-        let mut v: Vec<(ParticipantId, f32, bool)> = self
+    /// The speaking set, loudest first.
+    pub fn speakers(&self) -> Vec<Speaking> {
+        let mut v: Vec<Speaking> = self
             .active
             .iter()
             .map(|p| {
                 let heard = self.levels.get(p);
-                let level = heard.map_or(0.0, |h| h.level.level());
-                (*p, level, heard.is_some_and(|h| h.priority))
+                Speaking {
+                    id: *p,
+                    level: heard.map_or(0.0, |h| h.level.level()),
+                    priority: heard.is_some_and(|h| h.priority),
+                    audience: heard.and_then(|h| h.audience.clone()),
+                }
             })
             .collect();
-        v.sort_by(|a, b| b.1.total_cmp(&a.1));
+        v.sort_by(|a, b| b.level.total_cmp(&a.level));
         v
     }
 }

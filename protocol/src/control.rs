@@ -290,6 +290,7 @@ pub enum Call {
     ParticipantKick(ParticipantKick),
     ParticipantMute(ParticipantMute),
     ParticipantSetPermissions(ParticipantSetPermissions),
+    ParticipantSetWhisper(ParticipantSetWhisper),
     TokenCreate(TokenCreate),
     EventsSubscribe(EventsSubscribe),
     NodeStats,
@@ -308,6 +309,7 @@ pub const METHODS: &[&str] = &[
     "participant.kick",
     "participant.mute",
     "participant.set_permissions",
+    "participant.set_whisper",
     "token.create",
     "events.subscribe",
     "node.stats",
@@ -339,6 +341,7 @@ impl Call {
             "participant.kick" => Call::ParticipantKick(p(params)?),
             "participant.mute" => Call::ParticipantMute(p(params)?),
             "participant.set_permissions" => Call::ParticipantSetPermissions(p(params)?),
+            "participant.set_whisper" => Call::ParticipantSetWhisper(p(params)?),
             "token.create" => Call::TokenCreate(p(params)?),
             "events.subscribe" => Call::EventsSubscribe(p(params)?),
             "node.stats" => {
@@ -437,6 +440,7 @@ impl Call {
             Call::ParticipantKick(_) => "participant.kick",
             Call::ParticipantMute(_) => "participant.mute",
             Call::ParticipantSetPermissions(_) => "participant.set_permissions",
+            Call::ParticipantSetWhisper(_) => "participant.set_whisper",
             Call::TokenCreate(_) => "token.create",
             Call::EventsSubscribe(_) => "events.subscribe",
             Call::NodeStats => "node.stats",
@@ -473,21 +477,24 @@ pub struct RoomDefaults {
     pub audio_slots: u8,
     /// 0: never closed for being empty.
     pub empty_timeout_s: u64,
+    /// Clients may `whisper`.
+    pub whisper: bool,
 }
 
 impl RoomKind {
     pub fn defaults(self) -> RoomDefaults {
-        let (max_participants, audio_slots, empty_timeout_s) = match self {
-            RoomKind::Party => (8, 7, 60),
-            RoomKind::Private => (25, 8, 300),
-            RoomKind::Guild => (100, 8, 300),
-            RoomKind::Public => (200, 8, 300),
-            RoomKind::Raid => (1000, 6, 300),
+        let (max_participants, audio_slots, empty_timeout_s, whisper) = match self {
+            RoomKind::Party => (8, 7, 60, true),
+            RoomKind::Private => (25, 8, 300, false),
+            RoomKind::Guild => (100, 8, 300, true),
+            RoomKind::Public => (200, 8, 300, false),
+            RoomKind::Raid => (1000, 6, 300, true),
         };
         RoomDefaults {
             max_participants,
             audio_slots,
             empty_timeout_s,
+            whisper,
         }
     }
 
@@ -519,6 +526,9 @@ pub struct RoomCreate {
     /// Free text for the backend (at most [`MAX_METADATA_BYTES`]); never sent to clients.
     #[serde(default)]
     pub metadata: Option<String>,
+    /// Clients may `whisper` (default: true for guild, party and raid rooms).
+    #[serde(default)]
+    pub whisper: Option<bool>,
 }
 
 /// `room.get`, `participant.list`.
@@ -542,6 +552,9 @@ pub struct RoomUpdate {
     pub empty_timeout_s: Option<u64>,
     #[serde(default)]
     pub metadata: Option<String>,
+    /// Whether clients may `whisper` from now on (a whisper in progress goes on).
+    #[serde(default)]
+    pub whisper: Option<bool>,
 }
 
 /// `room.delete`: members get `room_closed {reason}` (default `"deleted"`).
@@ -596,6 +609,17 @@ pub struct ParticipantSetPermissions {
     pub priority: Option<bool>,
 }
 
+/// `participant.set_whisper`: the participant's audio goes only to `to` (other members
+/// of the room, at most [`crate::signal::MAX_WHISPER_TARGETS`]), or to everyone again
+/// (`null`). The backend may set it whatever the room's `whisper` policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParticipantSetWhisper {
+    pub room: RoomId,
+    pub participant_id: ParticipantId,
+    pub to: Option<Vec<ParticipantId>>,
+}
+
 /// `token.create`: a join token (HS256 JWT) signed with the node's secret. Grants
 /// default to publish and subscribe, not admin.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -647,6 +671,9 @@ pub struct RoomInfo {
     pub audio_slots: u8,
     pub empty_timeout_s: u64,
     pub metadata: String,
+    /// Clients may `whisper`.
+    #[serde(default)]
+    pub whisper: bool,
     pub participants: usize,
     /// Created by a join (`--dev`, `--auto-create-rooms`), not by `room.create`.
     pub auto_created: bool,
@@ -674,6 +701,9 @@ pub struct ParticipantDetails {
     /// loudest-N. Absent from nodes older than the grant: false.
     #[serde(default)]
     pub priority: bool,
+    /// Whom its audio goes to while it whispers; `None`: everyone.
+    #[serde(default)]
+    pub whisper_to: Option<Vec<ParticipantId>>,
     pub csrc: u32,
     /// The shard holding its media.
     pub shard: usize,
@@ -842,6 +872,7 @@ mod tests {
             r#"{"jsonrpc":"2.0","id":7,"method":"participant.kick","params":{"room":"g1","participant_id":"p1f","reason":"spam"}}"#,
             r#"{"jsonrpc":"2.0","id":8,"method":"participant.mute","params":{"room":"g1","participant_id":"p1f","muted":true}}"#,
             r#"{"jsonrpc":"2.0","id":9,"method":"participant.set_permissions","params":{"room":"g1","participant_id":"p1f","publish":false,"subscribe":true}}"#,
+            r#"{"jsonrpc":"2.0","id":9,"method":"participant.set_whisper","params":{"room":"g1","participant_id":"p1f","to":["p20"]}}"#,
             r#"{"jsonrpc":"2.0","id":10,"method":"token.create","params":{"room":"g1","identity":"u1","name":"Ann","ttl_s":60,"admin":true}}"#,
             r#"{"jsonrpc":"2.0","id":11,"method":"events.subscribe","params":{"types":["quality"]}}"#,
             r#"{"jsonrpc":"2.0","id":12,"method":"node.stats","params":{}}"#,

@@ -166,6 +166,10 @@ pub enum ClientMessage {
     Ping { id: u64 },
     /// Leave the room; the node closes the socket with code 1000.
     Leave,
+    /// Send this participant's audio only to `to` (at most [`MAX_WHISPER_TARGETS`]
+    /// other members of the room), or to everyone again (`null`). Allowed when the
+    /// room's `whisper` policy is on.
+    Whisper { to: Option<Vec<ParticipantId>> },
     /// Instead of `join`, on a new socket: take over a session whose socket dropped,
     /// with the `resume_token` its `joined` carried.
     Resume {
@@ -199,7 +203,11 @@ const CLIENT_TYPES: &[&str] = &[
     "ping",
     "leave",
     "resume",
+    "whisper",
 ];
+
+/// Most participants one `whisper` may name.
+pub const MAX_WHISPER_TARGETS: usize = 32;
 
 impl ClientMessage {
     /// Decodes one text frame, telling apart the ways it can be wrong.
@@ -234,6 +242,7 @@ impl ClientMessage {
             ClientMessage::Ping { .. } => "ping",
             ClientMessage::Leave => "leave",
             ClientMessage::Resume { .. } => "resume",
+            ClientMessage::Whisper { .. } => "whisper",
         }
     }
 }
@@ -263,6 +272,10 @@ pub struct SpeakerInfo {
     /// A priority speaker (grant `priority`): clients may duck the others.
     #[serde(default)]
     pub priority: bool,
+    /// This speaker whispers to this client (its audio goes only to the participants
+    /// it named). Others do not see a whispering speaker in `speakers` at all.
+    #[serde(default)]
+    pub whisper: bool,
 }
 
 /// An `RTCIceServer` as the browser API takes it.
@@ -484,6 +497,7 @@ mod tests {
                     level: 0.5,
                     slot: None,
                     priority: true,
+                    whisper: false,
                 }],
             }
             .to_json(),
@@ -491,7 +505,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             v,
-            serde_json::json!({"type":"speakers","speakers":[{"participant_id":"p1","level":0.5,"slot":null,"priority":true}]})
+            serde_json::json!({"type":"speakers","speakers":[{"participant_id":"p1","level":0.5,"slot":null,"priority":true,"whisper":false}]})
         );
         assert_eq!(
             ServerMessage::error(ErrorCode::RoomFull, "full").to_json(),

@@ -167,6 +167,7 @@ fn request_error(e: RequestError) -> RpcError {
         RequestError::RoomNotFound(_) => ErrorCode::RoomNotFound,
         RequestError::RoomExists(_) => ErrorCode::RoomExists,
         RequestError::ParticipantNotFound { .. } => ErrorCode::ParticipantNotFound,
+        RequestError::Invalid(_) => ErrorCode::InvalidParams,
     };
     RpcError::new(code, e.to_string())
 }
@@ -410,6 +411,7 @@ async fn dispatch(shared: &Arc<Shared>, call: Call) -> Result<Value, RpcError> {
         Call::ParticipantSetPermissions(s) => {
             one(hub.ask_one(shared, Request::SetPermissions(s)).await?)
         }
+        Call::ParticipantSetWhisper(s) => one(hub.ask_one(shared, Request::SetWhisper(s)).await?),
         Call::TokenCreate(t) => {
             let Some(secret) = shared.config.token_secret.as_deref() else {
                 return Err(RpcError::new(

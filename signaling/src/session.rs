@@ -330,6 +330,12 @@ impl Session {
                     deafened,
                 });
             }
+            ClientMessage::Whisper { to } => {
+                engine.send(Command::SetWhisper {
+                    participant: pid,
+                    to,
+                });
+            }
             ClientMessage::Ping { id } => replies.push(ServerMessage::Pong { id }),
             ClientMessage::Resume { .. } => {
                 replies.push(ServerMessage::error(

@@ -140,8 +140,9 @@ function copyParticipant(p) {
  * - `pc`: the RTCPeerConnection (null before join / after close)
  * - `iceServers`: the RTCIceServer list the server sent
  * - `lastSpeakers`: the last `speakers` list received, `[{participant_id, level, slot,
- *   priority}]` (`priority`: a priority speaker; while one speaks, the other slots play
- *   `priorityDuckDb` quieter)
+ *   priority, whisper}]` (`priority`: a priority speaker; while one speaks, the other
+ *   slots play `priorityDuckDb` quieter; `whisper`: it whispers to you)
+ * - `whisperTo`: the ids you whisper to (`whisper()`), or null
  * - `signalRttMs`: round-trip time of the last ping/pong over the WebSocket
  *
  * Events (CustomEvent, payload in `event.detail`): `joined`, `participant_joined`,
@@ -181,6 +182,7 @@ export class ChorusClient extends EventTarget {
     this.ws = null;
     this.iceServers = [];
     this.lastSpeakers = [];
+    this.whisperTo = null;
     this.signalRttMs = null;
     this.localTrack = null;
     this.muted = false;
@@ -293,6 +295,18 @@ export class ChorusClient extends EventTarget {
     for (const s of this.slots) if (s.audio) s.audio.muted = deafened;
     if (this.self) this.self.deafened = deafened;
     if (!this._send({ type: 'deafen', deafened }) && this.state === 'reconnecting') this._unsent.deafen = true;
+  }
+
+  /**
+   * Whisper: send your audio only to these participants (ids), or to everyone again
+   * (`null` or an empty list). Rooms allow it by their `whisper` policy (guild, party and
+   * raid rooms by default); a refusal comes back as an `error` event (`forbidden`: off
+   * in this room; `bad_request`: an id not in the room, or your own).
+   */
+  whisper(ids) {
+    const to = Array.isArray(ids) && ids.length ? ids.map(String) : null;
+    this.whisperTo = to;
+    this._send({ type: 'whisper', to });
   }
 
   /**
@@ -873,6 +887,7 @@ export class ChorusClient extends EventTarget {
           level: Number(s.level) || 0,
           slot: typeof s.slot === 'number' ? s.slot : null,
           priority: s.priority === true,
+          whisper: s.whisper === true,
         })) : [];
         this.lastSpeakers = speakers;
         this._duckForPriority(speakers);

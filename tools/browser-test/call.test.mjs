@@ -823,6 +823,34 @@ test('three browsers talk through the demo page', { timeout: 110_000 }, async (t
       }, { timeout: 10_000 });
     }
 
+    // Whisper: the room (a --dev "public" room) refuses it until the backend turns the
+    // policy on; then Alice whispers to Bob: Bob keeps hearing her and his `speakers`
+    // marks her `whisper: true`, Carol stops hearing her; `null` ends it.
+    {
+      const refused = await alice.evaluate(async (bobId) => {
+        const c = window.chorus;
+        const got = new Promise((resolve) => {
+          c.addEventListener('error', (e) => resolve(e.detail.code), { once: true });
+          setTimeout(() => resolve('no error event'), 3000);
+        });
+        c.whisper([bobId]);
+        return got;
+      }, who.Bob.id);
+      assert.equal(refused, 'forbidden', 'whisper is off in a public room');
+      const r = await ctl.call('room.update', { room, whisper: true });
+      assert.equal(r.whisper, true, `room.update: ${JSON.stringify(r)}`);
+      await alice.evaluate((bobId) => window.chorus.whisper([bobId]), who.Bob.id);
+      await assertNotHearing(carol, who.Alice.csrc, "Alice (whispering to Bob) on Carol's page");
+      await assertHearing(bob, who.Alice.csrc, 'Bob hears Alice whisper');
+      await poll("Bob's speakers mark Alice's whisper", async () => {
+        const entry = await bob.evaluate((aliceId) =>
+          window.chorus.lastSpeakers.find((x) => x.participant_id === aliceId), who.Alice.id);
+        return { ok: entry?.whisper === true, entry };
+      }, { timeout: 10_000 });
+      await alice.evaluate(() => window.chorus.whisper(null));
+      await assertHearing(carol, who.Alice.csrc, 'Carol hears Alice again');
+    }
+
     // The client survives what it does not expect: a bad_request from the node is
     // surfaced as an `error` event without ending the session; unknown types are ignored.
     {

@@ -18,6 +18,7 @@ use crate::participant::Participant;
 use crate::quality::Quality;
 use crate::room::{Member, Room, RoomPolicy};
 use crate::slots::SlotTable;
+use chorus_protocol::signal::MAX_WHISPER_TARGETS;
 
 impl Shard {
     pub(super) fn control(&mut self, now: Instant, command: Command) {
@@ -78,9 +79,70 @@ impl Shard {
                 self.send_to_media(now, participant, Command::Offer { participant, sdp });
             }
             Command::Leave { participant } => self.leave_room(now, participant, CloseReason::Left),
+            Command::SetWhisper { participant, to } => {
+                let allowed = self
+                    .room_of_member(participant)
+                    .and_then(|r| self.rooms.get(&r))
+                    .is_some_and(|r| r.policy.whisper);
+                if !allowed {
+                    self.signal(
+                        participant,
+                        ServerMessage::error(ErrorCode::Forbidden, "whisper is off in this room"),
+                    );
+                } else if let Err(why) = self.set_whisper(now, participant, to) {
+                    self.signal(
+                        participant,
+                        ServerMessage::error(ErrorCode::BadRequest, why),
+                    );
+                }
+            }
             // Only the control plane changes these (through `handle_request`).
             Command::SetServerMuted { .. } | Command::SetPermissions { .. } => {}
         }
+    }
+
+    /// Sets whom a member's audio goes to (`None`: everyone), once `to` is checked:
+    /// 1 to [`MAX_WHISPER_TARGETS`] other members of its room. The error says what is
+    /// wrong.
+    pub(super) fn set_whisper(
+        &mut self,
+        now: Instant,
+        pid: ParticipantId,
+        to: Option<Vec<ParticipantId>>,
+    ) -> Result<(), String> {
+        let room = self
+            .room_of_member(pid)
+            .and_then(|r| self.rooms.get(&r))
+            .ok_or_else(|| format!("{pid} is not in a room"))?;
+        let to = match to {
+            None => None,
+            Some(mut to) => {
+                to.sort_unstable();
+                to.dedup();
+                if to.is_empty() {
+                    return Err("whisper needs participant ids in \"to\" (or null to stop)".into());
+                }
+                if to.len() > MAX_WHISPER_TARGETS {
+                    return Err(format!(
+                        "whisper names at most {MAX_WHISPER_TARGETS} participants"
+                    ));
+                }
+                if to.contains(&pid) {
+                    return Err("one cannot whisper to oneself".into());
+                }
+                if let Some(t) = to.iter().find(|t| !room.members.contains_key(t)) {
+                    return Err(format!("{t} is not in the room"));
+                }
+                Some(to)
+            }
+        };
+        tracing::debug!(participant = %pid, to = ?to, "whisper");
+        let media = Command::SetWhisper {
+            participant: pid,
+            to: to.clone(),
+        };
+        self.update(now, pid, |m| m.whisper_to = to, media);
+        Ok(())
     }
 
     pub(super) fn join(
@@ -110,6 +172,7 @@ impl Shard {
                 empty_timeout: None,
                 metadata: String::new(),
                 auto_created: true,
+                whisper: RoomKind::default().defaults().whisper,
             };
             self.create_room(now, room_id.clone(), policy);
         }
@@ -142,6 +205,7 @@ impl Shard {
             permissions,
             muted: false,
             server_muted: false,
+            whisper_to: None,
             deafened: false,
             rtc: Box::new(rtc),
             ufrag,
@@ -171,6 +235,7 @@ impl Shard {
             shard: self.id,
             identity,
             permissions,
+            whisper_to: None,
         };
         let details = member.details(&room_id);
         room.add(member);

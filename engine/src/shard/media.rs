@@ -2,6 +2,7 @@
 //! pipeline (publisher side, hand-off, subscriber side), and the periodic tick.
 
 use std::cmp::Reverse;
+use std::sync::Arc;
 use std::time::Instant;
 
 use chorus_protocol::control::NodeEvent;
@@ -81,6 +82,11 @@ impl Shard {
                     if let Some(v) = self.views.get_mut(&p.room) {
                         v.silence(participant);
                     }
+                }
+            }
+            Command::SetWhisper { participant, to } => {
+                if let Some(p) = self.participants.get_mut(&participant) {
+                    p.whisper_to = to.map(Arc::from);
                 }
             }
             Command::Leave { participant } => self.drop_media(participant),
@@ -340,6 +346,7 @@ impl Shard {
             audio_level: pkt.header.ext_vals.audio_level,
             voice_activity: pkt.header.ext_vals.voice_activity,
             priority: p.permissions.priority,
+            audience: p.whisper_to.clone(),
             payload: pkt.payload,
             received: now,
         };
@@ -363,7 +370,7 @@ impl Shard {
         let Some(view) = self.views.get_mut(room) else {
             return;
         };
-        view.on_audio(packet.speaker, now, packet.audio_level, packet.priority);
+        view.on_audio(now, packet);
         let mut sink = Sink {
             local: self.config.local_addr,
             pool: &mut self.pool,
@@ -372,6 +379,10 @@ impl Shard {
         let mut slots_changed = false;
         for m in &view.local {
             if m.id == packet.speaker {
+                continue;
+            }
+            // A whisper goes only to its audience.
+            if packet.audience.as_ref().is_some_and(|a| !a.contains(&m.id)) {
                 continue;
             }
             let Some(sub) = self.participants.at_mut(m.key) else {
@@ -453,11 +464,19 @@ impl Shard {
                 let list = speakers
                     .get_or_insert_with(|| view.speakers())
                     .iter()
-                    .map(|&(id, level, priority)| SpeakerInfo {
-                        participant_id: id,
-                        level: (level * 1000.0).round() / 1000.0,
-                        slot: p.table.slot_of(id).map(|s| s as u8),
-                        priority,
+                    .filter_map(|s| {
+                        // A whisperer is seen only by its audience (and itself).
+                        let whisper = s.audience.as_ref().map(|a| a.contains(&m.id));
+                        if whisper == Some(false) && s.id != m.id {
+                            return None;
+                        }
+                        Some(SpeakerInfo {
+                            participant_id: s.id,
+                            level: (s.level * 1000.0).round() / 1000.0,
+                            slot: p.table.slot_of(s.id).map(|i| i as u8),
+                            priority: s.priority,
+                            whisper: whisper == Some(true),
+                        })
                     })
                     .collect();
                 self.events.push_back(Event::Signal {

@@ -76,6 +76,13 @@ impl Shard {
             Request::Kick(k) => self.request_kick(now, k),
             Request::Mute(m) => self.request_mute(now, m),
             Request::SetPermissions(s) => self.request_permissions(now, s),
+            Request::SetWhisper(s) => {
+                self.details(&s.room, s.participant_id)?;
+                self.set_whisper(now, s.participant_id, s.to)
+                    .map_err(RequestError::Invalid)?;
+                self.details(&s.room, s.participant_id)
+                    .map(Reply::Participant)
+            }
             Request::Stats => Ok(Reply::Stats(ShardReport {
                 shard: self.id,
                 participants: self.participants.len(),
@@ -128,6 +135,7 @@ impl Shard {
             empty_timeout: timeout(c.empty_timeout_s.unwrap_or(d.empty_timeout_s)),
             metadata: c.metadata.unwrap_or_default(),
             auto_created: false,
+            whisper: c.whisper.unwrap_or(d.whisper),
         };
         self.create_room(now, c.room.clone(), policy);
         self.room_info(&c.room).map(Reply::Room)
@@ -151,6 +159,9 @@ impl Shard {
         }
         if let Some(m) = u.metadata {
             r.policy.metadata = m;
+        }
+        if let Some(w) = u.whisper {
+            r.policy.whisper = w;
         }
         tracing::info!(room = %u.room, "room updated");
         self.room_info(&u.room).map(Reply::Room)

@@ -7,9 +7,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use chorus_protocol::control::{
     self, EventsSubscribe, NodeDrain, NodeStats, ParticipantDetails, ParticipantKick,
-    ParticipantMute, ParticipantRef, ParticipantSetPermissions, RoomCreate, RoomDelete, RoomInfo,
-    RoomKind, RoomRef, RoomUpdate, TokenCreate, TokenCreated, EVENT_TYPES, MAX_IDENTITY_BYTES,
-    MAX_ROOM_AUDIO_SLOTS, MAX_ROOM_CAPACITY, MAX_TTL_S,
+    ParticipantMute, ParticipantRef, ParticipantSetPermissions, ParticipantSetWhisper, RoomCreate,
+    RoomDelete, RoomInfo, RoomKind, RoomRef, RoomUpdate, TokenCreate, TokenCreated, EVENT_TYPES,
+    MAX_IDENTITY_BYTES, MAX_ROOM_AUDIO_SLOTS, MAX_ROOM_CAPACITY, MAX_TTL_S,
 };
 use chorus_protocol::signal::{DisplayName, ParticipantId, RoomId};
 use clap::builder::{PossibleValuesParser, TypedValueParser};
@@ -121,7 +121,7 @@ pub enum RoomCommand {
     List,
     /// Change a room's settings (audio slots apply to joins after the change)
     #[command(group(ArgGroup::new("changes").required(true).multiple(true)
-        .args(["max_participants", "audio_slots", "empty_timeout", "metadata"])))]
+        .args(["max_participants", "audio_slots", "empty_timeout", "metadata", "whisper"])))]
     Update {
         /// The room's name (1 to 64 of A-Z a-z 0-9 _ - . :)
         #[arg(value_parser = room_id)]
@@ -156,6 +156,9 @@ pub struct RoomSettings {
     /// Free text for the backend, never sent to clients
     #[arg(long, value_name = "TEXT")]
     metadata: Option<String>,
+    /// May clients whisper [default: true for guild, party and raid rooms]
+    #[arg(long, value_name = "true|false")]
+    whisper: Option<bool>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -168,6 +171,14 @@ pub enum ParticipantCommand {
     },
     /// Show a participant
     Get(Target),
+    /// Send a participant's audio only to these participants (no --to: to everyone again)
+    Whisper {
+        #[command(flatten)]
+        target: Target,
+        /// A participant to whisper to (repeatable)
+        #[arg(long, value_name = "ID")]
+        to: Vec<ParticipantId>,
+    },
     /// Disconnect a participant (its client is told the reason)
     Kick {
         #[command(flatten)]
@@ -331,6 +342,7 @@ impl Command {
                         audio_slots: s.audio_slots,
                         empty_timeout_s: s.empty_timeout,
                         metadata: s.metadata.clone(),
+                        whisper: s.whisper,
                     }),
                 ),
                 RoomCommand::Get { room } => ("room.get", params(&RoomRef { room: room.clone() })),
@@ -343,6 +355,7 @@ impl Command {
                         audio_slots: s.audio_slots,
                         empty_timeout_s: s.empty_timeout,
                         metadata: s.metadata.clone(),
+                        whisper: s.whisper,
                     }),
                 ),
                 RoomCommand::Delete { room, reason } => (
@@ -364,6 +377,14 @@ impl Command {
                         room: t.room.clone(),
                         participant_id: t.participant_id,
                         reason: reason.clone(),
+                    }),
+                ),
+                ParticipantCommand::Whisper { target: t, to } => (
+                    "participant.set_whisper",
+                    params(&ParticipantSetWhisper {
+                        room: t.room.clone(),
+                        participant_id: t.participant_id,
+                        to: (!to.is_empty()).then(|| to.clone()),
                     }),
                 ),
                 ParticipantCommand::Mute(t) => ("participant.mute", params(&t.mute(true))),
@@ -636,6 +657,7 @@ mod tests {
                 "--publish",
                 "false",
             ],
+            &["participant", "whisper", "g1", "p1f", "--to", "p20"],
             &[
                 "token", "create", "g1", "user-1", "--name", "Ann", "--admin",
             ],
