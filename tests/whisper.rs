@@ -17,11 +17,15 @@ fn room(name: &str) -> RoomId {
 }
 
 fn create(sim: &mut Sim, name: &str, kind: RoomKind) {
+    create_with_slots(sim, name, kind, None);
+}
+
+fn create_with_slots(sim: &mut Sim, name: &str, kind: RoomKind, audio_slots: Option<u8>) {
     let replies = sim.request(Request::CreateRoom(RoomCreate {
         room: room(name),
         kind: Some(kind),
         max_participants: None,
-        audio_slots: None,
+        audio_slots,
         empty_timeout_s: None,
         metadata: None,
         whisper: None,
@@ -119,6 +123,89 @@ fn a_whisper_reaches_only_its_audience_across_shards() {
     for &o in &others {
         assert!(heard_over(&mut sim, o, lead, Duration::from_millis(500)) > 20);
     }
+}
+
+/// A listener outside the audience gets the whisperer's slot back: another talker takes
+/// it at once, instead of a slot that carries nothing for the whole whisper.
+#[test]
+fn a_whisperer_gives_its_slot_back_where_it_is_not_heard() {
+    let mut sim = Sim::with_config(|_| {});
+    create_with_slots(&mut sim, "squad", RoomKind::Guild, Some(1));
+    let listener = sim.connect("listener", "squad");
+    let lead = sim.connect("lead", "squad");
+    let target = sim.connect("target", "squad");
+    let other = sim.connect("other", "squad");
+    sim.clients[listener].speaking = Some(127);
+    sim.clients[lead].speaking = Some(20);
+    sim.run_for(Duration::from_secs(2));
+    sim.clients[other].speaking = Some(20);
+    sim.run_for(Duration::from_millis(500));
+    assert_eq!(
+        heard_over(&mut sim, listener, other, Duration::from_millis(500)),
+        0,
+        "the lead holds the listener's only slot"
+    );
+    whisper(&mut sim, lead, Some(vec![target]));
+    sim.run_for(Duration::from_millis(200));
+    assert!(
+        heard_over(&mut sim, listener, other, Duration::from_millis(500)) > 20,
+        "the other talker gets the slot the whisperer left"
+    );
+}
+
+/// A target that leaves is taken out of the whisper; with no target left, the whisper
+/// ends and everyone hears the whisperer again.
+#[test]
+fn a_whisper_loses_targets_that_leave_and_ends_without_any() {
+    let mut sim = Sim::with_config(|_| {});
+    create(&mut sim, "party", RoomKind::Party);
+    let a = sim.connect("a", "party");
+    let b = sim.connect("b", "party");
+    let c = sim.connect("c", "party");
+    sim.clients[a].speaking = Some(20);
+    whisper(&mut sim, a, Some(vec![b]));
+    sim.run_for(Duration::from_millis(300));
+    assert_eq!(heard_over(&mut sim, c, a, Duration::from_millis(500)), 0);
+    let b_id = sim.clients[b].id;
+    sim.command(Command::Leave { participant: b_id });
+    sim.run_for(Duration::from_millis(200));
+    assert!(
+        heard_over(&mut sim, c, a, Duration::from_millis(500)) > 20,
+        "the whisper ended with its last target"
+    );
+    let a_id = sim.clients[a].id;
+    let replies = sim.request(Request::GetParticipant(
+        chorus_protocol::control::ParticipantRef {
+            room: room("party"),
+            participant_id: a_id,
+        },
+    ));
+    assert!(matches!(replies[0], Ok(Reply::Participant(ref p)) if p.whisper_to.is_none()));
+}
+
+/// Stopping a whisper is allowed even after the room turned whispering off.
+#[test]
+fn a_whisper_can_always_be_stopped() {
+    let mut sim = Sim::with_config(|_| {});
+    create(&mut sim, "party", RoomKind::Party);
+    let a = sim.connect("a", "party");
+    let b = sim.connect("b", "party");
+    let c = sim.connect("c", "party");
+    sim.clients[a].speaking = Some(20);
+    whisper(&mut sim, a, Some(vec![b]));
+    sim.run_for(Duration::from_millis(300));
+    sim.request(Request::UpdateRoom(chorus_protocol::control::RoomUpdate {
+        room: room("party"),
+        max_participants: None,
+        audio_slots: None,
+        empty_timeout_s: None,
+        metadata: None,
+        whisper: Some(false),
+    }));
+    whisper(&mut sim, a, None);
+    sim.run_for(Duration::from_millis(200));
+    assert!(last_error(&sim, a).is_none(), "{:?}", last_error(&sim, a));
+    assert!(heard_over(&mut sim, c, a, Duration::from_millis(500)) > 20);
 }
 
 #[test]

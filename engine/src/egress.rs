@@ -212,7 +212,12 @@ impl Egress {
     fn sealer(&mut self) -> Option<&mut SrtpTx> {
         if self.tx.is_none() {
             let (keys, dtls_client) = *self.unsealed.take()?;
-            self.tx = keys.tx(dtls_client).ok();
+            self.tx = keys
+                .tx(dtls_client)
+                .inspect_err(
+                    |e| tracing::warn!(error = %e, "unusable SRTP keys: slots stay silent"),
+                )
+                .ok();
         }
         self.tx.as_mut()
     }

@@ -76,6 +76,8 @@ struct Slot {
     exported: bool,
     /// The DTLS session let go of its handshake state ([`DTLS_RETIRE_AFTER`]).
     retired: bool,
+    /// The session must keep DTLS (a data channel was negotiated).
+    keep_dtls: bool,
 }
 
 /// The keys one DTLS-SRTP handshake exported (RFC 5764 §4.2).
@@ -117,6 +119,13 @@ impl KeyCapture {
     /// handshake is over and the client quiet for [`DTLS_RETIRE_AFTER`]).
     pub fn dtls_retired(&self) -> bool {
         lock(&self.slot).retired
+    }
+
+    /// The session negotiated a data channel (SCTP over DTLS): its DTLS state is kept
+    /// for the whole session, even before any application data crossed it (a first
+    /// SCTP packet lost and resent after the retire time would find no DTLS).
+    pub fn keep_dtls(&self) {
+        lock(&self.slot).keep_dtls = true;
     }
 
     fn store(&self, keys: CapturedKeys) {
@@ -445,6 +454,13 @@ impl CaptureInstance {
         if !self.keyed || self.carries_data || dtls.is_closing() || dtls.is_closed() {
             return None;
         }
+        if self
+            .capture
+            .as_ref()
+            .is_some_and(|c| lock(&c.slot).keep_dtls)
+        {
+            return None;
+        }
         let quiet = if self.replays_final_flight(dtls) {
             DTLS_RETIRE_AFTER
         } else {
@@ -673,18 +689,22 @@ impl DtlsInstance for CaptureInstance {
     }
 }
 
-/// Whether a datagram holds a DTLS 1.2 handshake record of epoch 1 or later: the
-/// client's (encrypted) Finished, the last record of its final flight (RFC 6347 §4.1:
-/// type, version, epoch, sequence number, length).
+/// Whether a datagram holds a complete DTLS 1.2 handshake record of epoch 1 or later:
+/// the client's (encrypted) Finished, the last record of its final flight (RFC 6347
+/// §4.1: type, version 0xfefd, epoch, sequence number, length).
 fn carries_finished(datagram: &[u8]) -> bool {
     let mut rest = datagram;
     while let Some(header) = rest.get(..13) {
+        let version = u16::from_be_bytes([header[1], header[2]]);
         let epoch = u16::from_be_bytes([header[3], header[4]]);
-        if header[0] == 22 && epoch >= 1 {
+        let len = usize::from(u16::from_be_bytes([header[11], header[12]]));
+        let Some(after) = rest.get(13 + len..) else {
+            return false;
+        };
+        if header[0] == 22 && version == 0xfefd && epoch >= 1 {
             return true;
         }
-        let len = usize::from(u16::from_be_bytes([header[11], header[12]]));
-        rest = rest.get(13 + len..).unwrap_or_default();
+        rest = after;
     }
     false
 }
@@ -1191,6 +1211,13 @@ mod tests {
         flight.extend(record(20, 0, 1));
         flight.extend(record(22, 1, 40));
         assert!(carries_finished(&flight));
+        assert!(
+            !carries_finished(&flight[..flight.len() - 1]),
+            "a truncated Finished"
+        );
+        let mut dtls10 = record(22, 1, 40);
+        dtls10[2] = 0xff;
+        assert!(!carries_finished(&dtls10), "not DTLS 1.2");
         assert!(!carries_finished(&record(22, 0, 300)), "epoch 0 handshake");
         assert!(!carries_finished(&record(21, 1, 26)), "an alert");
         assert!(!carries_finished(&record(23, 1, 26)), "application data");

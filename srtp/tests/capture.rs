@@ -333,6 +333,18 @@ fn a_lost_final_flight_is_sent_again_after_retiring() {
     assert!(pair.server_rtp >= before + 90, "media flows");
 }
 
+/// A session told it has a data channel keeps DTLS before any SCTP crossed it.
+#[test]
+fn dtls_state_stays_when_told_to_keep_it() {
+    let mut pair = negotiated_pair(None, false);
+    pair.server.capture.keep_dtls();
+    pair.connect();
+    let start = pair.now;
+    pair.talk_until(start + DTLS_RETIRE_AFTER * 5);
+    assert!(pair.server_rtp > 0);
+    assert!(!pair.server.capture.dtls_retired());
+}
+
 /// A session that carries a data channel (SCTP over DTLS) keeps its DTLS state.
 #[test]
 fn dtls_state_stays_with_a_data_channel() {

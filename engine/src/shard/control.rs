@@ -80,10 +80,13 @@ impl Shard {
             }
             Command::Leave { participant } => self.leave_room(now, participant, CloseReason::Left),
             Command::SetWhisper { participant, to } => {
-                let allowed = self
-                    .room_of_member(participant)
-                    .and_then(|r| self.rooms.get(&r))
-                    .is_some_and(|r| r.policy.whisper);
+                // Stopping is always allowed (the policy may have been turned off
+                // while this whisper went on).
+                let allowed = to.is_none()
+                    || self
+                        .room_of_member(participant)
+                        .and_then(|r| self.rooms.get(&r))
+                        .is_some_and(|r| r.policy.whisper);
                 if !allowed {
                     self.signal(
                         participant,
@@ -98,6 +101,31 @@ impl Shard {
             }
             // Only the control plane changes these (through `handle_request`).
             Command::SetServerMuted { .. } | Command::SetPermissions { .. } => {}
+        }
+    }
+
+    /// Takes a participant that left out of every whisper in its room; a whisper left
+    /// with no one to reach ends (its whisperer is heard by everyone again).
+    fn forget_whisper_target(&mut self, now: Instant, room_id: &RoomId, gone: ParticipantId) {
+        let Some(room) = self.rooms.get(room_id) else {
+            return;
+        };
+        let whisperers: Vec<(ParticipantId, Vec<ParticipantId>)> = room
+            .members
+            .iter()
+            .filter_map(|(id, m)| {
+                let to = m.whisper_to.as_ref()?;
+                to.contains(&gone)
+                    .then(|| (*id, to.iter().copied().filter(|t| *t != gone).collect()))
+            })
+            .collect();
+        for (whisperer, rest) in whisperers {
+            let to = (!rest.is_empty()).then_some(rest);
+            let media = Command::SetWhisper {
+                participant: whisperer,
+                to: to.clone(),
+            };
+            self.update(now, whisperer, |m| m.whisper_to = to, media);
         }
     }
 
@@ -478,6 +506,7 @@ impl Shard {
             participant_id: pid,
             reason: reason.as_str().to_owned(),
         });
+        self.forget_whisper_target(now, &room_id, pid);
         self.publish_room_shards(&room_id);
         let drained = self.draining
             && self

@@ -193,6 +193,10 @@ impl Shard {
             return;
         };
         let audio_slots = p.audio_slots as usize;
+        // A data channel (SCTP over DTLS) needs DTLS for the whole session.
+        if sdp.lines().any(|l| l.starts_with("m=application")) {
+            p.keys.keep_dtls();
+        }
         match negotiate(p, now, sdp, audio_slots, &mut self.rng) {
             Ok((message, ufrag)) => {
                 p.last_heard.get_or_insert(now);
@@ -381,8 +385,13 @@ impl Shard {
             if m.id == packet.speaker {
                 continue;
             }
-            // A whisper goes only to its audience.
+            // A whisper goes only to its audience; a listener outside it gets the
+            // whisperer's slot back for others (no one else could take it while the
+            // whisperer, priority at its audience, is in conversation).
             if packet.audience.as_ref().is_some_and(|a| !a.contains(&m.id)) {
+                if let Some(sub) = self.participants.at_mut(m.key) {
+                    slots_changed |= sub.table.release(packet.speaker).is_some();
+                }
                 continue;
             }
             let Some(sub) = self.participants.at_mut(m.key) else {

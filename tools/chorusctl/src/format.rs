@@ -157,6 +157,7 @@ pub fn room(r: &RoomInfo) -> String {
         ("auto_created", yes_no(r.auto_created)),
         ("home_shard", r.home_shard.to_string()),
         ("metadata", or_dash(&r.metadata)),
+        ("whisper", yes_no(r.whisper)),
     ])
 }
 
@@ -208,6 +209,18 @@ pub fn participant(p: &ParticipantDetails) -> String {
         ("publish", yes_no(p.publish)),
         ("subscribe", yes_no(p.subscribe)),
         ("priority", yes_no(p.priority)),
+        (
+            "whisper_to",
+            p.whisper_to.as_ref().map_or_else(
+                || "-".to_owned(),
+                |to| {
+                    to.iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(",")
+                },
+            ),
+        ),
         ("csrc", p.csrc.to_string()),
         ("shard", p.shard.to_string()),
     ])
@@ -458,6 +471,7 @@ empty_timeout     never
 auto_created      no
 home_shard        1
 metadata          {\"guild\":42}
+whisper           no
 "
         );
     }
