@@ -209,7 +209,7 @@ export class ChorusClient extends EventTarget {
     this._leaving = false;
     this._ended = false;
     /** mute/deafen that could not be sent while reconnecting: sent after `resumed`. */
-    this._unsent = { mute: false, deafen: false };
+    this._unsent = { mute: false, deafen: false, whisper: false };
     this._iceRestart = null; // the restart in progress (a Promise)
     this._lastIceRestartAt = -Infinity;
     this._iceRestartTimer = null;
@@ -306,7 +306,7 @@ export class ChorusClient extends EventTarget {
   whisper(ids) {
     const to = Array.isArray(ids) && ids.length ? ids.map(String) : null;
     this.whisperTo = to;
-    this._send({ type: 'whisper', to });
+    if (!this._send({ type: 'whisper', to }) && this.state === 'reconnecting') this._unsent.whisper = true;
   }
 
   /**
@@ -672,7 +672,8 @@ export class ChorusClient extends EventTarget {
     // What the app changed while the socket was down.
     if (this._unsent.mute && (this.muted || !this.self.server_muted)) this._send({ type: 'mute', muted: this.muted });
     if (this._unsent.deafen) this._send({ type: 'deafen', deafened: this.deafened });
-    this._unsent = { mute: false, deafen: false };
+    if (this._unsent.whisper) this._send({ type: 'whisper', to: this.whisperTo });
+    this._unsent = { mute: false, deafen: false, whisper: false };
 
     this._emit('resumed', {
       participant_id: this.self.participant_id,
