@@ -86,6 +86,7 @@ mod sdp;
 pub mod shard;
 mod slots;
 pub mod socket;
+mod spam;
 mod view;
 
 pub use chorus_srtp::SrtpProfile;

@@ -18,6 +18,7 @@ use crate::egress::{Egress, SlotTx};
 use crate::io::{Permissions, Transmit};
 use crate::quality::Quality;
 use crate::slots::SlotTable;
+use crate::spam::SpamWatch;
 
 /// Most source addresses one participant may send from (ICE candidates that passed
 /// the integrity check); more are ignored.
@@ -62,6 +63,8 @@ pub struct Participant {
     pub(crate) server_muted: bool,
     /// While it whispers: the only participants its audio goes to.
     pub(crate) whisper_to: Option<Arc<[ParticipantId]>>,
+    /// The mic-spam guard's view of its microphone.
+    pub(crate) spam: SpamWatch,
     pub(crate) ufrag: String,
     /// Source addresses mapped to this participant.
     pub(crate) addrs: Vec<SocketAddr>,

@@ -755,6 +755,7 @@ pub const EVENT_TYPES: &[&str] = &[
     "speaking_started",
     "speaking_stopped",
     "quality",
+    "spam_detected",
     "events_lost",
 ];
 
@@ -813,6 +814,15 @@ pub enum NodeEvent {
         bitrate_in: u64,
         bitrate_out: u64,
     },
+    /// The mic-spam guard flagged a speaker: `reason` `"loud"` (pinned near full scale,
+    /// ≥ -6 dBov for ≥ 80 % of 4 s) or `"continuous"` (sound without a pause for over
+    /// 120 s); `level` the mean linear level (0..1) of its last 4 s. Once per episode.
+    SpamDetected {
+        room: RoomId,
+        participant_id: ParticipantId,
+        reason: String,
+        level: f32,
+    },
     /// This subscriber fell behind and `count` events were dropped for it.
     EventsLost { count: u64 },
 }
@@ -829,6 +839,7 @@ impl NodeEvent {
             NodeEvent::SpeakingStarted { .. } => "speaking_started",
             NodeEvent::SpeakingStopped { .. } => "speaking_stopped",
             NodeEvent::Quality { .. } => "quality",
+            NodeEvent::SpamDetected { .. } => "spam_detected",
             NodeEvent::EventsLost { .. } => "events_lost",
         }
     }
@@ -843,7 +854,8 @@ impl NodeEvent {
             | NodeEvent::ParticipantUpdated { room, .. }
             | NodeEvent::SpeakingStarted { room, .. }
             | NodeEvent::SpeakingStopped { room, .. }
-            | NodeEvent::Quality { room, .. } => Some(room),
+            | NodeEvent::Quality { room, .. }
+            | NodeEvent::SpamDetected { room, .. } => Some(room),
             NodeEvent::EventsLost { .. } => None,
         }
     }

@@ -18,6 +18,7 @@ use crate::participant::Participant;
 use crate::quality::Quality;
 use crate::room::{Member, Room, RoomPolicy};
 use crate::slots::SlotTable;
+use crate::spam::SpamWatch;
 use chorus_protocol::signal::MAX_WHISPER_TARGETS;
 
 impl Shard {
@@ -234,6 +235,7 @@ impl Shard {
             muted: false,
             server_muted: false,
             whisper_to: None,
+            spam: SpamWatch::new(now),
             deafened: false,
             rtc: Box::new(rtc),
             ufrag,

@@ -325,7 +325,7 @@ impl Shard {
     /// the local subscribers and once to every other shard of the room.
     pub(super) fn forward(&mut self, now: Instant, pid: ParticipantId, pkt: RtpPacket) {
         self.stats.rtp_in += 1;
-        let Some(p) = self.participants.get(&pid) else {
+        let Some(p) = self.participants.get_mut(&pid) else {
             return;
         };
         if p.mic_pt != Some(pkt.header.payload_type) {
@@ -340,6 +340,7 @@ impl Shard {
             self.stats.dropped_not_permitted += 1;
             return;
         }
+        let spam = p.spam.on_packet(now, pkt.header.ext_vals.audio_level);
         let room = p.room.clone();
         let packet = SpeakerPacket {
             speaker: pid,
@@ -354,6 +355,15 @@ impl Shard {
             payload: pkt.payload,
             received: now,
         };
+        if let Some(flag) = spam {
+            tracing::info!(room = %room, participant = %pid, reason = flag.reason.as_str(), level = flag.level, "mic spam");
+            self.notify(NodeEvent::SpamDetected {
+                room: room.clone(),
+                participant_id: pid,
+                reason: flag.reason.as_str().to_owned(),
+                level: (flag.level * 1000.0).round() / 1000.0,
+            });
+        }
         if let Some(view) = self.views.get(&room) {
             for &s in &view.remote {
                 self.stats.handoffs_out += 1;

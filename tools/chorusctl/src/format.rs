@@ -407,6 +407,12 @@ fn event_detail(e: &NodeEvent) -> String {
             bitrate(*bitrate_in),
             bitrate(*bitrate_out)
         ),
+        NodeEvent::SpamDetected {
+            participant_id,
+            reason,
+            level,
+            ..
+        } => format!("{participant_id} reason={reason} level={level:.3}"),
         NodeEvent::EventsLost { count } => {
             format!("{count} events dropped (this subscriber fell behind)")
         }

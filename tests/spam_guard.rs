@@ -1,0 +1,50 @@
+//! The mic-spam guard (issue 10, item 4, its default `event` action): a speaker pinned
+//! near full scale is reported to the control plane as `spam_detected` within a few
+//! seconds, once; normal speech is not.
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use chorus_protocol::control::NodeEvent;
+use chorus_tests::sim::Sim;
+
+fn spam_events(sim: &Sim) -> Vec<(String, String, f32)> {
+    sim.events
+        .iter()
+        .filter_map(|e| match e {
+            NodeEvent::SpamDetected {
+                participant_id,
+                reason,
+                level,
+                ..
+            } => Some((participant_id.to_string(), reason.clone(), *level)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_speaker_pinned_at_full_scale_is_reported_once_and_normal_speech_never() {
+    // Two shards: each speaker is watched where its media is.
+    let mut sim = Sim::with_shards(2, |_| {});
+    let tone = sim.connect("soundboard", "raid");
+    let talker = sim.connect("talker", "raid");
+    let listener = sim.connect("listener", "raid");
+    sim.clients[talker].speaking = Some(20);
+    sim.clients[listener].speaking = Some(127);
+    sim.run_for(Duration::from_secs(5));
+    assert!(spam_events(&sim).is_empty(), "{:?}", spam_events(&sim));
+
+    sim.clients[tone].speaking = Some(1);
+    sim.run_for(Duration::from_secs(5));
+    let flagged = spam_events(&sim);
+    assert_eq!(flagged.len(), 1, "{flagged:?}");
+    let (who, reason, level) = &flagged[0];
+    assert_eq!(*who, sim.clients[tone].id.to_string());
+    assert_eq!(reason, "loud");
+    assert!(*level > 0.8, "level {level}");
+
+    // Still pinned: no second event in the same episode; the talker never.
+    sim.run_for(Duration::from_secs(50));
+    assert_eq!(spam_events(&sim).len(), 1, "{:?}", spam_events(&sim));
+}
