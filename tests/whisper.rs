@@ -153,10 +153,8 @@ fn a_whisperer_gives_its_slot_back_where_it_is_not_heard() {
     );
 }
 
-/// A target that leaves is taken out of the whisper; with no target left, the whisper
-/// ends and everyone hears the whisperer again.
-#[test]
-fn a_whisper_loses_targets_that_leave_and_ends_without_any() {
+/// A party room where a (talking) whispers to b, and c listens.
+fn a_whispers_to_b() -> (Sim, usize, usize, usize) {
     let mut sim = Sim::with_config(|_| {});
     create(&mut sim, "party", RoomKind::Party);
     let a = sim.connect("a", "party");
@@ -165,6 +163,14 @@ fn a_whisper_loses_targets_that_leave_and_ends_without_any() {
     sim.clients[a].speaking = Some(20);
     whisper(&mut sim, a, Some(vec![b]));
     sim.run_for(Duration::from_millis(300));
+    (sim, a, b, c)
+}
+
+/// A target that leaves is taken out of the whisper; with no target left, the whisper
+/// ends and everyone hears the whisperer again.
+#[test]
+fn a_whisper_loses_targets_that_leave_and_ends_without_any() {
+    let (mut sim, a, b, c) = a_whispers_to_b();
     assert_eq!(heard_over(&mut sim, c, a, Duration::from_millis(500)), 0);
     let b_id = sim.clients[b].id;
     sim.command(Command::Leave { participant: b_id });
@@ -186,14 +192,7 @@ fn a_whisper_loses_targets_that_leave_and_ends_without_any() {
 /// Stopping a whisper is allowed even after the room turned whispering off.
 #[test]
 fn a_whisper_can_always_be_stopped() {
-    let mut sim = Sim::with_config(|_| {});
-    create(&mut sim, "party", RoomKind::Party);
-    let a = sim.connect("a", "party");
-    let b = sim.connect("b", "party");
-    let c = sim.connect("c", "party");
-    sim.clients[a].speaking = Some(20);
-    whisper(&mut sim, a, Some(vec![b]));
-    sim.run_for(Duration::from_millis(300));
+    let (mut sim, a, _b, c) = a_whispers_to_b();
     sim.request(Request::UpdateRoom(chorus_protocol::control::RoomUpdate {
         room: room("party"),
         max_participants: None,
