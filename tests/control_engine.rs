@@ -25,6 +25,7 @@ fn create(name: &str) -> RoomCreate {
         empty_timeout_s: None,
         metadata: None,
         whisper: None,
+        spam_guard: None,
     }
 }
 
@@ -96,6 +97,7 @@ fn rooms_are_created_listed_updated_and_deleted() {
         empty_timeout_s: None,
         metadata: Some("m".into()),
         whisper: None,
+        spam_guard: None,
     })));
     let Ok(Reply::Room(info)) = reply else {
         panic!("{reply:?}")

@@ -48,3 +48,46 @@ fn a_speaker_pinned_at_full_scale_is_reported_once_and_normal_speech_never() {
     sim.run_for(Duration::from_secs(50));
     assert_eq!(spam_events(&sim).len(), 1, "{:?}", spam_events(&sim));
 }
+
+/// With `spam_guard: {"action":"mute"}`, the flagged speaker is also server-muted:
+/// everyone gets `participant_updated` with `server_muted: true` and stops hearing it.
+#[test]
+fn the_mute_action_server_mutes_the_flagged_speaker() {
+    use chorus_engine::Request;
+    use chorus_protocol::control::{RoomCreate, RoomKind, SpamAction, SpamGuard};
+    use chorus_protocol::signal::{RoomId, ServerMessage};
+
+    let mut sim = Sim::with_shards(2, |_| {});
+    let replies = sim.request(Request::CreateRoom(RoomCreate {
+        room: RoomId::new("raid").unwrap(),
+        kind: Some(RoomKind::Raid),
+        max_participants: None,
+        audio_slots: None,
+        empty_timeout_s: None,
+        metadata: None,
+        whisper: None,
+        spam_guard: Some(SpamGuard {
+            action: SpamAction::Mute,
+        }),
+    }));
+    assert!(replies[0].is_ok(), "{replies:?}");
+    let tone = sim.connect("soundboard", "raid");
+    let listener = sim.connect("listener", "raid");
+    sim.clients[listener].speaking = Some(127);
+    sim.clients[tone].speaking = Some(1);
+    sim.run_for(Duration::from_secs(5));
+    assert_eq!(spam_events(&sim).len(), 1, "{:?}", spam_events(&sim));
+    let tone_id = sim.clients[tone].id;
+    assert!(
+        sim.clients[listener].inbox.iter().any(|m| matches!(m,
+            ServerMessage::ParticipantUpdated { participant } if participant.participant_id == tone_id && participant.server_muted)),
+        "the room is told"
+    );
+    let before = sim.clients[listener].from(tone).count();
+    sim.run_for(Duration::from_secs(2));
+    assert_eq!(
+        sim.clients[listener].from(tone).count(),
+        before,
+        "nobody hears it any more"
+    );
+}

@@ -29,6 +29,7 @@ fn create_with_slots(sim: &mut Sim, name: &str, kind: RoomKind, audio_slots: Opt
         empty_timeout_s: None,
         metadata: None,
         whisper: None,
+        spam_guard: None,
     }));
     assert!(
         matches!(replies[..], [Ok(Reply::Room(ref r))] if r.whisper == (kind != RoomKind::Public))
@@ -200,6 +201,7 @@ fn a_whisper_can_always_be_stopped() {
         empty_timeout_s: None,
         metadata: None,
         whisper: Some(false),
+        spam_guard: None,
     }));
     whisper(&mut sim, a, None);
     sim.run_for(Duration::from_millis(200));

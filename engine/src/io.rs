@@ -81,6 +81,13 @@ pub enum Command {
         participant: ParticipantId,
         to: Option<Vec<ParticipantId>>,
     },
+    /// From the speaker's media shard to its home: the mic-spam guard flagged it
+    /// (`reason` `"loud"` or `"continuous"`, `level` linear 0..1).
+    SpamDetected {
+        participant: ParticipantId,
+        reason: String,
+        level: f32,
+    },
 }
 
 impl Command {
@@ -95,6 +102,7 @@ impl Command {
             | Command::SetServerMuted { participant, .. }
             | Command::SetPermissions { participant, .. }
             | Command::SetWhisper { participant, .. }
+            | Command::SpamDetected { participant, .. }
             | Command::Leave { participant } => *participant,
         }
     }

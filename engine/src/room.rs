@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use chorus_protocol::control::{ParticipantDetails, RoomInfo, RoomKind};
+use chorus_protocol::control::{ParticipantDetails, RoomInfo, RoomKind, SpamGuard};
 use chorus_protocol::signal::{ParticipantId, ParticipantInfo, RoomId};
 
 use crate::io::Permissions;
@@ -55,6 +55,7 @@ pub(crate) struct RoomPolicy {
     pub auto_created: bool,
     /// Clients may `whisper`.
     pub whisper: bool,
+    pub spam_guard: SpamGuard,
 }
 
 #[derive(Debug)]
@@ -110,6 +111,7 @@ impl Room {
             empty_timeout_s: self.policy.empty_timeout.map_or(0, |d| d.as_secs()),
             metadata: self.policy.metadata.clone(),
             whisper: self.policy.whisper,
+            spam_guard: self.policy.spam_guard,
             participants: self.order.len(),
             auto_created: self.policy.auto_created,
             home_shard,
@@ -193,6 +195,7 @@ mod tests {
             metadata: String::new(),
             auto_created: false,
             whisper: false,
+            spam_guard: SpamGuard::default(),
         }
     }
 

@@ -470,6 +470,25 @@ pub enum RoomKind {
     Raid,
 }
 
+/// What the mic-spam guard does with a speaker it flags (room policy `spam_guard`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SpamAction {
+    /// Emit `spam_detected` only.
+    #[default]
+    Event,
+    /// Emit `spam_detected` and server-mute the speaker until the backend lifts it.
+    Mute,
+}
+
+/// Room policy `spam_guard`. The thresholds are fixed for now (see the event).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpamGuard {
+    #[serde(default)]
+    pub action: SpamAction,
+}
+
 /// The settings a room kind starts with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RoomDefaults {
@@ -529,6 +548,9 @@ pub struct RoomCreate {
     /// Clients may `whisper` (default: true for guild, party and raid rooms).
     #[serde(default)]
     pub whisper: Option<bool>,
+    /// The mic-spam guard's action (default `{"action":"event"}`).
+    #[serde(default)]
+    pub spam_guard: Option<SpamGuard>,
 }
 
 /// `room.get`, `participant.list`.
@@ -555,6 +577,9 @@ pub struct RoomUpdate {
     /// Whether clients may `whisper` from now on (a whisper in progress goes on).
     #[serde(default)]
     pub whisper: Option<bool>,
+    /// The mic-spam guard's action from now on.
+    #[serde(default)]
+    pub spam_guard: Option<SpamGuard>,
 }
 
 /// `room.delete`: members get `room_closed {reason}` (default `"deleted"`).
@@ -674,6 +699,9 @@ pub struct RoomInfo {
     /// Clients may `whisper`.
     #[serde(default)]
     pub whisper: bool,
+    /// What the mic-spam guard does with a flagged speaker.
+    #[serde(default)]
+    pub spam_guard: SpamGuard,
     pub participants: usize,
     /// Created by a join (`--dev`, `--auto-create-rooms`), not by `room.create`.
     pub auto_created: bool,

@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use chorus_protocol::control::{NodeEvent, RoomKind};
+use chorus_protocol::control::{NodeEvent, RoomKind, SpamAction, SpamGuard};
 use chorus_protocol::signal::{DisplayName, ErrorCode, ParticipantId, RoomId, ServerMessage};
 use chorus_srtp::capture::{build_rtc_with, KeyCapture};
 use str0m::rtp::Extension;
@@ -100,8 +100,43 @@ impl Shard {
                     );
                 }
             }
+            Command::SpamDetected {
+                participant,
+                reason,
+                level,
+            } => self.spam_detected(now, participant, reason, level),
             // Only the control plane changes these (through `handle_request`).
             Command::SetServerMuted { .. } | Command::SetPermissions { .. } => {}
+        }
+    }
+
+    /// The speaker's media shard flagged it: the event, and the room's action.
+    fn spam_detected(&mut self, now: Instant, pid: ParticipantId, reason: String, level: f32) {
+        let Some(room_id) = self.room_of_member(pid) else {
+            return;
+        };
+        let Some(room) = self.rooms.get(&room_id) else {
+            return;
+        };
+        let mute = room.policy.spam_guard.action == SpamAction::Mute
+            && room.members.get(&pid).is_some_and(|m| !m.info.server_muted);
+        tracing::info!(room = %room_id, participant = %pid, %reason, level, mute, "mic spam");
+        self.notify(NodeEvent::SpamDetected {
+            room: room_id,
+            participant_id: pid,
+            reason,
+            level,
+        });
+        if mute {
+            self.update(
+                now,
+                pid,
+                |m| m.info.server_muted = true,
+                Command::SetServerMuted {
+                    participant: pid,
+                    muted: true,
+                },
+            );
         }
     }
 
@@ -202,6 +237,7 @@ impl Shard {
                 metadata: String::new(),
                 auto_created: true,
                 whisper: RoomKind::default().defaults().whisper,
+                spam_guard: SpamGuard::default(),
             };
             self.create_room(now, room_id.clone(), policy);
         }

@@ -90,7 +90,7 @@ impl Shard {
                 }
             }
             Command::Leave { participant } => self.drop_media(participant),
-            Command::Join { .. } | Command::Candidate { .. } => {}
+            Command::Join { .. } | Command::Candidate { .. } | Command::SpamDetected { .. } => {}
         }
     }
 
@@ -356,13 +356,18 @@ impl Shard {
             received: now,
         };
         if let Some(flag) = spam {
-            tracing::info!(room = %room, participant = %pid, reason = flag.reason.as_str(), level = flag.level, "mic spam");
-            self.notify(NodeEvent::SpamDetected {
-                room: room.clone(),
-                participant_id: pid,
+            // The room's home applies its policy (event, or event and server mute).
+            let command = Command::SpamDetected {
+                participant: pid,
                 reason: flag.reason.as_str().to_owned(),
                 level: (flag.level * 1000.0).round() / 1000.0,
-            });
+            };
+            let home = home_of(pid, self.shards);
+            if home == self.id {
+                self.control(now, command);
+            } else {
+                self.send(home, ShardMessage::ForMedia(command));
+            }
         }
         if let Some(view) = self.views.get(&room) {
             for &s in &view.remote {

@@ -136,6 +136,7 @@ impl Shard {
             metadata: c.metadata.unwrap_or_default(),
             auto_created: false,
             whisper: c.whisper.unwrap_or(d.whisper),
+            spam_guard: c.spam_guard.unwrap_or_default(),
         };
         self.create_room(now, c.room.clone(), policy);
         self.room_info(&c.room).map(Reply::Room)
@@ -162,6 +163,9 @@ impl Shard {
         }
         if let Some(w) = u.whisper {
             r.policy.whisper = w;
+        }
+        if let Some(g) = u.spam_guard {
+            r.policy.spam_guard = g;
         }
         tracing::info!(room = %u.room, "room updated");
         self.room_info(&u.room).map(Reply::Room)

@@ -8,8 +8,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use chorus_protocol::control::{
     self, EventsSubscribe, NodeDrain, NodeStats, ParticipantDetails, ParticipantKick,
     ParticipantMute, ParticipantRef, ParticipantSetPermissions, ParticipantSetWhisper, RoomCreate,
-    RoomDelete, RoomInfo, RoomKind, RoomRef, RoomUpdate, TokenCreate, TokenCreated, EVENT_TYPES,
-    MAX_IDENTITY_BYTES, MAX_ROOM_AUDIO_SLOTS, MAX_ROOM_CAPACITY, MAX_TTL_S,
+    RoomDelete, RoomInfo, RoomKind, RoomRef, RoomUpdate, SpamAction, SpamGuard, TokenCreate,
+    TokenCreated, EVENT_TYPES, MAX_IDENTITY_BYTES, MAX_ROOM_AUDIO_SLOTS, MAX_ROOM_CAPACITY,
+    MAX_TTL_S,
 };
 use chorus_protocol::signal::{DisplayName, ParticipantId, RoomId};
 use clap::builder::{PossibleValuesParser, TypedValueParser};
@@ -121,7 +122,7 @@ pub enum RoomCommand {
     List,
     /// Change a room's settings (audio slots apply to joins after the change)
     #[command(group(ArgGroup::new("changes").required(true).multiple(true)
-        .args(["max_participants", "audio_slots", "empty_timeout", "metadata", "whisper"])))]
+        .args(["max_participants", "audio_slots", "empty_timeout", "metadata", "whisper", "spam_action"])))]
     Update {
         /// The room's name (1 to 64 of A-Z a-z 0-9 _ - . :)
         #[arg(value_parser = room_id)]
@@ -159,6 +160,20 @@ pub struct RoomSettings {
     /// May clients whisper [default: true for guild, party and raid rooms]
     #[arg(long, value_name = "true|false")]
     whisper: Option<bool>,
+    /// What the mic-spam guard does with a flagged speaker: report it (event), or
+    /// report and server-mute it (mute) [default: event]
+    #[arg(long, value_name = "event|mute", value_parser = ["event", "mute"])]
+    spam_action: Option<String>,
+}
+
+impl RoomSettings {
+    fn spam_guard(&self) -> Option<SpamGuard> {
+        let action = match self.spam_action.as_deref()? {
+            "mute" => SpamAction::Mute,
+            _ => SpamAction::Event,
+        };
+        Some(SpamGuard { action })
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -343,6 +358,7 @@ impl Command {
                         empty_timeout_s: s.empty_timeout,
                         metadata: s.metadata.clone(),
                         whisper: s.whisper,
+                        spam_guard: s.spam_guard(),
                     }),
                 ),
                 RoomCommand::Get { room } => ("room.get", params(&RoomRef { room: room.clone() })),
@@ -356,6 +372,7 @@ impl Command {
                         empty_timeout_s: s.empty_timeout,
                         metadata: s.metadata.clone(),
                         whisper: s.whisper,
+                        spam_guard: s.spam_guard(),
                     }),
                 ),
                 RoomCommand::Delete { room, reason } => (
@@ -643,6 +660,15 @@ mod tests {
             &["room", "get", "g1"],
             &["room", "list"],
             &["room", "update", "g1", "--audio-slots", "4"],
+            &[
+                "room",
+                "update",
+                "g1",
+                "--spam-action",
+                "mute",
+                "--whisper",
+                "false",
+            ],
             &["room", "delete", "g1", "--reason", "over"],
             &["participant", "list", "g1"],
             &["participant", "get", "g1", "p1f"],

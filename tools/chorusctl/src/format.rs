@@ -5,7 +5,9 @@
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
-use chorus_protocol::control::{NodeEvent, NodeStats, ParticipantDetails, RoomInfo, TokenCreated};
+use chorus_protocol::control::{
+    NodeEvent, NodeStats, ParticipantDetails, RoomInfo, SpamAction, TokenCreated,
+};
 use comfy_table::{presets, CellAlignment, Table};
 use serde_json::Value;
 
@@ -158,6 +160,14 @@ pub fn room(r: &RoomInfo) -> String {
         ("home_shard", r.home_shard.to_string()),
         ("metadata", or_dash(&r.metadata)),
         ("whisper", yes_no(r.whisper)),
+        (
+            "spam_guard",
+            match r.spam_guard.action {
+                SpamAction::Event => "event",
+                SpamAction::Mute => "mute",
+            }
+            .to_owned(),
+        ),
     ])
 }
 
@@ -478,6 +488,7 @@ auto_created      no
 home_shard        1
 metadata          {\"guild\":42}
 whisper           no
+spam_guard        event
 "
         );
     }
