@@ -689,24 +689,40 @@ impl DtlsInstance for CaptureInstance {
     }
 }
 
-/// Whether a datagram holds a complete DTLS 1.2 handshake record of epoch 1 or later:
-/// the client's (encrypted) Finished, the last record of its final flight (RFC 6347
-/// §4.1: type, version 0xfefd, epoch, sequence number, length).
-fn carries_finished(datagram: &[u8]) -> bool {
-    let mut rest = datagram;
-    while let Some(header) = rest.get(..13) {
-        let version = u16::from_be_bytes([header[1], header[2]]);
-        let epoch = u16::from_be_bytes([header[3], header[4]]);
+/// One complete DTLS record of a datagram (RFC 6347 §4.1: a 13-byte header of type,
+/// version, epoch, sequence number and length, then the body).
+struct Record {
+    content_type: u8,
+    version: u16,
+    epoch: u16,
+    /// Where the body lies in the datagram.
+    body: std::ops::Range<usize>,
+}
+
+/// The records of a datagram, back to back, up to the first incomplete one.
+fn records(datagram: &[u8]) -> impl Iterator<Item = Record> + '_ {
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        let header = datagram.get(at..at + 13)?;
         let len = usize::from(u16::from_be_bytes([header[11], header[12]]));
-        let Some(after) = rest.get(13 + len..) else {
-            return false;
-        };
-        if header[0] == 22 && version == 0xfefd && epoch >= 1 {
-            return true;
+        let body = at + 13..at + 13 + len;
+        if body.end > datagram.len() {
+            return None;
         }
-        rest = after;
-    }
-    false
+        at = body.end;
+        Some(Record {
+            content_type: header[0],
+            version: u16::from_be_bytes([header[1], header[2]]),
+            epoch: u16::from_be_bytes([header[3], header[4]]),
+            body,
+        })
+    })
+}
+
+/// Whether a datagram holds a complete DTLS 1.2 handshake record of epoch 1 or later:
+/// the client's (encrypted) Finished, the last record of its final flight.
+fn carries_finished(datagram: &[u8]) -> bool {
+    records(datagram).any(|r| r.content_type == 22 && r.version == 0xfefd && r.epoch >= 1)
 }
 
 fn map_profile(profile: DtlsSrtpProfile) -> Option<SrtpProfile> {
@@ -828,17 +844,9 @@ impl Restriction {
     /// extension pass unrewritten — browsers send them in order).
     fn rewrite(&mut self, datagram: &[u8]) -> Option<Vec<u8>> {
         let mut out: Option<Vec<u8>> = None;
-        let mut at = 0;
-        // RFC 6347 §4.1: records of 13-byte headers, back to back.
-        while datagram.len() - at >= 13 {
-            let len = usize::from(u16::from_be_bytes([datagram[at + 11], datagram[at + 12]]));
-            let body = at + 13..at + 13 + len;
-            if body.end > datagram.len() {
-                break;
-            }
-            let content_type = datagram[at];
-            let epoch = u16::from_be_bytes([datagram[at + 3], datagram[at + 4]]);
-            if content_type == 22 && epoch == 0 {
+        for record in records(datagram) {
+            if record.content_type == 22 && record.epoch == 0 {
+                let body = record.body;
                 // RFC 6347 §4.2.2: handshake fragments of 12-byte headers in the record.
                 let mut m = body.start;
                 while body.end - m >= 12 {
@@ -862,7 +870,6 @@ impl Restriction {
                     m = data.end;
                 }
             }
-            at = body.end;
         }
         out
     }
