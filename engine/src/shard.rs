@@ -289,13 +289,18 @@ impl Shard {
     /// An instruction from signaling, for the participant's home shard
     /// ([`crate::mesh::home_of`]); commands reaching another shard are passed on.
     pub fn handle_command(&mut self, now: Instant, command: Command) {
+        self.at_home(now, command);
+        self.pump(now);
+    }
+
+    /// Carries out a command at the participant's home shard: here, or passed on.
+    fn at_home(&mut self, now: Instant, command: Command) {
         let home = home_of(command.participant(), self.shards);
         if home != self.id {
             self.send(home, ShardMessage::ForMedia(command));
             return;
         }
         self.control(now, command);
-        self.pump(now);
     }
 
     /// A message from another shard.

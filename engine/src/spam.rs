@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::level::dbov_to_linear;
+use crate::level::{dbov_to_linear, START_LEVEL};
 
 /// A packet this loud or louder counts as "pinned": -6 dBov.
 pub(crate) const LOUD_DBOV: u8 = 6;
@@ -15,9 +15,6 @@ pub(crate) const LOUD_SHARE: f32 = 0.8;
 pub(crate) const LOUD_WINDOW: Duration = Duration::from_secs(4);
 /// Transmitting sound without a pause for longer than this is flagged.
 pub(crate) const CONTINUOUS_LIMIT: Duration = Duration::from_secs(120);
-/// Sound at or above this level (-50 dBov) counts as transmitting; a pause is
-/// [`PAUSE`] without it.
-const SOUND_DBOV: u8 = 50;
 /// The shortest silence that counts as a pause in transmitting.
 const PAUSE: Duration = Duration::from_millis(300);
 /// The window is kept in buckets of this length.
@@ -99,7 +96,8 @@ impl SpamWatch {
         }
         slot.packets += 1;
         slot.loud += u32::from(dbov <= LOUD_DBOV);
-        slot.level_sum += dbov_to_linear(dbov);
+        let linear = dbov_to_linear(dbov);
+        slot.level_sum += linear;
 
         // Pinned near full scale over the window.
         let oldest = index.saturating_sub(BUCKETS as u64 - 1);
@@ -139,7 +137,9 @@ impl SpamWatch {
             self.transmitting_since = None;
             self.continuous_flagged = false;
         }
-        if dbov <= SOUND_DBOV {
+        // Sound as loud as speech starts (-50 dBov) counts as transmitting; a pause is
+        // PAUSE without it.
+        if linear >= START_LEVEL {
             self.last_sound = Some(now);
             let since = *self.transmitting_since.get_or_insert(now);
             if !self.continuous_flagged

@@ -60,8 +60,9 @@ pub(crate) struct RoomView {
     /// Some local member may be owed a `speakers` message (it joined, or its slots
     /// changed): the next tick looks at the members.
     pub members_dirty: bool,
-    /// A speaker's `priority` grant changed: every local member is owed `speakers`.
-    pub priority_changed: bool,
+    /// A speaker's `priority` grant or whisper audience changed: every local member is
+    /// owed `speakers`.
+    pub speakers_changed: bool,
 }
 
 impl RoomView {
@@ -77,7 +78,7 @@ impl RoomView {
             heard.audience.clone_from(&packet.audience);
             // Listeners learn it from the next `speakers` (they duck on priority; a
             // whisper shows to its audience only).
-            self.priority_changed = true;
+            self.speakers_changed = true;
         }
     }
 

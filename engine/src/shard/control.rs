@@ -4,7 +4,9 @@
 use std::time::Instant;
 
 use chorus_protocol::control::{NodeEvent, RoomKind, SpamAction, SpamGuard};
-use chorus_protocol::signal::{DisplayName, ErrorCode, ParticipantId, RoomId, ServerMessage};
+use chorus_protocol::signal::{
+    DisplayName, ErrorCode, ParticipantId, RoomId, ServerMessage, MAX_WHISPER_TARGETS,
+};
 use chorus_srtp::capture::{build_rtc_with, KeyCapture};
 use str0m::rtp::Extension;
 use str0m::{Candidate, IceCreds, Rtc};
@@ -19,7 +21,6 @@ use crate::quality::Quality;
 use crate::room::{Member, Room, RoomPolicy};
 use crate::slots::SlotTable;
 use crate::spam::SpamWatch;
-use chorus_protocol::signal::MAX_WHISPER_TARGETS;
 
 impl Shard {
     pub(super) fn control(&mut self, now: Instant, command: Command) {
@@ -128,16 +129,18 @@ impl Shard {
             level,
         });
         if mute {
-            self.update(
-                now,
-                pid,
-                |m| m.info.server_muted = true,
-                Command::SetServerMuted {
-                    participant: pid,
-                    muted: true,
-                },
-            );
+            self.server_mute(now, pid, true);
         }
+    }
+
+    /// The backend's mute (or the spam guard's): the room is told, the media stops.
+    pub(super) fn server_mute(&mut self, now: Instant, participant: ParticipantId, muted: bool) {
+        self.update(
+            now,
+            participant,
+            |m| m.info.server_muted = muted,
+            Command::SetServerMuted { participant, muted },
+        );
     }
 
     /// Takes a participant that left out of every whisper in its room; a whisper left

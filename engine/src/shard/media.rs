@@ -362,12 +362,7 @@ impl Shard {
                 reason: flag.reason.as_str().to_owned(),
                 level: (flag.level * 1000.0).round() / 1000.0,
             };
-            let home = home_of(pid, self.shards);
-            if home == self.id {
-                self.control(now, command);
-            } else {
-                self.send(home, ShardMessage::ForMedia(command));
-            }
+            self.at_home(now, command);
         }
         if let Some(view) = self.views.get(&room) {
             for &s in &view.remote {
@@ -400,18 +395,16 @@ impl Shard {
             if m.id == packet.speaker {
                 continue;
             }
+            let Some(sub) = self.participants.at_mut(m.key) else {
+                continue;
+            };
             // A whisper goes only to its audience; a listener outside it gets the
             // whisperer's slot back for others (no one else could take it while the
             // whisperer, priority at its audience, is in conversation).
             if packet.audience.as_ref().is_some_and(|a| !a.contains(&m.id)) {
-                if let Some(sub) = self.participants.at_mut(m.key) {
-                    slots_changed |= sub.table.release(packet.speaker).is_some();
-                }
+                slots_changed |= sub.table.release(packet.speaker).is_some();
                 continue;
             }
-            let Some(sub) = self.participants.at_mut(m.key) else {
-                continue;
-            };
             if sub.deafened
                 || !sub.permissions.subscribe
                 || !sub.connected
@@ -447,7 +440,7 @@ impl Shard {
     pub(super) fn tick(&mut self, now: Instant) {
         for (room, view) in self.views.iter_mut() {
             let change = view.tick(now);
-            let changed = change.is_some() || std::mem::take(&mut view.priority_changed);
+            let changed = change.is_some() || std::mem::take(&mut view.speakers_changed);
             // Each speaker is reported by the shard holding its media.
             for (started, list) in change
                 .iter()

@@ -182,14 +182,9 @@ impl Shard {
 
     fn request_mute(&mut self, now: Instant, m: ParticipantMute) -> Result<Reply, RequestError> {
         self.details(&m.room, m.participant_id)?;
-        let (participant, muted) = (m.participant_id, m.muted);
-        self.update(
-            now,
-            participant,
-            |member| member.info.server_muted = muted,
-            Command::SetServerMuted { participant, muted },
-        );
-        self.details(&m.room, participant).map(Reply::Participant)
+        self.server_mute(now, m.participant_id, m.muted);
+        self.details(&m.room, m.participant_id)
+            .map(Reply::Participant)
     }
 
     fn request_permissions(
