@@ -17,16 +17,7 @@ fn room(name: &str) -> RoomId {
 }
 
 fn create(name: &str) -> RoomCreate {
-    RoomCreate {
-        room: room(name),
-        kind: None,
-        max_participants: None,
-        audio_slots: None,
-        empty_timeout_s: None,
-        metadata: None,
-        whisper: None,
-        spam_guard: None,
-    }
+    RoomCreate::new(room(name))
 }
 
 fn one(mut answers: Vec<Result<Reply, RequestError>>) -> Result<Reply, RequestError> {
@@ -91,13 +82,9 @@ fn rooms_are_created_listed_updated_and_deleted() {
     assert_eq!(names, ["party-1", "raid-1"]);
 
     let reply = one(sim.request(Request::UpdateRoom(RoomUpdate {
-        room: room("raid-1"),
         max_participants: Some(40),
-        audio_slots: None,
-        empty_timeout_s: None,
         metadata: Some("m".into()),
-        whisper: None,
-        spam_guard: None,
+        ..RoomUpdate::new(room("raid-1"))
     })));
     let Ok(Reply::Room(info)) = reply else {
         panic!("{reply:?}")

@@ -59,16 +59,11 @@ fn the_mute_action_server_mutes_the_flagged_speaker() {
 
     let mut sim = Sim::with_shards(2, |_| {});
     let replies = sim.request(Request::CreateRoom(RoomCreate {
-        room: RoomId::new("raid").unwrap(),
         kind: Some(RoomKind::Raid),
-        max_participants: None,
-        audio_slots: None,
-        empty_timeout_s: None,
-        metadata: None,
-        whisper: None,
         spam_guard: Some(SpamGuard {
             action: SpamAction::Mute,
         }),
+        ..RoomCreate::new(RoomId::new("raid").unwrap())
     }));
     assert!(replies[0].is_ok(), "{replies:?}");
     let tone = sim.connect("soundboard", "raid");

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use chorus_engine::{Command, Reply, Request, RequestError};
-use chorus_protocol::control::{ParticipantSetWhisper, RoomCreate, RoomKind};
+use chorus_protocol::control::{ParticipantSetWhisper, RoomCreate, RoomKind, RoomUpdate};
 use chorus_protocol::signal::{ErrorCode, RoomId, ServerMessage};
 use chorus_tests::sim::Sim;
 
@@ -22,14 +22,9 @@ fn create(sim: &mut Sim, name: &str, kind: RoomKind) {
 
 fn create_with_slots(sim: &mut Sim, name: &str, kind: RoomKind, audio_slots: Option<u8>) {
     let replies = sim.request(Request::CreateRoom(RoomCreate {
-        room: room(name),
         kind: Some(kind),
-        max_participants: None,
         audio_slots,
-        empty_timeout_s: None,
-        metadata: None,
-        whisper: None,
-        spam_guard: None,
+        ..RoomCreate::new(room(name))
     }));
     assert!(
         matches!(replies[..], [Ok(Reply::Room(ref r))] if r.whisper == (kind != RoomKind::Public))
@@ -194,14 +189,9 @@ fn a_whisper_loses_targets_that_leave_and_ends_without_any() {
 #[test]
 fn a_whisper_can_always_be_stopped() {
     let (mut sim, a, _b, c) = a_whispers_to_b();
-    sim.request(Request::UpdateRoom(chorus_protocol::control::RoomUpdate {
-        room: room("party"),
-        max_participants: None,
-        audio_slots: None,
-        empty_timeout_s: None,
-        metadata: None,
+    sim.request(Request::UpdateRoom(RoomUpdate {
         whisper: Some(false),
-        spam_guard: None,
+        ..RoomUpdate::new(room("party"))
     }));
     whisper(&mut sim, a, None);
     sim.run_for(Duration::from_millis(200));

@@ -553,6 +553,22 @@ pub struct RoomCreate {
     pub spam_guard: Option<SpamGuard>,
 }
 
+impl RoomCreate {
+    /// A `room.create` of `room` with no setting given (the kind's defaults).
+    pub fn new(room: RoomId) -> Self {
+        RoomCreate {
+            room,
+            kind: None,
+            max_participants: None,
+            audio_slots: None,
+            empty_timeout_s: None,
+            metadata: None,
+            whisper: None,
+            spam_guard: None,
+        }
+    }
+}
+
 /// `room.get`, `participant.list`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -580,6 +596,21 @@ pub struct RoomUpdate {
     /// The mic-spam guard's action from now on.
     #[serde(default)]
     pub spam_guard: Option<SpamGuard>,
+}
+
+impl RoomUpdate {
+    /// A `room.update` of `room` that changes nothing yet.
+    pub fn new(room: RoomId) -> Self {
+        RoomUpdate {
+            room,
+            max_participants: None,
+            audio_slots: None,
+            empty_timeout_s: None,
+            metadata: None,
+            whisper: None,
+            spam_guard: None,
+        }
+    }
 }
 
 /// `room.delete`: members get `room_closed {reason}` (default `"deleted"`).
