@@ -62,6 +62,7 @@ fn the_mute_action_server_mutes_the_flagged_speaker() {
         kind: Some(RoomKind::Raid),
         spam_guard: Some(SpamGuard {
             action: SpamAction::Mute,
+            ..SpamGuard::default()
         }),
         ..RoomCreate::new(RoomId::new("raid").unwrap())
     }));

@@ -15,8 +15,8 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use chorus_protocol::control::{
-    ParticipantKick, ParticipantMute, ParticipantRef, ParticipantSetPermissions, RoomCreate,
-    RoomDelete, RoomKind, RoomUpdate,
+    ParticipantKick, ParticipantMute, ParticipantRef, ParticipantSetPermissions, PositionSource,
+    Proximity, RoomCreate, RoomDelete, RoomKind, RoomSetPositions, RoomUpdate,
 };
 use chorus_protocol::signal::{DisplayName, ParticipantId, RoomId, ServerMessage};
 use str0m::config::DtlsCert;
@@ -322,6 +322,10 @@ fn run(data: &[u8]) -> Reached {
                                 .collect()
                         }),
                     },
+                    3 if flag & 8 != 0 => Command::SetPosition {
+                        participant: pid,
+                        position: [f64::from(flag >> 4), 0.0, f64::from(input.byte() % 16)],
+                    },
                     _ => Command::Leave { participant: pid },
                 };
                 w.shards[shard].handle_command(now, command);
@@ -344,6 +348,14 @@ fn run(data: &[u8]) -> Reached {
                         metadata: None,
                         whisper: None,
                         spam_guard: None,
+                        proximity: (flag & 8 != 0).then(|| Proximity {
+                            radius: f64::from(flag % 16 + 1),
+                            positions: if flag & 16 == 0 {
+                                PositionSource::Backend
+                            } else {
+                                PositionSource::Client
+                            },
+                        }),
                     }),
                     1 => Request::GetRoom(room),
                     2 => Request::ListRooms,
@@ -355,6 +367,12 @@ fn run(data: &[u8]) -> Reached {
                         metadata: Some("m".into()),
                         whisper: None,
                         spam_guard: None,
+                        proximity: (flag & 4 != 0).then(|| {
+                            (flag & 8 != 0).then(|| Proximity {
+                                radius: f64::from(flag % 7 + 1),
+                                positions: PositionSource::Client,
+                            })
+                        }),
                     }),
                     4 => Request::DeleteRoom(RoomDelete { room, reason: None }),
                     5 => Request::ListParticipants(room),
@@ -378,6 +396,18 @@ fn run(data: &[u8]) -> Reached {
                         publish: Some(flag & 1 == 0),
                         subscribe: Some(flag & 2 == 0),
                         priority: (flag & 4 != 0).then_some(flag & 8 == 0),
+                    }),
+                    // Positions for up to 7 participants (strangers included), in a
+                    // box of 16 units, now and then far away or on the same spot.
+                    10 if flag & 1 == 0 => Request::SetPositions(RoomSetPositions {
+                        room,
+                        positions: (0..flag >> 5)
+                            .map(|_| {
+                                let id = w.pid(input.byte()).unwrap_or(ParticipantId(7));
+                                let c = |b: u8| f64::from(b % 16) * if b > 250 { 1e8 } else { 1.0 };
+                                (id, [c(input.byte()), c(input.byte()), c(input.byte())])
+                            })
+                            .collect(),
                     }),
                     _ => Request::Stats,
                 };

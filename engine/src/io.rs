@@ -4,8 +4,8 @@ use std::net::SocketAddr;
 
 use chorus_protocol::control::{
     NodeEvent, ParticipantDetails, ParticipantKick, ParticipantMute, ParticipantRef,
-    ParticipantSetPermissions, ParticipantSetWhisper, RoomCreate, RoomDelete, RoomInfo, RoomUpdate,
-    ShardReport,
+    ParticipantSetPermissions, ParticipantSetWhisper, PositionsSet, RoomCreate, RoomDelete,
+    RoomInfo, RoomSetPositions, RoomUpdate, ShardReport,
 };
 use chorus_protocol::signal::{DisplayName, ParticipantId, RoomId, ServerMessage};
 
@@ -81,6 +81,12 @@ pub enum Command {
         participant: ParticipantId,
         to: Option<Vec<ParticipantId>>,
     },
+    /// The client's `position` in a proximity room whose positions come from
+    /// clients (to its home shard, which checks it and batches it with the room's).
+    SetPosition {
+        participant: ParticipantId,
+        position: [f64; 3],
+    },
     /// From the speaker's media shard to its home: the mic-spam guard flagged it
     /// (`reason` `"loud"` or `"continuous"`, `level` linear 0..1).
     SpamDetected {
@@ -103,6 +109,7 @@ impl Command {
             | Command::SetPermissions { participant, .. }
             | Command::SetWhisper { participant, .. }
             | Command::SpamDetected { participant, .. }
+            | Command::SetPosition { participant, .. }
             | Command::Leave { participant } => *participant,
         }
     }
@@ -157,6 +164,8 @@ pub enum Request {
     Mute(ParticipantMute),
     SetPermissions(ParticipantSetPermissions),
     SetWhisper(ParticipantSetWhisper),
+    /// Positions in a proximity room.
+    SetPositions(RoomSetPositions),
     /// Every shard answers with its figures.
     Stats,
 }
@@ -174,6 +183,7 @@ impl Request {
             Request::Mute(m) => Some(&m.room),
             Request::SetPermissions(s) => Some(&s.room),
             Request::SetWhisper(s) => Some(&s.room),
+            Request::SetPositions(s) => Some(&s.room),
             Request::ListRooms | Request::Stats => None,
         }
     }
@@ -186,6 +196,7 @@ pub enum Reply {
     Rooms(Vec<RoomInfo>),
     Participant(ParticipantDetails),
     Participants(Vec<ParticipantDetails>),
+    Positions(PositionsSet),
     Stats(ShardReport),
 }
 

@@ -79,6 +79,7 @@ pub mod mesh;
 mod participant;
 mod participants;
 mod pool;
+pub mod proximity;
 mod quality;
 mod rewriter;
 mod room;

@@ -14,11 +14,13 @@
 
 use std::net::SocketAddr;
 
+use chorus_protocol::control::SpamGuard;
 use chorus_protocol::signal::{ParticipantId, RoomId};
 
 use crate::forwarder::SpeakerPacket;
 use crate::io::{CloseReason, Command, Request, RequestId};
 use crate::participant::Participant;
+use crate::proximity::Positions;
 
 /// Most shards a node may run (the home shard is one byte of a participant id).
 pub const MAX_SHARDS: usize = 256;
@@ -77,6 +79,22 @@ pub enum ShardMessage {
     /// From the home shard: the shards holding members of `room` (this one included
     /// or not).
     RoomShards { room: RoomId, shards: Vec<usize> },
+    /// From the home shard to every shard of the room, when the room's policy changes
+    /// and to each shard as it starts holding members: what forwarding follows.
+    RoomMedia {
+        room: RoomId,
+        /// The proximity radius; `None`: not a proximity room.
+        proximity: Option<f64>,
+        spam_guard: SpamGuard,
+    },
+    /// From the home shard to every shard of the room: members' positions in a
+    /// proximity room. `all`: every position (what the shard had is replaced);
+    /// otherwise those that changed.
+    Positions {
+        room: RoomId,
+        positions: Positions,
+        all: bool,
+    },
     /// From the home shard to the media shard: the media part of a command.
     ForMedia(Command),
     /// The media part of a command, chasing a participant whose media moved: to its

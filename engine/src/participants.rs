@@ -13,6 +13,13 @@ use crate::participant::Participant;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct Key(u32);
 
+impl Key {
+    #[cfg(test)]
+    pub fn for_test(i: u32) -> Key {
+        Key(i)
+    }
+}
+
 #[derive(Default)]
 pub(crate) struct Participants {
     slots: Vec<Option<Box<Participant>>>,
@@ -42,6 +49,11 @@ impl Participants {
     pub fn get_mut(&mut self, id: &ParticipantId) -> Option<&mut Participant> {
         let Key(i) = *self.by_id.get(id)?;
         self.slots.get_mut(i as usize)?.as_deref_mut()
+    }
+
+    /// Where a participant on this shard sits.
+    pub fn key(&self, id: &ParticipantId) -> Option<Key> {
+        self.by_id.get(id).copied()
     }
 
     /// The participant at `key` (the forwarding path's lookup).

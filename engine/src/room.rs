@@ -4,10 +4,11 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use chorus_protocol::control::{ParticipantDetails, RoomInfo, RoomKind, SpamGuard};
+use chorus_protocol::control::{ParticipantDetails, Proximity, RoomInfo, RoomKind, SpamGuard};
 use chorus_protocol::signal::{ParticipantId, ParticipantInfo, RoomId};
 
 use crate::io::Permissions;
+use crate::proximity::Point;
 
 /// One member as the home shard knows it.
 #[derive(Debug, Clone)]
@@ -56,6 +57,7 @@ pub(crate) struct RoomPolicy {
     /// Clients may `whisper`.
     pub whisper: bool,
     pub spam_guard: SpamGuard,
+    pub proximity: Option<Proximity>,
 }
 
 #[derive(Debug)]
@@ -71,6 +73,11 @@ pub(crate) struct Room {
     pub members: HashMap<ParticipantId, Member>,
     /// Shards last told they hold members ([`Room::shards`] at that time).
     pub notified: Vec<usize>,
+    /// In a proximity room: every member's last known position.
+    pub positions: HashMap<ParticipantId, Point>,
+    /// Positions from clients since the last tick (the latest per member), sent to
+    /// the room's shards as one batch.
+    pub pending_positions: HashMap<ParticipantId, Point>,
     csrcs: HashSet<u32>,
     next_csrc: u32,
 }
@@ -85,6 +92,8 @@ impl Room {
             order: Vec::new(),
             members: HashMap::new(),
             notified: Vec::new(),
+            positions: HashMap::new(),
+            pending_positions: HashMap::new(),
             csrcs: HashSet::new(),
             next_csrc: 1,
         }
@@ -112,6 +121,7 @@ impl Room {
             metadata: self.policy.metadata.clone(),
             whisper: self.policy.whisper,
             spam_guard: self.policy.spam_guard,
+            proximity: self.policy.proximity,
             participants: self.order.len(),
             auto_created: self.policy.auto_created,
             home_shard,
@@ -139,6 +149,8 @@ impl Room {
     pub fn remove(&mut self, participant: ParticipantId, now: Instant) -> Option<Member> {
         let m = self.members.remove(&participant)?;
         self.order.retain(|p| *p != participant);
+        self.positions.remove(&participant);
+        self.pending_positions.remove(&participant);
         self.csrcs.remove(&m.info.csrc);
         if self.order.is_empty() {
             self.empty_since = Some(now);
@@ -196,6 +208,7 @@ mod tests {
             auto_created: false,
             whisper: false,
             spam_guard: SpamGuard::default(),
+            proximity: None,
         }
     }
 

@@ -25,6 +25,7 @@ use crate::view::RoomView;
 mod control;
 mod media;
 mod migration;
+mod proximity;
 mod requests;
 
 /// How often rooms age speaker levels, announce speakers and reap silent clients.
@@ -336,9 +337,19 @@ impl Shard {
                         m.shard = shard;
                     }
                 }
-                self.publish_room_shards(&room);
+                self.publish_room_shards(now, &room);
             }
             ShardMessage::RoomShards { room, shards } => self.room_shards(room, &shards),
+            ShardMessage::RoomMedia {
+                room,
+                proximity,
+                spam_guard,
+            } => self.room_media(now, &room, proximity, spam_guard),
+            ShardMessage::Positions {
+                room,
+                positions,
+                all,
+            } => self.apply_positions(&room, &positions, all),
             ShardMessage::ForMedia(command) => {
                 if home_of(command.participant(), self.shards) == self.id {
                     // A command sent to the wrong shard reaches its home this way.

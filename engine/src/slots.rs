@@ -198,6 +198,11 @@ impl SlotTable {
             .map(|o| o.participant)
     }
 
+    /// The speakers on the slots.
+    pub fn occupants(&self) -> impl Iterator<Item = ParticipantId> + '_ {
+        self.slots.iter().flatten().map(|o| o.participant)
+    }
+
     /// Whether the map changed since the last [`SlotTable::take_changed`].
     pub fn is_changed(&self) -> bool {
         self.changed

@@ -7,21 +7,50 @@ use std::time::{Duration, Instant};
 
 use crate::level::{dbov_to_linear, START_LEVEL};
 
-/// A packet this loud or louder counts as "pinned": -6 dBov.
-pub(crate) const LOUD_DBOV: u8 = 6;
-/// Share of the window's packets that must be pinned to flag a speaker.
-pub(crate) const LOUD_SHARE: f32 = 0.8;
-/// The window the share is taken over.
-pub(crate) const LOUD_WINDOW: Duration = Duration::from_secs(4);
-/// Transmitting sound without a pause for longer than this is flagged.
-pub(crate) const CONTINUOUS_LIMIT: Duration = Duration::from_secs(120);
+use chorus_protocol::control::SpamGuard;
+
 /// The shortest silence that counts as a pause in transmitting.
 const PAUSE: Duration = Duration::from_millis(300);
-/// The window is kept in buckets of this length.
-const BUCKET: Duration = Duration::from_millis(250);
-const BUCKETS: usize = (LOUD_WINDOW.as_millis() / BUCKET.as_millis()) as usize;
-/// A window needs at least this many packets (2 s of 20 ms frames) to be judged.
-const MIN_PACKETS: u32 = 100;
+/// The window is kept in this many buckets.
+const BUCKETS: usize = 16;
+
+/// When a speaker is flagged: room policy `spam_guard`'s thresholds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct SpamRules {
+    /// A packet this loud or louder (-dBov; 6 is -6 dBov) counts as pinned ...
+    pub loud_dbov: u8,
+    /// ... and this share of the window's packets pinned flags the speaker.
+    pub loud_share: f32,
+    pub loud_window: Duration,
+    /// Transmitting sound without a pause for longer than this is flagged.
+    pub continuous: Duration,
+}
+
+impl SpamRules {
+    pub fn of(guard: &SpamGuard) -> SpamRules {
+        SpamRules {
+            loud_dbov: guard.loud_dbov.unsigned_abs().min(127),
+            loud_share: f32::from(guard.loud_percent.clamp(1, 100)) / 100.0,
+            loud_window: Duration::from_secs(u64::from(guard.loud_window_s.max(1))),
+            continuous: Duration::from_secs(u64::from(guard.continuous_s.max(1))),
+        }
+    }
+
+    fn bucket(&self) -> Duration {
+        self.loud_window / BUCKETS as u32
+    }
+
+    /// A window needs packets for half its length (20 ms frames) to be judged.
+    fn min_packets(&self) -> u32 {
+        (self.loud_window.as_millis() / 40).max(1) as u32
+    }
+}
+
+impl Default for SpamRules {
+    fn default() -> Self {
+        SpamRules::of(&SpamGuard::default())
+    }
+}
 
 /// Why a speaker was flagged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,7 +78,8 @@ pub(crate) struct SpamFlag {
 
 #[derive(Debug, Clone, Copy, Default)]
 struct Bucket {
-    /// Which `BUCKET`-long interval since the watch started this bucket holds.
+    /// Which bucket-long interval (a sixteenth of the window) since the watch
+    /// started this bucket holds.
     index: u64,
     packets: u32,
     loud: u32,
@@ -60,6 +90,7 @@ struct Bucket {
 /// the window has fallen below half the share, `continuous` after a pause.
 #[derive(Debug, Clone)]
 pub(crate) struct SpamWatch {
+    rules: SpamRules,
     start: Instant,
     buckets: [Bucket; BUCKETS],
     loud_flagged: bool,
@@ -70,8 +101,9 @@ pub(crate) struct SpamWatch {
 }
 
 impl SpamWatch {
-    pub fn new(now: Instant) -> Self {
+    pub fn new(now: Instant, rules: SpamRules) -> Self {
         SpamWatch {
+            rules,
             start: now,
             buckets: [Bucket::default(); BUCKETS],
             loud_flagged: false,
@@ -81,12 +113,20 @@ impl SpamWatch {
         }
     }
 
+    /// The room's thresholds changed: the window starts over.
+    pub fn set_rules(&mut self, now: Instant, rules: SpamRules) {
+        if rules != self.rules {
+            *self = SpamWatch::new(now, rules);
+        }
+    }
+
     /// Feeds one packet's level (-dBov as str0m gives it, `None` without the
     /// extension); returns a flag when one is raised.
     pub fn on_packet(&mut self, now: Instant, audio_level: Option<i8>) -> Option<SpamFlag> {
         let dbov = audio_level?.unsigned_abs().min(127);
-        let index =
-            (now.saturating_duration_since(self.start).as_millis() / BUCKET.as_millis()) as u64;
+        let rules = self.rules;
+        let index = (now.saturating_duration_since(self.start).as_millis()
+            / rules.bucket().as_millis().max(1)) as u64;
         let slot = &mut self.buckets[(index % BUCKETS as u64) as usize];
         if slot.index != index {
             *slot = Bucket {
@@ -95,7 +135,7 @@ impl SpamWatch {
             };
         }
         slot.packets += 1;
-        slot.loud += u32::from(dbov <= LOUD_DBOV);
+        slot.loud += u32::from(dbov <= rules.loud_dbov);
         let linear = dbov_to_linear(dbov);
         slot.level_sum += linear;
 
@@ -119,13 +159,13 @@ impl SpamWatch {
             0.0
         };
         let mut flag = None;
-        if packets >= MIN_PACKETS && share >= LOUD_SHARE && !self.loud_flagged {
+        if packets >= rules.min_packets() && share >= rules.loud_share && !self.loud_flagged {
             self.loud_flagged = true;
             flag = Some(SpamFlag {
                 reason: SpamReason::Loud,
                 level,
             });
-        } else if self.loud_flagged && share < LOUD_SHARE / 2.0 {
+        } else if self.loud_flagged && share < rules.loud_share / 2.0 {
             self.loud_flagged = false;
         }
 
@@ -143,7 +183,7 @@ impl SpamWatch {
             self.last_sound = Some(now);
             let since = *self.transmitting_since.get_or_insert(now);
             if !self.continuous_flagged
-                && now.saturating_duration_since(since) > CONTINUOUS_LIMIT
+                && now.saturating_duration_since(since) > rules.continuous
                 && flag.is_none()
             {
                 self.continuous_flagged = true;
@@ -202,7 +242,7 @@ mod tests {
     #[test]
     fn a_full_scale_tone_is_flagged_loud_once() {
         let start = Instant::now();
-        let mut w = SpamWatch::new(start);
+        let mut w = SpamWatch::new(start, SpamRules::default());
         let flags = feed(&mut w, start, 0, 20_000, |_| 1);
         assert_eq!(flags.len(), 1, "{flags:?}");
         let (at, reason) = flags[0];
@@ -213,7 +253,7 @@ mod tests {
     #[test]
     fn loud_is_flagged_again_only_after_it_stopped() {
         let start = Instant::now();
-        let mut w = SpamWatch::new(start);
+        let mut w = SpamWatch::new(start, SpamRules::default());
         assert_eq!(feed(&mut w, start, 0, 6000, |_| 1).len(), 1);
         assert!(feed(&mut w, start, 6000, 12_000, |_| 40).is_empty());
         let again = feed(&mut w, start, 12_000, 18_000, |_| 1);
@@ -223,7 +263,7 @@ mod tests {
     #[test]
     fn normal_speech_is_never_flagged() {
         let start = Instant::now();
-        let mut w = SpamWatch::new(start);
+        let mut w = SpamWatch::new(start, SpamRules::default());
         let flags = feed(&mut w, start, 0, 600_000, speech);
         assert!(flags.is_empty(), "{flags:?}");
     }
@@ -231,7 +271,7 @@ mod tests {
     #[test]
     fn sound_without_a_pause_is_flagged_after_the_limit() {
         let start = Instant::now();
-        let mut w = SpamWatch::new(start);
+        let mut w = SpamWatch::new(start, SpamRules::default());
         // Music at -20 dBov, never a 300 ms pause.
         let flags = feed(&mut w, start, 0, 180_000, |t| {
             if t % 1000 < 200 {
@@ -247,9 +287,36 @@ mod tests {
     }
 
     #[test]
+    fn the_room_sets_the_thresholds() {
+        let start = Instant::now();
+        let guard = SpamGuard {
+            loud_dbov: -20,
+            loud_percent: 50,
+            loud_window_s: 2,
+            continuous_s: 10,
+            ..SpamGuard::default()
+        };
+        let mut w = SpamWatch::new(start, SpamRules::of(&guard));
+        // -14 dBov 60 % of the time: loud by these rules, not by the defaults.
+        let level = |t: u64| if t % 1000 < 600 { 14 } else { 40 };
+        let flags = feed(&mut w, start, 0, 5000, level);
+        assert_eq!(flags.len(), 1, "{flags:?}");
+        assert_eq!(flags[0].1, SpamReason::Loud);
+        assert!(flags[0].0 <= 2000, "flagged after {} ms", flags[0].0);
+        let mut plain = SpamWatch::new(start, SpamRules::default());
+        assert!(feed(&mut plain, start, 0, 5000, level).is_empty());
+        // Sound without a pause: flagged after 10 s, not 120.
+        let mut w = SpamWatch::new(start, SpamRules::of(&guard));
+        let flags = feed(&mut w, start, 0, 20_000, |_| 30);
+        assert_eq!(flags.len(), 1, "{flags:?}");
+        assert_eq!(flags[0].1, SpamReason::Continuous);
+        assert!((10_000..=10_100).contains(&flags[0].0), "{}", flags[0].0);
+    }
+
+    #[test]
     fn packets_without_a_level_change_nothing() {
         let start = Instant::now();
-        let mut w = SpamWatch::new(start);
+        let mut w = SpamWatch::new(start, SpamRules::default());
         for t in (0..10_000).step_by(20) {
             assert!(w
                 .on_packet(start + Duration::from_millis(t), None)

@@ -11,6 +11,7 @@ use chorus_protocol::signal::ParticipantId;
 use crate::forwarder::SpeakerPacket;
 use crate::level::SpeakerLevel;
 use crate::participants::Key;
+use crate::proximity::{gain, Point, Space};
 use crate::slots::Loudness;
 
 /// Who started and who stopped speaking at one tick.
@@ -63,6 +64,8 @@ pub(crate) struct RoomView {
     /// A speaker's `priority` grant or whisper audience changed: every local member is
     /// owed `speakers`.
     pub speakers_changed: bool,
+    /// In a proximity room: where everyone is.
+    pub proximity: Option<Space>,
 }
 
 impl RoomView {
@@ -93,16 +96,77 @@ impl RoomView {
     pub fn forget(&mut self, speaker: ParticipantId) {
         self.levels.remove(&speaker);
         self.remove_local(speaker);
+        if let Some(space) = &mut self.proximity {
+            space.forget(speaker);
+        }
     }
 
     pub fn add_local(&mut self, id: ParticipantId, key: Key) {
         self.remove_local(id);
         self.local.push(Local { id, key });
         self.members_dirty = true;
+        if let Some(space) = &mut self.proximity {
+            space.index(id, key);
+        }
     }
 
     pub fn remove_local(&mut self, id: ParticipantId) {
         self.local.retain(|m| m.id != id);
+        if let Some(space) = &mut self.proximity {
+            space.unindex(id);
+        }
+    }
+
+    /// Whether a speaker's latest packet made it first wherever it is heard (a
+    /// priority speaker, or one whispering): it ignores distance.
+    pub fn ignores_distance(&self, speaker: ParticipantId) -> bool {
+        self.levels
+            .get(&speaker)
+            .is_some_and(|h| h.priority || h.audience.is_some())
+    }
+
+    /// The members speaking now, sorted.
+    pub fn speaking(&self) -> &[ParticipantId] {
+        &self.active
+    }
+
+    /// Where a member is, in a proximity room.
+    pub fn position(&self, id: ParticipantId) -> Option<Point> {
+        self.proximity.as_ref()?.position(id)
+    }
+
+    /// [`RoomView::loudness`] as a listener at `listener` hears it: in a proximity
+    /// room an ordinary speaker's speech level is scaled by its distance's
+    /// [`gain`], and one out of reach (or without a position, or heard by a listener
+    /// without one) counts as gone quiet long ago, so its slot is free to take.
+    pub fn loudness_at(
+        &self,
+        participant: ParticipantId,
+        listener: Option<Point>,
+        now: Instant,
+    ) -> Loudness {
+        let l = self.loudness(participant, now);
+        let Some(space) = &self.proximity else {
+            return l;
+        };
+        if l.priority {
+            return l;
+        }
+        let d = listener
+            .zip(space.position(participant))
+            .map(|(a, b)| crate::proximity::distance(a, b));
+        match d {
+            Some(d) if space.within_reach(d) => Loudness {
+                speech_level: l.speech_level * gain(d, space.radius()),
+                ..l
+            },
+            _ => Loudness {
+                speaking: false,
+                speech_level: 0.0,
+                quiet_for: std::time::Duration::MAX,
+                ..l
+            },
+        }
     }
 
     pub fn is_local(&self, id: ParticipantId) -> bool {

@@ -291,6 +291,7 @@ pub enum Call {
     ParticipantMute(ParticipantMute),
     ParticipantSetPermissions(ParticipantSetPermissions),
     ParticipantSetWhisper(ParticipantSetWhisper),
+    RoomSetPositions(RoomSetPositions),
     TokenCreate(TokenCreate),
     EventsSubscribe(EventsSubscribe),
     NodeStats,
@@ -310,6 +311,7 @@ pub const METHODS: &[&str] = &[
     "participant.mute",
     "participant.set_permissions",
     "participant.set_whisper",
+    "room.set_positions",
     "token.create",
     "events.subscribe",
     "node.stats",
@@ -342,6 +344,7 @@ impl Call {
             "participant.mute" => Call::ParticipantMute(p(params)?),
             "participant.set_permissions" => Call::ParticipantSetPermissions(p(params)?),
             "participant.set_whisper" => Call::ParticipantSetWhisper(p(params)?),
+            "room.set_positions" => Call::RoomSetPositions(p(params)?),
             "token.create" => Call::TokenCreate(p(params)?),
             "events.subscribe" => Call::EventsSubscribe(p(params)?),
             "node.stats" => {
@@ -393,12 +396,32 @@ impl Call {
             Call::RoomCreate(c) => {
                 capacity(c.max_participants)?;
                 slots(c.audio_slots)?;
-                metadata(&c.metadata)
+                metadata(&c.metadata)?;
+                c.proximity.as_ref().map_or(Ok(()), Proximity::check)?;
+                c.spam_guard.as_ref().map_or(Ok(()), SpamGuard::check)
             }
             Call::RoomUpdate(u) => {
                 capacity(u.max_participants)?;
                 slots(u.audio_slots)?;
-                metadata(&u.metadata)
+                metadata(&u.metadata)?;
+                u.proximity
+                    .as_ref()
+                    .and_then(Option::as_ref)
+                    .map_or(Ok(()), Proximity::check)?;
+                u.spam_guard.as_ref().map_or(Ok(()), SpamGuard::check)
+            }
+            Call::RoomSetPositions(s) => {
+                if s.positions.len() > MAX_ROOM_CAPACITY {
+                    return bad(format!(
+                        "at most {MAX_ROOM_CAPACITY} positions in one batch"
+                    ));
+                }
+                match s.positions.iter().find(|(_, p)| !is_position(p)) {
+                    Some((id, _)) => bad(format!(
+                        "the position of {id} must be 3 finite numbers of at most {MAX_COORDINATE:e}"
+                    )),
+                    None => Ok(()),
+                }
             }
             Call::RoomDelete(d) => reason(&d.reason),
             Call::ParticipantKick(k) => reason(&k.reason),
@@ -441,6 +464,7 @@ impl Call {
             Call::ParticipantMute(_) => "participant.mute",
             Call::ParticipantSetPermissions(_) => "participant.set_permissions",
             Call::ParticipantSetWhisper(_) => "participant.set_whisper",
+            Call::RoomSetPositions(_) => "room.set_positions",
             Call::TokenCreate(_) => "token.create",
             Call::EventsSubscribe(_) => "events.subscribe",
             Call::NodeStats => "node.stats",
@@ -481,12 +505,123 @@ pub enum SpamAction {
     Mute,
 }
 
-/// Room policy `spam_guard`. The thresholds are fixed for now (see the event).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// Room policy `spam_guard`: what is done with a flagged speaker, and when a speaker
+/// is flagged. Absent thresholds take their defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SpamGuard {
     #[serde(default)]
     pub action: SpamAction,
+    /// "loud": a speaker at or above this level (dBov, -127..=0; default -6) ...
+    #[serde(default = "SpamGuard::default_loud_dbov")]
+    pub loud_dbov: i8,
+    /// ... for at least this share (percent, 1..=100; default 80) ...
+    #[serde(default = "SpamGuard::default_loud_percent")]
+    pub loud_percent: u8,
+    /// ... of this window (seconds, 1..=60; default 4).
+    #[serde(default = "SpamGuard::default_loud_window_s")]
+    pub loud_window_s: u32,
+    /// "continuous": sound without a pause for longer than this (seconds, 1..=3600;
+    /// default 120).
+    #[serde(default = "SpamGuard::default_continuous_s")]
+    pub continuous_s: u32,
+}
+
+impl Default for SpamGuard {
+    fn default() -> Self {
+        SpamGuard {
+            action: SpamAction::Event,
+            loud_dbov: Self::default_loud_dbov(),
+            loud_percent: Self::default_loud_percent(),
+            loud_window_s: Self::default_loud_window_s(),
+            continuous_s: Self::default_continuous_s(),
+        }
+    }
+}
+
+impl SpamGuard {
+    fn default_loud_dbov() -> i8 {
+        -6
+    }
+    fn default_loud_percent() -> u8 {
+        80
+    }
+    fn default_loud_window_s() -> u32 {
+        4
+    }
+    fn default_continuous_s() -> u32 {
+        120
+    }
+
+    fn check(&self) -> Result<(), RpcError> {
+        let bad = |m: &str| Err(RpcError::new(ErrorCode::InvalidParams, m));
+        if self.loud_dbov > 0 || self.loud_dbov < -127 {
+            return bad("spam_guard.loud_dbov must be -127..=0");
+        }
+        if !(1..=100).contains(&self.loud_percent) {
+            return bad("spam_guard.loud_percent must be 1..=100");
+        }
+        if !(1..=60).contains(&self.loud_window_s) {
+            return bad("spam_guard.loud_window_s must be 1..=60");
+        }
+        if !(1..=3600).contains(&self.continuous_s) {
+            return bad("spam_guard.continuous_s must be 1..=3600");
+        }
+        Ok(())
+    }
+}
+
+/// Where a proximity room's positions come from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PositionSource {
+    /// The game's backend, with `room.set_positions` (it is authoritative).
+    #[default]
+    Backend,
+    /// The clients, with `{"type":"position"}` (the backend may still set them).
+    Client,
+}
+
+/// Largest coordinate (absolute) and radius a proximity room takes, in world units.
+pub const MAX_COORDINATE: f64 = 1e9;
+
+/// Room policy `proximity`: a listener hears a speaker only within `radius` world
+/// units of it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Proximity {
+    pub radius: f64,
+    #[serde(default)]
+    pub positions: PositionSource,
+}
+
+impl Proximity {
+    fn check(&self) -> Result<(), RpcError> {
+        if self.radius.is_finite() && self.radius > 0.0 && self.radius <= MAX_COORDINATE {
+            Ok(())
+        } else {
+            Err(RpcError::new(
+                ErrorCode::InvalidParams,
+                format!("proximity.radius must be a number in (0, {MAX_COORDINATE:e}]"),
+            ))
+        }
+    }
+}
+
+/// A position as the wire carries it: finite, each coordinate within
+/// [`MAX_COORDINATE`].
+pub fn is_position(p: &[f64; 3]) -> bool {
+    p.iter().all(|c| c.is_finite() && c.abs() <= MAX_COORDINATE)
+}
+
+/// `null` given (`Some(None)`) apart from absent (`None`), for settings that can be
+/// turned off.
+fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
 }
 
 /// The settings a room kind starts with.
@@ -548,9 +683,12 @@ pub struct RoomCreate {
     /// Clients may `whisper` (default: true for guild, party and raid rooms).
     #[serde(default)]
     pub whisper: Option<bool>,
-    /// The mic-spam guard's action (default `{"action":"event"}`).
+    /// The mic-spam guard's action and thresholds (default `{"action":"event"}`).
     #[serde(default)]
     pub spam_guard: Option<SpamGuard>,
+    /// Proximity voice (default `null`: off).
+    #[serde(default)]
+    pub proximity: Option<Proximity>,
 }
 
 impl RoomCreate {
@@ -565,6 +703,7 @@ impl RoomCreate {
             metadata: None,
             whisper: None,
             spam_guard: None,
+            proximity: None,
         }
     }
 }
@@ -593,9 +732,16 @@ pub struct RoomUpdate {
     /// Whether clients may `whisper` from now on (a whisper in progress goes on).
     #[serde(default)]
     pub whisper: Option<bool>,
-    /// The mic-spam guard's action from now on.
+    /// The mic-spam guard from now on.
     #[serde(default)]
     pub spam_guard: Option<SpamGuard>,
+    /// Proximity from now on: absent leaves it, `null` turns it off.
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub proximity: Option<Option<Proximity>>,
 }
 
 impl RoomUpdate {
@@ -609,8 +755,28 @@ impl RoomUpdate {
             metadata: None,
             whisper: None,
             spam_guard: None,
+            proximity: None,
         }
     }
+}
+
+/// `room.set_positions`: where participants of a proximity room are, in world units.
+/// Participants not in the room are reported back, not refused.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoomSetPositions {
+    pub room: RoomId,
+    pub positions: std::collections::BTreeMap<ParticipantId, [f64; 3]>,
+}
+
+/// The result of `room.set_positions`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PositionsSet {
+    pub room: RoomId,
+    /// Positions taken.
+    pub updated: usize,
+    /// Ids that are not members of the room (ignored).
+    pub unknown: Vec<ParticipantId>,
 }
 
 /// `room.delete`: members get `room_closed {reason}` (default `"deleted"`).
@@ -730,9 +896,12 @@ pub struct RoomInfo {
     /// Clients may `whisper`.
     #[serde(default)]
     pub whisper: bool,
-    /// What the mic-spam guard does with a flagged speaker.
+    /// What the mic-spam guard does with a flagged speaker, and when it flags one.
     #[serde(default)]
     pub spam_guard: SpamGuard,
+    /// Proximity voice; `null`: off.
+    #[serde(default)]
+    pub proximity: Option<Proximity>,
     pub participants: usize,
     /// Created by a join (`--dev`, `--auto-create-rooms`), not by `room.create`.
     pub auto_created: bool,
@@ -944,6 +1113,7 @@ mod tests {
             r#"{"jsonrpc":"2.0","id":8,"method":"participant.mute","params":{"room":"g1","participant_id":"p1f","muted":true}}"#,
             r#"{"jsonrpc":"2.0","id":9,"method":"participant.set_permissions","params":{"room":"g1","participant_id":"p1f","publish":false,"subscribe":true}}"#,
             r#"{"jsonrpc":"2.0","id":9,"method":"participant.set_whisper","params":{"room":"g1","participant_id":"p1f","to":["p20"]}}"#,
+            r#"{"jsonrpc":"2.0","id":9,"method":"room.set_positions","params":{"room":"g1","positions":{"p1f":[1,2.5,-3],"p20":[0,0,0]}}}"#,
             r#"{"jsonrpc":"2.0","id":10,"method":"token.create","params":{"room":"g1","identity":"u1","name":"Ann","ttl_s":60,"admin":true}}"#,
             r#"{"jsonrpc":"2.0","id":11,"method":"events.subscribe","params":{"types":["quality"]}}"#,
             r#"{"jsonrpc":"2.0","id":12,"method":"node.stats","params":{}}"#,
@@ -955,6 +1125,97 @@ mod tests {
             seen.push(c.method());
         }
         assert_eq!(seen, METHODS);
+    }
+
+    #[test]
+    fn proximity_and_positions_are_checked() {
+        let create = |p: &str| {
+            call(&format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"room.create","params":{{"room":"w","proximity":{p}}}}}"#
+            ))
+        };
+        match create(r#"{"radius":30}"#).unwrap() {
+            Call::RoomCreate(c) => assert_eq!(
+                c.proximity,
+                Some(Proximity {
+                    radius: 30.0,
+                    positions: PositionSource::Backend
+                })
+            ),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(create("null").unwrap(), Call::RoomCreate(c) if c.proximity.is_none()));
+        for bad in [
+            r#"{"radius":0}"#,
+            r#"{"radius":-1}"#,
+            r#"{"radius":1e10}"#,
+            r#"{"radius":5,"positions":"gps"}"#,
+            r#"{"radius":5,"height":2}"#,
+            r#"{}"#,
+        ] {
+            assert_eq!(create(bad).unwrap_err().code, -32602, "{bad}");
+        }
+        let update = |p: &str| {
+            call(&format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"room.update","params":{{"room":"w"{p}}}}}"#
+            ))
+        };
+        let proximity = |c: Call| match c {
+            Call::RoomUpdate(u) => u.proximity,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(proximity(update("").unwrap()), None, "absent: unchanged");
+        assert_eq!(
+            proximity(update(r#","proximity":null"#).unwrap()),
+            Some(None),
+            "null: off"
+        );
+        assert_eq!(
+            proximity(update(r#","proximity":{"radius":2,"positions":"client"}"#).unwrap()),
+            Some(Some(Proximity {
+                radius: 2.0,
+                positions: PositionSource::Client
+            }))
+        );
+        let positions = |p: &str| {
+            call(&format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"room.set_positions","params":{{"room":"w","positions":{p}}}}}"#
+            ))
+        };
+        for bad in [
+            r#"{"p1":[1,2]}"#,
+            r#"{"p1":[1,2,3,4]}"#,
+            r#"{"p1":[1,2,2e9]}"#,
+            r#"{"p1":["1",2,3]}"#,
+            r#"{"bob":[1,2,3]}"#,
+            r#"[[1,2,3]]"#,
+        ] {
+            assert_eq!(positions(bad).unwrap_err().code, -32602, "{bad}");
+        }
+        let guard = |g: &str| {
+            call(&format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"room.create","params":{{"room":"w","spam_guard":{g}}}}}"#
+            ))
+        };
+        match guard(r#"{"action":"mute","continuous_s":30}"#).unwrap() {
+            Call::RoomCreate(c) => assert_eq!(
+                c.spam_guard,
+                Some(SpamGuard {
+                    action: SpamAction::Mute,
+                    continuous_s: 30,
+                    ..SpamGuard::default()
+                })
+            ),
+            other => panic!("{other:?}"),
+        }
+        for bad in [
+            r#"{"loud_dbov":3}"#,
+            r#"{"loud_percent":0}"#,
+            r#"{"loud_window_s":61}"#,
+            r#"{"continuous_s":0}"#,
+        ] {
+            assert_eq!(guard(bad).unwrap_err().code, -32602, "{bad}");
+        }
     }
 
     #[test]

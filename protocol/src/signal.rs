@@ -170,6 +170,9 @@ pub enum ClientMessage {
     /// other members of the room), or to everyone again (`null`). Allowed when the
     /// room's `whisper` policy is on.
     Whisper { to: Option<Vec<ParticipantId>> },
+    /// Where this participant is, in world units, in a proximity room whose policy
+    /// takes positions from clients. The latest one per 50 ms counts.
+    Position { position: [f64; 3] },
     /// Instead of `join`, on a new socket: take over a session whose socket dropped,
     /// with the `resume_token` its `joined` carried.
     Resume {
@@ -204,6 +207,7 @@ const CLIENT_TYPES: &[&str] = &[
     "leave",
     "resume",
     "whisper",
+    "position",
 ];
 
 /// Most participants one `whisper` may name.
@@ -243,6 +247,7 @@ impl ClientMessage {
             ClientMessage::Leave => "leave",
             ClientMessage::Resume { .. } => "resume",
             ClientMessage::Whisper { .. } => "whisper",
+            ClientMessage::Position { .. } => "position",
         }
     }
 }
@@ -276,6 +281,10 @@ pub struct SpeakerInfo {
     /// it named). Others do not see a whispering speaker in `speakers` at all.
     #[serde(default)]
     pub whisper: bool,
+    /// In a proximity room: how far this speaker is from this client, in world units
+    /// (`None` when either has no position, and outside proximity rooms).
+    #[serde(default)]
+    pub distance: Option<f32>,
 }
 
 /// An `RTCIceServer` as the browser API takes it.
@@ -498,6 +507,7 @@ mod tests {
                     slot: None,
                     priority: true,
                     whisper: false,
+                    distance: Some(2.5),
                 }],
             }
             .to_json(),
@@ -505,7 +515,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             v,
-            serde_json::json!({"type":"speakers","speakers":[{"participant_id":"p1","level":0.5,"slot":null,"priority":true,"whisper":false}]})
+            serde_json::json!({"type":"speakers","speakers":[{"participant_id":"p1","level":0.5,"slot":null,"priority":true,"whisper":false,"distance":2.5}]})
         );
         assert_eq!(
             ServerMessage::error(ErrorCode::RoomFull, "full").to_json(),

@@ -365,6 +365,7 @@ async fn dispatch(shared: &Arc<Shared>, call: Call) -> Result<Value, RpcError> {
         Reply::Room(r) => to_value(r),
         Reply::Participant(p) => to_value(p),
         Reply::Participants(p) => to_value(p),
+        Reply::Positions(p) => to_value(p),
         _ => Err(unexpected()),
     };
     match call {
@@ -412,6 +413,7 @@ async fn dispatch(shared: &Arc<Shared>, call: Call) -> Result<Value, RpcError> {
             one(hub.ask_one(shared, Request::SetPermissions(s)).await?)
         }
         Call::ParticipantSetWhisper(s) => one(hub.ask_one(shared, Request::SetWhisper(s)).await?),
+        Call::RoomSetPositions(s) => one(hub.ask_one(shared, Request::SetPositions(s)).await?),
         Call::TokenCreate(t) => {
             let Some(secret) = shared.config.token_secret.as_deref() else {
                 return Err(RpcError::new(

@@ -336,6 +336,12 @@ impl Session {
                     to,
                 });
             }
+            ClientMessage::Position { position } => {
+                engine.send(Command::SetPosition {
+                    participant: pid,
+                    position,
+                });
+            }
             ClientMessage::Ping { id } => replies.push(ServerMessage::Pong { id }),
             ClientMessage::Resume { .. } => {
                 replies.push(ServerMessage::error(

@@ -20,7 +20,7 @@ use crate::participant::Participant;
 use crate::quality::Quality;
 use crate::room::{Member, Room, RoomPolicy};
 use crate::slots::SlotTable;
-use crate::spam::SpamWatch;
+use crate::spam::{SpamRules, SpamWatch};
 
 impl Shard {
     pub(super) fn control(&mut self, now: Instant, command: Command) {
@@ -106,6 +106,10 @@ impl Shard {
                 reason,
                 level,
             } => self.spam_detected(now, participant, reason, level),
+            Command::SetPosition {
+                participant,
+                position,
+            } => self.client_position(participant, position),
             // Only the control plane changes these (through `handle_request`).
             Command::SetServerMuted { .. } | Command::SetPermissions { .. } => {}
         }
@@ -241,6 +245,7 @@ impl Shard {
                 auto_created: true,
                 whisper: RoomKind::default().defaults().whisper,
                 spam_guard: SpamGuard::default(),
+                proximity: None,
             };
             self.create_room(now, room_id.clone(), policy);
         }
@@ -251,6 +256,7 @@ impl Shard {
             return self.reject(pid, ErrorCode::RoomFull, "room is full");
         }
         let audio_slots = room.policy.audio_slots;
+        let spam_rules = SpamRules::of(&room.policy.spam_guard);
         let csrc = room.allocate_csrc();
         let ufrag = ufrag_for(pid, &mut self.rng);
         let pass = random_token(&mut self.rng, 24);
@@ -274,7 +280,7 @@ impl Shard {
             muted: false,
             server_muted: false,
             whisper_to: None,
-            spam: SpamWatch::new(now),
+            spam: SpamWatch::new(now, spam_rules),
             deafened: false,
             rtc: Box::new(rtc),
             ufrag,
@@ -333,7 +339,7 @@ impl Shard {
             room: room_id.clone(),
             participant: details,
         });
-        self.publish_room_shards(&room_id);
+        self.publish_room_shards(now, &room_id);
     }
 
     /// Creates a room homed here and reports it.
@@ -548,7 +554,7 @@ impl Shard {
             reason: reason.as_str().to_owned(),
         });
         self.forget_whisper_target(now, &room_id, pid);
-        self.publish_room_shards(&room_id);
+        self.publish_room_shards(now, &room_id);
         let drained = self.draining
             && self
                 .rooms
@@ -571,7 +577,7 @@ impl Shard {
 
     /// At the home shard: tells every shard that holds (or held) members which shards
     /// the room spans now.
-    pub(super) fn publish_room_shards(&mut self, room_id: &RoomId) {
+    pub(super) fn publish_room_shards(&mut self, now: Instant, room_id: &RoomId) {
         let Some(room) = self.rooms.get_mut(room_id) else {
             return;
         };
@@ -583,6 +589,11 @@ impl Shard {
         targets.extend(&shards);
         targets.sort_unstable();
         targets.dedup();
+        let joined: Vec<usize> = shards
+            .iter()
+            .copied()
+            .filter(|s| !room.notified.contains(s))
+            .collect();
         room.notified = shards.clone();
         for s in targets {
             if s == self.id {
@@ -597,5 +608,8 @@ impl Shard {
                 );
             }
         }
+        // A shard new to the room learns its policy and positions (after the shards,
+        // which set up its view).
+        self.publish_room_media(now, room_id, &joined);
     }
 }

@@ -2,6 +2,7 @@
 //! pipeline (publisher side, hand-off, subscriber side), and the periodic tick.
 
 use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -12,15 +13,17 @@ use str0m::format::Codec;
 use str0m::rtp::RtpPacket;
 use str0m::Input;
 
-use super::{next_random, random_token, Shard};
+use super::{next_random, random_token, Shard, ShardStats};
 use crate::egress::{SlotTx, REPORT_INTERVAL};
 use crate::forwarder::{forward_to, Outcome, Sink, SpeakerPacket};
 use crate::io::{CloseReason, Command, Event, Transmit};
 use crate::mesh::{home_of, ShardMessage};
 use crate::participant::Participant;
+use crate::proximity::{distance, Point};
 use crate::rewriter::SlotRewriter;
 use crate::sdp::{answer, prepare_offer};
 use crate::slots::SlotTable;
+use crate::view::RoomView;
 
 /// Times a media command may be sent after a participant that keeps moving.
 const MAX_REDIRECTS: u8 = 16;
@@ -90,7 +93,10 @@ impl Shard {
                 }
             }
             Command::Leave { participant } => self.drop_media(participant),
-            Command::Join { .. } | Command::Candidate { .. } | Command::SpamDetected { .. } => {}
+            Command::Join { .. }
+            | Command::Candidate { .. }
+            | Command::SpamDetected { .. }
+            | Command::SetPosition { .. } => {}
         }
     }
 
@@ -379,59 +385,67 @@ impl Shard {
         self.fan_out(now, &room, &packet);
     }
 
-    /// The pipeline's subscriber side on this shard.
+    /// The pipeline's subscriber side on this shard. In a proximity room an ordinary
+    /// speaker's packet visits only the listeners the room's [`crate::proximity::Space`]
+    /// finds near it; priority speakers and whispers ignore distance.
     pub(super) fn fan_out(&mut self, now: Instant, room: &RoomId, packet: &SpeakerPacket) {
         let Some(view) = self.views.get_mut(room) else {
             return;
         };
         view.on_audio(now, packet);
-        let mut sink = Sink {
-            local: self.config.local_addr,
-            pool: &mut self.pool,
-            transmits: &mut self.transmits,
+        let mut copies = Copies {
+            sink: Sink {
+                local: self.config.local_addr,
+                pool: &mut self.pool,
+                transmits: &mut self.transmits,
+            },
+            stats: &mut self.stats,
+            rng: &mut self.rng,
+            timers: &mut self.timers,
         };
+        let participants = &mut self.participants;
         let mut slots_changed = false;
-        for m in &view.local {
-            if m.id == packet.speaker {
-                continue;
-            }
-            let Some(sub) = self.participants.at_mut(m.key) else {
-                continue;
-            };
-            // A whisper goes only to its audience; a listener outside it gets the
-            // whisperer's slot back for others (no one else could take it while the
-            // whisperer, priority at its audience, is in conversation).
-            if packet.audience.as_ref().is_some_and(|a| !a.contains(&m.id)) {
-                slots_changed |= sub.table.release(packet.speaker).is_some();
-                continue;
-            }
-            if sub.deafened
-                || !sub.permissions.subscribe
-                || !sub.connected
-                || sub.failed
-                || sub.slots.is_empty()
-            {
-                continue;
-            }
-            match forward_to(sub, packet, now, |x| view.loudness(x, now), &mut sink) {
-                Outcome::Sent => {
-                    self.stats.rtp_forwarded += 1;
-                    // The first copy after a quiet spell starts the sender reports.
-                    if sub.egress.next_report.is_none() {
-                        let at = next_report_at(now, &mut self.rng);
-                        sub.egress.next_report = Some(at);
-                        if sub.timer_at.is_none_or(|t| at < t) {
-                            sub.timer_at = Some(at);
-                            self.timers.push(Reverse((at, m.id)));
-                        }
+        let heard: &RoomView = view;
+        let by_distance = heard
+            .proximity
+            .as_ref()
+            .filter(|_| !packet.priority && packet.audience.is_none());
+        match by_distance {
+            Some(space) => {
+                let Some(at) = space.position(packet.speaker) else {
+                    // Without a position, an ordinary speaker is heard by no one.
+                    return;
+                };
+                space.near(at, |l, d| {
+                    if l.id == packet.speaker {
+                        return;
                     }
-                }
-                Outcome::NoSlot => self.stats.dropped_no_slot += 1,
-                Outcome::Late | Outcome::NoStream => self.stats.dropped_late += 1,
-                Outcome::NotReady => self.stats.dropped_not_ready += 1,
-                Outcome::Failed => self.stats.dropped_unsealable += 1,
+                    let Some(sub) = participants.at_mut(l.key) else {
+                        return;
+                    };
+                    if space.audible(d, sub.table.slot_of(packet.speaker).is_some()) {
+                        slots_changed |= copies.copy(sub, Some(l.at), packet, now, heard);
+                    }
+                });
             }
-            slots_changed |= sub.table.is_changed();
+            None => {
+                for m in &heard.local {
+                    if m.id == packet.speaker {
+                        continue;
+                    }
+                    let Some(sub) = participants.at_mut(m.key) else {
+                        continue;
+                    };
+                    // A whisper goes only to its audience; a listener outside it gets the
+                    // whisperer's slot back for others (no one else could take it while
+                    // the whisperer, priority at its audience, is in conversation).
+                    if packet.audience.as_ref().is_some_and(|a| !a.contains(&m.id)) {
+                        slots_changed |= sub.table.release(packet.speaker).is_some();
+                        continue;
+                    }
+                    slots_changed |= copies.copy(sub, heard.position(m.id), packet, now, heard);
+                }
+            }
         }
         view.members_dirty |= slots_changed;
     }
@@ -478,6 +492,8 @@ impl Shard {
                     continue;
                 }
                 p.speakers_dirty = false;
+                let space = view.proximity.as_ref();
+                let me = space.and_then(|s| s.position(m.id));
                 let list = speakers
                     .get_or_insert_with(|| view.speakers())
                     .iter()
@@ -487,12 +503,26 @@ impl Shard {
                         if whisper == Some(false) && s.id != m.id {
                             return None;
                         }
+                        let slot = p.table.slot_of(s.id);
+                        let d = me.zip(space.and_then(|sp| sp.position(s.id)));
+                        let d = d.map(|(a, b)| distance(a, b));
+                        // In a proximity room, only who it can hear.
+                        if let Some(space) = space {
+                            let heard = s.id == m.id
+                                || s.priority
+                                || whisper == Some(true)
+                                || d.is_some_and(|d| space.audible(d, slot.is_some()));
+                            if !heard {
+                                return None;
+                            }
+                        }
                         Some(SpeakerInfo {
                             participant_id: s.id,
                             level: (s.level * 1000.0).round() / 1000.0,
-                            slot: p.table.slot_of(s.id).map(|i| i as u8),
+                            slot: slot.map(|i| i as u8),
                             priority: s.priority,
                             whisper: whisper == Some(true),
+                            distance: d.map(|d| ((d * 100.0).round() / 100.0) as f32),
                         })
                     })
                     .collect();
@@ -502,7 +532,58 @@ impl Shard {
                 });
             }
         }
+        self.flush_positions();
         self.close_expired_rooms(now);
+    }
+}
+
+/// What a speaker's packet needs on its way to each listener of the shard.
+struct Copies<'a> {
+    sink: Sink<'a>,
+    stats: &'a mut ShardStats,
+    rng: &'a mut u64,
+    timers: &'a mut BinaryHeap<Reverse<(Instant, ParticipantId)>>,
+}
+
+impl Copies<'_> {
+    /// One listener's copy (`at`: where it is, in a proximity room). Returns whether
+    /// its slot map changed.
+    fn copy(
+        &mut self,
+        sub: &mut Participant,
+        at: Option<Point>,
+        packet: &SpeakerPacket,
+        now: Instant,
+        view: &RoomView,
+    ) -> bool {
+        if sub.deafened
+            || !sub.permissions.subscribe
+            || !sub.connected
+            || sub.failed
+            || sub.slots.is_empty()
+        {
+            return false;
+        }
+        let loudness = |x| view.loudness_at(x, at, now);
+        match forward_to(sub, packet, now, loudness, &mut self.sink) {
+            Outcome::Sent => {
+                self.stats.rtp_forwarded += 1;
+                // The first copy after a quiet spell starts the sender reports.
+                if sub.egress.next_report.is_none() {
+                    let at = next_report_at(now, self.rng);
+                    sub.egress.next_report = Some(at);
+                    if sub.timer_at.is_none_or(|t| at < t) {
+                        sub.timer_at = Some(at);
+                        self.timers.push(Reverse((at, sub.id)));
+                    }
+                }
+            }
+            Outcome::NoSlot => self.stats.dropped_no_slot += 1,
+            Outcome::Late | Outcome::NoStream => self.stats.dropped_late += 1,
+            Outcome::NotReady => self.stats.dropped_not_ready += 1,
+            Outcome::Failed => self.stats.dropped_unsealable += 1,
+        }
+        sub.table.is_changed()
     }
 }
 

@@ -49,7 +49,7 @@ impl Shard {
                 rooms.sort_by(|a, b| a.room.cmp(&b.room));
                 Ok(Reply::Rooms(rooms))
             }
-            Request::UpdateRoom(u) => self.request_update(u),
+            Request::UpdateRoom(u) => self.request_update(now, u),
             Request::DeleteRoom(d) => {
                 let info = self.room_info(&d.room)?;
                 let reason = d.reason.unwrap_or_else(|| "deleted".to_owned());
@@ -83,6 +83,7 @@ impl Shard {
                 self.details(&s.room, s.participant_id)
                     .map(Reply::Participant)
             }
+            Request::SetPositions(s) => self.request_positions(s),
             Request::Stats => Ok(Reply::Stats(ShardReport {
                 shard: self.id,
                 participants: self.participants.len(),
@@ -137,12 +138,13 @@ impl Shard {
             auto_created: false,
             whisper: c.whisper.unwrap_or(d.whisper),
             spam_guard: c.spam_guard.unwrap_or_default(),
+            proximity: c.proximity,
         };
         self.create_room(now, c.room.clone(), policy);
         self.room_info(&c.room).map(Reply::Room)
     }
 
-    fn request_update(&mut self, u: RoomUpdate) -> Result<Reply, RequestError> {
+    fn request_update(&mut self, now: Instant, u: RoomUpdate) -> Result<Reply, RequestError> {
         let r = self
             .rooms
             .get_mut(&u.room)
@@ -164,8 +166,21 @@ impl Shard {
         if let Some(w) = u.whisper {
             r.policy.whisper = w;
         }
+        let media = u.spam_guard.is_some() || u.proximity.is_some();
         if let Some(g) = u.spam_guard {
             r.policy.spam_guard = g;
+        }
+        if let Some(p) = u.proximity {
+            if p.is_none() {
+                r.positions.clear();
+                r.pending_positions.clear();
+            }
+            r.policy.proximity = p;
+        }
+        if media {
+            // Forwarding on every shard of the room follows the new policy.
+            let shards = r.notified.clone();
+            self.publish_room_media(now, &u.room, &shards);
         }
         tracing::info!(room = %u.room, "room updated");
         self.room_info(&u.room).map(Reply::Room)

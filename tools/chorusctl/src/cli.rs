@@ -7,10 +7,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use chorus_protocol::control::{
     self, EventsSubscribe, NodeDrain, NodeStats, ParticipantDetails, ParticipantKick,
-    ParticipantMute, ParticipantRef, ParticipantSetPermissions, ParticipantSetWhisper, RoomCreate,
-    RoomDelete, RoomInfo, RoomKind, RoomRef, RoomUpdate, SpamAction, SpamGuard, TokenCreate,
-    TokenCreated, EVENT_TYPES, MAX_IDENTITY_BYTES, MAX_ROOM_AUDIO_SLOTS, MAX_ROOM_CAPACITY,
-    MAX_TTL_S,
+    ParticipantMute, ParticipantRef, ParticipantSetPermissions, ParticipantSetWhisper,
+    PositionSource, Proximity, RoomCreate, RoomDelete, RoomInfo, RoomKind, RoomRef,
+    RoomSetPositions, RoomUpdate, SpamAction, SpamGuard, TokenCreate, TokenCreated, EVENT_TYPES,
+    MAX_IDENTITY_BYTES, MAX_ROOM_AUDIO_SLOTS, MAX_ROOM_CAPACITY, MAX_TTL_S,
 };
 use chorus_protocol::signal::{DisplayName, ParticipantId, RoomId};
 use clap::builder::{PossibleValuesParser, TypedValueParser};
@@ -122,13 +122,24 @@ pub enum RoomCommand {
     List,
     /// Change a room's settings (audio slots apply to joins after the change)
     #[command(group(ArgGroup::new("changes").required(true).multiple(true)
-        .args(["max_participants", "audio_slots", "empty_timeout", "metadata", "whisper", "spam_action"])))]
+        .args(["max_participants", "audio_slots", "empty_timeout", "metadata", "whisper",
+               "spam_action", "spam_loud_dbov", "spam_loud_percent", "spam_loud_window",
+               "spam_continuous", "proximity"])))]
     Update {
         /// The room's name (1 to 64 of A-Z a-z 0-9 _ - . :)
         #[arg(value_parser = room_id)]
         room: RoomId,
         #[command(flatten)]
         settings: RoomSettings,
+    },
+    /// Set participants' positions in a proximity room (room.set_positions)
+    Positions {
+        /// The room's name (1 to 64 of A-Z a-z 0-9 _ - . :)
+        #[arg(value_parser = room_id)]
+        room: RoomId,
+        /// ID=X,Y,Z (repeatable), e.g. p1f=10,0,-4.5
+        #[arg(required = true, value_name = "ID=X,Y,Z", value_parser = position)]
+        positions: Vec<(ParticipantId, [f64; 3])>,
     },
     /// Delete a room: its members get room_closed with the reason, and leave
     Delete {
@@ -164,16 +175,108 @@ pub struct RoomSettings {
     /// report and server-mute it (mute) [default: event]
     #[arg(long, value_name = "event|mute", value_parser = ["event", "mute"])]
     spam_action: Option<String>,
+    /// Spam guard: a speaker at or above this level (dBov) counts as pinned
+    /// [default: -6]. Any --spam-* option sets the whole guard (others: defaults)
+    #[arg(long, value_name = "DBOV", allow_negative_numbers = true,
+          value_parser = clap::value_parser!(i8).range(-127..=0))]
+    spam_loud_dbov: Option<i8>,
+    /// Spam guard: share of the window pinned to flag a speaker [default: 80]
+    #[arg(long, value_name = "PERCENT", value_parser = clap::value_parser!(u8).range(1..=100))]
+    spam_loud_percent: Option<u8>,
+    /// Spam guard: the window for --spam-loud-percent, seconds [default: 4]
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u32).range(1..=60))]
+    spam_loud_window: Option<u32>,
+    /// Spam guard: sound without a pause for longer than this is flagged, seconds
+    /// [default: 120]
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u32).range(1..=3600))]
+    spam_continuous: Option<u32>,
+    /// Proximity voice: listeners hear speakers within this many world units; "off"
+    /// turns it off [default: off]
+    #[arg(long, value_name = "RADIUS|off", value_parser = proximity_radius)]
+    proximity: Option<ProximityArg>,
+    /// Where a proximity room's positions come from [default: backend]
+    #[arg(long, value_name = "backend|client", value_parser = ["backend", "client"],
+          requires = "proximity")]
+    positions: Option<String>,
 }
 
 impl RoomSettings {
     fn spam_guard(&self) -> Option<SpamGuard> {
-        let action = match self.spam_action.as_deref()? {
-            "mute" => SpamAction::Mute,
-            _ => SpamAction::Event,
-        };
-        Some(SpamGuard { action })
+        let given = self.spam_action.is_some()
+            || self.spam_loud_dbov.is_some()
+            || self.spam_loud_percent.is_some()
+            || self.spam_loud_window.is_some()
+            || self.spam_continuous.is_some();
+        if !given {
+            return None;
+        }
+        let d = SpamGuard::default();
+        Some(SpamGuard {
+            action: match self.spam_action.as_deref() {
+                Some("mute") => SpamAction::Mute,
+                _ => SpamAction::Event,
+            },
+            loud_dbov: self.spam_loud_dbov.unwrap_or(d.loud_dbov),
+            loud_percent: self.spam_loud_percent.unwrap_or(d.loud_percent),
+            loud_window_s: self.spam_loud_window.unwrap_or(d.loud_window_s),
+            continuous_s: self.spam_continuous.unwrap_or(d.continuous_s),
+        })
     }
+
+    /// `Some(None)`: turn proximity off.
+    fn proximity(&self) -> Option<Option<Proximity>> {
+        let ProximityArg(radius) = self.proximity?;
+        Some(radius.map(|radius| Proximity {
+            radius,
+            positions: match self.positions.as_deref() {
+                Some("client") => PositionSource::Client,
+                _ => PositionSource::Backend,
+            },
+        }))
+    }
+}
+
+/// `--proximity`: a radius, or `None` for "off".
+#[derive(Debug, Clone, Copy)]
+struct ProximityArg(Option<f64>);
+
+fn proximity_radius(s: &str) -> Result<ProximityArg, String> {
+    if s == "off" {
+        return Ok(ProximityArg(None));
+    }
+    match s.parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 && r <= control::MAX_COORDINATE => {
+            Ok(ProximityArg(Some(r)))
+        }
+        _ => Err(format!(
+            "expected a radius in (0, {:e}] or \"off\"",
+            control::MAX_COORDINATE
+        )),
+    }
+}
+
+fn position(s: &str) -> Result<(ParticipantId, [f64; 3]), String> {
+    let (id, at) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected ID=X,Y,Z, got {s:?}"))?;
+    let id = id
+        .parse::<ParticipantId>()
+        .map_err(|e| format!("{id:?}: {e}"))?;
+    let coords: Vec<f64> = at
+        .split(',')
+        .map(|c| c.trim().parse::<f64>())
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{at:?}: {e}"))?;
+    let at: [f64; 3] = coords
+        .try_into()
+        .map_err(|_| format!("{at:?}: expected 3 coordinates"))?;
+    if !control::is_position(&at) {
+        return Err(format!(
+            "{s:?}: coordinates must be finite and at most {:e}",
+            control::MAX_COORDINATE
+        ));
+    }
+    Ok((id, at))
 }
 
 #[derive(Debug, Subcommand)]
@@ -359,13 +462,13 @@ impl Command {
                         metadata: s.metadata.clone(),
                         whisper: s.whisper,
                         spam_guard: s.spam_guard(),
+                        proximity: s.proximity().flatten(),
                     }),
                 ),
                 RoomCommand::Get { room } => ("room.get", params(&RoomRef { room: room.clone() })),
                 RoomCommand::List => ("room.list", Value::Object(Default::default())),
-                RoomCommand::Update { room, settings: s } => (
-                    "room.update",
-                    params(&RoomUpdate {
+                RoomCommand::Update { room, settings: s } => {
+                    let mut p = params(&RoomUpdate {
                         room: room.clone(),
                         max_participants: s.max_participants.map(|n| n as usize),
                         audio_slots: s.audio_slots,
@@ -373,6 +476,19 @@ impl Command {
                         metadata: s.metadata.clone(),
                         whisper: s.whisper,
                         spam_guard: s.spam_guard(),
+                        proximity: s.proximity(),
+                    });
+                    // `params` leaves nulls out; this one means "off".
+                    if let (Some(None), Value::Object(o)) = (s.proximity(), &mut p) {
+                        o.insert("proximity".into(), Value::Null);
+                    }
+                    ("room.update", p)
+                }
+                RoomCommand::Positions { room, positions } => (
+                    "room.set_positions",
+                    params(&RoomSetPositions {
+                        room: room.clone(),
+                        positions: positions.iter().copied().collect(),
                     }),
                 ),
                 RoomCommand::Delete { room, reason } => (
@@ -684,6 +800,7 @@ mod tests {
                 "false",
             ],
             &["participant", "whisper", "g1", "p1f", "--to", "p20"],
+            &["room", "positions", "g1", "p1f=1,2,3", "p20=-4.5,0,1e3"],
             &[
                 "token", "create", "g1", "user-1", "--name", "Ann", "--admin",
             ],
@@ -706,6 +823,60 @@ mod tests {
         }
         methods.dedup();
         assert_eq!(methods, METHODS);
+    }
+
+    #[test]
+    fn proximity_and_spam_thresholds() {
+        assert_eq!(
+            sent(&[
+                "room",
+                "create",
+                "w",
+                "--proximity",
+                "30",
+                "--positions",
+                "client"
+            ])
+            .1,
+            json!({"room": "w", "proximity": {"radius": 30.0, "positions": "client"}})
+        );
+        assert_eq!(
+            sent(&["room", "update", "w", "--proximity", "off"]).1,
+            json!({"room": "w", "proximity": null})
+        );
+        assert_eq!(
+            sent(&[
+                "room",
+                "update",
+                "w",
+                "--spam-continuous",
+                "30",
+                "--spam-loud-dbov",
+                "-10"
+            ])
+            .1,
+            json!({"room": "w", "spam_guard": {"action": "event", "loud_dbov": -10,
+                "loud_percent": 80, "loud_window_s": 4, "continuous_s": 30}})
+        );
+        assert_eq!(
+            sent(&["room", "positions", "w", "p1=1,2,3"]).1,
+            json!({"room": "w", "positions": {"p1": [1.0, 2.0, 3.0]}})
+        );
+        for bad in [
+            &["room", "create", "w", "--proximity", "0"][..],
+            &["room", "create", "w", "--proximity", "nan"],
+            &["room", "create", "w", "--positions", "client"],
+            &["room", "positions", "w", "p1=1,2"],
+            &["room", "positions", "w", "bob=1,2,3"],
+            &["room", "positions", "w", "p1=1,2,inf"],
+            &["room", "positions", "w"],
+        ] {
+            assert!(
+                Cli::try_parse_from(std::iter::once("chorusctl").chain(bad.iter().copied()))
+                    .is_err(),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

@@ -6,7 +6,8 @@ use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
 use chorus_protocol::control::{
-    NodeEvent, NodeStats, ParticipantDetails, RoomInfo, SpamAction, TokenCreated,
+    NodeEvent, NodeStats, ParticipantDetails, PositionSource, RoomInfo, SpamAction, SpamGuard,
+    TokenCreated,
 };
 use comfy_table::{presets, CellAlignment, Table};
 use serde_json::Value;
@@ -160,15 +161,39 @@ pub fn room(r: &RoomInfo) -> String {
         ("home_shard", r.home_shard.to_string()),
         ("metadata", or_dash(&r.metadata)),
         ("whisper", yes_no(r.whisper)),
+        ("spam_guard", spam_guard(&r.spam_guard)),
         (
-            "spam_guard",
-            match r.spam_guard.action {
-                SpamAction::Event => "event",
-                SpamAction::Mute => "mute",
-            }
-            .to_owned(),
+            "proximity",
+            r.proximity.map_or_else(
+                || "off".to_owned(),
+                |p| {
+                    let from = match p.positions {
+                        PositionSource::Backend => "backend",
+                        PositionSource::Client => "client",
+                    };
+                    format!("radius {}, positions from {from}", p.radius)
+                },
+            ),
         ),
     ])
+}
+
+/// The guard's action, and its thresholds when they are not the defaults.
+fn spam_guard(g: &SpamGuard) -> String {
+    let action = match g.action {
+        SpamAction::Event => "event",
+        SpamAction::Mute => "mute",
+    };
+    let d = SpamGuard::default();
+    if (g.loud_dbov, g.loud_percent, g.loud_window_s, g.continuous_s)
+        == (d.loud_dbov, d.loud_percent, d.loud_window_s, d.continuous_s)
+    {
+        return action.to_owned();
+    }
+    format!(
+        "{action} (loud: {} dBov {} % of {} s; continuous: {} s)",
+        g.loud_dbov, g.loud_percent, g.loud_window_s, g.continuous_s
+    )
 }
 
 /// `participant list`.
@@ -489,6 +514,7 @@ home_shard        1
 metadata          {\"guild\":42}
 whisper           no
 spam_guard        event
+proximity         off
 "
         );
     }
