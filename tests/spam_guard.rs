@@ -87,3 +87,46 @@ fn the_mute_action_server_mutes_the_flagged_speaker() {
         "nobody hears it any more"
     );
 }
+
+/// The room's thresholds reach the shard watching each speaker, also when they change
+/// while it talks: with `continuous_s: 5`, a speaker that never pauses is flagged
+/// after 5 s, not 120.
+#[test]
+fn the_room_sets_the_thresholds_on_every_shard() {
+    use chorus_engine::Request;
+    use chorus_protocol::control::{RoomCreate, RoomUpdate, SpamGuard};
+    use chorus_protocol::signal::RoomId;
+
+    let mut sim = Sim::with_shards(2, |_| {});
+    let name = RoomId::new("hall").unwrap();
+    assert!(sim.request(Request::CreateRoom(RoomCreate::new(name.clone())))[0].is_ok());
+    let players: Vec<usize> = (0..4)
+        .map(|i| sim.connect(&format!("p{i}"), "hall"))
+        .collect();
+    for &p in &players {
+        sim.clients[p].speaking = Some(30);
+    }
+    sim.run_for(Duration::from_secs(10));
+    assert!(spam_events(&sim).is_empty(), "{:?}", spam_events(&sim));
+    let replies = sim.request(Request::UpdateRoom(RoomUpdate {
+        spam_guard: Some(SpamGuard {
+            continuous_s: 5,
+            ..SpamGuard::default()
+        }),
+        ..RoomUpdate::new(name)
+    }));
+    assert!(replies[0].is_ok(), "{replies:?}");
+    sim.run_for(Duration::from_secs(4));
+    assert!(
+        spam_events(&sim).is_empty(),
+        "the window starts at the change"
+    );
+    sim.run_for(Duration::from_secs(2));
+    let flagged = spam_events(&sim);
+    assert_eq!(
+        flagged.len(),
+        4,
+        "every speaker, on both shards: {flagged:?}"
+    );
+    assert!(flagged.iter().all(|(_, reason, _)| reason == "continuous"));
+}

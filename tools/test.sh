@@ -57,10 +57,10 @@ PROFILE=debug OUT=target/bench/soak-ci.jsonl bash tools/load/soak.sh 60s
 
 step "browser: three headless Chromium clients through the demo page, 1 shard"
 cargo build --locked -p chorus-signaling
-CHORUS_ARGS="--shards 1" bash tools/browser-test/run.sh
+CHORUS_GAME_VOICE=0 CHORUS_ARGS="--shards 1" bash tools/browser-test/run.sh
 
-step "browser: the same with 2 shards (a room spanning shards)"
+step "browser: the same with 2 shards (a room spanning shards), and game voice (proximity, priority, whisper, spam guard: 4 pages + a tone page)"
 CHORUS_ARGS="--shards 2" bash tools/browser-test/run.sh
 
 step "browser: 2 shards, the node holding DTLS to AES_CM_128_HMAC_SHA1_80 (Chorus seals the slot streams in that profile)"
-CHORUS_ARGS="--shards 2 --srtp-profiles AES_CM_128_HMAC_SHA1_80" bash tools/browser-test/run.sh
+CHORUS_GAME_VOICE=0 CHORUS_ARGS="--shards 2 --srtp-profiles AES_CM_128_HMAC_SHA1_80" bash tools/browser-test/run.sh

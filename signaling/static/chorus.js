@@ -33,6 +33,8 @@ const JOIN_TIMEOUT_MS = 15_000;
 const RESUME_TIMEOUT_MS = 14_000;
 /** How much quieter the other slots play while a priority speaker speaks (dB). */
 const PRIORITY_DUCK_DB = 12;
+/** Least time between two `position` messages (the node takes the latest per 50 ms). */
+const POSITION_INTERVAL_MS = 50;
 /** Pause before each resume attempt (the last one repeats), ±20 % jitter. */
 const RESUME_BACKOFF_MS = [250, 500, 1_000, 2_000];
 /** One resume attempt (connect, `resume`, `resumed`) gets at most this long. */
@@ -111,6 +113,13 @@ function iceUfrag(sdp) {
   return /^a=ice-ufrag:(\S+)/m.exec(String(sdp ?? ''))?.[1] ?? null;
 }
 
+/** A finite `[x, y, z]`, or a ChorusError `bad_request`. */
+function vec3(v, what) {
+  const ok = Array.isArray(v) && v.length === 3 && v.every((c) => typeof c === 'number' && Number.isFinite(c));
+  if (!ok) throw new ChorusError('bad_request', `${what} must be [x, y, z] of finite numbers`);
+  return v.slice();
+}
+
 function copyParticipant(p) {
   return {
     participant_id: String(p.participant_id),
@@ -143,6 +152,9 @@ function copyParticipant(p) {
  *   priority, whisper}]` (`priority`: a priority speaker; while one speaks, the other
  *   slots play `priorityDuckDb` quieter; `whisper`: it whispers to you)
  * - `whisperTo`: the ids you whisper to (`whisper()`), or null
+ * - `position`: the last position given to `setPosition()`, or null
+ * - `lastSpeakers[].distance`: in a proximity room, how far that speaker is from you
+ *   (world units; null when unknown or outside proximity rooms)
  * - `signalRttMs`: round-trip time of the last ping/pong over the WebSocket
  *
  * Events (CustomEvent, payload in `event.detail`): `joined`, `participant_joined`,
@@ -162,8 +174,14 @@ export class ChorusClient extends EventTarget {
    *   connection fails (default true).
    * @param {number} [options.priorityDuckDb] how much quieter the other slots play while a
    *   priority speaker (grant `priority`) speaks, in dB (default 12; 0: no ducking).
+   * @param {boolean|{radius?: number}} [options.spatial] spatial playback: each slot plays
+   *   through a WebAudio panner placed where its speaker is (`setParticipantPositions()`),
+   *   heard from the listener pose (`setListenerPose()`; by default where `setPosition()`
+   *   put you). With `radius` (the room's proximity radius) a speaker also gets quieter
+   *   with distance as the node ranks it: gain (1 − d / radius)². Default: off (plain
+   *   `<audio>` playback).
    */
-  constructor({ url, audioContainer, resumeTimeoutMs, autoIceRestart, priorityDuckDb } = {}) {
+  constructor({ url, audioContainer, resumeTimeoutMs, autoIceRestart, priorityDuckDb, spatial } = {}) {
     super();
     this.url = url ?? defaultUrl();
     this.audioContainer = audioContainer ?? null;
@@ -183,6 +201,7 @@ export class ChorusClient extends EventTarget {
     this.iceServers = [];
     this.lastSpeakers = [];
     this.whisperTo = null;
+    this.position = null;
     this.signalRttMs = null;
     this.localTrack = null;
     this.muted = false;
@@ -209,7 +228,16 @@ export class ChorusClient extends EventTarget {
     this._leaving = false;
     this._ended = false;
     /** mute/deafen that could not be sent while reconnecting: sent after `resumed`. */
-    this._unsent = { mute: false, deafen: false, whisper: false };
+    this._unsent = { mute: false, deafen: false, whisper: false, position: false };
+    /** `position` throttling: when the last one went out, and the timer for the next. */
+    this._positionSentAt = -Infinity;
+    this._positionTimer = null;
+    /** Spatial playback: {radius} or null; its AudioContext, the listener pose set by
+     * the app (null: follow setPosition), and where the app says participants are. */
+    this.spatial = spatial ? { radius: Number(spatial.radius) > 0 ? Number(spatial.radius) : null } : null;
+    this._spatialCtx = null;
+    this._listenerPose = null;
+    this._peerPositions = new Map();
     this._iceRestart = null; // the restart in progress (a Promise)
     this._lastIceRestartAt = -Infinity;
     this._iceRestartTimer = null;
@@ -235,14 +263,17 @@ export class ChorusClient extends EventTarget {
    * @param {string} [opts.token] JWT; optional when the node runs with `--dev`
    * @param {MediaStreamTrack|null} [opts.audioTrack] track to send; omitted: the default
    *   microphone via getUserMedia (stopped on leave); `null`: listen only (no send transceiver)
+   * @param {MediaTrackConstraints} [opts.audioConstraints] for that getUserMedia (default:
+   *   the browser's, with echo cancellation, noise suppression and gain control; e.g.
+   *   `{noiseSuppression: false, autoGainControl: false}` for music or a soundboard)
    */
-  async join({ room, name, token, audioTrack } = {}) {
+  async join({ room, name, token, audioTrack, audioConstraints } = {}) {
     if (this.state !== 'idle') throw new ChorusError('bad_request', `join() called in state ${this.state}`);
     this.state = 'connecting';
     try {
       if (audioTrack === undefined) {
         try {
-          const stream = await navigator.mediaDevices.getUserMedia({ audio: true });
+          const stream = await navigator.mediaDevices.getUserMedia({ audio: audioConstraints ?? true });
           audioTrack = stream.getAudioTracks()[0] ?? null;
           this._ownsTrack = true;
         } catch (e) {
@@ -292,7 +323,10 @@ export class ChorusClient extends EventTarget {
   setDeafened(deafened) {
     deafened = Boolean(deafened);
     this.deafened = deafened;
-    for (const s of this.slots) if (s.audio) s.audio.muted = deafened;
+    for (const s of this.slots) {
+      if (s.gain) this._applyVolume(s);
+      else if (s.audio) s.audio.muted = deafened;
+    }
     if (this.self) this.self.deafened = deafened;
     if (!this._send({ type: 'deafen', deafened }) && this.state === 'reconnecting') this._unsent.deafen = true;
   }
@@ -307,6 +341,54 @@ export class ChorusClient extends EventTarget {
     const to = Array.isArray(ids) && ids.length ? ids.map(String) : null;
     this.whisperTo = to;
     if (!this._send({ type: 'whisper', to }) && this.state === 'reconnecting') this._unsent.whisper = true;
+  }
+
+  /**
+   * Where you are, in a proximity room whose positions come from clients
+   * (`proximity.positions: "client"`): sent as `position`, at most every 50 ms (the
+   * latest one wins). Until the first one you hear no one there. Also places the
+   * spatial listener unless `setListenerPose()` took over. A refusal comes back as an
+   * `error` event (`forbidden`: the backend sets positions in this room).
+   * @param {number[]} position `[x, y, z]` in the game's world units
+   */
+  setPosition(position) {
+    const p = vec3(position, 'position');
+    this.position = p;
+    if (!this._listenerPose) this._placeListener();
+    const wait = POSITION_INTERVAL_MS - (performance.now() - this._positionSentAt);
+    if (wait <= 0) this._sendPosition();
+    else if (!this._positionTimer) {
+      this._positionTimer = setTimeout(() => {
+        this._positionTimer = null;
+        this._sendPosition();
+      }, wait);
+    }
+  }
+
+  /**
+   * Spatial playback: where you hear from, and which way you face (defaults: -z
+   * forward, +y up). Once called, `setPosition()` no longer moves the listener.
+   */
+  setListenerPose(position, forward = [0, 0, -1], up = [0, 1, 0]) {
+    this._listenerPose = {
+      position: vec3(position, 'position'),
+      forward: vec3(forward, 'forward'),
+      up: vec3(up, 'up'),
+    };
+    this._placeListener();
+  }
+
+  /**
+   * Spatial playback: where other participants are, `{participant_id: [x, y, z]}` (or a
+   * Map; `null` forgets one). Their slots' panners follow.
+   */
+  setParticipantPositions(positions) {
+    const entries = positions instanceof Map ? positions.entries() : Object.entries(positions ?? {});
+    for (const [id, pos] of entries) {
+      if (pos == null) this._peerPositions.delete(String(id));
+      else this._peerPositions.set(String(id), vec3(pos, `position of ${id}`));
+    }
+    this._placeSlots();
   }
 
   /**
@@ -673,7 +755,8 @@ export class ChorusClient extends EventTarget {
     if (this._unsent.mute && (this.muted || !this.self.server_muted)) this._send({ type: 'mute', muted: this.muted });
     if (this._unsent.deafen) this._send({ type: 'deafen', deafened: this.deafened });
     if (this._unsent.whisper) this._send({ type: 'whisper', to: this.whisperTo });
-    this._unsent = { mute: false, deafen: false, whisper: false };
+    if (this._unsent.position && this.position) this._send({ type: 'position', position: this.position });
+    this._unsent = { mute: false, deafen: false, whisper: false, position: false };
 
     this._emit('resumed', {
       participant_id: this.self.participant_id,
@@ -889,9 +972,11 @@ export class ChorusClient extends EventTarget {
           slot: typeof s.slot === 'number' ? s.slot : null,
           priority: s.priority === true,
           whisper: s.whisper === true,
+          distance: typeof s.distance === 'number' ? s.distance : null,
         })) : [];
         this.lastSpeakers = speakers;
         this._duckForPriority(speakers);
+        this._placeSlots();
         this._emit('speakers', { speakers });
         break;
       }
@@ -1023,7 +1108,105 @@ export class ChorusClient extends EventTarget {
       this.audioContainer.appendChild(audio);
     }
     audio.play().catch(() => { /* autoplay blocked: plays on the next user gesture */ });
-    return { index, mid, transceiver, receiver, track, audio };
+    const slot = { index, mid, transceiver, receiver, track, audio, duck: 1, speaker: null, gain: null, panner: null };
+    if (this.spatial) this._spatialize(slot);
+    return slot;
+  }
+
+  /**
+   * Routes a slot through WebAudio: source → gain (ducking, distance, deafen) → panner.
+   * The `<audio>` element stays, muted: Chromium plays a remote track into WebAudio
+   * only while an element renders it.
+   */
+  _spatialize(slot) {
+    if (typeof AudioContext === 'undefined') return;
+    try {
+      if (!this._spatialCtx) {
+        this._spatialCtx = new AudioContext();
+        this._placeListener();
+      }
+      const ctx = this._spatialCtx;
+      const source = ctx.createMediaStreamSource(new MediaStream([slot.track]));
+      const gain = ctx.createGain();
+      const panner = ctx.createPanner();
+      panner.panningModel = 'HRTF';
+      // Distance is applied by `gain` (the node's curve), the panner only places.
+      panner.distanceModel = 'linear';
+      panner.rolloffFactor = 0;
+      source.connect(gain).connect(panner).connect(ctx.destination);
+      slot.audio.muted = true;
+      slot.gain = gain;
+      slot.panner = panner;
+      if (ctx.state === 'suspended') ctx.resume().catch(() => {});
+    } catch {
+      slot.gain = null;
+      slot.panner = null;
+    }
+    this._applyVolume(slot);
+  }
+
+  /** A slot's volume: priority ducking, deafen, and (spatial, with a radius) distance. */
+  _applyVolume(slot) {
+    if (!slot.gain) {
+      if (slot.audio) slot.audio.volume = slot.duck;
+      return;
+    }
+    let volume = this.deafened ? 0 : slot.duck;
+    const radius = this.spatial?.radius;
+    const at = slot.speaker && this._peerPositions.get(slot.speaker);
+    const me = this._listenerPose?.position ?? this.position;
+    if (radius && at && me) {
+      const near = Math.min(1, Math.max(0, 1 - Math.hypot(at[0] - me[0], at[1] - me[1], at[2] - me[2]) / radius));
+      volume *= near * near;
+    }
+    slot.gain.gain.value = volume;
+  }
+
+  _placeListener() {
+    const l = this._spatialCtx?.listener;
+    if (!l) return;
+    const pose = this._listenerPose ?? (this.position && { position: this.position, forward: [0, 0, -1], up: [0, 1, 0] });
+    if (!pose) return;
+    const set = (param, v, old) => { if (param) param.value = v; else old(); };
+    const [x, y, z] = pose.position;
+    const [fx, fy, fz] = pose.forward;
+    const [ux, uy, uz] = pose.up;
+    set(l.positionX, x, () => l.setPosition(x, y, z));
+    if (l.positionX) { l.positionY.value = y; l.positionZ.value = z; }
+    set(l.forwardX, fx, () => l.setOrientation(fx, fy, fz, ux, uy, uz));
+    if (l.forwardX) {
+      l.forwardY.value = fy; l.forwardZ.value = fz;
+      l.upX.value = ux; l.upY.value = uy; l.upZ.value = uz;
+    }
+    this._placeSlots();
+  }
+
+  /** Each slot's panner goes where the speaker it carries (from `speakers`) is. */
+  _placeSlots() {
+    for (const s of this.lastSpeakers) {
+      const slot = s.slot != null ? this.slots[s.slot] : null;
+      if (slot) slot.speaker = s.participant_id;
+    }
+    for (const slot of this.slots) {
+      if (!slot?.panner) continue;
+      const at = slot.speaker && this._peerPositions.get(slot.speaker);
+      if (at) {
+        if (slot.panner.positionX) {
+          slot.panner.positionX.value = at[0];
+          slot.panner.positionY.value = at[1];
+          slot.panner.positionZ.value = at[2];
+        } else slot.panner.setPosition(at[0], at[1], at[2]);
+      }
+      this._applyVolume(slot);
+    }
+  }
+
+  _sendPosition() {
+    if (!this.position) return;
+    this._positionSentAt = performance.now();
+    if (!this._send({ type: 'position', position: this.position }) && this.state === 'reconnecting') {
+      this._unsent.position = true;
+    }
   }
 
   /**
@@ -1038,7 +1221,8 @@ export class ChorusClient extends EventTarget {
     for (const slot of this.slots) {
       if (!slot.audio) continue;
       const carriesLeader = leaders.some((s) => s.slot === slot.index);
-      slot.audio.volume = carriesLeader ? 1 : ducked;
+      slot.duck = carriesLeader ? 1 : ducked;
+      this._applyVolume(slot);
     }
   }
 
@@ -1046,6 +1230,7 @@ export class ChorusClient extends EventTarget {
   resumeAudio() {
     for (const s of this.slots) s.audio?.play().catch(() => {});
     this._audioCtx?.resume?.().catch(() => {});
+    this._spatialCtx?.resume?.().catch(() => {});
   }
 
   _setupAnalyser() {
@@ -1096,7 +1281,7 @@ export class ChorusClient extends EventTarget {
       this._clearAttemptTimer();
       this._reconnect = null;
     }
-    for (const t of ['_iceRestartTimer', '_disconnectedTimer']) {
+    for (const t of ['_iceRestartTimer', '_disconnectedTimer', '_positionTimer']) {
       if (this[t]) { clearTimeout(this[t]); this[t] = null; }
     }
     const wasState = this.state;
@@ -1116,6 +1301,7 @@ export class ChorusClient extends EventTarget {
       this._emit('connection_state', { state: 'closed', ice_state: 'closed' });
     }
     if (this._audioCtx) { this._audioCtx.close().catch(() => {}); this._audioCtx = null; this._analyser = null; }
+    if (this._spatialCtx) { this._spatialCtx.close().catch(() => {}); this._spatialCtx = null; }
     if (this._ownsTrack && this.localTrack) this.localTrack.stop();
     if (!this._closedEmitted && wasState !== 'idle') {
       this._closedEmitted = true;

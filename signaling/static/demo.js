@@ -17,6 +17,10 @@ const ui = {
   status: $('#status'),
   localMeter: $('#local-level'),
   sinks: $('#audio-sinks'),
+  world: $('#world'),
+  worldMe: $('#world-me'),
+  worldReach: $('#world-reach'),
+  worldNote: $('#world-note'),
   banner: $('#banner'),
   bannerTitle: $('#banner-title'),
   bannerText: $('#banner-text'),
@@ -36,6 +40,10 @@ const shownLevel = new Map(); // participant_id -> meter level (peak hold with d
 /** Per 100 ms tick, a meter falls to this fraction unless the level is higher. */
 const METER_DECAY = 0.7;
 let localShown = 0;
+/** Participants this client whispers to (the whisper buttons). */
+const whisperSet = new Set();
+/** Where you are on the world map (x, z; y is 0). */
+let worldAt = [0, 0];
 
 function decayed(prev, level) {
   return Math.max(level, (prev ?? 0) * METER_DECAY);
@@ -141,10 +149,14 @@ function rowFor(p, isSelf) {
           <span class="badge no-publish" title="The server does not forward your audio">listen only</span>
           <span class="badge no-subscribe" title="The server forwards no audio to you">not receiving</span>
           <span class="badge priority" title="Priority speaker: heard by everyone, the others ducked">priority</span>
+          <span class="badge whisper" title="Whispers to you: only you (and a few others) hear this">whispers to you</span>
         </span>
+        <span class="distance"></span>
       </span>
+      <button type="button" class="btn whisper-btn" aria-pressed="false" title="Whisper: send your audio only to the people whose button is on">whisper</button>
       <span class="meter small" role="meter" aria-valuemin="0" aria-valuemax="1" aria-valuenow="0"><span class="meter-fill"></span></span>`;
     li.querySelector('.avatar').style.setProperty('--hue', String(hue(p.participant_id)));
+    li.querySelector('.whisper-btn').addEventListener('click', (e) => toggleWhisper(p.participant_id, e.currentTarget));
     if (isSelf) ui.list.prepend(li); else ui.list.append(li);
   }
   li.dataset.self = String(isSelf);
@@ -195,6 +207,8 @@ function updateLevels() {
   // The server's active-speaker set counts as well (it covers us and anyone not in a slot).
   const serverActive = new Map(client.lastSpeakers.map((s) => [s.participant_id, s.level]));
   const priority = new Set(client.lastSpeakers.filter((s) => s.priority).map((s) => s.participant_id));
+  const whispering = new Set(client.lastSpeakers.filter((s) => s.whisper).map((s) => s.participant_id));
+  const distance = new Map(client.lastSpeakers.filter((s) => s.distance != null).map((s) => [s.participant_id, s.distance]));
   if (client.permissions?.priority) priority.add(selfId);
 
   for (const li of ui.list.children) {
@@ -205,6 +219,9 @@ function updateLevels() {
     const speaking = !muted && (serverActive.has(id) || now - (lastLoud.get(id) ?? -Infinity) < SPEAKING_HOLD_MS);
     li.dataset.speaking = String(speaking);
     li.dataset.priority = String(priority.has(id));
+    li.dataset.whisper = String(whispering.has(id));
+    const d = id === selfId ? null : distance.get(id);
+    li.querySelector('.distance').textContent = d == null ? '' : `${d.toFixed(1)} away`;
     // Live levels (our analyser, the slots' CSRC levels) beat the node's last report.
     const live = muted ? 0 : (levels.has(id) ? level : (serverActive.get(id) ?? 0));
     const shown = decayed(shownLevel.get(id), live);
@@ -292,7 +309,13 @@ function wire(c) {
     setStatus(`Kicked${e.detail.reason ? `: ${e.detail.reason}` : ''}`, 'error');
   });
   c.addEventListener('error', (e) => {
-    if (c === client) setStatus(`Server error: ${e.detail.code}${e.detail.message ? ` – ${e.detail.message}` : ''}`, 'error');
+    if (c !== client) return;
+    if (/position|proximity/.test(e.detail.message ?? '')) {
+      ui.worldNote.textContent = `This room does not take your position: ${e.detail.message}`;
+      ui.worldNote.dataset.kind = 'error';
+      return;
+    }
+    setStatus(`Server error: ${e.detail.code}${e.detail.message ? ` – ${e.detail.message}` : ''}`, 'error');
   });
   c.addEventListener('room_closed', (e) => {
     if (c !== client) return;
@@ -352,13 +375,72 @@ function wire(c) {
   });
 }
 
+// ------------------------------------------------------------ whisper
+
+function toggleWhisper(id, button) {
+  if (!client || client.state === 'closed') return;
+  if (whisperSet.has(id)) whisperSet.delete(id); else whisperSet.add(id);
+  button.setAttribute('aria-pressed', String(whisperSet.has(id)));
+  client.whisper([...whisperSet]);
+  setStatus(whisperSet.size ? `Whispering to ${whisperSet.size} participant(s)` : 'Everyone hears you again', 'info');
+}
+
+// ------------------------------------------------------------ world map (proximity)
+
+/** The map's ring: the proximity radius to draw (`?radius=`; the node knows the real one). */
+const worldRadius = Math.max(1, Math.min(50, Number(params.get('radius')) || 20));
+ui.worldReach.setAttribute('r', String(worldRadius));
+
+function moveTo(x, z) {
+  worldAt = [Math.max(-50, Math.min(50, x)), Math.max(-50, Math.min(50, z))];
+  const [wx, wz] = worldAt.map((v) => Math.round(v * 10) / 10);
+  ui.worldMe.setAttribute('cx', String(wx));
+  ui.worldMe.setAttribute('cy', String(wz));
+  ui.worldReach.setAttribute('cx', String(wx));
+  ui.worldReach.setAttribute('cy', String(wz));
+  ui.worldMe.setAttribute('aria-valuetext', `${wx}, ${wz}`);
+  if (client && client.state === 'joined') client.setPosition([wx, 0, wz]);
+}
+
+function mapPoint(e) {
+  const m = ui.world.getScreenCTM();
+  if (!m) return null;
+  const p = new DOMPoint(e.clientX, e.clientY).matrixTransform(m.inverse());
+  return [p.x, p.y];
+}
+
+let dragging = false;
+ui.world.addEventListener('pointerdown', (e) => {
+  const p = mapPoint(e);
+  if (!p) return;
+  dragging = true;
+  ui.world.setPointerCapture(e.pointerId);
+  moveTo(...p);
+});
+ui.world.addEventListener('pointermove', (e) => {
+  if (!dragging) return;
+  const p = mapPoint(e);
+  if (p) moveTo(...p);
+});
+ui.world.addEventListener('pointerup', () => { dragging = false; });
+ui.worldMe.addEventListener('keydown', (e) => {
+  const step = e.shiftKey ? 10 : 2;
+  const d = { ArrowLeft: [-step, 0], ArrowRight: [step, 0], ArrowUp: [0, -step], ArrowDown: [0, step] }[e.key];
+  if (!d) return;
+  e.preventDefault();
+  moveTo(worldAt[0] + d[0], worldAt[1] + d[1]);
+});
+
 async function join() {
   const room = ui.room.value.trim() || ui.room.placeholder;
   const name = ui.name.value.trim();
   if (!name) { ui.name.focus(); setStatus('Enter your name first', 'warn'); return; }
   const token = params.get('token') ?? undefined;
 
-  const c = new ChorusClient({ audioContainer: ui.sinks });
+  const spatial = params.get('spatial') === '1' ? { radius: Number(params.get('radius')) || undefined } : undefined;
+  const c = new ChorusClient({ audioContainer: ui.sinks, spatial });
+  whisperSet.clear();
+  for (const b of ui.list.querySelectorAll('.whisper-btn')) b.setAttribute('aria-pressed', 'false');
   client = c;
   showBanner(null);
   window.chorus = c;
@@ -366,7 +448,11 @@ async function join() {
   setInCall(true);
   setStatus(`Joining “${room}”…`, 'info');
   try {
-    await c.join({ room, name, token });
+    // `?processing=off`: the microphone as it is (music, a soundboard), without the
+    // browser's echo cancellation, noise suppression and gain control.
+    const raw = params.get('processing') === 'off';
+    const audioConstraints = raw ? { echoCancellation: false, noiseSuppression: false, autoGainControl: false } : undefined;
+    await c.join({ room, name, token, audioConstraints });
   } catch (e) {
     if (c !== client) return;
     setInCall(false);

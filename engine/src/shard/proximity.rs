@@ -191,9 +191,12 @@ impl Shard {
         }
     }
 
-    /// Positions from the home shard. A speaker that went out of a listener's reach
-    /// loses its slot there (priority speakers and whispers excepted), and listeners
-    /// for whom a speaker came into or went out of the radius are owed `speakers`.
+    /// Positions from the home shard. A speaker out of a listener's reach loses its
+    /// slot there (priority speakers and whispers excepted), and listeners for whom a
+    /// speaking member came into or went out of the radius are owed `speakers`.
+    ///
+    /// Cost: O(positions + local listeners × slots + moved listeners × speaking); the
+    /// listeners near a moved speaker come from the index.
     pub(super) fn apply_positions(
         &mut self,
         room: &RoomId,
@@ -207,12 +210,7 @@ impl Shard {
         let Some(space) = view.proximity.as_mut() else {
             return;
         };
-        // (listener, speaker) pairs now out of reach of each other.
-        let mut gone: Vec<(Key, ParticipantId)> = Vec::new();
         let mut dirty: Vec<Key> = Vec::new();
-        let out_of_reach = |space: &Space, from: Point, to: Option<Point>| {
-            to.is_none_or(|to| !space.within_reach(distance(from, to)))
-        };
         if all {
             let mut fresh = Space::new(space.radius());
             for &(id, at) in positions {
@@ -220,67 +218,67 @@ impl Shard {
             }
             for m in &view.local {
                 fresh.index(m.id, m.key);
-                if let Some(p) = self.participants.at_mut(m.key) {
-                    p.speakers_dirty = true;
-                    let Some(me) = fresh.position(m.id) else {
-                        gone.extend(p.table.occupants().map(|o| (m.key, o)));
-                        continue;
-                    };
-                    for o in p.table.occupants() {
-                        if out_of_reach(&fresh, me, fresh.position(o)) {
-                            gone.push((m.key, o));
-                        }
-                    }
-                }
             }
             *space = fresh;
             dirty.extend(view.local.iter().map(|m| m.key));
         } else {
             let radius = space.radius();
-            let inside = |a: Option<Point>, b: Point| a.is_some_and(|a| distance(a, b) <= radius);
+            let inside = |a: Option<Point>, b: Option<Point>| {
+                a.zip(b).is_some_and(|(a, b)| distance(a, b) <= radius)
+            };
+            let speakers_before: Vec<Option<Point>> =
+                speaking.iter().map(|s| space.position(*s)).collect();
+            let mut listeners_moved = Vec::new();
+            let mut speakers_moved = Vec::new();
             for &(id, at) in positions {
                 let before = space.position(id);
                 let local = self.participants.key(&id);
                 space.place(id, at, local);
-                if let Some(before) = before {
-                    // Listeners it left behind.
-                    space.near(before, |l, _| {
-                        if l.id != id && out_of_reach(space, at, Some(l.at)) {
-                            gone.push((l.key, id));
+                if let Some(key) = local {
+                    listeners_moved.push((key, id, before, at));
+                }
+                if speaking.binary_search(&id).is_ok() {
+                    speakers_moved.push((id, before, at));
+                }
+            }
+            let speakers_after: Vec<Option<Point>> =
+                speaking.iter().map(|s| space.position(*s)).collect();
+            // A listener moved: did a speaker come into or go out of its radius?
+            for (key, id, before, at) in listeners_moved {
+                let changed = speaking
+                    .iter()
+                    .zip(speakers_before.iter().zip(&speakers_after))
+                    .any(|(s, (b, a))| *s != id && inside(before, *b) != inside(Some(at), *a));
+                if changed {
+                    dirty.push(key);
+                }
+            }
+            // A speaker moved: the listeners near where it was or is now.
+            for (id, before, at) in speakers_moved {
+                for spot in [before, Some(at)].into_iter().flatten() {
+                    space.near(spot, |l, _| {
+                        if l.id != id && inside(before, Some(l.at)) != inside(Some(at), Some(l.at))
+                        {
+                            dirty.push(l.key);
                         }
                     });
                 }
-                if speaking.binary_search(&id).is_ok() {
-                    // A speaker moved: listeners near where it was or is now may have
-                    // gained or lost it.
-                    for spot in [before, Some(at)].into_iter().flatten() {
-                        space.near(spot, |l, _| {
-                            if l.id != id && inside(before, l.at) != (distance(at, l.at) <= radius)
-                            {
-                                dirty.push(l.key);
-                            }
-                        });
-                    }
-                }
-                let Some(key) = local else {
-                    continue;
-                };
-                // A listener moved: the speakers it left behind, and whether any came
-                // into or went out of its radius.
-                if let Some(p) = self.participants.at_mut(key) {
-                    for o in p.table.occupants() {
-                        if out_of_reach(space, at, space.position(o)) {
-                            gone.push((key, o));
-                        }
-                    }
-                }
-                let changed = speaking.iter().filter(|s| **s != id).any(|s| {
-                    space
-                        .position(*s)
-                        .is_some_and(|sp| inside(before, sp) != (distance(at, sp) <= radius))
-                });
-                if changed {
-                    dirty.push(key);
+            }
+        }
+        // Slots held by speakers now out of reach are freed (a speaker that left the
+        // reach and comes back into the hysteresis band is a newcomer again).
+        let mut gone: Vec<(Key, ParticipantId)> = Vec::new();
+        for m in &view.local {
+            let Some(p) = self.participants.at_mut(m.key) else {
+                continue;
+            };
+            let me = space.position(m.id);
+            for o in p.table.occupants() {
+                let near = me
+                    .zip(space.position(o))
+                    .is_some_and(|(a, b)| space.within_reach(distance(a, b)));
+                if !near {
+                    gone.push((m.key, o));
                 }
             }
         }
