@@ -15,7 +15,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use chorus_engine::{Command, Permissions, Request, RequestId, Shard, ShardConfig};
-use chorus_protocol::control::{PositionSource, Proximity, RoomCreate, RoomSetPositions};
+use chorus_protocol::control::{
+    Call, PositionSource, Proximity, Request as RpcRequest, RoomCreate, RoomSetPositions,
+};
 use chorus_protocol::signal::{DisplayName, ParticipantId, RoomId};
 use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
 
@@ -162,7 +164,54 @@ fn main() {
         }
     }
     group.finish();
+
+    // What the control socket adds: decoding the JSON-RPC line of a batch (the
+    // engine's request is built from it).
+    let mut decode = c.benchmark_group("positions_decode");
+    let mut decoded = Vec::new();
+    for n in SIZES {
+        let mut rig = Rig {
+            ids: (0..n as u64)
+                .map(|i| chorus_engine::participant_id(i + 1, 0))
+                .collect(),
+            at: (0..n)
+                .map(|i| [i as f64, 0.0, (i * 7 % 500) as f64])
+                .collect(),
+            ..Rig::new(1)
+        };
+        let batch = rig.batch();
+        let line = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"room.set_positions","params":{}}}"#,
+            serde_json::to_string(&batch).expect("json")
+        );
+        decode.throughput(Throughput::Elements(n as u64));
+        let mut total = (Duration::ZERO, 0u64);
+        decode.bench_function(BenchmarkId::from_parameter(n), |b| {
+            b.iter_custom(|iters| {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    let r = RpcRequest::decode(&line).expect("request");
+                    let call = Call::decode(&r.method, r.params).expect("call");
+                    std::hint::black_box(call);
+                }
+                let d = start.elapsed();
+                total.0 += d;
+                total.1 += iters;
+                d
+            });
+        });
+        if total.1 > 0 {
+            decoded.push((n, line.len(), total.0 / total.1 as u32));
+        }
+    }
+    decode.finish();
     c.final_summary();
+    for (n, bytes, per) in decoded {
+        eprintln!(
+            "{n:>5} positions: {bytes} bytes of JSON-RPC, decoded in {:>8.1} µs",
+            per.as_secs_f64() * 1e6
+        );
+    }
     eprintln!("\npositions: mean per batch (every member moved), warm-up included");
     for (n, per) in summary {
         eprintln!(

@@ -18,6 +18,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use chorus_protocol::signal::ParticipantId;
+use rustc_hash::FxHashMap;
 
 use crate::participants::Key;
 
@@ -56,10 +57,12 @@ pub(crate) struct Space {
     radius: f64,
     /// `radius` plus the hysteresis: the edge of the grid's cells.
     reach: f64,
-    positions: HashMap<ParticipantId, Point>,
+    /// Keyed by the node's own ids (never chosen by a client): a fast hash.
+    positions: FxHashMap<ParticipantId, Point>,
+    /// Keyed by positions, which clients may choose: the standard keyed hash.
     cells: HashMap<Cell, Vec<Listener>>,
     /// Where each indexed listener is in `cells`.
-    indexed: HashMap<ParticipantId, (Cell, usize)>,
+    indexed: FxHashMap<ParticipantId, (Cell, usize)>,
 }
 
 impl Space {
@@ -67,9 +70,9 @@ impl Space {
         Space {
             radius,
             reach: radius * (1.0 + EDGE_HYSTERESIS),
-            positions: HashMap::new(),
+            positions: FxHashMap::default(),
             cells: HashMap::new(),
-            indexed: HashMap::new(),
+            indexed: FxHashMap::default(),
         }
     }
 

@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 use chorus_protocol::control::{ParticipantDetails, Proximity, RoomInfo, RoomKind, SpamGuard};
 use chorus_protocol::signal::{ParticipantId, ParticipantInfo, RoomId};
 
+use rustc_hash::FxHashMap;
+
 use crate::io::Permissions;
 use crate::proximity::Point;
 
@@ -74,10 +76,10 @@ pub(crate) struct Room {
     /// Shards last told they hold members ([`Room::shards`] at that time).
     pub notified: Vec<usize>,
     /// In a proximity room: every member's last known position.
-    pub positions: HashMap<ParticipantId, Point>,
+    pub positions: FxHashMap<ParticipantId, Point>,
     /// Positions from clients since the last tick (the latest per member), sent to
     /// the room's shards as one batch.
-    pub pending_positions: HashMap<ParticipantId, Point>,
+    pub pending_positions: FxHashMap<ParticipantId, Point>,
     csrcs: HashSet<u32>,
     next_csrc: u32,
 }
@@ -92,8 +94,8 @@ impl Room {
             order: Vec::new(),
             members: HashMap::new(),
             notified: Vec::new(),
-            positions: HashMap::new(),
-            pending_positions: HashMap::new(),
+            positions: FxHashMap::default(),
+            pending_positions: FxHashMap::default(),
             csrcs: HashSet::new(),
             next_csrc: 1,
         }

@@ -12,6 +12,10 @@
 #   tools/load/bench.sh signaling    # --signaling-only: 1,000 then 5,000 WebSocket clients in
 #                                    # rooms of 10, 10,000 messages/s (10 % mute toggles)
 #   tools/load/bench.sh signaling-quick  # 200 clients, 5 s, 1,000 messages/s: a smoke test
+#   tools/load/bench.sh proximity    # one raid room of 1,000 (1 audio slot), 30 speakers: plain,
+#                                    # then proximity (radius 30, world 90, positions at 20 Hz)
+#   tools/load/bench.sh proximity-batch  # the same 1,000 silent, without then with positions:
+#                                    # the node's CPU per position batch
 #
 # Env: DURATION (default 60s), SHARDS (override the shard list), SIZES (sweep), OUT,
 #      CHORUS_BIN / LOAD_BIN (run these binaries instead of building target/$PROFILE's;
@@ -43,7 +47,13 @@ if "$chorus_bin" serve --help 2>/dev/null | grep -q -- '--join-rate-per-ip'; the
 fi
 # No control socket: the default path (/tmp/chorus/control.sock) is shared with any
 # other node on the machine, and a node that cannot take it does not start.
-if "$chorus_bin" serve --help 2>/dev/null | grep -q -- '--control '; then
+# The proximity modes create their rooms through a control socket of their own.
+control_dir=""
+if [[ "$mode" == proximity* ]]; then
+  control_dir="$(mktemp -d)"
+  trap 'rm -rf "$control_dir"' EXIT
+  node_extra+=(--control "$control_dir/control.sock")
+elif "$chorus_bin" serve --help 2>/dev/null | grep -q -- '--control '; then
   node_extra+=(--control none)
 fi
 case "$mode" in
@@ -68,7 +78,12 @@ run() {
     sleep 0.1
   done
   local line status=0
-  line="$("$load_bin" --url "http://127.0.0.1:$http" --rooms "$rooms" --per-room "$per" \
+  local control_args=()
+  if [ -n "$control_dir" ]; then
+    for _ in $(seq 50); do [ -S "$control_dir/control.sock" ] && break; sleep 0.1; done
+    control_args=(--control "$control_dir/control.sock")
+  fi
+  line="$("$load_bin" "${control_args[@]}" --url "http://127.0.0.1:$http" --rooms "$rooms" --per-room "$per" \
     --speakers "$speakers" --duration "$duration" --node-pid "$pid" "$@")" || status=$?
   kill "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
@@ -114,6 +129,24 @@ case "$mode" in
           --message-rate "${RATE:-10000}" --mute-share "${MUTE_SHARE:-0.1}"
       done
     done ;;
+  proximity)
+    # The same raid room of 1,000 (one slot each: 50k copies/s, what this machine can
+    # take with the clients on it), plain then proximity, each on a fresh node.
+    for s in ${SHARDS:-2}; do
+      LABEL=plain run "$s" 1 1000 30 "${DURATION:-30s}" --ramp 250 --audio-slots 1
+      LABEL=proximity run "$s" 1 1000 30 "${DURATION:-30s}" --ramp 250 --audio-slots 1 \
+        --proximity "${RADIUS:-30}" --world "${WORLD:-90}" --positions-hz "${HZ:-20}"
+    done ;;
+  proximity-batch)
+    # What a batch costs the node, all in (control socket, JSON, engine): 1,000 connected
+    # and silent, without then with positions at 20 Hz; the CPU difference per batch.
+    for s in ${SHARDS:-2}; do
+      LABEL=silent run "$s" 1 1000 0 "${DURATION:-30s}" --ramp 250 --audio-slots 1
+      LABEL=silent-positions run "$s" 1 1000 0 "${DURATION:-30s}" --ramp 250 --audio-slots 1 \
+        --proximity "${RADIUS:-30}" --world "${WORLD:-90}" --positions-hz "${HZ:-20}"
+    done ;;
+  proximity-quick)
+    run "${SHARDS:-2}" 1 20 4 "${DURATION:-5s}" --audio-slots 2 --proximity 30 --world 60 ;;
   signaling-quick)
     run "${SHARDS:-2}" 20 10 0 "${DURATION:-5s}" --signaling-only --ramp "${RAMP:-200}" \
       --message-rate "${RATE:-1000}" --mute-share "${MUTE_SHARE:-0.1}" ;;

@@ -89,6 +89,25 @@ pub struct Args {
     /// the rest are `ping`s.
     #[arg(long, default_value_t = 0.1, requires = "signaling_only")]
     pub mute_share: f64,
+    /// The node's control socket: the rooms are created through it (`raid` rooms of
+    /// --per-room, with --audio-slots) instead of by the first join.
+    #[arg(long, conflicts_with = "signaling_only")]
+    pub control: Option<std::path::PathBuf>,
+    /// With --control: the rooms' audio slots (default: the kind's, 6).
+    #[arg(long, requires = "control")]
+    pub audio_slots: Option<u8>,
+    /// Proximity rooms of this radius: the rooms are created through --control with
+    /// `proximity: {radius}`, and every room's positions are sent with
+    /// `room.set_positions` at --positions-hz (everyone walking in a --world square).
+    #[arg(long, requires = "control", conflicts_with = "signaling_only")]
+    pub proximity: Option<f64>,
+    /// With --proximity: position batches per second per room.
+    #[arg(long, default_value_t = 20.0, requires = "proximity")]
+    pub positions_hz: f64,
+    /// With --proximity: the side of the square world the participants walk in
+    /// (default: 3 × the radius).
+    #[arg(long, requires = "proximity")]
+    pub world: Option<f64>,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -230,6 +249,27 @@ mod tests {
         assert!(
             Args::try_parse_from(["chorus-load", "--message-rate", "5"]).is_err(),
             "--message-rate needs --signaling-only"
+        );
+    }
+
+    #[test]
+    fn parses_proximity() {
+        let a = Args::try_parse_from([
+            "chorus-load",
+            "--control",
+            "/tmp/c.sock",
+            "--proximity",
+            "30",
+            "--world",
+            "100",
+        ])
+        .unwrap();
+        assert_eq!(a.proximity, Some(30.0));
+        assert_eq!(a.positions_hz, 20.0);
+        assert_eq!(a.world, Some(100.0));
+        assert!(
+            Args::try_parse_from(["chorus-load", "--proximity", "30"]).is_err(),
+            "--proximity needs --control"
         );
     }
 

@@ -76,6 +76,18 @@
 //! got forwarded. A rejoin that fails (signaling, or DTLS within `--connect-timeout`)
 //! counts in `churn.failed_joins` and makes the exit status 1; the slot tries again
 //! at its next event.
+//!
+//! # Proximity (`--control`, `--proximity`)
+//!
+//! With `--control PATH` the rooms are created through the node's control socket
+//! (`raid` rooms of `--per-room`, with `--audio-slots`); with `--proximity RADIUS` too
+//! as proximity rooms, and a backend loop sends every room's positions
+//! (`room.set_positions`, all participants walking on circles of their own in a
+//! `--world`-wide square) `--positions-hz` times a second from the end of the ramp to
+//! the end of the window. `proximity` in the JSON gives the batches, their size and
+//! their round trip (`rtt_ms`: JSON both ways, the node's work, the reply). A listener
+//! hears only the speakers within the radius, so `loss` and `expected` are no loss
+//! figures there; `cpu_us_per_packet` and `forwarded_pps` are.
 #![forbid(unsafe_code)]
 #![recursion_limit = "256"]
 
@@ -85,6 +97,7 @@ mod cli;
 mod hist;
 mod payload;
 mod procfs;
+mod proximity;
 mod signal;
 mod sigonly;
 mod worker;
@@ -263,7 +276,31 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
             next_id: AtomicU32::new(participants),
             ..ChurnCounters::default()
         },
+        ids: Mutex::new(Default::default()),
     });
+    if args.proximity.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
+        bail!("--proximity must be a positive radius");
+    }
+    if let Some(control) = &args.control {
+        let names: Vec<String> = (0..args.rooms).map(|r| sig.room_name(r)).collect();
+        proximity::create_rooms(
+            control,
+            &names,
+            args.per_room,
+            args.audio_slots,
+            args.proximity,
+        )
+        .await?;
+    }
+    let plan = match (args.proximity, &args.control) {
+        (Some(radius), Some(control)) => Some(proximity::Plan {
+            control: control.clone(),
+            radius,
+            hz: args.positions_hz,
+            world: args.world.unwrap_or(3.0 * radius),
+        }),
+        _ => None,
+    };
     if let Some(every) = args.churn_every {
         if every < Duration::from_millis(100) {
             bail!("--churn-every must be at least 100ms");
@@ -329,6 +366,17 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let ramp_s = start.elapsed().as_secs_f64();
+    // The backend's position loop runs from now until the window ends.
+    let (positions_stop, positions_rx) = watch::channel(false);
+    let positions = plan.clone().map(|plan| {
+        tokio::spawn(proximity::run(
+            plan,
+            sig.clone(),
+            args.rooms,
+            args.per_room,
+            positions_rx,
+        ))
+    });
     let rss_after_ramp = node.as_ref().and_then(Node::rss_kb);
     let connected_n = connected(&shared);
 
@@ -358,6 +406,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         let host1 = procfs::host_ticks();
         let wait1 = node.as_ref().and_then(|n| procfs::runqueue_wait_ns(&n.pid));
         let rss_end = node.as_ref().and_then(Node::rss_kb);
+        let _ = positions_stop.send(true);
         sig.churn.over.store(true, Ordering::Relaxed);
         phase.store(PHASE_DONE, Ordering::Relaxed);
         progress.abort();
@@ -420,6 +469,23 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         rss_after_ramp,
         seed,
     });
+    let mut result = result;
+    if let Some(task) = positions {
+        let _ = positions_stop.send(true);
+        result["proximity"] = match task.await {
+            Ok(Ok(report)) => {
+                let mut v = report.json();
+                if let Some(plan) = &plan {
+                    v["radius"] = json!(plan.radius);
+                    v["world"] = json!(plan.world);
+                    v["hz"] = json!(plan.hz);
+                }
+                v
+            }
+            Ok(Err(e)) => json!({"error": e.to_string()}),
+            Err(e) => json!({"error": e.to_string()}),
+        };
+    }
     println!("{result}");
     let failures = result["join_failures"].as_u64().unwrap_or(0);
     if failures > 0 || window.is_none() {

@@ -48,6 +48,8 @@ pub struct Signaling {
     pub audio_slots: AtomicU64,
     /// Churn operations (all zero without `--churn-every`).
     pub churn: ChurnCounters,
+    /// Each slot's participant id, from its latest `joined` (for `--proximity`).
+    pub ids: Mutex<std::collections::HashMap<u32, String>>,
 }
 
 /// What the churn did.
@@ -86,6 +88,11 @@ pub struct Churn {
 impl Signaling {
     pub fn room_name(&self, room: u32) -> String {
         format!("{}-{room}", self.room_prefix)
+    }
+
+    /// Slot → participant id of everyone joined so far.
+    pub fn participant_ids(&self) -> std::collections::HashMap<u32, String> {
+        self.ids.lock().map(|m| m.clone()).unwrap_or_default()
     }
 
     fn fail(&self, reason: String) {
@@ -401,9 +408,16 @@ async fn handshake(sig: &Signaling, global: u32, id: u32, ws: &mut Ws) -> Result
         .as_nanos() as u64;
     send(ws, &join).await?;
     let audio_slots = match expect(ws, "joined").await? {
-        ServerMessage::Joined { audio_slots, .. } => {
+        ServerMessage::Joined {
+            audio_slots,
+            participant_id,
+            ..
+        } => {
             sig.audio_slots
                 .store(u64::from(audio_slots), Ordering::Relaxed);
+            if let Ok(mut ids) = sig.ids.lock() {
+                ids.insert(global, participant_id.to_string());
+            }
             audio_slots
         }
         _ => return Err("unexpected reply to join".into()),
