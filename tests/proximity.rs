@@ -265,7 +265,8 @@ fn priority_speakers_and_whispers_ignore_distance() {
     assert!(heard_over(&mut sim, a, scout, SECOND) >= 45);
     assert_eq!(heard_over(&mut sim, b, scout, SECOND), 0);
     sim.run_for(SECOND);
-    assert!(last_speakers(&sim, a).contains(&(scout, Some(900.0))));
+    // Listed (it whispers to a), but no distance: that would tell where it is.
+    assert!(last_speakers(&sim, a).contains(&(scout, None)));
 }
 
 #[test]
@@ -348,4 +349,135 @@ fn a_participant_that_leaves_is_forgotten_and_a_late_shard_learns_everyone() {
     sim.clients[b2].speaking = Some(20);
     assert_eq!(heard_over(&mut sim, a, b2, SECOND), 0);
     assert_eq!(heard_over(&mut sim, c, b2, SECOND), 0);
+}
+
+#[test]
+fn a_lost_batch_is_made_good_by_a_resync() {
+    use chorus_engine::ShardMessage;
+    let mut sim = Sim::with_shards(2, |_| {});
+    create(&mut sim, "lossy", 10.0, PositionSource::Backend, None);
+    // The listener's media away from the room's home shard (which applies its own
+    // batches without a message), the speaker's at home.
+    let home = chorus_engine::room_home(&room("lossy"), 2);
+    let away = 1 - home;
+    let a = sim.connect_on("a", "lossy", away);
+    let b = sim.connect_on("b", "lossy", home);
+    let c = sim.connect_on("c", "lossy", away);
+    sim.clients[b].speaking = Some(20);
+    place(
+        &mut sim,
+        "lossy",
+        &[(a, [0.0; 3]), (b, [50.0, 0.0, 0.0]), (c, [0.0, 3.0, 0.0])],
+    )
+    .unwrap();
+    assert_eq!(heard_over(&mut sim, a, b, SECOND), 0);
+    // The batch bringing b near is lost on its way to shard 1.
+    let mut lost = 0;
+    sim.lose = Some(Box::new(move |to, m| {
+        let hit = to == away && lost == 0 && matches!(m, ShardMessage::Positions { .. });
+        lost += usize::from(hit);
+        hit
+    }));
+    place(&mut sim, "lossy", &[(b, [2.0, 0.0, 0.0])]).unwrap();
+    assert_eq!(
+        heard_over(&mut sim, a, b, SECOND),
+        0,
+        "the listener's shard missed it"
+    );
+    // The next batch (about someone else) shows the gap: shard 1 asks for everything.
+    place(&mut sim, "lossy", &[(c, [0.0, 4.0, 0.0])]).unwrap();
+    assert!(heard_over(&mut sim, a, b, SECOND) >= 45, "resynced");
+}
+
+#[test]
+fn radius_changes_and_proximity_turned_off_and_on() {
+    let mut sim = Sim::with_shards(2, |_| {});
+    create(&mut sim, "zone", 10.0, PositionSource::Backend, None);
+    let a = sim.connect("a", "zone");
+    let b = sim.connect("b", "zone");
+    sim.clients[b].speaking = Some(20);
+    place(&mut sim, "zone", &[(a, [0.0; 3]), (b, [15.0, 0.0, 0.0])]).unwrap();
+    assert_eq!(heard_over(&mut sim, a, b, SECOND), 0);
+    let update = |sim: &mut Sim, p: Option<Proximity>| {
+        let r = sim.request(Request::UpdateRoom(RoomUpdate {
+            proximity: Some(p),
+            ..RoomUpdate::new(room("zone"))
+        }));
+        assert!(r[0].is_ok(), "{r:?}");
+    };
+    let radius = |r| {
+        Some(Proximity {
+            radius: r,
+            positions: PositionSource::Backend,
+        })
+    };
+    update(&mut sim, radius(20.0));
+    assert!(heard_over(&mut sim, a, b, SECOND) >= 45, "a wider radius");
+    update(&mut sim, radius(14.0));
+    assert!(
+        heard_over(&mut sim, a, b, SECOND) >= 45,
+        "a slot holder keeps it within the new reach (15.4)"
+    );
+    update(&mut sim, radius(5.0));
+    assert_eq!(
+        heard_over(&mut sim, a, b, SECOND),
+        0,
+        "out of the new reach"
+    );
+    update(&mut sim, None);
+    assert!(heard_over(&mut sim, a, b, SECOND) >= 45, "off: everyone");
+    update(&mut sim, radius(10.0));
+    assert_eq!(
+        heard_over(&mut sim, a, b, SECOND),
+        0,
+        "on again: the positions were forgotten"
+    );
+    place(&mut sim, "zone", &[(a, [0.0; 3]), (b, [5.0, 0.0, 0.0])]).unwrap();
+    assert!(heard_over(&mut sim, a, b, SECOND) >= 45);
+    // Radius out of range: refused by the engine as by the control plane.
+    let r = sim.request(Request::UpdateRoom(RoomUpdate {
+        proximity: Some(radius(1e-9)),
+        ..RoomUpdate::new(room("zone"))
+    }));
+    assert!(matches!(r[..], [Err(RequestError::Invalid(_))]), "{r:?}");
+}
+
+#[test]
+fn a_listener_whose_media_moves_shards_keeps_hearing_by_distance() {
+    let mut sim = Sim::with_shards(3, |_| {});
+    create(&mut sim, "move", 10.0, PositionSource::Backend, None);
+    let a = sim.connect_on("a", "move", 0);
+    let near = sim.connect_on("near", "move", 0);
+    let far = sim.connect_on("far", "move", 0);
+    for s in [near, far] {
+        sim.clients[s].speaking = Some(20);
+    }
+    place(
+        &mut sim,
+        "move",
+        &[
+            (a, [0.0; 3]),
+            (near, [3.0, 0.0, 0.0]),
+            (far, [60.0, 0.0, 0.0]),
+        ],
+    )
+    .unwrap();
+    assert!(heard_over(&mut sim, a, near, SECOND) >= 45);
+    // a's network changes: its media moves to shard 2, which held no one of the room.
+    sim.restart_ice(a, "10.9.9.9:5000".parse().unwrap(), 2);
+    sim.run_until(Duration::from_secs(5), |s| s.holder(a) == Some(2));
+    assert_eq!(sim.holder(a), Some(2));
+    sim.run_for(Duration::from_millis(200));
+    assert!(
+        heard_over(&mut sim, a, near, SECOND) >= 45,
+        "near, on the new shard"
+    );
+    assert_eq!(
+        heard_over(&mut sim, a, far, SECOND),
+        0,
+        "far, on the new shard"
+    );
+    // And the positions keep coming there.
+    place(&mut sim, "move", &[(far, [0.0, 5.0, 0.0])]).unwrap();
+    assert!(heard_over(&mut sim, a, far, SECOND) >= 45);
 }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use chorus_engine::{
     generate_certificate, home_of, participant_id, room_home, CloseReason, Command, Event,
-    Permissions, Reply, Request, RequestError, RequestId, Shard, ShardConfig,
+    Permissions, Reply, Request, RequestError, RequestId, Shard, ShardConfig, ShardMessage,
 };
 use chorus_protocol::control::NodeEvent;
 use chorus_protocol::signal::{DisplayName, ParticipantId, RoomId, ServerMessage};
@@ -106,6 +106,10 @@ pub struct Sim {
     pub replies: Vec<(RequestId, Result<Reply, RequestError>)>,
     /// Control-plane events, in order.
     pub events: Vec<NodeEvent>,
+    /// Messages between shards this returns true for are lost (as a full queue loses
+    /// them under overload): `(destination shard, message)`.
+    #[allow(clippy::type_complexity)]
+    pub lose: Option<Box<dyn FnMut(usize, &ShardMessage) -> bool>>,
     start: Instant,
     steps: usize,
     next_request: u64,
@@ -140,6 +144,7 @@ impl Sim {
             closed: Vec::new(),
             replies: Vec::new(),
             events: Vec::new(),
+            lose: None,
             start: now,
             steps: 0,
             next_request: 0,
@@ -501,6 +506,9 @@ impl Sim {
                 }
                 while let Some((to, message)) = self.shards[k].poll_shard_message() {
                     moved = true;
+                    if self.lose.as_mut().is_some_and(|lose| lose(to, &message)) {
+                        continue;
+                    }
                     self.shards[to].handle_shard_message(self.now, message);
                 }
             }

@@ -91,13 +91,23 @@ impl Rig {
     /// Everyone takes a step of 0.1 (walking speed at 20 batches a second) on a
     /// circle of their own, so every position changes and some cross cells.
     fn batch(&mut self) -> RoomSetPositions {
+        self.batch_of(self.ids.len())
+    }
+
+    /// The same for the next `n` members only (round robin): a backend sending only
+    /// who moved.
+    fn batch_of(&mut self, n: usize) -> RoomSetPositions {
         self.step += 1;
         let t = self.step as f64 * 0.1;
+        let first = (self.step as usize * n) % self.ids.len().max(1);
         let positions: BTreeMap<ParticipantId, [f64; 3]> = self
             .ids
             .iter()
             .zip(&self.at)
             .enumerate()
+            .cycle()
+            .skip(first)
+            .take(n.min(self.ids.len()))
             .map(|(i, (id, p))| {
                 let phase = t + i as f64;
                 (
@@ -123,8 +133,8 @@ impl Rig {
         while self.shard.poll_transmit().is_some() {}
     }
 
-    fn measure(&mut self, iters: u64) -> Duration {
-        let batches: Vec<RoomSetPositions> = (0..iters).map(|_| self.batch()).collect();
+    fn measure(&mut self, iters: u64, movers: usize) -> Duration {
+        let batches: Vec<RoomSetPositions> = (0..iters).map(|_| self.batch_of(movers)).collect();
         let start = Instant::now();
         for b in batches {
             self.apply(b);
@@ -153,7 +163,7 @@ fn main() {
         group.bench_function(BenchmarkId::from_parameter(n), |b| {
             let rig = rig.get_or_insert_with(|| Rig::new(n));
             b.iter_custom(|iters| {
-                let d = rig.measure(iters);
+                let d = rig.measure(iters, n);
                 total.0 += d;
                 total.1 += iters;
                 d
@@ -164,6 +174,29 @@ fn main() {
         }
     }
     group.finish();
+
+    // A backend that sends only who moved: 10 of 1,000 per batch.
+    let mut small = c.benchmark_group("positions_10_of");
+    let mut small_summary = Vec::new();
+    {
+        let n = 1000;
+        small.throughput(Throughput::Elements(10));
+        let mut rig: Option<Rig> = None;
+        let mut total = (Duration::ZERO, 0u64);
+        small.bench_function(BenchmarkId::from_parameter(n), |b| {
+            let rig = rig.get_or_insert_with(|| Rig::new(n));
+            b.iter_custom(|iters| {
+                let d = rig.measure(iters, 10);
+                total.0 += d;
+                total.1 += iters;
+                d
+            });
+        });
+        if total.1 > 0 {
+            small_summary.push((n, total.0 / total.1 as u32));
+        }
+    }
+    small.finish();
 
     // What the control socket adds: decoding the JSON-RPC line of a batch (the
     // engine's request is built from it).
@@ -218,6 +251,12 @@ fn main() {
             "{n:>5} members: {:>8.1} µs per batch, {:>6.3} µs per position",
             per.as_secs_f64() * 1e6,
             per.as_secs_f64() * 1e6 / n as f64
+        );
+    }
+    for (n, per) in small_summary {
+        eprintln!(
+            "{n:>5} members, 10 moved: {:>8.1} µs per batch",
+            per.as_secs_f64() * 1e6
         );
     }
 }

@@ -45,6 +45,24 @@ pub fn home_of(participant: ParticipantId, shards: usize) -> usize {
     (participant.0 & 0xff) as usize % shards.clamp(1, MAX_SHARDS)
 }
 
+/// What forwarding in a room follows, from its policy.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MediaPolicy {
+    /// The proximity radius; `None`: not a proximity room.
+    pub proximity: Option<f64>,
+    pub spam_guard: SpamGuard,
+}
+
+/// A room's whole media state, as its home shard sends it.
+#[derive(Debug, Clone)]
+pub struct MediaSync {
+    pub policy: MediaPolicy,
+    /// Every member's position (proximity rooms).
+    pub positions: Positions,
+    /// The number of the last [`ShardMessage::Positions`] it includes.
+    pub seq: u64,
+}
+
 /// A message from one shard to another.
 pub enum ShardMessage {
     /// A speaker's packet for this shard's subscribers in `room`. May be dropped
@@ -65,9 +83,11 @@ pub enum ShardMessage {
         datagram: Vec<u8>,
     },
     /// The participant's media, moving to the receiving shard, with the datagram
-    /// that made it move.
+    /// that made it move, and its room's policy as the releasing shard knew it (for a
+    /// shard new to the room, until the home shard's [`ShardMessage::RoomMedia`]).
     Adopt {
         participant: Box<Participant>,
+        policy: Option<MediaPolicy>,
         source: SocketAddr,
         datagram: Vec<u8>,
     },
@@ -79,22 +99,20 @@ pub enum ShardMessage {
     /// From the home shard: the shards holding members of `room` (this one included
     /// or not).
     RoomShards { room: RoomId, shards: Vec<usize> },
-    /// From the home shard to every shard of the room, when the room's policy changes
-    /// and to each shard as it starts holding members: what forwarding follows.
-    RoomMedia {
-        room: RoomId,
-        /// The proximity radius; `None`: not a proximity room.
-        proximity: Option<f64>,
-        spam_guard: SpamGuard,
-    },
-    /// From the home shard to every shard of the room: members' positions in a
-    /// proximity room. `all`: every position (what the shard had is replaced);
-    /// otherwise those that changed.
+    /// From the home shard to a shard as it starts holding members of the room, to
+    /// every shard of the room when the policy changes, and to a shard that asked
+    /// ([`ShardMessage::Resync`]): everything forwarding in the room follows.
+    RoomMedia { room: RoomId, sync: MediaSync },
+    /// From the home shard to every shard of the room: positions that changed in a
+    /// proximity room, numbered: a shard that sees a gap (a message dropped under
+    /// overload) asks for a [`ShardMessage::RoomMedia`].
     Positions {
         room: RoomId,
         positions: Positions,
-        all: bool,
+        seq: u64,
     },
+    /// To the home shard: shard `shard` missed positions of `room`.
+    Resync { room: RoomId, shard: usize },
     /// From the home shard to the media shard: the media part of a command.
     ForMedia(Command),
     /// The media part of a command, chasing a participant whose media moved: to its

@@ -10,7 +10,7 @@ use chorus_protocol::signal::ParticipantId;
 use crate::participant::Participant;
 
 /// Where a participant sits in its shard's slab; stable while it stays on the shard.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) struct Key(u32);
 
 impl Key {

@@ -28,6 +28,10 @@ pub type Point = [f64; 3];
 /// Positions that changed (or, in a reset, all of them), shared between shards.
 pub type Positions = Arc<[(ParticipantId, Point)]>;
 
+/// The smallest radius a room takes (world units): much below it far-out coordinates
+/// would share the grid's outermost cells.
+pub use chorus_protocol::control::MIN_RADIUS;
+
 /// How far past the radius (as a share of it) a speaker already heard stays heard.
 pub const EDGE_HYSTERESIS: f64 = 0.1;
 

@@ -80,6 +80,8 @@ pub(crate) struct Room {
     /// Positions from clients since the last tick (the latest per member), sent to
     /// the room's shards as one batch.
     pub pending_positions: FxHashMap<ParticipantId, Point>,
+    /// The number of the last positions batch sent to the room's shards.
+    pub positions_seq: u64,
     csrcs: HashSet<u32>,
     next_csrc: u32,
 }
@@ -96,6 +98,7 @@ impl Room {
             notified: Vec::new(),
             positions: FxHashMap::default(),
             pending_positions: FxHashMap::default(),
+            positions_seq: 0,
             csrcs: HashSet::new(),
             next_csrc: 1,
         }

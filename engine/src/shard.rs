@@ -139,6 +139,8 @@ pub struct Shard {
     views: HashMap<RoomId, RoomView>,
     /// Rosters of the rooms whose home is this shard.
     rooms: HashMap<RoomId, Room>,
+    /// The room of each member of those rooms.
+    member_of: HashMap<ParticipantId, RoomId>,
     by_addr: HashMap<SocketAddr, ParticipantId>,
     /// ICE ufrags chosen by str0m at ICE restarts (they do not name their participant).
     ufrags: HashMap<String, ParticipantId>,
@@ -193,6 +195,7 @@ impl Shard {
             participants: Participants::default(),
             views: HashMap::new(),
             rooms: HashMap::new(),
+            member_of: HashMap::new(),
             by_addr: HashMap::new(),
             ufrags: HashMap::new(),
             timers: BinaryHeap::new(),
@@ -325,9 +328,10 @@ impl Shard {
             } => self.release(now, participant, to, source, datagram),
             ShardMessage::Adopt {
                 participant,
+                policy,
                 source,
                 datagram,
-            } => self.adopt(now, *participant, source, &datagram),
+            } => self.adopt(now, *participant, policy, source, &datagram),
             ShardMessage::Moved { participant, shard } => {
                 let Some(room) = self.room_of_member(participant) else {
                     return;
@@ -340,16 +344,13 @@ impl Shard {
                 self.publish_room_shards(now, &room);
             }
             ShardMessage::RoomShards { room, shards } => self.room_shards(room, &shards),
-            ShardMessage::RoomMedia {
-                room,
-                proximity,
-                spam_guard,
-            } => self.room_media(now, &room, proximity, spam_guard),
+            ShardMessage::RoomMedia { room, sync } => self.sync_room(now, &room, sync),
             ShardMessage::Positions {
                 room,
                 positions,
-                all,
-            } => self.apply_positions(&room, &positions, all),
+                seq,
+            } => self.apply_positions(&room, &positions, seq),
+            ShardMessage::Resync { room, shard } => self.resync(now, &room, shard),
             ShardMessage::ForMedia(command) => {
                 if home_of(command.participant(), self.shards) == self.id {
                     // A command sent to the wrong shard reaches its home this way.
@@ -450,19 +451,7 @@ impl Shard {
 
     /// The room of a participant whose roster is on this shard.
     fn room_of_member(&self, pid: ParticipantId) -> Option<RoomId> {
-        if let Some(p) = self.participants.get(&pid) {
-            if self
-                .rooms
-                .get(&p.room)
-                .is_some_and(|r| r.members.contains_key(&pid))
-            {
-                return Some(p.room.clone());
-            }
-        }
-        self.rooms
-            .iter()
-            .find(|(_, r)| r.members.contains_key(&pid))
-            .map(|(id, _)| id.clone())
+        self.member_of.get(&pid).cloned()
     }
 
     fn send(&mut self, to: usize, message: ShardMessage) {

@@ -10,6 +10,7 @@ use chorus_protocol::signal::ParticipantId;
 
 use crate::forwarder::SpeakerPacket;
 use crate::level::SpeakerLevel;
+use crate::mesh::MediaPolicy;
 use crate::participants::Key;
 use crate::proximity::{gain, Point, Space};
 use crate::slots::Loudness;
@@ -64,11 +65,34 @@ pub(crate) struct RoomView {
     /// A speaker's `priority` grant or whisper audience changed: every local member is
     /// owed `speakers`.
     pub speakers_changed: bool,
+    /// What forwarding follows, from the home shard (`None`: not told yet; then it
+    /// forwards as in a plain room).
+    pub policy: Option<MediaPolicy>,
     /// In a proximity room: where everyone is.
     pub proximity: Option<Space>,
+    /// The number of the last positions applied (see [`crate::mesh::ShardMessage::Positions`]).
+    pub positions_seq: u64,
 }
 
 impl RoomView {
+    /// Takes a policy: a proximity room keeps what it knows of positions when only its
+    /// radius changes.
+    pub fn set_policy(&mut self, policy: MediaPolicy) {
+        self.policy = Some(policy);
+        self.proximity = match (self.proximity.take(), policy.proximity) {
+            (_, None) => None,
+            (Some(s), Some(r)) if s.radius() == r => Some(s),
+            (Some(s), Some(r)) => Some(s.with_radius(r)),
+            (None, Some(r)) => {
+                let mut s = Space::new(r);
+                for m in &self.local {
+                    s.index(m.id, m.key);
+                }
+                Some(s)
+            }
+        };
+    }
+
     pub fn is_unused(&self) -> bool {
         self.local.is_empty() && self.remote.is_empty()
     }

@@ -584,6 +584,8 @@ pub enum PositionSource {
 
 /// Largest coordinate (absolute) and radius a proximity room takes, in world units.
 pub const MAX_COORDINATE: f64 = 1e9;
+/// Smallest radius a proximity room takes, in world units.
+pub const MIN_RADIUS: f64 = 1e-3;
 
 /// Room policy `proximity`: a listener hears a speaker only within `radius` world
 /// units of it.
@@ -597,12 +599,14 @@ pub struct Proximity {
 
 impl Proximity {
     fn check(&self) -> Result<(), RpcError> {
-        if self.radius.is_finite() && self.radius > 0.0 && self.radius <= MAX_COORDINATE {
+        if self.radius.is_finite() && (MIN_RADIUS..=MAX_COORDINATE).contains(&self.radius) {
             Ok(())
         } else {
             Err(RpcError::new(
                 ErrorCode::InvalidParams,
-                format!("proximity.radius must be a number in (0, {MAX_COORDINATE:e}]"),
+                format!(
+                    "proximity.radius must be a number from {MIN_RADIUS} to {MAX_COORDINATE:e}"
+                ),
             ))
         }
     }

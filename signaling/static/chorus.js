@@ -236,6 +236,7 @@ export class ChorusClient extends EventTarget {
      * the app (null: follow setPosition), and where the app says participants are. */
     this.spatial = spatial ? { radius: Number(spatial.radius) > 0 ? Number(spatial.radius) : null } : null;
     this._spatialCtx = null;
+    this._spatialTimer = null;
     this._listenerPose = null;
     this._peerPositions = new Map();
     this._iceRestart = null; // the restart in progress (a Promise)
@@ -327,6 +328,7 @@ export class ChorusClient extends EventTarget {
       if (s.gain) this._applyVolume(s);
       else if (s.audio) s.audio.muted = deafened;
     }
+    this._syncElements();
     if (this.self) this.self.deafened = deafened;
     if (!this._send({ type: 'deafen', deafened }) && this.state === 'reconnecting') this._unsent.deafen = true;
   }
@@ -1036,6 +1038,8 @@ export class ChorusClient extends EventTarget {
       const p = copyParticipant(raw);
       if (p.participant_id !== this.self.participant_id) this.participants.set(p.participant_id, p);
     }
+    // A position set before the join went through.
+    if (this.position) this._sendPosition();
   }
 
   async _negotiate() {
@@ -1108,7 +1112,7 @@ export class ChorusClient extends EventTarget {
       this.audioContainer.appendChild(audio);
     }
     audio.play().catch(() => { /* autoplay blocked: plays on the next user gesture */ });
-    const slot = { index, mid, transceiver, receiver, track, audio, duck: 1, speaker: null, gain: null, panner: null };
+    const slot = { index, mid, transceiver, receiver, track, audio, duck: 1, speaker: null, source: null, gain: null, panner: null };
     if (this.spatial) this._spatialize(slot);
     return slot;
   }
@@ -1134,15 +1138,28 @@ export class ChorusClient extends EventTarget {
       panner.distanceModel = 'linear';
       panner.rolloffFactor = 0;
       source.connect(gain).connect(panner).connect(ctx.destination);
-      slot.audio.muted = true;
+      slot.source = source;
       slot.gain = gain;
       slot.panner = panner;
       if (ctx.state === 'suspended') ctx.resume().catch(() => {});
+      // Until the context runs (autoplay policy), the element keeps playing.
+      ctx.onstatechange = () => this._syncElements();
+      this._syncElements();
+      // Speakers change slots between `speakers` messages: follow the CSRCs too.
+      this._spatialTimer ??= setInterval(() => this._placeSlots(), 250);
     } catch {
       slot.gain = null;
       slot.panner = null;
     }
     this._applyVolume(slot);
+  }
+
+  /** Spatial slots play through WebAudio once its context runs, else through their element. */
+  _syncElements() {
+    const running = this._spatialCtx?.state === 'running';
+    for (const slot of this.slots) {
+      if (slot?.gain && slot.audio) slot.audio.muted = this.deafened || running;
+    }
   }
 
   /** A slot's volume: priority ducking, deafen, and (spatial, with a radius) distance. */
@@ -1181,11 +1198,22 @@ export class ChorusClient extends EventTarget {
     this._placeSlots();
   }
 
-  /** Each slot's panner goes where the speaker it carries (from `speakers`) is. */
+  /**
+   * Each slot's panner goes where the speaker it carries is: the one its freshest CSRC
+   * names, else the one `speakers` last put on it; none once it carries nobody.
+   */
   _placeSlots() {
-    for (const s of this.lastSpeakers) {
-      const slot = s.slot != null ? this.slots[s.slot] : null;
-      if (slot) slot.speaker = s.participant_id;
+    const byCsrc = new Map([...this.participants.values()].map((p) => [p.csrc, p.participant_id]));
+    const listed = new Map(this.lastSpeakers.filter((s) => s.slot != null).map((s) => [s.slot, s.participant_id]));
+    for (const slot of this.slots) {
+      if (!slot) continue;
+      let fresh = null;
+      try {
+        fresh = (slot.receiver?.getContributingSources?.() ?? [])
+          .filter((c) => ageOf(c.timestamp) < CSRC_FRESH_MS)
+          .sort((a, b) => b.timestamp - a.timestamp)[0] ?? null;
+      } catch { /* no CSRC API: `speakers` only */ }
+      slot.speaker = (fresh && byCsrc.get(fresh.source >>> 0)) ?? listed.get(slot.index) ?? null;
     }
     for (const slot of this.slots) {
       if (!slot?.panner) continue;
@@ -1204,7 +1232,9 @@ export class ChorusClient extends EventTarget {
   _sendPosition() {
     if (!this.position) return;
     this._positionSentAt = performance.now();
-    if (!this._send({ type: 'position', position: this.position }) && this.state === 'reconnecting') {
+    // Not joined yet, reconnecting, or the socket is closing: sent once joined or
+    // resumed (`_onJoined`, `_onResumed`).
+    if (!this.self || !this._send({ type: 'position', position: this.position })) {
       this._unsent.position = true;
     }
   }
@@ -1301,6 +1331,10 @@ export class ChorusClient extends EventTarget {
       this._emit('connection_state', { state: 'closed', ice_state: 'closed' });
     }
     if (this._audioCtx) { this._audioCtx.close().catch(() => {}); this._audioCtx = null; this._analyser = null; }
+    if (this._spatialTimer) { clearInterval(this._spatialTimer); this._spatialTimer = null; }
+    for (const s of this.slots) {
+      for (const node of [s?.source, s?.gain, s?.panner]) { try { node?.disconnect(); } catch { /* gone */ } }
+    }
     if (this._spatialCtx) { this._spatialCtx.close().catch(() => {}); this._spatialCtx = null; }
     if (this._ownsTrack && this.localTrack) this.localTrack.stop();
     if (!this._closedEmitted && wasState !== 'idle') {

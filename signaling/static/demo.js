@@ -279,7 +279,11 @@ function stopTimers() {
 function wire(c) {
   const rerender = () => { if (c === client) renderParticipants(); };
   c.addEventListener('participant_joined', rerender);
-  c.addEventListener('participant_left', rerender);
+  c.addEventListener('participant_left', (e) => {
+    rerender();
+    // Whisper to those still here only (the node refuses a whisper naming a stranger).
+    if (c === client && whisperSet.delete(e.detail.participant_id)) c.whisper([...whisperSet]);
+  });
   c.addEventListener('participant_updated', (e) => {
     rerender();
     if (c === client && e.detail.self) {

@@ -314,6 +314,7 @@ impl Shard {
         };
         let details = member.details(&room_id);
         room.add(member);
+        self.member_of.insert(pid, room_id.clone());
         let key = self.participants.insert(p);
         self.views
             .entry(room_id.clone())
@@ -520,6 +521,7 @@ impl Shard {
         let Some(member) = room.remove(pid, now) else {
             return;
         };
+        self.member_of.remove(&pid);
         tracing::info!(room = %room.id, participant = %pid, ?reason, "left");
         let notify = room.notified.clone();
         let close_now = room.order.is_empty() && room.policy.auto_created && !room.closing;

@@ -175,7 +175,9 @@ impl Shard {
     pub(super) fn room_shards(&mut self, room: RoomId, shards: &[usize]) {
         let view = self.views.entry(room.clone()).or_default();
         view.remote = shards.iter().copied().filter(|s| *s != self.id).collect();
-        if view.is_unused() {
+        // A shard that no longer holds members drops its view (levels, positions): if
+        // it holds some again, the home shard sends it the room's state afresh.
+        if view.is_unused() || (view.local.is_empty() && !shards.contains(&self.id)) {
             self.views.remove(&room);
         }
     }
@@ -506,6 +508,9 @@ impl Shard {
                         let slot = p.table.slot_of(s.id);
                         let d = me.zip(space.and_then(|sp| sp.position(s.id)));
                         let d = d.map(|(a, b)| distance(a, b));
+                        // How far a priority speaker or a whisperer is only within
+                        // reach: past it, the distance would tell where it is.
+                        let shown = d.filter(|d| space.is_some_and(|sp| sp.within_reach(*d)));
                         // In a proximity room, only who it can hear.
                         if let Some(space) = space {
                             let heard = s.id == m.id
@@ -522,7 +527,7 @@ impl Shard {
                             slot: slot.map(|i| i as u8),
                             priority: s.priority,
                             whisper: whisper == Some(true),
-                            distance: d.map(|d| ((d * 100.0).round() / 100.0) as f32),
+                            distance: shown.map(|d| ((d * 100.0).round() / 100.0) as f32),
                         })
                     })
                     .collect();

@@ -13,8 +13,9 @@ use str0m::Input;
 
 use super::{parse_ufrag, Shard};
 
-use crate::mesh::{home_of, ShardMessage};
+use crate::mesh::{home_of, MediaPolicy, ShardMessage};
 use crate::participant::{Participant, MAX_ADDRS};
+use crate::spam::SpamRules;
 
 /// Largest compound RTCP packet from a client that str0m reads (see
 /// `Shard::receive`): a sender report, SDES and a feedback message or two.
@@ -141,8 +142,10 @@ impl Shard {
             return;
         };
         tracing::debug!(room = %p.room, participant = %pid, from = self.id, to, "media moves");
+        let policy = self.views.get(&p.room).and_then(|v| v.policy);
         let adopt = ShardMessage::Adopt {
             participant: Box::new(p),
+            policy,
             source,
             datagram,
         };
@@ -154,6 +157,7 @@ impl Shard {
         &mut self,
         now: Instant,
         mut p: Participant,
+        policy: Option<MediaPolicy>,
         source: SocketAddr,
         datagram: &[u8],
     ) {
@@ -163,8 +167,19 @@ impl Shard {
         p.addrs = vec![source];
         self.by_addr.insert(source, pid);
         let room = p.room.clone();
+        let view = self.views.entry(room).or_default();
+        // A shard new to the room follows the releasing shard's view of the policy
+        // until the home shard's own arrives (right after it learns of the move).
+        if view.policy.is_none() {
+            if let Some(policy) = policy {
+                view.set_policy(policy);
+            }
+        }
+        if let Some(policy) = view.policy {
+            p.spam.set_rules(now, SpamRules::of(&policy.spam_guard));
+        }
         let key = self.participants.insert(p);
-        self.views.entry(room).or_default().add_local(pid, key);
+        view.add_local(pid, key);
         self.receive(now, pid, source, datagram);
         let home = home_of(pid, self.shards);
         let moved = ShardMessage::Moved {

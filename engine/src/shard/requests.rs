@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use chorus_protocol::control::{
     ParticipantDetails, ParticipantKick, ParticipantMute, ParticipantRef,
-    ParticipantSetPermissions, RoomCreate, RoomUpdate, ShardReport,
+    ParticipantSetPermissions, PositionSource, RoomCreate, RoomUpdate, ShardReport,
 };
 use chorus_protocol::signal::{ParticipantId, RoomId, ServerMessage};
 
@@ -127,6 +127,11 @@ impl Shard {
         if self.rooms.contains_key(&c.room) {
             return Err(RequestError::RoomExists(c.room));
         }
+        if c.proximity
+            .is_some_and(|p| !super::proximity::valid_radius(p.radius))
+        {
+            return Err(RequestError::Invalid(bad_radius()));
+        }
         let kind = c.kind.unwrap_or_default();
         let d = kind.defaults();
         let policy = RoomPolicy {
@@ -145,6 +150,12 @@ impl Shard {
     }
 
     fn request_update(&mut self, now: Instant, u: RoomUpdate) -> Result<Reply, RequestError> {
+        if u.proximity
+            .flatten()
+            .is_some_and(|p| !super::proximity::valid_radius(p.radius))
+        {
+            return Err(RequestError::Invalid(bad_radius()));
+        }
         let r = self
             .rooms
             .get_mut(&u.room)
@@ -173,6 +184,9 @@ impl Shard {
         if let Some(p) = u.proximity {
             if p.is_none() {
                 r.positions.clear();
+            }
+            // Clients' positions not sent yet count only where clients still may.
+            if p.is_none_or(|p| p.positions != PositionSource::Client) {
                 r.pending_positions.clear();
             }
             r.policy.proximity = p;
@@ -246,6 +260,14 @@ impl Shard {
             self.close_room(now, &room, "empty_timeout");
         }
     }
+}
+
+fn bad_radius() -> String {
+    format!(
+        "proximity.radius must be a number from {} to {:e}",
+        chorus_protocol::control::MIN_RADIUS,
+        chorus_protocol::control::MAX_COORDINATE
+    )
 }
 
 /// `empty_timeout_s` as the room keeps it: 0 is never.
