@@ -947,6 +947,10 @@ pub struct TokenCreated {
     pub token: String,
     /// Unix seconds.
     pub expires_at: u64,
+    /// The node's STUN and TURN servers, TURN with credentials for the token's identity
+    /// (its clients get their own in `joined`); empty when the node has none.
+    #[serde(default)]
+    pub ice_servers: Vec<crate::signal::IceServer>,
 }
 
 /// One shard's part of `node.stats`.

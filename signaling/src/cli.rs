@@ -14,6 +14,7 @@ use serde::Deserialize;
 use chorus_engine::SrtpProfile;
 
 use crate::config::NodeConfig;
+use crate::ice::IceConfig;
 
 #[derive(Parser)]
 #[command(
@@ -117,6 +118,22 @@ pub struct ServeArgs {
     #[arg(long, env = "CHORUS_SRTP_PROFILES", value_delimiter = ',',
           value_parser = parse_srtp_profile)]
     pub srtp_profiles: Vec<SrtpProfile>,
+    /// A STUN server for clients, e.g. `stun:stun.example.org:3478` (repeatable; the
+    /// variable takes a comma-separated list). Handed out in `joined.ice_servers`.
+    #[arg(long = "stun-url", env = "CHORUS_STUN_URL", value_delimiter = ',')]
+    pub stun_urls: Vec<String>,
+    /// A TURN server for clients (repeatable): `turn:host:3478?transport=udp`,
+    /// `turn:host:3478?transport=tcp`, `turns:host:5349?transport=tcp`. Each client gets
+    /// time-limited credentials for it (coturn's REST scheme); needs --turn-secret.
+    #[arg(long = "turn-url", env = "CHORUS_TURN_URL", value_delimiter = ',')]
+    pub turn_urls: Vec<String>,
+    /// The TURN server's shared secret (coturn `static-auth-secret`). Prefer the env
+    /// var: command lines are visible to other users of the machine.
+    #[arg(long, env = "CHORUS_TURN_SECRET", hide_env_values = true)]
+    pub turn_secret: Option<String>,
+    /// Seconds a TURN credential stays valid after it is handed out (60 to 604800).
+    #[arg(long, env = "CHORUS_TURN_TTL", default_value_t = 86_400)]
+    pub turn_ttl: u64,
 }
 
 /// An SRTP profile by its name in WebRTC statistics (`srtpCipher`) or its IANA name.
@@ -159,6 +176,10 @@ struct FileConfig {
     header_timeout: Option<u64>,
     log: Option<String>,
     srtp_profiles: Option<Vec<String>>,
+    stun_url: Option<Vec<String>>,
+    turn_url: Option<Vec<String>>,
+    turn_secret: Option<String>,
+    turn_ttl: Option<u64>,
 }
 
 /// Why the command line or the config file cannot be used.
@@ -188,6 +209,7 @@ impl ServeArgs {
             })?;
             args.merge_file(matches, &path, &text)?;
         }
+        args.check()?;
         Ok(args)
     }
 
@@ -241,6 +263,18 @@ impl ServeArgs {
         take!(client_message_rate, "client_message_rate");
         take!(header_timeout, "header_timeout");
         take!(log, "log");
+        take!(turn_secret, "turn_secret");
+        take!(turn_ttl, "turn_ttl");
+        if let Some(urls) = file.stun_url {
+            if unset("stun_urls") {
+                self.stun_urls = urls;
+            }
+        }
+        if let Some(urls) = file.turn_url {
+            if unset("turn_urls") {
+                self.turn_urls = urls;
+            }
+        }
         if let Some(names) = file.srtp_profiles {
             if unset("srtp_profiles") {
                 self.srtp_profiles = names
@@ -293,7 +327,25 @@ impl ServeArgs {
             quality_interval: (self.quality_interval > 0)
                 .then(|| Duration::from_secs(self.quality_interval)),
             srtp_profiles: (!self.srtp_profiles.is_empty()).then(|| self.srtp_profiles.clone()),
+            ice: self.ice_config(),
         }
+    }
+
+    /// The STUN/TURN settings (checked by [`ServeArgs::check`]).
+    pub fn ice_config(&self) -> IceConfig {
+        IceConfig {
+            stun_urls: self.stun_urls.clone(),
+            turn_urls: self.turn_urls.clone(),
+            turn_secret: self.turn_secret.clone(),
+            turn_ttl: Duration::from_secs(self.turn_ttl),
+        }
+    }
+
+    /// What the flags cannot check one by one.
+    pub fn check(&self) -> Result<(), CliError> {
+        self.ice_config()
+            .check()
+            .map_err(|e| CliError::Invalid(e.to_string()))
     }
 
     /// Where the control socket goes: `--control`, or the default path; `none`: nowhere.

@@ -7,6 +7,8 @@ use std::time::Duration;
 use chorus_engine::config::DEFAULT_AUDIO_SLOTS;
 use chorus_engine::SrtpProfile;
 
+use crate::ice::IceConfig;
+
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
     /// Development mode: no token needed, rooms are created on first join.
@@ -49,6 +51,8 @@ pub struct NodeConfig {
     pub quality_interval: Option<Duration>,
     /// SRTP profiles the node agrees to, preferred first (`None`: all).
     pub srtp_profiles: Option<Vec<SrtpProfile>>,
+    /// STUN and TURN servers for clients.
+    pub ice: IceConfig,
 }
 
 impl Default for NodeConfig {
@@ -74,6 +78,7 @@ impl Default for NodeConfig {
             drain_timeout: Duration::from_secs(30),
             quality_interval: Some(Duration::from_secs(5)),
             srtp_profiles: None,
+            ice: IceConfig::default(),
         }
     }
 }

@@ -439,9 +439,11 @@ async fn dispatch(shared: &Arc<Shared>, call: Call) -> Result<Value, RpcError> {
             };
             let token = crate::token::mint(secret.as_bytes(), &claims)
                 .map_err(|e| RpcError::new(ErrorCode::Internal, e.to_string()))?;
+            let ice_servers = shared.config.ice.servers_for(&claims.sub, now);
             to_value(TokenCreated {
                 token,
                 expires_at: claims.exp,
+                ice_servers,
             })
         }
         Call::NodeStats => {

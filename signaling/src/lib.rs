@@ -19,6 +19,7 @@ pub mod config;
 mod control;
 mod error;
 mod http;
+pub mod ice;
 mod metrics;
 pub mod node;
 mod resume;

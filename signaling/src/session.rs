@@ -206,8 +206,15 @@ pub(crate) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                                 participant_id,
                                 room,
                                 resume_token,
+                                ice_servers,
                                 ..
                             } => {
+                                // STUN, and TURN with credentials for this participant.
+                                *ice_servers = session
+                                    .shared
+                                    .config
+                                    .ice
+                                    .servers_for(&participant_id.to_string(), unix_now());
                                 session.answered = true;
                                 session.shared.joins.count("ok");
                                 if !session.shared.config.resume_window.is_zero() {
@@ -634,4 +641,11 @@ mod tests {
         assert!(!l.allow(t));
         assert!(l.allow(t + Duration::from_millis(100)));
     }
+}
+
+/// Seconds since the Unix epoch (TURN credentials expire in wall-clock time).
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }

@@ -180,8 +180,11 @@ export class ChorusClient extends EventTarget {
    *   put you). With `radius` (the room's proximity radius) a speaker also gets quieter
    *   with distance as the node ranks it: gain (1 − d / radius)². Default: off (plain
    *   `<audio>` playback).
+   * @param {'all'|'relay'} [options.iceTransportPolicy] `'relay'` sends media only through
+   *   the TURN servers the node hands out (`joined.ice_servers`), e.g. to hide your
+   *   address or to test TURN; default `'all'`.
    */
-  constructor({ url, audioContainer, resumeTimeoutMs, autoIceRestart, priorityDuckDb, spatial } = {}) {
+  constructor({ url, audioContainer, resumeTimeoutMs, autoIceRestart, priorityDuckDb, spatial, iceTransportPolicy } = {}) {
     super();
     this.url = url ?? defaultUrl();
     this.audioContainer = audioContainer ?? null;
@@ -234,6 +237,7 @@ export class ChorusClient extends EventTarget {
     this._positionTimer = null;
     /** Spatial playback: {radius} or null; its AudioContext, the listener pose set by
      * the app (null: follow setPosition), and where the app says participants are. */
+    this.iceTransportPolicy = iceTransportPolicy === 'relay' ? 'relay' : 'all';
     this.spatial = spatial ? { radius: Number(spatial.radius) > 0 ? Number(spatial.radius) : null } : null;
     this._spatialCtx = null;
     this._spatialTimer = null;
@@ -1045,6 +1049,7 @@ export class ChorusClient extends EventTarget {
   async _negotiate() {
     const pc = new RTCPeerConnection({
       iceServers: this.iceServers,
+      iceTransportPolicy: this.iceTransportPolicy,
       bundlePolicy: 'max-bundle',
       rtcpMuxPolicy: 'require',
     });

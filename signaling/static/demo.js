@@ -6,6 +6,7 @@ const ui = {
   form: $('#join-form'),
   room: $('#room'),
   name: $('#name'),
+  relay: $('#relay'),
   join: $('#join'),
   leave: $('#leave'),
   mute: $('#mute'),
@@ -88,6 +89,7 @@ function syncMuteButton(muted) {
 function setInCall(inCall) {
   ui.room.disabled = inCall;
   ui.name.disabled = inCall;
+  ui.relay.disabled = inCall;
   ui.join.disabled = inCall;
   ui.leave.disabled = !inCall;
   ui.mute.disabled = !inCall;
@@ -442,7 +444,8 @@ async function join() {
   const token = params.get('token') ?? undefined;
 
   const spatial = params.get('spatial') === '1' ? { radius: Number(params.get('radius')) || undefined } : undefined;
-  const c = new ChorusClient({ audioContainer: ui.sinks, spatial });
+  const relay = ui.relay.checked || params.get('relay') === '1';
+  const c = new ChorusClient({ audioContainer: ui.sinks, spatial, iceTransportPolicy: relay ? 'relay' : 'all' });
   whisperSet.clear();
   for (const b of ui.list.querySelectorAll('.whisper-btn')) b.setAttribute('aria-pressed', 'false');
   client = c;

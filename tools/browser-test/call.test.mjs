@@ -1189,6 +1189,110 @@ test('game voice in Chromium: proximity, priority, whisper and the spam guard', 
   }
 });
 
+// Once per CI run too (tools/test.sh sets CHORUS_TURN=0 on the other runs).
+const TURN = process.env.CHORUS_TURN !== '0';
+
+/** Spawns a process, collecting its output lines into `log`; resolves once it runs. */
+function spawnLogged(bin, args, log, tag) {
+  const proc = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { RUST_LOG: 'info', ...process.env } });
+  const collect = (chunk) => {
+    for (const line of String(chunk).split('\n')) if (line) log.push(`${tag} ${line}`);
+    if (log.length > 4000) log.splice(0, log.length - 4000);
+  };
+  proc.stdout.on('data', collect);
+  proc.stderr.on('data', collect);
+  return proc;
+}
+
+function stop(proc) {
+  if (!proc || proc.exitCode !== null) return Promise.resolve();
+  return new Promise((resolve) => {
+    const t = setTimeout(() => { try { proc.kill('SIGKILL'); } catch { /* gone */ } }, 3000);
+    proc.once('exit', () => { clearTimeout(t); resolve(); });
+    try { proc.kill('SIGTERM'); } catch { clearTimeout(t); resolve(); }
+  });
+}
+
+test('three browsers talk through a real coturn (relay only)', { timeout: 90_000, skip: !TURN && 'CHORUS_TURN=0' }, async (t) => {
+  const secret = `turn-secret-${process.pid}`;
+  const turnPort = await freeUdpPort();
+  const turnLog = [];
+  const nodeLog = [];
+  let turn;
+  let chorus;
+  let browser;
+  try {
+    // coturn on loopback with REST credentials (use-auth-secret), as deployments run it.
+    turn = spawnLogged('turnserver', ['-n', '--listening-ip=127.0.0.1', '--relay-ip=127.0.0.1',
+      `--listening-port=${turnPort}`, '--use-auth-secret', `--static-auth-secret=${secret}`,
+      '--realm=chorus.test', '--allow-loopback-peers', '--no-cli', '--no-tls', '--no-dtls',
+      '--min-port=49152', '--max-port=65535', '--log-file=stdout', '--verbose', '--no-stdout-log=false'], turnLog, '[turn]');
+    await poll('coturn listens', () => turnLog.some((l) => /listener opened|Total (UDP|General) servers/i.test(l)) || turnLog.length > 20, { timeout: 10_000 });
+
+    // A node of its own that hands out the TURN server with per-participant credentials.
+    const http = await freeTcpPort();
+    const udp = await freeUdpPort();
+    chorus = spawnLogged(CHORUS_BIN, ['serve', '--dev', '--http', `127.0.0.1:${http}`, '--udp', `127.0.0.1:${udp}`,
+      '--control', 'none', '--turn-url', `turn:127.0.0.1:${turnPort}?transport=udp`, '--turn-secret', secret,
+      '--stun-url', `stun:127.0.0.1:${turnPort}`], nodeLog, '[node]');
+    const base = `http://127.0.0.1:${http}`;
+    await poll('the TURN node answers /healthz', async () => (await fetch(`${base}/healthz`)).status === 200, { timeout: 30_000, interval: 100 });
+
+    browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
+    const room = `turn-${process.pid}`;
+    const names = ['Una', 'Vic', 'Wes'];
+    const pages = {};
+    await Promise.all(names.map(async (name) => {
+      const page = await (await browser.newContext()).newPage();
+      await page.goto(`${base}/?relay=1`);
+      await page.fill('#room', room);
+      await page.fill('#name', name);
+      await page.click('#join');
+      pages[name] = page;
+    }));
+    const who = {};
+    for (const name of names) {
+      const st = await poll(`${name} joined through TURN`, async () => {
+        const s = await pageState(pages[name]);
+        return { ok: s.state === 'joined' && s.stats?.connection_state === 'connected', ...s };
+      }, { timeout: 30_000 });
+      who[name] = { id: st.self.participant_id, csrc: st.self.csrc };
+      const servers = await pages[name].evaluate(() => window.chorus.iceServers);
+      const turnServer = servers.find((s) => s.urls.some((u) => u.startsWith('turn:')));
+      assert.ok(turnServer, `${name} got a TURN server: ${JSON.stringify(servers)}`);
+      assert.match(turnServer.username, new RegExp(`^\\d+:${st.self.participant_id}$`));
+    }
+    // Every page's media goes through a relay candidate, and each hears the two others.
+    for (const name of names) {
+      const pair = await pages[name].evaluate(async () => {
+        const stats = await window.chorus.pc.getStats();
+        const all = [...stats.values()];
+        const transport = all.find((s) => s.type === 'transport');
+        const p = all.find((s) => s.id === transport?.selectedCandidatePairId);
+        const local = p && all.find((s) => s.id === p.localCandidateId);
+        return { local: local?.candidateType, protocol: local?.relayProtocol ?? local?.protocol };
+      });
+      assert.equal(pair.local, 'relay', `${name}'s selected pair is relayed: ${JSON.stringify(pair)}`);
+      for (const other of names.filter((n) => n !== name)) await assertHearing(pages[name], who[other].csrc, `${name} hears ${other} through TURN`);
+    }
+    // coturn itself saw the allocations, under the participants' REST usernames.
+    for (const name of names) {
+      assert.ok(turnLog.some((l) => l.includes(`:${who[name].id}`)),
+        `coturn's log names ${name}'s username (…:${who[name].id}); last lines:\n${turnLog.slice(-15).join('\n')}`);
+    }
+    const allocations = turnLog.filter((l) => /ALLOCATE processed, success/.test(l)).length;
+    t.diagnostic(`coturn: ${allocations} successful allocations`);
+    assert.ok(allocations >= 3, `coturn allocated for every page (${allocations})`);
+  } catch (e) {
+    console.error(`--- node ---\n${nodeLog.slice(-30).join('\n')}\n--- coturn ---\n${turnLog.slice(-30).join('\n')}`);
+    throw e;
+  } finally {
+    await browser?.close().catch(() => {});
+    await stop(chorus);
+    await stop(turn);
+  }
+});
+
 test('signaling rejects bad messages without closing the socket', { timeout: 30_000 }, async () => {
   const url = `ws://127.0.0.1:${node.http}/v1/signal`;
   const s = await openRawSocket(url);

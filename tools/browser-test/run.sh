@@ -7,7 +7,7 @@
 #      CHORUS_ARGS extra arguments for `chorus serve` (e.g. "--shards 2"); the test
 #                  adds --dev, --http, --udp, --control (a socket in a fresh temp dir)
 #                  and --quality-interval 1 itself
-# Installs what is missing: Debian's chromium (as root) and the npm packages (npm ci,
+# Installs what is missing: Debian's chromium and coturn (as root) and the npm packages (npm ci,
 # playwright-core only: it drives the system Chromium and never downloads a browser).
 set -euo pipefail
 
@@ -20,6 +20,13 @@ if [ ! -x /usr/bin/chromium ]; then
   # Waits for the dpkg/apt locks if another install is running.
   apt-get -o DPkg::Lock::Timeout=600 update
   apt-get -o DPkg::Lock::Timeout=600 install -y chromium
+fi
+
+if ! command -v turnserver >/dev/null 2>&1; then
+  echo "run.sh: installing coturn" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get -o DPkg::Lock::Timeout=600 update
+  apt-get -o DPkg::Lock::Timeout=600 install -y coturn
 fi
 
 cd "$here"

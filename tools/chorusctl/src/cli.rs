@@ -701,6 +701,7 @@ impl Cli {
                 Command::Token(_) => {
                     let t = decode::<TokenCreated>(&method, result)?;
                     writeln!(err, "{}", format::token_expiry(&t, now_unix_s()))?;
+                    write!(err, "{}", format::ice_servers(&t))?;
                     format!("{}\n", t.token)
                 }
                 Command::Node(NodeCommand::Drain { .. }) => format::drain(&result),

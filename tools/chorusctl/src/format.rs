@@ -355,6 +355,20 @@ pub fn token_expiry(t: &TokenCreated, now_unix_s: u64) -> String {
     }
 }
 
+/// The ICE servers of a `token.create` result, one per line (empty without any).
+pub fn ice_servers(t: &TokenCreated) -> String {
+    t.ice_servers
+        .iter()
+        .map(|s| match (&s.username, &s.credential) {
+            (Some(u), Some(c)) => format!(
+                "ice server {} username {u} credential {c}\n",
+                s.urls.join(" ")
+            ),
+            _ => format!("ice server {}\n", s.urls.join(" ")),
+        })
+        .collect()
+}
+
 fn pct(f: Option<f32>) -> String {
     f.map_or("-".to_owned(), |f| format!("{:.1}%", f * 100.0))
 }
@@ -616,6 +630,7 @@ packets_in       1500     1000      500
         let t = TokenCreated {
             token: "x".into(),
             expires_at: 1_795_455_322,
+            ice_servers: Vec::new(),
         };
         assert_eq!(
             token_expiry(&t, 1_795_455_322 - 3600),
@@ -624,6 +639,31 @@ packets_in       1500     1000      500
         assert_eq!(
             token_expiry(&t, 1_795_455_322),
             "expires 2026-11-23 17:35:22 UTC (already expired)"
+        );
+    }
+
+    #[test]
+    fn ice_servers_are_listed() {
+        use chorus_protocol::signal::IceServer;
+        let t = TokenCreated {
+            token: "x".into(),
+            expires_at: 1,
+            ice_servers: vec![
+                IceServer {
+                    urls: vec!["stun:s:3478".into()],
+                    username: None,
+                    credential: None,
+                },
+                IceServer {
+                    urls: vec!["turn:t:3478?transport=udp".into(), "turns:t:5349?transport=tcp".into()],
+                    username: Some("86400:u1".into()),
+                    credential: Some("c2VjcmV0".into()),
+                },
+            ],
+        };
+        assert_eq!(
+            ice_servers(&t),
+            "ice server stun:s:3478\nice server turn:t:3478?transport=udp turns:t:5349?transport=tcp username 86400:u1 credential c2VjcmV0\n"
         );
     }
 
