@@ -58,8 +58,7 @@ impl IceConfig {
             return Err(IceConfigError::NoSecret);
         }
         if !self.turn_urls.is_empty()
-            && !(Duration::from_secs(60)..=Duration::from_secs(7 * 86_400))
-                .contains(&self.turn_ttl)
+            && !(Duration::from_secs(60)..=Duration::from_secs(7 * 86_400)).contains(&self.turn_ttl)
         {
             return Err(IceConfigError::Ttl);
         }
@@ -111,7 +110,11 @@ fn check_url(flag: &'static str, url: &str, schemes: &[&str]) -> Result<(), IceC
     if host_port.is_empty() || host_port.starts_with("//") {
         return bad("needs a host (turn:host:3478, no //)");
     }
-    if url.len() > 512 || url.chars().any(|c| c.is_whitespace() || c.is_control() || c == ',') {
+    if url.len() > 512
+        || url
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == ',')
+    {
         return bad("must be at most 512 characters without spaces or commas");
     }
     if !query.is_empty() {
@@ -167,7 +170,10 @@ mod tests {
             "effcdf6ae5eb2fa2d27416d5f184df9c259a7c79"
         );
         assert_eq!(
-            hex(&hmac_sha1(&[0xaa; 80], b"Test Using Larger Than Block-Size Key - Hash Key First")),
+            hex(&hmac_sha1(
+                &[0xaa; 80],
+                b"Test Using Larger Than Block-Size Key - Hash Key First"
+            )),
             "aa4ae5e15272d00e95705637ce8a3b55ed402112"
         );
     }
@@ -221,7 +227,10 @@ mod tests {
             (&[][..], &["turn:a,turn:b"][..]),
         ] {
             assert!(
-                matches!(with(stun, turn, Some("s")).check(), Err(IceConfigError::Url { .. })),
+                matches!(
+                    with(stun, turn, Some("s")).check(),
+                    Err(IceConfigError::Url { .. })
+                ),
                 "{stun:?} {turn:?}"
             );
         }

@@ -629,6 +629,13 @@ impl RateLimiter {
     }
 }
 
+/// Seconds since the Unix epoch (TURN credentials expire in wall-clock time).
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -641,11 +648,4 @@ mod tests {
         assert!(!l.allow(t));
         assert!(l.allow(t + Duration::from_millis(100)));
     }
-}
-
-/// Seconds since the Unix epoch (TURN credentials expire in wall-clock time).
-pub(crate) fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }

@@ -655,7 +655,10 @@ packets_in       1500     1000      500
                     credential: None,
                 },
                 IceServer {
-                    urls: vec!["turn:t:3478?transport=udp".into(), "turns:t:5349?transport=tcp".into()],
+                    urls: vec![
+                        "turn:t:3478?transport=udp".into(),
+                        "turns:t:5349?transport=tcp".into(),
+                    ],
                     username: Some("86400:u1".into()),
                     credential: Some("c2VjcmV0".into()),
                 },
