@@ -16,6 +16,9 @@ pub struct ShardConfig {
     /// The address advertised as the ICE host candidate; every datagram is taken as
     /// sent to it (str0m drops STUN whose destination is not a local candidate).
     pub local_addr: SocketAddr,
+    /// The address advertised as the passive ICE-TCP host candidate (RFC 6544), and
+    /// taken as the destination of every datagram that came over TCP; `None`: no TCP.
+    pub tcp_addr: Option<SocketAddr>,
     /// Audio slots of rooms created on first join.
     pub audio_slots: u8,
     /// Capacity of rooms created on first join.
@@ -46,6 +49,7 @@ impl ShardConfig {
     pub fn new(local_addr: SocketAddr) -> Self {
         ShardConfig {
             local_addr,
+            tcp_addr: None,
             audio_slots: DEFAULT_AUDIO_SLOTS,
             max_participants: 500,
             auto_create_rooms: true,
@@ -56,6 +60,16 @@ impl ShardConfig {
             // 2026-01-01T00:00:00Z
             wallclock_at_start: UNIX_EPOCH + Duration::from_secs(1_767_225_600),
             srtp_profiles: None,
+        }
+    }
+}
+
+impl ShardConfig {
+    /// The local address of a transport (what str0m and the client know it as).
+    pub fn local_for(&self, proto: crate::io::Protocol) -> SocketAddr {
+        match proto {
+            crate::io::Protocol::Tcp => self.tcp_addr.unwrap_or(self.local_addr),
+            crate::io::Protocol::Udp => self.local_addr,
         }
     }
 }

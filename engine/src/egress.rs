@@ -13,7 +13,6 @@
 //! A slot that has never carried a speaker costs its [`SlotTx`] (a few dozen bytes)
 //! and nothing else.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use chorus_protocol::encode::Encode;
@@ -25,6 +24,7 @@ use chorus_srtp::keys::DtlsSrtpKeys;
 use chorus_srtp::{SrtpRx, SrtpTx};
 
 use crate::forwarder::SpeakerPacket;
+use crate::io::Peer;
 use crate::pool::BUFFER_CAPACITY;
 use crate::rewriter::{Rewritten, SlotRewriter};
 
@@ -137,8 +137,9 @@ pub(crate) enum WriteError {
 pub(crate) struct Egress {
     // What every copy reads and writes, together (declaration order).
     tx: Option<SrtpTx>,
-    /// Where str0m last sent to: the nominated candidate pair.
-    pub remote: Option<SocketAddr>,
+    /// Where str0m last sent DTLS or RTCP to: the nominated candidate pair (its STUN
+    /// answers go to every pair the client checks).
+    pub remote: Option<Peer>,
     pub ext: ExtIds,
     /// Bytes of every datagram written here (str0m counts only its own).
     pub bytes_sent: u64,
@@ -230,7 +231,7 @@ impl Egress {
         packet: &SpeakerPacket,
         out: Rewritten,
         buf: &mut Vec<u8>,
-    ) -> Result<SocketAddr, WriteError> {
+    ) -> Result<Peer, WriteError> {
         let Some(remote) = self.remote else {
             return Err(WriteError::NotReady);
         };
@@ -300,7 +301,7 @@ impl Egress {
         now: Instant,
         wallclock: SystemTime,
         buf: &mut Vec<u8>,
-    ) -> Result<Option<SocketAddr>, WriteError> {
+    ) -> Result<Option<Peer>, WriteError> {
         let (Some(tx), Some(remote)) = (&mut self.tx, self.remote) else {
             return Err(WriteError::NotReady);
         };

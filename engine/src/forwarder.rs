@@ -16,7 +16,7 @@ use std::time::Instant;
 use chorus_protocol::signal::ParticipantId;
 
 use crate::egress::WriteError;
-use crate::io::Transmit;
+use crate::io::{Protocol, Transmit};
 use crate::participant::Participant;
 use crate::pool::BufferPool;
 use crate::slots::{Loudness, Route};
@@ -61,7 +61,10 @@ pub(crate) enum Outcome {
 
 /// Where forwarded copies go: the shard's buffers and send queue.
 pub(crate) struct Sink<'a> {
-    pub local: SocketAddr,
+    /// The node's addresses, UDP and TCP (a copy leaves from the one its
+    /// subscriber's pair uses).
+    pub udp: SocketAddr,
+    pub tcp: SocketAddr,
     pub pool: &'a mut BufferPool,
     pub transmits: &'a mut VecDeque<Transmit>,
 }
@@ -91,9 +94,12 @@ pub(crate) fn forward_to(
     };
     let mut buf = sink.pool.take();
     match sub.egress.write_rtp(tx, pkt, out, &mut buf) {
-        Ok(destination) => {
-            sink.transmits
-                .push_back(Transmit::udp(sink.local, destination, buf));
+        Ok(to) => {
+            let local = match to.proto {
+                Protocol::Udp => sink.udp,
+                Protocol::Tcp => sink.tcp,
+            };
+            sink.transmits.push_back(Transmit::to(to, local, buf));
             Outcome::Sent
         }
         Err(e) => {

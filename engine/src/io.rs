@@ -274,7 +274,53 @@ pub struct Transmit {
     pub contents: Vec<u8>,
 }
 
+impl Protocol {
+    /// As str0m names it.
+    pub(crate) fn str0m(self) -> str0m::net::Protocol {
+        match self {
+            Protocol::Udp => str0m::net::Protocol::Udp,
+            Protocol::Tcp => str0m::net::Protocol::Tcp,
+        }
+    }
+
+    /// From str0m (which also knows TLS transports the node does not offer).
+    pub(crate) fn from_str0m(p: str0m::net::Protocol) -> Option<Protocol> {
+        match p {
+            str0m::net::Protocol::Udp => Some(Protocol::Udp),
+            str0m::net::Protocol::Tcp => Some(Protocol::Tcp),
+            _ => None,
+        }
+    }
+}
+
+/// Where a participant's datagrams come from (and its copies go): transport and
+/// address. A TCP peer is its connection's remote address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Peer {
+    pub proto: Protocol,
+    pub addr: SocketAddr,
+}
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.proto {
+            Protocol::Udp => write!(f, "udp:{}", self.addr),
+            Protocol::Tcp => write!(f, "tcp:{}", self.addr),
+        }
+    }
+}
+
 impl Transmit {
+    /// A datagram for `to`, from the node's address on its transport.
+    pub fn to(to: Peer, source: SocketAddr, contents: Vec<u8>) -> Transmit {
+        Transmit {
+            proto: to.proto,
+            source,
+            destination: to.addr,
+            contents,
+        }
+    }
+
     /// A datagram for the node's UDP port.
     pub fn udp(source: SocketAddr, destination: SocketAddr, contents: Vec<u8>) -> Transmit {
         Transmit {

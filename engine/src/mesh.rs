@@ -113,6 +113,14 @@ pub enum ShardMessage {
     },
     /// To the home shard: shard `shard` missed positions of `room`.
     Resync { room: RoomId, shard: usize },
+    /// A datagram from an ICE-TCP connection bound to `participant`, passed to the
+    /// shard holding its media (through its home shard, which knows where that is).
+    Tcp {
+        participant: ParticipantId,
+        source: SocketAddr,
+        datagram: Vec<u8>,
+        hops: u8,
+    },
     /// From the home shard to the media shard: the media part of a command.
     ForMedia(Command),
     /// The media part of a command, chasing a participant whose media moved: to its

@@ -3,7 +3,6 @@
 //! itself: `egress.rs`).
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -15,10 +14,11 @@ use str0m::rtp::RtpPacket;
 use str0m::{Event as RtcEvent, Output, Rtc};
 
 use crate::egress::{Egress, SlotTx};
-use crate::io::{Permissions, Transmit};
+use crate::io::{Peer, Permissions, Protocol, Transmit};
 use crate::quality::Quality;
 use crate::slots::SlotTable;
 use crate::spam::SpamWatch;
+use chorus_protocol::demux::{classify, DatagramKind};
 
 /// Most source addresses one participant may send from (ICE candidates that passed
 /// the integrity check); more are ignored.
@@ -66,8 +66,8 @@ pub struct Participant {
     /// The mic-spam guard's view of its microphone.
     pub(crate) spam: SpamWatch,
     pub(crate) ufrag: String,
-    /// Source addresses mapped to this participant.
-    pub(crate) addrs: Vec<SocketAddr>,
+    /// Source addresses (and transports) mapped to this participant.
+    pub(crate) addrs: Vec<Peer>,
     /// The microphone's Opus payload type, once negotiated.
     pub(crate) mic_pt: Option<Pt>,
     /// Where str0m's DTLS hands over the session's SRTP keys.
@@ -106,10 +106,10 @@ impl Participant {
     }
 
     /// Drains str0m until it asks for a timeout (its contract after every input).
-    /// `local` is the address str0m's datagrams leave from.
+    /// `config` has the addresses str0m's datagrams leave from.
     pub(crate) fn drain(
         &mut self,
-        local: std::net::SocketAddr,
+        config: &crate::config::ShardConfig,
         transmits: &mut VecDeque<Transmit>,
         media: &mut VecDeque<(ParticipantId, RtpPacket)>,
     ) {
@@ -120,9 +120,23 @@ impl Participant {
                     return;
                 }
                 Ok(Output::Transmit(t)) => {
-                    // The nominated pair: where the slot streams go too.
-                    self.egress.remote = Some(t.destination);
-                    transmits.push_back(Transmit::udp(local, t.destination, t.contents.into()))
+                    let Some(proto) = Protocol::from_str0m(t.proto) else {
+                        continue;
+                    };
+                    let to = Peer {
+                        proto,
+                        addr: t.destination,
+                    };
+                    // DTLS and RTCP go to the nominated pair: where the slot streams
+                    // go too. STUN answers go to whichever pair the client checks.
+                    if classify(&t.contents) != DatagramKind::Stun {
+                        self.egress.remote = Some(to);
+                    }
+                    transmits.push_back(Transmit::to(
+                        to,
+                        config.local_for(proto),
+                        t.contents.into(),
+                    ))
                 }
                 Ok(Output::Event(e)) => match e {
                     RtcEvent::RtpPacket(p) => media.push_back((self.id, p)),

@@ -15,7 +15,7 @@ use str0m::rtp::RtpPacket;
 
 use crate::config::ShardConfig;
 use crate::error::EngineError;
-use crate::io::{Command, Datagram, Event, Transmit};
+use crate::io::{Command, Datagram, Event, Peer, Protocol, Transmit};
 use crate::mesh::{home_of, ShardMessage, MAX_SHARDS};
 use crate::participants::Participants;
 use crate::pool::BufferPool;
@@ -141,7 +141,7 @@ pub struct Shard {
     rooms: HashMap<RoomId, Room>,
     /// The room of each member of those rooms.
     member_of: HashMap<ParticipantId, RoomId>,
-    by_addr: HashMap<SocketAddr, ParticipantId>,
+    by_addr: HashMap<Peer, ParticipantId>,
     /// ICE ufrags chosen by str0m at ICE restarts (they do not name their participant).
     ufrags: HashMap<String, ParticipantId>,
     timers: BinaryHeap<Reverse<(Instant, ParticipantId)>>,
@@ -266,23 +266,60 @@ impl Shard {
         datagrams: impl IntoIterator<Item = Datagram<'a>>,
     ) {
         for d in datagrams {
-            self.handle_datagram(now, d.source, d.contents);
+            self.datagram(
+                now,
+                Peer {
+                    proto: d.proto,
+                    addr: d.source,
+                },
+                d.contents,
+            );
         }
+        self.pump(now);
     }
 
-    /// One datagram on the shard's UDP socket from `source` (a batch of one).
-    pub fn handle_datagram(&mut self, now: Instant, source: SocketAddr, data: &[u8]) {
+    /// A datagram from an ICE-TCP connection the driver bound to `participant` (the
+    /// USERNAME of the connection's first STUN request names it). It is processed
+    /// where the participant's media is (passed on through its home shard when that
+    /// is another shard); TCP never moves a participant's media.
+    pub fn handle_tcp(
+        &mut self,
+        now: Instant,
+        participant: ParticipantId,
+        source: SocketAddr,
+        data: &[u8],
+    ) {
         self.stats.datagrams_in += 1;
         self.stats.bytes_in += data.len() as u64;
         if classify(data) == DatagramKind::Unknown {
             self.stats.dropped_malformed += 1;
             return;
         }
-        let Some(pid) = self.demux(now, source, data) else {
+        self.tcp_datagram(now, participant, source, data, 0);
+        self.pump(now);
+    }
+
+    /// One datagram on the shard's UDP socket from `source` (a batch of one).
+    pub fn handle_datagram(&mut self, now: Instant, source: SocketAddr, data: &[u8]) {
+        let peer = Peer {
+            proto: Protocol::Udp,
+            addr: source,
+        };
+        self.datagram(now, peer, data);
+        self.pump(now);
+    }
+
+    fn datagram(&mut self, now: Instant, peer: Peer, data: &[u8]) {
+        self.stats.datagrams_in += 1;
+        self.stats.bytes_in += data.len() as u64;
+        if classify(data) == DatagramKind::Unknown {
+            self.stats.dropped_malformed += 1;
+            return;
+        }
+        let Some(pid) = self.demux(now, peer, data) else {
             return;
         };
-        self.receive(now, pid, source, data);
-        self.pump(now);
+        self.receive(now, pid, peer, data);
     }
 
     /// Takes back the buffer of a sent [`Transmit`], for the next datagram.
@@ -351,6 +388,12 @@ impl Shard {
                 seq,
             } => self.apply_positions(&room, &positions, seq),
             ShardMessage::Resync { room, shard } => self.resync(now, &room, shard),
+            ShardMessage::Tcp {
+                participant,
+                source,
+                datagram,
+                hops,
+            } => self.tcp_datagram(now, participant, source, &datagram, hops),
             ShardMessage::ForMedia(command) => {
                 if home_of(command.participant(), self.shards) == self.id {
                     // A command sent to the wrong shard reaches its home this way.

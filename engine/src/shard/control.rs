@@ -8,6 +8,7 @@ use chorus_protocol::signal::{
     DisplayName, ErrorCode, ParticipantId, RoomId, ServerMessage, MAX_WHISPER_TARGETS,
 };
 use chorus_srtp::capture::{build_rtc_with, KeyCapture};
+use str0m::net::TcpType;
 use str0m::rtp::Extension;
 use str0m::{Candidate, IceCreds, Rtc};
 
@@ -391,6 +392,20 @@ impl Shard {
                 reason: e.to_string(),
             })?;
         rtc.add_local_candidate(candidate);
+        if let Some(tcp) = self.config.tcp_addr {
+            // ICE-TCP (RFC 6544): passive, the clients connect. Its type preference
+            // (90 against UDP's 126) puts it after the UDP candidate.
+            let candidate = Candidate::builder()
+                .tcp()
+                .host(tcp)
+                .tcptype(TcpType::Passive)
+                .build()
+                .map_err(|e| EngineError::Candidate {
+                    addr: tcp,
+                    reason: e.to_string(),
+                })?;
+            rtc.add_local_candidate(candidate);
+        }
         Ok((rtc, keys))
     }
 

@@ -16,7 +16,7 @@ use str0m::Input;
 use super::{next_random, random_token, Shard, ShardStats};
 use crate::egress::{SlotTx, REPORT_INTERVAL};
 use crate::forwarder::{forward_to, Outcome, Sink, SpeakerPacket};
-use crate::io::{CloseReason, Command, Event, Transmit};
+use crate::io::{CloseReason, Command, Event, Protocol, Transmit};
 use crate::mesh::{home_of, ShardMessage};
 use crate::participant::Participant;
 use crate::proximity::{distance, Point};
@@ -231,7 +231,7 @@ impl Shard {
         let Some(p) = self.participants.get_mut(&pid) else {
             return;
         };
-        p.drain(self.config.local_addr, &mut self.transmits, &mut self.media);
+        p.drain(&self.config, &mut self.transmits, &mut self.media);
         p.quality.add_reports(std::mem::take(&mut p.egress.reports));
         if let Some(q) = p.quality.take() {
             self.events
@@ -273,13 +273,10 @@ impl Shard {
             p.egress.next_report = Some(next_report_at(now, &mut self.rng));
             let mut buf = self.pool.take();
             match p.egress.write_report(&p.slots, now, wallclock, &mut buf) {
-                Ok(Some(destination)) => {
+                Ok(Some(to)) => {
                     self.stats.reports_out += 1;
-                    self.transmits.push_back(Transmit::udp(
-                        self.config.local_addr,
-                        destination,
-                        buf,
-                    ));
+                    let local = self.config.local_for(to.proto);
+                    self.transmits.push_back(Transmit::to(to, local, buf));
                 }
                 // No slot carried audio lately: no more reports until one does.
                 Ok(None) => {
@@ -397,7 +394,8 @@ impl Shard {
         view.on_audio(now, packet);
         let mut copies = Copies {
             sink: Sink {
-                local: self.config.local_addr,
+                udp: self.config.local_addr,
+                tcp: self.config.local_for(Protocol::Tcp),
                 pool: &mut self.pool,
                 transmits: &mut self.transmits,
             },

@@ -8,11 +8,12 @@ use std::time::Instant;
 use chorus_protocol::demux::{classify, DatagramKind};
 use chorus_protocol::signal::ParticipantId;
 use chorus_protocol::stun;
-use str0m::net::{Protocol, Receive};
+use str0m::net::{Protocol as Str0mProtocol, Receive};
 use str0m::Input;
 
 use super::{parse_ufrag, Shard};
 
+use crate::io::{Peer, Protocol};
 use crate::mesh::{home_of, MediaPolicy, ShardMessage};
 use crate::participant::{Participant, MAX_ADDRS};
 use crate::spam::SpamRules;
@@ -25,15 +26,11 @@ impl Shard {
     /// Source address first; for an unknown address, a STUN request whose USERNAME
     /// names a participant: held here, its integrity is checked by its `Rtc`; held
     /// elsewhere, it is claimed from its home shard.
-    pub(super) fn demux(
-        &mut self,
-        now: Instant,
-        source: SocketAddr,
-        data: &[u8],
-    ) -> Option<ParticipantId> {
-        if let Some(pid) = self.by_addr.get(&source) {
+    pub(super) fn demux(&mut self, now: Instant, peer: Peer, data: &[u8]) -> Option<ParticipantId> {
+        if let Some(pid) = self.by_addr.get(&peer) {
             return Some(*pid);
         }
+        let source = peer.addr;
         let msg = stun::StunMessage::parse(data).ok();
         let ufrag = msg
             .as_ref()
@@ -53,6 +50,12 @@ impl Shard {
             return None;
         };
         let Some(p) = self.participants.get_mut(&pid) else {
+            if peer.proto == Protocol::Tcp {
+                // TCP datagrams reach the holder through `handle_tcp`; they never
+                // move a participant.
+                self.stats.dropped_unknown_source += 1;
+                return None;
+            }
             let home = home_of(pid, self.shards);
             let claim = ShardMessage::Claim {
                 participant: pid,
@@ -67,7 +70,8 @@ impl Shard {
             }
             return None;
         };
-        let receive = Receive::new(Protocol::Udp, source, self.config.local_addr, data).ok()?;
+        let local = self.config.local_for(peer.proto);
+        let receive = Receive::new(peer.proto.str0m(), source, local, data).ok()?;
         if p.ufrag != ufrag
             || p.addrs.len() >= MAX_ADDRS
             || !p.rtc.accepts(&Input::Receive(now, receive))
@@ -75,9 +79,9 @@ impl Shard {
             self.stats.dropped_unknown_source += 1;
             return None;
         }
-        tracing::debug!(room = %p.room, participant = %pid, %source, "new source address");
-        p.addrs.push(source);
-        self.by_addr.insert(source, pid);
+        tracing::debug!(room = %p.room, participant = %pid, %peer, "new source address");
+        p.addrs.push(peer);
+        self.by_addr.insert(peer, pid);
         Some(pid)
     }
 
@@ -130,8 +134,12 @@ impl Shard {
         let Some(p) = self.participants.get(&pid) else {
             return; // moved already
         };
-        let Ok(receive) = Receive::new(Protocol::Udp, source, self.config.local_addr, &datagram)
-        else {
+        let Ok(receive) = Receive::new(
+            Str0mProtocol::Udp,
+            source,
+            self.config.local_addr,
+            &datagram,
+        ) else {
             return;
         };
         if !p.rtc.accepts(&Input::Receive(now, receive)) {
@@ -164,8 +172,17 @@ impl Shard {
         let pid = p.id;
         self.stats.migrations_in += 1;
         p.timer_at = None;
-        p.addrs = vec![source];
-        self.by_addr.insert(source, pid);
+        // The addresses it had elsewhere: UDP ones arrive at their own shard (the
+        // kernel's choice), TCP ones through `handle_tcp` wherever it is.
+        let udp = Peer {
+            proto: Protocol::Udp,
+            addr: source,
+        };
+        p.addrs.retain(|a| a.proto == Protocol::Tcp);
+        p.addrs.push(udp);
+        for a in &p.addrs {
+            self.by_addr.insert(*a, pid);
+        }
         let room = p.room.clone();
         let view = self.views.entry(room).or_default();
         // A shard new to the room follows the releasing shard's view of the policy
@@ -180,7 +197,7 @@ impl Shard {
         }
         let key = self.participants.insert(p);
         view.add_local(pid, key);
-        self.receive(now, pid, source, datagram);
+        self.receive(now, pid, udp, datagram);
         let home = home_of(pid, self.shards);
         let moved = ShardMessage::Moved {
             participant: pid,
@@ -205,18 +222,14 @@ impl Shard {
         Some(p)
     }
 
-    pub(super) fn receive(
-        &mut self,
-        now: Instant,
-        pid: ParticipantId,
-        source: SocketAddr,
-        data: &[u8],
-    ) {
+    pub(super) fn receive(&mut self, now: Instant, pid: ParticipantId, peer: Peer, data: &[u8]) {
+        let source = peer.addr;
         let wallclock = self.wallclock(now);
         let Some(p) = self.participants.get_mut(&pid) else {
             return;
         };
-        let Ok(receive) = Receive::new(Protocol::Udp, source, self.config.local_addr, data) else {
+        let local = self.config.local_for(peer.proto);
+        let Ok(receive) = Receive::new(peer.proto.str0m(), source, local, data) else {
             self.stats.dropped_rejected += 1;
             return;
         };
@@ -258,10 +271,11 @@ impl Shard {
         // `handle_packet`), so its STUN answer to this source is that proof, at no
         // second integrity check.
         let consent = kind == DatagramKind::Stun
-            && self
-                .transmits
-                .range(sent_before..)
-                .any(|t| t.destination == source && classify(&t.contents) == DatagramKind::Stun);
+            && self.transmits.range(sent_before..).any(|t| {
+                t.destination == source
+                    && t.proto == peer.proto
+                    && classify(&t.contents) == DatagramKind::Stun
+            });
         // In rtp mode str0m hands out every RTP packet it accepts; one it kept quiet
         // about failed SRTP authentication or replay protection (or came before DTLS).
         if kind == DatagramKind::Rtp && !media {
@@ -270,7 +284,66 @@ impl Shard {
         if consent || media {
             if let Some(p) = self.participants.get_mut(&pid) {
                 p.last_heard = Some(now);
+                // The client nominated this pair (USE-CANDIDATE, answered: it passed
+                // the integrity check): the slot streams go there from now on. This
+                // is how an ICE restart, or a move from UDP to TCP, moves them.
+                let nominated = consent
+                    && stun::StunMessage::parse(data)
+                        .is_ok_and(|m| m.attribute(stun::attr::USE_CANDIDATE).is_some());
+                if nominated && p.egress.remote != Some(peer) {
+                    tracing::debug!(room = %p.room, participant = %pid, %peer, "nominated pair");
+                    p.egress.remote = Some(peer);
+                }
             }
         }
     }
+
+    /// A datagram from an ICE-TCP connection bound to `pid` (by the USERNAME of its
+    /// first STUN request), processed where `pid`'s media is: here, or passed to its
+    /// home shard, which knows where that is. A TCP datagram never moves media.
+    pub(super) fn tcp_datagram(
+        &mut self,
+        now: Instant,
+        pid: ParticipantId,
+        source: SocketAddr,
+        data: &[u8],
+        hops: u8,
+    ) {
+        let peer = Peer {
+            proto: Protocol::Tcp,
+            addr: source,
+        };
+        if self.participants.contains_key(&pid) {
+            match self.demux(now, peer, data) {
+                Some(p) if p == pid => self.receive(now, pid, peer, data),
+                // A connection bound to one participant speaking for another.
+                _ => self.stats.dropped_unknown_source += 1,
+            }
+            return;
+        }
+        let home = home_of(pid, self.shards);
+        let to = if home == self.id {
+            self.room_of_member(pid)
+                .and_then(|r| self.rooms.get(&r))
+                .and_then(|r| r.members.get(&pid))
+                .map(|m| m.shard)
+        } else {
+            Some(home)
+        };
+        match to {
+            Some(to) if to != self.id && hops < MAX_TCP_HOPS => self.send(
+                to,
+                ShardMessage::Tcp {
+                    participant: pid,
+                    source,
+                    datagram: data.to_vec(),
+                    hops: hops + 1,
+                },
+            ),
+            _ => self.stats.dropped_unknown_source += 1,
+        }
+    }
 }
+
+/// Times a TCP datagram may be passed between shards after a participant that moves.
+const MAX_TCP_HOPS: u8 = 4;
