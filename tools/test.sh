@@ -55,12 +55,12 @@ PROFILE=debug OUT=target/bench/signaling-smoke.jsonl SHARDS=2 tools/load/bench.s
 step "soak, short: 60 s of chorus-load churn (rejoins, mutes, speakers); node RSS and fds stay flat"
 PROFILE=debug OUT=target/bench/soak-ci.jsonl bash tools/load/soak.sh 60s
 
-step "browser: three headless Chromium clients through the demo page, 1 shard; three more relayed through a real coturn (TURN REST credentials)"
+step "browser: three headless Chromium clients through the demo page, 1 shard; three more relayed through a real coturn (TURN REST credentials); one whose UDP is blocked (network namespace) over ICE-TCP"
 cargo build --locked -p chorus-signaling
 CHORUS_GAME_VOICE=0 CHORUS_ARGS="--shards 1" bash tools/browser-test/run.sh
 
 step "browser: the same with 2 shards (a room spanning shards), and game voice (proximity, priority, whisper, spam guard: 4 pages + a tone page)"
-CHORUS_TURN=0 CHORUS_ARGS="--shards 2" bash tools/browser-test/run.sh
+CHORUS_TURN=0 CHORUS_ICE_TCP=0 CHORUS_ARGS="--shards 2" bash tools/browser-test/run.sh
 
 step "browser: 2 shards, the node holding DTLS to AES_CM_128_HMAC_SHA1_80 (Chorus seals the slot streams in that profile)"
-CHORUS_GAME_VOICE=0 CHORUS_TURN=0 CHORUS_ARGS="--shards 2 --srtp-profiles AES_CM_128_HMAC_SHA1_80" bash tools/browser-test/run.sh
+CHORUS_GAME_VOICE=0 CHORUS_TURN=0 CHORUS_ICE_TCP=0 CHORUS_ARGS="--shards 2 --srtp-profiles AES_CM_128_HMAC_SHA1_80" bash tools/browser-test/run.sh

@@ -28,11 +28,12 @@ use parking_lot::Mutex;
 use crate::config::ShardConfig;
 use crate::error::EngineError;
 use crate::forwarder::SpeakerPacket;
-use crate::io::{Command, Event, Request, RequestId, Transmit};
+use crate::io::{Command, Event, Protocol, Request, RequestId, Transmit};
 use crate::latency::{LatencyHistogram, LatencySnapshot};
 use crate::mesh::{home_of, room_home, ShardMessage, MAX_SHARDS};
 use crate::shard::{generate_certificate, Shard, ShardStats};
 use crate::socket::{bind_reuseport, Batch, SendBatch};
+use crate::tcp::{self, ShardPort, TcpIn, TcpLimits, TcpOut, TcpSide, TcpStats, TcpThread};
 
 const SOCKET: Token = Token(0);
 const WAKER: Token = Token(1);
@@ -87,7 +88,10 @@ struct Inbox {
     commands: Sender<Command>,
     control: Sender<ShardMessage>,
     media: ArrayQueue<(RoomId, SpeakerPacket)>,
-    waker: Waker,
+    /// Datagrams from ICE-TCP connections, and buffers for them.
+    tcp_in: Arc<ArrayQueue<TcpIn>>,
+    tcp_returned: Arc<ArrayQueue<Vec<u8>>>,
+    waker: Arc<Waker>,
 }
 
 /// A running node: its shard threads. Dropping it stops them.
@@ -95,7 +99,10 @@ pub struct Driver {
     inboxes: Arc<Vec<Inbox>>,
     stop: Arc<AtomicBool>,
     stats: Arc<DriverStats>,
+    tcp_stats: Arc<TcpStats>,
+    tcp_waker: Option<Arc<Waker>>,
     local_addr: SocketAddr,
+    tcp_addr: Option<SocketAddr>,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -104,6 +111,7 @@ pub struct Driver {
 pub struct CommandSender {
     inboxes: Arc<Vec<Inbox>>,
     stats: Arc<DriverStats>,
+    tcp_stats: Arc<TcpStats>,
 }
 
 impl CommandSender {
@@ -120,6 +128,11 @@ impl CommandSender {
     /// The driver's own drop counters.
     pub fn driver_stats(&self) -> &DriverStats {
         &self.stats
+    }
+
+    /// The ICE-TCP side's counters (all zero without TCP).
+    pub fn tcp_stats(&self) -> &TcpStats {
+        &self.tcp_stats
     }
 
     /// Closes every room on every shard (`room_closed {reason}` to each member).
@@ -197,6 +210,20 @@ impl Driver {
         shards: usize,
         events: impl Fn(Event) + Send + Sync + 'static,
     ) -> Result<Driver, EngineError> {
+        config.tcp_addr = None;
+        Driver::spawn_with_tcp(config, addr, None, shards, events)
+    }
+
+    /// [`Driver::spawn`], with ICE-TCP on `tcp` (an address to listen on, and the
+    /// limits): `config.tcp_addr` is what ICE advertises for it (its port is filled in
+    /// when 0).
+    pub fn spawn_with_tcp(
+        mut config: ShardConfig,
+        addr: SocketAddr,
+        tcp: Option<(SocketAddr, TcpLimits)>,
+        shards: usize,
+        events: impl Fn(Event) + Send + Sync + 'static,
+    ) -> Result<Driver, EngineError> {
         let shards = shards.clamp(1, MAX_SHARDS);
         let sockets = bind_reuseport(addr, shards)?;
         let local_addr = sockets[0].local_addr()?;
@@ -204,6 +231,21 @@ impl Driver {
             // Port 0 was asked: advertise the one the kernel picked.
             config.local_addr.set_port(local_addr.port());
         }
+        let listener = match tcp {
+            Some((tcp_addr, limits)) => {
+                let listener = std::net::TcpListener::bind(tcp_addr)?;
+                let bound = listener.local_addr()?;
+                let advertised = config.tcp_addr.get_or_insert(bound);
+                if advertised.port() == 0 {
+                    advertised.set_port(bound.port());
+                }
+                Some((listener, limits, bound))
+            }
+            None => {
+                config.tcp_addr = None;
+                None
+            }
+        };
         let cert = generate_certificate()?;
         // The one wall-clock reading the shards get: RTCP's NTP time counts from it.
         config.wallclock_at_start = std::time::SystemTime::now();
@@ -217,7 +259,7 @@ impl Driver {
         let mut receivers = Vec::new();
         for _ in 0..shards {
             let poll = Poll::new()?;
-            let waker = Waker::new(poll.registry(), WAKER)?;
+            let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
             let (commands, commands_rx) = crossbeam_channel::bounded(COMMAND_QUEUE);
             let (control, control_rx) = crossbeam_channel::bounded(CONTROL_QUEUE);
             inboxes.push(Inbox {
@@ -228,6 +270,8 @@ impl Driver {
                 commands,
                 control,
                 media: ArrayQueue::new(MEDIA_QUEUE),
+                tcp_in: Arc::new(ArrayQueue::new(tcp::IN_QUEUE)),
+                tcp_returned: Arc::new(ArrayQueue::new(tcp::IN_QUEUE)),
                 waker,
             });
             polls.push(poll);
@@ -235,6 +279,28 @@ impl Driver {
         }
         let inboxes = Arc::new(inboxes);
         let mut threads = Vec::new();
+        let tcp_stats = Arc::new(TcpStats::default());
+        let mut tcp_side = None;
+        let mut tcp_addr = None;
+        if let Some((listener, limits, bound)) = listener {
+            let ports = inboxes
+                .iter()
+                .map(|i| ShardPort {
+                    inbound: i.tcp_in.clone(),
+                    returned: i.tcp_returned.clone(),
+                    waker: i.waker.clone(),
+                })
+                .collect();
+            let (thread, side) =
+                TcpThread::new(listener, limits, ports, tcp_stats.clone(), stop.clone())?;
+            threads.push(
+                std::thread::Builder::new()
+                    .name("chorus-tcp".into())
+                    .spawn(move || thread.run())?,
+            );
+            tcp_side = Some(Arc::new(side));
+            tcp_addr = Some(bound);
+        }
         for (id, ((socket, poll), (commands, control))) in
             sockets.into_iter().zip(polls).zip(receivers).enumerate()
         {
@@ -243,6 +309,7 @@ impl Driver {
                 id,
                 shard,
                 poll,
+                tcp: tcp_side.clone(),
                 socket: mio::net::UdpSocket::from_std(socket),
                 commands,
                 control,
@@ -261,7 +328,10 @@ impl Driver {
             inboxes,
             stop,
             stats,
+            tcp_stats,
+            tcp_waker: tcp_side.map(|t| t.waker.clone()),
             local_addr,
+            tcp_addr,
             threads,
         })
     }
@@ -270,12 +340,18 @@ impl Driver {
         CommandSender {
             inboxes: self.inboxes.clone(),
             stats: self.stats.clone(),
+            tcp_stats: self.tcp_stats.clone(),
         }
     }
 
     /// The address the sockets are bound to (the real port when 0 was asked).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The address the ICE-TCP listener is bound to, if there is one.
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.tcp_addr
     }
 
     pub fn stats(&self) -> &DriverStats {
@@ -291,6 +367,9 @@ impl Driver {
         self.stop.store(true, Ordering::Release);
         for inbox in self.inboxes.iter() {
             let _ = inbox.waker.wake();
+        }
+        if let Some(w) = &self.tcp_waker {
+            let _ = w.wake();
         }
         for t in self.threads.drain(..) {
             let _ = t.join();
@@ -308,6 +387,8 @@ struct Worker {
     id: usize,
     shard: Shard,
     poll: Poll,
+    /// The ICE-TCP thread's queue for this shard's TCP transmits.
+    tcp: Option<Arc<TcpSide>>,
     socket: mio::net::UdpSocket,
     commands: Receiver<Command>,
     control: Receiver<ShardMessage>,
@@ -405,6 +486,19 @@ impl Worker {
                     self.inboxes[self.id].latency.observe(oldest.elapsed());
                 }
             }
+            let tcp_in = self.inboxes[self.id].tcp_in.clone();
+            let mut tcp_read = false;
+            for _ in 0..READ_BUDGET {
+                let Some(d) = tcp_in.pop() else {
+                    break;
+                };
+                tcp_read = true;
+                self.shard.handle_tcp(now, d.participant, d.source, &d.data);
+                self.shard.recycle(d.data);
+            }
+            if tcp_read {
+                self.flush(&mut send, &mut transmits, &mut woken);
+            }
             while let Ok(c) = self.commands.try_recv() {
                 self.shard.handle_command(now, c);
             }
@@ -454,8 +548,41 @@ impl Worker {
         woken: &mut [bool],
     ) -> usize {
         transmits.clear();
+        let mut tcp_sent = false;
         while let Some(t) = self.shard.poll_transmit() {
-            transmits.push(t);
+            if t.proto == Protocol::Udp {
+                transmits.push(t);
+                continue;
+            }
+            // ICE-TCP: framed and written by the TCP thread.
+            let out = TcpOut {
+                shard: self.id,
+                destination: t.destination,
+                data: t.contents,
+            };
+            match self.tcp.as_ref().map(|tcp| tcp.outbound.push(out)) {
+                Some(Ok(())) => tcp_sent = true,
+                Some(Err(out)) => {
+                    self.stats.dropped_send.fetch_add(1, Ordering::Relaxed);
+                    self.shard.recycle(out.data);
+                }
+                None => {
+                    self.stats.dropped_send.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        if tcp_sent {
+            if let Some(tcp) = &self.tcp {
+                let _ = tcp.waker.wake();
+            }
+        }
+        // Buffers the TCP thread is done with come back to the pool.
+        let returned = &self.inboxes[self.id].tcp_returned;
+        while returned.len() > tcp::IN_QUEUE / 2 {
+            let Some(b) = returned.pop() else {
+                break;
+            };
+            self.shard.recycle(b);
         }
         let mut sent = 0;
         if !transmits.is_empty() {

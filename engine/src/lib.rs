@@ -88,6 +88,7 @@ pub mod shard;
 mod slots;
 pub mod socket;
 mod spam;
+pub mod tcp;
 mod view;
 
 pub use chorus_srtp::SrtpProfile;

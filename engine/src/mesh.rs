@@ -40,6 +40,13 @@ pub fn participant_id(serial: u64, home: usize) -> ParticipantId {
     ParticipantId((serial << 8) | (home % MAX_SHARDS) as u64)
 }
 
+/// The participant an ICE ufrag of ours names (`c<hex id>z<random>`), if it names one
+/// (ufrags str0m picks at an ICE restart do not).
+pub(crate) fn ufrag_participant(ufrag: &str) -> Option<ParticipantId> {
+    let hex = ufrag.strip_prefix('c')?.split('z').next()?;
+    u64::from_str_radix(hex, 16).ok().map(ParticipantId)
+}
+
 /// The home shard written into a participant id.
 pub fn home_of(participant: ParticipantId, shards: usize) -> usize {
     (participant.0 & 0xff) as usize % shards.clamp(1, MAX_SHARDS)

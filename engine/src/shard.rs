@@ -536,8 +536,7 @@ fn ufrag_for(pid: ParticipantId, rng: &mut u64) -> String {
 }
 
 fn parse_ufrag(ufrag: &str) -> Option<ParticipantId> {
-    let hex = ufrag.strip_prefix('c')?.split('z').next()?;
-    u64::from_str_radix(hex, 16).ok().map(ParticipantId)
+    crate::mesh::ufrag_participant(ufrag)
 }
 
 fn random_token(rng: &mut u64, len: usize) -> String {

@@ -48,6 +48,10 @@ pub struct ServeArgs {
     /// UDP media address: bound, and advertised as the ICE host candidate.
     #[arg(long, env = "CHORUS_UDP", default_value = "127.0.0.1:7882")]
     pub udp: SocketAddr,
+    /// ICE-TCP listen address (RFC 6544: a passive TCP candidate for clients whose
+    /// network blocks UDP), or `none`. Default: the --udp address (same IP and port).
+    #[arg(long, env = "CHORUS_TCP")]
+    pub tcp: Option<String>,
     /// Shard threads, each with its own socket on the UDP port (default: one per core).
     #[arg(long, env = "CHORUS_SHARDS", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub shards: Option<u16>,
@@ -158,6 +162,7 @@ struct FileConfig {
     dev: Option<bool>,
     http: Option<SocketAddr>,
     udp: Option<SocketAddr>,
+    tcp: Option<String>,
     shards: Option<u16>,
     public_ip: Option<IpAddr>,
     audio_slots: Option<u8>,
@@ -263,6 +268,11 @@ impl ServeArgs {
         take!(client_message_rate, "client_message_rate");
         take!(header_timeout, "header_timeout");
         take!(log, "log");
+        if let Some(v) = file.tcp {
+            if unset("tcp") {
+                self.tcp = Some(v);
+            }
+        }
         take!(turn_secret, "turn_secret");
         take!(turn_ttl, "turn_ttl");
         if let Some(urls) = file.stun_url {
@@ -328,6 +338,20 @@ impl ServeArgs {
                 .then(|| Duration::from_secs(self.quality_interval)),
             srtp_profiles: (!self.srtp_profiles.is_empty()).then(|| self.srtp_profiles.clone()),
             ice: self.ice_config(),
+            tcp: self.tcp_addr().unwrap_or(None),
+        }
+    }
+
+    /// The ICE-TCP address: `--tcp`, `none` (`None`), or by default the UDP address.
+    pub fn tcp_addr(&self) -> Result<Option<SocketAddr>, CliError> {
+        match self.tcp.as_deref() {
+            None => Ok(Some(self.udp)),
+            Some("none") => Ok(None),
+            Some(a) => a.parse().map(Some).map_err(|_| {
+                CliError::Invalid(format!(
+                    "--tcp {a:?}: expected an address (IP:PORT) or none"
+                ))
+            }),
         }
     }
 
@@ -343,6 +367,7 @@ impl ServeArgs {
 
     /// What the flags cannot check one by one.
     pub fn check(&self) -> Result<(), CliError> {
+        self.tcp_addr()?;
         self.ice_config()
             .check()
             .map_err(|e| CliError::Invalid(e.to_string()))

@@ -53,6 +53,8 @@ pub struct NodeConfig {
     pub srtp_profiles: Option<Vec<SrtpProfile>>,
     /// STUN and TURN servers for clients.
     pub ice: IceConfig,
+    /// ICE-TCP listen address (`None`: no ICE-TCP).
+    pub tcp: Option<SocketAddr>,
 }
 
 impl Default for NodeConfig {
@@ -79,6 +81,7 @@ impl Default for NodeConfig {
             quality_interval: Some(Duration::from_secs(5)),
             srtp_profiles: None,
             ice: IceConfig::default(),
+            tcp: None,
         }
     }
 }

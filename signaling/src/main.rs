@@ -38,10 +38,16 @@ async fn main() -> anyhow::Result<()> {
         _ => {}
     }
     let node = chorus_signaling::start(config).await?;
-    eprintln!(
-        "chorus: demo page at http://{}/  (media on udp {})",
-        node.http, node.udp
-    );
+    match node.tcp {
+        Some(tcp) => eprintln!(
+            "chorus: demo page at http://{}/  (media on udp {}, ICE-TCP on {tcp})",
+            node.http, node.udp
+        ),
+        None => eprintln!(
+            "chorus: demo page at http://{}/  (media on udp {})",
+            node.http, node.udp
+        ),
+    }
     if let Some(path) = &node.control {
         eprintln!("chorus: control socket at {}", path.display());
     }

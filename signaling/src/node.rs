@@ -10,6 +10,7 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use chorus_engine::tcp::TcpLimits;
 use chorus_engine::{participant_id, CommandSender, Driver, EngineError, Event, ShardConfig};
 use chorus_protocol::signal::{ParticipantId, MAX_FRAME_BYTES};
 use tokio::net::TcpListener;
@@ -85,6 +86,8 @@ pub struct RunningNode {
     pub http: SocketAddr,
     /// Where media is received (the real port when 0 was asked).
     pub udp: SocketAddr,
+    /// Where ICE-TCP connections are taken, when they are.
+    pub tcp: Option<SocketAddr>,
     /// The control socket, when there is one.
     pub control: Option<PathBuf>,
     stop: Option<oneshot::Sender<()>>,
@@ -169,19 +172,31 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, SignalingError> {
     let routes = Arc::new(Routes::default());
     let control = Arc::new(ControlHub::default());
     let (sink, hub) = (routes.clone(), control.clone());
-    let driver = Driver::spawn(shard, config.udp, config.shards, move |event| match event {
-        Event::Reply { id, result, .. } => hub.reply(id, result),
-        Event::Notify(e) => hub.event(e),
-        other => sink.deliver(other),
-    })
-    .map_err(|e| match e {
-        EngineError::Io(source) => SignalingError::Bind {
-            what: "UDP media sockets",
-            addr: config.udp,
-            source,
-        },
-        other => SignalingError::Engine(other),
-    })?;
+    // The TCP candidate: the advertised IP, the TCP port (filled in once bound).
+    shard.tcp_addr = config
+        .tcp
+        .map(|t| SocketAddr::new(config.public_ip.unwrap_or(t.ip()), t.port()));
+    let tcp = config.tcp.map(|t| (t, TcpLimits::default()));
+    let driver =
+        Driver::spawn_with_tcp(
+            shard,
+            config.udp,
+            tcp,
+            config.shards,
+            move |event| match event {
+                Event::Reply { id, result, .. } => hub.reply(id, result),
+                Event::Notify(e) => hub.event(e),
+                other => sink.deliver(other),
+            },
+        )
+        .map_err(|e| match e {
+            EngineError::Io(source) => SignalingError::Bind {
+                what: "UDP media sockets and the ICE-TCP listener",
+                addr: config.udp,
+                source,
+            },
+            other => SignalingError::Engine(other),
+        })?;
     let udp = driver.local_addr();
     let advertised = SocketAddr::new(advertised.ip(), udp.port());
 
@@ -247,10 +262,12 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, SignalingError> {
         stop_rx,
     ));
     let shards = config_shards;
-    tracing::info!(%http, %udp, %advertised, shards, "node started");
+    let tcp = driver.tcp_addr();
+    tracing::info!(%http, %udp, ?tcp, %advertised, shards, "node started");
     Ok(RunningNode {
         http,
         udp,
+        tcp,
         control: control_path,
         stop: Some(stop_tx),
         stopping: stopping_tx,

@@ -1293,6 +1293,96 @@ test('three browsers talk through a real coturn (relay only)', { timeout: 90_000
   }
 });
 
+// Once per CI run too (tools/test.sh sets CHORUS_ICE_TCP=0 on the other runs).
+const ICE_TCP = process.env.CHORUS_ICE_TCP !== '0';
+
+test('a browser whose UDP is blocked joins over ICE-TCP', { timeout: 90_000, skip: !ICE_TCP && 'CHORUS_ICE_TCP=0' }, async (t) => {
+  const n = 20 + (process.pid % 200);
+  const ns = `chorus-tcp-${n}`;
+  const host = `10.77.${n}.1`;
+  const netns = path.join(HERE, 'netns.sh');
+  const run = (args) => new Promise((resolve, reject) => {
+    const p = spawn('bash', [netns, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let err = '';
+    p.stderr.on('data', (d) => { err += d; });
+    p.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`netns.sh ${args.join(' ')}: ${code} ${err}`))));
+  });
+  const nodeLog = [];
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'chorus-tcp-'));
+  const wrapper = path.join(dir, 'chromium-in-netns.sh');
+  let chorus;
+  const browsers = [];
+  await run(['down', ns, String(n)]);
+  await run(['up', ns, String(n)]);
+  try {
+    writeFileSync(wrapper, `#!/bin/sh\nexec ip netns exec ${ns} ${CHROMIUM} "$@"\n`, { mode: 0o755 });
+    // A node on every address, advertising the host side of the namespace's link.
+    const http = await freeTcpPort();
+    const media = await freeUdpPort();
+    chorus = spawnLogged(CHORUS_BIN, ['serve', '--dev', '--http', `0.0.0.0:${http}`, '--udp', `0.0.0.0:${media}`,
+      '--public-ip', host, '--control', 'none', '--log', 'info,chorus_engine::tcp=debug'], nodeLog, '[node]');
+    const base = `http://${host}:${http}`;
+    await poll('the node answers /healthz', async () => (await fetch(`${base}/healthz`)).status === 200, { timeout: 30_000, interval: 100 });
+    // The page is not on localhost: let the microphone work on it anyway.
+    const args = [...CHROMIUM_ARGS, `--unsafely-treat-insecure-origin-as-secure=${base}`];
+    const caged = await chromium.launch({ executablePath: wrapper, headless: true, args });
+    browsers.push(caged);
+    const free = await chromium.launch({ executablePath: CHROMIUM, headless: true, args });
+    browsers.push(free);
+    const room = `tcp-${process.pid}`;
+    const open = async (browser, name) => {
+      const page = await (await browser.newContext()).newPage();
+      await page.goto(`${base}/`);
+      await page.fill('#room', room);
+      await page.fill('#name', name);
+      await page.click('#join');
+      return page;
+    };
+    const tcp = await open(caged, 'Tess');
+    const udp = await open(free, 'Ulf');
+    const who = {};
+    for (const [name, page] of [['Tess', tcp], ['Ulf', udp]]) {
+      const st = await poll(`${name} joined with media up`, async () => {
+        const s = await pageState(page);
+        return { ok: s.state === 'joined' && s.stats?.connection_state === 'connected', ...s };
+      }, { timeout: 30_000 });
+      who[name] = { id: st.self.participant_id, csrc: st.self.csrc };
+    }
+    const pair = (page) => page.evaluate(async () => {
+      const all = [...(await window.chorus.pc.getStats()).values()];
+      const tr = all.find((s) => s.type === 'transport');
+      const p = all.find((s) => s.id === tr?.selectedCandidatePairId);
+      const remote = p && all.find((s) => s.id === p.remoteCandidateId);
+      return { protocol: remote?.protocol, type: remote?.candidateType, tcpType: remote?.tcpType };
+    });
+    const tessPair = await pair(tcp);
+    t.diagnostic(`Tess (UDP blocked): ${JSON.stringify(tessPair)}; Ulf: ${JSON.stringify(await pair(udp))}`);
+    assert.equal(tessPair.protocol, 'tcp', `Tess reaches the node over TCP: ${JSON.stringify(tessPair)}`);
+    assert.equal((await pair(udp)).protocol, 'udp', 'Ulf stays on UDP');
+    await assertHearing(tcp, who.Ulf.csrc, 'Tess (TCP) hears Ulf (UDP)');
+    await assertHearing(udp, who.Tess.csrc, 'Ulf hears Tess (TCP)');
+    assert.ok(nodeLog.some((l) => l.includes('ICE-TCP connection bound') && l.includes(who.Tess.id)),
+      'the node bound a TCP connection to Tess');
+    // Mute, deafen and leave work over TCP as over UDP.
+    await tcp.click('#mute');
+    await assertNotHearing(udp, who.Tess.csrc, 'Tess, muted');
+    await tcp.click('#mute');
+    await assertHearing(udp, who.Tess.csrc, 'Tess, unmuted');
+    await tcp.click('#deafen');
+    await poll('Ulf sees Tess deafened', async () => (await rowView(udp, who.Tess.id))?.badges.includes('deafened'));
+    await tcp.click('#leave');
+    await poll('Ulf sees Tess leave', async () => !(await pageState(udp)).rows.some((r) => r.id === who.Tess.id));
+  } catch (e) {
+    console.error(`--- node ---\n${nodeLog.slice(-40).join('\n')}`);
+    throw e;
+  } finally {
+    for (const b of browsers) await b.close().catch(() => {});
+    await stop(chorus);
+    await run(['down', ns, String(n)]).catch(() => {});
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('signaling rejects bad messages without closing the socket', { timeout: 30_000 }, async () => {
   const url = `ws://127.0.0.1:${node.http}/v1/signal`;
   const s = await openRawSocket(url);
