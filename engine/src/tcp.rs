@@ -76,6 +76,24 @@ pub struct TcpStats {
     pub dropped_out: AtomicU64,
 }
 
+impl TcpStats {
+    /// Every counter by its name (as `node.stats` and `/metrics` show them).
+    pub fn counters(&self) -> Vec<(&'static str, u64)> {
+        [
+            ("tcp_accepted", &self.accepted),
+            ("tcp_refused", &self.refused),
+            ("tcp_closed_limit", &self.closed_limit),
+            ("tcp_frames_in", &self.frames_in),
+            ("tcp_frames_out", &self.frames_out),
+            ("tcp_dropped_in", &self.dropped_in),
+            ("tcp_dropped_out", &self.dropped_out),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k, v.load(Ordering::Relaxed)))
+        .collect()
+    }
+}
+
 /// A datagram from a connection, for a shard.
 #[derive(Debug)]
 pub(crate) struct TcpIn {

@@ -469,6 +469,14 @@ async fn dispatch(shared: &Arc<Shared>, call: Call) -> Result<Value, RpcError> {
             ]
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v.load(Ordering::Relaxed)))
+            .chain(
+                shared
+                    .engine
+                    .tcp_stats()
+                    .counters()
+                    .into_iter()
+                    .map(|(k, v)| (k.to_owned(), v)),
+            )
             .collect();
             to_value(NodeStats {
                 rooms: shards.iter().map(|s| s.rooms).sum(),

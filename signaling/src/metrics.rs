@@ -144,6 +144,16 @@ pub(crate) fn render(engine: &CommandSender, joins: &JoinCounters) -> String {
             .inc_by(n);
     }
 
+    let tcp = Family::<ReasonLabel, Counter>::default();
+    for (name, n) in engine.tcp_stats().counters() {
+        let reason = name.trim_start_matches("tcp_");
+        tcp.get_or_create(&ReasonLabel { reason }).inc_by(n);
+    }
+    registry.register(
+        "ice_tcp",
+        "ICE-TCP connections (accepted, refused, closed_limit) and frames (frames_in, frames_out, dropped_in, dropped_out)",
+        tcp,
+    );
     registry.register(
         "participants",
         "Participants whose media is on the shard",

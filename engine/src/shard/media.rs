@@ -11,9 +11,9 @@ use chorus_protocol::signal::{ErrorCode, ParticipantId, RoomId, ServerMessage, S
 use str0m::change::SdpOffer;
 use str0m::format::Codec;
 use str0m::rtp::RtpPacket;
-use str0m::Input;
+use str0m::{IceCreds, Input};
 
-use super::{next_random, random_token, Shard, ShardStats};
+use super::{next_random, random_token, ufrag_for, Shard, ShardStats};
 use crate::egress::{SlotTx, REPORT_INTERVAL};
 use crate::forwarder::{forward_to, Outcome, Sink, SpeakerPacket};
 use crate::io::{CloseReason, Command, Event, Protocol, Transmit};
@@ -651,15 +651,39 @@ fn negotiate(
     }
     p.slots = slots;
     p.last_heard = Some(now);
-    let sdp = negotiated.to_sdp_string();
+    let mut sdp = negotiated.to_sdp_string();
+    let line = |sdp: &str, key: &str| {
+        sdp.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .map(|u| u.trim().to_owned())
+    };
+    let restarted = line(&sdp, "a=ice-ufrag:").filter(|u| *u != p.ufrag);
+    let ufrag = match restarted {
+        // An ICE restart: str0m picked credentials that do not name the participant.
+        // Ours do, so that any shard, and the ICE-TCP thread, can route a new
+        // connection's first STUN request by its USERNAME alone.
+        Some(theirs) => {
+            let creds = IceCreds {
+                ufrag: ufrag_for(p.id, rng),
+                pass: random_token(rng, 24),
+            };
+            if let Some(pwd) = line(&sdp, "a=ice-pwd:") {
+                sdp = sdp
+                    .replace(
+                        &format!("a=ice-pwd:{pwd}"),
+                        &format!("a=ice-pwd:{}", creds.pass),
+                    )
+                    .replace(&theirs, &creds.ufrag);
+            }
+            let ufrag = creds.ufrag.clone();
+            p.rtc.direct_api().set_local_ice_credentials(creds);
+            Some(ufrag)
+        }
+        None => None,
+    };
     let ssrcs: Vec<u32> = p.slots.iter().map(|s| s.ssrc).collect();
     let answer = answer(&prepared, &sdp, &ssrcs, &p.egress.cname)
         .map_err(|e| format!("offer not accepted: {e}"))?;
-    let ufrag = sdp
-        .lines()
-        .find_map(|l| l.strip_prefix("a=ice-ufrag:"))
-        .map(|u| u.trim().to_owned())
-        .filter(|u| *u != p.ufrag);
     Ok((
         ServerMessage::Answer {
             sdp: answer,
