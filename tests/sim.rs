@@ -20,7 +20,7 @@ use chorus_protocol::signal::{DisplayName, ParticipantId, RoomId, ServerMessage}
 use chorus_srtp::capture::{build_rtc, KeyCapture};
 use str0m::change::SdpPendingOffer;
 use str0m::media::{Direction, MediaKind, Mid, Pt};
-use str0m::net::{Protocol, Receive};
+use str0m::net::{Protocol, Receive, TcpType};
 use str0m::rtp::{ExtensionValues, RtpWrite};
 use str0m::{Candidate, Event as RtcEvent, Input, Output, Rtc};
 
@@ -78,6 +78,10 @@ pub struct Client {
     pub keys: KeyCapture,
     /// When set, a copy of every datagram the node sent to this client, as sent.
     pub tap: Option<Vec<Vec<u8>>>,
+    /// Reaches the node over ICE-TCP only (its one candidate is an active TCP one;
+    /// its datagrams go through `Shard::handle_tcp` at its home shard, as the TCP
+    /// thread hands them).
+    pub tcp: bool,
 }
 
 impl Client {
@@ -130,6 +134,7 @@ impl Sim {
         let now = Instant::now();
         let server: SocketAddr = "10.0.0.1:7882".parse().unwrap();
         let mut config = ShardConfig::new(server);
+        config.tcp_addr = Some(server);
         config.seed = 42;
         change(&mut config);
         let cert = generate_certificate().unwrap();
@@ -215,6 +220,30 @@ impl Sim {
         opus_pt: u8,
         permissions: Permissions,
     ) -> usize {
+        self.join_over(name, room, opus_pt, permissions, false)
+    }
+
+    /// Joins, offers and connects a client that reaches the node over ICE-TCP only.
+    pub fn connect_tcp(&mut self, name: &str, room: &str) -> usize {
+        let idx = self.join_over(name, room, 111, Permissions::ALL, true);
+        let slots = self.clients[idx].audio_slots as usize;
+        self.offer(idx, slots);
+        self.run_until(Duration::from_secs(5), |s| s.clients[idx].connected);
+        assert!(
+            self.clients[idx].connected,
+            "{name} did not connect over TCP"
+        );
+        idx
+    }
+
+    fn join_over(
+        &mut self,
+        name: &str,
+        room: &str,
+        opus_pt: u8,
+        permissions: Permissions,
+        tcp: bool,
+    ) -> usize {
         let idx = self.clients.len();
         let room_id = RoomId::new(room).unwrap();
         let id = participant_id(1000 + idx as u64, room_home(&room_id, self.shards.len()));
@@ -223,7 +252,17 @@ impl Sim {
             .unwrap();
         let config = chorus_client::config(opus_pt);
         let (mut rtc, keys) = build_rtc(config, self.now);
-        rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
+        if tcp {
+            let active = Candidate::builder()
+                .tcp()
+                .host(addr)
+                .tcptype(TcpType::Active)
+                .build()
+                .unwrap();
+            rtc.add_local_candidate(active);
+        } else {
+            rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
+        }
         self.clients.push(Client {
             name: name.to_owned(),
             id,
@@ -246,6 +285,7 @@ impl Sim {
             mic_pt: None,
             keys,
             tap: None,
+            tcp,
         });
         self.command(Command::Join {
             participant: id,
@@ -480,7 +520,14 @@ impl Sim {
                     if let Some(tap) = &mut c.tap {
                         tap.push(t.contents.clone());
                     }
-                    let r = Receive::new(Protocol::Udp, self.server, c.addr, &t.contents).unwrap();
+                    let proto = match t.proto {
+                        chorus_engine::Protocol::Tcp => Protocol::Tcp,
+                        _ => Protocol::Udp,
+                    };
+                    if (proto == Protocol::Tcp) != c.tcp {
+                        continue; // not a transport this client has
+                    }
+                    let r = Receive::new(proto, t.source, c.addr, &t.contents).unwrap();
                     // A client that already left drops stray datagrams, like a browser.
                     let _ = c.rtc.handle_input(Input::Receive(self.now, r));
                     // str0m's contract (rtp mode holds one packet): drain after every input.
@@ -532,8 +579,15 @@ impl Sim {
                     moved = true;
                     if self.clients[i].online {
                         let from = self.clients[i].addr;
-                        let shard = self.clients[i].shard;
-                        self.shards[shard].handle_datagram(now, from, &t.contents);
+                        if self.clients[i].tcp {
+                            // The TCP thread: to the participant's home shard.
+                            let id = self.clients[i].id;
+                            let home = home_of(id, self.shards.len());
+                            self.shards[home].handle_tcp(now, id, from, &t.contents);
+                        } else {
+                            let shard = self.clients[i].shard;
+                            self.shards[shard].handle_datagram(now, from, &t.contents);
+                        }
                     }
                 }
                 Output::Event(e) => on_client_event(&mut self.clients[i], now, e),
