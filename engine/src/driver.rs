@@ -498,6 +498,10 @@ impl Worker {
             }
             if tcp_read {
                 self.flush(&mut send, &mut transmits, &mut woken);
+                if !tcp_in.is_empty() {
+                    // More than a turn's budget: come back at once for the rest.
+                    let _ = self.inboxes[self.id].waker.wake();
+                }
             }
             while let Ok(c) = self.commands.try_recv() {
                 self.shard.handle_command(now, c);

@@ -127,9 +127,10 @@ impl Participant {
                         proto,
                         addr: t.destination,
                     };
-                    // DTLS and RTCP go to the nominated pair: where the slot streams
-                    // go too. STUN answers go to whichever pair the client checks.
-                    if classify(&t.contents) != DatagramKind::Stun {
+                    // Until the client nominates a pair (USE-CANDIDATE, see
+                    // `Shard::receive`), the slot streams go where str0m sends DTLS
+                    // and RTCP. STUN answers go to whichever pair the client checks.
+                    if self.egress.remote.is_none() && classify(&t.contents) != DatagramKind::Stun {
                         self.egress.remote = Some(to);
                     }
                     transmits.push_back(Transmit::to(

@@ -151,11 +151,40 @@ impl Section<'_> {
 const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
 const MID_URI: &str = "urn:ietf:params:rtp-hdrext:sdes:mid";
 
+/// RFC 7587 writes Opus as `opus/48000/2`; some clients (GStreamer's webrtcbin when an
+/// app builds caps without `encoding-params=2`) write `OPUS/48000`. That is Opus all
+/// the same: such lines are rewritten as `opus/48000/2` (`None`: nothing to rewrite).
+fn opus_with_channels(sdp: &str) -> Option<String> {
+    let bare = |l: &str| {
+        l.strip_prefix("a=rtpmap:")
+            .and_then(|v| v.split_once(' '))
+            .is_some_and(|(_, codec)| codec.trim_end().eq_ignore_ascii_case("opus/48000"))
+    };
+    if !sdp.lines().any(bare) {
+        return None;
+    }
+    let mut out = String::with_capacity(sdp.len() + 16);
+    for line in sdp.split_inclusive('\n') {
+        let content = line.trim_end_matches(['\r', '\n']);
+        if bare(content) {
+            let pt = content.split_once(' ').map_or("", |(pt, _)| pt);
+            out.push_str(pt);
+            out.push_str(" opus/48000/2");
+            out.push_str(&line[content.len()..]);
+        } else {
+            out.push_str(line);
+        }
+    }
+    Some(out)
+}
+
 /// Splits the offer into what str0m negotiates and what Chorus answers.
 pub(crate) fn prepare_offer(sdp: &str, audio_slots: usize) -> Result<PreparedOffer, OfferError> {
     if sdp.len() > MAX_OFFER_BYTES {
         return Err(OfferError::TooLarge(MAX_OFFER_BYTES));
     }
+    let normalized = opus_with_channels(sdp);
+    let sdp = normalized.as_deref().unwrap_or(sdp);
     let lines: Vec<&str> = sdp.lines().map(str::trim_end).collect();
     let sections = read_sections(&lines)?;
     let Some(first) = sections.first() else {
@@ -708,6 +737,18 @@ mod tests {
             answer(&p, other, &[1], "c"),
             Err(AnswerError::MissingSection("m".into()))
         );
+    }
+
+    #[test]
+    fn opus_without_channels_is_read_as_opus() {
+        let offer = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:0\r\na=sendrecv\r\na=rtpmap:96 OPUS/48000\r\n";
+        let fixed = opus_with_channels(offer).expect("rewritten");
+        assert_eq!(
+            fixed,
+            "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:0\r\na=sendrecv\r\na=rtpmap:96 opus/48000/2\r\n"
+        );
+        assert_eq!(opus_with_channels(&fixed), None, "already right");
+        assert_eq!(opus_with_channels("a=rtpmap:0 PCMU/8000\r\n"), None);
     }
 
     #[test]

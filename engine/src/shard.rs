@@ -299,6 +299,20 @@ impl Shard {
         self.pump(now);
     }
 
+    /// The ICE-TCP connection from `source` bound to `participant` closed: its shard
+    /// forgets that address (the slot streams stop going there; a later connection
+    /// from the same address may be someone else's). To the client it is an ICE
+    /// failure like any other.
+    pub fn handle_tcp_closed(
+        &mut self,
+        now: Instant,
+        participant: ParticipantId,
+        source: SocketAddr,
+    ) {
+        self.tcp_datagram(now, participant, source, &[], 0);
+        self.pump(now);
+    }
+
     /// One datagram on the shard's UDP socket from `source` (a batch of one).
     pub fn handle_datagram(&mut self, now: Instant, source: SocketAddr, data: &[u8]) {
         let peer = Peer {
@@ -537,6 +551,21 @@ fn ufrag_for(pid: ParticipantId, rng: &mut u64) -> String {
 
 fn parse_ufrag(ufrag: &str) -> Option<ParticipantId> {
     crate::mesh::ufrag_participant(ufrag)
+}
+
+/// An ICE password: from the operating system's randomness (the shard's own seeded
+/// generator makes SSRCs that clients see, so it must not make secrets); the seeded
+/// generator only if the OS has none to give.
+fn ice_password(rng: &mut u64) -> String {
+    const ICE_CHARS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut bytes = [0u8; 24];
+    if getrandom::fill(&mut bytes).is_err() {
+        return random_token(rng, 24);
+    }
+    bytes
+        .iter()
+        .map(|b| ICE_CHARS[usize::from(*b) % ICE_CHARS.len()] as char)
+        .collect()
 }
 
 fn random_token(rng: &mut u64, len: usize) -> String {

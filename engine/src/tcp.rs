@@ -43,6 +43,9 @@ pub struct TcpLimits {
     pub max_frame: usize,
     /// Unsent bytes a connection may have; more is dropped.
     pub write_buffer: usize,
+    /// Datagrams a connection may send per second (a client sends ~60: audio, RTCP,
+    /// consent checks); more are dropped, and a connection that keeps at it is closed.
+    pub frames_per_second: u32,
 }
 
 impl Default for TcpLimits {
@@ -53,7 +56,9 @@ impl Default for TcpLimits {
             first_stun: Duration::from_secs(5),
             idle: Duration::from_secs(30),
             max_frame: 4096,
-            write_buffer: 256 * 1024,
+            frames_per_second: 200,
+            // ~1 s of three slots' audio: past it, late audio is dropped, not queued.
+            write_buffer: 16 * 1024,
         }
     }
 }
@@ -94,7 +99,8 @@ impl TcpStats {
     }
 }
 
-/// A datagram from a connection, for a shard.
+/// A datagram from a connection, for a shard; empty `data`: the connection closed
+/// (frames are never empty).
 #[derive(Debug)]
 pub(crate) struct TcpIn {
     pub participant: ParticipantId,
@@ -145,6 +151,11 @@ struct Conn {
     last_in: Instant,
     /// Registered for WRITABLE too (some bytes are waiting).
     wants_write: bool,
+    /// Frames taken in the current second, and when it started.
+    frames_this_second: u32,
+    second_began: Instant,
+    /// Seconds in a row it went over the rate.
+    over_rate: u32,
 }
 
 /// Why a connection is closed.
@@ -170,6 +181,11 @@ pub(crate) struct TcpThread {
     stop: Arc<AtomicBool>,
     /// Which shards were handed datagrams this turn (woken once each).
     touched: Vec<bool>,
+    /// Connections left with bytes unread when their turn's budget ran out: mio is
+    /// edge-triggered, so no event comes for them again; they are read next turn.
+    again: Vec<usize>,
+    /// `accept` failed for want of resources: retried at the next sweep.
+    accept_later: bool,
 }
 
 impl TcpThread {
@@ -202,6 +218,8 @@ impl TcpThread {
                 stats,
                 stop,
                 touched,
+                again: Vec::new(),
+                accept_later: false,
             },
             TcpSide { outbound, waker },
         ))
@@ -213,10 +231,12 @@ impl TcpThread {
         let mut events = Events::with_capacity(256);
         let mut swept = Instant::now();
         while !self.stop.load(Ordering::Acquire) {
-            if let Err(e) = self
-                .poll
-                .poll(&mut events, Some(Duration::from_millis(500)))
-            {
+            let wait = if self.again.is_empty() {
+                Duration::from_millis(500)
+            } else {
+                Duration::ZERO
+            };
+            if let Err(e) = self.poll.poll(&mut events, Some(wait)) {
                 if e.kind() != ErrorKind::Interrupted {
                     tracing::error!(error = %e, "poll failed; ICE-TCP stops");
                     return;
@@ -230,9 +250,13 @@ impl TcpThread {
                     Token(t) => {
                         let i = t - FIRST_CONN;
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
-                            if let Err(why) = self.read(i, now) {
-                                self.close(i, why);
-                                continue;
+                            match self.read(i, now) {
+                                Ok(true) => self.again.push(i),
+                                Ok(false) => {}
+                                Err(why) => {
+                                    self.close(i, why);
+                                    continue;
+                                }
                             }
                         }
                         if event.is_writable() {
@@ -243,11 +267,21 @@ impl TcpThread {
                     }
                 }
             }
+            for i in std::mem::take(&mut self.again) {
+                match self.read(i, now) {
+                    Ok(true) => self.again.push(i),
+                    Ok(false) => {}
+                    Err(why) => self.close(i, why),
+                }
+            }
             self.send_out();
             self.wake_shards();
             if now.saturating_duration_since(swept) >= Duration::from_millis(500) {
                 swept = now;
                 self.sweep(now);
+                if std::mem::take(&mut self.accept_later) {
+                    self.accept(now);
+                }
             }
         }
     }
@@ -257,8 +291,12 @@ impl TcpThread {
             let (mut stream, peer) = match self.listener.accept() {
                 Ok(c) => c,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                // The peer gave up before we took it: the next one may be there.
+                Err(e) if e.kind() == ErrorKind::ConnectionAborted => continue,
                 Err(e) => {
+                    // Out of descriptors, say: the sweep tries again in 500 ms.
                     tracing::debug!(error = %e, "accept");
+                    self.accept_later = true;
                     return;
                 }
             };
@@ -293,12 +331,16 @@ impl TcpThread {
                 opened: now,
                 last_in: now,
                 wants_write: false,
+                frames_this_second: 0,
+                second_began: now,
+                over_rate: 0,
             });
         }
     }
 
-    /// Reads what the connection has and hands its whole frames on.
-    fn read(&mut self, i: usize, now: Instant) -> Result<(), Close> {
+    /// Reads what the connection has and hands its whole frames on. `Ok(true)`: the
+    /// budget ran out with bytes left (read again next turn).
+    fn read(&mut self, i: usize, now: Instant) -> Result<bool, Close> {
         let TcpThread {
             conns,
             shards,
@@ -308,7 +350,7 @@ impl TcpThread {
             ..
         } = self;
         let Some(Some(conn)) = conns.get_mut(i) else {
-            return Ok(());
+            return Ok(false);
         };
         let mut chunk = [0u8; 4096];
         let mut frames: Vec<(usize, usize)> = Vec::new();
@@ -317,7 +359,7 @@ impl TcpThread {
             let n = match conn.stream.read(&mut chunk) {
                 Ok(0) => return Err(Close::Gone),
                 Ok(n) => n,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(false),
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(_) => return Err(Close::Gone),
             };
@@ -327,12 +369,26 @@ impl TcpThread {
             let used = split_frames(&conn.read, limits.max_frame, &mut frames)
                 .map_err(|_| Close::Limit)?;
             for &(start, end) in &frames {
+                if now.saturating_duration_since(conn.second_began) >= Duration::from_secs(1) {
+                    let over = conn.frames_this_second > limits.frames_per_second;
+                    conn.over_rate = if over { conn.over_rate + 1 } else { 0 };
+                    if conn.over_rate >= 3 {
+                        return Err(Close::Limit); // a flood, not a client
+                    }
+                    conn.frames_this_second = 0;
+                    conn.second_began = now;
+                }
+                conn.frames_this_second += 1;
+                if conn.frames_this_second > limits.frames_per_second {
+                    stats.dropped_in.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
                 deliver(conn, start, end, shards, stats, touched)?;
             }
             conn.read.drain(..used);
             budget = budget.saturating_sub(n);
             if budget == 0 {
-                return Ok(());
+                return Ok(true);
             }
         }
     }
@@ -416,7 +472,24 @@ impl TcpThread {
         }
         tracing::debug!(peer = %conn.peer, participant = ?conn.bound, ?why, "ICE-TCP connection closed");
         let _ = self.poll.registry().deregister(&mut conn.stream);
-        self.by_peer.remove(&conn.peer);
+        // The participant's shard forgets the address (its slot streams stop going
+        // there; a new connection from it may be someone else's).
+        if let Some(participant) = conn.bound {
+            let home = crate::mesh::home_of(participant, self.shards.len());
+            if let Some(port) = self.shards.get(home) {
+                let closed = TcpIn {
+                    participant,
+                    source: conn.peer,
+                    data: Vec::new(),
+                };
+                if port.inbound.push(closed).is_ok() {
+                    self.touched[home] = true;
+                }
+            }
+        }
+        if self.by_peer.get(&conn.peer) == Some(&i) {
+            self.by_peer.remove(&conn.peer);
+        }
         if let Some(n) = self.per_ip.get_mut(&conn.peer.ip()) {
             *n -= 1;
             if *n == 0 {

@@ -12,7 +12,7 @@ use str0m::net::TcpType;
 use str0m::rtp::Extension;
 use str0m::{Candidate, IceCreds, Rtc};
 
-use super::{random_token, ufrag_for, Shard};
+use super::{ice_password, ufrag_for, Shard};
 use crate::egress::Egress;
 use crate::error::EngineError;
 use crate::io::{CloseReason, Command, Event, Permissions};
@@ -260,7 +260,7 @@ impl Shard {
         let spam_rules = SpamRules::of(&room.policy.spam_guard);
         let csrc = room.allocate_csrc();
         let ufrag = ufrag_for(pid, &mut self.rng);
-        let pass = random_token(&mut self.rng, 24);
+        let pass = ice_password(&mut self.rng);
         let (rtc, keys) = match self.new_rtc(now, ufrag.clone(), pass) {
             Ok(built) => built,
             Err(e) => {

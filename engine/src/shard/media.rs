@@ -13,7 +13,7 @@ use str0m::format::Codec;
 use str0m::rtp::RtpPacket;
 use str0m::{IceCreds, Input};
 
-use super::{next_random, random_token, ufrag_for, Shard, ShardStats};
+use super::{ice_password, next_random, random_token, ufrag_for, Shard, ShardStats};
 use crate::egress::{SlotTx, REPORT_INTERVAL};
 use crate::forwarder::{forward_to, Outcome, Sink, SpeakerPacket};
 use crate::io::{CloseReason, Command, Event, Protocol, Transmit};
@@ -665,7 +665,7 @@ fn negotiate(
         Some(theirs) => {
             let creds = IceCreds {
                 ufrag: ufrag_for(p.id, rng),
-                pass: random_token(rng, 24),
+                pass: ice_password(rng),
             };
             if let Some(pwd) = line(&sdp, "a=ice-pwd:") {
                 sdp = sdp

@@ -313,7 +313,19 @@ impl Shard {
             proto: Protocol::Tcp,
             addr: source,
         };
-        if self.participants.contains_key(&pid) {
+        if data.is_empty() {
+            // Its connection closed: forget the address where the media is.
+            if let Some(p) = self.participants.get_mut(&pid) {
+                p.addrs.retain(|a| *a != peer);
+                if p.egress.remote == Some(peer) {
+                    p.egress.remote = None;
+                }
+                if self.by_addr.get(&peer) == Some(&pid) {
+                    self.by_addr.remove(&peer);
+                }
+                return;
+            }
+        } else if self.participants.contains_key(&pid) {
             match self.demux(now, peer, data) {
                 Some(p) if p == pid => self.receive(now, pid, peer, data),
                 // A connection bound to one participant speaking for another.
