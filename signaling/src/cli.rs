@@ -52,6 +52,9 @@ pub struct ServeArgs {
     /// network blocks UDP), or `none`. Default: the --udp address (same IP and port).
     #[arg(long, env = "CHORUS_TCP")]
     pub tcp: Option<String>,
+    /// ICE-TCP connections one IP address may hold at once (0: no limit).
+    #[arg(long, env = "CHORUS_TCP_CONNECTIONS_PER_IP", default_value_t = 16)]
+    pub tcp_connections_per_ip: usize,
     /// Shard threads, each with its own socket on the UDP port (default: one per core).
     #[arg(long, env = "CHORUS_SHARDS", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub shards: Option<u16>,
@@ -163,6 +166,7 @@ struct FileConfig {
     http: Option<SocketAddr>,
     udp: Option<SocketAddr>,
     tcp: Option<String>,
+    tcp_connections_per_ip: Option<usize>,
     shards: Option<u16>,
     public_ip: Option<IpAddr>,
     audio_slots: Option<u8>,
@@ -273,6 +277,7 @@ impl ServeArgs {
                 self.tcp = Some(v);
             }
         }
+        take!(tcp_connections_per_ip, "tcp_connections_per_ip");
         take!(turn_secret, "turn_secret");
         take!(turn_ttl, "turn_ttl");
         if let Some(urls) = file.stun_url {
@@ -339,6 +344,7 @@ impl ServeArgs {
             srtp_profiles: (!self.srtp_profiles.is_empty()).then(|| self.srtp_profiles.clone()),
             ice: self.ice_config(),
             tcp: self.tcp_addr().unwrap_or(None),
+            tcp_connections_per_ip: self.tcp_connections_per_ip,
         }
     }
 

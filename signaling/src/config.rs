@@ -55,6 +55,8 @@ pub struct NodeConfig {
     pub ice: IceConfig,
     /// ICE-TCP listen address (`None`: no ICE-TCP).
     pub tcp: Option<SocketAddr>,
+    /// ICE-TCP connections one IP address may hold at once (0: no limit).
+    pub tcp_connections_per_ip: usize,
 }
 
 impl Default for NodeConfig {
@@ -82,6 +84,7 @@ impl Default for NodeConfig {
             srtp_profiles: None,
             ice: IceConfig::default(),
             tcp: None,
+            tcp_connections_per_ip: 16,
         }
     }
 }

@@ -176,7 +176,14 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, SignalingError> {
     shard.tcp_addr = config
         .tcp
         .map(|t| SocketAddr::new(config.public_ip.unwrap_or(t.ip()), t.port()));
-    let tcp = config.tcp.map(|t| (t, TcpLimits::default()));
+    let limits = TcpLimits {
+        per_ip: match config.tcp_connections_per_ip {
+            0 => usize::MAX,
+            n => n,
+        },
+        ..TcpLimits::default()
+    };
+    let tcp = config.tcp.map(|t| (t, limits));
     let driver =
         Driver::spawn_with_tcp(
             shard,

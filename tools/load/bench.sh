@@ -14,6 +14,7 @@
 #   tools/load/bench.sh signaling-quick  # 200 clients, 5 s, 1,000 messages/s: a smoke test
 #   tools/load/bench.sh proximity    # one raid room of 1,000 (1 audio slot), 30 speakers: plain,
 #                                    # then proximity (radius 30, world 90, positions at 20 Hz)
+#   tools/load/bench.sh tcp          # 50 rooms x 10 x 3 speakers, clients over UDP then ICE-TCP
 #   tools/load/bench.sh proximity-batch  # the same 1,000 silent, without then with positions:
 #                                    # the node's CPU per position batch
 #
@@ -44,6 +45,9 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 node_extra=()
 if "$chorus_bin" serve --help 2>/dev/null | grep -q -- '--join-rate-per-ip'; then
   node_extra+=(--join-rate-per-ip 0)
+fi
+if "$chorus_bin" serve --help 2>/dev/null | grep -q -- '--tcp-connections-per-ip'; then
+  node_extra+=(--tcp-connections-per-ip 0)
 fi
 # No control socket: the default path (/tmp/chorus/control.sock) is shared with any
 # other node on the machine, and a node that cannot take it does not start.
@@ -145,6 +149,14 @@ case "$mode" in
       LABEL=silent-positions run "$s" 1 1000 0 "${DURATION:-30s}" --ramp 250 --audio-slots 1 \
         --proximity "${RADIUS:-30}" --world "${WORLD:-90}" --positions-hz "${HZ:-20}"
     done ;;
+  tcp)
+    # The standard load's shape, clients over UDP then over ICE-TCP, each on a fresh node.
+    for s in ${SHARDS:-2}; do
+      LABEL=udp run "$s" 50 10 3 "${DURATION:-30s}" --ramp 200
+      LABEL=tcp run "$s" 50 10 3 "${DURATION:-30s}" --ramp 200 --transport tcp
+    done ;;
+  tcp-quick)
+    run "${SHARDS:-2}" 2 4 2 "${DURATION:-5s}" --transport tcp ;;
   proximity-quick)
     run "${SHARDS:-2}" 1 20 4 "${DURATION:-5s}" --audio-slots 2 --proximity 30 --world 60 ;;
   signaling-quick)

@@ -104,10 +104,20 @@ pub struct Args {
     /// With --proximity: position batches per second per room.
     #[arg(long, default_value_t = 20.0, requires = "proximity")]
     pub positions_hz: f64,
+    /// How the clients reach the node: UDP, or ICE-TCP only (RFC 4571 framing; the node
+    /// must have ICE-TCP on).
+    #[arg(long, value_enum, default_value = "udp")]
+    pub transport: Transport,
     /// With --proximity: the side of the square world the participants walk in
     /// (default: 3 × the radius).
     #[arg(long, requires = "proximity")]
     pub world: Option<f64>,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    Tcp,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]

@@ -77,6 +77,12 @@
 //! counts in `churn.failed_joins` and makes the exit status 1; the slot tries again
 //! at its next event.
 //!
+//! # ICE-TCP (`--transport tcp`)
+//!
+//! Each client's only ICE candidate is an active TCP one: it connects to the node's
+//! passive TCP candidate at its first transmit and sends and reads RFC 4571 frames.
+//! Everything else (signaling, accounting, figures) is as over UDP.
+//!
 //! # Proximity (`--control`, `--proximity`)
 //!
 //! With `--control PATH` the rooms are created through the node's control socket
@@ -247,6 +253,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         bind_ip: args.bind_ip,
         cert,
         churn: args.churn_every.is_some(),
+        tcp: args.transport == cli::Transport::Tcp,
     };
     let shared = Arc::new(Shared::new(participants as usize, args.workers as usize));
     let mut workers = Vec::new();

@@ -18,12 +18,12 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use chorus_client::OPUS_PT;
-use mio::net::UdpSocket;
+use mio::net::{TcpStream, UdpSocket};
 use mio::{Events, Interest, Poll, Token, Waker};
 use str0m::change::SdpPendingOffer;
 use str0m::config::DtlsCert;
 use str0m::media::{Mid, Pt};
-use str0m::net::{Protocol, Receive};
+use str0m::net::{Protocol, Receive, TcpType};
 use str0m::rtp::{ExtensionValues, RtpWrite};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 use tokio::sync::oneshot;
@@ -55,6 +55,9 @@ pub struct RunConfig {
     /// Churn is on: speakers keep the send time of each window packet, and clients
     /// come and go.
     pub churn: bool,
+    /// Clients reach the node over ICE-TCP only (an active TCP candidate, RFC 4571
+    /// framing) instead of UDP.
+    pub tcp: bool,
 }
 
 impl RunConfig {
@@ -234,11 +237,27 @@ impl WorkerHandle {
     }
 }
 
+/// An ICE-TCP client's connection to the node: opened at str0m's first TCP transmit.
+#[derive(Default)]
+struct TcpConn {
+    stream: Option<TcpStream>,
+    peer: Option<SocketAddr>,
+    /// Bytes read and not yet a whole frame.
+    read: Vec<u8>,
+    /// Framed bytes not yet written.
+    write: Vec<u8>,
+    /// Registered for WRITABLE too.
+    wants_write: bool,
+    registered: bool,
+}
+
 struct Client {
     global: u32,
     id: u32,
     rtc: Rtc,
     socket: UdpSocket,
+    /// With `--transport tcp`: the connection its datagrams take instead.
+    tcp: Option<TcpConn>,
     local: SocketAddr,
     mic: Mid,
     pending: Option<SdpPendingOffer>,
@@ -294,6 +313,8 @@ enum Timer {
 /// Worker state other than the clients, so both can be borrowed at once.
 #[derive(Default)]
 struct Ctx {
+    /// ICE-TCP clients with bytes to write (written after the pass).
+    tcp_dirty: Vec<usize>,
     timers: BinaryHeap<Reverse<(Instant, usize, Timer)>>,
     window: (u64, u64),
     sent: u64,
@@ -327,6 +348,23 @@ struct Worker {
 }
 
 impl Worker {
+    /// Writes what ICE-TCP clients queued (registering new connections).
+    fn flush_tcp_dirty(&mut self) {
+        let mut dirty = std::mem::take(&mut self.ctx.tcp_dirty);
+        dirty.sort_unstable();
+        dirty.dedup();
+        for idx in dirty {
+            let Some(c) = self.clients.get_mut(idx).and_then(Option::as_mut) else {
+                continue;
+            };
+            if let Some(conn) = c.tcp.as_mut() {
+                if flush_tcp(conn, idx, &self.poll).is_err() {
+                    c.dead = true;
+                }
+            }
+        }
+    }
+
     fn run(&mut self) -> WorkerReport {
         let mut events = Events::with_capacity(1024);
         let mut buf = vec![0u8; 2048];
@@ -334,6 +372,7 @@ impl Worker {
         loop {
             let now = Instant::now();
             self.fire_timers(now);
+            self.flush_tcp_dirty();
             if now >= next_flush {
                 self.flush();
                 next_flush = now + FLUSH;
@@ -358,6 +397,7 @@ impl Worker {
                     self.read(event.token().0, &mut buf);
                 }
             }
+            self.flush_tcp_dirty();
         }
     }
 
@@ -415,8 +455,20 @@ impl Worker {
         let mut rtc = chorus_client::config(OPUS_PT)
             .set_dtls_cert(self.cfg.cert.clone())
             .build(now);
-        let candidate = Candidate::host(local, "udp").map_err(|e| format!("candidate: {e}"))?;
+        // ICE-TCP: an active candidate (RFC 6544: port 9, the client connects).
+        let tcp_local = SocketAddr::new(self.cfg.bind_ip, 9);
+        let candidate = if self.cfg.tcp {
+            Candidate::builder()
+                .tcp()
+                .host(tcp_local)
+                .tcptype(TcpType::Active)
+                .build()
+        } else {
+            Candidate::host(local, "udp")
+        }
+        .map_err(|e| format!("candidate: {e}"))?;
         rtc.add_local_candidate(candidate);
+        let local = if self.cfg.tcp { tcp_local } else { local };
         let chorus_client::Offer {
             sdp: offer,
             pending,
@@ -430,6 +482,7 @@ impl Worker {
             id,
             rtc,
             socket,
+            tcp: self.cfg.tcp.then(TcpConn::default),
             local,
             mic,
             pending: Some(pending),
@@ -541,6 +594,9 @@ impl Worker {
         let Some(c) = self.clients.get_mut(idx).and_then(Option::as_mut) else {
             return;
         };
+        if c.tcp.is_some() {
+            return self.read_tcp(idx, buf);
+        }
         loop {
             let (n, from) = match c.socket.recv_from(buf) {
                 Ok(r) => r,
@@ -564,6 +620,64 @@ impl Worker {
                 continue;
             }
             drain(c, idx, &self.cfg, &self.shared, &mut self.ctx, now);
+        }
+    }
+
+    /// An ICE-TCP client's connection is readable (frames in) or writable (frames out).
+    fn read_tcp(&mut self, idx: usize, buf: &mut [u8]) {
+        let Some(c) = self.clients.get_mut(idx).and_then(Option::as_mut) else {
+            return;
+        };
+        let Some(conn) = c.tcp.as_mut() else {
+            return;
+        };
+        if flush_tcp(conn, idx, &self.poll).is_err() {
+            c.dead = true;
+            return;
+        }
+        let (Some(stream), Some(peer)) = (conn.stream.as_mut(), conn.peer) else {
+            return;
+        };
+        loop {
+            match io::Read::read(stream, buf) {
+                Ok(0) => {
+                    c.dead = true;
+                    return;
+                }
+                Ok(n) => conn.read.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    c.dead = true;
+                    return;
+                }
+            }
+        }
+        let data = std::mem::take(&mut conn.read);
+        let mut at = 0;
+        let now = Instant::now();
+        while let Some(head) = data.get(at..at + 2) {
+            let len = usize::from(u16::from_be_bytes([head[0], head[1]]));
+            let Some(frame) = data.get(at + 2..at + 2 + len) else {
+                break;
+            };
+            at += 2 + len;
+            if c.dead || len == 0 {
+                continue;
+            }
+            let Ok(receive) = Receive::new(Protocol::Tcp, peer, c.local, frame) else {
+                continue;
+            };
+            if let Err(e) = c.rtc.handle_input(Input::Receive(now, receive)) {
+                c.dead = true;
+                rtc_failed(&mut self.ctx, c.global, &e);
+                continue;
+            }
+            drain(c, idx, &self.cfg, &self.shared, &mut self.ctx, now);
+        }
+        if let Some(conn) = c.tcp.as_mut() {
+            conn.read = data;
+            conn.read.drain(..at);
         }
     }
 
@@ -619,6 +733,43 @@ fn rtc_failed(ctx: &mut Ctx, global: u32, e: &dyn std::fmt::Display) {
     if ctx.rtc_errors <= 3 {
         tracing::warn!(participant = global, "client WebRTC failed: {e}");
     }
+}
+
+/// Writes a connection's queued frames; registers it (readable, and writable while
+/// bytes wait) with the client's token.
+fn flush_tcp(conn: &mut TcpConn, idx: usize, poll: &Poll) -> io::Result<()> {
+    let Some(stream) = conn.stream.as_mut() else {
+        return Ok(());
+    };
+    let mut written = 0;
+    while written < conn.write.len() {
+        match io::Write::write(stream, &conn.write[written..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => written += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            // Still connecting: the WRITABLE event comes when it is up.
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    conn.write.drain(..written);
+    let want = !conn.write.is_empty();
+    let interest = if want {
+        Interest::READABLE | Interest::WRITABLE
+    } else {
+        Interest::READABLE
+    };
+    if conn.wants_write != want || !conn.registered {
+        let token = Token(idx);
+        let r = poll.registry().register(stream, token, interest);
+        if r.is_err() {
+            poll.registry().reregister(stream, token, interest)?;
+        }
+        conn.wants_write = want;
+        conn.registered = true;
+    }
+    Ok(())
 }
 
 fn ns_since(start: Instant, t: Instant) -> u64 {
@@ -695,7 +846,28 @@ fn drain(
                         node.get_or_insert(t.destination);
                     }
                 }
-                if let Err(e) = c.socket.send_to(&t.contents, t.destination) {
+                if let Some(conn) = c.tcp.as_mut() {
+                    if t.proto != Protocol::Tcp {
+                        continue;
+                    }
+                    if conn.stream.is_none() {
+                        match TcpStream::connect(t.destination) {
+                            Ok(stream) => {
+                                conn.stream = Some(stream);
+                                conn.peer = Some(t.destination);
+                            }
+                            Err(e) => {
+                                ctx.send_errors += 1;
+                                tracing::debug!(participant = c.global, "connect: {e}");
+                                continue;
+                            }
+                        }
+                    }
+                    conn.write
+                        .extend_from_slice(&(t.contents.len() as u16).to_be_bytes());
+                    conn.write.extend_from_slice(&t.contents);
+                    ctx.tcp_dirty.push(idx);
+                } else if let Err(e) = c.socket.send_to(&t.contents, t.destination) {
                     ctx.send_errors += 1;
                     tracing::trace!(participant = c.global, "send: {e}");
                 }
