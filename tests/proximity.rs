@@ -61,19 +61,10 @@ fn heard_over(sim: &mut Sim, to: usize, from: usize, d: Duration) -> usize {
 fn last_speakers(sim: &Sim, who: usize) -> Vec<(usize, Option<f32>)> {
     let index = |id| sim.clients.iter().position(|c| c.id == id).unwrap();
     sim.clients[who]
-        .inbox
+        .last_speakers()
         .iter()
-        .rev()
-        .find_map(|m| match m {
-            ServerMessage::Speakers { speakers } => Some(
-                speakers
-                    .iter()
-                    .map(|s| (index(s.participant_id), s.distance))
-                    .collect(),
-            ),
-            _ => None,
-        })
-        .unwrap_or_default()
+        .map(|s| (index(s.participant_id), s.distance))
+        .collect()
 }
 
 fn last_error(sim: &Sim, who: usize) -> Option<(ErrorCode, String)> {

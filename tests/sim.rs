@@ -90,6 +90,18 @@ impl Client {
         self.received.iter().filter(move |r| r.from == from)
     }
 
+    /// The entries of the latest `speakers` message (empty before any).
+    pub fn last_speakers(&self) -> &[chorus_protocol::signal::SpeakerInfo] {
+        self.inbox
+            .iter()
+            .rev()
+            .find_map(|m| match m {
+                ServerMessage::Speakers { speakers } => Some(speakers.as_slice()),
+                _ => None,
+            })
+            .unwrap_or_default()
+    }
+
     /// Messages of one `type`, in order.
     pub fn messages(&self, kind: &str) -> Vec<&ServerMessage> {
         self.inbox

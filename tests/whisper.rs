@@ -41,19 +41,10 @@ fn heard_over(sim: &mut Sim, to: usize, from: usize, d: Duration) -> usize {
 /// The latest `speakers` a client got: (participant id, whisper) per entry.
 fn last_speakers(sim: &Sim, who: usize) -> Vec<(String, bool)> {
     sim.clients[who]
-        .inbox
+        .last_speakers()
         .iter()
-        .rev()
-        .find_map(|m| match m {
-            ServerMessage::Speakers { speakers } => Some(
-                speakers
-                    .iter()
-                    .map(|s| (s.participant_id.to_string(), s.whisper))
-                    .collect(),
-            ),
-            _ => None,
-        })
-        .unwrap_or_default()
+        .map(|s| (s.participant_id.to_string(), s.whisper))
+        .collect()
 }
 
 fn whisper(sim: &mut Sim, from: usize, to: Option<Vec<usize>>) {

@@ -143,6 +143,27 @@ impl Rig {
     }
 }
 
+/// Benchmarks batches moving `movers` of `members`; returns the mean per batch.
+fn batches(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    members: usize,
+    movers: usize,
+) -> Option<Duration> {
+    group.throughput(Throughput::Elements(movers as u64));
+    let mut rig: Option<Rig> = None;
+    let mut total = (Duration::ZERO, 0u64);
+    group.bench_function(BenchmarkId::from_parameter(members), |b| {
+        let rig = rig.get_or_insert_with(|| Rig::new(members));
+        b.iter_custom(|iters| {
+            let d = rig.measure(iters, movers);
+            total.0 += d;
+            total.1 += iters;
+            d
+        });
+    });
+    (total.1 > 0).then(|| total.0 / total.1 as u32)
+}
+
 /// xorshift64 as a number in [0, 1).
 fn uniform(state: &mut u64) -> f64 {
     *state ^= *state << 13;
@@ -157,45 +178,18 @@ fn main() {
     let mut group = c.benchmark_group("positions");
     group.sampling_mode(SamplingMode::Flat);
     for n in SIZES {
-        group.throughput(Throughput::Elements(n as u64));
-        let mut rig: Option<Rig> = None;
-        let mut total = (Duration::ZERO, 0u64);
-        group.bench_function(BenchmarkId::from_parameter(n), |b| {
-            let rig = rig.get_or_insert_with(|| Rig::new(n));
-            b.iter_custom(|iters| {
-                let d = rig.measure(iters, n);
-                total.0 += d;
-                total.1 += iters;
-                d
-            });
-        });
-        if total.1 > 0 {
-            summary.push((n, total.0 / total.1 as u32));
+        if let Some(per) = batches(&mut group, n, n) {
+            summary.push((n, per));
         }
     }
     group.finish();
 
     // A backend that sends only who moved: 10 of 1,000 per batch.
     let mut small = c.benchmark_group("positions_10_of");
-    let mut small_summary = Vec::new();
-    {
-        let n = 1000;
-        small.throughput(Throughput::Elements(10));
-        let mut rig: Option<Rig> = None;
-        let mut total = (Duration::ZERO, 0u64);
-        small.bench_function(BenchmarkId::from_parameter(n), |b| {
-            let rig = rig.get_or_insert_with(|| Rig::new(n));
-            b.iter_custom(|iters| {
-                let d = rig.measure(iters, 10);
-                total.0 += d;
-                total.1 += iters;
-                d
-            });
-        });
-        if total.1 > 0 {
-            small_summary.push((n, total.0 / total.1 as u32));
-        }
-    }
+    let small_summary: Vec<(usize, Duration)> = batches(&mut small, 1000, 10)
+        .map(|per| (1000, per))
+        .into_iter()
+        .collect();
     small.finish();
 
     // What the control socket adds: decoding the JSON-RPC line of a batch (the

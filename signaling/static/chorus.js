@@ -1047,6 +1047,10 @@ export class ChorusClient extends EventTarget {
   }
 
   async _negotiate() {
+    const hasTurn = this.iceServers.some((srv) => [].concat(srv.urls ?? []).some((u) => /^turns?:/.test(u)));
+    if (this.iceTransportPolicy === 'relay' && !hasTurn) {
+      throw new ChorusError('no_relay', 'iceTransportPolicy "relay" needs a TURN server, and the node hands out none (start it with --turn-url and --turn-secret)');
+    }
     const pc = new RTCPeerConnection({
       iceServers: this.iceServers,
       iceTransportPolicy: this.iceTransportPolicy,

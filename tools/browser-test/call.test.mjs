@@ -1280,6 +1280,18 @@ test('three browsers talk through a real coturn (relay only)', { timeout: 90_000
       assert.ok(turnLog.some((l) => l.includes(`:${who[name].id}`)),
         `coturn's log names ${name}'s username (…:${who[name].id}); last lines:\n${turnLog.slice(-15).join('\n')}`);
     }
+    // Relay only on a node that hands out no TURN server: a clear refusal, not a silent
+    // connection that never comes up.
+    {
+      const page = await (await browser.newContext()).newPage();
+      await page.goto(`${node.base}/?relay=1`);
+      await page.fill('#room', `${room}-noturn`);
+      await page.fill('#name', 'Nia');
+      await page.click('#join');
+      await poll('relay without TURN is refused with no_relay', async () =>
+        /no_relay/.test(await page.evaluate(() => document.querySelector('#status').textContent)), { timeout: 10_000 });
+      await page.close();
+    }
     const allocations = turnLog.filter((l) => /ALLOCATE processed, success/.test(l)).length;
     t.diagnostic(`coturn: ${allocations} successful allocations`);
     assert.ok(allocations >= 3, `coturn allocated for every page (${allocations})`);

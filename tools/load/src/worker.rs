@@ -610,16 +610,16 @@ impl Worker {
             if c.dead {
                 continue;
             }
-            let now = Instant::now();
-            let Ok(receive) = Receive::new(Protocol::Udp, from, c.local, &buf[..n]) else {
-                continue;
-            };
-            if let Err(e) = c.rtc.handle_input(Input::Receive(now, receive)) {
-                c.dead = true;
-                rtc_failed(&mut self.ctx, c.global, &e);
-                continue;
-            }
-            drain(c, idx, &self.cfg, &self.shared, &mut self.ctx, now);
+            feed(
+                c,
+                idx,
+                Protocol::Udp,
+                from,
+                &buf[..n],
+                &self.cfg,
+                &self.shared,
+                &mut self.ctx,
+            );
         }
     }
 
@@ -655,7 +655,6 @@ impl Worker {
         }
         let data = std::mem::take(&mut conn.read);
         let mut at = 0;
-        let now = Instant::now();
         while let Some(head) = data.get(at..at + 2) {
             let len = usize::from(u16::from_be_bytes([head[0], head[1]]));
             let Some(frame) = data.get(at + 2..at + 2 + len) else {
@@ -665,15 +664,16 @@ impl Worker {
             if c.dead || len == 0 {
                 continue;
             }
-            let Ok(receive) = Receive::new(Protocol::Tcp, peer, c.local, frame) else {
-                continue;
-            };
-            if let Err(e) = c.rtc.handle_input(Input::Receive(now, receive)) {
-                c.dead = true;
-                rtc_failed(&mut self.ctx, c.global, &e);
-                continue;
-            }
-            drain(c, idx, &self.cfg, &self.shared, &mut self.ctx, now);
+            feed(
+                c,
+                idx,
+                Protocol::Tcp,
+                peer,
+                frame,
+                &self.cfg,
+                &self.shared,
+                &mut self.ctx,
+            );
         }
         if let Some(conn) = c.tcp.as_mut() {
             conn.read = data;
@@ -733,6 +733,30 @@ fn rtc_failed(ctx: &mut Ctx, global: u32, e: &dyn std::fmt::Display) {
     if ctx.rtc_errors <= 3 {
         tracing::warn!(participant = global, "client WebRTC failed: {e}");
     }
+}
+
+/// One datagram from the node into a client's `Rtc`, which is then drained.
+#[allow(clippy::too_many_arguments)]
+fn feed(
+    c: &mut Client,
+    idx: usize,
+    proto: Protocol,
+    from: SocketAddr,
+    data: &[u8],
+    cfg: &RunConfig,
+    shared: &Shared,
+    ctx: &mut Ctx,
+) {
+    let now = Instant::now();
+    let Ok(receive) = Receive::new(proto, from, c.local, data) else {
+        return;
+    };
+    if let Err(e) = c.rtc.handle_input(Input::Receive(now, receive)) {
+        c.dead = true;
+        rtc_failed(ctx, c.global, &e);
+        return;
+    }
+    drain(c, idx, cfg, shared, ctx, now);
 }
 
 /// Writes a connection's queued frames; registers it (readable, and writable while
