@@ -34,7 +34,8 @@ pub struct TcpLimits {
     pub per_ip: usize,
     /// Connections in total.
     pub total: usize,
-    /// A connection must send a STUN request naming a participant this soon.
+    /// A connection must send a STUN request naming a participant, and the node must
+    /// have answered one (its integrity checked), this soon.
     pub first_stun: Duration,
     /// A connection with nothing received this long is closed (clients send consent
     /// checks every few seconds).
@@ -136,6 +137,9 @@ const FIRST_CONN: usize = 2;
 pub(crate) const OUT_QUEUE: usize = 16_384;
 /// Datagrams waiting for one shard, from all connections.
 pub(crate) const IN_QUEUE: usize = 8192;
+/// Datagrams a connection may send before the node has answered one of its STUN
+/// requests (its integrity checked by the participant's `Rtc`).
+const UNVERIFIED_FRAMES: u32 = 50;
 /// Bytes read from one connection before the others get a turn.
 const READ_BUDGET: usize = 64 * 1024;
 
@@ -147,6 +151,11 @@ struct Conn {
     /// Framed bytes not yet written.
     write: VecDeque<u8>,
     bound: Option<ParticipantId>,
+    /// The node has written to it: the participant's shard answered its STUN
+    /// request, so that request passed the participant's integrity check.
+    verified: bool,
+    /// Datagrams taken before it was verified.
+    unverified_frames: u32,
     opened: Instant,
     last_in: Instant,
     /// Registered for WRITABLE too (some bytes are waiting).
@@ -328,6 +337,8 @@ impl TcpThread {
                 read: Vec::with_capacity(2 + self.limits.max_frame),
                 write: VecDeque::new(),
                 bound: None,
+                verified: false,
+                unverified_frames: 0,
                 opened: now,
                 last_in: now,
                 wants_write: false,
@@ -378,6 +389,14 @@ impl TcpThread {
                     conn.frames_this_second = 0;
                     conn.second_began = now;
                 }
+                if !conn.verified {
+                    // Until the node has answered a STUN request on it, a connection
+                    // is anyone's: a few datagrams (ICE checks, retransmissions).
+                    conn.unverified_frames += 1;
+                    if conn.unverified_frames > UNVERIFIED_FRAMES {
+                        return Err(Close::Limit);
+                    }
+                }
                 conn.frames_this_second += 1;
                 if conn.frames_this_second > limits.frames_per_second {
                     stats.dropped_in.fetch_add(1, Ordering::Relaxed);
@@ -407,6 +426,7 @@ impl TcpThread {
                     if out.data.len() <= u16::MAX as usize
                         && conn.write.len() + out.data.len() + 2 <= self.limits.write_buffer =>
                 {
+                    conn.verified = true;
                     conn.write.extend((out.data.len() as u16).to_be_bytes());
                     conn.write.extend(out.data.iter().copied());
                     self.stats.frames_out.fetch_add(1, Ordering::Relaxed);
@@ -507,8 +527,9 @@ impl TcpThread {
             .enumerate()
             .filter_map(|(i, c)| {
                 let c = c.as_ref()?;
-                let unbound_late = c.bound.is_none()
-                    && now.saturating_duration_since(c.opened) > self.limits.first_stun;
+                // Verified: the node answered a STUN request on it in time.
+                let unbound_late =
+                    !c.verified && now.saturating_duration_since(c.opened) > self.limits.first_stun;
                 let idle = now.saturating_duration_since(c.last_in) > self.limits.idle;
                 (unbound_late || idle).then_some(i)
             })

@@ -365,6 +365,10 @@ pub enum ServerMessage {
         room: RoomId,
         /// The others in the room, in join order.
         participants: Vec<ParticipantInfo>,
+        /// The ICE servers as `joined` gives them, with fresh TURN credentials (a
+        /// long call outlives the ones `joined` had).
+        #[serde(default)]
+        ice_servers: Vec<IceServer>,
     },
     Answer {
         sdp: String,

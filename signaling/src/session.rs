@@ -587,6 +587,11 @@ impl Session {
             participant_id: pid,
             room,
             participants,
+            ice_servers: self
+                .shared
+                .config
+                .ice
+                .servers_for(&pid.to_string(), unix_now()),
         })
     }
 }

@@ -735,6 +735,14 @@ export class ChorusClient extends EventTarget {
     this._reconnect = null;
     this.state = 'joined';
     if (msg.room) this.self.room = String(msg.room);
+    // Fresh TURN credentials (a long call outlives the ones `joined` had): used from
+    // the next ICE restart on.
+    if (Array.isArray(msg.ice_servers) && msg.ice_servers.length) {
+      this.iceServers = msg.ice_servers;
+      try {
+        this.pc?.setConfiguration({ ...this.pc.getConfiguration(), iceServers: this.iceServers });
+      } catch { /* a browser that refuses it keeps the old ones */ }
+    }
 
     // Catch up with the room as it is now.
     const now = new Map();
