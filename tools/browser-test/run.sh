@@ -7,8 +7,9 @@
 #      CHORUS_ARGS extra arguments for `chorus serve` (e.g. "--shards 2"); the test
 #                  adds --dev, --http, --udp, --control (a socket in a fresh temp dir)
 #                  and --quality-interval 1 itself
-# Installs what is missing: Debian's chromium and coturn (as root) and the npm packages (npm ci,
-# playwright-core only: it drives the system Chromium and never downloads a browser).
+# Installs what is missing: Debian's chromium, coturn and iproute2 (as root) and the npm
+# packages (npm ci, playwright-core only: it drives the system Chromium and never
+# downloads a browser).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -20,6 +21,13 @@ if [ ! -x /usr/bin/chromium ]; then
   # Waits for the dpkg/apt locks if another install is running.
   apt-get -o DPkg::Lock::Timeout=600 update
   apt-get -o DPkg::Lock::Timeout=600 install -y chromium
+fi
+
+if ! command -v ip >/dev/null 2>&1; then
+  echo "run.sh: installing iproute2 (the ICE-TCP test's network namespace)" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get -o DPkg::Lock::Timeout=600 update
+  apt-get -o DPkg::Lock::Timeout=600 install -y iproute2
 fi
 
 if ! command -v turnserver >/dev/null 2>&1; then
