@@ -40,8 +40,8 @@ pub fn participant_id(serial: u64, home: usize) -> ParticipantId {
     ParticipantId((serial << 8) | (home % MAX_SHARDS) as u64)
 }
 
-/// The participant an ICE ufrag of ours names (`c<hex id>z<random>`), if it names one
-/// (ufrags str0m picks at an ICE restart do not).
+/// The participant an ICE ufrag of ours names (`c<hex id>z<random>`; at an ICE restart
+/// too, where the node replaces the credentials str0m picked), if it names one.
 pub(crate) fn ufrag_participant(ufrag: &str) -> Option<ParticipantId> {
     let hex = ufrag.strip_prefix('c')?.split('z').next()?;
     u64::from_str_radix(hex, 16).ok().map(ParticipantId)
@@ -137,12 +137,6 @@ pub enum ShardMessage {
     Left {
         room: RoomId,
         participant: ParticipantId,
-    },
-    /// To every shard: an ICE ufrag chosen at an ICE restart routes to `participant`
-    /// (`None`: no longer).
-    Ufrag {
-        ufrag: String,
-        participant: Option<ParticipantId>,
     },
     /// A control request that reached a shard other than its room's home.
     Request { id: RequestId, request: Request },

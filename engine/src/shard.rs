@@ -142,8 +142,6 @@ pub struct Shard {
     /// The room of each member of those rooms.
     member_of: HashMap<ParticipantId, RoomId>,
     by_addr: HashMap<Peer, ParticipantId>,
-    /// ICE ufrags chosen by str0m at ICE restarts (they do not name their participant).
-    ufrags: HashMap<String, ParticipantId>,
     timers: BinaryHeap<Reverse<(Instant, ParticipantId)>>,
     next_tick: Instant,
     transmits: VecDeque<Transmit>,
@@ -197,7 +195,6 @@ impl Shard {
             rooms: HashMap::new(),
             member_of: HashMap::new(),
             by_addr: HashMap::new(),
-            ufrags: HashMap::new(),
             timers: BinaryHeap::new(),
             next_tick: now + TICK,
             transmits: VecDeque::new(),
@@ -417,7 +414,6 @@ impl Shard {
                 }
             }
             ShardMessage::Left { room, participant } => self.forget_member(&room, participant),
-            ShardMessage::Ufrag { ufrag, participant } => self.learn_ufrag(ufrag, participant),
             ShardMessage::Redirect { command, hops } => {
                 self.media_command_after(now, command, hops)
             }
@@ -547,10 +543,6 @@ impl Shard {
 /// plus randomness. RFC 8445 §5.3: ufrag and pwd are ice-chars, at least 4 and 22.
 fn ufrag_for(pid: ParticipantId, rng: &mut u64) -> String {
     format!("c{:x}z{}", pid.0, random_token(rng, 6))
-}
-
-fn parse_ufrag(ufrag: &str) -> Option<ParticipantId> {
-    crate::mesh::ufrag_participant(ufrag)
 }
 
 /// An ICE password: from the operating system's randomness (the shard's own seeded

@@ -131,43 +131,6 @@ impl Shard {
     pub(super) fn drop_media(&mut self, pid: ParticipantId) {
         if let Some(mut p) = self.detach(pid) {
             p.rtc.disconnect();
-            let ufrag = std::mem::take(&mut p.ufrag);
-            self.announce_ufrag(ufrag, None);
-        }
-    }
-
-    /// Tells every shard (this one included) that an ICE ufrag that does not name its
-    /// participant (chosen by str0m at an ICE restart) now routes to `participant`,
-    /// or, with `None`, no longer routes anywhere. Ufrags that name their participant
-    /// need no announcement.
-    pub(super) fn announce_ufrag(&mut self, ufrag: String, participant: Option<ParticipantId>) {
-        let never_learnt = participant.is_none() && !self.ufrags.contains_key(&ufrag);
-        if ufrag.is_empty() || never_learnt {
-            return;
-        }
-        for s in 0..self.shards {
-            if s == self.id {
-                self.learn_ufrag(ufrag.clone(), participant);
-            } else {
-                self.send(
-                    s,
-                    ShardMessage::Ufrag {
-                        ufrag: ufrag.clone(),
-                        participant,
-                    },
-                );
-            }
-        }
-    }
-
-    pub(super) fn learn_ufrag(&mut self, ufrag: String, participant: Option<ParticipantId>) {
-        match participant {
-            Some(p) => {
-                self.ufrags.insert(ufrag, p);
-            }
-            None => {
-                self.ufrags.remove(&ufrag);
-            }
         }
     }
 
@@ -209,12 +172,10 @@ impl Shard {
             Ok((message, ufrag)) => {
                 p.last_heard.get_or_insert(now);
                 if let Some(ufrag) = ufrag {
-                    // An ICE restart: str0m picked new local credentials that do not
-                    // name the participant, so every shard must learn them.
-                    let old = std::mem::replace(&mut p.ufrag, ufrag.clone());
+                    // An ICE restart: new credentials, ours, naming the participant
+                    // like the first ones (any shard routes them by USERNAME alone).
+                    p.ufrag = ufrag;
                     tracing::info!(room = %p.room, participant = %pid, "ICE restart");
-                    self.announce_ufrag(old, None);
-                    self.announce_ufrag(ufrag, Some(pid));
                 }
                 self.drain(now, pid);
                 self.signal(pid, message);
@@ -667,14 +628,13 @@ fn negotiate(
                 ufrag: ufrag_for(p.id, rng),
                 pass: ice_password(rng),
             };
-            if let Some(pwd) = line(&sdp, "a=ice-pwd:") {
-                sdp = sdp
-                    .replace(
-                        &format!("a=ice-pwd:{pwd}"),
-                        &format!("a=ice-pwd:{}", creds.pass),
-                    )
-                    .replace(&theirs, &creds.ufrag);
-            }
+            let pwd = line(&sdp, "a=ice-pwd:").ok_or("str0m answered without ICE credentials")?;
+            sdp = sdp
+                .replace(
+                    &format!("a=ice-pwd:{pwd}"),
+                    &format!("a=ice-pwd:{}", creds.pass),
+                )
+                .replace(&theirs, &creds.ufrag);
             let ufrag = creds.ufrag.clone();
             p.rtc.direct_api().set_local_ice_credentials(creds);
             Some(ufrag)

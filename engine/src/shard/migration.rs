@@ -11,10 +11,10 @@ use chorus_protocol::stun;
 use str0m::net::{Protocol as Str0mProtocol, Receive};
 use str0m::Input;
 
-use super::{parse_ufrag, Shard};
+use super::Shard;
 
 use crate::io::{Peer, Protocol};
-use crate::mesh::{home_of, MediaPolicy, ShardMessage};
+use crate::mesh::{home_of, ufrag_participant, MediaPolicy, ShardMessage};
 use crate::participant::{Participant, MAX_ADDRS};
 use crate::spam::SpamRules;
 
@@ -36,15 +36,8 @@ impl Shard {
             .as_ref()
             .and_then(|m| m.ice_ufrags())
             .map(|(ours, _)| ours);
-        // A ufrag from an ICE restart first (str0m chose it), then one naming its
-        // participant.
-        let Some((pid, ufrag)) = ufrag.and_then(|u| {
-            self.ufrags
-                .get(u)
-                .copied()
-                .or_else(|| parse_ufrag(u))
-                .map(|p| (p, u))
-        }) else {
+        // Every ufrag the node hands out names its participant (`c<id>z…`).
+        let Some((pid, ufrag)) = ufrag.and_then(|u| ufrag_participant(u).map(|p| (p, u))) else {
             self.stats.dropped_unknown_source += 1;
             tracing::trace!(%source, len = data.len(), "dropped: unknown source");
             return None;
@@ -189,7 +182,8 @@ impl Shard {
         // until the home shard's own arrives (right after it learns of the move).
         if view.policy.is_none() {
             if let Some(policy) = policy {
-                view.set_policy(policy);
+                // No positions yet: they come with the home shard's state.
+                view.set_policy(policy, &[]);
             }
         }
         if let Some(policy) = view.policy {
