@@ -201,23 +201,12 @@ impl CommandSender {
 }
 
 impl Driver {
-    /// Binds `shards` sockets on `addr` and starts a thread for each. `config`'s
-    /// `local_addr` is what ICE advertises (its port is filled in when 0). `events` is called on the shard threads
-    /// for every event; it must not block.
+    /// Binds `shards` sockets on `addr` and starts a thread for each, and with `tcp`
+    /// (an address to listen on, and the limits) the ICE-TCP thread. `config`'s
+    /// `local_addr` is what ICE advertises for UDP and `tcp_addr` for TCP (their ports
+    /// are filled in when 0). `events` is called on the shard threads for every event;
+    /// it must not block.
     pub fn spawn(
-        mut config: ShardConfig,
-        addr: SocketAddr,
-        shards: usize,
-        events: impl Fn(Event) + Send + Sync + 'static,
-    ) -> Result<Driver, EngineError> {
-        config.tcp_addr = None;
-        Driver::spawn_with_tcp(config, addr, None, shards, events)
-    }
-
-    /// [`Driver::spawn`], with ICE-TCP on `tcp` (an address to listen on, and the
-    /// limits): `config.tcp_addr` is what ICE advertises for it (its port is filled in
-    /// when 0).
-    pub fn spawn_with_tcp(
         mut config: ShardConfig,
         addr: SocketAddr,
         tcp: Option<(SocketAddr, TcpLimits)>,
@@ -564,14 +553,15 @@ impl Worker {
                 destination: t.destination,
                 data: t.contents,
             };
-            match self.tcp.as_ref().map(|tcp| tcp.outbound.push(out)) {
-                Some(Ok(())) => tcp_sent = true,
-                Some(Err(out)) => {
+            let pushed = match &self.tcp {
+                Some(tcp) => tcp.outbound.push(out),
+                None => Err(out),
+            };
+            match pushed {
+                Ok(()) => tcp_sent = true,
+                Err(out) => {
                     self.stats.dropped_send.fetch_add(1, Ordering::Relaxed);
                     self.shard.recycle(out.data);
-                }
-                None => {
-                    self.stats.dropped_send.fetch_add(1, Ordering::Relaxed);
                 }
             }
         }

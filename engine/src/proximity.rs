@@ -110,15 +110,18 @@ impl Space {
     pub fn place(&mut self, id: ParticipantId, at: Point, local: Option<Key>) {
         self.positions.insert(id, at);
         if let Some(key) = local {
-            self.index(id, key);
+            self.index_at(id, key, at);
         }
     }
 
     /// Indexes a listener of this shard at its position, if it has one.
     pub fn index(&mut self, id: ParticipantId, key: Key) {
-        let Some(at) = self.position(id) else {
-            return;
-        };
+        if let Some(at) = self.position(id) {
+            self.index_at(id, key, at);
+        }
+    }
+
+    fn index_at(&mut self, id: ParticipantId, key: Key, at: Point) {
         let cell = self.cell(at);
         if let Some(&(old, i)) = self.indexed.get(&id) {
             if old == cell {
@@ -179,18 +182,6 @@ impl Space {
                 }
             }
         }
-    }
-
-    /// The same members at another radius: the index is rebuilt.
-    pub fn with_radius(self, radius: f64) -> Space {
-        let mut s = Space::new(radius);
-        s.positions = self.positions;
-        for list in self.cells.into_values() {
-            for l in list {
-                s.index(l.id, l.key);
-            }
-        }
-        s
     }
 
     /// How many listeners are indexed (for tests).
@@ -264,10 +255,6 @@ mod tests {
         s.near([101.0, 0.0, 0.0], |l, _| far.push(l.id.0));
         assert_eq!(far, vec![3]);
         assert_eq!(s.indexed(), 8);
-        let s = s.with_radius(50.0);
-        let mut all = 0;
-        s.near([0.0, 0.0, 0.0], |_, _| all += 1);
-        assert_eq!(all, 7, "within 55 of the origin: 1..=9 but 3, 5 and 0");
     }
 
     #[test]

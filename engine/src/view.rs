@@ -75,22 +75,20 @@ pub(crate) struct RoomView {
 }
 
 impl RoomView {
-    /// Takes a policy: a proximity room keeps what it knows of positions when only its
-    /// radius changes.
-    pub fn set_policy(&mut self, policy: MediaPolicy) {
+    /// Takes a policy and every member's position (a proximity room's whole state):
+    /// the shard's listeners are indexed afresh.
+    pub fn set_policy(&mut self, policy: MediaPolicy, positions: &[(ParticipantId, Point)]) {
         self.policy = Some(policy);
-        self.proximity = match (self.proximity.take(), policy.proximity) {
-            (_, None) => None,
-            (Some(s), Some(r)) if s.radius() == r => Some(s),
-            (Some(s), Some(r)) => Some(s.with_radius(r)),
-            (None, Some(r)) => {
-                let mut s = Space::new(r);
-                for m in &self.local {
-                    s.index(m.id, m.key);
-                }
-                Some(s)
+        self.proximity = policy.proximity.map(|r| {
+            let mut space = Space::new(r);
+            for &(id, at) in positions {
+                space.place(id, at, None);
             }
-        };
+            for m in &self.local {
+                space.index(m.id, m.key);
+            }
+            space
+        });
     }
 
     pub fn is_unused(&self) -> bool {

@@ -241,7 +241,11 @@ impl ServeArgs {
         };
         macro_rules! take {
             ($field:ident, $id:literal) => {
-                if let Some(v) = file.$field {
+                take!($field => $field, $id)
+            };
+            // A key named unlike its field (`turn-url` fills `turn_urls`).
+            ($key:ident => $field:ident, $id:literal) => {
+                if let Some(v) = file.$key {
                     if unset($id) {
                         self.$field = v.into();
                     }
@@ -272,24 +276,12 @@ impl ServeArgs {
         take!(client_message_rate, "client_message_rate");
         take!(header_timeout, "header_timeout");
         take!(log, "log");
-        if let Some(v) = file.tcp {
-            if unset("tcp") {
-                self.tcp = Some(v);
-            }
-        }
+        take!(tcp, "tcp");
         take!(tcp_connections_per_ip, "tcp_connections_per_ip");
         take!(turn_secret, "turn_secret");
         take!(turn_ttl, "turn_ttl");
-        if let Some(urls) = file.stun_url {
-            if unset("stun_urls") {
-                self.stun_urls = urls;
-            }
-        }
-        if let Some(urls) = file.turn_url {
-            if unset("turn_urls") {
-                self.turn_urls = urls;
-            }
-        }
+        take!(stun_url => stun_urls, "stun_urls");
+        take!(turn_url => turn_urls, "turn_urls");
         if let Some(names) = file.srtp_profiles {
             if unset("srtp_profiles") {
                 self.srtp_profiles = names

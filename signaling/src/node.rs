@@ -184,26 +184,25 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, SignalingError> {
         ..TcpLimits::default()
     };
     let tcp = config.tcp.map(|t| (t, limits));
-    let driver =
-        Driver::spawn_with_tcp(
-            shard,
-            config.udp,
-            tcp,
-            config.shards,
-            move |event| match event {
-                Event::Reply { id, result, .. } => hub.reply(id, result),
-                Event::Notify(e) => hub.event(e),
-                other => sink.deliver(other),
-            },
-        )
-        .map_err(|e| match e {
-            EngineError::Io(source) => SignalingError::Bind {
-                what: "UDP media sockets and the ICE-TCP listener",
-                addr: config.udp,
-                source,
-            },
-            other => SignalingError::Engine(other),
-        })?;
+    let driver = Driver::spawn(
+        shard,
+        config.udp,
+        tcp,
+        config.shards,
+        move |event| match event {
+            Event::Reply { id, result, .. } => hub.reply(id, result),
+            Event::Notify(e) => hub.event(e),
+            other => sink.deliver(other),
+        },
+    )
+    .map_err(|e| match e {
+        EngineError::Io(source) => SignalingError::Bind {
+            what: "UDP media sockets and the ICE-TCP listener",
+            addr: config.udp,
+            source,
+        },
+        other => SignalingError::Engine(other),
+    })?;
     let udp = driver.local_addr();
     let advertised = SocketAddr::new(advertised.ip(), udp.port());
 

@@ -1201,16 +1201,17 @@ export class ChorusClient extends EventTarget {
     if (!l) return;
     const pose = this._listenerPose ?? (this.position && { position: this.position, forward: [0, 0, -1], up: [0, 1, 0] });
     if (!pose) return;
-    const set = (param, v, old) => { if (param) param.value = v; else old(); };
     const [x, y, z] = pose.position;
     const [fx, fy, fz] = pose.forward;
     const [ux, uy, uz] = pose.up;
-    set(l.positionX, x, () => l.setPosition(x, y, z));
-    if (l.positionX) { l.positionY.value = y; l.positionZ.value = z; }
-    set(l.forwardX, fx, () => l.setOrientation(fx, fy, fz, ux, uy, uz));
-    if (l.forwardX) {
-      l.forwardY.value = fy; l.forwardZ.value = fz;
+    // AudioParams where the browser has them, the older setters elsewhere.
+    if (l.positionX) {
+      l.positionX.value = x; l.positionY.value = y; l.positionZ.value = z;
+      l.forwardX.value = fx; l.forwardY.value = fy; l.forwardZ.value = fz;
       l.upX.value = ux; l.upY.value = uy; l.upZ.value = uz;
+    } else {
+      l.setPosition(x, y, z);
+      l.setOrientation(fx, fy, fz, ux, uy, uz);
     }
     this._placeSlots();
   }

@@ -17,7 +17,7 @@ use super::Shard;
 use crate::io::{Reply, RequestError};
 use crate::mesh::{room_home, MediaPolicy, MediaSync, ShardMessage};
 use crate::participants::{Key, Participants};
-use crate::proximity::{distance, Point, Positions, Space, MIN_RADIUS};
+use crate::proximity::{distance, Point, Positions, MIN_RADIUS};
 use crate::spam::SpamRules;
 use crate::view::RoomView;
 
@@ -194,18 +194,8 @@ impl Shard {
         let Some(view) = self.views.get_mut(room) else {
             return;
         };
-        view.policy = Some(sync.policy);
+        view.set_policy(sync.policy, &sync.positions);
         view.positions_seq = sync.seq;
-        view.proximity = sync.policy.proximity.map(|r| {
-            let mut space = Space::new(r);
-            for &(id, at) in sync.positions.iter() {
-                space.place(id, at, None);
-            }
-            for m in &view.local {
-                space.index(m.id, m.key);
-            }
-            space
-        });
         view.members_dirty = true;
         let rules = SpamRules::of(&sync.policy.spam_guard);
         let mut keys = Vec::with_capacity(view.local.len());
