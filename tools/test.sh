@@ -4,13 +4,20 @@
 #   tools/test.sh
 #
 # Installs what the tests need when it is missing: cargo-fuzz (crates.io), Debian's
-# chromium and coturn, and the browser test's npm packages (tools/browser-test/run.sh).
+# libssl-dev, chromium and coturn, and the browser test's npm packages (tools/browser-test/run.sh).
 # Env: CHORUS_FUZZ_SECONDS  seconds each fuzz target runs (default 10; 0 skips running)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 step() { printf '\n==> %s\n' "$*"; }
 # tests/hostile_tcp.rs holds ~6,000 sockets at once (its attack and the node's side).
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+# srtp's OpenSSL interop test (tests/openssl_client.rs) links the system libssl.
+if ! pkg-config --exists openssl 2>/dev/null; then
+  step "installing libssl-dev and pkg-config (the OpenSSL DTLS interop test)"
+  apt-get -o DPkg::Lock::Timeout=600 update
+  apt-get -o DPkg::Lock::Timeout=600 install -y libssl-dev pkg-config
+fi
 
 step "format"
 cargo fmt --all -- --check

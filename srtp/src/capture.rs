@@ -20,6 +20,14 @@
 //! runs the crypto provider's self-tests (~1 ms), which str0m's default provider does
 //! for every `Rtc`.
 //!
+//! # RSA client certificates
+//!
+//! As DTLS server, dimpl asks only for ECDSA client certificates; OpenSSL-based clients
+//! (GStreamer's webrtcbin) present RSA ones. `capture/client_cert.rs` widens the
+//! CertificateRequest on its way out and verifies RSA CertificateVerify signatures;
+//! the transcript patches below make dimpl's hash and verifier see the request as
+//! sent.
+//!
 //! # Restricting the SRTP profiles
 //!
 //! Neither str0m nor dimpl 0.9 can be told which SRTP profiles to negotiate: a dimpl
@@ -57,6 +65,10 @@ use str0m::crypto::{CryptoError, CryptoProvider};
 use str0m::{Rtc, RtcConfig};
 
 use crate::SrtpProfile;
+
+mod client_cert;
+
+pub use client_cert::RSA_SCHEMES;
 
 // ============================================================================
 // Public API
@@ -194,6 +206,25 @@ pub fn build_rtc_with(
     (rtc, capture)
 }
 
+/// A DTLS 1.2 session exactly as [`build_rtc`] gives str0m one (with the node's SRTP
+/// profiles), for tests and tools that drive DTLS without ICE, such as
+/// `tests/openssl_client.rs`; the keys it exports arrive in the [`KeyCapture`].
+pub fn dtls_session(
+    cert: &DtlsCert,
+    now: Instant,
+) -> Result<(Box<dyn DtlsInstance>, KeyCapture), CryptoError> {
+    let capture = KeyCapture::default();
+    let pending = Pending {
+        capture: capture.clone(),
+        profiles: srtp_profiles(),
+    };
+    let previous = PENDING.with(|p| p.borrow_mut().replace(pending));
+    debug_assert!(previous.is_none(), "dtls_session is not reentrant");
+    let _guard = ClearPending;
+    let session = CaptureDtlsProvider.new_dtls(cert, now, DtlsVersion::Dtls12, None)?;
+    Ok((session, capture))
+}
+
 // ============================================================================
 // The providers
 // ============================================================================
@@ -285,10 +316,11 @@ impl DtlsProvider for CaptureDtlsProvider {
             Some(p) => (Some(p.capture), p.profiles),
             None => (None, None),
         };
+        let patches = Arc::<Patches>::default();
         let restrict = match profiles {
             Some(profiles) if dtls_version == DtlsVersion::Dtls12 => Some(Restriction {
                 profiles,
-                patches: Arc::default(),
+                patches: patches.clone(),
                 hello: None,
             }),
             Some(_) => {
@@ -300,6 +332,8 @@ impl DtlsProvider for CaptureDtlsProvider {
         Ok(Box::new(CaptureInstance {
             session: Session::Live(Box::new(dtls)),
             capture,
+            patches,
+            scratch: Vec::new(),
             restrict,
             keyed: false,
             carries_data: false,
@@ -368,6 +402,12 @@ pub const MAX_FINAL_FLIGHT: usize = 1500;
 struct CaptureInstance {
     session: Session,
     capture: Option<KeyCapture>,
+    /// What dimpl's transcript holds differently from the wire (a rewritten
+    /// ClientHello, a widened CertificateRequest), for its hash and verifier.
+    patches: Arc<Patches>,
+    /// dimpl's output buffer while a server's handshake flights may need widening
+    /// ([`client_cert`]); empty otherwise.
+    scratch: Vec<u8>,
     restrict: Option<Restriction>,
     /// The handshake exported SRTP keys.
     keyed: bool,
@@ -417,6 +457,7 @@ enum Session {
 
 struct Restriction {
     profiles: Vec<SrtpProfile>,
+    /// The instance's transcript patches (the same `Arc`).
     patches: Arc<Patches>,
     /// The ClientHello so far, while it arrives in fragments.
     hello: Option<HelloAssembly>,
@@ -432,18 +473,69 @@ impl fmt::Debug for CaptureInstance {
 }
 
 impl CaptureInstance {
-    /// Runs `f` on dimpl's instance with this instance's ClientHello patches visible to
+    /// Runs `f` on dimpl's instance with this instance's transcript patches visible to
     /// the dimpl provider; `None` once the session is retired.
     fn patched<R>(&mut self, f: impl FnOnce(&mut dimpl::Dtls) -> R) -> Option<R> {
         let Session::Live(dtls) = &mut self.session else {
             return None;
         };
-        let Some(restrict) = &self.restrict else {
-            return Some(f(dtls));
-        };
-        let previous = ACTIVE_PATCHES.with(|a| a.replace(Some(restrict.patches.clone())));
+        let previous = ACTIVE_PATCHES.with(|a| a.replace(Some(self.patches.clone())));
         let _restore = RestorePatches(previous);
         Some(f(dtls))
+    }
+
+    /// Whether dimpl's next flight may carry a CertificateRequest to widen: a server
+    /// whose handshake has not exported keys yet.
+    fn widens_requests(&self) -> bool {
+        matches!(self.session, Session::Live(_)) && !self.keyed && !self.is_active()
+    }
+
+    /// dimpl's next output for a server mid-handshake, polled into [`Self::scratch`]
+    /// and copied into `buf`, a CertificateRequest widened on the way
+    /// ([`client_cert`]).
+    fn poll_widening<'a>(&mut self, buf: &'a mut [u8]) -> DtlsOutput<'a> {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.resize(buf.len(), 0);
+        let now = self.now;
+        let patches = self.patches.clone();
+        let out = self
+            .patched(|dtls| match dtls.poll_output(&mut scratch) {
+                DtlsOutput::Packet(datagram) => {
+                    let datagram = match client_cert::widen_certificate_request(datagram) {
+                        Some(widened) if widened.datagram.len() <= buf.len() => {
+                            tracing::debug!("CertificateRequest widened to RSA certificates");
+                            patches.add(&widened.dimpl, &widened.sent);
+                            widened.datagram
+                        }
+                        Some(_) => {
+                            tracing::warn!("no room to widen the CertificateRequest");
+                            datagram.to_vec()
+                        }
+                        None => datagram.to_vec(),
+                    };
+                    let out = &mut buf[..datagram.len()];
+                    out.copy_from_slice(&datagram);
+                    DtlsOutput::Packet(out)
+                }
+                DtlsOutput::PeerCert(der) => DtlsOutput::PeerCert(copy_into(buf, der)),
+                DtlsOutput::ApplicationData(data) => {
+                    DtlsOutput::ApplicationData(copy_into(buf, data))
+                }
+                DtlsOutput::BufferTooSmall { needed } => DtlsOutput::BufferTooSmall { needed },
+                DtlsOutput::Timeout(at) => DtlsOutput::Timeout(at),
+                DtlsOutput::Connected => DtlsOutput::Connected,
+                DtlsOutput::KeyingMaterial(material, profile) => {
+                    DtlsOutput::KeyingMaterial(material, profile)
+                }
+                DtlsOutput::CloseNotify => DtlsOutput::CloseNotify,
+                other => {
+                    tracing::warn!(?other, "DTLS output unknown to chorus-srtp; dropped");
+                    DtlsOutput::Timeout(now)
+                }
+            })
+            .unwrap_or(DtlsOutput::Timeout(now));
+        self.scratch = scratch;
+        out
     }
 
     /// When dimpl's state may be let go (see [`Session`]), if it may at all.
@@ -503,6 +595,8 @@ impl CaptureInstance {
         };
         self.flight = Vec::new();
         self.restrict = None;
+        self.patches = Arc::default();
+        self.scratch = Vec::new();
         if let Some(capture) = &self.capture {
             lock(&capture.slot).retired = true;
         }
@@ -571,6 +665,7 @@ impl DtlsInstance for CaptureInstance {
     }
 
     fn poll_output<'a>(&mut self, buf: &'a mut [u8]) -> DtlsOutput<'a> {
+        let widens = self.widens_requests();
         let out = match &mut self.session {
             Session::Retired {
                 never,
@@ -592,10 +687,14 @@ impl DtlsInstance for CaptureInstance {
                 out.copy_from_slice(datagram);
                 return DtlsOutput::Packet(out);
             }
+            Session::Live(_) if widens => self.poll_widening(buf),
             Session::Live(_) => self
                 .patched(|dtls| dtls.poll_output(buf))
                 .unwrap_or(DtlsOutput::Timeout(self.now)),
         };
+        if self.keyed && !self.scratch.is_empty() {
+            self.scratch = Vec::new();
+        }
         if let DtlsOutput::Packet(datagram) = &out {
             if std::mem::take(&mut self.new_flight) {
                 self.flight.clear();
@@ -747,44 +846,56 @@ fn profile_id(profile: SrtpProfile) -> u16 {
 // ClientHello rewriting and transcript restoring
 // ============================================================================
 
-/// Rewritten ClientHello bodies and the client's originals (same length).
+/// Where dimpl's transcript differs from the wire: each patch pairs the bytes dimpl
+/// holds with the bytes the peer sent or received (a rewritten ClientHello and the
+/// client's original, same length; dimpl's CertificateRequest and the widened one
+/// sent, [`client_cert`]).
 #[derive(Default)]
 struct Patches {
     list: Mutex<Vec<Patch>>,
 }
 
 struct Patch {
-    rewritten: Vec<u8>,
-    original: Vec<u8>,
+    dimpl: Vec<u8>,
+    wire: Vec<u8>,
 }
 
 impl Patches {
-    fn add(&self, rewritten: &[u8], original: &[u8]) {
+    fn add(&self, dimpl: &[u8], wire: &[u8]) {
         let mut list = self.list.lock().unwrap_or_else(|p| p.into_inner());
-        if !list.iter().any(|p| p.rewritten == rewritten) {
+        if !list.iter().any(|p| p.dimpl == dimpl) {
             list.push(Patch {
-                rewritten: rewritten.to_vec(),
-                original: original.to_vec(),
+                dimpl: dimpl.to_vec(),
+                wire: wire.to_vec(),
             });
         }
     }
 
-    /// `data` with every rewritten ClientHello replaced by the client's original, or
-    /// `None` if it holds none.
+    /// `data` with every patched message as it was on the wire, or `None` if it holds
+    /// none.
     fn restore(&self, data: &[u8]) -> Option<Vec<u8>> {
         let list = self.list.lock().unwrap_or_else(|p| p.into_inner());
         let mut out: Option<Vec<u8>> = None;
         for patch in list.iter() {
             let hay = out.as_deref().unwrap_or(data);
-            let Some(at) = find(hay, &patch.rewritten) else {
+            let Some(at) = find(hay, &patch.dimpl) else {
                 continue;
             };
-            let mut owned = out.take().unwrap_or_else(|| data.to_vec());
-            owned[at..at + patch.original.len()].copy_from_slice(&patch.original);
+            let mut owned = Vec::with_capacity(hay.len() + patch.wire.len());
+            owned.extend_from_slice(&hay[..at]);
+            owned.extend_from_slice(&patch.wire);
+            owned.extend_from_slice(&hay[at + patch.dimpl.len()..]);
             out = Some(owned);
         }
         out
     }
+}
+
+/// `data` copied to the front of `buf`, as much of it as fits.
+fn copy_into<'a>(buf: &'a mut [u8], data: &[u8]) -> &'a [u8] {
+    let n = data.len().min(buf.len());
+    buf[..n].copy_from_slice(&data[..n]);
+    &buf[..n]
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
@@ -1081,9 +1192,13 @@ impl SignatureVerifier for RestoringVerifier {
         hash_alg: HashAlgorithm,
         sig_alg: SignatureAlgorithm,
     ) -> Result<(), DimplCryptoError> {
-        let inner = base_provider().signature_verification;
         let restored = active_patches().and_then(|p| p.restore(data));
         let data = restored.as_deref().unwrap_or(data);
+        if let Some(result) = client_cert::verify_rsa(cert_der, data, signature, hash_alg, sig_alg)
+        {
+            return result;
+        }
+        let inner = base_provider().signature_verification;
         inner.verify_signature(cert_der, data, signature, hash_alg, sig_alg)
     }
 }
