@@ -1,6 +1,6 @@
 //! What a shard is told at start.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use chorus_protocol::signal::IceServer;
@@ -13,12 +13,19 @@ pub const MAX_AUDIO_SLOTS: u8 = 32;
 
 #[derive(Debug, Clone)]
 pub struct ShardConfig {
-    /// The address advertised as the ICE host candidate; every datagram is taken as
-    /// sent to it (str0m drops STUN whose destination is not a local candidate).
+    /// The address advertised as the ICE host candidate; every datagram of its IP
+    /// family is taken as sent to it (str0m drops STUN whose destination is not a local
+    /// candidate).
     pub local_addr: SocketAddr,
     /// The address advertised as the passive ICE-TCP host candidate (RFC 6544), and
-    /// taken as the destination of every datagram that came over TCP; `None`: no TCP.
+    /// taken as the destination of every datagram of its family that came over TCP;
+    /// `None`: no TCP.
     pub tcp_addr: Option<SocketAddr>,
+    /// More IPs the node is reached at (`--public-ip` given more than once: IPv6 next
+    /// to IPv4, several NAT mappings), each advertised as a host candidate too, on the
+    /// UDP port and on the TCP port. A datagram from an address of a family
+    /// `local_addr` is not of is taken as sent to the first of these of its family.
+    pub extra_ips: Vec<IpAddr>,
     /// Audio slots of rooms created on first join.
     pub audio_slots: u8,
     /// Capacity of rooms created on first join.
@@ -50,6 +57,7 @@ impl ShardConfig {
         ShardConfig {
             local_addr,
             tcp_addr: None,
+            extra_ips: Vec::new(),
             audio_slots: DEFAULT_AUDIO_SLOTS,
             max_participants: 500,
             auto_create_rooms: true,
@@ -65,11 +73,42 @@ impl ShardConfig {
 }
 
 impl ShardConfig {
-    /// The local address of a transport (what str0m and the client know it as).
-    pub fn local_for(&self, proto: crate::io::Protocol) -> SocketAddr {
-        match proto {
+    /// The node's address a peer's datagrams are taken as sent to, and its copies as
+    /// sent from (what str0m knows the pair by): the transport's advertised address,
+    /// or, for a peer of the other IP family, the first extra IP of that family on the
+    /// transport's port.
+    pub fn local_for(&self, peer: crate::io::Peer) -> SocketAddr {
+        let primary = match peer.proto {
             crate::io::Protocol::Tcp => self.tcp_addr.unwrap_or(self.local_addr),
             crate::io::Protocol::Udp => self.local_addr,
+        };
+        if primary.is_ipv4() == peer.addr.is_ipv4() {
+            return primary;
         }
+        self.extra_ips
+            .iter()
+            .find(|ip| ip.is_ipv4() == peer.addr.is_ipv4())
+            .map_or(primary, |ip| SocketAddr::new(*ip, primary.port()))
+    }
+
+    /// Every UDP host candidate: `local_addr`, then each extra IP on its port.
+    pub fn udp_candidates(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        std::iter::once(self.local_addr).chain(
+            self.extra_ips
+                .iter()
+                .map(|ip| SocketAddr::new(*ip, self.local_addr.port())),
+        )
+    }
+
+    /// Every TCP host candidate: `tcp_addr`, then each extra IP on its port; none
+    /// without TCP.
+    pub fn tcp_candidates(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        self.tcp_addr.into_iter().flat_map(|tcp| {
+            std::iter::once(tcp).chain(
+                self.extra_ips
+                    .iter()
+                    .map(move |ip| SocketAddr::new(*ip, tcp.port())),
+            )
+        })
     }
 }

@@ -28,7 +28,7 @@ use parking_lot::Mutex;
 use crate::config::ShardConfig;
 use crate::error::EngineError;
 use crate::forwarder::SpeakerPacket;
-use crate::io::{Command, Event, Protocol, Request, RequestId, Transmit};
+use crate::io::{Command, Event, Peer, Protocol, Request, RequestId, Transmit};
 use crate::latency::{LatencyHistogram, LatencySnapshot};
 use crate::mesh::{home_of, room_home, ShardMessage, MAX_SHARDS};
 use crate::shard::{generate_certificate, Shard, ShardStats};
@@ -222,7 +222,7 @@ impl Driver {
         }
         let listener = match tcp {
             Some((tcp_addr, limits)) => {
-                let listener = std::net::TcpListener::bind(tcp_addr)?;
+                let listener = crate::socket::bind_tcp_listener(tcp_addr)?;
                 let bound = listener.local_addr()?;
                 let advertised = config.tcp_addr.get_or_insert(bound);
                 if advertised.port() == 0 {
@@ -401,8 +401,18 @@ impl Worker {
         }
         let mut mio_events = Events::with_capacity(64);
         let mut batch = Batch::default();
-        let mut send = SendBatch::default();
-        let local = self.shard.config().local_addr;
+        let mut send = match self.socket.local_addr() {
+            Ok(bound) => SendBatch::for_local(bound),
+            Err(_) => SendBatch::default(),
+        };
+        // What the shard's datagrams are taken as sent to (per source family).
+        let addrs = self.shard.config().clone();
+        let local = move |source| {
+            addrs.local_for(Peer {
+                proto: Protocol::Udp,
+                addr: source,
+            })
+        };
         let mut transmits: Vec<Transmit> = Vec::with_capacity(256);
         let mut woken = vec![false; self.inboxes.len()];
         let mut published = Instant::now() - SNAPSHOT_EVERY;
@@ -451,7 +461,7 @@ impl Worker {
                     break;
                 }
                 let received = Instant::now();
-                self.shard.handle_batch(now, batch.datagrams(n, local));
+                self.shard.handle_batch(now, batch.datagrams(n, &local));
                 read += n;
                 if self.flush(&mut send, &mut transmits, &mut woken) > 0 {
                     self.inboxes[self.id].latency.observe(received.elapsed());

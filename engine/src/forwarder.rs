@@ -9,14 +9,14 @@
 //! datagram, which is sealed in place: no allocation per copy.
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use chorus_protocol::signal::ParticipantId;
 
+use crate::config::ShardConfig;
 use crate::egress::WriteError;
-use crate::io::{Protocol, Transmit};
+use crate::io::Transmit;
 use crate::participant::Participant;
 use crate::pool::BufferPool;
 use crate::slots::{Loudness, Route};
@@ -61,10 +61,9 @@ pub(crate) enum Outcome {
 
 /// Where forwarded copies go: the shard's buffers and send queue.
 pub(crate) struct Sink<'a> {
-    /// The node's addresses, UDP and TCP (a copy leaves from the one its
-    /// subscriber's pair uses).
-    pub udp: SocketAddr,
-    pub tcp: SocketAddr,
+    /// The node's addresses (a copy leaves from the one its subscriber's pair
+    /// uses, [`ShardConfig::local_for`]).
+    pub config: &'a ShardConfig,
     pub pool: &'a mut BufferPool,
     pub transmits: &'a mut VecDeque<Transmit>,
 }
@@ -95,10 +94,7 @@ pub(crate) fn forward_to(
     let mut buf = sink.pool.take();
     match sub.egress.write_rtp(tx, pkt, out, &mut buf) {
         Ok(to) => {
-            let local = match to.proto {
-                Protocol::Udp => sink.udp,
-                Protocol::Tcp => sink.tcp,
-            };
+            let local = sink.config.local_for(to);
             sink.transmits.push_back(Transmit::to(to, local, buf));
             Outcome::Sent
         }

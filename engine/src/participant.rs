@@ -133,11 +133,7 @@ impl Participant {
                     if self.egress.remote.is_none() && classify(&t.contents) != DatagramKind::Stun {
                         self.egress.remote = Some(to);
                     }
-                    transmits.push_back(Transmit::to(
-                        to,
-                        config.local_for(proto),
-                        t.contents.into(),
-                    ))
+                    transmits.push_back(Transmit::to(to, config.local_for(to), t.contents.into()))
                 }
                 Ok(Output::Event(e)) => match e {
                     RtcEvent::RtpPacket(p) => media.push_back((self.id, p)),

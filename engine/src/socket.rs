@@ -35,6 +35,10 @@ pub fn bind_reuseport(addr: SocketAddr, count: usize) -> io::Result<Vec<UdpSocke
         )?;
         s.set_reuse_port(true)?;
         s.set_nonblocking(true)?;
+        if addr.is_ipv6() && addr.ip().is_unspecified() {
+            // `[::]` takes IPv4 too (IPv4-mapped), whatever the system default.
+            s.set_only_v6(false)?;
+        }
         // Best effort: a smaller buffer only means earlier drops under bursts.
         let _ = s.set_recv_buffer_size(SOCKET_BUFFER);
         let _ = s.set_send_buffer_size(SOCKET_BUFFER);
@@ -44,6 +48,23 @@ pub fn bind_reuseport(addr: SocketAddr, count: usize) -> io::Result<Vec<UdpSocke
         sockets.push(udp);
     }
     Ok(sockets)
+}
+
+/// The ICE-TCP listener on `addr`; `[::]` takes IPv4 too (IPv4-mapped), whatever the
+/// system default.
+pub fn bind_tcp_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let s = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    s.set_reuse_address(true)?;
+    if addr.is_ipv6() && addr.ip().is_unspecified() {
+        s.set_only_v6(false)?;
+    }
+    s.bind(&addr.into())?;
+    s.listen(1024)?;
+    Ok(s.into())
 }
 
 /// The header arrays of one batched syscall: a name (address) slot, an iovec and an
@@ -153,14 +174,18 @@ impl Batch {
     }
 
     /// The first `n` datagrams of the last [`Batch::recv`], as the shard takes them
-    /// ([`crate::Shard::handle_batch`]), all sent to `local`.
-    pub fn datagrams(&self, n: usize, local: SocketAddr) -> impl Iterator<Item = Datagram<'_>> {
+    /// ([`crate::Shard::handle_batch`]), each taken as sent to `local(source)`.
+    pub fn datagrams<'a>(
+        &'a self,
+        n: usize,
+        local: impl Fn(SocketAddr) -> SocketAddr + 'a,
+    ) -> impl Iterator<Item = Datagram<'a>> {
         (0..n.min(BATCH)).filter_map(move |i| {
             let (source, contents) = self.get(i)?;
             Some(Datagram {
                 proto: Protocol::Udp,
                 source,
-                destination: local,
+                destination: local(source),
                 contents,
             })
         })
@@ -171,9 +196,21 @@ impl Batch {
 #[derive(Default)]
 pub struct SendBatch {
     headers: MsgHeaders,
+    /// The socket is IPv6 (dual-stack when bound to `[::]`): IPv4 destinations are
+    /// written as IPv4-mapped IPv6 addresses.
+    v6: bool,
 }
 
 impl SendBatch {
+    /// A batch for sending on a socket bound to `local` (its address family decides
+    /// how IPv4 destinations are written).
+    pub fn for_local(local: SocketAddr) -> Self {
+        SendBatch {
+            headers: MsgHeaders::default(),
+            v6: local.is_ipv6(),
+        }
+    }
+
     /// Sends `transmits` with `sendmmsg`, [`BATCH`] per syscall. Returns how many were
     /// sent; the rest (socket buffer full, or an error) are dropped: a shard never
     /// blocks. Allocates nothing.
@@ -181,7 +218,13 @@ impl SendBatch {
         let mut sent = 0;
         for chunk in transmits.chunks(BATCH) {
             for (i, t) in chunk.iter().enumerate() {
-                let name = SockAddr::from(t.destination);
+                let destination = match t.destination {
+                    SocketAddr::V4(v4) if self.v6 => {
+                        SocketAddr::V6(SocketAddrV6::new(v4.ip().to_ipv6_mapped(), v4.port(), 0, 0))
+                    }
+                    other => other,
+                };
+                let name = SockAddr::from(destination);
                 let len = (name.len() as usize).min(std::mem::size_of::<libc::sockaddr_storage>());
                 // SAFETY: `name` holds `len` initialized bytes of a sockaddr (at most
                 // a sockaddr_storage); names[i] has room for a whole sockaddr_storage;
@@ -260,12 +303,18 @@ unsafe fn to_socket_addr(
             }
             libc::AF_INET6 if len >= std::mem::size_of::<libc::sockaddr_in6>() => {
                 let a = &*(name as *const libc::sockaddr_in6);
-                Some(SocketAddr::V6(SocketAddrV6::new(
-                    a.sin6_addr.s6_addr.into(),
-                    u16::from_be(a.sin6_port),
-                    a.sin6_flowinfo,
-                    a.sin6_scope_id,
-                )))
+                let ip = std::net::Ipv6Addr::from(a.sin6_addr.s6_addr);
+                // An IPv4 peer of a dual-stack socket arrives IPv4-mapped: the node
+                // knows it by its IPv4 address (the candidate pair, the limits).
+                Some(match ip.to_ipv4_mapped() {
+                    Some(v4) => SocketAddr::V4(SocketAddrV4::new(v4, u16::from_be(a.sin6_port))),
+                    None => SocketAddr::V6(SocketAddrV6::new(
+                        ip,
+                        u16::from_be(a.sin6_port),
+                        a.sin6_flowinfo,
+                        a.sin6_scope_id,
+                    )),
+                })
             }
             _ => None,
         }

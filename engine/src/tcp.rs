@@ -309,6 +309,8 @@ impl TcpThread {
                     return;
                 }
             };
+            // An IPv4 client of a dual-stack (`[::]`) listener arrives IPv4-mapped.
+            let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
             let from_ip = self.per_ip.get(&peer.ip()).copied().unwrap_or(0);
             if from_ip >= self.limits.per_ip || self.by_peer.len() >= self.limits.total {
                 self.stats.refused.fetch_add(1, Ordering::Relaxed);

@@ -386,15 +386,16 @@ impl Shard {
             .set_extension(4, Extension::RtpMid)
             .set_stats_interval(self.config.quality_interval);
         let (mut rtc, keys) = build_rtc_with(config, now, self.config.srtp_profiles.as_deref());
-        let candidate =
-            Candidate::host(self.config.local_addr, "udp").map_err(|e| EngineError::Candidate {
-                addr: self.config.local_addr,
+        for addr in self.config.udp_candidates() {
+            let candidate = Candidate::host(addr, "udp").map_err(|e| EngineError::Candidate {
+                addr,
                 reason: e.to_string(),
             })?;
-        rtc.add_local_candidate(candidate);
-        if let Some(tcp) = self.config.tcp_addr {
+            rtc.add_local_candidate(candidate);
+        }
+        for tcp in self.config.tcp_candidates() {
             // ICE-TCP (RFC 6544): passive, the clients connect. Its type preference
-            // (90 against UDP's 126) puts it after the UDP candidate.
+            // (90 against UDP's 126) puts it after the UDP candidates.
             let candidate = Candidate::builder()
                 .tcp()
                 .host(tcp)

@@ -16,7 +16,7 @@ use str0m::{IceCreds, Input};
 use super::{ice_password, next_random, random_token, ufrag_for, Shard, ShardStats};
 use crate::egress::{SlotTx, REPORT_INTERVAL};
 use crate::forwarder::{forward_to, Outcome, Sink, SpeakerPacket};
-use crate::io::{CloseReason, Command, Event, Protocol, Transmit};
+use crate::io::{CloseReason, Command, Event, Transmit};
 use crate::mesh::{home_of, ShardMessage};
 use crate::participant::Participant;
 use crate::proximity::{distance, Point};
@@ -236,7 +236,7 @@ impl Shard {
             match p.egress.write_report(&p.slots, now, wallclock, &mut buf) {
                 Ok(Some(to)) => {
                     self.stats.reports_out += 1;
-                    let local = self.config.local_for(to.proto);
+                    let local = self.config.local_for(to);
                     self.transmits.push_back(Transmit::to(to, local, buf));
                 }
                 // No slot carried audio lately: no more reports until one does.
@@ -355,8 +355,7 @@ impl Shard {
         view.on_audio(now, packet);
         let mut copies = Copies {
             sink: Sink {
-                udp: self.config.local_addr,
-                tcp: self.config.local_for(Protocol::Tcp),
+                config: &self.config,
                 pool: &mut self.pool,
                 transmits: &mut self.transmits,
             },

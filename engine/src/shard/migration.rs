@@ -63,7 +63,7 @@ impl Shard {
             }
             return None;
         };
-        let local = self.config.local_for(peer.proto);
+        let local = self.config.local_for(peer);
         let receive = Receive::new(peer.proto.str0m(), source, local, data).ok()?;
         if p.ufrag != ufrag
             || p.addrs.len() >= MAX_ADDRS
@@ -130,7 +130,10 @@ impl Shard {
         let Ok(receive) = Receive::new(
             Str0mProtocol::Udp,
             source,
-            self.config.local_addr,
+            self.config.local_for(Peer {
+                proto: Protocol::Udp,
+                addr: source,
+            }),
             &datagram,
         ) else {
             return;
@@ -222,7 +225,7 @@ impl Shard {
         let Some(p) = self.participants.get_mut(&pid) else {
             return;
         };
-        let local = self.config.local_for(peer.proto);
+        let local = self.config.local_for(peer);
         let Ok(receive) = Receive::new(peer.proto.str0m(), source, local, data) else {
             self.stats.dropped_rejected += 1;
             return;
