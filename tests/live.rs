@@ -143,6 +143,20 @@ impl LiveClient {
         token: Option<&str>,
         slots: usize,
     ) -> Result<LiveClient, String> {
+        let bind: SocketAddr = ([127, 0, 0, 1], 0).into();
+        LiveClient::join_from(node, room, name, token, slots, bind).await
+    }
+
+    /// [`LiveClient::join`] with the client's UDP socket bound to `bind` (e.g. `[::1]:0`
+    /// for an IPv6 client).
+    pub async fn join_from(
+        node: &RunningNode,
+        room: &str,
+        name: &str,
+        token: Option<&str>,
+        slots: usize,
+        bind: SocketAddr,
+    ) -> Result<LiveClient, String> {
         let url = format!("ws://{}/v1/signal", node.http);
         let (mut ws, _) = tokio::time::timeout(STEP_TIMEOUT, tokio_tungstenite::connect_async(url))
             .await
@@ -165,7 +179,7 @@ impl LiveClient {
             .and_then(|c| u32::try_from(c).ok())
             .ok_or_else(|| format!("joined without csrc: {joined}"))?;
 
-        let socket = UdpSocket::bind("127.0.0.1:0")
+        let socket = UdpSocket::bind(bind)
             .await
             .map(Arc::new)
             .map_err(|e| format!("bind UDP: {e}"))?;

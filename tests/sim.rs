@@ -232,18 +232,32 @@ impl Sim {
         opus_pt: u8,
         permissions: Permissions,
     ) -> usize {
-        self.join_over(name, room, opus_pt, permissions, false)
+        self.join_over(name, room, opus_pt, permissions, false, None)
     }
 
     /// Joins, offers and connects a client that reaches the node over ICE-TCP only.
     pub fn connect_tcp(&mut self, name: &str, room: &str) -> usize {
-        let idx = self.join_over(name, room, 111, Permissions::ALL, true);
+        let idx = self.join_over(name, room, 111, Permissions::ALL, true, None);
         let slots = self.clients[idx].audio_slots as usize;
         self.offer(idx, slots);
         self.run_until(Duration::from_secs(5), |s| s.clients[idx].connected);
         assert!(
             self.clients[idx].connected,
             "{name} did not connect over TCP"
+        );
+        idx
+    }
+
+    /// Joins, offers and connects a client whose (only) host candidate is `addr`, over
+    /// UDP: e.g. an IPv6 client of a node that advertises an IPv6 address too.
+    pub fn connect_from(&mut self, name: &str, room: &str, addr: SocketAddr) -> usize {
+        let idx = self.join_over(name, room, 111, Permissions::ALL, false, Some(addr));
+        let slots = self.clients[idx].audio_slots as usize;
+        self.offer(idx, slots);
+        self.run_until(Duration::from_secs(5), |s| s.clients[idx].connected);
+        assert!(
+            self.clients[idx].connected,
+            "{name} did not connect from {addr}"
         );
         idx
     }
@@ -255,13 +269,16 @@ impl Sim {
         opus_pt: u8,
         permissions: Permissions,
         tcp: bool,
+        addr: Option<SocketAddr>,
     ) -> usize {
         let idx = self.clients.len();
         let room_id = RoomId::new(room).unwrap();
         let id = participant_id(1000 + idx as u64, room_home(&room_id, self.shards.len()));
-        let addr: SocketAddr = format!("192.0.2.{}:{}", 1 + idx % 250, 40000 + idx)
-            .parse()
-            .unwrap();
+        let addr: SocketAddr = addr.unwrap_or_else(|| {
+            format!("192.0.2.{}:{}", 1 + idx % 250, 40000 + idx)
+                .parse()
+                .unwrap()
+        });
         let config = chorus_client::config(opus_pt);
         let (mut rtc, keys) = build_rtc(config, self.now);
         if tcp {

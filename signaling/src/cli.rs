@@ -58,9 +58,12 @@ pub struct ServeArgs {
     /// Shard threads, each with its own socket on the UDP port (default: one per core).
     #[arg(long, env = "CHORUS_SHARDS", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub shards: Option<u16>,
-    /// Advertise this IP in ICE candidates instead of the UDP address's (NAT, 0.0.0.0).
-    #[arg(long, env = "CHORUS_PUBLIC_IP")]
-    pub public_ip: Option<IpAddr>,
+    /// An IP clients reach the node at, advertised in ICE candidates instead of the
+    /// UDP address's (NAT; required with 0.0.0.0 or [::]). Repeatable: IPv4 and IPv6,
+    /// or several NAT mappings, each a candidate on the UDP and TCP ports (the
+    /// variable takes a comma-separated list).
+    #[arg(long, env = "CHORUS_PUBLIC_IP", value_delimiter = ',')]
+    pub public_ip: Vec<IpAddr>,
     /// Audio slots per subscriber in rooms created on join (1 to 32).
     #[arg(long, env = "CHORUS_AUDIO_SLOTS", default_value_t = 8,
           value_parser = clap::value_parser!(u8).range(1..=32))]
@@ -158,6 +161,24 @@ pub fn parse_srtp_profile(name: &str) -> Result<SrtpProfile, String> {
     })
 }
 
+/// A config-file key that takes one value or a list (`public-ip = "203.0.113.10"` or
+/// `public-ip = ["203.0.113.10", "2001:db8::10"]`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany<T> {
+    One(T),
+    Many(Vec<T>),
+}
+
+impl<T> From<OneOrMany<T>> for Vec<T> {
+    fn from(v: OneOrMany<T>) -> Self {
+        match v {
+            OneOrMany::One(one) => vec![one],
+            OneOrMany::Many(many) => many,
+        }
+    }
+}
+
 /// The config file: every key optional, named like its flag.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -168,7 +189,7 @@ struct FileConfig {
     tcp: Option<String>,
     tcp_connections_per_ip: Option<usize>,
     shards: Option<u16>,
-    public_ip: Option<IpAddr>,
+    public_ip: Option<OneOrMany<IpAddr>>,
     audio_slots: Option<u8>,
     max_participants: Option<usize>,
     disconnect_timeout: Option<u64>,
@@ -313,7 +334,7 @@ impl ServeArgs {
             dev: self.dev,
             http: self.http,
             udp: self.udp,
-            public_ip: self.public_ip,
+            public_ips: self.public_ips(),
             shards: self
                 .shards
                 .map(usize::from)
@@ -363,9 +384,52 @@ impl ServeArgs {
         }
     }
 
+    /// `--public-ip`, each once, in the order given.
+    pub fn public_ips(&self) -> Vec<IpAddr> {
+        let mut ips: Vec<IpAddr> = Vec::with_capacity(self.public_ip.len());
+        for ip in &self.public_ip {
+            if !ips.contains(ip) {
+                ips.push(*ip);
+            }
+        }
+        ips
+    }
+
+    /// Whether each `--public-ip` can be reached through the socket bound to `bind`
+    /// (`what` names it in the error): an IPv4 socket takes only IPv4, an IPv6 one
+    /// only IPv6 unless it is `[::]` (dual-stack).
+    fn check_public_ips(&self, what: &str, bind: SocketAddr) -> Result<(), CliError> {
+        if bind.ip().is_unspecified() && self.public_ip.is_empty() {
+            return Err(CliError::Invalid(format!(
+                "{what} {bind} binds every interface: also give --public-ip, the address clients reach"
+            )));
+        }
+        for ip in &self.public_ip {
+            if ip.is_unspecified() || ip.is_multicast() {
+                return Err(CliError::Invalid(format!(
+                    "--public-ip {ip}: not an address clients can reach"
+                )));
+            }
+            let reachable = match bind {
+                SocketAddr::V4(_) => ip.is_ipv4(),
+                SocketAddr::V6(v6) => ip.is_ipv6() || v6.ip().is_unspecified(),
+            };
+            if !reachable {
+                return Err(CliError::Invalid(format!(
+                    "--public-ip {ip} cannot reach {what} {bind} (another IP family): bind {what} [::]:{} to take IPv4 and IPv6",
+                    bind.port()
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// What the flags cannot check one by one.
     pub fn check(&self) -> Result<(), CliError> {
-        self.tcp_addr()?;
+        self.check_public_ips("--udp", self.udp)?;
+        if let Some(tcp) = self.tcp_addr()? {
+            self.check_public_ips("--tcp", tcp)?;
+        }
         self.ice_config()
             .check()
             .map_err(|e| CliError::Invalid(e.to_string()))
@@ -472,6 +536,65 @@ mod tests {
             .is_some_and(|p| p.ends_with("chorus/control.sock")));
         let args = resolve(&["chorus", "serve", "--quality-interval", "0"], "").unwrap();
         assert_eq!(args.node_config().quality_interval, None);
+    }
+
+    #[test]
+    fn public_ips_repeat_and_must_match_the_sockets() {
+        let args = resolve(
+            &[
+                "chorus",
+                "serve",
+                "--udp",
+                "[::]:7882",
+                "--public-ip",
+                "203.0.113.10",
+                "--public-ip",
+                "2001:db8::10",
+                "--public-ip",
+                "203.0.113.10",
+            ],
+            "",
+        )
+        .unwrap();
+        args.check().unwrap();
+        let ips: Vec<IpAddr> = vec![
+            "203.0.113.10".parse().unwrap(),
+            "2001:db8::10".parse().unwrap(),
+        ];
+        assert_eq!(args.node_config().public_ips, ips, "each once, in order");
+        // The file takes one or a list.
+        let one = resolve(&["chorus", "serve"], "public-ip = \"203.0.113.10\"").unwrap();
+        assert_eq!(one.public_ips(), ips[..1]);
+        let list = resolve(
+            &["chorus", "serve", "--udp", "[::]:7882"],
+            "public-ip = [\"203.0.113.10\", \"2001:db8::10\"]",
+        )
+        .unwrap();
+        assert_eq!(list.public_ips(), ips);
+        // Wildcard without a public IP; a family the socket cannot take; 0.0.0.0.
+        for (argv, says) in [
+            (vec!["--udp", "0.0.0.0:7882"], "also give --public-ip"),
+            (
+                vec!["--udp", "0.0.0.0:7882", "--public-ip", "2001:db8::10"],
+                "another IP family",
+            ),
+            (
+                vec!["--udp", "[::1]:7882", "--public-ip", "203.0.113.10"],
+                "another IP family",
+            ),
+            (
+                vec!["--udp", "127.0.0.1:7882", "--tcp", "0.0.0.0:443"],
+                "--tcp 0.0.0.0:443 binds every interface",
+            ),
+            (
+                vec!["--public-ip", "0.0.0.0"],
+                "not an address clients can reach",
+            ),
+        ] {
+            let argv: Vec<&str> = ["chorus", "serve"].into_iter().chain(argv).collect();
+            let e = resolve(&argv, "").unwrap().check().err().unwrap();
+            assert!(e.to_string().contains(says), "{argv:?}: {e}");
+        }
     }
 
     #[test]

@@ -19,8 +19,9 @@ pub struct NodeConfig {
     pub udp: SocketAddr,
     /// Shard threads, each with its own socket on the UDP port (`SO_REUSEPORT`).
     pub shards: usize,
-    /// Advertise this IP instead of the UDP address's.
-    pub public_ip: Option<IpAddr>,
+    /// The IPs advertised instead of the UDP (and TCP) address's: the first as the
+    /// primary host candidate, each further one as another (`--public-ip`, repeatable).
+    pub public_ips: Vec<IpAddr>,
     pub audio_slots: u8,
     pub max_participants: usize,
     pub disconnect_timeout: Duration,
@@ -66,7 +67,7 @@ impl Default for NodeConfig {
             http: SocketAddr::from(([127, 0, 0, 1], 7880)),
             udp: SocketAddr::from(([127, 0, 0, 1], 7882)),
             shards: 1,
-            public_ip: None,
+            public_ips: Vec::new(),
             audio_slots: DEFAULT_AUDIO_SLOTS,
             max_participants: 500,
             disconnect_timeout: Duration::from_secs(20),

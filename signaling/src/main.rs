@@ -19,12 +19,6 @@ async fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    if args.udp.ip().is_unspecified() && args.public_ip.is_none() {
-        anyhow::bail!(
-            "--udp {} binds every interface: also give --public-ip, the address clients reach",
-            args.udp
-        );
-    }
     let config = args.node_config();
     match config.token_secret.as_deref() {
         None if !config.dev => anyhow::bail!(

@@ -156,11 +156,10 @@ pub(crate) fn start_drain(shared: Arc<Shared>, deadline: Duration) {
 
 /// Binds both sockets and starts serving. Must run inside a tokio runtime.
 pub async fn start(config: NodeConfig) -> Result<RunningNode, SignalingError> {
-    let advertised = SocketAddr::new(
-        config.public_ip.unwrap_or(config.udp.ip()),
-        config.udp.port(),
-    );
+    let primary = config.public_ips.first().copied();
+    let advertised = SocketAddr::new(primary.unwrap_or(config.udp.ip()), config.udp.port());
     let mut shard = ShardConfig::new(advertised);
+    shard.extra_ips = config.public_ips.iter().skip(1).copied().collect();
     shard.audio_slots = config.audio_slots;
     shard.max_participants = config.max_participants;
     shard.auto_create_rooms = config.dev || config.auto_create_rooms;
@@ -175,7 +174,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, SignalingError> {
     // The TCP candidate: the advertised IP, the TCP port (filled in once bound).
     shard.tcp_addr = config
         .tcp
-        .map(|t| SocketAddr::new(config.public_ip.unwrap_or(t.ip()), t.port()));
+        .map(|t| SocketAddr::new(primary.unwrap_or(t.ip()), t.port()));
     let limits = TcpLimits {
         per_ip: match config.tcp_connections_per_ip {
             0 => usize::MAX,
@@ -220,6 +219,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, SignalingError> {
     };
     let (stopping_tx, stopping) = watch::channel(false);
     let config_shards = config.shards;
+    let config_public_ips = config.public_ips.clone();
     let tokens = config
         .token_secret
         .as_ref()
@@ -269,7 +269,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, SignalingError> {
     ));
     let shards = config_shards;
     let tcp = driver.tcp_addr();
-    tracing::info!(%http, %udp, ?tcp, %advertised, shards, "node started");
+    tracing::info!(%http, %udp, ?tcp, %advertised, public_ips = ?config_public_ips, shards, "node started");
     Ok(RunningNode {
         http,
         udp,
