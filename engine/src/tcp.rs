@@ -27,10 +27,22 @@ use crossbeam_queue::ArrayQueue;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
+/// What [`TcpLimits::per_ip`] counts by: the IPv4 address, or the IPv6 /64 (one
+/// subscriber's network: a host picks addresses within it at will, RFC 4941).
+fn limit_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+        }
+    }
+}
+
 /// What a TCP connection may do.
 #[derive(Debug, Clone, Copy)]
 pub struct TcpLimits {
-    /// Connections one IP address may hold at once.
+    /// Connections one IP address (one IPv6 /64) may hold at once.
     pub per_ip: usize,
     /// Connections in total.
     pub total: usize,
@@ -311,7 +323,7 @@ impl TcpThread {
             };
             // An IPv4 client of a dual-stack (`[::]`) listener arrives IPv4-mapped.
             let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
-            let from_ip = self.per_ip.get(&peer.ip()).copied().unwrap_or(0);
+            let from_ip = self.per_ip.get(&limit_key(peer.ip())).copied().unwrap_or(0);
             if from_ip >= self.limits.per_ip || self.by_peer.len() >= self.limits.total {
                 self.stats.refused.fetch_add(1, Ordering::Relaxed);
                 continue; // dropped: closed
@@ -331,7 +343,7 @@ impl TcpThread {
             }
             let _ = stream.set_nodelay(true);
             self.stats.accepted.fetch_add(1, Ordering::Relaxed);
-            *self.per_ip.entry(peer.ip()).or_default() += 1;
+            *self.per_ip.entry(limit_key(peer.ip())).or_default() += 1;
             self.by_peer.insert(peer, i);
             self.conns[i] = Some(Conn {
                 stream,
@@ -512,10 +524,11 @@ impl TcpThread {
         if self.by_peer.get(&conn.peer) == Some(&i) {
             self.by_peer.remove(&conn.peer);
         }
-        if let Some(n) = self.per_ip.get_mut(&conn.peer.ip()) {
+        let key = limit_key(conn.peer.ip());
+        if let Some(n) = self.per_ip.get_mut(&key) {
             *n -= 1;
             if *n == 0 {
-                self.per_ip.remove(&conn.peer.ip());
+                self.per_ip.remove(&key);
             }
         }
         self.free.push(i);
@@ -635,6 +648,20 @@ pub(crate) struct FrameTooLarge(pub usize);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_ipv6_network_counts_as_one_address() {
+        let key = |s: &str| limit_key(s.parse().unwrap_or(IpAddr::V4([0; 4].into())));
+        assert_eq!(key("2001:db8:1:2:aaaa::1"), key("2001:db8:1:2:bbbb::2"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        assert_eq!(
+            key("192.0.2.1"),
+            "192.0.2.1"
+                .parse::<IpAddr>()
+                .unwrap_or(IpAddr::V4([0; 4].into()))
+        );
+        assert_ne!(key("192.0.2.1"), key("192.0.2.2"));
+    }
 
     fn framed(datagrams: &[&[u8]]) -> Vec<u8> {
         let mut out = Vec::new();
