@@ -42,6 +42,10 @@ pub(crate) struct PreparedOffer {
     pub sdp: String,
     /// The microphone's mid, if the client sends audio.
     pub mic_mid: Option<String>,
+    /// The microphone's section names no SSRC (`a=ssrc`): str0m can map its stream
+    /// only by the MID header extension, which not every client sends (GStreamer's
+    /// webrtcbin offers before its first buffer without either).
+    pub mic_without_ssrc: bool,
     /// The slots, in slot order (at most `audio_slots`).
     pub slots: Vec<SlotOffer>,
     /// The header extension ids the first slot section offered (RFC 8843 §9.2: one
@@ -110,6 +114,17 @@ struct Section<'a> {
     direction: Direction,
     /// Index of the direction attribute line, if present.
     direction_line: Option<usize>,
+    /// `a=bundle-only` (RFC 8843 §6): port 0 then means "only in the bundle", not
+    /// closed. Clients with the `max-bundle` policy offer every section but the first
+    /// so (GStreamer's webrtcbin does by default).
+    bundle_only: bool,
+}
+
+impl Section<'_> {
+    /// Whether the client wants this section: a port other than 0, or bundle-only.
+    fn open(&self) -> bool {
+        self.port != "0" || self.bundle_only
+    }
 }
 
 impl Section<'_> {
@@ -196,17 +211,19 @@ pub(crate) fn prepare_offer(sdp: &str, audio_slots: usize) -> Result<PreparedOff
     // Per section given to str0m: its index, and the direction and port it should see.
     let mut for_str0m: Vec<(usize, Option<&str>, bool)> = Vec::new();
     let mut mic_mid = None;
+    let mut mic_without_ssrc = false;
     let mut slots: Vec<SlotOffer> = Vec::new();
     let mut ext = ExtIds::default();
     for (n, s) in sections.iter().enumerate() {
         let mid = s.mid.ok_or(OfferError::NoMid(n))?;
-        let open = s.port != "0";
+        let open = s.open();
         match (s.kind, s.direction) {
             ("audio", Direction::SendRecv | Direction::SendOnly) if open => {
                 if mic_mid.is_some() {
                     return Err(OfferError::SeveralMicrophones);
                 }
                 mic_mid = Some(mid.to_owned());
+                mic_without_ssrc = s.attributes(&lines, "ssrc").next().is_none();
                 // We never send on the microphone's section: answer recvonly.
                 let direction = (s.direction == Direction::SendRecv).then_some("a=sendonly");
                 for_str0m.push((n, direction, false));
@@ -305,6 +322,11 @@ pub(crate) fn prepare_offer(sdp: &str, audio_slots: usize) -> Result<PreparedOff
                 if *reject {
                     let formats = s.formats.join(" ");
                     push_line(&mut out, &format!("m={} 0 {} {formats}", s.kind, s.proto));
+                } else if s.bundle_only && s.port == "0" {
+                    // str0m takes port 0 for closed: give it the discard port browsers
+                    // write for bundled sections.
+                    let formats = s.formats.join(" ");
+                    push_line(&mut out, &format!("m={} 9 {} {formats}", s.kind, s.proto));
                 } else {
                     push_line(&mut out, line);
                 }
@@ -321,6 +343,7 @@ pub(crate) fn prepare_offer(sdp: &str, audio_slots: usize) -> Result<PreparedOff
     Ok(PreparedOffer {
         sdp: out,
         mic_mid,
+        mic_without_ssrc,
         slots,
         ext,
         sections: answerers,
@@ -349,6 +372,7 @@ fn read_sections<'a>(lines: &[&'a str]) -> Result<Vec<Section<'a>>, OfferError> 
                 mid: None,
                 direction: Direction::SendRecv,
                 direction_line: None,
+                bundle_only: false,
             });
             continue;
         }
@@ -357,6 +381,9 @@ fn read_sections<'a>(lines: &[&'a str]) -> Result<Vec<Section<'a>>, OfferError> 
         };
         if let Some(mid) = line.strip_prefix("a=mid:") {
             section.mid = Some(mid.trim());
+        }
+        if *line == "a=bundle-only" {
+            section.bundle_only = true;
         }
         let direction = match *line {
             "a=sendrecv" => Some(Direction::SendRecv),
@@ -613,6 +640,48 @@ mod tests {
                 pt: "111".into(),
                 rtpmap: Some("opus/48000/2".into()),
             }
+        );
+    }
+
+    #[test]
+    fn bundle_only_sections_are_open() {
+        // webrtcbin's max-bundle offer: the first section carries the transport, the
+        // others port 0 and a=bundle-only (RFC 8843 §6). Closed sections stay closed.
+        let mut sdp = offer(&[
+            ("audio", "0", Some("sendonly")),
+            ("audio", "1", Some("recvonly")),
+            ("audio", "2", Some("recvonly")),
+            ("audio", "3", Some("recvonly")),
+        ]);
+        sdp = sdp.replace("t=0 0\r\n", "t=0 0\r\na=group:BUNDLE 0 1 2\r\n");
+        for mid in ["1", "2", "3"] {
+            sdp = sdp.replace(
+                &format!("m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:{mid}\r\n"),
+                &format!(
+                    "m=audio 0 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:{mid}\r\n{}",
+                    if mid == "3" { "" } else { "a=bundle-only\r\n" }
+                ),
+            );
+        }
+        let p = prepare_offer(&sdp, 8).unwrap();
+        assert_eq!(mids(&p), vec!["1", "2"], "{sdp}");
+        assert!(matches!(&p.sections[3], Answerer::Str0m { mid } if mid == "3"));
+        // A bundle-only microphone reaches str0m with a port it takes for open.
+        let mic_later = offer(&[
+            ("audio", "1", Some("recvonly")),
+            ("audio", "0", Some("sendonly")),
+        ])
+        .replacen(
+            "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\n",
+            "m=audio 0 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=bundle-only\r\n",
+            1,
+        );
+        let p = prepare_offer(&mic_later, 8).unwrap();
+        assert_eq!(p.mic_mid.as_deref(), Some("0"));
+        assert!(
+            p.sdp.contains("m=audio 9 UDP/TLS/RTP/SAVPF 111"),
+            "{}",
+            p.sdp
         );
     }
 
