@@ -9,7 +9,7 @@ use std::time::Instant;
 use chorus_protocol::signal::{DisplayName, ParticipantId, ParticipantInfo, RoomId};
 use chorus_srtp::capture::KeyCapture;
 use chorus_srtp::keys::DtlsSrtpKeys;
-use str0m::media::Pt;
+use str0m::media::{Mid, Pt};
 use str0m::rtp::RtpPacket;
 use str0m::{Event as RtcEvent, Output, Rtc};
 
@@ -70,13 +70,52 @@ pub struct Participant {
     pub(crate) addrs: Vec<Peer>,
     /// The microphone's Opus payload type, once negotiated.
     pub(crate) mic_pt: Option<Pt>,
+    /// The microphone's mid while its SSRC is unknown to str0m (an offer without
+    /// `a=ssrc`), and how many more SSRCs may be declared for it: the RTP the
+    /// participant sends is mapped to it by SSRC as it arrives
+    /// ([`Participant::map_mic_ssrc`]).
+    pub(crate) mic_unmapped: Option<(Mid, u8)>,
     /// Where str0m's DTLS hands over the session's SRTP keys.
     pub(crate) keys: KeyCapture,
     pub(crate) quality: Quality,
     pub(crate) rtc: Box<Rtc>,
 }
 
+/// SSRCs a microphone without `a=ssrc` may have declared for it: its own, and a few
+/// more in case something else from its address came first (only RTP that passes SRTP
+/// is ever forwarded, whichever stream it is on).
+pub(crate) const MIC_SSRCS_MAPPED: u8 = 4;
+
 impl Participant {
+    /// An RTP packet `data` from this participant, before str0m reads it: if its
+    /// microphone's SSRC is unknown to str0m, the packet's SSRC is declared as the
+    /// microphone's stream (str0m would drop it otherwise, having no `a=ssrc` and no
+    /// MID header extension to map it by).
+    pub(crate) fn map_mic_ssrc(&mut self, data: &[u8]) {
+        let Some((mid, left)) = &mut self.mic_unmapped else {
+            return;
+        };
+        let Some(ssrc) = data
+            .get(8..12)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        else {
+            return;
+        };
+        // SSRC 0: libwebrtc's bandwidth probes, which str0m handles itself.
+        if ssrc == 0 {
+            return;
+        }
+        let mut api = self.rtc.direct_api();
+        if api.stream_rx(&ssrc.into()).is_some() {
+            return;
+        }
+        tracing::debug!(room = %self.room, participant = %self.id, ssrc, "microphone stream mapped by SSRC");
+        api.expect_stream_rx(ssrc.into(), None, *mid, None);
+        *left -= 1;
+        if *left == 0 {
+            self.mic_unmapped = None;
+        }
+    }
     pub(crate) fn info(&self) -> ParticipantInfo {
         ParticipantInfo {
             participant_id: self.id,

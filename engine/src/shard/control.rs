@@ -291,6 +291,7 @@ impl Shard {
             last_heard: None,
             connected: false,
             mic_pt: None,
+            mic_unmapped: None,
             slots: Vec::new(),
             table: SlotTable::new(0),
             egress: Egress::new(),

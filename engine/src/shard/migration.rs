@@ -251,6 +251,9 @@ impl Shard {
                 }
             }
         }
+        if kind == DatagramKind::Rtp {
+            p.map_mic_ssrc(data);
+        }
         if for_str0m {
             if let Err(e) = p.rtc.handle_input(Input::Receive(now, receive)) {
                 self.stats.dropped_rejected += 1;
