@@ -4,7 +4,8 @@
 #   tools/test.sh
 #
 # Installs what the tests need when it is missing: cargo-fuzz (crates.io), Debian's
-# libssl-dev, chromium and coturn, and the browser test's npm packages (tools/browser-test/run.sh).
+# libssl-dev, chromium, coturn and GStreamer (tools/native-test/run.sh), and the browser
+# test's npm packages (tools/browser-test/run.sh).
 # Env: CHORUS_FUZZ_SECONDS  seconds each fuzz target runs (default 10; 0 skips running)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -76,3 +77,7 @@ CHORUS_TURN=0 CHORUS_ICE_TCP=0 CHORUS_ARGS="--shards 2" bash tools/browser-test/
 
 step "browser: 2 shards, the node holding DTLS to AES_CM_128_HMAC_SHA1_80 (Chorus seals the slot streams in that profile)"
 CHORUS_GAME_VOICE=0 CHORUS_TURN=0 CHORUS_ICE_TCP=0 CHORUS_ARGS="--shards 2 --srtp-profiles AES_CM_128_HMAC_SHA1_80" bash tools/browser-test/run.sh
+
+step "native clients: two GStreamer webrtcbin clients (Debian's GStreamer 1.22, RSA DTLS certificates) hear each other's tone, as webrtcbin offers by default (max-bundle, no a=ssrc) and with a=ssrc, max-compat and the MID extension"
+bash tools/native-test/run.sh
+bash tools/native-test/run.sh --wait-for-caps --bundle-policy max-compat --mid-extension
