@@ -393,6 +393,14 @@ pub const DTLS_CLIENT_RETIRE_AFTER: Duration = Duration::from_secs(10);
 /// Finished received): a client retransmits a handful of times before it gives up.
 pub const FINAL_FLIGHT_REPLAYS: u8 = 8;
 
+/// The largest Certificate handshake message taken from a peer, in bytes. str0m polls
+/// DTLS with a 2,048-byte buffer (str0m `src/dtls.rs` ~253), and dimpl copies the peer's
+/// certificate into it with an `assert!` that it fits (dimpl `src/dtls12/client.rs`
+/// ~1403, the server's output too): a larger one would panic the shard. A WebRTC
+/// certificate is one self-signed leaf, ~300 bytes for ECDSA, ~800 for RSA-2048, ~1,300
+/// for RSA-4096; a larger Certificate is dropped and the handshake never completes.
+pub const MAX_CERTIFICATE_MESSAGE: usize = 2048;
+
 /// The largest final flight a server session keeps a copy of, in bytes (DTLS 1.2's is
 /// ~100: a ChangeCipherSpec record and an encrypted Finished).
 pub const MAX_FINAL_FLIGHT: usize = 1500;
@@ -649,6 +657,13 @@ impl DtlsInstance for CaptureInstance {
             }
             return Ok(());
         }
+        if oversized_certificate(packet) {
+            tracing::warn!(
+                max = MAX_CERTIFICATE_MESSAGE,
+                "peer's DTLS Certificate too large; dropped"
+            );
+            return Ok(());
+        }
         self.new_flight = true;
         let active = self.is_active();
         if let Some(restrict) = &mut self.restrict {
@@ -889,6 +904,25 @@ impl Patches {
         }
         out
     }
+}
+
+/// Whether `datagram` carries (a fragment of) a Certificate handshake message longer than
+/// [`MAX_CERTIFICATE_MESSAGE`] (every fragment's header names the whole length).
+fn oversized_certificate(datagram: &[u8]) -> bool {
+    records(datagram)
+        .filter(|r| r.content_type == 22 && r.epoch == 0)
+        .any(|record| {
+            let body = &datagram[record.body];
+            let mut m = 0;
+            while m + 12 <= body.len() {
+                let header = &body[m..m + 12];
+                if header[0] == 11 && u24(&header[1..4]) > MAX_CERTIFICATE_MESSAGE {
+                    return true;
+                }
+                m += 12 + u24(&header[9..12]);
+            }
+            false
+        })
 }
 
 /// `data` copied to the front of `buf`, as much of it as fits.
@@ -1386,6 +1420,34 @@ mod tests {
         assert_eq!(capture.take().map(|k| k.material.len()), Some(56));
         assert!(capture.take().is_none());
         assert!(capture.exported());
+    }
+
+    #[test]
+    fn finds_an_oversized_certificate_in_any_fragment() {
+        let record = |length: usize, offset: usize, fragment: usize| {
+            let mut hs = vec![11u8];
+            hs.extend(&(length as u32).to_be_bytes()[1..]);
+            hs.extend([0, 2]);
+            hs.extend(&(offset as u32).to_be_bytes()[1..]);
+            hs.extend(&(fragment as u32).to_be_bytes()[1..]);
+            hs.extend(vec![0u8; fragment]);
+            let mut rec = vec![22, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 1];
+            rec.extend(u16::try_from(hs.len()).unwrap_or(0).to_be_bytes());
+            rec.extend(hs);
+            rec
+        };
+        assert!(!oversized_certificate(&record(800, 0, 800)));
+        assert!(!oversized_certificate(&record(
+            MAX_CERTIFICATE_MESSAGE,
+            0,
+            100
+        )));
+        assert!(oversized_certificate(&record(3000, 0, 1000)));
+        assert!(oversized_certificate(&record(3000, 2000, 1000)));
+        // A fragment length past the record's end stops the walk, no panic.
+        let mut bad = record(800, 0, 10);
+        bad[13 + 11] = 0xff;
+        assert!(!oversized_certificate(&bad));
     }
 
     #[test]

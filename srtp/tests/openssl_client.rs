@@ -56,18 +56,26 @@ impl Write for Wire {
 
 /// A self-signed RSA certificate of `bits`, as webrtcbin makes (RSA-2048, SHA-256).
 fn rsa_certificate(bits: u32) -> (X509, PKey<Private>) {
-    self_signed(PKey::from_rsa(Rsa::generate(bits).unwrap()).unwrap())
+    self_signed(PKey::from_rsa(Rsa::generate(bits).unwrap()).unwrap(), 0)
 }
 
 /// A self-signed ECDSA P-256 certificate, as browsers make.
 fn ecdsa_certificate() -> (X509, PKey<Private>) {
     let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
-    self_signed(PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap())
+    self_signed(
+        PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap(),
+        0,
+    )
 }
 
-fn self_signed(key: PKey<Private>) -> (X509, PKey<Private>) {
+/// A self-signed certificate for `key`, padded with `padding` organizational units of
+/// 60 bytes each.
+fn self_signed(key: PKey<Private>, padding: usize) -> (X509, PKey<Private>) {
     let mut name = X509NameBuilder::new().unwrap();
     name.append_entry_by_text("CN", "webrtcbin").unwrap();
+    for _ in 0..padding {
+        name.append_entry_by_text("OU", &"x".repeat(60)).unwrap();
+    }
     let name = name.build();
     let mut cert = X509::builder().unwrap();
     cert.set_version(2).unwrap();
@@ -231,4 +239,20 @@ fn an_ecdsa_client_certificate_still_works() {
         capture.take().map(|k| k.profile),
         Some(SrtpProfile::AeadAes128Gcm)
     );
+}
+
+#[test]
+fn an_oversized_certificate_is_refused_without_harm() {
+    // Over str0m's 2,048-byte DTLS buffer: dimpl would panic copying it out
+    // (`capture::MAX_CERTIFICATE_MESSAGE`); the node drops it instead.
+    let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
+    let key = PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap();
+    let (cert, key) = self_signed(key, 40);
+    assert!(cert.to_der().unwrap().len() > 2048);
+    let ssl = client(&cert, &key, "SRTP_AEAD_AES_128_GCM");
+    let (mut server, capture) = server();
+    let mut seen = ServerSide::default();
+    assert!(handshake(ssl, &mut server, &mut seen).is_err());
+    assert!(!seen.connected && seen.peer_cert.is_none());
+    assert!(capture.take().is_none());
 }
