@@ -86,8 +86,14 @@ fn a_max_bundle_offer_gets_its_slots() {
     assert_eq!(answered_slots(&sim, a), sim.clients[a].audio_slots as usize);
     sim.clients[a].speaking = Some(20);
     sim.clients[b].speaking = Some(20);
-    assert!(heard_over(&mut sim, a, b, SECOND) >= 45, "native hears browser");
-    assert!(heard_over(&mut sim, b, a, SECOND) >= 45, "browser hears native");
+    assert!(
+        heard_over(&mut sim, a, b, SECOND) >= 45,
+        "native hears browser"
+    );
+    assert!(
+        heard_over(&mut sim, b, a, SECOND) >= 45,
+        "browser hears native"
+    );
 }
 
 #[test]
@@ -105,4 +111,28 @@ fn a_microphone_without_ssrc_or_mid_is_heard() {
             "{to} hears {from}"
         );
     }
+}
+
+#[test]
+fn packets_that_only_look_like_rtp_do_not_use_up_the_microphone() {
+    // Ten "RTP" packets with ten SSRCs from the client's address, before its real
+    // audio: each fails SRTP and gives its place back; the real stream is still found.
+    let mut sim = Sim::new();
+    let a = connect_rewritten(&mut sim, "native", "junk", no_ssrc_no_mid);
+    let b = sim.connect("browser", "junk");
+    let from = sim.clients[a].addr;
+    let shard = sim.clients[a].shard;
+    for ssrc in 1..=10u32 {
+        let mut junk = vec![0x80, 111, 0, 1, 0, 0, 0, 160];
+        junk.extend(ssrc.to_be_bytes());
+        junk.extend([0u8; 40]);
+        let now = sim.now;
+        sim.shards[shard].handle_datagram(now, from, &junk);
+    }
+    sim.pump();
+    sim.clients[a].speaking = Some(20);
+    assert!(
+        heard_over(&mut sim, b, a, SECOND) >= 45,
+        "browser hears native"
+    );
 }

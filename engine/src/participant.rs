@@ -71,51 +71,72 @@ pub struct Participant {
     /// The microphone's Opus payload type, once negotiated.
     pub(crate) mic_pt: Option<Pt>,
     /// The microphone's mid while its SSRC is unknown to str0m (an offer without
-    /// `a=ssrc`), and how many more SSRCs may be declared for it: the RTP the
-    /// participant sends is mapped to it by SSRC as it arrives
+    /// `a=ssrc`): the RTP the participant sends is mapped to it by SSRC as it arrives
     /// ([`Participant::map_mic_ssrc`]).
-    pub(crate) mic_unmapped: Option<(Mid, u8)>,
+    pub(crate) mic_unmapped: Option<Mid>,
+    /// How many more SSRCs may be declared for the microphone, for the participant's
+    /// whole life (not per offer): one whose first packet fails SRTP gives its place
+    /// back ([`Participant::unmap_mic_ssrc`]).
+    pub(crate) mic_ssrcs_left: u8,
     /// Where str0m's DTLS hands over the session's SRTP keys.
     pub(crate) keys: KeyCapture,
     pub(crate) quality: Quality,
     pub(crate) rtc: Box<Rtc>,
 }
 
-/// SSRCs a microphone without `a=ssrc` may have declared for it: its own, and a few
-/// more in case something else from its address came first (only RTP that passes SRTP
-/// is ever forwarded, whichever stream it is on).
+/// SSRCs a microphone without `a=ssrc` may have declared for it over a participant's
+/// life: its own, and a few more should it change (a restarted encoder). Only an SSRC
+/// whose first packet passes SRTP keeps its place.
 pub(crate) const MIC_SSRCS_MAPPED: u8 = 4;
 
 impl Participant {
     /// An RTP packet `data` from this participant, before str0m reads it: if its
     /// microphone's SSRC is unknown to str0m, the packet's SSRC is declared as the
     /// microphone's stream (str0m would drop it otherwise, having no `a=ssrc` and no
-    /// MID header extension to map it by).
-    pub(crate) fn map_mic_ssrc(&mut self, data: &[u8]) {
-        let Some((mid, left)) = &mut self.mic_unmapped else {
-            return;
-        };
-        let Some(ssrc) = data
+    /// MID header extension to map it by). Returns the SSRC declared, if one was: the
+    /// caller gives it back ([`Participant::unmap_mic_ssrc`]) unless the packet passed
+    /// SRTP.
+    pub(crate) fn map_mic_ssrc(&mut self, data: &[u8]) -> Option<u32> {
+        let mid = self.mic_unmapped?;
+        if self.mic_ssrcs_left == 0 {
+            return None;
+        }
+        let ssrc = data
             .get(8..12)
-            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-        else {
-            return;
-        };
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))?;
         // SSRC 0: libwebrtc's bandwidth probes, which str0m handles itself.
         if ssrc == 0 {
-            return;
+            return None;
+        }
+        // str0m panics declaring a stream on a mid it has no media for (a refused
+        // renegotiation can leave the offer's mid unknown to it).
+        if self.rtc.media(mid).is_none() {
+            self.mic_unmapped = None;
+            return None;
         }
         let mut api = self.rtc.direct_api();
         if api.stream_rx(&ssrc.into()).is_some() {
-            return;
+            return None;
         }
-        tracing::debug!(room = %self.room, participant = %self.id, ssrc, "microphone stream mapped by SSRC");
-        api.expect_stream_rx(ssrc.into(), None, *mid, None);
-        *left -= 1;
-        if *left == 0 {
+        api.expect_stream_rx(ssrc.into(), None, mid, None);
+        self.mic_ssrcs_left -= 1;
+        Some(ssrc)
+    }
+
+    /// After the packet that declared `ssrc` ([`Participant::map_mic_ssrc`]) went
+    /// through str0m: kept if it passed SRTP (the microphone is found, no more
+    /// looking), otherwise undeclared and its place given back, so packets that only
+    /// look like RTP from the participant's address cannot use up the places.
+    pub(crate) fn settle_mic_ssrc(&mut self, ssrc: u32, authenticated: bool) {
+        if authenticated {
+            tracing::debug!(room = %self.room, participant = %self.id, ssrc, "microphone stream mapped by SSRC");
             self.mic_unmapped = None;
+        } else {
+            self.rtc.direct_api().remove_stream_rx(ssrc.into());
+            self.mic_ssrcs_left += 1;
         }
     }
+
     pub(crate) fn info(&self) -> ParticipantInfo {
         ParticipantInfo {
             participant_id: self.id,

@@ -216,6 +216,9 @@ pub(crate) fn prepare_offer(sdp: &str, audio_slots: usize) -> Result<PreparedOff
     let mut ext = ExtIds::default();
     for (n, s) in sections.iter().enumerate() {
         let mid = s.mid.ok_or(OfferError::NoMid(n))?;
+        if mid.is_empty() || mid.trim() != mid {
+            return Err(OfferError::BadMid(n));
+        }
         let open = s.open();
         match (s.kind, s.direction) {
             ("audio", Direction::SendRecv | Direction::SendOnly) if open => {
@@ -380,7 +383,9 @@ fn read_sections<'a>(lines: &[&'a str]) -> Result<Vec<Section<'a>>, OfferError> 
             continue;
         };
         if let Some(mid) = line.strip_prefix("a=mid:") {
-            section.mid = Some(mid.trim());
+            // Kept as written: str0m reads the same line (a mid with spaces around
+            // it is refused below rather than read two ways).
+            section.mid = Some(mid);
         }
         if *line == "a=bundle-only" {
             section.bundle_only = true;
@@ -641,6 +646,13 @@ mod tests {
                 rtpmap: Some("opus/48000/2".into()),
             }
         );
+    }
+
+    #[test]
+    fn a_mid_with_spaces_around_it_is_refused() {
+        // str0m would read `a=mid: x` as `_x`, Chorus as `x`: one offer, two mids.
+        let sdp = offer(&[("audio", "m", Some("sendonly"))]).replace("a=mid:m", "a=mid: m");
+        assert_eq!(prepare_offer(&sdp, 8), Err(OfferError::BadMid(0)));
     }
 
     #[test]

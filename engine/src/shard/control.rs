@@ -292,6 +292,7 @@ impl Shard {
             connected: false,
             mic_pt: None,
             mic_unmapped: None,
+            mic_ssrcs_left: crate::participant::MIC_SSRCS_MAPPED,
             slots: Vec::new(),
             table: SlotTable::new(0),
             egress: Egress::new(),

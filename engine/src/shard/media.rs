@@ -576,13 +576,11 @@ fn negotiate(
         .map(|c| c.pt())
         .ok_or("offer has no Opus")?;
     p.mic_pt = prepared.mic_mid.is_some().then_some(opus);
-    p.mic_unmapped = match &prepared.mic_mid {
-        Some(mid) if prepared.mic_without_ssrc => Some((
-            str0m::media::Mid::from(mid.as_str()),
-            crate::participant::MIC_SSRCS_MAPPED,
-        )),
-        _ => None,
-    };
+    p.mic_unmapped = prepared
+        .mic_mid
+        .as_deref()
+        .filter(|_| prepared.mic_without_ssrc)
+        .map(str0m::media::Mid::from);
 
     // A slot keeps its SSRC and sequence across renegotiations (ICE restarts); a new
     // mid is a new stream with a fresh SSRC (RFC 3550 §8: distinct within the session).

@@ -251,9 +251,10 @@ impl Shard {
                 }
             }
         }
-        if kind == DatagramKind::Rtp {
-            p.map_mic_ssrc(data);
-        }
+        let declared = match kind {
+            DatagramKind::Rtp => p.map_mic_ssrc(data),
+            _ => None,
+        };
         if for_str0m {
             if let Err(e) = p.rtc.handle_input(Input::Receive(now, receive)) {
                 self.stats.dropped_rejected += 1;
@@ -263,6 +264,11 @@ impl Shard {
         let (accepted_before, sent_before) = (self.media.len(), self.transmits.len());
         self.drain(now, pid);
         let media = self.media.len() > accepted_before;
+        if let Some(ssrc) = declared {
+            if let Some(p) = self.participants.get_mut(&pid) {
+                p.settle_mic_ssrc(ssrc, media);
+            }
+        }
         // Only proof that the client is there keeps it alive: a STUN request with its
         // ICE password's integrity (consent checks come every few seconds), or RTP
         // that passes SRTP. Anyone can send RTCP, DTLS or STUN from (or spoofed as) its
