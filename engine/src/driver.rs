@@ -401,10 +401,13 @@ impl Worker {
         }
         let mut mio_events = Events::with_capacity(64);
         let mut batch = Batch::default();
-        let mut send = match self.socket.local_addr() {
-            Ok(bound) => SendBatch::for_local(bound),
-            Err(_) => SendBatch::default(),
-        };
+        // The socket's family decides how IPv4 destinations are written; the shard's
+        // address tells it if the socket cannot.
+        let bound = self
+            .socket
+            .local_addr()
+            .unwrap_or(self.shard.config().local_addr);
+        let mut send = SendBatch::for_local(bound);
         // What the shard's datagrams are taken as sent to (per source family).
         let addrs = self.shard.config().clone();
         let local = move |source| {

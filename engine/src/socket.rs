@@ -275,7 +275,8 @@ impl SendBatch {
 }
 
 /// Sends `transmits` with `sendmmsg` (see [`SendBatch::send`]); for callers without
-/// a [`SendBatch`] of their own.
+/// a [`SendBatch`] of their own, on a socket that is IPv4 or sends to IPv6 addresses
+/// only (a dual-stack socket needs [`SendBatch::for_local`]).
 pub fn send_batch(socket: &impl AsRawFd, transmits: &[Transmit]) -> usize {
     SendBatch::default().send(socket, transmits)
 }

@@ -405,10 +405,22 @@ impl ServeArgs {
             )));
         }
         for ip in &self.public_ip {
-            if ip.is_unspecified() || ip.is_multicast() {
+            // What ICE takes as a host candidate (str0m refuses the rest: every join
+            // would fail).
+            let unusable = ip.is_unspecified()
+                || ip.is_multicast()
+                || matches!(ip, IpAddr::V4(v4) if v4.is_link_local() || v4.is_broadcast());
+            if unusable {
                 return Err(CliError::Invalid(format!(
                     "--public-ip {ip}: not an address clients can reach"
                 )));
+            }
+            if let IpAddr::V6(v6) = ip {
+                if let Some(v4) = v6.to_ipv4_mapped() {
+                    return Err(CliError::Invalid(format!(
+                        "--public-ip {ip}: an IPv4-mapped address; give the IPv4 address {v4}"
+                    )));
+                }
             }
             let reachable = match bind {
                 SocketAddr::V4(_) => ip.is_ipv4(),
@@ -589,6 +601,18 @@ mod tests {
             (
                 vec!["--public-ip", "0.0.0.0"],
                 "not an address clients can reach",
+            ),
+            (
+                vec!["--public-ip", "169.254.1.1"],
+                "not an address clients can reach",
+            ),
+            (
+                vec!["--public-ip", "255.255.255.255"],
+                "not an address clients can reach",
+            ),
+            (
+                vec!["--udp", "[::]:7882", "--public-ip", "::ffff:203.0.113.10"],
+                "give the IPv4 address 203.0.113.10",
             ),
         ] {
             let argv: Vec<&str> = ["chorus", "serve"].into_iter().chain(argv).collect();
