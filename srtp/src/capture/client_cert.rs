@@ -75,6 +75,13 @@ pub(super) fn widen_certificate_request(datagram: &[u8]) -> Option<Widened> {
                 break;
             }
             let whole = u24(&header[6..9]) == 0 && fragment_len == length;
+            if header[0] == CERTIFICATE_REQUEST && !whole {
+                // dimpl fragments to its MTU: a larger server certificate or a smaller
+                // MTU would do this, on every retransmission alike.
+                tracing::warn!(
+                    "CertificateRequest fragmented: RSA client certificates are not accepted in this handshake"
+                );
+            }
             if header[0] == CERTIFICATE_REQUEST && whole {
                 let widened = widen_body(&datagram[data.clone()])?;
                 let grown = widened.len() - fragment_len;
