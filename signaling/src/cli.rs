@@ -59,7 +59,7 @@ pub struct ServeArgs {
     #[arg(long, env = "CHORUS_SHARDS", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub shards: Option<u16>,
     /// An IP clients reach the node at, advertised in ICE candidates instead of the
-    /// UDP address's (NAT; required with 0.0.0.0 or [::]). Repeatable: IPv4 and IPv6,
+    /// UDP address's (NAT; required with 0.0.0.0 or `[::]`). Repeatable: IPv4 and IPv6,
     /// or several NAT mappings, each a candidate on the UDP and TCP ports (the
     /// variable takes a comma-separated list).
     #[arg(long, env = "CHORUS_PUBLIC_IP", value_delimiter = ',')]
