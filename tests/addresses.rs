@@ -6,16 +6,9 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use chorus_protocol::signal::ServerMessage;
 use chorus_tests::sim::Sim;
 
 const SECOND: Duration = Duration::from_secs(1);
-
-fn heard_over(sim: &mut Sim, to: usize, from: usize, d: Duration) -> usize {
-    let before = sim.clients[to].from(from).count();
-    sim.run_for(d);
-    sim.clients[to].from(from).count() - before
-}
 
 fn dual_stack() -> Sim {
     Sim::with_shards(2, |c| {
@@ -30,14 +23,7 @@ fn dual_stack() -> Sim {
 fn every_address_is_a_candidate_on_both_transports() {
     let mut sim = dual_stack();
     let a = sim.connect("a", "many");
-    let sdp = sim.clients[a]
-        .inbox
-        .iter()
-        .find_map(|m| match m {
-            ServerMessage::Answer { sdp, .. } => Some(sdp.clone()),
-            _ => None,
-        })
-        .unwrap();
+    let sdp = sim.last_answer(a).unwrap().0.to_owned();
     let candidates: Vec<&str> = sdp
         .lines()
         .filter(|l| l.starts_with("a=candidate:"))
@@ -70,10 +56,7 @@ fn ipv4_and_ipv6_clients_talk() {
         sim.clients[x].speaking = Some(20);
     }
     for (to, from) in [(a, b), (b, a), (c, a), (a, c), (b, c)] {
-        assert!(
-            heard_over(&mut sim, to, from, SECOND) >= 45,
-            "{to} hears {from}"
-        );
+        assert!(sim.heard_over(to, from, SECOND) >= 45, "{to} hears {from}");
     }
 }
 

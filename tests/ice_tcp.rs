@@ -11,12 +11,6 @@ use chorus_tests::sim::Sim;
 
 const SECOND: Duration = Duration::from_secs(1);
 
-fn heard_over(sim: &mut Sim, to: usize, from: usize, d: Duration) -> usize {
-    let before = sim.clients[to].from(from).count();
-    sim.run_for(d);
-    sim.clients[to].from(from).count() - before
-}
-
 #[test]
 fn tcp_and_udp_clients_hear_each_other_across_shards() {
     let mut sim = Sim::with_shards(2, |_| {});
@@ -28,10 +22,7 @@ fn tcp_and_udp_clients_hear_each_other_across_shards() {
         sim.clients[x].speaking = Some(20);
     }
     for (to, from) in [(a, b), (b, a), (a, c), (c, a), (d, c), (c, d)] {
-        assert!(
-            heard_over(&mut sim, to, from, SECOND) >= 45,
-            "{to} hears {from}"
-        );
+        assert!(sim.heard_over(to, from, SECOND) >= 45, "{to} hears {from}");
     }
     // A TCP client's media lives on its home shard; UDP clients' wherever the kernel
     // puts them: the room spans both, and TCP datagrams never moved anyone.
@@ -45,7 +36,7 @@ fn tcp_and_udp_clients_hear_each_other_across_shards() {
     // keep hearing each other throughout.
     sim.clients[a].online = false;
     for _ in 0..25 {
-        assert!(heard_over(&mut sim, b, c, SECOND) >= 45);
+        assert!(sim.heard_over(b, c, SECOND) >= 45);
     }
     let a_id = sim.clients[a].id;
     assert!(
@@ -53,7 +44,7 @@ fn tcp_and_udp_clients_hear_each_other_across_shards() {
         "a left: {:?}",
         sim.closed
     );
-    assert!(heard_over(&mut sim, c, d, SECOND) >= 45);
+    assert!(sim.heard_over(c, d, SECOND) >= 45);
 }
 
 #[test]
@@ -62,7 +53,7 @@ fn a_tcp_connection_bound_to_one_participant_cannot_speak_for_another() {
     let a = sim.connect_tcp("a", "r");
     let b = sim.connect("b", "r");
     sim.clients[a].speaking = Some(20);
-    assert!(heard_over(&mut sim, b, a, SECOND) >= 45);
+    assert!(sim.heard_over(b, a, SECOND) >= 45);
     // Datagrams from a's connection handed over as if it were b's: nothing happens.
     let before = sim.shards[0].stats().dropped_unknown_source;
     let (a_addr, b_id) = (sim.clients[a].addr, sim.clients[b].id);
@@ -74,5 +65,5 @@ fn a_tcp_connection_bound_to_one_participant_cannot_speak_for_another() {
         &[0x80, 0x6f, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1],
     );
     assert!(sim.shards[0].stats().dropped_unknown_source > before);
-    assert!(heard_over(&mut sim, b, a, SECOND) >= 45, "a is unaffected");
+    assert!(sim.heard_over(b, a, SECOND) >= 45, "a is unaffected");
 }

@@ -12,7 +12,6 @@
 use std::time::Duration;
 
 use chorus_engine::Command;
-use chorus_protocol::signal::ServerMessage;
 use chorus_tests::sim::Sim;
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -28,24 +27,6 @@ fn connect_rewritten(sim: &mut Sim, name: &str, room: &str, rewrite: fn(&str) ->
     sim.run_until(Duration::from_secs(5), |s| s.clients[idx].connected);
     assert!(sim.clients[idx].connected, "{name} did not connect");
     idx
-}
-
-fn answered_slots(sim: &Sim, idx: usize) -> usize {
-    sim.clients[idx]
-        .inbox
-        .iter()
-        .rev()
-        .find_map(|m| match m {
-            ServerMessage::Answer { slots, .. } => Some(slots.len()),
-            _ => None,
-        })
-        .unwrap()
-}
-
-fn heard_over(sim: &mut Sim, to: usize, from: usize, d: Duration) -> usize {
-    let before = sim.clients[to].from(from).count();
-    sim.run_for(d);
-    sim.clients[to].from(from).count() - before
 }
 
 /// Every m-section after the first: port 0 and `a=bundle-only`.
@@ -83,17 +64,14 @@ fn a_max_bundle_offer_gets_its_slots() {
     let mut sim = Sim::new();
     let a = connect_rewritten(&mut sim, "native", "bundle", max_bundle);
     let b = sim.connect("browser", "bundle");
-    assert_eq!(answered_slots(&sim, a), sim.clients[a].audio_slots as usize);
+    assert_eq!(
+        sim.last_answer(a).unwrap().1.len(),
+        sim.clients[a].audio_slots as usize
+    );
     sim.clients[a].speaking = Some(20);
     sim.clients[b].speaking = Some(20);
-    assert!(
-        heard_over(&mut sim, a, b, SECOND) >= 45,
-        "native hears browser"
-    );
-    assert!(
-        heard_over(&mut sim, b, a, SECOND) >= 45,
-        "browser hears native"
-    );
+    assert!(sim.heard_over(a, b, SECOND) >= 45, "native hears browser");
+    assert!(sim.heard_over(b, a, SECOND) >= 45, "browser hears native");
 }
 
 #[test]
@@ -106,10 +84,7 @@ fn a_microphone_without_ssrc_or_mid_is_heard() {
         sim.clients[x].speaking = Some(20);
     }
     for (to, from) in [(b, a), (c, a), (a, c), (a, b)] {
-        assert!(
-            heard_over(&mut sim, to, from, SECOND) >= 45,
-            "{to} hears {from}"
-        );
+        assert!(sim.heard_over(to, from, SECOND) >= 45, "{to} hears {from}");
     }
 }
 
@@ -131,8 +106,5 @@ fn packets_that_only_look_like_rtp_do_not_use_up_the_microphone() {
     }
     sim.pump();
     sim.clients[a].speaking = Some(20);
-    assert!(
-        heard_over(&mut sim, b, a, SECOND) >= 45,
-        "browser hears native"
-    );
+    assert!(sim.heard_over(b, a, SECOND) >= 45, "browser hears native");
 }

@@ -51,12 +51,6 @@ fn place(sim: &mut Sim, name: &str, at: &[(usize, [f64; 3])]) -> Result<usize, R
 }
 
 /// Packets `to` got from `from` over the next `d`.
-fn heard_over(sim: &mut Sim, to: usize, from: usize, d: Duration) -> usize {
-    let before = sim.clients[to].from(from).count();
-    sim.run_for(d);
-    sim.clients[to].from(from).count() - before
-}
-
 /// The latest `speakers` a client got: (participant index, distance) per entry.
 fn last_speakers(sim: &Sim, who: usize) -> Vec<(usize, Option<f32>)> {
     let index = |id| sim.clients.iter().position(|c| c.id == id).unwrap();
@@ -90,7 +84,7 @@ fn a_listener_hears_only_who_is_near_across_shards() {
     }
     // Before any position: no one hears anyone.
     for s in [near, far, lost] {
-        assert_eq!(heard_over(&mut sim, a, s, SECOND), 0);
+        assert_eq!(sim.heard_over(a, s, SECOND), 0);
     }
     place(
         &mut sim,
@@ -102,13 +96,9 @@ fn a_listener_hears_only_who_is_near_across_shards() {
         ],
     )
     .unwrap();
-    assert!(heard_over(&mut sim, a, near, SECOND) >= 45);
-    assert_eq!(heard_over(&mut sim, a, far, SECOND), 0);
-    assert_eq!(
-        heard_over(&mut sim, a, lost, SECOND),
-        0,
-        "no position: unheard"
-    );
+    assert!(sim.heard_over(a, near, SECOND) >= 45);
+    assert_eq!(sim.heard_over(a, far, SECOND), 0);
+    assert_eq!(sim.heard_over(a, lost, SECOND), 0, "no position: unheard");
     assert_eq!(
         sim.clients[lost].received.len(),
         0,
@@ -129,7 +119,7 @@ fn a_listener_hears_only_who_is_near_across_shards() {
     // And away again.
     place(&mut sim, "world", &[(far, [0.0, 80.0, 0.0])]).unwrap();
     sim.run_for(Duration::from_millis(100));
-    assert_eq!(heard_over(&mut sim, a, far, SECOND), 0);
+    assert_eq!(sim.heard_over(a, far, SECOND), 0);
     sim.run_for(SECOND);
     assert_eq!(last_speakers(&sim, a), vec![(near, Some(5.0))]);
 }
@@ -142,7 +132,7 @@ fn the_edge_does_not_flap() {
     let b = sim.connect("b", "edge");
     sim.clients[b].speaking = Some(20);
     place(&mut sim, "edge", &[(a, [0.0; 3]), (b, [9.9, 0.0, 0.0])]).unwrap();
-    assert!(heard_over(&mut sim, a, b, SECOND) >= 45);
+    assert!(sim.heard_over(a, b, SECOND) >= 45);
     // Wandering across the radius, inside the hysteresis: heard without a gap.
     let before = sim.clients[a].from(b).count();
     for i in 0..40 {
@@ -154,15 +144,15 @@ fn the_edge_does_not_flap() {
     assert!(got >= 98, "{got} of 100 packets in 2 s at the edge");
     // Past the hysteresis: gone; back inside it but outside the radius: still gone.
     place(&mut sim, "edge", &[(b, [11.5, 0.0, 0.0])]).unwrap();
-    assert_eq!(heard_over(&mut sim, a, b, SECOND), 0);
+    assert_eq!(sim.heard_over(a, b, SECOND), 0);
     place(&mut sim, "edge", &[(b, [10.5, 0.0, 0.0])]).unwrap();
     assert_eq!(
-        heard_over(&mut sim, a, b, SECOND),
+        sim.heard_over(a, b, SECOND),
         0,
         "a newcomer needs the radius"
     );
     place(&mut sim, "edge", &[(b, [0.0, 0.0, 10.0])]).unwrap();
-    assert!(heard_over(&mut sim, a, b, SECOND) >= 45);
+    assert!(sim.heard_over(a, b, SECOND) >= 45);
 }
 
 #[test]
@@ -184,15 +174,12 @@ fn a_near_whisper_beats_a_far_shout() {
     )
     .unwrap();
     sim.clients[shout].speaking = Some(6);
-    assert!(heard_over(&mut sim, a, shout, 2 * SECOND) >= 90);
+    assert!(sim.heard_over(a, shout, 2 * SECOND) >= 90);
     // -40 dBov at 1 unit (gain 0.81) against -6 dBov at 9.5 (gain 0.0025).
     sim.clients[quiet].speaking = Some(40);
     sim.run_for(3 * SECOND);
-    assert!(
-        heard_over(&mut sim, a, quiet, SECOND) >= 45,
-        "the near voice"
-    );
-    assert_eq!(heard_over(&mut sim, a, shout, SECOND), 0);
+    assert!(sim.heard_over(a, quiet, SECOND) >= 45, "the near voice");
+    assert_eq!(sim.heard_over(a, shout, SECOND), 0);
     // A plain room ranks the shout first: the quiet voice never gets the slot there.
     sim.request(Request::UpdateRoom(RoomUpdate {
         proximity: Some(None),
@@ -202,8 +189,8 @@ fn a_near_whisper_beats_a_far_shout() {
     sim.run_for(3 * SECOND);
     sim.clients[quiet].speaking = Some(40);
     sim.run_for(3 * SECOND);
-    assert_eq!(heard_over(&mut sim, a, quiet, SECOND), 0);
-    assert!(heard_over(&mut sim, a, shout, SECOND) >= 45);
+    assert_eq!(sim.heard_over(a, quiet, SECOND), 0);
+    assert!(sim.heard_over(a, shout, SECOND) >= 45);
     let entries = last_speakers(&sim, a);
     assert!(
         entries.iter().all(|(_, d)| d.is_none()),
@@ -241,20 +228,20 @@ fn priority_speakers_and_whispers_ignore_distance() {
     // position included.
     sim.clients[lead].speaking = Some(20);
     for who in [a, b, nowhere, scout] {
-        assert!(heard_over(&mut sim, who, lead, SECOND) >= 45, "{who}");
+        assert!(sim.heard_over(who, lead, SECOND) >= 45, "{who}");
     }
     sim.clients[lead].speaking = None;
     // The scout whispers to a, 900 units away; b does not hear it.
     sim.clients[scout].speaking = Some(20);
-    assert_eq!(heard_over(&mut sim, a, scout, SECOND), 0);
+    assert_eq!(sim.heard_over(a, scout, SECOND), 0);
     let scout_id = sim.clients[scout].id;
     let a_id = sim.clients[a].id;
     sim.command(Command::SetWhisper {
         participant: scout_id,
         to: Some(vec![a_id]),
     });
-    assert!(heard_over(&mut sim, a, scout, SECOND) >= 45);
-    assert_eq!(heard_over(&mut sim, b, scout, SECOND), 0);
+    assert!(sim.heard_over(a, scout, SECOND) >= 45);
+    assert_eq!(sim.heard_over(b, scout, SECOND), 0);
     sim.run_for(SECOND);
     // Listed (it whispers to a), but no distance: that would tell where it is.
     assert!(last_speakers(&sim, a).contains(&(scout, None)));
@@ -282,11 +269,11 @@ fn clients_send_their_positions_when_the_room_says_so() {
     }
     at(&mut sim, b, [2.0, 0.0, 0.0]);
     sim.run_for(Duration::from_millis(100));
-    assert!(heard_over(&mut sim, a, b, SECOND) >= 45);
+    assert!(sim.heard_over(a, b, SECOND) >= 45);
     at(&mut sim, b, [f64::NAN, 0.0, 0.0]);
     assert_eq!(last_error(&sim, b).unwrap().0, ErrorCode::BadRequest);
     assert!(
-        heard_over(&mut sim, a, b, SECOND) >= 45,
+        sim.heard_over(a, b, SECOND) >= 45,
         "a bad position moves no one"
     );
 
@@ -327,19 +314,19 @@ fn a_participant_that_leaves_is_forgotten_and_a_late_shard_learns_everyone() {
     let b = sim.connect_on("b", "late", 0);
     sim.clients[b].speaking = Some(20);
     place(&mut sim, "late", &[(a, [0.0; 3]), (b, [1.0, 0.0, 0.0])]).unwrap();
-    assert!(heard_over(&mut sim, a, b, SECOND) >= 45);
+    assert!(sim.heard_over(a, b, SECOND) >= 45);
     // A newcomer on shard 1 is placed near b; shard 1 learns the room's positions
     // when it starts holding a member.
     let c = sim.connect_on("c", "late", 1);
     place(&mut sim, "late", &[(c, [0.0, 1.0, 0.0])]).unwrap();
-    assert!(heard_over(&mut sim, c, b, SECOND) >= 45);
+    assert!(sim.heard_over(c, b, SECOND) >= 45);
     // b leaves and comes back under a new id with no position: unheard.
     let b_id = sim.clients[b].id;
     sim.command(Command::Leave { participant: b_id });
     let b2 = sim.connect_on("b2", "late", 0);
     sim.clients[b2].speaking = Some(20);
-    assert_eq!(heard_over(&mut sim, a, b2, SECOND), 0);
-    assert_eq!(heard_over(&mut sim, c, b2, SECOND), 0);
+    assert_eq!(sim.heard_over(a, b2, SECOND), 0);
+    assert_eq!(sim.heard_over(c, b2, SECOND), 0);
 }
 
 #[test]
@@ -361,7 +348,7 @@ fn a_lost_batch_is_made_good_by_a_resync() {
         &[(a, [0.0; 3]), (b, [50.0, 0.0, 0.0]), (c, [0.0, 3.0, 0.0])],
     )
     .unwrap();
-    assert_eq!(heard_over(&mut sim, a, b, SECOND), 0);
+    assert_eq!(sim.heard_over(a, b, SECOND), 0);
     // The batch bringing b near is lost on its way to shard 1.
     let mut lost = 0;
     sim.lose = Some(Box::new(move |to, m| {
@@ -371,13 +358,13 @@ fn a_lost_batch_is_made_good_by_a_resync() {
     }));
     place(&mut sim, "lossy", &[(b, [2.0, 0.0, 0.0])]).unwrap();
     assert_eq!(
-        heard_over(&mut sim, a, b, SECOND),
+        sim.heard_over(a, b, SECOND),
         0,
         "the listener's shard missed it"
     );
     // The next batch (about someone else) shows the gap: shard 1 asks for everything.
     place(&mut sim, "lossy", &[(c, [0.0, 4.0, 0.0])]).unwrap();
-    assert!(heard_over(&mut sim, a, b, SECOND) >= 45, "resynced");
+    assert!(sim.heard_over(a, b, SECOND) >= 45, "resynced");
 }
 
 #[test]
@@ -388,7 +375,7 @@ fn radius_changes_and_proximity_turned_off_and_on() {
     let b = sim.connect("b", "zone");
     sim.clients[b].speaking = Some(20);
     place(&mut sim, "zone", &[(a, [0.0; 3]), (b, [15.0, 0.0, 0.0])]).unwrap();
-    assert_eq!(heard_over(&mut sim, a, b, SECOND), 0);
+    assert_eq!(sim.heard_over(a, b, SECOND), 0);
     let update = |sim: &mut Sim, p: Option<Proximity>| {
         let r = sim.request(Request::UpdateRoom(RoomUpdate {
             proximity: Some(p),
@@ -403,28 +390,24 @@ fn radius_changes_and_proximity_turned_off_and_on() {
         })
     };
     update(&mut sim, radius(20.0));
-    assert!(heard_over(&mut sim, a, b, SECOND) >= 45, "a wider radius");
+    assert!(sim.heard_over(a, b, SECOND) >= 45, "a wider radius");
     update(&mut sim, radius(14.0));
     assert!(
-        heard_over(&mut sim, a, b, SECOND) >= 45,
+        sim.heard_over(a, b, SECOND) >= 45,
         "a slot holder keeps it within the new reach (15.4)"
     );
     update(&mut sim, radius(5.0));
-    assert_eq!(
-        heard_over(&mut sim, a, b, SECOND),
-        0,
-        "out of the new reach"
-    );
+    assert_eq!(sim.heard_over(a, b, SECOND), 0, "out of the new reach");
     update(&mut sim, None);
-    assert!(heard_over(&mut sim, a, b, SECOND) >= 45, "off: everyone");
+    assert!(sim.heard_over(a, b, SECOND) >= 45, "off: everyone");
     update(&mut sim, radius(10.0));
     assert_eq!(
-        heard_over(&mut sim, a, b, SECOND),
+        sim.heard_over(a, b, SECOND),
         0,
         "on again: the positions were forgotten"
     );
     place(&mut sim, "zone", &[(a, [0.0; 3]), (b, [5.0, 0.0, 0.0])]).unwrap();
-    assert!(heard_over(&mut sim, a, b, SECOND) >= 45);
+    assert!(sim.heard_over(a, b, SECOND) >= 45);
     // Radius out of range: refused by the engine as by the control plane.
     let r = sim.request(Request::UpdateRoom(RoomUpdate {
         proximity: Some(radius(1e-9)),
@@ -453,22 +436,18 @@ fn a_listener_whose_media_moves_shards_keeps_hearing_by_distance() {
         ],
     )
     .unwrap();
-    assert!(heard_over(&mut sim, a, near, SECOND) >= 45);
+    assert!(sim.heard_over(a, near, SECOND) >= 45);
     // a's network changes: its media moves to shard 2, which held no one of the room.
     sim.restart_ice(a, "10.9.9.9:5000".parse().unwrap(), 2);
     sim.run_until(Duration::from_secs(5), |s| s.holder(a) == Some(2));
     assert_eq!(sim.holder(a), Some(2));
     sim.run_for(Duration::from_millis(200));
     assert!(
-        heard_over(&mut sim, a, near, SECOND) >= 45,
+        sim.heard_over(a, near, SECOND) >= 45,
         "near, on the new shard"
     );
-    assert_eq!(
-        heard_over(&mut sim, a, far, SECOND),
-        0,
-        "far, on the new shard"
-    );
+    assert_eq!(sim.heard_over(a, far, SECOND), 0, "far, on the new shard");
     // And the positions keep coming there.
     place(&mut sim, "move", &[(far, [0.0, 5.0, 0.0])]).unwrap();
-    assert!(heard_over(&mut sim, a, far, SECOND) >= 45);
+    assert!(sim.heard_over(a, far, SECOND) >= 45);
 }

@@ -359,17 +359,25 @@ impl Sim {
         offer.sdp
     }
 
+    /// The last `answer` in the client's inbox: its SDP and slot mids.
+    pub fn last_answer(&self, idx: usize) -> Option<(&str, &[String])> {
+        self.clients[idx].inbox.iter().rev().find_map(|m| match m {
+            ServerMessage::Answer { sdp, slots } => Some((sdp.as_str(), slots.as_slice())),
+            _ => None,
+        })
+    }
+
+    /// How many packets client `to` receives from client `from` while the simulation
+    /// runs for `d`.
+    pub fn heard_over(&mut self, to: usize, from: usize, d: Duration) -> usize {
+        let before = self.clients[to].from(from).count();
+        self.run_for(d);
+        self.clients[to].from(from).count() - before
+    }
+
     /// Applies the last `answer` in the client's inbox.
     pub fn accept_answer(&mut self, idx: usize) {
-        let answer = self.clients[idx]
-            .inbox
-            .iter()
-            .rev()
-            .find_map(|m| match m {
-                ServerMessage::Answer { sdp, .. } => Some(sdp.clone()),
-                _ => None,
-            })
-            .expect("an answer");
+        let answer = self.last_answer(idx).expect("an answer").0.to_owned();
         let c = &mut self.clients[idx];
         let pending = c.pending.take().unwrap();
         c.mic_pt = chorus_client::accept_answer(&mut c.rtc, pending, &answer).unwrap();

@@ -32,12 +32,6 @@ fn create_with_slots(sim: &mut Sim, name: &str, kind: RoomKind, audio_slots: Opt
 }
 
 /// Packets `to` got from `from` over the next `d`.
-fn heard_over(sim: &mut Sim, to: usize, from: usize, d: Duration) -> usize {
-    let before = sim.clients[to].from(from).count();
-    sim.run_for(d);
-    sim.clients[to].from(from).count() - before
-}
-
 /// The latest `speakers` a client got: (participant id, whisper) per entry.
 fn last_speakers(sim: &Sim, who: usize) -> Vec<(String, bool)> {
     sim.clients[who]
@@ -74,7 +68,7 @@ fn a_whisper_reaches_only_its_audience_across_shards() {
     }
     sim.run_for(Duration::from_secs(1));
     for &o in &others {
-        assert!(heard_over(&mut sim, o, lead, Duration::from_millis(500)) > 20);
+        assert!(sim.heard_over(o, lead, Duration::from_millis(500)) > 20);
     }
     // The members' media sits on both shards.
     let holders: std::collections::HashSet<_> =
@@ -84,7 +78,7 @@ fn a_whisper_reaches_only_its_audience_across_shards() {
     whisper(&mut sim, lead, Some(vec![others[0], others[2]]));
     sim.run_for(Duration::from_millis(100));
     for (k, &o) in others.iter().enumerate() {
-        let got = heard_over(&mut sim, o, lead, Duration::from_secs(1));
+        let got = sim.heard_over(o, lead, Duration::from_secs(1));
         if k == 0 || k == 2 {
             assert!(got > 45, "audience member {k} hears the whisper: {got}");
             let lead_id = sim.clients[lead].id.to_string();
@@ -108,7 +102,7 @@ fn a_whisper_reaches_only_its_audience_across_shards() {
     whisper(&mut sim, lead, None);
     sim.run_for(Duration::from_millis(100));
     for &o in &others {
-        assert!(heard_over(&mut sim, o, lead, Duration::from_millis(500)) > 20);
+        assert!(sim.heard_over(o, lead, Duration::from_millis(500)) > 20);
     }
 }
 
@@ -128,14 +122,14 @@ fn a_whisperer_gives_its_slot_back_where_it_is_not_heard() {
     sim.clients[other].speaking = Some(20);
     sim.run_for(Duration::from_millis(500));
     assert_eq!(
-        heard_over(&mut sim, listener, other, Duration::from_millis(500)),
+        sim.heard_over(listener, other, Duration::from_millis(500)),
         0,
         "the lead holds the listener's only slot"
     );
     whisper(&mut sim, lead, Some(vec![target]));
     sim.run_for(Duration::from_millis(200));
     assert!(
-        heard_over(&mut sim, listener, other, Duration::from_millis(500)) > 20,
+        sim.heard_over(listener, other, Duration::from_millis(500)) > 20,
         "the other talker gets the slot the whisperer left"
     );
 }
@@ -158,12 +152,12 @@ fn a_whispers_to_b() -> (Sim, usize, usize, usize) {
 #[test]
 fn a_whisper_loses_targets_that_leave_and_ends_without_any() {
     let (mut sim, a, b, c) = a_whispers_to_b();
-    assert_eq!(heard_over(&mut sim, c, a, Duration::from_millis(500)), 0);
+    assert_eq!(sim.heard_over(c, a, Duration::from_millis(500)), 0);
     let b_id = sim.clients[b].id;
     sim.command(Command::Leave { participant: b_id });
     sim.run_for(Duration::from_millis(200));
     assert!(
-        heard_over(&mut sim, c, a, Duration::from_millis(500)) > 20,
+        sim.heard_over(c, a, Duration::from_millis(500)) > 20,
         "the whisper ended with its last target"
     );
     let a_id = sim.clients[a].id;
@@ -187,7 +181,7 @@ fn a_whisper_can_always_be_stopped() {
     whisper(&mut sim, a, None);
     sim.run_for(Duration::from_millis(200));
     assert!(last_error(&sim, a).is_none(), "{:?}", last_error(&sim, a));
-    assert!(heard_over(&mut sim, c, a, Duration::from_millis(500)) > 20);
+    assert!(sim.heard_over(c, a, Duration::from_millis(500)) > 20);
 }
 
 #[test]
@@ -217,7 +211,7 @@ fn bad_whispers_are_refused_with_a_reason_and_change_nothing() {
     assert_eq!(last_error(&sim, a).unwrap().0, ErrorCode::BadRequest);
 
     assert!(
-        heard_over(&mut sim, b, a, Duration::from_millis(500)) > 20,
+        sim.heard_over(b, a, Duration::from_millis(500)) > 20,
         "a refused whisper changes nothing"
     );
 
@@ -252,8 +246,8 @@ fn the_backend_sets_a_whisper_in_any_room() {
     };
     assert_eq!(p.whisper_to, Some(vec![sim.clients[b].id]));
     sim.run_for(Duration::from_millis(100));
-    assert!(heard_over(&mut sim, b, a, Duration::from_millis(500)) > 20);
-    assert_eq!(heard_over(&mut sim, c, a, Duration::from_millis(500)), 0);
+    assert!(sim.heard_over(b, a, Duration::from_millis(500)) > 20);
+    assert_eq!(sim.heard_over(c, a, Duration::from_millis(500)), 0);
 
     let replies = set(&mut sim, Some(vec![a]));
     assert!(
@@ -263,5 +257,5 @@ fn the_backend_sets_a_whisper_in_any_room() {
     let replies = set(&mut sim, None);
     assert!(matches!(replies[0], Ok(Reply::Participant(ref p)) if p.whisper_to.is_none()));
     sim.run_for(Duration::from_millis(100));
-    assert!(heard_over(&mut sim, c, a, Duration::from_millis(500)) > 20);
+    assert!(sim.heard_over(c, a, Duration::from_millis(500)) > 20);
 }
