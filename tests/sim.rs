@@ -575,9 +575,11 @@ impl Sim {
                 while let Some(e) = self.shards[k].poll_event() {
                     moved = true;
                     match e {
-                        Event::Signal { to, message } => {
+                        // As the client would read it: protocol v1, as signaling
+                        // writes it.
+                        Event::ToClient { to, event } => {
                             if let Some(c) = self.clients.iter_mut().find(|c| c.id == to) {
-                                c.inbox.push(message);
+                                c.inbox.push(chorus_signaling::wire::server_message(event));
                             }
                         }
                         Event::Closed {

@@ -3,7 +3,6 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use chorus_protocol::signal::IceServer;
 use chorus_srtp::SrtpProfile;
 
 /// Default number of audio slots per subscriber (per room).
@@ -32,8 +31,6 @@ pub struct ShardConfig {
     pub max_participants: usize,
     /// Create a room when its first participant joins (`--dev`).
     pub auto_create_rooms: bool,
-    /// Handed to clients in `joined`.
-    pub ice_servers: Vec<IceServer>,
     /// A participant whose media has been silent this long (no datagram at all, not
     /// even STUN consent checks) is removed and announced as left.
     pub disconnect_timeout: Duration,
@@ -61,7 +58,6 @@ impl ShardConfig {
             audio_slots: DEFAULT_AUDIO_SLOTS,
             max_participants: 500,
             auto_create_rooms: true,
-            ice_servers: Vec::new(),
             disconnect_timeout: Duration::from_secs(20),
             quality_interval: Some(Duration::from_secs(5)),
             seed: 0x00c0_ffee,

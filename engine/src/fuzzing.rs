@@ -18,7 +18,7 @@ use chorus_protocol::control::{
     ParticipantKick, ParticipantMute, ParticipantRef, ParticipantSetPermissions, PositionSource,
     Proximity, RoomCreate, RoomDelete, RoomKind, RoomSetPositions, RoomUpdate,
 };
-use chorus_protocol::signal::{DisplayName, ParticipantId, RoomId, ServerMessage};
+use chorus_protocol::signal::{DisplayName, ParticipantId, RoomId};
 use str0m::config::DtlsCert;
 use str0m::media::{Direction, MediaKind};
 
@@ -120,9 +120,9 @@ impl World {
                     if matches!(e, Event::Reply { .. }) {
                         self.replies += 1;
                     }
-                    if let Event::Signal {
+                    if let Event::ToClient {
                         to,
-                        message: ServerMessage::Answer { sdp, .. },
+                        event: crate::ClientEvent::Answer { sdp, .. },
                     } = e
                     {
                         let ufrag = sdp

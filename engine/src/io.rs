@@ -7,7 +7,7 @@ use chorus_protocol::control::{
     ParticipantSetPermissions, ParticipantSetWhisper, PositionsSet, RoomCreate, RoomDelete,
     RoomInfo, RoomSetPositions, RoomUpdate, ShardReport,
 };
-use chorus_protocol::signal::{DisplayName, ParticipantId, RoomId, ServerMessage};
+use chorus_protocol::signal::{DisplayName, ParticipantId, RoomId};
 
 /// What a participant may do in its room (from its join token's grants).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -220,10 +220,10 @@ pub enum RequestError {
 /// Something the caller must act on.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
-    /// Send this message to this client's signaling connection.
-    Signal {
+    /// Tell this participant's client something (signaling maps it to the wire).
+    ToClient {
         to: ParticipantId,
-        message: ServerMessage,
+        event: crate::ClientEvent,
     },
     /// The participant is no longer in the engine: close its signaling connection.
     Closed {

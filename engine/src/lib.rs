@@ -64,6 +64,7 @@
 //!   buffer; it is also the unit a shard hands to other shards when a room spans
 //!   several cores.
 
+mod client_event;
 pub mod config;
 pub mod driver;
 mod egress;
@@ -92,6 +93,7 @@ pub mod tcp;
 mod view;
 
 pub use chorus_srtp::SrtpProfile;
+pub use client_event::{ClientEvent, Joined, MemberInfo, Refusal, Speaker};
 pub use config::ShardConfig;
 pub use driver::{CommandSender, Driver, DriverStats, ShardSnapshot};
 pub use error::EngineError;

@@ -6,13 +6,14 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
-use chorus_protocol::signal::{DisplayName, ParticipantId, ParticipantInfo, RoomId};
+use chorus_protocol::signal::{DisplayName, ParticipantId, RoomId};
 use chorus_srtp::capture::KeyCapture;
 use chorus_srtp::keys::DtlsSrtpKeys;
 use str0m::media::{Mid, Pt};
 use str0m::rtp::RtpPacket;
 use str0m::{Event as RtcEvent, Output, Rtc};
 
+use crate::client_event::MemberInfo;
 use crate::egress::{Egress, SlotTx};
 use crate::io::{Peer, Permissions, Protocol, Transmit};
 use crate::quality::Quality;
@@ -137,9 +138,9 @@ impl Participant {
         }
     }
 
-    pub(crate) fn info(&self) -> ParticipantInfo {
-        ParticipantInfo {
-            participant_id: self.id,
+    pub(crate) fn info(&self) -> MemberInfo {
+        MemberInfo {
+            id: self.id,
             name: self.name.clone(),
             muted: self.muted,
             server_muted: self.server_muted,

@@ -5,17 +5,18 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use chorus_protocol::control::{ParticipantDetails, Proximity, RoomInfo, RoomKind, SpamGuard};
-use chorus_protocol::signal::{ParticipantId, ParticipantInfo, RoomId};
+use chorus_protocol::signal::{ParticipantId, RoomId};
 
 use rustc_hash::FxHashMap;
 
+use crate::client_event::MemberInfo;
 use crate::io::Permissions;
 use crate::proximity::Point;
 
 /// One member as the home shard knows it.
 #[derive(Debug, Clone)]
 pub(crate) struct Member {
-    pub info: ParticipantInfo,
+    pub info: MemberInfo,
     /// The shard holding the member's media.
     pub shard: usize,
     pub identity: Option<String>,
@@ -27,7 +28,7 @@ pub(crate) struct Member {
 impl Member {
     pub fn details(&self, room: &RoomId) -> ParticipantDetails {
         ParticipantDetails {
-            participant_id: self.info.participant_id,
+            participant_id: self.info.id,
             room: room.clone(),
             identity: self.identity.clone(),
             name: self.info.name.clone(),
@@ -146,8 +147,8 @@ impl Room {
     }
 
     pub fn add(&mut self, member: Member) {
-        self.order.push(member.info.participant_id);
-        self.members.insert(member.info.participant_id, member);
+        self.order.push(member.info.id);
+        self.members.insert(member.info.id, member);
         self.empty_since = None;
     }
 
@@ -172,7 +173,7 @@ impl Room {
     }
 
     /// Everyone's info in join order.
-    pub fn infos(&self) -> impl Iterator<Item = &ParticipantInfo> {
+    pub fn infos(&self) -> impl Iterator<Item = &MemberInfo> {
         self.order
             .iter()
             .filter_map(|p| self.members.get(p))
@@ -188,8 +189,8 @@ mod tests {
 
     fn member(id: u64, csrc: u32, shard: usize) -> Member {
         Member {
-            info: ParticipantInfo {
-                participant_id: ParticipantId(id),
+            info: MemberInfo {
+                id: ParticipantId(id),
                 name: DisplayName::new("x").expect("valid"),
                 muted: false,
                 server_muted: false,

@@ -9,10 +9,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use chorus_protocol::control::NodeEvent;
 use chorus_protocol::demux::{classify, DatagramKind};
-use chorus_protocol::signal::{ParticipantId, RoomId, ServerMessage};
+use chorus_protocol::signal::{ParticipantId, RoomId};
 use str0m::config::DtlsCert;
 use str0m::rtp::RtpPacket;
 
+use crate::client_event::{ClientEvent, Refusal};
 use crate::config::ShardConfig;
 use crate::error::EngineError;
 use crate::io::{Command, Datagram, Event, Peer, Protocol, Transmit};
@@ -511,8 +512,19 @@ impl Shard {
         self.outbox.push_back((to, message));
     }
 
-    fn signal(&mut self, to: ParticipantId, message: ServerMessage) {
-        self.events.push_back(Event::Signal { to, message });
+    fn signal(&mut self, to: ParticipantId, event: ClientEvent) {
+        self.events.push_back(Event::ToClient { to, event });
+    }
+
+    /// Tells `to` its request was refused.
+    fn refuse(&mut self, to: ParticipantId, why: Refusal, message: &str) {
+        self.signal(
+            to,
+            ClientEvent::Refused {
+                why,
+                message: message.to_owned(),
+            },
+        );
     }
 
     fn notify(&mut self, event: NodeEvent) {
@@ -523,16 +535,16 @@ impl Shard {
         &mut self,
         room: &RoomId,
         except: Option<ParticipantId>,
-        message: impl Fn() -> ServerMessage,
+        event: impl Fn() -> ClientEvent,
     ) {
         let Some(room) = self.rooms.get(room) else {
             return;
         };
         for m in &room.order {
             if Some(*m) != except {
-                self.events.push_back(Event::Signal {
+                self.events.push_back(Event::ToClient {
                     to: *m,
-                    message: message(),
+                    event: event(),
                 });
             }
         }

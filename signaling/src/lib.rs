@@ -27,6 +27,7 @@ mod routes;
 mod session;
 pub mod token;
 mod websocket;
+pub mod wire;
 
 pub use config::NodeConfig;
 pub use control::ControlError;

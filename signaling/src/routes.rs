@@ -7,8 +7,8 @@
 
 use std::collections::HashMap;
 
-use chorus_engine::{CloseReason, Event};
-use chorus_protocol::signal::{ParticipantId, ServerMessage};
+use chorus_engine::{ClientEvent, CloseReason, Event};
+use chorus_protocol::signal::ParticipantId;
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
@@ -22,7 +22,8 @@ pub(crate) const CONNECTION_QUEUE: usize = 1024;
 /// connection ~4 KB before it queued anything.
 #[derive(Debug)]
 pub(crate) enum Outbound {
-    Message(Box<ServerMessage>),
+    /// Something to tell the client (the session writes it as protocol v1).
+    Event(Box<ClientEvent>),
     Close(CloseReason),
     /// Another connection resumed this participant's session.
     Superseded,
@@ -57,7 +58,7 @@ impl Routes {
 
     pub fn deliver(&self, event: Event) {
         let (to, out) = match event {
-            Event::Signal { to, message } => (to, Outbound::Message(Box::new(message))),
+            Event::ToClient { to, event } => (to, Outbound::Event(Box::new(event))),
             Event::Closed {
                 participant,
                 reason,

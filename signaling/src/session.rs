@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chorus_engine::{CloseReason, Command, Permissions};
+use chorus_engine::{ClientEvent, CloseReason, Command, Permissions};
 use chorus_protocol::signal::{
     ClientMessage, DecodeError, DisplayName, ErrorCode, ParticipantId, RoomId, ServerMessage,
 };
@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 use crate::node::Shared;
 use crate::routes::{Outbound, CONNECTION_QUEUE};
 use crate::websocket::{Incoming, WebSocket, WsError};
+use crate::wire;
 
 /// RFC 6455 §7.4.1 close codes.
 const NORMAL: u16 = 1000;
@@ -198,38 +199,8 @@ pub(crate) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                 }
             }
             out = rx.recv() => match out {
-                Some(Outbound::Message(mut m)) => {
-                    if !session.answered {
-                        // The engine's answer to our join: `joined`, or why not.
-                        match &mut *m {
-                            ServerMessage::Joined {
-                                participant_id,
-                                room,
-                                resume_token,
-                                ice_servers,
-                                ..
-                            } => {
-                                // STUN, and TURN with credentials for this participant.
-                                *ice_servers = session
-                                    .shared
-                                    .config
-                                    .ice
-                                    .servers_for(&participant_id.to_string(), unix_now());
-                                session.answered = true;
-                                session.shared.joins.count("ok");
-                                if !session.shared.config.resume_window.is_zero() {
-                                    let token =
-                                        session.shared.resumes.issue(*participant_id, room.clone());
-                                    *resume_token = Some(token).filter(|t| !t.is_empty());
-                                }
-                            }
-                            ServerMessage::Error { code, .. } => {
-                                session.answered = true;
-                                session.shared.joins.count(code.as_str());
-                            }
-                            _ => {}
-                        }
-                    }
+                Some(Outbound::Event(event)) => {
+                    let m = session.outgoing(*event);
                     if ws.send_text(&m.to_json()).await.is_err() {
                         break End::Vanished;
                     }
@@ -282,6 +253,34 @@ pub(crate) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 impl Session {
+    /// An engine event as the protocol v1 message this client gets. The engine's
+    /// answer to the join (`joined`, or why not) is counted, and `joined` gains what
+    /// only signaling knows: STUN, and TURN with credentials for this participant, and
+    /// a resume token.
+    fn outgoing(&mut self, event: ClientEvent) -> ServerMessage {
+        match event {
+            ClientEvent::Joined(j) if !self.answered => {
+                self.answered = true;
+                self.shared.joins.count("ok");
+                let ice_servers = self
+                    .shared
+                    .config
+                    .ice
+                    .servers_for(&j.participant.to_string(), unix_now());
+                let resume_token = (!self.shared.config.resume_window.is_zero())
+                    .then(|| self.shared.resumes.issue(j.participant, j.room.clone()))
+                    .filter(|t| !t.is_empty());
+                wire::joined(j, ice_servers, resume_token)
+            }
+            ClientEvent::Refused { why, .. } if !self.answered => {
+                self.answered = true;
+                self.shared.joins.count(wire::error_code(why).as_str());
+                wire::server_message(event)
+            }
+            other => wire::server_message(other),
+        }
+    }
+
     fn on_text(
         &mut self,
         text: &str,
@@ -515,7 +514,7 @@ impl Session {
                 tokio::select! {
                     out = rx.recv() => match out {
                         // Messages for a client that is not there are dropped.
-                        Some(Outbound::Message(_)) => {}
+                        Some(Outbound::Event(_)) => {}
                         Some(Outbound::Close(_)) => {
                             // The engine let go of it meanwhile (timeout, kick, ...).
                             shared.resumes.forget(pid);

@@ -4,15 +4,14 @@
 use std::time::Instant;
 
 use chorus_protocol::control::{NodeEvent, RoomKind, SpamAction, SpamGuard};
-use chorus_protocol::signal::{
-    DisplayName, ErrorCode, ParticipantId, RoomId, ServerMessage, MAX_WHISPER_TARGETS,
-};
+use chorus_protocol::signal::{DisplayName, ParticipantId, RoomId, MAX_WHISPER_TARGETS};
 use chorus_srtp::capture::{build_rtc_with, KeyCapture};
 use str0m::net::TcpType;
 use str0m::rtp::Extension;
 use str0m::{Candidate, IceCreds, Rtc};
 
 use super::{ice_password, ufrag_for, Shard};
+use crate::client_event::{ClientEvent, Joined, Refusal};
 use crate::egress::Egress;
 use crate::error::EngineError;
 use crate::io::{CloseReason, Command, Event, Permissions};
@@ -45,10 +44,7 @@ impl Shard {
                     || Candidate::from_sdp_string(&candidate).is_ok()
                     || (candidate.starts_with("candidate:") && candidate.contains(".local "));
                 if !valid && self.room_of_member(participant).is_some() {
-                    self.signal(
-                        participant,
-                        ServerMessage::error(ErrorCode::BadRequest, "invalid ICE candidate"),
-                    );
+                    self.refuse(participant, Refusal::BadRequest, "invalid ICE candidate");
                 }
             }
             Command::SetMuted { participant, muted } => {
@@ -57,10 +53,7 @@ impl Shard {
                         .member(participant)
                         .is_some_and(|m| m.info.server_muted)
                 {
-                    self.signal(
-                        participant,
-                        ServerMessage::error(ErrorCode::Forbidden, "muted by the server"),
-                    );
+                    self.refuse(participant, Refusal::Forbidden, "muted by the server");
                     return;
                 }
                 let media = Command::SetMuted { participant, muted };
@@ -91,15 +84,13 @@ impl Shard {
                         .and_then(|r| self.rooms.get(&r))
                         .is_some_and(|r| r.policy.whisper);
                 if !allowed {
-                    self.signal(
+                    self.refuse(
                         participant,
-                        ServerMessage::error(ErrorCode::Forbidden, "whisper is off in this room"),
+                        Refusal::Forbidden,
+                        "whisper is off in this room",
                     );
                 } else if let Err(why) = self.set_whisper(now, participant, to) {
-                    self.signal(
-                        participant,
-                        ServerMessage::error(ErrorCode::BadRequest, why),
-                    );
+                    self.refuse(participant, Refusal::BadRequest, &why);
                 }
             }
             Command::SpamDetected {
@@ -227,15 +218,12 @@ impl Shard {
         permissions: Permissions,
     ) {
         if self.room_of_member(pid).is_some() {
-            self.signal(
-                pid,
-                ServerMessage::error(ErrorCode::BadRequest, "already joined"),
-            );
+            self.refuse(pid, Refusal::BadRequest, "already joined");
             return;
         }
         if !self.rooms.contains_key(&room_id) {
             if !self.config.auto_create_rooms {
-                return self.reject(pid, ErrorCode::RoomNotFound, "room does not exist");
+                return self.reject(pid, Refusal::RoomNotFound, "room does not exist");
             }
             let policy = RoomPolicy {
                 kind: RoomKind::default(),
@@ -254,7 +242,7 @@ impl Shard {
             return;
         };
         if room.is_full() {
-            return self.reject(pid, ErrorCode::RoomFull, "room is full");
+            return self.reject(pid, Refusal::RoomFull, "room is full");
         }
         let audio_slots = room.policy.audio_slots;
         let spam_rules = SpamRules::of(&room.policy.spam_guard);
@@ -268,7 +256,7 @@ impl Shard {
                 if let Some(r) = self.rooms.get_mut(&room_id) {
                     r.remove(pid, now);
                 }
-                return self.reject(pid, ErrorCode::Internal, "could not set up media");
+                return self.reject(pid, Refusal::Internal, "could not set up media");
             }
         };
         let p = Participant {
@@ -326,18 +314,16 @@ impl Shard {
         self.drain(now, pid);
         self.signal(
             pid,
-            ServerMessage::Joined {
-                participant_id: pid,
+            ClientEvent::Joined(Joined {
+                participant: pid,
                 csrc,
                 room: room_id.clone(),
                 audio_slots,
-                participants: others,
-                ice_servers: self.config.ice_servers.clone(),
-                resume_token: None,
-            },
+                members: others,
+            }),
         );
-        self.broadcast(&room_id, Some(pid), || ServerMessage::ParticipantJoined {
-            participant: info.clone(),
+        self.broadcast(&room_id, Some(pid), || {
+            ClientEvent::MemberJoined(info.clone())
         });
         self.notify(NodeEvent::ParticipantJoined {
             room: room_id.clone(),
@@ -438,9 +424,7 @@ impl Shard {
         let details = m.details(&room_id);
         tracing::debug!(room = %room_id, participant = %pid, muted = info.muted, server_muted = info.server_muted, deafened = info.deafened, "updated");
         if info != before {
-            self.broadcast(&room_id, None, || ServerMessage::ParticipantUpdated {
-                participant: info.clone(),
-            });
+            self.broadcast(&room_id, None, || ClientEvent::MemberUpdated(info.clone()));
         }
         if details != before_details {
             self.notify(NodeEvent::ParticipantUpdated {
@@ -465,8 +449,8 @@ impl Shard {
         }
     }
 
-    pub(super) fn reject(&mut self, pid: ParticipantId, code: ErrorCode, message: &str) {
-        self.signal(pid, ServerMessage::error(code, message));
+    pub(super) fn reject(&mut self, pid: ParticipantId, why: Refusal, message: &str) {
+        self.refuse(pid, why, message);
         self.events.push_back(Event::Closed {
             participant: pid,
             reason: CloseReason::Rejected,
@@ -512,7 +496,7 @@ impl Shard {
         for pid in &members {
             self.signal(
                 *pid,
-                ServerMessage::RoomClosed {
+                ClientEvent::RoomClosed {
                     reason: reason.to_owned(),
                 },
             );
@@ -565,9 +549,7 @@ impl Shard {
                 );
             }
         }
-        self.broadcast(&room_id, None, || ServerMessage::ParticipantLeft {
-            participant_id: pid,
-        });
+        self.broadcast(&room_id, None, || ClientEvent::MemberLeft(pid));
         self.notify(NodeEvent::ParticipantLeft {
             room: room_id.clone(),
             participant_id: pid,

@@ -7,13 +7,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use chorus_protocol::control::NodeEvent;
-use chorus_protocol::signal::{ErrorCode, ParticipantId, RoomId, ServerMessage, SpeakerInfo};
+use chorus_protocol::signal::{ParticipantId, RoomId};
 use str0m::change::SdpOffer;
 use str0m::format::Codec;
 use str0m::rtp::RtpPacket;
 use str0m::{IceCreds, Input};
 
 use super::{ice_password, next_random, random_token, ufrag_for, Shard, ShardStats};
+use crate::client_event::{ClientEvent, Refusal, Speaker};
 use crate::egress::{SlotTx, REPORT_INTERVAL};
 use crate::forwarder::{forward_to, Outcome, Sink, SpeakerPacket};
 use crate::io::{CloseReason, Command, Event, Transmit};
@@ -182,7 +183,7 @@ impl Shard {
             }
             Err(reason) => {
                 tracing::debug!(participant = %pid, %reason, "offer refused");
-                self.signal(pid, ServerMessage::error(ErrorCode::BadRequest, reason));
+                self.refuse(pid, Refusal::BadRequest, &reason);
             }
         }
     }
@@ -479,8 +480,8 @@ impl Shard {
                                 return None;
                             }
                         }
-                        Some(SpeakerInfo {
-                            participant_id: s.id,
+                        Some(Speaker {
+                            id: s.id,
                             level: (s.level * 1000.0).round() / 1000.0,
                             slot: slot.map(|i| i as u8),
                             priority: s.priority,
@@ -489,9 +490,9 @@ impl Shard {
                         })
                     })
                     .collect();
-                self.events.push_back(Event::Signal {
+                self.events.push_back(Event::ToClient {
                     to: m.id,
-                    message: ServerMessage::Speakers { speakers: list },
+                    event: ClientEvent::Speakers(list),
                 });
             }
         }
@@ -558,7 +559,7 @@ fn negotiate(
     sdp: &str,
     audio_slots: usize,
     rng: &mut u64,
-) -> Result<(ServerMessage, Option<String>), String> {
+) -> Result<(ClientEvent, Option<String>), String> {
     let prepared = prepare_offer(sdp, audio_slots).map_err(|e| format!("invalid offer: {e}"))?;
     let offer =
         SdpOffer::from_sdp_string(&prepared.sdp).map_err(|e| format!("invalid SDP: {e}"))?;
@@ -649,7 +650,7 @@ fn negotiate(
     let answer = answer(&prepared, &sdp, &ssrcs, &p.egress.cname)
         .map_err(|e| format!("offer not accepted: {e}"))?;
     Ok((
-        ServerMessage::Answer {
+        ClientEvent::Answer {
             sdp: answer,
             slots: p.slots.iter().map(|s| s.mid.to_string()).collect(),
         },

@@ -11,9 +11,10 @@ use std::time::Instant;
 use chorus_protocol::control::{
     is_position, PositionSource, PositionsSet, RoomSetPositions, MAX_COORDINATE,
 };
-use chorus_protocol::signal::{ErrorCode, ParticipantId, RoomId, ServerMessage};
+use chorus_protocol::signal::{ParticipantId, RoomId};
 
 use super::Shard;
+use crate::client_event::Refusal;
 use crate::io::{Reply, RequestError};
 use crate::mesh::{room_home, MediaPolicy, MediaSync, ShardMessage};
 use crate::participants::{Key, Participants};
@@ -84,13 +85,13 @@ impl Shard {
             return;
         };
         let refused = match room.policy.proximity {
-            None => Some((ErrorCode::BadRequest, "this room is not a proximity room")),
+            None => Some((Refusal::BadRequest, "this room is not a proximity room")),
             Some(p) if p.positions != PositionSource::Client => Some((
-                ErrorCode::Forbidden,
+                Refusal::Forbidden,
                 "positions in this room come from the game's backend",
             )),
             Some(_) if !is_position(&at) => Some((
-                ErrorCode::BadRequest,
+                Refusal::BadRequest,
                 "position must be 3 finite numbers of at most 1e9",
             )),
             Some(_) => {
@@ -99,7 +100,7 @@ impl Shard {
             }
         };
         if let Some((code, message)) = refused {
-            self.signal(pid, ServerMessage::error(code, message));
+            self.refuse(pid, code, message);
         }
     }
 

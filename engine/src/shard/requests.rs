@@ -9,9 +9,10 @@ use chorus_protocol::control::{
     ParticipantDetails, ParticipantKick, ParticipantMute, ParticipantRef,
     ParticipantSetPermissions, PositionSource, RoomCreate, RoomUpdate, ShardReport,
 };
-use chorus_protocol::signal::{ParticipantId, RoomId, ServerMessage};
+use chorus_protocol::signal::{ParticipantId, RoomId};
 
 use super::Shard;
+use crate::client_event::ClientEvent;
 use crate::io::{
     CloseReason, Command, Event, Permissions, Reply, Request, RequestError, RequestId,
 };
@@ -204,7 +205,7 @@ impl Shard {
         let details = self.details(&k.room, k.participant_id)?;
         let reason = k.reason.unwrap_or_else(|| "kicked".to_owned());
         tracing::info!(room = %k.room, participant = %k.participant_id, %reason, "kicked");
-        self.signal(k.participant_id, ServerMessage::Kicked { reason });
+        self.signal(k.participant_id, ClientEvent::Kicked { reason });
         self.leave_room(now, k.participant_id, CloseReason::Kicked);
         Ok(Reply::Participant(details))
     }
@@ -237,14 +238,7 @@ impl Shard {
                 permissions,
             },
         );
-        self.signal(
-            participant,
-            ServerMessage::Permissions {
-                publish: permissions.publish,
-                subscribe: permissions.subscribe,
-                priority: permissions.priority,
-            },
-        );
+        self.signal(participant, ClientEvent::Permissions(permissions));
         self.details(&s.room, participant).map(Reply::Participant)
     }
 

@@ -1,0 +1,177 @@
+//! The engine's client events as protocol v1 messages (docs/protocol.md §5).
+//!
+//! The engine says what happened in its own terms ([`ClientEvent`]); this is the one
+//! place that knows how protocol v1 writes it. What only signaling knows — a resume
+//! token, ICE servers with this participant's TURN credentials — is filled in by the
+//! session before `joined` goes out ([`joined`]).
+
+use chorus_engine::{ClientEvent, Joined, MemberInfo, Refusal, Speaker};
+use chorus_protocol::signal::{ErrorCode, IceServer, ParticipantInfo, ServerMessage, SpeakerInfo};
+
+/// `event` as the message protocol v1 sends; `joined` without a resume token or ICE
+/// servers (see [`joined`]).
+pub fn server_message(event: ClientEvent) -> ServerMessage {
+    match event {
+        ClientEvent::Joined(j) => joined(j, Vec::new(), None),
+        ClientEvent::Answer { sdp, slots } => ServerMessage::Answer { sdp, slots },
+        ClientEvent::MemberJoined(m) => ServerMessage::ParticipantJoined {
+            participant: participant(m),
+        },
+        ClientEvent::MemberUpdated(m) => ServerMessage::ParticipantUpdated {
+            participant: participant(m),
+        },
+        ClientEvent::MemberLeft(id) => ServerMessage::ParticipantLeft { participant_id: id },
+        ClientEvent::Speakers(list) => ServerMessage::Speakers {
+            speakers: list.into_iter().map(speaker).collect(),
+        },
+        ClientEvent::Refused { why, message } => ServerMessage::Error {
+            code: error_code(why),
+            message,
+        },
+        ClientEvent::RoomClosed { reason } => ServerMessage::RoomClosed { reason },
+        ClientEvent::Kicked { reason } => ServerMessage::Kicked { reason },
+        ClientEvent::Permissions(p) => ServerMessage::Permissions {
+            publish: p.publish,
+            subscribe: p.subscribe,
+            priority: p.priority,
+        },
+    }
+}
+
+/// `joined`, with the ICE servers and resume token signaling hands this participant.
+pub fn joined(
+    j: Joined,
+    ice_servers: Vec<IceServer>,
+    resume_token: Option<String>,
+) -> ServerMessage {
+    ServerMessage::Joined {
+        participant_id: j.participant,
+        csrc: j.csrc,
+        room: j.room,
+        audio_slots: j.audio_slots,
+        participants: j.members.into_iter().map(participant).collect(),
+        ice_servers,
+        resume_token,
+    }
+}
+
+/// A member as `participants` entries and `participant_*` messages write it.
+pub fn participant(m: MemberInfo) -> ParticipantInfo {
+    ParticipantInfo {
+        participant_id: m.id,
+        name: m.name,
+        muted: m.muted,
+        server_muted: m.server_muted,
+        deafened: m.deafened,
+        csrc: m.csrc,
+    }
+}
+
+fn speaker(s: Speaker) -> SpeakerInfo {
+    SpeakerInfo {
+        participant_id: s.id,
+        level: s.level,
+        slot: s.slot,
+        priority: s.priority,
+        whisper: s.whisper,
+        distance: s.distance,
+    }
+}
+
+/// The error code of a refusal (§6).
+pub fn error_code(why: Refusal) -> ErrorCode {
+    match why {
+        Refusal::BadRequest => ErrorCode::BadRequest,
+        Refusal::Forbidden => ErrorCode::Forbidden,
+        Refusal::RoomNotFound => ErrorCode::RoomNotFound,
+        Refusal::RoomFull => ErrorCode::RoomFull,
+        Refusal::Internal => ErrorCode::Internal,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use chorus_engine::Permissions;
+    use chorus_protocol::signal::{DisplayName, ParticipantId, RoomId};
+    use serde_json::{json, Value};
+
+    use super::*;
+
+    fn wire(event: ClientEvent) -> Value {
+        serde_json::from_str(&server_message(event).to_json()).unwrap()
+    }
+
+    fn member() -> MemberInfo {
+        MemberInfo {
+            id: ParticipantId(0x1f),
+            name: DisplayName::new("Ann").unwrap(),
+            muted: true,
+            server_muted: false,
+            deafened: false,
+            csrc: 7,
+        }
+    }
+
+    #[test]
+    fn engine_events_are_written_as_protocol_v1() {
+        let joined = joined(
+            Joined {
+                participant: ParticipantId(0x2f),
+                csrc: 8,
+                room: RoomId::new("r").unwrap(),
+                audio_slots: 4,
+                members: vec![member()],
+            },
+            vec![IceServer {
+                urls: vec!["stun:s:3478".into()],
+                username: None,
+                credential: None,
+            }],
+            Some("tok".into()),
+        );
+        let v: Value = serde_json::from_str(&joined.to_json()).unwrap();
+        assert_eq!(v["type"], "joined");
+        assert_eq!(v["participant_id"], "p2f");
+        assert_eq!(v["participants"][0]["participant_id"], "p1f");
+        assert_eq!(v["participants"][0]["muted"], true);
+        assert_eq!(v["ice_servers"][0]["urls"][0], "stun:s:3478");
+        assert_eq!(v["resume_token"], "tok");
+
+        let left = wire(ClientEvent::MemberLeft(ParticipantId(0x1f)));
+        assert_eq!(
+            left,
+            json!({"type": "participant_left", "participant_id": "p1f"})
+        );
+        let refused = wire(ClientEvent::Refused {
+            why: Refusal::RoomFull,
+            message: "room is full".into(),
+        });
+        assert_eq!(
+            refused,
+            json!({"type": "error", "code": "room_full", "message": "room is full"})
+        );
+        let permissions = wire(ClientEvent::Permissions(Permissions {
+            publish: false,
+            subscribe: true,
+            priority: false,
+        }));
+        assert_eq!(
+            permissions,
+            json!({"type": "permissions", "publish": false, "subscribe": true, "priority": false})
+        );
+        let speakers = wire(ClientEvent::Speakers(vec![Speaker {
+            id: ParticipantId(0x1f),
+            level: 0.5,
+            slot: Some(2),
+            priority: false,
+            whisper: true,
+            distance: None,
+        }]));
+        assert_eq!(speakers["speakers"][0]["slot"], 2);
+        assert_eq!(speakers["speakers"][0]["whisper"], true);
+        let updated = wire(ClientEvent::MemberUpdated(member()));
+        assert_eq!(updated["type"], "participant_updated");
+        assert_eq!(updated["participant"]["csrc"], 7);
+    }
+}
