@@ -587,7 +587,7 @@ impl Sim {
                             reason,
                         } => self.closed.push((participant, reason)),
                         Event::Reply { id, result, .. } => self.replies.push((id, result)),
-                        Event::Notify(e) => self.events.push(e),
+                        Event::Notify(e) => self.events.push(chorus_signaling::wire::node_event(e)),
                     }
                 }
                 while let Some((to, message)) = self.shards[k].poll_shard_message() {

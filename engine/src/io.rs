@@ -2,10 +2,10 @@
 
 use std::net::SocketAddr;
 
+use crate::report::{MemberDetails, Notice, PositionsApplied, RoomSummary, ShardCounters};
 use chorus_protocol::control::{
-    NodeEvent, ParticipantDetails, ParticipantKick, ParticipantMute, ParticipantRef,
-    ParticipantSetPermissions, ParticipantSetWhisper, PositionsSet, RoomCreate, RoomDelete,
-    RoomInfo, RoomSetPositions, RoomUpdate, ShardReport,
+    ParticipantKick, ParticipantMute, ParticipantRef, ParticipantSetPermissions,
+    ParticipantSetWhisper, RoomCreate, RoomDelete, RoomSetPositions, RoomUpdate,
 };
 use chorus_protocol::signal::{DisplayName, ParticipantId, RoomId};
 
@@ -192,12 +192,12 @@ impl Request {
 /// A shard's answer to a [`Request`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum Reply {
-    Room(RoomInfo),
-    Rooms(Vec<RoomInfo>),
-    Participant(ParticipantDetails),
-    Participants(Vec<ParticipantDetails>),
-    Positions(PositionsSet),
-    Stats(ShardReport),
+    Room(RoomSummary),
+    Rooms(Vec<RoomSummary>),
+    Participant(MemberDetails),
+    Participants(Vec<MemberDetails>),
+    Positions(PositionsApplied),
+    Stats(ShardCounters),
 }
 
 /// Why a [`Request`] was refused.
@@ -237,7 +237,7 @@ pub enum Event {
         result: Result<Reply, RequestError>,
     },
     /// Something the control plane's event stream reports.
-    Notify(NodeEvent),
+    Notify(Notice),
 }
 
 /// The transport a datagram travels on.

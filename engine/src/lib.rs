@@ -82,6 +82,7 @@ mod participants;
 mod pool;
 pub mod proximity;
 mod quality;
+pub mod report;
 mod rewriter;
 mod room;
 mod sdp;

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use chorus_protocol::control::NodeEvent;
+use crate::report::Notice;
 use chorus_protocol::signal::{ParticipantId, RoomId};
 use str0m::stats::{MediaIngressStats, PeerStats};
 
@@ -23,8 +23,8 @@ pub(crate) struct Figures {
 }
 
 impl Figures {
-    pub fn event(self, room: RoomId, participant_id: ParticipantId) -> NodeEvent {
-        NodeEvent::Quality {
+    pub fn event(self, room: RoomId, participant_id: ParticipantId) -> Notice {
+        Notice::Quality {
             room,
             participant_id,
             loss_in: self.loss_in,

@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use chorus_protocol::control::{ParticipantDetails, Proximity, RoomInfo, RoomKind, SpamGuard};
+use chorus_protocol::control::{Proximity, RoomKind, SpamGuard};
 use chorus_protocol::signal::{ParticipantId, RoomId};
 
 use rustc_hash::FxHashMap;
@@ -12,6 +12,7 @@ use rustc_hash::FxHashMap;
 use crate::client_event::MemberInfo;
 use crate::io::Permissions;
 use crate::proximity::Point;
+use crate::report::{MemberDetails, RoomSummary};
 
 /// One member as the home shard knows it.
 #[derive(Debug, Clone)]
@@ -26,8 +27,8 @@ pub(crate) struct Member {
 }
 
 impl Member {
-    pub fn details(&self, room: &RoomId) -> ParticipantDetails {
-        ParticipantDetails {
+    pub fn details(&self, room: &RoomId) -> MemberDetails {
+        MemberDetails {
             participant_id: self.info.id,
             room: room.clone(),
             identity: self.identity.clone(),
@@ -117,8 +118,8 @@ impl Room {
         }
     }
 
-    pub fn info(&self, home_shard: usize) -> RoomInfo {
-        RoomInfo {
+    pub fn info(&self, home_shard: usize) -> RoomSummary {
+        RoomSummary {
             room: self.id.clone(),
             kind: self.policy.kind,
             max_participants: self.policy.max_participants,

@@ -7,7 +7,6 @@ use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
 
-use chorus_protocol::control::NodeEvent;
 use chorus_protocol::demux::{classify, DatagramKind};
 use chorus_protocol::signal::{ParticipantId, RoomId};
 use str0m::config::DtlsCert;
@@ -20,6 +19,7 @@ use crate::io::{Command, Datagram, Event, Peer, Protocol, Transmit};
 use crate::mesh::{home_of, ShardMessage, MAX_SHARDS};
 use crate::participants::Participants;
 use crate::pool::BufferPool;
+use crate::report::Notice;
 use crate::room::Room;
 use crate::view::RoomView;
 
@@ -527,7 +527,7 @@ impl Shard {
         );
     }
 
-    fn notify(&mut self, event: NodeEvent) {
+    fn notify(&mut self, event: Notice) {
         self.events.push_back(Event::Notify(event));
     }
 

@@ -30,6 +30,7 @@ use tokio_util::codec::{FramedRead, FramedWrite, LinesCodec, LinesCodecError};
 
 use crate::node::Shared;
 use crate::token::{Claims, Grants};
+use crate::wire;
 
 /// How long a request waits for the shards' answers.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -149,7 +150,7 @@ impl ControlHub {
             .ask_one(shared, Request::ListParticipants(room))
             .await?
         {
-            Reply::Participants(p) => Ok(p),
+            Reply::Participants(p) => Ok(p.into_iter().map(wire::participant_details).collect()),
             _ => Err(unexpected()),
         }
     }
@@ -362,10 +363,14 @@ fn unexpected() -> RpcError {
 async fn dispatch(shared: &Arc<Shared>, call: Call) -> Result<Value, RpcError> {
     let hub = &shared.control;
     let one = |reply: Reply| match reply {
-        Reply::Room(r) => to_value(r),
-        Reply::Participant(p) => to_value(p),
-        Reply::Participants(p) => to_value(p),
-        Reply::Positions(p) => to_value(p),
+        Reply::Room(r) => to_value(wire::room_info(r)),
+        Reply::Participant(p) => to_value(wire::participant_details(p)),
+        Reply::Participants(p) => to_value(
+            p.into_iter()
+                .map(wire::participant_details)
+                .collect::<Vec<_>>(),
+        ),
+        Reply::Positions(p) => to_value(wire::positions_set(p)),
         _ => Err(unexpected()),
     };
     match call {
@@ -385,7 +390,7 @@ async fn dispatch(shared: &Arc<Shared>, call: Call) -> Result<Value, RpcError> {
             let mut rooms: Vec<RoomInfo> = Vec::new();
             for answer in hub.ask(shared, Request::ListRooms).await? {
                 match answer.map_err(request_error)? {
-                    Reply::Rooms(r) => rooms.extend(r),
+                    Reply::Rooms(r) => rooms.extend(r.into_iter().map(wire::room_info)),
                     _ => return Err(unexpected()),
                 }
             }
@@ -450,7 +455,7 @@ async fn dispatch(shared: &Arc<Shared>, call: Call) -> Result<Value, RpcError> {
             let mut shards: Vec<ShardReport> = Vec::new();
             for answer in hub.ask(shared, Request::Stats).await? {
                 match answer.map_err(request_error)? {
-                    Reply::Stats(s) => shards.push(s),
+                    Reply::Stats(s) => shards.push(wire::shard_report(s)),
                     _ => return Err(unexpected()),
                 }
             }

@@ -190,7 +190,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, SignalingError> {
         config.shards,
         move |event| match event {
             Event::Reply { id, result, .. } => hub.reply(id, result),
-            Event::Notify(e) => hub.event(e),
+            Event::Notify(e) => hub.event(crate::wire::node_event(e)),
             other => sink.deliver(other),
         },
     )

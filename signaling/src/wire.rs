@@ -1,11 +1,18 @@
-//! The engine's client events as protocol v1 messages (docs/protocol.md §5).
+//! The engine's outputs as wire messages: client events as protocol v1 messages
+//! (docs/protocol.md §5), and control-plane replies and notices as the control
+//! socket's JSON-RPC types (docs/control.md).
 //!
-//! The engine says what happened in its own terms ([`ClientEvent`]); this is the one
-//! place that knows how protocol v1 writes it. What only signaling knows — a resume
+//! The engine says what happened in its own terms ([`ClientEvent`],
+//! [`chorus_engine::report`]); this is the one place that knows how the wire writes
+//! it. What only signaling knows — a resume
 //! token, ICE servers with this participant's TURN credentials — is filled in by the
 //! session before `joined` goes out ([`joined`]).
 
+use chorus_engine::report::{MemberDetails, Notice, PositionsApplied, RoomSummary, ShardCounters};
 use chorus_engine::{ClientEvent, Joined, MemberInfo, Refusal, Speaker};
+use chorus_protocol::control::{
+    NodeEvent, ParticipantDetails, PositionsSet, RoomInfo, ShardReport,
+};
 use chorus_protocol::signal::{ErrorCode, IceServer, ParticipantInfo, ServerMessage, SpeakerInfo};
 
 /// `event` as the message protocol v1 sends; `joined` without a resume token or ICE
@@ -86,6 +93,139 @@ pub fn error_code(why: Refusal) -> ErrorCode {
         Refusal::RoomNotFound => ErrorCode::RoomNotFound,
         Refusal::RoomFull => ErrorCode::RoomFull,
         Refusal::Internal => ErrorCode::Internal,
+    }
+}
+
+/// A notice as the control socket's event stream writes it.
+pub fn node_event(notice: Notice) -> NodeEvent {
+    match notice {
+        Notice::RoomCreated {
+            room,
+            kind,
+            auto_created,
+        } => NodeEvent::RoomCreated {
+            room,
+            kind,
+            auto_created,
+        },
+        Notice::RoomClosed { room, reason } => NodeEvent::RoomClosed { room, reason },
+        Notice::ParticipantJoined { room, participant } => NodeEvent::ParticipantJoined {
+            room,
+            participant: participant_details(participant),
+        },
+        Notice::ParticipantLeft {
+            room,
+            participant_id,
+            reason,
+        } => NodeEvent::ParticipantLeft {
+            room,
+            participant_id,
+            reason,
+        },
+        Notice::ParticipantUpdated { room, participant } => NodeEvent::ParticipantUpdated {
+            room,
+            participant: participant_details(participant),
+        },
+        Notice::SpeakingStarted {
+            room,
+            participant_id,
+        } => NodeEvent::SpeakingStarted {
+            room,
+            participant_id,
+        },
+        Notice::SpeakingStopped {
+            room,
+            participant_id,
+        } => NodeEvent::SpeakingStopped {
+            room,
+            participant_id,
+        },
+        Notice::Quality {
+            room,
+            participant_id,
+            loss_in,
+            loss_out,
+            jitter_ms,
+            rtt_ms,
+            bitrate_in,
+            bitrate_out,
+        } => NodeEvent::Quality {
+            room,
+            participant_id,
+            loss_in,
+            loss_out,
+            jitter_ms,
+            rtt_ms,
+            bitrate_in,
+            bitrate_out,
+        },
+        Notice::SpamDetected {
+            room,
+            participant_id,
+            reason,
+            level,
+        } => NodeEvent::SpamDetected {
+            room,
+            participant_id,
+            reason,
+            level,
+        },
+    }
+}
+
+/// A room as `room.*` results write it.
+pub fn room_info(r: RoomSummary) -> RoomInfo {
+    RoomInfo {
+        room: r.room,
+        kind: r.kind,
+        max_participants: r.max_participants,
+        audio_slots: r.audio_slots,
+        empty_timeout_s: r.empty_timeout_s,
+        metadata: r.metadata,
+        whisper: r.whisper,
+        spam_guard: r.spam_guard,
+        proximity: r.proximity,
+        participants: r.participants,
+        auto_created: r.auto_created,
+        home_shard: r.home_shard,
+    }
+}
+
+/// A member as `participant.*` results and events write it.
+pub fn participant_details(m: MemberDetails) -> ParticipantDetails {
+    ParticipantDetails {
+        participant_id: m.participant_id,
+        room: m.room,
+        identity: m.identity,
+        name: m.name,
+        muted: m.muted,
+        server_muted: m.server_muted,
+        deafened: m.deafened,
+        publish: m.publish,
+        subscribe: m.subscribe,
+        priority: m.priority,
+        whisper_to: m.whisper_to,
+        csrc: m.csrc,
+        shard: m.shard,
+    }
+}
+
+/// A shard's counters as `node.stats` writes them.
+pub fn shard_report(c: ShardCounters) -> ShardReport {
+    ShardReport {
+        shard: c.shard,
+        participants: c.participants,
+        rooms: c.rooms,
+        counters: c.counters,
+    }
+}
+
+/// The result of `room.set_positions`.
+pub fn positions_set(p: PositionsApplied) -> PositionsSet {
+    PositionsSet {
+        room: p.room,
+        updated: p.updated,
+        unknown: p.unknown,
     }
 }
 

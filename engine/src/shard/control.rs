@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use chorus_protocol::control::{NodeEvent, RoomKind, SpamAction, SpamGuard};
+use chorus_protocol::control::{RoomKind, SpamAction, SpamGuard};
 use chorus_protocol::signal::{DisplayName, ParticipantId, RoomId, MAX_WHISPER_TARGETS};
 use chorus_srtp::capture::{build_rtc_with, KeyCapture};
 use str0m::net::TcpType;
@@ -18,6 +18,7 @@ use crate::io::{CloseReason, Command, Event, Permissions};
 use crate::mesh::ShardMessage;
 use crate::participant::Participant;
 use crate::quality::Quality;
+use crate::report::Notice;
 use crate::room::{Member, Room, RoomPolicy};
 use crate::slots::SlotTable;
 use crate::spam::{SpamRules, SpamWatch};
@@ -118,7 +119,7 @@ impl Shard {
         let mute = room.policy.spam_guard.action == SpamAction::Mute
             && room.members.get(&pid).is_some_and(|m| !m.info.server_muted);
         tracing::info!(room = %room_id, participant = %pid, %reason, level, mute, "mic spam");
-        self.notify(NodeEvent::SpamDetected {
+        self.notify(Notice::SpamDetected {
             room: room_id,
             participant_id: pid,
             reason,
@@ -325,7 +326,7 @@ impl Shard {
         self.broadcast(&room_id, Some(pid), || {
             ClientEvent::MemberJoined(info.clone())
         });
-        self.notify(NodeEvent::ParticipantJoined {
+        self.notify(Notice::ParticipantJoined {
             room: room_id.clone(),
             participant: details,
         });
@@ -335,7 +336,7 @@ impl Shard {
     /// Creates a room homed here and reports it.
     pub(super) fn create_room(&mut self, now: Instant, id: RoomId, policy: RoomPolicy) {
         tracing::info!(room = %id, kind = policy.kind.as_str(), auto = policy.auto_created, "room created");
-        self.notify(NodeEvent::RoomCreated {
+        self.notify(Notice::RoomCreated {
             room: id.clone(),
             kind: policy.kind,
             auto_created: policy.auto_created,
@@ -427,7 +428,7 @@ impl Shard {
             self.broadcast(&room_id, None, || ClientEvent::MemberUpdated(info.clone()));
         }
         if details != before_details {
-            self.notify(NodeEvent::ParticipantUpdated {
+            self.notify(Notice::ParticipantUpdated {
                 room: room_id,
                 participant: details,
             });
@@ -505,7 +506,7 @@ impl Shard {
             self.leave_room(now, pid, CloseReason::RoomClosed);
         }
         if self.rooms.remove(room).is_some() {
-            self.notify(NodeEvent::RoomClosed {
+            self.notify(Notice::RoomClosed {
                 room: room.clone(),
                 reason: reason.to_owned(),
             });
@@ -550,7 +551,7 @@ impl Shard {
             }
         }
         self.broadcast(&room_id, None, || ClientEvent::MemberLeft(pid));
-        self.notify(NodeEvent::ParticipantLeft {
+        self.notify(Notice::ParticipantLeft {
             room: room_id.clone(),
             participant_id: pid,
             reason: reason.as_str().to_owned(),
@@ -566,7 +567,7 @@ impl Shard {
             self.close_room(now, &room_id, "node_draining");
         } else if close_now && self.rooms.remove(&room_id).is_some() {
             // A room made by a join lives as long as someone is in it.
-            self.notify(NodeEvent::RoomClosed {
+            self.notify(Notice::RoomClosed {
                 room: room_id.clone(),
                 reason: "empty".to_owned(),
             });

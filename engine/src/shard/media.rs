@@ -6,7 +6,6 @@ use std::collections::BinaryHeap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use chorus_protocol::control::NodeEvent;
 use chorus_protocol::signal::{ParticipantId, RoomId};
 use str0m::change::SdpOffer;
 use str0m::format::Codec;
@@ -21,6 +20,7 @@ use crate::io::{CloseReason, Command, Event, Transmit};
 use crate::mesh::{home_of, ShardMessage};
 use crate::participant::Participant;
 use crate::proximity::{distance, Point};
+use crate::report::Notice;
 use crate::rewriter::SlotRewriter;
 use crate::sdp::{answer, prepare_offer};
 use crate::slots::SlotTable;
@@ -424,12 +424,12 @@ impl Shard {
                 for pid in list.iter().filter(|p| view.is_local(**p)) {
                     let (room, participant_id) = (room.clone(), *pid);
                     self.events.push_back(Event::Notify(if started {
-                        NodeEvent::SpeakingStarted {
+                        Notice::SpeakingStarted {
                             room,
                             participant_id,
                         }
                     } else {
-                        NodeEvent::SpeakingStopped {
+                        Notice::SpeakingStopped {
                             room,
                             participant_id,
                         }

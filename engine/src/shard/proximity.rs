@@ -8,9 +8,7 @@
 
 use std::time::Instant;
 
-use chorus_protocol::control::{
-    is_position, PositionSource, PositionsSet, RoomSetPositions, MAX_COORDINATE,
-};
+use chorus_protocol::control::{is_position, PositionSource, RoomSetPositions, MAX_COORDINATE};
 use chorus_protocol::signal::{ParticipantId, RoomId};
 
 use super::Shard;
@@ -19,6 +17,7 @@ use crate::io::{Reply, RequestError};
 use crate::mesh::{room_home, MediaPolicy, MediaSync, ShardMessage};
 use crate::participants::{Key, Participants};
 use crate::proximity::{distance, Point, Positions, MIN_RADIUS};
+use crate::report::PositionsApplied;
 use crate::spam::SpamRules;
 use crate::view::RoomView;
 
@@ -68,7 +67,7 @@ impl Shard {
         }
         let updated = moved.len();
         self.spread_positions(&s.room, moved.into());
-        Ok(Reply::Positions(PositionsSet {
+        Ok(Reply::Positions(PositionsApplied {
             room: s.room,
             updated,
             unknown,

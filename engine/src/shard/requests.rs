@@ -6,8 +6,8 @@
 use std::time::{Duration, Instant};
 
 use chorus_protocol::control::{
-    ParticipantDetails, ParticipantKick, ParticipantMute, ParticipantRef,
-    ParticipantSetPermissions, PositionSource, RoomCreate, RoomUpdate, ShardReport,
+    ParticipantKick, ParticipantMute, ParticipantRef, ParticipantSetPermissions, PositionSource,
+    RoomCreate, RoomUpdate,
 };
 use chorus_protocol::signal::{ParticipantId, RoomId};
 
@@ -17,6 +17,7 @@ use crate::io::{
     CloseReason, Command, Event, Permissions, Reply, Request, RequestError, RequestId,
 };
 use crate::mesh::{room_home, ShardMessage};
+use crate::report::{MemberDetails, ShardCounters};
 use crate::room::RoomPolicy;
 
 impl Shard {
@@ -85,7 +86,7 @@ impl Shard {
                     .map(Reply::Participant)
             }
             Request::SetPositions(s) => self.request_positions(s),
-            Request::Stats => Ok(Reply::Stats(ShardReport {
+            Request::Stats => Ok(Reply::Stats(ShardCounters {
                 shard: self.id,
                 participants: self.participants.len(),
                 rooms: self.rooms.len(),
@@ -99,7 +100,7 @@ impl Shard {
         }
     }
 
-    fn room_info(&self, room: &RoomId) -> Result<chorus_protocol::control::RoomInfo, RequestError> {
+    fn room_info(&self, room: &RoomId) -> Result<crate::report::RoomSummary, RequestError> {
         self.rooms
             .get(room)
             .map(|r| r.info(self.id))
@@ -110,7 +111,7 @@ impl Shard {
         &self,
         room: &RoomId,
         participant: ParticipantId,
-    ) -> Result<ParticipantDetails, RequestError> {
+    ) -> Result<MemberDetails, RequestError> {
         let r = self
             .rooms
             .get(room)
