@@ -91,6 +91,7 @@ mod slots;
 pub mod socket;
 mod spam;
 pub mod tcp;
+pub mod video;
 mod view;
 
 pub use chorus_srtp::SrtpProfile;

@@ -1,0 +1,282 @@
+//! The VP8 payload descriptor (RFC 7741 §4.2): reading it, and keeping a slot's VP8
+//! stream continuous across switches of layer or publisher.
+//!
+//! ```text
+//!       0 1 2 3 4 5 6 7
+//!      +-+-+-+-+-+-+-+-+
+//!      |X|R|N|S|R| PID |  (required)
+//!      +-+-+-+-+-+-+-+-+
+//! X:   |I|L|T|K| RSV   |  (optional)
+//! I:   |M| PictureID   |  (optional; M: a 15-bit id, one more byte)
+//! L:   |   TL0PICIDX   |  (optional)
+//! T/K: |TID|Y| KEYIDX  |  (optional)
+//! ```
+//!
+//! A receiver's decoder tracks picture ids (loss detection), TL0PICIDX (temporal
+//! layer dependencies) and KEYIDX: a slot that switches from one simulcast layer, or
+//! one publisher, to another must carry on from the values it last sent, as mediasoup
+//! and LiveKit do, or the decoder sees a jump and may wait for another keyframe.
+
+/// A VP8 payload descriptor: where its fields are in one packet's payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Descriptor {
+    /// The first packet of a frame: start of partition (S) and partition index 0.
+    pub frame_start: bool,
+    /// The picture id, if present.
+    pub picture_id: Option<PictureId>,
+    /// TL0PICIDX and its offset, if present.
+    pub tl0picidx: Option<(u8, usize)>,
+    /// The temporal layer (TID), if present.
+    pub tid: Option<u8>,
+    /// KEYIDX and the offset of its byte, if present.
+    pub keyidx: Option<(u8, usize)>,
+    /// The descriptor's length: the VP8 payload header starts here.
+    pub len: usize,
+    /// A keyframe starts in this packet (its VP8 payload header's P bit is 0).
+    pub keyframe: bool,
+}
+
+/// A picture id as written: 7 or 15 bits, at an offset in the payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PictureId {
+    pub value: u16,
+    /// 15 bits (M set), two bytes; else 7 bits, one byte.
+    pub long: bool,
+    pub at: usize,
+}
+
+/// Reads the descriptor at the start of a VP8 RTP payload; `None` if it is cut short.
+pub fn parse(payload: &[u8]) -> Option<Descriptor> {
+    let first = *payload.first()?;
+    let frame_start = first & 0x10 != 0 && first & 0x07 == 0;
+    let mut at = 1;
+    let (mut picture_id, mut tl0picidx, mut tid, mut keyidx) = (None, None, None, None);
+    if first & 0x80 != 0 {
+        let x = *payload.get(at)?;
+        at += 1;
+        if x & 0x80 != 0 {
+            let b = *payload.get(at)?;
+            if b & 0x80 != 0 {
+                let value = (u16::from(b & 0x7f) << 8) | u16::from(*payload.get(at + 1)?);
+                picture_id = Some(PictureId {
+                    value,
+                    long: true,
+                    at,
+                });
+                at += 2;
+            } else {
+                picture_id = Some(PictureId {
+                    value: u16::from(b),
+                    long: false,
+                    at,
+                });
+                at += 1;
+            }
+        }
+        if x & 0x40 != 0 {
+            tl0picidx = Some((*payload.get(at)?, at));
+            at += 1;
+        }
+        if x & 0x30 != 0 {
+            let b = *payload.get(at)?;
+            if x & 0x20 != 0 {
+                tid = Some(b >> 6);
+            }
+            if x & 0x10 != 0 {
+                keyidx = Some((b & 0x1f, at));
+            }
+            at += 1;
+        }
+    }
+    let keyframe = frame_start && payload.get(at).is_some_and(|h| h & 0x01 == 0);
+    Some(Descriptor {
+        frame_start,
+        picture_id,
+        tl0picidx,
+        tid,
+        keyidx,
+        len: at,
+        keyframe,
+    })
+}
+
+/// Keeps one slot's VP8 stream continuous: each source's (layer's or publisher's)
+/// picture ids, TL0PICIDX and KEYIDX are offset so that the first frame after a
+/// switch follows the last one sent.
+#[derive(Debug, Clone, Default)]
+pub struct Continuity {
+    picture_id: Field,
+    tl0picidx: Field,
+    keyidx: Field,
+}
+
+/// One rewritten field: the offset of the current source, and the newest value sent.
+#[derive(Debug, Clone, Copy, Default)]
+struct Field {
+    offset: u16,
+    last: Option<u16>,
+}
+
+impl Field {
+    /// The value to write for `value` of a field `bits` wide; `switched`: the first
+    /// packet of a new source, which continues from the newest value sent.
+    fn map(&mut self, value: u16, bits: u32, switched: bool) -> u16 {
+        let mask = ((1u32 << bits) - 1) as u16;
+        if switched {
+            if let Some(last) = self.last {
+                self.offset = last.wrapping_add(1).wrapping_sub(value) & mask;
+            }
+        }
+        let out = value.wrapping_add(self.offset) & mask;
+        // Newer in modular terms (less than half the space ahead): the newest sent.
+        let newer = self
+            .last
+            .is_none_or(|last| out.wrapping_sub(last) & mask < (mask >> 1) + 1);
+        if newer {
+            self.last = Some(out);
+        }
+        out
+    }
+}
+
+impl Continuity {
+    /// Rewrites the descriptor of `payload` (a packet of the slot's current source;
+    /// `switched` on the first packet of a new one, a keyframe) in place. Returns
+    /// `false`, leaving it as it is, if the payload has no whole descriptor.
+    pub fn rewrite(&mut self, payload: &mut [u8], switched: bool) -> bool {
+        let Some(d) = parse(payload) else {
+            return false;
+        };
+        if let Some(p) = d.picture_id {
+            // A 7-bit id counts in the 15-bit space, written modulo 128.
+            let out = self.picture_id.map(p.value, 15, switched);
+            if p.long {
+                payload[p.at] = 0x80 | (out >> 8) as u8;
+                payload[p.at + 1] = out as u8;
+            } else {
+                payload[p.at] = (out & 0x7f) as u8;
+            }
+        }
+        if let Some((value, at)) = d.tl0picidx {
+            payload[at] = self.tl0picidx.map(u16::from(value), 8, switched) as u8;
+        }
+        if let Some((value, at)) = d.keyidx {
+            let out = self.keyidx.map(u16::from(value), 5, switched) as u8;
+            payload[at] = (payload[at] & 0xe0) | out;
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// A descriptor with a 15-bit picture id, TL0PICIDX, TID and KEYIDX, then a VP8
+    /// payload header byte (`key`: a keyframe).
+    fn packet(start: bool, picture_id: u16, tl0: u8, tid: u8, keyidx: u8, key: bool) -> Vec<u8> {
+        vec![
+            0x80 | if start { 0x10 } else { 0 },
+            0xf0,
+            0x80 | (picture_id >> 8) as u8,
+            picture_id as u8,
+            tl0,
+            (tid << 6) | 0x20 | keyidx,
+            if key { 0x10 } else { 0x11 },
+            0xaa,
+        ]
+    }
+
+    #[test]
+    fn reads_every_field() {
+        let d = parse(&packet(true, 0x1234, 7, 2, 5, true)).unwrap();
+        assert!(d.frame_start && d.keyframe);
+        assert_eq!(
+            d.picture_id,
+            Some(PictureId {
+                value: 0x1234,
+                long: true,
+                at: 2
+            })
+        );
+        assert_eq!(d.tl0picidx, Some((7, 4)));
+        assert_eq!(d.tid, Some(2));
+        assert_eq!(d.keyidx, Some((5, 5)));
+        assert_eq!(d.len, 6);
+        // Not the start of a frame: never a keyframe, whatever the next byte says.
+        let d = parse(&packet(false, 1, 0, 0, 0, true)).unwrap();
+        assert!(!d.frame_start && !d.keyframe);
+        // A delta frame.
+        assert!(!parse(&packet(true, 1, 0, 0, 0, false)).unwrap().keyframe);
+        // The smallest descriptor: one byte; a 7-bit picture id.
+        let d = parse(&[0x10, 0x10]).unwrap();
+        assert!(d.keyframe && d.picture_id.is_none() && d.len == 1);
+        let d = parse(&[0x90, 0x80, 0x05, 0x10]).unwrap();
+        assert_eq!(d.picture_id.map(|p| (p.value, p.long)), Some((5, false)));
+        // Cut short anywhere: None, no panic.
+        let full = packet(true, 0x1234, 7, 2, 5, true);
+        for n in 0..6 {
+            assert_eq!(parse(&full[..n]), None, "{n} bytes");
+        }
+    }
+
+    #[test]
+    fn a_switch_continues_from_the_last_values_sent() {
+        let mut c = Continuity::default();
+        // Source A: picture ids 100, 101; TL0 9; KEYIDX 3.
+        for id in [100, 101] {
+            let mut p = packet(id == 100, id, 9, 0, 3, id == 100);
+            assert!(c.rewrite(&mut p, id == 100));
+            assert_eq!(
+                parse(&p).unwrap().picture_id.unwrap().value,
+                id,
+                "first source kept"
+            );
+        }
+        // Source B starts at a keyframe with unrelated values: it continues A's.
+        let mut p = packet(true, 30_000, 200, 0, 31, true);
+        assert!(c.rewrite(&mut p, true));
+        let d = parse(&p).unwrap();
+        assert_eq!(d.picture_id.unwrap().value, 102);
+        assert_eq!(d.tl0picidx.unwrap().0, 10);
+        assert_eq!(d.keyidx.unwrap().0, 4);
+        assert_eq!(d.tid, Some(0), "TID untouched");
+        // B's next packets keep its own spacing, wrapping where the fields wrap.
+        let mut p = packet(false, 30_005, 201, 0, 31, false);
+        c.rewrite(&mut p, false);
+        let d = parse(&p).unwrap();
+        assert_eq!(d.picture_id.unwrap().value, 107);
+        assert_eq!(d.tl0picidx.unwrap().0, 11);
+        // Near the 15-bit wrap.
+        let mut c = Continuity::default();
+        let mut p = packet(true, 0x7fff, 255, 0, 31, true);
+        c.rewrite(&mut p, true);
+        let mut p = packet(true, 50, 0, 0, 0, true);
+        c.rewrite(&mut p, true);
+        let d = parse(&p).unwrap();
+        assert_eq!(d.picture_id.unwrap().value, 0, "0x7fff + 1 wraps to 0");
+        assert_eq!(d.tl0picidx.unwrap().0, 0);
+        assert_eq!(d.keyidx.unwrap().0, 0);
+    }
+
+    #[test]
+    fn a_late_packet_does_not_pull_the_newest_value_back() {
+        let mut c = Continuity::default();
+        for id in [10, 12, 11] {
+            let mut p = packet(id == 10, id, 0, 0, 0, id == 10);
+            c.rewrite(&mut p, id == 10);
+        }
+        let mut p = packet(true, 500, 0, 0, 0, true);
+        c.rewrite(&mut p, true);
+        assert_eq!(parse(&p).unwrap().picture_id.unwrap().value, 13);
+    }
+
+    #[test]
+    fn a_payload_without_a_whole_descriptor_is_left_alone() {
+        let mut c = Continuity::default();
+        let mut p = vec![0x80];
+        assert!(!c.rewrite(&mut p, true));
+        assert_eq!(p, vec![0x80]);
+    }
+}
