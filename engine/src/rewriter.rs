@@ -1,4 +1,6 @@
-//! Keeps each slot one continuous RTP stream while its speaker changes.
+//! Keeps each slot one continuous RTP stream while its source changes: the speaker of
+//! an audio slot, or the publisher and simulcast layer of a video slot (issue 12:
+//! [`SlotRewriter::with_clock`] at [`VIDEO_CLOCK`], keyed by its source).
 //!
 //! A slot has a fixed SSRC (str0m's send stream for the slot's mid). Sequence numbers
 //! and timestamps are mapped from the current speaker's by a per-speaker offset:
@@ -14,10 +16,28 @@ use std::time::Instant;
 
 use chorus_protocol::signal::ParticipantId;
 
-/// Opus RTP clock rate (RFC 7587 §4.1: always 48 kHz).
-const CLOCK_RATE: u64 = 48_000;
-/// One Opus frame of 20 ms, the minimum a new speaker's timestamp advances by.
-const MIN_TS_STEP: u32 = 960;
+/// A stream's RTP clock: its rate, and the least a new source's timestamp advances by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Clock {
+    pub rate: u64,
+    pub min_step: u32,
+}
+
+/// Opus: 48 kHz (RFC 7587 §4.1), one 20 ms frame at least.
+pub(crate) const OPUS_CLOCK: Clock = Clock {
+    rate: 48_000,
+    min_step: 960,
+};
+
+/// Video: 90 kHz (RFC 7741 §4.1, RFC 6184 §5.1), one frame at 30 fps at least.
+#[cfg_attr(not(test), allow(dead_code))]
+pub(crate) const VIDEO_CLOCK: Clock = Clock {
+    rate: 90_000,
+    min_step: 3_000,
+};
+
+#[cfg(test)]
+const MIN_TS_STEP: u32 = OPUS_CLOCK.min_step;
 
 /// Where one packet goes out on the slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,9 +49,12 @@ pub(crate) struct Rewritten {
     pub switched: bool,
 }
 
+/// One slot's rewriting; `K` names a source (a speaker; for video, a publisher's
+/// layer).
 #[derive(Debug, Clone)]
-pub(crate) struct SlotRewriter {
-    speaker: Option<ParticipantId>,
+pub(crate) struct SlotRewriter<K = ParticipantId> {
+    clock: Clock,
+    speaker: Option<K>,
     seq_offset: i64,
     ts_offset: u32,
     /// Next extended sequence number to continue from on a switch.
@@ -43,9 +66,17 @@ pub(crate) struct SlotRewriter {
 }
 
 impl SlotRewriter {
-    /// A slot starting at `initial_seq` (RFC 3550: random) and `initial_ts`.
+    /// An audio slot starting at `initial_seq` (RFC 3550: random) and `initial_ts`.
     pub fn new(initial_seq: u16, initial_ts: u32) -> Self {
+        SlotRewriter::with_clock(initial_seq, initial_ts, OPUS_CLOCK)
+    }
+}
+
+impl<K: Copy + Eq> SlotRewriter<K> {
+    /// A slot on `clock` starting at `initial_seq` and `initial_ts`.
+    pub fn with_clock(initial_seq: u16, initial_ts: u32, clock: Clock) -> Self {
         SlotRewriter {
+            clock,
             speaker: None,
             seq_offset: 0,
             ts_offset: 0,
@@ -64,7 +95,7 @@ impl SlotRewriter {
         if elapsed > window {
             return None;
         }
-        let ticks = elapsed.as_micros() as u64 * CLOCK_RATE / 1_000_000;
+        let ticks = elapsed.as_micros() as u64 * self.clock.rate / 1_000_000;
         Some(self.last_ts.wrapping_add(ticks as u32))
     }
 
@@ -72,7 +103,7 @@ impl SlotRewriter {
     /// `None`: drop it (it is older than the switch to this speaker).
     pub fn rewrite(
         &mut self,
-        speaker: ParticipantId,
+        speaker: K,
         seq: u64,
         timestamp: u32,
         now: Instant,
@@ -85,8 +116,8 @@ impl SlotRewriter {
             let step = match self.last_at {
                 Some(at) => {
                     let elapsed = now.saturating_duration_since(at).as_micros() as u64;
-                    let ticks = elapsed.saturating_mul(CLOCK_RATE) / 1_000_000;
-                    (ticks.min(u32::MAX as u64) as u32).max(MIN_TS_STEP)
+                    let ticks = elapsed.saturating_mul(self.clock.rate) / 1_000_000;
+                    (ticks.min(u32::MAX as u64) as u32).max(self.clock.min_step)
                 }
                 None => 0,
             };
@@ -168,6 +199,26 @@ mod tests {
         let later = t + Duration::from_millis(500);
         assert_eq!(r.timestamp_at(later, window), Some(1000 + 24_000));
         assert_eq!(r.timestamp_at(t + Duration::from_secs(3), window), None);
+    }
+
+    #[test]
+    fn a_video_slot_continues_across_layer_switches() {
+        // Sources: (publisher, layer). A switch from layer 2 to layer 0 of the same
+        // publisher 40 ms later continues the sequence and advances 3,600 ticks.
+        let t = Instant::now();
+        let mut r: SlotRewriter<(u64, u8)> = SlotRewriter::with_clock(100, 0, VIDEO_CLOCK);
+        r.rewrite((1, 2), 9_000, 90_000, t).unwrap();
+        r.rewrite((1, 2), 9_001, 90_000, t).unwrap();
+        let low = r
+            .rewrite((1, 0), 500, 12_345, t + Duration::from_millis(40))
+            .unwrap();
+        assert_eq!((low.seq, low.switched), (102, true));
+        assert_eq!(low.timestamp, 3_600);
+        // A quick switch still advances one frame at 30 fps.
+        let back = r
+            .rewrite((1, 2), 9_010, 91_000, t + Duration::from_millis(40))
+            .unwrap();
+        assert_eq!(back.timestamp, 3_600 + VIDEO_CLOCK.min_step);
     }
 
     #[test]
