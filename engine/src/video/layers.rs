@@ -5,11 +5,18 @@
 //!   or the nearest below it; one layer serves all three).
 //! - [`allocate`]: a subscriber's bandwidth estimate (what is left after its audio:
 //!   voice is never dropped for video) shared among its video slots, each at most
-//!   at the layer it asks for: every slot first gets its lowest layer while the budget
-//!   lasts, in slot order, then slots move up one layer at a time, round robin.
-//! - [`LayerSwitch`]: a slot changes layer (or publisher) only on a keyframe of the
-//!   new one, and forwards the old one until then; keyframe requests to the publisher
-//!   are rate-limited.
+//!   at the layer it asks for: in slot order, each slot gets its lowest layer if it
+//!   still fits (a later, cheaper one may fit where an earlier did not), then slots
+//!   move up one layer at a time, round robin.
+//! - [`LayerSwitch`]: a slot changes source — a layer, keyed with its publisher so a
+//!   change of publisher is one too — only on a keyframe of the new one, and forwards
+//!   the old one until then; keyframe requests are rate-limited per slot, whatever
+//!   the targets (a target flipping between two layers does not flood the publisher).
+//!
+//! H.264's "keyframe" ([`super::h264::starts_keyframe`]) includes a lone SPS, as
+//! browsers send one right before each IDR; an encoder that repeats SPS before delta
+//! frames would switch a slot early (a stricter check needs the IDR in the same
+//! timestamp).
 
 use std::time::{Duration, Instant};
 
@@ -91,35 +98,44 @@ pub enum Decision {
 /// The least time between two keyframe requests for one slot's target.
 pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
 
-/// A video slot's layer: the one it forwards and the one it is to forward, switched
-/// to on the target's next keyframe.
-#[derive(Debug, Clone, Default)]
-pub struct LayerSwitch {
-    current: Option<usize>,
-    target: Option<usize>,
+/// A video slot's source: the one it forwards and the one it is to forward, switched
+/// to on the target's next keyframe. `L` names a source: a layer index in tests, a
+/// (publisher, layer) pair in a slot, so that a new publisher at the same layer index
+/// waits for its keyframe too.
+#[derive(Debug, Clone)]
+pub struct LayerSwitch<L = usize> {
+    current: Option<L>,
+    target: Option<L>,
     last_request: Option<Instant>,
 }
 
-impl LayerSwitch {
-    /// The layer being forwarded (`None` while waiting for a first keyframe).
-    pub fn current(&self) -> Option<usize> {
+impl<L> Default for LayerSwitch<L> {
+    fn default() -> Self {
+        LayerSwitch {
+            current: None,
+            target: None,
+            last_request: None,
+        }
+    }
+}
+
+impl<L: Copy + Eq> LayerSwitch<L> {
+    /// The source being forwarded (`None` while waiting for a first keyframe).
+    pub fn current(&self) -> Option<L> {
         self.current
     }
 
-    /// The layer to forward from its next keyframe on (`None`: forward nothing, at
+    /// The source to forward from its next keyframe on (`None`: forward nothing, at
     /// once).
-    pub fn set_target(&mut self, target: Option<usize>) {
+    pub fn set_target(&mut self, target: Option<L>) {
         if target.is_none() {
             self.current = None;
-        }
-        if self.target != target {
-            self.last_request = None;
         }
         self.target = target;
     }
 
     /// A packet of `layer` arrives; `keyframe`: it starts a keyframe.
-    pub fn on_packet(&mut self, layer: usize, keyframe: bool) -> Decision {
+    pub fn on_packet(&mut self, layer: L, keyframe: bool) -> Decision {
         let Some(target) = self.target else {
             return Decision::Drop;
         };
@@ -134,9 +150,9 @@ impl LayerSwitch {
         }
     }
 
-    /// The layer to ask the publisher a keyframe of now, if the slot waits for one and
-    /// the last request is at least [`KEYFRAME_REQUEST_INTERVAL`] old.
-    pub fn keyframe_request(&mut self, now: Instant) -> Option<usize> {
+    /// The source to ask a keyframe of now, if the slot waits for one and its last
+    /// request (for any target) is at least [`KEYFRAME_REQUEST_INTERVAL`] old.
+    pub fn keyframe_request(&mut self, now: Instant) -> Option<L> {
         let target = self.target?;
         if self.current == Some(target) {
             return None;
@@ -252,10 +268,38 @@ mod tests {
         assert_eq!(s.keyframe_request(t), Some(1));
         assert_eq!(s.keyframe_request(t + Duration::from_millis(100)), None);
         assert_eq!(s.keyframe_request(t + KEYFRAME_REQUEST_INTERVAL), Some(1));
-        // A new target asks at once; none once it is forwarded.
+        // A new target waits out the interval too: flipping targets floods nobody.
         s.set_target(Some(2));
-        assert_eq!(s.keyframe_request(t + KEYFRAME_REQUEST_INTERVAL), Some(2));
+        assert_eq!(s.keyframe_request(t + KEYFRAME_REQUEST_INTERVAL), None);
+        s.set_target(Some(1));
+        assert_eq!(s.keyframe_request(t + KEYFRAME_REQUEST_INTERVAL), None);
+        s.set_target(Some(2));
+        assert_eq!(
+            s.keyframe_request(t + 2 * KEYFRAME_REQUEST_INTERVAL),
+            Some(2)
+        );
+        // None once it is forwarded.
         s.on_packet(2, true);
         assert_eq!(s.keyframe_request(t + Duration::from_secs(5)), None);
+    }
+
+    #[test]
+    fn a_new_publisher_at_the_same_layer_waits_for_its_keyframe() {
+        let mut s: LayerSwitch<(u64, usize)> = LayerSwitch::default();
+        s.set_target(Some((1, 2)));
+        assert_eq!(
+            s.on_packet((1, 2), true),
+            Decision::Forward { switched: true }
+        );
+        s.set_target(Some((7, 2)));
+        assert_eq!(s.on_packet((7, 2), false), Decision::Drop);
+        assert_eq!(
+            s.on_packet((1, 2), false),
+            Decision::Forward { switched: false }
+        );
+        assert_eq!(
+            s.on_packet((7, 2), true),
+            Decision::Forward { switched: true }
+        );
     }
 }

@@ -108,6 +108,8 @@ pub struct Continuity {
     picture_id: Field,
     tl0picidx: Field,
     keyidx: Field,
+    /// A source writing 7-bit picture ids: its ids counted on in 15 bits.
+    short_ids: Option<u16>,
 }
 
 /// One rewritten field: the offset of the current source, and the newest value sent.
@@ -115,14 +117,17 @@ pub struct Continuity {
 struct Field {
     offset: u16,
     last: Option<u16>,
+    /// A new source began and this field has not been seen in it yet: the next value
+    /// continues from the newest sent.
+    rebase: bool,
 }
 
 impl Field {
-    /// The value to write for `value` of a field `bits` wide; `switched`: the first
-    /// packet of a new source, which continues from the newest value sent.
-    fn map(&mut self, value: u16, bits: u32, switched: bool) -> u16 {
+    /// The value to write for `value` of a field `bits` wide, continuing from the
+    /// newest value sent if a new source just began ([`Field::rebase`]).
+    fn map(&mut self, value: u16, bits: u32) -> u16 {
         let mask = ((1u32 << bits) - 1) as u16;
-        if switched {
+        if std::mem::take(&mut self.rebase) {
             if let Some(last) = self.last {
                 self.offset = last.wrapping_add(1).wrapping_sub(value) & mask;
             }
@@ -147,9 +152,23 @@ impl Continuity {
         let Some(d) = parse(payload) else {
             return false;
         };
+        if switched {
+            // Each field continues from the newest value sent at its first appearance
+            // in the new source (a first packet may lack some of them).
+            self.picture_id.rebase = true;
+            self.tl0picidx.rebase = true;
+            self.keyidx.rebase = true;
+            self.short_ids = None;
+        }
         if let Some(p) = d.picture_id {
-            // A 7-bit id counts in the 15-bit space, written modulo 128.
-            let out = self.picture_id.map(p.value, 15, switched);
+            let value = if p.long {
+                self.short_ids = None;
+                p.value
+            } else {
+                self.count_short_id(p.value)
+            };
+            // A 7-bit id is written modulo 128 of its 15-bit count.
+            let out = self.picture_id.map(value, 15);
             if p.long {
                 payload[p.at] = 0x80 | (out >> 8) as u8;
                 payload[p.at + 1] = out as u8;
@@ -158,13 +177,36 @@ impl Continuity {
             }
         }
         if let Some((value, at)) = d.tl0picidx {
-            payload[at] = self.tl0picidx.map(u16::from(value), 8, switched) as u8;
+            payload[at] = self.tl0picidx.map(u16::from(value), 8) as u8;
         }
         if let Some((value, at)) = d.keyidx {
-            let out = self.keyidx.map(u16::from(value), 5, switched) as u8;
+            let out = self.keyidx.map(u16::from(value), 5) as u8;
             payload[at] = (payload[at] & 0xe0) | out;
         }
         true
+    }
+
+    /// A 7-bit picture id of the current source counted on in 15 bits, so that its
+    /// wrap from 127 to 0 moves forward (a late id, within half the space, back).
+    fn count_short_id(&mut self, value: u16) -> u16 {
+        let count = match self.short_ids {
+            None => value,
+            Some(count) => {
+                let delta = value.wrapping_sub(count) & 0x7f;
+                if delta < 64 {
+                    count.wrapping_add(delta)
+                } else {
+                    count.wrapping_sub(128 - delta)
+                }
+            }
+        } & 0x7fff;
+        let newer = self
+            .short_ids
+            .is_none_or(|c| count.wrapping_sub(c) & 0x7fff < 0x4000);
+        if newer {
+            self.short_ids = Some(count);
+        }
+        count
     }
 }
 
@@ -270,6 +312,54 @@ mod tests {
         let mut p = packet(true, 500, 0, 0, 0, true);
         c.rewrite(&mut p, true);
         assert_eq!(parse(&p).unwrap().picture_id.unwrap().value, 13);
+    }
+
+    /// A descriptor with a 7-bit picture id only.
+    fn short(start: bool, picture_id: u8, key: bool) -> Vec<u8> {
+        vec![
+            0x80 | if start { 0x10 } else { 0 },
+            0x80,
+            picture_id & 0x7f,
+            if key { 0x10 } else { 0x11 },
+        ]
+    }
+
+    fn id_of(p: &[u8]) -> u16 {
+        parse(p).unwrap().picture_id.unwrap().value
+    }
+
+    #[test]
+    fn seven_bit_ids_wrap_forward_and_switches_follow_them() {
+        let mut c = Continuity::default();
+        // Source A counts 120..=127, 0..=50 (wrapping once).
+        let ids: Vec<u8> = (120..=127).chain(0..=50).collect();
+        for (i, id) in ids.iter().enumerate() {
+            let mut p = short(i == 0, *id, i == 0);
+            c.rewrite(&mut p, i == 0);
+            assert_eq!(id_of(&p), u16::from(*id), "first source kept");
+        }
+        // Source B continues from 50: 51.
+        let mut p = short(true, 9, true);
+        c.rewrite(&mut p, true);
+        assert_eq!(id_of(&p), 51);
+    }
+
+    #[test]
+    fn a_field_missing_from_the_first_packet_is_rebased_when_it_appears() {
+        let mut c = Continuity::default();
+        let mut p = packet(true, 100, 20, 0, 3, true);
+        c.rewrite(&mut p, true);
+        // B's first packet carries a picture id only (no L, T or K).
+        let mut p = vec![0x90, 0x80, 0x80 | 0x10, 0x00, 0x10];
+        c.rewrite(&mut p, true);
+        assert_eq!(id_of(&p), 101);
+        // Its TL0PICIDX first appears later: it continues from 20.
+        let mut p = packet(false, 0x1001, 200, 0, 9, false);
+        c.rewrite(&mut p, false);
+        let d = parse(&p).unwrap();
+        assert_eq!(d.tl0picidx.unwrap().0, 21);
+        assert_eq!(d.keyidx.unwrap().0, 4);
+        assert_eq!(d.picture_id.unwrap().value, 102);
     }
 
     #[test]
