@@ -2,176 +2,36 @@
 //! (`docs/control.md`; the wire types are [`chorus_protocol::control`]).
 //!
 //! The backend beside the node (or `chorusctl`) connects to the socket, which only
-//! its owner may open (mode 0600). Each request becomes an engine
-//! [`Request`](chorus_engine::Request) sent to the shard(s) that can answer it; the
-//! shards' [`Event::Reply`](chorus_engine::Event::Reply)s come back through
-//! [`ControlHub::reply`] and are gathered here. Events ([`NodeEvent`]) from every
-//! shard go to a broadcast channel that `events.subscribe` connections follow. Nothing
-//! here is on the media path.
+//! its owner may open (mode 0600). Each call is answered through the engine
+//! ([`crate::hub::ControlHub`]: a request to the shard(s) that can answer it, their
+//! replies gathered); `events.subscribe` connections follow its broadcast of
+//! [`NodeEvent`]s. Nothing here is on the media path.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use chorus_engine::{Reply, Request, RequestError, RequestId};
+use chorus_engine::{Reply, Request};
 use chorus_protocol::control::{
     Call, ErrorCode, EventsSubscribe, NodeEvent, NodeStats, Notification, ParticipantRef,
     Request as RpcRequest, Response, RoomInfo, RpcError, ShardReport, TokenCreated, EVENT_TYPES,
     MAX_LINE_BYTES,
 };
 use futures_util::{SinkExt, StreamExt};
-use parking_lot::Mutex;
 use serde_json::{json, Value};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc};
 use tokio_util::codec::{FramedRead, FramedWrite, LinesCodec, LinesCodecError};
 
-use crate::node::Shared;
+use crate::hub::{request_error, unexpected};
+use crate::state::Shared;
 use crate::token::{Claims, Grants};
 use crate::wire;
 
-/// How long a request waits for the shards' answers.
-const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
-/// Events buffered for each subscriber before it counts as lagging.
-const EVENT_BUFFER: usize = 8192;
 /// Lines queued towards one connection (answers and events).
 const OUTBOUND_QUEUE: usize = 1024;
-
-/// What the shards answered to one request.
-type Answers = Vec<Result<Reply, RequestError>>;
-
-struct Pending {
-    expected: usize,
-    answers: Answers,
-    done: Option<oneshot::Sender<Answers>>,
-}
-
-/// Where shard replies and events meet the control connections.
-pub(crate) struct ControlHub {
-    next_id: AtomicU64,
-    pending: Mutex<HashMap<u64, Pending>>,
-    events: broadcast::Sender<NodeEvent>,
-}
-
-impl Default for ControlHub {
-    fn default() -> Self {
-        ControlHub {
-            next_id: AtomicU64::new(1),
-            pending: Mutex::new(HashMap::new()),
-            events: broadcast::channel(EVENT_BUFFER).0,
-        }
-    }
-}
-
-impl ControlHub {
-    /// A shard answered (called on shard threads; never blocks).
-    pub fn reply(&self, id: RequestId, result: Result<Reply, RequestError>) {
-        let mut pending = self.pending.lock();
-        let Some(p) = pending.get_mut(&id.0) else {
-            return; // timed out already
-        };
-        p.answers.push(result);
-        if p.answers.len() >= p.expected {
-            if let Some(p) = pending.remove(&id.0) {
-                if let Some(done) = p.done {
-                    let _ = done.send(p.answers);
-                }
-            }
-        }
-    }
-
-    /// Something happened (called on shard threads; never blocks).
-    pub fn event(&self, event: NodeEvent) {
-        // No subscriber is not an error.
-        let _ = self.events.send(event);
-    }
-
-    /// Sends a request to the shard(s) that answer it and waits for every answer.
-    async fn ask(&self, shared: &Shared, request: Request) -> Result<Answers, RpcError> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
-        self.pending.lock().insert(
-            id,
-            Pending {
-                expected: usize::MAX,
-                answers: Vec::new(),
-                done: Some(tx),
-            },
-        );
-        let asked = shared.engine.request(RequestId(id), request);
-        {
-            let mut pending = self.pending.lock();
-            if asked == 0 {
-                pending.remove(&id);
-                return Err(busy());
-            }
-            // Answers may have arrived before `expected` was known.
-            if let Some(p) = pending.get_mut(&id) {
-                p.expected = asked;
-                if p.answers.len() >= asked {
-                    if let Some(p) = pending.remove(&id) {
-                        if let Some(done) = p.done {
-                            let _ = done.send(p.answers);
-                        }
-                    }
-                }
-            }
-        }
-        match tokio::time::timeout(REPLY_TIMEOUT, rx).await {
-            Ok(Ok(answers)) => Ok(answers),
-            _ => {
-                self.pending.lock().remove(&id);
-                Err(busy())
-            }
-        }
-    }
-
-    /// Asks one shard; its answer or the error it gave.
-    async fn ask_one(&self, shared: &Shared, request: Request) -> Result<Reply, RpcError> {
-        self.ask(shared, request)
-            .await?
-            .into_iter()
-            .next()
-            .ok_or_else(busy)?
-            .map_err(request_error)
-    }
-}
-
-impl ControlHub {
-    /// A room's participants, from its home shard (for `resume`).
-    pub async fn participants(
-        &self,
-        shared: &Shared,
-        room: chorus_protocol::signal::RoomId,
-    ) -> Result<Vec<chorus_protocol::control::ParticipantDetails>, RpcError> {
-        match self
-            .ask_one(shared, Request::ListParticipants(room))
-            .await?
-        {
-            Reply::Participants(p) => Ok(p.into_iter().map(wire::participant_details).collect()),
-            _ => Err(unexpected()),
-        }
-    }
-}
-
-fn busy() -> RpcError {
-    RpcError::new(
-        ErrorCode::Busy,
-        "the media engine did not answer in time; retry",
-    )
-}
-
-fn request_error(e: RequestError) -> RpcError {
-    let code = match e {
-        RequestError::RoomNotFound(_) => ErrorCode::RoomNotFound,
-        RequestError::RoomExists(_) => ErrorCode::RoomExists,
-        RequestError::ParticipantNotFound { .. } => ErrorCode::ParticipantNotFound,
-        RequestError::Invalid(_) => ErrorCode::InvalidParams,
-    };
-    RpcError::new(code, e.to_string())
-}
 
 /// Why the control socket could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -355,10 +215,6 @@ fn to_value<T: serde::Serialize>(v: T) -> Result<Value, RpcError> {
     serde_json::to_value(v).map_err(|e| RpcError::new(ErrorCode::Internal, e.to_string()))
 }
 
-fn unexpected() -> RpcError {
-    RpcError::new(ErrorCode::Internal, "unexpected answer from the engine")
-}
-
 /// Answers one call.
 async fn dispatch(shared: &Arc<Shared>, call: Call) -> Result<Value, RpcError> {
     let hub = &shared.control;
@@ -381,14 +237,16 @@ async fn dispatch(shared: &Arc<Shared>, call: Call) -> Result<Value, RpcError> {
                     "the node is draining: create the room on another node",
                 ));
             }
-            one(hub.ask_one(shared, Request::CreateRoom(c)).await?)
+            one(hub.ask_one(&shared.engine, Request::CreateRoom(c)).await?)
         }
-        Call::RoomGet(r) => one(hub.ask_one(shared, Request::GetRoom(r.room)).await?),
-        Call::RoomUpdate(u) => one(hub.ask_one(shared, Request::UpdateRoom(u)).await?),
-        Call::RoomDelete(d) => one(hub.ask_one(shared, Request::DeleteRoom(d)).await?),
+        Call::RoomGet(r) => one(hub
+            .ask_one(&shared.engine, Request::GetRoom(r.room))
+            .await?),
+        Call::RoomUpdate(u) => one(hub.ask_one(&shared.engine, Request::UpdateRoom(u)).await?),
+        Call::RoomDelete(d) => one(hub.ask_one(&shared.engine, Request::DeleteRoom(d)).await?),
         Call::RoomList => {
             let mut rooms: Vec<RoomInfo> = Vec::new();
-            for answer in hub.ask(shared, Request::ListRooms).await? {
+            for answer in hub.ask(&shared.engine, Request::ListRooms).await? {
                 match answer.map_err(request_error)? {
                     Reply::Rooms(r) => rooms.extend(r.into_iter().map(wire::room_info)),
                     _ => return Err(unexpected()),
@@ -398,27 +256,31 @@ async fn dispatch(shared: &Arc<Shared>, call: Call) -> Result<Value, RpcError> {
             to_value(rooms)
         }
         Call::ParticipantList(r) => one(hub
-            .ask_one(shared, Request::ListParticipants(r.room))
+            .ask_one(&shared.engine, Request::ListParticipants(r.room))
             .await?),
         Call::ParticipantGet(ParticipantRef {
             room,
             participant_id,
         }) => one(hub
             .ask_one(
-                shared,
+                &shared.engine,
                 Request::GetParticipant(ParticipantRef {
                     room,
                     participant_id,
                 }),
             )
             .await?),
-        Call::ParticipantKick(k) => one(hub.ask_one(shared, Request::Kick(k)).await?),
-        Call::ParticipantMute(m) => one(hub.ask_one(shared, Request::Mute(m)).await?),
-        Call::ParticipantSetPermissions(s) => {
-            one(hub.ask_one(shared, Request::SetPermissions(s)).await?)
+        Call::ParticipantKick(k) => one(hub.ask_one(&shared.engine, Request::Kick(k)).await?),
+        Call::ParticipantMute(m) => one(hub.ask_one(&shared.engine, Request::Mute(m)).await?),
+        Call::ParticipantSetPermissions(s) => one(hub
+            .ask_one(&shared.engine, Request::SetPermissions(s))
+            .await?),
+        Call::ParticipantSetWhisper(s) => {
+            one(hub.ask_one(&shared.engine, Request::SetWhisper(s)).await?)
         }
-        Call::ParticipantSetWhisper(s) => one(hub.ask_one(shared, Request::SetWhisper(s)).await?),
-        Call::RoomSetPositions(s) => one(hub.ask_one(shared, Request::SetPositions(s)).await?),
+        Call::RoomSetPositions(s) => one(hub
+            .ask_one(&shared.engine, Request::SetPositions(s))
+            .await?),
         Call::TokenCreate(t) => {
             let Some(secret) = shared.config.token_secret.as_deref() else {
                 return Err(RpcError::new(
@@ -453,7 +315,7 @@ async fn dispatch(shared: &Arc<Shared>, call: Call) -> Result<Value, RpcError> {
         }
         Call::NodeStats => {
             let mut shards: Vec<ShardReport> = Vec::new();
-            for answer in hub.ask(shared, Request::Stats).await? {
+            for answer in hub.ask(&shared.engine, Request::Stats).await? {
                 match answer.map_err(request_error)? {
                     Reply::Stats(s) => shards.push(wire::shard_report(s)),
                     _ => return Err(unexpected()),
@@ -497,7 +359,7 @@ async fn dispatch(shared: &Arc<Shared>, call: Call) -> Result<Value, RpcError> {
             let deadline = d
                 .deadline_s
                 .map_or(shared.config.drain_timeout, Duration::from_secs);
-            crate::node::start_drain(shared.clone(), deadline);
+            crate::state::start_drain(shared.clone(), deadline);
             Ok(json!({ "draining": true, "deadline_s": deadline.as_secs() }))
         }
         Call::EventsSubscribe(_) => Err(unexpected()),

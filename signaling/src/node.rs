@@ -11,74 +11,21 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use chorus_engine::tcp::TcpLimits;
-use chorus_engine::{participant_id, CommandSender, Driver, EngineError, Event, ShardConfig};
-use chorus_protocol::signal::{ParticipantId, MAX_FRAME_BYTES};
+use chorus_engine::{Driver, EngineError, Event, ShardConfig};
+use chorus_protocol::signal::MAX_FRAME_BYTES;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 
 use crate::config::NodeConfig;
-use crate::control::ControlHub;
 use crate::error::SignalingError;
+use crate::hub::ControlHub;
 use crate::metrics::JoinCounters;
 use crate::routes::Routes;
+use crate::state::Shared;
 use crate::token::TokenVerifier;
 use crate::websocket::{self, WebSocket};
 use crate::{assets, session};
 use hyper_util::rt::TokioIo;
-
-/// What every connection shares.
-pub(crate) struct Shared {
-    pub config: NodeConfig,
-    pub engine: CommandSender,
-    pub routes: Arc<Routes>,
-    /// Checks join tokens, when a secret is configured.
-    pub tokens: Option<TokenVerifier>,
-    /// Open WebSocket connections per client IP address.
-    pub connections_per_ip: parking_lot::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
-    /// Set when the node drains: no new joins, `/readyz` says not ready.
-    pub draining: AtomicBool,
-    /// Turns true when a drain has finished (every room closed).
-    pub drained: watch::Sender<bool>,
-    /// Turns true when the node stops: every session closes (1001).
-    pub stopping: watch::Receiver<bool>,
-    /// Control-plane requests in flight and the event stream.
-    pub control: Arc<ControlHub>,
-    /// Joins by result, for `/metrics`.
-    pub joins: JoinCounters,
-    /// Sessions that may be resumed.
-    pub resumes: crate::resume::Resumes,
-    /// Joins (and resumes) per client IP address: a token bucket each.
-    join_buckets: parking_lot::Mutex<
-        std::collections::HashMap<std::net::IpAddr, crate::session::RateLimiter>,
-    >,
-    pub started: Instant,
-    next_id: AtomicU64,
-}
-
-impl Shared {
-    /// Whether `ip` may join now (`--join-rate-per-ip`, bursts of twice that).
-    pub fn allow_join(&self, ip: std::net::IpAddr) -> bool {
-        let rate = self.config.join_rate_per_ip;
-        if rate == 0 {
-            return true;
-        }
-        let now = Instant::now();
-        let mut buckets = self.join_buckets.lock();
-        if buckets.len() > 10_000 {
-            // Forget addresses whose bucket has refilled: they lose nothing.
-            buckets.retain(|_, b| !b.is_full(now));
-        }
-        buckets
-            .entry(ip)
-            .or_insert_with(|| crate::session::RateLimiter::new(rate, now))
-            .allow(now)
-    }
-
-    /// A fresh id whose home shard is `home` (the shard keeping its room's roster).
-    pub fn next_participant_id(&self, home: usize) -> ParticipantId {
-        participant_id(self.next_id.fetch_add(1, Ordering::Relaxed), home)
-    }
-}
 
 /// A node that is running. Dropping it does not stop it; call [`RunningNode::stop`].
 pub struct RunningNode {
@@ -103,7 +50,7 @@ impl RunningNode {
     /// `room_closed {reason: "node_draining"}`. Call [`RunningNode::stop`] after. If a
     /// drain is under way already (`node.drain`), waits for that one.
     pub async fn drain(&self, deadline: Duration) {
-        start_drain(self.shared.clone(), deadline);
+        crate::state::start_drain(self.shared.clone(), deadline);
         self.drained().await;
     }
 
@@ -129,29 +76,6 @@ impl RunningNode {
             let _ = std::fs::remove_file(path);
         }
     }
-}
-
-/// Starts draining (once; later calls do nothing): no new joins, then, when every
-/// participant has left or at `deadline`, every room left is closed with
-/// `room_closed {reason: "node_draining"}` and [`Shared::drained`] turns true.
-pub(crate) fn start_drain(shared: Arc<Shared>, deadline: Duration) {
-    if shared.draining.swap(true, Ordering::AcqRel) {
-        return;
-    }
-    tracing::info!(?deadline, "draining");
-    shared.engine.start_draining();
-    tokio::spawn(async move {
-        let end = tokio::time::Instant::now() + deadline;
-        // The routing table is exact and current (shard snapshots lag by up to half
-        // a second).
-        while shared.routes.len() > 0 && tokio::time::Instant::now() < end {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        shared.engine.close_all_rooms("node_draining");
-        // Let the sessions send `room_closed` and their close frames.
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let _ = shared.drained.send(true);
-    });
 }
 
 /// Binds both sockets and starts serving. Must run inside a tokio runtime.

@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use chorus_engine::{ClientEvent, CloseReason, Command, Permissions};
 use chorus_protocol::signal::{
@@ -13,8 +13,9 @@ use chorus_protocol::signal::{
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 
-use crate::node::Shared;
+use crate::rate::RateLimiter;
 use crate::routes::{Outbound, CONNECTION_QUEUE};
+use crate::state::Shared;
 use crate::websocket::{Incoming, WebSocket, WsError};
 use crate::wire;
 
@@ -568,7 +569,7 @@ impl Session {
         let participants = self
             .shared
             .control
-            .participants(&self.shared, room.clone())
+            .participants(&self.shared.engine, room.clone())
             .await
             .unwrap_or_default()
             .into_iter()
@@ -595,61 +596,9 @@ impl Session {
     }
 }
 
-/// A token bucket: `rate` messages per second, bursts of `2 * rate`.
-pub(crate) struct RateLimiter {
-    rate: f64,
-    tokens: f64,
-    last: Instant,
-}
-
-impl RateLimiter {
-    pub(crate) fn new(rate: u32, now: Instant) -> Self {
-        let rate = f64::from(rate.max(1));
-        RateLimiter {
-            rate,
-            tokens: rate * 2.0,
-            last: now,
-        }
-    }
-
-    /// Whether the bucket would be full at `now` (nothing to remember).
-    pub(crate) fn is_full(&self, now: Instant) -> bool {
-        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
-        self.tokens + elapsed * self.rate >= self.rate * 2.0
-    }
-
-    pub(crate) fn allow(&mut self, now: Instant) -> bool {
-        let elapsed = now
-            .saturating_duration_since(self.last)
-            .min(Duration::from_secs(10));
-        self.last = now;
-        self.tokens = (self.tokens + elapsed.as_secs_f64() * self.rate).min(self.rate * 2.0);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
-
 /// Seconds since the Unix epoch (TURN credentials expire in wall-clock time).
 pub(crate) fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rate_limiter_allows_bursts_then_refills() {
-        let t = Instant::now();
-        let mut l = RateLimiter::new(10, t);
-        assert_eq!((0..30).filter(|_| l.allow(t)).count(), 20);
-        assert!(!l.allow(t));
-        assert!(l.allow(t + Duration::from_millis(100)));
-    }
 }
