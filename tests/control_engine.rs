@@ -341,6 +341,7 @@ fn permissions_change_what_is_forwarded_at_once() {
                 publish,
                 subscribe,
                 priority: None,
+                sources: None,
             })),
         )
         .unwrap()
@@ -351,6 +352,7 @@ fn permissions_change_what_is_forwarded_at_once() {
         publish: false,
         subscribe: true,
         priority: false,
+        sources: chorus_protocol::signal::Source::ALL.to_vec(),
     }));
     sim.run_for(Duration::from_millis(100));
     let b_from_a = sim.clients[b].from(a).count();

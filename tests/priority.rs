@@ -50,6 +50,7 @@ fn a_quiet_priority_speaker_is_heard_by_every_listener_at_once() {
             publish: true,
             subscribe: true,
             priority: true,
+            sources: chorus_engine::Sources::ALL,
         },
     );
     for &l in &listeners {
@@ -123,6 +124,7 @@ fn set_permissions_grants_and_lifts_priority() {
             publish: None,
             subscribe: None,
             priority: Some(priority),
+            sources: None,
         }));
         assert!(replies.iter().all(Result::is_ok), "{replies:?}");
     };
@@ -133,6 +135,7 @@ fn set_permissions_grants_and_lifts_priority() {
             publish: true,
             subscribe: true,
             priority: true,
+            sources: chorus_protocol::signal::Source::ALL.to_vec(),
         }));
     let mark = sim.clients[listener].received.len();
     sim.run_for(Duration::from_millis(500));

@@ -207,6 +207,7 @@ fn priority_speakers_and_whispers_ignore_distance() {
         "field",
         Permissions {
             priority: true,
+            sources: chorus_engine::Sources::ALL,
             ..Permissions::ALL
         },
     );

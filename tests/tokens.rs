@@ -32,6 +32,7 @@ fn claims(room: &str) -> Claims {
             subscribe: true,
             admin: false,
             priority: false,
+            sources: None,
         },
     }
 }

@@ -258,6 +258,10 @@ fn run(data: &[u8]) -> Reached {
                     publish: arg & 1 == 0,
                     subscribe: arg & 2 == 0,
                     priority: arg & 4 != 0,
+                    sources: crate::io::Sources {
+                        microphone: arg & 8 == 0,
+                        ..crate::io::Sources::ALL
+                    },
                 };
                 w.joined.push((pid, None));
                 let home = crate::mesh::home_of(pid, SHARDS);
@@ -396,6 +400,13 @@ fn run(data: &[u8]) -> Reached {
                         publish: Some(flag & 1 == 0),
                         subscribe: Some(flag & 2 == 0),
                         priority: (flag & 4 != 0).then_some(flag & 8 == 0),
+                        sources: (flag & 16 != 0).then(|| {
+                            if flag & 32 == 0 {
+                                vec![chorus_protocol::signal::Source::Microphone]
+                            } else {
+                                Vec::new()
+                            }
+                        }),
                     }),
                     // Positions for up to 7 participants (strangers included), in a
                     // box of 16 units, now and then far away or on the same spot.

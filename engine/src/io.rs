@@ -19,15 +19,65 @@ pub struct Permissions {
     /// A priority speaker: while speaking it takes a slot at every listener, ahead of
     /// loudest-N, and no other speaker takes its slot while it is in conversation.
     pub priority: bool,
+    /// What it may publish from, with `publish` (the grants' `sources`).
+    pub sources: Sources,
 }
 
 impl Permissions {
-    /// Publish and subscribe, no priority (`--dev` joins without a token).
+    /// Publish (from every source) and subscribe, no priority (`--dev` joins without
+    /// a token).
     pub const ALL: Permissions = Permissions {
         publish: true,
         subscribe: true,
         priority: false,
+        sources: Sources::ALL,
     };
+
+    /// Whether its microphone's audio is forwarded.
+    pub fn publishes_microphone(&self) -> bool {
+        self.publish && self.sources.microphone
+    }
+}
+
+/// The sources a participant may publish from: its microphone now; camera and screen
+/// for video (issue 12).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sources {
+    pub microphone: bool,
+    pub camera: bool,
+    pub screen: bool,
+}
+
+impl Sources {
+    /// All three: what grants without `sources` allow.
+    pub const ALL: Sources = Sources {
+        microphone: true,
+        camera: true,
+        screen: true,
+    };
+
+    /// The sources named in `list` (a token's or a control call's `sources`).
+    pub fn from_list(list: &[chorus_protocol::signal::Source]) -> Sources {
+        use chorus_protocol::signal::Source;
+        Sources {
+            microphone: list.contains(&Source::Microphone),
+            camera: list.contains(&Source::Camera),
+            screen: list.contains(&Source::Screen),
+        }
+    }
+
+    /// As a list, in the order microphone, camera, screen.
+    pub fn to_list(self) -> Vec<chorus_protocol::signal::Source> {
+        use chorus_protocol::signal::Source;
+        [
+            (self.microphone, Source::Microphone),
+            (self.camera, Source::Camera),
+            (self.screen, Source::Screen),
+        ]
+        .into_iter()
+        .filter_map(|(on, s)| on.then_some(s))
+        .collect()
+    }
 }
 
 /// An instruction about one participant, from its signaling connection.

@@ -102,7 +102,7 @@ pub use error::EngineError;
 pub use forwarder::SpeakerPacket;
 pub use io::{
     CloseReason, Command, Datagram, Event, Permissions, Protocol, Reply, Request, RequestError,
-    RequestId, Transmit,
+    RequestId, Sources, Transmit,
 };
 pub use mesh::{home_of, participant_id, room_home, ShardMessage};
 pub use participant::Participant;

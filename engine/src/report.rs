@@ -100,6 +100,8 @@ pub struct MemberDetails {
     pub priority: bool,
     /// While it whispers: to whom.
     pub whisper_to: Option<Vec<ParticipantId>>,
+    /// What it may publish from, with `publish`.
+    pub sources: Vec<chorus_protocol::signal::Source>,
     pub csrc: u32,
     /// The shard holding its media.
     pub shard: usize,

@@ -39,6 +39,7 @@ impl Member {
             publish: self.permissions.publish,
             subscribe: self.permissions.subscribe,
             priority: self.permissions.priority,
+            sources: self.permissions.sources.to_list(),
             whisper_to: self.whisper_to.clone(),
             csrc: self.info.csrc,
             shard: self.shard,

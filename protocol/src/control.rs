@@ -820,6 +820,10 @@ pub struct ParticipantMute {
     pub muted: bool,
 }
 
+fn all_sources() -> Vec<crate::signal::Source> {
+    crate::signal::Source::ALL.to_vec()
+}
+
 /// `participant.set_permissions`: absent ones stay as they are.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -833,6 +837,9 @@ pub struct ParticipantSetPermissions {
     /// A priority speaker ([`ParticipantDetails::priority`]).
     #[serde(default)]
     pub priority: Option<bool>,
+    /// What it may publish from ([`ParticipantDetails::sources`]).
+    #[serde(default)]
+    pub sources: Option<Vec<crate::signal::Source>>,
 }
 
 /// `participant.set_whisper`: the participant's audio goes only to `to` (other members
@@ -865,6 +872,9 @@ pub struct TokenCreate {
     /// Grant `priority` (default false).
     #[serde(default)]
     pub priority: Option<bool>,
+    /// Grant `sources` (default: absent, all three).
+    #[serde(default)]
+    pub sources: Option<Vec<crate::signal::Source>>,
 }
 
 /// `events.subscribe`: all events, or only these `types`, or only this `room`'s.
@@ -936,6 +946,9 @@ pub struct ParticipantDetails {
     /// Whom its audio goes to while it whispers; `None`: everyone.
     #[serde(default)]
     pub whisper_to: Option<Vec<ParticipantId>>,
+    /// What it may publish from, with `publish` (`microphone`, `camera`, `screen`).
+    #[serde(default = "all_sources")]
+    pub sources: Vec<crate::signal::Source>,
     pub csrc: u32,
     /// The shard holding its media.
     pub shard: usize,

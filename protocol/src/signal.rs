@@ -252,6 +252,29 @@ impl ClientMessage {
     }
 }
 
+/// What a participant publishes from: the `sources` of a token's grants and of
+/// `participant.set_permissions` (`"microphone"`, `"camera"`, `"screen"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    Microphone,
+    Camera,
+    Screen,
+}
+
+impl Source {
+    pub const ALL: [Source; 3] = [Source::Microphone, Source::Camera, Source::Screen];
+
+    /// Its name on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Microphone => "microphone",
+            Source::Camera => "camera",
+            Source::Screen => "screen",
+        }
+    }
+}
+
 /// What everyone in a room sees of one participant.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ParticipantInfo {
@@ -407,7 +430,15 @@ pub enum ServerMessage {
         subscribe: bool,
         #[serde(default)]
         priority: bool,
+        /// What it may publish from (with `publish`): all three unless the grants
+        /// name fewer.
+        #[serde(default = "all_sources")]
+        sources: Vec<Source>,
     },
+}
+
+fn all_sources() -> Vec<Source> {
+    Source::ALL.to_vec()
 }
 
 impl ServerMessage {

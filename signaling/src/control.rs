@@ -302,6 +302,7 @@ async fn dispatch(shared: &Arc<Shared>, call: Call) -> Result<Value, RpcError> {
                     subscribe: t.subscribe.unwrap_or(true),
                     admin: t.admin.unwrap_or(false),
                     priority: t.priority.unwrap_or(false),
+                    sources: t.sources.clone(),
                 },
             };
             let token = crate::token::mint(secret.as_bytes(), &claims)

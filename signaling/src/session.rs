@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use chorus_engine::{ClientEvent, CloseReason, Command, Permissions};
+use chorus_engine::{ClientEvent, CloseReason, Command, Permissions, Sources};
 use chorus_protocol::signal::{
     ClientMessage, DecodeError, DisplayName, ErrorCode, ParticipantId, RoomId, ServerMessage,
 };
@@ -469,6 +469,11 @@ impl Session {
                     publish: claims.grants.publish,
                     subscribe: claims.grants.subscribe,
                     priority: claims.grants.priority,
+                    sources: claims
+                        .grants
+                        .sources
+                        .as_deref()
+                        .map_or(Sources::ALL, Sources::from_list),
                 };
                 Ok((name, Some(claims.sub), permissions))
             }

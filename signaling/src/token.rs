@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 const LEEWAY_S: u64 = 5;
 
 /// What a participant may do.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Grants {
     #[serde(default)]
     pub publish: bool,
@@ -25,6 +25,10 @@ pub struct Grants {
     /// A priority speaker (heard at every listener while speaking, ahead of loudest-N).
     #[serde(default)]
     pub priority: bool,
+    /// What it may publish from, with `publish`: `"microphone"`, `"camera"`,
+    /// `"screen"` (absent: all three).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sources: Option<Vec<chorus_protocol::signal::Source>>,
 }
 
 /// The claims of a join token.
@@ -112,6 +116,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn grants_sources_are_optional() {
+        let g: Grants = serde_json::from_str(r#"{"publish":true,"subscribe":true}"#).unwrap();
+        assert_eq!(g.sources, None);
+        let g: Grants =
+            serde_json::from_str(r#"{"publish":true,"sources":["microphone","screen"]}"#).unwrap();
+        assert_eq!(
+            g.sources,
+            Some(vec![
+                chorus_protocol::signal::Source::Microphone,
+                chorus_protocol::signal::Source::Screen
+            ])
+        );
+        assert!(serde_json::from_str::<Grants>(r#"{"sources":["mic"]}"#).is_err());
+    }
+
+    #[test]
     fn minted_tokens_verify() {
         let room = RoomId::new("g1").unwrap();
         let claims = Claims {
@@ -125,6 +145,7 @@ mod tests {
                 subscribe: false,
                 admin: false,
                 priority: true,
+                sources: None,
             },
         };
         let token = mint(b"secret-secret-secret-secret-0123", &claims).unwrap();

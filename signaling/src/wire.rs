@@ -41,6 +41,7 @@ pub fn server_message(event: ClientEvent) -> ServerMessage {
             publish: p.publish,
             subscribe: p.subscribe,
             priority: p.priority,
+            sources: p.sources.to_list(),
         },
     }
 }
@@ -205,6 +206,7 @@ pub fn participant_details(m: MemberDetails) -> ParticipantDetails {
         subscribe: m.subscribe,
         priority: m.priority,
         whisper_to: m.whisper_to,
+        sources: m.sources,
         csrc: m.csrc,
         shard: m.shard,
     }
@@ -295,10 +297,15 @@ mod tests {
             publish: false,
             subscribe: true,
             priority: false,
+            sources: chorus_engine::Sources {
+                microphone: false,
+                ..chorus_engine::Sources::ALL
+            },
         }));
         assert_eq!(
             permissions,
-            json!({"type": "permissions", "publish": false, "subscribe": true, "priority": false})
+            json!({"type": "permissions", "publish": false, "subscribe": true, "priority": false,
+                   "sources": ["camera", "screen"]})
         );
         let speakers = wire(ClientEvent::Speakers(vec![Speaker {
             id: ParticipantId(0x1f),

@@ -82,7 +82,7 @@ impl Shard {
                     return;
                 };
                 p.permissions = permissions;
-                if !permissions.publish {
+                if !permissions.publishes_microphone() {
                     if let Some(v) = self.views.get_mut(&p.room) {
                         v.silence(participant);
                     }
@@ -303,7 +303,7 @@ impl Shard {
             self.stats.dropped_muted += 1;
             return;
         }
-        if !p.permissions.publish {
+        if !p.permissions.publishes_microphone() {
             self.stats.dropped_not_permitted += 1;
             return;
         }

@@ -14,7 +14,7 @@ use chorus_protocol::signal::{ParticipantId, RoomId};
 use super::Shard;
 use crate::client_event::ClientEvent;
 use crate::io::{
-    CloseReason, Command, Event, Permissions, Reply, Request, RequestError, RequestId,
+    CloseReason, Command, Event, Permissions, Reply, Request, RequestError, RequestId, Sources,
 };
 use crate::mesh::{room_home, ShardMessage};
 use crate::report::{MemberDetails, ShardCounters};
@@ -228,6 +228,10 @@ impl Shard {
             publish: s.publish.unwrap_or(before.publish),
             subscribe: s.subscribe.unwrap_or(before.subscribe),
             priority: s.priority.unwrap_or(before.priority),
+            sources: match &s.sources {
+                Some(list) => Sources::from_list(list),
+                None => Sources::from_list(&before.sources),
+            },
         };
         let participant = s.participant_id;
         self.update(

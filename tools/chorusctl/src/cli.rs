@@ -12,7 +12,7 @@ use chorus_protocol::control::{
     RoomSetPositions, RoomUpdate, SpamAction, SpamGuard, TokenCreate, TokenCreated, EVENT_TYPES,
     MAX_IDENTITY_BYTES, MAX_ROOM_AUDIO_SLOTS, MAX_ROOM_CAPACITY, MAX_TTL_S,
 };
-use chorus_protocol::signal::{DisplayName, ParticipantId, RoomId};
+use chorus_protocol::signal::{DisplayName, ParticipantId, RoomId, Source};
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{ArgGroup, Args, Parser, Subcommand};
 use serde::de::DeserializeOwned;
@@ -312,7 +312,7 @@ pub enum ParticipantCommand {
     /// Allow or forbid publishing and subscribing, make it a priority speaker or not;
     /// those not given stay as they are
     #[command(group(ArgGroup::new("grants").required(true).multiple(true)
-        .args(["publish", "subscribe", "priority"])))]
+        .args(["publish", "subscribe", "priority", "sources"])))]
     Permissions {
         #[command(flatten)]
         target: Target,
@@ -325,6 +325,10 @@ pub enum ParticipantCommand {
         /// Is it a priority speaker (heard by everyone while speaking)
         #[arg(long, value_name = "true|false")]
         priority: Option<bool>,
+        /// What it may publish from: microphone, camera, screen (comma-separated;
+        /// `none` for none)
+        #[arg(long, value_name = "LIST", value_parser = sources)]
+        sources: Option<Sources>,
     },
 }
 
@@ -366,7 +370,39 @@ pub enum TokenCommand {
         /// Grant priority: heard by everyone while speaking, ahead of loudest-N
         #[arg(long)]
         priority: bool,
+        /// What it may publish from: microphone, camera, screen (comma-separated;
+        /// `none` for none) [default: all three]
+        #[arg(long, value_name = "LIST", value_parser = sources)]
+        sources: Option<Sources>,
     },
+}
+
+/// A `--sources` list (its own type: clap reads a `Vec` as a repeated flag).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sources(pub Vec<Source>);
+
+/// `microphone,camera` or `none`: each source once, in the order given.
+fn sources(s: &str) -> Result<Sources, String> {
+    if s == "none" {
+        return Ok(Sources(Vec::new()));
+    }
+    let mut list = Vec::new();
+    for name in s.split(',').map(str::trim) {
+        let source = match name {
+            "microphone" => Source::Microphone,
+            "camera" => Source::Camera,
+            "screen" => Source::Screen,
+            other => {
+                return Err(format!(
+                    "{other:?}: expected microphone, camera, screen (comma-separated) or none"
+                ))
+            }
+        };
+        if !list.contains(&source) {
+            list.push(source);
+        }
+    }
+    Ok(Sources(list))
 }
 
 #[derive(Debug, Subcommand)]
@@ -527,6 +563,7 @@ impl Command {
                     publish,
                     subscribe,
                     priority,
+                    sources,
                 } => (
                     "participant.set_permissions",
                     params(&ParticipantSetPermissions {
@@ -535,6 +572,7 @@ impl Command {
                         publish: *publish,
                         subscribe: *subscribe,
                         priority: *priority,
+                        sources: sources.as_ref().map(|s| s.0.clone()),
                     }),
                 ),
             },
@@ -547,6 +585,7 @@ impl Command {
                 subscribe,
                 admin,
                 priority,
+                sources,
             }) => (
                 "token.create",
                 params(&TokenCreate {
@@ -558,6 +597,7 @@ impl Command {
                     subscribe: *subscribe,
                     admin: admin.then_some(true),
                     priority: priority.then_some(true),
+                    sources: sources.as_ref().map(|s| s.0.clone()),
                 }),
             ),
             Command::Events { types, room } => (
@@ -824,6 +864,33 @@ mod tests {
         }
         methods.dedup();
         assert_eq!(methods, METHODS);
+    }
+
+    #[test]
+    fn sources_lists() {
+        let (_, p) = sent(&[
+            "participant",
+            "permissions",
+            "g1",
+            "p1f",
+            "--sources",
+            "camera,screen",
+        ]);
+        assert_eq!(p["sources"], json!(["camera", "screen"]));
+        let (_, p) = sent(&["token", "create", "g1", "u", "--sources", "none"]);
+        assert_eq!(p["sources"], json!([]));
+        let (_, p) = sent(&["token", "create", "g1", "u"]);
+        assert!(p.get("sources").is_none_or(Value::is_null), "{p}");
+        let bad = Cli::try_parse_from([
+            "chorusctl",
+            "token",
+            "create",
+            "g1",
+            "u",
+            "--sources",
+            "mic",
+        ]);
+        assert!(bad.is_err(), "a clear error for an unknown source");
     }
 
     #[test]

@@ -245,6 +245,16 @@ pub fn participant(p: &ParticipantDetails) -> String {
         ("subscribe", yes_no(p.subscribe)),
         ("priority", yes_no(p.priority)),
         (
+            "sources",
+            or_dash(
+                &p.sources
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+        ),
+        (
             "whisper_to",
             p.whisper_to.as_ref().map_or_else(
                 || "-".to_owned(),
