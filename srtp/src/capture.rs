@@ -394,12 +394,17 @@ pub const DTLS_CLIENT_RETIRE_AFTER: Duration = Duration::from_secs(10);
 pub const FINAL_FLIGHT_REPLAYS: u8 = 8;
 
 /// The largest Certificate handshake message taken from a peer, in bytes. str0m polls
-/// DTLS with a 2,048-byte buffer (str0m `src/dtls.rs` ~253), and dimpl copies the peer's
-/// certificate into it with an `assert!` that it fits (dimpl `src/dtls12/client.rs`
-/// ~1403, the server's output too): a larger one would panic the shard. A WebRTC
-/// certificate is one self-signed leaf, ~300 bytes for ECDSA, ~800 for RSA-2048, ~1,300
-/// for RSA-4096; a larger Certificate is dropped and the handshake never completes.
-pub const MAX_CERTIFICATE_MESSAGE: usize = 2048;
+/// DTLS with a 2,000-byte buffer (`dtls_buf`, str0m `src/lib.rs` ~1298), and dimpl
+/// copies the peer's leaf certificate into it with an `assert!` that it fits (dimpl
+/// `src/dtls12/client.rs` ~1403, the server's output too): a larger one would panic the
+/// shard. The message holds the list's and the leaf's 3-byte lengths besides the leaf,
+/// so 1,994 bytes keep every leaf within 2,000. A WebRTC certificate is one self-signed
+/// leaf, ~300 bytes for ECDSA, ~800 for RSA-2048, ~1,300 for RSA-4096; a larger
+/// Certificate is dropped and the handshake never completes.
+pub const MAX_CERTIFICATE_MESSAGE: usize = STR0M_DTLS_BUFFER - 6;
+
+/// The size of the buffer str0m 0.25 polls DTLS output into (`dtls_buf`).
+pub const STR0M_DTLS_BUFFER: usize = 2000;
 
 /// The largest final flight a server session keeps a copy of, in bytes (DTLS 1.2's is
 /// ~100: a ChangeCipherSpec record and an encrypted Finished).

@@ -56,25 +56,28 @@ impl Write for Wire {
 
 /// A self-signed RSA certificate of `bits`, as webrtcbin makes (RSA-2048, SHA-256).
 fn rsa_certificate(bits: u32) -> (X509, PKey<Private>) {
-    self_signed(PKey::from_rsa(Rsa::generate(bits).unwrap()).unwrap(), 0)
+    self_signed_padded(PKey::from_rsa(Rsa::generate(bits).unwrap()).unwrap(), 0)
 }
 
 /// A self-signed ECDSA P-256 certificate, as browsers make.
 fn ecdsa_certificate() -> (X509, PKey<Private>) {
     let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
-    self_signed(
+    self_signed_padded(
         PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap(),
         0,
     )
 }
 
-/// A self-signed certificate for `key`, padded with `padding` organizational units of
-/// 60 bytes each.
-fn self_signed(key: PKey<Private>, padding: usize) -> (X509, PKey<Private>) {
+/// A self-signed certificate for `key`, its name padded with `padding` characters of
+/// organizational units (60 characters each at most).
+fn self_signed_padded(key: PKey<Private>, padding: usize) -> (X509, PKey<Private>) {
     let mut name = X509NameBuilder::new().unwrap();
     name.append_entry_by_text("CN", "webrtcbin").unwrap();
-    for _ in 0..padding {
-        name.append_entry_by_text("OU", &"x".repeat(60)).unwrap();
+    let mut left = padding;
+    while left > 0 {
+        let n = left.min(60);
+        name.append_entry_by_text("OU", &"x".repeat(n)).unwrap();
+        left -= n;
     }
     let name = name.build();
     let mut cert = X509::builder().unwrap();
@@ -133,7 +136,8 @@ fn handshake(
         Ok(_) => return Err("connected without a server".into()),
         Err(e) => return Err(format!("client: {e}")),
     };
-    let mut buf = vec![0u8; 2048];
+    // What str0m polls DTLS with.
+    let mut buf = vec![0u8; chorus_srtp::capture::STR0M_DTLS_BUFFER];
     for _ in 0..50 {
         for datagram in std::mem::take(&mut mid.get_mut().outgoing) {
             server
@@ -243,16 +247,46 @@ fn an_ecdsa_client_certificate_still_works() {
 
 #[test]
 fn an_oversized_certificate_is_refused_without_harm() {
-    // Over str0m's 2,048-byte DTLS buffer: dimpl would panic copying it out
+    // Over str0m's 2,000-byte DTLS buffer, by a little (2,001 to 2,042 bytes: a
+    // Certificate message under 2,048) and by a lot: dimpl would panic copying it out
     // (`capture::MAX_CERTIFICATE_MESSAGE`); the node drops it instead.
     let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
-    let key = PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap();
-    let (cert, key) = self_signed(key, 40);
-    assert!(cert.to_der().unwrap().len() > 2048);
-    let ssl = client(&cert, &key, "SRTP_AEAD_AES_128_GCM");
-    let (mut server, capture) = server();
-    let mut seen = ServerSide::default();
-    assert!(handshake(ssl, &mut server, &mut seen).is_err());
-    assert!(!seen.connected && seen.peer_cert.is_none());
-    assert!(capture.take().is_none());
+    for target in [2_010, 2_500] {
+        let key = PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap();
+        let (cert, key) = certificate_of_about(key, target);
+        let len = cert.to_der().unwrap().len();
+        assert!(len >= target && len <= target + 40, "{len}");
+        let ssl = client(&cert, &key, "SRTP_AEAD_AES_128_GCM");
+        let (mut server, capture) = server();
+        let mut seen = ServerSide::default();
+        assert!(
+            handshake(ssl, &mut server, &mut seen).is_err(),
+            "{len} bytes"
+        );
+        assert!(!seen.connected && seen.peer_cert.is_none());
+        assert!(capture.take().is_none());
+    }
+}
+
+/// A self-signed certificate for `key` whose DER is at least `target` bytes and at most
+/// a few dozen more (its name padded as little as that takes).
+fn certificate_of_about(key: PKey<Private>, target: usize) -> (X509, PKey<Private>) {
+    let len = |padding| {
+        self_signed_padded(key.clone(), padding)
+            .0
+            .to_der()
+            .unwrap()
+            .len()
+    };
+    // The length grows with the padding: the least padding that reaches `target`.
+    let (mut low, mut high) = (0, 4 * target);
+    while low < high {
+        let mid = (low + high) / 2;
+        if len(mid) >= target {
+            high = mid;
+        } else {
+            low = mid + 1;
+        }
+    }
+    self_signed_padded(key.clone(), low)
 }
