@@ -73,6 +73,89 @@ fn garbage_sdp_is_a_bad_request_and_harms_no_one() {
     assert_still_talking(&mut sim, a, b);
 }
 
+/// Offers built to trip str0m (found by an audit): a payload type mapped twice off
+/// the m= line (str0m 0.25 asserts `Pt locked multiple times`), one mapped twice on
+/// it, RTX repairing itself, the node asked to be the DTLS client. Each is refused or
+/// defused; the shard, and everyone on it, carry on.
+#[test]
+fn offers_that_trip_str0m_are_refused_or_defused() {
+    let mut sim = Sim::new();
+    let (a, b) = talking_pair(&mut sim);
+    let c = sim.join("c", "r");
+    let id = sim.clients[c].id;
+    let head = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n";
+    let transport =
+        "c=IN IP4 0.0.0.0\r\na=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\n\
+                     a=fingerprint:sha-256 AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:\
+                     AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99\r\n\
+                     a=setup:actpass\r\na=rtcp-mux\r\n";
+    let offers = [
+        // Off the m= line, twice (listener: str0m sees this section, made inactive).
+        format!(
+            "{head}m=audio 9 UDP/TLS/RTP/SAVPF 0\r\n{transport}a=mid:0\r\na=recvonly\r\n\
+             a=rtpmap:0 PCMU/8000\r\na=rtpmap:111 opus/48000/2\r\na=rtpmap:111 rtx/48000\r\n\
+             a=fmtp:111 apt=111\r\n"
+        ),
+        // A closed section first (not in the bundle), the same trick in it: what the
+        // audit sent.
+        format!(
+            "{head}a=group:BUNDLE 1\r\nm=audio 0 UDP/TLS/RTP/SAVPF 0\r\nc=IN IP4 0.0.0.0\r\n\
+             a=mid:0\r\na=recvonly\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:111 opus/48000/2\r\n\
+             a=rtpmap:111 rtx/48000\r\na=fmtp:111 apt=111\r\n\
+             m=audio 9 UDP/TLS/RTP/SAVPF 111\r\n{transport}a=mid:1\r\na=sendrecv\r\n\
+             a=rtpmap:111 opus/48000/2\r\n"
+        ),
+        // A closed section first, the same trick in it.
+        format!(
+            "{head}m=audio 0 UDP/TLS/RTP/SAVPF 0\r\n{transport}a=mid:x\r\na=rtpmap:0 PCMU/8000\r\n\
+             a=rtpmap:111 opus/48000/2\r\na=rtpmap:111 rtx/48000\r\na=fmtp:111 apt=111\r\n\
+             m=audio 9 UDP/TLS/RTP/SAVPF 111\r\n{transport}a=mid:m\r\na=sendonly\r\n\
+             a=rtpmap:111 opus/48000/2\r\n"
+        ),
+        // On the m= line, twice.
+        format!(
+            "{head}m=audio 9 UDP/TLS/RTP/SAVPF 111\r\n{transport}a=mid:m\r\na=sendonly\r\n\
+             a=rtpmap:111 opus/48000/2\r\na=rtpmap:111 rtx/48000\r\n"
+        ),
+        // RTX repairing itself.
+        format!(
+            "{head}m=audio 9 UDP/TLS/RTP/SAVPF 111 112\r\n{transport}a=mid:m\r\na=sendonly\r\n\
+             a=rtpmap:111 opus/48000/2\r\na=rtpmap:112 rtx/48000\r\na=fmtp:112 apt=112\r\n"
+        ),
+        // The node as DTLS client.
+        format!(
+            "{head}m=audio 9 UDP/TLS/RTP/SAVPF 111\r\n{}a=mid:m\r\na=sendonly\r\n\
+             a=rtpmap:111 opus/48000/2\r\n",
+            transport.replace("actpass", "passive")
+        ),
+    ];
+    for sdp in &offers {
+        sim.command(Command::Offer {
+            participant: id,
+            sdp: sdp.clone(),
+        });
+    }
+    let errs = errors(&sim, c);
+    assert!(
+        errs.iter()
+            .any(|(_, m)| m.contains("mapped more than once")),
+        "{errs:?}"
+    );
+    assert!(
+        errs.iter().any(|(_, m)| m.contains("repairs itself")),
+        "{errs:?}"
+    );
+    assert!(
+        errs.iter().any(|(_, m)| m.contains("DTLS client")),
+        "{errs:?}"
+    );
+    // Nobody else noticed, and the shard takes new participants (c's own session took
+    // the defused offers, with their made-up ICE and DTLS credentials: it is c's).
+    assert_still_talking(&mut sim, a, b);
+    let d = sim.connect("d", "r");
+    assert!(sim.clients[d].connected);
+}
+
 #[test]
 fn extra_slots_are_inactive_and_video_is_rejected() {
     let mut sim = Sim::with_config(|c| c.audio_slots = 2);

@@ -87,6 +87,12 @@ pub enum OfferError {
     BadMid(usize),
     #[error("m-section {0}: malformed m= line")]
     BadMediaLine(usize),
+    #[error("m-section {0}: payload type {1} is mapped more than once")]
+    DuplicatePayloadType(usize, String),
+    #[error("m-section {0}: payload type {1} repairs itself (apt={1})")]
+    SelfRepair(usize, String),
+    #[error("offer asks the node to be the DTLS client (a=setup:passive); offer a=setup:actpass or active")]
+    PassiveSetup,
 }
 
 /// Why str0m's answer could not be completed.
@@ -124,6 +130,21 @@ impl Section<'_> {
     /// Whether the client wants this section: a port other than 0, or bundle-only.
     fn open(&self) -> bool {
         self.port != "0" || self.bundle_only
+    }
+
+    /// Whether `line` is no payload-type attribute (`a=rtpmap`, `a=fmtp`,
+    /// `a=rtcp-fb`) or one of a payload type the m= line lists (`a=rtcp-fb:*` too).
+    fn lists_payload_type_of(&self, line: &str) -> bool {
+        let value = ["a=rtpmap:", "a=fmtp:", "a=rtcp-fb:"]
+            .iter()
+            .find_map(|p| line.strip_prefix(p));
+        match value {
+            None => true,
+            Some(v) => {
+                let pt = v.split(' ').next().unwrap_or_default();
+                pt == "*" || self.formats.contains(&pt)
+            }
+        }
     }
 }
 
@@ -269,14 +290,11 @@ pub(crate) fn prepare_offer(sdp: &str, audio_slots: usize) -> Result<PreparedOff
                     }
                 }
             }
-            // A data channel, or an audio section the client closed (port 0).
-            ("audio" | "application", _) => {
-                for_str0m.push((n, None, false));
-                answerers.push(Answerer::Str0m {
-                    mid: mid.to_owned(),
-                });
-            }
-            // Video (and anything else) is rejected for now: RFC 3264 §6, port 0.
+            // An audio section the client closed (port 0), a data channel (v1 has
+            // no use for one: refused rather than leave str0m's SCTP to clients), video
+            // (not yet) and anything else: rejected, RFC 3264 §6, port 0, and out of
+            // the bundle str0m sees (str0m would take a port-0 section it finds in
+            // the BUNDLE group for open).
             _ => {
                 for_str0m.push((n, Some("a=inactive"), true));
                 answerers.push(Answerer::Str0m {
@@ -287,7 +305,7 @@ pub(crate) fn prepare_offer(sdp: &str, audio_slots: usize) -> Result<PreparedOff
     }
     // A listener without a microphone: str0m still needs a section to answer ICE and
     // DTLS in. It gets the first one Chorus answers, made inactive.
-    if for_str0m.is_empty() {
+    if for_str0m.iter().all(|(_, _, reject)| *reject) {
         if let Some(n) = answerers
             .iter()
             .position(|a| !matches!(a, Answerer::Str0m { .. }))
@@ -300,8 +318,14 @@ pub(crate) fn prepare_offer(sdp: &str, audio_slots: usize) -> Result<PreparedOff
     // it sees) and its sections.
     let str0m_mids: Vec<&str> = for_str0m
         .iter()
+        .filter(|(_, _, reject)| !reject)
         .filter_map(|(n, _, _)| sections[*n].mid)
         .collect();
+    for (n, _, reject) in &for_str0m {
+        if !reject {
+            check_for_str0m(&sections[*n], &lines, *n)?;
+        }
+    }
     let mut out = String::with_capacity(sdp.len());
     for line in session {
         match line.strip_prefix("a=group:BUNDLE") {
@@ -321,6 +345,12 @@ pub(crate) fn prepare_offer(sdp: &str, audio_slots: usize) -> Result<PreparedOff
         let s = &sections[*n];
         for (i, line) in lines[s.start..s.end].iter().enumerate() {
             let i = s.start + i;
+            // Attributes of payload types the m= line does not list: str0m 0.25 takes
+            // them in anyway, and one mapped twice (Opus and RTX on one number) trips
+            // an assertion in it (`Pt locked multiple times`).
+            if i != s.start && !s.lists_payload_type_of(line) {
+                continue;
+            }
             if i == s.start {
                 if *reject {
                     let formats = s.formats.join(" ");
@@ -351,6 +381,37 @@ pub(crate) fn prepare_offer(sdp: &str, audio_slots: usize) -> Result<PreparedOff
         ext,
         sections: answerers,
     })
+}
+
+/// What str0m must not be given in a section it negotiates: a payload type mapped
+/// twice, an RTX payload type repairing itself, or `a=setup:passive` (the node is the
+/// DTLS server; as client it would open dimpl's client-side parsers to the peer).
+fn check_for_str0m(s: &Section<'_>, lines: &[&str], n: usize) -> Result<(), OfferError> {
+    let mut mapped: Vec<&str> = Vec::new();
+    for v in s.attributes(lines, "rtpmap") {
+        let pt = v.split(' ').next().unwrap_or_default();
+        if !s.formats.contains(&pt) {
+            continue;
+        }
+        if mapped.contains(&pt) {
+            return Err(OfferError::DuplicatePayloadType(n, pt.to_owned()));
+        }
+        mapped.push(pt);
+    }
+    for v in s.attributes(lines, "fmtp") {
+        let (pt, params) = v.split_once(' ').unwrap_or((v, ""));
+        let repairs_itself = params
+            .split(';')
+            .filter_map(|p| p.trim().strip_prefix("apt="))
+            .any(|apt| apt == pt);
+        if repairs_itself && s.formats.contains(&pt) {
+            return Err(OfferError::SelfRepair(n, pt.to_owned()));
+        }
+    }
+    if s.attributes(lines, "setup").any(|v| v.trim() == "passive") {
+        return Err(OfferError::PassiveSetup);
+    }
+    Ok(())
 }
 
 fn read_sections<'a>(lines: &[&'a str]) -> Result<Vec<Section<'a>>, OfferError> {
@@ -646,6 +707,55 @@ mod tests {
                 rtpmap: Some("opus/48000/2".into()),
             }
         );
+    }
+
+    #[test]
+    fn what_str0m_must_not_see_is_refused_or_left_out() {
+        // A data channel and a closed audio section: rejected, out of str0m's bundle.
+        let mut sdp = offer(&[
+            ("audio", "m", Some("sendonly")),
+            ("audio", "1", Some("recvonly")),
+            ("audio", "x", Some("recvonly")),
+        ]);
+        sdp = sdp.replace("t=0 0\r\n", "t=0 0\r\na=group:BUNDLE m 1 x d\r\n");
+        sdp = sdp.replace(
+            "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:x\r\n",
+            "m=audio 0 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:x\r\n",
+        );
+        sdp += "m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=mid:d\r\n";
+        // Attributes of a payload type off the m= line.
+        sdp = sdp.replacen(
+            "a=rtpmap:111 opus/48000/2\r\n",
+            "a=rtpmap:111 opus/48000/2\r\na=rtpmap:96 rtx/48000\r\na=fmtp:96 apt=111\r\n",
+            1,
+        );
+        let p = prepare_offer(&sdp, 8).unwrap();
+        assert!(p.sdp.contains("a=group:BUNDLE m\r\n"), "{}", p.sdp);
+        assert!(p.sdp.contains("m=application 0 "), "{}", p.sdp);
+        assert!(p.sdp.contains("m=audio 0 "), "{}", p.sdp);
+        assert!(!p.sdp.contains(":96 "), "{}", p.sdp);
+        // Mapped twice; RTX repairing itself; the node as DTLS client.
+        let mic = offer(&[("audio", "m", Some("sendonly"))]);
+        let twice = mic.replace(
+            "a=rtpmap:111 opus/48000/2\r\n",
+            "a=rtpmap:111 opus/48000/2\r\na=rtpmap:111 rtx/48000\r\n",
+        );
+        assert_eq!(
+            prepare_offer(&twice, 8),
+            Err(OfferError::DuplicatePayloadType(0, "111".into()))
+        );
+        let selfish = mic.replace("SAVPF 111", "SAVPF 111 97").replace(
+            "a=rtpmap:111 opus/48000/2\r\n",
+            "a=rtpmap:111 opus/48000/2\r\na=rtpmap:97 rtx/48000\r\na=fmtp:97 apt=97\r\n",
+        );
+        assert_eq!(
+            prepare_offer(&selfish, 8),
+            Err(OfferError::SelfRepair(0, "97".into()))
+        );
+        let passive = mic.replace("a=mid:m\r\n", "a=mid:m\r\na=setup:passive\r\n");
+        assert_eq!(prepare_offer(&passive, 8), Err(OfferError::PassiveSetup));
+        let active = mic.replace("a=mid:m\r\n", "a=mid:m\r\na=setup:active\r\n");
+        assert!(prepare_offer(&active, 8).is_ok());
     }
 
     #[test]
