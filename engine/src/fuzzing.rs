@@ -61,6 +61,75 @@ fn offer() -> &'static str {
     })
 }
 
+/// Lines an offer mutation may insert: what clients write that browsers do not, and
+/// what tripped str0m before (a payload type mapped to Opus and RTX off its m= line).
+const OFFER_LINES: &[&str] = &[
+    "a=rtpmap:111 rtx/48000",
+    "a=fmtp:111 apt=111",
+    "a=rtpmap:0 PCMU/8000",
+    "a=rtpmap:96 VP8/90000",
+    "a=rtpmap:97 rtx/90000",
+    "a=fmtp:97 apt=96",
+    "a=rtcp-fb:96 nack pli",
+    "a=setup:passive",
+    "a=setup:active",
+    "a=bundle-only",
+    "a=recvonly",
+    "a=sendrecv",
+    "a=inactive",
+    "a=mid:0",
+    "a=ssrc:1 cname:x",
+    "a=ssrc-group:FID 1 2",
+    "a=group:BUNDLE 0 1 2 3",
+    "a=extmap:1 urn:ietf:params:rtp-hdrext:sdes:mid",
+    "a=extmap:14 urn:ietf:params:rtp-hdrext:ssrc-audio-level",
+    "a=simulcast:send a;b",
+    "a=rid:a send",
+    "m=audio 0 UDP/TLS/RTP/SAVPF 0",
+    "m=audio 9 UDP/TLS/RTP/SAVPF 111 0",
+    "m=video 9 UDP/TLS/RTP/SAVPF 96 97",
+    "m=application 9 UDP/DTLS/SCTP webrtc-datachannel",
+];
+
+/// The browser-like [`offer`] with up to 8 line-level mutations: a line dropped,
+/// copied elsewhere, or one of [`OFFER_LINES`] inserted; a number in a line changed.
+fn mutated_offer(input: &mut Input<'_>) -> String {
+    let mut lines: Vec<String> = offer().lines().map(str::to_owned).collect();
+    for _ in 0..input.byte() % 9 {
+        let (op, a, b) = (input.byte() % 4, usize::from(input.byte()), input.byte());
+        if lines.is_empty() {
+            break;
+        }
+        let at = a % lines.len();
+        match op {
+            0 => {
+                lines.remove(at);
+            }
+            1 => {
+                let line = lines[at].clone();
+                lines.insert(usize::from(b) % (lines.len() + 1), line);
+            }
+            2 => lines.insert(
+                at,
+                OFFER_LINES[usize::from(b) % OFFER_LINES.len()].to_owned(),
+            ),
+            _ => {
+                // The first number in the line becomes `b`.
+                let line = &lines[at];
+                if let Some(start) = line.find(|c: char| c.is_ascii_digit()) {
+                    let end = line[start..]
+                        .find(|c: char| !c.is_ascii_digit())
+                        .map_or(line.len(), |e| start + e);
+                    lines[at] = format!("{}{b}{}", &line[..start], &line[end..]);
+                }
+            }
+        }
+    }
+    let mut sdp = lines.join("\r\n");
+    sdp.push_str("\r\n");
+    sdp
+}
+
 /// Reads the input a byte at a time; zeros once it is used up.
 struct Input<'a> {
     data: &'a [u8],
@@ -278,11 +347,13 @@ fn run(data: &[u8]) -> Reached {
             }
             3 => {
                 let Some(pid) = w.pid(arg) else { continue };
-                let sdp = if input.byte() % 4 == 0 {
-                    let len = usize::from(input.byte()) * 4;
-                    String::from_utf8_lossy(input.bytes(len)).into_owned()
-                } else {
-                    offer().to_owned()
+                let sdp = match input.byte() % 4 {
+                    0 => {
+                        let len = usize::from(input.byte()) * 4;
+                        String::from_utf8_lossy(input.bytes(len)).into_owned()
+                    }
+                    3 => mutated_offer(&mut input),
+                    _ => offer().to_owned(),
                 };
                 w.shards[shard].handle_command(
                     now,
