@@ -27,11 +27,12 @@ use crossbeam_queue::ArrayQueue;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
-/// What [`TcpLimits::per_ip`] counts by: the IPv4 address, or the IPv6 /64 (one
-/// subscriber's network: a host picks addresses within it at will, RFC 4941).
-fn limit_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
+/// What a per-address limit counts by ([`TcpLimits::per_ip`], and signaling's limits
+/// per client address): the IPv4 address (an IPv4-mapped one as IPv4), or the IPv6 /64
+/// (one subscriber's network: a host picks addresses within it at will, RFC 4941).
+pub fn limit_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        ip @ IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => {
             let s = v6.segments();
             IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
@@ -661,6 +662,11 @@ mod tests {
                 .unwrap_or(IpAddr::V4([0; 4].into()))
         );
         assert_ne!(key("192.0.2.1"), key("192.0.2.2"));
+        assert_eq!(
+            key("::ffff:192.0.2.1"),
+            key("192.0.2.1"),
+            "IPv4-mapped is IPv4"
+        );
     }
 
     fn framed(datagrams: &[&[u8]]) -> Vec<u8> {

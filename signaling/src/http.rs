@@ -93,7 +93,9 @@ pub(crate) async fn serve(
                 }
             },
         };
-        let Some(slot) = Slot::take(&counts, peer.ip(), limit) else {
+        // An IPv6 /64 counts as one address, as for ICE-TCP.
+        let key = chorus_engine::tcp::limit_key(peer.ip());
+        let Some(slot) = Slot::take(&counts, key, limit) else {
             tracing::debug!(%peer, "too many connections from this address: refused");
             continue; // dropping the stream closes it
         };

@@ -229,7 +229,8 @@ async fn signal(
             MAX_FRAME_BYTES,
             (MAX_FRAME_BYTES * 16) as u64,
         );
-        session::run(ws, shared, peer.ip()).await;
+        // Per-address limits (connections, joins) count an IPv6 /64 as one address.
+        session::run(ws, shared, chorus_engine::tcp::limit_key(peer.ip())).await;
     });
     response
 }
