@@ -251,11 +251,12 @@ fn an_oversized_certificate_is_refused_without_harm() {
     // Certificate message under 2,048) and by a lot: dimpl would panic copying it out
     // (`capture::MAX_CERTIFICATE_MESSAGE`); the node drops it instead.
     let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
-    for target in [2_010, 2_500] {
+    // (The DER length varies by a few bytes between signings: ECDSA signatures do.)
+    for (target, sizes) in [(2_012, 2_001..=2_042), (2_500, 2_043..=4_000)] {
         let key = PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap();
         let (cert, key) = certificate_of_about(key, target);
         let len = cert.to_der().unwrap().len();
-        assert!(len >= target && len <= target + 40, "{len}");
+        assert!(sizes.contains(&len), "{len} bytes, not in {sizes:?}");
         let ssl = client(&cert, &key, "SRTP_AEAD_AES_128_GCM");
         let (mut server, capture) = server();
         let mut seen = ServerSide::default();
