@@ -838,6 +838,48 @@ fn records(datagram: &[u8]) -> impl Iterator<Item = Record> + '_ {
     })
 }
 
+/// One handshake fragment (RFC 6347 §4.2.2: a 12-byte header of type, length,
+/// message_seq, fragment_offset and fragment_length, then the data) of a cleartext
+/// (epoch 0) handshake record.
+struct Fragment {
+    msg_type: u8,
+    /// The whole message's length.
+    length: usize,
+    offset: usize,
+    /// Where its 12-byte header starts in the datagram.
+    at: usize,
+    /// Where its data lies in the datagram; `None` if it runs past the record's end
+    /// (the last fragment of that record).
+    data: Option<std::ops::Range<usize>>,
+    /// The record's body.
+    record: std::ops::Range<usize>,
+}
+
+/// The handshake fragments of a datagram's epoch-0 handshake records, back to back.
+fn handshake_fragments(datagram: &[u8]) -> impl Iterator<Item = Fragment> + '_ {
+    records(datagram)
+        .filter(|r| r.content_type == 22 && r.epoch == 0)
+        .flat_map(move |r| {
+            let body = r.body;
+            let mut m = Some(body.start);
+            std::iter::from_fn(move || {
+                let at = m.filter(|at| at + 12 <= body.end)?;
+                let header = &datagram[at..at + 12];
+                let end = at + 12 + u24(&header[9..12]);
+                let data = (end <= body.end).then_some(at + 12..end);
+                m = data.as_ref().map(|d| d.end);
+                Some(Fragment {
+                    msg_type: header[0],
+                    length: u24(&header[1..4]),
+                    offset: u24(&header[6..9]),
+                    at,
+                    data,
+                    record: body.clone(),
+                })
+            })
+        })
+}
+
 /// Whether a datagram holds a complete DTLS 1.2 handshake record of epoch 1 or later:
 /// the client's (encrypted) Finished, the last record of its final flight.
 fn carries_finished(datagram: &[u8]) -> bool {
@@ -914,20 +956,7 @@ impl Patches {
 /// Whether `datagram` carries (a fragment of) a Certificate handshake message longer than
 /// [`MAX_CERTIFICATE_MESSAGE`] (every fragment's header names the whole length).
 fn oversized_certificate(datagram: &[u8]) -> bool {
-    records(datagram)
-        .filter(|r| r.content_type == 22 && r.epoch == 0)
-        .any(|record| {
-            let body = &datagram[record.body];
-            let mut m = 0;
-            while m + 12 <= body.len() {
-                let header = &body[m..m + 12];
-                if header[0] == 11 && u24(&header[1..4]) > MAX_CERTIFICATE_MESSAGE {
-                    return true;
-                }
-                m += 12 + u24(&header[9..12]);
-            }
-            false
-        })
+    handshake_fragments(datagram).any(|f| f.msg_type == 11 && f.length > MAX_CERTIFICATE_MESSAGE)
 }
 
 /// `data` copied to the front of `buf`, as much of it as fits.
@@ -994,31 +1023,16 @@ impl Restriction {
     /// extension pass unrewritten — browsers send them in order).
     fn rewrite(&mut self, datagram: &[u8]) -> Option<Vec<u8>> {
         let mut out: Option<Vec<u8>> = None;
-        for record in records(datagram) {
-            if record.content_type == 22 && record.epoch == 0 {
-                let body = record.body;
-                // RFC 6347 §4.2.2: handshake fragments of 12-byte headers in the record.
-                let mut m = body.start;
-                while body.end - m >= 12 {
-                    let header = &datagram[m..m + 12];
-                    let fragment_len = u24(&header[9..12]);
-                    let data = m + 12..m + 12 + fragment_len;
-                    if data.end > body.end {
-                        break;
-                    }
-                    if header[0] == 1 {
-                        let length = u24(&header[1..4]);
-                        let offset = u24(&header[6..9]);
-                        if let Some((skip, bytes)) =
-                            self.client_hello_fragment(length, offset, &datagram[data.clone()])
-                        {
-                            let owned = out.get_or_insert_with(|| datagram.to_vec());
-                            let start = data.start + skip;
-                            owned[start..start + bytes.len()].copy_from_slice(&bytes);
-                        }
-                    }
-                    m = data.end;
-                }
+        for f in handshake_fragments(datagram) {
+            let Some(data) = f.data.filter(|_| f.msg_type == 1) else {
+                continue;
+            };
+            if let Some((skip, bytes)) =
+                self.client_hello_fragment(f.length, f.offset, &datagram[data.clone()])
+            {
+                let owned = out.get_or_insert_with(|| datagram.to_vec());
+                let start = data.start + skip;
+                owned[start..start + bytes.len()].copy_from_slice(&bytes);
             }
         }
         out

@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::time::Instant;
 
-use chorus_srtp::capture::{dtls_session, KeyCapture};
+use chorus_srtp::capture::{dtls_session, CapturedKeys, KeyCapture};
 use chorus_srtp::SrtpProfile;
 use openssl::asn1::Asn1Time;
 use openssl::bn::BigNum;
@@ -185,15 +185,21 @@ fn an_rsa_client_certificate_is_accepted() {
     assert_eq!(seen.peer_cert, Some(cert.to_der().unwrap()));
     let profile = stream.ssl().selected_srtp_profile().expect("a profile");
     assert_eq!(profile.name(), "SRTP_AES128_CM_SHA1_80");
-    let keys = capture.take().expect("keys captured");
+    let keys = same_keys(&stream, &capture);
     assert_eq!(keys.profile, SrtpProfile::Aes128CmSha1_80);
     assert!(!keys.dtls_client);
+}
+
+/// The keys the server captured, once checked to be what the client exports too.
+fn same_keys(stream: &SslStream<Wire>, capture: &KeyCapture) -> CapturedKeys {
+    let keys = capture.take().expect("keys captured");
     let mut material = vec![0u8; keys.material.len()];
     stream
         .ssl()
         .export_keying_material(&mut material, "EXTRACTOR-dtls_srtp", None)
         .unwrap();
     assert_eq!(material, keys.material, "both sides export the same keys");
+    keys
 }
 
 #[test]
@@ -203,14 +209,10 @@ fn an_rsa_client_with_gcm_gets_gcm() {
     let (mut server, capture) = server();
     let mut seen = ServerSide::default();
     let stream = handshake(ssl, &mut server, &mut seen).expect("handshake");
-    let keys = capture.take().expect("keys captured");
-    assert_eq!(keys.profile, SrtpProfile::AeadAes128Gcm);
-    let mut material = vec![0u8; keys.material.len()];
-    stream
-        .ssl()
-        .export_keying_material(&mut material, "EXTRACTOR-dtls_srtp", None)
-        .unwrap();
-    assert_eq!(material, keys.material);
+    assert_eq!(
+        same_keys(&stream, &capture).profile,
+        SrtpProfile::AeadAes128Gcm
+    );
 }
 
 #[test]

@@ -29,7 +29,7 @@ use dimpl::crypto::{HashAlgorithm, SignatureAlgorithm};
 use dimpl::{CryptoError, CryptoOperation};
 use x509_cert::der::Decode;
 
-use super::{records, u24};
+use super::handshake_fragments;
 
 /// The RSA signature schemes added to the CertificateRequest (RFC 5246 §7.4.1.4.1 and
 /// RFC 8446 §4.2.3 code points): `rsa_pkcs1_sha256/384/512`, then
@@ -60,53 +60,39 @@ pub(super) struct Widened {
 /// accepting them, or a fragment of one: dimpl sends it whole in the server's first
 /// flight).
 pub(super) fn widen_certificate_request(datagram: &[u8]) -> Option<Widened> {
-    for record in records(datagram) {
-        if record.content_type != 22 || record.epoch != 0 {
+    for f in handshake_fragments(datagram) {
+        let Some(data) = f.data.filter(|_| f.msg_type == CERTIFICATE_REQUEST) else {
+            continue;
+        };
+        if f.offset != 0 || data.len() != f.length {
+            // dimpl fragments to its MTU: a larger server certificate or a smaller MTU
+            // would do this, on every retransmission alike.
+            tracing::warn!(
+                "CertificateRequest fragmented: RSA client certificates are not accepted in this handshake"
+            );
             continue;
         }
-        let body = record.body.clone();
-        let mut m = body.start;
-        while body.end - m >= 12 {
-            let header = &datagram[m..m + 12];
-            let length = u24(&header[1..4]);
-            let fragment_len = u24(&header[9..12]);
-            let data = m + 12..m + 12 + fragment_len;
-            if data.end > body.end {
-                break;
-            }
-            let whole = u24(&header[6..9]) == 0 && fragment_len == length;
-            if header[0] == CERTIFICATE_REQUEST && !whole {
-                // dimpl fragments to its MTU: a larger server certificate or a smaller
-                // MTU would do this, on every retransmission alike.
-                tracing::warn!(
-                    "CertificateRequest fragmented: RSA client certificates are not accepted in this handshake"
-                );
-            }
-            if header[0] == CERTIFICATE_REQUEST && whole {
-                let widened = widen_body(&datagram[data.clone()])?;
-                let grown = widened.len() - fragment_len;
-                let mut sent = Vec::with_capacity(12 + widened.len());
-                sent.push(CERTIFICATE_REQUEST);
-                sent.extend_from_slice(&u24_bytes(widened.len()));
-                sent.extend_from_slice(&header[4..6]);
-                sent.extend_from_slice(&[0, 0, 0]);
-                sent.extend_from_slice(&u24_bytes(widened.len()));
-                sent.extend_from_slice(&widened);
-                let record_len = u16::try_from(body.len() + grown).ok()?;
-                let mut out = Vec::with_capacity(datagram.len() + grown);
-                out.extend_from_slice(&datagram[..body.start - 2]);
-                out.extend_from_slice(&record_len.to_be_bytes());
-                out.extend_from_slice(&datagram[body.start..m]);
-                out.extend_from_slice(&sent);
-                out.extend_from_slice(&datagram[data.end..]);
-                return Some(Widened {
-                    datagram: out,
-                    dimpl: datagram[m..data.end].to_vec(),
-                    sent,
-                });
-            }
-            m = data.end;
-        }
+        let widened = widen_body(&datagram[data.clone()])?;
+        let grown = widened.len() - data.len();
+        let mut sent = Vec::with_capacity(12 + widened.len());
+        sent.push(CERTIFICATE_REQUEST);
+        sent.extend_from_slice(&u24_bytes(widened.len()));
+        sent.extend_from_slice(&datagram[f.at + 4..f.at + 6]);
+        sent.extend_from_slice(&[0, 0, 0]);
+        sent.extend_from_slice(&u24_bytes(widened.len()));
+        sent.extend_from_slice(&widened);
+        let record_len = u16::try_from(f.record.len() + grown).ok()?;
+        let mut out = Vec::with_capacity(datagram.len() + grown);
+        out.extend_from_slice(&datagram[..f.record.start - 2]);
+        out.extend_from_slice(&record_len.to_be_bytes());
+        out.extend_from_slice(&datagram[f.record.start..f.at]);
+        out.extend_from_slice(&sent);
+        out.extend_from_slice(&datagram[data.end..]);
+        return Some(Widened {
+            datagram: out,
+            dimpl: datagram[f.at..data.end].to_vec(),
+            sent,
+        });
     }
     None
 }
@@ -210,6 +196,7 @@ fn verify_with(
 
 #[cfg(test)]
 mod tests {
+    use super::super::records;
     use super::*;
 
     /// A flight like dimpl's: ServerHelloDone-like filler record, then a record with a
