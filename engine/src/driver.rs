@@ -28,7 +28,7 @@ use parking_lot::Mutex;
 use crate::config::ShardConfig;
 use crate::error::EngineError;
 use crate::forwarder::SpeakerPacket;
-use crate::io::{Command, Event, Peer, Protocol, Request, RequestId, Transmit};
+use crate::io::{Command, Event, Protocol, Request, RequestId, Transmit};
 use crate::latency::{LatencyHistogram, LatencySnapshot};
 use crate::mesh::{home_of, room_home, ShardMessage, MAX_SHARDS};
 use crate::shard::{generate_certificate, Shard, ShardStats};
@@ -408,14 +408,6 @@ impl Worker {
             .local_addr()
             .unwrap_or(self.shard.config().local_addr);
         let mut send = SendBatch::for_local(bound);
-        // What the shard's datagrams are taken as sent to (per source family).
-        let addrs = self.shard.config().clone();
-        let local = move |source| {
-            addrs.local_for(Peer {
-                proto: Protocol::Udp,
-                addr: source,
-            })
-        };
         let mut transmits: Vec<Transmit> = Vec::with_capacity(256);
         let mut woken = vec![false; self.inboxes.len()];
         let mut published = Instant::now() - SNAPSHOT_EVERY;
@@ -464,7 +456,7 @@ impl Worker {
                     break;
                 }
                 let received = Instant::now();
-                self.shard.handle_batch(now, batch.datagrams(n, &local));
+                self.shard.handle_batch(now, batch.datagrams(n));
                 read += n;
                 if self.flush(&mut send, &mut transmits, &mut woken) > 0 {
                     self.inboxes[self.id].latency.observe(received.elapsed());

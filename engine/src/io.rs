@@ -301,13 +301,13 @@ pub enum Protocol {
     Tcp,
 }
 
-/// A datagram that arrived: what [`crate::Shard::handle_batch`] takes.
+/// A datagram that arrived: what [`crate::Shard::handle_batch`] takes. The local
+/// address it was sent to is the node's advertised address of the source's IP family
+/// ([`crate::ShardConfig::local_for`]): the shard derives it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Datagram<'a> {
     pub proto: Protocol,
     pub source: SocketAddr,
-    /// The local address it was sent to.
-    pub destination: SocketAddr,
     pub contents: &'a [u8],
 }
 

@@ -21,7 +21,7 @@
 //! let mut buf = [0u8; 2048];
 //! loop {
 //!     if let Ok((n, source)) = socket.recv_from(&mut buf) {
-//!         let d = Datagram { proto: Protocol::Udp, source, destination: local, contents: &buf[..n] };
+//!         let d = Datagram { proto: Protocol::Udp, source, contents: &buf[..n] };
 //!         shard.handle_batch(Instant::now(), [d]);
 //!     }
 //!     shard.handle_timeout(Instant::now());

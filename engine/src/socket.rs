@@ -35,10 +35,7 @@ pub fn bind_reuseport(addr: SocketAddr, count: usize) -> io::Result<Vec<UdpSocke
         )?;
         s.set_reuse_port(true)?;
         s.set_nonblocking(true)?;
-        if addr.is_ipv6() && addr.ip().is_unspecified() {
-            // `[::]` takes IPv4 too (IPv4-mapped), whatever the system default.
-            s.set_only_v6(false)?;
-        }
+        dual_stack(&s, addr)?;
         // Best effort: a smaller buffer only means earlier drops under bursts.
         let _ = s.set_recv_buffer_size(SOCKET_BUFFER);
         let _ = s.set_send_buffer_size(SOCKET_BUFFER);
@@ -50,6 +47,15 @@ pub fn bind_reuseport(addr: SocketAddr, count: usize) -> io::Result<Vec<UdpSocke
     Ok(sockets)
 }
 
+/// A socket to bind to `[::]` takes IPv4 too (IPv4-mapped), whatever the system
+/// default.
+fn dual_stack(s: &Socket, addr: SocketAddr) -> io::Result<()> {
+    if addr.is_ipv6() && addr.ip().is_unspecified() {
+        s.set_only_v6(false)?;
+    }
+    Ok(())
+}
+
 /// The ICE-TCP listener on `addr`; `[::]` takes IPv4 too (IPv4-mapped), whatever the
 /// system default.
 pub fn bind_tcp_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
@@ -59,9 +65,7 @@ pub fn bind_tcp_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> 
         Some(socket2::Protocol::TCP),
     )?;
     s.set_reuse_address(true)?;
-    if addr.is_ipv6() && addr.ip().is_unspecified() {
-        s.set_only_v6(false)?;
-    }
+    dual_stack(&s, addr)?;
     s.bind(&addr.into())?;
     s.listen(1024)?;
     Ok(s.into())
@@ -174,18 +178,13 @@ impl Batch {
     }
 
     /// The first `n` datagrams of the last [`Batch::recv`], as the shard takes them
-    /// ([`crate::Shard::handle_batch`]), each taken as sent to `local(source)`.
-    pub fn datagrams<'a>(
-        &'a self,
-        n: usize,
-        local: impl Fn(SocketAddr) -> SocketAddr + 'a,
-    ) -> impl Iterator<Item = Datagram<'a>> {
+    /// ([`crate::Shard::handle_batch`]).
+    pub fn datagrams(&self, n: usize) -> impl Iterator<Item = Datagram<'_>> {
         (0..n.min(BATCH)).filter_map(move |i| {
             let (source, contents) = self.get(i)?;
             Some(Datagram {
                 proto: Protocol::Udp,
                 source,
-                destination: local(source),
                 contents,
             })
         })
