@@ -77,7 +77,7 @@ pub struct Participant {
     pub(crate) mic_unmapped: Option<Mid>,
     /// How many more SSRCs may be declared for the microphone, for the participant's
     /// whole life (not per offer): one whose first packet fails SRTP gives its place
-    /// back ([`Participant::unmap_mic_ssrc`]).
+    /// back ([`Participant::settle_mic_ssrc`]).
     pub(crate) mic_ssrcs_left: u8,
     /// Where str0m's DTLS hands over the session's SRTP keys.
     pub(crate) keys: KeyCapture,
@@ -95,7 +95,7 @@ impl Participant {
     /// microphone's SSRC is unknown to str0m, the packet's SSRC is declared as the
     /// microphone's stream (str0m would drop it otherwise, having no `a=ssrc` and no
     /// MID header extension to map it by). Returns the SSRC declared, if one was: the
-    /// caller gives it back ([`Participant::unmap_mic_ssrc`]) unless the packet passed
+    /// caller gives it back ([`Participant::settle_mic_ssrc`]) unless the packet passed
     /// SRTP.
     pub(crate) fn map_mic_ssrc(&mut self, data: &[u8]) -> Option<u32> {
         let mid = self.mic_unmapped?;

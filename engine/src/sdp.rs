@@ -146,9 +146,6 @@ impl Section<'_> {
             }
         }
     }
-}
-
-impl Section<'_> {
     /// The section's attribute values named `name` (`a=name:value`).
     fn attributes<'l>(&self, lines: &'l [&str], name: &str) -> impl Iterator<Item = &'l str> {
         let prefix = format!("a={name}:");
@@ -352,16 +349,22 @@ pub(crate) fn prepare_offer(sdp: &str, audio_slots: usize) -> Result<PreparedOff
                 continue;
             }
             if i == s.start {
-                if *reject {
-                    let formats = s.formats.join(" ");
-                    push_line(&mut out, &format!("m={} 0 {} {formats}", s.kind, s.proto));
-                } else if s.bundle_only && s.port == "0" {
-                    // str0m takes port 0 for closed: give it the discard port browsers
-                    // write for bundled sections.
-                    let formats = s.formats.join(" ");
-                    push_line(&mut out, &format!("m={} 9 {} {formats}", s.kind, s.proto));
-                } else {
-                    push_line(&mut out, line);
+                // Rejected: port 0. Bundle-only: str0m takes port 0 for closed, so it
+                // gets the discard port browsers write for bundled sections.
+                let port = match (*reject, s.bundle_only && s.port == "0") {
+                    (true, _) => Some("0"),
+                    (false, true) => Some("9"),
+                    (false, false) => None,
+                };
+                match port {
+                    Some(port) => {
+                        let formats = s.formats.join(" ");
+                        push_line(
+                            &mut out,
+                            &format!("m={} {port} {} {formats}", s.kind, s.proto),
+                        );
+                    }
+                    None => push_line(&mut out, line),
                 }
                 if let (Some(d), None) = (direction, s.direction_line) {
                     push_line(&mut out, d);
