@@ -57,13 +57,7 @@ impl ControlHub {
             return; // timed out already
         };
         p.answers.push(result);
-        if p.answers.len() >= p.expected {
-            if let Some(p) = pending.remove(&id.0) {
-                if let Some(done) = p.done {
-                    let _ = done.send(p.answers);
-                }
-            }
-        }
+        finish_if_answered(&mut pending, id.0);
     }
 
     /// Something happened (called on shard threads; never blocks).
@@ -94,13 +88,7 @@ impl ControlHub {
             // Answers may have arrived before `expected` was known.
             if let Some(p) = pending.get_mut(&id) {
                 p.expected = asked;
-                if p.answers.len() >= asked {
-                    if let Some(p) = pending.remove(&id) {
-                        if let Some(done) = p.done {
-                            let _ = done.send(p.answers);
-                        }
-                    }
-                }
+                finish_if_answered(&mut pending, id);
             }
         }
         match tokio::time::timeout(REPLY_TIMEOUT, rx).await {
@@ -141,6 +129,24 @@ impl ControlHub {
             Reply::Participants(p) => Ok(p.into_iter().map(wire::participant_details).collect()),
             _ => Err(unexpected()),
         }
+    }
+}
+
+/// Hands request `id` its answers once every shard asked has answered.
+fn finish_if_answered(pending: &mut HashMap<u64, Pending>, id: u64) {
+    if pending
+        .get(&id)
+        .is_none_or(|p| p.answers.len() < p.expected)
+    {
+        return;
+    }
+    if let Some(Pending {
+        answers,
+        done: Some(done),
+        ..
+    }) = pending.remove(&id)
+    {
+        let _ = done.send(answers);
     }
 }
 
