@@ -218,11 +218,7 @@ impl Sim {
         permissions: Permissions,
     ) -> usize {
         let idx = self.join_with(name, room, 111, permissions);
-        let slots = self.clients[idx].audio_slots as usize;
-        self.offer(idx, slots);
-        self.run_until(Duration::from_secs(5), |s| s.clients[idx].connected);
-        assert!(self.clients[idx].connected, "{name} did not connect");
-        idx
+        self.offer_and_connect(idx, "")
     }
 
     fn join_with(
@@ -238,27 +234,24 @@ impl Sim {
     /// Joins, offers and connects a client that reaches the node over ICE-TCP only.
     pub fn connect_tcp(&mut self, name: &str, room: &str) -> usize {
         let idx = self.join_over(name, room, 111, Permissions::ALL, true, None);
-        let slots = self.clients[idx].audio_slots as usize;
-        self.offer(idx, slots);
-        self.run_until(Duration::from_secs(5), |s| s.clients[idx].connected);
-        assert!(
-            self.clients[idx].connected,
-            "{name} did not connect over TCP"
-        );
-        idx
+        self.offer_and_connect(idx, " over TCP")
     }
 
     /// Joins, offers and connects a client whose (only) host candidate is `addr`, over
     /// UDP: e.g. an IPv6 client of a node that advertises an IPv6 address too.
     pub fn connect_from(&mut self, name: &str, room: &str, addr: SocketAddr) -> usize {
         let idx = self.join_over(name, room, 111, Permissions::ALL, false, Some(addr));
+        self.offer_and_connect(idx, &format!(" from {addr}"))
+    }
+
+    /// Offers client `idx` every slot of its room and runs until its media is up
+    /// (`how` ends the failure message: " over TCP").
+    fn offer_and_connect(&mut self, idx: usize, how: &str) -> usize {
         let slots = self.clients[idx].audio_slots as usize;
         self.offer(idx, slots);
         self.run_until(Duration::from_secs(5), |s| s.clients[idx].connected);
-        assert!(
-            self.clients[idx].connected,
-            "{name} did not connect from {addr}"
-        );
+        let name = &self.clients[idx].name;
+        assert!(self.clients[idx].connected, "{name} did not connect{how}");
         idx
     }
 
@@ -423,11 +416,7 @@ impl Sim {
     pub fn connect_on(&mut self, name: &str, room: &str, shard: usize) -> usize {
         let idx = self.join(name, room);
         self.clients[idx].shard = shard;
-        let slots = self.clients[idx].audio_slots as usize;
-        self.offer(idx, slots);
-        self.run_until(Duration::from_secs(5), |s| s.clients[idx].connected);
-        assert!(self.clients[idx].connected, "{name} did not connect");
-        idx
+        self.offer_and_connect(idx, "")
     }
 
     /// Joins as a listener (receive slots only, no microphone: what chorus.js offers
@@ -456,11 +445,7 @@ impl Sim {
     /// [`Sim::connect`] for a client whose Opus payload type is `opus_pt`.
     pub fn connect_with_pt(&mut self, name: &str, room: &str, opus_pt: u8) -> usize {
         let idx = self.join_with_pt(name, room, opus_pt);
-        let slots = self.clients[idx].audio_slots as usize;
-        self.offer(idx, slots);
-        self.run_until(Duration::from_secs(5), |s| s.clients[idx].connected);
-        assert!(self.clients[idx].connected, "{name} did not connect");
-        idx
+        self.offer_and_connect(idx, "")
     }
 
     /// Three clients `a`, `b`, `c` connect to `room` and talk (−20 dBov) for a second.
