@@ -34,7 +34,7 @@ use super::handshake_fragments;
 /// The RSA signature schemes added to the CertificateRequest (RFC 5246 §7.4.1.4.1 and
 /// RFC 8446 §4.2.3 code points): `rsa_pkcs1_sha256/384/512`, then
 /// `rsa_pss_rsae_sha256/384/512`.
-pub const RSA_SCHEMES: [u16; 6] = [0x0401, 0x0501, 0x0601, 0x0804, 0x0805, 0x0806];
+const RSA_SCHEMES: [u16; 6] = [0x0401, 0x0501, 0x0601, 0x0804, 0x0805, 0x0806];
 
 /// The `rsa_sign` client certificate type (RFC 5246 §7.4.4).
 const RSA_SIGN: u8 = 1;
