@@ -57,6 +57,7 @@ fn garbage_sdp_is_a_bad_request_and_harms_no_one() {
         sim.command(Command::Offer {
             participant: id,
             sdp: sdp.to_owned(),
+            sources: Vec::new(),
         });
     }
     let errs = errors(&sim, c);
@@ -133,6 +134,7 @@ fn offers_that_trip_str0m_are_refused_or_defused() {
         sim.command(Command::Offer {
             participant: id,
             sdp: sdp.clone(),
+            sources: Vec::new(),
         });
     }
     let errs = errors(&sim, c);
@@ -157,8 +159,11 @@ fn offers_that_trip_str0m_are_refused_or_defused() {
 }
 
 #[test]
-fn extra_slots_are_inactive_and_video_is_rejected() {
-    let mut sim = Sim::with_config(|c| c.audio_slots = 2);
+fn extra_slots_are_inactive_and_video_is_rejected_in_a_room_without_video() {
+    let mut sim = Sim::with_config(|c| {
+        c.audio_slots = 2;
+        c.video_slots = 0;
+    });
     let a = sim.join("a", "r");
     let c = &mut sim.clients[a];
     let mut api = c.rtc.sdp_api();
@@ -172,9 +177,10 @@ fn extra_slots_are_inactive_and_video_is_rejected() {
     sim.command(Command::Offer {
         participant: id,
         sdp: offer.to_sdp_string(),
+        sources: Vec::new(),
     });
     let answer = sim.clients[a].messages("answer")[0].clone();
-    let ServerMessage::Answer { sdp, slots } = answer else {
+    let ServerMessage::Answer { sdp, slots, .. } = answer else {
         unreachable!()
     };
     assert_eq!(slots.len(), 2, "only the room's slot count");
@@ -275,6 +281,7 @@ fn commands_for_unknown_or_duplicate_participants_are_harmless() {
         Command::Offer {
             participant: ghost,
             sdp: "v=0".into(),
+            sources: Vec::new(),
         },
         Command::SetMuted {
             participant: ghost,

@@ -22,7 +22,11 @@ fn connect_rewritten(sim: &mut Sim, name: &str, room: &str, rewrite: fn(&str) ->
     let slots = sim.clients[idx].audio_slots as usize;
     let sdp = rewrite(&sim.make_offer(idx, slots));
     let participant = sim.clients[idx].id;
-    sim.command(Command::Offer { participant, sdp });
+    sim.command(Command::Offer {
+        participant,
+        sdp,
+        sources: Vec::new(),
+    });
     sim.accept_answer(idx);
     sim.run_until(Duration::from_secs(5), |s| s.clients[idx].connected);
     assert!(sim.clients[idx].connected, "{name} did not connect");

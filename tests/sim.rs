@@ -19,6 +19,7 @@ use chorus_protocol::control::NodeEvent;
 use chorus_protocol::signal::{DisplayName, ParticipantId, RoomId, ServerMessage};
 use chorus_srtp::capture::{build_rtc, KeyCapture};
 use str0m::change::SdpPendingOffer;
+use str0m::format::Codec;
 use str0m::media::{Direction, MediaKind, Mid, Pt};
 use str0m::net::{Protocol, Receive, TcpType};
 use str0m::rtp::{ExtensionValues, RtpWrite};
@@ -26,6 +27,8 @@ use str0m::{Candidate, Event as RtcEvent, Input, Output, Rtc};
 
 /// One Opus frame.
 pub const FRAME: Duration = Duration::from_millis(20);
+/// One video frame (30 fps).
+pub const VIDEO_FRAME: Duration = Duration::from_millis(33);
 /// Steps one `run_for` may take before the simulation is declared stuck.
 const MAX_STEPS: usize = 2_000_000;
 
@@ -46,6 +49,35 @@ pub struct Received {
     pub from: usize,
     /// The sender's frame counter (from the payload).
     pub frame: u32,
+    /// A video packet: the simulcast layer it was sent on (from the payload), and
+    /// its VP8 descriptor as received.
+    pub video: Option<VideoReceived>,
+}
+
+/// What a client read from a video packet it received.
+#[derive(Debug, Clone, Copy)]
+pub struct VideoReceived {
+    pub layer: u8,
+    pub keyframe: bool,
+    pub picture_id: u16,
+    pub tl0picidx: u8,
+}
+
+/// A client's video publication in the simulation: its layers' rids (empty: one
+/// layer) and what it sent.
+#[derive(Debug, Clone, Default)]
+pub struct Publishing {
+    pub mid: Option<Mid>,
+    pub rids: Vec<String>,
+    /// Frames sent per layer.
+    pub frames: Vec<u32>,
+    /// Layers that send their next frame as a keyframe (a PLI asked).
+    pub keyframe_due: Vec<bool>,
+    /// Keyframe requests received, per layer.
+    pub plis: Vec<u32>,
+    /// Layers that do not send (a browser short of uplink stops its top layers).
+    pub paused: Vec<bool>,
+    pub on: bool,
 }
 
 pub struct Client {
@@ -78,6 +110,13 @@ pub struct Client {
     pub keys: KeyCapture,
     /// When set, a copy of every datagram the node sent to this client, as sent.
     pub tap: Option<Vec<Vec<u8>>>,
+    /// Its camera, when it offered one ([`Sim::connect_video`]).
+    pub camera: Publishing,
+    /// The video slots' mids, in order.
+    pub video_slots: Vec<Mid>,
+    /// Video slots the room gave it (`joined`).
+    pub video_slot_count: u8,
+    next_video_frame: Instant,
     /// Reaches the node over ICE-TCP only (its one candidate is an active TCP one;
     /// its datagrams go through `Shard::handle_tcp` at its home shard, as the TCP
     /// thread hands them).
@@ -272,7 +311,7 @@ impl Sim {
                 .parse()
                 .unwrap()
         });
-        let config = chorus_client::config(opus_pt);
+        let config = chorus_client::video_config(opus_pt);
         let (mut rtc, keys) = build_rtc(config, self.now);
         if tcp {
             let active = Candidate::builder()
@@ -307,6 +346,10 @@ impl Sim {
             mic_pt: None,
             keys,
             tap: None,
+            camera: Publishing::default(),
+            video_slots: Vec::new(),
+            video_slot_count: 0,
+            next_video_frame: self.now,
             tcp,
         });
         self.command(Command::Join {
@@ -318,13 +361,17 @@ impl Sim {
         });
         let joined = self.clients[idx].inbox.iter().find_map(|m| match m {
             ServerMessage::Joined {
-                csrc, audio_slots, ..
-            } => Some((*csrc, *audio_slots)),
+                csrc,
+                audio_slots,
+                video_slots,
+                ..
+            } => Some((*csrc, *audio_slots, *video_slots)),
             _ => None,
         });
-        if let Some((csrc, audio_slots)) = joined {
+        if let Some((csrc, audio_slots, video_slots)) = joined {
             self.clients[idx].csrc = csrc;
             self.clients[idx].audio_slots = audio_slots;
+            self.clients[idx].video_slot_count = video_slots;
         }
         idx
     }
@@ -355,7 +402,7 @@ impl Sim {
     /// The last `answer` in the client's inbox: its SDP and slot mids.
     pub fn last_answer(&self, idx: usize) -> Option<(&str, &[String])> {
         self.clients[idx].inbox.iter().rev().find_map(|m| match m {
-            ServerMessage::Answer { sdp, slots } => Some((sdp.as_str(), slots.as_slice())),
+            ServerMessage::Answer { sdp, slots, .. } => Some((sdp.as_str(), slots.as_slice())),
             _ => None,
         })
     }
@@ -390,7 +437,11 @@ impl Sim {
         c.pending = Some(pending);
         let sdp = offer.to_sdp_string();
         let participant = c.id;
-        self.command(Command::Offer { participant, sdp });
+        self.command(Command::Offer {
+            participant,
+            sdp,
+            sources: Vec::new(),
+        });
         self.accept_answer(idx);
         // str0m restarts (dropping the old candidates) when the answer is applied.
         self.clients[idx]
@@ -403,8 +454,107 @@ impl Sim {
     pub fn offer(&mut self, idx: usize, slots: usize) {
         let sdp = self.make_offer(idx, slots);
         let participant = self.clients[idx].id;
-        self.command(Command::Offer { participant, sdp });
+        self.command(Command::Offer {
+            participant,
+            sdp,
+            sources: Vec::new(),
+        });
         self.accept_answer(idx);
+    }
+
+    /// Joins with a client that offers video as a browser does: a microphone, the
+    /// audio slots, a camera with simulcast `rids` (lowest first; `None`: no camera)
+    /// and the room's video slots; runs until media is up. The camera sends once
+    /// [`Sim::publish`] turns it on.
+    pub fn connect_video(&mut self, name: &str, room: &str, rids: Option<&[&str]>) -> usize {
+        let idx = self.join_over(name, room, 111, Permissions::ALL, false, None);
+        self.video_offer(idx, rids);
+        self.run_until(Duration::from_secs(5), |s| s.clients[idx].connected);
+        assert!(self.clients[idx].connected, "{name} did not connect");
+        idx
+    }
+
+    /// Offers audio and video ([`Sim::connect_video`]) and applies the answer.
+    pub fn video_offer(&mut self, idx: usize, rids: Option<&[&str]>) {
+        let c = &mut self.clients[idx];
+        let sections = chorus_client::VideoSections {
+            camera: rids,
+            screen: false,
+            slots: c.video_slot_count as usize,
+        };
+        let offer =
+            chorus_client::offer_with_video(&mut c.rtc, c.audio_slots as usize, &sections).unwrap();
+        c.mic = Some(offer.mic);
+        c.slots = offer.slots;
+        c.video_slots = offer.video_slots;
+        let layers = rids.map_or(0, |r| r.len().max(1));
+        c.camera = Publishing {
+            mid: offer.camera,
+            rids: rids
+                .unwrap_or_default()
+                .iter()
+                .map(|r| (*r).to_owned())
+                .collect(),
+            frames: vec![0; layers],
+            keyframe_due: vec![true; layers],
+            plis: vec![0; layers],
+            paused: vec![false; layers],
+            on: false,
+        };
+        c.pending = Some(offer.pending);
+        let participant = c.id;
+        let sources = offer
+            .camera
+            .map(|m| vec![(m.to_string(), chorus_engine::VideoSource::Camera)])
+            .unwrap_or_default();
+        self.command(Command::Offer {
+            participant,
+            sdp: offer.sdp,
+            sources,
+        });
+        self.accept_answer(idx);
+    }
+
+    /// The client starts (or stops) sending its camera, and says so (`video`).
+    pub fn publish(&mut self, idx: usize, on: bool) {
+        self.clients[idx].camera.on = on;
+        let participant = self.clients[idx].id;
+        self.command(Command::SetVideo {
+            participant,
+            source: chorus_engine::VideoSource::Camera,
+            enabled: on,
+        });
+    }
+
+    /// The client's `subscribe`: video slot `slot` shows `publisher`'s camera at
+    /// `quality` (`None`: clear it).
+    pub fn subscribe(
+        &mut self,
+        idx: usize,
+        slot: u32,
+        publisher: Option<usize>,
+        quality: chorus_engine::VideoQuality,
+    ) {
+        let participant = self.clients[idx].id;
+        let publisher = publisher.map(|p| self.clients[p].id);
+        self.command(Command::Subscribe {
+            participant,
+            slot,
+            publisher,
+            source: chorus_engine::VideoSource::Camera,
+            quality,
+        });
+    }
+
+    /// Video packets client `to` received on its slot `slot` from client `from`.
+    pub fn video_from(&self, to: usize, slot: usize, from: usize) -> Vec<Received> {
+        let c = &self.clients[to];
+        let mid = c.video_slots.get(slot).copied();
+        c.received
+            .iter()
+            .filter(|r| r.video.is_some() && r.mid == mid && r.from == from)
+            .cloned()
+            .collect()
     }
 
     /// Joins, offers the room's slot count, and runs until media is up.
@@ -435,7 +585,11 @@ impl Sim {
         c.pending = Some(pending);
         let participant = c.id;
         let sdp = offer.to_sdp_string();
-        self.command(Command::Offer { participant, sdp });
+        self.command(Command::Offer {
+            participant,
+            sdp,
+            sources: Vec::new(),
+        });
         self.accept_answer(idx);
         self.run_until(Duration::from_secs(5), |s| s.clients[idx].connected);
         assert!(self.clients[idx].connected, "{name} did not connect");
@@ -499,6 +653,9 @@ impl Sim {
                 if c.speaking.is_some() && c.connected {
                     next = next.min(c.next_frame);
                 }
+                if c.camera.on && c.connected {
+                    next = next.min(c.next_video_frame);
+                }
             }
             self.now = self.now.max(next);
             let now = self.now;
@@ -516,6 +673,11 @@ impl Sim {
                         c.rtc.handle_input(Input::Timeout(now)).unwrap();
                     }
                     c.next_frame = now + FRAME;
+                }
+                if c.connected && c.camera.on && c.next_video_frame <= now {
+                    send_video_frame(c, i, now);
+                    c.rtc.handle_input(Input::Timeout(now)).unwrap();
+                    c.next_video_frame = now + VIDEO_FRAME;
                 }
             }
             self.pump();
@@ -647,20 +809,94 @@ fn send_frame(c: &mut Client, idx: usize, now: Instant, level: u8) {
     }
 }
 
+/// One video frame per layer of a publishing client: one packet each, VP8 with a
+/// 15-bit picture id and TL0PICIDX, then `0xD1`, the sender's index, the layer and
+/// the frame counter. A layer's first frame, and one after a PLI, is a keyframe.
+fn send_video_frame(c: &mut Client, idx: usize, now: Instant) {
+    let Some(mid) = c.camera.mid else {
+        return;
+    };
+    let Some(pt) = c
+        .rtc
+        .codec_config()
+        .params()
+        .iter()
+        .find(|p| p.spec().codec == Codec::Vp8)
+        .map(|p| p.pt())
+    else {
+        return;
+    };
+    for layer in 0..c.camera.frames.len() {
+        if c.camera.paused[layer] {
+            continue;
+        }
+        let frame = c.camera.frames[layer];
+        let key = std::mem::take(&mut c.camera.keyframe_due[layer]);
+        // Each layer numbers its pictures from its own base, as encoders do.
+        let picture_id = (frame as u16).wrapping_add(1000 * layer as u16) & 0x7fff;
+        let mut payload = vec![
+            0x90,
+            0xe0,
+            0x80 | (picture_id >> 8) as u8,
+            picture_id as u8,
+            (frame as u8).wrapping_add(layer as u8 * 50),
+            0x00, // TID 0, Y 0
+            if key { 0x00 } else { 0x01 },
+            0xD1,
+            idx as u8,
+            layer as u8,
+        ];
+        payload.extend_from_slice(&frame.to_be_bytes());
+        payload.extend_from_slice(&[0u8; 100]);
+        let seq = 20_000 * (layer as u64 + 1) + frame as u64;
+        let ts = (layer as u32 * 77_777).wrapping_add(frame.wrapping_mul(3000));
+        let rid = c
+            .camera
+            .rids
+            .get(layer)
+            .map(|r| str0m::media::Rid::from(r.as_str()));
+        let write = RtpWrite::new(pt, seq.into(), ts, now, Arc::<[u8]>::from(payload)).marker(true);
+        if let Some(tx) = c.rtc.direct_api().stream_tx_by_mid(mid, rid) {
+            tx.write_rtp(write);
+            c.camera.frames[layer] += 1;
+        }
+    }
+}
+
 fn on_client_event(c: &mut Client, now: Instant, e: RtcEvent) {
     match e {
         RtcEvent::Connected => c.connected = true,
+        RtcEvent::KeyframeRequest(r) => {
+            let layer = match r.rid {
+                Some(rid) => c.camera.rids.iter().position(|x| x.as_str() == &*rid),
+                None => Some(0),
+            };
+            if let Some(l) = layer.filter(|l| *l < c.camera.keyframe_due.len()) {
+                c.camera.keyframe_due[l] = true;
+                c.camera.plis[l] += 1;
+            }
+        }
         RtcEvent::RtpPacket(p) => {
             let mid = c
                 .rtc
                 .direct_api()
                 .stream_rx(&p.header.ssrc)
                 .map(|s| s.mid());
-            let (from, frame) = match &p.payload[..] {
+            let (from, frame, video) = match &p.payload[..] {
                 [0xC5, from, a, b, cc, d, ..] => {
-                    (*from as usize, u32::from_be_bytes([*a, *b, *cc, *d]))
+                    (*from as usize, u32::from_be_bytes([*a, *b, *cc, *d]), None)
                 }
-                _ => (usize::MAX, 0),
+                [0x90, 0xe0, p0, p1, tl0, _, vp8, 0xD1, from, layer, a, b, cc, d, ..] => (
+                    *from as usize,
+                    u32::from_be_bytes([*a, *b, *cc, *d]),
+                    Some(VideoReceived {
+                        layer: *layer,
+                        keyframe: vp8 & 1 == 0,
+                        picture_id: (u16::from(p0 & 0x7f) << 8) | u16::from(*p1),
+                        tl0picidx: *tl0,
+                    }),
+                ),
+                _ => (usize::MAX, 0, None),
             };
             c.received.push(Received {
                 at: now,
@@ -674,6 +910,7 @@ fn on_client_event(c: &mut Client, now: Instant, e: RtcEvent) {
                 audio_level: p.header.ext_vals.audio_level,
                 from,
                 frame,
+                video,
             });
         }
         _ => {}

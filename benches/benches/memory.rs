@@ -61,6 +61,7 @@ fn main() {
             Command::Offer {
                 participant: id,
                 sdp,
+                sources: Vec::new(),
             },
         );
         offer += net(&region);

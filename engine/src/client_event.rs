@@ -15,8 +15,16 @@ use crate::io::Permissions;
 pub enum ClientEvent {
     /// The participant is in the room (the answer to its join).
     Joined(Joined),
-    /// The answer to its offer: the SDP, and the slots' mids in slot order.
-    Answer { sdp: String, slots: Vec<String> },
+    /// The answer to its offer: the SDP, the audio slots' mids and the video slots'
+    /// mids, in slot order.
+    Answer {
+        sdp: String,
+        slots: Vec<String>,
+        video_slots: Vec<String>,
+    },
+    /// Its whole video slot map (after a `subscribe`, and when an assignment or a
+    /// forwarded layer changes).
+    VideoSlots(Vec<VideoSlotState>),
     /// Another member joined the room.
     MemberJoined(MemberInfo),
     /// A member's state changed (itself included): mute, deafen, server mute.
@@ -42,8 +50,10 @@ pub struct Joined {
     /// The CSRC its audio carries on the slots of the others.
     pub csrc: u32,
     pub room: RoomId,
-    /// Receive-only m-sections its offer should hold.
+    /// Receive-only audio m-sections its offer should hold.
     pub audio_slots: u8,
+    /// Receive-only video m-sections (0: no video in the room).
+    pub video_slots: u8,
     /// The other members, in join order.
     pub members: Vec<MemberInfo>,
 }
@@ -59,6 +69,41 @@ pub struct MemberInfo {
     pub deafened: bool,
     /// The CSRC its audio carries on the slots.
     pub csrc: u32,
+    /// It sends camera video, and screen share.
+    pub camera: bool,
+    pub screen: bool,
+}
+
+/// Where a participant's video comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum VideoSource {
+    Camera,
+    Screen,
+}
+
+impl VideoSource {
+    /// Both, in the order a participant's state lists them.
+    pub const ALL: [VideoSource; 2] = [VideoSource::Camera, VideoSource::Screen];
+
+    /// Its index in per-source arrays.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+pub use crate::video::layers::Quality as VideoQuality;
+
+/// One video slot as its client is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VideoSlotState {
+    pub slot: u8,
+    /// Whose video it is for (`None`: free).
+    pub publisher: Option<ParticipantId>,
+    pub source: VideoSource,
+    /// What the client asked for.
+    pub quality: VideoQuality,
+    /// The layer forwarded now, named as a quality (`None`: nothing forwarded).
+    pub layer: Option<VideoQuality>,
 }
 
 /// One entry of a client's speaker list.

@@ -27,6 +27,8 @@ pub struct ShardConfig {
     pub extra_ips: Vec<IpAddr>,
     /// Audio slots of rooms created on first join.
     pub audio_slots: u8,
+    /// Video slots per client in rooms created by a join (0: no video).
+    pub video_slots: u8,
     /// Capacity of rooms created on first join.
     pub max_participants: usize,
     /// Create a room when its first participant joins (`--dev`).
@@ -56,6 +58,9 @@ impl ShardConfig {
             tcp_addr: None,
             extra_ips: Vec::new(),
             audio_slots: DEFAULT_AUDIO_SLOTS,
+            video_slots: chorus_protocol::control::RoomKind::Guild
+                .defaults()
+                .video_slots,
             max_participants: 500,
             auto_create_rooms: true,
             disconnect_timeout: Duration::from_secs(20),

@@ -34,6 +34,7 @@ use crate::mesh::{home_of, room_home, ShardMessage, MAX_SHARDS};
 use crate::shard::{generate_certificate, Shard, ShardStats};
 use crate::socket::{bind_reuseport, Batch, SendBatch};
 use crate::tcp::{self, ShardPort, TcpIn, TcpLimits, TcpOut, TcpSide, TcpStats, TcpThread};
+use crate::video::packet::VideoPacket;
 
 const SOCKET: Token = Token(0);
 const WAKER: Token = Token(1);
@@ -51,6 +52,11 @@ const COMMAND_QUEUE: usize = 16384;
 pub struct DriverStats {
     /// Speaker packets dropped (oldest first) because a shard's hand-off ring was full.
     pub dropped_handoff: AtomicU64,
+    /// Video packets dropped (oldest first) because a shard's video hand-off ring was
+    /// full (its own ring: video never pushes voice out). A slot that misses one
+    /// sees a gap; its subscriber's NACK finds nothing to resend and its PLI brings
+    /// a keyframe.
+    pub dropped_video_handoff: AtomicU64,
     /// Control messages between shards refused because a queue was full.
     pub dropped_control: AtomicU64,
     /// Datagrams the socket refused to send.
@@ -88,6 +94,7 @@ struct Inbox {
     commands: Sender<Command>,
     control: Sender<ShardMessage>,
     media: ArrayQueue<(RoomId, SpeakerPacket)>,
+    video: ArrayQueue<(RoomId, VideoPacket)>,
     /// Datagrams from ICE-TCP connections, and buffers for them.
     tcp_in: Arc<ArrayQueue<TcpIn>>,
     tcp_returned: Arc<ArrayQueue<Vec<u8>>>,
@@ -259,6 +266,7 @@ impl Driver {
                 commands,
                 control,
                 media: ArrayQueue::new(MEDIA_QUEUE),
+                video: ArrayQueue::new(MEDIA_QUEUE),
                 tcp_in: Arc::new(ArrayQueue::new(tcp::IN_QUEUE)),
                 tcp_returned: Arc::new(ArrayQueue::new(tcp::IN_QUEUE)),
                 waker,
@@ -475,6 +483,15 @@ impl Worker {
                 self.shard
                     .handle_shard_message(now, ShardMessage::Media { room, packet });
             }
+            let video = &self.inboxes[self.id].video;
+            for _ in 0..MEDIA_QUEUE {
+                let Some((room, packet)) = video.pop() else {
+                    break;
+                };
+                oldest = Some(oldest.map_or(packet.received, |o| o.min(packet.received)));
+                self.shard
+                    .handle_shard_message(now, ShardMessage::Video { room, packet });
+            }
             if let Some(oldest) = oldest {
                 if self.flush(&mut send, &mut transmits, &mut woken) > 0 {
                     self.inboxes[self.id].latency.observe(oldest.elapsed());
@@ -606,6 +623,13 @@ impl Worker {
                 ShardMessage::Media { room, packet } => {
                     if inbox.media.force_push((room, packet)).is_some() {
                         self.stats.dropped_handoff.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                ShardMessage::Video { room, packet } => {
+                    if inbox.video.force_push((room, packet)).is_some() {
+                        self.stats
+                            .dropped_video_handoff
+                            .fetch_add(1, Ordering::Relaxed);
                     }
                 }
                 other => match inbox.control.try_send(other) {

@@ -360,6 +360,7 @@ fn run(data: &[u8]) -> Reached {
                     Command::Offer {
                         participant: pid,
                         sdp,
+                        sources: Vec::new(),
                     },
                 );
             }
@@ -419,6 +420,7 @@ fn run(data: &[u8]) -> Reached {
                         kind: Some(RoomKind::Party),
                         max_participants: Some(usize::from(flag % 4) + 1),
                         audio_slots: Some(flag % 3 + 1),
+                        video_slots: Some(flag % 3),
                         empty_timeout_s: Some(u64::from(flag % 3)),
                         metadata: None,
                         whisper: None,
@@ -438,6 +440,7 @@ fn run(data: &[u8]) -> Reached {
                         room,
                         max_participants: Some(usize::from(flag % 3) + 1),
                         audio_slots: Some(flag % 4 + 1),
+                        video_slots: Some(flag % 2),
                         empty_timeout_s: Some(u64::from(flag % 2)),
                         metadata: Some("m".into()),
                         whisper: None,

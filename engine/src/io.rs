@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 
+use crate::client_event::{VideoQuality, VideoSource};
 use crate::report::{MemberDetails, Notice, PositionsApplied, RoomSummary, ShardCounters};
 use chorus_protocol::control::{
     ParticipantKick, ParticipantMute, ParticipantRef, ParticipantSetPermissions,
@@ -98,6 +99,26 @@ pub enum Command {
     Offer {
         participant: ParticipantId,
         sdp: String,
+        /// What each `sendonly` video m-section publishes, by mid (the offer's
+        /// `sources`).
+        sources: Vec<(String, VideoSource)>,
+    },
+    /// The client starts or stops sending video from `source` (its `video` message:
+    /// to the home shard, which checks the grant and tells the room).
+    SetVideo {
+        participant: ParticipantId,
+        source: VideoSource,
+        enabled: bool,
+    },
+    /// Video slot `slot` of the participant forwards `publisher`'s `source` at
+    /// `quality` (`None` clears it): to the home shard, which checks the publisher
+    /// is in the room, then to the participant's media.
+    Subscribe {
+        participant: ParticipantId,
+        slot: u32,
+        publisher: Option<ParticipantId>,
+        source: VideoSource,
+        quality: VideoQuality,
     },
     /// A trickled candidate. The node is ICE-lite and needs none; it is checked and
     /// otherwise ignored.
@@ -152,6 +173,8 @@ impl Command {
         match self {
             Command::Join { participant, .. }
             | Command::Offer { participant, .. }
+            | Command::SetVideo { participant, .. }
+            | Command::Subscribe { participant, .. }
             | Command::Candidate { participant, .. }
             | Command::SetMuted { participant, .. }
             | Command::SetDeafened { participant, .. }

@@ -95,7 +95,9 @@ pub mod video;
 mod view;
 
 pub use chorus_srtp::SrtpProfile;
-pub use client_event::{ClientEvent, Joined, MemberInfo, Refusal, Speaker};
+pub use client_event::{
+    ClientEvent, Joined, MemberInfo, Refusal, Speaker, VideoQuality, VideoSlotState, VideoSource,
+};
 pub use config::ShardConfig;
 pub use driver::{CommandSender, Driver, DriverStats, ShardSnapshot};
 pub use error::EngineError;

@@ -17,10 +17,12 @@ use std::net::SocketAddr;
 use chorus_protocol::control::SpamGuard;
 use chorus_protocol::signal::{ParticipantId, RoomId};
 
+use crate::client_event::VideoSource;
 use crate::forwarder::SpeakerPacket;
 use crate::io::{CloseReason, Command, Request, RequestId};
 use crate::participant::Participant;
 use crate::proximity::Positions;
+use crate::video::packet::VideoPacket;
 
 /// Most shards a node may run (the home shard is one byte of a participant id).
 pub const MAX_SHARDS: usize = 256;
@@ -75,6 +77,16 @@ pub enum ShardMessage {
     /// A speaker's packet for this shard's subscribers in `room`. May be dropped
     /// under overload (oldest first); everything else is never dropped.
     Media { room: RoomId, packet: SpeakerPacket },
+    /// A publisher's video packet for this shard's video slots in `room` (a ring of
+    /// its own: may be dropped under overload, never instead of voice).
+    Video { room: RoomId, packet: VideoPacket },
+    /// To the shard holding `publisher`'s media: a slot waits for a keyframe of its
+    /// `source`'s `layer`, or a subscriber asked for one.
+    Keyframe {
+        publisher: ParticipantId,
+        source: VideoSource,
+        layer: u8,
+    },
     /// To the home shard: `participant`'s traffic arrives at shard `at`.
     Claim {
         participant: ParticipantId,

@@ -19,7 +19,10 @@ use crate::io::{Peer, Permissions, Protocol, Transmit};
 use crate::quality::Quality;
 use crate::slots::SlotTable;
 use crate::spam::SpamWatch;
+use crate::video::publication::Publication;
+use crate::video::slot::VideoSlot;
 use chorus_protocol::demux::{classify, DatagramKind};
+use str0m::bwe::BweKind;
 
 /// Most source addresses one participant may send from (ICE candidates that passed
 /// the integrity check); more are ignored.
@@ -45,6 +48,14 @@ pub struct Participant {
     pub(crate) slots: Vec<SlotTx>,
     /// The slot streams' send side (keys, address, reports).
     pub(crate) egress: Egress,
+    /// Its video slots (as many as the room gave it at join; a slot's mid comes
+    /// with the offer).
+    pub(crate) video: Vec<VideoSlot>,
+    /// str0m was given video to send since it was last drained: the shard drains it
+    /// once per batch.
+    pub(crate) video_touched: bool,
+    /// Its `video_slots` message must be sent again.
+    pub(crate) video_dirty: bool,
     // ---- read when its timer fires ----
     /// When the participant's timer entry in the shard's heap is due, if any.
     pub(crate) timer_at: Option<Instant>,
@@ -82,7 +93,31 @@ pub struct Participant {
     /// Where str0m's DTLS hands over the session's SRTP keys.
     pub(crate) keys: KeyCapture,
     pub(crate) quality: Quality,
+    /// The video m-sections it publishes on (camera, screen).
+    pub(crate) publications: Vec<Publication>,
+    /// The video payload types negotiated, and their codecs (str0m's payload types are
+    /// one numbering for the whole session).
+    pub(crate) video_pts: Vec<(Pt, crate::video::packet::VideoCodec)>,
+    /// What str0m's bandwidth estimate allows sending to it, bits per second.
+    pub(crate) estimate: Option<u64>,
     pub(crate) rtc: Box<Rtc>,
+}
+
+/// What a participant's `Rtc` handed out for the shard's forwarding pipeline.
+#[derive(Debug)]
+pub(crate) enum Inbound {
+    /// RTP on its microphone (or on a mid str0m knows but Chorus does not use).
+    Audio(RtpPacket),
+    /// RTP of one layer of a video publication (an index in `publications`).
+    Video {
+        publication: usize,
+        layer: u8,
+        packet: RtpPacket,
+    },
+    /// Its PLI or FIR for what it receives on the m-section `mid` (a video slot).
+    KeyframeRequest(Mid),
+    /// str0m's bandwidth estimate towards it changed.
+    Estimate(u64),
 }
 
 /// SSRCs a microphone without `a=ssrc` may have declared for it over a participant's
@@ -146,6 +181,8 @@ impl Participant {
             server_muted: self.server_muted,
             deafened: self.deafened,
             csrc: self.csrc,
+            camera: false,
+            screen: false,
         }
     }
 
@@ -172,7 +209,7 @@ impl Participant {
         &mut self,
         config: &crate::config::ShardConfig,
         transmits: &mut VecDeque<Transmit>,
-        media: &mut VecDeque<(ParticipantId, RtpPacket)>,
+        media: &mut VecDeque<(ParticipantId, Inbound)>,
     ) {
         loop {
             match self.rtc.poll_output() {
@@ -197,7 +234,16 @@ impl Participant {
                     transmits.push_back(Transmit::to(to, config.local_for(to), t.contents.into()))
                 }
                 Ok(Output::Event(e)) => match e {
-                    RtcEvent::RtpPacket(p) => media.push_back((self.id, p)),
+                    RtcEvent::RtpPacket(p) => {
+                        let inbound = self.classify(p);
+                        media.push_back((self.id, inbound));
+                    }
+                    RtcEvent::KeyframeRequest(r) => {
+                        media.push_back((self.id, Inbound::KeyframeRequest(r.mid)));
+                    }
+                    RtcEvent::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => {
+                        media.push_back((self.id, Inbound::Estimate(estimate.as_u64())));
+                    }
                     RtcEvent::Connected => {
                         tracing::debug!(room = %self.room, participant = %self.id, "media connected");
                         self.connected = true;
@@ -216,6 +262,38 @@ impl Participant {
                     return;
                 }
             }
+        }
+    }
+
+    /// Tells a video layer's packet from the microphone's, by the stream str0m
+    /// received it on.
+    fn classify(&mut self, packet: RtpPacket) -> Inbound {
+        if self.publications.is_empty() || Some(packet.header.payload_type) == self.mic_pt {
+            return Inbound::Audio(packet);
+        }
+        let Some(stream) = self
+            .rtc
+            .direct_api()
+            .stream_rx(&packet.header.ssrc)
+            .map(|s| (s.mid(), s.rid()))
+        else {
+            return Inbound::Audio(packet);
+        };
+        let (mid, rid) = stream;
+        let found = self
+            .publications
+            .iter()
+            .enumerate()
+            .find_map(|(i, p)| (p.mid == mid).then(|| p.layer_of(rid).map(|layer| (i, layer))));
+        match found {
+            Some(Some((publication, layer))) => Inbound::Video {
+                publication,
+                layer,
+                packet,
+            },
+            // A rid the offer did not name, or not a publication's mid: the audio
+            // path drops it (not the microphone's payload type) and counts it.
+            _ => Inbound::Audio(packet),
         }
     }
 

@@ -29,6 +29,11 @@ pub(crate) struct Participants {
 }
 
 impl Participants {
+    /// Every participant, in no particular order.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Participant> {
+        self.slots.iter_mut().filter_map(|s| s.as_deref_mut())
+    }
+
     pub fn len(&self) -> usize {
         self.by_id.len()
     }

@@ -12,6 +12,8 @@ use std::collections::BTreeMap;
 use chorus_protocol::control::{Proximity, RoomKind, SpamGuard};
 use chorus_protocol::signal::{DisplayName, ParticipantId, RoomId};
 
+use crate::client_event::VideoSource;
+
 /// Something that happened, for the backend's event stream.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Notice {
@@ -57,6 +59,18 @@ pub enum Notice {
         bitrate_in: u64,
         bitrate_out: u64,
     },
+    /// A participant started sending video from a source.
+    TrackPublished {
+        room: RoomId,
+        participant_id: ParticipantId,
+        source: VideoSource,
+    },
+    /// It stopped (or left while sending).
+    TrackUnpublished {
+        room: RoomId,
+        participant_id: ParticipantId,
+        source: VideoSource,
+    },
     /// The mic-spam guard caught a participant.
     SpamDetected {
         room: RoomId,
@@ -73,6 +87,7 @@ pub struct RoomSummary {
     pub kind: RoomKind,
     pub max_participants: usize,
     pub audio_slots: u8,
+    pub video_slots: u8,
     pub empty_timeout_s: u64,
     pub metadata: String,
     pub whisper: bool,
@@ -102,6 +117,9 @@ pub struct MemberDetails {
     pub whisper_to: Option<Vec<ParticipantId>>,
     /// What it may publish from, with `publish`.
     pub sources: Vec<chorus_protocol::signal::Source>,
+    /// It sends camera video, and screen share.
+    pub camera: bool,
+    pub screen: bool,
     pub csrc: u32,
     /// The shard holding its media.
     pub shard: usize,

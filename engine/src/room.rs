@@ -40,6 +40,8 @@ impl Member {
             subscribe: self.permissions.subscribe,
             priority: self.permissions.priority,
             sources: self.permissions.sources.to_list(),
+            camera: self.info.camera,
+            screen: self.info.screen,
             whisper_to: self.whisper_to.clone(),
             csrc: self.info.csrc,
             shard: self.shard,
@@ -53,6 +55,8 @@ impl Member {
 pub(crate) struct RoomPolicy {
     pub kind: RoomKind,
     pub audio_slots: u8,
+    /// Video slots per client (0: no video).
+    pub video_slots: u8,
     pub max_participants: usize,
     /// Closed after being empty this long; `None`: never (auto-created rooms close
     /// as soon as they are empty).
@@ -125,6 +129,7 @@ impl Room {
             kind: self.policy.kind,
             max_participants: self.policy.max_participants,
             audio_slots: self.policy.audio_slots,
+            video_slots: self.policy.video_slots,
             empty_timeout_s: self.policy.empty_timeout.map_or(0, |d| d.as_secs()),
             metadata: self.policy.metadata.clone(),
             whisper: self.policy.whisper,
@@ -192,6 +197,8 @@ mod tests {
     fn member(id: u64, csrc: u32, shard: usize) -> Member {
         Member {
             info: MemberInfo {
+                camera: false,
+                screen: false,
                 id: ParticipantId(id),
                 name: DisplayName::new("x").expect("valid"),
                 muted: false,
@@ -210,6 +217,7 @@ mod tests {
         RoomPolicy {
             kind: RoomKind::Public,
             audio_slots: 8,
+            video_slots: 0,
             max_participants: 10,
             empty_timeout,
             metadata: String::new(),

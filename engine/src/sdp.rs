@@ -16,6 +16,7 @@
 
 use std::fmt::Write as _;
 
+use crate::client_event::VideoSource;
 use crate::egress::{ExtIds, SlotMid};
 
 /// RFC 3264 §5.1 / RFC 8866 §6.7: the media direction of an m-section.
@@ -51,8 +52,22 @@ pub(crate) struct PreparedOffer {
     /// The header extension ids the first slot section offered (RFC 8843 §9.2: one
     /// mapping for the whole bundle).
     pub ext: ExtIds,
+    /// The `sendonly` video sections (str0m negotiates them): camera and screen.
+    pub publications: Vec<VideoOffer>,
+    /// The video slots' mids, in slot order (str0m negotiates them and sends on them).
+    pub video_slots: Vec<String>,
     /// Every offered section, in order, and who answers it.
     sections: Vec<Answerer>,
+}
+
+/// A `sendonly` video section of the offer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct VideoOffer {
+    pub mid: String,
+    pub source: VideoSource,
+    /// Its `a=simulcast:send` rids in order, lowest resolution first (empty: no
+    /// simulcast). Alternatives after the first of a layer are ignored.
+    pub rids: Vec<String>,
 }
 
 /// Who writes the answer to one offered m-section.
@@ -93,6 +108,14 @@ pub enum OfferError {
     SelfRepair(usize, String),
     #[error("offer asks the node to be the DTLS client (a=setup:passive); offer a=setup:actpass or active")]
     PassiveSetup,
+    #[error(
+        "offer sends video in more than two m-sections; send the camera and the screen in one each"
+    )]
+    TooManyVideoSources,
+    #[error("offer maps two sending video m-sections to {0}")]
+    SourceTwice(&'static str),
+    #[error("offer's sources name mid {0:?}, which is no sending video m-section")]
+    UnknownSourceMid(String),
 }
 
 /// Why str0m's answer could not be completed.
@@ -183,6 +206,40 @@ impl Section<'_> {
 
 const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
 const MID_URI: &str = "urn:ietf:params:rtp-hdrext:sdes:mid";
+const TWCC_URI: &str = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01";
+
+/// What the room allows and the client says of its video.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct VideoPolicy<'a> {
+    /// Video slots the room gives each client (0: video sections are rejected).
+    pub slots: usize,
+    /// The offer's `sources`: each sending video mid's source.
+    pub sources: &'a [(String, VideoSource)],
+}
+
+impl Section<'_> {
+    /// The rids of `a=simulcast:send`, first alternative of each layer, in order.
+    fn simulcast_send(&self, lines: &[&str]) -> Vec<String> {
+        let Some(value) = self.attributes(lines, "simulcast").next() else {
+            return Vec::new();
+        };
+        let mut parts = value.split_whitespace();
+        let mut rids = Vec::new();
+        while let (Some(dir), Some(list)) = (parts.next(), parts.next()) {
+            if dir != "send" {
+                continue;
+            }
+            for layer in list.split(';') {
+                let first = layer.split(',').next().unwrap_or_default();
+                let rid = first.trim_start_matches('~');
+                if !rid.is_empty() && rid.len() <= 16 && !rids.iter().any(|r| r == rid) {
+                    rids.push(rid.to_owned());
+                }
+            }
+        }
+        rids
+    }
+}
 
 /// RFC 7587 writes Opus as `opus/48000/2`; some clients (GStreamer's webrtcbin when an
 /// app builds caps without `encoding-params=2`) write `OPUS/48000`. That is Opus all
@@ -212,7 +269,11 @@ fn opus_with_channels(sdp: &str) -> Option<String> {
 }
 
 /// Splits the offer into what str0m negotiates and what Chorus answers.
-pub(crate) fn prepare_offer(sdp: &str, audio_slots: usize) -> Result<PreparedOffer, OfferError> {
+pub(crate) fn prepare_offer(
+    sdp: &str,
+    audio_slots: usize,
+    video: VideoPolicy<'_>,
+) -> Result<PreparedOffer, OfferError> {
     if sdp.len() > MAX_OFFER_BYTES {
         return Err(OfferError::TooLarge(MAX_OFFER_BYTES));
     }
@@ -232,6 +293,18 @@ pub(crate) fn prepare_offer(sdp: &str, audio_slots: usize) -> Result<PreparedOff
     let mut mic_without_ssrc = false;
     let mut slots: Vec<SlotOffer> = Vec::new();
     let mut ext = ExtIds::default();
+    let mut publications: Vec<VideoOffer> = Vec::new();
+    let mut video_slots: Vec<String> = Vec::new();
+    for (named, _) in video.sources {
+        let sends_video = sections.iter().any(|s| {
+            s.kind == "video"
+                && s.mid == Some(named.as_str())
+                && matches!(s.direction, Direction::SendRecv | Direction::SendOnly)
+        });
+        if !sends_video {
+            return Err(OfferError::UnknownSourceMid(named.clone()));
+        }
+    }
     for (n, s) in sections.iter().enumerate() {
         let mid = s.mid.ok_or(OfferError::NoMid(n))?;
         if mid.is_empty() || mid.trim() != mid {
@@ -286,6 +359,47 @@ pub(crate) fn prepare_offer(sdp: &str, audio_slots: usize) -> Result<PreparedOff
                         });
                     }
                 }
+            }
+            ("video", Direction::SendRecv | Direction::SendOnly) if open && video.slots > 0 => {
+                if publications.len() == 2 {
+                    return Err(OfferError::TooManyVideoSources);
+                }
+                let named = video
+                    .sources
+                    .iter()
+                    .find(|(m, _)| m == mid)
+                    .map(|(_, source)| *source);
+                // Unnamed: the first free of camera, then screen.
+                let taken = |src: VideoSource| publications.iter().any(|p| p.source == src);
+                let source = match named {
+                    Some(src) if taken(src) => {
+                        return Err(OfferError::SourceTwice(match src {
+                            VideoSource::Camera => "camera",
+                            VideoSource::Screen => "screen",
+                        }))
+                    }
+                    Some(src) => src,
+                    None if taken(VideoSource::Camera) => VideoSource::Screen,
+                    None => VideoSource::Camera,
+                };
+                publications.push(VideoOffer {
+                    mid: mid.to_owned(),
+                    source,
+                    rids: s.simulcast_send(&lines),
+                });
+                // We never send on a publishing section: answer recvonly.
+                let direction = (s.direction == Direction::SendRecv).then_some("a=sendonly");
+                for_str0m.push((n, direction, false));
+                answerers.push(Answerer::Str0m {
+                    mid: mid.to_owned(),
+                });
+            }
+            ("video", Direction::RecvOnly) if open && video_slots.len() < video.slots => {
+                video_slots.push(mid.to_owned());
+                for_str0m.push((n, None, false));
+                answerers.push(Answerer::Str0m {
+                    mid: mid.to_owned(),
+                });
             }
             // An audio section the client closed (port 0), a data channel (v1 has
             // no use for one: refused rather than leave str0m's SCTP to clients), video
@@ -348,6 +462,15 @@ pub(crate) fn prepare_offer(sdp: &str, audio_slots: usize) -> Result<PreparedOff
             if i != s.start && !s.lists_payload_type_of(line) {
                 continue;
             }
+            // Audio stays lean: transport-wide congestion control is for video (its
+            // per-packet records would cost every voice participant).
+            let twcc = line
+                .strip_prefix("a=extmap:")
+                .is_some_and(|v| v.split_whitespace().nth(1) == Some(TWCC_URI))
+                || (line.starts_with("a=rtcp-fb:") && line.ends_with(" transport-cc"));
+            if s.kind == "audio" && twcc {
+                continue;
+            }
             if i == s.start {
                 // Rejected: port 0. Bundle-only: str0m takes port 0 for closed, so it
                 // gets the discard port browsers write for bundled sections.
@@ -382,6 +505,8 @@ pub(crate) fn prepare_offer(sdp: &str, audio_slots: usize) -> Result<PreparedOff
         mic_without_ssrc,
         slots,
         ext,
+        publications,
+        video_slots,
         sections: answerers,
     })
 }
@@ -694,7 +819,7 @@ mod tests {
             ("audio", "3", Some("recvonly")),
         ]);
         sdp = sdp.replace("t=0 0\r\n", "t=0 0\r\na=group:BUNDLE 0 1 2 3\r\n");
-        let p = prepare_offer(&sdp, 2).unwrap();
+        let p = prepare_offer(&sdp, 2, VideoPolicy::default()).unwrap();
         assert_eq!(p.mic_mid.as_deref(), Some("0"));
         assert_eq!(mids(&p), vec!["1", "2"]);
         assert_eq!(p.slots[0].pt, 111);
@@ -732,7 +857,7 @@ mod tests {
             "a=rtpmap:111 opus/48000/2\r\na=rtpmap:96 rtx/48000\r\na=fmtp:96 apt=111\r\n",
             1,
         );
-        let p = prepare_offer(&sdp, 8).unwrap();
+        let p = prepare_offer(&sdp, 8, VideoPolicy::default()).unwrap();
         assert!(p.sdp.contains("a=group:BUNDLE m\r\n"), "{}", p.sdp);
         assert!(p.sdp.contains("m=application 0 "), "{}", p.sdp);
         assert!(p.sdp.contains("m=audio 0 "), "{}", p.sdp);
@@ -744,7 +869,7 @@ mod tests {
             "a=rtpmap:111 opus/48000/2\r\na=rtpmap:111 rtx/48000\r\n",
         );
         assert_eq!(
-            prepare_offer(&twice, 8),
+            prepare_offer(&twice, 8, VideoPolicy::default()),
             Err(OfferError::DuplicatePayloadType(0, "111".into()))
         );
         let selfish = mic.replace("SAVPF 111", "SAVPF 111 97").replace(
@@ -752,20 +877,26 @@ mod tests {
             "a=rtpmap:111 opus/48000/2\r\na=rtpmap:97 rtx/48000\r\na=fmtp:97 apt=97\r\n",
         );
         assert_eq!(
-            prepare_offer(&selfish, 8),
+            prepare_offer(&selfish, 8, VideoPolicy::default()),
             Err(OfferError::SelfRepair(0, "97".into()))
         );
         let passive = mic.replace("a=mid:m\r\n", "a=mid:m\r\na=setup:passive\r\n");
-        assert_eq!(prepare_offer(&passive, 8), Err(OfferError::PassiveSetup));
+        assert_eq!(
+            prepare_offer(&passive, 8, VideoPolicy::default()),
+            Err(OfferError::PassiveSetup)
+        );
         let active = mic.replace("a=mid:m\r\n", "a=mid:m\r\na=setup:active\r\n");
-        assert!(prepare_offer(&active, 8).is_ok());
+        assert!(prepare_offer(&active, 8, VideoPolicy::default()).is_ok());
     }
 
     #[test]
     fn a_mid_with_spaces_around_it_is_refused() {
         // str0m would read `a=mid: x` as `_x`, Chorus as `x`: one offer, two mids.
         let sdp = offer(&[("audio", "m", Some("sendonly"))]).replace("a=mid:m", "a=mid: m");
-        assert_eq!(prepare_offer(&sdp, 8), Err(OfferError::BadMid(0)));
+        assert_eq!(
+            prepare_offer(&sdp, 8, VideoPolicy::default()),
+            Err(OfferError::BadMid(0))
+        );
     }
 
     #[test]
@@ -788,7 +919,7 @@ mod tests {
                 ),
             );
         }
-        let p = prepare_offer(&sdp, 8).unwrap();
+        let p = prepare_offer(&sdp, 8, VideoPolicy::default()).unwrap();
         assert_eq!(mids(&p), vec!["1", "2"], "{sdp}");
         assert!(matches!(&p.sections[3], Answerer::Str0m { mid } if mid == "3"));
         // A bundle-only microphone reaches str0m with a port it takes for open.
@@ -801,7 +932,7 @@ mod tests {
             "m=audio 0 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=bundle-only\r\n",
             1,
         );
-        let p = prepare_offer(&mic_later, 8).unwrap();
+        let p = prepare_offer(&mic_later, 8, VideoPolicy::default()).unwrap();
         assert_eq!(p.mic_mid.as_deref(), Some("0"));
         assert!(
             p.sdp.contains("m=audio 9 UDP/TLS/RTP/SAVPF 111"),
@@ -813,7 +944,7 @@ mod tests {
     #[test]
     fn sendrecv_microphone_is_answered_as_receive_only() {
         let sdp = offer(&[("audio", "a", None), ("audio", "b", Some("recvonly"))]);
-        let p = prepare_offer(&sdp, 8).unwrap();
+        let p = prepare_offer(&sdp, 8, VideoPolicy::default()).unwrap();
         assert_eq!(p.mic_mid.as_deref(), Some("a"));
         assert_eq!(mids(&p), vec!["b"]);
         let mic = p.sdp.split("m=audio").nth(1).unwrap_or_default();
@@ -830,7 +961,7 @@ mod tests {
             ("video", "v", Some("sendrecv")),
             ("audio", "1", Some("recvonly")),
         ]);
-        let p = prepare_offer(&sdp, 8).unwrap();
+        let p = prepare_offer(&sdp, 8, VideoPolicy::default()).unwrap();
         assert!(
             p.sdp.contains(
                 "m=video 0 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:v\r\na=inactive"
@@ -847,7 +978,7 @@ mod tests {
             ("audio", "x", Some("recvonly")),
             ("audio", "y", Some("recvonly")),
         ]);
-        let p = prepare_offer(&sdp, 8).unwrap();
+        let p = prepare_offer(&sdp, 8, VideoPolicy::default()).unwrap();
         assert_eq!(p.mic_mid, None);
         assert_eq!(mids(&p), vec!["x", "y"]);
         let seen = sections(&p.sdp);
@@ -869,7 +1000,7 @@ mod tests {
             "a=mid:s0\r\n",
             "a=mid:s0\r\na=extmap:1 urn:ietf:params:rtp-hdrext:ssrc-audio-level\r\na=extmap:4/recvonly urn:ietf:params:rtp-hdrext:sdes:mid\r\n",
         );
-        let p = prepare_offer(&sdp, 2).unwrap();
+        let p = prepare_offer(&sdp, 2, VideoPolicy::default()).unwrap();
         assert_eq!(
             p.ext,
             ExtIds {
@@ -923,7 +1054,7 @@ mod tests {
             ("audio", "m", Some("sendonly")),
             ("audio", "s", Some("recvonly")),
         ]);
-        let p = prepare_offer(&sdp, 8).unwrap();
+        let p = prepare_offer(&sdp, 8, VideoPolicy::default()).unwrap();
         let bare = "v=0\r\nm=audio 9 X 111\r\na=mid:m\r\n";
         assert_eq!(answer(&p, bare, &[1], "c"), Err(AnswerError::NoTransport));
         let other = "v=0\r\nm=audio 9 X 111\r\na=mid:q\r\na=ice-ufrag:u\r\n";
@@ -964,19 +1095,37 @@ mod tests {
 
     #[test]
     fn rejects_what_breaks_the_contract() {
-        assert_eq!(prepare_offer("v=0\r\n", 8), Err(OfferError::NoMedia));
-        assert_eq!(prepare_offer("garbage", 8), Err(OfferError::NoMedia));
+        assert_eq!(
+            prepare_offer("v=0\r\n", 8, VideoPolicy::default()),
+            Err(OfferError::NoMedia)
+        );
+        assert_eq!(
+            prepare_offer("garbage", 8, VideoPolicy::default()),
+            Err(OfferError::NoMedia)
+        );
         let two = offer(&[("audio", "0", Some("sendonly")), ("audio", "1", None)]);
-        assert_eq!(prepare_offer(&two, 8), Err(OfferError::SeveralMicrophones));
+        assert_eq!(
+            prepare_offer(&two, 8, VideoPolicy::default()),
+            Err(OfferError::SeveralMicrophones)
+        );
         let nomid = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n";
-        assert_eq!(prepare_offer(nomid, 8), Err(OfferError::NoMid(0)));
+        assert_eq!(
+            prepare_offer(nomid, 8, VideoPolicy::default()),
+            Err(OfferError::NoMid(0))
+        );
         let long = offer(&[("audio", "abcdefghijklmnopq", Some("recvonly"))]);
-        assert_eq!(prepare_offer(&long, 8), Err(OfferError::BadMid(0)));
+        assert_eq!(
+            prepare_offer(&long, 8, VideoPolicy::default()),
+            Err(OfferError::BadMid(0))
+        );
         let short = "v=0\r\nm=audio 9\r\na=mid:0\r\n";
-        assert_eq!(prepare_offer(short, 8), Err(OfferError::BadMediaLine(0)));
+        assert_eq!(
+            prepare_offer(short, 8, VideoPolicy::default()),
+            Err(OfferError::BadMediaLine(0))
+        );
         let huge = "a".repeat(MAX_OFFER_BYTES + 1);
         assert!(matches!(
-            prepare_offer(&huge, 8),
+            prepare_offer(&huge, 8, VideoPolicy::default()),
             Err(OfferError::TooLarge(_))
         ));
     }

@@ -9,14 +9,15 @@ use std::time::{Duration, Instant, SystemTime};
 
 use chorus_protocol::demux::{classify, DatagramKind};
 use chorus_protocol::signal::{ParticipantId, RoomId};
+use rustc_hash::FxHashMap;
 use str0m::config::DtlsCert;
-use str0m::rtp::RtpPacket;
 
 use crate::client_event::{ClientEvent, Refusal};
 use crate::config::ShardConfig;
 use crate::error::EngineError;
 use crate::io::{Command, Datagram, Event, Peer, Protocol, Transmit};
 use crate::mesh::{home_of, ShardMessage, MAX_SHARDS};
+use crate::participant::Inbound;
 use crate::participants::Participants;
 use crate::pool::BufferPool;
 use crate::report::Notice;
@@ -28,6 +29,7 @@ mod media;
 mod migration;
 mod proximity;
 mod requests;
+mod video;
 
 /// How often rooms age speaker levels, announce speakers and reap silent clients.
 pub const TICK: Duration = Duration::from_millis(50);
@@ -74,6 +76,14 @@ pub struct ShardStats {
     pub dropped_not_ready: u64,
     /// A copy that could not be written or sealed.
     pub dropped_unsealable: u64,
+    /// Video layer packets received from publishers held here.
+    pub video_in: u64,
+    /// Video copies handed to subscribers' video slots.
+    pub video_forwarded: u64,
+    /// Video in a payload type that is no negotiated video codec.
+    pub dropped_not_video: u64,
+    /// Keyframe requests (PLI) sent to publishers.
+    pub keyframe_requests: u64,
     /// Sender reports (SRTCP compounds) sent for slot streams.
     pub reports_out: u64,
     /// Times a participant's `Rtc` was woken for its own timers (what idle
@@ -105,6 +115,9 @@ impl ShardStats {
             ("bytes_out", self.bytes_out),
             ("rtp_in", self.rtp_in),
             ("rtp_forwarded", self.rtp_forwarded),
+            ("video_in", self.video_in),
+            ("video_forwarded", self.video_forwarded),
+            ("keyframe_requests", self.keyframe_requests),
             ("handoffs_out", self.handoffs_out),
             ("handoffs_in", self.handoffs_in),
             ("migrations_in", self.migrations_in),
@@ -115,6 +128,7 @@ impl ShardStats {
             ("dropped_muted", self.dropped_muted),
             ("dropped_not_permitted", self.dropped_not_permitted),
             ("dropped_not_audio", self.dropped_not_audio),
+            ("dropped_not_video", self.dropped_not_video),
             ("dropped_no_slot", self.dropped_no_slot),
             ("dropped_late", self.dropped_late),
             ("dropped_not_ready", self.dropped_not_ready),
@@ -148,7 +162,15 @@ pub struct Shard {
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     outbox: VecDeque<(usize, ShardMessage)>,
-    media: VecDeque<(ParticipantId, RtpPacket)>,
+    media: VecDeque<(ParticipantId, Inbound)>,
+    /// Participants str0m was given video for in this batch (drained once each at
+    /// its end).
+    touched: Vec<ParticipantId>,
+    /// The shard each remote video publisher's packets come from (where keyframe
+    /// requests for it go).
+    video_origins: FxHashMap<ParticipantId, usize>,
+    /// When subscribers' video slots were last fitted to their bandwidth estimates.
+    last_allocation: Instant,
     /// Buffers of the datagrams the shard writes itself.
     pool: BufferPool,
     /// A buffer to open SRTCP in.
@@ -202,6 +224,9 @@ impl Shard {
             events: VecDeque::new(),
             outbox: VecDeque::new(),
             media: VecDeque::new(),
+            touched: Vec::new(),
+            video_origins: FxHashMap::default(),
+            last_allocation: now,
             pool: BufferPool::default(),
             scratch: Vec::with_capacity(crate::pool::BUFFER_CAPACITY),
             started: now,
@@ -363,6 +388,16 @@ impl Shard {
                 self.stats.handoffs_in += 1;
                 self.fan_out(now, &room, &packet);
             }
+            ShardMessage::Video { room, packet } => {
+                self.stats.handoffs_in += 1;
+                self.note_origin(&packet);
+                self.fan_out_video(now, &room, &packet);
+            }
+            ShardMessage::Keyframe {
+                publisher,
+                source,
+                layer,
+            } => self.keyframe(now, publisher, source, layer),
             ShardMessage::Claim {
                 participant,
                 at,

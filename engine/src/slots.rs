@@ -105,6 +105,11 @@ impl SlotTable {
         }
     }
 
+    /// How many slots carry a speaker now.
+    pub fn occupied(&self) -> usize {
+        self.occupants().count()
+    }
+
     pub fn len(&self) -> usize {
         self.slots.len()
     }

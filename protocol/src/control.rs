@@ -28,6 +28,8 @@ pub const MAX_TTL_S: u64 = 30 * 24 * 3600;
 pub const MAX_ROOM_CAPACITY: usize = 10_000;
 /// Most audio slots a room may be configured for.
 pub const MAX_ROOM_AUDIO_SLOTS: u8 = 32;
+/// Most video slots a room may give each client (0: no video).
+pub const MAX_ROOM_VIDEO_SLOTS: u8 = 16;
 
 /// Where the node listens and `chorusctl` connects when no path is given:
 /// `$XDG_RUNTIME_DIR/chorus/control.sock`, else `/tmp/chorus/control.sock`.
@@ -377,6 +379,12 @@ impl Call {
             }
             _ => Ok(()),
         };
+        let video = |n: Option<u8>| match n {
+            Some(n) if n > MAX_ROOM_VIDEO_SLOTS => {
+                bad(format!("video_slots must be 0..={MAX_ROOM_VIDEO_SLOTS}"))
+            }
+            _ => Ok(()),
+        };
         let metadata = |m: &Option<String>| match m {
             Some(m) if m.len() > MAX_METADATA_BYTES => bad(format!(
                 "metadata is longer than {MAX_METADATA_BYTES} bytes"
@@ -396,6 +404,7 @@ impl Call {
             Call::RoomCreate(c) => {
                 capacity(c.max_participants)?;
                 slots(c.audio_slots)?;
+                video(c.video_slots)?;
                 metadata(&c.metadata)?;
                 c.proximity.as_ref().map_or(Ok(()), Proximity::check)?;
                 c.spam_guard.as_ref().map_or(Ok(()), SpamGuard::check)
@@ -403,6 +412,7 @@ impl Call {
             Call::RoomUpdate(u) => {
                 capacity(u.max_participants)?;
                 slots(u.audio_slots)?;
+                video(u.video_slots)?;
                 metadata(&u.metadata)?;
                 u.proximity
                     .as_ref()
@@ -633,6 +643,8 @@ where
 pub struct RoomDefaults {
     pub max_participants: usize,
     pub audio_slots: u8,
+    /// Video slots per client (0: no video).
+    pub video_slots: u8,
     /// 0: never closed for being empty.
     pub empty_timeout_s: u64,
     /// Clients may `whisper`.
@@ -641,16 +653,17 @@ pub struct RoomDefaults {
 
 impl RoomKind {
     pub fn defaults(self) -> RoomDefaults {
-        let (max_participants, audio_slots, empty_timeout_s, whisper) = match self {
-            RoomKind::Party => (8, 7, 60, true),
-            RoomKind::Private => (25, 8, 300, false),
-            RoomKind::Guild => (100, 8, 300, true),
-            RoomKind::Public => (200, 8, 300, false),
-            RoomKind::Raid => (1000, 6, 300, true),
+        let (max_participants, audio_slots, video_slots, empty_timeout_s, whisper) = match self {
+            RoomKind::Party => (8, 7, 4, 60, true),
+            RoomKind::Private => (25, 8, 4, 300, false),
+            RoomKind::Guild => (100, 8, 4, 300, true),
+            RoomKind::Public => (200, 8, 0, 300, false),
+            RoomKind::Raid => (1000, 6, 0, 300, true),
         };
         RoomDefaults {
             max_participants,
             audio_slots,
+            video_slots,
             empty_timeout_s,
             whisper,
         }
@@ -678,6 +691,9 @@ pub struct RoomCreate {
     pub max_participants: Option<usize>,
     #[serde(default)]
     pub audio_slots: Option<u8>,
+    /// Video slots per client, 0 to [`MAX_ROOM_VIDEO_SLOTS`] (0: no video).
+    #[serde(default)]
+    pub video_slots: Option<u8>,
     /// Seconds the room may stay empty before it is closed; 0: never.
     #[serde(default)]
     pub empty_timeout_s: Option<u64>,
@@ -703,6 +719,7 @@ impl RoomCreate {
             kind: None,
             max_participants: None,
             audio_slots: None,
+            video_slots: None,
             empty_timeout_s: None,
             metadata: None,
             whisper: None,
@@ -729,6 +746,9 @@ pub struct RoomUpdate {
     pub max_participants: Option<usize>,
     #[serde(default)]
     pub audio_slots: Option<u8>,
+    /// Like `audio_slots`, for joins after the update.
+    #[serde(default)]
+    pub video_slots: Option<u8>,
     #[serde(default)]
     pub empty_timeout_s: Option<u64>,
     #[serde(default)]
@@ -755,6 +775,7 @@ impl RoomUpdate {
             room,
             max_participants: None,
             audio_slots: None,
+            video_slots: None,
             empty_timeout_s: None,
             metadata: None,
             whisper: None,
@@ -905,6 +926,9 @@ pub struct RoomInfo {
     pub kind: RoomKind,
     pub max_participants: usize,
     pub audio_slots: u8,
+    /// Video slots per client (0: no video).
+    #[serde(default)]
+    pub video_slots: u8,
     pub empty_timeout_s: u64,
     pub metadata: String,
     /// Clients may `whisper`.
@@ -949,6 +973,12 @@ pub struct ParticipantDetails {
     /// What it may publish from, with `publish` (`microphone`, `camera`, `screen`).
     #[serde(default = "all_sources")]
     pub sources: Vec<crate::signal::Source>,
+    /// It sends camera video.
+    #[serde(default)]
+    pub camera: bool,
+    /// It shares its screen.
+    #[serde(default)]
+    pub screen: bool,
     pub csrc: u32,
     /// The shard holding its media.
     pub shard: usize,
@@ -1005,6 +1035,8 @@ pub const EVENT_TYPES: &[&str] = &[
     "speaking_stopped",
     "quality",
     "spam_detected",
+    "track_published",
+    "track_unpublished",
     "events_lost",
 ];
 
@@ -1072,6 +1104,18 @@ pub enum NodeEvent {
         reason: String,
         level: f32,
     },
+    /// A participant started sending video from `source` (`"camera"`, `"screen"`).
+    TrackPublished {
+        room: RoomId,
+        participant_id: ParticipantId,
+        source: crate::signal::Source,
+    },
+    /// It stopped (or left while sending).
+    TrackUnpublished {
+        room: RoomId,
+        participant_id: ParticipantId,
+        source: crate::signal::Source,
+    },
     /// This subscriber fell behind and `count` events were dropped for it.
     EventsLost { count: u64 },
 }
@@ -1089,6 +1133,8 @@ impl NodeEvent {
             NodeEvent::SpeakingStopped { .. } => "speaking_stopped",
             NodeEvent::Quality { .. } => "quality",
             NodeEvent::SpamDetected { .. } => "spam_detected",
+            NodeEvent::TrackPublished { .. } => "track_published",
+            NodeEvent::TrackUnpublished { .. } => "track_unpublished",
             NodeEvent::EventsLost { .. } => "events_lost",
         }
     }
@@ -1104,7 +1150,9 @@ impl NodeEvent {
             | NodeEvent::SpeakingStarted { room, .. }
             | NodeEvent::SpeakingStopped { room, .. }
             | NodeEvent::Quality { room, .. }
-            | NodeEvent::SpamDetected { room, .. } => Some(room),
+            | NodeEvent::SpamDetected { room, .. }
+            | NodeEvent::TrackPublished { room, .. }
+            | NodeEvent::TrackUnpublished { room, .. } => Some(room),
             NodeEvent::EventsLost { .. } => None,
         }
     }

@@ -5,6 +5,7 @@
 //! Decoding goes through [`ClientMessage::decode`], which turns every malformed frame
 //! into a [`DecodeError`] with a message fit to show the client (`bad_request`).
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
@@ -151,7 +152,13 @@ pub enum ClientMessage {
         token: Option<String>,
     },
     /// An SDP offer for the client's one RTCPeerConnection.
-    Offer { sdp: String },
+    Offer {
+        sdp: String,
+        /// What each `sendonly` video m-section publishes, by mid: `"camera"` or
+        /// `"screen"`.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        sources: BTreeMap<String, Source>,
+    },
     /// A trickled ICE candidate (the node is ICE-lite: accepted, never needed).
     Candidate {
         candidate: String,
@@ -173,6 +180,19 @@ pub enum ClientMessage {
     /// Where this participant is, in world units, in a proximity room whose policy
     /// takes positions from clients. The latest one per 50 ms counts.
     Position { position: [f64; 3] },
+    /// The client starts (`enabled`) or stops sending video from `source` (`"camera"`
+    /// or `"screen"`) on the m-section its offer mapped to it.
+    Video { source: Source, enabled: bool },
+    /// Video slot `slot` forwards `participant_id`'s `source` at `quality` (`null`
+    /// clears the slot). `source` defaults to `"camera"`, `quality` to `"high"`.
+    Subscribe {
+        slot: u32,
+        participant_id: Option<ParticipantId>,
+        #[serde(default = "camera")]
+        source: Source,
+        #[serde(default = "high")]
+        quality: VideoQuality,
+    },
     /// Instead of `join`, on a new socket: take over a session whose socket dropped,
     /// with the `resume_token` its `joined` carried.
     Resume {
@@ -208,6 +228,8 @@ const CLIENT_TYPES: &[&str] = &[
     "resume",
     "whisper",
     "position",
+    "video",
+    "subscribe",
 ];
 
 /// Most participants one `whisper` may name.
@@ -248,6 +270,8 @@ impl ClientMessage {
             ClientMessage::Resume { .. } => "resume",
             ClientMessage::Whisper { .. } => "whisper",
             ClientMessage::Position { .. } => "position",
+            ClientMessage::Video { .. } => "video",
+            ClientMessage::Subscribe { .. } => "subscribe",
         }
     }
 }
@@ -275,6 +299,38 @@ impl Source {
     }
 }
 
+fn camera() -> Source {
+    Source::Camera
+}
+
+fn high() -> VideoQuality {
+    VideoQuality::High
+}
+
+/// A video quality a subscriber asks for, and a simulcast layer as forwarded: the
+/// publisher's layers in `a=simulcast` order are low (first), medium, high (last).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VideoQuality {
+    Low,
+    Medium,
+    High,
+}
+
+/// One entry of [`ServerMessage::VideoSlots`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VideoSlotInfo {
+    pub slot: u8,
+    /// Whose video the slot is for; `None`: the slot is free.
+    pub participant_id: Option<ParticipantId>,
+    pub source: Source,
+    /// What the client asked for.
+    pub quality: VideoQuality,
+    /// The layer forwarded now (`None`: nothing, e.g. waiting for a keyframe or for
+    /// the publisher to send).
+    pub layer: Option<VideoQuality>,
+}
+
 /// What everyone in a room sees of one participant.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ParticipantInfo {
@@ -287,6 +343,12 @@ pub struct ParticipantInfo {
     pub deafened: bool,
     /// Non-zero and unique in the room: the CSRC on every packet this participant speaks.
     pub csrc: u32,
+    /// It sends camera video.
+    #[serde(default)]
+    pub camera: bool,
+    /// It shares its screen.
+    #[serde(default)]
+    pub screen: bool,
 }
 
 /// One entry of [`ServerMessage::Speakers`].
@@ -375,6 +437,10 @@ pub enum ServerMessage {
         csrc: u32,
         room: RoomId,
         audio_slots: u8,
+        /// Receive-only video m-sections (the video slots) its offer should hold: 0 =
+        /// no video in this room.
+        #[serde(default)]
+        video_slots: u8,
         /// The others in the room, not the joiner.
         participants: Vec<ParticipantInfo>,
         ice_servers: Vec<IceServer>,
@@ -397,6 +463,14 @@ pub enum ServerMessage {
         sdp: String,
         /// The slots' mids, in slot order.
         slots: Vec<String>,
+        /// The video slots' mids, in slot order.
+        #[serde(default)]
+        video_slots: Vec<String>,
+    },
+    /// This client's whole video slot map: after each `subscribe`, and whenever an
+    /// assignment or a forwarded layer changes.
+    VideoSlots {
+        slots: Vec<VideoSlotInfo>,
     },
     ParticipantJoined {
         participant: ParticipantInfo,
@@ -524,6 +598,8 @@ mod tests {
             server_muted: true,
             deafened: true,
             csrc: 9,
+            camera: true,
+            screen: false,
         };
         let v: serde_json::Value =
             serde_json::from_str(&ServerMessage::ParticipantUpdated { participant: p }.to_json())
@@ -532,7 +608,7 @@ mod tests {
             v,
             serde_json::json!({"type":"participant_updated","participant":{
                 "participant_id":"p1f","name":"Alice","muted":false,"server_muted":true,
-                "deafened":true,"csrc":9}})
+                "deafened":true,"csrc":9,"camera":true,"screen":false}})
         );
         let v: serde_json::Value = serde_json::from_str(
             &ServerMessage::Speakers {

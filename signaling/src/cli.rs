@@ -68,6 +68,10 @@ pub struct ServeArgs {
     #[arg(long, env = "CHORUS_AUDIO_SLOTS", default_value_t = 8,
           value_parser = clap::value_parser!(u8).range(1..=32))]
     pub audio_slots: u8,
+    /// Video slots per subscriber in rooms created on join (0 to 16; 0: no video).
+    #[arg(long, env = "CHORUS_VIDEO_SLOTS", default_value_t = 4,
+          value_parser = clap::value_parser!(u8).range(0..=16))]
+    pub video_slots: u8,
     /// Capacity of rooms created on join.
     #[arg(long, env = "CHORUS_MAX_PARTICIPANTS", default_value_t = 500)]
     pub max_participants: usize,
@@ -191,6 +195,7 @@ struct FileConfig {
     shards: Option<u16>,
     public_ip: Option<OneOrMany<IpAddr>>,
     audio_slots: Option<u8>,
+    video_slots: Option<u8>,
     max_participants: Option<usize>,
     disconnect_timeout: Option<u64>,
     auto_create_rooms: Option<bool>,
@@ -279,6 +284,7 @@ impl ServeArgs {
         take!(shards, "shards");
         take!(public_ip, "public_ip");
         take!(audio_slots, "audio_slots");
+        take!(video_slots, "video_slots");
         take!(max_participants, "max_participants");
         take!(disconnect_timeout, "disconnect_timeout");
         take!(auto_create_rooms, "auto_create_rooms");
@@ -319,6 +325,13 @@ impl ServeArgs {
                 self.audio_slots
             )));
         }
+        if self.video_slots > 16 {
+            return Err(CliError::Invalid(format!(
+                "{}: video-slots must be 0 to 16, not {}",
+                path.display(),
+                self.video_slots
+            )));
+        }
         if self.shards.is_some_and(|s| s == 0 || s > 256) {
             return Err(CliError::Invalid(format!(
                 "{}: shards must be 1 to 256",
@@ -340,6 +353,7 @@ impl ServeArgs {
                 .map(usize::from)
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
             audio_slots: self.audio_slots,
+            video_slots: self.video_slots,
             max_participants: self.max_participants,
             disconnect_timeout: Duration::from_secs(self.disconnect_timeout),
             token_secret: self.token_secret.clone(),

@@ -23,6 +23,8 @@ pub struct NodeConfig {
     /// primary host candidate, each further one as another (`--public-ip`, repeatable).
     pub public_ips: Vec<IpAddr>,
     pub audio_slots: u8,
+    /// Video slots per client in rooms created on join (0: no video).
+    pub video_slots: u8,
     pub max_participants: usize,
     pub disconnect_timeout: Duration,
     /// Create a room when its first participant joins, also without `--dev`.
@@ -69,6 +71,7 @@ impl Default for NodeConfig {
             shards: 1,
             public_ips: Vec::new(),
             audio_slots: DEFAULT_AUDIO_SLOTS,
+            video_slots: 4,
             max_participants: 500,
             disconnect_timeout: Duration::from_secs(20),
             auto_create_rooms: false,

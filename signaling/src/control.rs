@@ -332,6 +332,7 @@ async fn dispatch(shared: &Arc<Shared>, call: Call) -> Result<Value, RpcError> {
             let d = shared.engine.driver_stats();
             let driver = [
                 ("dropped_handoff", &d.dropped_handoff),
+                ("dropped_video_handoff", &d.dropped_video_handoff),
                 ("dropped_control", &d.dropped_control),
                 ("dropped_send", &d.dropped_send),
             ]

@@ -134,6 +134,10 @@ pub(crate) fn render(engine: &CommandSender, joins: &JoinCounters) -> String {
             d.dropped_handoff.load(Ordering::Relaxed),
         ),
         (
+            "video_handoff_overflow",
+            d.dropped_video_handoff.load(Ordering::Relaxed),
+        ),
+        (
             "control_overflow",
             d.dropped_control.load(Ordering::Relaxed),
         ),

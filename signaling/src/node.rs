@@ -85,6 +85,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, SignalingError> {
     let mut shard = ShardConfig::new(advertised);
     shard.extra_ips = config.public_ips.iter().skip(1).copied().collect();
     shard.audio_slots = config.audio_slots;
+    shard.video_slots = config.video_slots;
     shard.max_participants = config.max_participants;
     shard.auto_create_rooms = config.dev || config.auto_create_rooms;
     shard.disconnect_timeout = config.disconnect_timeout;

@@ -313,12 +313,59 @@ impl Session {
                     "already joined",
                 ));
             }
-            ClientMessage::Offer { sdp } => {
+            ClientMessage::Offer { sdp, sources } => {
+                let mut video = Vec::with_capacity(sources.len());
+                for (mid, source) in sources {
+                    match wire::video_source(source) {
+                        Some(s) => video.push((mid, s)),
+                        None => {
+                            replies.push(ServerMessage::error(
+                                ErrorCode::BadRequest,
+                                format!("sources: {mid:?} must be \"camera\" or \"screen\""),
+                            ));
+                            return Flow::Continue;
+                        }
+                    }
+                }
                 engine.send(Command::Offer {
                     participant: pid,
                     sdp,
+                    sources: video,
                 });
             }
+            ClientMessage::Video { source, enabled } => match wire::video_source(source) {
+                Some(source) => {
+                    engine.send(Command::SetVideo {
+                        participant: pid,
+                        source,
+                        enabled,
+                    });
+                }
+                None => replies.push(ServerMessage::error(
+                    ErrorCode::BadRequest,
+                    "video: source must be \"camera\" or \"screen\"",
+                )),
+            },
+            ClientMessage::Subscribe {
+                slot,
+                participant_id,
+                source,
+                quality,
+            } => match wire::video_source(source) {
+                Some(source) => {
+                    engine.send(Command::Subscribe {
+                        participant: pid,
+                        slot,
+                        publisher: participant_id,
+                        source,
+                        quality: wire::video_quality(quality),
+                    });
+                }
+                None => replies.push(ServerMessage::error(
+                    ErrorCode::BadRequest,
+                    "subscribe: source must be \"camera\" or \"screen\"",
+                )),
+            },
             ClientMessage::Candidate { candidate, .. } => {
                 engine.send(Command::Candidate {
                     participant: pid,
@@ -586,6 +633,8 @@ impl Session {
                 server_muted: p.server_muted,
                 deafened: p.deafened,
                 csrc: p.csrc,
+                camera: p.camera,
+                screen: p.screen,
             })
             .collect();
         Ok(ServerMessage::Resumed {

@@ -9,18 +9,34 @@
 //! session before `joined` goes out ([`joined`]).
 
 use chorus_engine::report::{MemberDetails, Notice, PositionsApplied, RoomSummary, ShardCounters};
-use chorus_engine::{ClientEvent, Joined, MemberInfo, Refusal, Speaker};
+use chorus_engine::{
+    ClientEvent, Joined, MemberInfo, Refusal, Speaker, VideoQuality, VideoSlotState, VideoSource,
+};
 use chorus_protocol::control::{
     NodeEvent, ParticipantDetails, PositionsSet, RoomInfo, ShardReport,
 };
-use chorus_protocol::signal::{ErrorCode, IceServer, ParticipantInfo, ServerMessage, SpeakerInfo};
+use chorus_protocol::signal::{
+    ErrorCode, IceServer, ParticipantInfo, ServerMessage, Source, SpeakerInfo,
+    VideoQuality as WireQuality, VideoSlotInfo,
+};
 
 /// `event` as the message protocol v1 sends; `joined` without a resume token or ICE
 /// servers (see [`joined`]).
 pub fn server_message(event: ClientEvent) -> ServerMessage {
     match event {
         ClientEvent::Joined(j) => joined(j, Vec::new(), None),
-        ClientEvent::Answer { sdp, slots } => ServerMessage::Answer { sdp, slots },
+        ClientEvent::Answer {
+            sdp,
+            slots,
+            video_slots,
+        } => ServerMessage::Answer {
+            sdp,
+            slots,
+            video_slots,
+        },
+        ClientEvent::VideoSlots(slots) => ServerMessage::VideoSlots {
+            slots: slots.into_iter().map(video_slot).collect(),
+        },
         ClientEvent::MemberJoined(m) => ServerMessage::ParticipantJoined {
             participant: participant(m),
         },
@@ -57,6 +73,7 @@ pub fn joined(
         csrc: j.csrc,
         room: j.room,
         audio_slots: j.audio_slots,
+        video_slots: j.video_slots,
         participants: j.members.into_iter().map(participant).collect(),
         ice_servers,
         resume_token,
@@ -72,6 +89,52 @@ pub fn participant(m: MemberInfo) -> ParticipantInfo {
         server_muted: m.server_muted,
         deafened: m.deafened,
         csrc: m.csrc,
+        camera: m.camera,
+        screen: m.screen,
+    }
+}
+
+fn video_slot(s: VideoSlotState) -> VideoSlotInfo {
+    VideoSlotInfo {
+        slot: s.slot,
+        participant_id: s.publisher,
+        source: source(s.source),
+        quality: quality(s.quality),
+        layer: s.layer.map(quality),
+    }
+}
+
+/// A video source on the wire.
+pub fn source(s: VideoSource) -> Source {
+    match s {
+        VideoSource::Camera => Source::Camera,
+        VideoSource::Screen => Source::Screen,
+    }
+}
+
+/// A wire source that is a video source (`None`: the microphone).
+pub fn video_source(s: Source) -> Option<VideoSource> {
+    match s {
+        Source::Camera => Some(VideoSource::Camera),
+        Source::Screen => Some(VideoSource::Screen),
+        Source::Microphone => None,
+    }
+}
+
+fn quality(q: VideoQuality) -> WireQuality {
+    match q {
+        VideoQuality::Low => WireQuality::Low,
+        VideoQuality::Medium => WireQuality::Medium,
+        VideoQuality::High => WireQuality::High,
+    }
+}
+
+/// A quality as the engine names it.
+pub fn video_quality(q: WireQuality) -> VideoQuality {
+    match q {
+        WireQuality::Low => VideoQuality::Low,
+        WireQuality::Medium => VideoQuality::Medium,
+        WireQuality::High => VideoQuality::High,
     }
 }
 
@@ -171,6 +234,24 @@ pub fn node_event(notice: Notice) -> NodeEvent {
             reason,
             level,
         },
+        Notice::TrackPublished {
+            room,
+            participant_id,
+            source: s,
+        } => NodeEvent::TrackPublished {
+            room,
+            participant_id,
+            source: source(s),
+        },
+        Notice::TrackUnpublished {
+            room,
+            participant_id,
+            source: s,
+        } => NodeEvent::TrackUnpublished {
+            room,
+            participant_id,
+            source: source(s),
+        },
     }
 }
 
@@ -181,6 +262,7 @@ pub fn room_info(r: RoomSummary) -> RoomInfo {
         kind: r.kind,
         max_participants: r.max_participants,
         audio_slots: r.audio_slots,
+        video_slots: r.video_slots,
         empty_timeout_s: r.empty_timeout_s,
         metadata: r.metadata,
         whisper: r.whisper,
@@ -207,6 +289,8 @@ pub fn participant_details(m: MemberDetails) -> ParticipantDetails {
         priority: m.priority,
         whisper_to: m.whisper_to,
         sources: m.sources,
+        camera: m.camera,
+        screen: m.screen,
         csrc: m.csrc,
         shard: m.shard,
     }
@@ -252,6 +336,8 @@ mod tests {
             server_muted: false,
             deafened: false,
             csrc: 7,
+            camera: true,
+            screen: false,
         }
     }
 
@@ -263,6 +349,7 @@ mod tests {
                 csrc: 8,
                 room: RoomId::new("r").unwrap(),
                 audio_slots: 4,
+                video_slots: 2,
                 members: vec![member()],
             },
             vec![IceServer {
@@ -279,6 +366,21 @@ mod tests {
         assert_eq!(v["participants"][0]["muted"], true);
         assert_eq!(v["ice_servers"][0]["urls"][0], "stun:s:3478");
         assert_eq!(v["resume_token"], "tok");
+        assert_eq!(v["video_slots"], 2);
+        assert_eq!(v["participants"][0]["camera"], true);
+
+        let slots = wire(ClientEvent::VideoSlots(vec![VideoSlotState {
+            slot: 1,
+            publisher: Some(ParticipantId(0x1f)),
+            source: VideoSource::Screen,
+            quality: VideoQuality::High,
+            layer: Some(VideoQuality::Medium),
+        }]));
+        assert_eq!(
+            slots,
+            json!({"type": "video_slots", "slots": [{"slot": 1, "participant_id": "p1f",
+                "source": "screen", "quality": "high", "layer": "medium"}]})
+        );
 
         let left = wire(ClientEvent::MemberLeft(ParticipantId(0x1f)));
         assert_eq!(

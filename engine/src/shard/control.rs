@@ -10,7 +10,7 @@ use str0m::net::TcpType;
 use str0m::rtp::Extension;
 use str0m::{Candidate, IceCreds, Rtc};
 
-use super::{ice_password, ufrag_for, Shard};
+use super::{ice_password, next_random, ufrag_for, Shard};
 use crate::client_event::{ClientEvent, Joined, Refusal};
 use crate::egress::Egress;
 use crate::error::EngineError;
@@ -22,6 +22,15 @@ use crate::report::Notice;
 use crate::room::{Member, Room, RoomPolicy};
 use crate::slots::SlotTable;
 use crate::spam::{SpamRules, SpamWatch};
+use crate::video::slot::VideoSlot;
+use str0m::bwe::Bitrate;
+
+/// Packets a video slot's send stream keeps for NACKs: about a second of a 2.5 Mbit/s
+/// layer (str0m's default is 1000).
+const VIDEO_SEND_BUFFER: usize = 300;
+/// Where a subscriber's bandwidth estimate starts, until transport-cc feedback
+/// tells: enough for a medium layer.
+const INITIAL_VIDEO_ESTIMATE_KBPS: u64 = 800;
 
 impl Shard {
     pub(super) fn control(&mut self, now: Instant, command: Command) {
@@ -72,8 +81,55 @@ impl Shard {
                     deafened,
                 },
             ),
-            Command::Offer { participant, sdp } => {
-                self.send_to_media(now, participant, Command::Offer { participant, sdp });
+            Command::Offer {
+                participant,
+                sdp,
+                sources,
+            } => {
+                let offer = Command::Offer {
+                    participant,
+                    sdp,
+                    sources,
+                };
+                self.send_to_media(now, participant, offer);
+            }
+            Command::SetVideo {
+                participant,
+                source,
+                enabled,
+            } => self.set_video(now, participant, source, enabled),
+            Command::Subscribe {
+                participant,
+                slot,
+                publisher,
+                source,
+                quality,
+            } => {
+                // The home shard knows the roster: the publisher must be a member.
+                let Some(room) = self.room_of_member(participant) else {
+                    return;
+                };
+                let known = publisher.is_none_or(|p| {
+                    self.rooms
+                        .get(&room)
+                        .is_some_and(|r| r.members.contains_key(&p))
+                });
+                if !known {
+                    let message = format!(
+                        "participant {} is not in the room",
+                        publisher.map(|p| p.to_string()).unwrap_or_default()
+                    );
+                    self.refuse(participant, Refusal::BadRequest, &message);
+                    return;
+                }
+                let media = Command::Subscribe {
+                    participant,
+                    slot,
+                    publisher,
+                    source,
+                    quality,
+                };
+                self.send_to_media(now, participant, media);
             }
             Command::Leave { participant } => self.leave_room(now, participant, CloseReason::Left),
             Command::SetWhisper { participant, to } => {
@@ -229,6 +285,7 @@ impl Shard {
             let policy = RoomPolicy {
                 kind: RoomKind::default(),
                 audio_slots: self.config.audio_slots,
+                video_slots: self.config.video_slots,
                 max_participants: self.config.max_participants,
                 empty_timeout: None,
                 metadata: String::new(),
@@ -246,11 +303,12 @@ impl Shard {
             return self.reject(pid, Refusal::RoomFull, "room is full");
         }
         let audio_slots = room.policy.audio_slots;
+        let video_slots = room.policy.video_slots;
         let spam_rules = SpamRules::of(&room.policy.spam_guard);
         let csrc = room.allocate_csrc();
         let ufrag = ufrag_for(pid, &mut self.rng);
         let pass = ice_password(&mut self.rng);
-        let (rtc, keys) = match self.new_rtc(now, ufrag.clone(), pass) {
+        let (rtc, keys) = match self.new_rtc(now, ufrag.clone(), pass, video_slots > 0) {
             Ok(built) => built,
             Err(e) => {
                 tracing::error!(error = %e, "could not create rtc");
@@ -285,6 +343,17 @@ impl Shard {
             slots: Vec::new(),
             table: SlotTable::new(0),
             egress: Egress::new(),
+            video: (0..video_slots)
+                .map(|_| {
+                    let r = next_random(&mut self.rng);
+                    VideoSlot::new((r & 0x7fff) as u16, (r >> 32) as u32)
+                })
+                .collect(),
+            video_touched: false,
+            video_dirty: false,
+            publications: Vec::new(),
+            video_pts: Vec::new(),
+            estimate: None,
             keys,
             // The current speakers go out at the next tick, not only at the next change.
             speakers_dirty: true,
@@ -320,6 +389,7 @@ impl Shard {
                 csrc,
                 room: room_id.clone(),
                 audio_slots,
+                video_slots,
                 members: others,
             }),
         );
@@ -356,8 +426,9 @@ impl Shard {
         now: Instant,
         ufrag: String,
         pass: String,
+        video: bool,
     ) -> Result<(Rtc, KeyCapture), EngineError> {
-        let config = Rtc::builder()
+        let mut config = Rtc::builder()
             .set_ice_lite(true)
             .set_rtp_mode(true)
             .clear_codecs()
@@ -374,6 +445,20 @@ impl Shard {
             .set_extension(1, Extension::AudioLevel)
             .set_extension(4, Extension::RtpMid)
             .set_stats_interval(self.config.quality_interval);
+        if video {
+            // Video rooms only: VP8 and H.264, the simulcast RID extensions, and
+            // transport-wide congestion control for the bandwidth estimate the video
+            // slots' layers follow (`sdp.rs` keeps it off audio sections). Video
+            // slots keep a send buffer for NACKs.
+            config = config
+                .enable_vp8(true)
+                .enable_h264(true)
+                .set_extension(3, Extension::TransportSequenceNumber)
+                .set_extension(10, Extension::RtpStreamId)
+                .set_extension(11, Extension::RepairedRtpStreamId)
+                .set_send_buffer_video(VIDEO_SEND_BUFFER)
+                .enable_bwe(Some(Bitrate::kbps(INITIAL_VIDEO_ESTIMATE_KBPS)));
+        }
         let (mut rtc, keys) = build_rtc_with(config, now, self.config.srtp_profiles.as_deref());
         for addr in self.config.udp_candidates() {
             let candidate = Candidate::host(addr, "udp").map_err(|e| EngineError::Candidate {
@@ -408,15 +493,28 @@ impl Shard {
         change: impl FnOnce(&mut Member),
         media: Command,
     ) {
+        if self.update_member(now, pid, change) {
+            self.send_to_media(now, pid, media);
+        }
+    }
+
+    /// Changes what the room sees of a member and tells the whole room (the member
+    /// included) and the backend. Returns whether it is a member.
+    pub(super) fn update_member(
+        &mut self,
+        _now: Instant,
+        pid: ParticipantId,
+        change: impl FnOnce(&mut Member),
+    ) -> bool {
         let Some(room_id) = self.room_of_member(pid) else {
-            return;
+            return false;
         };
         let Some(m) = self
             .rooms
             .get_mut(&room_id)
             .and_then(|r| r.members.get_mut(&pid))
         else {
-            return;
+            return false;
         };
         let before = m.info.clone();
         let before_details = m.details(&room_id);
@@ -433,7 +531,7 @@ impl Shard {
                 participant: details,
             });
         }
-        self.send_to_media(now, pid, media);
+        true
     }
 
     /// Sends the media part of a command to the shard holding the participant.

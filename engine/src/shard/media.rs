@@ -13,18 +13,24 @@ use str0m::rtp::RtpPacket;
 use str0m::{IceCreds, Input};
 
 use super::{ice_password, next_random, random_token, ufrag_for, Shard, ShardStats};
+use crate::client_event::VideoSource;
 use crate::client_event::{ClientEvent, Refusal, Speaker};
 use crate::egress::{SlotTx, REPORT_INTERVAL};
 use crate::forwarder::{forward_to, Outcome, Sink, SpeakerPacket};
 use crate::io::{CloseReason, Command, Event, Transmit};
 use crate::mesh::{home_of, ShardMessage};
+use crate::participant::Inbound;
 use crate::participant::Participant;
 use crate::proximity::{distance, Point};
 use crate::report::Notice;
 use crate::rewriter::SlotRewriter;
-use crate::sdp::{answer, prepare_offer};
+use crate::sdp::{answer, prepare_offer, VideoPolicy};
 use crate::slots::SlotTable;
+use crate::video::packet::VideoCodec;
+use crate::video::publication::Publication;
+use crate::video::slot::Request;
 use crate::view::RoomView;
+use str0m::media::{Mid, Pt, Rid};
 
 /// Times a media command may be sent after a participant that keeps moving.
 const MAX_REDIRECTS: u8 = 16;
@@ -43,7 +49,25 @@ impl Shard {
             return self.redirect(command, hops);
         }
         match command {
-            Command::Offer { participant, sdp } => self.offer(now, participant, &sdp),
+            Command::Offer {
+                participant,
+                sdp,
+                sources,
+            } => self.offer(now, participant, &sdp, &sources),
+            Command::Subscribe {
+                participant,
+                slot,
+                publisher,
+                source,
+                quality,
+            } => {
+                let request = publisher.map(|publisher| Request {
+                    publisher,
+                    source,
+                    quality,
+                });
+                self.subscribe(participant, slot, request);
+            }
             Command::SetMuted { participant, muted } => {
                 let Some(p) = self.participants.get_mut(&participant) else {
                     return;
@@ -95,6 +119,7 @@ impl Shard {
             }
             Command::Leave { participant } => self.drop_media(participant),
             Command::Join { .. }
+            | Command::SetVideo { .. }
             | Command::Candidate { .. }
             | Command::SpamDetected { .. }
             | Command::SetPosition { .. } => {}
@@ -158,18 +183,29 @@ impl Shard {
                 s.table.release(pid);
             }
         }
+        self.clear_video_of(room, pid);
     }
 
-    pub(super) fn offer(&mut self, now: Instant, pid: ParticipantId, sdp: &str) {
+    pub(super) fn offer(
+        &mut self,
+        now: Instant,
+        pid: ParticipantId,
+        sdp: &str,
+        sources: &[(String, VideoSource)],
+    ) {
         let Some(p) = self.participants.get_mut(&pid) else {
             return;
         };
         let audio_slots = p.audio_slots as usize;
+        let video = VideoPolicy {
+            slots: p.video.len(),
+            sources,
+        };
         // A data channel (SCTP over DTLS) needs DTLS for the whole session.
         if sdp.lines().any(|l| l.starts_with("m=application")) {
             p.keys.keep_dtls();
         }
-        match negotiate(p, now, sdp, audio_slots, &mut self.rng) {
+        match negotiate(p, now, sdp, audio_slots, video, &mut self.rng) {
             Ok((message, ufrag)) => {
                 p.last_heard.get_or_insert(now);
                 if let Some(ufrag) = ufrag {
@@ -281,10 +317,28 @@ impl Shard {
         }
     }
 
-    /// Forwards the media str0m handed out.
+    /// Forwards the media str0m handed out, then drains once each participant str0m
+    /// was given video to send (which may hand out more).
     pub(super) fn pump(&mut self, now: Instant) {
-        while let Some((pid, pkt)) = self.media.pop_front() {
-            self.forward(now, pid, pkt);
+        loop {
+            while let Some((pid, inbound)) = self.media.pop_front() {
+                match inbound {
+                    Inbound::Audio(pkt) => self.forward(now, pid, pkt),
+                    Inbound::Video {
+                        publication,
+                        layer,
+                        packet,
+                    } => self.forward_video(now, pid, publication, layer, packet),
+                    Inbound::KeyframeRequest(mid) => {
+                        self.subscriber_keyframe_request(now, pid, mid)
+                    }
+                    Inbound::Estimate(bitrate) => self.on_estimate(pid, bitrate),
+                }
+            }
+            if self.touched.is_empty() {
+                return;
+            }
+            self.drain_touched(now);
         }
     }
 
@@ -496,6 +550,12 @@ impl Shard {
                 });
             }
         }
+        let allocate =
+            now.saturating_duration_since(self.last_allocation) >= super::video::ALLOCATE_INTERVAL;
+        if allocate {
+            self.last_allocation = now;
+        }
+        self.video_tick(allocate);
         self.flush_positions();
         self.close_expired_rooms(now);
     }
@@ -558,9 +618,11 @@ fn negotiate(
     now: Instant,
     sdp: &str,
     audio_slots: usize,
+    video: VideoPolicy<'_>,
     rng: &mut u64,
 ) -> Result<(ClientEvent, Option<String>), String> {
-    let prepared = prepare_offer(sdp, audio_slots).map_err(|e| format!("invalid offer: {e}"))?;
+    let prepared =
+        prepare_offer(sdp, audio_slots, video).map_err(|e| format!("invalid offer: {e}"))?;
     let offer =
         SdpOffer::from_sdp_string(&prepared.sdp).map_err(|e| format!("invalid SDP: {e}"))?;
     let negotiated = p
@@ -577,6 +639,19 @@ fn negotiate(
         .map(|c| c.pt())
         .ok_or("offer has no Opus")?;
     p.mic_pt = prepared.mic_mid.is_some().then_some(opus);
+    p.video_pts = video_payload_types(&p.rtc);
+    // What it publishes on, and the video slots' mids.
+    p.publications = prepared
+        .publications
+        .iter()
+        .map(|v| {
+            let rids = v.rids.iter().map(|r| Rid::from(r.as_str())).collect();
+            Publication::new(v.source, Mid::from(v.mid.as_str()), rids)
+        })
+        .collect();
+    for (i, slot) in p.video.iter_mut().enumerate() {
+        slot.mid = prepared.video_slots.get(i).map(|m| Mid::from(m.as_str()));
+    }
     p.mic_unmapped = prepared
         .mic_mid
         .as_deref()
@@ -653,9 +728,28 @@ fn negotiate(
         ClientEvent::Answer {
             sdp: answer,
             slots: p.slots.iter().map(|s| s.mid.to_string()).collect(),
+            video_slots: prepared.video_slots.clone(),
         },
         ufrag,
     ))
+}
+
+/// The video payload types str0m negotiated, and their codecs (H.264 only in
+/// packetization mode 1, the one browsers send and Chorus forwards).
+fn video_payload_types(rtc: &str0m::Rtc) -> Vec<(Pt, VideoCodec)> {
+    rtc.codec_config()
+        .params()
+        .iter()
+        .filter_map(|c| {
+            let spec = c.spec();
+            let codec = match spec.codec {
+                Codec::Vp8 => VideoCodec::Vp8,
+                Codec::H264 if spec.format.packetization_mode == Some(1) => VideoCodec::H264,
+                _ => return None,
+            };
+            Some((c.pt(), codec))
+        })
+        .collect()
 }
 
 /// RFC 3550 §6.3.5: the next sender report, spread over [0.5, 1.5] × the interval.

@@ -139,6 +139,7 @@ impl Shard {
         let policy = RoomPolicy {
             kind,
             audio_slots: c.audio_slots.unwrap_or(d.audio_slots),
+            video_slots: c.video_slots.unwrap_or(d.video_slots),
             max_participants: c.max_participants.unwrap_or(d.max_participants),
             empty_timeout: timeout(c.empty_timeout_s.unwrap_or(d.empty_timeout_s)),
             metadata: c.metadata.unwrap_or_default(),
@@ -167,6 +168,9 @@ impl Shard {
         }
         if let Some(n) = u.audio_slots {
             r.policy.audio_slots = n;
+        }
+        if let Some(n) = u.video_slots {
+            r.policy.video_slots = n;
         }
         if let Some(s) = u.empty_timeout_s {
             r.policy.empty_timeout = timeout(s);

@@ -125,6 +125,11 @@ impl<L: Copy + Eq> LayerSwitch<L> {
         self.current
     }
 
+    /// The source it is to forward.
+    pub fn target(&self) -> Option<L> {
+        self.target
+    }
+
     /// The source to forward from its next keyframe on (`None`: forward nothing, at
     /// once).
     pub fn set_target(&mut self, target: Option<L>) {

@@ -13,4 +13,7 @@
 
 pub mod h264;
 pub mod layers;
+pub mod packet;
+pub(crate) mod publication;
+pub(crate) mod slot;
 pub mod vp8;

@@ -100,6 +100,14 @@ pub fn parse(payload: &[u8]) -> Option<Descriptor> {
     })
 }
 
+/// What one packet's descriptor fields become on a slot ([`Continuity::next`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Rewrite {
+    pub picture_id: Option<u16>,
+    pub tl0picidx: Option<u8>,
+    pub keyidx: Option<u8>,
+}
+
 /// Keeps one slot's VP8 stream continuous: each source's (layer's or publisher's)
 /// picture ids, TL0PICIDX and KEYIDX are offset so that the first frame after a
 /// switch follows the last one sent.
@@ -152,6 +160,29 @@ impl Continuity {
         let Some(d) = parse(payload) else {
             return false;
         };
+        let out = self.next(&d, switched);
+        if let (Some(p), Some(v)) = (d.picture_id, out.picture_id) {
+            if p.long {
+                payload[p.at] = 0x80 | (v >> 8) as u8;
+                payload[p.at + 1] = v as u8;
+            } else {
+                payload[p.at] = v as u8;
+            }
+        }
+        if let (Some((_, at)), Some(v)) = (d.tl0picidx, out.tl0picidx) {
+            payload[at] = v;
+        }
+        if let (Some((_, at)), Some(v)) = (d.keyidx, out.keyidx) {
+            payload[at] = (payload[at] & 0xe0) | v;
+        }
+        true
+    }
+
+    /// The values the fields of `d` (a packet of the slot's current source;
+    /// `switched` on the first packet of a new one) take on the slot: a picture id
+    /// within its width (7 or 15 bits), TL0PICIDX, and KEYIDX (5 bits). What the
+    /// shard hands str0m to patch into each copy, so the shared payload is not copied.
+    pub fn next(&mut self, d: &Descriptor, switched: bool) -> Rewrite {
         if switched {
             // Each field continues from the newest value sent at its first appearance
             // in the new source (a first packet may lack some of them).
@@ -160,7 +191,7 @@ impl Continuity {
             self.keyidx.rebase = true;
             self.short_ids = None;
         }
-        if let Some(p) = d.picture_id {
+        let picture_id = d.picture_id.map(|p| {
             let value = if p.long {
                 self.short_ids = None;
                 p.value
@@ -170,20 +201,22 @@ impl Continuity {
             // A 7-bit id is written modulo 128 of its 15-bit count.
             let out = self.picture_id.map(value, 15);
             if p.long {
-                payload[p.at] = 0x80 | (out >> 8) as u8;
-                payload[p.at + 1] = out as u8;
+                out
             } else {
-                payload[p.at] = (out & 0x7f) as u8;
+                out & 0x7f
             }
+        });
+        let tl0picidx = d
+            .tl0picidx
+            .map(|(value, _)| self.tl0picidx.map(u16::from(value), 8) as u8);
+        let keyidx = d
+            .keyidx
+            .map(|(value, _)| self.keyidx.map(u16::from(value), 5) as u8);
+        Rewrite {
+            picture_id,
+            tl0picidx,
+            keyidx,
         }
-        if let Some((value, at)) = d.tl0picidx {
-            payload[at] = self.tl0picidx.map(u16::from(value), 8) as u8;
-        }
-        if let Some((value, at)) = d.keyidx {
-            let out = self.keyidx.map(u16::from(value), 5) as u8;
-            payload[at] = (payload[at] & 0xe0) | out;
-        }
-        true
     }
 
     /// A 7-bit picture id of the current source counted on in 15 bits, so that its

@@ -10,7 +10,7 @@ use chorus_protocol::control::{
     ParticipantMute, ParticipantRef, ParticipantSetPermissions, ParticipantSetWhisper,
     PositionSource, Proximity, RoomCreate, RoomDelete, RoomInfo, RoomKind, RoomRef,
     RoomSetPositions, RoomUpdate, SpamAction, SpamGuard, TokenCreate, TokenCreated, EVENT_TYPES,
-    MAX_IDENTITY_BYTES, MAX_ROOM_AUDIO_SLOTS, MAX_ROOM_CAPACITY, MAX_TTL_S,
+    MAX_IDENTITY_BYTES, MAX_ROOM_AUDIO_SLOTS, MAX_ROOM_CAPACITY, MAX_ROOM_VIDEO_SLOTS, MAX_TTL_S,
 };
 use chorus_protocol::signal::{DisplayName, ParticipantId, RoomId, Source};
 use clap::builder::{PossibleValuesParser, TypedValueParser};
@@ -122,7 +122,7 @@ pub enum RoomCommand {
     List,
     /// Change a room's settings (audio slots apply to joins after the change)
     #[command(group(ArgGroup::new("changes").required(true).multiple(true)
-        .args(["max_participants", "audio_slots", "empty_timeout", "metadata", "whisper",
+        .args(["max_participants", "audio_slots", "video_slots", "empty_timeout", "metadata", "whisper",
                "spam_action", "spam_loud_dbov", "spam_loud_percent", "spam_loud_window",
                "spam_continuous", "proximity"])))]
     Update {
@@ -162,6 +162,10 @@ pub struct RoomSettings {
     #[arg(long, value_name = "N",
           value_parser = clap::value_parser!(u8).range(1..=i64::from(MAX_ROOM_AUDIO_SLOTS)))]
     audio_slots: Option<u8>,
+    /// Video slots per client (0: no video)
+    #[arg(long, value_name = "N",
+          value_parser = clap::value_parser!(u8).range(0..=i64::from(MAX_ROOM_VIDEO_SLOTS)))]
+    video_slots: Option<u8>,
     /// Seconds the room may stay empty before it is closed (0: never)
     #[arg(long, value_name = "SECONDS")]
     empty_timeout: Option<u64>,
@@ -451,15 +455,17 @@ fn kind_parser() -> impl TypedValueParser<Value = RoomKind> {
 }
 
 fn kind_defaults() -> String {
-    let mut s =
-        String::from("Kinds and their defaults (max participants, audio slots, empty timeout):\n");
+    let mut s = String::from(
+        "Kinds and their defaults (max participants, audio slots, video slots, empty timeout):\n",
+    );
     for k in KINDS {
         let d = k.defaults();
         s.push_str(&format!(
-            "  {:<8} {:>5}  {:>2}  {}\n",
+            "  {:<8} {:>5}  {:>2}  {:>2}  {}\n",
             k.as_str(),
             d.max_participants,
             d.audio_slots,
+            d.video_slots,
             format::empty_timeout(d.empty_timeout_s)
         ));
     }
@@ -494,6 +500,7 @@ impl Command {
                         kind: *kind,
                         max_participants: s.max_participants.map(|n| n as usize),
                         audio_slots: s.audio_slots,
+                        video_slots: s.video_slots,
                         empty_timeout_s: s.empty_timeout,
                         metadata: s.metadata.clone(),
                         whisper: s.whisper,
@@ -508,6 +515,7 @@ impl Command {
                         room: room.clone(),
                         max_participants: s.max_participants.map(|n| n as usize),
                         audio_slots: s.audio_slots,
+                        video_slots: s.video_slots,
                         empty_timeout_s: s.empty_timeout,
                         metadata: s.metadata.clone(),
                         whisper: s.whisper,
@@ -1068,7 +1076,7 @@ mod tests {
     #[test]
     fn the_help_lists_the_kinds_defaults() {
         assert!(
-            kind_defaults().contains("party        8   7  60s"),
+            kind_defaults().contains("party        8   7   4  60s"),
             "{}",
             kind_defaults()
         );

@@ -156,6 +156,7 @@ pub fn room(r: &RoomInfo) -> String {
         ("participants", r.participants.to_string()),
         ("max_participants", r.max_participants.to_string()),
         ("audio_slots", r.audio_slots.to_string()),
+        ("video_slots", r.video_slots.to_string()),
         ("empty_timeout", empty_timeout(r.empty_timeout_s)),
         ("auto_created", yes_no(r.auto_created)),
         ("home_shard", r.home_shard.to_string()),
@@ -472,6 +473,16 @@ fn event_detail(e: &NodeEvent) -> String {
             level,
             ..
         } => format!("{participant_id} reason={reason} level={level:.3}"),
+        NodeEvent::TrackPublished {
+            participant_id,
+            source,
+            ..
+        }
+        | NodeEvent::TrackUnpublished {
+            participant_id,
+            source,
+            ..
+        } => format!("{participant_id} source={}", source.as_str()),
         NodeEvent::EventsLost { count } => {
             format!("{count} events dropped (this subscriber fell behind)")
         }
@@ -532,6 +543,7 @@ kind              guild
 participants      3
 max_participants  100
 audio_slots       8
+video_slots       0
 empty_timeout     never
 auto_created      no
 home_shard        1

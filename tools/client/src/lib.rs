@@ -8,7 +8,7 @@
 
 use str0m::change::{SdpAnswer, SdpPendingOffer};
 use str0m::format::{Codec, FormatParams};
-use str0m::media::{Direction, Frequency, MediaKind, Mid, Pt};
+use str0m::media::{Direction, Frequency, MediaKind, Mid, Pt, Simulcast, SimulcastLayer};
 use str0m::{Rtc, RtcConfig};
 
 /// Chromium's Opus payload type.
@@ -37,6 +37,24 @@ pub fn config(opus_pt: u8) -> RtcConfig {
     config
 }
 
+/// [`config`] with what a browser offers for video as well: VP8 and H.264 (with
+/// RTX, str0m's payload types) and str0m's standard header extensions
+/// (transport-cc, the simulcast RIDs).
+pub fn video_config(opus_pt: u8) -> RtcConfig {
+    config(opus_pt).enable_vp8(true).enable_h264(true)
+}
+
+/// What a client publishes and receives of video (`docs/protocol.md` §8.3).
+#[derive(Debug, Clone, Default)]
+pub struct VideoSections<'a> {
+    /// A camera section: its simulcast rids, lowest first (empty: one layer).
+    pub camera: Option<&'a [&'a str]>,
+    /// A screen section (one layer).
+    pub screen: bool,
+    /// Receive-only video sections: the video slots.
+    pub slots: usize,
+}
+
 /// An offer for a call, not yet answered.
 pub struct Offer {
     /// The SDP to send in `offer`.
@@ -47,15 +65,42 @@ pub struct Offer {
     pub mic: Mid,
     /// The receive sections, in order.
     pub slots: Vec<Mid>,
+    /// The camera's and the screen's sections, if offered.
+    pub camera: Option<Mid>,
+    pub screen: Option<Mid>,
+    /// The video slots' sections, in order.
+    pub video_slots: Vec<Mid>,
 }
 
 /// Adds a send-only microphone and `slots` receive-only sections and makes the offer
 /// (`None` if str0m has nothing to offer, which it always has here).
 pub fn offer(rtc: &mut Rtc, slots: usize) -> Option<Offer> {
+    offer_with_video(rtc, slots, &VideoSections::default())
+}
+
+/// [`offer`], then the video sections: camera (simulcast if it has rids), screen,
+/// then the video slots, as the protocol orders them.
+pub fn offer_with_video(rtc: &mut Rtc, slots: usize, video: &VideoSections<'_>) -> Option<Offer> {
     let mut api = rtc.sdp_api();
     let mic = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
     let slots = (0..slots)
         .map(|_| api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None))
+        .collect();
+    let camera = video.camera.map(|rids| {
+        let simulcast = (!rids.is_empty()).then(|| {
+            let mut s = Simulcast::new();
+            for rid in rids {
+                s.add_send_layer(SimulcastLayer::new(rid));
+            }
+            s
+        });
+        api.add_media(MediaKind::Video, Direction::SendOnly, None, None, simulcast)
+    });
+    let screen = video
+        .screen
+        .then(|| api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None));
+    let video_slots = (0..video.slots)
+        .map(|_| api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None))
         .collect();
     let (offer, pending) = api.apply()?;
     Some(Offer {
@@ -63,6 +108,9 @@ pub fn offer(rtc: &mut Rtc, slots: usize) -> Option<Offer> {
         pending,
         mic,
         slots,
+        camera,
+        screen,
+        video_slots,
     })
 }
 

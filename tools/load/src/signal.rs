@@ -434,7 +434,14 @@ async fn handshake(sig: &Signaling, global: u32, id: u32, ws: &mut Ws) -> Result
         reply: tx,
     });
     let offer = rx.await.map_err(|_| "media worker gone".to_owned())??;
-    send(ws, &ClientMessage::Offer { sdp: offer }).await?;
+    send(
+        ws,
+        &ClientMessage::Offer {
+            sdp: offer,
+            sources: Default::default(),
+        },
+    )
+    .await?;
     let sdp = match expect(ws, "answer").await? {
         ServerMessage::Answer { sdp, .. } => sdp,
         _ => return Err("unexpected reply to offer".into()),

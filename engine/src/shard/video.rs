@@ -1,0 +1,523 @@
+//! The video side of the forwarding pipeline, on a shard: a publisher's layer packet
+//! (publisher side, hand-off), each subscriber's video slots (keyframe-gated layer
+//! choice, rewriting, str0m's send stream), keyframe requests both ways, `subscribe`,
+//! and the bandwidth allocation across a subscriber's slots.
+//!
+//! Video slots keep str0m's send path: NACKs are answered from its send buffer (RTX
+//! when negotiated) and its transport-wide congestion control gives the bandwidth
+//! estimate layers are chosen by. The payload is shared with every copy and str0m
+//! patches the VP8 descriptor fields while it writes each one (no copy per
+//! subscriber on Chorus's side).
+
+use std::time::{Duration, Instant};
+
+use chorus_protocol::signal::{ParticipantId, RoomId};
+use str0m::bwe::Bitrate;
+use str0m::media::{KeyframeRequestKind, Mid, Pt};
+use str0m::rtp::{RtpPacket, RtpWrite};
+
+use super::Shard;
+use crate::client_event::{ClientEvent, Refusal, VideoSource};
+use crate::io::Event;
+use crate::mesh::ShardMessage;
+use crate::participant::Participant;
+use crate::report::Notice;
+use crate::video::layers::{allocate, layer_for, Demand};
+use crate::video::packet::{inspect, VideoCodec, VideoPacket};
+use crate::video::slot::{Request, SlotAction};
+
+/// A subscriber's slots are fitted to its bandwidth estimate this often.
+pub(super) const ALLOCATE_INTERVAL: Duration = Duration::from_millis(500);
+/// What a subscriber's audio may take of its estimate, per occupied audio slot (Opus
+/// voice at up to ~32 kbit/s, plus headers): video gets the rest.
+const AUDIO_RESERVE_PER_SLOT: u64 = 40_000;
+
+impl Shard {
+    /// The pipeline's publisher side for video: one layer packet of a publisher held
+    /// here goes to the local video slots and once to every other shard of the room.
+    pub(super) fn forward_video(
+        &mut self,
+        now: Instant,
+        pid: ParticipantId,
+        publication: usize,
+        layer: u8,
+        pkt: RtpPacket,
+    ) {
+        self.stats.video_in += 1;
+        let origin = self.id;
+        let Some(p) = self.participants.get_mut(&pid) else {
+            return;
+        };
+        let Some(codec) = p.video_codec(pkt.header.payload_type) else {
+            self.stats.dropped_not_video += 1;
+            return;
+        };
+        let Some(publ) = p.publications.get_mut(publication) else {
+            return;
+        };
+        let source = publ.source;
+        let allowed = p.permissions.publish
+            && match source {
+                VideoSource::Camera => p.permissions.sources.camera,
+                VideoSource::Screen => p.permissions.sources.screen,
+            };
+        if !allowed {
+            self.stats.dropped_not_permitted += 1;
+            return;
+        }
+        publ.on_packet(layer, pkt.payload.len(), now);
+        let (active, bitrates) = publ.activity(now);
+        let layers = publ.layer_count();
+        let (keyframe, vp8) = inspect(codec, &pkt.payload);
+        let room = p.room.clone();
+        let packet = VideoPacket {
+            publisher: pid,
+            source,
+            origin,
+            layer,
+            layers,
+            active,
+            bitrates,
+            codec,
+            seq: *pkt.seq_no,
+            timestamp: pkt.header.timestamp,
+            marker: pkt.header.marker,
+            keyframe,
+            vp8,
+            payload: pkt.payload,
+            received: now,
+        };
+        if let Some(view) = self.views.get(&room) {
+            for &s in &view.remote {
+                self.stats.handoffs_out += 1;
+                self.outbox.push_back((
+                    s,
+                    ShardMessage::Video {
+                        room: room.clone(),
+                        packet: packet.clone(),
+                    },
+                ));
+            }
+        }
+        self.fan_out_video(now, &room, &packet);
+    }
+
+    /// The pipeline's subscriber side for video on this shard: every local video
+    /// slot that asked for the packet's publication decides on it.
+    pub(super) fn fan_out_video(&mut self, now: Instant, room: &RoomId, packet: &VideoPacket) {
+        let Some(view) = self.views.get(room) else {
+            return;
+        };
+        let mut keyframes: Vec<(u8, usize)> = Vec::new();
+        for m in &view.local {
+            if m.id == packet.publisher {
+                continue;
+            }
+            let Some(sub) = self.participants.at_mut(m.key) else {
+                continue;
+            };
+            if sub.video.is_empty() {
+                continue;
+            }
+            let ready = sub.connected && !sub.failed && sub.permissions.subscribe;
+            let Some(pt) = sub.video_pt(packet.codec) else {
+                continue;
+            };
+            for i in 0..sub.video.len() {
+                if !sub.video[i].wants(packet) {
+                    continue;
+                }
+                let before = sub.video[i].state(i);
+                let (action, keyframe) = sub.video[i].on_packet(packet, now);
+                if let Some((_, layer)) = keyframe {
+                    keyframes.push((layer, packet.origin));
+                }
+                if sub.video[i].state(i) != before {
+                    sub.video_dirty = true;
+                }
+                let SlotAction::Send { out, vp8 } = action else {
+                    continue;
+                };
+                let Some(mid) = sub.video[i].mid.filter(|_| ready) else {
+                    self.stats.dropped_not_ready += 1;
+                    continue;
+                };
+                if send_video(sub, mid, pt, packet, out, vp8, now) {
+                    self.stats.video_forwarded += 1;
+                    if !sub.video_touched {
+                        sub.video_touched = true;
+                        self.touched.push(m.id);
+                    }
+                } else {
+                    self.stats.dropped_unsealable += 1;
+                }
+            }
+        }
+        for (layer, origin) in keyframes {
+            self.ask_keyframe(now, packet.publisher, packet.source, layer, origin);
+        }
+    }
+
+    /// Asks `publisher` (its media on shard `origin`) for a keyframe of a layer.
+    fn ask_keyframe(
+        &mut self,
+        now: Instant,
+        publisher: ParticipantId,
+        source: VideoSource,
+        layer: u8,
+        origin: usize,
+    ) {
+        if origin == self.id {
+            self.keyframe(now, publisher, source, layer);
+        } else {
+            self.send(
+                origin,
+                ShardMessage::Keyframe {
+                    publisher,
+                    source,
+                    layer,
+                },
+            );
+        }
+    }
+
+    /// A keyframe request for a publisher held here: a PLI on the layer's stream,
+    /// at most every 250 ms per layer whoever asks.
+    pub(super) fn keyframe(
+        &mut self,
+        now: Instant,
+        publisher: ParticipantId,
+        source: VideoSource,
+        layer: u8,
+    ) {
+        let Some(p) = self.participants.get_mut(&publisher) else {
+            return; // it moved or left: packets will name its new shard
+        };
+        let Some(publ) = p.publications.iter_mut().find(|x| x.source == source) else {
+            return;
+        };
+        if !publ.may_request_keyframe(layer, now) {
+            return;
+        }
+        let (mid, rid) = (publ.mid, publ.rid_of(layer));
+        let mut api = p.rtc.direct_api();
+        let Some(stream) = api.stream_rx_by_mid(mid, rid) else {
+            return;
+        };
+        stream.request_keyframe(KeyframeRequestKind::Pli);
+        self.stats.keyframe_requests += 1;
+        if !p.video_touched {
+            p.video_touched = true;
+            self.touched.push(publisher);
+        }
+    }
+
+    /// A subscriber's PLI or FIR on one of its video slots: passed on to the
+    /// publisher of the layer the slot forwards.
+    pub(super) fn subscriber_keyframe_request(
+        &mut self,
+        now: Instant,
+        pid: ParticipantId,
+        mid: Mid,
+    ) {
+        let Some(p) = self.participants.get_mut(&pid) else {
+            return;
+        };
+        let Some(slot) = p.video.iter_mut().find(|s| s.mid == Some(mid)) else {
+            return;
+        };
+        let Some(source) = slot.request.map(|r| r.source) else {
+            return;
+        };
+        let Some((publisher, layer)) = slot.relay_keyframe_request(now) else {
+            return;
+        };
+        let Some(origin) = self.shard_of_publisher(publisher) else {
+            return;
+        };
+        self.ask_keyframe(now, publisher, source, layer, origin);
+    }
+
+    /// Where a video publisher's media is, as far as this shard knows: here, or the
+    /// shard its packets last came from.
+    fn shard_of_publisher(&self, pid: ParticipantId) -> Option<usize> {
+        if self.participants.contains_key(&pid) {
+            return Some(self.id);
+        }
+        self.video_origins.get(&pid).copied()
+    }
+
+    /// str0m's bandwidth estimate towards a subscriber changed.
+    pub(super) fn on_estimate(&mut self, pid: ParticipantId, bitrate: u64) {
+        if let Some(p) = self.participants.get_mut(&pid) {
+            p.estimate = Some(bitrate);
+        }
+    }
+
+    /// The media side of `subscribe` (the home shard checked the publisher is in the
+    /// room).
+    pub(super) fn subscribe(&mut self, pid: ParticipantId, slot: u32, request: Option<Request>) {
+        let Some(p) = self.participants.get_mut(&pid) else {
+            return;
+        };
+        let count = p.video.len();
+        let Some(s) = usize::try_from(slot).ok().and_then(|i| p.video.get_mut(i)) else {
+            let message = if count == 0 {
+                "this room has no video slots".to_owned()
+            } else {
+                format!("slot {slot} is out of range (0..{count})")
+            };
+            self.refuse(pid, Refusal::BadRequest, &message);
+            return;
+        };
+        if request.is_some_and(|r| r.publisher == pid) {
+            self.refuse(
+                pid,
+                Refusal::BadRequest,
+                "a client cannot subscribe to itself",
+            );
+            return;
+        }
+        s.set_request(request);
+        // The whole map goes out after each subscribe, changed or not.
+        let states = p.video_states();
+        p.video_dirty = false;
+        self.signal(pid, ClientEvent::VideoSlots(states));
+    }
+
+    /// A member left the room: the slots that showed it are free.
+    pub(super) fn clear_video_of(&mut self, room: &RoomId, publisher: ParticipantId) {
+        self.video_origins.remove(&publisher);
+        let Some(view) = self.views.get(room) else {
+            return;
+        };
+        for m in &view.local {
+            if let Some(p) = self.participants.at_mut(m.key) {
+                for s in &mut p.video {
+                    p.video_dirty |= s.clear_if(publisher);
+                }
+            }
+        }
+    }
+
+    /// Drains the participants str0m was given video for (once per batch each).
+    pub(super) fn drain_touched(&mut self, now: Instant) {
+        while let Some(pid) = self.touched.pop() {
+            if let Some(p) = self.participants.get_mut(&pid) {
+                p.video_touched = false;
+                self.drain(now, pid);
+            }
+        }
+    }
+
+    /// Periodic video work for the participants of one room on this shard: the
+    /// `video_slots` messages owed, and (every [`ALLOCATE_INTERVAL`]) each
+    /// subscriber's layers fitted to its bandwidth estimate.
+    pub(super) fn video_tick(&mut self, allocate_now: bool) {
+        let mut owed: Vec<(ParticipantId, ClientEvent)> = Vec::new();
+        for p in self.participants.iter_mut() {
+            if p.video.is_empty() {
+                continue;
+            }
+            if allocate_now {
+                fit_to_estimate(p);
+            }
+            if std::mem::take(&mut p.video_dirty) {
+                owed.push((p.id, ClientEvent::VideoSlots(p.video_states())));
+            }
+        }
+        for (to, event) in owed {
+            self.events.push_back(Event::ToClient { to, event });
+        }
+    }
+
+    /// The home shard's side of a client's `video` message.
+    pub(super) fn set_video(
+        &mut self,
+        now: Instant,
+        pid: ParticipantId,
+        source: VideoSource,
+        enabled: bool,
+    ) {
+        let Some(room_id) = self.room_of_member(pid) else {
+            return;
+        };
+        let Some(room) = self.rooms.get(&room_id) else {
+            return;
+        };
+        if room.policy.video_slots == 0 && enabled {
+            self.refuse(pid, Refusal::Forbidden, "this room has no video");
+            return;
+        }
+        let Some(m) = room.members.get(&pid) else {
+            return;
+        };
+        let granted = m.permissions.publish
+            && match source {
+                VideoSource::Camera => m.permissions.sources.camera,
+                VideoSource::Screen => m.permissions.sources.screen,
+            };
+        if enabled && !granted {
+            let what = match source {
+                VideoSource::Camera => "camera",
+                VideoSource::Screen => "screen",
+            };
+            self.refuse(
+                pid,
+                Refusal::Forbidden,
+                &format!("not allowed to publish {what}"),
+            );
+            return;
+        }
+        let was = match source {
+            VideoSource::Camera => m.info.camera,
+            VideoSource::Screen => m.info.screen,
+        };
+        if was == enabled {
+            return;
+        }
+        self.update_member(now, pid, |m| match source {
+            VideoSource::Camera => m.info.camera = enabled,
+            VideoSource::Screen => m.info.screen = enabled,
+        });
+        let participant_id = pid;
+        self.notify(if enabled {
+            Notice::TrackPublished {
+                room: room_id,
+                participant_id,
+                source,
+            }
+        } else {
+            Notice::TrackUnpublished {
+                room: room_id,
+                participant_id,
+                source,
+            }
+        });
+    }
+
+    /// Remembers which shard a remote publisher's packets come from (where keyframe
+    /// requests for it go).
+    pub(super) fn note_origin(&mut self, packet: &VideoPacket) {
+        if packet.origin != self.id {
+            self.video_origins.insert(packet.publisher, packet.origin);
+        }
+    }
+}
+
+/// Writes one copy on a subscriber's video slot through str0m (which seals it, keeps
+/// it for NACKs and paces it). Returns whether str0m had the slot's stream.
+fn send_video(
+    sub: &mut Participant,
+    mid: Mid,
+    pt: Pt,
+    packet: &VideoPacket,
+    out: crate::rewriter::Rewritten,
+    vp8: Option<crate::video::vp8::Rewrite>,
+    now: Instant,
+) -> bool {
+    let mut write = RtpWrite::new(
+        pt,
+        out.seq.into(),
+        out.timestamp,
+        now,
+        packet.payload.clone(),
+    )
+    .marker(packet.marker)
+    .nackable(true);
+    if let (Some(r), Some(descriptor)) = (vp8, packet.vp8.and_then(|f| f.str0m)) {
+        let mut patch = descriptor.patch();
+        if let Some(v) = r.picture_id {
+            patch = patch.picture_id(v);
+        }
+        if let Some(v) = r.tl0picidx {
+            patch = patch.tl0_pic_idx(v);
+        }
+        if let Some(v) = r.keyidx {
+            patch = patch.key_idx(v);
+        }
+        if let Ok(patch) = patch.build() {
+            write = write.vp8_patch(patch);
+        }
+    }
+    let mut api = sub.rtc.direct_api();
+    let Some(stream) = api.stream_tx_by_mid(mid, None) else {
+        return false;
+    };
+    stream.write_rtp(write);
+    true
+}
+
+/// Fits a subscriber's video slots to its bandwidth estimate, less what its audio
+/// needs: each slot gets a layer cap ([`allocate`]); a slot whose lowest layer does
+/// not fit keeps it anyway (video degrades to its lowest layer rather than stopping).
+/// str0m is told what the slots would want, so that it probes towards it.
+fn fit_to_estimate(p: &mut Participant) {
+    let Some(estimate) = p.estimate else {
+        return;
+    };
+    let audio = p.table.occupied() as u64 * AUDIO_RESERVE_PER_SLOT;
+    let budget = estimate.saturating_sub(audio);
+    let active: Vec<usize> = (0..p.video.len())
+        .filter(|i| p.video[*i].request.is_some() && p.video[*i].layers > 0)
+        .collect();
+    let demands: Vec<Demand> = active
+        .iter()
+        .map(|i| {
+            let s = &p.video[*i];
+            let layers = usize::from(s.layers);
+            let wanted = s
+                .request
+                .and_then(|r| layer_for(r.quality, layers))
+                .unwrap_or(0);
+            // A layer that sends nothing now costs what the one below it does.
+            let mut bitrates: Vec<u64> =
+                s.bitrates[..layers].iter().map(|b| u64::from(*b)).collect();
+            for l in 1..bitrates.len() {
+                bitrates[l] = bitrates[l].max(bitrates[l - 1]);
+            }
+            Demand { wanted, bitrates }
+        })
+        .collect();
+    let chosen = allocate(budget, &demands);
+    let mut desired: u64 = audio;
+    for ((i, d), c) in active.iter().zip(&demands).zip(&chosen) {
+        let cap = c.unwrap_or(0) as u8;
+        if p.video[*i].cap != Some(cap) {
+            p.video[*i].cap = Some(cap);
+        }
+        desired += d.bitrates.get(d.wanted).copied().unwrap_or(0);
+    }
+    if !active.is_empty() {
+        p.rtc
+            .bwe()
+            .set_bitrate(Bitrate::bps(0), Bitrate::bps(desired.max(300_000)));
+    }
+}
+
+impl Participant {
+    /// The codec of a payload type it sends video in.
+    pub(crate) fn video_codec(&self, pt: Pt) -> Option<VideoCodec> {
+        self.video_pts
+            .iter()
+            .find(|(p, _)| *p == pt)
+            .map(|(_, c)| *c)
+    }
+
+    /// The payload type its video slots receive `codec` in.
+    pub(crate) fn video_pt(&self, codec: VideoCodec) -> Option<Pt> {
+        self.video_pts
+            .iter()
+            .find(|(_, c)| *c == codec)
+            .map(|(p, _)| *p)
+    }
+
+    /// Its whole video slot map.
+    pub(crate) fn video_states(&self) -> Vec<crate::client_event::VideoSlotState> {
+        self.video
+            .iter()
+            .enumerate()
+            .map(|(i, s)| s.state(i))
+            .collect()
+    }
+}

@@ -1,0 +1,301 @@
+//! A subscriber's video slot: what it asked for, which layer it forwards, and the
+//! rewriting that keeps it one continuous stream (str0m sends it: NACK, RTX and the
+//! bandwidth estimate need str0m's send side).
+
+use std::time::{Duration, Instant};
+
+use chorus_protocol::signal::ParticipantId;
+use str0m::media::Mid;
+
+use super::layers::{layer_for, Decision, LayerSwitch};
+use super::packet::{layer_name, VideoCodec, VideoPacket, MAX_LAYERS};
+use super::vp8;
+use crate::client_event::{VideoQuality, VideoSlotState, VideoSource};
+use crate::rewriter::{Rewritten, SlotRewriter, VIDEO_CLOCK};
+
+/// The least time between two keyframe requests a subscriber's PLI or FIR passes on
+/// for one slot.
+const RELAY_INTERVAL: Duration = Duration::from_millis(500);
+
+/// What a subscriber asked a slot to forward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Request {
+    pub publisher: ParticipantId,
+    pub source: VideoSource,
+    pub quality: VideoQuality,
+}
+
+/// A source a slot forwards: a publisher's layer.
+pub(crate) type LayerKey = (ParticipantId, u8);
+
+#[derive(Debug, Clone)]
+pub(crate) struct VideoSlot {
+    /// The slot's m-section, once an offer negotiated it.
+    pub mid: Option<Mid>,
+    pub request: Option<Request>,
+    /// The source last asked for when nothing was requested (what `video_slots`
+    /// shows for a free slot).
+    pub last_source: VideoSource,
+    pub last_quality: VideoQuality,
+    switch: LayerSwitch<LayerKey>,
+    rewriter: SlotRewriter<LayerKey>,
+    vp8: vp8::Continuity,
+    /// The highest layer the subscriber's bandwidth allows (`None`: no limit known).
+    pub cap: Option<u8>,
+    /// The publication's layer count and bitrates, from its last packet seen.
+    pub layers: u8,
+    pub bitrates: [u32; MAX_LAYERS],
+    last_relay: Option<Instant>,
+}
+
+/// What to do with one packet on a slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SlotAction {
+    /// Not for this slot, or not the layer it forwards.
+    Skip,
+    Send {
+        out: Rewritten,
+        vp8: Option<vp8::Rewrite>,
+    },
+}
+
+impl VideoSlot {
+    pub fn new(initial_seq: u16, initial_ts: u32) -> Self {
+        VideoSlot {
+            mid: None,
+            request: None,
+            last_source: VideoSource::Camera,
+            last_quality: VideoQuality::High,
+            switch: LayerSwitch::default(),
+            rewriter: SlotRewriter::with_clock(initial_seq, initial_ts, VIDEO_CLOCK),
+            vp8: vp8::Continuity::default(),
+            cap: None,
+            layers: 0,
+            bitrates: [0; MAX_LAYERS],
+            last_relay: None,
+        }
+    }
+
+    /// Takes a new request (`None` clears the slot). Forwarding goes on until the
+    /// new source's keyframe.
+    pub fn set_request(&mut self, request: Option<Request>) {
+        if let Some(r) = request {
+            self.last_source = r.source;
+            self.last_quality = r.quality;
+        }
+        let other = self.request.map(|r| (r.publisher, r.source))
+            != request.map(|r| (r.publisher, r.source));
+        if other {
+            self.layers = 0;
+            self.cap = None;
+            self.switch.set_target(None);
+        }
+        self.request = request;
+    }
+
+    /// Whether `packet` is of the source this slot asked for.
+    pub fn wants(&self, packet: &VideoPacket) -> bool {
+        self.request
+            .is_some_and(|r| r.publisher == packet.publisher && r.source == packet.source)
+    }
+
+    /// The layer the slot should forward for a packet's publication: the requested
+    /// quality's layer, within the bandwidth cap, moved to the nearest layer the
+    /// publisher still sends (down first).
+    fn wanted_layer(&self, quality: VideoQuality, layers: u8, active: u8) -> u8 {
+        let asked = layer_for(quality, usize::from(layers)).unwrap_or(0) as u8;
+        let want = self.cap.map_or(asked, |c| c.min(asked));
+        let sends = |l: u8| active & (1 << l) != 0;
+        if active == 0 || sends(want) {
+            return want;
+        }
+        (0..want)
+            .rev()
+            .chain(want + 1..layers)
+            .find(|l| sends(*l))
+            .unwrap_or(want)
+    }
+
+    /// One packet of the requested publication: whether and how it goes out on this
+    /// slot, and the layer to ask a keyframe of (rate-limited), if the slot waits for
+    /// one.
+    pub fn on_packet(
+        &mut self,
+        packet: &VideoPacket,
+        now: Instant,
+    ) -> (SlotAction, Option<LayerKey>) {
+        let Some(request) = self.request else {
+            return (SlotAction::Skip, None);
+        };
+        self.layers = packet.layers;
+        self.bitrates = packet.bitrates;
+        let want = self.wanted_layer(request.quality, packet.layers, packet.active);
+        let target = Some((packet.publisher, want));
+        if self.switch.target() != target {
+            self.switch.set_target(target);
+        }
+        let decision = self
+            .switch
+            .on_packet((packet.publisher, packet.layer), packet.keyframe);
+        let keyframe = self.switch.keyframe_request(now);
+        let Decision::Forward { switched } = decision else {
+            return (SlotAction::Skip, keyframe);
+        };
+        let key = (packet.publisher, packet.layer);
+        let Some(out) = self
+            .rewriter
+            .rewrite(key, packet.seq, packet.timestamp, now)
+        else {
+            return (SlotAction::Skip, keyframe);
+        };
+        let vp8 = match (packet.codec, packet.vp8) {
+            (VideoCodec::Vp8, Some(f)) => Some(self.vp8.next(&f.ours, switched)),
+            _ => None,
+        };
+        (SlotAction::Send { out, vp8 }, keyframe)
+    }
+
+    /// A subscriber's PLI or FIR on this slot: the layer to ask a keyframe of, at
+    /// most every [`RELAY_INTERVAL`].
+    pub fn relay_keyframe_request(&mut self, now: Instant) -> Option<LayerKey> {
+        let current = self.switch.current()?;
+        let due = self
+            .last_relay
+            .is_none_or(|t| now.saturating_duration_since(t) >= RELAY_INTERVAL);
+        due.then(|| {
+            self.last_relay = Some(now);
+            current
+        })
+    }
+
+    /// The publisher left: the slot is free.
+    pub fn clear_if(&mut self, publisher: ParticipantId) -> bool {
+        if self.request.is_some_and(|r| r.publisher == publisher) {
+            self.set_request(None);
+            return true;
+        }
+        false
+    }
+
+    /// The slot as its client is told.
+    pub fn state(&self, index: usize) -> VideoSlotState {
+        let layer = self
+            .switch
+            .current()
+            .filter(|_| self.request.is_some())
+            .map(|(_, l)| layer_name(l, self.layers.max(l + 1)));
+        VideoSlotState {
+            slot: index as u8,
+            publisher: self.request.map(|r| r.publisher),
+            source: self.request.map_or(self.last_source, |r| r.source),
+            quality: self.request.map_or(self.last_quality, |r| r.quality),
+            layer,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::sync::Arc;
+
+    fn packet(publisher: u64, layer: u8, seq: u64, keyframe: bool, now: Instant) -> VideoPacket {
+        VideoPacket {
+            publisher: ParticipantId(publisher),
+            source: VideoSource::Camera,
+            origin: 0,
+            layer,
+            layers: 3,
+            active: 0b111,
+            bitrates: [150_000, 500_000, 1_500_000, 0],
+            codec: VideoCodec::H264,
+            seq,
+            timestamp: seq as u32 * 3000,
+            marker: false,
+            keyframe,
+            vp8: None,
+            payload: Arc::from(&[0u8][..]),
+            received: now,
+        }
+    }
+
+    fn request(publisher: u64, quality: VideoQuality) -> Option<Request> {
+        Some(Request {
+            publisher: ParticipantId(publisher),
+            source: VideoSource::Camera,
+            quality,
+        })
+    }
+
+    #[test]
+    fn a_slot_starts_on_a_keyframe_of_its_layer_and_asks_for_one() {
+        let now = Instant::now();
+        let mut slot = VideoSlot::new(100, 0);
+        slot.set_request(request(1, VideoQuality::Medium));
+        // Layer 1 is wanted: a delta frame is held back, and a keyframe asked for.
+        let (action, key) = slot.on_packet(&packet(1, 1, 10, false, now), now);
+        assert_eq!(action, SlotAction::Skip);
+        assert_eq!(key, Some((ParticipantId(1), 1)));
+        // Another layer's keyframe does not start it.
+        let (action, _) = slot.on_packet(&packet(1, 2, 50, true, now), now);
+        assert_eq!(action, SlotAction::Skip);
+        let (action, key) = slot.on_packet(&packet(1, 1, 11, true, now), now);
+        let SlotAction::Send { out, .. } = action else {
+            panic!("not sent: {action:?}");
+        };
+        assert_eq!((out.seq, out.switched, key), (100, true, None));
+        assert_eq!(slot.state(0).layer, Some(VideoQuality::Medium));
+        let (action, _) = slot.on_packet(&packet(1, 1, 12, false, now), now);
+        assert!(matches!(action, SlotAction::Send { out, .. } if out.seq == 101));
+    }
+
+    #[test]
+    fn a_quality_change_forwards_the_old_layer_until_the_new_keyframe() {
+        let now = Instant::now();
+        let mut slot = VideoSlot::new(0, 0);
+        slot.set_request(request(1, VideoQuality::Low));
+        slot.on_packet(&packet(1, 0, 1, true, now), now);
+        slot.set_request(request(1, VideoQuality::High));
+        let (action, key) = slot.on_packet(&packet(1, 0, 2, false, now), now);
+        assert!(matches!(action, SlotAction::Send { .. }));
+        assert_eq!(key, Some((ParticipantId(1), 2)));
+        let (action, _) = slot.on_packet(&packet(1, 2, 900, true, now), now);
+        assert!(matches!(action, SlotAction::Send { out, .. } if out.seq == 2 && out.switched));
+        // The old layer stops at once.
+        let (action, _) = slot.on_packet(&packet(1, 0, 3, false, now), now);
+        assert_eq!(action, SlotAction::Skip);
+        assert_eq!(slot.state(0).layer, Some(VideoQuality::High));
+    }
+
+    #[test]
+    fn the_cap_and_stopped_layers_move_the_target_down() {
+        let now = Instant::now();
+        let mut slot = VideoSlot::new(0, 0);
+        slot.set_request(request(1, VideoQuality::High));
+        slot.cap = Some(0);
+        let (_, key) = slot.on_packet(&packet(1, 2, 1, false, now), now);
+        assert_eq!(key, Some((ParticipantId(1), 0)));
+        slot.cap = None;
+        let mut p = packet(1, 1, 2, true, now);
+        p.active = 0b011;
+        let (action, _) = slot.on_packet(&p, now);
+        assert!(
+            matches!(action, SlotAction::Send { .. }),
+            "layer 2 stopped: 1 serves"
+        );
+    }
+
+    #[test]
+    fn a_free_slot_forwards_nothing_and_says_so() {
+        let now = Instant::now();
+        let mut slot = VideoSlot::new(0, 0);
+        slot.set_request(request(1, VideoQuality::Low));
+        slot.on_packet(&packet(1, 0, 1, true, now), now);
+        assert!(slot.clear_if(ParticipantId(1)));
+        let state = slot.state(3);
+        assert_eq!((state.slot, state.publisher, state.layer), (3, None, None));
+        assert_eq!(state.quality, VideoQuality::Low);
+        assert!(!slot.wants(&packet(1, 0, 2, true, now)));
+    }
+}

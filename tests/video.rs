@@ -1,0 +1,257 @@
+//! Video slots (issue 12): a publisher's simulcast camera reaches a subscriber's video
+//! slot at the layer its `subscribe` asks for; the slot switches layers and
+//! publishers only on a keyframe of the new one (asked for with a PLI) and stays one
+//! continuous stream (sequence numbers, VP8 picture ids); `video_slots` tells the
+//! client what each slot forwards; bad requests get `bad_request`. str0m clients, a
+//! simulated clock.
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use chorus_engine::VideoQuality::{High, Low, Medium};
+use chorus_protocol::control::NodeEvent;
+use chorus_protocol::signal::{ErrorCode, ServerMessage, VideoQuality, VideoSlotInfo};
+use chorus_tests::sim::{Received, Sim};
+
+const RIDS: &[&str] = &["q", "h", "f"];
+
+/// The last `video_slots` map the client was sent.
+fn video_slots(sim: &Sim, idx: usize) -> Vec<VideoSlotInfo> {
+    sim.clients[idx]
+        .inbox
+        .iter()
+        .rev()
+        .find_map(|m| match m {
+            ServerMessage::VideoSlots { slots } => Some(slots.clone()),
+            _ => None,
+        })
+        .expect("a video_slots message")
+}
+
+fn last_error(sim: &Sim, idx: usize) -> Option<(ErrorCode, String)> {
+    sim.clients[idx].inbox.iter().rev().find_map(|m| match m {
+        ServerMessage::Error { code, message } => Some((*code, message.clone())),
+        _ => None,
+    })
+}
+
+/// Every packet after the first continues the sequence, and each frame's picture id
+/// follows the last one's.
+fn assert_continuous(packets: &[Received]) {
+    for w in packets.windows(2) {
+        assert_eq!(
+            w[1].seq,
+            w[0].seq + 1,
+            "sequence gap: {:?} then {:?}",
+            w[0],
+            w[1]
+        );
+        let (a, b) = (w[0].video.unwrap(), w[1].video.unwrap());
+        assert_eq!(
+            b.picture_id,
+            (a.picture_id + 1) & 0x7fff,
+            "picture id jumps: {a:?} then {b:?}"
+        );
+        assert_eq!(b.tl0picidx, a.tl0picidx.wrapping_add(1), "{a:?} then {b:?}");
+    }
+}
+
+fn layers(packets: &[Received]) -> Vec<u8> {
+    let mut l: Vec<u8> = packets.iter().map(|p| p.video.unwrap().layer).collect();
+    l.dedup();
+    l
+}
+
+#[test]
+fn a_slot_forwards_the_layer_asked_for_and_switches_on_keyframes() {
+    let mut sim = Sim::new();
+    let a = sim.connect_video("a", "v", Some(RIDS));
+    let b = sim.connect_video("b", "v", None);
+    assert_eq!(
+        sim.clients[b].video_slots.len(),
+        4,
+        "the room's video slots"
+    );
+    sim.publish(a, true);
+    sim.subscribe(b, 0, Some(a), High);
+    sim.run_for(Duration::from_secs(2));
+
+    let got = sim.video_from(b, 0, a);
+    assert!(got.len() > 40, "{} packets in 2 s", got.len());
+    assert_eq!(layers(&got), vec![2], "only the top layer");
+    assert!(
+        got[0].video.unwrap().keyframe,
+        "a slot starts on a keyframe"
+    );
+    assert_continuous(&got);
+    let map = video_slots(&sim, b);
+    assert_eq!(map.len(), 4);
+    assert_eq!(map[0].participant_id, Some(sim.clients[a].id));
+    assert_eq!(map[0].quality, VideoQuality::High);
+    assert_eq!(map[0].layer, Some(VideoQuality::High));
+    assert_eq!(map[1].participant_id, None);
+
+    // Down to low: layer 0 had its only keyframe at the start, so the node asks for
+    // one, and forwards the top layer until it comes.
+    let plis = sim.clients[a].camera.plis[0];
+    let before = sim.video_from(b, 0, a).len();
+    sim.subscribe(b, 0, Some(a), Low);
+    sim.run_for(Duration::from_secs(2));
+    assert!(sim.clients[a].camera.plis[0] > plis, "a PLI for layer 0");
+    let got = sim.video_from(b, 0, a);
+    let after = &got[before..];
+    assert_eq!(layers(after).last(), Some(&0));
+    let first_low = after
+        .iter()
+        .position(|p| p.video.unwrap().layer == 0)
+        .unwrap();
+    assert!(
+        after[first_low].video.unwrap().keyframe,
+        "switched on a keyframe"
+    );
+    assert_continuous(&got);
+    assert_eq!(video_slots(&sim, b)[0].layer, Some(VideoQuality::Low));
+
+    // Medium: the middle layer.
+    sim.subscribe(b, 0, Some(a), Medium);
+    sim.run_for(Duration::from_secs(2));
+    let got = sim.video_from(b, 0, a);
+    assert_eq!(layers(&got).last(), Some(&1));
+    assert_continuous(&got);
+    assert_eq!(video_slots(&sim, b)[0].layer, Some(VideoQuality::Medium));
+}
+
+#[test]
+fn a_slot_waits_for_a_publisher_and_is_cleared_when_it_leaves() {
+    let mut sim = Sim::new();
+    let a = sim.connect_video("a", "v", Some(RIDS));
+    let b = sim.connect_video("b", "v", None);
+    // Subscribing before anything is published is accepted: the slot waits.
+    sim.subscribe(b, 1, Some(a), Medium);
+    sim.run_for(Duration::from_millis(500));
+    let map = video_slots(&sim, b);
+    assert_eq!(map[1].participant_id, Some(sim.clients[a].id));
+    assert_eq!(map[1].layer, None, "nothing forwarded yet");
+    assert!(last_error(&sim, b).is_none());
+
+    sim.publish(a, true);
+    sim.run_for(Duration::from_secs(1));
+    assert!(!sim.video_from(b, 1, a).is_empty());
+    assert_eq!(video_slots(&sim, b)[1].layer, Some(VideoQuality::Medium));
+    // Everyone sees the camera on; the backend gets track_published.
+    let updated = sim.clients[b].inbox.iter().any(
+        |m| matches!(m, ServerMessage::ParticipantUpdated { participant } if participant.camera),
+    );
+    assert!(updated, "participant_updated with camera: true");
+    assert!(sim.events.iter().any(|e| matches!(e,
+        NodeEvent::TrackPublished { source, .. } if source.as_str() == "camera")));
+
+    let id = sim.clients[a].id;
+    sim.command(chorus_engine::Command::Leave { participant: id });
+    sim.run_for(Duration::from_millis(200));
+    let map = video_slots(&sim, b);
+    assert_eq!(map[1].participant_id, None, "the publisher left");
+    assert_eq!(map[1].layer, None);
+}
+
+#[test]
+fn bad_subscriptions_are_refused() {
+    let mut sim = Sim::new();
+    let a = sim.connect_video("a", "v", Some(RIDS));
+    let b = sim.connect_video("b", "v", None);
+    let other = sim.connect_video("o", "elsewhere", Some(RIDS));
+
+    sim.subscribe(b, 4, Some(a), High);
+    let (code, message) = last_error(&sim, b).unwrap();
+    assert_eq!(code, ErrorCode::BadRequest);
+    assert!(message.contains("out of range"), "{message}");
+
+    sim.subscribe(b, 0, Some(other), High);
+    let (code, message) = last_error(&sim, b).unwrap();
+    assert_eq!(code, ErrorCode::BadRequest);
+    assert!(message.contains("not in the room"), "{message}");
+
+    sim.subscribe(b, 0, Some(b), High);
+    let (code, _) = last_error(&sim, b).unwrap();
+    assert_eq!(code, ErrorCode::BadRequest);
+
+    // Clearing a slot is always fine.
+    let errors = sim.clients[b].messages("error").len();
+    sim.subscribe(b, 0, None, High);
+    assert_eq!(sim.clients[b].messages("error").len(), errors);
+    assert_eq!(video_slots(&sim, b)[0].participant_id, None);
+}
+
+#[test]
+fn a_slot_switches_publishers_on_a_keyframe_and_stays_one_stream() {
+    let mut sim = Sim::new();
+    let a = sim.connect_video("a", "v", Some(RIDS));
+    let c = sim.connect_video("c", "v", Some(RIDS));
+    let b = sim.connect_video("b", "v", None);
+    sim.publish(a, true);
+    sim.publish(c, true);
+    sim.subscribe(b, 0, Some(a), Medium);
+    sim.run_for(Duration::from_secs(1));
+    sim.subscribe(b, 0, Some(c), Medium);
+    sim.run_for(Duration::from_secs(1));
+    let slot = sim.clients[b].video_slots[0];
+    let got: Vec<Received> = sim.clients[b]
+        .received
+        .iter()
+        .filter(|r| r.video.is_some() && r.mid == Some(slot))
+        .cloned()
+        .collect();
+    let first_c = got
+        .iter()
+        .position(|p| p.from == c)
+        .expect("c reached the slot");
+    assert!(first_c > 0 && got[..first_c].iter().all(|p| p.from == a));
+    assert!(got[first_c..].iter().all(|p| p.from == c), "no more of a");
+    assert!(got[first_c].video.unwrap().keyframe);
+    assert_continuous(&got);
+    // One SSRC for the slot throughout.
+    assert!(got.iter().all(|p| p.ssrc == got[0].ssrc));
+}
+
+#[test]
+fn video_crosses_shards_and_keyframe_requests_come_back() {
+    let mut sim = Sim::with_shards(2, |_| {});
+    let a = sim.connect_video("a", "v", Some(RIDS));
+    let b = sim.connect_video("b", "v", None);
+    assert_ne!(
+        sim.holder(a),
+        sim.holder(b),
+        "publisher and subscriber apart"
+    );
+    sim.publish(a, true);
+    sim.subscribe(b, 0, Some(a), High);
+    sim.run_for(Duration::from_secs(1));
+    let plis = sim.clients[a].camera.plis[0];
+    sim.subscribe(b, 0, Some(a), Low);
+    sim.run_for(Duration::from_secs(1));
+    assert!(
+        sim.clients[a].camera.plis[0] > plis,
+        "the PLI crossed shards"
+    );
+    let got = sim.video_from(b, 0, a);
+    assert_eq!(layers(&got), vec![2, 0]);
+    assert_continuous(&got);
+}
+
+#[test]
+fn a_stopped_layer_is_left_for_the_next_one_down() {
+    let mut sim = Sim::new();
+    let a = sim.connect_video("a", "v", Some(RIDS));
+    let b = sim.connect_video("b", "v", None);
+    sim.publish(a, true);
+    sim.subscribe(b, 0, Some(a), High);
+    sim.run_for(Duration::from_secs(1));
+    // The publisher's uplink is short: it stops its top layer.
+    sim.clients[a].camera.paused[2] = true;
+    sim.run_for(Duration::from_secs(3));
+    let got = sim.video_from(b, 0, a);
+    assert_eq!(layers(&got), vec![2, 1], "moved down to the middle layer");
+    assert_continuous(&got);
+    assert_eq!(video_slots(&sim, b)[0].layer, Some(VideoQuality::Medium));
+    assert_eq!(video_slots(&sim, b)[0].quality, VideoQuality::High);
+}
