@@ -35,7 +35,9 @@ mod video;
 pub const TICK: Duration = Duration::from_millis(50);
 /// str0m's timers are served on a 20 ms grid (counted from the shard's start):
 /// participants due within the same 20 ms share one wake-up. None of them is urgent
-/// (RTCP, DTLS retransmissions, statistics; forwarding never waits for a timer).
+/// (RTCP, DTLS retransmissions, statistics; forwarding never waits for a timer) —
+/// except for participants with video, whose timers are served when due: str0m paces
+/// their video slots and its bandwidth estimate needs sends on time.
 pub const TIMER_GRID: Duration = Duration::from_millis(20);
 
 /// Counters of what the shard did with its input. Network input is never an error:
@@ -510,7 +512,9 @@ impl Shard {
     /// When [`Shard::handle_timeout`] must be called next.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let rtc = self.timers.peek().map(|Reverse((at, _))| self.on_grid(*at));
+        // Entries are on the grid already, except those of participants with video
+        // (str0m paces video and runs its bandwidth estimate on its own timers).
+        let rtc = self.timers.peek().map(|Reverse((at, _))| *at);
         let tick =
             (!self.participants.is_empty() || !self.views.is_empty() || !self.rooms.is_empty())
                 .then_some(self.next_tick);
@@ -521,17 +525,6 @@ impl Shard {
     }
 
     // ---- helpers ---------------------------------------------------------------
-
-    /// The first point of [`TIMER_GRID`] at or after `at`.
-    fn on_grid(&self, at: Instant) -> Instant {
-        let grid = TIMER_GRID.as_nanos();
-        let since = at.saturating_duration_since(self.started).as_nanos();
-        let steps = since.div_ceil(grid);
-        u64::try_from(steps * grid)
-            .ok()
-            .and_then(|nanos| self.started.checked_add(Duration::from_nanos(nanos)))
-            .unwrap_or(at)
-    }
 
     /// The wall-clock time at `now` (for RTCP's NTP timestamps).
     fn wallclock(&self, now: Instant) -> SystemTime {
@@ -584,6 +577,17 @@ impl Shard {
             }
         }
     }
+}
+
+/// The first point of [`TIMER_GRID`] (counted from `started`) at or after `at`.
+fn on_grid(started: Instant, at: Instant) -> Instant {
+    let grid = TIMER_GRID.as_nanos();
+    let since = at.saturating_duration_since(started).as_nanos();
+    let steps = since.div_ceil(grid);
+    u64::try_from(steps * grid)
+        .ok()
+        .and_then(|nanos| started.checked_add(Duration::from_nanos(nanos)))
+        .unwrap_or(at)
 }
 
 /// ICE ufrag naming the participant (so any shard can route its first STUN request)

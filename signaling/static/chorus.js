@@ -51,6 +51,21 @@ const TERMINAL_CLOSE_CODES = new Set([1000, 1001, 1008, 1011, 1013, 4000, 4001])
 const CLOSE_PING_TIMEOUT = 4900;
 const CLOSE_RESUME_ATTEMPT_TIMEOUT = 4901;
 
+/**
+ * The camera's simulcast layers, lowest first as the protocol orders them (a 1280×720
+ * camera sends 320×180, 640×360 and 1280×720). Browsers drop the layers a small
+ * camera cannot fill.
+ */
+const CAMERA_ENCODINGS = [
+  { rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 150_000 },
+  { rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 500_000 },
+  { rid: 'f', scaleResolutionDownBy: 1, maxBitrate: 1_500_000 },
+];
+/** What `publishCamera()` asks getUserMedia for. */
+const CAMERA_CONSTRAINTS = { width: { ideal: 1280 }, height: { ideal: 720 }, frameRate: { ideal: 30 } };
+const VIDEO_SOURCES = ['camera', 'screen'];
+const QUALITIES = ['low', 'medium', 'high'];
+
 /** An automatic ICE restart happens at most this often. */
 const ICE_RESTART_MIN_INTERVAL_MS = 5_000;
 /** 'disconnected' for this long (it often heals by itself) triggers an ICE restart. */
@@ -91,13 +106,34 @@ function ageOf(timestamp) {
  * smaller offer, and no RED/G.711/CN payload types for the node to ignore.
  * Best effort: without setCodecPreferences the default offer (Opus first) is fine.
  */
-function preferOpus(pc) {
+function preferOpus(pc, transceivers) {
   try {
     const caps = RTCRtpReceiver.getCapabilities?.('audio');
     const opus = caps?.codecs?.filter((c) => c.mimeType.toLowerCase() === 'audio/opus') ?? [];
     if (opus.length === 0) return;
-    for (const t of pc.getTransceivers()) {
+    for (const t of transceivers ?? pc.getTransceivers()) {
       if (typeof t.setCodecPreferences === 'function') t.setCodecPreferences(opus);
+    }
+  } catch {
+    /* keep the browser's default codec list */
+  }
+}
+
+/**
+ * Offer the video codecs the node forwards (VP8 first, then H.264 in packetization
+ * mode 1, with their RTX) where the browser lets us choose. Best effort.
+ */
+function preferForwardedVideo(transceivers) {
+  try {
+    const codecs = RTCRtpReceiver.getCapabilities?.('video')?.codecs ?? [];
+    const vp8 = codecs.filter((c) => c.mimeType.toLowerCase() === 'video/vp8');
+    const h264 = codecs.filter((c) => c.mimeType.toLowerCase() === 'video/h264'
+      && /packetization-mode=1/.test(c.sdpFmtpLine ?? ''));
+    const rtx = codecs.filter((c) => c.mimeType.toLowerCase() === 'video/rtx');
+    const list = [...vp8, ...h264, ...rtx];
+    if (vp8.length + h264.length === 0) return;
+    for (const t of transceivers) {
+      if (typeof t.setCodecPreferences === 'function') t.setCodecPreferences(list);
     }
   } catch {
     /* keep the browser's default codec list */
@@ -106,7 +142,7 @@ function preferOpus(pc) {
 
 function sameParticipant(a, b) {
   return a.name === b.name && a.muted === b.muted && a.server_muted === b.server_muted
-    && a.deafened === b.deafened && a.csrc === b.csrc;
+    && a.deafened === b.deafened && a.csrc === b.csrc && a.camera === b.camera && a.screen === b.screen;
 }
 
 function iceUfrag(sdp) {
@@ -128,6 +164,8 @@ function copyParticipant(p) {
     server_muted: Boolean(p.server_muted),
     deafened: Boolean(p.deafened),
     csrc: Number(p.csrc) >>> 0,
+    camera: p.camera === true,
+    screen: p.screen === true,
   };
 }
 
@@ -156,11 +194,20 @@ function copyParticipant(p) {
  * - `lastSpeakers[].distance`: in a proximity room, how far that speaker is from you
  *   (world units; null when unknown or outside proximity rooms)
  * - `signalRttMs`: round-trip time of the last ping/pong over the WebSocket
+ * - `videoSlots`: the video slots, `[{index, mid, transceiver, receiver, track, stream,
+ *   participant_id, source, quality, layer}]` (`stream`: a MediaStream to put in a
+ *   `<video>`; `participant_id`/`source`/`quality`: what the slot asked for; `layer`:
+ *   what the node forwards now, `'low'|'medium'|'high'` or null)
+ * - `videoSlotCount`: video slots the room gives (0: no video in this room)
+ * - `publishing`: `{camera: MediaStreamTrack|null, screen: MediaStreamTrack|null}`
  *
  * Events (CustomEvent, payload in `event.detail`): `joined`, `participant_joined`,
  * `participant_updated`, `participant_left`, `speakers`, `error`, `room_closed`,
  * `kicked`, `permissions`, `closed`, `connection_state`, `reconnecting`, `resumed`,
- * `ice_restarting`, `ice_restarted`, `ice_restart_failed`.
+ * `ice_restarting`, `ice_restarted`, `ice_restart_failed`, `video_slots` (`{slots}`:
+ * the whole video slot map, after each `subscribe()` and whenever the node changes
+ * what a slot forwards), `video` (`{source, enabled}`: your own camera or screen
+ * started or stopped).
  */
 export class ChorusClient extends EventTarget {
   /**
@@ -183,8 +230,17 @@ export class ChorusClient extends EventTarget {
    * @param {'all'|'relay'} [options.iceTransportPolicy] `'relay'` sends media only through
    *   the TURN servers the node hands out (`joined.ice_servers`), e.g. to hide your
    *   address or to test TURN; default `'all'`.
+   * @param {boolean} [options.video] offer video (a camera and a screen section, and
+   *   the room's video slots) when the room has video; default true. Publishing later
+   *   never renegotiates: the sections are there from the join.
+   * @param {boolean} [options.encodedInsertableStreams] create the RTCPeerConnection with
+   *   Chromium's `encodedInsertableStreams` (for end-to-end encryption by encoded
+   *   transforms: the node forwards payloads it never reads); default false.
+   * @param {boolean|{quality?: string}} [options.autoSubscribe] fill the video slots by
+   *   themselves: screen shares first, then cameras, newest first, at `quality`
+   *   (default `'medium'`). See `setAutoSubscribe()`.
    */
-  constructor({ url, audioContainer, resumeTimeoutMs, autoIceRestart, priorityDuckDb, spatial, iceTransportPolicy } = {}) {
+  constructor({ url, audioContainer, resumeTimeoutMs, autoIceRestart, priorityDuckDb, spatial, iceTransportPolicy, video, autoSubscribe, encodedInsertableStreams } = {}) {
     super();
     this.url = url ?? defaultUrl();
     this.audioContainer = audioContainer ?? null;
@@ -249,6 +305,19 @@ export class ChorusClient extends EventTarget {
     this._disconnectedTimer = null;
     /** A restart due once resumed: {reason, force} (force: the node may hold its offer). */
     this._iceRestartAfterResume = null;
+
+    this.video = video !== false;
+    this.encodedInsertableStreams = encodedInsertableStreams === true;
+    this.videoSlots = [];
+    this.videoSlotCount = 0;
+    this.publishing = { camera: null, screen: null };
+    /** The camera and screen transceivers (null without video), and which tracks we opened. */
+    this._videoTx = { camera: null, screen: null };
+    this._ownsVideo = { camera: false, screen: false };
+    /** When each `${participant_id}:${source}` was first seen published (newest first). */
+    this._publishedAt = new Map();
+    this._auto = null;
+    if (autoSubscribe) this._auto = { quality: QUALITIES.includes(autoSubscribe?.quality) ? autoSubscribe.quality : 'medium' };
   }
 
   // ---------------------------------------------------------------- public API
@@ -395,6 +464,114 @@ export class ChorusClient extends EventTarget {
       else this._peerPositions.set(String(id), vec3(pos, `position of ${id}`));
     }
     this._placeSlots();
+  }
+
+  /**
+   * Start sending your camera (simulcast: three layers from a 1280×720 camera). Gets
+   * the camera with getUserMedia unless a `track` is given, attaches it to the camera
+   * section offered at join (no renegotiation) and tells the room (`video`). Rejects
+   * with a ChorusError: `bad_request` (not joined, or the room has no video), `media`
+   * (no camera).
+   * @param {object} [opts]
+   * @param {MediaStreamTrack} [opts.track] a video track to send instead of the camera
+   * @param {MediaTrackConstraints} [opts.constraints] for getUserMedia (default 1280×720, 30 fps)
+   */
+  async publishCamera({ track, constraints } = {}) {
+    return this._publish('camera', track, async () => {
+      const stream = await navigator.mediaDevices.getUserMedia({ video: constraints ?? CAMERA_CONSTRAINTS });
+      return stream.getVideoTracks()[0];
+    });
+  }
+
+  /**
+   * Share your screen (one layer): getDisplayMedia unless a `track` is given. Ends by
+   * itself when the browser's own "stop sharing" ends the track.
+   * @param {object} [opts]
+   * @param {MediaStreamTrack} [opts.track] a video track to share (e.g. a canvas's)
+   */
+  async shareScreen({ track } = {}) {
+    return this._publish('screen', track, async () => {
+      const stream = await navigator.mediaDevices.getDisplayMedia({ video: true, audio: false });
+      return stream.getVideoTracks()[0];
+    });
+  }
+
+  /** Stop sending `source` (`'camera'` or `'screen'`) and tell the room. */
+  async stopVideo(source) {
+    if (!VIDEO_SOURCES.includes(source)) throw new ChorusError('bad_request', 'source must be "camera" or "screen"');
+    const track = this.publishing[source];
+    if (!track) return;
+    this.publishing[source] = null;
+    try { await this._videoTx[source]?.sender.replaceTrack(null); } catch { /* closed */ }
+    if (this._ownsVideo[source]) track.stop();
+    this._ownsVideo[source] = false;
+    this._send({ type: 'video', source, enabled: false });
+    this._emit('video', { source, enabled: false });
+  }
+
+  /**
+   * Video slot `slot` shows `participantId`'s `source` at `quality` (`null` clears it).
+   * The node answers with `video_slots` (an `error` event, `bad_request`, for a slot out
+   * of range or an unknown participant). Subscribing to a source not published yet is
+   * fine: the slot waits for it.
+   * @param {number} slot 0 … videoSlotCount − 1
+   * @param {string|null} participantId
+   * @param {'camera'|'screen'} [source]
+   * @param {'low'|'medium'|'high'} [quality] low = the publisher's smallest layer
+   */
+  subscribe(slot, participantId, source = 'camera', quality = 'high') {
+    if (!VIDEO_SOURCES.includes(source)) throw new ChorusError('bad_request', 'source must be "camera" or "screen"');
+    if (!QUALITIES.includes(quality)) throw new ChorusError('bad_request', 'quality must be "low", "medium" or "high"');
+    const id = participantId == null ? null : String(participantId);
+    const s = this.videoSlots[slot];
+    if (s) Object.assign(s, { participant_id: id, source, quality });
+    this._send({ type: 'subscribe', slot: Number(slot), participant_id: id, source, quality });
+  }
+
+  /**
+   * Fill the video slots automatically (screen shares first, then cameras, newest
+   * first) at `quality`, or stop doing so (`false`; the slots keep what they show).
+   * A slot's quality can still be raised with `subscribe()`; it keeps it while it
+   * shows the same video.
+   */
+  setAutoSubscribe(options = {}) {
+    this._auto = options === false ? null
+      : { quality: QUALITIES.includes(options?.quality) ? options.quality : 'medium' };
+    this._autoAssign();
+  }
+
+  /**
+   * What each video slot receives, from getStats(): frames decoded, resolution, frame
+   * rate, bytes.
+   * @returns {Promise<Array<{slot:number, mid:string, participant_id:string|null,
+   *   layer:string|null, frames_decoded:number, frame_width:number|null,
+   *   frame_height:number|null, fps:number|null, bytes_received:number,
+   *   packets_lost:number, nack_count:number, pli_count:number}>>}
+   */
+  async videoStats() {
+    const out = this.videoSlots.map((s) => ({
+      slot: s.index, mid: s.mid, participant_id: s.participant_id, layer: s.layer,
+      frames_decoded: 0, frame_width: null, frame_height: null, fps: null,
+      bytes_received: 0, packets_lost: 0, nack_count: 0, pli_count: 0,
+    }));
+    if (!this.pc) return out;
+    let report;
+    try { report = await this.pc.getStats(); } catch { return out; }
+    const byMid = new Map(out.map((s) => [s.mid, s]));
+    report.forEach((r) => {
+      if (r.type !== 'inbound-rtp' || r.kind !== 'video') return;
+      const s = byMid.get(r.mid);
+      if (!s) return;
+      s.frames_decoded = r.framesDecoded ?? 0;
+      s.frame_width = r.frameWidth ?? null;
+      s.frame_height = r.frameHeight ?? null;
+      s.fps = r.framesPerSecond ?? null;
+      s.bytes_received = r.bytesReceived ?? 0;
+      s.packets_lost = r.packetsLost ?? 0;
+      s.nack_count = r.nackCount ?? 0;
+      s.pli_count = r.pliCount ?? 0;
+    });
+    return out;
   }
 
   /**
@@ -807,7 +984,7 @@ export class ChorusClient extends EventTarget {
         await pc.setLocalDescription(await pc.createOffer());
         if (this.pc !== pc) throw new ChorusError('socket_closed', 'closed while restarting ICE');
         const answerP = this._waitFor('answer');
-        offered = this._send({ type: 'offer', sdp: pc.localDescription.sdp });
+        offered = this._send({ type: 'offer', sdp: pc.localDescription.sdp, sources: this._sources() });
         if (!offered) this._failWaiters(new ChorusError('socket_closed', 'no signaling connection'), 'answer');
         const answer = await answerP;
         if (this.pc !== pc) throw new ChorusError('socket_closed', 'closed while restarting ICE');
@@ -954,29 +1131,39 @@ export class ChorusClient extends EventTarget {
         const p = copyParticipant(msg.participant);
         if (this.self && p.participant_id === this.self.participant_id) break;
         this.participants.set(p.participant_id, p);
+        this._noteVideo(p);
         this._emit('participant_joined', { participant: p });
+        this._autoAssign();
         break;
       }
+      case 'video_slots':
+        this._onVideoSlots(msg);
+        break;
       case 'participant_updated': {
         const p = copyParticipant(msg.participant);
         if (this.self && p.participant_id === this.self.participant_id) {
           const previous = { ...this.self };
           Object.assign(this.self, {
             name: p.name, muted: p.muted, server_muted: p.server_muted, deafened: p.deafened, csrc: p.csrc || this.self.csrc,
+            camera: p.camera, screen: p.screen,
           });
           this._emit('participant_updated', { participant: { ...this.self }, previous, self: true });
           break;
         }
         const previous = this.participants.get(p.participant_id) ?? null;
         this.participants.set(p.participant_id, p);
+        this._noteVideo(p);
         this._emit('participant_updated', { participant: p, previous, self: false });
+        this._autoAssign();
         break;
       }
       case 'participant_left': {
         const id = String(msg.participant_id);
         const participant = this.participants.get(id) ?? null;
         this.participants.delete(id);
+        for (const s of VIDEO_SOURCES) this._publishedAt.delete(`${id}:${s}`);
         this._emit('participant_left', { participant_id: id, participant });
+        this._autoAssign();
         break;
       }
       case 'speakers': {
@@ -1044,11 +1231,15 @@ export class ChorusClient extends EventTarget {
     };
     this._resumeToken = typeof msg.resume_token === 'string' && msg.resume_token ? msg.resume_token : null;
     this.audioSlots = Math.max(0, Math.floor(Number(msg.audio_slots) || 0));
+    this.videoSlotCount = this.video ? Math.max(0, Math.floor(Number(msg.video_slots) || 0)) : 0;
     this.iceServers = Array.isArray(msg.ice_servers) ? msg.ice_servers : [];
     this.participants.clear();
     for (const raw of Array.isArray(msg.participants) ? msg.participants : []) {
       const p = copyParticipant(raw);
-      if (p.participant_id !== this.self.participant_id) this.participants.set(p.participant_id, p);
+      if (p.participant_id !== this.self.participant_id) {
+        this.participants.set(p.participant_id, p);
+        this._noteVideo(p);
+      }
     }
     // A position set before the join went through.
     if (this.position) this._sendPosition();
@@ -1064,6 +1255,7 @@ export class ChorusClient extends EventTarget {
       iceTransportPolicy: this.iceTransportPolicy,
       bundlePolicy: 'max-bundle',
       rtcpMuxPolicy: 'require',
+      ...(this.encodedInsertableStreams ? { encodedInsertableStreams: true } : {}),
     });
     this.pc = pc;
     pc.addEventListener('icecandidate', (ev) => {
@@ -1078,18 +1270,33 @@ export class ChorusClient extends EventTarget {
       this._onConnectionState(pc);
     });
 
+    const audio = [];
     if (this.localTrack) {
-      pc.addTransceiver(this.localTrack, { direction: 'sendonly' });
+      audio.push(pc.addTransceiver(this.localTrack, { direction: 'sendonly' }));
     }
     const recv = [];
     for (let i = 0; i < this.audioSlots; i++) {
       recv.push(pc.addTransceiver('audio', { direction: 'recvonly' }));
     }
-    preferOpus(pc);
+    preferOpus(pc, [...audio, ...recv]);
+    // Video (docs/protocol.md §8.3): the camera (simulcast) and screen sections, sending
+    // nothing until a track is attached, then the video slots.
+    const videoRecv = [];
+    if (this.videoSlotCount > 0) {
+      this._videoTx.camera = pc.addTransceiver('video', {
+        direction: 'sendonly',
+        sendEncodings: CAMERA_ENCODINGS.map((e) => ({ ...e })),
+      });
+      this._videoTx.screen = pc.addTransceiver('video', { direction: 'sendonly' });
+      for (let i = 0; i < this.videoSlotCount; i++) {
+        videoRecv.push(pc.addTransceiver('video', { direction: 'recvonly' }));
+      }
+      preferForwardedVideo([this._videoTx.camera, this._videoTx.screen, ...videoRecv]);
+    }
 
     const offer = await pc.createOffer();
     await pc.setLocalDescription(offer);
-    this._send({ type: 'offer', sdp: pc.localDescription.sdp });
+    this._send({ type: 'offer', sdp: pc.localDescription.sdp, sources: this._sources() });
     this._offerSent = true;
     for (const c of this._pendingCandidates.splice(0)) this._send(c);
 
@@ -1103,6 +1310,17 @@ export class ChorusClient extends EventTarget {
       const transceiver = pc.getTransceivers().find((t) => t.mid === mid) ?? recv[index];
       return this._makeSlot(index, mid, transceiver);
     }).filter(Boolean);
+    const videoMids = Array.isArray(answer.video_slots) ? answer.video_slots.map(String) : [];
+    this.videoSlots = videoMids.map((mid, index) => {
+      const transceiver = pc.getTransceivers().find((t) => t.mid === mid) ?? videoRecv[index];
+      if (!transceiver) return null;
+      const track = transceiver.receiver.track;
+      return {
+        index, mid, transceiver, receiver: transceiver.receiver, track,
+        stream: new MediaStream([track]),
+        participant_id: null, source: 'camera', quality: 'high', layer: null,
+      };
+    }).filter(Boolean);
 
     this.state = 'joined';
     this._emit('joined', {
@@ -1110,8 +1328,108 @@ export class ChorusClient extends EventTarget {
       csrc: this.self.csrc,
       room: this.self.room,
       audio_slots: this.audioSlots,
+      video_slots: this.videoSlots.length,
       participants: [...this.participants.values()],
     });
+    this._autoAssign();
+  }
+
+  /** The offer's `sources`: which sending video section is the camera, which the screen. */
+  _sources() {
+    const out = {};
+    for (const s of VIDEO_SOURCES) {
+      const mid = this._videoTx[s]?.mid;
+      if (mid) out[mid] = s;
+    }
+    return out;
+  }
+
+  async _publish(source, track, get) {
+    if (this.state !== 'joined' && this.state !== 'reconnecting') {
+      throw new ChorusError('bad_request', `cannot publish in state ${this.state}`);
+    }
+    const tx = this._videoTx[source];
+    if (!tx) throw new ChorusError('bad_request', 'this room has no video (video_slots is 0), or video is off');
+    let owned = false;
+    if (!track) {
+      try { track = await get(); } catch (e) {
+        throw new ChorusError('media', `${source} unavailable: ${e?.message ?? e}`);
+      }
+      owned = true;
+    }
+    if (!track) throw new ChorusError('media', `no ${source} track`);
+    if ('contentHint' in track && !track.contentHint) track.contentHint = source === 'screen' ? 'detail' : 'motion';
+    const previous = this.publishing[source];
+    await tx.sender.replaceTrack(track);
+    if (previous && previous !== track && this._ownsVideo[source]) previous.stop();
+    this.publishing[source] = track;
+    this._ownsVideo[source] = owned;
+    track.addEventListener('ended', () => {
+      if (this.publishing[source] === track) this.stopVideo(source).catch(() => {});
+    }, { once: true });
+    this._send({ type: 'video', source, enabled: true });
+    this._emit('video', { source, enabled: true });
+    return track;
+  }
+
+  /** Notes when a participant's camera or screen was first seen on (newest first). */
+  _noteVideo(p) {
+    for (const s of VIDEO_SOURCES) {
+      const key = `${p.participant_id}:${s}`;
+      if (p[s] && !this._publishedAt.has(key)) this._publishedAt.set(key, performance.now());
+      if (!p[s]) this._publishedAt.delete(key);
+    }
+  }
+
+  _onVideoSlots(msg) {
+    const list = Array.isArray(msg.slots) ? msg.slots : [];
+    for (const e of list) {
+      const s = this.videoSlots[Number(e.slot)];
+      if (!s) continue;
+      s.participant_id = e.participant_id == null ? null : String(e.participant_id);
+      s.source = VIDEO_SOURCES.includes(e.source) ? e.source : 'camera';
+      s.quality = QUALITIES.includes(e.quality) ? e.quality : 'high';
+      s.layer = QUALITIES.includes(e.layer) ? e.layer : null;
+    }
+    this._emit('video_slots', {
+      slots: this.videoSlots.map(({ index, mid, participant_id, source, quality, layer, stream }) => ({
+        slot: index, mid, participant_id, source, quality, layer, stream,
+      })),
+    });
+  }
+
+  /**
+   * Auto-subscription: screen shares first, then cameras, each newest first, as many as
+   * there are slots; a video already in a slot stays there (with the quality it has).
+   */
+  _autoAssign() {
+    if (!this._auto || this.videoSlots.length === 0 || this.state !== 'joined') return;
+    const wanted = [];
+    for (const source of ['screen', 'camera']) {
+      const list = [...this.participants.values()]
+        .filter((p) => p[source])
+        .map((p) => ({ participant_id: p.participant_id, source, at: this._publishedAt.get(`${p.participant_id}:${source}`) ?? 0 }))
+        .sort((a, b) => b.at - a.at);
+      wanted.push(...list);
+    }
+    wanted.length = Math.min(wanted.length, this.videoSlots.length);
+    const key = (x) => `${x.participant_id}:${x.source}`;
+    const wantedKeys = new Set(wanted.map(key));
+    const shown = new Set();
+    const free = [];
+    for (const s of this.videoSlots) {
+      if (s.participant_id && wantedKeys.has(key(s)) && !shown.has(key(s))) shown.add(key(s));
+      else free.push(s);
+    }
+    for (const w of wanted) {
+      if (shown.has(key(w))) continue;
+      const s = free.shift();
+      if (!s) break;
+      this.subscribe(s.index, w.participant_id, w.source, this._auto.quality);
+    }
+    for (const s of free) {
+      if (s.participant_id) this.subscribe(s.index, null, s.source, s.quality);
+    }
   }
 
   _makeSlot(index, mid, transceiver) {
@@ -1355,6 +1673,11 @@ export class ChorusClient extends EventTarget {
     }
     if (this._spatialCtx) { this._spatialCtx.close().catch(() => {}); this._spatialCtx = null; }
     if (this._ownsTrack && this.localTrack) this.localTrack.stop();
+    for (const s of VIDEO_SOURCES) {
+      if (this._ownsVideo[s]) this.publishing[s]?.stop();
+      this.publishing[s] = null;
+      this._ownsVideo[s] = false;
+    }
     if (!this._closedEmitted && wasState !== 'idle') {
       this._closedEmitted = true;
       this._emit('closed', { code, reason: reason ?? '', wasClean: Boolean(wasClean), error: error ?? null });

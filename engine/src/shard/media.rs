@@ -244,6 +244,11 @@ impl Shard {
             return;
         };
         let due = p.due(now, self.config.disconnect_timeout);
+        let due = if p.has_video() {
+            due
+        } else {
+            super::on_grid(self.started, due)
+        };
         if p.timer_at.is_none_or(|at| due < at) {
             p.timer_at = Some(due);
             self.timers.push(Reverse((due, pid)));
@@ -417,6 +422,7 @@ impl Shard {
             stats: &mut self.stats,
             rng: &mut self.rng,
             timers: &mut self.timers,
+            started: self.started,
         };
         let participants = &mut self.participants;
         let mut slots_changed = false;
@@ -567,6 +573,8 @@ struct Copies<'a> {
     stats: &'a mut ShardStats,
     rng: &'a mut u64,
     timers: &'a mut BinaryHeap<Reverse<(Instant, ParticipantId)>>,
+    /// The shard's start (its timer grid's origin).
+    started: Instant,
 }
 
 impl Copies<'_> {
@@ -594,7 +602,7 @@ impl Copies<'_> {
                 self.stats.rtp_forwarded += 1;
                 // The first copy after a quiet spell starts the sender reports.
                 if sub.egress.next_report.is_none() {
-                    let at = next_report_at(now, self.rng);
+                    let at = super::on_grid(self.started, next_report_at(now, self.rng));
                     sub.egress.next_report = Some(at);
                     if sub.timer_at.is_none_or(|t| at < t) {
                         sub.timer_at = Some(at);

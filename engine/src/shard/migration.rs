@@ -232,20 +232,23 @@ impl Shard {
         };
         let kind = classify(data);
         let mut for_str0m = true;
-        // Reports on the slot streams are for Chorus, which sends them. str0m sends no
-        // stream, so all it needs of the client's RTCP is the microphone's sender
-        // report (its LSR goes into str0m's receiver reports: the client's round trip
-        // time). It gets that in compounds of a few packets, as browsers send them, and
-        // nothing else: str0m 0.25 keeps its RTCP decoding queue at the largest
-        // compound it ever read, ~1 KB per packet in it, per participant (32 KB for
-        // str0m-based clients that send a report per stream).
+        // Reports on the audio slot streams are for Chorus, which sends them. In a
+        // voice-only session str0m sends no stream, so all it needs of the client's
+        // RTCP is the microphone's sender report (its LSR goes into str0m's receiver
+        // reports: the client's round trip time). It gets that in compounds of a few
+        // packets, as browsers send them, and nothing else: str0m 0.25 keeps its RTCP
+        // decoding queue at the largest compound it ever read, ~1 KB per packet in
+        // it, per participant (32 KB for str0m-based clients that send a report per
+        // stream). With video, str0m sends the video slots and reads all of it.
         if kind == DatagramKind::Rtcp {
             if let Some(seen) = p
                 .egress
                 .read_rtcp(&mut p.slots, data, wallclock, &mut self.scratch)
             {
                 self.stats.reports_in += 1;
-                if !seen.sender_report || seen.packets > MAX_RTCP_FOR_STR0M {
+                // A participant with video needs str0m to read everything: its
+                // transport-cc feedback, NACKs, PLIs and reports on the video streams.
+                if !p.has_video() && (!seen.sender_report || seen.packets > MAX_RTCP_FOR_STR0M) {
                     self.stats.rtcp_kept_from_str0m += 1;
                     for_str0m = false;
                 }

