@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Real-browser end-to-end test of a Chorus node (see call.test.mjs).
 #
-#   bash tools/browser-test/run.sh
+#   bash tools/browser-test/run.sh [TEST_FILE...]    (default: call.test.mjs)
 #
 # Env: CHORUS_BIN  the chorus binary (default: <repo>/target/debug/chorus)
 #      CHORUS_ARGS extra arguments for `chorus serve` (e.g. "--shards 2"); the test
 #                  adds --dev, --http, --udp, --control (a socket in a fresh temp dir)
 #                  and --quality-interval 1 itself
-# Installs what is missing: Debian's chromium, coturn and iproute2 (as root) and the npm
+# Installs what is missing: Debian's chromium, coturn, iproute2 and nftables (as root) and the npm
 # packages (npm ci, playwright-core only: it drives the system Chromium and never
 # downloads a browser).
 set -euo pipefail
@@ -30,6 +30,13 @@ if ! command -v ip >/dev/null 2>&1; then
   apt-get -o DPkg::Lock::Timeout=600 install -y iproute2
 fi
 
+if ! command -v nft >/dev/null 2>&1; then
+  echo "run.sh: installing nftables (the video test's lossy link)" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get -o DPkg::Lock::Timeout=600 update
+  apt-get -o DPkg::Lock::Timeout=600 install -y nftables
+fi
+
 if ! command -v turnserver >/dev/null 2>&1; then
   echo "run.sh: installing coturn" >&2
   export DEBIAN_FRONTEND=noninteractive
@@ -50,4 +57,6 @@ if [ ! -x "$CHORUS_BIN" ]; then
   exit 1
 fi
 
-exec node --test call.test.mjs
+# The test files to run: call.test.mjs unless named (e.g. video.test.mjs).
+if [ "$#" -eq 0 ]; then set -- call.test.mjs; fi
+exec node --test "$@"

@@ -301,3 +301,90 @@ test('pages that transform their encoded frames (E2EE) still see each other', { 
     await b.close().catch(() => {});
   }
 });
+
+/** Runs netns.sh with `args`. */
+function netns(args) {
+  return new Promise((resolve, reject) => {
+    const p = spawn('bash', [path.join(HERE, 'netns.sh'), ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let err = '';
+    p.stderr.on('data', (d) => { err += d; });
+    p.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`netns.sh ${args.join(' ')}: ${code} ${err}`))));
+  });
+}
+
+test('a subscriber behind a narrow, then lossy link: low layer, back to high, NACK repairs', { timeout: 150_000, skip: !NETEM && 'CHORUS_VIDEO_NETEM=0' }, async (t) => {
+  const n = 120 + (process.pid % 100);
+  const ns = `chorus-vid-${n}`;
+  const host = `10.77.${n}.1`;
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'chorus-vid-'));
+  const wrapper = path.join(dir, 'chromium-in-netns.sh');
+  const log = [];
+  const browsers = [];
+  let chorus;
+  await netns(['down', ns, String(n)]);
+  await netns(['open', ns, String(n)]);
+  try {
+    writeFileSync(wrapper, `#!/bin/sh\nexec ip netns exec ${ns} ${CHROMIUM} "$@"\n`, { mode: 0o755 });
+    const http = await freePort('tcp');
+    const media = await freePort('udp');
+    chorus = spawnNode(['serve', '--dev', '--http', `0.0.0.0:${http}`, '--udp', `0.0.0.0:${media}`,
+      '--public-ip', host, '--control', 'none', '--log', process.env.CHORUS_LOG || 'info'], log);
+    const base = `http://${host}:${http}`;
+    await poll('the node answers /healthz', async () => (await fetch(`${base}/healthz`)).status === 200,
+      { timeout: 30_000, interval: 100 });
+    const args = [...CHROMIUM_ARGS, `--unsafely-treat-insecure-origin-as-secure=${base}`];
+    const free = await chromium.launch({ executablePath: CHROMIUM, headless: true, args });
+    browsers.push(free);
+    const caged = await chromium.launch({ executablePath: wrapper, headless: true, args });
+    browsers.push(caged);
+    const room = `link-${process.pid}`;
+    const pub = await openClient(free, base, room, 'Pia');
+    const sub = await openClient(caged, base, room, 'Sam');
+    await pub.page.evaluate(() => window.chorus.publishCamera());
+    await sub.page.evaluate((p) => window.chorus.subscribe(0, p, 'camera', 'high'), pub.id);
+    await assertDecoding(sub, 0, pub, { layer: 'high', minWidth: 1000, timeout: 30_000 }, 'Sam decodes Pia in high');
+
+    // 400 kbit/s towards Sam: the node moves the slot to the low layer, and Sam keeps
+    // decoding.
+    await netns(['rate', ns, String(n), '400kbit']);
+    let started = Date.now();
+    await poll('Sam\'s slot moves to the low layer', async () => (await videoStats(sub))[0].layer === 'low', { timeout: 30_000 });
+    t.diagnostic(`high → low ${Date.now() - started} ms after the limit`);
+    await assertDecoding(sub, 0, pub, { layer: 'low', maxWidth: 400, timeout: 15_000 }, 'Sam keeps decoding at 400 kbit/s');
+    // Voice first: Pia's voice keeps coming (50 packets a second) while video squeezes.
+    const heard = async () => sub.page.evaluate(async () => (await window.chorus.stats()).packets_received);
+    const audioBefore = await heard();
+    await sleep(3_000);
+    const audio = (await heard()) - audioBefore;
+    t.diagnostic(`audio packets in 3 s at 400 kbit/s: ${audio}`);
+    assert.ok(audio > 120, `Sam still hears Pia at 400 kbit/s (${audio} packets in 3 s)`);
+    await assertDecoding(sub, 0, pub, { layer: 'low', maxWidth: 400, timeout: 10_000 }, 'and still decodes after 3 s');
+
+    // The limit lifted: back to high.
+    await netns(['rate', ns, String(n), 'none']);
+    started = Date.now();
+    await assertDecoding(sub, 0, pub, { layer: 'high', minWidth: 1000, timeout: 60_000 }, 'Sam back in high');
+    t.diagnostic(`low → high ${Date.now() - started} ms after lifting the limit`);
+
+    // 5 % of what Sam receives is lost: NACKs repair it, video keeps decoding.
+    await netns(['loss', ns, String(n), '5']);
+    const before = (await videoStats(sub))[0];
+    await sleep(8_000);
+    const after = (await videoStats(sub))[0];
+    t.diagnostic(`with 5 % loss: ${after.frames_decoded - before.frames_decoded} frames in 8 s, ${after.nack_count - before.nack_count} NACKs, layer ${after.layer}`);
+    assert.ok(after.nack_count > before.nack_count, 'Sam sent NACKs');
+    assert.ok(after.frames_decoded - before.frames_decoded > 80, `Sam kept decoding (${after.frames_decoded - before.frames_decoded} frames in 8 s)`);
+    await netns(['loss', ns, String(n), '0']);
+    // Voice through all of it.
+    assert.ok(await sub.page.evaluate(async () => (await window.chorus.stats()).packets_received > 500), 'Sam heard Pia');
+  } catch (e) {
+    console.error(`--- node ---\n${log.slice(-60).join('\n')}`);
+    throw e;
+  } finally {
+    if (process.env.CHORUS_NODE_LOG) writeFileSync(`${process.env.CHORUS_NODE_LOG}.link`, log.join('\n'));
+    for (const b of browsers) await b.close().catch(() => {});
+    await stop(chorus);
+    await netns(['down', ns, String(n)]).catch(() => {});
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

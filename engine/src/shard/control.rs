@@ -353,7 +353,8 @@ impl Shard {
             video_dirty: false,
             publications: Vec::new(),
             video_pts: Vec::new(),
-            estimate: None,
+            // Until str0m's first estimate: where it starts.
+            estimate: (video_slots > 0).then_some(INITIAL_VIDEO_ESTIMATE_KBPS * 1000),
             keys,
             // The current speakers go out at the next tick, not only at the next change.
             speakers_dirty: true,

@@ -128,6 +128,14 @@ impl Shard {
                     continue;
                 }
                 let before = sub.video[i].state(i);
+                if sub.video[i].layers == 0 {
+                    // The slot's first packet of this publication: fit the slot into the
+                    // subscriber's bandwidth before it picks a layer, not at the next
+                    // allocation (a keyframe of the top layer could overshoot by then).
+                    sub.video[i].layers = packet.layers;
+                    sub.video[i].bitrates = packet.bitrates;
+                    fit_to_estimate(sub);
+                }
                 let (action, keyframe) = sub.video[i].on_packet(packet, now);
                 if let Some((_, layer)) = keyframe {
                     keyframes.push((layer, packet.origin));
@@ -471,9 +479,16 @@ fn fit_to_estimate(p: &mut Participant) {
                 .request
                 .and_then(|r| layer_for(r.quality, layers))
                 .unwrap_or(0);
-            // A layer that sends nothing now costs what the one below it does.
-            let mut bitrates: Vec<u64> =
-                s.bitrates[..layers].iter().map(|b| u64::from(*b)).collect();
+            // A layer not measured yet costs what such a layer usually does; one that
+            // sends nothing now, what the one below it does.
+            let mut bitrates: Vec<u64> = s.bitrates[..layers]
+                .iter()
+                .enumerate()
+                .map(|(l, b)| match *b {
+                    0 => nominal_bitrate(l, layers),
+                    b => u64::from(b),
+                })
+                .collect();
             for l in 1..bitrates.len() {
                 bitrates[l] = bitrates[l].max(bitrates[l - 1]);
             }
@@ -503,6 +518,17 @@ fn fit_to_estimate(p: &mut Participant) {
         p.rtc
             .bwe()
             .set_bitrate(Bitrate::bps(minimum), Bitrate::bps(desired.max(300_000)));
+    }
+}
+
+/// What layer `layer` of `layers` usually sends (browsers' simulcast ladder: the top
+/// layer ~1.5 Mbit/s, the one below ~500 kbit/s, the next ~150 kbit/s), for layers
+/// whose rate is not measured yet.
+fn nominal_bitrate(layer: usize, layers: usize) -> u64 {
+    match layers.saturating_sub(layer + 1) {
+        0 => 1_500_000,
+        1 => 500_000,
+        _ => 150_000,
     }
 }
 
