@@ -11,6 +11,10 @@ const ui = {
   leave: $('#leave'),
   mute: $('#mute'),
   deafen: $('#deafen'),
+  camera: $('#camera'),
+  screen: $('#screen'),
+  videoGrid: $('#video-grid'),
+  videoEmpty: $('#video-empty'),
   list: $('#participants'),
   empty: $('#participants-empty'),
   count: $('#participant-count'),
@@ -94,9 +98,13 @@ function setInCall(inCall) {
   ui.leave.disabled = !inCall;
   ui.mute.disabled = !inCall;
   ui.deafen.disabled = !inCall;
+  ui.camera.disabled = !inCall;
+  ui.screen.disabled = !inCall;
   if (!inCall) {
     setToggle(ui.mute, false, 'Unmute', 'Mute');
     setToggle(ui.deafen, false, 'Undeafen', 'Deafen');
+    setToggle(ui.camera, false, 'Stop camera', 'Camera');
+    setToggle(ui.screen, false, 'Stop sharing', 'Share screen');
     ui.mute.dataset.serverMuted = 'false';
     ui.mute.title = '';
   }
@@ -152,6 +160,8 @@ function rowFor(p, isSelf) {
           <span class="badge no-subscribe" title="The server forwards no audio to you">not receiving</span>
           <span class="badge priority" title="Priority speaker: heard by everyone, the others ducked">priority</span>
           <span class="badge whisper" title="Whispers to you: only you (and a few others) hear this">whispers to you</span>
+          <span class="badge camera" title="Sends camera video">camera</span>
+          <span class="badge screen" title="Shares a screen">screen</span>
         </span>
         <span class="distance"></span>
       </span>
@@ -165,6 +175,8 @@ function rowFor(p, isSelf) {
   li.dataset.muted = String(Boolean(p.muted));
   li.dataset.serverMuted = String(Boolean(p.server_muted));
   li.dataset.deafened = String(Boolean(p.deafened));
+  li.dataset.camera = String(isSelf ? Boolean(client?.publishing?.camera) : Boolean(p.camera));
+  li.dataset.screen = String(isSelf ? Boolean(client?.publishing?.screen) : Boolean(p.screen));
   if (isSelf) {
     li.dataset.publish = String(client?.permissions?.publish ?? true);
     li.dataset.subscribe = String(client?.permissions?.subscribe ?? true);
@@ -281,6 +293,13 @@ function stopTimers() {
 function wire(c) {
   const rerender = () => { if (c === client) renderParticipants(); };
   c.addEventListener('participant_joined', rerender);
+  c.addEventListener('video_slots', () => { if (c === client) renderTiles(); });
+  c.addEventListener('video', (e) => {
+    if (c !== client) return;
+    if (e.detail.source === 'camera') setToggle(ui.camera, e.detail.enabled, 'Stop camera', 'Camera');
+    else setToggle(ui.screen, e.detail.enabled, 'Stop sharing', 'Share screen');
+    renderParticipants();
+  });
   c.addEventListener('participant_left', (e) => {
     rerender();
     // Whisper to those still here only (the node refuses a whisper naming a stranger).
@@ -367,6 +386,7 @@ function wire(c) {
     if (c !== client) return;
     stopTimers();
     setInCall(false);
+    resetTiles();
     ui.list.replaceChildren();
     renderParticipants();
     resetStats();
@@ -380,6 +400,110 @@ function wire(c) {
     }
   });
 }
+
+// ------------------------------------------------------------ video
+
+/** The video slot shown large and asked for in high quality (null: none). */
+let raisedSlot = null;
+/** One tile per video slot index: {el, video, name, info}. */
+const tiles = new Map();
+
+function tileFor(slot) {
+  let t = tiles.get(slot.slot);
+  if (t) return t;
+  const el = document.createElement('div');
+  el.className = 'tile';
+  el.dataset.slot = String(slot.slot);
+  el.tabIndex = 0;
+  el.setAttribute('role', 'button');
+  const video = document.createElement('video');
+  video.autoplay = true;
+  video.muted = true;
+  video.playsInline = true;
+  video.srcObject = slot.stream;
+  const name = document.createElement('span');
+  name.className = 'tile-name';
+  const info = document.createElement('span');
+  info.className = 'tile-info';
+  el.append(video, name, info);
+  const raise = () => toggleRaised(slot.slot);
+  el.addEventListener('click', raise);
+  el.addEventListener('keydown', (e) => { if (e.key === 'Enter' || e.key === ' ') { e.preventDefault(); raise(); } });
+  t = { el, video, name, info };
+  tiles.set(slot.slot, t);
+  return t;
+}
+
+/** A click raises a tile to high quality (and the one raised before back to medium). */
+function toggleRaised(index) {
+  if (!client) return;
+  const slots = client.videoSlots;
+  const previous = raisedSlot;
+  raisedSlot = raisedSlot === index ? null : index;
+  for (const i of [previous, raisedSlot]) {
+    const s = i === null ? null : slots[i];
+    if (!s?.participant_id) continue;
+    client.subscribe(i, s.participant_id, s.source, i === raisedSlot ? 'high' : 'medium');
+  }
+  renderTiles();
+}
+
+function renderTiles() {
+  const slots = client?.videoSlots ?? [];
+  const shown = [];
+  for (const s of slots) {
+    if (!s.participant_id) continue;
+    const t = tileFor({ slot: s.index, stream: s.stream });
+    const who = client.participants.get(s.participant_id)?.name ?? s.participant_id;
+    t.name.textContent = `${who} · ${s.source}`;
+    t.el.dataset.raised = String(raisedSlot === s.index);
+    t.el.dataset.participantId = s.participant_id;
+    t.el.dataset.layer = s.layer ?? '';
+    if (t.video.srcObject !== s.stream) t.video.srcObject = s.stream;
+    t.video.play().catch(() => {});
+    shown.push(t.el);
+  }
+  ui.videoGrid.replaceChildren(...shown);
+  ui.videoEmpty.hidden = shown.length > 0;
+}
+
+/** Resolution, frame rate and forwarded layer on each tile. */
+async function updateTiles() {
+  if (!client || client.state !== 'joined') return;
+  for (const s of await client.videoStats()) {
+    const t = tiles.get(s.slot);
+    if (!t) continue;
+    const size = s.frame_width ? `${s.frame_width}×${s.frame_height}` : 'waiting';
+    const fps = s.fps ? ` · ${Math.round(s.fps)} fps` : '';
+    t.info.textContent = `${size}${fps} · ${s.layer ?? 'no layer'}`;
+    t.el.dataset.width = String(s.frame_width ?? 0);
+  }
+}
+
+function resetTiles() {
+  raisedSlot = null;
+  tiles.clear();
+  ui.videoGrid.replaceChildren();
+  ui.videoEmpty.hidden = false;
+}
+
+async function toggleVideo(source, button, start, onText, offText) {
+  if (!client || client.state !== 'joined') return;
+  const on = button.getAttribute('aria-pressed') === 'true';
+  button.disabled = true;
+  try {
+    if (on) await client.stopVideo(source);
+    else await start();
+  } catch (e) {
+    setStatus(`Could not ${on ? 'stop' : 'start'} the ${source}: ${e.serverMessage || e.message}`, 'warn');
+  } finally {
+    button.disabled = !client || client.state !== 'joined';
+    setToggle(button, Boolean(client?.publishing?.[source]), onText, offText);
+  }
+}
+
+ui.camera.addEventListener('click', () => toggleVideo('camera', ui.camera, () => client.publishCamera(), 'Stop camera', 'Camera'));
+ui.screen.addEventListener('click', () => toggleVideo('screen', ui.screen, () => client.shareScreen(), 'Stop sharing', 'Share screen'));
 
 // ------------------------------------------------------------ whisper
 
@@ -445,7 +569,9 @@ async function join() {
 
   const spatial = params.get('spatial') === '1' ? { radius: Number(params.get('radius')) || undefined } : undefined;
   const relay = ui.relay.checked || params.get('relay') === '1';
-  const c = new ChorusClient({ audioContainer: ui.sinks, spatial, iceTransportPolicy: relay ? 'relay' : 'all' });
+  const c = new ChorusClient({
+    audioContainer: ui.sinks, spatial, iceTransportPolicy: relay ? 'relay' : 'all', autoSubscribe: { quality: 'medium' },
+  });
   whisperSet.clear();
   for (const b of ui.list.querySelectorAll('.whisper-btn')) b.setAttribute('aria-pressed', 'false');
   client = c;
@@ -473,7 +599,10 @@ async function join() {
     : `Joined “${room}” as ${name}, connecting audio…`, c.pc?.connectionState === 'connected' ? 'ok' : 'info');
   levelTimer = setInterval(updateLevels, 100);
   updateStats().catch(() => {}); // baseline for the rates shown a second later
-  statsTimer = setInterval(() => { updateStats().catch(() => {}); }, 1000);
+  statsTimer = setInterval(() => { updateStats().catch(() => {}); updateTiles().catch(() => {}); }, 1000);
+  ui.camera.title = c.videoSlotCount > 0 ? 'Send your camera (simulcast)' : 'This room has no video';
+  ui.camera.disabled = ui.screen.disabled = c.videoSlotCount === 0;
+  renderTiles();
 }
 
 ui.form.addEventListener('submit', (e) => {

@@ -388,3 +388,49 @@ test('a subscriber behind a narrow, then lossy link: low layer, back to high, NA
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('the demo page: camera and screen buttons, auto-subscribed tiles, a click raises one to high', { timeout: 90_000 }, async (t) => {
+  const room = `demo-video-${process.pid}`;
+  const pages = [];
+  const open = async (name) => {
+    const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+    const page = await context.newPage();
+    await page.goto(`${node.base}/`);
+    await page.fill('#room', room);
+    await page.fill('#name', name);
+    await page.click('#join');
+    await poll(`${name} joined`, () => page.evaluate(() => window.chorus?.pc?.connectionState === 'connected'), { timeout: 20_000 });
+    pages.push(context);
+    return page;
+  };
+  try {
+    const ann = await open('Ann');
+    const ben = await open('Ben');
+    await ann.click('#camera');
+    await poll('Ann\'s camera button says stop', async () => (await ann.textContent('#camera')) === 'Stop camera');
+    // Ben's page subscribed by itself (medium) and shows a tile for Ann.
+    const tile = '#video-grid .tile';
+    await poll('Ben sees Ann\'s tile at medium', async () => {
+      const d = await ben.evaluate((sel) => {
+        const el = document.querySelector(sel);
+        return el ? { layer: el.dataset.layer, width: Number(el.dataset.width) } : null;
+      }, tile);
+      return d && d.layer === 'medium' && d.width >= 500 && d.width <= 800 ? d : { ok: false, ...d };
+    }, { timeout: 20_000 });
+    await ben.click(tile);
+    await poll('a click raises the tile to high', async () => {
+      const d = await ben.evaluate((sel) => {
+        const el = document.querySelector(sel);
+        return { raised: el.dataset.raised, layer: el.dataset.layer, width: Number(el.dataset.width) };
+      }, tile);
+      return d.raised === 'true' && d.layer === 'high' && d.width >= 1000 ? d : { ok: false, ...d };
+    }, { timeout: 20_000 });
+    assert.equal(await ben.evaluate(() => document.querySelector('[data-participant-id] .badge.camera') !== null), true);
+    await ben.screenshot({ path: path.join(HERE, 'screenshots', 'video.png') });
+    await ann.click('#camera');
+    await poll('Ann\'s camera off: the tile goes', async () => (await ben.$$(tile)).length === 0, { timeout: 15_000 });
+    t.diagnostic('tiles, raise and camera off through the demo page');
+  } finally {
+    for (const c of pages) await c.close().catch(() => {});
+  }
+});
