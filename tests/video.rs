@@ -78,7 +78,10 @@ fn a_slot_forwards_the_layer_asked_for_and_switches_on_keyframes() {
 
     let got = sim.video_from(b, 0, a);
     assert!(got.len() > 40, "{} packets in 2 s", got.len());
-    assert_eq!(layers(&got), vec![2], "only the top layer");
+    // Until the publisher's rates are measured, the subscriber's initial estimate
+    // (800 kbit/s) does not fit a top layer's usual 1.5 Mbit/s: the slot starts lower
+    // and moves up once measured (these layers send ~30 kbit/s).
+    assert_eq!(layers(&got).last(), Some(&2), "the top layer: {:?}", layers(&got));
     assert!(
         got[0].video.unwrap().keyframe,
         "a slot starts on a keyframe"
@@ -225,7 +228,7 @@ fn video_crosses_shards_and_keyframe_requests_come_back() {
     );
     sim.publish(a, true);
     sim.subscribe(b, 0, Some(a), High);
-    sim.run_for(Duration::from_secs(1));
+    sim.run_for(Duration::from_secs(2));
     let plis = sim.clients[a].camera.plis[0];
     sim.subscribe(b, 0, Some(a), Low);
     sim.run_for(Duration::from_secs(1));
@@ -234,7 +237,8 @@ fn video_crosses_shards_and_keyframe_requests_come_back() {
         "the PLI crossed shards"
     );
     let got = sim.video_from(b, 0, a);
-    assert_eq!(layers(&got), vec![2, 0]);
+    assert_eq!(layers(&got).last(), Some(&0));
+    assert!(layers(&got).contains(&2));
     assert_continuous(&got);
 }
 
@@ -245,13 +249,72 @@ fn a_stopped_layer_is_left_for_the_next_one_down() {
     let b = sim.connect_video("b", "v", None);
     sim.publish(a, true);
     sim.subscribe(b, 0, Some(a), High);
-    sim.run_for(Duration::from_secs(1));
+    sim.run_for(Duration::from_secs(2));
+    assert_eq!(layers(&sim.video_from(b, 0, a)).last(), Some(&2));
     // The publisher's uplink is short: it stops its top layer.
     sim.clients[a].camera.paused[2] = true;
     sim.run_for(Duration::from_secs(3));
     let got = sim.video_from(b, 0, a);
-    assert_eq!(layers(&got), vec![2, 1], "moved down to the middle layer");
+    assert_eq!(layers(&got).last(), Some(&1), "moved down to the middle layer");
     assert_continuous(&got);
     assert_eq!(video_slots(&sim, b)[0].layer, Some(VideoQuality::Medium));
     assert_eq!(video_slots(&sim, b)[0].quality, VideoQuality::High);
+}
+
+#[test]
+fn a_video_packet_lost_between_shards_holds_the_layer_until_a_keyframe() {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    use chorus_engine::ShardMessage;
+
+    let mut sim = Sim::with_shards(2, |_| {});
+    let a = sim.connect_video("a", "v", Some(RIDS));
+    let b = sim.connect_video("b", "v", None);
+    assert_ne!(sim.holder(a), sim.holder(b));
+    sim.publish(a, true);
+    sim.subscribe(b, 0, Some(a), High);
+    sim.run_for(Duration::from_secs(2));
+    assert_eq!(layers(&sim.video_from(b, 0, a)).last(), Some(&2));
+    let before = sim.video_from(b, 0, a).len();
+    let plis = sim.clients[a].camera.plis[2];
+
+    // The driver's video ring to b's shard overflows once: the packet is gone and the
+    // driver says so (ShardMessage::VideoGap).
+    let lost: Rc<RefCell<Option<ShardMessage>>> = Rc::default();
+    let seen = lost.clone();
+    sim.lose = Some(Box::new(move |_, m| match m {
+        ShardMessage::Video { room, packet } if packet.layer == 2 && seen.borrow().is_none() => {
+            *seen.borrow_mut() = Some(ShardMessage::VideoGap {
+                room: room.clone(),
+                publisher: packet.publisher,
+                source: packet.source,
+                layer: packet.layer,
+                origin: packet.origin,
+            });
+            true
+        }
+        _ => false,
+    }));
+    sim.run_until(Duration::from_secs(1), |_| lost.borrow().is_some());
+    sim.lose = None;
+    let gap = lost.borrow_mut().take().unwrap();
+    let to = sim.holder(b).unwrap();
+    let now = sim.now;
+    let at_gap = sim.video_from(b, 0, a).len();
+    sim.shards[to].handle_shard_message(now, gap);
+    sim.run_for(Duration::from_secs(2));
+
+    assert!(sim.clients[a].camera.plis[2] > plis, "a keyframe was asked for");
+    let got = sim.video_from(b, 0, a);
+    assert!(got.len() > before);
+    let resumed = &got[at_gap..];
+    assert!(
+        resumed.first().is_some_and(|p| p.video.unwrap().keyframe),
+        "after the gap the slot goes on at a keyframe: {:?}",
+        resumed.first()
+    );
+    let stats = sim.shards[to].stats();
+    // (The publisher answered the PLI at its next frame: nothing had to be held back.)
+    assert_eq!(stats.video_gaps, 1);
 }

@@ -31,7 +31,9 @@ fn main() {
         .skip(1)
         .find_map(|a| a.parse().ok())
         .unwrap_or(8);
-    let mut sim = Sim::new();
+    // Voice rooms (no video slots): a participant of a video room costs str0m's
+    // video machinery (BWE, transport-cc) besides; see BENCHMARKS.md.
+    let mut sim = Sim::with_config(|c| c.video_slots = 0);
     // Warm up lazily initialised state (crypto provider, certificate).
     sim.connect("warm", "warm");
 

@@ -84,7 +84,11 @@ impl ForwardRig {
     }
 
     fn build(n: usize, shards: usize) -> ForwardRig {
-        let mut sim = Sim::with_shards(shards, |c| c.max_participants = n + 1);
+        // A voice room (no video slots): what the voice figures have always measured.
+    let mut sim = Sim::with_shards(shards, |c| {
+            c.max_participants = n + 1;
+            c.video_slots = 0;
+        });
         let publisher = sim.connect_on("publisher", "bench", 0);
         for i in 0..n {
             sim.connect_on(&format!("sub{i}"), "bench", shards - 1);
@@ -250,5 +254,214 @@ impl ForwardRig {
     pub fn per_subscriber_packet(&self) -> Duration {
         let copies = self.packets.saturating_mul(self.n as u64).max(1);
         self.timed.div_f64(copies as f64)
+    }
+}
+
+/// VP8 payload bytes per video packet (a 720p frame at ~1 Mbit/s is a few of these).
+pub const VIDEO_PAYLOAD: usize = 1100;
+/// One video frame (30 fps).
+pub const VIDEO_FRAME: Duration = Duration::from_millis(33);
+/// The publisher's simulcast layers, lowest first.
+const RIDS: [&str; 3] = ["q", "h", "f"];
+
+/// A video room on one shard: a publisher sending a three-layer VP8 simulcast camera
+/// (one packet per layer and frame) and `n` subscribers with one video slot each,
+/// half asking for `high`, half for `medium`; the low layer goes to no one. The timed
+/// region is what a driver does (as [`ForwardRig::forward`]); copies are counted by
+/// the shard (`video_forwarded`).
+pub struct VideoRig {
+    pub sim: Sim,
+    pub n: usize,
+    publisher: usize,
+    publisher_addr: SocketAddr,
+    camera: Mid,
+    pt: Pt,
+    frames: u32,
+    keyframe_due: [bool; 3],
+    clock: Instant,
+    other: Vec<Vec<u8>>,
+    /// Copies and time, timed region only, over the rig's life.
+    pub copies: u64,
+    pub packets: u64,
+    pub timed: Duration,
+}
+
+impl VideoRig {
+    pub fn new(n: usize) -> VideoRig {
+        let mut sim = Sim::with_config(|c| {
+            c.max_participants = n + 1;
+            c.video_slots = 1;
+        });
+        let publisher = sim.connect_video("publisher", "bench", Some(&RIDS));
+        let subs: Vec<usize> = (0..n)
+            .map(|i| sim.connect_video(&format!("sub{i}"), "bench", None))
+            .collect();
+        for (i, s) in subs.into_iter().enumerate() {
+            let quality = if i % 2 == 0 {
+                chorus_engine::VideoQuality::High
+            } else {
+                chorus_engine::VideoQuality::Medium
+            };
+            sim.subscribe(s, 0, Some(publisher), quality);
+        }
+        sim.run_for(Duration::from_millis(200));
+        let c = &sim.clients[publisher];
+        let camera = c.camera.mid.expect("the publisher offered a camera");
+        let pt = c
+            .rtc
+            .codec_config()
+            .params()
+            .iter()
+            .find(|p| p.spec().codec == str0m::format::Codec::Vp8)
+            .map(|p| p.pt())
+            .expect("VP8 negotiated");
+        let mut rig = VideoRig {
+            publisher_addr: c.addr,
+            clock: sim.now,
+            sim,
+            n,
+            publisher,
+            camera,
+            pt,
+            frames: 0,
+            keyframe_due: [true; 3],
+            other: Vec::new(),
+            copies: 0,
+            packets: 0,
+            timed: Duration::ZERO,
+        };
+        // Warm-up: slots start on keyframes, the allocation settles on measured rates.
+        for _ in 0..3 {
+            rig.run_chunk(CHUNK);
+        }
+        let layers = rig.sim.shards[0].stats().video_forwarded;
+        assert!(
+            layers >= (n * CHUNK) as u64,
+            "set-up: only {layers} video copies to {n} subscribers"
+        );
+        rig.copies = 0;
+        rig.packets = 0;
+        rig.timed = Duration::ZERO;
+        rig
+    }
+
+    /// Criterion's `iter_custom`: `iters` frames (three packets each), timing only
+    /// the shard's work. Throughput is per copy: see [`VideoRig::per_copy`].
+    pub fn measure(&mut self, iters: u64) -> Duration {
+        let mut left = iters as usize;
+        let mut timed = Duration::ZERO;
+        while left > 0 {
+            let k = left.min(CHUNK);
+            timed += self.run_chunk(k);
+            left -= k;
+        }
+        timed
+    }
+
+    /// Produces `k` frames, forwards them (timed), then keeps the clients alive.
+    pub fn run_chunk(&mut self, k: usize) -> Duration {
+        let batch = self.produce(k);
+        let before = self.sim.shards[0].stats().video_forwarded;
+        let start = Instant::now();
+        let shard = &mut self.sim.shards[0];
+        for d in &batch {
+            if shard.poll_timeout().is_some_and(|t| t <= d.at) {
+                shard.handle_timeout(d.at);
+            }
+            shard.handle_datagram(d.at, self.publisher_addr, &d.contents);
+            while let Some(t) = shard.poll_transmit() {
+                let t = black_box(t);
+                shard.recycle(t.contents);
+            }
+            while let Some(e) = shard.poll_event() {
+                black_box(e);
+            }
+        }
+        let elapsed = start.elapsed();
+        self.copies += self.sim.shards[0].stats().video_forwarded - before;
+        self.packets += batch.len() as u64;
+        self.timed += elapsed;
+        self.keep_alive();
+        elapsed
+    }
+
+    /// The publisher's str0m writes `k` frames of its three layers and encrypts them.
+    fn produce(&mut self, k: usize) -> Vec<Datagram> {
+        let mut out = Vec::with_capacity(k * RIDS.len());
+        let c = &mut self.sim.clients[self.publisher];
+        for _ in 0..k {
+            self.clock += VIDEO_FRAME;
+            let now = self.clock;
+            for (layer, rid) in RIDS.iter().enumerate() {
+                let key = std::mem::take(&mut self.keyframe_due[layer]);
+                let picture_id = (self.frames as u16) & 0x7fff;
+                let mut payload = vec![0u8; VIDEO_PAYLOAD];
+                payload[..6].copy_from_slice(&[
+                    0x90,
+                    0xe0,
+                    0x80 | (picture_id >> 8) as u8,
+                    picture_id as u8,
+                    self.frames as u8,
+                    0x00,
+                ]);
+                payload[6] = if key { 0x00 } else { 0x01 };
+                let seq = 10_000 * (layer as u64 + 1) + u64::from(self.frames);
+                let ts = self.frames.wrapping_mul(3000);
+                let write = RtpWrite::new(self.pt, seq.into(), ts, now, Arc::<[u8]>::from(payload))
+                    .marker(true);
+                let mut api = c.rtc.direct_api();
+                let tx = api
+                    .stream_tx_by_mid(self.camera, Some(str0m::media::Rid::from(*rid)))
+                    .expect("camera layer stream");
+                tx.write_rtp(write);
+            }
+            self.frames += 1;
+            c.rtc
+                .handle_input(Input::Timeout(now))
+                .expect("publisher timeout");
+            loop {
+                match c.rtc.poll_output().expect("publisher output") {
+                    Output::Timeout(_) => break,
+                    Output::Transmit(t) => {
+                        let contents: Vec<u8> = t.contents.into();
+                        if classify(&contents) == DatagramKind::Rtp {
+                            out.push(Datagram { at: now, contents });
+                        } else {
+                            self.other.push(contents);
+                        }
+                    }
+                    Output::Event(str0m::Event::KeyframeRequest(r)) => {
+                        let layer = r
+                            .rid
+                            .and_then(|rid| RIDS.iter().position(|x| **x == *rid))
+                            .unwrap_or(0);
+                        self.keyframe_due[layer] = true;
+                    }
+                    Output::Event(_) => {}
+                }
+            }
+        }
+        out
+    }
+
+    /// As [`ForwardRig::keep_alive`].
+    fn keep_alive(&mut self) {
+        self.sim.now = self.sim.now.max(self.clock);
+        let now = self.sim.now;
+        for d in std::mem::take(&mut self.other) {
+            self.sim.shards[0].handle_datagram(now, self.publisher_addr, &d);
+        }
+        self.sim.pump();
+        self.sim.run_for(Duration::from_millis(1));
+        self.clock = self.sim.now;
+        for c in &mut self.sim.clients {
+            c.received.clear();
+            c.inbox.clear();
+        }
+    }
+
+    /// Mean time per forwarded video copy over every timed frame so far.
+    pub fn per_copy(&self) -> Duration {
+        self.timed.div_f64(self.copies.max(1) as f64)
     }
 }

@@ -626,10 +626,22 @@ impl Worker {
                     }
                 }
                 ShardMessage::Video { room, packet } => {
-                    if inbox.video.force_push((room, packet)).is_some() {
+                    if let Some((room, lost)) = inbox.video.force_push((room, packet)) {
                         self.stats
                             .dropped_video_handoff
                             .fetch_add(1, Ordering::Relaxed);
+                        // Never silently: the shard drops the layer until its next
+                        // keyframe and asks for one.
+                        let gap = ShardMessage::VideoGap {
+                            room,
+                            publisher: lost.publisher,
+                            source: lost.source,
+                            layer: lost.layer,
+                            origin: lost.origin,
+                        };
+                        if inbox.control.try_send(gap).is_err() {
+                            self.stats.dropped_control.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
                 }
                 other => match inbox.control.try_send(other) {

@@ -80,6 +80,17 @@ pub enum ShardMessage {
     /// A publisher's video packet for this shard's video slots in `room` (a ring of
     /// its own: may be dropped under overload, never instead of voice).
     Video { room: RoomId, packet: VideoPacket },
+    /// From a driver whose video ring to this shard overflowed: a packet of
+    /// `publisher`'s `source` `layer` was lost on the way. The layer's packets are
+    /// dropped here until its next keyframe, which is asked for.
+    VideoGap {
+        room: RoomId,
+        publisher: ParticipantId,
+        source: VideoSource,
+        layer: u8,
+        /// The shard holding the publisher's media.
+        origin: usize,
+    },
     /// To the shard holding `publisher`'s media: a slot waits for a keyframe of its
     /// `source`'s `layer`, or a subscriber asked for one.
     Keyframe {

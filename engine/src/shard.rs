@@ -86,6 +86,10 @@ pub struct ShardStats {
     pub dropped_not_video: u64,
     /// Keyframe requests (PLI) sent to publishers.
     pub keyframe_requests: u64,
+    /// Video layers handed to this shard that lost a packet on the way (the driver's
+    /// ring overflowed), and the packets of them dropped until their next keyframe.
+    pub video_gaps: u64,
+    pub dropped_video_gap: u64,
     /// Sender reports (SRTCP compounds) sent for slot streams.
     pub reports_out: u64,
     /// Times a participant's `Rtc` was woken for its own timers (what idle
@@ -120,6 +124,8 @@ impl ShardStats {
             ("video_in", self.video_in),
             ("video_forwarded", self.video_forwarded),
             ("keyframe_requests", self.keyframe_requests),
+            ("video_gaps", self.video_gaps),
+            ("dropped_video_gap", self.dropped_video_gap),
             ("handoffs_out", self.handoffs_out),
             ("handoffs_in", self.handoffs_in),
             ("migrations_in", self.migrations_in),
@@ -400,6 +406,13 @@ impl Shard {
                 source,
                 layer,
             } => self.keyframe(now, publisher, source, layer),
+            ShardMessage::VideoGap {
+                room,
+                publisher,
+                source,
+                layer,
+                origin,
+            } => self.video_gap(now, &room, publisher, source, layer, origin),
             ShardMessage::Claim {
                 participant,
                 at,

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use chorus_protocol::signal::ParticipantId;
 
+use crate::client_event::VideoSource;
 use crate::forwarder::SpeakerPacket;
 use crate::level::SpeakerLevel;
 use crate::mesh::MediaPolicy;
@@ -72,6 +73,10 @@ pub(crate) struct RoomView {
     pub proximity: Option<Space>,
     /// The number of the last positions applied (see [`crate::mesh::ShardMessage::Positions`]).
     pub positions_seq: u64,
+    /// Video layers handed to this shard that lost a packet on the way (the driver's
+    /// ring overflowed): their packets are dropped until their next keyframe, asked
+    /// for when the gap was found and again every [`crate::video::layers::KEYFRAME_REQUEST_INTERVAL`].
+    pub video_gaps: Vec<((ParticipantId, VideoSource, u8), Instant)>,
 }
 
 impl RoomView {
@@ -117,6 +122,7 @@ impl RoomView {
     /// Forgets a speaker entirely (it left).
     pub fn forget(&mut self, speaker: ParticipantId) {
         self.levels.remove(&speaker);
+        self.video_gaps.retain(|((p, _, _), _)| *p != speaker);
         self.remove_local(speaker);
         if let Some(space) = &mut self.proximity {
             space.forget(speaker);

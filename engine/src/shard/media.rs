@@ -32,6 +32,9 @@ use crate::video::slot::Request;
 use crate::view::RoomView;
 use str0m::media::{Mid, Pt, Rid};
 
+/// The least time between two timer turns of a participant with video.
+const MIN_VIDEO_TIMER_STEP: std::time::Duration = std::time::Duration::from_millis(1);
+
 /// Times a media command may be sent after a participant that keeps moving.
 const MAX_REDIRECTS: u8 = 16;
 
@@ -245,7 +248,9 @@ impl Shard {
         };
         let due = p.due(now, self.config.disconnect_timeout);
         let due = if p.has_video() {
-            due
+            // Served when due, but never again within the same `now` (str0m may answer
+            // a timeout with the same instant; the timer loop would never end).
+            due.max(now + MIN_VIDEO_TIMER_STEP)
         } else {
             super::on_grid(self.started, due)
         };

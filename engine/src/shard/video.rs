@@ -22,7 +22,7 @@ use crate::io::Event;
 use crate::mesh::ShardMessage;
 use crate::participant::Participant;
 use crate::report::Notice;
-use crate::video::layers::{allocate, layer_for, Demand};
+use crate::video::layers::{allocate, layer_for, Demand, KEYFRAME_REQUEST_INTERVAL};
 use crate::video::packet::{inspect, VideoCodec, VideoPacket};
 use crate::video::slot::{Request, SlotAction};
 
@@ -105,6 +105,24 @@ impl Shard {
     /// The pipeline's subscriber side for video on this shard: every local video
     /// slot that asked for the packet's publication decides on it.
     pub(super) fn fan_out_video(&mut self, now: Instant, room: &RoomId, packet: &VideoPacket) {
+        let Some(view) = self.views.get_mut(room) else {
+            return;
+        };
+        if !view.video_gaps.is_empty() {
+            let key = (packet.publisher, packet.source, packet.layer);
+            if let Some(i) = view.video_gaps.iter().position(|(g, _)| *g == key) {
+                if !packet.keyframe {
+                    self.stats.dropped_video_gap += 1;
+                    let asked = &mut view.video_gaps[i].1;
+                    if now.saturating_duration_since(*asked) >= KEYFRAME_REQUEST_INTERVAL {
+                        *asked = now;
+                        self.ask_keyframe(now, key.0, key.1, key.2, packet.origin);
+                    }
+                    return;
+                }
+                view.video_gaps.swap_remove(i);
+            }
+        }
         let Some(view) = self.views.get(room) else {
             return;
         };
@@ -164,6 +182,30 @@ impl Shard {
         for (layer, origin) in keyframes {
             self.ask_keyframe(now, packet.publisher, packet.source, layer, origin);
         }
+    }
+
+    /// A packet of a layer handed to this shard was lost on the way: its slots wait
+    /// for the layer's next keyframe (its packets are dropped until then) and one is
+    /// asked for.
+    pub(super) fn video_gap(
+        &mut self,
+        now: Instant,
+        room: &RoomId,
+        publisher: ParticipantId,
+        source: VideoSource,
+        layer: u8,
+        origin: usize,
+    ) {
+        let Some(view) = self.views.get_mut(room) else {
+            return;
+        };
+        self.stats.video_gaps += 1;
+        let key = (publisher, source, layer);
+        if view.video_gaps.iter().any(|(g, _)| *g == key) {
+            return; // asked already
+        }
+        view.video_gaps.push((key, now));
+        self.ask_keyframe(now, publisher, source, layer, origin);
     }
 
     /// Asks `publisher` (its media on shard `origin`) for a keyframe of a layer.
