@@ -81,7 +81,12 @@ fn a_slot_forwards_the_layer_asked_for_and_switches_on_keyframes() {
     // Until the publisher's rates are measured, the subscriber's initial estimate
     // (800 kbit/s) does not fit a top layer's usual 1.5 Mbit/s: the slot starts lower
     // and moves up once measured (these layers send ~30 kbit/s).
-    assert_eq!(layers(&got).last(), Some(&2), "the top layer: {:?}", layers(&got));
+    assert_eq!(
+        layers(&got).last(),
+        Some(&2),
+        "the top layer: {:?}",
+        layers(&got)
+    );
     assert!(
         got[0].video.unwrap().keyframe,
         "a slot starts on a keyframe"
@@ -255,7 +260,11 @@ fn a_stopped_layer_is_left_for_the_next_one_down() {
     sim.clients[a].camera.paused[2] = true;
     sim.run_for(Duration::from_secs(3));
     let got = sim.video_from(b, 0, a);
-    assert_eq!(layers(&got).last(), Some(&1), "moved down to the middle layer");
+    assert_eq!(
+        layers(&got).last(),
+        Some(&1),
+        "moved down to the middle layer"
+    );
     assert_continuous(&got);
     assert_eq!(video_slots(&sim, b)[0].layer, Some(VideoQuality::Medium));
     assert_eq!(video_slots(&sim, b)[0].quality, VideoQuality::High);
@@ -305,7 +314,10 @@ fn a_video_packet_lost_between_shards_holds_the_layer_until_a_keyframe() {
     sim.shards[to].handle_shard_message(now, gap);
     sim.run_for(Duration::from_secs(2));
 
-    assert!(sim.clients[a].camera.plis[2] > plis, "a keyframe was asked for");
+    assert!(
+        sim.clients[a].camera.plis[2] > plis,
+        "a keyframe was asked for"
+    );
     let got = sim.video_from(b, 0, a);
     assert!(got.len() > before);
     let resumed = &got[at_gap..];
@@ -317,4 +329,25 @@ fn a_video_packet_lost_between_shards_holds_the_layer_until_a_keyframe() {
     let stats = sim.shards[to].stats();
     // (The publisher answered the PLI at its next frame: nothing had to be held back.)
     assert_eq!(stats.video_gaps, 1);
+}
+
+#[test]
+fn a_slot_cleared_and_subscribed_again_continues_its_stream() {
+    let mut sim = Sim::new();
+    let a = sim.connect_video("a", "v", Some(RIDS));
+    let b = sim.connect_video("b", "v", None);
+    sim.publish(a, true);
+    sim.subscribe(b, 0, Some(a), Low);
+    sim.run_for(Duration::from_secs(1));
+    sim.subscribe(b, 0, None, Low);
+    sim.run_for(Duration::from_secs(1));
+    let paused = sim.video_from(b, 0, a).len();
+    // The same publisher, source and layer as before: the slot must not pick up the
+    // offsets it had (the publisher's stream went on meanwhile).
+    sim.subscribe(b, 0, Some(a), Low);
+    sim.run_for(Duration::from_secs(1));
+    let got = sim.video_from(b, 0, a);
+    assert!(got.len() > paused + 10, "forwarding again");
+    assert!(got[paused].video.unwrap().keyframe, "again from a keyframe");
+    assert_continuous(&got);
 }

@@ -85,7 +85,7 @@ impl ForwardRig {
 
     fn build(n: usize, shards: usize) -> ForwardRig {
         // A voice room (no video slots): what the voice figures have always measured.
-    let mut sim = Sim::with_shards(shards, |c| {
+        let mut sim = Sim::with_shards(shards, |c| {
             c.max_participants = n + 1;
             c.video_slots = 0;
         });

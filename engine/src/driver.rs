@@ -483,15 +483,17 @@ impl Worker {
                 self.shard
                     .handle_shard_message(now, ShardMessage::Media { room, packet });
             }
+            // Video handed in from other shards: one batch, so that each subscriber's
+            // str0m is drained once for all of it.
             let video = &self.inboxes[self.id].video;
-            for _ in 0..MEDIA_QUEUE {
-                let Some((room, packet)) = video.pop() else {
-                    break;
-                };
+            let mut left = MEDIA_QUEUE;
+            let batch = std::iter::from_fn(|| {
+                left = left.checked_sub(1)?;
+                let (room, packet) = video.pop()?;
                 oldest = Some(oldest.map_or(packet.received, |o| o.min(packet.received)));
-                self.shard
-                    .handle_shard_message(now, ShardMessage::Video { room, packet });
-            }
+                Some((room, packet))
+            });
+            self.shard.handle_video_batch(now, batch);
             if let Some(oldest) = oldest {
                 if self.flush(&mut send, &mut transmits, &mut woken) > 0 {
                     self.inboxes[self.id].latency.observe(oldest.elapsed());

@@ -99,6 +99,12 @@ impl<K: Copy + Eq> SlotRewriter<K> {
         Some(self.last_ts.wrapping_add(ticks as u32))
     }
 
+    /// The next packet starts a new source even if it has the same key (a video slot
+    /// that switched back to a layer it forwarded before: its old offsets are stale).
+    pub fn rebase(&mut self) {
+        self.speaker = None;
+    }
+
     /// Maps one packet of `speaker` (extended input `seq`, input `timestamp`).
     /// `None`: drop it (it is older than the switch to this speaker).
     pub fn rewrite(

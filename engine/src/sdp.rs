@@ -973,6 +973,91 @@ mod tests {
     }
 
     #[test]
+    fn video_sections_are_publications_and_slots() {
+        let mut sdp = offer(&[
+            ("audio", "m", Some("sendonly")),
+            ("audio", "s", Some("recvonly")),
+            ("video", "cam", Some("sendonly")),
+            ("video", "scr", Some("sendonly")),
+            ("video", "v0", Some("recvonly")),
+            ("video", "v1", Some("recvonly")),
+            ("video", "v2", Some("recvonly")),
+        ]);
+        sdp = sdp.replace(
+            "a=mid:cam\r\n",
+            "a=mid:cam\r\na=extmap:3 http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01\r\na=rid:q send\r\na=rid:h send\r\na=rid:f send\r\na=simulcast:send q;~h,x;f\r\n",
+        );
+        sdp = sdp.replace(
+            "a=mid:m\r\n",
+            "a=mid:m\r\na=extmap:3 http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01\r\na=rtcp-fb:111 transport-cc\r\n",
+        );
+        let sources = [("scr".to_owned(), VideoSource::Screen)];
+        let video = VideoPolicy {
+            slots: 2,
+            sources: &sources,
+        };
+        let p = prepare_offer(&sdp, 8, video).unwrap();
+        assert_eq!(p.video_slots, vec!["v0", "v1"], "only the room's count");
+        assert_eq!(p.publications.len(), 2);
+        // The unnamed one is the camera (the named one took the screen).
+        assert_eq!(p.publications[0].source, VideoSource::Camera);
+        assert_eq!(p.publications[0].rids, vec!["q", "h", "f"]);
+        assert_eq!(p.publications[1].source, VideoSource::Screen);
+        assert!(p.publications[1].rids.is_empty());
+        // str0m sees the video sections; the extra slot is rejected.
+        assert!(p.sdp.contains("a=mid:cam") && p.sdp.contains("a=mid:v1"));
+        assert!(p.sdp.contains("m=video 0 "), "v2 rejected: {}", p.sdp);
+        // transport-cc stays on video, off audio.
+        let mic = sections(&p.sdp)
+            .into_iter()
+            .find(|(m, _)| m == "m")
+            .unwrap()
+            .1;
+        assert!(!mic.contains("transport-cc"), "{mic}");
+        assert!(p.sdp.contains("transport-wide-cc"), "{}", p.sdp);
+
+        // A room without video rejects all of it.
+        let p = prepare_offer(&sdp, 8, VideoPolicy::default()).unwrap();
+        assert!(p.publications.is_empty() && p.video_slots.is_empty());
+
+        // Three sending sections; two named alike; a name for no such section.
+        let three = offer(&[
+            ("video", "a", Some("sendonly")),
+            ("video", "b", Some("sendonly")),
+            ("video", "c", Some("sendonly")),
+        ]);
+        let some = VideoPolicy {
+            slots: 1,
+            sources: &[],
+        };
+        assert_eq!(
+            prepare_offer(&three, 8, some),
+            Err(OfferError::TooManyVideoSources)
+        );
+        let twice = [
+            ("a".to_owned(), VideoSource::Camera),
+            ("b".to_owned(), VideoSource::Camera),
+        ];
+        let named = VideoPolicy {
+            slots: 1,
+            sources: &twice,
+        };
+        assert_eq!(
+            prepare_offer(&three, 8, named),
+            Err(OfferError::SourceTwice("camera"))
+        );
+        let stranger = [("zz".to_owned(), VideoSource::Camera)];
+        let unknown = VideoPolicy {
+            slots: 1,
+            sources: &stranger,
+        };
+        assert_eq!(
+            prepare_offer(&three, 8, unknown),
+            Err(OfferError::UnknownSourceMid("zz".into()))
+        );
+    }
+
+    #[test]
     fn a_listener_lends_str0m_its_first_slot_made_inactive() {
         let sdp = offer(&[
             ("audio", "x", Some("recvonly")),

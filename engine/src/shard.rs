@@ -9,7 +9,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 use chorus_protocol::demux::{classify, DatagramKind};
 use chorus_protocol::signal::{ParticipantId, RoomId};
-use rustc_hash::FxHashMap;
 use str0m::config::DtlsCert;
 
 use crate::client_event::{ClientEvent, Refusal};
@@ -22,6 +21,7 @@ use crate::participants::Participants;
 use crate::pool::BufferPool;
 use crate::report::Notice;
 use crate::room::Room;
+use crate::video::packet::VideoPacket;
 use crate::view::RoomView;
 
 mod control;
@@ -174,9 +174,6 @@ pub struct Shard {
     /// Participants str0m was given video for in this batch (drained once each at
     /// its end).
     touched: Vec<ParticipantId>,
-    /// The shard each remote video publisher's packets come from (where keyframe
-    /// requests for it go).
-    video_origins: FxHashMap<ParticipantId, usize>,
     /// When subscribers' video slots were last fitted to their bandwidth estimates.
     last_allocation: Instant,
     /// Buffers of the datagrams the shard writes itself.
@@ -233,7 +230,6 @@ impl Shard {
             outbox: VecDeque::new(),
             media: VecDeque::new(),
             touched: Vec::new(),
-            video_origins: FxHashMap::default(),
             last_allocation: now,
             pool: BufferPool::default(),
             scratch: Vec::with_capacity(crate::pool::BUFFER_CAPACITY),
@@ -389,6 +385,20 @@ impl Shard {
         self.control(now, command);
     }
 
+    /// Video packets other shards handed to this one, all at `now`: fanned out to the
+    /// local video slots, then each subscriber's str0m drained once.
+    pub fn handle_video_batch(
+        &mut self,
+        now: Instant,
+        packets: impl IntoIterator<Item = (RoomId, VideoPacket)>,
+    ) {
+        for (room, packet) in packets {
+            self.stats.handoffs_in += 1;
+            self.fan_out_video(now, &room, &packet);
+        }
+        self.pump(now);
+    }
+
     /// A message from another shard.
     pub fn handle_shard_message(&mut self, now: Instant, message: ShardMessage) {
         match message {
@@ -398,7 +408,6 @@ impl Shard {
             }
             ShardMessage::Video { room, packet } => {
                 self.stats.handoffs_in += 1;
-                self.note_origin(&packet);
                 self.fan_out_video(now, &room, &packet);
             }
             ShardMessage::Keyframe {

@@ -314,6 +314,13 @@ impl Session {
                 ));
             }
             ClientMessage::Offer { sdp, sources } => {
+                if sources.len() > 2 || sources.keys().any(|mid| mid.len() > 16) {
+                    replies.push(ServerMessage::error(
+                        ErrorCode::BadRequest,
+                        "sources: at most two entries (the camera and the screen), each a mid of 1 to 16 characters",
+                    ));
+                    return Flow::Continue;
+                }
                 let mut video = Vec::with_capacity(sources.len());
                 for (mid, source) in sources {
                     match wire::video_source(source) {

@@ -11,7 +11,7 @@ use str0m::rtp::Extension;
 use str0m::{Candidate, IceCreds, Rtc};
 
 use super::{ice_password, next_random, ufrag_for, Shard};
-use crate::client_event::{ClientEvent, Joined, Refusal};
+use crate::client_event::{ClientEvent, Joined, Refusal, VideoSource};
 use crate::egress::Egress;
 use crate::error::EngineError;
 use crate::io::{CloseReason, Command, Event, Permissions};
@@ -650,6 +650,18 @@ impl Shard {
             }
         }
         self.broadcast(&room_id, None, || ClientEvent::MemberLeft(pid));
+        for (sending, source) in [
+            (member.info.camera, VideoSource::Camera),
+            (member.info.screen, VideoSource::Screen),
+        ] {
+            if sending {
+                self.notify(Notice::TrackUnpublished {
+                    room: room_id.clone(),
+                    participant_id: pid,
+                    source,
+                });
+            }
+        }
         self.notify(Notice::ParticipantLeft {
             room: room_id.clone(),
             participant_id: pid,

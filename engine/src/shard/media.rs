@@ -566,7 +566,7 @@ impl Shard {
         if allocate {
             self.last_allocation = now;
         }
-        self.video_tick(allocate);
+        self.video_tick(now, allocate);
         self.flush_positions();
         self.close_expired_rooms(now);
     }
@@ -652,7 +652,19 @@ fn negotiate(
         .map(|c| c.pt())
         .ok_or("offer has no Opus")?;
     p.mic_pt = prepared.mic_mid.is_some().then_some(opus);
-    p.video_pts = video_payload_types(&p.rtc);
+    // Only what the client's video sections listed (str0m's codec table also has
+    // payload types the client never offered).
+    let offered: Vec<Pt> = prepared
+        .video_slots
+        .iter()
+        .chain(prepared.publications.iter().map(|v| &v.mid))
+        .filter_map(|m| p.rtc.media(Mid::from(m.as_str())))
+        .flat_map(|m| m.remote_pts().iter().copied())
+        .collect();
+    p.video_pts = video_payload_types(&p.rtc)
+        .into_iter()
+        .filter(|(pt, _)| offered.contains(pt))
+        .collect();
     // What it publishes on, and the video slots' mids.
     p.publications = prepared
         .publications

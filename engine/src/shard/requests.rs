@@ -12,12 +12,12 @@ use chorus_protocol::control::{
 use chorus_protocol::signal::{ParticipantId, RoomId};
 
 use super::Shard;
-use crate::client_event::ClientEvent;
+use crate::client_event::{ClientEvent, VideoSource};
 use crate::io::{
     CloseReason, Command, Event, Permissions, Reply, Request, RequestError, RequestId, Sources,
 };
 use crate::mesh::{room_home, ShardMessage};
-use crate::report::{MemberDetails, ShardCounters};
+use crate::report::{MemberDetails, Notice, ShardCounters};
 use crate::room::RoomPolicy;
 
 impl Shard {
@@ -238,15 +238,35 @@ impl Shard {
             },
         };
         let participant = s.participant_id;
+        // A source no longer granted no longer counts as sent (its packets are dropped
+        // from now on): the room and the backend are told.
+        let camera = before.camera && permissions.publish && permissions.sources.camera;
+        let screen = before.screen && permissions.publish && permissions.sources.screen;
         self.update(
             now,
             participant,
-            |member| member.permissions = permissions,
+            |member| {
+                member.permissions = permissions;
+                member.info.camera = camera;
+                member.info.screen = screen;
+            },
             Command::SetPermissions {
                 participant,
                 permissions,
             },
         );
+        for (was, is, source) in [
+            (before.camera, camera, VideoSource::Camera),
+            (before.screen, screen, VideoSource::Screen),
+        ] {
+            if was && !is {
+                self.notify(Notice::TrackUnpublished {
+                    room: s.room.clone(),
+                    participant_id: participant,
+                    source,
+                });
+            }
+        }
         self.signal(participant, ClientEvent::Permissions(permissions));
         self.details(&s.room, participant).map(Reply::Participant)
     }

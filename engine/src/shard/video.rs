@@ -24,7 +24,7 @@ use crate::participant::Participant;
 use crate::report::Notice;
 use crate::video::layers::{allocate, layer_for, Demand, KEYFRAME_REQUEST_INTERVAL};
 use crate::video::packet::{inspect, VideoCodec, VideoPacket};
-use crate::video::slot::{Request, SlotAction};
+use crate::video::slot::{LayerKey, Request, SlotAction};
 
 /// A subscriber's slots are fitted to its bandwidth estimate this often.
 pub(super) const ALLOCATE_INTERVAL: Duration = Duration::from_millis(500);
@@ -126,7 +126,7 @@ impl Shard {
         let Some(view) = self.views.get(room) else {
             return;
         };
-        let mut keyframes: Vec<(u8, usize)> = Vec::new();
+        let mut keyframes: Vec<(LayerKey, usize)> = Vec::new();
         for m in &view.local {
             if m.id == packet.publisher {
                 continue;
@@ -134,14 +134,19 @@ impl Shard {
             let Some(sub) = self.participants.at_mut(m.key) else {
                 continue;
             };
-            if sub.video.is_empty() {
+            // Only slots that can receive decide anything: no switch, rewrite or
+            // keyframe request on behalf of one that could not take the packet.
+            let ready = sub.connected && !sub.failed && sub.permissions.subscribe;
+            if sub.video.is_empty() || !ready {
                 continue;
             }
-            let ready = sub.connected && !sub.failed && sub.permissions.subscribe;
             let Some(pt) = sub.video_pt(packet.codec) else {
                 continue;
             };
             for i in 0..sub.video.len() {
+                let Some(mid) = sub.video[i].mid else {
+                    continue;
+                };
                 if !sub.video[i].wants(packet) {
                     continue;
                 }
@@ -155,17 +160,13 @@ impl Shard {
                     fit_to_estimate(sub);
                 }
                 let (action, keyframe) = sub.video[i].on_packet(packet, now);
-                if let Some((_, layer)) = keyframe {
-                    keyframes.push((layer, packet.origin));
+                if let Some(key) = keyframe {
+                    keyframes.push((key, sub.video[i].origin));
                 }
                 if sub.video[i].state(i) != before {
                     sub.video_dirty = true;
                 }
                 let SlotAction::Send { out, vp8 } = action else {
-                    continue;
-                };
-                let Some(mid) = sub.video[i].mid.filter(|_| ready) else {
-                    self.stats.dropped_not_ready += 1;
                     continue;
                 };
                 if send_video(sub, mid, pt, packet, out, vp8, now) {
@@ -179,8 +180,8 @@ impl Shard {
                 }
             }
         }
-        for (layer, origin) in keyframes {
-            self.ask_keyframe(now, packet.publisher, packet.source, layer, origin);
+        for ((publisher, source, layer), origin) in keyframes {
+            self.ask_keyframe(now, publisher, source, layer, origin);
         }
     }
 
@@ -276,25 +277,15 @@ impl Shard {
         let Some(slot) = p.video.iter_mut().find(|s| s.mid == Some(mid)) else {
             return;
         };
-        let Some(source) = slot.request.map(|r| r.source) else {
+        let Some((publisher, source, layer)) = slot.relay_keyframe_request(now) else {
             return;
         };
-        let Some((publisher, layer)) = slot.relay_keyframe_request(now) else {
-            return;
-        };
-        let Some(origin) = self.shard_of_publisher(publisher) else {
-            return;
-        };
+        // The slot knows where the requested publisher is; one it still forwards
+        // until that one's keyframe is asked only if it is here (its keyframe ends
+        // nothing: the switch does).
+        let requested = slot.request.is_some_and(|r| r.publisher == publisher);
+        let origin = if requested { slot.origin } else { self.id };
         self.ask_keyframe(now, publisher, source, layer, origin);
-    }
-
-    /// Where a video publisher's media is, as far as this shard knows: here, or the
-    /// shard its packets last came from.
-    fn shard_of_publisher(&self, pid: ParticipantId) -> Option<usize> {
-        if self.participants.contains_key(&pid) {
-            return Some(self.id);
-        }
-        self.video_origins.get(&pid).copied()
     }
 
     /// str0m's bandwidth estimate towards a subscriber changed.
@@ -338,7 +329,6 @@ impl Shard {
 
     /// A member left the room: the slots that showed it are free.
     pub(super) fn clear_video_of(&mut self, room: &RoomId, publisher: ParticipantId) {
-        self.video_origins.remove(&publisher);
         let Some(view) = self.views.get(room) else {
             return;
         };
@@ -361,10 +351,11 @@ impl Shard {
         }
     }
 
-    /// Periodic video work for the participants of one room on this shard: the
-    /// `video_slots` messages owed, and (every [`ALLOCATE_INTERVAL`]) each
-    /// subscriber's layers fitted to its bandwidth estimate.
-    pub(super) fn video_tick(&mut self, allocate_now: bool) {
+    /// Periodic video work for the participants on this shard: slots whose publisher
+    /// stopped show no layer, the `video_slots` messages owed go out, and (every
+    /// [`ALLOCATE_INTERVAL`]) each subscriber's layers are fitted to its bandwidth
+    /// estimate.
+    pub(super) fn video_tick(&mut self, now: Instant, allocate_now: bool) {
         let mut owed: Vec<(ParticipantId, ClientEvent)> = Vec::new();
         for p in self.participants.iter_mut() {
             if p.video.is_empty() {
@@ -372,6 +363,9 @@ impl Shard {
             }
             if allocate_now {
                 fit_to_estimate(p);
+            }
+            for s in &mut p.video {
+                p.video_dirty |= s.idle_check(now);
             }
             if std::mem::take(&mut p.video_dirty) {
                 owed.push((p.id, ClientEvent::VideoSlots(p.video_states())));
@@ -445,14 +439,6 @@ impl Shard {
                 source,
             }
         });
-    }
-
-    /// Remembers which shard a remote publisher's packets come from (where keyframe
-    /// requests for it go).
-    pub(super) fn note_origin(&mut self, packet: &VideoPacket) {
-        if packet.origin != self.id {
-            self.video_origins.insert(packet.publisher, packet.origin);
-        }
     }
 }
 
@@ -556,7 +542,10 @@ fn fit_to_estimate(p: &mut Participant) {
         // str0m pads up to `minimum` (within its estimate): what the slots send now
         // plus the cheapest next layer, so the estimate can grow to fit it before a
         // slot switches up; it probes towards `desired`.
-        let minimum = (sending + next_step.unwrap_or(0)).min(desired);
+        // Chorus sends the audio itself, outside str0m: str0m pads for video only.
+        let minimum = (sending + next_step.unwrap_or(0))
+            .min(desired)
+            .saturating_sub(audio);
         p.rtc
             .bwe()
             .set_bitrate(Bitrate::bps(minimum), Bitrate::bps(desired.max(300_000)));

@@ -25,8 +25,12 @@ pub(crate) struct Request {
     pub quality: VideoQuality,
 }
 
-/// A source a slot forwards: a publisher's layer.
-pub(crate) type LayerKey = (ParticipantId, u8);
+/// A source a slot forwards: a publisher's camera or screen, one layer of it.
+pub(crate) type LayerKey = (ParticipantId, VideoSource, u8);
+
+/// A slot that forwarded nothing for this long shows no layer (`video_slots` layer
+/// null): its publisher stopped sending.
+const IDLE: Duration = Duration::from_millis(1_500);
 
 #[derive(Debug, Clone)]
 pub(crate) struct VideoSlot {
@@ -46,6 +50,10 @@ pub(crate) struct VideoSlot {
     pub layers: u8,
     pub bitrates: [u32; MAX_LAYERS],
     last_relay: Option<Instant>,
+    /// The shard holding the forwarded publisher's media (where keyframe requests go).
+    pub origin: usize,
+    /// When the slot last forwarded a packet.
+    last_sent: Option<Instant>,
 }
 
 /// What to do with one packet on a slot.
@@ -73,11 +81,14 @@ impl VideoSlot {
             layers: 0,
             bitrates: [0; MAX_LAYERS],
             last_relay: None,
+            origin: 0,
+            last_sent: None,
         }
     }
 
-    /// Takes a new request (`None` clears the slot). Forwarding goes on until the
-    /// new source's keyframe.
+    /// Takes a new request. Another publication goes on being forwarded until the
+    /// new one's keyframe (its first packet sets the target); `None` clears the slot
+    /// at once.
     pub fn set_request(&mut self, request: Option<Request>) {
         if let Some(r) = request {
             self.last_source = r.source;
@@ -88,15 +99,24 @@ impl VideoSlot {
         if other {
             self.layers = 0;
             self.cap = None;
+        }
+        if request.is_none() {
             self.switch.set_target(None);
         }
         self.request = request;
     }
 
-    /// Whether `packet` is of the source this slot asked for.
+    /// Whether `packet` is of the publication this slot asked for, or of the one it
+    /// still forwards until that one's keyframe.
     pub fn wants(&self, packet: &VideoPacket) -> bool {
-        self.request
-            .is_some_and(|r| r.publisher == packet.publisher && r.source == packet.source)
+        let requested = self
+            .request
+            .is_some_and(|r| r.publisher == packet.publisher && r.source == packet.source);
+        requested
+            || self
+                .switch
+                .current()
+                .is_some_and(|(p, s, _)| p == packet.publisher && s == packet.source)
     }
 
     /// The layer the slot should forward for a packet's publication: the requested
@@ -127,27 +147,35 @@ impl VideoSlot {
         let Some(request) = self.request else {
             return (SlotAction::Skip, None);
         };
-        self.layers = packet.layers;
-        self.bitrates = packet.bitrates;
-        let want = self.wanted_layer(request.quality, packet.layers, packet.active);
-        let target = Some((packet.publisher, want));
-        if self.switch.target() != target {
-            self.switch.set_target(target);
+        if request.publisher == packet.publisher && request.source == packet.source {
+            // The requested publication sets the target (packets of one still
+            // forwarded until this one's keyframe only pass through).
+            self.layers = packet.layers;
+            self.bitrates = packet.bitrates;
+            self.origin = packet.origin;
+            let want = self.wanted_layer(request.quality, packet.layers, packet.active);
+            let target = Some((packet.publisher, packet.source, want));
+            if self.switch.target() != target {
+                self.switch.set_target(target);
+            }
         }
-        let decision = self
-            .switch
-            .on_packet((packet.publisher, packet.layer), packet.keyframe);
+        let key = (packet.publisher, packet.source, packet.layer);
+        let decision = self.switch.on_packet(key, packet.keyframe);
         let keyframe = self.switch.keyframe_request(now);
         let Decision::Forward { switched } = decision else {
             return (SlotAction::Skip, keyframe);
         };
-        let key = (packet.publisher, packet.layer);
+        if switched {
+            // A new source, even one with the key it had before: fresh offsets.
+            self.rewriter.rebase();
+        }
         let Some(out) = self
             .rewriter
             .rewrite(key, packet.seq, packet.timestamp, now)
         else {
             return (SlotAction::Skip, keyframe);
         };
+        self.last_sent = Some(now);
         let vp8 = match (packet.codec, packet.vp8) {
             (VideoCodec::Vp8, Some(f)) => Some(self.vp8.next(&f.ours, switched)),
             _ => None,
@@ -168,6 +196,22 @@ impl VideoSlot {
         })
     }
 
+    /// Whether the slot forwarded nothing for a while although it has a source: its
+    /// publisher stopped. The slot then shows no layer, and switches anew (on a
+    /// keyframe, asked for) when packets come back. Returns whether that changed it.
+    pub fn idle_check(&mut self, now: Instant) -> bool {
+        let idle = self.switch.current().is_some()
+            && self
+                .last_sent
+                .is_none_or(|t| now.saturating_duration_since(t) >= IDLE);
+        if idle {
+            let target = self.switch.target();
+            self.switch.set_target(None);
+            self.switch.set_target(target);
+        }
+        idle
+    }
+
     /// The publisher left: the slot is free.
     pub fn clear_if(&mut self, publisher: ParticipantId) -> bool {
         if self.request.is_some_and(|r| r.publisher == publisher) {
@@ -179,11 +223,15 @@ impl VideoSlot {
 
     /// The slot as its client is told.
     pub fn state(&self, index: usize) -> VideoSlotState {
+        // What is forwarded for the request (not what still passes until its keyframe).
         let layer = self
             .switch
             .current()
-            .filter(|_| self.request.is_some())
-            .map(|(_, l)| layer_name(l, self.layers.max(l + 1)));
+            .filter(|(p, s, _)| {
+                self.request
+                    .is_some_and(|r| r.publisher == *p && r.source == *s)
+            })
+            .map(|(_, _, l)| layer_name(l, self.layers.max(l + 1)));
         VideoSlotState {
             slot: index as u8,
             publisher: self.request.map(|r| r.publisher),
@@ -236,7 +284,7 @@ mod tests {
         // Layer 1 is wanted: a delta frame is held back, and a keyframe asked for.
         let (action, key) = slot.on_packet(&packet(1, 1, 10, false, now), now);
         assert_eq!(action, SlotAction::Skip);
-        assert_eq!(key, Some((ParticipantId(1), 1)));
+        assert_eq!(key, Some((ParticipantId(1), VideoSource::Camera, 1)));
         // Another layer's keyframe does not start it.
         let (action, _) = slot.on_packet(&packet(1, 2, 50, true, now), now);
         assert_eq!(action, SlotAction::Skip);
@@ -259,7 +307,7 @@ mod tests {
         slot.set_request(request(1, VideoQuality::High));
         let (action, key) = slot.on_packet(&packet(1, 0, 2, false, now), now);
         assert!(matches!(action, SlotAction::Send { .. }));
-        assert_eq!(key, Some((ParticipantId(1), 2)));
+        assert_eq!(key, Some((ParticipantId(1), VideoSource::Camera, 2)));
         let (action, _) = slot.on_packet(&packet(1, 2, 900, true, now), now);
         assert!(matches!(action, SlotAction::Send { out, .. } if out.seq == 2 && out.switched));
         // The old layer stops at once.
@@ -275,7 +323,7 @@ mod tests {
         slot.set_request(request(1, VideoQuality::High));
         slot.cap = Some(0);
         let (_, key) = slot.on_packet(&packet(1, 2, 1, false, now), now);
-        assert_eq!(key, Some((ParticipantId(1), 0)));
+        assert_eq!(key, Some((ParticipantId(1), VideoSource::Camera, 0)));
         slot.cap = None;
         let mut p = packet(1, 1, 2, true, now);
         p.active = 0b011;
