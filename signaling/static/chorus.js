@@ -236,11 +236,16 @@ export class ChorusClient extends EventTarget {
    * @param {boolean} [options.encodedInsertableStreams] create the RTCPeerConnection with
    *   Chromium's `encodedInsertableStreams` (for end-to-end encryption by encoded
    *   transforms: the node forwards payloads it never reads); default false.
+   * @param {function(RTCRtpTransceiver, string): void} [options.onTransceiver] called
+   *   with every transceiver the client creates and what it is for (`'microphone'`,
+   *   `'slot'`, `'camera'`, `'screen'`, `'video_slot'`), before the offer: where an app
+   *   attaches encoded transforms (`createEncodedStreams()` with
+   *   `encodedInsertableStreams`).
    * @param {boolean|{quality?: string}} [options.autoSubscribe] fill the video slots by
    *   themselves: screen shares first, then cameras, newest first, at `quality`
    *   (default `'medium'`). See `setAutoSubscribe()`.
    */
-  constructor({ url, audioContainer, resumeTimeoutMs, autoIceRestart, priorityDuckDb, spatial, iceTransportPolicy, video, autoSubscribe, encodedInsertableStreams } = {}) {
+  constructor({ url, audioContainer, resumeTimeoutMs, autoIceRestart, priorityDuckDb, spatial, iceTransportPolicy, video, autoSubscribe, encodedInsertableStreams, onTransceiver } = {}) {
     super();
     this.url = url ?? defaultUrl();
     this.audioContainer = audioContainer ?? null;
@@ -287,7 +292,7 @@ export class ChorusClient extends EventTarget {
     this._leaving = false;
     this._ended = false;
     /** mute/deafen that could not be sent while reconnecting: sent after `resumed`. */
-    this._unsent = { mute: false, deafen: false, whisper: false, position: false };
+    this._unsent = { mute: false, deafen: false, whisper: false, position: false, video: false };
     /** `position` throttling: when the last one went out, and the timer for the next. */
     this._positionSentAt = -Infinity;
     this._positionTimer = null;
@@ -308,6 +313,7 @@ export class ChorusClient extends EventTarget {
 
     this.video = video !== false;
     this.encodedInsertableStreams = encodedInsertableStreams === true;
+    this._onTransceiver = typeof onTransceiver === 'function' ? onTransceiver : null;
     this.videoSlots = [];
     this.videoSlotCount = 0;
     this.publishing = { camera: null, screen: null };
@@ -505,7 +511,7 @@ export class ChorusClient extends EventTarget {
     try { await this._videoTx[source]?.sender.replaceTrack(null); } catch { /* closed */ }
     if (this._ownsVideo[source]) track.stop();
     this._ownsVideo[source] = false;
-    this._send({ type: 'video', source, enabled: false });
+    if (!this._send({ type: 'video', source, enabled: false }) && this.state === 'reconnecting') this._unsent.video = true;
     this._emit('video', { source, enabled: false });
   }
 
@@ -535,7 +541,7 @@ export class ChorusClient extends EventTarget {
    * shows the same video.
    */
   setAutoSubscribe(options = {}) {
-    this._auto = options === false ? null
+    this._auto = options === false || options === null ? null
       : { quality: QUALITIES.includes(options?.quality) ? options.quality : 'medium' };
     this._autoAssign();
   }
@@ -558,9 +564,10 @@ export class ChorusClient extends EventTarget {
     let report;
     try { report = await this.pc.getStats(); } catch { return out; }
     const byMid = new Map(out.map((s) => [s.mid, s]));
+    const byTrack = new Map(this.videoSlots.map((s, i) => [s.track?.id, out[i]]));
     report.forEach((r) => {
       if (r.type !== 'inbound-rtp' || r.kind !== 'video') return;
-      const s = byMid.get(r.mid);
+      const s = byMid.get(r.mid) ?? byTrack.get(r.trackIdentifier);
       if (!s) return;
       s.frames_decoded = r.framesDecoded ?? 0;
       s.frame_width = r.frameWidth ?? null;
@@ -940,6 +947,8 @@ export class ChorusClient extends EventTarget {
     }
     const present = new Set([this.self.participant_id, ...now.keys()]);
     this.lastSpeakers = this.lastSpeakers.filter((s) => present.has(s.participant_id));
+    for (const p of left) for (const s of VIDEO_SOURCES) this._publishedAt.delete(`${p.participant_id}:${s}`);
+    for (const p of now.values()) this._noteVideo(p);
 
     this._startPing();
     // What the app changed while the socket was down.
@@ -947,7 +956,22 @@ export class ChorusClient extends EventTarget {
     if (this._unsent.deafen) this._send({ type: 'deafen', deafened: this.deafened });
     if (this._unsent.whisper) this._send({ type: 'whisper', to: this.whisperTo });
     if (this._unsent.position && this.position) this._send({ type: 'position', position: this.position });
-    this._unsent = { mute: false, deafen: false, whisper: false, position: false };
+    // Video: what we send now, and every slot's subscription (the node answers with a
+    // fresh `video_slots`; those sent while the socket was down were lost). A slot
+    // showing someone who left is cleared.
+    if (this._unsent.video) {
+      for (const s of VIDEO_SOURCES) {
+        if (this._videoTx[s]) this._send({ type: 'video', source: s, enabled: Boolean(this.publishing[s]) });
+      }
+    }
+    for (const s of this.videoSlots) {
+      const gone = s.participant_id && !now.has(s.participant_id);
+      const id = gone ? null : s.participant_id;
+      if (gone) s.participant_id = null;
+      if (id || gone) this._send({ type: 'subscribe', slot: s.index, participant_id: id, source: s.source, quality: s.quality });
+    }
+    this._unsent = { mute: false, deafen: false, whisper: false, position: false, video: false };
+    this._autoAssign();
 
     this._emit('resumed', {
       participant_id: this.self.participant_id,
@@ -1183,6 +1207,15 @@ export class ChorusClient extends EventTarget {
       }
       case 'error': {
         const err = new ChorusError(String(msg.code ?? 'internal'), String(msg.message ?? ''));
+        // The node refused a `video` (no video in the room, or the grants exclude the
+        // source): stop sending what it will not forward.
+        if (err.code === 'forbidden') {
+          for (const s of VIDEO_SOURCES) {
+            if (this.publishing[s] && (err.serverMessage.includes(`publish ${s}`) || err.serverMessage.includes('no video'))) {
+              this.stopVideo(s).catch(() => {});
+            }
+          }
+        }
         // While joining, any error frame fails the join (e.g. unauthorized, room_full).
         if (this.state === 'connecting') this._failWaiters(err);
         // A refused offer (ICE restart): its answer will not come.
@@ -1294,6 +1327,15 @@ export class ChorusClient extends EventTarget {
       preferForwardedVideo([this._videoTx.camera, this._videoTx.screen, ...videoRecv]);
     }
 
+    if (this._onTransceiver) {
+      const each = (list, kind) => { for (const t of list) if (t) this._onTransceiver(t, kind); };
+      each(audio, 'microphone');
+      each(recv, 'slot');
+      each([this._videoTx.camera], 'camera');
+      each([this._videoTx.screen], 'screen');
+      each(videoRecv, 'video_slot');
+    }
+
     const offer = await pc.createOffer();
     await pc.setLocalDescription(offer);
     this._send({ type: 'offer', sdp: pc.localDescription.sdp, sources: this._sources() });
@@ -1351,6 +1393,7 @@ export class ChorusClient extends EventTarget {
     const tx = this._videoTx[source];
     if (!tx) throw new ChorusError('bad_request', 'this room has no video (video_slots is 0), or video is off');
     let owned = false;
+    const pc = this.pc;
     if (!track) {
       try { track = await get(); } catch (e) {
         throw new ChorusError('media', `${source} unavailable: ${e?.message ?? e}`);
@@ -1358,16 +1401,28 @@ export class ChorusClient extends EventTarget {
       owned = true;
     }
     if (!track) throw new ChorusError('media', `no ${source} track`);
+    // The session may have ended (or another publish won) while the browser asked.
+    const stale = this.pc !== pc || (this.state !== 'joined' && this.state !== 'reconnecting');
+    if (stale) {
+      if (owned) track.stop();
+      throw new ChorusError('socket_closed', `the session ended before the ${source} started`);
+    }
     if ('contentHint' in track && !track.contentHint) track.contentHint = source === 'screen' ? 'detail' : 'motion';
     const previous = this.publishing[source];
-    await tx.sender.replaceTrack(track);
-    if (previous && previous !== track && this._ownsVideo[source]) previous.stop();
+    const previousOwned = this._ownsVideo[source];
+    try {
+      await tx.sender.replaceTrack(track);
+    } catch (e) {
+      if (owned) track.stop();
+      throw new ChorusError('webrtc', `cannot send the ${source}: ${e?.message ?? e}`);
+    }
+    if (previous && previous !== track && previousOwned) previous.stop();
     this.publishing[source] = track;
     this._ownsVideo[source] = owned;
     track.addEventListener('ended', () => {
       if (this.publishing[source] === track) this.stopVideo(source).catch(() => {});
     }, { once: true });
-    this._send({ type: 'video', source, enabled: true });
+    if (!this._send({ type: 'video', source, enabled: true }) && this.state === 'reconnecting') this._unsent.video = true;
     this._emit('video', { source, enabled: true });
     return track;
   }

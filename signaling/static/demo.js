@@ -403,8 +403,10 @@ function wire(c) {
 
 // ------------------------------------------------------------ video
 
-/** The video slot shown large and asked for in high quality (null: none). */
-let raisedSlot = null;
+/** The video shown large and asked for in high quality, `participant_id:source`
+ * (null: none): a key, not a slot index, as slots change hands. */
+let raisedKey = null;
+const videoKey = (s) => (s?.participant_id ? `${s.participant_id}:${s.source}` : null);
 /** One tile per video slot index: {el, video, name, info}. */
 const tiles = new Map();
 
@@ -437,26 +439,30 @@ function tileFor(slot) {
 /** A click raises a tile to high quality (and the one raised before back to medium). */
 function toggleRaised(index) {
   if (!client) return;
-  const slots = client.videoSlots;
-  const previous = raisedSlot;
-  raisedSlot = raisedSlot === index ? null : index;
-  for (const i of [previous, raisedSlot]) {
-    const s = i === null ? null : slots[i];
-    if (!s?.participant_id) continue;
-    client.subscribe(i, s.participant_id, s.source, i === raisedSlot ? 'high' : 'medium');
+  const clicked = videoKey(client.videoSlots[index]);
+  if (!clicked) return;
+  const previous = raisedKey;
+  raisedKey = raisedKey === clicked ? null : clicked;
+  for (const s of client.videoSlots) {
+    const k = videoKey(s);
+    if (k && (k === previous || k === raisedKey)) {
+      client.subscribe(s.index, s.participant_id, s.source, k === raisedKey ? 'high' : 'medium');
+    }
   }
   renderTiles();
 }
 
 function renderTiles() {
   const slots = client?.videoSlots ?? [];
+  // The raised video left its slot (its publisher stopped or left): nothing is raised.
+  if (raisedKey && !slots.some((s) => videoKey(s) === raisedKey)) raisedKey = null;
   const shown = [];
   for (const s of slots) {
     if (!s.participant_id) continue;
     const t = tileFor({ slot: s.index, stream: s.stream });
     const who = client.participants.get(s.participant_id)?.name ?? s.participant_id;
     t.name.textContent = `${who} · ${s.source}`;
-    t.el.dataset.raised = String(raisedSlot === s.index);
+    t.el.dataset.raised = String(raisedKey !== null && videoKey(s) === raisedKey);
     t.el.dataset.participantId = s.participant_id;
     t.el.dataset.layer = s.layer ?? '';
     if (t.video.srcObject !== s.stream) t.video.srcObject = s.stream;
@@ -469,7 +475,7 @@ function renderTiles() {
 
 /** Resolution, frame rate and forwarded layer on each tile. */
 async function updateTiles() {
-  if (!client || client.state !== 'joined') return;
+  if (!client || client.state !== 'joined' || client.videoSlots.length === 0) return;
   for (const s of await client.videoStats()) {
     const t = tiles.get(s.slot);
     if (!t) continue;
@@ -481,7 +487,7 @@ async function updateTiles() {
 }
 
 function resetTiles() {
-  raisedSlot = null;
+  raisedKey = null;
   tiles.clear();
   ui.videoGrid.replaceChildren();
   ui.videoEmpty.hidden = false;
