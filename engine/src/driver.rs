@@ -419,6 +419,7 @@ impl Worker {
         let mut transmits: Vec<Transmit> = Vec::with_capacity(256);
         let mut woken = vec![false; self.inboxes.len()];
         let mut published = Instant::now() - SNAPSHOT_EVERY;
+        let mut last_counts = (0, 0);
         let (mut last_media, mut media_seen) = (Instant::now(), 0);
         // While idle, the socket is left out of the poll until this instant.
         let mut socket_resumes: Option<Instant> = None;
@@ -545,8 +546,12 @@ impl Worker {
                     socket_resumes = Some(now + IDLE_WAKE_EVERY);
                 }
             }
-            if now.saturating_duration_since(published) >= SNAPSHOT_EVERY {
+            // Also at once when participants or rooms came or went: a shard left with
+            // nothing to do sleeps without a timeout, and its last word must be true.
+            let counts = (self.shard.participant_count(), self.shard.room_count());
+            if now.saturating_duration_since(published) >= SNAPSHOT_EVERY || counts != last_counts {
                 published = now;
+                last_counts = counts;
                 *self.inboxes[self.id].snapshot.lock() = ShardSnapshot {
                     stats: self.shard.stats().clone(),
                     participants: self.shard.participant_count(),
