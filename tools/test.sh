@@ -77,7 +77,7 @@ CHORUS_TURN=0 CHORUS_ICE_TCP=0 CHORUS_ARGS="--shards 2" bash tools/browser-test/
 
 step "browser: video (release build): two simulcast cameras and a screen share in three pages, quality switches, E2EE transforms, a subscriber behind a 400 kbit/s then 5 % lossy link (network namespace, tc, nftables)"
 cargo build --locked --release -p chorus-signaling
-CHORUS_BIN=target/release/chorus bash tools/browser-test/run.sh video.test.mjs
+CHORUS_BIN="$PWD/target/release/chorus" bash tools/browser-test/run.sh video.test.mjs
 
 step "browser: 2 shards, the node holding DTLS to AES_CM_128_HMAC_SHA1_80 (Chorus seals the slot streams in that profile)"
 CHORUS_GAME_VOICE=0 CHORUS_TURN=0 CHORUS_ICE_TCP=0 CHORUS_ARGS="--shards 2 --srtp-profiles AES_CM_128_HMAC_SHA1_80" bash tools/browser-test/run.sh
