@@ -124,14 +124,7 @@ impl ForwardRig {
     /// Criterion's `iter_custom`: forwards `iters` publisher packets, timing only the
     /// shard's work.
     pub fn measure(&mut self, iters: u64) -> Duration {
-        let mut left = iters as usize;
-        let mut timed = Duration::ZERO;
-        while left > 0 {
-            let k = left.min(CHUNK);
-            timed += self.run_chunk(k);
-            left -= k;
-        }
-        timed
+        in_chunks(iters, |k| self.run_chunk(k))
     }
 
     /// Produces `k` packets, forwards them (timed), then keeps the clients alive.
@@ -235,25 +228,49 @@ impl ForwardRig {
     /// Untimed: the publisher's STUN and RTCP reach the shard, and every client runs
     /// its timers (consent checks, reports) so nobody times out.
     pub fn keep_alive(&mut self) {
-        self.sim.now = self.sim.now.max(self.clock);
-        let now = self.sim.now;
-        for d in std::mem::take(&mut self.other) {
-            self.sim.shards[0].handle_datagram(now, self.publisher_addr, &d);
-        }
-        self.sim.pump();
-        self.sim.run_for(Duration::from_millis(1));
-        self.clock = self.sim.now;
-        // What the clients received is of no interest here: keep memory flat.
-        for c in &mut self.sim.clients {
-            c.received.clear();
-            c.inbox.clear();
-        }
+        keep_alive(
+            &mut self.sim,
+            &mut self.other,
+            self.publisher_addr,
+            &mut self.clock,
+        );
     }
 
     /// Mean time per subscriber packet over every timed packet so far.
     pub fn per_subscriber_packet(&self) -> Duration {
         let copies = self.packets.saturating_mul(self.n as u64).max(1);
         self.timed.div_f64(copies as f64)
+    }
+}
+
+/// Runs `iters` packets (or frames) through `chunk` in chunks of at most [`CHUNK`];
+/// returns the time it timed.
+fn in_chunks(iters: u64, mut chunk: impl FnMut(usize) -> Duration) -> Duration {
+    let mut left = iters as usize;
+    let mut timed = Duration::ZERO;
+    while left > 0 {
+        let k = left.min(CHUNK);
+        timed += chunk(k);
+        left -= k;
+    }
+    timed
+}
+
+/// Untimed, between chunks: what the publisher sent besides RTP reaches the shard,
+/// every client runs its timers (consent checks, reports) so nobody times out, and
+/// what the clients received is dropped (of no interest here: memory stays flat).
+fn keep_alive(sim: &mut Sim, other: &mut Vec<Vec<u8>>, publisher: SocketAddr, clock: &mut Instant) {
+    sim.now = sim.now.max(*clock);
+    let now = sim.now;
+    for d in std::mem::take(other) {
+        sim.shards[0].handle_datagram(now, publisher, &d);
+    }
+    sim.pump();
+    sim.run_for(Duration::from_millis(1));
+    *clock = sim.now;
+    for c in &mut sim.clients {
+        c.received.clear();
+        c.inbox.clear();
     }
 }
 
@@ -348,14 +365,7 @@ impl VideoRig {
     /// Criterion's `iter_custom`: `iters` frames (three packets each), timing only
     /// the shard's work. Throughput is per copy: see [`VideoRig::per_copy`].
     pub fn measure(&mut self, iters: u64) -> Duration {
-        let mut left = iters as usize;
-        let mut timed = Duration::ZERO;
-        while left > 0 {
-            let k = left.min(CHUNK);
-            timed += self.run_chunk(k);
-            left -= k;
-        }
-        timed
+        in_chunks(iters, |k| self.run_chunk(k))
     }
 
     /// Produces `k` frames, forwards them (timed), then keeps the clients alive.
@@ -446,18 +456,12 @@ impl VideoRig {
 
     /// As [`ForwardRig::keep_alive`].
     fn keep_alive(&mut self) {
-        self.sim.now = self.sim.now.max(self.clock);
-        let now = self.sim.now;
-        for d in std::mem::take(&mut self.other) {
-            self.sim.shards[0].handle_datagram(now, self.publisher_addr, &d);
-        }
-        self.sim.pump();
-        self.sim.run_for(Duration::from_millis(1));
-        self.clock = self.sim.now;
-        for c in &mut self.sim.clients {
-            c.received.clear();
-            c.inbox.clear();
-        }
+        keep_alive(
+            &mut self.sim,
+            &mut self.other,
+            self.publisher_addr,
+            &mut self.clock,
+        );
     }
 
     /// Mean time per forwarded video copy over every timed frame so far.
