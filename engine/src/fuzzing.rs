@@ -55,6 +55,20 @@ fn offer() -> &'static str {
         api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
         api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
         api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
+        // Video (issue 12): a simulcast camera and two video slots.
+        let mut simulcast = str0m::media::Simulcast::new();
+        for rid in ["q", "h", "f"] {
+            simulcast.add_send_layer(str0m::media::SimulcastLayer::new(rid));
+        }
+        api.add_media(
+            MediaKind::Video,
+            Direction::SendOnly,
+            None,
+            None,
+            Some(simulcast),
+        );
+        api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
+        api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
         api.apply()
             .map(|(offer, _)| offer.to_sdp_string())
             .unwrap_or_default()
@@ -64,6 +78,10 @@ fn offer() -> &'static str {
 /// Lines an offer mutation may insert: what clients write that browsers do not, and
 /// what tripped str0m before (a payload type mapped to Opus and RTX off its m= line).
 const OFFER_LINES: &[&str] = &[
+    "a=simulcast:send a;~b,c;a",
+    "a=rid:a send",
+    "m=video 9 UDP/TLS/RTP/SAVPF 96",
+    "a=sendonly",
     "a=rtpmap:111 rtx/48000",
     "a=fmtp:111 apt=111",
     "a=rtpmap:0 PCMU/8000",
@@ -347,7 +365,8 @@ fn run(data: &[u8]) -> Reached {
             }
             3 => {
                 let Some(pid) = w.pid(arg) else { continue };
-                let sdp = match input.byte() % 4 {
+                let choice = input.byte();
+                let sdp = match choice % 4 {
                     0 => {
                         let len = usize::from(input.byte()) * 4;
                         String::from_utf8_lossy(input.bytes(len)).into_owned()
@@ -355,12 +374,27 @@ fn run(data: &[u8]) -> Reached {
                     3 => mutated_offer(&mut input),
                     _ => offer().to_owned(),
                 };
+                // Sources naming mids of the offer, or not (with the choice's top bit).
+                let sources = (0..if choice & 0x80 != 0 {
+                    input.byte() % 3
+                } else {
+                    0
+                })
+                    .map(|i| {
+                        let source = if i == 0 {
+                            crate::VideoSource::Camera
+                        } else {
+                            crate::VideoSource::Screen
+                        };
+                        ((input.byte() % 8).to_string(), source)
+                    })
+                    .collect();
                 w.shards[shard].handle_command(
                     now,
                     Command::Offer {
                         participant: pid,
                         sdp,
-                        sources: Vec::new(),
+                        sources,
                     },
                 );
             }
@@ -379,7 +413,31 @@ fn run(data: &[u8]) -> Reached {
             5 => {
                 let Some(pid) = w.pid(arg) else { continue };
                 let flag = input.byte();
-                let command = match flag % 4 {
+                let source = if flag & 16 == 0 {
+                    crate::VideoSource::Camera
+                } else {
+                    crate::VideoSource::Screen
+                };
+                let command = match flag % 6 {
+                    // Video: start or stop a source; a subscription to anyone (self,
+                    // strangers), any slot, any quality, or none.
+                    4 => Command::SetVideo {
+                        participant: pid,
+                        source,
+                        enabled: flag & 32 == 0,
+                    },
+                    5 => Command::Subscribe {
+                        participant: pid,
+                        slot: u32::from(input.byte() % 6),
+                        publisher: (flag & 32 == 0)
+                            .then(|| w.pid(input.byte()).unwrap_or(ParticipantId(9))),
+                        source,
+                        quality: match input.byte() % 3 {
+                            0 => crate::VideoQuality::Low,
+                            1 => crate::VideoQuality::Medium,
+                            _ => crate::VideoQuality::High,
+                        },
+                    },
                     0 => Command::SetMuted {
                         participant: pid,
                         muted: flag & 4 == 0,

@@ -112,6 +112,10 @@ pub enum OfferError {
         "offer sends video in more than two m-sections; send the camera and the screen in one each"
     )]
     TooManyVideoSources,
+    #[error(
+        "payload type {0} is mapped to different codecs (or parameters) in different m-sections"
+    )]
+    ConflictingPayloadType(String),
     #[error("offer maps two sending video m-sections to {0}")]
     SourceTwice(&'static str),
     #[error("offer's sources name mid {0:?}, which is no sending video m-section")]
@@ -432,9 +436,31 @@ pub(crate) fn prepare_offer(
         .filter(|(_, _, reject)| !reject)
         .filter_map(|(n, _, _)| sections[*n].mid)
         .collect();
+    // str0m holds one payload-type table for the whole session: a number mapped to
+    // one codec (or one codec's parameters) in a section and another in the next
+    // trips the same assertion.
+    let mut session_pts: Vec<(&str, &str, &str)> = Vec::new();
     for (n, _, reject) in &for_str0m {
         if !reject {
-            check_for_str0m(&sections[*n], &lines, *n)?;
+            let s = &sections[*n];
+            check_for_str0m(s, &lines, *n)?;
+            for v in s.attributes(&lines, "rtpmap") {
+                let (pt, codec) = v.split_once(' ').unwrap_or((v, ""));
+                if !s.formats.contains(&pt) {
+                    continue;
+                }
+                let params = s
+                    .attributes(&lines, "fmtp")
+                    .find_map(|f| f.split_once(' ').filter(|(p, _)| *p == pt))
+                    .map_or("", |(_, params)| params);
+                match session_pts.iter().find(|(p, _, _)| *p == pt) {
+                    Some((_, c, f)) if !c.eq_ignore_ascii_case(codec) || *f != params => {
+                        return Err(OfferError::ConflictingPayloadType(pt.to_owned()));
+                    }
+                    Some(_) => {}
+                    None => session_pts.push((pt, codec, params)),
+                }
+            }
         }
     }
     let mut out = String::with_capacity(sdp.len());
@@ -879,6 +905,21 @@ mod tests {
         assert_eq!(
             prepare_offer(&selfish, 8, VideoPolicy::default()),
             Err(OfferError::SelfRepair(0, "97".into()))
+        );
+        // One number, two codecs, in two sections str0m negotiates.
+        let across = offer(&[
+            ("audio", "m", Some("sendonly")),
+            ("video", "v", Some("sendonly")),
+        ])
+        .replacen("a=rtpmap:111 opus/48000/2", "a=rtpmap:111 VP8/90000", 2)
+        .replacen("a=rtpmap:111 VP8/90000", "a=rtpmap:111 opus/48000/2", 1);
+        let video = VideoPolicy {
+            slots: 1,
+            sources: &[],
+        };
+        assert_eq!(
+            prepare_offer(&across, 8, video),
+            Err(OfferError::ConflictingPayloadType("111".into()))
         );
         let passive = mic.replace("a=mid:m\r\n", "a=mid:m\r\na=setup:passive\r\n");
         assert_eq!(
