@@ -13,12 +13,12 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, existsSync, statSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
-import dgram from 'node:dgram';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { chromium } from 'playwright-core';
+import { CHROMIUM_ARGS, freeTcpPort, freeUdpPort, poll, spawnLogged, stop } from './helpers.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const REPO = path.resolve(HERE, '..', '..');
@@ -28,69 +28,6 @@ const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const SCREENSHOT = path.join(HERE, 'screenshots', 'call.png');
 const SCREENSHOT_SERVER_MUTED = path.join(HERE, 'screenshots', 'server-muted.png');
 const SCREENSHOT_KICKED = path.join(HERE, 'screenshots', 'kicked.png');
-
-const CHROMIUM_ARGS = [
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-  '--use-fake-ui-for-media-stream',
-  '--use-fake-device-for-media-stream',
-  '--allow-loopback-in-peer-connection',
-  '--disable-features=WebRtcHideLocalIpsWithMdns',
-  '--autoplay-policy=no-user-gesture-required',
-];
-
-// ------------------------------------------------------------------ helpers
-
-function freeTcpPort() {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
-function freeUdpPort() {
-  return new Promise((resolve, reject) => {
-    const sock = dgram.createSocket('udp4');
-    sock.once('error', reject);
-    sock.bind(0, '127.0.0.1', () => {
-      const { port } = sock.address();
-      sock.close(() => resolve(port));
-    });
-  });
-}
-
-/**
- * Poll `fn` until it returns a truthy value (an object counts unless its `ok` is false);
- * throws with `what` and the last value on timeout, at once on an error marked `fatal`.
- */
-async function poll(what, fn, { timeout = 15_000, interval = 200 } = {}) {
-  const deadline = Date.now() + timeout;
-  let last;
-  let lastErr;
-  for (;;) {
-    try {
-      last = await fn();
-      if (last && (typeof last !== 'object' || last.ok !== false)) return last;
-    } catch (e) {
-      if (e.fatal) throw e;
-      lastErr = e;
-    }
-    if (Date.now() > deadline) {
-      const detail = lastErr ? `last error: ${lastErr.message}` : `last value: ${JSON.stringify(last)}`;
-      throw new Error(`timed out after ${timeout} ms waiting for: ${what} (${detail})`);
-    }
-    await sleep(interval);
-  }
-}
 
 // ------------------------------------------------------------------ the node under test
 
@@ -1193,26 +1130,6 @@ test('game voice in Chromium: proximity, priority, whisper and the spam guard', 
 const TURN = process.env.CHORUS_TURN !== '0';
 
 /** Spawns a process, collecting its output lines into `log`; resolves once it runs. */
-function spawnLogged(bin, args, log, tag) {
-  const proc = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { RUST_LOG: 'info', ...process.env } });
-  const collect = (chunk) => {
-    for (const line of String(chunk).split('\n')) if (line) log.push(`${tag} ${line}`);
-    if (log.length > 4000) log.splice(0, log.length - 4000);
-  };
-  proc.stdout.on('data', collect);
-  proc.stderr.on('data', collect);
-  return proc;
-}
-
-function stop(proc) {
-  if (!proc || proc.exitCode !== null) return Promise.resolve();
-  return new Promise((resolve) => {
-    const t = setTimeout(() => { try { proc.kill('SIGKILL'); } catch { /* gone */ } }, 3000);
-    proc.once('exit', () => { clearTimeout(t); resolve(); });
-    try { proc.kill('SIGTERM'); } catch { clearTimeout(t); resolve(); }
-  });
-}
-
 test('three browsers talk through a real coturn (relay only)', { timeout: 90_000, skip: !TURN && 'CHORUS_TURN=0' }, async (t) => {
   const secret = `turn-secret-${process.pid}`;
   const turnPort = await freeUdpPort();

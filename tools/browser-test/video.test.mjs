@@ -14,13 +14,12 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import net from 'node:net';
-import dgram from 'node:dgram';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { chromium } from 'playwright-core';
+import { CHROMIUM_ARGS, freeTcpPort, freeUdpPort, poll, spawnLogged, stop } from './helpers.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const REPO = path.resolve(HERE, '..', '..');
@@ -28,82 +27,14 @@ const CHORUS_BIN = process.env.CHORUS_BIN || path.join(REPO, 'target', 'debug', 
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const NETEM = process.env.CHORUS_VIDEO_NETEM !== '0';
 
-const CHROMIUM_ARGS = [
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-  '--use-fake-ui-for-media-stream',
-  '--use-fake-device-for-media-stream',
-  '--allow-loopback-in-peer-connection',
-  '--disable-features=WebRtcHideLocalIpsWithMdns',
-  '--autoplay-policy=no-user-gesture-required',
-];
-
-function freePort(kind) {
-  return new Promise((resolve, reject) => {
-    if (kind === 'tcp') {
-      const srv = net.createServer();
-      srv.once('error', reject);
-      srv.listen(0, '127.0.0.1', () => { const { port } = srv.address(); srv.close(() => resolve(port)); });
-    } else {
-      const sock = dgram.createSocket('udp4');
-      sock.once('error', reject);
-      sock.bind(0, '127.0.0.1', () => { const { port } = sock.address(); sock.close(() => resolve(port)); });
-    }
-  });
-}
-
-async function poll(what, fn, { timeout = 15_000, interval = 200 } = {}) {
-  const deadline = Date.now() + timeout;
-  let last;
-  let lastErr;
-  for (;;) {
-    try {
-      last = await fn();
-      if (last && (typeof last !== 'object' || last.ok !== false)) return last;
-    } catch (e) {
-      lastErr = e;
-    }
-    if (Date.now() > deadline) {
-      const detail = lastErr ? `last error: ${lastErr.message}` : `last value: ${JSON.stringify(last)}`;
-      throw new Error(`timed out after ${timeout} ms waiting for: ${what} (${detail})`);
-    }
-    await sleep(interval);
-  }
-}
-
-function spawnNode(args, log) {
-  const p = spawn(CHORUS_BIN, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { RUST_LOG: 'info', ...process.env } });
-  const collect = (chunk) => {
-    for (const line of String(chunk).split('\n')) if (line) log.push(line);
-    if (log.length > 3000) log.splice(0, log.length - 3000);
-  };
-  p.stdout.on('data', collect);
-  p.stderr.on('data', collect);
-  return p;
-}
-
-function stop(p) {
-  if (!p || p.exitCode !== null) return Promise.resolve();
-  return new Promise((resolve) => {
-    const t = setTimeout(() => { try { p.kill('SIGKILL'); } catch { /* gone */ } }, 3000);
-    p.once('exit', () => { clearTimeout(t); resolve(); });
-    try { p.kill('SIGTERM'); } catch { clearTimeout(t); resolve(); }
-  });
-}
-
 const node = { proc: null, http: 0, udp: 0, log: [], get base() { return `http://127.0.0.1:${this.http}`; } };
 let browser = null;
 
 before(async () => {
   assert.ok(existsSync(CHORUS_BIN), `chorus binary not found at ${CHORUS_BIN}`);
-  node.http = await freePort('tcp');
-  node.udp = await freePort('udp');
-  node.proc = spawnNode(['serve', '--dev', '--http', `127.0.0.1:${node.http}`, '--udp', `127.0.0.1:${node.udp}`,
+  node.http = await freeTcpPort();
+  node.udp = await freeUdpPort();
+  node.proc = spawnLogged(CHORUS_BIN, ['serve', '--dev', '--http', `127.0.0.1:${node.http}`, '--udp', `127.0.0.1:${node.udp}`,
     '--control', 'none', '--video-slots', '4', '--log', process.env.CHORUS_LOG || 'info'], node.log);
   await poll('the node answers /healthz', async () => (await fetch(`${node.base}/healthz`)).status === 200,
     { timeout: 30_000, interval: 100 });
@@ -322,9 +253,9 @@ test('a subscriber behind a narrow, then lossy link: low layer, back to high, NA
   await netns(['open', ns, String(n)]);
   try {
     writeFileSync(wrapper, `#!/bin/sh\nexec ip netns exec ${ns} ${CHROMIUM} "$@"\n`, { mode: 0o755 });
-    const http = await freePort('tcp');
-    const media = await freePort('udp');
-    chorus = spawnNode(['serve', '--dev', '--http', `0.0.0.0:${http}`, '--udp', `0.0.0.0:${media}`,
+    const http = await freeTcpPort();
+    const media = await freeUdpPort();
+    chorus = spawnLogged(CHORUS_BIN, ['serve', '--dev', '--http', `0.0.0.0:${http}`, '--udp', `0.0.0.0:${media}`,
       '--public-ip', host, '--control', 'none', '--log', process.env.CHORUS_LOG || 'info'], log);
     const base = `http://${host}:${http}`;
     await poll('the node answers /healthz', async () => (await fetch(`${base}/healthz`)).status === 200,

@@ -1,0 +1,90 @@
+// What the browser tests share: Chromium's flags, free ports, polling, and running a
+// node (or coturn) as a child process with its output kept.
+import { spawn } from 'node:child_process';
+import net from 'node:net';
+import dgram from 'node:dgram';
+import { setTimeout as sleep } from 'node:timers/promises';
+
+/** Headless Chromium with fake devices, loopback ICE and no mDNS hiding. */
+export const CHROMIUM_ARGS = [
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  '--use-fake-ui-for-media-stream',
+  '--use-fake-device-for-media-stream',
+  '--allow-loopback-in-peer-connection',
+  '--disable-features=WebRtcHideLocalIpsWithMdns',
+  '--autoplay-policy=no-user-gesture-required',
+];
+
+export function freeTcpPort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+export function freeUdpPort() {
+  return new Promise((resolve, reject) => {
+    const sock = dgram.createSocket('udp4');
+    sock.once('error', reject);
+    sock.bind(0, '127.0.0.1', () => {
+      const { port } = sock.address();
+      sock.close(() => resolve(port));
+    });
+  });
+}
+
+/**
+ * Poll `fn` until it returns a truthy value (an object counts unless its `ok` is false);
+ * throws with `what` and the last value on timeout, at once on an error marked `fatal`.
+ */
+export async function poll(what, fn, { timeout = 15_000, interval = 200 } = {}) {
+  const deadline = Date.now() + timeout;
+  let last;
+  let lastErr;
+  for (;;) {
+    try {
+      last = await fn();
+      if (last && (typeof last !== 'object' || last.ok !== false)) return last;
+    } catch (e) {
+      if (e.fatal) throw e;
+      lastErr = e;
+    }
+    if (Date.now() > deadline) {
+      const detail = lastErr ? `last error: ${lastErr.message}` : `last value: ${JSON.stringify(last)}`;
+      throw new Error(`timed out after ${timeout} ms waiting for: ${what} (${detail})`);
+    }
+    await sleep(interval);
+  }
+}
+
+/** Runs `bin args`, its output lines pushed to `log` (prefixed with `tag`, if any). */
+export function spawnLogged(bin, args, log, tag = '') {
+  const proc = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { RUST_LOG: 'info', ...process.env } });
+  const collect = (chunk) => {
+    for (const line of String(chunk).split('\n')) if (line) log.push(tag ? `${tag} ${line}` : line);
+    if (log.length > 4000) log.splice(0, log.length - 4000);
+  };
+  proc.stdout.on('data', collect);
+  proc.stderr.on('data', collect);
+  return proc;
+}
+
+/** SIGTERM, then SIGKILL after 3 s; resolves once it exited. */
+export function stop(proc) {
+  if (!proc || proc.exitCode !== null) return Promise.resolve();
+  return new Promise((resolve) => {
+    const t = setTimeout(() => { try { proc.kill('SIGKILL'); } catch { /* gone */ } }, 3000);
+    proc.once('exit', () => { clearTimeout(t); resolve(); });
+    try { proc.kill('SIGTERM'); } catch { clearTimeout(t); resolve(); }
+  });
+}
