@@ -164,23 +164,7 @@ impl ForwardRig {
                 .expect("microphone stream");
             tx.write_rtp(write);
             self.frames += 1;
-            c.rtc
-                .handle_input(Input::Timeout(now))
-                .expect("publisher timeout");
-            loop {
-                match c.rtc.poll_output().expect("publisher output") {
-                    Output::Timeout(_) => break,
-                    Output::Transmit(t) => {
-                        let contents: Vec<u8> = t.contents.into();
-                        if classify(&contents) == DatagramKind::Rtp {
-                            out.push(Datagram { at: now, contents });
-                        } else {
-                            self.other.push(contents);
-                        }
-                    }
-                    Output::Event(_) => {}
-                }
-            }
+            flush_publisher(&mut c.rtc, now, &mut out, &mut self.other, |_| {});
         }
         assert_eq!(out.len(), k, "one RTP datagram per frame");
         out
@@ -254,6 +238,33 @@ fn in_chunks(iters: u64, mut chunk: impl FnMut(usize) -> Duration) -> Duration {
         left -= k;
     }
     timed
+}
+
+/// The publisher's str0m, after its writes at `now`: its RTP goes to `out`, what else
+/// it sends (STUN, RTCP) to `other`, its events to `on_event`.
+fn flush_publisher(
+    rtc: &mut str0m::Rtc,
+    now: Instant,
+    out: &mut Vec<Datagram>,
+    other: &mut Vec<Vec<u8>>,
+    mut on_event: impl FnMut(str0m::Event),
+) {
+    rtc.handle_input(Input::Timeout(now))
+        .expect("publisher timeout");
+    loop {
+        match rtc.poll_output().expect("publisher output") {
+            Output::Timeout(_) => break,
+            Output::Transmit(t) => {
+                let contents: Vec<u8> = t.contents.into();
+                if classify(&contents) == DatagramKind::Rtp {
+                    out.push(Datagram { at: now, contents });
+                } else {
+                    other.push(contents);
+                }
+            }
+            Output::Event(e) => on_event(e),
+        }
+    }
 }
 
 /// Untimed, between chunks: what the publisher sent besides RTP reaches the shard,
@@ -426,30 +437,16 @@ impl VideoRig {
                 tx.write_rtp(write);
             }
             self.frames += 1;
-            c.rtc
-                .handle_input(Input::Timeout(now))
-                .expect("publisher timeout");
-            loop {
-                match c.rtc.poll_output().expect("publisher output") {
-                    Output::Timeout(_) => break,
-                    Output::Transmit(t) => {
-                        let contents: Vec<u8> = t.contents.into();
-                        if classify(&contents) == DatagramKind::Rtp {
-                            out.push(Datagram { at: now, contents });
-                        } else {
-                            self.other.push(contents);
-                        }
-                    }
-                    Output::Event(str0m::Event::KeyframeRequest(r)) => {
-                        let layer = r
-                            .rid
-                            .and_then(|rid| RIDS.iter().position(|x| **x == *rid))
-                            .unwrap_or(0);
-                        self.keyframe_due[layer] = true;
-                    }
-                    Output::Event(_) => {}
+            let keyframe_due = &mut self.keyframe_due;
+            flush_publisher(&mut c.rtc, now, &mut out, &mut self.other, |e| {
+                if let str0m::Event::KeyframeRequest(r) = e {
+                    let layer = r
+                        .rid
+                        .and_then(|rid| RIDS.iter().position(|x| **x == *rid))
+                        .unwrap_or(0);
+                    keyframe_due[layer] = true;
                 }
-            }
+            });
         }
         out
     }
