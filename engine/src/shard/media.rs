@@ -395,19 +395,23 @@ impl Shard {
             };
             self.at_home(now, command);
         }
-        if let Some(view) = self.views.get(&room) {
-            for &s in &view.remote {
-                self.stats.handoffs_out += 1;
-                self.outbox.push_back((
-                    s,
-                    ShardMessage::Media {
-                        room: room.clone(),
-                        packet: packet.clone(),
-                    },
-                ));
-            }
-        }
+        self.hand_off(&room, |room| ShardMessage::Media {
+            room,
+            packet: packet.clone(),
+        });
         self.fan_out(now, &room, &packet);
+    }
+
+    /// Hands a publisher's packet once to every other shard holding members of
+    /// `room` (`message` builds each shard's copy).
+    pub(super) fn hand_off(&mut self, room: &RoomId, message: impl Fn(RoomId) -> ShardMessage) {
+        let Some(view) = self.views.get(room) else {
+            return;
+        };
+        for &s in &view.remote {
+            self.stats.handoffs_out += 1;
+            self.outbox.push_back((s, message(room.clone())));
+        }
     }
 
     /// The pipeline's subscriber side on this shard. In a proximity room an ordinary

@@ -87,18 +87,10 @@ impl Shard {
             payload: pkt.payload,
             received: now,
         };
-        if let Some(view) = self.views.get(&room) {
-            for &s in &view.remote {
-                self.stats.handoffs_out += 1;
-                self.outbox.push_back((
-                    s,
-                    ShardMessage::Video {
-                        room: room.clone(),
-                        packet: packet.clone(),
-                    },
-                ));
-            }
-        }
+        self.hand_off(&room, |room| ShardMessage::Video {
+            room,
+            packet: packet.clone(),
+        });
         self.fan_out_video(now, &room, &packet);
     }
 
@@ -358,7 +350,9 @@ impl Shard {
     pub(super) fn video_tick(&mut self, now: Instant, allocate_now: bool) {
         let mut owed: Vec<(ParticipantId, ClientEvent)> = Vec::new();
         for p in self.participants.iter_mut() {
-            if p.video.is_empty() {
+            // Only who negotiated video, or is owed its slot map: the tick visits no
+            // voice-only participant.
+            if !p.has_video() && !p.video_dirty {
                 continue;
             }
             if allocate_now {
