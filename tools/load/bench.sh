@@ -17,6 +17,10 @@
 #   tools/load/bench.sh tcp          # 50 rooms x 10 x 3 speakers, clients over UDP then ICE-TCP
 #   tools/load/bench.sh proximity-batch  # the same 1,000 silent, without then with positions:
 #                                    # the node's CPU per position batch
+#   tools/load/bench.sh video        # the audio standard load, then the video standard load
+#                                    # (10 rooms x 6, 2 cameras each, slots at medium and high)
+#                                    # without and with 2 speakers: CPU per video packet
+#   tools/load/bench.sh video-quick  # 2 rooms x 4, 2 cameras, 5 s: a smoke test
 #
 # Env: DURATION (default 60s), SHARDS (override the shard list), SIZES (sweep), OUT,
 #      CHORUS_BIN / LOAD_BIN (run these binaries instead of building target/$PROFILE's;
@@ -157,6 +161,17 @@ case "$mode" in
     done ;;
   tcp-quick)
     run "${SHARDS:-2}" 2 4 2 "${DURATION:-5s}" --transport tcp ;;
+  video)
+    # One node per run, same DURATION: the ratio of the video figure to the audio one
+    # comes from one invocation. The settle time lets the bandwidth estimates grow to
+    # the layers asked for (they start at 800 kbit/s).
+    for s in ${SHARDS:-1 2}; do
+      LABEL=audio run "$s" 50 10 3 "${DURATION:-30s}" --ramp 200
+      LABEL=video run "$s" 10 6 0 "${DURATION:-30s}" --cameras 2 --settle "${SETTLE:-10s}"
+      LABEL=video+voice run "$s" 10 6 2 "${DURATION:-30s}" --cameras 2 --settle "${SETTLE:-10s}"
+    done ;;
+  video-quick)
+    run "${SHARDS:-2}" 2 4 1 "${DURATION:-5s}" --cameras 2 --settle 3s ;;
   proximity-quick)
     run "${SHARDS:-2}" 1 20 4 "${DURATION:-5s}" --audio-slots 2 --proximity 30 --world 60 ;;
   signaling-quick)

@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Reads chorus-load JSON lines on stdin and fails unless the last run was clean.
 
-Media runs: everyone connected, no join failure, no loss, packets forwarded.
+Media runs: everyone connected, no join failure, no loss, packets forwarded; with
+cameras (--cameras), every video slot subscribed, video forwarded, no error after
+joining.
 Signaling-only runs (--signaling-only): everyone joined, every message answered, no
 socket closed early and no error after joining; with MAX_ANSWER_P99_MS,
 MAX_JOIN_P99_MS or MAX_RSS_KB_PER_PARTICIPANT in the environment, also those bounds
@@ -47,4 +49,19 @@ ok = (
     and r["loss"] == 0
     and r["forwarded_pps"] > 0
 )
+v = r.get("video")
+if v:
+    cams, per, rooms = v["cameras_per_room"], r["per_room"], r["rooms"]
+    expected = rooms * (cams * (cams - 1) + (per - cams) * cams)
+    print(
+        f"video: {v['subscriptions']}/{expected} slots subscribed, {v['forwarded_pps']:.0f} pps "
+        f"({v['forwarded_mbps']} Mbit/s) forwarded, layers {v['forwarded_layers']}, "
+        f"p99 {v['latency_ms']['p99']} ms"
+    )
+    ok = (
+        ok
+        and v["subscriptions"] == expected
+        and v["forwarded_pps"] > 0
+        and not r["errors_after_join"]
+    )
 sys.exit(0 if ok else "load smoke failed: " + json.dumps(r))

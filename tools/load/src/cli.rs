@@ -112,6 +112,43 @@ pub struct Args {
     /// (default: 3 × the radius).
     #[arg(long, requires = "proximity")]
     pub world: Option<f64>,
+    /// Video: the first CAMERAS participants of each room publish a camera (VP8
+    /// simulcast, three layers, at --video-kbps and --video-fps), and every participant
+    /// offers the room's video slots and, once all are connected, shows each camera of
+    /// its room (but its own) in one, at --video-quality. The rooms need that many
+    /// video slots (rooms made by a join take the node's --video-slots, default 4;
+    /// with --control the rooms are made with `video_slots` = CAMERAS).
+    #[arg(long, default_value_t = 0, conflicts_with_all = ["signaling_only", "churn_every"])]
+    pub cameras: u32,
+    /// With --cameras: frames per second of every layer.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=120))]
+    pub video_fps: u32,
+    /// With --cameras: the layers' bitrates in kbit/s, lowest first (`LOW,MEDIUM,HIGH`).
+    #[arg(long, default_value = "150,500,1500", value_parser = parse_kbps)]
+    pub video_kbps: [u32; 3],
+    /// With --cameras: the quality subscribers ask for (`mixed`: even positions of a
+    /// room `high`, odd ones `medium`).
+    #[arg(long, value_enum, default_value = "mixed")]
+    pub video_quality: crate::video::Quality,
+}
+
+/// `LOW,MEDIUM,HIGH` kbit/s, each 8..=20,000.
+pub fn parse_kbps(s: &str) -> Result<[u32; 3], String> {
+    let parts: Vec<&str> = s.split(',').map(str::trim).collect();
+    let [a, b, c] = parts.as_slice() else {
+        return Err(format!(
+            "--video-kbps {s:?}: expected three numbers, e.g. 150,500,1500"
+        ));
+    };
+    let mut out = [0u32; 3];
+    for (o, p) in out.iter_mut().zip([a, b, c]) {
+        *o = p
+            .parse()
+            .ok()
+            .filter(|k| (8..=20_000).contains(k))
+            .ok_or_else(|| format!("--video-kbps {s:?}: {p:?} is not 8..=20000 kbit/s"))?;
+    }
+    Ok(out)
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -188,6 +225,15 @@ mod tests {
         assert!(parse_duration("ten").is_err());
         assert!(parse_duration("5h").is_err());
         assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn bitrates() {
+        assert_eq!(parse_kbps("150,500,1500").unwrap(), [150, 500, 1500]);
+        assert_eq!(parse_kbps(" 100, 300 ,900").unwrap(), [100, 300, 900]);
+        assert!(parse_kbps("150,500").is_err());
+        assert!(parse_kbps("150,500,x").is_err());
+        assert!(parse_kbps("0,500,1500").is_err());
     }
 
     #[test]

@@ -106,6 +106,7 @@ mod procfs;
 mod proximity;
 mod signal;
 mod sigonly;
+mod video;
 mod worker;
 
 use std::collections::{BTreeMap, HashSet};
@@ -254,7 +255,24 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         cert,
         churn: args.churn_every.is_some(),
         tcp: args.transport == cli::Transport::Tcp,
+        video: (args.cameras > 0).then(|| {
+            video::VideoLoad::new(
+                args.cameras,
+                args.video_fps,
+                args.video_kbps,
+                args.video_quality,
+            )
+        }),
     };
+    if args.cameras > args.per_room {
+        bail!("--cameras {} > --per-room {}", args.cameras, args.per_room);
+    }
+    if args.cameras > 16 {
+        bail!(
+            "--cameras {}: a room has at most 16 video slots",
+            args.cameras
+        );
+    }
     let shared = Arc::new(Shared::new(participants as usize, args.workers as usize));
     let mut workers = Vec::new();
     for id in 0..args.workers as usize {
@@ -284,6 +302,9 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
             ..ChurnCounters::default()
         },
         ids: Mutex::new(Default::default()),
+        video_go: watch::channel(false).0,
+        subscriptions: AtomicU64::new(0),
+        video_slot_maps: AtomicU64::new(0),
     });
     if args.proximity.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
         bail!("--proximity must be a positive radius");
@@ -296,6 +317,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
             args.per_room,
             args.audio_slots,
             args.proximity,
+            (args.cameras > 0).then_some(args.cameras as u8),
         )
         .await?;
     }
@@ -386,6 +408,9 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     });
     let rss_after_ramp = node.as_ref().and_then(Node::rss_kb);
     let connected_n = connected(&shared);
+    // Video: everyone subscribes now (the settle time lets the bandwidth estimates
+    // grow to the layers asked for; give it several seconds).
+    sig.video_go.send_replace(true);
 
     // Measurement window.
     let mut window = None;
@@ -815,6 +840,7 @@ fn summarize(s: Summary<'_>) -> Value {
         h - node_cpu_s.map_or(0.0, |c| c / duration_s * 100.0)
             - self_cpu_s.map_or(0.0, |c| c / duration_s * 100.0)
     });
+    let video = summarize_video(&s, node_cpu_s, received);
     let rss_per = s
         .rss_before
         .zip(s.rss_after_ramp)
@@ -884,6 +910,60 @@ fn summarize(s: Summary<'_>) -> Value {
         "rtc_errors": rtc_errors,
         "foreign_packets": foreign,
         "churn": churn_json,
+        "video": video,
+    })
+}
+
+/// The `video` object of the JSON (null without `--cameras`): what the cameras sent
+/// and the slots received inside the window, and the node's CPU per forwarded packet
+/// over audio and video together (`audio_received`: the audio packets received).
+fn summarize_video(s: &Summary<'_>, node_cpu_s: Option<f64>, audio_received: u64) -> Value {
+    let args = s.args;
+    if args.cameras == 0 {
+        return Value::Null;
+    }
+    let mut v = video::VideoCounts::default();
+    for r in s.reports {
+        v.merge(&r.video);
+    }
+    let duration_s = args.duration.as_secs_f64();
+    // RTP header (12) + the extensions a slot carries (~8) + SRTP tag (16) + UDP/IP (28).
+    const OVERHEAD: u64 = 12 + 8 + 16 + 28;
+    let wire_bits = (v.payload_bytes + v.received * OVERHEAD) * 8;
+    let mbps = wire_bits as f64 / duration_s / 1e6;
+    let forwarded = v.received + audio_received;
+    let cores = node_cpu_s.map(|c| c / duration_s);
+    let layers = v.per_layer;
+    let total = layers.iter().sum::<u64>().max(1) as f64;
+    let cfg = s.sig.cfg.video.as_ref();
+    json!({
+        "cameras_per_room": args.cameras,
+        "fps": args.video_fps,
+        "layer_kbps": args.video_kbps,
+        "packets_per_frame": cfg.map(video::VideoLoad::packets_per_frame),
+        "quality": format!("{:?}", args.video_quality).to_lowercase(),
+        "subscriptions": s.sig.subscriptions.load(Ordering::Relaxed),
+        "video_slot_maps": s.sig.video_slot_maps.load(Ordering::Relaxed),
+        "sent_pps": round3(v.sent as f64 / duration_s),
+        "forwarded_pps": round3(v.received as f64 / duration_s),
+        "forwarded_mbps": round3(mbps),
+        "forwarded_layers": {
+            "low": round3(layers[0] as f64 / total),
+            "medium": round3(layers[1] as f64 / total),
+            "high": round3(layers[2] as f64 / total),
+        },
+        "keyframe_requests": v.keyframe_requests,
+        "latency_ms": {
+            "p50": ms(v.latency.quantile(0.5)),
+            "p99": ms(v.latency.quantile(0.99)),
+        },
+        "node_cpu_us_per_forwarded_packet": node_cpu_s
+            .filter(|_| forwarded > 0)
+            .map(|c| round3(c * 1e6 / forwarded as f64)),
+        "forwarded_mbps_per_core": cores
+            .filter(|c| *c > 0.0)
+            .map(|c| round3(mbps / c)),
+        "note": "audio and video packets together: node CPU in the window over every packet the clients received of it; Mbit/s counts the video copies on the wire (payload plus RTP, SRTP and UDP/IP headers)",
     })
 }
 

@@ -79,6 +79,7 @@ pub async fn create_rooms(
     per_room: u32,
     audio_slots: Option<u8>,
     radius: Option<f64>,
+    video_slots: Option<u8>,
 ) -> anyhow::Result<()> {
     let mut control = Control::connect(control).await?;
     for name in names {
@@ -88,6 +89,9 @@ pub async fn create_rooms(
         }
         if let Some(r) = radius {
             params["proximity"] = json!({"radius": r});
+        }
+        if let Some(n) = video_slots {
+            params["video_slots"] = json!(n);
         }
         control.call("room.create", params).await?;
     }

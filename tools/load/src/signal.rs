@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chorus_protocol::signal::{ClientMessage, DisplayName, RoomId, ServerMessage};
+use chorus_protocol::signal::{ClientMessage, DisplayName, RoomId, ServerMessage, Source};
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio::sync::{oneshot, watch};
@@ -50,6 +50,13 @@ pub struct Signaling {
     pub churn: ChurnCounters,
     /// Each slot's participant id, from its latest `joined` (for `--proximity`).
     pub ids: Mutex<std::collections::HashMap<u32, String>>,
+    /// With `--cameras`: set once everyone is connected; the participants then
+    /// subscribe their video slots to their room's cameras.
+    pub video_go: watch::Sender<bool>,
+    /// `subscribe` messages sent.
+    pub subscriptions: AtomicU64,
+    /// `video_slots` messages received.
+    pub video_slot_maps: AtomicU64,
 }
 
 /// What the churn did.
@@ -124,6 +131,26 @@ pub async fn participant(
     if let Some(churn) = churn {
         return churning(sig, global, ws, stop, churn).await;
     }
+    if sig.cfg.video.is_some() {
+        let mut go = sig.video_go.subscribe();
+        loop {
+            if *go.borrow_and_update() {
+                break;
+            }
+            tokio::select! {
+                r = read_until(&sig, &mut ws, &mut stop, None) => {
+                    if r == Read::Stopped {
+                        leave(ws).await;
+                    }
+                    return;
+                }
+                c = go.changed() => if c.is_err() { break },
+            }
+        }
+        if let Err(e) = subscribe_cameras(&sig, global, &mut ws).await {
+            bump(&sig.errors_after_join, format!("subscribe: {e}"));
+        }
+    }
     // Keep reading (the node closes a client that lets 1,024 messages queue up).
     if read_until(&sig, &mut ws, &mut stop, None).await == Read::Stopped {
         leave(ws).await;
@@ -177,8 +204,14 @@ async fn read_until(
         tokio::select! {
             msg = ws.next() => match msg {
                 Some(Ok(Message::Text(t))) => {
-                    if let Ok(ServerMessage::Error { code, .. }) = serde_json::from_str(&t) {
-                        bump(&sig.errors_after_join, code.as_str().to_owned());
+                    match serde_json::from_str(&t) {
+                        Ok(ServerMessage::Error { code, .. }) => {
+                            bump(&sig.errors_after_join, code.as_str().to_owned());
+                        }
+                        Ok(ServerMessage::VideoSlots { .. }) => {
+                            sig.video_slot_maps.fetch_add(1, Ordering::Relaxed);
+                        }
+                        _ => {}
                     }
                 }
                 Some(Ok(Message::Close(frame))) => {
@@ -407,9 +440,10 @@ async fn handshake(sig: &Signaling, global: u32, id: u32, ws: &mut Ws) -> Result
         .saturating_duration_since(sig.cfg.start)
         .as_nanos() as u64;
     send(ws, &join).await?;
-    let audio_slots = match expect(ws, "joined").await? {
+    let (audio_slots, video_slots) = match expect(ws, "joined").await? {
         ServerMessage::Joined {
             audio_slots,
+            video_slots,
             participant_id,
             ..
         } => {
@@ -418,10 +452,21 @@ async fn handshake(sig: &Signaling, global: u32, id: u32, ws: &mut Ws) -> Result
             if let Ok(mut ids) = sig.ids.lock() {
                 ids.insert(global, participant_id.to_string());
             }
-            audio_slots
+            (audio_slots, video_slots)
         }
         _ => return Err("unexpected reply to join".into()),
     };
+    if let Some(v) = &sig.cfg.video {
+        let needed = v
+            .cameras
+            .saturating_sub(u32::from(sig.cfg.is_camera(global)));
+        if u32::from(video_slots) < needed {
+            return Err(format!(
+                "the room gives {video_slots} video slots; --cameras {} needs {needed}",
+                v.cameras
+            ));
+        }
+    }
 
     let worker = &sig.workers[global as usize % sig.workers.len()];
     let (tx, rx) = oneshot::channel();
@@ -429,16 +474,22 @@ async fn handshake(sig: &Signaling, global: u32, id: u32, ws: &mut Ws) -> Result
         global,
         id,
         audio_slots,
+        video_slots,
         join_sent_ns,
         join_eligible,
         reply: tx,
     });
     let offer = rx.await.map_err(|_| "media worker gone".to_owned())??;
+    let sources = offer
+        .camera
+        .iter()
+        .map(|mid| (mid.clone(), Source::Camera))
+        .collect();
     send(
         ws,
         &ClientMessage::Offer {
-            sdp: offer,
-            sources: Default::default(),
+            sdp: offer.sdp,
+            sources,
         },
     )
     .await?;
@@ -448,7 +499,44 @@ async fn handshake(sig: &Signaling, global: u32, id: u32, ws: &mut Ws) -> Result
     };
     let (tx, rx) = oneshot::channel();
     worker.send(Cmd::Answer { id, sdp, reply: tx });
-    rx.await.map_err(|_| "media worker gone".to_owned())?
+    rx.await.map_err(|_| "media worker gone".to_owned())??;
+    if offer.camera.is_some() {
+        let video = ClientMessage::Video {
+            source: Source::Camera,
+            enabled: true,
+        };
+        send(ws, &video).await?;
+    }
+    Ok(())
+}
+
+/// Video slot `i` shows the `i`-th camera of the room (its own skipped), at the
+/// quality `--video-quality` gives this participant's position.
+async fn subscribe_cameras(sig: &Signaling, global: u32, ws: &mut Ws) -> Result<(), String> {
+    let Some(v) = &sig.cfg.video else {
+        return Ok(());
+    };
+    let rooms = sig.cfg.rooms;
+    let (room, pos) = (global % rooms, global / rooms);
+    let ids = sig.participant_ids();
+    let quality = v.quality.for_position(pos);
+    let mut slot = 0;
+    for p in (0..v.cameras).filter(|&p| p != pos) {
+        let Some(id) = ids.get(&(p * rooms + room)) else {
+            continue; // its join failed (counted there)
+        };
+        let participant_id = id.parse().map_err(|_| format!("participant id {id:?}"))?;
+        let msg = ClientMessage::Subscribe {
+            slot,
+            participant_id: Some(participant_id),
+            source: Source::Camera,
+            quality,
+        };
+        send(ws, &msg).await?;
+        sig.subscriptions.fetch_add(1, Ordering::Relaxed);
+        slot += 1;
+    }
+    Ok(())
 }
 
 async fn send(ws: &mut Ws, msg: &ClientMessage) -> Result<(), String> {

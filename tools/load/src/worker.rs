@@ -31,6 +31,7 @@ use tokio::sync::oneshot;
 use crate::accounting::StreamStats;
 use crate::hist::Hist;
 use crate::payload::Stamp;
+use crate::video::{self, Camera, VideoCounts, VideoLoad, VideoStamp};
 
 const WAKER: Token = Token(usize::MAX);
 /// How often a worker publishes its counters and latency histogram for progress lines.
@@ -58,6 +59,8 @@ pub struct RunConfig {
     /// Clients reach the node over ICE-TCP only (an active TCP candidate, RFC 4571
     /// framing) instead of UDP.
     pub tcp: bool,
+    /// Cameras and video slots (`--cameras`); `None` for a voice-only run.
+    pub video: Option<VideoLoad>,
 }
 
 impl RunConfig {
@@ -66,6 +69,13 @@ impl RunConfig {
     /// speak.
     pub fn is_speaker(&self, global: u32) -> bool {
         global / self.rooms < self.speakers
+    }
+
+    /// Whether participant `global` publishes a camera (the first `cameras` positions).
+    pub fn is_camera(&self, global: u32) -> bool {
+        self.video
+            .as_ref()
+            .is_some_and(|v| global / self.rooms < v.cameras)
     }
 }
 
@@ -122,11 +132,13 @@ pub enum Cmd {
         /// slot, a fresh one for each rejoin.
         id: u32,
         audio_slots: u8,
+        /// The room's video slots (offered only in a video run).
+        video_slots: u8,
         /// When `join` was sent, ns since start.
         join_sent_ns: u64,
         /// A speaker of its room was already connected when it joined.
         join_eligible: bool,
-        reply: oneshot::Sender<Result<String, String>>,
+        reply: oneshot::Sender<Result<Offered, String>>,
     },
     /// Apply the node's answer.
     Answer {
@@ -149,8 +161,17 @@ pub enum Cmd {
 }
 
 /// What a worker hands back at the end.
+/// A client's offer, for `offer`.
+pub struct Offered {
+    pub sdp: String,
+    /// The camera's mid (the offer's `sources`), if it publishes one.
+    pub camera: Option<String>,
+}
+
 pub struct WorkerReport {
     pub clients: Vec<ClientReport>,
+    /// Video packets sent and received inside the window.
+    pub video: VideoCounts,
     /// Latency of packets sent inside the window (ns).
     pub window_latency: Hist,
     /// Load packets received that were sent inside the window (duplicates included).
@@ -260,6 +281,8 @@ struct Client {
     tcp: Option<TcpConn>,
     local: SocketAddr,
     mic: Mid,
+    /// Its camera, if it publishes one (`--cameras`).
+    camera: Option<Camera>,
     pending: Option<SdpPendingOffer>,
     mic_pt: Option<Pt>,
     /// Sends packets (speaker, or a listener sending silence).
@@ -308,6 +331,7 @@ impl Client {
 enum Timer {
     Rtc,
     Frame,
+    VideoFrame,
 }
 
 /// Worker state other than the clients, so both can be borrowed at once.
@@ -331,6 +355,7 @@ struct Ctx {
     send_errors: u64,
     rtc_errors: u64,
     ice_disconnects: u64,
+    video: VideoCounts,
 }
 
 struct Worker {
@@ -409,11 +434,18 @@ impl Worker {
                     global,
                     id,
                     audio_slots,
+                    video_slots,
                     join_sent_ns,
                     join_eligible,
                     reply,
                 } => {
-                    let r = self.create(global, id, audio_slots, join_sent_ns, join_eligible);
+                    let r = self.create(
+                        global,
+                        id,
+                        (audio_slots, video_slots),
+                        join_sent_ns,
+                        join_eligible,
+                    );
                     let _ = reply.send(r);
                 }
                 Cmd::Answer { id, sdp, reply } => {
@@ -436,10 +468,10 @@ impl Worker {
         &mut self,
         global: u32,
         id: u32,
-        audio_slots: u8,
+        (audio_slots, video_slots): (u8, u8),
         join_sent_ns: u64,
         join_eligible: bool,
-    ) -> Result<String, String> {
+    ) -> Result<Offered, String> {
         let local_idx = self.clients.len();
         let mut socket = UdpSocket::bind(SocketAddr::new(self.cfg.bind_ip, 0))
             .map_err(|e| format!("bind UDP: {e}"))?;
@@ -452,9 +484,12 @@ impl Worker {
             .register(&mut socket, Token(local_idx), Interest::READABLE)
             .map_err(|e| format!("register UDP: {e}"))?;
         let now = Instant::now();
-        let mut rtc = chorus_client::config(OPUS_PT)
-            .set_dtls_cert(self.cfg.cert.clone())
-            .build(now);
+        let config = if self.cfg.video.is_some() {
+            chorus_client::video_config(OPUS_PT)
+        } else {
+            chorus_client::config(OPUS_PT)
+        };
+        let mut rtc = config.set_dtls_cert(self.cfg.cert.clone()).build(now);
         // ICE-TCP: an active candidate (RFC 6544: port 9, the client connects).
         let tcp_local = SocketAddr::new(self.cfg.bind_ip, 9);
         let candidate = if self.cfg.tcp {
@@ -469,12 +504,23 @@ impl Worker {
         .map_err(|e| format!("candidate: {e}"))?;
         rtc.add_local_candidate(candidate);
         let local = if self.cfg.tcp { tcp_local } else { local };
+        let publishes = self.cfg.is_camera(global);
+        let sections = chorus_client::VideoSections {
+            camera: publishes.then_some(&video::RIDS[..]),
+            screen: false,
+            slots: if self.cfg.video.is_some() {
+                usize::from(video_slots)
+            } else {
+                0
+            },
+        };
         let chorus_client::Offer {
             sdp: offer,
             pending,
             mic,
+            camera,
             ..
-        } = chorus_client::offer(&mut rtc, usize::from(audio_slots))
+        } = chorus_client::offer_with_video(&mut rtc, usize::from(audio_slots), &sections)
             .ok_or("str0m made no offer")?;
         let speaker = self.cfg.is_speaker(global);
         self.clients.push(Some(Client {
@@ -485,6 +531,7 @@ impl Worker {
             tcp: self.cfg.tcp.then(TcpConn::default),
             local,
             mic,
+            camera: camera.map(Camera::new),
             pending: Some(pending),
             mic_pt: None,
             sends: speaker || self.cfg.listeners_send_silence,
@@ -510,7 +557,10 @@ impl Worker {
             return Err("client vanished".into());
         };
         drain(c, local_idx, &self.cfg, &self.shared, &mut self.ctx, now);
-        Ok(offer)
+        Ok(Offered {
+            sdp: offer,
+            camera: camera.map(|m| m.to_string()),
+        })
     }
 
     /// Drops a leaving client's WebRTC state and socket; keeps its report.
@@ -537,6 +587,18 @@ impl Worker {
         let c = self.clients[idx].as_mut().ok_or("participant left")?;
         let pending = c.pending.take().ok_or("no offer outstanding")?;
         c.mic_pt = chorus_client::accept_answer(&mut c.rtc, pending, sdp)?;
+        if let Some(cam) = c.camera.as_mut() {
+            cam.pt = c
+                .rtc
+                .codec_config()
+                .params()
+                .iter()
+                .find(|p| p.spec().codec == str0m::format::Codec::Vp8)
+                .map(|p| p.pt());
+            if cam.pt.is_none() {
+                return Err("the answer has no VP8 for the camera".into());
+            }
+        }
         let now = Instant::now();
         if let Err(e) = c.rtc.handle_input(Input::Timeout(now)) {
             c.dead = true;
@@ -577,6 +639,29 @@ impl Worker {
                     }
                     c.next_frame = Some(next);
                     self.ctx.timers.push(Reverse((next, idx, Timer::Frame)));
+                }
+                Timer::VideoFrame => {
+                    let (Some(cam), Some(v)) = (c.camera.as_mut(), self.cfg.video.as_ref()) else {
+                        continue;
+                    };
+                    if cam.next_frame != Some(at) {
+                        continue;
+                    }
+                    let send_ns = ns_since(self.cfg.start, t);
+                    let n = cam.write_frame(&mut c.rtc, v, c.id, send_ns, t);
+                    let (ws, we) = self.ctx.window;
+                    if send_ns >= ws && send_ns < we {
+                        self.ctx.video.sent += n;
+                    }
+                    self.ctx.sent += n;
+                    let mut next = at + v.frame;
+                    if next + 5 * v.frame < t {
+                        next = t + v.frame;
+                    }
+                    cam.next_frame = Some(next);
+                    self.ctx
+                        .timers
+                        .push(Reverse((next, idx, Timer::VideoFrame)));
                 }
             }
             // Either the timeout is due, or a packet was just written: str0m sends it
@@ -713,7 +798,16 @@ impl Worker {
                 .filter_map(Option::as_mut)
                 .map(|c| c.report(None)),
         );
+        let mut video = std::mem::take(&mut self.ctx.video);
+        video.keyframe_requests = self
+            .clients
+            .iter()
+            .filter_map(Option::as_ref)
+            .filter_map(|c| c.camera.as_ref())
+            .map(|cam| cam.keyframe_requests)
+            .sum();
         WorkerReport {
+            video,
             clients,
             window_latency: std::mem::take(&mut self.ctx.window_latency),
             window_received: self.ctx.window_received,
@@ -927,11 +1021,35 @@ fn on_event(
                 c.next_frame = Some(now);
                 ctx.timers.push(Reverse((now, idx, Timer::Frame)));
             }
+            if let Some(cam) = c.camera.as_mut() {
+                cam.next_frame = Some(now);
+                ctx.timers.push(Reverse((now, idx, Timer::VideoFrame)));
+            }
+        }
+        Event::KeyframeRequest(r) => {
+            if let Some(cam) = c.camera.as_mut() {
+                cam.keyframe_requested(r.rid);
+            }
         }
         Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
             ctx.ice_disconnects += 1;
         }
         Event::RtpPacket(p) => {
+            if let Some(v) = VideoStamp::read_tail(&p.payload) {
+                let now_ns = ns_since(cfg.start, now);
+                ctx.received += 1;
+                let (ws, we) = ctx.window;
+                if v.send_ns >= ws && v.send_ns < we {
+                    let counts = &mut ctx.video;
+                    counts.received += 1;
+                    counts.payload_bytes += p.payload.len() as u64;
+                    if let Some(n) = counts.per_layer.get_mut(usize::from(v.layer)) {
+                        *n += 1;
+                    }
+                    counts.latency.record(now_ns.saturating_sub(v.send_ns));
+                }
+                return;
+            }
             let Some(stamp) = Stamp::decode(&p.payload) else {
                 ctx.foreign += 1;
                 return;
