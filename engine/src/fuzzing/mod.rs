@@ -27,6 +27,9 @@ use crate::mesh::{participant_id, room_home};
 use crate::shard::{generate_certificate, Shard};
 use crate::ShardConfig;
 
+mod video;
+pub use video::video_slot;
+
 const SHARDS: usize = 2;
 const ROOMS: [&str; 3] = ["r0", "r1", "guild:2"];
 /// Steps a single input may take; more is not interesting, only slow.
