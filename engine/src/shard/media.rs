@@ -35,6 +35,13 @@ use str0m::media::{Mid, Pt, Rid};
 /// The least time between two timer turns of a participant with video.
 const MIN_VIDEO_TIMER_STEP: std::time::Duration = std::time::Duration::from_millis(1);
 
+/// Timeouts given to a video participant's str0m in one drain while its pacer lets
+/// queued packets out (one per timeout; see [`Shard::drain`]).
+const MAX_PACER_ROUNDS: u32 = 64;
+/// How far ahead of `now` str0m's pacer asks for its next turn between two packets of
+/// a burst (1 µs: it wants time to advance between them).
+const PACER_STEP: std::time::Duration = std::time::Duration::from_micros(1);
+
 /// Times a media command may be sent after a participant that keeps moving.
 const MAX_REDIRECTS: u8 = 16;
 
@@ -233,6 +240,31 @@ impl Shard {
             return;
         };
         p.drain(&self.config, &mut self.transmits, &mut self.media);
+        if p.has_video() {
+            // str0m's pacer learns of packets written to it at its next timeout, lets
+            // one out, then asks for a timeout a microsecond later while its budget
+            // lasts: give it those timeouts here, while each one sends something, so
+            // that a frame leaves in this batch instead of a packet per timer turn
+            // (one wake-up and one `sendmmsg` each, and a frame spread over
+            // milliseconds). The first round may send nothing yet.
+            let mut rounds = 0;
+            let mut sent_before: Option<usize> = None;
+            while sent_before.is_none_or(|n| self.transmits.len() > n)
+                && rounds < MAX_PACER_ROUNDS
+                && p.next_timeout <= now + PACER_STEP * (rounds + 1)
+            {
+                rounds += 1;
+                sent_before = Some(self.transmits.len());
+                self.stats.rtc_timeouts += 1;
+                let at = p.next_timeout.max(now);
+                if let Err(e) = p.rtc.handle_input(Input::Timeout(at)) {
+                    tracing::debug!(participant = %pid, error = %e, "rtc timeout failed");
+                    p.failed = true;
+                    break;
+                }
+                p.drain(&self.config, &mut self.transmits, &mut self.media);
+            }
+        }
         p.quality.add_reports(std::mem::take(&mut p.egress.reports));
         if let Some(q) = p.quality.take() {
             self.events
