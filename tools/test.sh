@@ -62,8 +62,9 @@ PROFILE=debug OUT=target/bench/smoke.jsonl SHARDS=2 tools/load/bench.sh quick | 
 step "load smoke over ICE-TCP: the same clients reaching the node over TCP only (RFC 4571 frames)"
 PROFILE=debug OUT=target/bench/smoke-tcp.jsonl SHARDS=2 tools/load/bench.sh tcp-quick | python3 tools/load/check.py
 
-step "load smoke with video: two VP8 simulcast cameras per room, every participant's video slots subscribed"
+step "load smoke with video: two VP8 simulcast cameras per room, every participant's video slots subscribed; over UDP, then over ICE-TCP"
 PROFILE=debug OUT=target/bench/smoke-video.jsonl SHARDS=2 tools/load/bench.sh video-quick | python3 tools/load/check.py
+PROFILE=debug OUT=target/bench/smoke-video-tcp.jsonl SHARDS=2 tools/load/bench.sh video-tcp-quick | python3 tools/load/check.py
 
 step "signaling smoke: 200 WebSocket clients join and send 1,000 pings and mutes a second (no media); RSS per participant bounded"
 PROFILE=debug OUT=target/bench/signaling-smoke.jsonl SHARDS=2 tools/load/bench.sh signaling-quick | MAX_RSS_KB_PER_PARTICIPANT=100 python3 tools/load/check.py

@@ -57,10 +57,19 @@ pub struct TcpLimits {
     pub max_frame: usize,
     /// Unsent bytes a connection may have; more is dropped.
     pub write_buffer: usize,
-    /// Datagrams a connection may send per second (a client sends ~60: audio, RTCP,
-    /// consent checks); more are dropped, and a connection that keeps at it is closed.
+    /// Of `write_buffer`, what only small datagrams (up to [`SMALL_DATAGRAM`] bytes:
+    /// audio, RTCP, ICE) may fill: a connection backed up with video still takes its
+    /// audio (voice is never dropped for video).
+    pub small_reserve: usize,
+    /// Datagrams a connection may send per second (a voice client sends ~60: audio,
+    /// RTCP, consent checks; a simulcast camera ~300 more); more are dropped, and a
+    /// connection that keeps at it is closed.
     pub frames_per_second: u32,
 }
+
+/// The largest datagram [`TcpLimits::small_reserve`] is kept for: an Opus packet with
+/// its headers, RTCP and STUN fit; video packets (~1,200 bytes) do not.
+pub const SMALL_DATAGRAM: usize = 400;
 
 impl Default for TcpLimits {
     fn default() -> Self {
@@ -70,9 +79,13 @@ impl Default for TcpLimits {
             first_stun: Duration::from_secs(5),
             idle: Duration::from_secs(30),
             max_frame: 4096,
-            frames_per_second: 200,
-            // ~1 s of three slots' audio: past it, late audio is dropped, not queued.
-            write_buffer: 16 * 1024,
+            // A camera's three layers and a screen share, audio, RTCP.
+            frames_per_second: 1_500,
+            // ~0.2 s of two video slots at 1.5 Mbit/s; past it, video is dropped (the
+            // bandwidth estimate, measured over this connection, brings the layers
+            // down). The last 16 KB (~1 s of three slots' audio) are audio's.
+            write_buffer: 64 * 1024,
+            small_reserve: 16 * 1024,
         }
     }
 }
@@ -436,10 +449,17 @@ impl TcpThread {
                 .get(&out.destination)
                 .copied()
                 .and_then(|i| Some((i, self.conns.get_mut(i)?.as_mut()?)));
+            let room = if out.data.len() <= SMALL_DATAGRAM {
+                self.limits.write_buffer
+            } else {
+                self.limits
+                    .write_buffer
+                    .saturating_sub(self.limits.small_reserve)
+            };
             match conn {
                 Some((i, conn))
                     if out.data.len() <= u16::MAX as usize
-                        && conn.write.len() + out.data.len() + 2 <= self.limits.write_buffer =>
+                        && conn.write.len() + out.data.len() + 2 <= room =>
                 {
                     conn.verified = true;
                     conn.write.extend((out.data.len() as u16).to_be_bytes());

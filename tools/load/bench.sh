@@ -21,6 +21,7 @@
 #                                    # (10 rooms x 6, 2 cameras each, slots at medium and high)
 #                                    # without and with 2 speakers: CPU per video packet
 #   tools/load/bench.sh video-quick  # 2 rooms x 4, 2 cameras, 5 s: a smoke test
+#   tools/load/bench.sh video-tcp-quick  # the same over ICE-TCP
 #
 # Env: DURATION (default 60s), SHARDS (override the shard list), SIZES (sweep), OUT,
 #      CHORUS_BIN / LOAD_BIN (run these binaries instead of building target/$PROFILE's;
@@ -172,6 +173,8 @@ case "$mode" in
     done ;;
   video-quick)
     run "${SHARDS:-2}" 2 4 1 "${DURATION:-5s}" --cameras 2 --settle 3s ;;
+  video-tcp-quick)
+    run "${SHARDS:-2}" 2 4 1 "${DURATION:-5s}" --cameras 2 --settle 3s --transport tcp ;;
   proximity-quick)
     run "${SHARDS:-2}" 1 20 4 "${DURATION:-5s}" --audio-slots 2 --proximity 30 --world 60 ;;
   signaling-quick)
