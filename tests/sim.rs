@@ -78,6 +78,8 @@ pub struct Publishing {
     /// Layers that do not send (a browser short of uplink stops its top layers).
     pub paused: Vec<bool>,
     pub on: bool,
+    /// Sends H.264 (packetization mode 1) instead of VP8.
+    pub h264: bool,
 }
 
 pub struct Client {
@@ -467,7 +469,18 @@ impl Sim {
     /// and the room's video slots; runs until media is up. The camera sends once
     /// [`Sim::publish`] turns it on.
     pub fn connect_video(&mut self, name: &str, room: &str, rids: Option<&[&str]>) -> usize {
-        let idx = self.join_over(name, room, 111, Permissions::ALL, false, None);
+        self.connect_video_over(name, room, rids, false)
+    }
+
+    /// [`Sim::connect_video`] over ICE-TCP only (`tcp`) or UDP.
+    pub fn connect_video_over(
+        &mut self,
+        name: &str,
+        room: &str,
+        rids: Option<&[&str]>,
+        tcp: bool,
+    ) -> usize {
+        let idx = self.join_over(name, room, 111, Permissions::ALL, tcp, None);
         self.video_offer(idx, rids);
         self.run_until(Duration::from_secs(5), |s| s.clients[idx].connected);
         assert!(self.clients[idx].connected, "{name} did not connect");
@@ -500,6 +513,7 @@ impl Sim {
             plis: vec![0; layers],
             paused: vec![false; layers],
             on: false,
+            h264: false,
         };
         c.pending = Some(offer.pending);
         let participant = c.id;
@@ -812,16 +826,25 @@ fn send_frame(c: &mut Client, idx: usize, now: Instant, level: u8) {
 /// One video frame per layer of a publishing client: one packet each, VP8 with a
 /// 15-bit picture id and TL0PICIDX, then `0xD1`, the sender's index, the layer and
 /// the frame counter. A layer's first frame, and one after a PLI, is a keyframe.
+/// With H.264 ([`Publishing::h264`]): a keyframe is a STAP-A of SPS and PPS, then an
+/// IDR slice, other frames a non-IDR slice; then `0xD2`, the sender, layer and frame.
 fn send_video_frame(c: &mut Client, idx: usize, now: Instant) {
     let Some(mid) = c.camera.mid else {
         return;
     };
+    let h264 = c.camera.h264;
     let Some(pt) = c
         .rtc
         .codec_config()
         .params()
         .iter()
-        .find(|p| p.spec().codec == Codec::Vp8)
+        .find(|p| {
+            if h264 {
+                p.spec().codec == Codec::H264 && p.spec().format.packetization_mode == Some(1)
+            } else {
+                p.spec().codec == Codec::Vp8
+            }
+        })
         .map(|p| p.pt())
     else {
         return;
@@ -834,18 +857,29 @@ fn send_video_frame(c: &mut Client, idx: usize, now: Instant) {
         let key = std::mem::take(&mut c.camera.keyframe_due[layer]);
         // Each layer numbers its pictures from its own base, as encoders do.
         let picture_id = (frame as u16).wrapping_add(1000 * layer as u16) & 0x7fff;
-        let mut payload = vec![
-            0x90,
-            0xe0,
-            0x80 | (picture_id >> 8) as u8,
-            picture_id as u8,
-            (frame as u8).wrapping_add(layer as u8 * 50),
-            0x00, // TID 0, Y 0
-            if key { 0x00 } else { 0x01 },
-            0xD1,
-            idx as u8,
-            layer as u8,
-        ];
+        let mut payload = if h264 {
+            let mut p = if key {
+                // STAP-A: SPS (3 bytes), PPS (2 bytes); then the IDR slice's header.
+                vec![0x78, 0, 3, 0x67, 0x42, 0x1f, 0, 2, 0x68, 0xce]
+            } else {
+                vec![0x41]
+            };
+            p.extend_from_slice(&[0xD2, idx as u8, layer as u8]);
+            p
+        } else {
+            vec![
+                0x90,
+                0xe0,
+                0x80 | (picture_id >> 8) as u8,
+                picture_id as u8,
+                (frame as u8).wrapping_add(layer as u8 * 50),
+                0x00, // TID 0, Y 0
+                if key { 0x00 } else { 0x01 },
+                0xD1,
+                idx as u8,
+                layer as u8,
+            ]
+        };
         payload.extend_from_slice(&frame.to_be_bytes());
         payload.extend_from_slice(&[0u8; 100]);
         let seq = 20_000 * (layer as u64 + 1) + frame as u64;
@@ -894,6 +928,18 @@ fn on_client_event(c: &mut Client, now: Instant, e: RtcEvent) {
                         keyframe: vp8 & 1 == 0,
                         picture_id: (u16::from(p0 & 0x7f) << 8) | u16::from(*p1),
                         tl0picidx: *tl0,
+                    }),
+                ),
+                // H.264: a non-IDR slice, or the keyframe's STAP-A (SPS, PPS).
+                [0x41, 0xD2, from, layer, a, b, cc, d, ..]
+                | [0x78, 0, 3, 0x67, _, _, 0, 2, 0x68, _, 0xD2, from, layer, a, b, cc, d, ..] => (
+                    *from as usize,
+                    u32::from_be_bytes([*a, *b, *cc, *d]),
+                    Some(VideoReceived {
+                        layer: *layer,
+                        keyframe: p.payload[0] == 0x78,
+                        picture_id: 0,
+                        tl0picidx: 0,
                     }),
                 ),
                 _ => (usize::MAX, 0, None),

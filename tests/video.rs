@@ -2,8 +2,9 @@
 //! slot at the layer its `subscribe` asks for; the slot switches layers and
 //! publishers only on a keyframe of the new one (asked for with a PLI) and stays one
 //! continuous stream (sequence numbers, VP8 picture ids); `video_slots` tells the
-//! client what each slot forwards; bad requests get `bad_request`. str0m clients, a
-//! simulated clock.
+//! client what each slot forwards; bad requests get `bad_request`; H.264 simulcast
+//! switches on IDR pictures as VP8 does on keyframes; video goes over ICE-TCP. str0m
+//! clients, a simulated clock.
 #![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
@@ -350,4 +351,101 @@ fn a_slot_cleared_and_subscribed_again_continues_its_stream() {
     assert!(got.len() > paused + 10, "forwarding again");
     assert!(got[paused].video.unwrap().keyframe, "again from a keyframe");
     assert_continuous(&got);
+}
+
+/// The payload type `idx` negotiated for H.264 in packetization mode 1.
+fn h264_pt(sim: &Sim, idx: usize) -> u8 {
+    *sim.clients[idx]
+        .rtc
+        .codec_config()
+        .params()
+        .iter()
+        .find(|p| {
+            p.spec().codec == str0m::format::Codec::H264
+                && p.spec().format.packetization_mode == Some(1)
+        })
+        .map(|p| p.pt())
+        .unwrap()
+}
+
+#[test]
+fn h264_simulcast_is_forwarded_and_switches_on_idr_pictures() {
+    let mut sim = Sim::new();
+    let a = sim.connect_video("a", "v", Some(RIDS));
+    let b = sim.connect_video("b", "v", None);
+    sim.clients[a].camera.h264 = true;
+    sim.publish(a, true);
+    sim.subscribe(b, 0, Some(a), High);
+    sim.run_for(Duration::from_secs(2));
+
+    let got = sim.video_from(b, 0, a);
+    assert!(got.len() > 40, "{} packets in 2 s", got.len());
+    assert_eq!(
+        layers(&got).last(),
+        Some(&2),
+        "the top layer: {:?}",
+        layers(&got)
+    );
+    assert!(got[0].video.unwrap().keyframe, "starts on an IDR picture");
+    // Each layer change happened on an IDR picture of the new layer.
+    for w in got.windows(2) {
+        let (x, y) = (w[0].video.unwrap(), w[1].video.unwrap());
+        assert!(x.layer == y.layer || y.keyframe, "{x:?} then {y:?}");
+    }
+    let pt = h264_pt(&sim, b);
+    assert!(
+        got.iter().all(|p| p.pt == pt),
+        "the subscriber's H.264 payload type"
+    );
+    for w in got.windows(2) {
+        assert_eq!(w[1].seq, w[0].seq + 1, "one continuous stream");
+    }
+
+    // Down to low: forwarded from the low layer's next IDR picture (asked for), with
+    // the sequence going on.
+    let plis = sim.clients[a].camera.plis[0];
+    let before = got.len();
+    sim.subscribe(b, 0, Some(a), Low);
+    sim.run_for(Duration::from_secs(2));
+    assert!(sim.clients[a].camera.plis[0] > plis, "a PLI for layer 0");
+    let got = sim.video_from(b, 0, a);
+    let after = &got[before..];
+    let first_low = after
+        .iter()
+        .position(|p| p.video.unwrap().layer == 0)
+        .unwrap();
+    assert!(
+        after[first_low].video.unwrap().keyframe,
+        "switched on an IDR picture"
+    );
+    assert!(after[first_low..]
+        .iter()
+        .all(|p| p.video.unwrap().layer == 0));
+    for w in got.windows(2) {
+        assert_eq!(
+            w[1].seq,
+            w[0].seq + 1,
+            "one continuous stream across the switch"
+        );
+    }
+    assert_eq!(video_slots(&sim, b)[0].layer, Some(VideoQuality::Low));
+}
+
+#[test]
+fn video_goes_over_ice_tcp_with_its_bandwidth_estimate() {
+    // Both ends over ICE-TCP only: the camera's layers come in over TCP, the slot goes
+    // out over TCP, and the subscriber's estimate (transport-cc over that connection)
+    // lets the slot reach the layer it asked for.
+    let mut sim = Sim::new();
+    let a = sim.connect_video_over("a", "v", Some(RIDS), true);
+    let b = sim.connect_video_over("b", "v", None, true);
+    sim.publish(a, true);
+    sim.subscribe(b, 0, Some(a), Medium);
+    sim.run_for(Duration::from_secs(3));
+    let got = sim.video_from(b, 0, a);
+    assert!(got.len() > 60, "{} packets in 3 s over TCP", got.len());
+    assert_eq!(layers(&got).last(), Some(&1), "the middle layer");
+    assert!(got[0].video.unwrap().keyframe);
+    assert_continuous(&got);
+    assert_eq!(video_slots(&sim, b)[0].layer, Some(VideoQuality::Medium));
 }
