@@ -1,7 +1,8 @@
 // Real-browser end-to-end test of a Chorus node: three headless Chromium pages use the
 // demo page (/) as people would, while a backend drives the node through its control
-// socket (JSON-RPC 2.0, docs/control.md); plus a raw-WebSocket test of protocol error
-// handling.
+// socket (JSON-RPC 2.0, docs/control.md); pages relayed through a real coturn, and a
+// page whose UDP is blocked reaching the node over ICE-TCP (voice and a camera both
+// ways over each); plus a raw-WebSocket test of protocol error handling.
 //
 //   CHORUS_BIN=target/debug/chorus node --test call.test.mjs    (see run.sh)
 //
@@ -1192,6 +1193,17 @@ test('three browsers talk through a real coturn (relay only)', { timeout: 90_000
       assert.equal(pair.local, 'relay', `${name}'s selected pair is relayed: ${JSON.stringify(pair)}`);
       for (const other of names.filter((n) => n !== name)) await assertHearing(pages[name], who[other].csrc, `${name} hears ${other} through TURN`);
     }
+    // Video through the relay too: Una starts her camera on the demo page; Vic's page
+    // subscribes by itself and decodes her frames, his bandwidth estimate measuring the
+    // relayed path.
+    await pages.Una.click('#camera');
+    const tileInfo = await poll('Vic decodes Una\'s camera through TURN', async () => {
+      const s = await pages.Vic.evaluate(async (id) => (await window.chorus.videoStats())
+        .find((v) => v.participant_id === id), who.Una.id);
+      return s && s.frames_decoded > 30 && s.frame_width >= 300 ? s : { ok: false, ...s };
+    }, { timeout: 30_000 });
+    t.diagnostic(`video through TURN: ${tileInfo.frame_width}×${tileInfo.frame_height}, layer ${tileInfo.layer}, ${tileInfo.frames_decoded} frames`);
+    await pages.Una.click('#camera');
     // coturn itself saw the allocations, under the participants' REST usernames.
     for (const name of names) {
       assert.ok(turnLog.some((l) => l.includes(`:${who[name].id}`)),
@@ -1292,6 +1304,21 @@ test('a browser whose UDP is blocked joins over ICE-TCP', { timeout: 90_000, ski
     await assertHearing(udp, who.Tess.csrc, 'Ulf hears Tess (TCP)');
     assert.ok(nodeLog.some((l) => l.includes('ICE-TCP connection bound') && l.includes(who.Tess.id)),
       'the node bound a TCP connection to Tess');
+    // Video both ways over the TCP connection: Tess's camera to Ulf, Ulf's to Tess
+    // (each page subscribes by itself).
+    await tcp.click('#camera');
+    await udp.click('#camera');
+    for (const [page, from, what] of [[udp, who.Tess.id, 'Ulf decodes Tess\'s camera (sent over TCP)'],
+      [tcp, who.Ulf.id, 'Tess decodes Ulf\'s camera (received over TCP)']]) {
+      const s = await poll(what, async () => {
+        const v = await page.evaluate(async (id) => (await window.chorus.videoStats())
+          .find((x) => x.participant_id === id), from);
+        return v && v.frames_decoded > 30 && v.frame_width >= 300 ? v : { ok: false, ...v };
+      }, { timeout: 30_000 });
+      t.diagnostic(`${what}: ${s.frame_width}×${s.frame_height}, layer ${s.layer}`);
+    }
+    await tcp.click('#camera');
+    await udp.click('#camera');
     // Mute, deafen and leave work over TCP as over UDP.
     await tcp.click('#mute');
     await assertNotHearing(udp, who.Tess.csrc, 'Tess, muted');
