@@ -709,8 +709,16 @@ pub(crate) fn answer(
                     .iter()
                     .find(|(m, _)| m == mid)
                     .ok_or_else(|| AnswerError::MissingSection(mid.clone()))?;
+                let offered = offered_formats(&prepared.sdp, mid);
                 for line in *section {
-                    push_line(&mut out, line);
+                    match line.strip_prefix("m=") {
+                        // The client's order of preference, not str0m's: a client
+                        // sends the first codec of the answer (`videoCodec: 'h264'`).
+                        Some(m) if !offered.is_empty() => {
+                            push_line(&mut out, &format!("m={}", in_offered_order(m, &offered)));
+                        }
+                        _ => push_line(&mut out, line),
+                    }
                 }
             }
             Answerer::Slot { index, proto } => {
@@ -753,6 +761,36 @@ pub(crate) fn answer(
         }
     }
     Ok(candidates_in_every_section(&out))
+}
+
+/// The payload types of section `mid`'s `m=` line in `sdp`, in the offer's order.
+fn offered_formats<'a>(sdp: &'a str, mid: &str) -> Vec<&'a str> {
+    let mut current: Option<&str> = None;
+    for line in sdp.lines().map(str::trim_end) {
+        if line.starts_with("m=") {
+            current = Some(line);
+        } else if line.strip_prefix("a=mid:").map(str::trim) == Some(mid) {
+            return current
+                .map(|m| m.split(' ').skip(3).collect())
+                .unwrap_or_default();
+        }
+    }
+    Vec::new()
+}
+
+/// An `m=` line's value (`video 9 UDP/TLS/RTP/SAVPF 96 98 …`) with its payload types
+/// ordered as `offered` lists them (any it does not list last, as they were).
+fn in_offered_order(m: &str, offered: &[&str]) -> String {
+    let parts: Vec<&str> = m.split(' ').collect();
+    let (head, formats) = parts.split_at(parts.len().min(3));
+    let mut formats = formats.to_vec();
+    formats.sort_by_key(|f| offered.iter().position(|o| o == f).unwrap_or(usize::MAX));
+    let mut out = head.join(" ");
+    for f in formats {
+        out.push(' ');
+        out.push_str(f);
+    }
+    out
 }
 
 fn push_line(out: &mut String, line: &str) {
@@ -1254,5 +1292,20 @@ mod tests {
             prepare_offer(&huge, 8, VideoPolicy::default()),
             Err(OfferError::TooLarge(_))
         ));
+    }
+
+    #[test]
+    fn answers_keep_the_clients_codec_order() {
+        let sdp = "v=0\r\nm=audio 9 X 111\r\na=mid:0\r\nm=video 9 UDP/TLS/RTP/SAVPF 102 103 96 97\r\na=mid:3\r\n";
+        let offered = offered_formats(sdp, "3");
+        assert_eq!(offered, ["102", "103", "96", "97"]);
+        assert_eq!(offered_formats(sdp, "0"), ["111"]);
+        assert!(offered_formats(sdp, "9").is_empty());
+        // str0m put VP8 (96) first; the client offered H.264 (102) first.
+        assert_eq!(
+            in_offered_order("video 9 UDP/TLS/RTP/SAVPF 96 97 102 103 127", &offered),
+            "video 9 UDP/TLS/RTP/SAVPF 102 103 96 97 127"
+        );
+        assert_eq!(in_offered_order("video 9", &offered), "video 9");
     }
 }

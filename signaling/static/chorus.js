@@ -121,16 +121,17 @@ function preferOpus(pc, transceivers) {
 
 /**
  * Offer the video codecs the node forwards (VP8 first, then H.264 in packetization
- * mode 1, with their RTX) where the browser lets us choose. Best effort.
+ * mode 1, with their RTX) where the browser lets us choose; `first` ('h264') puts
+ * H.264 first instead, so that the camera and the screen send it. Best effort.
  */
-function preferForwardedVideo(transceivers) {
+function preferForwardedVideo(transceivers, first = 'vp8') {
   try {
     const codecs = RTCRtpReceiver.getCapabilities?.('video')?.codecs ?? [];
     const vp8 = codecs.filter((c) => c.mimeType.toLowerCase() === 'video/vp8');
     const h264 = codecs.filter((c) => c.mimeType.toLowerCase() === 'video/h264'
       && /packetization-mode=1/.test(c.sdpFmtpLine ?? ''));
     const rtx = codecs.filter((c) => c.mimeType.toLowerCase() === 'video/rtx');
-    const list = [...vp8, ...h264, ...rtx];
+    const list = first === 'h264' ? [...h264, ...vp8, ...rtx] : [...vp8, ...h264, ...rtx];
     if (vp8.length + h264.length === 0) return;
     for (const t of transceivers) {
       if (typeof t.setCodecPreferences === 'function') t.setCodecPreferences(list);
@@ -233,6 +234,9 @@ export class ChorusClient extends EventTarget {
    * @param {boolean} [options.video] offer video (a camera and a screen section, and
    *   the room's video slots) when the room has video; default true. Publishing later
    *   never renegotiates: the sections are there from the join.
+   * @param {'vp8'|'h264'} [options.videoCodec] what the camera and the screen send:
+   *   VP8 (default) or H.264 (packetization mode 1). Either way the video slots take
+   *   both: the node forwards each publisher's codec as it is.
    * @param {boolean} [options.encodedInsertableStreams] create the RTCPeerConnection with
    *   Chromium's `encodedInsertableStreams` (for end-to-end encryption by encoded
    *   transforms: the node forwards payloads it never reads); default false.
@@ -245,7 +249,7 @@ export class ChorusClient extends EventTarget {
    *   themselves: screen shares first, then cameras, newest first, at `quality`
    *   (default `'medium'`). See `setAutoSubscribe()`.
    */
-  constructor({ url, audioContainer, resumeTimeoutMs, autoIceRestart, priorityDuckDb, spatial, iceTransportPolicy, video, autoSubscribe, encodedInsertableStreams, onTransceiver } = {}) {
+  constructor({ url, audioContainer, resumeTimeoutMs, autoIceRestart, priorityDuckDb, spatial, iceTransportPolicy, video, autoSubscribe, encodedInsertableStreams, onTransceiver, videoCodec } = {}) {
     super();
     this.url = url ?? defaultUrl();
     this.audioContainer = audioContainer ?? null;
@@ -313,6 +317,7 @@ export class ChorusClient extends EventTarget {
 
     this.video = video !== false;
     this.encodedInsertableStreams = encodedInsertableStreams === true;
+    this.videoCodec = videoCodec === 'h264' ? 'h264' : 'vp8';
     this._onTransceiver = typeof onTransceiver === 'function' ? onTransceiver : null;
     this.videoSlots = [];
     this.videoSlotCount = 0;
@@ -558,7 +563,7 @@ export class ChorusClient extends EventTarget {
     const out = this.videoSlots.map((s) => ({
       slot: s.index, mid: s.mid, participant_id: s.participant_id, layer: s.layer,
       frames_decoded: 0, frame_width: null, frame_height: null, fps: null,
-      bytes_received: 0, packets_lost: 0, nack_count: 0, pli_count: 0,
+      bytes_received: 0, packets_lost: 0, nack_count: 0, pli_count: 0, codec: null,
     }));
     if (!this.pc) return out;
     let report;
@@ -577,6 +582,8 @@ export class ChorusClient extends EventTarget {
       s.packets_lost = r.packetsLost ?? 0;
       s.nack_count = r.nackCount ?? 0;
       s.pli_count = r.pliCount ?? 0;
+      const codec = r.codecId && report.get(r.codecId);
+      s.codec = codec?.mimeType ? codec.mimeType.replace(/^video\//i, '').toLowerCase() : null;
     });
     return out;
   }
@@ -1324,7 +1331,8 @@ export class ChorusClient extends EventTarget {
       for (let i = 0; i < this.videoSlotCount; i++) {
         videoRecv.push(pc.addTransceiver('video', { direction: 'recvonly' }));
       }
-      preferForwardedVideo([this._videoTx.camera, this._videoTx.screen, ...videoRecv]);
+      preferForwardedVideo([this._videoTx.camera, this._videoTx.screen], this.videoCodec);
+      preferForwardedVideo(videoRecv);
     }
 
     if (this._onTransceiver) {

@@ -59,7 +59,7 @@ async function openClient(b, base, room, name, opts = {}) {
   const errors = [];
   page.on('pageerror', (e) => errors.push(e.message));
   await page.goto(`${base}/`);
-  await page.evaluate(async ({ room, name, e2ee }) => {
+  await page.evaluate(async ({ room, name, e2ee, videoCodec }) => {
     const { ChorusClient } = await import('/chorus.js');
     const origSend = WebSocket.prototype.send;
     window.__offers = 0;
@@ -84,7 +84,7 @@ async function openClient(b, base, room, name, opts = {}) {
         s.readable.pipeThrough(xor()).pipeTo(s.writable);
       }
     } : undefined;
-    const chorus = new ChorusClient({ encodedInsertableStreams: e2ee, onTransceiver, autoIceRestart: false });
+    const chorus = new ChorusClient({ encodedInsertableStreams: e2ee, onTransceiver, autoIceRestart: false, videoCodec });
     window.chorus = chorus;
     window.__slots = [];
     chorus.addEventListener('video_slots', (e) => window.__slots.push(e.detail.slots.map((s) => ({ ...s, stream: undefined }))));
@@ -95,7 +95,7 @@ async function openClient(b, base, room, name, opts = {}) {
     osc.connect(dst);
     osc.start();
     await chorus.join({ room, name, audioTrack: dst.stream.getAudioTracks()[0] });
-  }, { room, name, e2ee: Boolean(opts.e2ee) });
+  }, { room, name, e2ee: Boolean(opts.e2ee), videoCodec: opts.videoCodec });
   await poll(`${name} connected`, () => page.evaluate(() => window.chorus.pc?.connectionState === 'connected'),
     { timeout: 20_000 });
   const id = await page.evaluate(() => window.chorus.self.participant_id);
@@ -211,6 +211,30 @@ test('cameras and a screen share in three browsers: layers, switching, no renego
     throw e;
   } finally {
     for (const c of [ann, ben, cid]) await c.context.close().catch(() => {});
+  }
+});
+
+test('an H.264 camera (simulcast) reaches a VP8 page and an H.264 page, and switches layers', { timeout: 60_000 }, async (t) => {
+  const room = `h264-${process.pid}`;
+  const hal = await openClient(browser, node.base, room, 'Hal', { videoCodec: 'h264' });
+  const ida = await openClient(browser, node.base, room, 'Ida', { videoCodec: 'h264' });
+  const vic = await openClient(browser, node.base, room, 'Vic');
+  try {
+    await hal.page.evaluate(() => window.chorus.publishCamera());
+    await ida.page.evaluate((h) => window.chorus.subscribe(0, h, 'camera', 'low'), hal.id);
+    await vic.page.evaluate((h) => window.chorus.subscribe(0, h, 'camera', 'medium'), hal.id);
+    const low = await assertDecoding(ida, 0, hal, { layer: 'low', maxWidth: 400 }, 'Ida decodes Hal\'s H.264 camera, low');
+    const medium = await assertDecoding(vic, 0, hal, { layer: 'medium', minWidth: 500, maxWidth: 800 }, 'Vic (VP8 sender) decodes it, medium');
+    assert.equal(low.codec, 'h264', `Ida receives H.264: ${JSON.stringify(low)}`);
+    assert.equal(medium.codec, 'h264', `Vic receives H.264: ${JSON.stringify(medium)}`);
+    // A layer switch on an IDR picture, asked for by the node.
+    const started = Date.now();
+    await ida.page.evaluate((h) => window.chorus.subscribe(0, h, 'camera', 'medium'), hal.id);
+    await assertDecoding(ida, 0, hal, { layer: 'medium', minWidth: 500, maxWidth: 800, timeout: 5_000 }, 'Ida switches to medium');
+    t.diagnostic(`H.264: low ${low.frame_width} wide, medium ${medium.frame_width}; low → medium in ${Date.now() - started} ms`);
+    for (const c of [hal, ida, vic]) assert.deepEqual(c.errors, [], `${c.name}: no page errors`);
+  } finally {
+    for (const c of [hal, ida, vic]) await c.context.close().catch(() => {});
   }
 });
 
