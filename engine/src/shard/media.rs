@@ -249,9 +249,13 @@ impl Shard {
             // milliseconds). The first round may send nothing yet.
             let mut rounds = 0;
             let mut sent_before: Option<usize> = None;
+            // The lead over `now` is bounded by the rounds, whichever drain of this
+            // turn spent them (one subscriber may be drained several times per turn
+            // with one `now`, its str0m clock already a few µs ahead).
             while sent_before.is_none_or(|n| self.transmits.len() > n)
                 && rounds < MAX_PACER_ROUNDS
-                && p.next_timeout <= now + PACER_STEP * (rounds + 1)
+                && !p.failed
+                && p.next_timeout <= now + PACER_STEP * MAX_PACER_ROUNDS
             {
                 rounds += 1;
                 sent_before = Some(self.transmits.len());
