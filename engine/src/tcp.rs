@@ -59,7 +59,9 @@ pub struct TcpLimits {
     pub write_buffer: usize,
     /// Of `write_buffer`, what only small datagrams (up to [`SMALL_DATAGRAM`] bytes:
     /// audio, RTCP, ICE) may fill: a connection backed up with video still takes its
-    /// audio (voice is never dropped for video).
+    /// audio (voice is never dropped for video). A connection that never carried a
+    /// large datagram (a voice client) holds this much at most: late audio is dropped,
+    /// not queued.
     pub small_reserve: usize,
     /// Datagrams a connection may send per second (a voice client sends ~60: audio,
     /// RTCP, consent checks; a simulcast camera ~300 more); more are dropped, and a
@@ -191,6 +193,8 @@ struct Conn {
     second_began: Instant,
     /// Seconds in a row it went over the rate.
     over_rate: u32,
+    /// A large datagram (video) was queued on it once: see [`write_room`].
+    carries_video: bool,
 }
 
 /// Why a connection is closed.
@@ -373,6 +377,7 @@ impl TcpThread {
                 frames_this_second: 0,
                 second_began: now,
                 over_rate: 0,
+                carries_video: false,
             });
         }
     }
@@ -444,23 +449,19 @@ impl TcpThread {
     fn send_out(&mut self) {
         let mut pending: Vec<usize> = Vec::new();
         while let Some(out) = self.outbound.pop() {
-            let conn = self
+            let mut conn = self
                 .by_peer
                 .get(&out.destination)
                 .copied()
                 .and_then(|i| Some((i, self.conns.get_mut(i)?.as_mut()?)));
-            let room = if out.data.len() <= SMALL_DATAGRAM {
-                self.limits.write_buffer
-            } else {
-                self.limits
-                    .write_buffer
-                    .saturating_sub(self.limits.small_reserve)
-            };
+            let len = out.data.len();
+            let fits = conn.as_mut().is_some_and(|(_, c)| {
+                len <= u16::MAX as usize
+                    && c.write.len() + len + 2
+                        <= write_room(&self.limits, &mut c.carries_video, len)
+            });
             match conn {
-                Some((i, conn))
-                    if out.data.len() <= u16::MAX as usize
-                        && conn.write.len() + out.data.len() + 2 <= room =>
-                {
+                Some((i, conn)) if fits => {
                     conn.verified = true;
                     conn.write.extend((out.data.len() as u16).to_be_bytes());
                     conn.write.extend(out.data.iter().copied());
@@ -584,6 +585,21 @@ impl TcpThread {
     }
 }
 
+/// How many unsent bytes a connection may hold once a datagram of `len` bytes is
+/// queued: large ones (video) leave [`TcpLimits::small_reserve`] to small ones (audio,
+/// RTCP, ICE); small ones may fill the buffer on a connection that carries video, and
+/// only the reserve on one that never did (a voice client: ~1 s of audio).
+fn write_room(limits: &TcpLimits, carries_video: &mut bool, len: usize) -> usize {
+    if len > SMALL_DATAGRAM {
+        *carries_video = true;
+        limits.write_buffer.saturating_sub(limits.small_reserve)
+    } else if *carries_video {
+        limits.write_buffer
+    } else {
+        limits.small_reserve
+    }
+}
+
 /// One datagram (`conn.read[start..end]`) from a connection: the first must be a STUN
 /// request naming a participant, which binds the connection to it; each goes to that
 /// participant's home shard.
@@ -687,6 +703,20 @@ mod tests {
             key("192.0.2.1"),
             "IPv4-mapped is IPv4"
         );
+    }
+
+    #[test]
+    fn video_leaves_room_for_voice_and_voice_alone_stays_short() {
+        let limits = TcpLimits::default();
+        let mut video = false;
+        // A voice connection: ~1 s of audio, no more.
+        assert_eq!(write_room(&limits, &mut video, 200), 16 * 1024);
+        assert!(!video);
+        // Video takes up to 48 KB; after it, audio may fill the last 16 KB.
+        assert_eq!(write_room(&limits, &mut video, 1_200), 48 * 1024);
+        assert!(video);
+        assert_eq!(write_room(&limits, &mut video, 200), 64 * 1024);
+        assert_eq!(write_room(&limits, &mut video, 1_200), 48 * 1024);
     }
 
     fn framed(datagrams: &[&[u8]]) -> Vec<u8> {
