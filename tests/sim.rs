@@ -826,8 +826,9 @@ fn send_frame(c: &mut Client, idx: usize, now: Instant, level: u8) {
 /// One video frame per layer of a publishing client: one packet each, VP8 with a
 /// 15-bit picture id and TL0PICIDX, then `0xD1`, the sender's index, the layer and
 /// the frame counter. A layer's first frame, and one after a PLI, is a keyframe.
-/// With H.264 ([`Publishing::h264`]): a keyframe is a STAP-A of SPS and PPS, then an
-/// IDR slice, other frames a non-IDR slice; then `0xD2`, the sender, layer and frame.
+/// With H.264 ([`Publishing::h264`]): a layer's first keyframe is a STAP-A of SPS and
+/// PPS, later ones the first fragment (FU-A) of an IDR slice, other frames a non-IDR
+/// slice; then `0xD2`, the sender, layer and frame.
 fn send_video_frame(c: &mut Client, idx: usize, now: Instant) {
     let Some(mid) = c.camera.mid else {
         return;
@@ -858,11 +859,12 @@ fn send_video_frame(c: &mut Client, idx: usize, now: Instant) {
         // Each layer numbers its pictures from its own base, as encoders do.
         let picture_id = (frame as u16).wrapping_add(1000 * layer as u16) & 0x7fff;
         let mut payload = if h264 {
-            let mut p = if key {
-                // STAP-A: SPS (3 bytes), PPS (2 bytes); then the IDR slice's header.
-                vec![0x78, 0, 3, 0x67, 0x42, 0x1f, 0, 2, 0x68, 0xce]
-            } else {
-                vec![0x41]
+            let mut p = match (key, frame) {
+                // STAP-A: SPS (3 bytes), PPS (2 bytes).
+                (true, 0) => vec![0x78, 0, 3, 0x67, 0x42, 0x1f, 0, 2, 0x68, 0xce],
+                // FU-A (NRI 3), start fragment of an IDR slice (type 5).
+                (true, _) => vec![0x7c, 0x85],
+                (false, _) => vec![0x41],
             };
             p.extend_from_slice(&[0xD2, idx as u8, layer as u8]);
             p
@@ -930,14 +932,16 @@ fn on_client_event(c: &mut Client, now: Instant, e: RtcEvent) {
                         tl0picidx: *tl0,
                     }),
                 ),
-                // H.264: a non-IDR slice, or the keyframe's STAP-A (SPS, PPS).
+                // H.264: a non-IDR slice, a keyframe's STAP-A (SPS, PPS), or an IDR
+                // slice's first fragment.
                 [0x41, 0xD2, from, layer, a, b, cc, d, ..]
+                | [0x7c, 0x85, 0xD2, from, layer, a, b, cc, d, ..]
                 | [0x78, 0, 3, 0x67, _, _, 0, 2, 0x68, _, 0xD2, from, layer, a, b, cc, d, ..] => (
                     *from as usize,
                     u32::from_be_bytes([*a, *b, *cc, *d]),
                     Some(VideoReceived {
                         layer: *layer,
-                        keyframe: p.payload[0] == 0x78,
+                        keyframe: p.payload[0] != 0x41,
                         picture_id: 0,
                         tl0picidx: 0,
                     }),

@@ -401,8 +401,8 @@ fn h264_simulcast_is_forwarded_and_switches_on_idr_pictures() {
         assert_eq!(w[1].seq, w[0].seq + 1, "one continuous stream");
     }
 
-    // Down to low: forwarded from the low layer's next IDR picture (asked for), with
-    // the sequence going on.
+    // Down to low: forwarded from the low layer's next IDR picture (asked for: an IDR
+    // slice in FU-A fragments), with the sequence going on.
     let plis = sim.clients[a].camera.plis[0];
     let before = got.len();
     sim.subscribe(b, 0, Some(a), Low);
