@@ -95,9 +95,10 @@ pub struct Participant {
     pub(crate) quality: Quality,
     /// The video m-sections it publishes on (camera, screen).
     pub(crate) publications: Vec<Publication>,
-    /// The video payload types negotiated, and their codecs (str0m's payload types are
-    /// one numbering for the whole session).
-    pub(crate) video_pts: Vec<(Pt, crate::video::packet::VideoCodec)>,
+    /// The video payload types negotiated, their codecs and, for H.264, the
+    /// profile-level-id of their fmtp (str0m's payload types are one numbering for the
+    /// whole session).
+    pub(crate) video_pts: Vec<(Pt, crate::video::packet::VideoCodec, Option<u32>)>,
     /// What str0m's bandwidth estimate allows sending to it, bits per second.
     pub(crate) estimate: Option<u64>,
     pub(crate) rtc: Box<Rtc>,

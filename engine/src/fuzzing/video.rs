@@ -97,6 +97,7 @@ pub fn video_slot(data: &[u8]) -> usize {
                 let (keyframe, vp8) = inspect(codec, &payload);
                 let packet = VideoPacket {
                     publisher: ParticipantId(p as u64 + 1),
+                    profile: None,
                     source: if s == 0 {
                         VideoSource::Camera
                     } else {

@@ -703,7 +703,7 @@ fn negotiate(
         .collect();
     p.video_pts = video_payload_types(&p.rtc)
         .into_iter()
-        .filter(|(pt, _)| offered.contains(pt))
+        .filter(|(pt, _, _)| offered.contains(pt))
         .collect();
     // What it publishes on, and the video slots' mids.
     p.publications = prepared
@@ -799,9 +799,10 @@ fn negotiate(
     ))
 }
 
-/// The video payload types str0m negotiated, and their codecs (H.264 only in
-/// packetization mode 1, the one browsers send and Chorus forwards).
-fn video_payload_types(rtc: &str0m::Rtc) -> Vec<(Pt, VideoCodec)> {
+/// The video payload types str0m negotiated, their codecs (H.264 only in
+/// packetization mode 1, the one browsers send and Chorus forwards) and H.264's
+/// profile-level-id.
+fn video_payload_types(rtc: &str0m::Rtc) -> Vec<(Pt, VideoCodec, Option<u32>)> {
     rtc.codec_config()
         .params()
         .iter()
@@ -812,7 +813,10 @@ fn video_payload_types(rtc: &str0m::Rtc) -> Vec<(Pt, VideoCodec)> {
                 Codec::H264 if spec.format.packetization_mode == Some(1) => VideoCodec::H264,
                 _ => return None,
             };
-            Some((c.pt(), codec))
+            let profile = (codec == VideoCodec::H264)
+                .then_some(spec.format.profile_level_id)
+                .flatten();
+            Some((c.pt(), codec, profile))
         })
         .collect()
 }

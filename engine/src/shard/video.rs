@@ -48,7 +48,7 @@ impl Shard {
         let Some(p) = self.participants.get_mut(&pid) else {
             return;
         };
-        let Some(codec) = p.video_codec(pkt.header.payload_type) else {
+        let Some((codec, profile)) = p.video_codec(pkt.header.payload_type) else {
             self.stats.dropped_not_video += 1;
             return;
         };
@@ -73,6 +73,7 @@ impl Shard {
         let packet = VideoPacket {
             publisher: pid,
             source,
+            profile,
             origin,
             layer,
             layers,
@@ -132,7 +133,7 @@ impl Shard {
             if sub.video.is_empty() || !ready {
                 continue;
             }
-            let Some(pt) = sub.video_pt(packet.codec) else {
+            let Some(pt) = sub.video_pt(packet.codec, packet.profile) else {
                 continue;
             };
             for i in 0..sub.video.len() {
@@ -563,20 +564,19 @@ impl Participant {
         !self.publications.is_empty() || self.video.iter().any(|s| s.mid.is_some())
     }
 
-    /// The codec of a payload type it sends video in.
-    pub(crate) fn video_codec(&self, pt: Pt) -> Option<VideoCodec> {
+    /// The codec of a payload type it sends video in, and H.264's profile-level-id.
+    pub(crate) fn video_codec(&self, pt: Pt) -> Option<(VideoCodec, Option<u32>)> {
         self.video_pts
             .iter()
-            .find(|(p, _)| *p == pt)
-            .map(|(_, c)| *c)
+            .find(|(p, _, _)| *p == pt)
+            .map(|(_, c, profile)| (*c, *profile))
     }
 
-    /// The payload type its video slots receive `codec` in.
-    pub(crate) fn video_pt(&self, codec: VideoCodec) -> Option<Pt> {
-        self.video_pts
-            .iter()
-            .find(|(_, c)| *c == codec)
-            .map(|(p, _)| *p)
+    /// The payload type its video slots receive `codec` in: for H.264, one of the
+    /// publisher's profile (`profile`'s profile_idc and constraint flags) if it has
+    /// one, else one of the same profile_idc, else its first.
+    pub(crate) fn video_pt(&self, codec: VideoCodec, profile: Option<u32>) -> Option<Pt> {
+        pick_video_pt(&self.video_pts, codec, profile)
     }
 
     /// Its whole video slot map.
@@ -586,5 +586,54 @@ impl Participant {
             .enumerate()
             .map(|(i, s)| s.state(i))
             .collect()
+    }
+}
+
+/// The payload type, of `pts`, to forward `codec` in: for H.264, one of the
+/// publisher's profile (`profile`'s profile_idc and constraint flags, the
+/// profile-level-id without its level) if there is one, else one of the same
+/// profile_idc, else the first of the codec.
+fn pick_video_pt(
+    pts: &[(Pt, VideoCodec, Option<u32>)],
+    codec: VideoCodec,
+    profile: Option<u32>,
+) -> Option<Pt> {
+    let candidates = || pts.iter().filter(|(_, c, _)| *c == codec);
+    let matching = |shift: u32| {
+        let want = profile? >> shift;
+        candidates()
+            .find(|(_, _, p)| p.is_some_and(|p| p >> shift == want))
+            .map(|(pt, _, _)| *pt)
+    };
+    matching(8)
+        .or_else(|| matching(16))
+        .or_else(|| candidates().next().map(|(pt, _, _)| *pt))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn h264_goes_out_in_the_publishers_profile_where_the_subscriber_has_it() {
+        use VideoCodec::{Vp8, H264};
+        let pts = [
+            (Pt::from(96), Vp8, None),
+            (Pt::from(102), H264, Some(0x42_00_1f)), // constrained baseline (old style)
+            (Pt::from(104), H264, Some(0x42_e0_1f)), // constrained baseline
+            (Pt::from(106), H264, Some(0x4d_00_1f)), // main
+            (Pt::from(108), H264, Some(0x64_00_1f)), // high
+        ];
+        let pick = |codec, profile| pick_video_pt(&pts, codec, profile).map(|p| *p);
+        assert_eq!(pick(Vp8, None), Some(96));
+        // The same profile and constraints, whatever the level.
+        assert_eq!(pick(H264, Some(0x42_e0_34)), Some(104));
+        assert_eq!(pick(H264, Some(0x64_00_28)), Some(108));
+        // Safari's high profile with other constraint flags: the same profile_idc.
+        assert_eq!(pick(H264, Some(0x64_0c_1f)), Some(108));
+        // A profile the subscriber lacks, or none known: its first H.264.
+        assert_eq!(pick(H264, Some(0xf4_00_1f)), Some(102));
+        assert_eq!(pick(H264, None), Some(102));
+        assert_eq!(pick_video_pt(&pts[..1], H264, Some(0x42_e0_1f)), None);
     }
 }

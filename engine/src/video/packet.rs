@@ -37,6 +37,9 @@ pub struct Vp8Fields {
 pub struct VideoPacket {
     pub publisher: ParticipantId,
     pub source: VideoSource,
+    /// H.264: the profile-level-id of the publisher's payload type, so that each
+    /// subscriber gets it in a payload type of the same profile where it has one.
+    pub profile: Option<u32>,
     /// The shard holding the publisher's media (where keyframe requests go).
     pub origin: usize,
     /// Its simulcast layer: an index in `a=simulcast` order, lowest first.

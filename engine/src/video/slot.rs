@@ -252,6 +252,7 @@ mod tests {
         VideoPacket {
             publisher: ParticipantId(publisher),
             source: VideoSource::Camera,
+            profile: None,
             origin: 0,
             layer,
             layers: 3,
