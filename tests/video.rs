@@ -63,8 +63,9 @@ fn layers(packets: &[Received]) -> Vec<u8> {
     l
 }
 
-#[test]
-fn a_slot_forwards_the_layer_asked_for_and_switches_on_keyframes() {
+/// `a` publishes a three-layer camera (H.264 with `h264`, else VP8), `b` shows it in
+/// slot 0 at high for 2 s: it gets the top layer, from a keyframe on.
+fn camera_at_high(h264: bool) -> (Sim, usize, usize, Vec<Received>) {
     let mut sim = Sim::new();
     let a = sim.connect_video("a", "v", Some(RIDS));
     let b = sim.connect_video("b", "v", None);
@@ -73,6 +74,7 @@ fn a_slot_forwards_the_layer_asked_for_and_switches_on_keyframes() {
         4,
         "the room's video slots"
     );
+    sim.clients[a].camera.h264 = h264;
     sim.publish(a, true);
     sim.subscribe(b, 0, Some(a), High);
     sim.run_for(Duration::from_secs(2));
@@ -92,6 +94,35 @@ fn a_slot_forwards_the_layer_asked_for_and_switches_on_keyframes() {
         got[0].video.unwrap().keyframe,
         "a slot starts on a keyframe"
     );
+    (sim, a, b, got)
+}
+
+/// `b`'s slot 0 asks for `a`'s low layer: the node asks `a` for a keyframe of it (PLI)
+/// and switches on it. Returns what `b` got of `a` and the index of its first low
+/// packet (a keyframe).
+fn down_to_low(sim: &mut Sim, a: usize, b: usize) -> (Vec<Received>, usize) {
+    let plis = sim.clients[a].camera.plis[0];
+    let before = sim.video_from(b, 0, a).len();
+    sim.subscribe(b, 0, Some(a), Low);
+    sim.run_for(Duration::from_secs(2));
+    assert!(sim.clients[a].camera.plis[0] > plis, "a PLI for layer 0");
+    let got = sim.video_from(b, 0, a);
+    assert_eq!(layers(&got[before..]).last(), Some(&0));
+    let first_low = before
+        + got[before..]
+            .iter()
+            .position(|p| p.video.unwrap().layer == 0)
+            .unwrap();
+    assert!(
+        got[first_low].video.unwrap().keyframe,
+        "switched on a keyframe"
+    );
+    (got, first_low)
+}
+
+#[test]
+fn a_slot_forwards_the_layer_asked_for_and_switches_on_keyframes() {
+    let (mut sim, a, b, got) = camera_at_high(false);
     assert_continuous(&got);
     let map = video_slots(&sim, b);
     assert_eq!(map.len(), 4);
@@ -102,22 +133,7 @@ fn a_slot_forwards_the_layer_asked_for_and_switches_on_keyframes() {
 
     // Down to low: layer 0 had its only keyframe at the start, so the node asks for
     // one, and forwards the top layer until it comes.
-    let plis = sim.clients[a].camera.plis[0];
-    let before = sim.video_from(b, 0, a).len();
-    sim.subscribe(b, 0, Some(a), Low);
-    sim.run_for(Duration::from_secs(2));
-    assert!(sim.clients[a].camera.plis[0] > plis, "a PLI for layer 0");
-    let got = sim.video_from(b, 0, a);
-    let after = &got[before..];
-    assert_eq!(layers(after).last(), Some(&0));
-    let first_low = after
-        .iter()
-        .position(|p| p.video.unwrap().layer == 0)
-        .unwrap();
-    assert!(
-        after[first_low].video.unwrap().keyframe,
-        "switched on a keyframe"
-    );
+    let (got, _) = down_to_low(&mut sim, a, b);
     assert_continuous(&got);
     assert_eq!(video_slots(&sim, b)[0].layer, Some(VideoQuality::Low));
 
@@ -370,23 +386,7 @@ fn h264_pt(sim: &Sim, idx: usize) -> u8 {
 
 #[test]
 fn h264_simulcast_is_forwarded_and_switches_on_idr_pictures() {
-    let mut sim = Sim::new();
-    let a = sim.connect_video("a", "v", Some(RIDS));
-    let b = sim.connect_video("b", "v", None);
-    sim.clients[a].camera.h264 = true;
-    sim.publish(a, true);
-    sim.subscribe(b, 0, Some(a), High);
-    sim.run_for(Duration::from_secs(2));
-
-    let got = sim.video_from(b, 0, a);
-    assert!(got.len() > 40, "{} packets in 2 s", got.len());
-    assert_eq!(
-        layers(&got).last(),
-        Some(&2),
-        "the top layer: {:?}",
-        layers(&got)
-    );
-    assert!(got[0].video.unwrap().keyframe, "starts on an IDR picture");
+    let (mut sim, a, b, got) = camera_at_high(true);
     // Each layer change happened on an IDR picture of the new layer.
     for w in got.windows(2) {
         let (x, y) = (w[0].video.unwrap(), w[1].video.unwrap());
@@ -403,24 +403,8 @@ fn h264_simulcast_is_forwarded_and_switches_on_idr_pictures() {
 
     // Down to low: forwarded from the low layer's next IDR picture (asked for: an IDR
     // slice in FU-A fragments), with the sequence going on.
-    let plis = sim.clients[a].camera.plis[0];
-    let before = got.len();
-    sim.subscribe(b, 0, Some(a), Low);
-    sim.run_for(Duration::from_secs(2));
-    assert!(sim.clients[a].camera.plis[0] > plis, "a PLI for layer 0");
-    let got = sim.video_from(b, 0, a);
-    let after = &got[before..];
-    let first_low = after
-        .iter()
-        .position(|p| p.video.unwrap().layer == 0)
-        .unwrap();
-    assert!(
-        after[first_low].video.unwrap().keyframe,
-        "switched on an IDR picture"
-    );
-    assert!(after[first_low..]
-        .iter()
-        .all(|p| p.video.unwrap().layer == 0));
+    let (got, first_low) = down_to_low(&mut sim, a, b);
+    assert!(got[first_low..].iter().all(|p| p.video.unwrap().layer == 0));
     for w in got.windows(2) {
         assert_eq!(
             w[1].seq,

@@ -30,6 +30,24 @@ use crate::ShardConfig;
 mod video;
 pub use video::video_slot;
 
+/// `count` programs of `len` bytes from a xorshift generator seeded with `seed`: what
+/// the unit tests run the harnesses over on stable.
+#[cfg(test)]
+fn pseudo_random_programs(mut x: u64, count: usize, len: usize) -> Vec<Vec<u8>> {
+    (0..count)
+        .map(|_| {
+            (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    (x >> 24) as u8
+                })
+                .collect()
+        })
+        .collect()
+}
+
 const SHARDS: usize = 2;
 const ROOMS: [&str; 3] = ["r0", "r1", "guild:2"];
 /// Steps a single input may take; more is not interesting, only slow.
@@ -600,16 +618,7 @@ mod tests {
 
     #[test]
     fn runs_pseudo_random_programs() {
-        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-        for _ in 0..40 {
-            let program: Vec<u8> = (0..200)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    (x >> 24) as u8
-                })
-                .collect();
+        for program in pseudo_random_programs(0x2545_f491_4f6c_dd1d, 40, 200) {
             shards(&program);
         }
     }

@@ -178,16 +178,7 @@ mod tests {
 
     #[test]
     fn runs_pseudo_random_programs() {
-        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-        for _ in 0..200 {
-            let program: Vec<u8> = (0..600)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    (x >> 24) as u8
-                })
-                .collect();
+        for program in super::super::pseudo_random_programs(0x9e37_79b9_7f4a_7c15, 200, 600) {
             video_slot(&program);
         }
     }
