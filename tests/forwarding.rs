@@ -148,5 +148,8 @@ fn idle_participants_wake_str0m_only_for_its_own_timers() {
     sim.run_for(Duration::from_secs(10));
     let per_second = (sim.shards[0].stats().rtc_timeouts - before) as f64 / 10.0 / 4.0;
     eprintln!("rtc timeouts per idle participant per second: {per_second:.1}");
-    assert!(per_second < 30.0, "{per_second}");
+    // The room has video slots (the guild default) but these clients offer none: they
+    // get the voice `Rtc`, without the estimator's pacer, which alone asked for a
+    // turn every 40 ms (25 a second).
+    assert!(per_second < 5.0, "{per_second}");
 }

@@ -101,6 +101,8 @@ pub struct Participant {
     pub(crate) video_pts: Vec<(Pt, crate::video::packet::VideoCodec, Option<u32>)>,
     /// What str0m's bandwidth estimate allows sending to it, bits per second.
     pub(crate) estimate: Option<u64>,
+    /// An offer was answered (the `Rtc` may no longer be rebuilt).
+    pub(crate) answered: bool,
     pub(crate) rtc: Box<Rtc>,
 }
 

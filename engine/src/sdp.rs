@@ -763,6 +763,12 @@ pub(crate) fn answer(
     Ok(candidates_in_every_section(&out))
 }
 
+/// Whether `sdp` has a video section that is not rejected (port 0).
+pub(crate) fn offers_video(sdp: &str) -> bool {
+    sdp.lines()
+        .any(|l| l.starts_with("m=video ") && !l.starts_with("m=video 0 "))
+}
+
 /// The payload types of section `mid`'s `m=` line in `sdp`, in the offer's order.
 fn offered_formats<'a>(sdp: &'a str, mid: &str) -> Vec<&'a str> {
     let mut current: Option<&str> = None;

@@ -355,6 +355,7 @@ impl Shard {
             video_pts: Vec::new(),
             // Until str0m's first estimate: where it starts.
             estimate: (video_slots > 0).then_some(INITIAL_VIDEO_ESTIMATE_KBPS * 1000),
+            answered: false,
             keys,
             // The current speakers go out at the next tick, not only at the next change.
             speakers_dirty: true,
