@@ -19,6 +19,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use chorus_engine::shard::Shard;
 use chorus_protocol::demux::{classify, DatagramKind};
 use chorus_tests::sim::{Sim, FRAME};
 use str0m::media::{Mid, Pt};
@@ -183,30 +184,7 @@ impl ForwardRig {
     /// not per packet).
     #[inline(never)]
     pub fn forward_probed(&mut self, batch: &[Datagram], probe: &mut impl Probe) {
-        let shards = &mut self.sim.shards;
-        for d in batch {
-            for shard in shards.iter_mut() {
-                if shard.poll_timeout().is_some_and(|t| t <= d.at) {
-                    shard.handle_timeout(d.at);
-                }
-            }
-            probe.enter();
-            shards[0].handle_datagram(d.at, self.publisher_addr, &d.contents);
-            for k in 0..shards.len() {
-                while let Some(t) = shards[k].poll_transmit() {
-                    // As a driver does after sendmmsg: the buffer goes back.
-                    let t = black_box(t);
-                    shards[k].recycle(t.contents);
-                }
-                while let Some(e) = shards[k].poll_event() {
-                    black_box(e);
-                }
-                while let Some((to, m)) = shards[k].poll_shard_message() {
-                    shards[to].handle_shard_message(d.at, m);
-                }
-            }
-            probe.leave();
-        }
+        drive(&mut self.sim.shards, self.publisher_addr, batch, probe);
     }
 
     /// Untimed: the publisher's STUN and RTCP reach the shard, and every client runs
@@ -287,6 +265,37 @@ fn keep_alive(sim: &mut Sim, other: &mut Vec<Vec<u8>>, publisher: SocketAddr, cl
 
 /// VP8 payload bytes per video packet (a 720p frame at ~1 Mbit/s is a few of these).
 pub const VIDEO_PAYLOAD: usize = 1100;
+
+/// What a driver does with a batch of the publisher's datagrams (it sent them from
+/// `from`, and they arrive at the first shard): the timers due by each, the datagram,
+/// then every shard's transmits (their buffers go back, as after `sendmmsg`), events
+/// and hand-offs. `probe` is entered around each packet's own work and left around
+/// the timers (work per participant and second, not per packet).
+fn drive(shards: &mut [Shard], from: SocketAddr, batch: &[Datagram], probe: &mut impl Probe) {
+    for d in batch {
+        for shard in shards.iter_mut() {
+            if shard.poll_timeout().is_some_and(|t| t <= d.at) {
+                shard.handle_timeout(d.at);
+            }
+        }
+        probe.enter();
+        shards[0].handle_datagram(d.at, from, &d.contents);
+        for k in 0..shards.len() {
+            while let Some(t) = shards[k].poll_transmit() {
+                let t = black_box(t);
+                shards[k].recycle(t.contents);
+            }
+            while let Some(e) = shards[k].poll_event() {
+                black_box(e);
+            }
+            while let Some((to, m)) = shards[k].poll_shard_message() {
+                shards[to].handle_shard_message(d.at, m);
+            }
+        }
+        probe.leave();
+    }
+}
+
 /// One video frame (30 fps).
 pub const VIDEO_FRAME: Duration = Duration::from_millis(33);
 /// The publisher's simulcast layers, lowest first.
@@ -384,20 +393,7 @@ impl VideoRig {
         let batch = self.produce(k);
         let before = self.sim.shards[0].stats().video_forwarded;
         let start = Instant::now();
-        let shard = &mut self.sim.shards[0];
-        for d in &batch {
-            if shard.poll_timeout().is_some_and(|t| t <= d.at) {
-                shard.handle_timeout(d.at);
-            }
-            shard.handle_datagram(d.at, self.publisher_addr, &d.contents);
-            while let Some(t) = shard.poll_transmit() {
-                let t = black_box(t);
-                shard.recycle(t.contents);
-            }
-            while let Some(e) = shard.poll_event() {
-                black_box(e);
-            }
-        }
+        drive(&mut self.sim.shards, self.publisher_addr, &batch, &mut ());
         let elapsed = start.elapsed();
         self.copies += self.sim.shards[0].stats().video_forwarded - before;
         self.packets += batch.len() as u64;
