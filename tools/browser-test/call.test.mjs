@@ -19,7 +19,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { chromium } from 'playwright-core';
-import { CHROMIUM_ARGS, freeTcpPort, freeUdpPort, poll, spawnLogged, stop } from './helpers.mjs';
+import { CHROMIUM_ARGS, freeTcpPort, freeUdpPort, netns, poll, spawnLogged, stop } from './helpers.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const REPO = path.resolve(HERE, '..', '..');
@@ -1241,20 +1241,13 @@ test('a browser whose UDP is blocked joins over ICE-TCP', { timeout: 90_000, ski
   const n = 20 + (process.pid % 200);
   const ns = `chorus-tcp-${n}`;
   const host = `10.77.${n}.1`;
-  const netns = path.join(HERE, 'netns.sh');
-  const run = (args) => new Promise((resolve, reject) => {
-    const p = spawn('bash', [netns, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
-    let err = '';
-    p.stderr.on('data', (d) => { err += d; });
-    p.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`netns.sh ${args.join(' ')}: ${code} ${err}`))));
-  });
   const nodeLog = [];
   const dir = mkdtempSync(path.join(os.tmpdir(), 'chorus-tcp-'));
   const wrapper = path.join(dir, 'chromium-in-netns.sh');
   let chorus;
   const browsers = [];
-  await run(['down', ns, String(n)]);
-  await run(['up', ns, String(n)]);
+  await netns(['down', ns, String(n)]);
+  await netns(['up', ns, String(n)]);
   try {
     writeFileSync(wrapper, `#!/bin/sh\nexec ip netns exec ${ns} ${CHROMIUM} "$@"\n`, { mode: 0o755 });
     // A node on every address, advertising the host side of the namespace's link.
@@ -1334,7 +1327,7 @@ test('a browser whose UDP is blocked joins over ICE-TCP', { timeout: 90_000, ski
   } finally {
     for (const b of browsers) await b.close().catch(() => {});
     await stop(chorus);
-    await run(['down', ns, String(n)]).catch(() => {});
+    await netns(['down', ns, String(n)]).catch(() => {});
     rmSync(dir, { recursive: true, force: true });
   }
 });

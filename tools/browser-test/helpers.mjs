@@ -1,9 +1,23 @@
-// What the browser tests share: Chromium's flags, free ports, polling, and running a
-// node (or coturn) as a child process with its output kept.
+// What the browser tests share: Chromium's flags, free ports, polling, running a
+// node (or coturn) as a child process with its output kept, and netns.sh.
 import { spawn } from 'node:child_process';
 import net from 'node:net';
 import dgram from 'node:dgram';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+
+/** Runs netns.sh (network namespaces, tc, nftables) with `args`; rejects with its stderr. */
+export function netns(args) {
+  return new Promise((resolve, reject) => {
+    const p = spawn('bash', [path.join(HERE, 'netns.sh'), ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let err = '';
+    p.stderr.on('data', (d) => { err += d; });
+    p.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`netns.sh ${args.join(' ')}: ${code} ${err}`))));
+  });
+}
 
 /** Headless Chromium with fake devices, loopback ICE and no mDNS hiding. */
 export const CHROMIUM_ARGS = [

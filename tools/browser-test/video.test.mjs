@@ -12,14 +12,13 @@
 // Env: CHORUS_BIN, CHROMIUM as call.test.mjs; CHORUS_VIDEO_NETEM=0 skips the tc test.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { chromium } from 'playwright-core';
-import { CHROMIUM_ARGS, freeTcpPort, freeUdpPort, poll, spawnLogged, stop } from './helpers.mjs';
+import { CHROMIUM_ARGS, freeTcpPort, freeUdpPort, netns, poll, spawnLogged, stop } from './helpers.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const REPO = path.resolve(HERE, '..', '..');
@@ -257,16 +256,6 @@ test('pages that transform their encoded frames (E2EE) still see each other', { 
     await b.close().catch(() => {});
   }
 });
-
-/** Runs netns.sh with `args`. */
-function netns(args) {
-  return new Promise((resolve, reject) => {
-    const p = spawn('bash', [path.join(HERE, 'netns.sh'), ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
-    let err = '';
-    p.stderr.on('data', (d) => { err += d; });
-    p.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`netns.sh ${args.join(' ')}: ${code} ${err}`))));
-  });
-}
 
 test('a subscriber behind a narrow, then lossy link: low layer, back to high, NACK repairs', { timeout: 200_000, skip: !NETEM && 'CHORUS_VIDEO_NETEM=0' }, async (t) => {
   // 220–249: apart from the ICE-TCP test's 20–219 (call.test.mjs), should both run at once.
