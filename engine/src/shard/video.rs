@@ -98,6 +98,8 @@ impl Shard {
     /// The pipeline's subscriber side for video on this shard: every local video
     /// slot that asked for the packet's publication decides on it.
     pub(super) fn fan_out_video(&mut self, now: Instant, room: &RoomId, packet: &VideoPacket) {
+        // One lookup of the view per packet (the view and the shard's other fields
+        // are borrowed apart; keyframe requests go out once it is let go).
         let Some(view) = self.views.get_mut(room) else {
             return;
         };
@@ -116,9 +118,7 @@ impl Shard {
                 view.video_gaps.swap_remove(i);
             }
         }
-        let Some(view) = self.views.get(room) else {
-            return;
-        };
+        let view = &*view;
         let mut keyframes: Vec<(LayerKey, usize)> = Vec::new();
         for m in &view.local {
             if m.id == packet.publisher {
