@@ -99,6 +99,23 @@ impl<K: Copy + Eq> SlotRewriter<K> {
         Some(self.last_ts.wrapping_add(ticks as u32))
     }
 
+    /// Takes the next sequence number for a packet Chorus inserts (video padding, sent
+    /// after a frame's last packet), and its timestamp (the last one sent): the
+    /// current source's packets continue after it, and a late one from before would
+    /// overlap and is dropped. `None` before the slot sent anything.
+    pub fn pad(&mut self) -> Option<Rewritten> {
+        self.last_at?;
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.seq_offset += 1;
+        self.floor = Some(seq);
+        Some(Rewritten {
+            seq,
+            timestamp: self.last_ts,
+            switched: false,
+        })
+    }
+
     /// The next packet starts a new source even if it has the same key (a video slot
     /// that switched back to a layer it forwarded before: its old offsets are stale).
     pub fn rebase(&mut self) {
@@ -169,6 +186,20 @@ mod tests {
         assert_eq!(p4.seq, 1003, "a loss stays visible");
         let p3 = r.rewrite(a, 70_002, 11_920, t).unwrap();
         assert_eq!(p3.seq, 1002, "reordering is preserved");
+    }
+
+    #[test]
+    fn padding_takes_the_next_number_and_the_source_continues_after_it() {
+        let t = Instant::now();
+        let mut r: SlotRewriter<u8> = SlotRewriter::with_clock(100, 0, VIDEO_CLOCK);
+        assert!(r.pad().is_none(), "nothing sent yet");
+        let a = r.rewrite(1, 500, 9_000, t).unwrap();
+        let pad = r.pad().unwrap();
+        assert_eq!((pad.seq, pad.timestamp), (a.seq + 1, a.timestamp));
+        let b = r.rewrite(1, 501, 12_000, t).unwrap();
+        assert_eq!((b.seq, b.timestamp), (a.seq + 2, a.timestamp + 3_000));
+        // A late packet from before the padding would take its number: dropped.
+        assert!(r.rewrite(1, 499, 6_000, t).is_none());
     }
 
     #[test]

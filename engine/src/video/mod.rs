@@ -11,9 +11,12 @@
 //!   is shared among its video slots, and keyframe-gated switching with rate-limited
 //!   keyframe requests.
 
+pub(crate) mod estimator;
 pub mod h264;
+pub(crate) mod history;
 pub mod layers;
 pub mod packet;
+pub(crate) mod probe;
 pub(crate) mod publication;
 pub(crate) mod slot;
 pub mod vp8;

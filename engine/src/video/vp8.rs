@@ -108,6 +108,31 @@ pub struct Rewrite {
     pub keyidx: Option<u8>,
 }
 
+/// Writes `out` into the fields of `d`, the descriptor parsed from `payload` (a copy
+/// of the packet's payload in the datagram being written).
+pub fn patch(d: &Descriptor, out: &Rewrite, payload: &mut [u8]) {
+    if let (Some(p), Some(v)) = (d.picture_id, out.picture_id) {
+        if p.long {
+            if let Some(b) = payload.get_mut(p.at..p.at + 2) {
+                b[0] = 0x80 | (v >> 8) as u8 & 0x7f;
+                b[1] = v as u8;
+            }
+        } else if let Some(b) = payload.get_mut(p.at) {
+            *b = v as u8 & 0x7f;
+        }
+    }
+    if let (Some((_, at)), Some(v)) = (d.tl0picidx, out.tl0picidx) {
+        if let Some(b) = payload.get_mut(at) {
+            *b = v;
+        }
+    }
+    if let (Some((_, at)), Some(v)) = (d.keyidx, out.keyidx) {
+        if let Some(b) = payload.get_mut(at) {
+            *b = (*b & 0xe0) | (v & 0x1f);
+        }
+    }
+}
+
 /// Keeps one slot's VP8 stream continuous: each source's (layer's or publisher's)
 /// picture ids, TL0PICIDX and KEYIDX are offset so that the first frame after a
 /// switch follows the last one sent.
@@ -161,20 +186,7 @@ impl Continuity {
             return false;
         };
         let out = self.next(&d, switched);
-        if let (Some(p), Some(v)) = (d.picture_id, out.picture_id) {
-            if p.long {
-                payload[p.at] = 0x80 | (v >> 8) as u8;
-                payload[p.at + 1] = v as u8;
-            } else {
-                payload[p.at] = v as u8;
-            }
-        }
-        if let (Some((_, at)), Some(v)) = (d.tl0picidx, out.tl0picidx) {
-            payload[at] = v;
-        }
-        if let (Some((_, at)), Some(v)) = (d.keyidx, out.keyidx) {
-            payload[at] = (payload[at] & 0xe0) | v;
-        }
+        patch(&d, &out, payload);
         true
     }
 
