@@ -52,6 +52,9 @@ pub struct Received {
     /// A video packet: the simulcast layer it was sent on (from the payload), and
     /// its VP8 descriptor as received.
     pub video: Option<VideoReceived>,
+    /// Padding packets (no payload: the node probing for bandwidth) received on this
+    /// SSRC since the last packet with a payload; they take sequence numbers.
+    pub padded: u64,
 }
 
 /// What a client read from a video packet it received.
@@ -89,6 +92,8 @@ pub struct Client {
     pub rtc: Rtc,
     pub inbox: Vec<ServerMessage>,
     pub received: Vec<Received>,
+    /// Padding packets received per SSRC since its last packet with a payload.
+    pub padding: Vec<(u32, u64)>,
     pub csrc: u32,
     pub audio_slots: u8,
     pub mic: Option<Mid>,
@@ -167,6 +172,10 @@ pub struct Sim {
     /// them under overload): `(destination shard, message)`.
     #[allow(clippy::type_complexity)]
     pub lose: Option<Box<dyn FnMut(usize, &ShardMessage) -> bool>>,
+    /// Datagrams from the node this returns true for are lost on the way to the
+    /// client: `(client index, datagram)`.
+    #[allow(clippy::type_complexity)]
+    pub lose_to_client: Option<Box<dyn FnMut(usize, &[u8]) -> bool>>,
     start: Instant,
     steps: usize,
     next_request: u64,
@@ -203,6 +212,7 @@ impl Sim {
             replies: Vec::new(),
             events: Vec::new(),
             lose: None,
+            lose_to_client: None,
             start: now,
             steps: 0,
             next_request: 0,
@@ -333,6 +343,7 @@ impl Sim {
             rtc,
             inbox: Vec::new(),
             received: Vec::new(),
+            padding: Vec::new(),
             csrc: 0,
             audio_slots: 0,
             mic: None,
@@ -711,6 +722,12 @@ impl Sim {
                     let Some(i) = self.clients.iter().position(|c| c.addr == t.destination) else {
                         continue;
                     };
+                    if let Some(lose) = self.lose_to_client.as_mut() {
+                        if lose(i, &t.contents) {
+                            self.shards[k].recycle(t.contents);
+                            continue;
+                        }
+                    }
                     let c = &mut self.clients[i];
                     if !c.online {
                         continue;
@@ -913,6 +930,19 @@ fn on_client_event(c: &mut Client, now: Instant, e: RtcEvent) {
             }
         }
         RtcEvent::RtpPacket(p) => {
+            let ssrc = *p.header.ssrc;
+            let at = match c.padding.iter().position(|(s, _)| *s == ssrc) {
+                Some(i) => i,
+                None => {
+                    c.padding.push((ssrc, 0));
+                    c.padding.len() - 1
+                }
+            };
+            if p.payload.is_empty() {
+                c.padding[at].1 += 1;
+                return;
+            }
+            let padded = std::mem::take(&mut c.padding[at].1);
             let mid = c
                 .rtc
                 .direct_api()
@@ -961,6 +991,7 @@ fn on_client_event(c: &mut Client, now: Instant, e: RtcEvent) {
                 from,
                 frame,
                 video,
+                padded,
             });
         }
         _ => {}

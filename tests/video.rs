@@ -36,13 +36,13 @@ fn last_error(sim: &Sim, idx: usize) -> Option<(ErrorCode, String)> {
     })
 }
 
-/// Every packet after the first continues the sequence, and each frame's picture id
-/// follows the last one's.
+/// Every packet after the first continues the sequence (after the padding packets
+/// between them), and each frame's picture id follows the last one's.
 fn assert_continuous(packets: &[Received]) {
     for w in packets.windows(2) {
         assert_eq!(
             w[1].seq,
-            w[0].seq + 1,
+            w[0].seq + 1 + w[1].padded,
             "sequence gap: {:?} then {:?}",
             w[0],
             w[1]
@@ -398,7 +398,11 @@ fn h264_simulcast_is_forwarded_and_switches_on_idr_pictures() {
         "the subscriber's H.264 payload type"
     );
     for w in got.windows(2) {
-        assert_eq!(w[1].seq, w[0].seq + 1, "one continuous stream");
+        assert_eq!(
+            w[1].seq,
+            w[0].seq + 1 + w[1].padded,
+            "one continuous stream"
+        );
     }
 
     // Down to low: forwarded from the low layer's next IDR picture (asked for: an IDR
@@ -408,7 +412,7 @@ fn h264_simulcast_is_forwarded_and_switches_on_idr_pictures() {
     for w in got.windows(2) {
         assert_eq!(
             w[1].seq,
-            w[0].seq + 1,
+            w[0].seq + 1 + w[1].padded,
             "one continuous stream across the switch"
         );
     }
@@ -432,4 +436,64 @@ fn video_goes_over_ice_tcp_with_its_bandwidth_estimate() {
     assert!(got[0].video.unwrap().keyframe);
     assert_continuous(&got);
     assert_eq!(video_slots(&sim, b)[0].layer, Some(VideoQuality::Medium));
+}
+
+/// Whether `datagram` is RTP in a video payload type (not Opus, not RTCP).
+fn is_video_rtp(datagram: &[u8]) -> bool {
+    datagram.len() > 12
+        && datagram[0] >> 6 == 2
+        && !(200..=206).contains(&datagram[1])
+        && (96..128).contains(&(datagram[1] & 0x7f))
+        && datagram[1] & 0x7f != 111
+}
+
+#[test]
+fn a_video_packet_lost_on_the_way_is_sent_again_on_the_subscribers_nack() {
+    // The node sends the video slot itself: the subscriber's NACK is answered from
+    // the slot's history, on the slot's SSRC with the lost packet's number.
+    let (mut sim, a, b, got) = camera_at_high(false);
+    let ssrc = got[0].ssrc;
+    // str0m NACKs only streams with RTX unless told otherwise; browsers NACK any
+    // stream that negotiated `nack`.
+    sim.clients[b]
+        .rtc
+        .direct_api()
+        .stream_rx(&ssrc.into())
+        .unwrap()
+        .suppress_nack(false);
+    let lost = std::rc::Rc::new(std::cell::RefCell::new(Vec::<u16>::new()));
+    let mut video_to_b = 0;
+    let record = lost.clone();
+    sim.lose_to_client = Some(Box::new(move |to, datagram| {
+        if to != b || !is_video_rtp(datagram) || datagram[8..12] != ssrc.to_be_bytes() {
+            return false;
+        }
+        video_to_b += 1;
+        // Every 15th video packet to b (the first time it is sent), four times.
+        let seq = u16::from_be_bytes([datagram[2], datagram[3]]);
+        let mut lost = record.borrow_mut();
+        let lose = video_to_b % 15 == 0 && lost.len() < 4 && !lost.contains(&seq);
+        if lose {
+            lost.push(seq);
+        }
+        lose
+    }));
+    sim.run_for(Duration::from_secs(3));
+    sim.lose_to_client = None;
+    sim.run_for(Duration::from_millis(500));
+    let lost = lost.borrow().clone();
+    assert_eq!(lost.len(), 4, "four packets lost");
+    let resent: u64 = sim.shards.iter().map(|s| s.stats().video_resent).sum();
+    assert!(
+        resent >= 4,
+        "{resent} packets sent again: {:?}",
+        sim.shards[0].stats().counters()
+    );
+    // Each lost number arrived in the end, as the packet it was.
+    let got = sim.video_from(b, 0, a);
+    for seq in lost {
+        let again: Vec<_> = got.iter().filter(|p| p.seq as u16 == seq).collect();
+        assert_eq!(again.len(), 1, "{seq} sent again once: {again:?}");
+        assert_eq!(again[0].ssrc, ssrc, "on the slot's own SSRC");
+    }
 }

@@ -12,6 +12,15 @@
 //!
 //! A slot that has never carried a speaker costs its [`SlotTx`] (a few dozen bytes)
 //! and nothing else.
+//!
+//! Video slots (issue 12) are sent the same way: [`Egress::write_video`] writes a
+//! publisher's packet with the slot's SSRC, rewritten sequence number, timestamp and
+//! VP8 descriptor, the MID extension until the first report, and a transport-wide
+//! sequence number (transport-cc) for the bandwidth estimate
+//! ([`crate::video::estimator`]). The subscriber's NACKs, PLIs, FIRs and
+//! transport-cc feedback on the video slots are read here ([`Egress::read_rtcp`]) and
+//! answered by the shard (`shard/video.rs`): resends from the slot's history, keyframe
+//! requests to the publisher, layers fitted to the estimate.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -27,6 +36,10 @@ use crate::forwarder::SpeakerPacket;
 use crate::io::Peer;
 use crate::pool::BUFFER_CAPACITY;
 use crate::rewriter::{Rewritten, SlotRewriter};
+use crate::video::estimator::Estimator;
+use crate::video::probe::Probing;
+use crate::video::slot::VideoSlot;
+use crate::video::vp8;
 
 /// How often sender reports go out (RFC 3550 §6.2: at least every 5 s; browsers
 /// send about once a second for audio).
@@ -35,8 +48,23 @@ pub(crate) const REPORT_INTERVAL: Duration = Duration::from_secs(1);
 /// §6.4: a participant that has not sent in the last two intervals is no sender).
 const SENDER_WINDOW: Duration = Duration::from_secs(2);
 /// Most slot SSRCs in one compound report (one SR each plus one SDES chunk each
-/// must fit in a datagram; rooms allow 32 slots at most).
+/// must fit in a datagram; rooms allow 32 audio and 16 video slots at most: a
+/// subscriber with more slots sending at once reports on the first 31).
 const MAX_REPORTED: usize = 31;
+/// A padding packet's padding (RFC 3550 §5.1: at most 255 octets, the count in the
+/// last one).
+const PADDING_BYTES: u8 = 255;
+/// Resends take at most 1/`RESEND_SHARE` of a subscriber's estimate.
+const RESEND_SHARE: u64 = 4;
+/// Most padding packets after one frame.
+const MAX_PADDING_PER_FRAME: usize = 16;
+/// Most NACKed packets kept from one RTCP packet for the shard to send again.
+const MAX_NACKS: usize = 128;
+/// A subscriber's bandwidth estimate: where it starts (enough for a medium layer,
+/// until transport-cc feedback tells) and its bounds.
+pub(crate) const INITIAL_ESTIMATE: u64 = 800_000;
+const MIN_ESTIMATE: u64 = 100_000;
+const MAX_ESTIMATE: u64 = 20_000_000;
 
 /// A slot's mid as the RFC 8843 MID extension carries it: 1 to 16 visible ASCII
 /// characters, kept inline so that writing it per copy is a copy of bytes.
@@ -123,6 +151,59 @@ pub(crate) struct ExtIds {
     pub mid: Option<u8>,
 }
 
+/// The header extension ids the subscriber's video slot sections negotiated.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct VideoExtIds {
+    /// RFC 8843 MID.
+    pub mid: Option<u8>,
+    /// draft-holmer-rmcat-transport-wide-cc-extensions-01: transport-wide sequence
+    /// number.
+    pub twcc: Option<u8>,
+}
+
+/// One packet to write on a video slot: a publisher's payload and the fields the
+/// slot rewrote.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct VideoCopy<'a> {
+    pub pt: u8,
+    /// Extended sequence number on the slot.
+    pub seq: u64,
+    pub timestamp: u32,
+    pub marker: bool,
+    /// VP8: the descriptor fields as the slot writes them.
+    pub vp8: Option<vp8::Rewrite>,
+    pub payload: &'a [u8],
+    /// RFC 3550 §5.1 padding octets (a padding packet: no payload).
+    pub padding: u8,
+}
+
+impl VideoCopy<'_> {
+    /// A padding packet on a slot: `out` from the slot's rewriter, in payload type
+    /// `pt` (probing for bandwidth, as libwebrtc pads without RTX).
+    pub fn padding(pt: u8, out: Rewritten) -> VideoCopy<'static> {
+        VideoCopy {
+            pt,
+            seq: out.seq,
+            timestamp: out.timestamp,
+            marker: false,
+            vp8: None,
+            payload: &[],
+            padding: PADDING_BYTES,
+        }
+    }
+}
+
+/// What the subscriber's RTCP asked of its video slots, for the shard to answer.
+#[derive(Debug, Default)]
+pub(crate) struct VideoFeedback {
+    /// Packets to send again: (video slot, sequence number).
+    pub nacks: Vec<(u8, u16)>,
+    /// Video slots whose receiver asked for a keyframe (PLI or FIR), bit `i`: slot `i`.
+    pub keyframes: u32,
+    /// Transport-cc feedback came: the estimate may have changed.
+    pub estimated: bool,
+}
+
 /// Why a copy was not written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum WriteError {
@@ -155,6 +236,25 @@ pub(crate) struct Egress {
     /// The keys `tx` is made from, until the first copy needs it: a listener in a room
     /// where nobody has spoken yet holds no sealing context (~1.2 KB of cipher state).
     unsealed: Option<Box<(DtlsSrtpKeys, bool)>>,
+    /// Video slots only: their extension ids, the next transport-wide sequence
+    /// number, the bandwidth estimate from the subscriber's transport-cc feedback
+    /// (made when an offer negotiates video slots), and what its RTCP asked of them.
+    pub video_ext: VideoExtIds,
+    twcc_seq: u16,
+    pub estimator: Option<Box<Estimator>>,
+    pub video_feedback: VideoFeedback,
+    /// What the video slots should send, padding included, to probe for the next
+    /// layer (bit/s; 0: no padding), and when that may exceed the estimate.
+    pub pad_to: u64,
+    pub probing: Probing,
+    /// Bytes of padding owed (a token bucket filled at `pad_to`, emptied by every
+    /// video byte sent), and when it was last filled.
+    pad_credit: i64,
+    pad_at: Option<Instant>,
+    /// Bytes that may be sent again for NACKs (a token bucket filled at a share of
+    /// the estimate), and when it was last filled.
+    resend_credit: i64,
+    resend_at: Option<Instant>,
 }
 
 /// What one of the subscriber's RTCP packets held, besides reports on our slots.
@@ -186,7 +286,151 @@ impl Egress {
             reports: ReportFigures::default(),
             unsealed: None,
             bytes_sent: 0,
+            video_ext: VideoExtIds::default(),
+            twcc_seq: 0,
+            estimator: None,
+            video_feedback: VideoFeedback::default(),
+            pad_to: 0,
+            probing: Probing::default(),
+            pad_credit: 0,
+            pad_at: None,
+            resend_credit: 0,
+            resend_at: None,
         }
+    }
+
+    /// Whether a packet of `bytes` may be sent again for a NACK now: resends take at
+    /// most [`RESEND_SHARE`] of the estimate (a link that loses packets because it
+    /// is full would lose more to a flood of resends, voice with them).
+    pub fn may_resend(&mut self, bytes: usize, estimate: u64, now: Instant) -> bool {
+        let elapsed = self
+            .resend_at
+            .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
+        self.resend_at = Some(now);
+        let per_second = estimate / 8 / RESEND_SHARE;
+        let filled = (per_second as u128 * elapsed.as_micros() / 1_000_000) as i64;
+        // At most a quarter second's worth saved up, and always room for one packet.
+        let cap = ((per_second / 4) as i64).max(BUFFER_CAPACITY as i64);
+        self.resend_credit = (self.resend_credit + filled).min(cap);
+        if self.resend_credit < bytes as i64 {
+            return false;
+        }
+        self.resend_credit -= bytes as i64;
+        true
+    }
+
+    /// The most the padding bucket holds either way: 100 ms at `pad_to`.
+    fn pad_burst(&self) -> i64 {
+        (self.pad_to / 80) as i64
+    }
+
+    /// How many padding packets to send now, after a frame's last packet on a video
+    /// slot, to make up what the slots send to `pad_to`.
+    pub fn padding_due(&mut self, now: Instant) -> usize {
+        let elapsed = self
+            .pad_at
+            .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
+        self.pad_at = Some(now);
+        if self.pad_to == 0 {
+            self.pad_credit = 0;
+            return 0;
+        }
+        let filled = (self.pad_to as u128 * elapsed.as_micros() / 8_000_000) as i64;
+        self.pad_credit = (self.pad_credit + filled).min(self.pad_burst());
+        let packet = i64::from(PADDING_BYTES) + 40;
+        ((self.pad_credit / packet).max(0) as usize).min(MAX_PADDING_PER_FRAME)
+    }
+
+    /// The subscriber negotiated video slots: its bandwidth estimate starts.
+    pub fn start_estimate(&mut self) {
+        if self.estimator.is_none() {
+            self.estimator = Some(Box::new(Estimator::new(
+                INITIAL_ESTIMATE,
+                MIN_ESTIMATE,
+                MAX_ESTIMATE,
+            )));
+        }
+    }
+
+    /// Writes one packet on a video slot into `buf` (empty, with [`BUFFER_CAPACITY`]
+    /// of room) and seals it: a forwarded copy, or a resend from the slot's history.
+    /// Allocates nothing.
+    pub fn write_video(
+        &mut self,
+        slot: &mut VideoSlot,
+        copy: &VideoCopy<'_>,
+        now: Instant,
+        buf: &mut Vec<u8>,
+    ) -> Result<Peer, WriteError> {
+        let Some(remote) = self.remote else {
+            return Err(WriteError::NotReady);
+        };
+        let ext = self.video_ext;
+        let twcc_seq = self.twcc_seq;
+        let Some(tx) = self.sealer() else {
+            return Err(WriteError::NotReady);
+        };
+        let Some(mid) = slot.mid else {
+            return Err(WriteError::NotReady);
+        };
+        let twcc = twcc_seq.to_be_bytes();
+        let mut elements: [(u8, &[u8]); 2] = [(0, &[]); 2];
+        let mut n = 0;
+        if let (Some(id), true) = (ext.mid, slot.send_mid) {
+            elements[n] = (id, mid.as_bytes());
+            n += 1;
+        }
+        if let Some(id) = ext.twcc {
+            elements[n] = (id, &twcc[..]);
+            n += 1;
+        }
+        let writer = RtpWriter {
+            marker: copy.marker,
+            payload_type: copy.pt,
+            sequence_number: SeqNo(copy.seq as u16),
+            timestamp: copy.timestamp,
+            ssrc: Ssrc(slot.ssrc),
+            csrcs: &[],
+            extension: if n == 0 {
+                ExtensionSpec::None
+            } else {
+                ExtensionSpec::Elements(&elements[..n])
+            },
+            payload: copy.payload,
+            padding: copy.padding,
+        };
+        let len = writer.encoded_len().map_err(|_| WriteError::Seal)?;
+        let sealed_len = len + tx.profile().rtp_overhead();
+        if sealed_len > BUFFER_CAPACITY {
+            return Err(WriteError::Seal);
+        }
+        buf.clear();
+        buf.resize(sealed_len, 0);
+        let len = writer.encode(buf).map_err(|_| WriteError::Seal)?;
+        let header_len = len - copy.payload.len() - usize::from(copy.padding);
+        if let Some(rewrite) = &copy.vp8 {
+            if let Some(d) = vp8::parse(copy.payload) {
+                if let Some(payload) = buf.get_mut(header_len..len) {
+                    vp8::patch(&d, rewrite, payload);
+                }
+            }
+        }
+        let roc = (copy.seq >> 16) as u32;
+        let sealed = tx
+            .protect_rtp(buf, len, header_len, roc)
+            .map_err(|_| WriteError::Seal)?;
+        buf.truncate(sealed);
+        self.bytes_sent += sealed as u64;
+        self.pad_credit = (self.pad_credit - sealed as i64).max(-self.pad_burst());
+        if ext.twcc.is_some() {
+            self.twcc_seq = twcc_seq.wrapping_add(1);
+            if let Some(e) = self.estimator.as_mut() {
+                e.on_sent(twcc_seq, sealed, now);
+            }
+        }
+        slot.packets = slot.packets.wrapping_add(1);
+        slot.octets = slot.octets.wrapping_add(copy.payload.len() as u32);
+        Ok(remote)
     }
 
     /// Keys from the DTLS handshake; `dtls_client` says which half is ours. The
@@ -293,11 +537,13 @@ impl Egress {
         Ok(remote)
     }
 
-    /// A sender report and SDES for every slot that sent lately, sealed into `buf`
-    /// (empty, with [`BUFFER_CAPACITY`] of room). `Ok(None)`: nothing to report.
+    /// A sender report and SDES for every slot (audio and video) that sent lately,
+    /// sealed into `buf` (empty, with [`BUFFER_CAPACITY`] of room). `Ok(None)`:
+    /// nothing to report.
     pub fn write_report(
         &mut self,
         slots: &[SlotTx],
+        video: &[VideoSlot],
         now: Instant,
         wallclock: SystemTime,
         buf: &mut Vec<u8>,
@@ -305,11 +551,18 @@ impl Egress {
         let (Some(tx), Some(remote)) = (&mut self.tx, self.remote) else {
             return Err(WriteError::NotReady);
         };
+        // (SSRC, RTP timestamp now, packets, octets) of each slot that sent lately.
+        let audio = slots.iter().filter_map(|s| {
+            let ts = s.rewriter.timestamp_at(now, SENDER_WINDOW)?;
+            Some((s.ssrc, ts, s.packets, s.octets))
+        });
+        let video = video.iter().filter_map(|s| {
+            let ts = s.timestamp_at(now, SENDER_WINDOW)?;
+            Some((s.ssrc, ts, s.packets, s.octets))
+        });
+        let mut senders = audio.chain(video).take(MAX_REPORTED).peekable();
         // Most participants' slots are quiet: nothing to write, nothing to zero.
-        if !slots
-            .iter()
-            .any(|s| s.rewriter.timestamp_at(now, SENDER_WINDOW).is_some())
-        {
+        if senders.peek().is_none() {
             return Ok(None);
         }
         let ntp = ntp_timestamp(wallclock);
@@ -317,27 +570,21 @@ impl Egress {
         let mut len = 0;
         let mut ssrcs = [Ssrc(0); MAX_REPORTED];
         let mut count = 0;
-        for slot in slots {
-            if count == MAX_REPORTED {
-                break;
-            }
-            let Some(rtp_timestamp) = slot.rewriter.timestamp_at(now, SENDER_WINDOW) else {
-                continue;
-            };
+        for (ssrc, rtp_timestamp, packets, octets) in senders {
             // RFC 3550 §6.4.1: the NTP and RTP timestamps name the same instant.
             let sr = SenderReportWriter {
-                ssrc: Ssrc(slot.ssrc),
+                ssrc: Ssrc(ssrc),
                 info: SenderInfo {
                     ntp_timestamp: ntp,
                     rtp_timestamp,
-                    packet_count: slot.packets,
-                    octet_count: slot.octets,
+                    packet_count: packets,
+                    octet_count: octets,
                 },
                 blocks: &[],
             };
             let rest = buf.get_mut(len..).ok_or(WriteError::Seal)?;
             len += sr.encode(rest).map_err(|_| WriteError::Seal)?;
-            ssrcs[count] = Ssrc(slot.ssrc);
+            ssrcs[count] = Ssrc(ssrc);
             count += 1;
         }
         if count == 0 {
@@ -363,13 +610,16 @@ impl Egress {
     }
 
     /// Reads the subscriber's SRTCP for reports on our slots: each one stops the MID
-    /// extension on its slot and adds to the quality figures. `scratch` is a
-    /// reusable buffer. Returns what the packet held, or `None` if it could not be
-    /// opened.
+    /// extension on its slot and adds to the quality figures. Feedback on the video
+    /// slots (NACK, PLI, FIR) is kept in [`Egress::video_feedback`] for the shard to
+    /// answer, transport-cc feedback goes to the estimator. `scratch` is a reusable
+    /// buffer. Returns what the packet held, or `None` if it could not be opened.
     pub fn read_rtcp(
         &mut self,
         slots: &mut [SlotTx],
+        video: &mut [VideoSlot],
         datagram: &[u8],
+        now: Instant,
         wallclock: SystemTime,
         scratch: &mut Vec<u8>,
     ) -> Option<RtcpSeen> {
@@ -388,14 +638,51 @@ impl Egress {
                     seen.sender_report = true;
                     sr.report_blocks()
                 }
+                Ok(RtcpPacket::Nack(nack)) => {
+                    if let Some(i) = video_index(video, nack.media_ssrc()) {
+                        let nacks = &mut self.video_feedback.nacks;
+                        for seq in nack.lost() {
+                            if nacks.len() < MAX_NACKS {
+                                nacks.push((i as u8, seq.0));
+                            }
+                        }
+                    }
+                    continue;
+                }
+                Ok(RtcpPacket::Pli(pli)) => {
+                    if let Some(i) = video_index(video, pli.media_ssrc) {
+                        self.video_feedback.keyframes |= 1 << i;
+                    }
+                    continue;
+                }
+                Ok(RtcpPacket::Fir(fir)) => {
+                    for entry in fir.entries() {
+                        if let Some(i) = video_index(video, entry.ssrc) {
+                            self.video_feedback.keyframes |= 1 << i;
+                        }
+                    }
+                    continue;
+                }
+                Ok(RtcpPacket::Twcc(twcc)) => {
+                    if let Some(e) = self.estimator.as_mut() {
+                        let statuses = twcc.statuses().map(|(seq, delta)| (seq.0, delta));
+                        e.on_feedback(twcc.reference_time_us(), statuses, now);
+                        self.video_feedback.estimated = true;
+                    }
+                    continue;
+                }
                 Ok(_) => continue,
                 Err(_) => break,
             };
             for block in blocks {
-                let Some(slot) = slots.iter_mut().find(|s| s.ssrc == block.ssrc.0) else {
-                    continue;
+                let send_mid = match slots.iter_mut().find(|s| s.ssrc == block.ssrc.0) {
+                    Some(slot) => &mut slot.send_mid,
+                    None => match video_index(video, block.ssrc) {
+                        Some(i) => &mut video[i].send_mid,
+                        None => continue,
+                    },
                 };
-                slot.send_mid = false;
+                *send_mid = false;
                 self.reports.loss_sum += f32::from(block.fraction_lost) / 256.0;
                 self.reports.loss_count += 1;
                 // RFC 3550 §6.4.1: round trip = arrival - LSR - DLSR, in 1/65536 s.
@@ -412,6 +699,13 @@ impl Egress {
         }
         Some(seen)
     }
+}
+
+/// The index of the video slot sending on `ssrc`.
+fn video_index(video: &[VideoSlot], ssrc: Ssrc) -> Option<usize> {
+    video
+        .iter()
+        .position(|s| s.ssrc == ssrc.0 && s.mid.is_some())
 }
 
 /// RFC 5905 §6: seconds since 1900 in the high 32 bits, the fraction in the low.

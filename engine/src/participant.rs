@@ -22,7 +22,6 @@ use crate::spam::SpamWatch;
 use crate::video::publication::Publication;
 use crate::video::slot::VideoSlot;
 use chorus_protocol::demux::{classify, DatagramKind};
-use str0m::bwe::BweKind;
 
 /// Most source addresses one participant may send from (ICE candidates that passed
 /// the integrity check); more are ignored.
@@ -95,11 +94,13 @@ pub struct Participant {
     pub(crate) quality: Quality,
     /// The video m-sections it publishes on (camera, screen).
     pub(crate) publications: Vec<Publication>,
-    /// The video payload types negotiated, their codecs and, for H.264, the
-    /// profile-level-id of their fmtp (str0m's payload types are one numbering for the
-    /// whole session).
+    /// The video payload types it publishes in (str0m negotiated them), their codecs
+    /// and, for H.264, the profile-level-id of their fmtp.
     pub(crate) video_pts: Vec<(Pt, crate::video::packet::VideoCodec, Option<u32>)>,
-    /// What str0m's bandwidth estimate allows sending to it, bits per second.
+    /// The same for what its video slots receive (Chorus answered them).
+    pub(crate) slot_pts: Vec<(Pt, crate::video::packet::VideoCodec, Option<u32>)>,
+    /// What its bandwidth estimate allows sending to it, bits per second (while it
+    /// has video slots: `egress.estimator`).
     pub(crate) estimate: Option<u64>,
     /// An offer was answered (the `Rtc` may no longer be rebuilt).
     pub(crate) answered: bool,
@@ -117,10 +118,6 @@ pub(crate) enum Inbound {
         layer: u8,
         packet: RtpPacket,
     },
-    /// Its PLI or FIR for what it receives on the m-section `mid` (a video slot).
-    KeyframeRequest(Mid),
-    /// str0m's bandwidth estimate towards it changed.
-    Estimate(u64),
 }
 
 /// SSRCs a microphone without `a=ssrc` may have declared for it over a participant's
@@ -240,12 +237,6 @@ impl Participant {
                     RtcEvent::RtpPacket(p) => {
                         let inbound = self.classify(p);
                         media.push_back((self.id, inbound));
-                    }
-                    RtcEvent::KeyframeRequest(r) => {
-                        media.push_back((self.id, Inbound::KeyframeRequest(r.mid)));
-                    }
-                    RtcEvent::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => {
-                        media.push_back((self.id, Inbound::Estimate(estimate.as_u64())));
                     }
                     RtcEvent::Connected => {
                         tracing::debug!(room = %self.room, participant = %self.id, "media connected");

@@ -13,11 +13,17 @@
 //! - An offer with nothing for str0m (a listener without a microphone) lends str0m
 //!   its first slot section, made `inactive`, so that str0m still answers ICE and
 //!   DTLS; Chorus writes that section of the answer itself.
+//! - Video slot N is the N-th `recvonly` video m-section; Chorus answers it too
+//!   (`sendonly`, its SSRC, the offer's VP8 and H.264 packetization-mode 1 payload
+//!   types with their `nack`, `nack pli`, `ccm fir` and `transport-cc` feedback, the
+//!   MID and transport-cc header extensions) and sends it itself (`egress.rs`). The
+//!   camera and screen sections (`sendonly` from the client) are str0m's.
 
 use std::fmt::Write as _;
 
 use crate::client_event::VideoSource;
-use crate::egress::{ExtIds, SlotMid};
+use crate::egress::{ExtIds, SlotMid, VideoExtIds};
+use crate::video::packet::VideoCodec;
 
 /// RFC 3264 §5.1 / RFC 8866 §6.7: the media direction of an m-section.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,8 +60,10 @@ pub(crate) struct PreparedOffer {
     pub ext: ExtIds,
     /// The `sendonly` video sections (str0m negotiates them): camera and screen.
     pub publications: Vec<VideoOffer>,
-    /// The video slots' mids, in slot order (str0m negotiates them and sends on them).
-    pub video_slots: Vec<String>,
+    /// The video slots, in slot order (at most the room's count).
+    pub video_slots: Vec<VideoSlotOffer>,
+    /// The header extension ids the first video slot section offered.
+    pub video_ext: VideoExtIds,
     /// Every offered section, in order, and who answers it.
     sections: Vec<Answerer>,
 }
@@ -70,6 +78,31 @@ pub(crate) struct VideoOffer {
     pub rids: Vec<String>,
 }
 
+/// What the offer asks of one video slot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct VideoSlotOffer {
+    pub mid: SlotMid,
+    /// The formats Chorus forwards, in the offer's order (never empty).
+    pub formats: Vec<VideoFormat>,
+}
+
+/// A video format the client offered on a video slot, as Chorus answers it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct VideoFormat {
+    pub pt: u8,
+    pub codec: VideoCodec,
+    /// H.264's profile-level-id.
+    pub profile: Option<u32>,
+    /// The offer's `a=rtpmap` and `a=fmtp` values for it (after the payload type).
+    rtpmap: String,
+    fmtp: Option<String>,
+    /// The offered `a=rtcp-fb` values for it that Chorus serves.
+    feedback: Vec<String>,
+}
+
+/// The RTCP feedback a video slot answers (RFC 4585, RFC 5104, transport-cc).
+const VIDEO_FEEDBACK: [&str; 4] = ["nack", "nack pli", "ccm fir", "transport-cc"];
+
 /// Who writes the answer to one offered m-section.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Answerer {
@@ -77,8 +110,12 @@ enum Answerer {
     Str0m { mid: String },
     /// Chorus: slot `index`, `sendonly`.
     Slot { index: usize, proto: String },
+    /// Chorus: video slot `index`, `sendonly`.
+    VideoSlot { index: usize, proto: String },
     /// Chorus: `inactive` (beyond the slot count, or offered inactive).
     Inactive {
+        /// `audio` or `video`.
+        kind: String,
         mid: String,
         proto: String,
         /// The payload type answered (the offer's Opus, else its first format).
@@ -222,6 +259,89 @@ pub(crate) struct VideoPolicy<'a> {
 }
 
 impl Section<'_> {
+    /// Chorus's `inactive` answer to this section: the offer's Opus payload type (an
+    /// audio section) or its first format.
+    fn inactive(&self, lines: &[&str], mid: &str) -> Answerer {
+        let pt = self
+            .opus(lines)
+            .map(|pt| pt.to_string())
+            .or_else(|| self.formats.first().map(|f| (*f).to_owned()))
+            .unwrap_or_else(|| "0".to_owned());
+        let rtpmap = self.attributes(lines, "rtpmap").find_map(|v| {
+            let (p, codec) = v.split_once(' ')?;
+            (p == pt).then(|| codec.to_owned())
+        });
+        Answerer::Inactive {
+            kind: self.kind.to_owned(),
+            mid: mid.to_owned(),
+            proto: self.proto.to_owned(),
+            pt,
+            rtpmap,
+        }
+    }
+
+    /// The formats of a video slot section Chorus forwards, in the offer's order:
+    /// VP8, and H.264 in packetization mode 1 (what browsers send).
+    fn video_formats(&self, lines: &[&str]) -> Vec<VideoFormat> {
+        let mut formats: Vec<VideoFormat> = Vec::new();
+        for f in &self.formats {
+            let Ok(pt) = f.parse::<u8>() else {
+                continue;
+            };
+            if pt >= 128 || formats.iter().any(|x| x.pt == pt) {
+                continue;
+            }
+            let value = |name: &str| {
+                self.attributes(lines, name)
+                    .find_map(|v| v.split_once(' ').filter(|(p, _)| p == f).map(|(_, v)| v))
+            };
+            let Some(rtpmap) = value("rtpmap") else {
+                continue;
+            };
+            let fmtp = value("fmtp");
+            let param = |key: &str| {
+                fmtp.into_iter()
+                    .flat_map(|p| p.split(';'))
+                    .find_map(|kv| kv.trim().split_once('=').filter(|(k, _)| *k == key))
+                    .map(|(_, v)| v.trim())
+            };
+            let name = rtpmap.split('/').next().unwrap_or_default();
+            let codec = if name.eq_ignore_ascii_case("VP8") {
+                VideoCodec::Vp8
+            } else if name.eq_ignore_ascii_case("H264") && param("packetization-mode") == Some("1")
+            {
+                VideoCodec::H264
+            } else {
+                continue;
+            };
+            let profile = (codec == VideoCodec::H264)
+                .then(|| param("profile-level-id"))
+                .flatten()
+                .and_then(|v| u32::from_str_radix(v, 16).ok())
+                .filter(|v| *v <= 0xff_ffff);
+            let feedback = self
+                .attributes(lines, "rtcp-fb")
+                .filter_map(|v| v.split_once(' '))
+                .filter(|(p, fb)| (*p == *f || *p == "*") && VIDEO_FEEDBACK.contains(&fb.trim()))
+                .map(|(_, fb)| fb.trim().to_owned())
+                .fold(Vec::new(), |mut all: Vec<String>, fb| {
+                    if !all.contains(&fb) {
+                        all.push(fb);
+                    }
+                    all
+                });
+            formats.push(VideoFormat {
+                pt,
+                codec,
+                profile,
+                rtpmap: rtpmap.to_owned(),
+                fmtp: fmtp.map(str::to_owned),
+                feedback,
+            });
+        }
+        formats
+    }
+
     /// The rids of `a=simulcast:send`, first alternative of each layer, in order.
     fn simulcast_send(&self, lines: &[&str]) -> Vec<String> {
         let Some(value) = self.attributes(lines, "simulcast").next() else {
@@ -298,7 +418,8 @@ pub(crate) fn prepare_offer(
     let mut slots: Vec<SlotOffer> = Vec::new();
     let mut ext = ExtIds::default();
     let mut publications: Vec<VideoOffer> = Vec::new();
-    let mut video_slots: Vec<String> = Vec::new();
+    let mut video_slots: Vec<VideoSlotOffer> = Vec::new();
+    let mut video_ext = VideoExtIds::default();
     for (named, _) in video.sources {
         let sends_video = sections.iter().any(|s| {
             s.kind == "video"
@@ -346,22 +467,7 @@ pub(crate) fn prepare_offer(
                         });
                         slots.push(SlotOffer { mid: slot_mid, pt });
                     }
-                    _ => {
-                        let pt = opus
-                            .map(|pt| pt.to_string())
-                            .or_else(|| s.formats.first().map(|f| (*f).to_owned()))
-                            .unwrap_or_else(|| "0".to_owned());
-                        let rtpmap = s.attributes(&lines, "rtpmap").find_map(|v| {
-                            let (p, codec) = v.split_once(' ')?;
-                            (p == pt).then(|| codec.to_owned())
-                        });
-                        answerers.push(Answerer::Inactive {
-                            mid: mid.to_owned(),
-                            proto: s.proto.to_owned(),
-                            pt,
-                            rtpmap,
-                        });
-                    }
+                    _ => answerers.push(s.inactive(&lines, mid)),
                 }
             }
             ("video", Direction::SendRecv | Direction::SendOnly) if open && video.slots > 0 => {
@@ -399,10 +505,26 @@ pub(crate) fn prepare_offer(
                 });
             }
             ("video", Direction::RecvOnly) if open && video_slots.len() < video.slots => {
-                video_slots.push(mid.to_owned());
-                for_str0m.push((n, None, false));
-                answerers.push(Answerer::Str0m {
-                    mid: mid.to_owned(),
+                let slot_mid = SlotMid::new(mid).ok_or(OfferError::BadMid(n))?;
+                let formats = s.video_formats(&lines);
+                if formats.is_empty() {
+                    // Nothing Chorus forwards (VP9 or AV1 only): not a slot.
+                    answerers.push(s.inactive(&lines, mid));
+                    continue;
+                }
+                if video_slots.is_empty() {
+                    video_ext = VideoExtIds {
+                        mid: s.extension(&lines, MID_URI),
+                        twcc: s.extension(&lines, TWCC_URI),
+                    };
+                }
+                answerers.push(Answerer::VideoSlot {
+                    index: video_slots.len(),
+                    proto: s.proto.to_owned(),
+                });
+                video_slots.push(VideoSlotOffer {
+                    mid: slot_mid,
+                    formats,
                 });
             }
             // An audio section the client closed (port 0), a data channel (v1 has
@@ -533,6 +655,7 @@ pub(crate) fn prepare_offer(
         ext,
         publications,
         video_slots,
+        video_ext,
         sections: answerers,
     })
 }
@@ -639,6 +762,7 @@ pub(crate) fn answer(
     prepared: &PreparedOffer,
     negotiated: &str,
     ssrcs: &[u32],
+    video_ssrcs: &[u32],
     cname: &str,
 ) -> Result<String, AnswerError> {
     let lines: Vec<&str> = negotiated.lines().map(str::trim_end).collect();
@@ -692,6 +816,7 @@ pub(crate) fn answer(
                     Answerer::Str0m { mid } if their_bundle.contains(&mid.as_str()) => mid.as_str(),
                     Answerer::Str0m { .. } => continue,
                     Answerer::Slot { index, .. } => prepared.slots[*index].mid.as_str(),
+                    Answerer::VideoSlot { index, .. } => prepared.video_slots[*index].mid.as_str(),
                     Answerer::Inactive { mid, .. } => mid.as_str(),
                 };
                 group.push(' ');
@@ -743,13 +868,55 @@ pub(crate) fn answer(
                      a=ssrc:{ssrc} cname:{cname}\r\na=ssrc:{ssrc} msid:{cname} slot{index}\r\n"
                 );
             }
+            Answerer::VideoSlot { index, proto } => {
+                let slot = &prepared.video_slots[*index];
+                let ssrc = video_ssrcs.get(*index).copied().unwrap_or_default();
+                let _ = write!(out, "m=video 9 {proto}");
+                for f in &slot.formats {
+                    let _ = write!(out, " {}", f.pt);
+                }
+                out.push_str("\r\nc=IN IP4 0.0.0.0\r\n");
+                for line in &transport {
+                    push_line(&mut out, line);
+                }
+                let _ = write!(out, "a=mid:{}\r\n", slot.mid);
+                if let Some(id) = prepared.video_ext.mid {
+                    let _ = write!(out, "a=extmap:{id} {MID_URI}\r\n");
+                }
+                if let Some(id) = prepared.video_ext.twcc {
+                    let _ = write!(out, "a=extmap:{id} {TWCC_URI}\r\n");
+                }
+                let _ = write!(
+                    out,
+                    "a=sendonly\r\na=msid:{cname} video{index}\r\na=rtcp-mux\r\n"
+                );
+                for f in &slot.formats {
+                    let pt = f.pt;
+                    let _ = write!(out, "a=rtpmap:{pt} {}\r\n", f.rtpmap);
+                    for fb in &f.feedback {
+                        // Transport-cc feedback only where the extension is answered.
+                        if fb == "transport-cc" && prepared.video_ext.twcc.is_none() {
+                            continue;
+                        }
+                        let _ = write!(out, "a=rtcp-fb:{pt} {fb}\r\n");
+                    }
+                    if let Some(fmtp) = &f.fmtp {
+                        let _ = write!(out, "a=fmtp:{pt} {fmtp}\r\n");
+                    }
+                }
+                let _ = write!(
+                    out,
+                    "a=ssrc:{ssrc} cname:{cname}\r\na=ssrc:{ssrc} msid:{cname} video{index}\r\n"
+                );
+            }
             Answerer::Inactive {
+                kind,
                 mid,
                 proto,
                 pt,
                 rtpmap,
             } => {
-                let _ = write!(out, "m=audio 9 {proto} {pt}\r\nc=IN IP4 0.0.0.0\r\n");
+                let _ = write!(out, "m={kind} 9 {proto} {pt}\r\nc=IN IP4 0.0.0.0\r\n");
                 for line in &transport {
                     push_line(&mut out, line);
                 }
@@ -899,6 +1066,7 @@ mod tests {
         assert_eq!(
             p.sections[3],
             Answerer::Inactive {
+                kind: "audio".into(),
                 mid: "3".into(),
                 proto: "UDP/TLS/RTP/SAVPF".into(),
                 pt: "111".into(),
@@ -1076,21 +1244,88 @@ mod tests {
             "a=mid:m\r\n",
             "a=mid:m\r\na=extmap:3 http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01\r\na=rtcp-fb:111 transport-cc\r\n",
         );
+        for slot in ["v0", "v1", "v2"] {
+            sdp = sdp.replace(
+                &format!("m=video 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:{slot}\r\n"),
+                &format!(
+                    "m=video 9 UDP/TLS/RTP/SAVPF 96 97 102 98 111\r\nc=IN IP4 0.0.0.0\r\na=mid:{slot}\r\n\
+                     a=extmap:4 urn:ietf:params:rtp-hdrext:sdes:mid\r\n\
+                     a=extmap:3 http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01\r\n\
+                     a=rtpmap:96 VP8/90000\r\na=rtcp-fb:96 goog-remb\r\na=rtcp-fb:96 transport-cc\r\n\
+                     a=rtcp-fb:96 ccm fir\r\na=rtcp-fb:96 nack\r\na=rtcp-fb:96 nack pli\r\n\
+                     a=rtpmap:97 rtx/90000\r\na=fmtp:97 apt=96\r\n\
+                     a=rtpmap:102 H264/90000\r\na=rtcp-fb:102 nack\r\n\
+                     a=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n\
+                     a=rtpmap:98 H264/90000\r\na=fmtp:98 packetization-mode=0;profile-level-id=42e01f\r\n"
+                ),
+            );
+        }
         let sources = [("scr".to_owned(), VideoSource::Screen)];
         let video = VideoPolicy {
             slots: 2,
             sources: &sources,
         };
         let p = prepare_offer(&sdp, 8, video).unwrap();
-        assert_eq!(p.video_slots, vec!["v0", "v1"], "only the room's count");
+        let slot_mids: Vec<&str> = p.video_slots.iter().map(|s| s.mid.as_str()).collect();
+        assert_eq!(slot_mids, vec!["v0", "v1"], "only the room's count");
+        // VP8 and H.264 in packetization mode 1, with the feedback Chorus serves.
+        let formats: Vec<(u8, VideoCodec, Option<u32>)> = p.video_slots[0]
+            .formats
+            .iter()
+            .map(|f| (f.pt, f.codec, f.profile))
+            .collect();
+        assert_eq!(
+            formats,
+            vec![
+                (96, VideoCodec::Vp8, None),
+                (102, VideoCodec::H264, Some(0x42e01f))
+            ]
+        );
+        assert_eq!(
+            p.video_slots[0].formats[0].feedback,
+            vec!["transport-cc", "ccm fir", "nack", "nack pli"]
+        );
+        assert_eq!(
+            p.video_ext,
+            VideoExtIds {
+                mid: Some(4),
+                twcc: Some(3)
+            }
+        );
+        // Chorus answers the slots: sendonly, its SSRC, the formats and extensions.
+        let negotiated = "v=0\r\na=group:BUNDLE m cam scr\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:m\r\na=ice-ufrag:u\r\na=ice-pwd:p\r\na=fingerprint:sha-256 AA\r\na=setup:passive\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:cam\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:scr\r\nm=video 0 UDP/TLS/RTP/SAVPF 111\r\na=mid:v2\r\n";
+        let full = answer(&p, negotiated, &[5], &[70, 71], "cn").unwrap();
+        let v1 = sections(&full)
+            .into_iter()
+            .find(|(m, _)| m == "v1")
+            .unwrap()
+            .1;
+        for line in [
+            "m=video 9 UDP/TLS/RTP/SAVPF 96 102",
+            "a=sendonly",
+            "a=ice-ufrag:u",
+            "a=extmap:4 urn:ietf:params:rtp-hdrext:sdes:mid",
+            "a=rtcp-fb:96 nack pli",
+            "a=rtcp-fb:96 transport-cc",
+            "a=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f",
+            "a=ssrc:71 cname:cn",
+        ] {
+            assert!(v1.contains(line), "{line} missing: {v1}");
+        }
+        assert!(!v1.contains("goog-remb") && !v1.contains("rtx"), "{v1}");
+        assert!(
+            full.contains("a=group:BUNDLE m s cam scr v0 v1\r\n"),
+            "{full}"
+        );
         assert_eq!(p.publications.len(), 2);
         // The unnamed one is the camera (the named one took the screen).
         assert_eq!(p.publications[0].source, VideoSource::Camera);
         assert_eq!(p.publications[0].rids, vec!["q", "h", "f"]);
         assert_eq!(p.publications[1].source, VideoSource::Screen);
         assert!(p.publications[1].rids.is_empty());
-        // str0m sees the video sections; the extra slot is rejected.
-        assert!(p.sdp.contains("a=mid:cam") && p.sdp.contains("a=mid:v1"));
+        // str0m sees the publishing sections; the slots are Chorus's, the extra
+        // slot is rejected.
+        assert!(p.sdp.contains("a=mid:cam") && !p.sdp.contains("a=mid:v1"));
         assert!(p.sdp.contains("m=video 0 "), "v2 rejected: {}", p.sdp);
         // transport-cc stays on video, off audio.
         let mic = sections(&p.sdp)
@@ -1183,7 +1418,7 @@ mod tests {
             m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\n\
             a=candidate:1 1 udp 9 1.2.3.4 5 typ host\r\na=ice-ufrag:u\r\na=ice-pwd:p\r\n\
             a=fingerprint:sha-256 AA\r\na=setup:passive\r\na=mid:mic\r\na=recvonly\r\n";
-        let full = answer(&p, negotiated, &[7, 8], "cn").unwrap();
+        let full = answer(&p, negotiated, &[7, 8], &[], "cn").unwrap();
         assert!(
             full.contains("a=group:BUNDLE s0 mic s1 extra\r\n"),
             "{full}"
@@ -1226,10 +1461,13 @@ mod tests {
         ]);
         let p = prepare_offer(&sdp, 8, VideoPolicy::default()).unwrap();
         let bare = "v=0\r\nm=audio 9 X 111\r\na=mid:m\r\n";
-        assert_eq!(answer(&p, bare, &[1], "c"), Err(AnswerError::NoTransport));
+        assert_eq!(
+            answer(&p, bare, &[1], &[], "c"),
+            Err(AnswerError::NoTransport)
+        );
         let other = "v=0\r\nm=audio 9 X 111\r\na=mid:q\r\na=ice-ufrag:u\r\n";
         assert_eq!(
-            answer(&p, other, &[1], "c"),
+            answer(&p, other, &[1], &[], "c"),
             Err(AnswerError::MissingSection("m".into()))
         );
     }

@@ -80,8 +80,14 @@ pub struct ShardStats {
     pub dropped_unsealable: u64,
     /// Video layer packets received from publishers held here.
     pub video_in: u64,
-    /// Video copies handed to subscribers' video slots.
+    /// Video copies sent on subscribers' video slots.
     pub video_forwarded: u64,
+    /// Video packets sent again for a subscriber's NACK, and NACKed packets not sent
+    /// again (no longer kept, or resent a moment ago).
+    pub video_resent: u64,
+    pub nacks_unanswered: u64,
+    /// Padding packets sent on video slots to probe for bandwidth.
+    pub video_padding: u64,
     /// Video in a payload type that is no negotiated video codec.
     pub dropped_not_video: u64,
     /// Keyframe requests (PLI) sent to publishers.
@@ -123,6 +129,9 @@ impl ShardStats {
             ("rtp_forwarded", self.rtp_forwarded),
             ("video_in", self.video_in),
             ("video_forwarded", self.video_forwarded),
+            ("video_resent", self.video_resent),
+            ("nacks_unanswered", self.nacks_unanswered),
+            ("video_padding", self.video_padding),
             ("keyframe_requests", self.keyframe_requests),
             ("video_gaps", self.video_gaps),
             ("dropped_video_gap", self.dropped_video_gap),

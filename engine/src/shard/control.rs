@@ -23,14 +23,6 @@ use crate::room::{Member, Room, RoomPolicy};
 use crate::slots::SlotTable;
 use crate::spam::{SpamRules, SpamWatch};
 use crate::video::slot::VideoSlot;
-use str0m::bwe::Bitrate;
-
-/// Packets a video slot's send stream keeps for NACKs: about a second of a 2.5 Mbit/s
-/// layer (str0m's default is 1000).
-const VIDEO_SEND_BUFFER: usize = 300;
-/// Where a subscriber's bandwidth estimate starts, until transport-cc feedback
-/// tells: enough for a medium layer.
-const INITIAL_VIDEO_ESTIMATE_KBPS: u64 = 800;
 
 impl Shard {
     pub(super) fn control(&mut self, now: Instant, command: Command) {
@@ -353,8 +345,9 @@ impl Shard {
             video_dirty: false,
             publications: Vec::new(),
             video_pts: Vec::new(),
-            // Until str0m's first estimate: where it starts.
-            estimate: (video_slots > 0).then_some(INITIAL_VIDEO_ESTIMATE_KBPS * 1000),
+            slot_pts: Vec::new(),
+            // Set when an offer negotiates video slots.
+            estimate: None,
             answered: false,
             keys,
             // The current speakers go out at the next tick, not only at the next change.
@@ -448,18 +441,18 @@ impl Shard {
             .set_extension(4, Extension::RtpMid)
             .set_stats_interval(self.config.quality_interval);
         if video {
-            // Video rooms only: VP8 and H.264, the simulcast RID extensions, and
-            // transport-wide congestion control for the bandwidth estimate the video
-            // slots' layers follow (`sdp.rs` keeps it off audio sections). Video
-            // slots keep a send buffer for NACKs.
+            // Video rooms only: VP8 and H.264 and the simulcast RID extensions for
+            // what the client publishes, and transport-wide congestion control so that
+            // str0m's feedback lets the client's own estimator fit its uplink (`sdp.rs`
+            // keeps it off audio sections). str0m sends no video: Chorus sends the
+            // video slots (`egress.rs`), with its own estimate of the subscriber's
+            // bandwidth; str0m runs no estimator or pacer.
             config = config
                 .enable_vp8(true)
                 .enable_h264(true)
                 .set_extension(3, Extension::TransportSequenceNumber)
                 .set_extension(10, Extension::RtpStreamId)
-                .set_extension(11, Extension::RepairedRtpStreamId)
-                .set_send_buffer_video(VIDEO_SEND_BUFFER)
-                .enable_bwe(Some(Bitrate::kbps(INITIAL_VIDEO_ESTIMATE_KBPS)));
+                .set_extension(11, Extension::RepairedRtpStreamId);
         }
         let (mut rtc, keys) = build_rtc_with(config, now, self.config.srtp_profiles.as_deref());
         for addr in self.config.udp_candidates() {

@@ -35,13 +35,6 @@ use str0m::media::{Mid, Pt, Rid};
 /// The least time between two timer turns of a participant with video.
 const MIN_VIDEO_TIMER_STEP: std::time::Duration = std::time::Duration::from_millis(1);
 
-/// Timeouts given to a video participant's str0m in one drain while its pacer lets
-/// queued packets out (one per timeout; see [`Shard::drain`]).
-const MAX_PACER_ROUNDS: u32 = 64;
-/// How far ahead of `now` str0m's pacer asks for its next turn between two packets of
-/// a burst (1 µs: it wants time to advance between them).
-const PACER_STEP: std::time::Duration = std::time::Duration::from_micros(1);
-
 /// Times a media command may be sent after a participant that keeps moving.
 const MAX_REDIRECTS: u8 = 16;
 
@@ -242,35 +235,6 @@ impl Shard {
             return;
         };
         p.drain(&self.config, &mut self.transmits, &mut self.media);
-        if p.has_video() {
-            // str0m's pacer learns of packets written to it at its next timeout, lets
-            // one out, then asks for a timeout a microsecond later while its budget
-            // lasts: give it those timeouts here, while each one sends something, so
-            // that a frame leaves in this batch instead of a packet per timer turn
-            // (one wake-up and one `sendmmsg` each, and a frame spread over
-            // milliseconds). The first round may send nothing yet.
-            let mut rounds = 0;
-            let mut sent_before: Option<usize> = None;
-            // The lead over `now` is bounded by the rounds, whichever drain of this
-            // turn spent them (one subscriber may be drained several times per turn
-            // with one `now`, its str0m clock already a few µs ahead).
-            while sent_before.is_none_or(|n| self.transmits.len() > n)
-                && rounds < MAX_PACER_ROUNDS
-                && !p.failed
-                && p.next_timeout <= now + PACER_STEP * MAX_PACER_ROUNDS
-            {
-                rounds += 1;
-                sent_before = Some(self.transmits.len());
-                self.stats.rtc_timeouts += 1;
-                let at = p.next_timeout.max(now);
-                if let Err(e) = p.rtc.handle_input(Input::Timeout(at)) {
-                    tracing::debug!(participant = %pid, error = %e, "rtc timeout failed");
-                    p.failed = true;
-                    break;
-                }
-                p.drain(&self.config, &mut self.transmits, &mut self.media);
-            }
-        }
         p.quality.add_reports(std::mem::take(&mut p.egress.reports));
         if let Some(q) = p.quality.take() {
             self.events
@@ -288,8 +252,8 @@ impl Shard {
         let Some(p) = self.participants.get_mut(&pid) else {
             return;
         };
-        // `estimate` is set from the join on exactly when the `Rtc` runs the estimator.
-        if p.answered || p.estimate.is_none() || crate::sdp::offers_video(sdp) {
+        // A room with video slots builds the video `Rtc` at join.
+        if p.answered || p.video.is_empty() || crate::sdp::offers_video(sdp) {
             return;
         }
         let creds = p.rtc.direct_api().local_ice_credentials();
@@ -298,7 +262,6 @@ impl Shard {
                 if let Some(p) = self.participants.get_mut(&pid) {
                     *p.rtc = rtc;
                     p.keys = keys;
-                    p.estimate = None;
                 }
             }
             Err(e) => tracing::warn!(participant = %pid, error = %e, "voice rtc not built"),
@@ -344,7 +307,10 @@ impl Shard {
         if p.egress.next_report.is_some_and(|at| at <= now) {
             p.egress.next_report = Some(next_report_at(now, &mut self.rng));
             let mut buf = self.pool.take();
-            match p.egress.write_report(&p.slots, now, wallclock, &mut buf) {
+            match p
+                .egress
+                .write_report(&p.slots, &p.video, now, wallclock, &mut buf)
+            {
                 Ok(Some(to)) => {
                     self.stats.reports_out += 1;
                     let local = self.config.local_for(to);
@@ -403,10 +369,6 @@ impl Shard {
                         layer,
                         packet,
                     } => self.forward_video(now, pid, publication, layer, packet),
-                    Inbound::KeyframeRequest(mid) => {
-                        self.subscriber_keyframe_request(now, pid, mid)
-                    }
-                    Inbound::Estimate(bitrate) => self.on_estimate(pid, bitrate),
                 }
             }
             if self.touched.is_empty() {
@@ -673,15 +635,7 @@ impl Copies<'_> {
         match forward_to(sub, packet, now, loudness, &mut self.sink) {
             Outcome::Sent => {
                 self.stats.rtp_forwarded += 1;
-                // The first copy after a quiet spell starts the sender reports.
-                if sub.egress.next_report.is_none() {
-                    let at = super::on_grid(self.started, next_report_at(now, self.rng));
-                    sub.egress.next_report = Some(at);
-                    if sub.timer_at.is_none_or(|t| at < t) {
-                        sub.timer_at = Some(at);
-                        self.timers.push(Reverse((at, sub.id)));
-                    }
-                }
+                start_reports(sub, now, self.rng, self.timers, self.started);
             }
             Outcome::NoSlot => self.stats.dropped_no_slot += 1,
             Outcome::Late | Outcome::NoStream => self.stats.dropped_late += 1,
@@ -689,6 +643,25 @@ impl Copies<'_> {
             Outcome::Failed => self.stats.dropped_unsealable += 1,
         }
         sub.table.is_changed()
+    }
+}
+
+/// The first copy on a slot after a quiet spell starts the subscriber's sender
+/// reports (`started`: the shard's timer grid's origin).
+pub(super) fn start_reports(
+    sub: &mut Participant,
+    now: Instant,
+    rng: &mut u64,
+    timers: &mut BinaryHeap<Reverse<(Instant, ParticipantId)>>,
+    started: Instant,
+) {
+    if sub.egress.next_report.is_none() {
+        let at = super::on_grid(started, next_report_at(now, rng));
+        sub.egress.next_report = Some(at);
+        if sub.timer_at.is_none_or(|t| at < t) {
+            sub.timer_at = Some(at);
+            timers.push(Reverse((at, sub.id)));
+        }
     }
 }
 
@@ -720,19 +693,25 @@ fn negotiate(
         .map(|c| c.pt())
         .ok_or("offer has no Opus")?;
     p.mic_pt = prepared.mic_mid.is_some().then_some(opus);
-    // Only what the client's video sections listed (str0m's codec table also has
-    // payload types the client never offered).
+    // Only what the client's publishing sections listed (str0m's codec table also
+    // has payload types the client never offered).
     let offered: Vec<Pt> = prepared
-        .video_slots
+        .publications
         .iter()
-        .chain(prepared.publications.iter().map(|v| &v.mid))
-        .filter_map(|m| p.rtc.media(Mid::from(m.as_str())))
+        .filter_map(|v| p.rtc.media(Mid::from(v.mid.as_str())))
         .flat_map(|m| m.remote_pts().iter().copied())
         .collect();
     p.video_pts = video_payload_types(&p.rtc)
         .into_iter()
         .filter(|(pt, _, _)| offered.contains(pt))
         .collect();
+    // What its video slots receive, as its offer listed them (Chorus answers them).
+    p.slot_pts = Vec::new();
+    for f in prepared.video_slots.iter().flat_map(|s| &s.formats) {
+        if !p.slot_pts.iter().any(|(pt, _, _)| **pt == f.pt) {
+            p.slot_pts.push((Pt::from(f.pt), f.codec, f.profile));
+        }
+    }
     // What it publishes on, and the video slots' mids.
     p.publications = prepared
         .publications
@@ -742,9 +721,6 @@ fn negotiate(
             Publication::new(v.source, Mid::from(v.mid.as_str()), rids)
         })
         .collect();
-    for (i, slot) in p.video.iter_mut().enumerate() {
-        slot.mid = prepared.video_slots.get(i).map(|m| Mid::from(m.as_str()));
-    }
     p.mic_unmapped = prepared
         .mic_mid
         .as_deref()
@@ -784,6 +760,32 @@ fn negotiate(
         p.table = SlotTable::new(slots.len());
     }
     p.slots = slots;
+    // A video slot keeps its SSRC across renegotiations while its mid stays; a new
+    // mid starts a new stream, on an SSRC no other slot sends on.
+    for i in 0..p.video.len() {
+        let mid = prepared.video_slots.get(i).map(|s| s.mid);
+        if p.video[i].mid != mid || p.video[i].ssrc == 0 {
+            let mut ssrc = 0;
+            while mid.is_some() && ssrc == 0 {
+                let candidate = next_random(rng) as u32;
+                let taken = p.slots.iter().any(|s| s.ssrc == candidate)
+                    || p.video.iter().any(|s| s.ssrc == candidate);
+                if !taken {
+                    ssrc = candidate;
+                }
+            }
+            let slot = &mut p.video[i];
+            slot.ssrc = ssrc;
+            slot.send_mid = true;
+            slot.history.clear();
+        }
+        p.video[i].mid = mid;
+    }
+    p.egress.video_ext = prepared.video_ext;
+    if p.video.iter().any(|s| s.mid.is_some()) {
+        p.egress.start_estimate();
+        p.estimate.get_or_insert(crate::egress::INITIAL_ESTIMATE);
+    }
     p.last_heard = Some(now);
     let mut sdp = negotiated.to_sdp_string();
     let line = |sdp: &str, key: &str| {
@@ -815,13 +817,18 @@ fn negotiate(
         None => None,
     };
     let ssrcs: Vec<u32> = p.slots.iter().map(|s| s.ssrc).collect();
-    let answer = answer(&prepared, &sdp, &ssrcs, &p.egress.cname)
+    let video_ssrcs: Vec<u32> = p.video.iter().map(|s| s.ssrc).collect();
+    let answer = answer(&prepared, &sdp, &ssrcs, &video_ssrcs, &p.egress.cname)
         .map_err(|e| format!("offer not accepted: {e}"))?;
     Ok((
         ClientEvent::Answer {
             sdp: answer,
             slots: p.slots.iter().map(|s| s.mid.to_string()).collect(),
-            video_slots: prepared.video_slots.clone(),
+            video_slots: prepared
+                .video_slots
+                .iter()
+                .map(|s| s.mid.to_string())
+                .collect(),
         },
         ufrag,
     ))

@@ -241,14 +241,21 @@ impl Shard {
         // it, per participant (32 KB for str0m-based clients that send a report per
         // stream). With video, str0m sends the video slots and reads all of it.
         if kind == DatagramKind::Rtcp {
-            if let Some(seen) = p
-                .egress
-                .read_rtcp(&mut p.slots, data, wallclock, &mut self.scratch)
-            {
+            if let Some(seen) = p.egress.read_rtcp(
+                &mut p.slots,
+                &mut p.video,
+                data,
+                now,
+                wallclock,
+                &mut self.scratch,
+            ) {
                 self.stats.reports_in += 1;
-                // A participant with video needs str0m to read everything: its
-                // transport-cc feedback, NACKs, PLIs and reports on the video streams.
-                if !p.has_video() && (!seen.sender_report || seen.packets > MAX_RTCP_FOR_STR0M) {
+                // The feedback on the video slots is Chorus's (answered below); a
+                // publisher's compounds with its sender reports go to str0m whatever
+                // their size (one report per simulcast layer).
+                if !seen.sender_report
+                    || (p.publications.is_empty() && seen.packets > MAX_RTCP_FOR_STR0M)
+                {
                     self.stats.rtcp_kept_from_str0m += 1;
                     for_str0m = false;
                 }
@@ -266,6 +273,9 @@ impl Shard {
         }
         let (accepted_before, sent_before) = (self.media.len(), self.transmits.len());
         self.drain(now, pid);
+        if kind == DatagramKind::Rtcp {
+            self.video_feedback(now, pid);
+        }
         let media = self.media.len() > accepted_before;
         if let Some(ssrc) = declared {
             if let Some(p) = self.participants.get_mut(&pid) {

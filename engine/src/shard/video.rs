@@ -1,24 +1,26 @@
 //! The video side of the forwarding pipeline, on a shard: a publisher's layer packet
 //! (publisher side, hand-off), each subscriber's video slots (keyframe-gated layer
-//! choice, rewriting, str0m's send stream), keyframe requests both ways, `subscribe`,
-//! and the bandwidth allocation across a subscriber's slots.
+//! choice, rewriting, and the copy Chorus writes and seals itself, `egress.rs`),
+//! keyframe requests both ways, NACKs answered from each slot's history,
+//! `subscribe`, and the bandwidth allocation across a subscriber's slots by Chorus's
+//! own estimate from its transport-cc feedback (`video/estimator.rs`).
 //!
-//! Video slots keep str0m's send path: NACKs are answered from its send buffer (RTX
-//! when negotiated) and its transport-wide congestion control gives the bandwidth
-//! estimate layers are chosen by. The payload is shared with every copy and str0m
-//! patches the VP8 descriptor fields while it writes each one (no copy per
-//! subscriber on Chorus's side).
+//! As for audio, str0m does not send the video slots: no per-copy work in its send
+//! path, pacer or estimator. The payload is shared (`Arc<[u8]>`) by every copy and
+//! every slot's history; each copy is one write into a pooled buffer (its VP8
+//! descriptor patched there), sealed in place.
 
 use std::time::{Duration, Instant};
 
 use chorus_protocol::signal::{ParticipantId, RoomId};
-use str0m::bwe::Bitrate;
-use str0m::media::{KeyframeRequestKind, Mid, Pt};
-use str0m::rtp::{RtpPacket, RtpWrite};
+use str0m::media::{KeyframeRequestKind, Pt};
+use str0m::rtp::RtpPacket;
 
 use super::Shard;
 use crate::client_event::{ClientEvent, Refusal, VideoSource};
-use crate::io::Event;
+use crate::egress::{VideoCopy, WriteError};
+use crate::forwarder::Sink;
+use crate::io::{Event, Transmit};
 use crate::mesh::ShardMessage;
 use crate::participant::Participant;
 use crate::report::Notice;
@@ -120,6 +122,11 @@ impl Shard {
         }
         let view = &*view;
         let mut keyframes: Vec<(LayerKey, usize)> = Vec::new();
+        let mut sink = Sink {
+            config: &self.config,
+            pool: &mut self.pool,
+            transmits: &mut self.transmits,
+        };
         for m in &view.local {
             if m.id == packet.publisher {
                 continue;
@@ -137,10 +144,7 @@ impl Shard {
                 continue;
             };
             for i in 0..sub.video.len() {
-                let Some(mid) = sub.video[i].mid else {
-                    continue;
-                };
-                if !sub.video[i].wants(packet) {
+                if sub.video[i].mid.is_none() || !sub.video[i].wants(packet) {
                     continue;
                 }
                 let before = sub.video[i].state(i);
@@ -150,7 +154,7 @@ impl Shard {
                     // allocation (a keyframe of the top layer could overshoot by then).
                     sub.video[i].layers = packet.layers;
                     sub.video[i].bitrates = packet.bitrates;
-                    fit_to_estimate(sub);
+                    fit_to_estimate(sub, now);
                 }
                 let (action, keyframe) = sub.video[i].on_packet(packet, now);
                 if let Some(key) = keyframe {
@@ -162,14 +166,50 @@ impl Shard {
                 let SlotAction::Send { out, vp8 } = action else {
                     continue;
                 };
-                if send_video(sub, mid, pt, packet, out, vp8, now) {
-                    self.stats.video_forwarded += 1;
-                    if !sub.video_touched {
-                        sub.video_touched = true;
-                        self.touched.push(m.id);
+                let copy = VideoCopy {
+                    pt: *pt,
+                    seq: out.seq,
+                    timestamp: out.timestamp,
+                    marker: packet.marker,
+                    vp8,
+                    payload: &packet.payload,
+                    padding: 0,
+                };
+                match send_video(sub, i, &copy, now, &mut sink) {
+                    Ok(()) => {
+                        self.stats.video_forwarded += 1;
+                        sub.video[i].history.record(
+                            copy.seq,
+                            copy.timestamp,
+                            copy.marker,
+                            copy.pt,
+                            copy.vp8,
+                            &packet.payload,
+                            now,
+                        );
+                        // Between frames, padding where the estimate should grow.
+                        if copy.marker && sub.egress.pad_to > 0 {
+                            for _ in 0..sub.egress.padding_due(now) {
+                                let Some(out) = sub.video[i].pad() else {
+                                    break;
+                                };
+                                let pad = VideoCopy::padding(copy.pt, out);
+                                if send_video(sub, i, &pad, now, &mut sink).is_err() {
+                                    break;
+                                }
+                                self.stats.video_padding += 1;
+                            }
+                        }
+                        super::media::start_reports(
+                            sub,
+                            now,
+                            &mut self.rng,
+                            &mut self.timers,
+                            self.started,
+                        );
                     }
-                } else {
-                    self.stats.dropped_unsealable += 1;
+                    Err(WriteError::NotReady) => self.stats.dropped_not_ready += 1,
+                    Err(WriteError::Seal) => self.stats.dropped_unsealable += 1,
                 }
             }
         }
@@ -256,18 +296,78 @@ impl Shard {
         }
     }
 
-    /// A subscriber's PLI or FIR on one of its video slots: passed on to the
-    /// publisher of the layer the slot forwards.
-    pub(super) fn subscriber_keyframe_request(
-        &mut self,
-        now: Instant,
-        pid: ParticipantId,
-        mid: Mid,
-    ) {
+    /// What a subscriber's RTCP asked of its video slots (`Egress::read_rtcp`):
+    /// NACKed packets sent again from the slots' histories, keyframe requests passed
+    /// on, and the slots fitted to a changed estimate.
+    pub(super) fn video_feedback(&mut self, now: Instant, pid: ParticipantId) {
         let Some(p) = self.participants.get_mut(&pid) else {
             return;
         };
-        let Some(slot) = p.video.iter_mut().find(|s| s.mid == Some(mid)) else {
+        let feedback = &mut p.egress.video_feedback;
+        let keyframes = std::mem::take(&mut feedback.keyframes);
+        if std::mem::take(&mut feedback.estimated) {
+            if let Some(e) = p.egress.estimator.as_ref() {
+                let estimate = e.estimate();
+                if p.estimate != Some(estimate) {
+                    tracing::trace!(room = %p.room, participant = %pid, estimate, "bandwidth estimate");
+                    p.estimate = Some(estimate);
+                }
+            }
+        }
+        if !p.egress.video_feedback.nacks.is_empty() {
+            let mut nacks = std::mem::take(&mut p.egress.video_feedback.nacks);
+            let mut sink = Sink {
+                config: &self.config,
+                pool: &mut self.pool,
+                transmits: &mut self.transmits,
+            };
+            let estimate = p.estimate.unwrap_or(crate::egress::INITIAL_ESTIMATE);
+            for (i, seq) in nacks.drain(..) {
+                let Some(sent) = p
+                    .video
+                    .get_mut(usize::from(i))
+                    .and_then(|s| s.history.resend(seq, now))
+                    .cloned()
+                else {
+                    self.stats.nacks_unanswered += 1;
+                    continue;
+                };
+                if !p.egress.may_resend(sent.payload.len() + 40, estimate, now) {
+                    self.stats.nacks_unanswered += 1;
+                    continue;
+                }
+                let copy = VideoCopy {
+                    pt: sent.pt,
+                    seq: sent.seq,
+                    timestamp: sent.timestamp,
+                    marker: sent.marker,
+                    vp8: sent.vp8,
+                    payload: &sent.payload,
+                    padding: 0,
+                };
+                match send_video(p, usize::from(i), &copy, now, &mut sink) {
+                    Ok(()) => self.stats.video_resent += 1,
+                    Err(_) => self.stats.dropped_unsealable += 1,
+                }
+            }
+            // The vector's room is kept for the next NACKs.
+            p.egress.video_feedback.nacks = nacks;
+        }
+        let count = p.video.len();
+        for i in 0..count {
+            if keyframes & (1 << i) != 0 {
+                self.subscriber_keyframe_request(now, pid, i);
+            }
+        }
+    }
+
+    /// A subscriber's PLI or FIR on its video slot `index`: passed on to the
+    /// publisher of the layer the slot forwards.
+    fn subscriber_keyframe_request(&mut self, now: Instant, pid: ParticipantId, index: usize) {
+        let Some(p) = self.participants.get_mut(&pid) else {
+            return;
+        };
+        let Some(slot) = p.video.get_mut(index) else {
             return;
         };
         let Some((publisher, source, layer)) = slot.relay_keyframe_request(now) else {
@@ -279,14 +379,6 @@ impl Shard {
         let requested = slot.request.is_some_and(|r| r.publisher == publisher);
         let origin = if requested { slot.origin } else { self.id };
         self.ask_keyframe(now, publisher, source, layer, origin);
-    }
-
-    /// str0m's bandwidth estimate towards a subscriber changed.
-    pub(super) fn on_estimate(&mut self, pid: ParticipantId, bitrate: u64) {
-        if let Some(p) = self.participants.get_mut(&pid) {
-            tracing::trace!(room = %p.room, participant = %pid, bitrate, "bandwidth estimate");
-            p.estimate = Some(bitrate);
-        }
     }
 
     /// The media side of `subscribe` (the home shard checked the publisher is in the
@@ -357,7 +449,7 @@ impl Shard {
                 continue;
             }
             if allocate_now {
-                fit_to_estimate(p);
+                fit_to_estimate(p, now);
             }
             for s in &mut p.video {
                 p.video_dirty |= s.idle_check(now);
@@ -437,54 +529,37 @@ impl Shard {
     }
 }
 
-/// Writes one copy on a subscriber's video slot through str0m (which seals it, keeps
-/// it for NACKs and paces it). Returns whether str0m had the slot's stream.
+/// Writes one packet on a subscriber's video slot `i` into a pooled buffer, sealed,
+/// and queues it for the socket.
 fn send_video(
     sub: &mut Participant,
-    mid: Mid,
-    pt: Pt,
-    packet: &VideoPacket,
-    out: crate::rewriter::Rewritten,
-    vp8: Option<crate::video::vp8::Rewrite>,
+    i: usize,
+    copy: &VideoCopy<'_>,
     now: Instant,
-) -> bool {
-    let mut write = RtpWrite::new(
-        pt,
-        out.seq.into(),
-        out.timestamp,
-        now,
-        packet.payload.clone(),
-    )
-    .marker(packet.marker)
-    .nackable(true);
-    if let (Some(r), Some(descriptor)) = (vp8, packet.vp8.and_then(|f| f.str0m)) {
-        let mut patch = descriptor.patch();
-        if let Some(v) = r.picture_id {
-            patch = patch.picture_id(v);
+    sink: &mut Sink<'_>,
+) -> Result<(), WriteError> {
+    let Some(slot) = sub.video.get_mut(i) else {
+        return Err(WriteError::NotReady);
+    };
+    let mut buf = sink.pool.take();
+    match sub.egress.write_video(slot, copy, now, &mut buf) {
+        Ok(to) => {
+            let local = sink.config.local_for(to);
+            sink.transmits.push_back(Transmit::to(to, local, buf));
+            Ok(())
         }
-        if let Some(v) = r.tl0picidx {
-            patch = patch.tl0_pic_idx(v);
-        }
-        if let Some(v) = r.keyidx {
-            patch = patch.key_idx(v);
-        }
-        if let Ok(patch) = patch.build() {
-            write = write.vp8_patch(patch);
+        Err(e) => {
+            sink.pool.give(buf);
+            Err(e)
         }
     }
-    let mut api = sub.rtc.direct_api();
-    let Some(stream) = api.stream_tx_by_mid(mid, None) else {
-        return false;
-    };
-    stream.write_rtp(write);
-    true
 }
 
 /// Fits a subscriber's video slots to its bandwidth estimate, less what its audio
 /// needs: each slot gets a layer cap ([`allocate`]); a slot whose lowest layer does
 /// not fit keeps it anyway (video degrades to its lowest layer rather than stopping).
 /// str0m is told what the slots would want, so that it probes towards it.
-fn fit_to_estimate(p: &mut Participant) {
+fn fit_to_estimate(p: &mut Participant, now: Instant) {
     let Some(estimate) = p.estimate else {
         return;
     };
@@ -533,18 +608,23 @@ fn fit_to_estimate(p: &mut Participant) {
             next_step = Some(next_step.map_or(step, |s| s.min(step)));
         }
     }
-    if !active.is_empty() {
-        // str0m pads up to `minimum` (within its estimate): what the slots send now
-        // plus the cheapest next layer, so the estimate can grow to fit it before a
-        // slot switches up; it probes towards `desired`.
-        // Chorus sends the audio itself, outside str0m: str0m pads for video only.
-        let minimum = (sending + next_step.unwrap_or(0))
-            .min(desired)
-            .saturating_sub(audio);
-        p.rtc
-            .bwe()
-            .set_bitrate(Bitrate::bps(minimum), Bitrate::bps(desired.max(300_000)));
-    }
+    // While a slot forwards less than it asked for, the slots are padded up to what
+    // they send now plus the cheapest next layer: within the estimate, or above it
+    // while probing (`video/probe.rs`), so that the estimate can grow to fit that
+    // layer before a slot switches up.
+    p.egress.pad_to = match next_step {
+        Some(step) => {
+            let want = (sending + step).min(desired);
+            p.egress
+                .probing
+                .pad_to(want, estimate, now)
+                .saturating_sub(audio)
+        }
+        None => {
+            p.egress.probing.idle();
+            0
+        }
+    };
 }
 
 /// What layer `layer` of `layers` usually sends (browsers' simulcast ladder: the top
@@ -576,7 +656,7 @@ impl Participant {
     /// publisher's profile (`profile`'s profile_idc and constraint flags) if it has
     /// one, else one of the same profile_idc, else its first.
     pub(crate) fn video_pt(&self, codec: VideoCodec, profile: Option<u32>) -> Option<Pt> {
-        pick_video_pt(&self.video_pts, codec, profile)
+        pick_video_pt(&self.slot_pts, codec, profile)
     }
 
     /// Its whole video slot map.

@@ -1,16 +1,18 @@
-//! A subscriber's video slot: what it asked for, which layer it forwards, and the
-//! rewriting that keeps it one continuous stream (str0m sends it: NACK, RTX and the
-//! bandwidth estimate need str0m's send side).
+//! A subscriber's video slot: what it asked for, which layer it forwards, the
+//! rewriting that keeps it one continuous stream, and its stream's send state (SSRC,
+//! counts for sender reports, the history NACKs are answered from). Chorus writes and
+//! seals the stream itself (`egress.rs`).
 
 use std::time::{Duration, Instant};
 
 use chorus_protocol::signal::ParticipantId;
-use str0m::media::Mid;
 
+use super::history::SendHistory;
 use super::layers::{layer_for, Decision, LayerSwitch};
 use super::packet::{layer_name, VideoCodec, VideoPacket, MAX_LAYERS};
 use super::vp8;
 use crate::client_event::{VideoQuality, VideoSlotState, VideoSource};
+use crate::egress::SlotMid;
 use crate::rewriter::{Rewritten, SlotRewriter, VIDEO_CLOCK};
 
 /// The least time between two keyframe requests a subscriber's PLI or FIR passes on
@@ -35,7 +37,16 @@ const IDLE: Duration = Duration::from_millis(1_500);
 #[derive(Debug, Clone)]
 pub(crate) struct VideoSlot {
     /// The slot's m-section, once an offer negotiated it.
-    pub mid: Option<Mid>,
+    pub mid: Option<SlotMid>,
+    /// The SSRC Chorus chose and wrote into the answer (0 until negotiated).
+    pub ssrc: u32,
+    /// RFC 3550 §6.4.1: packets and payload octets sent (wrapping).
+    pub packets: u32,
+    pub octets: u32,
+    /// Write the MID extension until a receiver report names this SSRC.
+    pub send_mid: bool,
+    /// What it sent lately, for NACKs.
+    pub history: SendHistory,
     pub request: Option<Request>,
     /// The source last asked for when nothing was requested (what `video_slots`
     /// shows for a free slot).
@@ -71,6 +82,11 @@ impl VideoSlot {
     pub fn new(initial_seq: u16, initial_ts: u32) -> Self {
         VideoSlot {
             mid: None,
+            ssrc: 0,
+            packets: 0,
+            octets: 0,
+            send_mid: true,
+            history: SendHistory::default(),
             request: None,
             last_source: VideoSource::Camera,
             last_quality: VideoQuality::High,
@@ -181,6 +197,18 @@ impl VideoSlot {
             _ => None,
         };
         (SlotAction::Send { out, vp8 }, keyframe)
+    }
+
+    /// A sequence number and timestamp for a padding packet after the last one sent
+    /// ([`SlotRewriter::pad`]).
+    pub fn pad(&mut self) -> Option<Rewritten> {
+        self.rewriter.pad()
+    }
+
+    /// The stream's RTP timestamp at `now`, for a sender report (`None` if it sent
+    /// nothing within `window`).
+    pub fn timestamp_at(&self, now: Instant, window: Duration) -> Option<u32> {
+        self.rewriter.timestamp_at(now, window)
     }
 
     /// A subscriber's PLI or FIR on this slot: the layer to ask a keyframe of, at
