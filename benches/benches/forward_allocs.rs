@@ -11,6 +11,10 @@
 //! the run fails if allocations per packet at any N exceed those at the smallest N by
 //! more than [`PER_COPY_SLACK`] per copy.
 //!
+//! The same for video (`VideoRig`: one simulcast publisher, N subscribers with one
+//! video slot each): allocations per packet may not grow with the video copies
+//! either.
+//!
 //! ```sh
 //! cargo bench -p chorus-benches --bench forward_allocs            # N = 1, 10, 100, 500
 //! cargo bench -p chorus-benches --bench forward_allocs -- 1 100   # chosen sizes
@@ -18,7 +22,7 @@
 
 use std::alloc::System;
 
-use chorus_benches::{ForwardRig, Probe, CHUNK};
+use chorus_benches::{ForwardRig, Probe, VideoRig, CHUNK};
 use stats_alloc::{Region, Stats, StatsAlloc, INSTRUMENTED_SYSTEM};
 
 #[global_allocator]
@@ -110,8 +114,55 @@ fn main() {
             }
         }
     }
+    failed |= video();
     if failed {
         std::process::exit(1);
     }
     println!("ok: no allocation per forwarded copy");
+}
+
+/// Video subscribers for the video count.
+const VIDEO_SIZES: [usize; 3] = [2, 10, 50];
+
+/// The count for video copies; returns whether it failed.
+fn video() -> bool {
+    println!(
+        "\nvideo: {:>5} {:>14} {:>14} {:>16}",
+        "N", "allocs/packet", "allocs/copy", "bytes/copy"
+    );
+    let mut baseline: Option<(usize, f64)> = None;
+    let mut failed = false;
+    for n in VIDEO_SIZES {
+        let mut rig = VideoRig::new(n);
+        rig.run_chunk(CHUNK);
+        let mut counted = Counted::default();
+        let (copies_before, packets_before) = (rig.copies, rig.packets);
+        for _ in 0..CHUNKS {
+            rig.run_chunk_probed(CHUNK, &mut counted);
+        }
+        let copies = (rig.copies - copies_before) as f64;
+        let packets = (rig.packets - packets_before) as f64;
+        let per_packet = counted.allocations as f64 / packets;
+        println!(
+            "       {n:>5} {:>14.2} {:>14.3} {:>16.1}",
+            per_packet,
+            counted.allocations as f64 / copies,
+            counted.bytes as f64 / copies,
+        );
+        match baseline {
+            None => baseline = Some((n, per_packet)),
+            Some((n0, base)) => {
+                // Half the subscribers get each of two layers' packets: copies per
+                // packet are about n / 3.
+                let extra_per_copy = (per_packet - base) / (copies / packets);
+                if extra_per_copy > PER_COPY_SLACK {
+                    eprintln!(
+                        "FAIL: video, N = {n}: {per_packet:.2} allocations per packet against {base:.2} at N = {n0}: {extra_per_copy:.3} per forwarded copy"
+                    );
+                    failed = true;
+                }
+            }
+        }
+    }
+    failed
 }

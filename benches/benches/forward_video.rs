@@ -1,9 +1,10 @@
 //! The in-process cost of forwarding video: one publisher (VP8 simulcast, three
 //! layers, one packet per layer and frame) and N subscribers with one video slot each
 //! (half at high, half at medium). Per iteration one frame's packets go through
-//! `Shard::handle_datagram` (demux, str0m decrypt, layer choice, rewriting, str0m's
-//! write of every copy and the drain of each touched subscriber: pacing, transport-cc,
-//! SRTP). The figure is time per forwarded copy. See `chorus_benches::VideoRig`.
+//! `Shard::handle_datagram` (demux, str0m decrypt, layer choice, rewriting, and
+//! Chorus's write of every copy: the VP8 patch, transport-cc number, SRTP seal into a
+//! pooled buffer, the slot's NACK history). The figure is time per forwarded copy. See
+//! `chorus_benches::VideoRig`.
 //!
 //! ```sh
 //! cargo bench -p chorus-benches --bench forward_video -- --warm-up-time 1 --measurement-time 3

@@ -390,10 +390,16 @@ impl VideoRig {
 
     /// Produces `k` frames, forwards them (timed), then keeps the clients alive.
     pub fn run_chunk(&mut self, k: usize) -> Duration {
+        self.run_chunk_probed(k, &mut ())
+    }
+
+    /// [`VideoRig::run_chunk`] with `probe` around each packet's own work (as
+    /// [`ForwardRig::forward_probed`]).
+    pub fn run_chunk_probed(&mut self, k: usize, probe: &mut impl Probe) -> Duration {
         let batch = self.produce(k);
         let before = self.sim.shards[0].stats().video_forwarded;
         let start = Instant::now();
-        drive(&mut self.sim.shards, self.publisher_addr, &batch, &mut ());
+        drive(&mut self.sim.shards, self.publisher_addr, &batch, probe);
         let elapsed = start.elapsed();
         self.copies += self.sim.shards[0].stats().video_forwarded - before;
         self.packets += batch.len() as u64;

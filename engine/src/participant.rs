@@ -50,8 +50,8 @@ pub struct Participant {
     /// Its video slots (as many as the room gave it at join; a slot's mid comes
     /// with the offer).
     pub(crate) video: Vec<VideoSlot>,
-    /// str0m was given video to send since it was last drained: the shard drains it
-    /// once per batch.
+    /// str0m was asked to send it a keyframe request (PLI) since it was last
+    /// drained: the shard drains it once per batch.
     pub(crate) video_touched: bool,
     /// Its `video_slots` message must be sent again.
     pub(crate) video_dirty: bool,

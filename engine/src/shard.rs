@@ -35,9 +35,8 @@ mod video;
 pub const TICK: Duration = Duration::from_millis(50);
 /// str0m's timers are served on a 20 ms grid (counted from the shard's start):
 /// participants due within the same 20 ms share one wake-up. None of them is urgent
-/// (RTCP, DTLS retransmissions, statistics; forwarding never waits for a timer) —
-/// except for participants with video, whose timers are served when due: str0m paces
-/// their video slots and its bandwidth estimate needs sends on time.
+/// (RTCP, DTLS retransmissions, statistics; forwarding never waits for a timer; Chorus
+/// sends the video slots itself, unpaced).
 pub const TIMER_GRID: Duration = Duration::from_millis(20);
 
 /// Counters of what the shard did with its input. Network input is never an error:
@@ -180,8 +179,8 @@ pub struct Shard {
     events: VecDeque<Event>,
     outbox: VecDeque<(usize, ShardMessage)>,
     media: VecDeque<(ParticipantId, Inbound)>,
-    /// Participants str0m was given video for in this batch (drained once each at
-    /// its end).
+    /// Publishers str0m was asked to send a keyframe request (PLI) in this batch
+    /// (drained once each at its end).
     touched: Vec<ParticipantId>,
     /// When subscribers' video slots were last fitted to their bandwidth estimates.
     last_allocation: Instant,
@@ -543,8 +542,7 @@ impl Shard {
     /// When [`Shard::handle_timeout`] must be called next.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        // Entries are on the grid already, except those of participants with video
-        // (str0m paces video and runs its bandwidth estimate on its own timers).
+        // Entries are on the grid already.
         let rtc = self.timers.peek().map(|Reverse((at, _))| *at);
         let tick =
             (!self.participants.is_empty() || !self.views.is_empty() || !self.rooms.is_empty())

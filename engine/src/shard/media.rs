@@ -32,9 +32,6 @@ use crate::video::slot::Request;
 use crate::view::RoomView;
 use str0m::media::{Mid, Pt, Rid};
 
-/// The least time between two timer turns of a participant with video.
-const MIN_VIDEO_TIMER_STEP: std::time::Duration = std::time::Duration::from_millis(1);
-
 /// Times a media command may be sent after a participant that keeps moving.
 const MAX_REDIRECTS: u8 = 16;
 
@@ -245,9 +242,10 @@ impl Shard {
 
     /// A client whose first offer has no video section, in a room with video (a voice
     /// client in a guild or party room), gets the voice `Rtc` it would have in a voice
-    /// room: no bandwidth estimator, pacer or video codecs (the pacer's timer alone
-    /// woke the shard every 40 ms per participant: ~10 % more CPU per forwarded audio
-    /// packet at the standard load). Same ICE credentials; nothing was negotiated yet.
+    /// room: no video codecs or transport-cc (str0m's estimator and pacer, which it
+    /// ran for video participants until Chorus sent the video slots itself, woke the
+    /// shard every 40 ms per participant). Same ICE credentials; nothing was
+    /// negotiated yet.
     fn voice_rtc_for_voice_offer(&mut self, now: Instant, pid: ParticipantId, sdp: &str) {
         let Some(p) = self.participants.get_mut(&pid) else {
             return;
@@ -273,14 +271,7 @@ impl Shard {
         let Some(p) = self.participants.get_mut(&pid) else {
             return;
         };
-        let due = p.due(now, self.config.disconnect_timeout);
-        let due = if p.has_video() {
-            // Served when due, but never again within the same `now` (str0m may answer
-            // a timeout with the same instant; the timer loop would never end).
-            due.max(now + MIN_VIDEO_TIMER_STEP)
-        } else {
-            super::on_grid(self.started, due)
-        };
+        let due = super::on_grid(self.started, p.due(now, self.config.disconnect_timeout));
         if p.timer_at.is_none_or(|at| due < at) {
             p.timer_at = Some(due);
             self.timers.push(Reverse((due, pid)));
@@ -357,8 +348,8 @@ impl Shard {
         }
     }
 
-    /// Forwards the media str0m handed out, then drains once each participant str0m
-    /// was given video to send (which may hand out more).
+    /// Forwards the media str0m handed out, then drains once each publisher str0m was
+    /// asked to send a keyframe request (which may hand out more).
     pub(super) fn pump(&mut self, now: Instant) {
         loop {
             while let Some((pid, inbound)) = self.media.pop_front() {

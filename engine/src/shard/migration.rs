@@ -239,7 +239,9 @@ impl Shard {
         // packets, as browsers send them, and nothing else: str0m 0.25 keeps its RTCP
         // decoding queue at the largest compound it ever read, ~1 KB per packet in
         // it, per participant (32 KB for str0m-based clients that send a report per
-        // stream). With video, str0m sends the video slots and reads all of it.
+        // stream). The video slots' feedback (NACK, PLI, FIR, transport-cc) is
+        // Chorus's too; a publisher's str0m gets its compounds with sender reports
+        // whatever their size.
         if kind == DatagramKind::Rtcp {
             if let Some(seen) = p.egress.read_rtcp(
                 &mut p.slots,

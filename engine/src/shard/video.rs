@@ -426,7 +426,7 @@ impl Shard {
         }
     }
 
-    /// Drains the participants str0m was given video for (once per batch each).
+    /// Drains the publishers str0m was asked to send a PLI (once per batch each).
     pub(super) fn drain_touched(&mut self, now: Instant) {
         while let Some(pid) = self.touched.pop() {
             if let Some(p) = self.participants.get_mut(&pid) {

@@ -24,9 +24,9 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 /// Sent packets remembered, found by transport-wide sequence number modulo this (a
-/// power of two dividing 65536, so the wrap keeps the index): seconds of video at
-/// several Mbit/s, longer than feedback takes.
-const HISTORY: usize = 4096;
+/// power of two dividing 65536, so the wrap keeps the index): a second of video at
+/// several Mbit/s, ten times what feedback takes (16 KB per subscriber).
+const HISTORY: usize = 1024;
 /// Feedback on a packet sent longer ago than this is ignored: the entry is from an
 /// earlier round of the 16-bit sequence numbers.
 const MAX_FEEDBACK_AGE: Duration = Duration::from_secs(10);
@@ -116,7 +116,8 @@ enum Status {
 #[derive(Debug, Clone, Copy, Default)]
 struct Sent {
     seq: u16,
-    at: Option<Instant>,
+    /// When it was sent, µs after the estimator's first packet, plus one (0: never).
+    at_us: u64,
     size: u32,
     status: Status,
 }
@@ -331,6 +332,8 @@ impl Acknowledged {
 /// A subscriber's bandwidth estimate from its transport-cc feedback.
 pub(crate) struct Estimator {
     sent: Vec<Sent>,
+    /// The first packet's send time: `Sent::at_us` counts from it.
+    epoch: Option<Instant>,
     detector: DelayDetector,
     acknowledged: Acknowledged,
     start: f64,
@@ -360,6 +363,7 @@ impl Estimator {
         let start = (start as f64).clamp(min, max);
         Estimator {
             sent: vec![Sent::default(); HISTORY],
+            epoch: None,
             detector: DelayDetector {
                 threshold_ms: THRESHOLD_START,
                 ..DelayDetector::default()
@@ -385,9 +389,11 @@ impl Estimator {
     /// written on the wire, counted up from 0 per subscriber, wrapping), `size` bytes
     /// on the wire (whole datagram), at `now`.
     pub fn on_sent(&mut self, seq: u16, size: usize, now: Instant) {
+        let epoch = *self.epoch.get_or_insert(now);
+        let at_us = now.saturating_duration_since(epoch).as_micros() as u64 + 1;
         self.sent[usize::from(seq) % HISTORY] = Sent {
             seq,
-            at: Some(now),
+            at_us,
             size: u32::try_from(size).unwrap_or(u32::MAX),
             status: Status::Unreported,
         };
@@ -410,9 +416,13 @@ impl Estimator {
         for (seq, delta) in statuses {
             arrival_us = arrival_us.saturating_add(delta.unwrap_or(0));
             let entry = &mut self.sent[usize::from(seq) % HISTORY];
-            let Some(sent_at) = entry.at.filter(|at| {
-                entry.seq == seq && now.saturating_duration_since(*at) <= MAX_FEEDBACK_AGE
-            }) else {
+            let sent_at = self
+                .epoch
+                .filter(|_| entry.at_us > 0 && entry.seq == seq)
+                .map(|e| e + Duration::from_micros(entry.at_us - 1));
+            let Some(sent_at) =
+                sent_at.filter(|at| now.saturating_duration_since(*at) <= MAX_FEEDBACK_AGE)
+            else {
                 continue; // Never sent, or too long ago.
             };
             match (entry.status, delta) {
