@@ -462,8 +462,11 @@ fn a_video_packet_lost_on_the_way_is_sent_again_on_the_subscribers_nack() {
         .unwrap()
         .suppress_nack(false);
     let lost = std::rc::Rc::new(std::cell::RefCell::new(Vec::<u16>::new()));
+    let lost_bytes = std::rc::Rc::new(std::cell::RefCell::new(Vec::<Vec<u8>>::new()));
     let mut video_to_b = 0;
     let record = lost.clone();
+    let record_bytes = lost_bytes.clone();
+    sim.clients[b].tap = Some(Vec::new());
     sim.lose_to_client = Some(Box::new(move |to, datagram| {
         if to != b || !is_video_rtp(datagram) || datagram[8..12] != ssrc.to_be_bytes() {
             return false;
@@ -475,6 +478,7 @@ fn a_video_packet_lost_on_the_way_is_sent_again_on_the_subscribers_nack() {
         let lose = video_to_b % 15 == 0 && lost.len() < 4 && !lost.contains(&seq);
         if lose {
             lost.push(seq);
+            record_bytes.borrow_mut().push(datagram.to_vec());
         }
         lose
     }));
@@ -495,5 +499,15 @@ fn a_video_packet_lost_on_the_way_is_sent_again_on_the_subscribers_nack() {
         let again: Vec<_> = got.iter().filter(|p| p.seq as u16 == seq).collect();
         assert_eq!(again.len(), 1, "{seq} sent again once: {again:?}");
         assert_eq!(again[0].ssrc, ssrc, "on the slot's own SSRC");
+    }
+    // Byte for byte the datagram first sent: under AES-GCM the same nonce (SSRC and
+    // index) may never seal a different packet.
+    let tap = sim.clients[b].tap.take().unwrap();
+    for first in lost_bytes.borrow().iter() {
+        let resent = tap
+            .iter()
+            .find(|d| d.len() > 12 && d[2..4] == first[2..4] && d[8..12] == first[8..12])
+            .expect("the resend");
+        assert_eq!(resent, first, "the resend is the same datagram");
     }
 }

@@ -1,12 +1,13 @@
 //! What Chorus itself sends to one subscriber: its slot streams.
 //!
 //! Chorus answers the slots (one recvonly audio m-section each, `sdp.rs`) with its
-//! own SSRCs; str0m never sees them and Chorus is the only sender on those SSRCs. Per forwarded copy it writes the RTP header
+//! own SSRCs; str0m never sees them and Chorus is the only sender on those SSRCs.
+//! Per forwarded copy it writes the RTP header
 //! (the slot's SSRC, sequence number and timestamp from [`SlotRewriter`], the
 //! speaker's CSRC, the audio level, and the MID until the subscriber has reported on
 //! the slot), seals it with the session's SRTP keys captured from str0m's DTLS
 //! handshake, and queues the datagram to the address str0m last sent to. Its SRTCP is
-//! Chorus's too: a sender report and SDES CNAME for the slots that carried audio,
+//! Chorus's too: a sender report and SDES CNAME for the slots that carried media,
 //! about once a second (RFC 3550 §6.4.1), and the subscriber's receiver reports on
 //! them, read here for the `quality` event.
 //!
@@ -47,13 +48,14 @@ pub(crate) const REPORT_INTERVAL: Duration = Duration::from_secs(1);
 /// A slot whose last packet is older than this gets no sender report (RFC 3550
 /// §6.4: a participant that has not sent in the last two intervals is no sender).
 const SENDER_WINDOW: Duration = Duration::from_secs(2);
-/// Most slot SSRCs in one compound report (one SR each plus one SDES chunk each
-/// must fit in a datagram; rooms allow 32 audio and 16 video slots at most: a
-/// subscriber with more slots sending at once reports on the first 31).
-const MAX_REPORTED: usize = 31;
+/// Most slot SSRCs in one compound report: one SR (28 bytes) and one SDES chunk (24
+/// with a 16-byte CNAME) each must fit in a datagram with the SRTCP trailer. Rooms
+/// allow 32 audio and 16 video slots: a subscriber with more slots sending at once
+/// reports on the first 24.
+const MAX_REPORTED: usize = 24;
 /// A padding packet's padding (RFC 3550 §5.1: at most 255 octets, the count in the
 /// last one).
-const PADDING_BYTES: u8 = 255;
+pub(crate) const PADDING_BYTES: u8 = 255;
 /// Resends take at most 1/`RESEND_SHARE` of a subscriber's estimate.
 const RESEND_SHARE: u64 = 4;
 /// Most padding packets after one frame.
@@ -170,11 +172,23 @@ pub(crate) struct VideoCopy<'a> {
     pub seq: u64,
     pub timestamp: u32,
     pub marker: bool,
-    /// VP8: the descriptor fields as the slot writes them.
+    /// VP8: the descriptor fields as the slot writes them, and the descriptor as read
+    /// from the payload (`None`: read it here).
     pub vp8: Option<vp8::Rewrite>,
+    pub descriptor: Option<vp8::Descriptor>,
     pub payload: &'a [u8],
     /// RFC 3550 §5.1 padding octets (a padding packet: no payload).
     pub padding: u8,
+    /// A resend: the transport-wide sequence number and MID extension it first went
+    /// out with (it must be the same bytes under the same SRTP nonce).
+    pub again: Option<(Option<u16>, bool)>,
+}
+
+/// The header extensions a video packet was written with (what a resend repeats).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct VideoHeader {
+    pub twcc: Option<u16>,
+    pub with_mid: bool,
 }
 
 impl VideoCopy<'_> {
@@ -187,8 +201,10 @@ impl VideoCopy<'_> {
             timestamp: out.timestamp,
             marker: false,
             vp8: None,
+            descriptor: None,
             payload: &[],
             padding: PADDING_BYTES,
+            again: None,
         }
     }
 }
@@ -238,7 +254,8 @@ pub(crate) struct Egress {
     unsealed: Option<Box<(DtlsSrtpKeys, bool)>>,
     /// Video slots only: their extension ids, the next transport-wide sequence
     /// number, the bandwidth estimate from the subscriber's transport-cc feedback
-    /// (made when an offer negotiates video slots), and what its RTCP asked of them.
+    /// (made with the first packet that carries a transport-wide number: without
+    /// transport-cc there is none, and no padding), and what its RTCP asked of them.
     pub video_ext: VideoExtIds,
     twcc_seq: u16,
     pub estimator: Option<Box<Estimator>>,
@@ -303,14 +320,18 @@ impl Egress {
     /// most [`RESEND_SHARE`] of the estimate (a link that loses packets because it
     /// is full would lose more to a flood of resends, voice with them).
     pub fn may_resend(&mut self, bytes: usize, estimate: u64, now: Instant) -> bool {
-        let elapsed = self
-            .resend_at
-            .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
-        self.resend_at = Some(now);
         let per_second = estimate / 8 / RESEND_SHARE;
-        let filled = (per_second as u128 * elapsed.as_micros() / 1_000_000) as i64;
-        // At most a quarter second's worth saved up, and always room for one packet.
+        // At most a quarter second's worth saved up, and always room for one packet;
+        // full at the first NACK.
         let cap = ((per_second / 4) as i64).max(BUFFER_CAPACITY as i64);
+        let filled = match self.resend_at {
+            Some(t) => {
+                (per_second as u128 * now.saturating_duration_since(t).as_micros() / 1_000_000)
+                    as i64
+            }
+            None => cap,
+        };
+        self.resend_at = Some(now);
         self.resend_credit = (self.resend_credit + filled).min(cap);
         if self.resend_credit < bytes as i64 {
             return false;
@@ -341,46 +362,42 @@ impl Egress {
         ((self.pad_credit / packet).max(0) as usize).min(MAX_PADDING_PER_FRAME)
     }
 
-    /// The subscriber negotiated video slots: its bandwidth estimate starts.
-    pub fn start_estimate(&mut self) {
-        if self.estimator.is_none() {
-            self.estimator = Some(Box::new(Estimator::new(
-                INITIAL_ESTIMATE,
-                MIN_ESTIMATE,
-                MAX_ESTIMATE,
-            )));
-        }
-    }
-
     /// Writes one packet on a video slot into `buf` (empty, with [`BUFFER_CAPACITY`]
-    /// of room) and seals it: a forwarded copy, or a resend from the slot's history.
-    /// Allocates nothing.
+    /// of room) and seals it: a forwarded copy, a padding packet, or a resend from the
+    /// slot's history (byte for byte the first one). Returns where it goes and the
+    /// header extensions it carries. Allocates nothing.
     pub fn write_video(
         &mut self,
         slot: &mut VideoSlot,
         copy: &VideoCopy<'_>,
         now: Instant,
         buf: &mut Vec<u8>,
-    ) -> Result<Peer, WriteError> {
+    ) -> Result<(Peer, VideoHeader), WriteError> {
         let Some(remote) = self.remote else {
             return Err(WriteError::NotReady);
         };
         let ext = self.video_ext;
-        let twcc_seq = self.twcc_seq;
+        let header = match copy.again {
+            Some((twcc, with_mid)) => VideoHeader { twcc, with_mid },
+            None => VideoHeader {
+                twcc: ext.twcc.map(|_| self.twcc_seq),
+                with_mid: ext.mid.is_some() && slot.send_mid,
+            },
+        };
         let Some(tx) = self.sealer() else {
             return Err(WriteError::NotReady);
         };
         let Some(mid) = slot.mid else {
             return Err(WriteError::NotReady);
         };
-        let twcc = twcc_seq.to_be_bytes();
+        let twcc = header.twcc.map(u16::to_be_bytes);
         let mut elements: [(u8, &[u8]); 2] = [(0, &[]); 2];
         let mut n = 0;
-        if let (Some(id), true) = (ext.mid, slot.send_mid) {
+        if let (Some(id), true) = (ext.mid, header.with_mid) {
             elements[n] = (id, mid.as_bytes());
             n += 1;
         }
-        if let Some(id) = ext.twcc {
+        if let (Some(id), Some(twcc)) = (ext.twcc, twcc.as_ref()) {
             elements[n] = (id, &twcc[..]);
             n += 1;
         }
@@ -409,7 +426,7 @@ impl Egress {
         let len = writer.encode(buf).map_err(|_| WriteError::Seal)?;
         let header_len = len - copy.payload.len() - usize::from(copy.padding);
         if let Some(rewrite) = &copy.vp8 {
-            if let Some(d) = vp8::parse(copy.payload) {
+            if let Some(d) = copy.descriptor.or_else(|| vp8::parse(copy.payload)) {
                 if let Some(payload) = buf.get_mut(header_len..len) {
                     vp8::patch(&d, rewrite, payload);
                 }
@@ -422,15 +439,17 @@ impl Egress {
         buf.truncate(sealed);
         self.bytes_sent += sealed as u64;
         self.pad_credit = (self.pad_credit - sealed as i64).max(-self.pad_burst());
-        if ext.twcc.is_some() {
-            self.twcc_seq = twcc_seq.wrapping_add(1);
-            if let Some(e) = self.estimator.as_mut() {
-                e.on_sent(twcc_seq, sealed, now);
-            }
+        if let (None, Some(seq)) = (copy.again, header.twcc) {
+            self.twcc_seq = seq.wrapping_add(1);
+            // The estimate starts with the first packet it can measure.
+            let estimator = self.estimator.get_or_insert_with(|| {
+                Box::new(Estimator::new(INITIAL_ESTIMATE, MIN_ESTIMATE, MAX_ESTIMATE))
+            });
+            estimator.on_sent(seq, sealed, now);
         }
         slot.packets = slot.packets.wrapping_add(1);
         slot.octets = slot.octets.wrapping_add(copy.payload.len() as u32);
-        Ok(remote)
+        Ok((remote, header))
     }
 
     /// Keys from the DTLS handshake; `dtls_client` says which half is ours. The
@@ -642,30 +661,37 @@ impl Egress {
                     if let Some(i) = video_index(video, nack.media_ssrc()) {
                         let nacks = &mut self.video_feedback.nacks;
                         for seq in nack.lost() {
-                            if nacks.len() < MAX_NACKS {
-                                nacks.push((i as u8, seq.0));
+                            if nacks.len() >= MAX_NACKS {
+                                break;
                             }
+                            nacks.push((i as u8, seq.0));
                         }
                     }
                     continue;
                 }
                 Ok(RtcpPacket::Pli(pli)) => {
                     if let Some(i) = video_index(video, pli.media_ssrc) {
-                        self.video_feedback.keyframes |= 1 << i;
+                        self.video_feedback.keyframes |= 1u32.checked_shl(i as u32).unwrap_or(0);
                     }
                     continue;
                 }
                 Ok(RtcpPacket::Fir(fir)) => {
                     for entry in fir.entries() {
                         if let Some(i) = video_index(video, entry.ssrc) {
-                            self.video_feedback.keyframes |= 1 << i;
+                            self.video_feedback.keyframes |=
+                                1u32.checked_shl(i as u32).unwrap_or(0);
                         }
                     }
                     continue;
                 }
                 Ok(RtcpPacket::Twcc(twcc)) => {
                     if let Some(e) = self.estimator.as_mut() {
-                        let statuses = twcc.statuses().map(|(seq, delta)| (seq.0, delta));
+                        // A few bytes of run-length chunks can claim 65,535 packets:
+                        // no more than the estimator remembers are read.
+                        let statuses = twcc
+                            .statuses()
+                            .take(Estimator::REMEMBERED)
+                            .map(|(seq, delta)| (seq.0, delta));
                         e.on_feedback(twcc.reference_time_us(), statuses, now);
                         self.video_feedback.estimated = true;
                     }

@@ -44,16 +44,17 @@
 //! copy allocates.
 //!
 //! # Design
-//! - One str0m `Rtc` per participant: ICE-lite, `rtp_mode`, Opus only, one DTLS
-//!   certificate per node. str0m keeps ICE, DTLS, the SRTP of what clients send and
-//!   RTCP reception; it is polled when its own timeout is due (a timer heap), never
-//!   per forwarded packet.
-//! - The slot streams a subscriber receives are Chorus's: str0m negotiates them and
-//!   picks their SSRCs, then its send streams are removed. Chorus writes each packet's
-//!   header, seals it with the session's SRTP keys (captured from str0m's DTLS by
-//!   `chorus_srtp::capture`; AES-GCM per RFC 7714 or AES-CM/HMAC-SHA1 per RFC 3711,
-//!   whichever was negotiated), sends the slots' sender reports and SDES, and reads the
-//!   subscriber's receiver reports on them.
+//! - One str0m `Rtc` per participant: ICE-lite, `rtp_mode`, Opus (and in rooms with
+//!   video, VP8 and H.264 for what a client publishes), one DTLS certificate per node.
+//!   str0m keeps ICE, DTLS, the SRTP of what clients send and the feedback to them; it
+//!   is polled when its own timeout is due (a timer heap), never per forwarded packet.
+//! - The slot streams a subscriber receives, audio and video, are Chorus's: Chorus
+//!   answers their SDP sections (`sdp.rs`; str0m never sees them), writes each
+//!   packet's header, seals it with the session's SRTP keys (captured from str0m's
+//!   DTLS by `chorus_srtp::capture`; AES-GCM per RFC 7714 or AES-CM/HMAC-SHA1 per RFC
+//!   3711, whichever was negotiated), sends the slots' sender reports and SDES, and
+//!   reads the subscriber's reports and feedback on them (for video: NACKs, keyframe
+//!   requests and transport-cc, for its own bandwidth estimate).
 //! - The control plane asks about rooms and participants with [`Request`]s, answered
 //!   by [`Event::Reply`]; what happens is reported as [`Event::Notify`].
 //! - `room.rs` tracks members and speaker levels, each subscriber's slot table

@@ -2,7 +2,7 @@
 //! an audio slot, or the publisher and simulcast layer of a video slot (issue 12:
 //! [`SlotRewriter::with_clock`] at [`VIDEO_CLOCK`], keyed by its source).
 //!
-//! A slot has a fixed SSRC (str0m's send stream for the slot's mid). Sequence numbers
+//! A slot has a fixed SSRC (Chorus's, in the answer). Sequence numbers
 //! and timestamps are mapped from the current speaker's by a per-speaker offset:
 //! - RFC 3550 §5.1: the sequence number increments by one per packet; a new speaker
 //!   continues at the next number, so receivers see no loss and no restart;
@@ -42,7 +42,7 @@ const MIN_TS_STEP: u32 = OPUS_CLOCK.min_step;
 /// Where one packet goes out on the slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Rewritten {
-    /// Extended sequence number (str0m derives the SRTP rollover counter from it).
+    /// Extended sequence number (the SRTP rollover counter is its high bits).
     pub seq: u64,
     pub timestamp: u32,
     /// The first packet of a new speaker on this slot (marker bit).
@@ -63,7 +63,19 @@ pub(crate) struct SlotRewriter<K = ParticipantId> {
     floor: Option<u64>,
     last_ts: u32,
     last_at: Option<Instant>,
+    /// The current source's newest input sequence number.
+    last_in: Option<u64>,
+    /// Padding inserted in the current source's stream (video probing): each the
+    /// newest input number before it and the offset that mapped it, oldest first, so
+    /// that a packet from before the padding (a late repair) keeps its number. At most
+    /// [`MAX_SPLITS`]; input at or below `split_floor` is older than the oldest kept.
+    splits: Vec<(u64, i64)>,
+    split_floor: Option<u64>,
 }
+
+/// Padding bursts remembered per source (a late packet older than this many bursts
+/// is dropped).
+const MAX_SPLITS: usize = 4;
 
 impl SlotRewriter {
     /// An audio slot starting at `initial_seq` (RFC 3550: random) and `initial_ts`.
@@ -84,6 +96,9 @@ impl<K: Copy + Eq> SlotRewriter<K> {
             floor: None,
             last_ts: initial_ts,
             last_at: None,
+            last_in: None,
+            splits: Vec::new(),
+            split_floor: None,
         }
     }
 
@@ -105,10 +120,21 @@ impl<K: Copy + Eq> SlotRewriter<K> {
     /// overlap and is dropped. `None` before the slot sent anything.
     pub fn pad(&mut self) -> Option<Rewritten> {
         self.last_at?;
+        let last_in = self.last_in?;
         let seq = self.next_seq;
         self.next_seq += 1;
+        match self.splits.last_mut() {
+            // Padding right after padding: one split.
+            Some((split, _)) if *split == last_in => {}
+            _ => {
+                if self.splits.len() == MAX_SPLITS {
+                    let (oldest, _) = self.splits.remove(0);
+                    self.split_floor = Some(oldest);
+                }
+                self.splits.push((last_in, self.seq_offset));
+            }
+        }
         self.seq_offset += 1;
-        self.floor = Some(seq);
         Some(Rewritten {
             seq,
             timestamp: self.last_ts,
@@ -136,6 +162,9 @@ impl<K: Copy + Eq> SlotRewriter<K> {
             self.speaker = Some(speaker);
             self.floor = self.next_seq.checked_sub(1);
             self.seq_offset = self.next_seq as i64 - seq as i64;
+            self.splits.clear();
+            self.split_floor = None;
+            self.last_in = None;
             let step = match self.last_at {
                 Some(at) => {
                     let elapsed = now.saturating_duration_since(at).as_micros() as u64;
@@ -147,9 +176,20 @@ impl<K: Copy + Eq> SlotRewriter<K> {
             let target = self.last_ts.wrapping_add(step);
             self.ts_offset = target.wrapping_sub(timestamp);
         }
-        let out = seq as i64 + self.seq_offset;
+        if self.split_floor.is_some_and(|f| seq <= f) {
+            return None;
+        }
+        let offset = self
+            .splits
+            .iter()
+            .find(|(split, _)| seq <= *split)
+            .map_or(self.seq_offset, |(_, offset)| *offset);
+        let out = seq as i64 + offset;
         if out < 0 || self.floor.is_some_and(|f| out as u64 <= f) {
             return None;
+        }
+        if self.last_in.is_none_or(|l| seq > l) {
+            self.last_in = Some(seq);
         }
         let out = out as u64;
         let ts = timestamp.wrapping_add(self.ts_offset);
@@ -193,13 +233,29 @@ mod tests {
         let t = Instant::now();
         let mut r: SlotRewriter<u8> = SlotRewriter::with_clock(100, 0, VIDEO_CLOCK);
         assert!(r.pad().is_none(), "nothing sent yet");
+        // 500 and 502 (a frame's end) arrive, 501 is lost on the way in.
         let a = r.rewrite(1, 500, 9_000, t).unwrap();
+        let c = r.rewrite(1, 502, 9_000, t).unwrap();
+        assert_eq!(c.seq, a.seq + 2);
         let pad = r.pad().unwrap();
-        assert_eq!((pad.seq, pad.timestamp), (a.seq + 1, a.timestamp));
-        let b = r.rewrite(1, 501, 12_000, t).unwrap();
-        assert_eq!((b.seq, b.timestamp), (a.seq + 2, a.timestamp + 3_000));
-        // A late packet from before the padding would take its number: dropped.
-        assert!(r.rewrite(1, 499, 6_000, t).is_none());
+        assert_eq!((pad.seq, pad.timestamp), (c.seq + 1, c.timestamp));
+        let d = r.rewrite(1, 503, 12_000, t).unwrap();
+        assert_eq!((d.seq, d.timestamp), (c.seq + 2, c.timestamp + 3_000));
+        // 501's repair comes late: it keeps its number, the gap it left.
+        assert_eq!(r.rewrite(1, 501, 9_000, t).unwrap().seq, a.seq + 1);
+        // Padding after padding shifts once more; the packets between keep theirs.
+        let pad2 = r.pad().unwrap();
+        let pad3 = r.pad().unwrap();
+        assert_eq!((pad2.seq, pad3.seq), (d.seq + 1, d.seq + 2));
+        assert_eq!(r.rewrite(1, 504, 15_000, t).unwrap().seq, d.seq + 3);
+        assert_eq!(r.rewrite(1, 503, 12_000, t).unwrap().seq, d.seq);
+        assert_eq!(r.rewrite(1, 501, 9_000, t).unwrap().seq, a.seq + 1);
+        // Only the last few bursts are remembered: older late packets are dropped.
+        for i in 0..MAX_SPLITS as u64 {
+            r.rewrite(1, 505 + i, 18_000, t).unwrap();
+            r.pad().unwrap();
+        }
+        assert!(r.rewrite(1, 501, 9_000, t).is_none());
     }
 
     #[test]

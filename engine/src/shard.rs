@@ -394,7 +394,8 @@ impl Shard {
     }
 
     /// Video packets other shards handed to this one, all at `now`: fanned out to the
-    /// local video slots, then each subscriber's str0m drained once.
+    /// local video slots (then each publisher str0m was asked a keyframe of drained
+    /// once).
     pub fn handle_video_batch(
         &mut self,
         now: Instant,

@@ -730,7 +730,8 @@ fn negotiate(
         }
         let ssrc = loop {
             let candidate = next_random(rng) as u32;
-            let taken = slots.iter().chain(&p.slots).any(|s| s.ssrc == candidate);
+            let taken = slots.iter().chain(&p.slots).any(|s| s.ssrc == candidate)
+                || p.video.iter().any(|s| s.ssrc == candidate);
             if candidate != 0 && !taken {
                 break candidate;
             }
@@ -765,16 +766,15 @@ fn negotiate(
                     ssrc = candidate;
                 }
             }
-            let slot = &mut p.video[i];
-            slot.ssrc = ssrc;
-            slot.send_mid = true;
-            slot.history.clear();
+            // A new SSRC is a new stream: its receiver's SRTP starts its rollover
+            // counter at 0, so its numbers start afresh too.
+            let r = next_random(rng);
+            p.video[i].restart_stream(ssrc, (r & 0x7fff) as u16, (r >> 32) as u32);
         }
         p.video[i].mid = mid;
     }
     p.egress.video_ext = prepared.video_ext;
     if p.video.iter().any(|s| s.mid.is_some()) {
-        p.egress.start_estimate();
         p.estimate.get_or_insert(crate::egress::INITIAL_ESTIMATE);
     }
     p.last_heard = Some(now);

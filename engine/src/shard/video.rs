@@ -18,15 +18,17 @@ use str0m::rtp::RtpPacket;
 
 use super::Shard;
 use crate::client_event::{ClientEvent, Refusal, VideoSource};
-use crate::egress::{VideoCopy, WriteError};
+use crate::egress::{VideoCopy, VideoHeader, WriteError};
 use crate::forwarder::Sink;
 use crate::io::{Event, Transmit};
 use crate::mesh::ShardMessage;
 use crate::participant::Participant;
 use crate::report::Notice;
+use crate::video::history::Sent;
 use crate::video::layers::{allocate, layer_for, Demand, KEYFRAME_REQUEST_INTERVAL};
 use crate::video::packet::{inspect, VideoCodec, VideoPacket};
 use crate::video::slot::{LayerKey, Request, SlotAction};
+use std::sync::Arc;
 
 /// A subscriber's slots are fitted to its bandwidth estimate this often.
 pub(super) const ALLOCATE_INTERVAL: Duration = Duration::from_millis(500);
@@ -172,21 +174,20 @@ impl Shard {
                     timestamp: out.timestamp,
                     marker: packet.marker,
                     vp8,
+                    descriptor: packet.vp8.map(|f| f.ours),
                     payload: &packet.payload,
                     padding: 0,
+                    again: None,
                 };
                 match send_video(sub, i, &copy, now, &mut sink) {
-                    Ok(()) => {
+                    Ok(header) => {
                         self.stats.video_forwarded += 1;
-                        sub.video[i].history.record(
-                            copy.seq,
-                            copy.timestamp,
-                            copy.marker,
-                            copy.pt,
-                            copy.vp8,
-                            &packet.payload,
+                        sub.video[i].history.record(sent(
+                            &copy,
+                            Some(&packet.payload),
+                            header,
                             now,
-                        );
+                        ));
                         // Between frames, padding where the estimate should grow.
                         if copy.marker && sub.egress.pad_to > 0 {
                             for _ in 0..sub.egress.padding_due(now) {
@@ -194,9 +195,10 @@ impl Shard {
                                     break;
                                 };
                                 let pad = VideoCopy::padding(copy.pt, out);
-                                if send_video(sub, i, &pad, now, &mut sink).is_err() {
+                                let Ok(header) = send_video(sub, i, &pad, now, &mut sink) else {
                                     break;
-                                }
+                                };
+                                sub.video[i].history.record(sent(&pad, None, header, now));
                                 self.stats.video_padding += 1;
                             }
                         }
@@ -323,30 +325,38 @@ impl Shard {
             };
             let estimate = p.estimate.unwrap_or(crate::egress::INITIAL_ESTIMATE);
             for (i, seq) in nacks.drain(..) {
+                let slot = usize::from(i);
                 let Some(sent) = p
                     .video
-                    .get_mut(usize::from(i))
-                    .and_then(|s| s.history.resend(seq, now))
+                    .get(slot)
+                    .and_then(|s| s.history.resendable(seq, now))
+                    .filter(|s| p.egress.may_resend(s.wire_len(), estimate, now))
                     .cloned()
                 else {
                     self.stats.nacks_unanswered += 1;
                     continue;
                 };
-                if !p.egress.may_resend(sent.payload.len() + 40, estimate, now) {
-                    self.stats.nacks_unanswered += 1;
-                    continue;
+                if let Some(s) = p.video.get_mut(slot) {
+                    s.history.resent(seq, now);
                 }
+                // Byte for byte what went out first (one SRTP nonce, one packet).
                 let copy = VideoCopy {
                     pt: sent.pt,
                     seq: sent.seq,
                     timestamp: sent.timestamp,
                     marker: sent.marker,
                     vp8: sent.vp8,
-                    payload: &sent.payload,
-                    padding: 0,
+                    descriptor: None,
+                    payload: sent.payload.as_deref().unwrap_or_default(),
+                    padding: if sent.payload.is_none() {
+                        crate::egress::PADDING_BYTES
+                    } else {
+                        0
+                    },
+                    again: Some((sent.twcc, sent.with_mid)),
                 };
-                match send_video(p, usize::from(i), &copy, now, &mut sink) {
-                    Ok(()) => self.stats.video_resent += 1,
+                match send_video(p, slot, &copy, now, &mut sink) {
+                    Ok(_) => self.stats.video_resent += 1,
                     Err(_) => self.stats.dropped_unsealable += 1,
                 }
             }
@@ -530,23 +540,23 @@ impl Shard {
 }
 
 /// Writes one packet on a subscriber's video slot `i` into a pooled buffer, sealed,
-/// and queues it for the socket.
+/// and queues it for the socket. Returns the header extensions it carries.
 fn send_video(
     sub: &mut Participant,
     i: usize,
     copy: &VideoCopy<'_>,
     now: Instant,
     sink: &mut Sink<'_>,
-) -> Result<(), WriteError> {
+) -> Result<VideoHeader, WriteError> {
     let Some(slot) = sub.video.get_mut(i) else {
         return Err(WriteError::NotReady);
     };
     let mut buf = sink.pool.take();
     match sub.egress.write_video(slot, copy, now, &mut buf) {
-        Ok(to) => {
+        Ok((to, header)) => {
             let local = sink.config.local_for(to);
             sink.transmits.push_back(Transmit::to(to, local, buf));
-            Ok(())
+            Ok(header)
         }
         Err(e) => {
             sink.pool.give(buf);
@@ -555,10 +565,31 @@ fn send_video(
     }
 }
 
+/// What a slot's history keeps of a packet it sent (`payload` `None`: padding).
+fn sent(
+    copy: &VideoCopy<'_>,
+    payload: Option<&Arc<[u8]>>,
+    header: VideoHeader,
+    now: Instant,
+) -> Sent {
+    Sent {
+        seq: copy.seq,
+        timestamp: copy.timestamp,
+        marker: copy.marker,
+        pt: copy.pt,
+        vp8: copy.vp8,
+        payload: payload.cloned(),
+        twcc: header.twcc,
+        with_mid: header.with_mid,
+        sent_at: now,
+        resent_at: None,
+    }
+}
+
 /// Fits a subscriber's video slots to its bandwidth estimate, less what its audio
 /// needs: each slot gets a layer cap ([`allocate`]); a slot whose lowest layer does
 /// not fit keeps it anyway (video degrades to its lowest layer rather than stopping).
-/// str0m is told what the slots would want, so that it probes towards it.
+/// The slots are padded towards the next layer, probing (`video/probe.rs`).
 fn fit_to_estimate(p: &mut Participant, now: Instant) {
     let Some(estimate) = p.estimate else {
         return;
@@ -612,7 +643,13 @@ fn fit_to_estimate(p: &mut Participant, now: Instant) {
     // they send now plus the cheapest next layer: within the estimate, or above it
     // while probing (`video/probe.rs`), so that the estimate can grow to fit that
     // layer before a slot switches up.
-    p.egress.pad_to = match next_step {
+    // Only where transport-cc feedback measures what padding does.
+    let measured = p
+        .egress
+        .estimator
+        .as_ref()
+        .is_some_and(|e| e.acknowledged().is_some());
+    p.egress.pad_to = match next_step.filter(|_| measured) {
         Some(step) => {
             let want = (sending + step).min(desired);
             p.egress

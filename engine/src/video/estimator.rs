@@ -356,6 +356,10 @@ pub(crate) struct Estimator {
 }
 
 impl Estimator {
+    /// Sent packets it remembers: feedback on more at once cannot be about packets
+    /// it knows.
+    pub const REMEMBERED: usize = HISTORY;
+
     /// `start`: the first estimate in bit/s (Chorus passes 800_000); `min`/`max` clamp
     /// it (e.g. 100_000 and 20_000_000).
     pub fn new(start: u64, min: u64, max: u64) -> Estimator {
@@ -457,7 +461,6 @@ impl Estimator {
     }
 
     /// What the receiver acknowledged receiving lately, bit/s (None until measured).
-    #[cfg_attr(not(test), allow(dead_code))]
     pub fn acknowledged(&self) -> Option<u64> {
         self.acknowledged.measured
     }

@@ -1,13 +1,17 @@
 //! What a video slot sent lately, for the subscriber's NACKs (RFC 4585 §6.2.1).
 //!
 //! Chorus sends the video slot streams itself (`egress.rs`), so it answers their
-//! NACKs itself: each entry keeps what is needed to write the packet again (the
-//! shared payload, `Arc<[u8]>`, and the slot's rewritten fields), not the datagram,
+//! NACKs itself: each entry keeps what is needed to write the packet again exactly
+//! as it went out (the shared payload, `Arc<[u8]>`, the slot's rewritten fields, its
+//! transport-wide sequence number and whether it carried the MID), not the datagram,
 //! so a slot's history holds references into its publisher's packets rather than a
 //! copy of each. A retransmission goes out on the slot's own SSRC with its original
 //! sequence number (no RTX stream): the receiver's SRTP never saw that index, it was
-//! lost. Entries are found by sequence number modulo the history's length: no
-//! hashing, no allocation once the slot has sent its first packet.
+//! lost. It is byte for byte the packet first sent: under AES-GCM one nonce (SSRC and
+//! index) must never seal two different packets. Padding packets are kept too (a
+//! receiver waits for every sequence number). Entries are found by sequence number
+//! modulo the history's length: no hashing, no allocation once the slot has sent its
+//! first packet.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,9 +36,21 @@ pub(crate) struct Sent {
     pub marker: bool,
     pub pt: u8,
     pub vp8: Option<vp8::Rewrite>,
-    pub payload: Arc<[u8]>,
+    /// `None`: a padding packet.
+    pub payload: Option<Arc<[u8]>>,
+    /// What its header carried besides: its transport-wide sequence number, and the
+    /// MID extension or not.
+    pub twcc: Option<u16>,
+    pub with_mid: bool,
     pub sent_at: Instant,
-    resent_at: Option<Instant>,
+    pub resent_at: Option<Instant>,
+}
+
+impl Sent {
+    /// About the bytes it takes on the wire.
+    pub fn wire_len(&self) -> usize {
+        self.payload.as_ref().map_or(255, |p| p.len()) + 40
+    }
 }
 
 /// A slot's send history ([`HISTORY_LEN`] entries, allocated with its first packet).
@@ -45,55 +61,40 @@ pub(crate) struct SendHistory {
 
 impl SendHistory {
     /// Keeps a packet just sent (the one `HISTORY_LEN` packets older goes).
-    #[allow(clippy::too_many_arguments)]
-    pub fn record(
-        &mut self,
-        seq: u64,
-        timestamp: u32,
-        marker: bool,
-        pt: u8,
-        vp8: Option<vp8::Rewrite>,
-        payload: &Arc<[u8]>,
-        now: Instant,
-    ) {
+    pub fn record(&mut self, sent: Sent) {
         let entries = self
             .entries
             .get_or_insert_with(|| vec![None; HISTORY_LEN].into_boxed_slice());
-        let at = seq as usize % HISTORY_LEN;
-        let sent = Sent {
-            seq,
-            timestamp,
-            marker,
-            pt,
-            vp8,
-            payload: Arc::clone(payload),
-            sent_at: now,
-            resent_at: None,
-        };
-        if let Some(e) = entries.get_mut(at) {
+        if let Some(e) = entries.get_mut(sent.seq as usize % HISTORY_LEN) {
             *e = Some(sent);
         }
     }
 
     /// The packet sent with sequence number `seq` (as a NACK names it, 16 bits), if it
-    /// is still kept and may be sent again now (not too old, not resent a moment ago);
-    /// marks it resent.
-    pub fn resend(&mut self, seq: u16, now: Instant) -> Option<&Sent> {
-        let entries = self.entries.as_mut()?;
-        let e = entries.get_mut(usize::from(seq) % HISTORY_LEN)?.as_mut()?;
-        if e.seq as u16 != seq || now.saturating_duration_since(e.sent_at) > MAX_AGE {
-            return None;
-        }
-        if e.resent_at
-            .is_some_and(|t| now.saturating_duration_since(t) < RESEND_INTERVAL)
-        {
-            return None;
-        }
-        e.resent_at = Some(now);
-        Some(e)
+    /// is still kept and may be sent again now (not too old, not resent a moment ago).
+    pub fn resendable(&self, seq: u16, now: Instant) -> Option<&Sent> {
+        let entries = self.entries.as_ref()?;
+        let e = entries.get(usize::from(seq) % HISTORY_LEN)?.as_ref()?;
+        let fresh = e.seq as u16 == seq && now.saturating_duration_since(e.sent_at) <= MAX_AGE;
+        let rested = e
+            .resent_at
+            .is_none_or(|t| now.saturating_duration_since(t) >= RESEND_INTERVAL);
+        (fresh && rested).then_some(e)
     }
 
-    /// Forgets everything (the slot's stream restarts, or the slot is cleared): the
+    /// The packet `seq` was sent again at `now`.
+    pub fn resent(&mut self, seq: u16, now: Instant) {
+        let entry = self
+            .entries
+            .as_mut()
+            .and_then(|e| e.get_mut(usize::from(seq) % HISTORY_LEN))
+            .and_then(Option::as_mut);
+        if let Some(e) = entry {
+            e.resent_at = Some(now);
+        }
+    }
+
+    /// Forgets everything (the slot's stream restarts, is cleared or stopped): the
     /// payloads go back to their publisher's packets' owners.
     pub fn clear(&mut self) {
         self.entries = None;
@@ -104,30 +105,50 @@ impl SendHistory {
 mod tests {
     use super::*;
 
+    fn sent(seq: u64, payload: &Arc<[u8]>, now: Instant) -> Sent {
+        Sent {
+            seq,
+            timestamp: 90 * seq as u32,
+            marker: false,
+            pt: 96,
+            vp8: None,
+            payload: Some(Arc::clone(payload)),
+            twcc: Some(seq as u16),
+            with_mid: false,
+            sent_at: now,
+            resent_at: None,
+        }
+    }
+
     #[test]
     fn a_nacked_packet_is_found_once_per_interval_and_not_when_overwritten_or_old() {
         let t0 = Instant::now();
         let payload: Arc<[u8]> = Arc::from(&[1u8, 2, 3][..]);
         let mut h = SendHistory::default();
-        assert!(h.resend(5, t0).is_none(), "nothing sent yet");
+        assert!(h.resendable(5, t0).is_none(), "nothing sent yet");
         let first = 0x1_fffe_u64; // the 16-bit number wraps in the history
         for i in 0..4 {
-            h.record(first + i, 90 * i as u32, i == 3, 96, None, &payload, t0);
+            h.record(sent(first + i, &payload, t0));
         }
-        let sent = h.resend(0xffff, t0).map(|s| (s.seq, s.timestamp));
-        assert_eq!(sent, Some((0x1_ffff, 90)));
-        assert!(h.resend(0xffff, t0 + Duration::from_millis(10)).is_none());
-        assert!(h.resend(0xffff, t0 + Duration::from_millis(40)).is_some());
+        let found = h.resendable(0xffff, t0).map(|s| (s.seq, s.twcc));
+        assert_eq!(found, Some((0x1_ffff, Some(0xffff))));
+        h.resent(0xffff, t0);
+        assert!(h
+            .resendable(0xffff, t0 + Duration::from_millis(10))
+            .is_none());
+        assert!(h
+            .resendable(0xffff, t0 + Duration::from_millis(40))
+            .is_some());
         assert!(
-            h.resend(1, t0 + Duration::from_millis(1_500)).is_none(),
+            h.resendable(1, t0 + Duration::from_millis(1_500)).is_none(),
             "too old"
         );
         // HISTORY_LEN packets later the slot holds another packet.
         let later = first + HISTORY_LEN as u64;
-        h.record(later, 0, false, 96, None, &payload, t0);
-        assert!(h.resend(first as u16, t0).is_none());
-        assert_eq!(h.resend(later as u16, t0).map(|s| s.seq), Some(later));
+        h.record(sent(later, &payload, t0));
+        assert!(h.resendable(first as u16, t0).is_none());
+        assert_eq!(h.resendable(later as u16, t0).map(|s| s.seq), Some(later));
         h.clear();
-        assert!(h.resend(later as u16, t0).is_none());
+        assert!(h.resendable(later as u16, t0).is_none());
     }
 }

@@ -9,12 +9,12 @@
 //! - [`layers`]: which simulcast layer a quality asks for, how a subscriber's bandwidth
 //!   is shared among its video slots, and keyframe-gated switching with rate-limited
 //!   keyframe requests.
-//! - [`packet`], [`publication`], [`slot`]: a publisher's packet as subscribers need
-//!   it, a publication's layers, and a subscriber's video slot.
-//! - [`history`]: what a slot sent lately, for NACKs.
-//! - [`estimator`]: the bandwidth towards a subscriber, from its transport-cc
-//!   feedback (Google Congestion Control).
-//! - [`probe`]: when to pad a subscriber's video slots above that estimate.
+//! - [`packet`], `publication`, `slot`: a publisher's packet as subscribers need it,
+//!   a publication's layers, and a subscriber's video slot.
+//! - `history`: what a slot sent lately, for NACKs.
+//! - `estimator`: the bandwidth towards a subscriber, from its transport-cc feedback
+//!   (Google Congestion Control).
+//! - `probe`: when to pad a subscriber's video slots above that estimate.
 
 pub(crate) mod estimator;
 pub mod h264;

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use chorus_protocol::signal::ParticipantId;
-use str0m::rtp::Vp8Descriptor;
 
 use super::vp8;
 use crate::client_event::{VideoQuality, VideoSource};
@@ -23,14 +22,11 @@ pub enum VideoCodec {
     H264,
 }
 
-/// The VP8 payload descriptor of a packet, read twice: Chorus's reading drives the
-/// slot's continuity, str0m's builds the patch str0m applies to each copy (`None`
-/// where str0m finds the descriptor malformed, e.g. TL0PICIDX without a TID: the
-/// packet is forwarded unpatched).
+/// The VP8 payload descriptor of a packet, read once where it arrives: it drives the
+/// slot's continuity, and each copy's descriptor is patched at its offsets.
 #[derive(Debug, Clone, Copy)]
 pub struct Vp8Fields {
     pub ours: vp8::Descriptor,
-    pub str0m: Option<Vp8Descriptor>,
 }
 
 #[derive(Debug, Clone)]
@@ -80,10 +76,7 @@ pub(crate) fn layer_name(layer: u8, layers: u8) -> VideoQuality {
 pub(crate) fn inspect(codec: VideoCodec, payload: &[u8]) -> (bool, Option<Vp8Fields>) {
     match codec {
         VideoCodec::Vp8 => {
-            let fields = vp8::parse(payload).map(|ours| Vp8Fields {
-                ours,
-                str0m: Vp8Descriptor::parse(payload).ok(),
-            });
+            let fields = vp8::parse(payload).map(|ours| Vp8Fields { ours });
             (fields.is_some_and(|f| f.ours.keyframe), fields)
         }
         VideoCodec::H264 => (super::h264::starts_keyframe(payload), None),

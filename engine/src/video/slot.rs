@@ -118,6 +118,8 @@ impl VideoSlot {
         }
         if request.is_none() {
             self.switch.set_target(None);
+            // Nothing to repair any more: the payloads go back to their owners.
+            self.history.clear();
         }
         self.request = request;
     }
@@ -199,6 +201,17 @@ impl VideoSlot {
         (SlotAction::Send { out, vp8 }, keyframe)
     }
 
+    /// The slot's stream starts anew on `ssrc` (a new mid, or the first offer):
+    /// numbering from `initial_seq` and `initial_ts`, counts, MID and history afresh.
+    pub fn restart_stream(&mut self, ssrc: u32, initial_seq: u16, initial_ts: u32) {
+        self.ssrc = ssrc;
+        self.rewriter = SlotRewriter::with_clock(initial_seq, initial_ts, VIDEO_CLOCK);
+        self.packets = 0;
+        self.octets = 0;
+        self.send_mid = true;
+        self.history.clear();
+    }
+
     /// A sequence number and timestamp for a padding packet after the last one sent
     /// ([`SlotRewriter::pad`]).
     pub fn pad(&mut self) -> Option<Rewritten> {
@@ -236,6 +249,7 @@ impl VideoSlot {
             let target = self.switch.target();
             self.switch.set_target(None);
             self.switch.set_target(target);
+            self.history.clear();
         }
         idle
     }

@@ -192,8 +192,9 @@ impl Continuity {
 
     /// The values the fields of `d` (a packet of the slot's current source;
     /// `switched` on the first packet of a new one) take on the slot: a picture id
-    /// within its width (7 or 15 bits), TL0PICIDX, and KEYIDX (5 bits). What the
-    /// shard hands str0m to patch into each copy, so the shared payload is not copied.
+    /// within its width (7 or 15 bits), TL0PICIDX, and KEYIDX (5 bits). Each copy's
+    /// datagram is patched with them ([`patch`]), so the shared payload is not
+    /// copied but once, into the datagram.
     pub fn next(&mut self, d: &Descriptor, switched: bool) -> Rewrite {
         if switched {
             // Each field continues from the newest value sent at its first appearance
