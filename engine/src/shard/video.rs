@@ -162,7 +162,9 @@ impl Shard {
                 if let Some(key) = keyframe {
                     keyframes.push((key, sub.video[i].origin));
                 }
-                if sub.video[i].state(i) != before {
+                let after = sub.video[i].state(i);
+                if after != before {
+                    tracing::debug!(room = %room, participant = %m.id, slot = i, layer = ?after.layer, "video slot");
                     sub.video_dirty = true;
                 }
                 let SlotAction::Send { out, vp8 } = action else {
@@ -292,6 +294,7 @@ impl Shard {
         };
         stream.request_keyframe(KeyframeRequestKind::Pli);
         self.stats.keyframe_requests += 1;
+        tracing::debug!(participant = %publisher, layer, "keyframe asked");
         if !p.video_touched {
             p.video_touched = true;
             self.touched.push(publisher);
@@ -630,6 +633,9 @@ fn fit_to_estimate(p: &mut Participant, now: Instant) {
     let mut next_step: Option<u64> = None;
     for ((i, d), c) in active.iter().zip(&demands).zip(&chosen) {
         let layer = c.unwrap_or(0);
+        if p.video[*i].cap != Some(layer as u8) {
+            tracing::debug!(room = %p.room, participant = %p.id, slot = *i, cap = layer, estimate, "video slot cap");
+        }
         p.video[*i].cap = Some(layer as u8);
         let rate = |l: usize| d.bitrates.get(l).copied().unwrap_or(0);
         desired += rate(d.wanted);
@@ -652,10 +658,13 @@ fn fit_to_estimate(p: &mut Participant, now: Instant) {
     p.egress.pad_to = match next_step.filter(|_| measured) {
         Some(step) => {
             let want = (sending + step).min(desired);
-            p.egress
-                .probing
-                .pad_to(want, estimate, now)
-                .saturating_sub(audio)
+            let pad_to = p.egress.probing.pad_to(want, estimate, now);
+            if pad_to > estimate {
+                if let Some(e) = p.egress.estimator.as_mut() {
+                    e.probing(now);
+                }
+            }
+            pad_to.saturating_sub(audio)
         }
         None => {
             p.egress.probing.idle();
