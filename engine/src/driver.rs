@@ -531,8 +531,9 @@ impl Worker {
             }
             self.flush(&mut send, &mut transmits, &mut woken);
             let stats = self.shard.stats();
-            if stats.rtp_in + stats.handoffs_in != media_seen {
-                media_seen = stats.rtp_in + stats.handoffs_in;
+            let media = stats.rtp_in + stats.video_in + stats.handoffs_in;
+            if media != media_seen {
+                media_seen = media;
                 last_media = now;
             }
             // A shard without media gathers its clients' consent checks and reports

@@ -18,9 +18,11 @@ use std::time::{Duration, Instant};
 
 use super::vp8;
 
-/// Packets kept per slot: more than a second of a 1.5 Mbit/s layer (~150 packets a
-/// second), about what a NACK can still repair in time for the jitter buffer.
-pub(crate) const HISTORY_LEN: usize = 256;
+/// Packets kept per slot: ~0.7 s of a 1.5 Mbit/s layer (~180 packets a second),
+/// about what a NACK can still repair in time for the jitter buffer. The payloads
+/// they hold are shared with the publisher's other subscribers, but a slot keeps
+/// them alive: this is most of a video participant's memory.
+pub(crate) const HISTORY_LEN: usize = 128;
 /// A packet sent longer ago than this is not sent again: the frame is past use.
 const MAX_AGE: Duration = Duration::from_millis(1_000);
 /// A packet is sent again at most this often (a NACK repeated before the resend
