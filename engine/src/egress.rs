@@ -688,6 +688,7 @@ impl Egress {
                     if let Some(e) = self.estimator.as_mut() {
                         // A few bytes of run-length chunks can claim 65,535 packets:
                         // no more than the estimator remembers are read.
+                        // (The first ones: receive times add up from the first.)
                         let statuses = twcc
                             .statuses()
                             .take(Estimator::REMEMBERED)

@@ -73,9 +73,9 @@ pub(crate) struct SlotRewriter<K = ParticipantId> {
     split_floor: Option<u64>,
 }
 
-/// Padding bursts remembered per source (a late packet older than this many bursts
-/// is dropped).
-const MAX_SPLITS: usize = 4;
+/// Padding bursts remembered per source (a late packet older than this many bursts,
+/// half a second of frames while probing, is dropped).
+const MAX_SPLITS: usize = 16;
 
 impl SlotRewriter {
     /// An audio slot starting at `initial_seq` (RFC 3550: random) and `initial_ts`.
@@ -116,8 +116,9 @@ impl<K: Copy + Eq> SlotRewriter<K> {
 
     /// Takes the next sequence number for a packet Chorus inserts (video padding, sent
     /// after a frame's last packet), and its timestamp (the last one sent): the
-    /// current source's packets continue after it, and a late one from before would
-    /// overlap and is dropped. `None` before the slot sent anything.
+    /// current source's packets continue after it, and a late one from before it (a
+    /// repair) keeps the number it would have had. `None` before the slot sent
+    /// anything.
     pub fn pad(&mut self) -> Option<Rewritten> {
         self.last_at?;
         let last_in = self.last_in?;

@@ -109,6 +109,7 @@ pub fn video_slot(data: &[u8]) -> usize {
                     active: input.byte() | 1,
                     bitrates: BITRATES,
                     codec,
+                    ssrc: u32::from(layer) | u32::from(step & 0x40) << 2,
                     seq: *seq,
                     timestamp: *ts,
                     marker: step & 1 == 0,

@@ -773,6 +773,13 @@ fn negotiate(
         }
         p.video[i].mid = mid;
     }
+    if p.egress.video_ext != prepared.video_ext {
+        // Resends repeat the first bytes, written with the extension ids of then:
+        // with other ids they would differ under the same SRTP nonce. Forget them.
+        for s in &mut p.video {
+            s.history.clear();
+        }
+    }
     p.egress.video_ext = prepared.video_ext;
     if p.video.iter().any(|s| s.mid.is_some()) {
         p.estimate.get_or_insert(crate::egress::INITIAL_ESTIMATE);

@@ -84,6 +84,7 @@ impl Shard {
             active,
             bitrates,
             codec,
+            ssrc: *pkt.header.ssrc,
             seq: *pkt.seq_no,
             timestamp: pkt.header.timestamp,
             marker: pkt.header.marker,
@@ -650,11 +651,11 @@ fn fit_to_estimate(p: &mut Participant, now: Instant) {
     // while probing (`video/probe.rs`), so that the estimate can grow to fit that
     // layer before a slot switches up.
     // Only where transport-cc feedback measures what padding does.
-    let measured = p
-        .egress
-        .estimator
-        .as_ref()
-        .is_some_and(|e| e.acknowledged().is_some());
+    let measured = p.egress.video_ext.twcc.is_some()
+        && p.egress
+            .estimator
+            .as_ref()
+            .is_some_and(|e| e.measuring(now));
     p.egress.pad_to = match next_step.filter(|_| measured) {
         Some(step) => {
             let want = (sending + step).min(desired);

@@ -26,6 +26,8 @@ use std::time::{Duration, Instant};
 /// How long after the sender last probed (and after the last cut) feedback may
 /// still raise the estimate to what was received.
 const PROBE_RESULT_WINDOW: Duration = Duration::from_secs(1);
+/// Feedback older than this no longer measures what is sent.
+const FEEDBACK_FRESH: Duration = Duration::from_secs(2);
 
 /// Sent packets remembered, found by transport-wide sequence number modulo this (a
 /// power of two dividing 65536, so the wrap keeps the index): a second of video at
@@ -361,6 +363,9 @@ pub(crate) struct Estimator {
     loss_updated: Option<Instant>,
     /// When the sender last said it was probing ([`Estimator::probing`]).
     probe_seen: Option<Instant>,
+    /// When the loss-based estimate was last cut, and feedback last came.
+    last_loss_cut: Option<Instant>,
+    last_feedback: Option<Instant>,
 }
 
 impl Estimator {
@@ -395,6 +400,8 @@ impl Estimator {
             loss_lost: 0,
             loss_updated: None,
             probe_seen: None,
+            last_loss_cut: None,
+            last_feedback: None,
         }
     }
 
@@ -444,22 +451,37 @@ impl Estimator {
                     self.loss_reported = self.loss_reported.saturating_add(1);
                     self.loss_lost = self.loss_lost.saturating_add(1);
                 }
-                (Status::Unreported | Status::Lost, Some(_)) => {
-                    if entry.status == Status::Lost {
-                        self.loss_lost = self.loss_lost.saturating_sub(1);
-                    } else {
-                        self.loss_reported = self.loss_reported.saturating_add(1);
-                    }
+                (Status::Unreported, Some(_)) => {
+                    self.loss_reported = self.loss_reported.saturating_add(1);
                     entry.status = Status::Received;
                     self.acknowledged.add(arrival_us, entry.size);
                     self.detector.on_packet(sent_at, arrival_us);
+                }
+                // Reported lost, then received: a resend for a NACK (it repeats the
+                // packet's transport-wide number: `egress.rs`), or feedback out of
+                // order. Its bytes arrived; its loss stays counted (a repaired loss
+                // is a loss of the link), and its old send time says nothing of the
+                // queue now.
+                (Status::Lost, Some(_)) => {
+                    entry.status = Status::Received;
+                    self.acknowledged.add(arrival_us, entry.size);
                 }
                 (Status::Lost | Status::Received, None) | (Status::Received, Some(_)) => {}
             }
         }
         self.acknowledged.measure();
+        self.last_feedback = Some(now);
         self.update_delay_based(now);
         self.update_loss_based(now);
+    }
+
+    /// Whether feedback measures what is sent: a rate acknowledged, and feedback
+    /// within [`FEEDBACK_FRESH`] (padding without it would probe blind).
+    pub fn measuring(&self, now: Instant) -> bool {
+        self.acknowledged.measured.is_some()
+            && self
+                .last_feedback
+                .is_some_and(|t| now.saturating_duration_since(t) < FEEDBACK_FRESH)
     }
 
     /// The sender is probing (padding above the estimate) at `now`: what feedback
@@ -476,6 +498,7 @@ impl Estimator {
     }
 
     /// What the receiver acknowledged receiving lately, bit/s (None until measured).
+    #[cfg_attr(not(test), allow(dead_code))]
     pub fn acknowledged(&self) -> Option<u64> {
         self.acknowledged.measured
     }
@@ -548,9 +571,10 @@ impl Estimator {
         let probed = self
             .probe_seen
             .is_some_and(|t| now.saturating_duration_since(t) < PROBE_RESULT_WINDOW);
-        let settled = self
-            .last_decrease
-            .is_none_or(|t| now.saturating_duration_since(t) >= PROBE_RESULT_WINDOW);
+        let settled = [self.last_decrease, self.last_loss_cut]
+            .iter()
+            .flatten()
+            .all(|t| now.saturating_duration_since(*t) >= PROBE_RESULT_WINDOW);
         if let Some(acked) =
             acked.filter(|_| probed && settled && self.detector.usage == Usage::Normal)
         {
@@ -601,6 +625,7 @@ impl Estimator {
             let loss = f64::from(self.loss_lost) / f64::from(self.loss_reported);
             if loss > LOSS_HIGH {
                 self.loss_based *= 1.0 - 0.5 * loss;
+                self.last_loss_cut = Some(now);
             } else if loss < LOSS_LOW {
                 self.loss_based *= LOSS_INCREASE;
             }
@@ -897,7 +922,8 @@ mod tests {
             }
         }
         assert_eq!(repeated.acknowledged(), Some(acked));
-        assert_eq!(repeated.loss_lost, 0);
+        // A packet reported lost and then received stays a loss (a NACK resend
+        // repeats its transport-wide number), here 10 %: not enough to cut.
         assert!(repeated.estimate() >= START, "{repeated:?}");
     }
 

@@ -55,29 +55,47 @@ impl Sent {
     }
 }
 
-/// A slot's send history ([`HISTORY_LEN`] entries, allocated with its first packet).
+/// Padding packets kept per slot, apart from the media packets: while probing a slot
+/// may carry more padding than media, which would push the media out.
+pub(crate) const PADDING_LEN: usize = 64;
+
+/// A slot's send history ([`HISTORY_LEN`] media packets and [`PADDING_LEN`] padding
+/// packets, allocated with its first packet of each).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct SendHistory {
     entries: Option<Box<[Option<Sent>]>>,
+    padding: Option<Box<[Option<Sent>]>>,
 }
 
 impl SendHistory {
-    /// Keeps a packet just sent (the one `HISTORY_LEN` packets older goes).
+    /// Keeps a packet just sent (the one `HISTORY_LEN` packets older goes; a late
+    /// packet never pushes out a newer one).
     pub fn record(&mut self, sent: Sent) {
-        let entries = self
-            .entries
-            .get_or_insert_with(|| vec![None; HISTORY_LEN].into_boxed_slice());
-        if let Some(e) = entries.get_mut(sent.seq as usize % HISTORY_LEN) {
-            *e = Some(sent);
+        let (ring, len) = match sent.payload {
+            Some(_) => (&mut self.entries, HISTORY_LEN),
+            None => (&mut self.padding, PADDING_LEN),
+        };
+        let entries = ring.get_or_insert_with(|| vec![None; len].into_boxed_slice());
+        if let Some(e) = entries.get_mut(sent.seq as usize % len) {
+            if e.as_ref().is_none_or(|old| old.seq < sent.seq) {
+                *e = Some(sent);
+            }
         }
     }
 
-    /// The packet sent with sequence number `seq` (as a NACK names it, 16 bits), if it
-    /// is still kept and may be sent again now (not too old, not resent a moment ago).
+    /// The entry for `seq` (16 bits, as a NACK names it), media or padding.
+    fn find(&self, seq: u16) -> Option<&Sent> {
+        [(&self.entries, HISTORY_LEN), (&self.padding, PADDING_LEN)]
+            .into_iter()
+            .filter_map(|(ring, len)| ring.as_ref()?.get(usize::from(seq) % len)?.as_ref())
+            .find(|e| e.seq as u16 == seq)
+    }
+
+    /// The packet sent with sequence number `seq`, if it is still kept and may be sent
+    /// again now (not too old, not resent a moment ago).
     pub fn resendable(&self, seq: u16, now: Instant) -> Option<&Sent> {
-        let entries = self.entries.as_ref()?;
-        let e = entries.get(usize::from(seq) % HISTORY_LEN)?.as_ref()?;
-        let fresh = e.seq as u16 == seq && now.saturating_duration_since(e.sent_at) <= MAX_AGE;
+        let e = self.find(seq)?;
+        let fresh = now.saturating_duration_since(e.sent_at) <= MAX_AGE;
         let rested = e
             .resent_at
             .is_none_or(|t| now.saturating_duration_since(t) >= RESEND_INTERVAL);
@@ -86,13 +104,18 @@ impl SendHistory {
 
     /// The packet `seq` was sent again at `now`.
     pub fn resent(&mut self, seq: u16, now: Instant) {
-        let entry = self
-            .entries
-            .as_mut()
-            .and_then(|e| e.get_mut(usize::from(seq) % HISTORY_LEN))
-            .and_then(Option::as_mut);
-        if let Some(e) = entry {
-            e.resent_at = Some(now);
+        for (ring, len) in [
+            (&mut self.entries, HISTORY_LEN),
+            (&mut self.padding, PADDING_LEN),
+        ] {
+            let entry = ring
+                .as_mut()
+                .and_then(|e| e.get_mut(usize::from(seq) % len))
+                .and_then(Option::as_mut)
+                .filter(|e| e.seq as u16 == seq);
+            if let Some(e) = entry {
+                e.resent_at = Some(now);
+            }
         }
     }
 
@@ -100,6 +123,7 @@ impl SendHistory {
     /// payloads go back to their publisher's packets' owners.
     pub fn clear(&mut self) {
         self.entries = None;
+        self.padding = None;
     }
 }
 
@@ -150,6 +174,22 @@ mod tests {
         h.record(sent(later, &payload, t0));
         assert!(h.resendable(first as u16, t0).is_none());
         assert_eq!(h.resendable(later as u16, t0).map(|s| s.seq), Some(later));
+        // A late packet does not push out a newer one.
+        h.record(sent(first, &payload, t0));
+        assert_eq!(h.resendable(later as u16, t0).map(|s| s.seq), Some(later));
+        // Padding has its own ring: it pushes no media out.
+        let mut pad = sent(later + 1, &payload, t0);
+        pad.payload = None;
+        for i in 0..PADDING_LEN as u64 * 2 {
+            pad.seq = later + 1 + i;
+            h.record(pad.clone());
+        }
+        assert_eq!(h.resendable(later as u16, t0).map(|s| s.seq), Some(later));
+        let last_pad = later + PADDING_LEN as u64 * 2;
+        let found = h
+            .resendable(last_pad as u16, t0)
+            .map(|s| s.payload.is_none());
+        assert_eq!(found, Some(true));
         h.clear();
         assert!(h.resendable(later as u16, t0).is_none());
     }

@@ -48,7 +48,9 @@ pub struct VideoPacket {
     /// What each layer sends, in bits per second (0: unknown, or not sending).
     pub bitrates: [u32; MAX_LAYERS],
     pub codec: VideoCodec,
-    /// Extended sequence number of the layer's stream.
+    /// The SSRC the layer's stream came in on (a publisher that restarts a layer on
+    /// a new SSRC restarts its numbering too), and its extended sequence number.
+    pub ssrc: u32,
     pub seq: u64,
     pub timestamp: u32,
     pub marker: bool,

@@ -53,7 +53,9 @@ pub(crate) struct VideoSlot {
     pub last_source: VideoSource,
     pub last_quality: VideoQuality,
     switch: LayerSwitch<LayerKey>,
-    rewriter: SlotRewriter<LayerKey>,
+    /// Keyed by the layer and the SSRC it comes in on: a new SSRC is a new stream to
+    /// continue from, even on the same layer.
+    rewriter: SlotRewriter<(LayerKey, u32)>,
     vp8: vp8::Continuity,
     /// The highest layer the subscriber's bandwidth allows (`None`: no limit known).
     pub cap: Option<u8>,
@@ -187,9 +189,9 @@ impl VideoSlot {
             // A new source, even one with the key it had before: fresh offsets.
             self.rewriter.rebase();
         }
-        let Some(out) = self
-            .rewriter
-            .rewrite(key, packet.seq, packet.timestamp, now)
+        let Some(out) =
+            self.rewriter
+                .rewrite((key, packet.ssrc), packet.seq, packet.timestamp, now)
         else {
             return (SlotAction::Skip, keyframe);
         };
@@ -301,6 +303,7 @@ mod tests {
             active: 0b111,
             bitrates: [150_000, 500_000, 1_500_000, 0],
             codec: VideoCodec::H264,
+            ssrc: u32::from(layer),
             seq,
             timestamp: seq as u32 * 3000,
             marker: false,
