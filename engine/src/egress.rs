@@ -416,27 +416,13 @@ impl Egress {
             payload: copy.payload,
             padding: copy.padding,
         };
-        let len = writer.encoded_len().map_err(|_| WriteError::Seal)?;
-        let sealed_len = len + tx.profile().rtp_overhead();
-        if sealed_len > BUFFER_CAPACITY {
-            return Err(WriteError::Seal);
-        }
-        buf.clear();
-        buf.resize(sealed_len, 0);
-        let len = writer.encode(buf).map_err(|_| WriteError::Seal)?;
-        let header_len = len - copy.payload.len() - usize::from(copy.padding);
-        if let Some(rewrite) = &copy.vp8 {
-            if let Some(d) = copy.descriptor.or_else(|| vp8::parse(copy.payload)) {
-                if let Some(payload) = buf.get_mut(header_len..len) {
+        let sealed = seal_rtp(tx, &writer, copy.seq, buf, |payload| {
+            if let Some(rewrite) = &copy.vp8 {
+                if let Some(d) = copy.descriptor.or_else(|| vp8::parse(copy.payload)) {
                     vp8::patch(&d, rewrite, payload);
                 }
             }
-        }
-        let roc = (copy.seq >> 16) as u32;
-        let sealed = tx
-            .protect_rtp(buf, len, header_len, roc)
-            .map_err(|_| WriteError::Seal)?;
-        buf.truncate(sealed);
+        })?;
         self.bytes_sent += sealed as u64;
         self.pad_credit = (self.pad_credit - sealed as i64).max(-self.pad_burst());
         if let (None, Some(seq)) = (copy.again, header.twcc) {
@@ -533,23 +519,7 @@ impl Egress {
             payload: &packet.payload,
             padding: 0,
         };
-        // Only the bytes the datagram needs are zeroed: the packet and the tag's room.
-        let len = writer.encoded_len().map_err(|_| WriteError::Seal)?;
-        let sealed_len = len + tx.profile().rtp_overhead();
-        if sealed_len > BUFFER_CAPACITY {
-            return Err(WriteError::Seal);
-        }
-        buf.clear();
-        buf.resize(sealed_len, 0);
-        let len = writer.encode(buf).map_err(|_| WriteError::Seal)?;
-        let header_len = len - packet.payload.len();
-        // RFC 3711 §3.3.1: the rollover counter is the extended sequence number's
-        // high bits.
-        let roc = (out.seq >> 16) as u32;
-        let sealed = tx
-            .protect_rtp(buf, len, header_len, roc)
-            .map_err(|_| WriteError::Seal)?;
-        buf.truncate(sealed);
+        let sealed = seal_rtp(tx, &writer, out.seq, buf, |_| {})?;
         self.bytes_sent += sealed as u64;
         slot.packets = slot.packets.wrapping_add(1);
         slot.octets = slot.octets.wrapping_add(packet.payload.len() as u32);
@@ -726,6 +696,36 @@ impl Egress {
         }
         Some(seen)
     }
+}
+
+/// Writes `writer`'s packet into `buf` (only the bytes the datagram needs are zeroed:
+/// the packet and the tag's room), lets `patch` change its payload in place, and seals
+/// it; `seq` is its extended sequence number (RFC 3711 §3.3.1: the rollover counter
+/// is the high bits). Returns the sealed length.
+fn seal_rtp(
+    tx: &mut SrtpTx,
+    writer: &RtpWriter<'_>,
+    seq: u64,
+    buf: &mut Vec<u8>,
+    patch: impl FnOnce(&mut [u8]),
+) -> Result<usize, WriteError> {
+    let len = writer.encoded_len().map_err(|_| WriteError::Seal)?;
+    let sealed_len = len + tx.profile().rtp_overhead();
+    if sealed_len > BUFFER_CAPACITY {
+        return Err(WriteError::Seal);
+    }
+    buf.clear();
+    buf.resize(sealed_len, 0);
+    let len = writer.encode(buf).map_err(|_| WriteError::Seal)?;
+    let header_len = len - writer.payload.len() - usize::from(writer.padding);
+    if let Some(payload) = buf.get_mut(header_len..header_len + writer.payload.len()) {
+        patch(payload);
+    }
+    let sealed = tx
+        .protect_rtp(buf, len, header_len, (seq >> 16) as u32)
+        .map_err(|_| WriteError::Seal)?;
+    buf.truncate(sealed);
+    Ok(sealed)
 }
 
 /// The index of the video slot sending on `ssrc`.

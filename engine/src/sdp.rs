@@ -850,11 +850,14 @@ pub(crate) fn answer(
                 let slot = &prepared.slots[*index];
                 let ssrc = ssrcs.get(*index).copied().unwrap_or_default();
                 let pt = slot.pt;
-                let _ = write!(out, "m=audio 9 {proto} {pt}\r\nc=IN IP4 0.0.0.0\r\n");
-                for line in &transport {
-                    push_line(&mut out, line);
-                }
-                let _ = write!(out, "a=mid:{}\r\n", slot.mid);
+                section_head(
+                    &mut out,
+                    "audio",
+                    proto,
+                    [pt],
+                    &transport,
+                    slot.mid.as_str(),
+                );
                 if let Some(id) = prepared.ext.audio_level {
                     let _ = write!(out, "a=extmap:{id} {AUDIO_LEVEL_URI}\r\n");
                 }
@@ -871,15 +874,8 @@ pub(crate) fn answer(
             Answerer::VideoSlot { index, proto } => {
                 let slot = &prepared.video_slots[*index];
                 let ssrc = video_ssrcs.get(*index).copied().unwrap_or_default();
-                let _ = write!(out, "m=video 9 {proto}");
-                for f in &slot.formats {
-                    let _ = write!(out, " {}", f.pt);
-                }
-                out.push_str("\r\nc=IN IP4 0.0.0.0\r\n");
-                for line in &transport {
-                    push_line(&mut out, line);
-                }
-                let _ = write!(out, "a=mid:{}\r\n", slot.mid);
+                let pts = slot.formats.iter().map(|f| f.pt);
+                section_head(&mut out, "video", proto, pts, &transport, slot.mid.as_str());
                 if let Some(id) = prepared.video_ext.mid {
                     let _ = write!(out, "a=extmap:{id} {MID_URI}\r\n");
                 }
@@ -916,11 +912,8 @@ pub(crate) fn answer(
                 pt,
                 rtpmap,
             } => {
-                let _ = write!(out, "m={kind} 9 {proto} {pt}\r\nc=IN IP4 0.0.0.0\r\n");
-                for line in &transport {
-                    push_line(&mut out, line);
-                }
-                let _ = write!(out, "a=mid:{mid}\r\na=inactive\r\na=rtcp-mux\r\n");
+                section_head(&mut out, kind, proto, [pt], &transport, mid);
+                out.push_str("a=inactive\r\na=rtcp-mux\r\n");
                 if let Some(codec) = rtpmap {
                     let _ = write!(out, "a=rtpmap:{pt} {codec}\r\n");
                 }
@@ -928,6 +921,27 @@ pub(crate) fn answer(
         }
     }
     Ok(candidates_in_every_section(&out))
+}
+
+/// The start of a section Chorus answers: its `m=` line (port 9, `formats`), the
+/// connection line, the bundle's transport attributes and its mid.
+fn section_head<F: std::fmt::Display>(
+    out: &mut String,
+    kind: &str,
+    proto: &str,
+    formats: impl IntoIterator<Item = F>,
+    transport: &[&str],
+    mid: &str,
+) {
+    let _ = write!(out, "m={kind} 9 {proto}");
+    for f in formats {
+        let _ = write!(out, " {f}");
+    }
+    out.push_str("\r\nc=IN IP4 0.0.0.0\r\n");
+    for line in transport {
+        push_line(out, line);
+    }
+    let _ = write!(out, "a=mid:{mid}\r\n");
 }
 
 /// Whether `sdp` has a video section that is not rejected (port 0).
