@@ -7,7 +7,7 @@
 //! them. The same run checks that a slot SSRC has exactly one sender (no sequence
 //! number sent twice, also across an ICE restart, which renegotiates) and that the
 //! sender reports are Chorus's: counts that match what was sent, and an RTP/NTP
-//! timestamp pair that follows the stream's clock.
+//! timestamp pair that follows the stream's clock. Video slots (issue 12) the same.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{HashMap, HashSet};
@@ -33,18 +33,13 @@ fn theirs(profile: SrtpProfile) -> ProtectionProfile {
 /// Sender report figures: (NTP timestamp, RTP timestamp, packets, octets).
 type Report = (u64, u32, u32, u32);
 
-fn check(restrict: Option<SrtpProfile>) {
-    let mut sim = Sim::with_config(|c| c.srtp_profiles = restrict.map(|p| vec![p]));
-    let a = sim.connect("a", "interop");
-    let b = sim.connect("b", "interop");
-    sim.clients[b].tap = Some(Vec::new());
-    sim.clients[a].speaking = Some(20);
-    sim.run_for(Duration::from_secs(3));
-    // A renegotiation (str0m re-creates send streams on every offer it accepts).
-    let moved: SocketAddr = "192.0.2.200:50000".parse().unwrap();
-    sim.restart_ice(b, moved, 0);
-    sim.run_for(Duration::from_secs(3));
-
+/// webrtc-srtp's context for what the node sends to client `b`, from the keys its DTLS
+/// exported (checked against `restrict`, or the default profile).
+fn opener(
+    sim: &mut Sim,
+    b: usize,
+    restrict: Option<SrtpProfile>,
+) -> (Context, chorus_srtp::capture::CapturedKeys) {
     let keys = sim.clients[b]
         .keys
         .take()
@@ -66,7 +61,7 @@ fn check(restrict: Option<SrtpProfile>) {
         chorus_srtp::keys::DtlsSrtpKeys::from_exporter(keys.profile, &keys.material).unwrap();
     // The node is the DTLS server: it sends with the server's half.
     let server = material.server();
-    let mut ctx = Context::new(
+    let ctx = Context::new(
         server.key(),
         server.salt(),
         theirs(keys.profile),
@@ -74,6 +69,22 @@ fn check(restrict: Option<SrtpProfile>) {
         None,
     )
     .unwrap();
+    (ctx, keys)
+}
+
+fn check(restrict: Option<SrtpProfile>) {
+    let mut sim = Sim::with_config(|c| c.srtp_profiles = restrict.map(|p| vec![p]));
+    let a = sim.connect("a", "interop");
+    let b = sim.connect("b", "interop");
+    sim.clients[b].tap = Some(Vec::new());
+    sim.clients[a].speaking = Some(20);
+    sim.run_for(Duration::from_secs(3));
+    // A renegotiation (str0m re-creates send streams on every offer it accepts).
+    let moved: SocketAddr = "192.0.2.200:50000".parse().unwrap();
+    sim.restart_ice(b, moved, 0);
+    sim.run_for(Duration::from_secs(3));
+
+    let (mut ctx, keys) = opener(&mut sim, b, restrict);
 
     let slot_ssrcs: HashSet<u32> = sim.clients[b].from(a).map(|r| r.ssrc).collect();
     assert_eq!(slot_ssrcs.len(), 1, "a is heard on one slot");
@@ -168,4 +179,82 @@ fn held_to_aes_cm_128_hmac_sha1_80() {
 #[test]
 fn held_to_aes_128_gcm() {
     check(Some(SrtpProfile::AeadAes128Gcm));
+}
+
+#[test]
+fn video_slots_are_opened_by_webrtc_srtp_and_reported_at_90_khz() {
+    // A video slot is Chorus's too (issue 12): sealed per the RFCs, one sender, and
+    // sender reports whose RTP timestamps follow the 90 kHz clock.
+    let mut sim = Sim::with_config(|c| c.srtp_profiles = Some(vec![SrtpProfile::AeadAes128Gcm]));
+    let a = sim.connect_video("a", "interop-video", Some(&["q", "h", "f"]));
+    let b = sim.connect_video("b", "interop-video", None);
+    sim.clients[b].tap = Some(Vec::new());
+    sim.publish(a, true);
+    sim.subscribe(b, 0, Some(a), chorus_engine::VideoQuality::High);
+    sim.run_for(Duration::from_secs(6));
+    let (mut ctx, keys) = opener(&mut sim, b, Some(SrtpProfile::AeadAes128Gcm));
+    let slot_ssrcs: HashSet<u32> = sim.video_from(b, 0, a).iter().map(|r| r.ssrc).collect();
+    assert_eq!(slot_ssrcs.len(), 1, "one SSRC for the slot");
+    let ssrc = *slot_ssrcs.iter().next().unwrap();
+    let tap = sim.clients[b].tap.take().unwrap();
+    let (mut video, mut seen) = (0, HashSet::new());
+    let mut reports: Vec<Report> = Vec::new();
+    for datagram in &tap {
+        match classify(datagram) {
+            DatagramKind::Rtp => {
+                let plain = ctx
+                    .decrypt_rtp(datagram)
+                    .unwrap_or_else(|e| panic!("{:?}: RTP: {e}", keys.profile));
+                let packet = RtpPacket::parse(&plain).unwrap();
+                if packet.ssrc().0 == ssrc {
+                    assert!(
+                        seen.insert(packet.sequence_number().0),
+                        "sequence number {} sent twice",
+                        packet.sequence_number().0
+                    );
+                    video += 1;
+                }
+            }
+            DatagramKind::Rtcp => {
+                let plain = ctx.decrypt_rtcp(datagram).unwrap();
+                for packet in Compound::new(&plain) {
+                    if let Ok(RtcpPacket::SenderReport(sr)) = packet {
+                        if sr.ssrc().0 == ssrc {
+                            let i = sr.info();
+                            reports.push((
+                                i.ntp_timestamp,
+                                i.rtp_timestamp,
+                                i.packet_count,
+                                i.octet_count,
+                            ));
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    assert!(video >= 150, "{video} video packets opened in 6 s");
+    assert!(
+        reports.len() >= 3,
+        "{} sender reports in 6 s",
+        reports.len()
+    );
+    let last = reports.last().unwrap();
+    assert!(
+        last.2 as usize <= video,
+        "packet count {} against {video}",
+        last.2
+    );
+    for pair in reports.windows(2) {
+        let ((ntp0, rtp0, n0, _), (ntp1, rtp1, n1, _)) = (pair[0], pair[1]);
+        assert!(n1 >= n0, "counts never go back");
+        let wall = (ntp1 - ntp0) as f64 / 4_294_967_296.0;
+        let media = rtp1.wrapping_sub(rtp0) as f64 / 90_000.0;
+        // Give or take a frame (30 fps).
+        assert!(
+            (wall - media).abs() < 0.04,
+            "NTP {wall:.3} s against RTP {media:.3} s"
+        );
+    }
 }
