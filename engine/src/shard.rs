@@ -648,6 +648,23 @@ fn random_token(rng: &mut u64, len: usize) -> String {
         .collect()
 }
 
+/// A new stream's first sequence number (below 2^15: random, RFC 3550 §5.1, with
+/// room before its first rollover) and RTP timestamp.
+fn initial_numbers(rng: &mut u64) -> (u16, u32) {
+    let r = next_random(rng);
+    ((r & 0x7fff) as u16, (r >> 32) as u32)
+}
+
+/// A random SSRC, not 0 and not `taken` (RFC 3550 §8: distinct within the session).
+fn fresh_ssrc(rng: &mut u64, taken: impl Fn(u32) -> bool) -> u32 {
+    loop {
+        let candidate = next_random(rng) as u32;
+        if candidate != 0 && !taken(candidate) {
+            return candidate;
+        }
+    }
+}
+
 /// splitmix64: the shard's own seeded randomness.
 fn next_random(state: &mut u64) -> u64 {
     *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);

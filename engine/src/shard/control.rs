@@ -10,7 +10,7 @@ use str0m::net::TcpType;
 use str0m::rtp::Extension;
 use str0m::{Candidate, IceCreds, Rtc};
 
-use super::{ice_password, next_random, ufrag_for, Shard};
+use super::{ice_password, initial_numbers, ufrag_for, Shard};
 use crate::client_event::{ClientEvent, Joined, Refusal, VideoSource};
 use crate::egress::Egress;
 use crate::error::EngineError;
@@ -337,8 +337,8 @@ impl Shard {
             egress: Egress::new(),
             video: (0..video_slots)
                 .map(|_| {
-                    let r = next_random(&mut self.rng);
-                    VideoSlot::new((r & 0x7fff) as u16, (r >> 32) as u32)
+                    let (seq, ts) = initial_numbers(&mut self.rng);
+                    VideoSlot::new(seq, ts)
                 })
                 .collect(),
             video_touched: false,

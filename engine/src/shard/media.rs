@@ -12,7 +12,10 @@ use str0m::format::Codec;
 use str0m::rtp::RtpPacket;
 use str0m::{IceCreds, Input};
 
-use super::{ice_password, next_random, random_token, ufrag_for, Shard, ShardStats};
+use super::{
+    fresh_ssrc, ice_password, initial_numbers, next_random, random_token, ufrag_for, Shard,
+    ShardStats,
+};
 use crate::client_event::VideoSource;
 use crate::client_event::{ClientEvent, Refusal, Speaker};
 use crate::egress::{SlotTx, REPORT_INTERVAL};
@@ -728,20 +731,15 @@ fn negotiate(
             slots.push(slot);
             continue;
         }
-        let ssrc = loop {
-            let candidate = next_random(rng) as u32;
-            let taken = slots.iter().chain(&p.slots).any(|s| s.ssrc == candidate)
-                || p.video.iter().any(|s| s.ssrc == candidate);
-            if candidate != 0 && !taken {
-                break candidate;
-            }
-        };
-        let r = next_random(rng);
+        let ssrc = fresh_ssrc(rng, |c| {
+            slots.iter().chain(&p.slots).any(|s| s.ssrc == c) || p.video.iter().any(|s| s.ssrc == c)
+        });
+        let (seq, ts) = initial_numbers(rng);
         slots.push(SlotTx::new(
             offered.mid,
             ssrc,
             offered.pt,
-            SlotRewriter::new((r & 0x7fff) as u16, (r >> 32) as u32),
+            SlotRewriter::new(seq, ts),
         ));
     }
     p.egress.ext = prepared.ext;
@@ -757,19 +755,16 @@ fn negotiate(
     for i in 0..p.video.len() {
         let mid = prepared.video_slots.get(i).map(|s| s.mid);
         if p.video[i].mid != mid || p.video[i].ssrc == 0 {
-            let mut ssrc = 0;
-            while mid.is_some() && ssrc == 0 {
-                let candidate = next_random(rng) as u32;
-                let taken = p.slots.iter().any(|s| s.ssrc == candidate)
-                    || p.video.iter().any(|s| s.ssrc == candidate);
-                if !taken {
-                    ssrc = candidate;
-                }
-            }
+            let ssrc = match mid {
+                Some(_) => fresh_ssrc(rng, |c| {
+                    p.slots.iter().any(|s| s.ssrc == c) || p.video.iter().any(|s| s.ssrc == c)
+                }),
+                None => 0,
+            };
             // A new SSRC is a new stream: its receiver's SRTP starts its rollover
             // counter at 0, so its numbers start afresh too.
-            let r = next_random(rng);
-            p.video[i].restart_stream(ssrc, (r & 0x7fff) as u16, (r >> 32) as u32);
+            let (seq, ts) = initial_numbers(rng);
+            p.video[i].restart_stream(ssrc, seq, ts);
         }
         p.video[i].mid = mid;
     }
