@@ -259,6 +259,13 @@ pub(crate) struct VideoPolicy<'a> {
 }
 
 impl Section<'_> {
+    /// The value of the section's attribute `name` for payload type `pt`
+    /// (`a=rtpmap:96 VP8/90000` → `VP8/90000`).
+    fn format_attribute<'l>(&self, lines: &'l [&str], name: &str, pt: &str) -> Option<&'l str> {
+        self.attributes(lines, name)
+            .find_map(|v| v.split_once(' ').filter(|(p, _)| *p == pt).map(|(_, v)| v))
+    }
+
     /// Chorus's `inactive` answer to this section: the offer's Opus payload type (an
     /// audio section) or its first format.
     fn inactive(&self, lines: &[&str], mid: &str) -> Answerer {
@@ -267,10 +274,9 @@ impl Section<'_> {
             .map(|pt| pt.to_string())
             .or_else(|| self.formats.first().map(|f| (*f).to_owned()))
             .unwrap_or_else(|| "0".to_owned());
-        let rtpmap = self.attributes(lines, "rtpmap").find_map(|v| {
-            let (p, codec) = v.split_once(' ')?;
-            (p == pt).then(|| codec.to_owned())
-        });
+        let rtpmap = self
+            .format_attribute(lines, "rtpmap", &pt)
+            .map(str::to_owned);
         Answerer::Inactive {
             kind: self.kind.to_owned(),
             mid: mid.to_owned(),
@@ -291,14 +297,10 @@ impl Section<'_> {
             if pt >= 128 || formats.iter().any(|x| x.pt == pt) {
                 continue;
             }
-            let value = |name: &str| {
-                self.attributes(lines, name)
-                    .find_map(|v| v.split_once(' ').filter(|(p, _)| p == f).map(|(_, v)| v))
-            };
-            let Some(rtpmap) = value("rtpmap") else {
+            let Some(rtpmap) = self.format_attribute(lines, "rtpmap", f) else {
                 continue;
             };
-            let fmtp = value("fmtp");
+            let fmtp = self.format_attribute(lines, "fmtp", f);
             let param = |key: &str| {
                 fmtp.into_iter()
                     .flat_map(|p| p.split(';'))
@@ -571,10 +573,7 @@ pub(crate) fn prepare_offer(
                 if !s.formats.contains(&pt) {
                     continue;
                 }
-                let params = s
-                    .attributes(&lines, "fmtp")
-                    .find_map(|f| f.split_once(' ').filter(|(p, _)| *p == pt))
-                    .map_or("", |(_, params)| params);
+                let params = s.format_attribute(&lines, "fmtp", pt).unwrap_or("");
                 match session_pts.iter().find(|(p, _, _)| *p == pt) {
                     Some((_, c, f)) if !c.eq_ignore_ascii_case(codec) || *f != params => {
                         return Err(OfferError::ConflictingPayloadType(pt.to_owned()));
