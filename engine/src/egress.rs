@@ -55,7 +55,7 @@ const SENDER_WINDOW: Duration = Duration::from_secs(2);
 const MAX_REPORTED: usize = 24;
 /// A padding packet's padding (RFC 3550 §5.1: at most 255 octets, the count in the
 /// last one).
-pub(crate) const PADDING_BYTES: u8 = 255;
+const PADDING_BYTES: u8 = 255;
 /// Resends take at most 1/`RESEND_SHARE` of a subscriber's estimate.
 const RESEND_SHARE: u64 = 4;
 /// Most padding packets after one frame.
@@ -264,14 +264,34 @@ pub(crate) struct Egress {
     /// layer (bit/s; 0: no padding), and when that may exceed the estimate.
     pub pad_to: u64,
     pub probing: Probing,
-    /// Bytes of padding owed (a token bucket filled at `pad_to`, emptied by every
-    /// video byte sent), and when it was last filled.
-    pad_credit: i64,
-    pad_at: Option<Instant>,
-    /// Bytes that may be sent again for NACKs (a token bucket filled at a share of
-    /// the estimate), and when it was last filled.
-    resend_credit: i64,
-    resend_at: Option<Instant>,
+    /// Bytes of padding owed (filled at `pad_to`, emptied by every video byte sent).
+    padding: ByteBucket,
+    /// Bytes that may be sent again for NACKs (filled at a share of the estimate).
+    resend: ByteBucket,
+}
+
+/// A byte budget refilled with time (a token bucket); it may run below zero.
+#[derive(Debug, Default)]
+struct ByteBucket {
+    credit: i64,
+    filled_at: Option<Instant>,
+}
+
+impl ByteBucket {
+    /// Adds what `bits_per_second` gives since the last refill (`first` bytes at the
+    /// first one), up to `cap`; returns the credit.
+    fn refill(&mut self, bits_per_second: u64, cap: i64, first: i64, now: Instant) -> i64 {
+        let filled = match self.filled_at {
+            Some(t) => {
+                let micros = now.saturating_duration_since(t).as_micros();
+                (u128::from(bits_per_second) * micros / 8_000_000) as i64
+            }
+            None => first,
+        };
+        self.filled_at = Some(now);
+        self.credit = (self.credit + filled).min(cap);
+        self.credit
+    }
 }
 
 /// What one of the subscriber's RTCP packets held, besides reports on our slots.
@@ -309,10 +329,8 @@ impl Egress {
             video_feedback: VideoFeedback::default(),
             pad_to: 0,
             probing: Probing::default(),
-            pad_credit: 0,
-            pad_at: None,
-            resend_credit: 0,
-            resend_at: None,
+            padding: ByteBucket::default(),
+            resend: ByteBucket::default(),
         }
     }
 
@@ -324,19 +342,11 @@ impl Egress {
         // At most a quarter second's worth saved up, and always room for one packet;
         // full at the first NACK.
         let cap = ((per_second / 4) as i64).max(BUFFER_CAPACITY as i64);
-        let filled = match self.resend_at {
-            Some(t) => {
-                (per_second as u128 * now.saturating_duration_since(t).as_micros() / 1_000_000)
-                    as i64
-            }
-            None => cap,
-        };
-        self.resend_at = Some(now);
-        self.resend_credit = (self.resend_credit + filled).min(cap);
-        if self.resend_credit < bytes as i64 {
+        let credit = self.resend.refill(per_second * 8, cap, cap, now);
+        if credit < bytes as i64 {
             return false;
         }
-        self.resend_credit -= bytes as i64;
+        self.resend.credit -= bytes as i64;
         true
     }
 
@@ -348,18 +358,16 @@ impl Egress {
     /// How many padding packets to send now, after a frame's last packet on a video
     /// slot, to make up what the slots send to `pad_to`.
     pub fn padding_due(&mut self, now: Instant) -> usize {
-        let elapsed = self
-            .pad_at
-            .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
-        self.pad_at = Some(now);
         if self.pad_to == 0 {
-            self.pad_credit = 0;
+            self.padding = ByteBucket {
+                credit: 0,
+                filled_at: Some(now),
+            };
             return 0;
         }
-        let filled = (self.pad_to as u128 * elapsed.as_micros() / 8_000_000) as i64;
-        self.pad_credit = (self.pad_credit + filled).min(self.pad_burst());
+        let credit = self.padding.refill(self.pad_to, self.pad_burst(), 0, now);
         let packet = i64::from(PADDING_BYTES) + 40;
-        ((self.pad_credit / packet).max(0) as usize).min(MAX_PADDING_PER_FRAME)
+        ((credit / packet).max(0) as usize).min(MAX_PADDING_PER_FRAME)
     }
 
     /// Writes one packet on a video slot into `buf` (empty, with [`BUFFER_CAPACITY`]
@@ -424,7 +432,7 @@ impl Egress {
             }
         })?;
         self.bytes_sent += sealed as u64;
-        self.pad_credit = (self.pad_credit - sealed as i64).max(-self.pad_burst());
+        self.padding.credit = (self.padding.credit - sealed as i64).max(-self.pad_burst());
         if let (None, Some(seq)) = (copy.again, header.twcc) {
             self.twcc_seq = seq.wrapping_add(1);
             // The estimate starts with the first packet it can measure.

@@ -343,23 +343,7 @@ impl Shard {
                 if let Some(s) = p.video.get_mut(slot) {
                     s.history.resent(seq, now);
                 }
-                // Byte for byte what went out first (one SRTP nonce, one packet).
-                let copy = VideoCopy {
-                    pt: sent.pt,
-                    seq: sent.seq,
-                    timestamp: sent.timestamp,
-                    marker: sent.marker,
-                    vp8: sent.vp8,
-                    descriptor: None,
-                    payload: sent.payload.as_deref().unwrap_or_default(),
-                    padding: if sent.payload.is_none() {
-                        crate::egress::PADDING_BYTES
-                    } else {
-                        0
-                    },
-                    again: Some((sent.twcc, sent.with_mid)),
-                };
-                match send_video(p, slot, &copy, now, &mut sink) {
+                match send_video(p, slot, &again(&sent), now, &mut sink) {
                     Ok(_) => self.stats.video_resent += 1,
                     Err(_) => self.stats.dropped_unsealable += 1,
                 }
@@ -583,10 +567,27 @@ fn sent(
         pt: copy.pt,
         vp8: copy.vp8,
         payload: payload.cloned(),
+        padding: copy.padding,
         twcc: header.twcc,
         with_mid: header.with_mid,
         sent_at: now,
         resent_at: None,
+    }
+}
+
+/// A packet of a slot's history to send again: byte for byte what went out first
+/// (one SRTP nonce, one packet).
+fn again(sent: &Sent) -> VideoCopy<'_> {
+    VideoCopy {
+        pt: sent.pt,
+        seq: sent.seq,
+        timestamp: sent.timestamp,
+        marker: sent.marker,
+        vp8: sent.vp8,
+        descriptor: None,
+        payload: sent.payload.as_deref().unwrap_or_default(),
+        padding: sent.padding,
+        again: Some((sent.twcc, sent.with_mid)),
     }
 }
 

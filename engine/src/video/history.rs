@@ -38,8 +38,9 @@ pub(crate) struct Sent {
     pub marker: bool,
     pub pt: u8,
     pub vp8: Option<vp8::Rewrite>,
-    /// `None`: a padding packet.
+    /// `None`: a padding packet, of `padding` octets (RFC 3550 §5.1).
     pub payload: Option<Arc<[u8]>>,
+    pub padding: u8,
     /// What its header carried besides: its transport-wide sequence number, and the
     /// MID extension or not.
     pub twcc: Option<u16>,
@@ -51,7 +52,7 @@ pub(crate) struct Sent {
 impl Sent {
     /// About the bytes it takes on the wire.
     pub fn wire_len(&self) -> usize {
-        self.payload.as_ref().map_or(255, |p| p.len()) + 40
+        self.payload.as_ref().map_or(0, |p| p.len()) + usize::from(self.padding) + 40
     }
 }
 
@@ -139,6 +140,7 @@ mod tests {
             pt: 96,
             vp8: None,
             payload: Some(Arc::clone(payload)),
+            padding: 0,
             twcc: Some(seq as u16),
             with_mid: false,
             sent_at: now,
@@ -179,7 +181,7 @@ mod tests {
         assert_eq!(h.resendable(later as u16, t0).map(|s| s.seq), Some(later));
         // Padding has its own ring: it pushes no media out.
         let mut pad = sent(later + 1, &payload, t0);
-        pad.payload = None;
+        (pad.payload, pad.padding) = (None, 255);
         for i in 0..PADDING_LEN as u64 * 2 {
             pad.seq = later + 1 + i;
             h.record(pad.clone());
