@@ -152,15 +152,22 @@ fn check(restrict: Option<SrtpProfile>) {
         last.2
     );
     assert_eq!(last.3, last.2 * 46, "octets: 46-byte payloads");
-    for pair in srs.windows(2) {
+    // Give or take a frame.
+    assert_reports_follow(srs, 48_000, 0.021);
+}
+
+/// RFC 3550 §6.4.1: a sender report's NTP and RTP timestamps name the same instant,
+/// so from one report to the next they advance together (the stream's clock,
+/// `clock_hz`, against NTP's 2^-32 s), within `tolerance` seconds; counts never go
+/// back.
+fn assert_reports_follow(reports: &[Report], clock_hz: u32, tolerance: f64) {
+    for pair in reports.windows(2) {
         let ((ntp0, rtp0, n0, _), (ntp1, rtp1, n1, _)) = (pair[0], pair[1]);
         assert!(n1 >= n0, "counts never go back");
-        // RFC 3550 §6.4.1: both timestamps name the same instant, so they advance
-        // together (48 kHz against NTP's 2^-32 s), give or take a frame.
         let wall = (ntp1 - ntp0) as f64 / 4_294_967_296.0;
-        let media = rtp1.wrapping_sub(rtp0) as f64 / 48_000.0;
+        let media = f64::from(rtp1.wrapping_sub(rtp0)) / f64::from(clock_hz);
         assert!(
-            (wall - media).abs() < 0.021,
+            (wall - media).abs() < tolerance,
             "NTP {wall:.3} s against RTP {media:.3} s"
         );
     }
@@ -246,18 +253,9 @@ fn video_slots_are_opened_by_webrtc_srtp_and_reported_at_90_khz() {
         "packet count {} against {video}",
         last.2
     );
-    for pair in reports.windows(2) {
-        let ((ntp0, rtp0, n0, _), (ntp1, rtp1, n1, _)) = (pair[0], pair[1]);
-        assert!(n1 >= n0, "counts never go back");
-        let wall = (ntp1 - ntp0) as f64 / 4_294_967_296.0;
-        let media = rtp1.wrapping_sub(rtp0) as f64 / 90_000.0;
-        // Give or take a frame (30 fps) of jitter, a frame more where the slot
-        // switched layers between the two reports (a new source continues at least a
-        // frame on: `rewriter.rs`), and the sim camera's clock, 1 % fast (3,000 ticks
-        // per 33 ms frame). A wrong clock rate (48 kHz) would be off by 0.9 s per s.
-        assert!(
-            (wall - media).abs() < 0.08,
-            "NTP {wall:.3} s against RTP {media:.3} s"
-        );
-    }
+    // Give or take a frame (30 fps) of jitter, a frame more where the slot switched
+    // layers between the two reports (a new source continues at least a frame on:
+    // `rewriter.rs`), and the sim camera's clock, 1 % fast (3,000 ticks per 33 ms
+    // frame). A wrong clock rate (48 kHz) would be off by 0.9 s per s.
+    assert_reports_follow(&reports, 90_000, 0.08);
 }
