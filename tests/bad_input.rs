@@ -308,6 +308,7 @@ fn commands_for_unknown_or_duplicate_participants_are_harmless() {
         name: DisplayName::new("again").unwrap(),
         identity: None,
         permissions: chorus_engine::Permissions::ALL,
+        p2p: false,
     });
     assert_eq!(
         errors(&sim, a),

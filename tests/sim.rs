@@ -176,6 +176,8 @@ pub struct Sim {
     /// client: `(client index, datagram)`.
     #[allow(clippy::type_complexity)]
     pub lose_to_client: Option<Box<dyn FnMut(usize, &[u8]) -> bool>>,
+    /// Joins say `p2p: true` (they can carry a call peer to peer) while this is set.
+    pub join_p2p: bool,
     start: Instant,
     steps: usize,
     next_request: u64,
@@ -213,6 +215,7 @@ impl Sim {
             events: Vec::new(),
             lose: None,
             lose_to_client: None,
+            join_p2p: false,
             start: now,
             steps: 0,
             next_request: 0,
@@ -371,6 +374,7 @@ impl Sim {
             name: DisplayName::new(name).unwrap(),
             identity: None,
             permissions,
+            p2p: self.join_p2p,
         });
         let joined = self.clients[idx].inbox.iter().find_map(|m| match m {
             ServerMessage::Joined {

@@ -52,6 +52,7 @@ fn main() {
                 name: DisplayName::new("p").expect("valid"),
                 identity: None,
                 permissions: chorus_engine::Permissions::ALL,
+                p2p: false,
             },
         );
         join += net(&region);

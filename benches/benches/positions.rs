@@ -68,6 +68,7 @@ impl Rig {
                     name: DisplayName::new(&format!("p{i}")).expect("name"),
                     identity: None,
                     permissions: Permissions::ALL,
+                    p2p: false,
                 },
             );
             while shard.poll_event().is_some() {}

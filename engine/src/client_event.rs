@@ -9,6 +9,7 @@
 use chorus_protocol::signal::{DisplayName, ParticipantId, RoomId};
 
 use crate::io::Permissions;
+use crate::p2p::{ModeReason, RoomMode};
 
 /// Something one client is to be told.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,6 +42,10 @@ pub enum ClientEvent {
     Kicked { reason: String },
     /// What the participant may do changed.
     Permissions(Permissions),
+    /// The room's audio moved to the other tier.
+    Mode { mode: RoomMode, reason: ModeReason },
+    /// Another member's `p2p_signal` (JSON text, relayed as it came).
+    P2pSignal { from: ParticipantId, data: String },
 }
 
 /// The answer to a join.
@@ -56,6 +61,8 @@ pub struct Joined {
     pub video_slots: u8,
     /// The other members, in join order.
     pub members: Vec<MemberInfo>,
+    /// Which tier carries the room's audio.
+    pub mode: RoomMode,
 }
 
 /// A member as the other members see it.

@@ -71,6 +71,8 @@ pub struct ShardSnapshot {
     pub participants: usize,
     /// Rooms whose roster this shard keeps.
     pub rooms: usize,
+    /// Of those, rooms in p2p mode.
+    pub p2p_rooms: usize,
 }
 
 /// How often a shard thread publishes its [`ShardSnapshot`].
@@ -557,6 +559,7 @@ impl Worker {
                     stats: self.shard.stats().clone(),
                     participants: self.shard.participant_count(),
                     rooms: self.shard.room_count(),
+                    p2p_rooms: self.shard.p2p_room_count(),
                 };
             }
         }

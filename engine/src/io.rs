@@ -94,6 +94,8 @@ pub enum Command {
         /// Who the join token says it is (`sub`); `None` without a token.
         identity: Option<String>,
         permissions: Permissions,
+        /// It can carry the call peer to peer ([`crate::p2p`]).
+        p2p: bool,
     },
     /// The client's SDP offer; answered with `answer` or `error`.
     Offer {
@@ -158,6 +160,22 @@ pub enum Command {
         participant: ParticipantId,
         position: [f64; 3],
     },
+    /// In a room in p2p mode: `data` (JSON text, opaque) for member `to`'s client.
+    P2pSignal {
+        participant: ParticipantId,
+        to: ParticipantId,
+        data: String,
+    },
+    /// In a room in p2p mode: the client's own microphone level, linear 0..1.
+    Speaking {
+        participant: ParticipantId,
+        level: f32,
+    },
+    /// The client's peer connection to `peer` failed: the room leaves p2p for good.
+    P2pFailed {
+        participant: ParticipantId,
+        peer: ParticipantId,
+    },
     /// From the speaker's media shard to its home: the mic-spam guard flagged it
     /// (`reason` `"loud"` or `"continuous"`, `level` linear 0..1).
     SpamDetected {
@@ -183,6 +201,9 @@ impl Command {
             | Command::SetWhisper { participant, .. }
             | Command::SpamDetected { participant, .. }
             | Command::SetPosition { participant, .. }
+            | Command::P2pSignal { participant, .. }
+            | Command::Speaking { participant, .. }
+            | Command::P2pFailed { participant, .. }
             | Command::Leave { participant } => *participant,
         }
     }

@@ -46,12 +46,16 @@ pub(crate) struct SpeakerLevel {
     speech_weight: f32,
     /// Packets that carried speech (saturating).
     speech_packets: u32,
+    /// The level came from the speaker's own report, not from packets: it holds for
+    /// [`crate::p2p::REPORT_STALE`].
+    reported: bool,
 }
 
 impl SpeakerLevel {
     /// Feeds one packet's level, in -dBov (str0m hands it as a negative `i8`).
     pub fn on_packet(&mut self, now: Instant, audio_level: Option<i8>) {
         self.last_packet = Some(now);
+        self.reported = false;
         let Some(level) = audio_level else {
             return;
         };
@@ -73,11 +77,43 @@ impl SpeakerLevel {
         }
     }
 
+    /// Feeds the speaker's own report of its level (linear 0..1, smoothed by the
+    /// client, sent every 200 ms while it makes sound): it stands for the packets the
+    /// node does not see in p2p mode, and holds until the next report or
+    /// [`crate::p2p::REPORT_STALE`].
+    pub fn on_report(&mut self, now: Instant, linear: f32) {
+        let linear = if linear.is_finite() {
+            linear.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        self.last_packet = Some(now);
+        self.reported = true;
+        self.smoothed = linear;
+        if linear >= STOP_LEVEL {
+            self.last_loud = Some(now);
+            // A report stands for about ten packets' worth of speech.
+            for _ in 0..10 {
+                self.speech_average += (linear - self.speech_average) * SPEECH_ALPHA;
+                self.speech_weight += (1.0 - self.speech_weight) * SPEECH_ALPHA;
+            }
+            self.speech_packets = self.speech_packets.saturating_add(10);
+        }
+        if !self.speaking && self.smoothed >= START_LEVEL {
+            self.speaking = true;
+        }
+    }
+
     /// Ages the state; returns true when the speaking flag changed.
     pub fn tick(&mut self, now: Instant) -> bool {
+        let stale_after = if self.reported {
+            crate::p2p::REPORT_STALE
+        } else {
+            STALE
+        };
         let stale = self
             .last_packet
-            .is_none_or(|t| now.saturating_duration_since(t) >= STALE);
+            .is_none_or(|t| now.saturating_duration_since(t) >= stale_after);
         if stale {
             self.smoothed = 0.0;
         }

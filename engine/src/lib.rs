@@ -78,6 +78,7 @@ pub mod io;
 pub mod latency;
 pub mod level;
 pub mod mesh;
+pub mod p2p;
 mod participant;
 mod participants;
 mod pool;

@@ -141,6 +141,13 @@ pub enum ShardMessage {
         positions: Positions,
         seq: u64,
     },
+    /// From the home shard to every shard of a room in p2p mode: a member's own
+    /// speaking report (linear level 0..1).
+    Speaking {
+        room: RoomId,
+        speaker: ParticipantId,
+        level: f32,
+    },
     /// To the home shard: shard `shard` missed positions of `room`.
     Resync { room: RoomId, shard: usize },
     /// A datagram from an ICE-TCP connection bound to `participant`, passed to the

@@ -78,6 +78,12 @@ pub enum Notice {
         reason: String,
         level: f32,
     },
+    /// The room's audio moved to the other tier.
+    ModeChanged {
+        room: RoomId,
+        mode: crate::p2p::RoomMode,
+        reason: crate::p2p::ModeReason,
+    },
 }
 
 /// A room as the backend sees it.
@@ -93,6 +99,9 @@ pub struct RoomSummary {
     pub whisper: bool,
     pub spam_guard: SpamGuard,
     pub proximity: Option<Proximity>,
+    pub p2p_max: u8,
+    pub p2p_downgrade_s: u32,
+    pub mode: crate::p2p::RoomMode,
     pub participants: usize,
     pub auto_created: bool,
     /// The shard holding its roster.
@@ -115,6 +124,8 @@ pub struct MemberDetails {
     pub priority: bool,
     /// While it whispers: to whom.
     pub whisper_to: Option<Vec<ParticipantId>>,
+    /// It joined able to carry the call peer to peer.
+    pub p2p: bool,
     /// What it may publish from, with `publish`.
     pub sources: Vec<chorus_protocol::signal::Source>,
     /// It sends camera video, and screen share.

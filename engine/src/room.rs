@@ -11,6 +11,7 @@ use rustc_hash::FxHashMap;
 
 use crate::client_event::MemberInfo;
 use crate::io::Permissions;
+use crate::p2p::ModeState;
 use crate::proximity::Point;
 use crate::report::{MemberDetails, RoomSummary};
 
@@ -24,6 +25,8 @@ pub(crate) struct Member {
     pub permissions: Permissions,
     /// While it whispers: the only members its audio goes to.
     pub whisper_to: Option<Vec<ParticipantId>>,
+    /// It can carry the call peer to peer (`join` with `p2p`).
+    pub p2p: bool,
 }
 
 impl Member {
@@ -43,6 +46,7 @@ impl Member {
             camera: self.info.camera,
             screen: self.info.screen,
             whisper_to: self.whisper_to.clone(),
+            p2p: self.p2p,
             csrc: self.info.csrc,
             shard: self.shard,
         }
@@ -67,6 +71,10 @@ pub(crate) struct RoomPolicy {
     pub whisper: bool,
     pub spam_guard: SpamGuard,
     pub proximity: Option<Proximity>,
+    /// Most members carried peer to peer (0: never).
+    pub p2p_max: u8,
+    /// How long a room in mode `sfu` must meet the p2p conditions to go back.
+    pub p2p_downgrade: Duration,
 }
 
 #[derive(Debug)]
@@ -89,14 +97,18 @@ pub(crate) struct Room {
     pub pending_positions: FxHashMap<ParticipantId, Point>,
     /// The number of the last positions batch sent to the room's shards.
     pub positions_seq: u64,
+    /// Which tier carries its audio ([`crate::p2p`]).
+    pub mode: ModeState,
     csrcs: HashSet<u32>,
     next_csrc: u32,
 }
 
 impl Room {
     pub fn new(id: RoomId, policy: RoomPolicy, now: Instant) -> Self {
+        let mode = ModeState::new(policy.p2p_max > 0 && policy.proximity.is_none());
         Room {
             id,
+            mode,
             policy,
             empty_since: Some(now),
             closing: false,
@@ -135,6 +147,9 @@ impl Room {
             whisper: self.policy.whisper,
             spam_guard: self.policy.spam_guard,
             proximity: self.policy.proximity,
+            p2p_max: self.policy.p2p_max,
+            p2p_downgrade_s: self.policy.p2p_downgrade.as_secs() as u32,
+            mode: self.mode.mode,
             participants: self.order.len(),
             auto_created: self.policy.auto_created,
             home_shard,
@@ -210,6 +225,7 @@ mod tests {
             identity: None,
             permissions: Permissions::ALL,
             whisper_to: None,
+            p2p: false,
         }
     }
 
@@ -225,6 +241,8 @@ mod tests {
             whisper: false,
             spam_guard: SpamGuard::default(),
             proximity: None,
+            p2p_max: 0,
+            p2p_downgrade: Duration::from_secs(10),
         }
     }
 

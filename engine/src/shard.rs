@@ -27,6 +27,7 @@ use crate::view::RoomView;
 mod control;
 mod media;
 mod migration;
+mod p2p;
 mod proximity;
 mod requests;
 mod video;
@@ -277,6 +278,19 @@ impl Shard {
         self.rooms.len()
     }
 
+    /// Rooms whose roster this shard keeps that are in p2p mode now.
+    pub fn p2p_room_count(&self) -> usize {
+        self.rooms
+            .values()
+            .filter(|r| r.mode.mode == crate::p2p::RoomMode::P2p)
+            .count()
+    }
+
+    /// The mode of a room homed on this shard.
+    pub fn room_mode(&self, room: &RoomId) -> Option<crate::p2p::RoomMode> {
+        self.rooms.get(room).map(|r| r.mode.mode)
+    }
+
     /// The members of a room homed on this shard, in join order.
     pub fn room_members(&self, room: &RoomId) -> Option<&[ParticipantId]> {
         self.rooms.get(room).map(|r| r.order.as_slice())
@@ -468,6 +482,11 @@ impl Shard {
                 seq,
             } => self.apply_positions(&room, &positions, seq),
             ShardMessage::Resync { room, shard } => self.resync(now, &room, shard),
+            ShardMessage::Speaking {
+                room,
+                speaker,
+                level,
+            } => self.apply_speaking(now, &room, speaker, level),
             ShardMessage::Tcp {
                 participant,
                 source,

@@ -112,6 +112,15 @@ impl RoomView {
         }
     }
 
+    /// A speaker's own report of its level (p2p mode: no packet passes the node).
+    pub fn on_report(&mut self, now: Instant, speaker: ParticipantId, level: f32) {
+        self.levels
+            .entry(speaker)
+            .or_default()
+            .level
+            .on_report(now, level);
+    }
+
     /// Forgets a speaker's level (it was muted).
     pub fn silence(&mut self, speaker: ParticipantId) {
         if let Some(h) = self.levels.get_mut(&speaker) {

@@ -385,6 +385,15 @@ impl Call {
             }
             _ => Ok(()),
         };
+        let p2p = |max: Option<u8>, delay: Option<u32>| match (max, delay) {
+            (Some(n), _) if n > MAX_P2P_MEMBERS => {
+                bad(format!("p2p_max must be 0..={MAX_P2P_MEMBERS}"))
+            }
+            (_, Some(s)) if s == 0 || s > MAX_P2P_DOWNGRADE_S => {
+                bad(format!("p2p_downgrade_s must be 1..={MAX_P2P_DOWNGRADE_S}"))
+            }
+            _ => Ok(()),
+        };
         let metadata = |m: &Option<String>| match m {
             Some(m) if m.len() > MAX_METADATA_BYTES => bad(format!(
                 "metadata is longer than {MAX_METADATA_BYTES} bytes"
@@ -405,6 +414,7 @@ impl Call {
                 capacity(c.max_participants)?;
                 slots(c.audio_slots)?;
                 video(c.video_slots)?;
+                p2p(c.p2p_max, c.p2p_downgrade_s)?;
                 metadata(&c.metadata)?;
                 c.proximity.as_ref().map_or(Ok(()), Proximity::check)?;
                 c.spam_guard.as_ref().map_or(Ok(()), SpamGuard::check)
@@ -413,6 +423,7 @@ impl Call {
                 capacity(u.max_participants)?;
                 slots(u.audio_slots)?;
                 video(u.video_slots)?;
+                p2p(u.p2p_max, u.p2p_downgrade_s)?;
                 metadata(&u.metadata)?;
                 u.proximity
                     .as_ref()
@@ -649,7 +660,17 @@ pub struct RoomDefaults {
     pub empty_timeout_s: u64,
     /// Clients may `whisper`.
     pub whisper: bool,
+    /// Most members a room carries peer to peer (0: never).
+    pub p2p_max: u8,
 }
+
+/// Most members a room may carry peer to peer (a full mesh).
+pub const MAX_P2P_MEMBERS: u8 = 4;
+/// How long a room in mode `sfu` must stay within `p2p_max` before it goes back to
+/// `p2p`, unless the room says otherwise.
+pub const DEFAULT_P2P_DOWNGRADE_S: u32 = 10;
+/// The longest `p2p_downgrade_s`.
+pub const MAX_P2P_DOWNGRADE_S: u32 = 3600;
 
 impl RoomKind {
     pub fn defaults(self) -> RoomDefaults {
@@ -666,6 +687,8 @@ impl RoomKind {
             video_slots,
             empty_timeout_s,
             whisper,
+            // Private calls are small: two people talk directly.
+            p2p_max: if self == RoomKind::Private { 2 } else { 0 },
         }
     }
 
@@ -709,6 +732,14 @@ pub struct RoomCreate {
     /// Proximity voice (default `null`: off).
     #[serde(default)]
     pub proximity: Option<Proximity>,
+    /// Most members the room carries peer to peer, 0 to [`MAX_P2P_MEMBERS`] (default
+    /// 0, `private` rooms 2).
+    #[serde(default)]
+    pub p2p_max: Option<u8>,
+    /// Seconds a room in mode `sfu` must stay within `p2p_max` before it goes back to
+    /// `p2p` (1 to [`MAX_P2P_DOWNGRADE_S`], default [`DEFAULT_P2P_DOWNGRADE_S`]).
+    #[serde(default)]
+    pub p2p_downgrade_s: Option<u32>,
 }
 
 impl RoomCreate {
@@ -725,6 +756,8 @@ impl RoomCreate {
             whisper: None,
             spam_guard: None,
             proximity: None,
+            p2p_max: None,
+            p2p_downgrade_s: None,
         }
     }
 }
@@ -766,6 +799,12 @@ pub struct RoomUpdate {
         skip_serializing_if = "Option::is_none"
     )]
     pub proximity: Option<Option<Proximity>>,
+    /// Most members carried peer to peer from now on (a lower value may move the room
+    /// to `sfu` at once).
+    #[serde(default)]
+    pub p2p_max: Option<u8>,
+    #[serde(default)]
+    pub p2p_downgrade_s: Option<u32>,
 }
 
 impl RoomUpdate {
@@ -781,6 +820,8 @@ impl RoomUpdate {
             whisper: None,
             spam_guard: None,
             proximity: None,
+            p2p_max: None,
+            p2p_downgrade_s: None,
         }
     }
 }
@@ -940,6 +981,15 @@ pub struct RoomInfo {
     /// Proximity voice; `null`: off.
     #[serde(default)]
     pub proximity: Option<Proximity>,
+    /// Most members carried peer to peer (0: never).
+    #[serde(default)]
+    pub p2p_max: u8,
+    /// Seconds within `p2p_max` before a room in mode `sfu` goes back to `p2p`.
+    #[serde(default = "default_p2p_downgrade_s")]
+    pub p2p_downgrade_s: u32,
+    /// Which tier carries the room's audio now.
+    #[serde(default)]
+    pub mode: crate::signal::RoomMode,
     pub participants: usize,
     /// Created by a join (`--dev`, `--auto-create-rooms`), not by `room.create`.
     pub auto_created: bool,
@@ -979,6 +1029,9 @@ pub struct ParticipantDetails {
     /// It shares its screen.
     #[serde(default)]
     pub screen: bool,
+    /// It joined able to carry the call peer to peer (`join` with `p2p`).
+    #[serde(default)]
+    pub p2p: bool,
     pub csrc: u32,
     /// The shard holding its media.
     pub shard: usize,
@@ -1037,8 +1090,13 @@ pub const EVENT_TYPES: &[&str] = &[
     "spam_detected",
     "track_published",
     "track_unpublished",
+    "mode_changed",
     "events_lost",
 ];
+
+fn default_p2p_downgrade_s() -> u32 {
+    DEFAULT_P2P_DOWNGRADE_S
+}
 
 /// What happened on the node.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -1116,6 +1174,12 @@ pub enum NodeEvent {
         participant_id: ParticipantId,
         source: crate::signal::Source,
     },
+    /// The room's audio moved to the other tier (`mode` `"p2p"` or `"sfu"`).
+    ModeChanged {
+        room: RoomId,
+        mode: crate::signal::RoomMode,
+        reason: crate::signal::ModeReason,
+    },
     /// This subscriber fell behind and `count` events were dropped for it.
     EventsLost { count: u64 },
 }
@@ -1135,6 +1199,7 @@ impl NodeEvent {
             NodeEvent::SpamDetected { .. } => "spam_detected",
             NodeEvent::TrackPublished { .. } => "track_published",
             NodeEvent::TrackUnpublished { .. } => "track_unpublished",
+            NodeEvent::ModeChanged { .. } => "mode_changed",
             NodeEvent::EventsLost { .. } => "events_lost",
         }
     }
@@ -1152,7 +1217,8 @@ impl NodeEvent {
             | NodeEvent::Quality { room, .. }
             | NodeEvent::SpamDetected { room, .. }
             | NodeEvent::TrackPublished { room, .. }
-            | NodeEvent::TrackUnpublished { room, .. } => Some(room),
+            | NodeEvent::TrackUnpublished { room, .. }
+            | NodeEvent::ModeChanged { room, .. } => Some(room),
             NodeEvent::EventsLost { .. } => None,
         }
     }

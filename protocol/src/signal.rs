@@ -150,6 +150,9 @@ pub enum ClientMessage {
         name: DisplayName,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         token: Option<String>,
+        /// The client can carry the call peer to peer (docs/protocol.md §9).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        p2p: bool,
     },
     /// An SDP offer for the client's one RTCPeerConnection.
     Offer {
@@ -199,7 +202,21 @@ pub enum ClientMessage {
         participant_id: ParticipantId,
         resume_token: String,
     },
+    /// In a room in mode `p2p`: relay `data` (the client's SDP or ICE candidate for
+    /// its peer connection to `to`, opaque to the node) to another p2p member.
+    P2pSignal {
+        to: ParticipantId,
+        data: serde_json::Map<String, serde_json::Value>,
+    },
+    /// In mode `p2p`: the client's own microphone level (linear 0..1), so that the
+    /// node's `speakers` still say who speaks.
+    Speaking { level: f32 },
+    /// In mode `p2p`: the client's peer connection to `peer` failed.
+    P2pFailed { peer: ParticipantId },
 }
+
+/// Largest `data` of a `p2p_signal`, serialized, in bytes.
+pub const MAX_P2P_SIGNAL_BYTES: usize = 16 * 1024;
 
 /// Why a frame could not be decoded. Its `Display` is the message sent back with
 /// the `bad_request` error.
@@ -230,6 +247,9 @@ const CLIENT_TYPES: &[&str] = &[
     "position",
     "video",
     "subscribe",
+    "p2p_signal",
+    "speaking",
+    "p2p_failed",
 ];
 
 /// Most participants one `whisper` may name.
@@ -272,6 +292,9 @@ impl ClientMessage {
             ClientMessage::Position { .. } => "position",
             ClientMessage::Video { .. } => "video",
             ClientMessage::Subscribe { .. } => "subscribe",
+            ClientMessage::P2pSignal { .. } => "p2p_signal",
+            ClientMessage::Speaking { .. } => "speaking",
+            ClientMessage::P2pFailed { .. } => "p2p_failed",
         }
     }
 }
@@ -447,6 +470,9 @@ pub enum ServerMessage {
         /// Proves the session is this client's when it `resume`s on a new socket.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         resume_token: Option<String>,
+        /// Which tier carries the room's audio now: `"p2p"` or `"sfu"`.
+        #[serde(default)]
+        mode: RoomMode,
     },
     /// The answer to an accepted `resume`: the room as it is now.
     Resumed {
@@ -498,6 +524,16 @@ pub enum ServerMessage {
     Kicked {
         reason: String,
     },
+    /// The room's audio moved to the other tier: everyone in it is told.
+    Mode {
+        mode: RoomMode,
+        reason: ModeReason,
+    },
+    /// Another p2p member's `p2p_signal` for this client.
+    P2pSignal {
+        from: ParticipantId,
+        data: serde_json::Map<String, serde_json::Value>,
+    },
     /// The backend changed what this participant may do.
     Permissions {
         publish: bool,
@@ -509,6 +545,63 @@ pub enum ServerMessage {
         #[serde(default = "all_sources")]
         sources: Vec<Source>,
     },
+}
+
+/// Which tier carries a room's audio.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RoomMode {
+    /// Each member sends to each other directly; the node only signals.
+    P2p,
+    /// Through the node, as in v1.
+    #[default]
+    Sfu,
+}
+
+impl RoomMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RoomMode::P2p => "p2p",
+            RoomMode::Sfu => "sfu",
+        }
+    }
+}
+
+/// Why a room's mode changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModeReason {
+    /// More members than the room's `p2p_max`.
+    Capacity,
+    /// A member joined without `p2p: true`.
+    NotP2p,
+    /// A member is muted by the server (a direct path cannot enforce it).
+    ServerMuted,
+    /// A member lacks the `publish` or `subscribe` grant (idem).
+    Grants,
+    /// A member publishes camera or screen (video goes through the node).
+    Video,
+    /// A member's peer connection failed: the room stays `sfu` for the rest of its life.
+    P2pFailed,
+    /// The backend changed the room's policy (`p2p_max`, `proximity`).
+    Policy,
+    /// Back to `p2p`: the room stayed within its `p2p_max` for `p2p_downgrade_s`.
+    WithinLimit,
+}
+
+impl ModeReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModeReason::Capacity => "capacity",
+            ModeReason::NotP2p => "not_p2p",
+            ModeReason::ServerMuted => "server_muted",
+            ModeReason::Grants => "grants",
+            ModeReason::Video => "video",
+            ModeReason::P2pFailed => "p2p_failed",
+            ModeReason::Policy => "policy",
+            ModeReason::WithinLimit => "within_limit",
+        }
+    }
 }
 
 fn all_sources() -> Vec<Source> {

@@ -33,6 +33,12 @@ struct DropLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModeLabel {
+    shard: String,
+    mode: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabel {
     reason: &'static str,
 }
@@ -76,6 +82,7 @@ pub(crate) fn render(engine: &CommandSender, joins: &JoinCounters) -> String {
     let mut registry = Registry::with_prefix("chorus");
     let participants = Family::<ShardLabel, Gauge>::default();
     let rooms = Family::<ShardLabel, Gauge>::default();
+    let rooms_by_mode = Family::<ModeLabel, Gauge>::default();
     let datagrams_in = Family::<ShardLabel, Counter>::default();
     let rtp_in = Family::<ShardLabel, Counter>::default();
     let forwarded = Family::<ShardLabel, Counter>::default();
@@ -98,6 +105,17 @@ pub(crate) fn render(engine: &CommandSender, joins: &JoinCounters) -> String {
             .get_or_create(&shard)
             .set(snap.participants as i64);
         rooms.get_or_create(&shard).set(snap.rooms as i64);
+        for (mode, n) in [
+            ("p2p", snap.p2p_rooms),
+            ("sfu", snap.rooms.saturating_sub(snap.p2p_rooms)),
+        ] {
+            rooms_by_mode
+                .get_or_create(&ModeLabel {
+                    shard: shard.shard.clone(),
+                    mode,
+                })
+                .set(n as i64);
+        }
         datagrams_in.get_or_create(&shard).inc_by(s.datagrams_in);
         rtp_in.get_or_create(&shard).inc_by(s.rtp_in);
         forwarded.get_or_create(&shard).inc_by(s.rtp_forwarded);
@@ -164,6 +182,11 @@ pub(crate) fn render(engine: &CommandSender, joins: &JoinCounters) -> String {
         participants,
     );
     registry.register("rooms", "Rooms whose roster the shard keeps", rooms);
+    registry.register(
+        "rooms_by_mode",
+        "Rooms whose roster the shard keeps, by the tier carrying their audio (p2p, sfu)",
+        rooms_by_mode,
+    );
     registry.register("datagrams_in", "UDP datagrams received", datagrams_in);
     registry.register("rtp_in", "RTP packets received from speakers", rtp_in);
     registry.register("rtp_forwarded", "RTP copies sent to subscribers", forwarded);

@@ -2,19 +2,26 @@
 
 use std::time::{Duration, Instant};
 
-/// A token bucket: `rate` messages per second, bursts of `2 * rate`.
+/// A token bucket: `rate` messages per second, bursts of `2 * rate` unless said.
 pub(crate) struct RateLimiter {
     rate: f64,
+    burst: f64,
     tokens: f64,
     last: Instant,
 }
 
 impl RateLimiter {
     pub(crate) fn new(rate: u32, now: Instant) -> Self {
-        let rate = f64::from(rate.max(1));
+        Self::with_burst(rate, rate.max(1).saturating_mul(2), now)
+    }
+
+    /// `rate` per second, bursts of `burst` (at least 1).
+    pub(crate) fn with_burst(rate: u32, burst: u32, now: Instant) -> Self {
+        let burst = f64::from(burst.max(1));
         RateLimiter {
-            rate,
-            tokens: rate * 2.0,
+            rate: f64::from(rate.max(1)),
+            burst,
+            tokens: burst,
             last: now,
         }
     }
@@ -22,7 +29,7 @@ impl RateLimiter {
     /// Whether the bucket would be full at `now` (nothing to remember).
     pub(crate) fn is_full(&self, now: Instant) -> bool {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
-        self.tokens + elapsed * self.rate >= self.rate * 2.0
+        self.tokens + elapsed * self.rate >= self.burst
     }
 
     pub(crate) fn allow(&mut self, now: Instant) -> bool {
@@ -30,7 +37,7 @@ impl RateLimiter {
             .saturating_duration_since(self.last)
             .min(Duration::from_secs(10));
         self.last = now;
-        self.tokens = (self.tokens + elapsed.as_secs_f64() * self.rate).min(self.rate * 2.0);
+        self.tokens = (self.tokens + elapsed.as_secs_f64() * self.rate).min(self.burst);
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
             true

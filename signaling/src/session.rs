@@ -9,6 +9,7 @@ use std::time::Instant;
 use chorus_engine::{ClientEvent, CloseReason, Command, Permissions, Sources};
 use chorus_protocol::signal::{
     ClientMessage, DecodeError, DisplayName, ErrorCode, ParticipantId, RoomId, ServerMessage,
+    MAX_P2P_SIGNAL_BYTES,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
@@ -65,6 +66,9 @@ struct Session {
     /// The join's outcome was counted.
     answered: bool,
     limiter: RateLimiter,
+    /// `p2p_signal`s and `speaking` reports have buckets of their own.
+    p2p_signals: RateLimiter,
+    speaking: RateLimiter,
 }
 
 /// Counts a connection against its IP address for as long as it lives.
@@ -130,6 +134,16 @@ pub(crate) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         joined: false,
         answered: false,
         limiter: RateLimiter::new(rate, Instant::now()),
+        p2p_signals: RateLimiter::with_burst(
+            chorus_engine::p2p::SIGNAL_RATE,
+            chorus_engine::p2p::SIGNAL_BURST,
+            Instant::now(),
+        ),
+        speaking: RateLimiter::with_burst(
+            chorus_engine::p2p::SPEAKING_RATE,
+            chorus_engine::p2p::SPEAKING_BURST,
+            Instant::now(),
+        ),
     };
     let mut replies: Vec<ServerMessage> = Vec::new();
     let mut stopping = session.shared.stopping.clone();
@@ -403,6 +417,52 @@ impl Session {
                     position,
                 });
             }
+            ClientMessage::P2pSignal { to, data } => {
+                if !self.p2p_signals.allow(Instant::now()) {
+                    replies.push(ServerMessage::error(
+                        ErrorCode::RateLimited,
+                        "too many p2p_signal messages",
+                    ));
+                    return Flow::Continue;
+                }
+                let data = serde_json::Value::Object(data).to_string();
+                if data.len() > MAX_P2P_SIGNAL_BYTES {
+                    replies.push(ServerMessage::error(
+                        ErrorCode::BadRequest,
+                        format!("p2p_signal: data is larger than {MAX_P2P_SIGNAL_BYTES} bytes"),
+                    ));
+                    return Flow::Continue;
+                }
+                engine.send(Command::P2pSignal {
+                    participant: pid,
+                    to,
+                    data,
+                });
+            }
+            ClientMessage::Speaking { level } => {
+                if !(0.0..=1.0).contains(&level) {
+                    replies.push(ServerMessage::error(
+                        ErrorCode::BadRequest,
+                        "speaking: level must be a number from 0 to 1",
+                    ));
+                } else if !self.speaking.allow(Instant::now()) {
+                    replies.push(ServerMessage::error(
+                        ErrorCode::RateLimited,
+                        "too many speaking reports",
+                    ));
+                } else {
+                    engine.send(Command::Speaking {
+                        participant: pid,
+                        level,
+                    });
+                }
+            }
+            ClientMessage::P2pFailed { peer } => {
+                engine.send(Command::P2pFailed {
+                    participant: pid,
+                    peer,
+                });
+            }
             ClientMessage::Ping { id } => replies.push(ServerMessage::Pong { id }),
             ClientMessage::Resume { .. } => {
                 replies.push(ServerMessage::error(
@@ -425,8 +485,13 @@ impl Session {
         tx: &mut Option<mpsc::Sender<Outbound>>,
         replies: &mut Vec<ServerMessage>,
     ) -> Flow {
-        let (room, name, token) = match message {
-            ClientMessage::Join { room, name, token } => (room, name, token),
+        let (room, name, token, p2p) = match message {
+            ClientMessage::Join {
+                room,
+                name,
+                token,
+                p2p,
+            } => (room, name, token, p2p),
             ClientMessage::Resume {
                 participant_id,
                 resume_token,
@@ -492,6 +557,7 @@ impl Session {
             name,
             identity,
             permissions,
+            p2p,
         });
         if !sent {
             replies.push(ServerMessage::error(

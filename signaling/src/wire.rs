@@ -8,6 +8,7 @@
 //! token, ICE servers with this participant's TURN credentials — is filled in by the
 //! session before `joined` goes out ([`joined`]).
 
+use chorus_engine::p2p::{ModeReason, RoomMode};
 use chorus_engine::report::{MemberDetails, Notice, PositionsApplied, RoomSummary, ShardCounters};
 use chorus_engine::{
     ClientEvent, Joined, MemberInfo, Refusal, Speaker, VideoQuality, VideoSlotState, VideoSource,
@@ -16,8 +17,8 @@ use chorus_protocol::control::{
     NodeEvent, ParticipantDetails, PositionsSet, RoomInfo, ShardReport,
 };
 use chorus_protocol::signal::{
-    ErrorCode, IceServer, ParticipantInfo, ServerMessage, Source, SpeakerInfo,
-    VideoQuality as WireQuality, VideoSlotInfo,
+    ErrorCode, IceServer, ModeReason as WireReason, ParticipantInfo, RoomMode as WireMode,
+    ServerMessage, Source, SpeakerInfo, VideoQuality as WireQuality, VideoSlotInfo,
 };
 
 /// `event` as the message protocol v1 sends; `joined` without a resume token or ICE
@@ -59,6 +60,37 @@ pub fn server_message(event: ClientEvent) -> ServerMessage {
             priority: p.priority,
             sources: p.sources.to_list(),
         },
+        ClientEvent::Mode { mode, reason } => ServerMessage::Mode {
+            mode: room_mode(mode),
+            reason: mode_reason(reason),
+        },
+        ClientEvent::P2pSignal { from, data } => ServerMessage::P2pSignal {
+            from,
+            // The node checked it was a JSON object when it came in.
+            data: serde_json::from_str(&data).unwrap_or_default(),
+        },
+    }
+}
+
+/// A room's mode on the wire.
+pub fn room_mode(m: RoomMode) -> WireMode {
+    match m {
+        RoomMode::P2p => WireMode::P2p,
+        RoomMode::Sfu => WireMode::Sfu,
+    }
+}
+
+/// Why a room's mode changed, on the wire.
+pub fn mode_reason(r: ModeReason) -> WireReason {
+    match r {
+        ModeReason::Capacity => WireReason::Capacity,
+        ModeReason::NotP2p => WireReason::NotP2p,
+        ModeReason::ServerMuted => WireReason::ServerMuted,
+        ModeReason::Grants => WireReason::Grants,
+        ModeReason::Video => WireReason::Video,
+        ModeReason::P2pFailed => WireReason::P2pFailed,
+        ModeReason::Policy => WireReason::Policy,
+        ModeReason::WithinLimit => WireReason::WithinLimit,
     }
 }
 
@@ -77,6 +109,7 @@ pub fn joined(
         participants: j.members.into_iter().map(participant).collect(),
         ice_servers,
         resume_token,
+        mode: room_mode(j.mode),
     }
 }
 
@@ -252,6 +285,11 @@ pub fn node_event(notice: Notice) -> NodeEvent {
             participant_id,
             source: source(s),
         },
+        Notice::ModeChanged { room, mode, reason } => NodeEvent::ModeChanged {
+            room,
+            mode: room_mode(mode),
+            reason: mode_reason(reason),
+        },
     }
 }
 
@@ -268,6 +306,9 @@ pub fn room_info(r: RoomSummary) -> RoomInfo {
         whisper: r.whisper,
         spam_guard: r.spam_guard,
         proximity: r.proximity,
+        p2p_max: r.p2p_max,
+        p2p_downgrade_s: r.p2p_downgrade_s,
+        mode: room_mode(r.mode),
         participants: r.participants,
         auto_created: r.auto_created,
         home_shard: r.home_shard,
@@ -291,6 +332,7 @@ pub fn participant_details(m: MemberDetails) -> ParticipantDetails {
         sources: m.sources,
         camera: m.camera,
         screen: m.screen,
+        p2p: m.p2p,
         csrc: m.csrc,
         shard: m.shard,
     }
@@ -351,6 +393,7 @@ mod tests {
                 audio_slots: 4,
                 video_slots: 2,
                 members: vec![member()],
+                mode: chorus_engine::p2p::RoomMode::P2p,
             },
             vec![IceServer {
                 urls: vec!["stun:s:3478".into()],
@@ -368,6 +411,24 @@ mod tests {
         assert_eq!(v["resume_token"], "tok");
         assert_eq!(v["video_slots"], 2);
         assert_eq!(v["participants"][0]["camera"], true);
+        assert_eq!(v["mode"], "p2p");
+
+        let mode = wire(ClientEvent::Mode {
+            mode: chorus_engine::p2p::RoomMode::Sfu,
+            reason: chorus_engine::p2p::ModeReason::Capacity,
+        });
+        assert_eq!(
+            mode,
+            serde_json::json!({"type":"mode","mode":"sfu","reason":"capacity"})
+        );
+        let relayed = wire(ClientEvent::P2pSignal {
+            from: ParticipantId(0x1f),
+            data: r#"{"sdp":{"type":"offer","sdp":"v=0"}}"#.into(),
+        });
+        assert_eq!(
+            relayed,
+            serde_json::json!({"type":"p2p_signal","from":"p1f","data":{"sdp":{"type":"offer","sdp":"v=0"}}})
+        );
 
         let slots = wire(ClientEvent::VideoSlots(vec![VideoSlotState {
             slot: 1,

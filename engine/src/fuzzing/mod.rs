@@ -381,6 +381,7 @@ fn run(data: &[u8]) -> Reached {
                         name: DisplayName::new("fuzz").expect("valid name"),
                         identity: (arg & 4 == 0).then(|| "user".to_owned()),
                         permissions,
+                        p2p: arg & 8 != 0,
                     },
                 );
             }
@@ -439,7 +440,22 @@ fn run(data: &[u8]) -> Reached {
                 } else {
                     crate::VideoSource::Screen
                 };
-                let command = match flag % 6 {
+                let command = match flag % 9 {
+                    // P2p: a relay to anyone (self, strangers), a level of any
+                    // value, a failed peer connection.
+                    6 => Command::P2pSignal {
+                        participant: pid,
+                        to: w.pid(input.byte()).unwrap_or(ParticipantId(11)),
+                        data: "{}".to_owned(),
+                    },
+                    7 => Command::Speaking {
+                        participant: pid,
+                        level: f32::from(input.byte()) / 128.0 - 0.5,
+                    },
+                    8 => Command::P2pFailed {
+                        participant: pid,
+                        peer: w.pid(input.byte()).unwrap_or(ParticipantId(13)),
+                    },
                     // Video: start or stop a source; a subscription to anyone (self,
                     // strangers), any slot, any quality, or none.
                     4 => Command::SetVideo {
@@ -512,6 +528,8 @@ fn run(data: &[u8]) -> Reached {
                                 PositionSource::Client
                             },
                         }),
+                        p2p_max: Some(flag % 5),
+                        p2p_downgrade_s: Some(u32::from(flag % 3) + 1),
                     }),
                     1 => Request::GetRoom(room),
                     2 => Request::ListRooms,
@@ -530,6 +548,8 @@ fn run(data: &[u8]) -> Reached {
                                 positions: PositionSource::Client,
                             })
                         }),
+                        p2p_max: (flag & 32 != 0).then_some(flag % 5),
+                        p2p_downgrade_s: None,
                     }),
                     4 => Request::DeleteRoom(RoomDelete { room, reason: None }),
                     5 => Request::ListParticipants(room),

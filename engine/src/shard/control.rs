@@ -33,7 +33,8 @@ impl Shard {
                 name,
                 identity,
                 permissions,
-            } => self.join(now, participant, room, name, identity, permissions),
+                p2p,
+            } => self.join(now, participant, room, name, identity, permissions, p2p),
             Command::Candidate {
                 participant,
                 candidate,
@@ -151,6 +152,15 @@ impl Shard {
                 participant,
                 position,
             } => self.client_position(participant, position),
+            Command::P2pSignal {
+                participant,
+                to,
+                data,
+            } => self.relay_p2p_signal(participant, to, data),
+            Command::Speaking { participant, level } => {
+                self.speaking_report(now, participant, level)
+            }
+            Command::P2pFailed { participant, peer } => self.p2p_failed(now, participant, peer),
             // Only the control plane changes these (through `handle_request`).
             Command::SetServerMuted { .. } | Command::SetPermissions { .. } => {}
         }
@@ -257,6 +267,7 @@ impl Shard {
         Ok(())
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn join(
         &mut self,
         now: Instant,
@@ -265,6 +276,7 @@ impl Shard {
         name: DisplayName,
         identity: Option<String>,
         permissions: Permissions,
+        p2p: bool,
     ) {
         if self.room_of_member(pid).is_some() {
             self.refuse(pid, Refusal::BadRequest, "already joined");
@@ -285,6 +297,10 @@ impl Shard {
                 whisper: RoomKind::default().defaults().whisper,
                 spam_guard: SpamGuard::default(),
                 proximity: None,
+                p2p_max: RoomKind::default().defaults().p2p_max,
+                p2p_downgrade: std::time::Duration::from_secs(u64::from(
+                    chorus_protocol::control::DEFAULT_P2P_DOWNGRADE_S,
+                )),
             };
             self.create_room(now, room_id.clone(), policy);
         }
@@ -367,10 +383,17 @@ impl Shard {
             identity,
             permissions,
             whisper_to: None,
+            p2p,
         };
         let details = member.details(&room_id);
         room.add(member);
         self.member_of.insert(pid, room_id.clone());
+        // The joiner reads the mode in `joined`; the others are told of a change.
+        self.reconsider_mode(now, &room_id, Some(pid));
+        let mode = self
+            .rooms
+            .get(&room_id)
+            .map_or(crate::p2p::RoomMode::Sfu, |r| r.mode.mode);
         let key = self.participants.insert(p);
         self.views
             .entry(room_id.clone())
@@ -386,6 +409,7 @@ impl Shard {
                 audio_slots,
                 video_slots,
                 members: others,
+                mode,
             }),
         );
         self.broadcast(&room_id, Some(pid), || {
@@ -522,10 +546,12 @@ impl Shard {
         }
         if details != before_details {
             self.notify(Notice::ParticipantUpdated {
-                room: room_id,
+                room: room_id.clone(),
                 participant: details,
             });
         }
+        // A server mute, lost grants or video may end p2p mode.
+        self.reconsider_mode(_now, &room_id, None);
         true
     }
 
@@ -644,6 +670,7 @@ impl Shard {
             }
         }
         self.broadcast(&room_id, None, || ClientEvent::MemberLeft(pid));
+        self.reconsider_mode(now, &room_id, None);
         for (sending, source) in [
             (member.info.camera, VideoSource::Camera),
             (member.info.screen, VideoSource::Screen),

@@ -125,7 +125,10 @@ impl Shard {
             | Command::SetVideo { .. }
             | Command::Candidate { .. }
             | Command::SpamDetected { .. }
-            | Command::SetPosition { .. } => {}
+            | Command::SetPosition { .. }
+            | Command::P2pSignal { .. }
+            | Command::Speaking { .. }
+            | Command::P2pFailed { .. } => {}
         }
     }
 
@@ -592,6 +595,7 @@ impl Shard {
         }
         self.video_tick(now, allocate);
         self.flush_positions();
+        self.downgrade_due_rooms(now);
         self.close_expired_rooms(now);
     }
 }

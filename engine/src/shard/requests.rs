@@ -147,6 +147,11 @@ impl Shard {
             whisper: c.whisper.unwrap_or(d.whisper),
             spam_guard: c.spam_guard.unwrap_or_default(),
             proximity: c.proximity,
+            p2p_max: c.p2p_max.unwrap_or(d.p2p_max),
+            p2p_downgrade: Duration::from_secs(u64::from(
+                c.p2p_downgrade_s
+                    .unwrap_or(chorus_protocol::control::DEFAULT_P2P_DOWNGRADE_S),
+            )),
         };
         self.create_room(now, c.room.clone(), policy);
         self.room_info(&c.room).map(Reply::Room)
@@ -197,12 +202,20 @@ impl Shard {
             }
             r.policy.proximity = p;
         }
+        if let Some(n) = u.p2p_max {
+            r.policy.p2p_max = n;
+        }
+        if let Some(s) = u.p2p_downgrade_s {
+            r.policy.p2p_downgrade = Duration::from_secs(u64::from(s));
+        }
         if media {
             // Forwarding on every shard of the room follows the new policy.
             let shards = r.notified.clone();
             self.publish_room_media(now, &u.room, &shards);
         }
         tracing::info!(room = %u.room, "room updated");
+        // A lower `p2p_max` or proximity may end p2p mode (or allow it, later).
+        self.reconsider_mode(now, &u.room, None);
         self.room_info(&u.room).map(Reply::Room)
     }
 

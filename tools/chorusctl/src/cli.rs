@@ -124,7 +124,7 @@ pub enum RoomCommand {
     #[command(group(ArgGroup::new("changes").required(true).multiple(true)
         .args(["max_participants", "audio_slots", "video_slots", "empty_timeout", "metadata", "whisper",
                "spam_action", "spam_loud_dbov", "spam_loud_percent", "spam_loud_window",
-               "spam_continuous", "proximity"])))]
+               "spam_continuous", "proximity", "p2p_max", "p2p_downgrade"])))]
     Update {
         /// The room's name (1 to 64 of A-Z a-z 0-9 _ - . :)
         #[arg(value_parser = room_id)]
@@ -198,6 +198,13 @@ pub struct RoomSettings {
     /// turns it off [default: off]
     #[arg(long, value_name = "RADIUS|off", value_parser = proximity_radius)]
     proximity: Option<ProximityArg>,
+    /// Most members the room carries peer to peer, 0 to 4 (0: never) [default: 2 for
+    /// private rooms, else 0]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(0..=4))]
+    p2p_max: Option<u8>,
+    /// Seconds a room must stay within --p2p-max before it goes back to p2p [default: 10]
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u32).range(1..=3600))]
+    p2p_downgrade: Option<u32>,
     /// Where a proximity room's positions come from [default: backend]
     #[arg(long, value_name = "backend|client", value_parser = ["backend", "client"],
           requires = "proximity")]
@@ -506,6 +513,8 @@ impl Command {
                         whisper: s.whisper,
                         spam_guard: s.spam_guard(),
                         proximity: s.proximity().flatten(),
+                        p2p_max: s.p2p_max,
+                        p2p_downgrade_s: s.p2p_downgrade,
                     }),
                 ),
                 RoomCommand::Get { room } => ("room.get", params(&RoomRef { room: room.clone() })),
@@ -521,6 +530,8 @@ impl Command {
                         whisper: s.whisper,
                         spam_guard: s.spam_guard(),
                         proximity: s.proximity(),
+                        p2p_max: s.p2p_max,
+                        p2p_downgrade_s: s.p2p_downgrade,
                     });
                     // `params` leaves nulls out; this one means "off".
                     if let (Some(None), Value::Object(o)) = (s.proximity(), &mut p) {

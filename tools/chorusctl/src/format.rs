@@ -176,6 +176,15 @@ pub fn room(r: &RoomInfo) -> String {
                 },
             ),
         ),
+        ("mode", r.mode.as_str().to_owned()),
+        (
+            "p2p_max",
+            if r.p2p_max == 0 {
+                "0 (never p2p)".to_owned()
+            } else {
+                format!("{} (back to p2p after {} s)", r.p2p_max, r.p2p_downgrade_s)
+            },
+        ),
     ])
 }
 
@@ -473,6 +482,9 @@ fn event_detail(e: &NodeEvent) -> String {
             level,
             ..
         } => format!("{participant_id} reason={reason} level={level:.3}"),
+        NodeEvent::ModeChanged { mode, reason, .. } => {
+            format!("mode={} reason={}", mode.as_str(), reason.as_str())
+        }
         NodeEvent::TrackPublished {
             participant_id,
             source,
@@ -551,6 +563,8 @@ metadata          {\"guild\":42}
 whisper           no
 spam_guard        event
 proximity         off
+mode              sfu
+p2p_max           0 (never p2p)
 "
         );
     }

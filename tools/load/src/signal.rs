@@ -435,6 +435,7 @@ async fn handshake(sig: &Signaling, global: u32, id: u32, ws: &mut Ws) -> Result
         room: RoomId::new(&sig.room_name(room)).map_err(|e| format!("room name: {e}"))?,
         name: DisplayName::new(&format!("load {global}")).map_err(|e| e.to_string())?,
         token: None,
+        p2p: false,
     };
     let join_sent_ns = Instant::now()
         .saturating_duration_since(sig.cfg.start)

@@ -448,6 +448,7 @@ impl Client {
                 .map_err(|e| format!("room name: {e}"))?,
             name: DisplayName::new(&format!("sig {}", self.global)).map_err(|e| e.to_string())?,
             token: None,
+            p2p: false,
         };
         let t = Instant::now();
         send(&mut ws, &join).await?;
