@@ -484,6 +484,9 @@ pub enum ServerMessage {
         /// long call outlives the ones `joined` had).
         #[serde(default)]
         ice_servers: Vec<IceServer>,
+        /// Which tier carries the room's audio now (it may have changed meanwhile).
+        #[serde(default)]
+        mode: RoomMode,
     },
     Answer {
         sdp: String,

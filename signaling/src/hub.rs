@@ -132,6 +132,20 @@ impl ControlHub {
     }
 }
 
+impl ControlHub {
+    /// Which tier carries a room's audio now, from its home shard (for `resume`).
+    pub async fn room_mode(
+        &self,
+        engine: &CommandSender,
+        room: chorus_protocol::signal::RoomId,
+    ) -> Option<chorus_protocol::signal::RoomMode> {
+        match self.ask_one(engine, Request::GetRoom(room)).await {
+            Ok(Reply::Room(r)) => Some(wire::room_mode(r.mode)),
+            _ => None,
+        }
+    }
+}
+
 /// Hands request `id` its answers once every shard asked has answered.
 fn finish_if_answered(pending: &mut HashMap<u64, Pending>, id: u64) {
     if pending

@@ -710,10 +710,17 @@ impl Session {
                 screen: p.screen,
             })
             .collect();
+        let mode = self
+            .shared
+            .control
+            .room_mode(&self.shared.engine, room.clone())
+            .await
+            .unwrap_or_default();
         Ok(ServerMessage::Resumed {
             participant_id: pid,
             room,
             participants,
+            mode,
             ice_servers: self
                 .shared
                 .config
