@@ -79,6 +79,9 @@ CHORUS_GAME_VOICE=0 CHORUS_ARGS="--shards 1" bash tools/browser-test/run.sh
 step "browser: the same with 2 shards (a room spanning shards), and game voice (proximity, priority, whisper, spam guard: 4 pages + a tone page)"
 CHORUS_TURN=0 CHORUS_ICE_TCP=0 CHORUS_ARGS="--shards 2" bash tools/browser-test/run.sh
 
+step "browser: peer to peer (issue 13): two pages talk directly (the node gets no media), a third moves the room to the node and its leaving moves it back, both without an audible gap; join-to-first-audio in both modes"
+CHORUS_ARGS="--shards 2" bash tools/browser-test/run.sh p2p.test.mjs
+
 step "browser: video (release build): two simulcast cameras and a screen share in three pages, quality switches, E2EE transforms, a subscriber behind a 400 kbit/s then 5 % lossy link (network namespace, tc, nftables)"
 cargo build --locked --release -p chorus-signaling
 CHORUS_BIN="$PWD/target/release/chorus" bash tools/browser-test/run.sh video.test.mjs

@@ -13,13 +13,12 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, existsSync, statSync, writeFileSync } from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { chromium } from 'playwright-core';
-import { CHROMIUM_ARGS, freeTcpPort, freeUdpPort, netns, poll, spawnLogged, stop } from './helpers.mjs';
+import { CHROMIUM_ARGS, freeTcpPort, freeUdpPort, netns, openControl, poll, spawnLogged, stop } from './helpers.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const REPO = path.resolve(HERE, '..', '..');
@@ -107,74 +106,6 @@ after(async () => {
   await killNode();
   if (node.dir) rmSync(node.dir, { recursive: true, force: true });
 });
-
-// ------------------------------------------------------------------ control plane client
-
-/**
- * A JSON-RPC 2.0 client on the node's control socket (one JSON object per line).
- * `call` resolves with `result` or rejects with an Error carrying `rpc` (the error
- * object); event notifications (after `events.subscribe`) collect in `events`.
- */
-function openControl(socketPath) {
-  return new Promise((resolve, reject) => {
-    const sock = net.createConnection(socketPath);
-    const pending = new Map();
-    const events = [];
-    let buf = '';
-    let nextId = 1;
-    let closed = null;
-    sock.setEncoding('utf8');
-    sock.on('error', (e) => { closed = e; reject(e); });
-    sock.on('close', () => {
-      closed ??= new Error('control socket closed');
-      for (const p of pending.values()) p.reject(closed);
-      pending.clear();
-    });
-    sock.on('data', (chunk) => {
-      buf += chunk;
-      for (let nl = buf.indexOf('\n'); nl >= 0; nl = buf.indexOf('\n')) {
-        const line = buf.slice(0, nl);
-        buf = buf.slice(nl + 1);
-        if (!line.trim()) continue;
-        let msg;
-        try { msg = JSON.parse(line); } catch { events.push({ type: 'unparsable', line }); continue; }
-        if (msg.method === 'event' && msg.id === undefined) {
-          events.push(msg.params);
-        } else if (pending.has(msg.id)) {
-          const p = pending.get(msg.id);
-          pending.delete(msg.id);
-          if (msg.error) {
-            p.reject(Object.assign(new Error(`${p.method}: ${msg.error.message} (${msg.error.data?.name ?? msg.error.code})`), { rpc: msg.error }));
-          } else {
-            p.resolve(msg.result);
-          }
-        }
-      }
-    });
-    sock.once('connect', () => resolve({
-      events,
-      call(method, params) {
-        if (closed) return Promise.reject(closed);
-        const id = nextId++;
-        const req = { jsonrpc: '2.0', id, method, ...(params ? { params } : {}) };
-        return new Promise((res, rej) => {
-          pending.set(id, { method, resolve: res, reject: rej });
-          sock.write(`${JSON.stringify(req)}\n`);
-        });
-      },
-      /** The first event so far matching `pred`, polled until it arrives. */
-      async waitEvent(what, pred, timeout = 10_000) {
-        try {
-          return await poll(`event: ${what}`, () => events.find(pred) ?? null, { timeout, interval: 50 });
-        } catch (e) {
-          const seen = events.slice(-15).map((ev) => JSON.stringify(ev)).join('\n  ');
-          throw new Error(`${e.message}; last events:\n  ${seen}`);
-        }
-      },
-      close() { sock.destroy(); },
-    }));
-  });
-}
 
 // ------------------------------------------------------------------ browser call
 

@@ -1,5 +1,6 @@
 // What the browser tests share: Chromium's flags, free ports, polling, running a
-// node (or coturn) as a child process with its output kept, and netns.sh.
+// node (or coturn) as a child process with its output kept, the node's control socket,
+// and netns.sh.
 import { spawn } from 'node:child_process';
 import net from 'node:net';
 import dgram from 'node:dgram';
@@ -100,5 +101,71 @@ export function stop(proc) {
     const t = setTimeout(() => { try { proc.kill('SIGKILL'); } catch { /* gone */ } }, 3000);
     proc.once('exit', () => { clearTimeout(t); resolve(); });
     try { proc.kill('SIGTERM'); } catch { clearTimeout(t); resolve(); }
+  });
+}
+
+/**
+ * A JSON-RPC 2.0 client on the node's control socket (one JSON object per line).
+ * `call` resolves with `result` or rejects with an Error carrying `rpc` (the error
+ * object); event notifications (after `events.subscribe`) collect in `events`.
+ */
+export function openControl(socketPath) {
+  return new Promise((resolve, reject) => {
+    const sock = net.createConnection(socketPath);
+    const pending = new Map();
+    const events = [];
+    let buf = '';
+    let nextId = 1;
+    let closed = null;
+    sock.setEncoding('utf8');
+    sock.on('error', (e) => { closed = e; reject(e); });
+    sock.on('close', () => {
+      closed ??= new Error('control socket closed');
+      for (const p of pending.values()) p.reject(closed);
+      pending.clear();
+    });
+    sock.on('data', (chunk) => {
+      buf += chunk;
+      for (let nl = buf.indexOf('\n'); nl >= 0; nl = buf.indexOf('\n')) {
+        const line = buf.slice(0, nl);
+        buf = buf.slice(nl + 1);
+        if (!line.trim()) continue;
+        let msg;
+        try { msg = JSON.parse(line); } catch { events.push({ type: 'unparsable', line }); continue; }
+        if (msg.method === 'event' && msg.id === undefined) {
+          events.push(msg.params);
+        } else if (pending.has(msg.id)) {
+          const p = pending.get(msg.id);
+          pending.delete(msg.id);
+          if (msg.error) {
+            p.reject(Object.assign(new Error(`${p.method}: ${msg.error.message} (${msg.error.data?.name ?? msg.error.code})`), { rpc: msg.error }));
+          } else {
+            p.resolve(msg.result);
+          }
+        }
+      }
+    });
+    sock.once('connect', () => resolve({
+      events,
+      call(method, params) {
+        if (closed) return Promise.reject(closed);
+        const id = nextId++;
+        const req = { jsonrpc: '2.0', id, method, ...(params ? { params } : {}) };
+        return new Promise((res, rej) => {
+          pending.set(id, { method, resolve: res, reject: rej });
+          sock.write(`${JSON.stringify(req)}\n`);
+        });
+      },
+      /** The first event so far matching `pred`, polled until it arrives. */
+      async waitEvent(what, pred, timeout = 10_000) {
+        try {
+          return await poll(`event: ${what}`, () => events.find(pred) ?? null, { timeout, interval: 50 });
+        } catch (e) {
+          const seen = events.slice(-15).map((ev) => JSON.stringify(ev)).join('\n  ');
+          throw new Error(`${e.message}; last events:\n  ${seen}`);
+        }
+      },
+      close() { sock.destroy(); },
+    }));
   });
 }
