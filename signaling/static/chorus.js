@@ -13,7 +13,10 @@
 // A dropped WebSocket does not end it: the client resumes the session on a new socket
 // (state 'reconnecting', events `reconnecting` / `resumed`) while media keeps flowing,
 // and it restarts ICE when the media connection fails (`restartIce()`).
-// See docs/client.md for the full API, the events and their `detail` payloads.
+// Small calls may run peer to peer (mode 'p2p'): the node then only signals, and the
+// client moves the audio to the node and back without a gap as the room grows and
+// shrinks (`mode` event). See docs/client.md for the full API, the events and their
+// `detail` payloads.
 
 /** Protocol version spoken by this module (the `/v1/` in the WebSocket path). */
 export const PROTOCOL_VERSION = 1;
@@ -65,6 +68,35 @@ const CAMERA_ENCODINGS = [
 const CAMERA_CONSTRAINTS = { width: { ideal: 1280 }, height: { ideal: 720 }, frameRate: { ideal: 30 } };
 const VIDEO_SOURCES = ['camera', 'screen'];
 const QUALITIES = ['low', 'medium', 'high'];
+
+// Peer to peer (mode 'p2p', docs/protocol.md): one audio-only RTCPeerConnection per
+// other member; the node's connection stays up as a warm standby.
+/** Upgrade to the node: the longest the peer connections keep playing while the node's audio is awaited. */
+const UPGRADE_SWITCH_MAX_MS = 1_500;
+/** Downgrade: the microphone leaves the node's connection this long after every peer plays directly. */
+const NODE_SEND_STOP_DELAY_MS = 1_000;
+/** The peer connections stay open this long after playback moved to the node (the others may still be switching). */
+const PEER_CLOSE_GRACE_MS = 1_000;
+/** A source whose last frame is younger than this (ms) plays now: the evidence for switching paths. */
+const LIVE_MS = 200;
+/** How often the playback paths are looked at while a switch runs, and otherwise while there are peer connections. */
+const ROUTE_INTERVAL_MS = 20;
+const ROUTE_IDLE_INTERVAL_MS = 100;
+/** Time constant (s) of a gain change: a path switch is a 20 ms crossfade, not a click. */
+const GAIN_TIME_CONSTANT_S = 0.006;
+/** `speaking` reports in mode p2p: every 200 ms while the microphone is at or above this level. */
+const SPEAKING_REPORT_MS = 200;
+const SPEAKING_MIN_LEVEL = 0.003;
+/** An offer unanswered this long is made again (a lost signal), at most LINK_OFFER_ATTEMPTS times. */
+const LINK_ANSWER_TIMEOUT_MS = 5_000;
+const LINK_OFFER_ATTEMPTS = 3;
+/** A `p2p_signal` from someone not in the roster yet is kept this long for its `participant_joined`. */
+const EARLY_SIGNAL_MS = 5_000;
+/** `p2p_signal` pacing, under the node's limit (20 a second, bursts of 60). */
+const SIGNAL_RATE_PER_S = 18;
+const SIGNAL_BURST = 40;
+/** Samples of the output analyser (`outputLevel()`): ~10.7 ms at 48 kHz. */
+const OUTPUT_FFT_SIZE = 512;
 
 /** An automatic ICE restart happens at most this often. */
 const ICE_RESTART_MIN_INTERVAL_MS = 5_000;
@@ -141,6 +173,55 @@ function preferForwardedVideo(transceivers, first = 'vp8') {
   }
 }
 
+/** The number in a participant id ("p" + hex), for ordering a pair; null if it has none. */
+function idNumber(id) {
+  const m = /^p([0-9a-f]+)$/i.exec(String(id));
+  if (!m) return null;
+  try { return BigInt(`0x${m[1]}`); } catch { return null; }
+}
+
+/** Of two members, the one whose id is the larger number sends the offer. */
+function offersTo(self, other) {
+  const a = idNumber(self);
+  const b = idNumber(other);
+  if (a !== null && b !== null && a !== b) return a > b;
+  return String(self) > String(other);
+}
+
+/**
+ * The selected ICE candidate pair of a getStats() report:
+ * `{local, remote, rtt_ms}` (each end `{address, port, candidate_type, protocol,
+ * relay_protocol}`), or null before one is selected.
+ */
+function selectedPairOf(report) {
+  let pair = null;
+  report.forEach((r) => {
+    if (r.type === 'transport' && r.selectedCandidatePairId) pair = report.get(r.selectedCandidatePairId) ?? pair;
+  });
+  if (!pair) {
+    report.forEach((r) => {
+      if (!pair && r.type === 'candidate-pair' && r.nominated && r.state === 'succeeded') pair = r;
+    });
+  }
+  if (!pair) return null;
+  const end = (id) => {
+    const c = id && report.get(id);
+    if (!c) return null;
+    return {
+      address: c.address ?? c.ip ?? null,
+      port: typeof c.port === 'number' ? c.port : null,
+      candidate_type: c.candidateType ?? null,
+      protocol: c.protocol ?? null,
+      relay_protocol: c.relayProtocol ?? null,
+    };
+  };
+  return {
+    local: end(pair.localCandidateId),
+    remote: end(pair.remoteCandidateId),
+    rtt_ms: typeof pair.currentRoundTripTime === 'number' ? pair.currentRoundTripTime * 1000 : null,
+  };
+}
+
 function sameParticipant(a, b) {
   return a.name === b.name && a.muted === b.muted && a.server_muted === b.server_muted
     && a.deafened === b.deafened && a.csrc === b.csrc && a.camera === b.camera && a.screen === b.screen;
@@ -201,6 +282,11 @@ function copyParticipant(p) {
  *   what the node forwards now, `'low'|'medium'|'high'` or null)
  * - `videoSlotCount`: video slots the room gives (0: no video in this room)
  * - `publishing`: `{camera: MediaStreamTrack|null, screen: MediaStreamTrack|null}`
+ * - `mode`: `'p2p'` (the audio goes directly between the members, the node only
+ *   signals) or `'sfu'` (through the node), null before joining
+ * - `peers`: Map participant_id → the peer connection to that member in mode p2p
+ *   (`{participant_id, pc, offerer, ...}`), empty in mode sfu
+ * - `nodeSending`: whether the microphone goes to the node (false in mode p2p)
  *
  * Events (CustomEvent, payload in `event.detail`): `joined`, `participant_joined`,
  * `participant_updated`, `participant_left`, `speakers`, `error`, `room_closed`,
@@ -208,14 +294,20 @@ function copyParticipant(p) {
  * `ice_restarting`, `ice_restarted`, `ice_restart_failed`, `video_slots` (`{slots}`:
  * the whole video slot map, after each `subscribe()` and whenever the node changes
  * what a slot forwards), `video` (`{source, enabled}`: your own camera or screen
- * started or stopped).
+ * started or stopped), `mode` (`{mode, reason, previous}`: the room moved to `'p2p'` or
+ * `'sfu'`, also once at join with reason `'joined'`), `mode_switched` (`{mode,
+ * duration_ms}`: playback now runs on the new path), `peer_state` (`{participant_id,
+ * state}`: a peer connection's connectionState).
  */
 export class ChorusClient extends EventTarget {
   /**
    * @param {object} [options]
    * @param {string} [options.url] WebSocket URL; defaults to `ws(s)://<this origin>/v1/signal`.
-   * @param {HTMLElement} [options.audioContainer] where to put the slots' `<audio>` elements
-   *   (hidden); by default they are kept detached from the document, which plays just as well.
+   * @param {HTMLElement} [options.audioContainer] where to put the `<audio>` elements of the
+   *   slots and peer connections (hidden); by default they are kept detached from the
+   *   document, which plays just as well. Everything remote plays through one Web Audio
+   *   graph (`outputLevel()`); the elements render the tracks (muted) and play them
+   *   only while the browser holds Web Audio back.
    * @param {number} [options.resumeTimeoutMs] how long to try resuming a dropped session
    *   (default 14000, just under the node's 15 s resume window); 0 never resumes.
    * @param {boolean} [options.autoIceRestart] restart ICE by itself when the media
@@ -226,8 +318,8 @@ export class ChorusClient extends EventTarget {
    *   through a WebAudio panner placed where its speaker is (`setParticipantPositions()`),
    *   heard from the listener pose (`setListenerPose()`; by default where `setPosition()`
    *   put you). With `radius` (the room's proximity radius) a speaker also gets quieter
-   *   with distance as the node ranks it: gain (1 − d / radius)². Default: off (plain
-   *   `<audio>` playback).
+   *   with distance as the node ranks it: gain (1 − d / radius)². Default: off (no
+   *   panners).
    * @param {'all'|'relay'} [options.iceTransportPolicy] `'relay'` sends media only through
    *   the TURN servers the node hands out (`joined.ice_servers`), e.g. to hide your
    *   address or to test TURN; default `'all'`.
@@ -248,8 +340,13 @@ export class ChorusClient extends EventTarget {
    * @param {boolean|{quality?: string}} [options.autoSubscribe] fill the video slots by
    *   themselves: screen shares first, then cameras, newest first, at `quality`
    *   (default `'medium'`). See `setAutoSubscribe()`.
+   * @param {boolean} [options.p2p] offer to carry the call peer to peer (`join` with
+   *   `p2p: true`): in a room that allows it (its `p2p_max`) the node puts small calls in
+   *   mode p2p. Default true, except with `encodedInsertableStreams` (an app's encoded
+   *   transforms would have to handle the peer connections too: the `'peer'`
+   *   transceivers given to `onTransceiver`).
    */
-  constructor({ url, audioContainer, resumeTimeoutMs, autoIceRestart, priorityDuckDb, spatial, iceTransportPolicy, video, autoSubscribe, encodedInsertableStreams, onTransceiver, videoCodec } = {}) {
+  constructor({ url, audioContainer, resumeTimeoutMs, autoIceRestart, priorityDuckDb, spatial, iceTransportPolicy, video, autoSubscribe, encodedInsertableStreams, onTransceiver, videoCodec, p2p } = {}) {
     super();
     this.url = url ?? defaultUrl();
     this.audioContainer = audioContainer ?? null;
@@ -304,7 +401,6 @@ export class ChorusClient extends EventTarget {
      * the app (null: follow setPosition), and where the app says participants are. */
     this.iceTransportPolicy = iceTransportPolicy === 'relay' ? 'relay' : 'all';
     this.spatial = spatial ? { radius: Number(spatial.radius) > 0 ? Number(spatial.radius) : null } : null;
-    this._spatialCtx = null;
     this._spatialTimer = null;
     this._listenerPose = null;
     this._peerPositions = new Map();
@@ -329,6 +425,39 @@ export class ChorusClient extends EventTarget {
     this._publishedAt = new Map();
     this._auto = null;
     if (autoSubscribe) this._auto = { quality: QUALITIES.includes(autoSubscribe?.quality) ? autoSubscribe.quality : 'medium' };
+
+    // Peer to peer.
+    this.p2p = p2p === undefined ? !this.encodedInsertableStreams : Boolean(p2p);
+    this.mode = null;
+    /** @type {Map<string, object>} participant_id → peer link (see `_makeLink`) */
+    this.peers = new Map();
+    this.nodeSending = true;
+    /** The node connection's microphone transceiver, and its replaceTrack calls in order. */
+    this._micTx = null;
+    this._nodeSendChain = Promise.resolve();
+    /** Which path each other member is heard on now: 'node' (slots) or 'peer'. */
+    this._routes = new Map();
+    /** The mode change being carried out: {mode, previous, reason, since, done}. */
+    this._transition = null;
+    this._routeTimer = null;
+    this._routeEvery = 0;
+    this._nodeStopTimer = null;
+    this._peerCloseTimer = null;
+    this._speakingTimer = null;
+    this._lastSpeakingReport = 0;
+    /** Outgoing `p2p_signal`s, paced: [{to, data}], a token bucket and its timer. */
+    this._signalQueue = [];
+    this._signalTokens = SIGNAL_BURST;
+    this._signalRefillAt = 0;
+    this._signalTimer = null;
+    /** `p2p_signal`s from members not in the roster yet: [{msg, at}]. */
+    this._earlySignals = [];
+    /** Playback: one AudioContext for every remote sound (slots and peers), its master gain
+     * and the analyser on the sum (`outputLevel()`). */
+    this._playCtx = null;
+    this._master = null;
+    this._outAnalyser = null;
+    this._outBuf = null;
   }
 
   // ---------------------------------------------------------------- public API
@@ -351,10 +480,14 @@ export class ChorusClient extends EventTarget {
    * @param {MediaTrackConstraints} [opts.audioConstraints] for that getUserMedia (default:
    *   the browser's, with echo cancellation, noise suppression and gain control; e.g.
    *   `{noiseSuppression: false, autoGainControl: false}` for music or a soundboard)
+   * @param {boolean} [opts.p2p] peer to peer allowed (default: the constructor's `p2p`)
    */
-  async join({ room, name, token, audioTrack, audioConstraints } = {}) {
+  async join({ room, name, token, audioTrack, audioConstraints, p2p } = {}) {
     if (this.state !== 'idle') throw new ChorusError('bad_request', `join() called in state ${this.state}`);
     this.state = 'connecting';
+    if (p2p !== undefined) this.p2p = Boolean(p2p);
+    // Made while the page may still count the user's click (autoplay policy).
+    this._ensurePlayback();
     try {
       if (audioTrack === undefined) {
         try {
@@ -374,6 +507,7 @@ export class ChorusClient extends EventTarget {
       this._joinName = String(name);
       const msg = { type: 'join', room: String(room), name: String(name) };
       if (token) msg.token = String(token);
+      if (this.p2p) msg.p2p = true;
       this._send(msg);
       const joined = await this._waitFor('joined');
       this._onJoined(joined);
@@ -399,19 +533,18 @@ export class ChorusClient extends EventTarget {
       throw new ChorusError('forbidden', 'muted by the server: only the backend can unmute you');
     }
     this.muted = muted;
+    // The one track goes to the node and to every peer connection: muted everywhere.
     if (this.localTrack) this.localTrack.enabled = !muted;
     if (this.self) this.self.muted = muted;
     if (!this._send({ type: 'mute', muted }) && this.state === 'reconnecting') this._unsent.mute = true;
   }
 
-  /** Deafen or undeafen: mutes local playback of every slot and tells the server. */
+  /** Deafen or undeafen: mutes local playback of every slot and peer and tells the server. */
   setDeafened(deafened) {
     deafened = Boolean(deafened);
     this.deafened = deafened;
-    for (const s of this.slots) {
-      if (s.gain) this._applyVolume(s);
-      else if (s.audio) s.audio.muted = deafened;
-    }
+    for (const s of this.slots) this._applyVolume(s);
+    for (const l of this.peers.values()) this._applyVolume(l);
     this._syncElements();
     if (this.self) this.self.deafened = deafened;
     if (!this._send({ type: 'deafen', deafened }) && this.state === 'reconnecting') this._unsent.deafen = true;
@@ -426,6 +559,7 @@ export class ChorusClient extends EventTarget {
   whisper(ids) {
     const to = Array.isArray(ids) && ids.length ? ids.map(String) : null;
     this.whisperTo = to;
+    this._syncPeerSenders(); // peer to peer: only they get the microphone
     if (!this._send({ type: 'whisper', to }) && this.state === 'reconnecting') this._unsent.whisper = true;
   }
 
@@ -635,10 +769,11 @@ export class ChorusClient extends EventTarget {
   }
 
   /**
-   * Current level of every participant heard in a slot, from the slots' contributing
-   * sources (each forwarded packet names its speaker by CSRC and carries its audio level).
+   * Current level of every participant heard, in a slot (from the slots' contributing
+   * sources: each forwarded packet names its speaker by CSRC and carries its audio
+   * level) or on a peer connection (mode p2p; a muted member's silence is left out).
    * Only sources fresher than 500 ms count.
-   * @returns {Map<string, {level:number, slot:number, csrc:number, ageMs:number}>}
+   * @returns {Map<string, {level:number, slot:number|null, csrc:number, ageMs:number, path:'sfu'|'p2p'}>}
    */
   speakerLevels() {
     const byCsrc = new Map();
@@ -646,19 +781,23 @@ export class ChorusClient extends EventTarget {
     const out = new Map();
     for (const src of this.contributingSources()) {
       if (src.ageMs > CSRC_FRESH_MS) continue;
-      const p = byCsrc.get(src.source);
+      const p = src.path === 'p2p' ? this.participants.get(src.participant_id) : byCsrc.get(src.source);
       if (!p) continue;
+      if (src.path === 'p2p' && (p.muted || p.server_muted)) continue;
       const prev = out.get(p.participant_id);
       if (!prev || src.ageMs < prev.ageMs) {
-        out.set(p.participant_id, { level: src.audioLevel ?? 0, slot: src.slot, csrc: src.source, ageMs: src.ageMs });
+        out.set(p.participant_id, { level: src.audioLevel ?? 0, slot: src.slot, csrc: src.source, ageMs: src.ageMs, path: src.path });
       }
     }
     return out;
   }
 
   /**
-   * Raw contributing sources of every slot receiver (whatever their age).
-   * @returns {Array<{slot:number, source:number, audioLevel:number|undefined, ageMs:number, participant_id:string|null}>}
+   * Raw contributing sources of every slot receiver (whatever their age), and in mode
+   * p2p the source of every peer connection, under that member's CSRC (`slot` null,
+   * `path` `'p2p'`).
+   * @returns {Array<{slot:number|null, source:number, audioLevel:number|undefined, ageMs:number,
+   *   participant_id:string|null, path:'sfu'|'p2p'}>}
    */
   contributingSources() {
     const byCsrc = new Map();
@@ -674,10 +813,86 @@ export class ChorusClient extends EventTarget {
           audioLevel: c.audioLevel,
           ageMs: ageOf(c.timestamp),
           participant_id: byCsrc.get(c.source >>> 0) ?? null,
+          path: 'sfu',
+        });
+      }
+    }
+    for (const link of this.peers.values()) {
+      const csrc = this.participants.get(link.participant_id)?.csrc ?? 0;
+      for (const c of this._linkSources(link)) {
+        out.push({
+          slot: null,
+          source: csrc,
+          audioLevel: c.audioLevel,
+          ageMs: ageOf(c.timestamp),
+          participant_id: link.participant_id,
+          path: 'p2p',
         });
       }
     }
     return out;
+  }
+
+  /**
+   * The level of what you hear now, linear RMS 0..1 of the sum of every slot and peer
+   * connection as played (after volume, ducking and deafen), over the last ~10 ms; null
+   * without Web Audio or while the browser holds the audio back (autoplay policy: see
+   * `resumeAudio()`).
+   */
+  outputLevel() {
+    const a = this._outAnalyser;
+    if (!a || this._playCtx?.state !== 'running') return null;
+    const buf = this._outBuf;
+    a.getFloatTimeDomainData(buf);
+    let sum = 0;
+    for (let i = 0; i < buf.length; i++) sum += buf[i] * buf[i];
+    return Math.min(1, Math.sqrt(sum / buf.length));
+  }
+
+  /**
+   * Statistics of each peer connection (mode p2p), from its getStats().
+   * @returns {Promise<Array<{participant_id:string, name:string|null, offerer:boolean,
+   *   connection_state:string, ice_state:string, route:'peer'|'node', rtt_ms:number|null,
+   *   packets_received:number, packets_lost:number, loss:number|null, jitter_ms:number|null,
+   *   bytes_received:number, bytes_sent:number, packets_sent:number, audio_level:number|null,
+   *   selected_pair:{local:object|null, remote:object|null, rtt_ms:number|null}|null}>>}
+   */
+  async peerStats() {
+    const links = [...this.peers.values()];
+    return Promise.all(links.map(async (link) => {
+      const out = {
+        participant_id: link.participant_id,
+        name: this.participants.get(link.participant_id)?.name ?? null,
+        offerer: link.offerer,
+        connection_state: link.pc.connectionState,
+        ice_state: link.pc.iceConnectionState,
+        route: this._routes.get(link.participant_id) ?? 'node',
+        rtt_ms: null, packets_received: 0, packets_lost: 0, loss: null, jitter_ms: null,
+        bytes_received: 0, bytes_sent: 0, packets_sent: 0, audio_level: null, selected_pair: null,
+      };
+      let report;
+      try { report = await link.pc.getStats(); } catch { return out; }
+      let remoteRtt = null;
+      report.forEach((r) => {
+        if (r.type === 'inbound-rtp' && r.kind === 'audio') {
+          out.packets_received += r.packetsReceived ?? 0;
+          out.packets_lost += r.packetsLost ?? 0;
+          out.bytes_received += r.bytesReceived ?? 0;
+          if (typeof r.jitter === 'number') out.jitter_ms = r.jitter * 1000;
+          if (typeof r.audioLevel === 'number') out.audio_level = r.audioLevel;
+        } else if (r.type === 'outbound-rtp' && r.kind === 'audio') {
+          out.bytes_sent += r.bytesSent ?? 0;
+          out.packets_sent += r.packetsSent ?? 0;
+        } else if (r.type === 'remote-inbound-rtp' && typeof r.roundTripTime === 'number') {
+          remoteRtt = r.roundTripTime * 1000;
+        }
+      });
+      out.selected_pair = selectedPairOf(report);
+      out.rtt_ms = out.selected_pair?.rtt_ms ?? remoteRtt;
+      const total = out.packets_received + out.packets_lost;
+      out.loss = total > 0 ? Math.max(0, out.packets_lost) / total : null;
+      return out;
+    }));
   }
 
   /** Current microphone level, linear 0..1 (0 while muted). */
@@ -698,7 +913,8 @@ export class ChorusClient extends EventTarget {
    * @returns {Promise<{rtt_ms:number|null, packets_lost:number, packets_received:number,
    *   jitter_ms:number|null, bytes_received:number, bytes_sent:number, packets_sent:number,
    *   local_audio_level:number|null, ice_state:string|null, connection_state:string|null,
-   *   signal_rtt_ms:number|null,
+   *   signal_rtt_ms:number|null, mode:string|null, node_sending:boolean,
+   *   selected_pair:{local:object|null, remote:object|null, rtt_ms:number|null}|null,
    *   slots:Array<{slot:number, mid:string|null, packets_received:number, packets_lost:number,
    *   bytes_received:number, jitter_ms:number|null, audio_level:number|null}>}>}
    */
@@ -709,6 +925,9 @@ export class ChorusClient extends EventTarget {
       ice_state: this.pc?.iceConnectionState ?? null,
       connection_state: this.pc?.connectionState ?? null,
       signal_rtt_ms: this.signalRttMs,
+      mode: this.mode,
+      node_sending: this.nodeSending,
+      selected_pair: null,
       slots: this.slots.map((s) => ({
         slot: s.index, mid: s.mid, packets_received: 0, packets_lost: 0,
         bytes_received: 0, jitter_ms: null, audio_level: null,
@@ -767,6 +986,7 @@ export class ChorusClient extends EventTarget {
       out.rtt_ms = remoteRtt * 1000;
     }
     out.jitter_ms = jitterMax === null ? null : jitterMax * 1000;
+    out.selected_pair = selectedPairOf(report);
     if (out.local_audio_level !== null) this._statsLocalLevel = out.local_audio_level;
     return out;
   }
@@ -944,6 +1164,8 @@ export class ChorusClient extends EventTarget {
     const left = [...this.participants.values()].filter((p) => !now.has(p.participant_id));
     for (const p of left) {
       this.participants.delete(p.participant_id);
+      this._closeLink(p.participant_id);
+      this._routes.delete(p.participant_id);
       this._emit('participant_left', { participant_id: p.participant_id, participant: p });
     }
     for (const p of now.values()) {
@@ -979,6 +1201,10 @@ export class ChorusClient extends EventTarget {
     }
     this._unsent = { mute: false, deafen: false, whisper: false, position: false, video: false };
     this._autoAssign();
+    // Peer to peer: a mode change missed while the socket was down (if the node says),
+    // and the peer connections whose signaling was cut off are built again.
+    if (msg.mode === 'p2p' || msg.mode === 'sfu') this._setMode(msg.mode, 'resumed');
+    this._repairLinks();
 
     this._emit('resumed', {
       participant_id: this.self.participant_id,
@@ -986,6 +1212,7 @@ export class ChorusClient extends EventTarget {
       participants: [...this.participants.values()],
       attempts: r.attempts,
       downtime_ms: Math.round(performance.now() - r.since),
+      mode: this.mode,
     });
     if (this.state !== 'joined') return;
     // The network may have changed under the media too: restart ICE if it failed, if it
@@ -996,6 +1223,505 @@ export class ChorusClient extends EventTarget {
     this._iceRestartAfterResume = null;
     if (pending?.force) this._autoRestartIce(pending.reason, true);
     else if (pcState === 'failed' || (pcState === 'disconnected' && pending)) this._autoRestartIce(pcState);
+  }
+
+  // ------------------------------------------------------------- peer to peer
+
+  /**
+   * The room's mode changed (or is first known: at join). To the node (`'sfu'`): the
+   * microphone goes back on the node's connection at once, the peer connections play on
+   * until the node forwards each peer (`_updateRoutes`), then close. To peer to peer:
+   * the peer connections are built, each peer plays directly once its audio arrives,
+   * and the node's connection stops sending a second after the last one did.
+   */
+  _setMode(mode, reason) {
+    mode = mode === 'p2p' && this.p2p ? 'p2p' : 'sfu';
+    const previous = this.mode;
+    if (mode === previous) return;
+    this.mode = mode;
+    this._transition = { mode, previous, reason: String(reason ?? ''), since: performance.now(), done: false };
+    if (this._nodeStopTimer) { clearTimeout(this._nodeStopTimer); this._nodeStopTimer = null; }
+    if (this._peerCloseTimer) { clearTimeout(this._peerCloseTimer); this._peerCloseTimer = null; }
+    if (mode === 'sfu') {
+      this._setNodeSending(true);
+      this._stopSpeakingReports();
+      this._signalQueue.length = 0; // the node refuses p2p_signal now
+    } else {
+      // Joined in mode p2p: not a packet to the node. From mode sfu: once the peers play.
+      if (previous === null) this._setNodeSending(false);
+      this._startSpeakingReports();
+      this._openLinks(previous !== null);
+    }
+    this._emit('mode', { mode, reason: this._transition.reason, previous });
+    this._kickRoutes();
+  }
+
+  /**
+   * Puts the microphone on the node's connection (`on`) or takes it off (replaceTrack
+   * null: the node then gets no media, only ICE consent and DTLS). In order; the last
+   * call wins.
+   */
+  _setNodeSending(on) {
+    this.nodeSending = Boolean(on);
+    const tx = this._micTx;
+    if (!tx || !this.localTrack) return Promise.resolve();
+    const next = this._nodeSendChain.then(() => {
+      const want = this.nodeSending ? this.localTrack : null;
+      if (this._micTx !== tx || tx.sender.track === want) return undefined;
+      return tx.sender.replaceTrack(want);
+    }).catch(() => { /* closed */ });
+    this._nodeSendChain = next;
+    return next;
+  }
+
+  /**
+   * Mode p2p: a peer connection to every other member; of each pair the larger id
+   * offers. A connection still open from an earlier spell in mode p2p is kept. On a
+   * mode change (`ask`) the answering side also tells the offering side which
+   * connection it still has (`renew`): should the offerer have kept one the answerer
+   * already closed, the offerer builds a new one.
+   */
+  _openLinks(ask = false) {
+    if (this.mode !== 'p2p' || !this.self) return;
+    for (const id of this.participants.keys()) {
+      const link = this.peers.get(id);
+      if (offersTo(this.self.participant_id, id)) {
+        if (!link || link.dead) this._startLink(id);
+      } else if (ask) {
+        this._queueSignal(id, { renew: true, have: link && !link.dead ? link.gen : null }, null);
+      }
+    }
+  }
+
+  /** After a resume: the peer connections whose signaling may have been lost are built again. */
+  _repairLinks() {
+    if (this.mode !== 'p2p' || !this.self) return;
+    for (const id of this.participants.keys()) {
+      const link = this.peers.get(id);
+      if (link && !link.dead && !link.signalLost && link.pc.connectionState === 'connected') continue;
+      if (offersTo(this.self.participant_id, id)) this._startLink(id);
+      else this._queueSignal(id, { renew: true, have: null }, null); // asks the offerer for a new offer
+    }
+    this._kickRoutes();
+  }
+
+  /** What a peer connection to `id` sends: the microphone, unless muted by the server, whispering to others, or without `publish`. */
+  _peerTrackFor(id) {
+    if (!this.localTrack) return null;
+    if (this.self?.server_muted || this.permissions?.publish === false) return null;
+    if (this.whisperTo && !this.whisperTo.includes(id)) return null;
+    return this.localTrack;
+  }
+
+  _syncPeerSenders() {
+    for (const link of this.peers.values()) {
+      if (!link.sender || !this.localTrack) continue;
+      const want = this._peerTrackFor(link.participant_id);
+      if (link.sender.track !== want) link.sender.replaceTrack(want).catch(() => { /* closed */ });
+    }
+  }
+
+  /** A new peer connection to `id` (not yet offered or answered). */
+  _makeLink(id, offerer, gen) {
+    const pc = new RTCPeerConnection({
+      iceServers: this.iceServers,
+      iceTransportPolicy: this.iceTransportPolicy,
+      bundlePolicy: 'max-bundle',
+      rtcpMuxPolicy: 'require',
+      ...(this.encodedInsertableStreams ? { encodedInsertableStreams: true } : {}),
+    });
+    const link = {
+      kind: 'peer',
+      participant_id: id,
+      pc,
+      offerer,
+      /** Names this connection in its signals: a late candidate of a replaced one is ignored. */
+      gen: String(gen),
+      transceiver: null,
+      sender: null,
+      receiver: null,
+      track: null,
+      audio: null,
+      source: null,
+      gain: null,
+      panner: null,
+      gainTarget: null,
+      duck: 1,
+      /** Our description went out (candidates wait for it), and theirs is applied. */
+      described: false,
+      remoteSet: false,
+      localCandidates: [],
+      remoteCandidates: [],
+      dead: false,
+      ready: false,
+      failedReported: false,
+      signalLost: false,
+      answerTimer: null,
+      createdAt: performance.now(),
+    };
+    pc.addEventListener('icecandidate', (ev) => {
+      const c = ev.candidate;
+      if (!c || !c.candidate || this.peers.get(id) !== link) return; // end-of-candidates: not sent
+      const candidate = { candidate: c.candidate, sdpMid: c.sdpMid ?? null, sdpMLineIndex: c.sdpMLineIndex ?? null };
+      if (link.described) this._signal(link, { candidate });
+      else link.localCandidates.push(candidate);
+    });
+    pc.addEventListener('track', (ev) => this._onLinkTrack(link, ev));
+    pc.addEventListener('connectionstatechange', () => this._onLinkState(link));
+    this.peers.set(id, link);
+    this._kickRoutes();
+    return link;
+  }
+
+  _linkTransceiver(link, tx) {
+    link.transceiver = tx;
+    link.sender = tx.sender;
+    link.receiver = tx.receiver;
+    preferOpus(link.pc, [tx]);
+    if (this._onTransceiver) this._onTransceiver(tx, 'peer');
+  }
+
+  /**
+   * We offer: a new connection to `id` (replacing any), its offer sent. Unanswered
+   * after 5 s it is offered again (a new connection), the third time it counts as failed.
+   */
+  async _startLink(id, attempt = 1) {
+    this._closeLink(id);
+    const gen = `${Date.now().toString(36)}${Math.random().toString(36).slice(2, 8)}`;
+    const link = this._makeLink(id, true, gen);
+    const { pc } = link;
+    link.answerTimer = setTimeout(() => {
+      link.answerTimer = null;
+      if (this.peers.get(id) !== link || link.remoteSet || this.mode !== 'p2p') return;
+      if (attempt < LINK_OFFER_ATTEMPTS) this._startLink(id, attempt + 1);
+      else this._linkFailed(link, new ChorusError('timeout', `no answer from ${id} to ${attempt} offers`));
+    }, LINK_ANSWER_TIMEOUT_MS);
+    try {
+      const tx = pc.addTransceiver(this.localTrack ?? 'audio', { direction: this.localTrack ? 'sendrecv' : 'recvonly' });
+      this._linkTransceiver(link, tx);
+      const track = this._peerTrackFor(id);
+      if (this.localTrack && track !== this.localTrack) await tx.sender.replaceTrack(track);
+      const offer = await pc.createOffer();
+      if (this.peers.get(id) !== link) return;
+      await pc.setLocalDescription(offer);
+      if (this.peers.get(id) !== link) return;
+      this._describe(link);
+    } catch (e) {
+      if (this.peers.get(id) === link) this._linkFailed(link, e);
+    }
+  }
+
+  /** They offer: a new connection to `id` (replacing any), answered. */
+  async _acceptOffer(id, sdp, gen) {
+    this._closeLink(id);
+    const link = this._makeLink(id, false, gen);
+    const { pc } = link;
+    try {
+      await pc.setRemoteDescription({ type: 'offer', sdp });
+      if (this.peers.get(id) !== link) return;
+      const tx = pc.getTransceivers().find((t) => t.receiver.track?.kind === 'audio') ?? pc.getTransceivers()[0];
+      if (!tx) throw new ChorusError('webrtc', 'the peer offered no audio');
+      this._linkTransceiver(link, tx);
+      if (this.localTrack) {
+        tx.direction = 'sendrecv';
+        await tx.sender.replaceTrack(this._peerTrackFor(id));
+      } else {
+        tx.direction = 'recvonly';
+      }
+      if (this.peers.get(id) !== link) return;
+      await pc.setLocalDescription(await pc.createAnswer());
+      if (this.peers.get(id) !== link) return;
+      this._describe(link);
+      this._flushRemoteCandidates(link);
+    } catch (e) {
+      if (this.peers.get(id) === link) this._linkFailed(link, e);
+    }
+  }
+
+  /** Our offer or answer goes out, then the candidates gathered meanwhile. */
+  _describe(link) {
+    const d = link.pc.localDescription;
+    this._signal(link, { sdp: { type: d.type, sdp: d.sdp } });
+    link.described = true;
+    for (const candidate of link.localCandidates.splice(0)) this._signal(link, { candidate });
+  }
+
+  _flushRemoteCandidates(link) {
+    link.remoteSet = true;
+    for (const c of link.remoteCandidates.splice(0)) link.pc.addIceCandidate(c).catch(() => { /* stale */ });
+  }
+
+  /** `p2p_signal` from another member: an offer, an answer, a candidate, or a request to offer anew. */
+  _onP2pSignal(msg) {
+    const from = String(msg.from ?? '');
+    const data = msg.data;
+    if (!this.self || !data || typeof data !== 'object' || !from) return;
+    if (!this.participants.has(from)) {
+      // Perhaps ahead of its `participant_joined`: kept a while for it.
+      const now = performance.now();
+      this._earlySignals = this._earlySignals.filter((e) => now - e.at < EARLY_SIGNAL_MS).slice(-50);
+      if (this.mode === 'p2p') this._earlySignals.push({ msg, at: now });
+      return;
+    }
+    if (data.renew === true) {
+      if (this.mode !== 'p2p' || !offersTo(this.self.participant_id, from)) return;
+      const mine = this.peers.get(from);
+      // Ours is on its way to them (no answer yet), or they have it: nothing to do.
+      const inFlight = mine && !mine.dead && !mine.remoteSet;
+      const shared = mine && !mine.dead && data.have === mine.gen;
+      if (!inFlight && !shared) this._startLink(from);
+      return;
+    }
+    const sdp = data.sdp && typeof data.sdp === 'object' && typeof data.sdp.sdp === 'string' ? data.sdp : null;
+    const gen = String(data.gen ?? '');
+    const link = this.peers.get(from);
+    if (sdp?.type === 'offer') {
+      if (this.mode !== 'p2p') return;
+      if (link && !link.offerer && link.gen === gen) return; // that offer again
+      this._acceptOffer(from, sdp.sdp, gen);
+      return;
+    }
+    if (!link || link.gen !== gen) return; // for a connection replaced since
+    if (sdp?.type === 'answer') {
+      if (!link.offerer || link.pc.signalingState !== 'have-local-offer') return;
+      link.pc.setRemoteDescription({ type: 'answer', sdp: sdp.sdp })
+        .then(() => { if (this.peers.get(from) === link) this._flushRemoteCandidates(link); })
+        .catch((e) => { if (this.peers.get(from) === link) this._linkFailed(link, e); });
+    } else if (data.candidate && typeof data.candidate === 'object') {
+      const c = {
+        candidate: String(data.candidate.candidate ?? ''),
+        sdpMid: data.candidate.sdpMid ?? null,
+        sdpMLineIndex: data.candidate.sdpMLineIndex ?? null,
+      };
+      if (link.remoteSet) link.pc.addIceCandidate(c).catch(() => { /* stale */ });
+      else link.remoteCandidates.push(c);
+    }
+  }
+
+  /** The early `p2p_signal`s of `id` (now in the roster), oldest first. */
+  _takeEarlySignals(id) {
+    const now = performance.now();
+    const mine = this._earlySignals.filter((e) => e.msg.from === id && now - e.at < EARLY_SIGNAL_MS);
+    this._earlySignals = this._earlySignals.filter((e) => e.msg.from !== id && now - e.at < EARLY_SIGNAL_MS);
+    return mine.map((e) => e.msg);
+  }
+
+  _signal(link, data) {
+    this._queueSignal(link.participant_id, { ...data, gen: link.gen }, link);
+  }
+
+  /** `p2p_signal`s go out in order, paced under the node's rate limit; none outside mode p2p. */
+  _queueSignal(to, data, link) {
+    if (this.mode !== 'p2p') return;
+    this._signalQueue.push({ to, data, link });
+    this._pumpSignals();
+  }
+
+  _pumpSignals() {
+    if (this._signalTimer) return;
+    const now = performance.now();
+    this._signalTokens = Math.min(SIGNAL_BURST, this._signalTokens + ((now - this._signalRefillAt) / 1000) * SIGNAL_RATE_PER_S);
+    this._signalRefillAt = now;
+    while (this._signalQueue.length && this._signalTokens >= 1) {
+      const { to, data, link } = this._signalQueue.shift();
+      if (this.mode !== 'p2p') { this._signalQueue.length = 0; break; }
+      if (link && this.peers.get(to) !== link) continue; // replaced since
+      this._signalTokens -= 1;
+      // Lost while reconnecting: the connection is built again once resumed.
+      if (!this._send({ type: 'p2p_signal', to, data }) && link) link.signalLost = true;
+    }
+    if (this._signalQueue.length) {
+      const wait = ((1 - this._signalTokens) / SIGNAL_RATE_PER_S) * 1000;
+      this._signalTimer = setTimeout(() => { this._signalTimer = null; this._pumpSignals(); }, Math.max(5, wait));
+    }
+  }
+
+  _onLinkTrack(link, ev) {
+    if (this.peers.get(link.participant_id) !== link || link.track || ev.track?.kind !== 'audio') return;
+    link.track = ev.track;
+    link.receiver = ev.receiver ?? link.receiver;
+    link.audio = this._makeElement(ev.track, 'chorusPeer', link.participant_id);
+    this._attachGraph(link, ev.track);
+    this._kickRoutes();
+  }
+
+  _onLinkState(link) {
+    if (this.peers.get(link.participant_id) !== link) return;
+    const state = link.pc.connectionState;
+    this._emit('peer_state', { participant_id: link.participant_id, state });
+    if (state === 'failed' || state === 'closed') this._linkFailed(link, null);
+    this._kickRoutes();
+  }
+
+  /** A peer connection failed (ICE found no path, or its SDP was refused): the node takes the room (`p2p_failed`). */
+  _linkFailed(link, err) {
+    link.dead = true;
+    if (err) console.warn('chorus: peer connection to', link.participant_id, 'failed:', err?.message ?? err);
+    if (this.mode === 'p2p' && !link.failedReported) {
+      link.failedReported = this._send({ type: 'p2p_failed', peer: link.participant_id });
+    }
+    this._kickRoutes();
+  }
+
+  _closeLink(id) {
+    const link = this.peers.get(id);
+    if (!link) return;
+    this.peers.delete(id);
+    link.dead = true;
+    if (link.answerTimer) { clearTimeout(link.answerTimer); link.answerTimer = null; }
+    try { link.pc.close(); } catch { /* closed */ }
+    this._detachGraph(link);
+    this._emit('peer_state', { participant_id: id, state: 'closed' });
+  }
+
+  /** The RTP sources of a peer connection's receiver (audio level, when the last frame played). */
+  _linkSources(link) {
+    try { return link.receiver?.getSynchronizationSources?.() ?? []; } catch { return []; }
+  }
+
+  /** A peer's audio plays on its connection now. */
+  _linkLive(link) {
+    return this._linkSources(link).some((c) => ageOf(c.timestamp) < LIVE_MS);
+  }
+
+  /** Its audio plays, or the connection is up and the peer sends none (listen only). */
+  _linkReady(link) {
+    if (link.dead) return false;
+    if (this._linkLive(link)) return true;
+    const dir = link.transceiver?.currentDirection;
+    return link.pc.connectionState === 'connected' && (dir === 'sendonly' || dir === 'inactive');
+  }
+
+  /**
+   * Looks at the playback paths every 20 ms while a switch runs, every 100 ms while
+   * there are peer connections otherwise, not at all in mode sfu once they are gone.
+   */
+  _kickRoutes() {
+    if (this.state === 'closed') return;
+    const t = this._transition;
+    const every = t && !t.done ? ROUTE_INTERVAL_MS : ROUTE_IDLE_INTERVAL_MS;
+    if (this._routeTimer && this._routeEvery === every) return;
+    if (this._routeTimer) clearInterval(this._routeTimer);
+    this._routeEvery = every;
+    this._routeTimer = setInterval(() => this._routeTick(), every);
+  }
+
+  _routeTick() {
+    if (this.state === 'closed') {
+      clearInterval(this._routeTimer);
+      this._routeTimer = null;
+      return;
+    }
+    this._updateRoutes();
+    this._placeSlots(); // the slots' speakers, and every volume
+    const t = this._transition;
+    if (this.peers.size === 0 && (!t || t.done)) {
+      clearInterval(this._routeTimer);
+      this._routeTimer = null;
+    } else {
+      this._kickRoutes(); // slower once the switch is done
+    }
+  }
+
+  /**
+   * Which path each other member is heard on, make before break: toward the node, a
+   * member moves to the slots once a slot plays its CSRC (or after 1.5 s, or its peer
+   * connection went quiet); toward peer to peer, once its peer connection plays. The
+   * path not chosen is silent (`_baseVolume`). When every member has moved: the
+   * `mode_switched` event, then the peer connections close (sfu) or the node's
+   * connection stops sending (p2p).
+   */
+  _updateRoutes() {
+    const now = performance.now();
+    const t = this._transition;
+    const target = this.mode === 'p2p' ? 'peer' : 'node';
+    const byCsrc = new Map();
+    for (const p of this.participants.values()) byCsrc.set(p.csrc, p.participant_id);
+    // participant_id → age (ms) of its newest frame on a slot: by CSRC (the evidence
+    // that the node forwards it), and `maybe` also counting a slot without CSRCs as
+    // carrying whom `speakers` put on it while its stream plays (for holding on to the
+    // slots only, never for leaving the peer connection).
+    const onSlots = new Map();
+    const maybeOnSlots = new Map();
+    const note = (map, id, age) => { if (id && age < (map.get(id) ?? Infinity)) map.set(id, age); };
+    for (const s of this.slots) {
+      let list = [];
+      try { list = s.receiver.getContributingSources(); } catch { /* closed */ }
+      for (const c of list) {
+        note(onSlots, byCsrc.get(c.source >>> 0), ageOf(c.timestamp));
+        note(maybeOnSlots, byCsrc.get(c.source >>> 0), ageOf(c.timestamp));
+      }
+      if (list.length === 0 && s.speaker) {
+        let ssrcs = [];
+        try { ssrcs = s.receiver.getSynchronizationSources(); } catch { /* closed */ }
+        for (const c of ssrcs) note(maybeOnSlots, s.speaker, ageOf(c.timestamp));
+      }
+    }
+    let settled = true;
+    for (const id of this.participants.keys()) {
+      const link = this.peers.get(id);
+      const prev = this._routes.get(id) ?? 'node';
+      const slotAge = onSlots.get(id) ?? Infinity;
+      let next = prev;
+      if (target === 'peer') {
+        if (link && !link.dead && (link.ready || this._linkReady(link))) {
+          link.ready = true;
+          next = 'peer';
+        } else {
+          // Not playing directly (yet): the slots play it while the node forwards it.
+          next = (maybeOnSlots.get(id) ?? Infinity) < CSRC_FRESH_MS ? 'node' : 'peer';
+          settled = false;
+        }
+      } else if (prev === 'peer') {
+        const waited = now - (t?.since ?? -Infinity);
+        if (!link || link.dead || slotAge < LIVE_MS || waited >= UPGRADE_SWITCH_MAX_MS || !this._linkLive(link)) next = 'node';
+        else settled = false;
+      }
+      if (next !== prev) this._routes.set(id, next);
+    }
+    if (t && !t.done && settled) {
+      t.done = true;
+      this._emit('mode_switched', { mode: t.mode, duration_ms: Math.round(now - t.since) });
+    }
+    if (settled && target === 'peer' && this.nodeSending && !this._nodeStopTimer) {
+      this._nodeStopTimer = setTimeout(() => {
+        this._nodeStopTimer = null;
+        if (this.mode === 'p2p' && this.state !== 'closed') this._setNodeSending(false);
+      }, NODE_SEND_STOP_DELAY_MS);
+    }
+    if (settled && target === 'node' && this.peers.size > 0 && !this._peerCloseTimer) {
+      this._peerCloseTimer = setTimeout(() => {
+        this._peerCloseTimer = null;
+        if (this.mode !== 'sfu') return;
+        for (const id of [...this.peers.keys()]) this._closeLink(id);
+      }, PEER_CLOSE_GRACE_MS);
+    }
+  }
+
+  _startSpeakingReports() {
+    if (this._speakingTimer || !this.localTrack) return;
+    this._lastSpeakingReport = 0;
+    this._speakingTimer = setInterval(() => this._reportSpeaking(), SPEAKING_REPORT_MS);
+  }
+
+  _stopSpeakingReports() {
+    if (this._speakingTimer) { clearInterval(this._speakingTimer); this._speakingTimer = null; }
+    this._lastSpeakingReport = 0;
+  }
+
+  /**
+   * Mode p2p: the node hears nothing, so the microphone's level goes to it (`speaking`)
+   * for `speakers` and the speaking events: every 200 ms while at or above 0.003, one 0
+   * when it falls silent, nothing while silent.
+   */
+  _reportSpeaking() {
+    if (this.mode !== 'p2p' || this.state !== 'joined') return;
+    const silenced = this.muted || this.self?.server_muted || this.permissions?.publish === false;
+    const level = silenced ? 0 : this.localLevel();
+    const loud = level >= SPEAKING_MIN_LEVEL;
+    if (!loud && this._lastSpeakingReport < SPEAKING_MIN_LEVEL) return;
+    const value = loud ? Math.min(1, Math.round(level * 1000) / 1000) : 0;
+    if (this._send({ type: 'speaking', level: value })) this._lastSpeakingReport = value;
   }
 
   // ------------------------------------------------------------- ICE restart
@@ -1165,8 +1891,17 @@ export class ChorusClient extends EventTarget {
         this._noteVideo(p);
         this._emit('participant_joined', { participant: p });
         this._autoAssign();
+        if (this.mode === 'p2p') this._openLinks();
+        // Its signals may have overtaken its `participant_joined`.
+        for (const early of this._takeEarlySignals(p.participant_id)) this._onP2pSignal(early);
         break;
       }
+      case 'mode':
+        this._setMode(msg.mode, msg.reason);
+        break;
+      case 'p2p_signal':
+        this._onP2pSignal(msg);
+        break;
       case 'video_slots':
         this._onVideoSlots(msg);
         break;
@@ -1178,6 +1913,7 @@ export class ChorusClient extends EventTarget {
             name: p.name, muted: p.muted, server_muted: p.server_muted, deafened: p.deafened, csrc: p.csrc || this.self.csrc,
             camera: p.camera, screen: p.screen,
           });
+          this._syncPeerSenders(); // a server mute silences the peer connections too
           this._emit('participant_updated', { participant: { ...this.self }, previous, self: true });
           break;
         }
@@ -1192,6 +1928,8 @@ export class ChorusClient extends EventTarget {
         const id = String(msg.participant_id);
         const participant = this.participants.get(id) ?? null;
         this.participants.delete(id);
+        this._closeLink(id);
+        this._routes.delete(id);
         for (const s of VIDEO_SOURCES) this._publishedAt.delete(`${id}:${s}`);
         this._emit('participant_left', { participant_id: id, participant });
         this._autoAssign();
@@ -1251,6 +1989,7 @@ export class ChorusClient extends EventTarget {
           subscribe: Boolean(msg.subscribe),
           priority: Boolean(msg.priority),
         };
+        this._syncPeerSenders();
         this._emit('permissions', { ...this.permissions, previous });
         break;
       }
@@ -1283,6 +2022,10 @@ export class ChorusClient extends EventTarget {
     }
     // A position set before the join went through.
     if (this.position) this._sendPosition();
+    // Peer to peer: in mode p2p the node's connection is built without the microphone
+    // on it (`_negotiate`) and the peer connections start now, beside it.
+    this.mode = null;
+    this._setMode(msg.mode === 'p2p' ? 'p2p' : 'sfu', 'joined');
   }
 
   async _negotiate() {
@@ -1312,7 +2055,12 @@ export class ChorusClient extends EventTarget {
 
     const audio = [];
     if (this.localTrack) {
-      audio.push(pc.addTransceiver(this.localTrack, { direction: 'sendonly' }));
+      const mic = pc.addTransceiver(this.localTrack, { direction: 'sendonly' });
+      audio.push(mic);
+      this._micTx = mic;
+      // Mode p2p: a warm standby, the node gets no media (the track goes on again when
+      // the room moves to the node). Before the offer: not one packet goes out.
+      if (!this.nodeSending) await this._setNodeSending(false);
     }
     const recv = [];
     for (let i = 0; i < this.audioSlots; i++) {
@@ -1380,8 +2128,10 @@ export class ChorusClient extends EventTarget {
       audio_slots: this.audioSlots,
       video_slots: this.videoSlots.length,
       participants: [...this.participants.values()],
+      mode: this.mode,
     });
     this._autoAssign();
+    this._kickRoutes();
   }
 
   /** The offer's `sources`: which sending video section is the camera, which the screen. */
@@ -1495,90 +2245,178 @@ export class ChorusClient extends EventTarget {
     }
   }
 
-  _makeSlot(index, mid, transceiver) {
-    if (!transceiver) return null;
-    const receiver = transceiver.receiver;
-    const track = receiver.track;
-    // Every slot must be rendered, or Chromium decodes (and reports) nothing for it.
+  /**
+   * An `<audio>` element for a remote track (a slot's or a peer's). Every one must be
+   * rendered, or Chromium decodes (and reports) nothing for it, nor plays it into Web
+   * Audio; it stays muted while the playback graph plays (`_syncElements`).
+   */
+  _makeElement(track, key, value) {
     const audio = document.createElement('audio');
     audio.autoplay = true;
     audio.muted = this.deafened;
-    audio.dataset.chorusSlot = String(index);
+    audio.dataset[key] = value;
     audio.srcObject = new MediaStream([track]);
     if (this.audioContainer) {
       audio.hidden = true;
       this.audioContainer.appendChild(audio);
     }
     audio.play().catch(() => { /* autoplay blocked: plays on the next user gesture */ });
-    const slot = { index, mid, transceiver, receiver, track, audio, duck: 1, speaker: null, source: null, gain: null, panner: null };
-    if (this.spatial) this._spatialize(slot);
+    return audio;
+  }
+
+  _makeSlot(index, mid, transceiver) {
+    if (!transceiver) return null;
+    const receiver = transceiver.receiver;
+    const track = receiver.track;
+    const audio = this._makeElement(track, 'chorusSlot', String(index));
+    const slot = {
+      kind: 'slot', index, mid, transceiver, receiver, track, audio, duck: 1, speaker: null,
+      source: null, gain: null, panner: null, gainTarget: null,
+    };
+    this._attachGraph(slot, track);
     return slot;
   }
 
   /**
-   * Routes a slot through WebAudio: source → gain (ducking, distance, deafen) → panner.
-   * The `<audio>` element stays, muted: Chromium plays a remote track into WebAudio
-   * only while an element renders it.
+   * The playback graph: one AudioContext for everything remote, a master gain into the
+   * speakers and an analyser on the sum (`outputLevel()`). Null without Web Audio (the
+   * elements play then).
    */
-  _spatialize(slot) {
-    if (typeof AudioContext === 'undefined') return;
+  _ensurePlayback() {
+    if (this._playCtx || typeof AudioContext === 'undefined') return this._playCtx;
     try {
-      if (!this._spatialCtx) {
-        this._spatialCtx = new AudioContext();
-        this._placeListener();
-      }
-      const ctx = this._spatialCtx;
-      const source = ctx.createMediaStreamSource(new MediaStream([slot.track]));
-      const gain = ctx.createGain();
-      const panner = ctx.createPanner();
-      panner.panningModel = 'HRTF';
-      // Distance is applied by `gain` (the node's curve), the panner only places.
-      panner.distanceModel = 'linear';
-      panner.rolloffFactor = 0;
-      source.connect(gain).connect(panner).connect(ctx.destination);
-      slot.source = source;
-      slot.gain = gain;
-      slot.panner = panner;
-      if (ctx.state === 'suspended') ctx.resume().catch(() => {});
-      // Until the context runs (autoplay policy), the element keeps playing.
+      const ctx = new AudioContext();
+      const master = ctx.createGain();
+      const analyser = ctx.createAnalyser();
+      analyser.fftSize = OUTPUT_FFT_SIZE;
+      master.connect(ctx.destination);
+      master.connect(analyser);
+      this._playCtx = ctx;
+      this._master = master;
+      this._outAnalyser = analyser;
+      this._outBuf = new Float32Array(analyser.fftSize);
+      // Until the context runs (autoplay policy), the elements play.
       ctx.onstatechange = () => this._syncElements();
-      this._syncElements();
-      // Speakers change slots between `speakers` messages: follow the CSRCs too.
-      this._spatialTimer ??= setInterval(() => this._placeSlots(), 250);
+      if (ctx.state === 'suspended') ctx.resume().catch(() => {});
+      this._placeListener();
     } catch {
-      slot.gain = null;
-      slot.panner = null;
+      this._playCtx = null;
+      this._master = null;
+      this._outAnalyser = null;
     }
-    this._applyVolume(slot);
+    return this._playCtx;
   }
 
-  /** Spatial slots play through WebAudio once its context runs, else through their element. */
+  /**
+   * Routes a slot's or a peer's track through the playback graph: source → gain
+   * (volume, priority ducking, distance, deafen, and which path plays) → panner
+   * (spatial playback only) → the master. The `<audio>` element stays, muted while the
+   * graph plays: Chromium plays a remote track into Web Audio only while an element
+   * renders it.
+   */
+  _attachGraph(entry, track) {
+    const ctx = this._ensurePlayback();
+    if (ctx) {
+      try {
+        const source = ctx.createMediaStreamSource(new MediaStream([track]));
+        const gain = ctx.createGain();
+        gain.gain.value = 0; // `_applyVolume` sets it below
+        source.connect(gain);
+        let tail = gain;
+        if (this.spatial) {
+          const panner = ctx.createPanner();
+          panner.panningModel = 'HRTF';
+          // Distance is applied by `gain` (the node's curve), the panner only places.
+          panner.distanceModel = 'linear';
+          panner.rolloffFactor = 0;
+          gain.connect(panner);
+          tail = panner;
+          entry.panner = panner;
+          // Speakers change slots between `speakers` messages: follow the CSRCs too.
+          this._spatialTimer ??= setInterval(() => this._placeSlots(), 250);
+        }
+        tail.connect(this._master);
+        entry.source = source;
+        entry.gain = gain;
+      } catch {
+        for (const node of [entry.source, entry.gain, entry.panner]) { try { node?.disconnect(); } catch { /* gone */ } }
+        entry.source = null;
+        entry.gain = null;
+        entry.panner = null;
+      }
+    }
+    this._applyVolume(entry, true);
+    this._syncElements();
+  }
+
+  /** Undoes `_makeElement` and `_attachGraph`. */
+  _detachGraph(entry) {
+    for (const node of [entry.source, entry.gain, entry.panner]) { try { node?.disconnect(); } catch { /* gone */ } }
+    entry.source = null;
+    entry.gain = null;
+    entry.panner = null;
+    if (entry.audio) {
+      entry.audio.srcObject = null;
+      entry.audio.remove();
+      entry.audio = null;
+    }
+  }
+
+  /** The graph plays once its context runs; until then (autoplay policy) the elements do. */
   _syncElements() {
-    const running = this._spatialCtx?.state === 'running';
-    for (const slot of this.slots) {
-      if (slot?.gain && slot.audio) slot.audio.muted = this.deafened || running;
+    const running = this._playCtx?.state === 'running';
+    for (const entry of [...this.slots, ...this.peers.values()]) {
+      if (!entry?.audio) continue;
+      entry.audio.muted = this.deafened || (Boolean(entry.gain) && running);
     }
   }
 
-  /** A slot's volume: priority ducking, deafen, and (spatial, with a radius) distance. */
-  _applyVolume(slot) {
-    if (!slot.gain) {
-      if (slot.audio) slot.audio.volume = slot.duck;
-      return;
-    }
-    let volume = this.deafened ? 0 : slot.duck;
+  /**
+   * How loud a slot or a peer plays, before deafen: priority ducking, (spatial, with a
+   * radius) distance, and whether this is the path its speaker is heard on now (a slot
+   * whose speaker plays on a peer connection is silent, and the other way round).
+   */
+  _baseVolume(entry) {
+    let volume = entry.duck ?? 1;
+    const who = entry.kind === 'peer' ? entry.participant_id : entry.speaker;
     const radius = this.spatial?.radius;
-    const at = slot.speaker && this._peerPositions.get(slot.speaker);
+    const at = who && this._peerPositions.get(who);
     const me = this._listenerPose?.position ?? this.position;
     if (radius && at && me) {
       const near = Math.min(1, Math.max(0, 1 - Math.hypot(at[0] - me[0], at[1] - me[1], at[2] - me[2]) / radius));
       volume *= near * near;
     }
-    slot.gain.gain.value = volume;
+    if (entry.kind === 'peer') {
+      if (this._routes.get(entry.participant_id) !== 'peer') volume = 0;
+    } else if (entry.speaker && this._routes.get(entry.speaker) === 'peer') {
+      volume = 0;
+    }
+    return volume;
+  }
+
+  /** Applies `_baseVolume` and deafen to the gain (a 20 ms fade unless `immediate`) and the element. */
+  _applyVolume(entry, immediate = false) {
+    if (!entry) return;
+    const base = this._baseVolume(entry);
+    if (entry.audio) entry.audio.volume = Math.min(1, Math.max(0, base));
+    if (!entry.gain) return;
+    const value = this.deafened ? 0 : base;
+    if (entry.gainTarget === value && !immediate) return;
+    entry.gainTarget = value;
+    const param = entry.gain.gain;
+    const ctx = this._playCtx;
+    try {
+      const t = ctx.currentTime;
+      param.cancelScheduledValues(t);
+      if (immediate) param.setValueAtTime(value, t);
+      else param.setTargetAtTime(value, t, GAIN_TIME_CONSTANT_S);
+    } catch {
+      param.value = value;
+    }
   }
 
   _placeListener() {
-    const l = this._spatialCtx?.listener;
+    const l = this._playCtx?.listener;
     if (!l) return;
     const pose = this._listenerPose ?? (this.position && { position: this.position, forward: [0, 0, -1], up: [0, 1, 0] });
     if (!pose) return;
@@ -1598,8 +2436,9 @@ export class ChorusClient extends EventTarget {
   }
 
   /**
-   * Each slot's panner goes where the speaker it carries is: the one its freshest CSRC
-   * names, else the one `speakers` last put on it; none once it carries nobody.
+   * Each slot's speaker is the one its freshest CSRC names, else the one `speakers` last
+   * put on it; none once it carries nobody. Panners (slots and peers) go where their
+   * speaker is, and every volume follows.
    */
   _placeSlots() {
     const byCsrc = new Map([...this.participants.values()].map((p) => [p.csrc, p.participant_id]));
@@ -1614,17 +2453,18 @@ export class ChorusClient extends EventTarget {
       } catch { /* no CSRC API: `speakers` only */ }
       slot.speaker = (fresh && byCsrc.get(fresh.source >>> 0)) ?? listed.get(slot.index) ?? null;
     }
-    for (const slot of this.slots) {
-      if (!slot?.panner) continue;
-      const at = slot.speaker && this._peerPositions.get(slot.speaker);
+    for (const entry of [...this.slots, ...this.peers.values()]) {
+      if (!entry) continue;
+      const who = entry.kind === 'peer' ? entry.participant_id : entry.speaker;
+      const at = entry.panner && who && this._peerPositions.get(who);
       if (at) {
-        if (slot.panner.positionX) {
-          slot.panner.positionX.value = at[0];
-          slot.panner.positionY.value = at[1];
-          slot.panner.positionZ.value = at[2];
-        } else slot.panner.setPosition(at[0], at[1], at[2]);
+        if (entry.panner.positionX) {
+          entry.panner.positionX.value = at[0];
+          entry.panner.positionY.value = at[1];
+          entry.panner.positionZ.value = at[2];
+        } else entry.panner.setPosition(at[0], at[1], at[2]);
       }
-      this._applyVolume(slot);
+      this._applyVolume(entry);
     }
   }
 
@@ -1639,8 +2479,9 @@ export class ChorusClient extends EventTarget {
   }
 
   /**
-   * While someone else with the `priority` grant speaks, every slot that does not carry
-   * a priority speaker plays `priorityDuckDb` quieter; full volume again once none does.
+   * While someone else with the `priority` grant speaks, every slot (and peer) that does
+   * not carry a priority speaker plays `priorityDuckDb` quieter; full volume again once
+   * none does.
    */
   _duckForPriority(speakers) {
     const me = this.self?.participant_id;
@@ -1653,13 +2494,18 @@ export class ChorusClient extends EventTarget {
       slot.duck = carriesLeader ? 1 : ducked;
       this._applyVolume(slot);
     }
+    for (const link of this.peers.values()) {
+      link.duck = leaders.some((s) => s.participant_id === link.participant_id) ? 1 : ducked;
+      this._applyVolume(link);
+    }
   }
 
   /** Try to start playback again (e.g. from a click handler if autoplay was blocked). */
   resumeAudio() {
     for (const s of this.slots) s.audio?.play().catch(() => {});
+    for (const l of this.peers.values()) l.audio?.play().catch(() => {});
     this._audioCtx?.resume?.().catch(() => {});
-    this._spatialCtx?.resume?.().catch(() => {});
+    this._playCtx?.resume?.().catch(() => {});
   }
 
   _setupAnalyser() {
@@ -1710,18 +2556,20 @@ export class ChorusClient extends EventTarget {
       this._clearAttemptTimer();
       this._reconnect = null;
     }
-    for (const t of ['_iceRestartTimer', '_disconnectedTimer', '_positionTimer']) {
+    for (const t of ['_iceRestartTimer', '_disconnectedTimer', '_positionTimer', '_nodeStopTimer', '_peerCloseTimer', '_signalTimer']) {
       if (this[t]) { clearTimeout(this[t]); this[t] = null; }
     }
+    for (const t of ['_routeTimer', '_speakingTimer']) {
+      if (this[t]) { clearInterval(this[t]); this[t] = null; }
+    }
+    this._signalQueue.length = 0;
+    for (const id of [...this.peers.keys()]) this._closeLink(id);
     const wasState = this.state;
     this.state = 'closed';
     this._failWaiters(new ChorusError('socket_closed', reason || 'closed'));
     const ws = this.ws;
     if (ws && (ws.readyState === WebSocket.OPEN || ws.readyState === WebSocket.CONNECTING)) {
       try { ws.close(1000); } catch { /* ignore */ }
-    }
-    for (const s of this.slots) {
-      if (s.audio) { s.audio.srcObject = null; s.audio.remove(); }
     }
     if (this.pc) {
       const pc = this.pc;
@@ -1731,10 +2579,13 @@ export class ChorusClient extends EventTarget {
     }
     if (this._audioCtx) { this._audioCtx.close().catch(() => {}); this._audioCtx = null; this._analyser = null; }
     if (this._spatialTimer) { clearInterval(this._spatialTimer); this._spatialTimer = null; }
-    for (const s of this.slots) {
-      for (const node of [s?.source, s?.gain, s?.panner]) { try { node?.disconnect(); } catch { /* gone */ } }
+    for (const s of this.slots) if (s) this._detachGraph(s);
+    if (this._playCtx) {
+      this._playCtx.close().catch(() => {});
+      this._playCtx = null;
+      this._master = null;
+      this._outAnalyser = null;
     }
-    if (this._spatialCtx) { this._spatialCtx.close().catch(() => {}); this._spatialCtx = null; }
     if (this._ownsTrack && this.localTrack) this.localTrack.stop();
     for (const s of VIDEO_SOURCES) {
       if (this._ownsVideo[s]) this.publishing[s]?.stop();

@@ -21,6 +21,11 @@ const ui = {
   stats: $('#stats'),
   status: $('#status'),
   localMeter: $('#local-level'),
+  outputMeter: $('#output-level'),
+  mode: $('#mode'),
+  peers: $('#peers'),
+  peersEmpty: $('#peers-empty'),
+  peerCount: $('#peer-count'),
   sinks: $('#audio-sinks'),
   world: $('#world'),
   worldMe: $('#world-me'),
@@ -45,6 +50,8 @@ const shownLevel = new Map(); // participant_id -> meter level (peak hold with d
 /** Per 100 ms tick, a meter falls to this fraction unless the level is higher. */
 const METER_DECAY = 0.7;
 let localShown = 0;
+let outputShown = 0;
+const peerShown = new Map(); // participant_id -> meter level of its direct connection
 /** Participants this client whispers to (the whisper buttons). */
 const whisperSet = new Set();
 /** Where you are on the world map (x, z; y is 0). */
@@ -217,6 +224,9 @@ function updateLevels() {
   levels.set(selfId, local);
   localShown = decayed(localShown, local);
   setMeter(ui.localMeter, localShown);
+  outputShown = decayed(outputShown, client.outputLevel() ?? 0);
+  setMeter(ui.outputMeter, outputShown);
+  updatePeerMeters();
 
   // The server's active-speaker set counts as well (it covers us and anyone not in a slot).
   const serverActive = new Map(client.lastSpeakers.map((s) => [s.participant_id, s.level]));
@@ -268,6 +278,10 @@ async function updateStats() {
   }
   set('ice', s.connection_state ?? '–');
   set('signal', fmt(s.signal_rtt_ms, 'ms', 1));
+  // In mode p2p the node's connection is a standby: up, but carrying no audio.
+  set('path', `${fmtPair(s.selected_pair)}${s.mode === 'p2p' ? ' (standby)' : ''}`);
+  renderMode();
+  await updatePeerStats();
   lastStats = { at: now, bytes_received: s.bytes_received, bytes_sent: s.bytes_sent, slots: s.slots };
   ui.stats.dataset.rttMs = s.rtt_ms === null ? '' : String(s.rtt_ms);
   ui.stats.dataset.packetsReceived = String(s.packets_received);
@@ -276,6 +290,93 @@ async function updateStats() {
 function resetStats() {
   lastStats = null;
   for (const dd of ui.stats.querySelectorAll('dd')) dd.textContent = '–';
+  renderMode();
+  renderPeers();
+}
+
+// ------------------------------------------------------------ mode and direct connections
+
+/** `local → remote (host/relay…)` of a selected candidate pair. */
+function fmtPair(pair) {
+  if (!pair?.local || !pair?.remote) return '–';
+  const end = (c) => (String(c.address ?? '?').includes(':') ? `[${c.address}]:${c.port}` : `${c.address ?? '?'}:${c.port}`);
+  const tcp = pair.local.protocol === 'tcp' || pair.local.relay_protocol === 'tcp' ? ', tcp' : '';
+  return `${end(pair.local)} → ${end(pair.remote)} (${pair.local.candidate_type}/${pair.remote.candidate_type}${tcp})`;
+}
+
+const MODE_TEXT = { p2p: 'peer to peer', sfu: 'through the node' };
+
+function renderMode() {
+  const mode = client && client.state !== 'closed' ? client.mode : null;
+  ui.mode.dataset.mode = mode ?? '';
+  ui.mode.textContent = mode ? MODE_TEXT[mode] ?? mode : '–';
+}
+
+/** One row per direct connection: name, state, a meter of what it brings, its stats. */
+function renderPeers() {
+  const links = client && client.state !== 'closed' ? client.peers : new Map();
+  for (const li of [...ui.peers.children]) {
+    if (!links.has(li.dataset.peerId)) li.remove();
+  }
+  for (const [id, link] of links) {
+    let li = ui.peers.querySelector(`[data-peer-id="${CSS.escape(id)}"]`);
+    if (!li) {
+      li = document.createElement('li');
+      li.className = 'peer';
+      li.dataset.peerId = id;
+      li.innerHTML = `
+        <div class="peer-head">
+          <span class="name"></span>
+          <span class="peer-state"></span>
+        </div>
+        <span class="meter" role="meter" aria-valuemin="0" aria-valuemax="1" aria-valuenow="0"><span class="meter-fill"></span></span>
+        <dl>
+          <div><dt>Round trip</dt><dd data-stat="rtt">–</dd></div>
+          <div><dt>Loss</dt><dd data-stat="loss">–</dd></div>
+          <div><dt>Jitter</dt><dd data-stat="jitter">–</dd></div>
+          <div class="wide"><dt>Path</dt><dd data-stat="pair" class="pair">–</dd></div>
+        </dl>`;
+      ui.peers.append(li);
+    }
+    const name = client.participants.get(id)?.name ?? id;
+    li.querySelector('.name').textContent = name;
+    li.querySelector('.meter').setAttribute('aria-label', `${name}: direct audio level`);
+    li.dataset.state = link.pc.connectionState;
+    li.querySelector('.peer-state').textContent = link.pc.connectionState;
+  }
+  const n = ui.peers.children.length;
+  ui.peerCount.textContent = String(n);
+  ui.peersEmpty.hidden = n > 0;
+}
+
+/** The level each direct connection brings now (10 Hz). */
+function updatePeerMeters() {
+  const now = new Map();
+  for (const s of client.contributingSources()) {
+    if (s.path === 'p2p' && s.ageMs < 500) now.set(s.participant_id, Math.max(now.get(s.participant_id) ?? 0, s.audioLevel ?? 0));
+  }
+  for (const li of ui.peers.children) {
+    const id = li.dataset.peerId;
+    const shown = decayed(peerShown.get(id), now.get(id) ?? 0);
+    peerShown.set(id, shown);
+    setMeter(li.querySelector('.meter'), shown);
+  }
+}
+
+/** Round trip, loss, jitter and candidate pair of each direct connection (1 Hz). */
+async function updatePeerStats() {
+  renderPeers();
+  if (!client || client.peers.size === 0) return;
+  for (const p of await client.peerStats()) {
+    const li = ui.peers.querySelector(`[data-peer-id="${CSS.escape(p.participant_id)}"]`);
+    if (!li) continue;
+    const set = (key, text) => { li.querySelector(`[data-stat="${key}"]`).textContent = text; };
+    set('rtt', fmt(p.rtt_ms, 'ms', 1));
+    set('loss', p.loss === null ? '–' : `${(100 * p.loss).toFixed(1)} %`);
+    set('jitter', fmt(p.jitter_ms, 'ms', 1));
+    set('pair', fmtPair(p.selected_pair));
+    li.dataset.route = p.route;
+  }
 }
 
 // ------------------------------------------------------------ session
@@ -285,14 +386,28 @@ function stopTimers() {
   clearInterval(statsTimer);
   levelTimer = statsTimer = null;
   localShown = 0;
+  outputShown = 0;
   shownLevel.clear();
+  peerShown.clear();
   lastLoud.clear();
   setMeter(ui.localMeter, 0);
+  setMeter(ui.outputMeter, 0);
 }
 
 function wire(c) {
   const rerender = () => { if (c === client) renderParticipants(); };
   c.addEventListener('participant_joined', rerender);
+  // The room's audio moved between the node and direct connections (issue 13).
+  c.addEventListener('mode', (e) => {
+    if (c !== client) return;
+    renderMode();
+    renderPeers();
+    if (e.detail.reason === 'joined' || c.state !== 'joined') return;
+    setStatus(e.detail.mode === 'p2p'
+      ? 'Small call: talking directly (peer to peer)'
+      : `Talking through the node${e.detail.reason ? ` (${e.detail.reason.replace(/_/g, ' ')})` : ''}`, 'info');
+  });
+  c.addEventListener('peer_state', () => { if (c === client) renderPeers(); });
   c.addEventListener('video_slots', () => { if (c === client) renderTiles(); });
   c.addEventListener('video', (e) => {
     if (c !== client) return;
@@ -335,6 +450,8 @@ function wire(c) {
   });
   c.addEventListener('error', (e) => {
     if (c !== client) return;
+    // A signal for a direct connection that crossed a mode change: nothing to show.
+    if (/^p2p_signal/.test(e.detail.message ?? '')) return;
     if (/position|proximity/.test(e.detail.message ?? '')) {
       ui.worldNote.textContent = `This room does not take your position: ${e.detail.message}`;
       ui.worldNote.dataset.kind = 'error';
@@ -575,8 +692,10 @@ async function join() {
 
   const spatial = params.get('spatial') === '1' ? { radius: Number(params.get('radius')) || undefined } : undefined;
   const relay = ui.relay.checked || params.get('relay') === '1';
+  // `?p2p=0`: always through the node, even in rooms that allow peer to peer.
+  const p2p = params.get('p2p') !== '0';
   const c = new ChorusClient({
-    audioContainer: ui.sinks, spatial, iceTransportPolicy: relay ? 'relay' : 'all', autoSubscribe: { quality: 'medium' },
+    audioContainer: ui.sinks, spatial, iceTransportPolicy: relay ? 'relay' : 'all', autoSubscribe: { quality: 'medium' }, p2p,
   });
   whisperSet.clear();
   for (const b of ui.list.querySelectorAll('.whisper-btn')) b.setAttribute('aria-pressed', 'false');
