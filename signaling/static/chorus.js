@@ -86,6 +86,8 @@ const ROUTE_IDLE_INTERVAL_MS = 100;
 const GAIN_TIME_CONSTANT_S = 0.006;
 /** `speaking` reports in mode p2p: every 200 ms while the microphone is at or above this level. */
 const SPEAKING_REPORT_MS = 200;
+/** How often the microphone level is sampled for those reports. */
+const SPEAKING_SAMPLE_MS = 50;
 const SPEAKING_MIN_LEVEL = 0.003;
 /** An offer unanswered this long is made again (a lost signal), at most LINK_OFFER_ATTEMPTS times. */
 const LINK_ANSWER_TIMEOUT_MS = 5_000;
@@ -95,6 +97,8 @@ const EARLY_SIGNAL_MS = 5_000;
 /** `p2p_signal` pacing, under the node's limit (20 a second, bursts of 60). */
 const SIGNAL_RATE_PER_S = 18;
 const SIGNAL_BURST = 40;
+/** A connected peer connection that carries no audio for this long counts as ready. */
+const SILENT_LINK_READY_MS = 1500;
 /** Samples of the output analyser (`outputLevel()`): ~10.7 ms at 48 kHz. */
 const OUTPUT_FFT_SIZE = 512;
 
@@ -305,9 +309,11 @@ export class ChorusClient extends EventTarget {
    * @param {string} [options.url] WebSocket URL; defaults to `ws(s)://<this origin>/v1/signal`.
    * @param {HTMLElement} [options.audioContainer] where to put the `<audio>` elements of the
    *   slots and peer connections (hidden); by default they are kept detached from the
-   *   document, which plays just as well. Everything remote plays through one Web Audio
-   *   graph (`outputLevel()`); the elements render the tracks (muted) and play them
-   *   only while the browser holds Web Audio back.
+   *   document, which plays just as well. The elements play what you hear (the
+   *   browser's echo canceller hears them; `setSinkId()` on them picks the output),
+   *   except with `spatial`, where a Web Audio graph places the voices and the
+   *   elements only render (muted). Either way a Web Audio tap measures the sum
+   *   (`outputLevel()`).
    * @param {number} [options.resumeTimeoutMs] how long to try resuming a dropped session
    *   (default 14000, just under the node's 15 s resume window); 0 never resumes.
    * @param {boolean} [options.autoIceRestart] restart ICE by itself when the media
@@ -1245,6 +1251,8 @@ export class ChorusClient extends EventTarget {
     if (mode === 'sfu') {
       this._setNodeSending(true);
       this._stopSpeakingReports();
+      // A link kept into a later spell in p2p must prove again that it plays.
+      for (const link of this.peers.values()) link.ready = false;
       this._signalQueue.length = 0; // the node refuses p2p_signal now
     } else {
       // Joined in mode p2p: not a packet to the node. From mode sfu: once the peers play.
@@ -1298,7 +1306,8 @@ export class ChorusClient extends EventTarget {
     if (this.mode !== 'p2p' || !this.self) return;
     for (const id of this.participants.keys()) {
       const link = this.peers.get(id);
-      if (link && !link.dead && !link.signalLost && link.pc.connectionState === 'connected') continue;
+      // A working link keeps working, whatever signaling was lost meanwhile.
+      if (link && !link.dead && link.pc.connectionState === 'connected') continue;
       if (offersTo(this.self.participant_id, id)) this._startLink(id);
       else this._queueSignal(id, { renew: true, have: null }, null); // asks the offerer for a new offer
     }
@@ -1481,7 +1490,8 @@ export class ChorusClient extends EventTarget {
       this._acceptOffer(from, sdp.sdp, gen);
       return;
     }
-    if (!link || link.gen !== gen) return; // for a connection replaced since
+    // For a connection replaced since (a client that sends no `gen` means the current one).
+    if (!link || (data.gen !== undefined && link.gen !== gen)) return;
     if (sdp?.type === 'answer') {
       if (!link.offerer || link.pc.signalingState !== 'have-local-offer') return;
       link.pc.setRemoteDescription({ type: 'answer', sdp: sdp.sdp })
@@ -1548,6 +1558,7 @@ export class ChorusClient extends EventTarget {
   _onLinkState(link) {
     if (this.peers.get(link.participant_id) !== link) return;
     const state = link.pc.connectionState;
+    if (state === 'connected') link.connectedAt ??= performance.now();
     this._emit('peer_state', { participant_id: link.participant_id, state });
     if (state === 'failed' || state === 'closed') this._linkFailed(link, null);
     this._kickRoutes();
@@ -1584,12 +1595,17 @@ export class ChorusClient extends EventTarget {
     return this._linkSources(link).some((c) => ageOf(c.timestamp) < LIVE_MS);
   }
 
-  /** Its audio plays, or the connection is up and the peer sends none (listen only). */
+  /**
+   * Its audio plays, or the connection is up and the peer sends none: listen only, or
+   * nothing for a while (a peer whose whisper leaves us out sends no RTP).
+   */
   _linkReady(link) {
     if (link.dead) return false;
     if (this._linkLive(link)) return true;
+    if (link.pc.connectionState !== 'connected') return false;
     const dir = link.transceiver?.currentDirection;
-    return link.pc.connectionState === 'connected' && (dir === 'sendonly' || dir === 'inactive');
+    if (dir === 'sendonly' || dir === 'inactive') return true;
+    return link.connectedAt !== undefined && performance.now() - link.connectedAt >= SILENT_LINK_READY_MS;
   }
 
   /**
@@ -1701,7 +1717,19 @@ export class ChorusClient extends EventTarget {
   _startSpeakingReports() {
     if (this._speakingTimer || !this.localTrack) return;
     this._lastSpeakingReport = 0;
-    this._speakingTimer = setInterval(() => this._reportSpeaking(), SPEAKING_REPORT_MS);
+    this._speakingPeak = 0;
+    this._speakingSamples = 0;
+    // The level is sampled every 50 ms and its peak reported every 200 ms: one ~20 ms
+    // snapshot per report would miss the syllables in between.
+    this._speakingTimer = setInterval(() => {
+      this._speakingPeak = Math.max(this._speakingPeak, this.localLevel() || 0);
+      this._speakingSamples += 1;
+      if (this._speakingSamples * SPEAKING_SAMPLE_MS >= SPEAKING_REPORT_MS) {
+        this._reportSpeaking(this._speakingPeak);
+        this._speakingPeak = 0;
+        this._speakingSamples = 0;
+      }
+    }, SPEAKING_SAMPLE_MS);
   }
 
   _stopSpeakingReports() {
@@ -1714,10 +1742,10 @@ export class ChorusClient extends EventTarget {
    * for `speakers` and the speaking events: every 200 ms while at or above 0.003, one 0
    * when it falls silent, nothing while silent.
    */
-  _reportSpeaking() {
+  _reportSpeaking(peak) {
     if (this.mode !== 'p2p' || this.state !== 'joined') return;
     const silenced = this.muted || this.self?.server_muted || this.permissions?.publish === false;
-    const level = silenced ? 0 : this.localLevel();
+    const level = silenced ? 0 : peak;
     const loud = level >= SPEAKING_MIN_LEVEL;
     if (!loud && this._lastSpeakingReport < SPEAKING_MIN_LEVEL) return;
     const value = loud ? Math.min(1, Math.round(level * 1000) / 1000) : 0;
@@ -2108,6 +2136,8 @@ export class ChorusClient extends EventTarget {
       const transceiver = pc.getTransceivers().find((t) => t.mid === mid) ?? recv[index];
       return this._makeSlot(index, mid, transceiver);
     }).filter(Boolean);
+    // `_makeSlot` ran before `this.slots` held them: which elements play is set now.
+    this._syncElements();
     const videoMids = Array.isArray(answer.video_slots) ? answer.video_slots.map(String) : [];
     this.videoSlots = videoMids.map((mid, index) => {
       const transceiver = pc.getTransceivers().find((t) => t.mid === mid) ?? videoRecv[index];
@@ -2278,9 +2308,12 @@ export class ChorusClient extends EventTarget {
   }
 
   /**
-   * The playback graph: one AudioContext for everything remote, a master gain into the
-   * speakers and an analyser on the sum (`outputLevel()`). Null without Web Audio (the
-   * elements play then).
+   * The playback graph: one AudioContext for everything remote, a master gain and an
+   * analyser on the sum (`outputLevel()`). With `spatial` the master goes to the
+   * speakers (the panners place the voices); otherwise the `<audio>` elements play
+   * (Chromium's echo canceller only hears media elements and peer-connection playout,
+   * not Web Audio) and the graph is a silent tap that mirrors them, gain for volume.
+   * Null without Web Audio (the elements play then).
    */
   _ensurePlayback() {
     if (this._playCtx || typeof AudioContext === 'undefined') return this._playCtx;
@@ -2289,8 +2322,16 @@ export class ChorusClient extends EventTarget {
       const master = ctx.createGain();
       const analyser = ctx.createAnalyser();
       analyser.fftSize = OUTPUT_FFT_SIZE;
-      master.connect(ctx.destination);
       master.connect(analyser);
+      if (this.spatial) {
+        master.connect(ctx.destination);
+      } else {
+        // Pulled by the destination (so the analyser runs), heard by no one.
+        const silent = ctx.createGain();
+        silent.gain.value = 0;
+        analyser.connect(silent);
+        silent.connect(ctx.destination);
+      }
       this._playCtx = ctx;
       this._master = master;
       this._outAnalyser = analyser;
@@ -2362,12 +2403,15 @@ export class ChorusClient extends EventTarget {
     }
   }
 
-  /** The graph plays once its context runs; until then (autoplay policy) the elements do. */
+  /**
+   * The elements play, except with `spatial` once the graph runs (until then, autoplay
+   * policy, they do).
+   */
   _syncElements() {
-    const running = this._playCtx?.state === 'running';
+    const graphPlays = Boolean(this.spatial) && this._playCtx?.state === 'running';
     for (const entry of [...this.slots, ...this.peers.values()]) {
       if (!entry?.audio) continue;
-      entry.audio.muted = this.deafened || (Boolean(entry.gain) && running);
+      entry.audio.muted = this.deafened || (Boolean(entry.gain) && graphPlays);
     }
   }
 
