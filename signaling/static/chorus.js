@@ -290,7 +290,8 @@ function copyParticipant(p) {
  *   signals) or `'sfu'` (through the node), null before joining
  * - `peers`: Map participant_id → the peer connection to that member in mode p2p
  *   (`{participant_id, pc, offerer, ...}`), empty in mode sfu
- * - `nodeSending`: whether the microphone goes to the node (false in mode p2p)
+ * - `nodeSending`: whether the microphone goes to the node (false in mode p2p once
+ *   every peer plays directly)
  *
  * Events (CustomEvent, payload in `event.detail`): `joined`, `participant_joined`,
  * `participant_updated`, `participant_left`, `speakers`, `error`, `room_closed`,
@@ -1255,8 +1256,10 @@ export class ChorusClient extends EventTarget {
       for (const link of this.peers.values()) link.ready = false;
       this._signalQueue.length = 0; // the node refuses p2p_signal now
     } else {
-      // Joined in mode p2p: not a packet to the node. From mode sfu: once the peers play.
-      if (previous === null) this._setNodeSending(false);
+      // Joined in mode p2p, as from mode sfu: the node carries the microphone until
+      // the peers play directly (make before break), so the first words are heard at
+      // once, and a peer connection that never works (no path, no TURN) costs no
+      // silence while the browser finds out.
       this._startSpeakingReports();
       this._openLinks(previous !== null);
     }
@@ -1330,15 +1333,20 @@ export class ChorusClient extends EventTarget {
     }
   }
 
-  /** A new peer connection to `id` (not yet offered or answered). */
-  _makeLink(id, offerer, gen) {
-    const pc = new RTCPeerConnection({
+  /** The configuration of every peer connection, the node's and the peers'. */
+  _rtcConfig() {
+    return {
       iceServers: this.iceServers,
       iceTransportPolicy: this.iceTransportPolicy,
       bundlePolicy: 'max-bundle',
       rtcpMuxPolicy: 'require',
       ...(this.encodedInsertableStreams ? { encodedInsertableStreams: true } : {}),
-    });
+    };
+  }
+
+  /** A new peer connection to `id` (not yet offered or answered). */
+  _makeLink(id, offerer, gen) {
+    const pc = new RTCPeerConnection(this._rtcConfig());
     const link = {
       kind: 'peer',
       participant_id: id,
@@ -1919,7 +1927,14 @@ export class ChorusClient extends EventTarget {
         this._noteVideo(p);
         this._emit('participant_joined', { participant: p });
         this._autoAssign();
-        if (this.mode === 'p2p') this._openLinks();
+        if (this.mode === 'p2p') {
+          // The newcomer hears us through the node until our direct connection to it
+          // plays (make before break, as at a mode change).
+          if (this._nodeStopTimer) { clearTimeout(this._nodeStopTimer); this._nodeStopTimer = null; }
+          this._setNodeSending(true);
+          this._openLinks();
+          this._kickRoutes();
+        }
         // Its signals may have overtaken its `participant_joined`.
         for (const early of this._takeEarlySignals(p.participant_id)) this._onP2pSignal(early);
         break;
@@ -2061,13 +2076,7 @@ export class ChorusClient extends EventTarget {
     if (this.iceTransportPolicy === 'relay' && !hasTurn) {
       throw new ChorusError('no_relay', 'iceTransportPolicy "relay" needs a TURN server, and the node hands out none (start it with --turn-url and --turn-secret)');
     }
-    const pc = new RTCPeerConnection({
-      iceServers: this.iceServers,
-      iceTransportPolicy: this.iceTransportPolicy,
-      bundlePolicy: 'max-bundle',
-      rtcpMuxPolicy: 'require',
-      ...(this.encodedInsertableStreams ? { encodedInsertableStreams: true } : {}),
-    });
+    const pc = new RTCPeerConnection(this._rtcConfig());
     this.pc = pc;
     pc.addEventListener('icecandidate', (ev) => {
       const c = ev.candidate;

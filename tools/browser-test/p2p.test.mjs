@@ -178,6 +178,31 @@ function stopGapWatch(silent) {
   return { worstMs: Math.round(worst), samples: w.samples.length, maxStepMs: Math.round(maxStep), unreadable };
 }
 
+/** On a failure: every page's state, its console errors, the control events and the node's log. */
+async function reportFailure(e, pages, consoleErrors, ctl) {
+  console.error(`\n=== FAILURE: ${e.message}`);
+  for (const [name, page] of Object.entries(pages)) {
+    try {
+      console.error(`--- ${name}: ${JSON.stringify(await pageView(page))}`);
+    } catch (err) {
+      console.error(`--- ${name}: (state unavailable: ${err.message})`);
+    }
+  }
+  if (consoleErrors.length) console.error(`--- page console errors ---\n${consoleErrors.join('\n')}`);
+  if (ctl) console.error(`--- control events (tail) ---\n${ctl.events.slice(-30).map((ev) => JSON.stringify(ev)).join('\n')}`);
+  console.error(`--- chorus output (tail) ---\n${node.tail(80)}`);
+}
+
+/** Stops `page`'s gap watch, prints its longest silence during `phase` and checks it. */
+async function assertNoGap(t, page, name, phase) {
+  const g = await page.evaluate(stopGapWatch, SILENT_LEVEL);
+  console.log(`P2P_GAP ${phase} page=${name} ms=${g.worstMs}`);
+  t.diagnostic(`${phase} gap at ${name}: ${JSON.stringify(g)}`);
+  assert.equal(g.unreadable, 0, `${name}'s output was readable throughout`);
+  assert.ok(g.maxStepMs < 100, `${name} sampled its output at least every 100 ms (longest step ${g.maxStepMs} ms)`);
+  assert.ok(g.worstMs <= MAX_GAP_MS, `${name}'s longest silence during the ${phase}: ${g.worstMs} ms (≤ ${MAX_GAP_MS})`);
+}
+
 /** What a test needs to know of a page now. */
 function pageView(page) {
   return page.evaluate(async () => {
@@ -341,14 +366,7 @@ test('two pages talk peer to peer; a third moves the room to the node and back, 
     ]);
     t.diagnostic(`upgrade: all in mode sfu ${allSfuAt - upgradeAt} ms after C's join() began; all heard on slots ${Date.now() - allSfuAt} ms later`);
     await sleep(Math.max(0, 3_000 - (Date.now() - upgradeAt)));
-    for (const [name, page] of [['A', a], ['B', b]]) {
-      const g = await page.evaluate(stopGapWatch, SILENT_LEVEL);
-      console.log(`P2P_GAP upgrade page=${name} ms=${g.worstMs}`);
-      t.diagnostic(`upgrade gap at ${name}: ${JSON.stringify(g)}`);
-      assert.equal(g.unreadable, 0, `${name}'s output was readable throughout`);
-      assert.ok(g.maxStepMs < 100, `${name} sampled its output at least every 100 ms (longest step ${g.maxStepMs} ms)`);
-      assert.ok(g.worstMs <= MAX_GAP_MS, `${name}'s longest silence during the upgrade: ${g.worstMs} ms (≤ ${MAX_GAP_MS})`);
-    }
+    for (const [name, page] of [['A', a], ['B', b]]) await assertNoGap(t, page, name, 'upgrade');
     for (const [name, page] of [['A', a], ['B', b]]) {
       const v = await poll(`${name} closed its peer connection and sends to the node`, async () => {
         const x = await pageView(page);
@@ -378,14 +396,7 @@ test('two pages talk peer to peer; a third moves the room to the node and back, 
     t.diagnostic(`downgrade: mode p2p ${downgradeMs} ms after C left (p2p_downgrade_s ${DOWNGRADE_S})`);
     assert.ok(downgradeMs >= DOWNGRADE_S * 1000 - 500, `the room waited p2p_downgrade_s before going back (${downgradeMs} ms)`);
     await sleep(3_000);
-    for (const [name, page] of [['A', a], ['B', b]]) {
-      const g = await page.evaluate(stopGapWatch, SILENT_LEVEL);
-      console.log(`P2P_GAP downgrade page=${name} ms=${g.worstMs}`);
-      t.diagnostic(`downgrade gap at ${name}: ${JSON.stringify(g)}`);
-      assert.equal(g.unreadable, 0, `${name}'s output was readable throughout`);
-      assert.ok(g.maxStepMs < 100, `${name} sampled its output at least every 100 ms (longest step ${g.maxStepMs} ms)`);
-      assert.ok(g.worstMs <= MAX_GAP_MS, `${name}'s longest silence during the downgrade: ${g.worstMs} ms (≤ ${MAX_GAP_MS})`);
-    }
+    for (const [name, page] of [['A', a], ['B', b]]) await assertNoGap(t, page, name, 'downgrade');
     for (const [name, page] of [['A', a], ['B', b]]) {
       const v = await poll(`${name} hears the other directly and no longer sends to the node`, async () => {
         const x = await pageView(page);
@@ -423,17 +434,86 @@ test('two pages talk peer to peer; a third moves the room to the node and back, 
     const unexpected = consoleErrors.filter((e) => !/favicon/i.test(e));
     if (unexpected.length) t.diagnostic(`page console errors:\n${unexpected.join('\n')}`);
   } catch (e) {
-    console.error(`\n=== FAILURE: ${e.message}`);
-    for (const [name, page] of Object.entries(pages)) {
-      try {
-        console.error(`--- ${name}: ${JSON.stringify(await pageView(page))}`);
-      } catch (err) {
-        console.error(`--- ${name}: (state unavailable: ${err.message})`);
+    await reportFailure(e, pages, consoleErrors, ctl);
+    throw e;
+  } finally {
+    ctl?.close();
+    for (const page of Object.values(pages)) await page.context().close().catch(() => {});
+  }
+});
+
+/**
+ * In-page: every ICE candidate this page hands its peers (trickled in `p2p_signal`s
+ * or written in the SDP) names an address nobody answers at (TEST-NET-1), so a direct
+ * connection can never be made: what a call between two players behind strict NATs
+ * without TURN looks like.
+ */
+function breakDirectPaths() {
+  const bogus = (line) => line.replace(/^((?:a=)?candidate:\S+ \d+ \S+ \d+ )(\S+)( \d+)/, '$1192.0.2.1$3');
+  const send = WebSocket.prototype.send;
+  WebSocket.prototype.send = function (data) {
+    try {
+      const m = JSON.parse(data);
+      if (m.type === 'p2p_signal') {
+        if (m.data?.candidate?.candidate) m.data.candidate.candidate = bogus(m.data.candidate.candidate);
+        if (typeof m.data?.sdp?.sdp === 'string') {
+          m.data.sdp.sdp = m.data.sdp.sdp.split('\r\n').map((l) => (l.startsWith('a=candidate:') ? bogus(l) : l)).join('\r\n');
+        }
+        return send.call(this, JSON.stringify(m));
       }
+    } catch { /* not JSON */ }
+    return send.call(this, data);
+  };
+}
+
+test('a peer connection that finds no path moves the room to the node for good', { timeout: 90_000 }, async (t) => {
+  const room = 'no-path';
+  const consoleErrors = [];
+  const pages = {};
+  let ctl;
+  try {
+    ctl = await openControl(node.control);
+    await ctl.call('events.subscribe', { room });
+    await ctl.call('room.create', { room, kind: 'private', p2p_downgrade_s: 1 });
+    for (const name of ['A', 'B']) {
+      pages[name] = await openPage(name, consoleErrors);
+      await pages[name].evaluate(breakDirectPaths);
     }
-    if (consoleErrors.length) console.error(`--- page console errors ---\n${consoleErrors.join('\n')}`);
-    if (ctl) console.error(`--- control events (tail) ---\n${ctl.events.slice(-30).map((ev) => JSON.stringify(ev)).join('\n')}`);
-    console.error(`--- chorus output (tail) ---\n${node.tail(80)}`);
+    const { A: a, B: b } = pages;
+    const ja = await a.evaluate(joinRoom, { room, name: 'A', heard: HEARD_LEVEL });
+    const jb = await b.evaluate(joinRoom, { room, name: 'B', heard: HEARD_LEVEL });
+    assert.equal(jb.joinedMode, 'p2p', 'the room starts peer to peer');
+    const startedAt = Date.now();
+    // While the browsers try, the node carries the call: each client keeps its
+    // microphone on the node until its peers play directly (make before break).
+    await Promise.all([
+      assertHearingOnSlots(a, jb.csrc, 'A hears B through the node while the direct path is tried', 5_000),
+      assertHearingOnSlots(b, ja.csrc, 'B hears A through the node while the direct path is tried', 5_000),
+    ]);
+    assert.equal((await ctl.call('room.get', { room })).mode, 'p2p', 'still in mode p2p meanwhile');
+    // The direct connection fails; the client says so, and the room moves to the node.
+    const ev = await ctl.waitEvent('mode_changed to sfu', (e) => e.type === 'mode_changed' && e.mode === 'sfu', 60_000);
+    assert.equal(ev.reason, 'p2p_failed', `mode_changed: ${JSON.stringify(ev)}`);
+    t.diagnostic(`the failed peer connection was reported ${Date.now() - startedAt} ms after B joined`);
+    await Promise.all([
+      assertHearingOnSlots(a, jb.csrc, 'A hears B through the node', 5_000),
+      assertHearingOnSlots(b, ja.csrc, 'B hears A through the node', 5_000),
+    ]);
+    for (const [name, page] of [['A', a], ['B', b]]) {
+      const v = await pageView(page);
+      assert.equal(v.mode, 'sfu', `${name} is in mode sfu`);
+      const failed = v.events.find((e) => e.type === 'peer_state' && e.state === 'failed');
+      const mode = v.events.find((e) => e.type === 'mode' && e.mode === 'sfu');
+      assert.equal(mode?.reason, 'p2p_failed', `${name}'s mode event: ${JSON.stringify(v.events)}`);
+      t.diagnostic(`${name}: ${failed ? 'saw its peer connection fail' : 'was told by the node'}`);
+    }
+    // For good: within p2p_max and past p2p_downgrade_s, it stays on the node.
+    await sleep(2_500);
+    assert.equal((await ctl.call('room.get', { room })).mode, 'sfu', 'the room stays sfu');
+    assert.deepEqual(await Promise.all([a, b].map((p) => p.evaluate(() => window.chorus.mode))), ['sfu', 'sfu']);
+    await Promise.all([a, b].map((p) => p.evaluate(() => window.chorus.leave())));
+  } catch (e) {
+    await reportFailure(e, pages, consoleErrors, ctl);
     throw e;
   } finally {
     ctl?.close();
