@@ -1661,24 +1661,16 @@ export class ChorusClient extends EventTarget {
     const target = this.mode === 'p2p' ? 'peer' : 'node';
     const byCsrc = new Map();
     for (const p of this.participants.values()) byCsrc.set(p.csrc, p.participant_id);
-    // participant_id → age (ms) of its newest frame on a slot: by CSRC (the evidence
-    // that the node forwards it), and `maybe` also counting a slot without CSRCs as
-    // carrying whom `speakers` put on it while its stream plays (for holding on to the
-    // slots only, never for leaving the peer connection).
+    // participant_id → age (ms) of its newest frame on a slot, by CSRC: the evidence
+    // that the node forwards it.
     const onSlots = new Map();
-    const maybeOnSlots = new Map();
-    const note = (map, id, age) => { if (id && age < (map.get(id) ?? Infinity)) map.set(id, age); };
     for (const s of this.slots) {
       let list = [];
       try { list = s.receiver.getContributingSources(); } catch { /* closed */ }
       for (const c of list) {
-        note(onSlots, byCsrc.get(c.source >>> 0), ageOf(c.timestamp));
-        note(maybeOnSlots, byCsrc.get(c.source >>> 0), ageOf(c.timestamp));
-      }
-      if (list.length === 0 && s.speaker) {
-        let ssrcs = [];
-        try { ssrcs = s.receiver.getSynchronizationSources(); } catch { /* closed */ }
-        for (const c of ssrcs) note(maybeOnSlots, s.speaker, ageOf(c.timestamp));
+        const id = byCsrc.get(c.source >>> 0);
+        const age = ageOf(c.timestamp);
+        if (id && age < (onSlots.get(id) ?? Infinity)) onSlots.set(id, age);
       }
     }
     let settled = true;
@@ -1692,8 +1684,9 @@ export class ChorusClient extends EventTarget {
           link.ready = true;
           next = 'peer';
         } else {
-          // Not playing directly (yet): the slots play it while the node forwards it.
-          next = (maybeOnSlots.get(id) ?? Infinity) < CSRC_FRESH_MS ? 'node' : 'peer';
+          // Not playing directly (yet): the slots play whatever the node forwards of it
+          // (its direct path is silent until then).
+          next = 'node';
           settled = false;
         }
       } else if (prev === 'peer') {
