@@ -1567,6 +1567,15 @@ export class ChorusClient extends EventTarget {
     if (this.peers.get(link.participant_id) !== link) return;
     const state = link.pc.connectionState;
     if (state === 'connected') link.connectedAt ??= performance.now();
+    if (state === 'disconnected' && this.mode === 'p2p') {
+      // The direct path went quiet (its consent checks go unanswered: a network change,
+      // a NAT mapping gone): the slots play this peer again and the node carries our
+      // microphone, until the path comes back (then it proves again that it plays) or
+      // fails (`p2p_failed`: the room moves to the node).
+      link.ready = false;
+      if (this._nodeStopTimer) { clearTimeout(this._nodeStopTimer); this._nodeStopTimer = null; }
+      this._setNodeSending(true);
+    }
     this._emit('peer_state', { participant_id: link.participant_id, state });
     if (state === 'failed' || state === 'closed') this._linkFailed(link, null);
     this._kickRoutes();

@@ -521,6 +521,77 @@ test('a peer connection that finds no path moves the room to the node for good',
   }
 });
 
+/** Cuts (`on`) or restores the direct UDP paths between the pages (peerblock.sh). */
+function blockDirectPaths(on) {
+  const r = spawnSync('bash', [path.join(HERE, 'peerblock.sh'), on ? 'start' : 'stop', String(node.udp)], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`peerblock.sh: ${r.status} ${r.stderr}`);
+}
+
+test('a direct path lost mid-call falls back to the node, and comes back', { timeout: 120_000 }, async (t) => {
+  const room = 'lost-path';
+  const consoleErrors = [];
+  const pages = {};
+  let ctl;
+  try {
+    ctl = await openControl(node.control);
+    await ctl.call('events.subscribe', { room });
+    await ctl.call('room.create', { room, kind: 'private', p2p_downgrade_s: 1 });
+    for (const name of ['A', 'B']) pages[name] = await openPage(name, consoleErrors);
+    const { A: a, B: b } = pages;
+    const ja = await a.evaluate(joinRoom, { room, name: 'A', heard: HEARD_LEVEL });
+    const jb = await b.evaluate(joinRoom, { room, name: 'B', heard: HEARD_LEVEL });
+    for (const [name, page] of [['A', a], ['B', b]]) {
+      await poll(`${name} hears the other directly and no longer sends to the node`, async () => {
+        const x = await pageView(page);
+        return { ok: x.mode === 'p2p' && x.nodeSending === false && x.peerStats[0]?.route === 'peer' && x.level >= HEARD_LEVEL, ...x };
+      }, { timeout: 10_000 });
+    }
+    // The direct path goes (a network change, a NAT mapping dropped): each client sees
+    // its peer connection disconnected and plays the peer from the node's slots, its
+    // own microphone back on the node.
+    await Promise.all([a.evaluate(startGapWatch), b.evaluate(startGapWatch)]);
+    const cutAt = Date.now();
+    blockDirectPaths(true);
+    try {
+      await Promise.all([
+        assertHearingOnSlots(a, jb.csrc, 'A hears B through the node once the direct path is gone', 20_000),
+        assertHearingOnSlots(b, ja.csrc, 'B hears A through the node once the direct path is gone', 20_000),
+      ]);
+      const fallbackMs = Date.now() - cutAt;
+      console.log(`P2P_PATH_LOST fallback_ms=${fallbackMs}`);
+      t.diagnostic(`both hear each other through the node ${fallbackMs} ms after the direct path was cut`);
+      await sleep(1_000);
+      for (const [name, page] of [['A', a], ['B', b]]) {
+        const g = await page.evaluate(stopGapWatch, SILENT_LEVEL);
+        console.log(`P2P_GAP path_lost page=${name} ms=${g.worstMs}`);
+        t.diagnostic(`gap at ${name} while the path was lost: ${JSON.stringify(g)}`);
+      }
+    } finally {
+      blockDirectPaths(false);
+    }
+    // The path comes back before the browsers give up: the call goes direct again (or,
+    // had they given up, the room would be sfu for good: both are fine, it is reported).
+    const back = await poll('the call runs again without the node', async () => {
+      const xs = await Promise.all([a, b].map(pageView));
+      const direct = xs.every((x) => x.mode === 'p2p' && x.nodeSending === false && x.peerStats[0]?.route === 'peer');
+      const sfu = xs.every((x) => x.mode === 'sfu');
+      return { ok: direct || sfu, direct, sfu, modes: xs.map((x) => x.mode) };
+    }, { timeout: 40_000 });
+    t.diagnostic(back.direct ? 'the direct path came back' : 'the browsers gave up the direct path: the room is on the node');
+    for (const [name, page] of [['A', a], ['B', b]]) {
+      const v = await pageView(page);
+      assert.ok(v.level >= HEARD_LEVEL, `${name} hears the other after the path came back (${v.level})`);
+    }
+    await Promise.all([a, b].map((p) => p.evaluate(() => window.chorus.leave())));
+  } catch (e) {
+    await reportFailure(e, pages, consoleErrors, ctl);
+    throw e;
+  } finally {
+    ctl?.close();
+    for (const page of Object.values(pages)) await page.context().close().catch(() => {});
+  }
+});
+
 test('the demo page shows mode p2p and its peer connection', { timeout: 30_000 }, async () => {
   const room = 'demo-duo';
   const pages = [];
