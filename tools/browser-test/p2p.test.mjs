@@ -343,6 +343,30 @@ test('two pages talk peer to peer; a third moves the room to the node and back, 
       const r = await ctl.call('room.get', { room });
       assert.equal(r.mode, 'p2p', `room.get shows mode p2p: ${JSON.stringify(r)}`);
     }
+    // Speakers, mute and deafen work in mode p2p: the node announces A from A's own
+    // reports (and the backend gets speaking_started); A's mute silences A at B and
+    // reaches B's roster; B's deafen silences what B plays.
+    await poll("B's speakers (from the node) name A", () => b.evaluate(
+      (id) => window.chorus.lastSpeakers.some((s) => s.participant_id === id), who.A.id), { timeout: 5_000 });
+    await ctl.waitEvent('speaking_started for A', (e) => e.type === 'speaking_started' && e.participant_id === who.A.id);
+    await a.evaluate(() => window.chorus.setMuted(true));
+    await poll('A muted: B hears silence and sees A muted', async () => {
+      const v = await b.evaluate((id) => ({
+        muted: window.chorus.participants.get(id)?.muted,
+        level: window.chorus.outputLevel(),
+        speakers: window.chorus.lastSpeakers.map((s) => s.participant_id),
+      }), who.A.id);
+      return { ok: v.muted === true && v.level < SILENT_LEVEL && !v.speakers.includes(who.A.id), ...v };
+    }, { timeout: 5_000 });
+    await a.evaluate(() => window.chorus.setMuted(false));
+    await poll('A unmuted: B hears A again', async () => ({ ok: (await pageView(b)).level >= HEARD_LEVEL }), { timeout: 5_000 });
+    await b.evaluate(() => window.chorus.setDeafened(true));
+    await poll('B deafened: B plays nothing', async () => {
+      const level = await b.evaluate(() => window.chorus.outputLevel());
+      return { ok: level !== null && level < SILENT_LEVEL, level };
+    }, { timeout: 5_000 });
+    await b.evaluate(() => window.chorus.setDeafened(false));
+    await poll('B undeafened: B hears A again', async () => ({ ok: (await pageView(b)).level >= HEARD_LEVEL }), { timeout: 5_000 });
 
     // 2. C joins: three members > p2p_max 2, the room moves to the node. A and B keep
     //    hearing throughout; then everyone hears everyone on the slots.
