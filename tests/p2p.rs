@@ -2,7 +2,8 @@
 //! clock: a small room whose members all joined with `p2p` is in mode `p2p` (`joined`
 //! says so), the node relays their `p2p_signal`s and announces speakers from their own
 //! `speaking` reports; every trigger of an upgrade to `sfu` (capacity, a member without
-//! `p2p`, a server mute, a grant change, video, a failed peer connection, the policy)
+//! `p2p`, a server mute, a grant change, video, a whisper, a failed peer connection,
+//! the policy)
 //! tells every member `mode` and the backend `mode_changed`; the way back waits for the
 //! room's `p2p_downgrade_s`, and never comes after a failed peer connection.
 #![allow(clippy::unwrap_used)]
@@ -236,6 +237,32 @@ fn every_trigger_moves_the_room_to_the_node() {
         enabled: true,
     });
     assert_eq!(modes(&sim, a), [(RoomMode::Sfu, ModeReason::Video)]);
+
+    // A whisper (here the backend's): only the node can keep it from the others. Its
+    // end lets the room go back after the delay.
+    let mut sim = Sim::new();
+    private_room(&mut sim, "r", 1);
+    let a = join_p2p(&mut sim, "ann", "r");
+    let b = join_p2p(&mut sim, "bob", "r");
+    let (pa, pb) = (sim.clients[a].id, sim.clients[b].id);
+    let whisper = |sim: &mut Sim, to: Option<Vec<chorus_protocol::signal::ParticipantId>>| {
+        let replies = sim.request(Request::SetWhisper(
+            chorus_protocol::control::ParticipantSetWhisper {
+                room: room("r"),
+                participant_id: pa,
+                to,
+            },
+        ));
+        assert!(matches!(replies[..], [Ok(_)]), "{replies:?}");
+    };
+    whisper(&mut sim, Some(vec![pb]));
+    assert_eq!(modes(&sim, b), [(RoomMode::Sfu, ModeReason::Whisper)]);
+    whisper(&mut sim, None);
+    sim.run_for(Duration::from_millis(1100));
+    assert_eq!(
+        modes(&sim, b).last(),
+        Some(&(RoomMode::P2p, ModeReason::WithinLimit))
+    );
 
     // The backend lowers p2p_max.
     let mut sim = Sim::new();

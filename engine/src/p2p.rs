@@ -3,7 +3,7 @@
 //! A room whose policy allows it (`p2p_max` > 0) is in mode [`RoomMode::P2p`] while it
 //! has at most `p2p_max` members, every one of them able to connect directly (`join`
 //! with `p2p`) and none whom the node would have to police on the way (a server mute,
-//! a missing `publish` or `subscribe` grant, video). Its members then send each other
+//! a missing `publish` or `subscribe` grant, video, a whisper). Its members then send each other
 //! their audio directly; the node relays their connection set-up (`p2p_signal`) and
 //! takes their own speaking reports in place of the levels it would read from their
 //! packets. The first thing that breaks a condition moves the room to
@@ -41,6 +41,8 @@ pub enum ModeReason {
     Grants,
     /// A member publishes camera or screen.
     Video,
+    /// A member whispers: only the node can keep its audio from the others.
+    Whisper,
     /// A member's peer connection failed: no way back for the room.
     P2pFailed,
     /// The policy no longer allows it (`p2p_max` lowered, proximity turned on).
@@ -107,6 +109,9 @@ pub(crate) fn blocker(room: &Room) -> Option<ModeReason> {
     }
     if members().any(|m| m.info.camera || m.info.screen) {
         return Some(ModeReason::Video);
+    }
+    if members().any(|m| m.whisper_to.is_some()) {
+        return Some(ModeReason::Whisper);
     }
     None
 }

@@ -584,6 +584,9 @@ pub enum ModeReason {
     Grants,
     /// A member publishes camera or screen (video goes through the node).
     Video,
+    /// A member whispers (the client's `whisper` or the backend's
+    /// `participant.set_whisper`): the node keeps its audio from the others.
+    Whisper,
     /// A member's peer connection failed: the room stays `sfu` for the rest of its life.
     P2pFailed,
     /// The backend changed the room's policy (`p2p_max`, `proximity`).
@@ -600,6 +603,7 @@ impl ModeReason {
             ModeReason::ServerMuted => "server_muted",
             ModeReason::Grants => "grants",
             ModeReason::Video => "video",
+            ModeReason::Whisper => "whisper",
             ModeReason::P2pFailed => "p2p_failed",
             ModeReason::Policy => "policy",
             ModeReason::WithinLimit => "within_limit",

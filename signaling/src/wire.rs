@@ -88,6 +88,7 @@ pub fn mode_reason(r: ModeReason) -> WireReason {
         ModeReason::ServerMuted => WireReason::ServerMuted,
         ModeReason::Grants => WireReason::Grants,
         ModeReason::Video => WireReason::Video,
+        ModeReason::Whisper => WireReason::Whisper,
         ModeReason::P2pFailed => WireReason::P2pFailed,
         ModeReason::Policy => WireReason::Policy,
         ModeReason::WithinLimit => WireReason::WithinLimit,
