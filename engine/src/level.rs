@@ -62,19 +62,7 @@ impl SpeakerLevel {
         let dbov = level.unsigned_abs().min(127);
         let linear = dbov_to_linear(dbov);
         self.smoothed = self.smoothed * (1.0 - ALPHA) + linear * ALPHA;
-        if self.smoothed >= STOP_LEVEL {
-            self.last_loud = Some(now);
-        }
-        // The speech level reads packets that carry sound themselves, not the smoothed
-        // tail of a word.
-        if linear >= STOP_LEVEL {
-            self.speech_average += (linear - self.speech_average) * SPEECH_ALPHA;
-            self.speech_weight += (1.0 - self.speech_weight) * SPEECH_ALPHA;
-            self.speech_packets = self.speech_packets.saturating_add(1);
-        }
-        if !self.speaking && self.smoothed >= START_LEVEL {
-            self.speaking = true;
-        }
+        self.hear(now, linear, 1);
     }
 
     /// Feeds the speaker's own report of its level (linear 0..1, smoothed by the
@@ -90,14 +78,24 @@ impl SpeakerLevel {
         self.last_packet = Some(now);
         self.reported = true;
         self.smoothed = linear;
-        if linear >= STOP_LEVEL {
+        // A report stands for about ten packets' worth of speech.
+        self.hear(now, linear, 10);
+    }
+
+    /// After `smoothed` took in a level (`linear`, standing for `packets` packets):
+    /// loudness, the speech level and the speaking flag follow.
+    fn hear(&mut self, now: Instant, linear: f32, packets: u32) {
+        if self.smoothed >= STOP_LEVEL {
             self.last_loud = Some(now);
-            // A report stands for about ten packets' worth of speech.
-            for _ in 0..10 {
+        }
+        // The speech level reads packets that carry sound themselves, not the smoothed
+        // tail of a word.
+        if linear >= STOP_LEVEL {
+            for _ in 0..packets {
                 self.speech_average += (linear - self.speech_average) * SPEECH_ALPHA;
                 self.speech_weight += (1.0 - self.speech_weight) * SPEECH_ALPHA;
             }
-            self.speech_packets = self.speech_packets.saturating_add(10);
+            self.speech_packets = self.speech_packets.saturating_add(packets);
         }
         if !self.speaking && self.smoothed >= START_LEVEL {
             self.speaking = true;

@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 
 use chorus_protocol::signal::ParticipantId;
 
-use crate::room::Room;
+use chorus_protocol::control::DEFAULT_P2P_DOWNGRADE_S;
+
+use crate::room::{Room, RoomPolicy};
 
 /// Which tier carries a room's audio.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -71,9 +73,9 @@ pub(crate) struct ModeChange {
 impl ModeState {
     /// A new room: p2p if its policy allows it at all (an empty room meets every
     /// other condition), so the first members start directly.
-    pub fn new(room_allows: bool) -> Self {
+    pub fn new(policy: &RoomPolicy) -> Self {
         ModeState {
-            mode: if room_allows {
+            mode: if policy_allows(policy) {
                 RoomMode::P2p
             } else {
                 RoomMode::Sfu
@@ -84,11 +86,22 @@ impl ModeState {
     }
 }
 
+/// Whether a room's policy lets it be p2p at all: a `p2p_max`, no proximity (the
+/// node places voices by distance).
+fn policy_allows(policy: &RoomPolicy) -> bool {
+    policy.p2p_max > 0 && policy.proximity.is_none()
+}
+
+/// `p2p_downgrade_s` as a delay, the default when not given.
+pub(crate) fn downgrade_delay(seconds: Option<u32>) -> Duration {
+    Duration::from_secs(u64::from(seconds.unwrap_or(DEFAULT_P2P_DOWNGRADE_S)))
+}
+
 /// What keeps `room` from being p2p now, if anything (the first reason found, in the
 /// order of [`ModeReason`]).
 pub(crate) fn blocker(room: &Room) -> Option<ModeReason> {
     let policy = &room.policy;
-    if policy.p2p_max == 0 || policy.proximity.is_some() {
+    if !policy_allows(policy) {
         return Some(ModeReason::Policy);
     }
     if room.mode.failed {
@@ -136,10 +149,10 @@ pub(crate) fn reconsider(room: &mut Room, now: Instant) -> Option<ModeChange> {
             None
         }
         (RoomMode::Sfu, None) => {
-            let since = *state.eligible_since.get_or_insert(now);
-            if now.saturating_duration_since(since) >= room.policy.p2p_downgrade {
-                state.mode = RoomMode::P2p;
-                state.eligible_since = None;
+            state.eligible_since.get_or_insert(now);
+            if downgrade_due(room).is_some_and(|at| at <= now) {
+                room.mode.mode = RoomMode::P2p;
+                room.mode.eligible_since = None;
                 Some(ModeChange {
                     mode: RoomMode::P2p,
                     reason: ModeReason::WithinLimit,

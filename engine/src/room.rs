@@ -105,7 +105,7 @@ pub(crate) struct Room {
 
 impl Room {
     pub fn new(id: RoomId, policy: RoomPolicy, now: Instant) -> Self {
-        let mode = ModeState::new(policy.p2p_max > 0 && policy.proximity.is_none());
+        let mode = ModeState::new(&policy);
         Room {
             id,
             mode,

@@ -286,11 +286,6 @@ impl Shard {
             .count()
     }
 
-    /// The mode of a room homed on this shard.
-    pub fn room_mode(&self, room: &RoomId) -> Option<crate::p2p::RoomMode> {
-        self.rooms.get(room).map(|r| r.mode.mode)
-    }
-
     /// The members of a room homed on this shard, in join order.
     pub fn room_members(&self, room: &RoomId) -> Option<&[ParticipantId]> {
         self.rooms.get(room).map(|r| r.order.as_slice())

@@ -130,9 +130,7 @@ impl ControlHub {
             _ => Err(unexpected()),
         }
     }
-}
 
-impl ControlHub {
     /// Which tier carries a room's audio now, from its home shard (for `resume`).
     pub async fn room_mode(
         &self,

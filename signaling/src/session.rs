@@ -127,22 +127,23 @@ pub(crate) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     let (tx, mut rx) = mpsc::channel::<Outbound>(CONNECTION_QUEUE);
     let mut tx = Some(tx);
     let rate = shared.config.client_message_rate;
+    let now = Instant::now();
     let mut session = Session {
         shared,
         ip,
         participant: None,
         joined: false,
         answered: false,
-        limiter: RateLimiter::new(rate, Instant::now()),
+        limiter: RateLimiter::new(rate, now),
         p2p_signals: RateLimiter::with_burst(
             chorus_engine::p2p::SIGNAL_RATE,
             chorus_engine::p2p::SIGNAL_BURST,
-            Instant::now(),
+            now,
         ),
         speaking: RateLimiter::with_burst(
             chorus_engine::p2p::SPEAKING_RATE,
             chorus_engine::p2p::SPEAKING_BURST,
-            Instant::now(),
+            now,
         ),
     };
     let mut replies: Vec<ServerMessage> = Vec::new();

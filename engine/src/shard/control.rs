@@ -298,9 +298,7 @@ impl Shard {
                 spam_guard: SpamGuard::default(),
                 proximity: None,
                 p2p_max: RoomKind::default().defaults().p2p_max,
-                p2p_downgrade: std::time::Duration::from_secs(u64::from(
-                    chorus_protocol::control::DEFAULT_P2P_DOWNGRADE_S,
-                )),
+                p2p_downgrade: crate::p2p::downgrade_delay(None),
             };
             self.create_room(now, room_id.clone(), policy);
         }
@@ -521,7 +519,7 @@ impl Shard {
     /// included) and the backend. Returns whether it is a member.
     pub(super) fn update_member(
         &mut self,
-        _now: Instant,
+        now: Instant,
         pid: ParticipantId,
         change: impl FnOnce(&mut Member),
     ) -> bool {
@@ -551,7 +549,7 @@ impl Shard {
             });
         }
         // A server mute, lost grants or video may end p2p mode.
-        self.reconsider_mode(_now, &room_id, None);
+        self.reconsider_mode(now, &room_id, None);
         true
     }
 

@@ -148,10 +148,7 @@ impl Shard {
             spam_guard: c.spam_guard.unwrap_or_default(),
             proximity: c.proximity,
             p2p_max: c.p2p_max.unwrap_or(d.p2p_max),
-            p2p_downgrade: Duration::from_secs(u64::from(
-                c.p2p_downgrade_s
-                    .unwrap_or(chorus_protocol::control::DEFAULT_P2P_DOWNGRADE_S),
-            )),
+            p2p_downgrade: crate::p2p::downgrade_delay(c.p2p_downgrade_s),
         };
         self.create_room(now, c.room.clone(), policy);
         self.room_info(&c.room).map(Reply::Room)
@@ -206,7 +203,7 @@ impl Shard {
             r.policy.p2p_max = n;
         }
         if let Some(s) = u.p2p_downgrade_s {
-            r.policy.p2p_downgrade = Duration::from_secs(u64::from(s));
+            r.policy.p2p_downgrade = crate::p2p::downgrade_delay(Some(s));
         }
         if media {
             // Forwarding on every shard of the room follows the new policy.
