@@ -226,6 +226,14 @@ function selectedPairOf(report) {
   };
 }
 
+/** The RMS (linear 0..1) of what an AnalyserNode holds now, read into `buf`. */
+function rmsOf(analyser, buf) {
+  analyser.getFloatTimeDomainData(buf);
+  let sum = 0;
+  for (let i = 0; i < buf.length; i++) sum += buf[i] * buf[i];
+  return Math.min(1, Math.sqrt(sum / buf.length));
+}
+
 function sameParticipant(a, b) {
   return a.name === b.name && a.muted === b.muted && a.server_muted === b.server_muted
     && a.deafened === b.deafened && a.csrc === b.csrc && a.camera === b.camera && a.screen === b.screen;
@@ -849,11 +857,7 @@ export class ChorusClient extends EventTarget {
   outputLevel() {
     const a = this._outAnalyser;
     if (!a || this._playCtx?.state !== 'running') return null;
-    const buf = this._outBuf;
-    a.getFloatTimeDomainData(buf);
-    let sum = 0;
-    for (let i = 0; i < buf.length; i++) sum += buf[i] * buf[i];
-    return Math.min(1, Math.sqrt(sum / buf.length));
+    return rmsOf(a, this._outBuf);
   }
 
   /**
@@ -905,13 +909,7 @@ export class ChorusClient extends EventTarget {
   /** Current microphone level, linear 0..1 (0 while muted). */
   localLevel() {
     if (!this.localTrack || this.muted) return 0;
-    if (this._analyser) {
-      const buf = this._analyserBuf;
-      this._analyser.getFloatTimeDomainData(buf);
-      let sum = 0;
-      for (let i = 0; i < buf.length; i++) sum += buf[i] * buf[i];
-      return Math.min(1, Math.sqrt(sum / buf.length));
-    }
+    if (this._analyser) return rmsOf(this._analyser, this._analyserBuf);
     return this._statsLocalLevel;
   }
 
@@ -945,17 +943,10 @@ export class ChorusClient extends EventTarget {
     try { report = await this.pc.getStats(); } catch { return out; }
     const byMid = new Map(out.slots.map((s) => [s.mid, s]));
     const byTrack = new Map(this.slots.map((s, i) => [s.track?.id, out.slots[i]]));
-    let selectedPair = null;
     let remoteRtt = null;
     let jitterMax = null;
     report.forEach((r) => {
       switch (r.type) {
-        case 'transport':
-          if (r.selectedCandidatePairId) selectedPair = report.get(r.selectedCandidatePairId) ?? selectedPair;
-          break;
-        case 'candidate-pair':
-          if (!selectedPair && r.nominated && r.state === 'succeeded') selectedPair = r;
-          break;
         case 'inbound-rtp': {
           if (r.kind !== 'audio') break;
           out.packets_received += r.packetsReceived ?? 0;
@@ -987,13 +978,9 @@ export class ChorusClient extends EventTarget {
           break;
       }
     });
-    if (selectedPair && typeof selectedPair.currentRoundTripTime === 'number') {
-      out.rtt_ms = selectedPair.currentRoundTripTime * 1000;
-    } else if (remoteRtt !== null) {
-      out.rtt_ms = remoteRtt * 1000;
-    }
-    out.jitter_ms = jitterMax === null ? null : jitterMax * 1000;
     out.selected_pair = selectedPairOf(report);
+    out.rtt_ms = out.selected_pair?.rtt_ms ?? (remoteRtt === null ? null : remoteRtt * 1000);
+    out.jitter_ms = jitterMax === null ? null : jitterMax * 1000;
     if (out.local_audio_level !== null) this._statsLocalLevel = out.local_audio_level;
     return out;
   }
@@ -1247,7 +1234,6 @@ export class ChorusClient extends EventTarget {
     if (mode === previous) return;
     this.mode = mode;
     this._transition = { mode, previous, reason: String(reason ?? ''), since: performance.now(), done: false };
-    if (this._nodeStopTimer) { clearTimeout(this._nodeStopTimer); this._nodeStopTimer = null; }
     if (this._peerCloseTimer) { clearTimeout(this._peerCloseTimer); this._peerCloseTimer = null; }
     if (mode === 'sfu') {
       this._setNodeSending(true);
@@ -1270,10 +1256,11 @@ export class ChorusClient extends EventTarget {
   /**
    * Puts the microphone on the node's connection (`on`) or takes it off (replaceTrack
    * null: the node then gets no media, only ICE consent and DTLS). In order; the last
-   * call wins.
+   * call wins, and putting it on cancels a pending take-off (`_nodeStopTimer`).
    */
   _setNodeSending(on) {
     this.nodeSending = Boolean(on);
+    if (on && this._nodeStopTimer) { clearTimeout(this._nodeStopTimer); this._nodeStopTimer = null; }
     const tx = this._micTx;
     if (!tx || !this.localTrack) return Promise.resolve();
     const next = this._nodeSendChain.then(() => {
@@ -1573,7 +1560,6 @@ export class ChorusClient extends EventTarget {
       // microphone, until the path comes back (then it proves again that it plays) or
       // fails (`p2p_failed`: the room moves to the node).
       link.ready = false;
-      if (this._nodeStopTimer) { clearTimeout(this._nodeStopTimer); this._nodeStopTimer = null; }
       this._setNodeSending(true);
     }
     this._emit('peer_state', { participant_id: link.participant_id, state });
@@ -1932,7 +1918,6 @@ export class ChorusClient extends EventTarget {
         if (this.mode === 'p2p') {
           // The newcomer hears us through the node until our direct connection to it
           // plays (make before break, as at a mode change).
-          if (this._nodeStopTimer) { clearTimeout(this._nodeStopTimer); this._nodeStopTimer = null; }
           this._setNodeSending(true);
           this._openLinks();
           this._kickRoutes();
