@@ -11,9 +11,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use chorus_engine::cluster::participant_id_on;
 use chorus_engine::{
     generate_certificate, home_of, participant_id, room_home, CloseReason, Command, Event,
-    Permissions, Reply, Request, RequestError, RequestId, Shard, ShardConfig, ShardMessage,
+    Permissions, Reply, Request, RequestError, RequestId, RosterChange, Shard, ShardConfig,
+    ShardMessage, SpeakerPacket,
 };
 use chorus_protocol::control::NodeEvent;
 use chorus_protocol::signal::{DisplayName, ParticipantId, RoomId, ServerMessage};
@@ -178,6 +180,11 @@ pub struct Sim {
     pub lose_to_client: Option<Box<dyn FnMut(usize, &[u8]) -> bool>>,
     /// Joins say `p2p: true` (they can carry a call peer to peer) while this is set.
     pub join_p2p: bool,
+    /// In a cluster (`ShardConfig::node` set): the changes of this node's members, for
+    /// the other nodes, in order.
+    pub roster: Vec<(RoomId, RosterChange)>,
+    /// Local speakers' packets for the other nodes of their rooms.
+    pub relayed: Vec<(RoomId, SpeakerPacket)>,
     start: Instant,
     steps: usize,
     next_request: u64,
@@ -216,6 +223,8 @@ impl Sim {
             lose: None,
             lose_to_client: None,
             join_p2p: false,
+            roster: Vec::new(),
+            relayed: Vec::new(),
             start: now,
             steps: 0,
             next_request: 0,
@@ -320,7 +329,12 @@ impl Sim {
     ) -> usize {
         let idx = self.clients.len();
         let room_id = RoomId::new(room).unwrap();
-        let id = participant_id(1000 + idx as u64, room_home(&room_id, self.shards.len()));
+        let node = self.shards[0].config().node;
+        let id = participant_id_on(
+            node,
+            1000 + idx as u64,
+            room_home(&room_id, self.shards.len()),
+        );
         let addr: SocketAddr = addr.unwrap_or_else(|| {
             format!("192.0.2.{}:{}", 1 + idx % 250, 40000 + idx)
                 .parse()
@@ -770,7 +784,12 @@ impl Sim {
                         } => self.closed.push((participant, reason)),
                         Event::Reply { id, result, .. } => self.replies.push((id, result)),
                         Event::Notify(e) => self.events.push(chorus_signaling::wire::node_event(e)),
+                        Event::Roster { room, change } => self.roster.push((room, change)),
                     }
+                }
+                while let Some(relayed) = self.shards[k].poll_relay() {
+                    moved = true;
+                    self.relayed.push(relayed);
                 }
                 while let Some((to, message)) = self.shards[k].poll_shard_message() {
                     moved = true;

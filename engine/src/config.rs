@@ -49,6 +49,10 @@ pub struct ShardConfig {
     /// str0m's default (AES-256-GCM, AES-128-GCM, AES-CM-128-HMAC-SHA1-80). The slot
     /// streams Chorus seals itself follow whichever was negotiated.
     pub srtp_profiles: Option<Vec<SrtpProfile>>,
+    /// The node's number in its cluster (0: a node alone). Participant ids and CSRCs
+    /// carry it; with it, rooms report their own members' changes
+    /// ([`crate::Event::Roster`]) and relay local speakers' packets to other nodes.
+    pub node: crate::cluster::NodeIndex,
 }
 
 impl ShardConfig {
@@ -69,6 +73,7 @@ impl ShardConfig {
             // 2026-01-01T00:00:00Z
             wallclock_at_start: UNIX_EPOCH + Duration::from_secs(1_767_225_600),
             srtp_profiles: None,
+            node: 0,
         }
     }
 }

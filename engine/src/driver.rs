@@ -25,6 +25,7 @@ use crossbeam_queue::ArrayQueue;
 use mio::{Events, Interest, Poll, Token, Waker};
 use parking_lot::Mutex;
 
+use crate::cluster::{NodeIndex, RosterChange};
 use crate::config::ShardConfig;
 use crate::error::EngineError;
 use crate::forwarder::SpeakerPacket;
@@ -83,6 +84,10 @@ const IDLE_AFTER: Duration = Duration::from_millis(500);
 /// How often an idle shard reads its socket at most. The first packet of a speaker
 /// after silence may wait this long; every packet after it goes through at once.
 const IDLE_WAKE_EVERY: Duration = Duration::from_millis(20);
+
+/// Where a shard thread puts its local speakers' packets for other nodes of their
+/// rooms (called on the shard thread: it must not block).
+pub type RelaySink = Arc<dyn Fn(&RoomId, &SpeakerPacket) + Send + Sync>;
 
 /// One shard's inboxes, shared with every other thread.
 struct Inbox {
@@ -199,6 +204,48 @@ impl CommandSender {
 
     /// Queues a command at the participant's home shard; false if the node has
     /// stopped or is too busy to take it.
+    /// A speaker's packet from another node of the room: every shard forwards it to
+    /// its subscribers in the room, as a packet handed by another shard (the oldest
+    /// is dropped when a shard's ring is full).
+    pub fn relay_in(&self, room: &RoomId, packet: &SpeakerPacket) {
+        for inbox in self.inboxes.iter() {
+            if inbox
+                .media
+                .force_push((room.clone(), packet.clone()))
+                .is_some()
+            {
+                self.stats.dropped_handoff.fetch_add(1, Ordering::Relaxed);
+            }
+            let _ = inbox.waker.wake();
+        }
+    }
+
+    /// A member another node holds joined, changed or left `room` (to the room's
+    /// home shard). False when its queue is full.
+    pub fn remote_roster(&self, room: RoomId, change: RosterChange) -> bool {
+        let inbox = &self.inboxes[self.room_home(&room)];
+        let ok = inbox
+            .control
+            .try_send(ShardMessage::Remote { room, change })
+            .is_ok();
+        let _ = inbox.waker.wake();
+        ok
+    }
+
+    /// Node `node` of the cluster is gone: every room drops its members.
+    pub fn node_lost(&self, node: NodeIndex) {
+        for inbox in self.inboxes.iter() {
+            if inbox
+                .control
+                .try_send(ShardMessage::NodeLost { node })
+                .is_err()
+            {
+                self.stats.dropped_control.fetch_add(1, Ordering::Relaxed);
+            }
+            let _ = inbox.waker.wake();
+        }
+    }
+
     pub fn send(&self, command: Command) -> bool {
         let home = home_of(command.participant(), self.shards());
         let inbox = &self.inboxes[home];
@@ -216,11 +263,24 @@ impl Driver {
     /// are filled in when 0). `events` is called on the shard threads for every event;
     /// it must not block.
     pub fn spawn(
+        config: ShardConfig,
+        addr: SocketAddr,
+        tcp: Option<(SocketAddr, TcpLimits)>,
+        shards: usize,
+        events: impl Fn(Event) + Send + Sync + 'static,
+    ) -> Result<Driver, EngineError> {
+        Driver::spawn_with_relay(config, addr, tcp, shards, events, None)
+    }
+
+    /// [`Driver::spawn`], for a node of a cluster: each shard thread hands its local
+    /// speakers' packets for other nodes ([`Shard::poll_relay`]) to `relay`.
+    pub fn spawn_with_relay(
         mut config: ShardConfig,
         addr: SocketAddr,
         tcp: Option<(SocketAddr, TcpLimits)>,
         shards: usize,
         events: impl Fn(Event) + Send + Sync + 'static,
+        relay: Option<RelaySink>,
     ) -> Result<Driver, EngineError> {
         let shards = shards.clamp(1, MAX_SHARDS);
         let sockets = bind_reuseport(addr, shards)?;
@@ -316,6 +376,7 @@ impl Driver {
                 stop: stop.clone(),
                 stats: stats.clone(),
                 events: events.clone(),
+                relay: relay.clone(),
             };
             threads.push(
                 std::thread::Builder::new()
@@ -395,6 +456,7 @@ struct Worker {
     stop: Arc<AtomicBool>,
     stats: Arc<DriverStats>,
     events: Arc<dyn Fn(Event) + Send + Sync>,
+    relay: Option<RelaySink>,
 }
 
 impl Worker {
@@ -668,6 +730,11 @@ impl Worker {
         for (to, w) in woken.iter().enumerate() {
             if *w {
                 let _ = self.inboxes[to].waker.wake();
+            }
+        }
+        while let Some((room, packet)) = self.shard.poll_relay() {
+            if let Some(relay) = &self.relay {
+                relay(&room, &packet);
             }
         }
         while let Some(e) = self.shard.poll_event() {

@@ -332,6 +332,12 @@ pub enum Event {
     },
     /// Something the control plane's event stream reports.
     Notify(Notice),
+    /// In a cluster ([`crate::ShardConfig::node`] set): a member held by this node
+    /// joined, changed or left; the other nodes of the room are to be told.
+    Roster {
+        room: chorus_protocol::signal::RoomId,
+        change: crate::cluster::RosterChange,
+    },
 }
 
 /// The transport a datagram travels on.

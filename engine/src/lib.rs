@@ -66,6 +66,7 @@
 //!   several cores.
 
 mod client_event;
+pub mod cluster;
 pub mod config;
 pub mod driver;
 mod egress;
@@ -100,8 +101,9 @@ pub use chorus_srtp::SrtpProfile;
 pub use client_event::{
     ClientEvent, Joined, MemberInfo, Refusal, Speaker, VideoQuality, VideoSlotState, VideoSource,
 };
+pub use cluster::{NodeIndex, RemoteMember, RosterChange};
 pub use config::ShardConfig;
-pub use driver::{CommandSender, Driver, DriverStats, ShardSnapshot};
+pub use driver::{CommandSender, Driver, DriverStats, RelaySink, ShardSnapshot};
 pub use error::EngineError;
 pub use forwarder::SpeakerPacket;
 pub use io::{

@@ -60,6 +60,8 @@ pub struct MediaPolicy {
     /// The proximity radius; `None`: not a proximity room.
     pub proximity: Option<f64>,
     pub spam_guard: SpamGuard,
+    /// Its local speakers' packets go to other nodes of the cluster too.
+    pub relay: bool,
 }
 
 /// A room's whole media state, as its home shard sends it.
@@ -170,6 +172,14 @@ pub enum ShardMessage {
     },
     /// A control request that reached a shard other than its room's home.
     Request { id: RequestId, request: Request },
+    /// To the home shard of a room that spans nodes: a member another node holds
+    /// joined, changed or left.
+    Remote {
+        room: RoomId,
+        change: crate::cluster::RosterChange,
+    },
+    /// To every shard: node `node` of the cluster is gone, and so are its members.
+    NodeLost { node: crate::cluster::NodeIndex },
     /// To the home shard: the media side gave up on the participant.
     Gone {
         participant: ParticipantId,

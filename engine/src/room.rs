@@ -10,6 +10,7 @@ use chorus_protocol::signal::{ParticipantId, RoomId};
 use rustc_hash::FxHashMap;
 
 use crate::client_event::MemberInfo;
+use crate::cluster::NodeIndex;
 use crate::io::Permissions;
 use crate::p2p::ModeState;
 use crate::proximity::Point;
@@ -27,6 +28,9 @@ pub(crate) struct Member {
     pub whisper_to: Option<Vec<ParticipantId>>,
     /// It can carry the call peer to peer (`join` with `p2p`).
     pub p2p: bool,
+    /// Held by another node of the cluster (`shard` means nothing then): no media
+    /// here, and nothing to tell its client.
+    pub remote: bool,
 }
 
 impl Member {
@@ -99,12 +103,16 @@ pub(crate) struct Room {
     pub positions_seq: u64,
     /// Which tier carries its audio ([`crate::p2p`]).
     pub mode: ModeState,
+    /// Its shards were last told its speakers go to other nodes too.
+    pub relayed: bool,
     csrcs: HashSet<u32>,
+    /// The node's block of CSRCs ([`crate::cluster::csrc_base`]).
+    csrc_base: u32,
     next_csrc: u32,
 }
 
 impl Room {
-    pub fn new(id: RoomId, policy: RoomPolicy, now: Instant) -> Self {
+    pub fn new(id: RoomId, policy: RoomPolicy, now: Instant, node: NodeIndex) -> Self {
         let mode = ModeState::new(&policy);
         Room {
             id,
@@ -112,6 +120,7 @@ impl Room {
             policy,
             empty_since: Some(now),
             closing: false,
+            relayed: false,
             order: Vec::new(),
             members: HashMap::new(),
             notified: Vec::new(),
@@ -119,6 +128,7 @@ impl Room {
             pending_positions: FxHashMap::default(),
             positions_seq: 0,
             csrcs: HashSet::new(),
+            csrc_base: crate::cluster::csrc_base(node),
             next_csrc: 1,
         }
     }
@@ -159,11 +169,13 @@ impl Room {
     /// A CSRC that is non-zero and unique in the room.
     pub fn allocate_csrc(&mut self) -> u32 {
         // At most `max_participants` are taken, far fewer than 2^32 - 1: this ends.
-        while self.next_csrc == 0 || self.csrcs.contains(&self.next_csrc) {
-            self.next_csrc = self.next_csrc.wrapping_add(1);
+        // Within the node's block: the low 24 bits, never 0.
+        const LOW: u32 = 0x00ff_ffff;
+        while self.next_csrc & LOW == 0 || self.csrcs.contains(&(self.csrc_base | self.next_csrc)) {
+            self.next_csrc = self.next_csrc.wrapping_add(1) & LOW;
         }
-        let csrc = self.next_csrc;
-        self.next_csrc = self.next_csrc.wrapping_add(1);
+        let csrc = self.csrc_base | self.next_csrc;
+        self.next_csrc = self.next_csrc.wrapping_add(1) & LOW;
         self.csrcs.insert(csrc);
         csrc
     }
@@ -188,10 +200,28 @@ impl Room {
 
     /// The shards holding members' media, sorted.
     pub fn shards(&self) -> Vec<usize> {
-        let mut s: Vec<usize> = self.members.values().map(|m| m.shard).collect();
+        let mut s: Vec<usize> = self
+            .members
+            .values()
+            .filter(|m| !m.remote)
+            .map(|m| m.shard)
+            .collect();
         s.sort_unstable();
         s.dedup();
         s
+    }
+
+    /// Some member is held by another node.
+    pub fn spans_nodes(&self) -> bool {
+        self.members.values().any(|m| m.remote)
+    }
+
+    /// Members held by this node.
+    pub fn local_members(&self) -> impl Iterator<Item = &Member> {
+        self.order
+            .iter()
+            .filter_map(|p| self.members.get(p))
+            .filter(|m| !m.remote)
     }
 
     /// Everyone's info in join order.
@@ -226,6 +256,7 @@ mod tests {
             permissions: Permissions::ALL,
             whisper_to: None,
             p2p: false,
+            remote: false,
         }
     }
 
@@ -249,7 +280,7 @@ mod tests {
     #[test]
     fn csrcs_are_unique_and_non_zero_and_reused_after_leave() {
         let now = Instant::now();
-        let mut r = Room::new(RoomId::new("r").expect("valid"), policy(None), now);
+        let mut r = Room::new(RoomId::new("r").expect("valid"), policy(None), now, 0);
         let a = r.allocate_csrc();
         r.add(member(1, a, 0));
         let b = r.allocate_csrc();
@@ -272,7 +303,12 @@ mod tests {
     fn expires_only_after_being_empty_for_the_timeout() {
         let t0 = Instant::now();
         let s = Duration::from_secs(1);
-        let mut r = Room::new(RoomId::new("r").expect("valid"), policy(Some(10 * s)), t0);
+        let mut r = Room::new(
+            RoomId::new("r").expect("valid"),
+            policy(Some(10 * s)),
+            t0,
+            0,
+        );
         assert!(!r.expired(t0 + 9 * s));
         assert!(r.expired(t0 + 10 * s), "empty since creation");
         r.add(member(1, 1, 0));
@@ -280,7 +316,7 @@ mod tests {
         r.remove(ParticipantId(1), t0 + 100 * s);
         assert!(!r.expired(t0 + 109 * s));
         assert!(r.expired(t0 + 110 * s));
-        let never = Room::new(RoomId::new("n").expect("valid"), policy(None), t0);
+        let never = Room::new(RoomId::new("n").expect("valid"), policy(None), t0, 0);
         assert!(!never.expired(t0 + 1000 * s));
     }
 }

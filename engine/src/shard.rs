@@ -14,6 +14,7 @@ use str0m::config::DtlsCert;
 use crate::client_event::{ClientEvent, Refusal};
 use crate::config::ShardConfig;
 use crate::error::EngineError;
+use crate::forwarder::SpeakerPacket;
 use crate::io::{Command, Datagram, Event, Peer, Protocol, Transmit};
 use crate::mesh::{home_of, ShardMessage, MAX_SHARDS};
 use crate::participant::Inbound;
@@ -24,6 +25,7 @@ use crate::room::Room;
 use crate::video::packet::VideoPacket;
 use crate::view::RoomView;
 
+mod cluster;
 mod control;
 mod media;
 mod migration;
@@ -46,6 +48,8 @@ pub const TIMER_GRID: Duration = Duration::from_millis(20);
 #[non_exhaustive]
 pub struct ShardStats {
     pub datagrams_in: u64,
+    /// Local speakers' packets put out for other nodes (once each, however many).
+    pub relayed_out: u64,
     /// Bytes of every datagram received.
     pub bytes_in: u64,
     /// Bytes of every datagram sent.
@@ -179,6 +183,8 @@ pub struct Shard {
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     outbox: VecDeque<(usize, ShardMessage)>,
+    /// Local speakers' packets for other nodes ([`Shard::poll_relay`]).
+    relay: VecDeque<(RoomId, SpeakerPacket)>,
     media: VecDeque<(ParticipantId, Inbound)>,
     /// Publishers str0m was asked to send a keyframe request (PLI) in this batch
     /// (drained once each at its end).
@@ -237,6 +243,7 @@ impl Shard {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             outbox: VecDeque::new(),
+            relay: VecDeque::new(),
             media: VecDeque::new(),
             touched: Vec::new(),
             last_allocation: now,
@@ -507,6 +514,8 @@ impl Shard {
                 participant,
                 reason,
             } => self.leave_room(now, participant, reason),
+            ShardMessage::Remote { room, change } => self.remote_roster(now, room, change),
+            ShardMessage::NodeLost { node } => self.node_lost(now, node),
         }
         self.pump(now);
     }
@@ -547,6 +556,12 @@ impl Shard {
 
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
+    }
+
+    /// A local speaker's packet for the other nodes of its room (a room that spans
+    /// nodes): the cluster layer sends it once to each.
+    pub fn poll_relay(&mut self) -> Option<(RoomId, SpeakerPacket)> {
+        self.relay.pop_front()
     }
 
     /// A message for another shard: `(destination shard, message)`.
@@ -612,10 +627,10 @@ impl Shard {
         let Some(room) = self.rooms.get(room) else {
             return;
         };
-        for m in &room.order {
-            if Some(*m) != except {
+        for m in room.local_members().map(|m| m.info.id) {
+            if Some(m) != except {
                 self.events.push_back(Event::ToClient {
-                    to: *m,
+                    to: m,
                     event: event(),
                 });
             }

@@ -63,8 +63,8 @@ impl Routes {
                 participant,
                 reason,
             } => (participant, Outbound::Close(reason)),
-            // The control plane's (the node's sink routes them to it).
-            Event::Reply { .. } | Event::Notify(_) => return,
+            // The control plane's and the cluster's (the node's sink routes them).
+            Event::Reply { .. } | Event::Notify(_) | Event::Roster { .. } => return,
         };
         let mut connections = self.connections.lock();
         let Some(tx) = connections.get(&to) else {

@@ -382,6 +382,7 @@ impl Shard {
             permissions,
             whisper_to: None,
             p2p,
+            remote: false,
         };
         let details = member.details(&room_id);
         room.add(member);
@@ -417,6 +418,7 @@ impl Shard {
             room: room_id.clone(),
             participant: details,
         });
+        self.report_member(&room_id, pid);
         self.publish_room_shards(now, &room_id);
     }
 
@@ -428,7 +430,8 @@ impl Shard {
             kind: policy.kind,
             auto_created: policy.auto_created,
         });
-        self.rooms.insert(id.clone(), Room::new(id, policy, now));
+        self.rooms
+            .insert(id.clone(), Room::new(id, policy, now, self.config.node));
     }
 
     /// A member of a room homed here.
@@ -535,6 +538,7 @@ impl Shard {
         };
         let before = m.info.clone();
         let before_details = m.details(&room_id);
+        let remote = m.remote;
         change(m);
         let info = m.info.clone();
         let details = m.details(&room_id);
@@ -542,11 +546,12 @@ impl Shard {
         if info != before {
             self.broadcast(&room_id, None, || ClientEvent::MemberUpdated(info.clone()));
         }
-        if details != before_details {
+        if details != before_details && !remote {
             self.notify(Notice::ParticipantUpdated {
                 room: room_id.clone(),
                 participant: details,
             });
+            self.report_member(&room_id, pid);
         }
         // A server mute, lost grants or video may end p2p mode.
         self.reconsider_mode(now, &room_id, None);
@@ -610,8 +615,9 @@ impl Shard {
         };
         r.closing = true;
         let members = r.order.clone();
+        let local: Vec<ParticipantId> = r.local_members().map(|m| m.info.id).collect();
         tracing::info!(%room, reason, members = members.len(), "room closed");
-        for pid in &members {
+        for pid in &local {
             self.signal(
                 *pid,
                 ClientEvent::RoomClosed {
@@ -646,7 +652,9 @@ impl Shard {
         let notify = room.notified.clone();
         let close_now = room.order.is_empty() && room.policy.auto_created && !room.closing;
         // The media goes wherever it is; every shard of the room frees its slots.
-        if member.shard == self.id {
+        if member.remote {
+            // Another node holds it.
+        } else if member.shard == self.id {
             self.drop_media(pid);
         } else {
             self.send(
@@ -673,7 +681,7 @@ impl Shard {
             (member.info.camera, VideoSource::Camera),
             (member.info.screen, VideoSource::Screen),
         ] {
-            if sending {
+            if sending && !member.remote {
                 self.notify(Notice::TrackUnpublished {
                     room: room_id.clone(),
                     participant_id: pid,
@@ -681,11 +689,14 @@ impl Shard {
                 });
             }
         }
-        self.notify(Notice::ParticipantLeft {
-            room: room_id.clone(),
-            participant_id: pid,
-            reason: reason.as_str().to_owned(),
-        });
+        if !member.remote {
+            self.notify(Notice::ParticipantLeft {
+                room: room_id.clone(),
+                participant_id: pid,
+                reason: reason.as_str().to_owned(),
+            });
+            self.report_member(&room_id, pid);
+        }
         self.forget_whisper_target(now, &room_id, pid);
         self.publish_room_shards(now, &room_id);
         let drained = self.draining
@@ -702,10 +713,12 @@ impl Shard {
                 reason: "empty".to_owned(),
             });
         }
-        self.events.push_back(Event::Closed {
-            participant: pid,
-            reason,
-        });
+        if !member.remote {
+            self.events.push_back(Event::Closed {
+                participant: pid,
+                reason,
+            });
+        }
     }
 
     /// At the home shard: tells every shard that holds (or held) members which shards

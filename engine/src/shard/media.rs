@@ -422,6 +422,15 @@ impl Shard {
             room,
             packet: packet.clone(),
         });
+        let relayed = self
+            .views
+            .get(&room)
+            .and_then(|v| v.policy)
+            .is_some_and(|p| p.relay);
+        if relayed {
+            self.stats.relayed_out += 1;
+            self.relay.push_back((room.clone(), packet.clone()));
+        }
         self.fan_out(now, &room, &packet);
     }
 

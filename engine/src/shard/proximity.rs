@@ -157,6 +157,7 @@ impl Shard {
             policy: MediaPolicy {
                 proximity: room.policy.proximity.map(|p| p.radius),
                 spam_guard: room.policy.spam_guard,
+                relay: room.relayed,
             },
             positions: room.positions.iter().map(|(p, at)| (*p, *at)).collect(),
             seq: room.positions_seq,

@@ -1,0 +1,203 @@
+//! A room that spans nodes (issue 14), in simulation: two nodes (one of two shards,
+//! one of one), each a [`Sim`] with its own node number, bridged as the cluster layer
+//! bridges real nodes: each node's roster changes go to the other's home shard of the
+//! room, and each local speaker's packet is relayed once to the other node, whose
+//! shards forward it as a packet handed by a local shard.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use chorus_engine::{room_home, Command, ShardMessage};
+use chorus_protocol::signal::{ParticipantId, ServerMessage};
+use chorus_tests::sim::Sim;
+
+fn node(number: u16, shards: usize) -> Sim {
+    Sim::with_shards(shards, |c| c.node = number)
+}
+
+/// Hands what `from` put out for other nodes to `to`. Returns the packets relayed.
+fn bridge(from: &mut Sim, to: &mut Sim) -> usize {
+    for (room, change) in std::mem::take(&mut from.roster) {
+        let home = room_home(&room, to.shards.len());
+        let now = to.now;
+        to.shards[home].handle_shard_message(now, ShardMessage::Remote { room, change });
+    }
+    let packets = std::mem::take(&mut from.relayed);
+    let n = packets.len();
+    for (room, packet) in packets {
+        let now = to.now;
+        for s in &mut to.shards {
+            s.handle_shard_message(
+                now,
+                ShardMessage::Media {
+                    room: room.clone(),
+                    packet: packet.clone(),
+                },
+            );
+        }
+    }
+    to.pump();
+    n
+}
+
+/// Runs both nodes for `d` in 10 ms steps, bridging both ways after each.
+fn run(a: &mut Sim, b: &mut Sim, d: Duration) -> usize {
+    let step = Duration::from_millis(10);
+    let mut relayed = 0;
+    let mut t = Duration::ZERO;
+    while t < d {
+        a.run_for(step);
+        b.run_for(step);
+        relayed += bridge(a, b);
+        relayed += bridge(b, a);
+        t += step;
+    }
+    relayed
+}
+
+fn joined_ids(sim: &Sim, idx: usize) -> Vec<ParticipantId> {
+    sim.clients[idx]
+        .inbox
+        .iter()
+        .filter_map(|m| match m {
+            ServerMessage::ParticipantJoined { participant } => Some(participant.participant_id),
+            _ => None,
+        })
+        .collect()
+}
+
+fn left_ids(sim: &Sim, idx: usize) -> Vec<ParticipantId> {
+    sim.clients[idx]
+        .inbox
+        .iter()
+        .filter_map(|m| match m {
+            ServerMessage::ParticipantLeft { participant_id } => Some(*participant_id),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Packets a client received carrying `csrc`, and how many of them repeat a
+/// (SSRC, sequence) pair (a copy delivered twice).
+fn heard(sim: &Sim, idx: usize, csrc: u32) -> (usize, usize) {
+    let mut seen = HashSet::new();
+    let mut total = 0;
+    let mut twice = 0;
+    for r in &sim.clients[idx].received {
+        if r.csrc.first() == Some(&csrc) {
+            total += 1;
+            if !seen.insert((r.ssrc, r.seq)) {
+                twice += 1;
+            }
+        }
+    }
+    (total, twice)
+}
+
+#[test]
+fn a_room_spans_two_nodes() {
+    let mut a = node(1, 2);
+    let mut b = node(2, 1);
+    let alice = a.connect_on("alice", "raid", 0);
+    let bob = a.connect_on("bob", "raid", 1);
+    let carol = b.connect("carol", "raid");
+    run(&mut a, &mut b, Duration::from_millis(50));
+
+    // Ids and CSRCs carry the node: unique across the cluster.
+    let ids: Vec<_> = [(&a, alice), (&a, bob), (&b, carol)]
+        .iter()
+        .map(|(s, i)| s.clients[*i].id)
+        .collect();
+    let csrcs: HashSet<u32> = [(&a, alice), (&a, bob), (&b, carol)]
+        .iter()
+        .map(|(s, i)| s.clients[*i].csrc)
+        .collect();
+    assert_eq!(csrcs.len(), 3, "CSRCs unique room-wide: {csrcs:x?}");
+    assert_eq!(a.clients[alice].csrc >> 24, 1);
+    assert_eq!(b.clients[carol].csrc >> 24, 2);
+    assert_eq!(chorus_engine::cluster::node_of(ids[2]), 2);
+
+    // Each side's roster lists the other's members.
+    assert!(joined_ids(&b, carol).contains(&ids[0]));
+    assert!(joined_ids(&b, carol).contains(&ids[1]));
+    assert!(joined_ids(&a, alice).contains(&ids[2]));
+
+    // Everyone talks: every packet reaches every listener once, across nodes.
+    a.clients[alice].speaking = Some(20);
+    a.clients[bob].speaking = Some(20);
+    b.clients[carol].speaking = Some(20);
+    let relayed = run(&mut a, &mut b, Duration::from_secs(1));
+    let (alice_csrc, carol_csrc) = (a.clients[alice].csrc, b.clients[carol].csrc);
+    let (from_alice, twice) = heard(&b, carol, alice_csrc);
+    assert!(from_alice >= 40, "carol hears alice: {from_alice}");
+    assert_eq!(twice, 0, "never twice");
+    let (from_carol, twice) = heard(&a, alice, carol_csrc);
+    assert!(from_carol >= 40, "alice hears carol: {from_carol}");
+    assert_eq!(twice, 0);
+    let (bob_hears_carol, _) = heard(&a, bob, carol_csrc);
+    assert!(
+        bob_hears_carol >= 40,
+        "on the other shard too: {bob_hears_carol}"
+    );
+    // One copy per speaker packet per remote node: ~50 a second from each of three.
+    assert!(
+        (130..=160).contains(&relayed),
+        "one copy per packet per node: {relayed}"
+    );
+
+    // Loudest-N sees everyone: carol's speakers name alice and bob.
+    let speakers: HashSet<ParticipantId> = b.clients[carol]
+        .last_speakers()
+        .iter()
+        .map(|s| s.participant_id)
+        .collect();
+    assert!(
+        speakers.contains(&ids[0]) && speakers.contains(&ids[1]),
+        "{speakers:?}"
+    );
+
+    // A mute on node 2 reaches node 1's clients.
+    b.command(Command::SetMuted {
+        participant: ids[2],
+        muted: true,
+    });
+    run(&mut a, &mut b, Duration::from_millis(50));
+    let muted = a.clients[alice].inbox.iter().any(|m| {
+        matches!(m, ServerMessage::ParticipantUpdated { participant }
+            if participant.participant_id == ids[2] && participant.muted)
+    });
+    assert!(muted, "alice sees carol muted");
+
+    // Bob leaves node 1: carol is told.
+    a.command(Command::Leave {
+        participant: ids[1],
+    });
+    run(&mut a, &mut b, Duration::from_millis(50));
+    assert_eq!(left_ids(&b, carol), vec![ids[1]]);
+
+    // Node 1 is lost: carol is told alice left, and relaying stops.
+    for s in &mut b.shards {
+        let now = a.now;
+        s.handle_shard_message(now, ShardMessage::NodeLost { node: 1 });
+    }
+    b.pump();
+    assert_eq!(left_ids(&b, carol), vec![ids[1], ids[0]]);
+    a.relayed.clear();
+    b.relayed.clear();
+    b.run_for(Duration::from_millis(200));
+    assert!(
+        b.relayed.is_empty(),
+        "no one left on other nodes to relay to"
+    );
+}
+
+#[test]
+fn a_node_alone_relays_nothing() {
+    let mut a = Sim::new();
+    let (_x, _y, _z) = a.three_talking("r");
+    a.run_for(Duration::from_millis(200));
+    assert!(a.roster.is_empty() && a.relayed.is_empty());
+    let home = room_home(&chorus_protocol::signal::RoomId::new("r").unwrap(), 1);
+    assert_eq!(home, 0);
+}
