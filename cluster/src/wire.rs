@@ -1,0 +1,365 @@
+//! What nodes say to each other over the relay: room state as JSON frames on the
+//! reliable stream ([`RelayMessage`]), and speaker packets as binary datagrams
+//! ([`encode_audio`], [`decode_audio`]). Internal to a cluster (every node runs the
+//! same build); `VERSION` guards against mixing.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use chorus_engine::{MemberInfo, Permissions, RemoteMember, Sources, SpeakerPacket};
+use chorus_protocol::signal::{DisplayName, ParticipantId, RoomId};
+use serde::{Deserialize, Serialize};
+
+use crate::error::ClusterError;
+
+/// The first byte of every datagram: format version and kind (audio).
+pub const AUDIO_V1: u8 = 0xa1;
+
+/// A frame on the reliable stream between two nodes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "snake_case")]
+pub enum RelayMessage {
+    /// The sender holds members of `room` now (`on`), or no more. A node answers
+    /// `on` with a [`RelayMessage::Member`] for each member it holds there.
+    Interest { room: String, on: bool },
+    /// A member the sender holds joined `room`, or changed (the whole member).
+    Member { room: String, member: WireMember },
+    /// A member the sender holds left `room`.
+    Left { room: String, participant: u64 },
+    /// Asks the receiver (the room's home node) for a room's policy, as
+    /// `room.create` params.
+    PolicyAsk { id: u64, room: String },
+    /// The answer: the params, or `None` when the room is not there.
+    Policy {
+        id: u64,
+        params: Option<serde_json::Value>,
+    },
+    /// A control-plane call forwarded to the node that can answer it (the room's
+    /// home, or the node holding the participant).
+    Call {
+        id: u64,
+        method: String,
+        params: serde_json::Value,
+    },
+    /// Its answer: a JSON-RPC `result`, or an `error` object.
+    CallReply {
+        id: u64,
+        result: Option<serde_json::Value>,
+        error: Option<serde_json::Value>,
+    },
+}
+
+impl RelayMessage {
+    pub fn to_frame(&self) -> Vec<u8> {
+        // A derived Serialize of plain data cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    pub fn from_frame(frame: &[u8]) -> Result<RelayMessage, ClusterError> {
+        serde_json::from_slice(frame).map_err(|e| ClusterError::Frame(e.to_string()))
+    }
+}
+
+/// A member as it crosses between nodes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WireMember {
+    pub id: u64,
+    pub name: String,
+    pub muted: bool,
+    pub server_muted: bool,
+    pub deafened: bool,
+    pub csrc: u32,
+    pub camera: bool,
+    pub screen: bool,
+    pub identity: Option<String>,
+    pub publish: bool,
+    pub subscribe: bool,
+    pub priority: bool,
+    /// Microphone, camera, screen.
+    pub sources: [bool; 3],
+    pub whisper_to: Option<Vec<u64>>,
+}
+
+impl From<&RemoteMember> for WireMember {
+    fn from(m: &RemoteMember) -> Self {
+        WireMember {
+            id: m.info.id.0,
+            name: m.info.name.as_str().to_owned(),
+            muted: m.info.muted,
+            server_muted: m.info.server_muted,
+            deafened: m.info.deafened,
+            csrc: m.info.csrc,
+            camera: m.info.camera,
+            screen: m.info.screen,
+            identity: m.identity.clone(),
+            publish: m.permissions.publish,
+            subscribe: m.permissions.subscribe,
+            priority: m.permissions.priority,
+            sources: [
+                m.permissions.sources.microphone,
+                m.permissions.sources.camera,
+                m.permissions.sources.screen,
+            ],
+            whisper_to: m
+                .whisper_to
+                .as_ref()
+                .map(|w| w.iter().map(|p| p.0).collect()),
+        }
+    }
+}
+
+impl TryFrom<WireMember> for RemoteMember {
+    type Error = ClusterError;
+
+    fn try_from(m: WireMember) -> Result<Self, ClusterError> {
+        let name = DisplayName::new(&m.name)
+            .map_err(|e| ClusterError::Frame(format!("member name: {e}")))?;
+        Ok(RemoteMember {
+            info: MemberInfo {
+                id: ParticipantId(m.id),
+                name,
+                muted: m.muted,
+                server_muted: m.server_muted,
+                deafened: m.deafened,
+                csrc: m.csrc,
+                camera: m.camera,
+                screen: m.screen,
+            },
+            identity: m.identity,
+            permissions: Permissions {
+                publish: m.publish,
+                subscribe: m.subscribe,
+                priority: m.priority,
+                sources: Sources {
+                    microphone: m.sources[0],
+                    camera: m.sources[1],
+                    screen: m.sources[2],
+                },
+            },
+            whisper_to: m
+                .whisper_to
+                .map(|w| w.into_iter().map(ParticipantId).collect()),
+        })
+    }
+}
+
+const MARKER: u8 = 1;
+const LEVEL: u8 = 2;
+const VAD: u8 = 4;
+const VOICE: u8 = 8;
+const PRIORITY: u8 = 16;
+const AUDIENCE: u8 = 32;
+
+/// Writes a speaker's packet as one datagram into `out` (cleared first):
+/// `AUDIO_V1, room len, room, speaker, csrc, seq, timestamp, flags, level,
+/// [audience count, ids], payload` (big-endian).
+pub fn encode_audio(room: &RoomId, p: &SpeakerPacket, out: &mut Vec<u8>) {
+    out.clear();
+    out.push(AUDIO_V1);
+    let name = room.as_str().as_bytes();
+    // Room names are at most 64 bytes (RoomId checks).
+    out.push(name.len().min(255) as u8);
+    out.extend_from_slice(&name[..name.len().min(255)]);
+    out.extend_from_slice(&p.speaker.0.to_be_bytes());
+    out.extend_from_slice(&p.csrc.to_be_bytes());
+    out.extend_from_slice(&p.seq.to_be_bytes());
+    out.extend_from_slice(&p.timestamp.to_be_bytes());
+    let mut flags = 0;
+    if p.marker {
+        flags |= MARKER;
+    }
+    if p.audio_level.is_some() {
+        flags |= LEVEL;
+    }
+    if let Some(v) = p.voice_activity {
+        flags |= VAD;
+        if v {
+            flags |= VOICE;
+        }
+    }
+    if p.priority {
+        flags |= PRIORITY;
+    }
+    if p.audience.is_some() {
+        flags |= AUDIENCE;
+    }
+    out.push(flags);
+    out.push(p.audio_level.unwrap_or(0) as u8);
+    if let Some(audience) = &p.audience {
+        let n = audience.len().min(255);
+        out.push(n as u8);
+        for id in &audience[..n] {
+            out.extend_from_slice(&id.0.to_be_bytes());
+        }
+    }
+    out.extend_from_slice(&p.payload);
+}
+
+/// Reads a datagram [`encode_audio`] wrote. `received` is when it arrived here.
+pub fn decode_audio(
+    data: &[u8],
+    received: Instant,
+) -> Result<(RoomId, SpeakerPacket), ClusterError> {
+    let mut r = Reader { data, at: 0 };
+    if r.u8()? != AUDIO_V1 {
+        return Err(ClusterError::Frame(
+            "not an audio datagram of this version".into(),
+        ));
+    }
+    let len = usize::from(r.u8()?);
+    let name = std::str::from_utf8(r.take(len)?)
+        .map_err(|_| ClusterError::Frame("room name is not UTF-8".into()))?;
+    let room = RoomId::new(name).map_err(|e| ClusterError::Frame(format!("room: {e}")))?;
+    let speaker = ParticipantId(r.u64()?);
+    let csrc = r.u32()?;
+    let seq = r.u64()?;
+    let timestamp = r.u32()?;
+    let flags = r.u8()?;
+    let level = r.u8()? as i8;
+    let audience = if flags & AUDIENCE != 0 {
+        let n = usize::from(r.u8()?);
+        let mut ids = Vec::with_capacity(n);
+        for _ in 0..n {
+            ids.push(ParticipantId(r.u64()?));
+        }
+        Some(Arc::from(ids))
+    } else {
+        None
+    };
+    let payload: Arc<[u8]> = Arc::from(r.rest());
+    Ok((
+        room,
+        SpeakerPacket {
+            speaker,
+            csrc,
+            seq,
+            timestamp,
+            marker: flags & MARKER != 0,
+            audio_level: (flags & LEVEL != 0).then_some(level),
+            voice_activity: (flags & VAD != 0).then_some(flags & VOICE != 0),
+            priority: flags & PRIORITY != 0,
+            audience,
+            payload,
+            received,
+        },
+    ))
+}
+
+struct Reader<'a> {
+    data: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], ClusterError> {
+        let end = self
+            .at
+            .checked_add(n)
+            .filter(|e| *e <= self.data.len())
+            .ok_or_else(|| ClusterError::Frame("datagram too short".into()))?;
+        let s = &self.data[self.at..end];
+        self.at = end;
+        Ok(s)
+    }
+
+    fn u8(&mut self) -> Result<u8, ClusterError> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn u32(&mut self) -> Result<u32, ClusterError> {
+        let b = self.take(4)?;
+        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    fn u64(&mut self) -> Result<u64, ClusterError> {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(self.take(8)?);
+        Ok(u64::from_be_bytes(a))
+    }
+
+    fn rest(&mut self) -> &'a [u8] {
+        let s = &self.data[self.at..];
+        self.at = self.data.len();
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn packet(audience: Option<Vec<u64>>) -> SpeakerPacket {
+        SpeakerPacket {
+            speaker: ParticipantId(0x0000_1234_5678_9a00),
+            csrc: 0x0200_0007,
+            seq: 70_000,
+            timestamp: 123_456,
+            marker: true,
+            audio_level: Some(-30),
+            voice_activity: Some(true),
+            priority: true,
+            audience: audience
+                .map(|a| Arc::from(a.into_iter().map(ParticipantId).collect::<Vec<_>>())),
+            payload: Arc::from(&b"opus frame"[..]),
+            received: Instant::now(),
+        }
+    }
+
+    #[test]
+    fn audio_round_trips() {
+        let room = RoomId::new("raid-1").expect("valid");
+        for audience in [None, Some(vec![1, 2, 3])] {
+            let p = packet(audience);
+            let mut out = Vec::new();
+            encode_audio(&room, &p, &mut out);
+            let (r, q) = decode_audio(&out, p.received).expect("decodes");
+            assert_eq!(r, room);
+            assert_eq!(
+                (
+                    q.speaker,
+                    q.csrc,
+                    q.seq,
+                    q.timestamp,
+                    q.marker,
+                    q.audio_level
+                ),
+                (
+                    p.speaker,
+                    p.csrc,
+                    p.seq,
+                    p.timestamp,
+                    p.marker,
+                    p.audio_level
+                )
+            );
+            assert_eq!(
+                (q.voice_activity, q.priority),
+                (p.voice_activity, p.priority)
+            );
+            assert_eq!(q.audience.as_deref(), p.audience.as_deref());
+            assert_eq!(&*q.payload, &*p.payload);
+        }
+    }
+
+    #[test]
+    fn truncated_datagrams_are_errors_not_panics() {
+        let room = RoomId::new("r").expect("valid");
+        let mut out = Vec::new();
+        encode_audio(&room, &packet(Some(vec![9; 4])), &mut out);
+        for n in 0..40 {
+            let _ = decode_audio(&out[..n.min(out.len())], Instant::now());
+        }
+        assert!(decode_audio(&[0xa1, 200], Instant::now()).is_err());
+        assert!(decode_audio(&[], Instant::now()).is_err());
+    }
+
+    #[test]
+    fn messages_round_trip() {
+        let m = RelayMessage::Interest {
+            room: "r".into(),
+            on: true,
+        };
+        assert_eq!(RelayMessage::from_frame(&m.to_frame()).expect("parses"), m);
+        assert!(RelayMessage::from_frame(b"{\"t\":\"nope\"}").is_err());
+    }
+}
