@@ -298,6 +298,7 @@ pub enum Call {
     EventsSubscribe(EventsSubscribe),
     NodeStats,
     NodeDrain(NodeDrain),
+    NodeList,
 }
 
 /// The method names, as on the wire.
@@ -318,6 +319,7 @@ pub const METHODS: &[&str] = &[
     "events.subscribe",
     "node.stats",
     "node.drain",
+    "node.list",
 ];
 
 impl Call {
@@ -354,6 +356,10 @@ impl Call {
                 Call::NodeStats
             }
             "node.drain" => Call::NodeDrain(p(params)?),
+            "node.list" => {
+                p::<Empty>(params)?;
+                Call::NodeList
+            }
             other => {
                 return Err(RpcError::new(
                     ErrorCode::MethodNotFound,
@@ -490,6 +496,7 @@ impl Call {
             Call::EventsSubscribe(_) => "events.subscribe",
             Call::NodeStats => "node.stats",
             Call::NodeDrain(_) => "node.drain",
+            Call::NodeList => "node.list",
         }
     }
 }
@@ -740,9 +747,20 @@ pub struct RoomCreate {
     /// `p2p` (1 to [`MAX_P2P_DOWNGRADE_S`], default [`DEFAULT_P2P_DOWNGRADE_S`]).
     #[serde(default)]
     pub p2p_downgrade_s: Option<u32>,
+    /// In a cluster: the room may spread its members over several nodes (a join at
+    /// another node joins there instead of being redirected to the room's home).
+    /// Default: true for `raid` rooms, false otherwise. A node alone ignores it.
+    #[serde(default)]
+    pub span: Option<bool>,
 }
 
 impl RoomCreate {
+    /// Whether the room may span nodes (`span`, else the kind's default).
+    pub fn spans(&self) -> bool {
+        self.span
+            .unwrap_or(self.kind.unwrap_or_default() == RoomKind::Raid)
+    }
+
     /// A `room.create` of `room` with no setting given (the kind's defaults).
     pub fn new(room: RoomId) -> Self {
         RoomCreate {
@@ -758,6 +776,7 @@ impl RoomCreate {
             proximity: None,
             p2p_max: None,
             p2p_downgrade_s: None,
+            span: None,
         }
     }
 }
@@ -1073,6 +1092,26 @@ pub struct NodeStats {
     /// The driver's own drops (hand-off ring, control queue, socket send).
     pub driver: BTreeMap<String, u64>,
     pub shards: Vec<ShardReport>,
+}
+
+/// One entry of `node.list`'s result: a live node of the cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// Its number in the cluster (1–255; in participant ids and CSRCs).
+    pub index: u16,
+    /// Its id in the directory (random, per run).
+    pub id: String,
+    /// The signaling URL clients are sent to.
+    pub url: String,
+    /// Its relay address (between nodes only).
+    pub relay: String,
+    pub participants: u64,
+    /// Share of its cores in use, 0 to 1.
+    pub cpu: f32,
+    pub draining: bool,
+    /// The node that answered.
+    #[serde(rename = "self")]
+    pub this: bool,
 }
 
 // ---- events ------------------------------------------------------------------

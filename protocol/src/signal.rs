@@ -527,6 +527,11 @@ pub enum ServerMessage {
     Kicked {
         reason: String,
     },
+    /// The answer to a `join` at a node of a cluster that does not take it: join
+    /// again at `url` (the room's home node). The socket closes (1000) after it.
+    Redirect {
+        url: String,
+    },
     /// The room's audio moved to the other tier: everyone in it is told.
     Mode {
         mode: RoomMode,

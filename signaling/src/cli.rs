@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use chorus_engine::SrtpProfile;
 
-use crate::config::NodeConfig;
+use crate::config::{ClusterSettings, NodeConfig};
 use crate::ice::IceConfig;
 
 #[derive(Parser)]
@@ -148,6 +148,23 @@ pub struct ServeArgs {
     /// Seconds a TURN credential stays valid after it is handed out (60 to 604800).
     #[arg(long, env = "CHORUS_TURN_TTL", default_value_t = 86_400)]
     pub turn_ttl: u64,
+    /// The cluster's directory, e.g. `redis://10.0.0.2:6379`. Without it the node
+    /// runs alone; with it, it joins the other nodes registered there (needs
+    /// --cluster-secret).
+    #[arg(long, env = "CHORUS_REDIS")]
+    pub redis: Option<String>,
+    /// Where the QUIC relay between nodes listens (UDP). Never open it to clients:
+    /// only nodes that know --cluster-secret get through.
+    #[arg(long, env = "CHORUS_RELAY", default_value = "0.0.0.0:7890")]
+    pub relay: SocketAddr,
+    /// The secret the nodes of a cluster prove to each other on the relay. Prefer the
+    /// env var: command lines are visible to other users of the machine.
+    #[arg(long, env = "CHORUS_CLUSTER_SECRET", hide_env_values = true)]
+    pub cluster_secret: Option<String>,
+    /// The signaling URL other nodes send clients to (`redirect`); default:
+    /// `ws://<first --public-ip, or the --http address>/v1/signal`.
+    #[arg(long, env = "CHORUS_ADVERTISE_URL")]
+    pub advertise_url: Option<String>,
 }
 
 /// An SRTP profile by its name in WebRTC statistics (`srtpCipher`) or its IANA name.
@@ -215,6 +232,10 @@ struct FileConfig {
     turn_url: Option<Vec<String>>,
     turn_secret: Option<String>,
     turn_ttl: Option<u64>,
+    redis: Option<String>,
+    relay: Option<SocketAddr>,
+    cluster_secret: Option<String>,
+    advertise_url: Option<String>,
 }
 
 /// Why the command line or the config file cannot be used.
@@ -307,6 +328,20 @@ impl ServeArgs {
         take!(tcp_connections_per_ip, "tcp_connections_per_ip");
         take!(turn_secret, "turn_secret");
         take!(turn_ttl, "turn_ttl");
+        take!(relay, "relay");
+        for (value, id, field) in [
+            (file.redis, "redis", &mut self.redis),
+            (
+                file.cluster_secret,
+                "cluster_secret",
+                &mut self.cluster_secret,
+            ),
+            (file.advertise_url, "advertise_url", &mut self.advertise_url),
+        ] {
+            if value.is_some() && unset(id) {
+                *field = value;
+            }
+        }
         take!(stun_url => stun_urls, "stun_urls");
         take!(turn_url => turn_urls, "turn_urls");
         if let Some(names) = file.srtp_profiles {
@@ -372,6 +407,12 @@ impl ServeArgs {
             ice: self.ice_config(),
             tcp: self.tcp_addr().unwrap_or(None),
             tcp_connections_per_ip: self.tcp_connections_per_ip,
+            cluster: self.redis.clone().map(|redis| ClusterSettings {
+                redis,
+                relay: self.relay,
+                secret: self.cluster_secret.clone().unwrap_or_default(),
+                advertise_url: self.advertise_url.clone(),
+            }),
         }
     }
 
@@ -453,6 +494,18 @@ impl ServeArgs {
     /// What the flags cannot check one by one.
     pub fn check(&self) -> Result<(), CliError> {
         self.check_public_ips("--udp", self.udp)?;
+        if self.redis.is_some() && self.cluster_secret.as_deref().is_none_or(str::is_empty) {
+            return Err(CliError::Invalid(
+                "--redis needs --cluster-secret (or CHORUS_CLUSTER_SECRET): nodes prove it to each other on the relay".into(),
+            ));
+        }
+        if let Some(url) = &self.advertise_url {
+            if !(url.starts_with("ws://") || url.starts_with("wss://")) {
+                return Err(CliError::Invalid(format!(
+                    "--advertise-url {url:?}: expected a ws:// or wss:// URL"
+                )));
+            }
+        }
         if let Some(tcp) = self.tcp_addr()? {
             self.check_public_ips("--tcp", tcp)?;
         }

@@ -60,6 +60,32 @@ pub struct NodeConfig {
     pub tcp: Option<SocketAddr>,
     /// ICE-TCP connections one IP address may hold at once (0: no limit).
     pub tcp_connections_per_ip: usize,
+    /// In a cluster (`--redis`); `None`: the node runs alone.
+    pub cluster: Option<ClusterSettings>,
+}
+
+/// How a node joins a cluster.
+#[derive(Clone)]
+pub struct ClusterSettings {
+    /// `--redis`.
+    pub redis: String,
+    /// `--relay`.
+    pub relay: SocketAddr,
+    /// `--cluster-secret`.
+    pub secret: String,
+    /// `--advertise-url`; `None`: from `--public-ip` or `--http`.
+    pub advertise_url: Option<String>,
+}
+
+impl std::fmt::Debug for ClusterSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterSettings")
+            .field("redis", &self.redis)
+            .field("relay", &self.relay)
+            .field("secret", &"<redacted>")
+            .field("advertise_url", &self.advertise_url)
+            .finish()
+    }
 }
 
 impl Default for NodeConfig {
@@ -89,6 +115,7 @@ impl Default for NodeConfig {
             ice: IceConfig::default(),
             tcp: None,
             tcp_connections_per_ip: 16,
+            cluster: None,
         }
     }
 }

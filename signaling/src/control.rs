@@ -216,7 +216,22 @@ fn to_value<T: serde::Serialize>(v: T) -> Result<Value, RpcError> {
 }
 
 /// Answers one call.
-async fn dispatch(shared: &Arc<Shared>, call: Call) -> Result<Value, RpcError> {
+pub(crate) async fn dispatch(shared: &Arc<Shared>, call: Call) -> Result<Value, RpcError> {
+    dispatch_at(shared, call, false).await
+}
+
+/// Answers one call; in a cluster, one that must run on another node is forwarded
+/// there (unless it was `forwarded` here).
+pub(crate) async fn dispatch_at(
+    shared: &Arc<Shared>,
+    call: Call,
+    forwarded: bool,
+) -> Result<Value, RpcError> {
+    if let (Some(cluster), false) = (&shared.cluster, forwarded) {
+        if let Some(node) = crate::cluster::route(cluster, &call).await? {
+            return crate::cluster::forward(cluster, node, &call).await;
+        }
+    }
     let hub = &shared.control;
     let one = |reply: Reply| match reply {
         Reply::Room(r) => to_value(wire::room_info(r)),
@@ -237,7 +252,19 @@ async fn dispatch(shared: &Arc<Shared>, call: Call) -> Result<Value, RpcError> {
                     "the node is draining: create the room on another node",
                 ));
             }
-            one(hub.ask_one(&shared.engine, Request::CreateRoom(c)).await?)
+            let Some(cluster) = &shared.cluster else {
+                return one(hub.ask_one(&shared.engine, Request::CreateRoom(c)).await?);
+            };
+            if !forwarded {
+                if let Some(created) = crate::cluster::place_create(cluster, &c).await? {
+                    return Ok(created);
+                }
+            }
+            let created = one(hub
+                .ask_one(&shared.engine, Request::CreateRoom(c.clone()))
+                .await?)?;
+            crate::cluster::claim_created(shared, cluster, &c).await?;
+            Ok(created)
         }
         Call::RoomGet(r) => one(hub
             .ask_one(&shared.engine, Request::GetRoom(r.room))
@@ -357,6 +384,7 @@ async fn dispatch(shared: &Arc<Shared>, call: Call) -> Result<Value, RpcError> {
                 shards,
             })
         }
+        Call::NodeList => to_value(crate::cluster::node_list(shared.cluster.as_ref())),
         Call::NodeDrain(d) => {
             let deadline = d
                 .deadline_s

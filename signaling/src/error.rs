@@ -15,4 +15,6 @@ pub enum SignalingError {
     Control(#[from] crate::control::ControlError),
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
+    #[error("cluster: {0}")]
+    Cluster(#[from] chorus_cluster::ClusterError),
 }

@@ -15,6 +15,7 @@
 
 mod assets;
 pub mod cli;
+mod cluster;
 pub mod config;
 mod control;
 mod error;

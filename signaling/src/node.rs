@@ -108,7 +108,24 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, SignalingError> {
         ..TcpLimits::default()
     };
     let tcp = config.tcp.map(|t| (t, limits));
-    let driver = Driver::spawn(
+    // HTTP first: its port is in the URL other nodes of a cluster hand out.
+    let listener = TcpListener::bind(config.http)
+        .await
+        .map_err(|source| SignalingError::Bind {
+            what: "HTTP listener",
+            addr: config.http,
+            source,
+        })?;
+    let http = listener.local_addr()?;
+    let cluster = match &config.cluster {
+        Some(settings) => Some(join_cluster(settings, &config, http).await?),
+        None => None,
+    };
+    if let Some(c) = &cluster {
+        shard.node = c.index();
+    }
+    let roster = cluster.clone();
+    let driver = Driver::spawn_with_relay(
         shard,
         config.udp,
         tcp,
@@ -116,8 +133,14 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, SignalingError> {
         move |event| match event {
             Event::Reply { id, result, .. } => hub.reply(id, result),
             Event::Notify(e) => hub.event(crate::wire::node_event(e)),
+            Event::Roster { room, change } => {
+                if let Some(c) = &roster {
+                    c.on_roster(room, change);
+                }
+            }
             other => sink.deliver(other),
         },
+        cluster.as_ref().map(|c| c.relay_sink()),
     )
     .map_err(|e| match e {
         EngineError::Io(source) => SignalingError::Bind {
@@ -130,14 +153,6 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, SignalingError> {
     let udp = driver.local_addr();
     let advertised = SocketAddr::new(advertised.ip(), udp.port());
 
-    let listener = TcpListener::bind(config.http)
-        .await
-        .map_err(|source| SignalingError::Bind {
-            what: "HTTP listener",
-            addr: config.http,
-            source,
-        })?;
-    let http = listener.local_addr()?;
     let control_listener = match &config.control {
         Some(path) => Some((crate::control::bind(path).await?, path.clone())),
         None => None,
@@ -164,7 +179,14 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, SignalingError> {
         join_buckets: Default::default(),
         started: Instant::now(),
         next_id: AtomicU64::new(seed() >> 24),
+        cluster: cluster.clone(),
     });
+    if let Some(c) = &cluster {
+        c.attach(
+            shared.engine.clone(),
+            Arc::new(crate::cluster::Host(Arc::downgrade(&shared))),
+        );
+    }
     let shared_for_node = shared.clone();
     let control_path = control_listener.map(|(listener, path)| {
         tokio::spawn(crate::control::serve(listener, shared.clone()));
@@ -275,4 +297,42 @@ fn seed() -> u64 {
             .map_or(0, |d| d.as_nanos()),
     );
     h.finish()
+}
+
+/// Joins the cluster `settings` name: the directory, a node number, the relay.
+async fn join_cluster(
+    settings: &crate::config::ClusterSettings,
+    config: &NodeConfig,
+    http: SocketAddr,
+) -> Result<chorus_cluster::Cluster, SignalingError> {
+    // What other nodes reach this one at: the first public IP, else the bound one.
+    let ip = config
+        .public_ips
+        .first()
+        .copied()
+        .unwrap_or(if http.ip().is_unspecified() {
+            std::net::IpAddr::from([127, 0, 0, 1])
+        } else {
+            http.ip()
+        });
+    let url = settings
+        .advertise_url
+        .clone()
+        .unwrap_or_else(|| format!("ws://{}/v1/signal", SocketAddr::new(ip, http.port())));
+    let relay_advertised = if settings.relay.ip().is_unspecified() {
+        SocketAddr::new(ip, settings.relay.port())
+    } else {
+        settings.relay
+    };
+    Ok(
+        chorus_cluster::Cluster::join(chorus_cluster::ClusterConfig {
+            redis: settings.redis.clone(),
+            prefix: chorus_cluster::directory::DEFAULT_PREFIX.to_owned(),
+            relay: settings.relay,
+            relay_advertised,
+            secret: settings.secret.as_bytes().to_vec(),
+            url,
+        })
+        .await?,
+    )
 }

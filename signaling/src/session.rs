@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
+use chorus_cluster::Placement;
 use chorus_engine::{ClientEvent, CloseReason, Command, Permissions, Sources};
 use chorus_protocol::signal::{
     ClientMessage, DecodeError, DisplayName, ErrorCode, ParticipantId, RoomId, ServerMessage,
@@ -41,6 +42,18 @@ enum Flow {
         participant: ParticipantId,
         token: String,
     },
+    /// In a cluster: the join must be placed (asks the directory), so it is finished
+    /// by the connection loop.
+    Place(Box<PendingJoin>),
+}
+
+/// A join that passed every check, not yet handed to the engine.
+struct PendingJoin {
+    room: RoomId,
+    name: DisplayName,
+    identity: Option<String>,
+    permissions: Permissions,
+    p2p: bool,
 }
 
 /// How a connection ended.
@@ -198,6 +211,9 @@ pub(crate) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                 } else {
                     session.on_text(&text, &mut tx, &mut replies)
                 };
+                if let Flow::Place(join) = flow {
+                    flow = session.place(*join, &mut tx, &mut replies).await;
+                }
                 if let Flow::Resume { participant, token } = flow {
                     flow = Flow::Continue;
                     match session.resume(participant, &token, &mut tx).await {
@@ -544,6 +560,71 @@ impl Session {
                 return Flow::Close(POLICY, "unauthorized");
             }
         };
+        let join = PendingJoin {
+            room,
+            name,
+            identity,
+            permissions,
+            p2p,
+        };
+        if self.shared.cluster.is_some() {
+            return Flow::Place(Box::new(join));
+        }
+        self.admit(join, tx, replies)
+    }
+
+    /// In a cluster: where the join belongs. Here (after making sure a room that
+    /// spans runs here with its home's policy), or a `redirect` to its home node.
+    async fn place(
+        &mut self,
+        join: PendingJoin,
+        tx: &mut Option<mpsc::Sender<Outbound>>,
+        replies: &mut Vec<ServerMessage>,
+    ) -> Flow {
+        let Some(cluster) = self.shared.cluster.clone() else {
+            return self.admit(join, tx, replies);
+        };
+        let placed = match cluster.place_join(&join.room).await {
+            Ok(Placement::Local) => Ok(()),
+            Ok(Placement::Span { home }) => {
+                crate::cluster::ensure_replica(&self.shared, &cluster, home, &join.room).await
+            }
+            Ok(Placement::Redirect { url }) => {
+                self.answered = true;
+                self.shared.joins.count("redirect");
+                tracing::info!(room = %join.room, %url, "join redirected to the room's home node");
+                replies.push(ServerMessage::Redirect { url });
+                return Flow::Close(NORMAL, "redirect");
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(why) = placed {
+            self.answered = true;
+            self.shared.joins.count(ErrorCode::Unavailable.as_str());
+            tracing::warn!(room = %join.room, error = %why, "join could not be placed");
+            replies.push(ServerMessage::error(
+                ErrorCode::Unavailable,
+                format!("the cluster cannot place this join now: {why}; retry"),
+            ));
+            return Flow::Close(TRY_AGAIN_LATER, "cluster unavailable");
+        }
+        self.admit(join, tx, replies)
+    }
+
+    /// Hands a placed join to the engine.
+    fn admit(
+        &mut self,
+        join: PendingJoin,
+        tx: &mut Option<mpsc::Sender<Outbound>>,
+        replies: &mut Vec<ServerMessage>,
+    ) -> Flow {
+        let PendingJoin {
+            room,
+            name,
+            identity,
+            permissions,
+            p2p,
+        } = join;
         let Some(tx) = tx.take() else {
             return Flow::Continue;
         };

@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chorus_engine::{participant_id, CommandSender};
+use chorus_engine::cluster::participant_id_on;
+use chorus_engine::CommandSender;
 use chorus_protocol::signal::ParticipantId;
 use tokio::sync::watch;
 
@@ -42,6 +43,8 @@ pub(crate) struct Shared {
         parking_lot::Mutex<std::collections::HashMap<std::net::IpAddr, crate::rate::RateLimiter>>,
     pub started: Instant,
     pub(crate) next_id: AtomicU64,
+    /// The node's cluster (`--redis`); `None`: it runs alone.
+    pub cluster: Option<chorus_cluster::Cluster>,
 }
 
 impl Shared {
@@ -65,7 +68,8 @@ impl Shared {
 
     /// A fresh id whose home shard is `home` (the shard keeping its room's roster).
     pub fn next_participant_id(&self, home: usize) -> ParticipantId {
-        participant_id(self.next_id.fetch_add(1, Ordering::Relaxed), home)
+        let node = self.cluster.as_ref().map_or(0, |c| c.index());
+        participant_id_on(node, self.next_id.fetch_add(1, Ordering::Relaxed), home)
     }
 }
 

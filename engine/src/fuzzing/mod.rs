@@ -530,6 +530,7 @@ fn run(data: &[u8]) -> Reached {
                         }),
                         p2p_max: Some(flag % 5),
                         p2p_downgrade_s: Some(u32::from(flag % 3) + 1),
+                        span: None,
                     }),
                     1 => Request::GetRoom(room),
                     2 => Request::ListRooms,

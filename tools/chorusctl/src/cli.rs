@@ -109,6 +109,10 @@ pub enum RoomCommand {
         /// What the room is for [default: public]
         #[arg(long, value_parser = kind_parser())]
         kind: Option<RoomKind>,
+        /// In a cluster: members may join at any node, and the room spans them
+        /// [default: true for raid rooms]
+        #[arg(long)]
+        span: Option<bool>,
         #[command(flatten)]
         settings: RoomSettings,
     },
@@ -420,6 +424,8 @@ fn sources(s: &str) -> Result<Sources, String> {
 pub enum NodeCommand {
     /// Counters: the node's totals and each shard's
     Stats,
+    /// The nodes of the cluster (empty for a node alone)
+    List,
     /// Refuse new joins, close the rooms left at the deadline, then exit
     Drain {
         /// Seconds until the rooms left are closed [default: the node's --drain-timeout]
@@ -499,6 +505,7 @@ impl Command {
                 RoomCommand::Create {
                     room,
                     kind,
+                    span,
                     settings: s,
                 } => (
                     "room.create",
@@ -515,6 +522,7 @@ impl Command {
                         proximity: s.proximity().flatten(),
                         p2p_max: s.p2p_max,
                         p2p_downgrade_s: s.p2p_downgrade,
+                        span: *span,
                     }),
                 ),
                 RoomCommand::Get { room } => ("room.get", params(&RoomRef { room: room.clone() })),
@@ -627,6 +635,7 @@ impl Command {
                 }),
             ),
             Command::Node(NodeCommand::Stats) => ("node.stats", Value::Object(Default::default())),
+            Command::Node(NodeCommand::List) => ("node.list", Value::Object(Default::default())),
             Command::Node(NodeCommand::Drain { deadline }) => (
                 "node.drain",
                 params(&NodeDrain {
