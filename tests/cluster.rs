@@ -1,0 +1,297 @@
+//! Rooms across machines (issue 14) on real parts: a real `redis-server` and three
+//! nodes of one cluster in this process (each its own engine, HTTP server, control
+//! socket and QUIC relay on loopback), with real clients (WebSocket + str0m over UDP).
+//! Timeouts are upper bounds only.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use chorus_signaling::config::ClusterSettings;
+use chorus_signaling::{NodeConfig, RunningNode};
+use chorus_tests::live::{wait_until, LiveClient};
+use chorus_tests::rpc::{socket_path, Rpc};
+use chorus_tests::ws::{connect, node_with, recv, send};
+use serde_json::{json, Value};
+
+const LIMIT: Duration = Duration::from_secs(10);
+/// 0.6 s of audio at 50 packets a second.
+const HEARD: u64 = 30;
+
+/// A `redis-server` on a free port, killed when dropped.
+struct RedisServer {
+    child: Child,
+    port: u16,
+}
+
+impl RedisServer {
+    fn start() -> RedisServer {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server runs (tools/test.sh installs it)");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        RedisServer { child, port }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn cluster_node(redis: &RedisServer, tag: &str, shards: usize) -> RunningNode {
+    node_with(NodeConfig {
+        dev: true,
+        shards,
+        control: Some(socket_path(tag)),
+        cluster: Some(ClusterSettings {
+            redis: format!("redis://127.0.0.1:{}", redis.port),
+            relay: "127.0.0.1:0".parse().unwrap(),
+            secret: "test-cluster-secret".into(),
+            advertise_url: None,
+        }),
+        ..NodeConfig::default()
+    })
+    .await
+}
+
+async fn rpc(node: &RunningNode) -> Rpc {
+    Rpc::connect(node.control.as_deref().unwrap()).await
+}
+
+fn muted_in(client: &LiveClient, id: &str) -> bool {
+    client
+        .messages("participant_updated")
+        .iter()
+        .any(|m| m["participant"]["participant_id"] == id && m["participant"]["muted"] == true)
+}
+
+fn left_in(client: &LiveClient, id: &str) -> bool {
+    client
+        .messages("participant_left")
+        .iter()
+        .any(|m| m["participant_id"] == id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_spans_three_nodes() {
+    let redis = RedisServer::start();
+    let a = cluster_node(&redis, "cluster-a", 2).await;
+    let b = cluster_node(&redis, "cluster-b", 1).await;
+    let c = cluster_node(&redis, "cluster-c", 1).await;
+    let (mut ra, mut rb) = (rpc(&a).await, rpc(&b).await);
+
+    // Every node sees the three (heartbeats every second).
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let list = ra.call("node.list", json!({})).await.unwrap();
+        if list.as_array().is_some_and(|l| l.len() == 3) {
+            let me: Vec<&Value> = list
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|n| n["self"] == true)
+                .collect();
+            assert_eq!(me.len(), 1, "{list}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node.list never showed 3 nodes: {list}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // A raid room spans by default; created through node A, placed by load.
+    let created = ra
+        .call("room.create", json!({"room": "raid-1", "kind": "raid"}))
+        .await
+        .unwrap();
+    assert_eq!(created["room"], "raid-1", "{created}");
+
+    // One client on each node.
+    let x = LiveClient::join(&a, "raid-1", "x", None, 4)
+        .await
+        .expect("x joins on A");
+    let y = LiveClient::join(&b, "raid-1", "y", None, 4)
+        .await
+        .expect("y joins on B");
+    let z = LiveClient::join(&c, "raid-1", "z", None, 4)
+        .await
+        .expect("z joins on C");
+
+    // CSRCs and ids unique room-wide; each sees the two others.
+    let csrcs = [x.csrc(), y.csrc(), z.csrc()];
+    assert!(
+        csrcs[0] != csrcs[1] && csrcs[1] != csrcs[2] && csrcs[0] != csrcs[2],
+        "{csrcs:x?}"
+    );
+    let ids = [
+        x.participant_id().to_owned(),
+        y.participant_id().to_owned(),
+        z.participant_id().to_owned(),
+    ];
+    let all_listed = wait_until(LIMIT, || {
+        let knows = |c: &LiveClient, others: [&str; 2]| {
+            let listed: Vec<Value> = c
+                .messages("participant_joined")
+                .iter()
+                .map(|m| m["participant"]["participant_id"].clone())
+                .chain(
+                    c.joined()["participants"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|p| p["participant_id"].clone()),
+                )
+                .collect();
+            others.iter().all(|o| listed.iter().any(|l| l == o))
+        };
+        knows(&x, [&ids[1], &ids[2]])
+            && knows(&y, [&ids[0], &ids[2]])
+            && knows(&z, [&ids[0], &ids[1]])
+    })
+    .await;
+    assert!(all_listed, "every client lists the other two");
+
+    // X speaks on A: Y (on B) and Z (on C) hear it, each packet exactly once.
+    x.set_speaking(true);
+    let heard = wait_until(LIMIT, || {
+        y.received_from(x.csrc()) >= HEARD && z.received_from(x.csrc()) >= HEARD
+    })
+    .await;
+    x.set_speaking(false);
+    assert!(
+        heard,
+        "Y got {} and Z {} of X's packets",
+        y.received_from(x.csrc()),
+        z.received_from(x.csrc())
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sent = x.sent();
+    for (who, got) in [
+        ("Y", y.received_from(x.csrc())),
+        ("Z", z.received_from(x.csrc())),
+    ] {
+        assert!(got <= sent, "{who} got {got} of {sent}: a packet twice");
+        assert!(got + 3 >= sent, "{who} got {got} of {sent}");
+    }
+    assert_eq!(
+        x.received_total(),
+        0,
+        "X heard something while alone speaking"
+    );
+
+    // Z speaks on C: loudest-N at A names it.
+    z.set_speaking(true);
+    let heard = wait_until(LIMIT, || x.received_from(z.csrc()) >= HEARD).await;
+    let z_id = ids[2].clone();
+    let speaker = wait_until(LIMIT, || {
+        x.messages("speakers").iter().any(|m| {
+            m["speakers"]
+                .as_array()
+                .is_some_and(|s| s.iter().any(|s| s["participant_id"] == z_id.as_str()))
+        })
+    })
+    .await;
+    z.set_speaking(false);
+    assert!(heard && speaker, "X hears Z and sees it in speakers");
+
+    // A mute on C reaches A and B.
+    z.send(json!({"type": "mute", "muted": true}));
+    let seen = wait_until(LIMIT, || muted_in(&x, &ids[2]) && muted_in(&y, &ids[2])).await;
+    assert!(seen, "X and Y see Z muted");
+
+    // A control call on B for the room, wherever it is homed, and for a participant
+    // held by C.
+    let room = rb
+        .call("room.get", json!({"room": "raid-1"}))
+        .await
+        .unwrap();
+    assert_eq!(room["kind"], "raid", "{room}");
+    let p = rb
+        .call(
+            "participant.get",
+            json!({"room": "raid-1", "participant_id": z.participant_id()}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(p["muted"], true, "{p}");
+    let kicked = ra
+        .call(
+            "participant.mute",
+            json!({"room": "raid-1", "participant_id": y.participant_id(), "muted": true}),
+        )
+        .await;
+    assert!(kicked.is_ok(), "{kicked:?}");
+    let seen = wait_until(LIMIT, || {
+        y.messages("participant_updated").iter().any(|m| {
+            m["participant"]["participant_id"] == ids[1].as_str()
+                && m["participant"]["server_muted"] == true
+        })
+    })
+    .await;
+    assert!(seen, "a server mute asked at A reaches Y on B");
+
+    // A room that does not span: its joins at other nodes are redirected home.
+    let mut ws = connect(&b).await;
+    send(
+        &mut ws,
+        json!({"type": "join", "room": "guild-7", "name": "g1"}),
+    )
+    .await;
+    let first = recv(&mut ws).await;
+    assert_eq!(first["type"], "joined", "{first}");
+    let mut other = connect(&c).await;
+    send(
+        &mut other,
+        json!({"type": "join", "room": "guild-7", "name": "g2"}),
+    )
+    .await;
+    let redirect = recv(&mut other).await;
+    assert_eq!(redirect["type"], "redirect", "{redirect}");
+    assert_eq!(
+        redirect["url"],
+        format!("ws://127.0.0.1:{}/v1/signal", b.http.port())
+    );
+
+    // Node C goes away: X and Y are told Z left within 5 s.
+    let gone = Instant::now();
+    drop(z);
+    c.stop().await;
+    let cleaned = wait_until(Duration::from_secs(5), || {
+        left_in(&x, &ids[2]) && left_in(&y, &ids[2])
+    })
+    .await;
+    assert!(cleaned, "Z left at X and Y within 5 s");
+    eprintln!(
+        "node C gone → its member left elsewhere in {:?}",
+        gone.elapsed()
+    );
+
+    // The room goes on between A and B (Y is server-muted: X speaks).
+    let before = y.received_from(x.csrc());
+    x.set_speaking(true);
+    let heard = wait_until(LIMIT, || y.received_from(x.csrc()) >= before + HEARD).await;
+    x.set_speaking(false);
+    assert!(heard, "Y still hears X");
+    drop((x, y, ws, other));
+    a.stop().await;
+    b.stop().await;
+}
