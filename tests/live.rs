@@ -157,7 +157,20 @@ impl LiveClient {
         slots: usize,
         bind: SocketAddr,
     ) -> Result<LiveClient, String> {
-        let url = format!("ws://{}/v1/signal", node.http);
+        LiveClient::join_at(node.http, room, name, token, slots, bind).await
+    }
+
+    /// [`LiveClient::join_from`] for a node known by its HTTP address only (one run
+    /// as a separate process).
+    pub async fn join_at(
+        http: SocketAddr,
+        room: &str,
+        name: &str,
+        token: Option<&str>,
+        slots: usize,
+        bind: SocketAddr,
+    ) -> Result<LiveClient, String> {
+        let url = format!("ws://{http}/v1/signal");
         let (mut ws, _) = tokio::time::timeout(STEP_TIMEOUT, tokio_tungstenite::connect_async(url))
             .await
             .map_err(|_| "WebSocket connect timed out".to_owned())?

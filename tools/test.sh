@@ -4,7 +4,7 @@
 #   tools/test.sh
 #
 # Installs what the tests need when it is missing: cargo-fuzz (crates.io), Debian's
-# libssl-dev, chromium, coturn and GStreamer (tools/native-test/run.sh), and the browser
+# libssl-dev, redis-server, chromium, coturn and GStreamer (tools/native-test/run.sh), and the browser
 # test's npm packages (tools/browser-test/run.sh).
 # Env: CHORUS_FUZZ_SECONDS  seconds each fuzz target runs (default 10; 0 skips running)
 set -euo pipefail
@@ -18,6 +18,15 @@ if ! pkg-config --exists openssl 2>/dev/null; then
   step "installing libssl-dev and pkg-config (the OpenSSL DTLS interop test)"
   apt-get -o DPkg::Lock::Timeout=600 update
   apt-get -o DPkg::Lock::Timeout=600 install -y libssl-dev pkg-config
+fi
+
+# The cluster tests (cluster/tests, tests/cluster.rs) start real redis-servers.
+if ! command -v redis-server >/dev/null 2>&1; then
+  step "installing redis-server (the cluster's directory, for the cluster tests)"
+  apt-get -o DPkg::Lock::Timeout=600 update
+  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y redis-server
+  # Debian starts one on 6379 as a service: the tests start their own.
+  (service redis-server stop || systemctl stop redis-server || true) >/dev/null 2>&1
 fi
 
 step "format"

@@ -1014,6 +1014,10 @@ pub struct RoomInfo {
     pub auto_created: bool,
     /// The shard keeping the roster.
     pub home_shard: usize,
+    /// In a cluster: the number of the node keeping the room (`node.list`'s `index`;
+    /// absent on a node alone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub home_node: Option<u16>,
 }
 
 /// A participant as `participant.*` and events return it.

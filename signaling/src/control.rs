@@ -233,8 +233,13 @@ pub(crate) async fn dispatch_at(
         }
     }
     let hub = &shared.control;
+    // A room answered here is homed here (room methods run at the room's home).
+    let home_node = shared.cluster.as_ref().map(|c| c.index());
     let one = |reply: Reply| match reply {
-        Reply::Room(r) => to_value(wire::room_info(r)),
+        Reply::Room(r) => to_value(RoomInfo {
+            home_node,
+            ..wire::room_info(r)
+        }),
         Reply::Participant(p) => to_value(wire::participant_details(p)),
         Reply::Participants(p) => to_value(
             p.into_iter()

@@ -313,6 +313,7 @@ pub fn room_info(r: RoomSummary) -> RoomInfo {
         participants: r.participants,
         auto_created: r.auto_created,
         home_shard: r.home_shard,
+        home_node: None,
     }
 }
 
