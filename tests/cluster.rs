@@ -218,13 +218,19 @@ async fn a_room_spans_three_nodes() {
     let seen = wait_until(LIMIT, || muted_in(&x, &ids[2]) && muted_in(&y, &ids[2])).await;
     assert!(seen, "X and Y see Z muted");
 
-    // A control call on B for the room, wherever it is homed, and for a participant
-    // held by C.
+    // A control call on B for the room, wherever it is homed (its roster is
+    // room-wide), and for a participant held by C.
     let room = rb
         .call("room.get", json!({"room": "raid-1"}))
         .await
         .unwrap();
     assert_eq!(room["kind"], "raid", "{room}");
+    assert_eq!(room["participants"], 3, "{room}");
+    let home = room["home_node"].as_u64().expect("home_node");
+    for r in [&mut ra, &mut rb] {
+        let again = r.call("room.get", json!({"room": "raid-1"})).await.unwrap();
+        assert_eq!(again["home_node"], home, "every node names the same home");
+    }
     let p = rb
         .call(
             "participant.get",
@@ -248,6 +254,23 @@ async fn a_room_spans_three_nodes() {
     })
     .await;
     assert!(seen, "a server mute asked at A reaches Y on B");
+
+    // The policy is room-wide: room.update through any node reaches every node
+    // running the room (a fourth member is refused at each).
+    let updated = rb
+        .call(
+            "room.update",
+            json!({"room": "raid-1", "max_participants": 3}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(updated["max_participants"], 3, "{updated}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for node in [&a, &b, &c] {
+        let full = LiveClient::join(node, "raid-1", "fourth", None, 4).await;
+        let why = full.err().expect("a fourth member is refused");
+        assert!(why.contains("room_full"), "{why}");
+    }
 
     // A room that does not span: its joins at other nodes are redirected home.
     let mut ws = connect(&b).await;
@@ -291,6 +314,21 @@ async fn a_room_spans_three_nodes() {
     let heard = wait_until(LIMIT, || y.received_from(x.csrc()) >= before + HEARD).await;
     x.set_speaking(false);
     assert!(heard, "Y still hears X");
+
+    // The room is deleted through B: members on every node are told.
+    rb.call(
+        "room.delete",
+        json!({"room": "raid-1", "reason": "raid over"}),
+    )
+    .await
+    .unwrap();
+    for who in [&x, &y] {
+        let closed = who
+            .wait_for("room_closed", LIMIT)
+            .await
+            .expect("room_closed");
+        assert_eq!(closed["reason"], "raid over", "{closed}");
+    }
     drop((x, y, ws, other));
     a.stop().await;
     b.stop().await;

@@ -12,6 +12,7 @@ pub mod directory;
 pub mod error;
 pub mod node;
 pub mod relay;
+mod task;
 pub mod wire;
 
 pub use error::ClusterError;

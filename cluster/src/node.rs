@@ -15,17 +15,17 @@
 //!   rooms whose home vanished are taken over (first node wins).
 //! - A join asks [`Cluster::place_join`] where it belongs.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use chorus_engine::{CommandSender, RelaySink, RemoteMember, RosterChange, SpeakerPacket};
-use chorus_protocol::signal::{ParticipantId, RoomId};
+use chorus_engine::{CommandSender, RelaySink, RosterChange, SpeakerPacket};
+use chorus_protocol::signal::RoomId;
 use parking_lot::{Mutex, RwLock};
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
@@ -33,7 +33,8 @@ use tokio::sync::{mpsc, oneshot};
 use crate::directory::{Directory, NodeRecord, RoomRecord, HEARTBEAT_EVERY, NODE_TTL};
 use crate::error::ClusterError;
 use crate::relay::{NodeIndex, Relay, RelayConfig, RelayEvent};
-use crate::wire::{decode_audio, encode_audio, RelayMessage, WireMember};
+use crate::task::{Input, Task};
+use crate::wire::{encode_audio, RelayMessage};
 
 /// How long a node waits for another node's answer (a room's policy, a call).
 pub const ASK_TIMEOUT: Duration = Duration::from_secs(3);
@@ -67,6 +68,13 @@ pub trait ClusterHost: Send + Sync + 'static {
     fn load(&self) -> (u64, f32);
     /// The node drains: it takes no new rooms.
     fn draining(&self) -> bool;
+    /// A room this node ran for members of its own, not its home, has none left
+    /// here: close it here (quietly: nobody is in it).
+    fn release_replica(&self, room: RoomId);
+    /// The room's home changed its policy: apply the `room.update` params here.
+    fn apply_update(&self, params: Value);
+    /// The room's home closed it: close it here too, with its reason.
+    fn close_replica(&self, room: RoomId, reason: String);
 }
 
 /// A boxed future, as [`ClusterHost`] returns.
@@ -87,31 +95,31 @@ pub enum Placement {
 /// A node's handle on its cluster. Cheap to clone.
 #[derive(Clone)]
 pub struct Cluster {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
-struct Inner {
-    node_id: String,
-    index: NodeIndex,
-    url: String,
-    relay_addr: SocketAddr,
-    started_ms: u64,
-    directory: Directory,
-    relay: Relay,
+pub(crate) struct Inner {
+    pub(crate) node_id: String,
+    pub(crate) index: NodeIndex,
+    pub(crate) url: String,
+    pub(crate) relay_addr: SocketAddr,
+    pub(crate) started_ms: u64,
+    pub(crate) directory: Directory,
+    pub(crate) relay: Relay,
     /// For each room this node holds members of: the connected nodes that do too.
     /// Read by the shard threads for every local speaker packet.
-    routes: RwLock<HashMap<RoomId, Vec<NodeIndex>>>,
+    pub(crate) routes: RwLock<HashMap<RoomId, Vec<NodeIndex>>>,
     /// The live nodes as last read from the directory (this one included).
-    nodes: RwLock<Vec<NodeRecord>>,
+    pub(crate) nodes: RwLock<Vec<NodeRecord>>,
     /// Rooms' directory records as last read or written here.
-    rooms: Mutex<HashMap<RoomId, RoomRecord>>,
+    pub(crate) rooms: Mutex<HashMap<RoomId, RoomRecord>>,
     /// Answers awaited from other nodes, by request id.
-    pending: Mutex<HashMap<u64, oneshot::Sender<Reply>>>,
-    next_ask: AtomicU64,
+    pub(crate) pending: Mutex<HashMap<u64, oneshot::Sender<Reply>>>,
+    pub(crate) next_ask: AtomicU64,
     /// Engine roster events for the cluster task.
-    roster: mpsc::UnboundedSender<(RoomId, RosterChange)>,
-    roster_rx: Mutex<Option<mpsc::UnboundedReceiver<(RoomId, RosterChange)>>>,
-    relay_rx: Mutex<Option<mpsc::Receiver<RelayEvent>>>,
+    pub(crate) input: mpsc::UnboundedSender<Input>,
+    pub(crate) input_rx: Mutex<Option<mpsc::UnboundedReceiver<Input>>>,
+    pub(crate) relay_rx: Mutex<Option<mpsc::Receiver<RelayEvent>>>,
     /// Speaker packets relayed out and in, and relayed datagrams that did not parse.
     pub(crate) relayed_out: AtomicU64,
     pub(crate) relayed_in: AtomicU64,
@@ -119,7 +127,7 @@ struct Inner {
 }
 
 /// An answer from another node.
-enum Reply {
+pub(crate) enum Reply {
     Policy(Option<Value>),
     Call(Result<Value, Value>),
 }
@@ -143,7 +151,7 @@ impl Cluster {
         if relay_addr.port() == 0 {
             relay_addr.set_port(bound.port());
         }
-        let (roster, roster_rx) = mpsc::unbounded_channel();
+        let (input, input_rx) = mpsc::unbounded_channel();
         let started_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
@@ -162,8 +170,8 @@ impl Cluster {
                 rooms: Mutex::new(HashMap::new()),
                 pending: Mutex::new(HashMap::new()),
                 next_ask: AtomicU64::new(1),
-                roster,
-                roster_rx: Mutex::new(Some(roster_rx)),
+                input,
+                input_rx: Mutex::new(Some(input_rx)),
                 relay_rx: Mutex::new(Some(relay_rx)),
                 relayed_out: AtomicU64::new(0),
                 relayed_in: AtomicU64::new(0),
@@ -237,30 +245,50 @@ impl Cluster {
 
     /// An engine roster event (from the engine's event callback; never blocks).
     pub fn on_roster(&self, room: RoomId, change: RosterChange) {
-        let _ = self.inner.roster.send((room, change));
+        let _ = self.inner.input.send(Input::Roster(room, change));
+    }
+
+    /// A room closed on this node (from the engine's event callback; never blocks):
+    /// if this node was its home, the other nodes close it too and the directory
+    /// forgets it.
+    pub fn on_room_closed(&self, room: RoomId, reason: String) {
+        let _ = self.inner.input.send(Input::Closed(room, reason));
+    }
+
+    /// `room.update` ran here, at the room's home: the other nodes running it apply
+    /// the same params.
+    pub fn room_updated(&self, room: RoomId, params: Value) {
+        let _ = self.inner.input.send(Input::Updated(room, params));
+    }
+
+    /// This node is the room's home (it created it, or took it over): it keeps the
+    /// room-wide roster for the room's life, with or without members of its own.
+    pub fn hold(&self, room: RoomId) {
+        let _ = self.inner.input.send(Input::Hold(room));
+    }
+
+    /// Whether the directory (as last read or written here) names this node the
+    /// room's home.
+    pub fn is_home(&self, room: &RoomId) -> bool {
+        self.inner
+            .rooms
+            .lock()
+            .get(room)
+            .is_some_and(|r| r.home == self.inner.node_id)
     }
 
     /// Starts the cluster's tasks (on the current tokio runtime): the relay's events,
     /// the engine's roster events, and the heartbeat.
     pub fn attach(&self, engine: CommandSender, host: Arc<dyn ClusterHost>) {
-        let (Some(roster_rx), Some(relay_rx)) = (
-            self.inner.roster_rx.lock().take(),
+        let (Some(input_rx), Some(relay_rx)) = (
+            self.inner.input_rx.lock().take(),
             self.inner.relay_rx.lock().take(),
         ) else {
             return; // attached already
         };
         let (nodes_tx, nodes_rx) = mpsc::channel(4);
-        let task = Task {
-            cluster: self.clone(),
-            engine,
-            host: host.clone(),
-            interest: HashMap::new(),
-            local: HashMap::new(),
-            received: HashMap::new(),
-            peers: HashSet::new(),
-            known: HashMap::new(),
-        };
-        tokio::spawn(task.run(roster_rx, relay_rx, nodes_rx));
+        let task = Task::new(self.clone(), engine, host.clone());
+        tokio::spawn(task.run(input_rx, relay_rx, nodes_rx));
         tokio::spawn(heartbeat(self.clone(), host, nodes_tx));
     }
 
@@ -328,6 +356,7 @@ impl Cluster {
         };
         self.inner.rooms.lock().insert(room.clone(), record.clone());
         if record.home == self.inner.node_id {
+            self.hold(room.clone());
             return Ok(Placement::Local);
         }
         let Some(home) = self.live(&record.home) else {
@@ -351,6 +380,9 @@ impl Cluster {
             .claim_room(room.as_str(), &self.inner.node_id, span)
             .await?;
         self.inner.rooms.lock().insert(room.clone(), record.clone());
+        if record.home == self.inner.node_id {
+            self.hold(room.clone());
+        }
         Ok(record)
     }
 
@@ -460,370 +492,6 @@ pub struct ClusterStats {
     pub auth_failures: u64,
 }
 
-/// The cluster's state, owned by one task.
-struct Task {
-    cluster: Cluster,
-    engine: CommandSender,
-    host: Arc<dyn ClusterHost>,
-    /// Per room: the connected nodes that said they hold members (whether this node
-    /// does or not).
-    interest: HashMap<RoomId, BTreeSet<NodeIndex>>,
-    /// Per room this node holds members of: those members.
-    local: HashMap<RoomId, HashMap<ParticipantId, RemoteMember>>,
-    /// Per node: the members it told us of, per room (to drop when it goes).
-    received: HashMap<NodeIndex, HashMap<RoomId, HashSet<ParticipantId>>>,
-    /// Connected nodes.
-    peers: HashSet<NodeIndex>,
-    /// The other live nodes as last read: number → id.
-    known: HashMap<NodeIndex, String>,
-}
-
-impl Task {
-    async fn run(
-        mut self,
-        mut roster: mpsc::UnboundedReceiver<(RoomId, RosterChange)>,
-        mut relay: mpsc::Receiver<RelayEvent>,
-        mut nodes: mpsc::Receiver<Vec<NodeRecord>>,
-    ) {
-        loop {
-            tokio::select! {
-                Some((room, change)) = roster.recv() => self.on_local(room, change),
-                Some(event) = relay.recv() => self.on_relay(event),
-                Some(list) = nodes.recv() => self.on_nodes(list),
-                else => return,
-            }
-        }
-    }
-
-    fn inner(&self) -> &Inner {
-        &self.cluster.inner
-    }
-
-    fn send(&self, node: NodeIndex, message: &RelayMessage) {
-        self.inner().relay.send_message(node, message.to_frame());
-    }
-
-    /// The nodes of `room` this node sends to: interested and connected.
-    fn update_route(&self, room: &RoomId) {
-        let mut routes = self.inner().routes.write();
-        if !self.local.contains_key(room) {
-            routes.remove(room);
-            return;
-        }
-        let nodes: Vec<NodeIndex> = self
-            .interest
-            .get(room)
-            .map(|s| {
-                s.iter()
-                    .copied()
-                    .filter(|n| self.peers.contains(n))
-                    .collect()
-            })
-            .unwrap_or_default();
-        routes.insert(room.clone(), nodes);
-    }
-
-    /// A change of one of this node's members.
-    fn on_local(&mut self, room: RoomId, change: RosterChange) {
-        let name = room.as_str().to_owned();
-        match change {
-            RosterChange::Upsert(member) => {
-                if !self.local.contains_key(&room) {
-                    self.local.insert(room.clone(), HashMap::new());
-                    let on = RelayMessage::Interest {
-                        room: name.clone(),
-                        on: true,
-                    };
-                    for &p in &self.peers {
-                        self.send(p, &on);
-                    }
-                    self.update_route(&room);
-                    let directory = self.inner().directory.clone();
-                    let (r, id) = (name.clone(), self.inner().node_id.clone());
-                    tokio::spawn(async move {
-                        if let Err(e) = directory.add_room_node(&r, &id).await {
-                            tracing::warn!(room = %r, error = %e, "directory: room's nodes not updated");
-                        }
-                    });
-                }
-                let message = RelayMessage::Member {
-                    room: name,
-                    member: WireMember::from(&member),
-                };
-                for p in self.room_peers(&room) {
-                    self.send(p, &message);
-                }
-                if let Some(members) = self.local.get_mut(&room) {
-                    members.insert(member.info.id, member);
-                }
-            }
-            RosterChange::Left(pid) => {
-                let Some(members) = self.local.get_mut(&room) else {
-                    return;
-                };
-                members.remove(&pid);
-                let empty = members.is_empty();
-                let message = RelayMessage::Left {
-                    room: name.clone(),
-                    participant: pid.0,
-                };
-                for p in self.room_peers(&room) {
-                    self.send(p, &message);
-                }
-                if empty {
-                    self.withdraw(&room);
-                }
-            }
-        }
-    }
-
-    /// This node holds no member of `room` any more: the others stop sending, and the
-    /// room here lets go of their members (it closes if a join made it).
-    fn withdraw(&mut self, room: &RoomId) {
-        self.local.remove(room);
-        let off = RelayMessage::Interest {
-            room: room.as_str().to_owned(),
-            on: false,
-        };
-        for &p in &self.peers {
-            self.send(p, &off);
-        }
-        for rooms in self.received.values_mut() {
-            for pid in rooms.remove(room).into_iter().flatten() {
-                self.engine
-                    .remote_roster(room.clone(), RosterChange::Left(pid));
-            }
-        }
-        self.update_route(room);
-        let directory = self.inner().directory.clone();
-        let (r, id) = (room.as_str().to_owned(), self.inner().node_id.clone());
-        tokio::spawn(async move {
-            if let Err(e) = directory.remove_room_node(&r, &id).await {
-                tracing::warn!(room = %r, error = %e, "directory: room's nodes not updated");
-            }
-        });
-    }
-
-    fn room_peers(&self, room: &RoomId) -> Vec<NodeIndex> {
-        self.interest
-            .get(room)
-            .map(|s| {
-                s.iter()
-                    .copied()
-                    .filter(|n| self.peers.contains(n))
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    fn on_relay(&mut self, event: RelayEvent) {
-        match event {
-            RelayEvent::Datagram { from, data } => match decode_audio(&data, Instant::now()) {
-                Ok((room, packet)) => {
-                    // Only from a node of a room this node holds.
-                    if self.local.contains_key(&room)
-                        && chorus_engine::cluster::node_of(packet.speaker) == from
-                    {
-                        self.inner().relayed_in.fetch_add(1, Ordering::Relaxed);
-                        self.engine.relay_in(&room, &packet);
-                    }
-                }
-                Err(e) => {
-                    self.inner().bad_datagrams.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(node = from, error = %e, "bad relayed datagram");
-                }
-            },
-            RelayEvent::Message { from, frame } => match RelayMessage::from_frame(&frame) {
-                Ok(m) => self.on_message(from, m),
-                Err(e) => tracing::warn!(node = from, error = %e, "bad relay frame"),
-            },
-            RelayEvent::PeerUp { node, node_id } => {
-                tracing::info!(node, id = %node_id, "relay peer up");
-                self.peers.insert(node);
-                for room in self.local.keys() {
-                    self.send(
-                        node,
-                        &RelayMessage::Interest {
-                            room: room.as_str().to_owned(),
-                            on: true,
-                        },
-                    );
-                }
-            }
-            RelayEvent::PeerDown { node } => {
-                tracing::info!(node, "relay peer down: its members leave");
-                self.peer_gone(node);
-            }
-        }
-    }
-
-    /// A node is gone (its connection closed, or it left the directory): its members
-    /// leave every room here.
-    fn peer_gone(&mut self, node: NodeIndex) {
-        self.peers.remove(&node);
-        let rooms: Vec<RoomId> = self.interest.keys().cloned().collect();
-        for room in &rooms {
-            if let Some(s) = self.interest.get_mut(room) {
-                s.remove(&node);
-            }
-        }
-        self.interest.retain(|_, s| !s.is_empty());
-        self.received.remove(&node);
-        self.engine.node_lost(node);
-        for room in &rooms {
-            self.update_route(room);
-        }
-    }
-
-    fn on_message(&mut self, from: NodeIndex, message: RelayMessage) {
-        match message {
-            RelayMessage::Interest { room, on } => {
-                let Ok(room) = RoomId::new(&room) else {
-                    return;
-                };
-                if on {
-                    self.interest.entry(room.clone()).or_default().insert(from);
-                    if let Some(members) = self.local.get(&room) {
-                        for m in members.values() {
-                            self.send(
-                                from,
-                                &RelayMessage::Member {
-                                    room: room.as_str().to_owned(),
-                                    member: WireMember::from(m),
-                                },
-                            );
-                        }
-                    }
-                } else {
-                    if let Some(s) = self.interest.get_mut(&room) {
-                        s.remove(&from);
-                        if s.is_empty() {
-                            self.interest.remove(&room);
-                        }
-                    }
-                    let gone = self
-                        .received
-                        .get_mut(&from)
-                        .and_then(|rooms| rooms.remove(&room));
-                    for pid in gone.into_iter().flatten() {
-                        self.engine
-                            .remote_roster(room.clone(), RosterChange::Left(pid));
-                    }
-                }
-                self.update_route(&room);
-            }
-            RelayMessage::Member { room, member } => {
-                let Ok(room) = RoomId::new(&room) else {
-                    return;
-                };
-                if !self.local.contains_key(&room) {
-                    return;
-                }
-                let member = match RemoteMember::try_from(member) {
-                    Ok(m) => m,
-                    Err(e) => {
-                        tracing::warn!(node = from, error = %e, "bad member from a node");
-                        return;
-                    }
-                };
-                if chorus_engine::cluster::node_of(member.info.id) != from {
-                    tracing::warn!(node = from, participant = %member.info.id, "a node spoke for another's member");
-                    return;
-                }
-                self.received
-                    .entry(from)
-                    .or_default()
-                    .entry(room.clone())
-                    .or_default()
-                    .insert(member.info.id);
-                self.engine
-                    .remote_roster(room, RosterChange::Upsert(member));
-            }
-            RelayMessage::Left { room, participant } => {
-                let Ok(room) = RoomId::new(&room) else {
-                    return;
-                };
-                let pid = ParticipantId(participant);
-                let known = self
-                    .received
-                    .get_mut(&from)
-                    .and_then(|rooms| rooms.get_mut(&room))
-                    .is_some_and(|s| s.remove(&pid));
-                if known {
-                    self.engine.remote_roster(room, RosterChange::Left(pid));
-                }
-            }
-            RelayMessage::PolicyAsk { id, room } => {
-                let host = self.host.clone();
-                let relay = self.inner().relay.clone();
-                tokio::spawn(async move {
-                    let params = match RoomId::new(&room) {
-                        Ok(room) => host.room_policy(room).await,
-                        Err(_) => None,
-                    };
-                    relay.send_message(from, RelayMessage::Policy { id, params }.to_frame());
-                });
-            }
-            RelayMessage::Call { id, method, params } => {
-                let host = self.host.clone();
-                let relay = self.inner().relay.clone();
-                tokio::spawn(async move {
-                    let (result, error) = match host.call(method, params).await {
-                        Ok(v) => (Some(v), None),
-                        Err(e) => (None, Some(e)),
-                    };
-                    relay.send_message(
-                        from,
-                        RelayMessage::CallReply { id, result, error }.to_frame(),
-                    );
-                });
-            }
-            RelayMessage::Policy { id, params } => {
-                if let Some(tx) = self.inner().pending.lock().remove(&id) {
-                    let _ = tx.send(Reply::Policy(params));
-                }
-            }
-            RelayMessage::CallReply { id, result, error } => {
-                if let Some(tx) = self.inner().pending.lock().remove(&id) {
-                    let reply = match (result, error) {
-                        (_, Some(e)) => Err(e),
-                        (Some(v), None) => Ok(v),
-                        (None, None) => Ok(Value::Null),
-                    };
-                    let _ = tx.send(Reply::Call(reply));
-                }
-            }
-        }
-    }
-
-    /// The live nodes, as the heartbeat read them: new ones are dialled (the lower
-    /// number dials), vanished ones dropped.
-    fn on_nodes(&mut self, list: Vec<NodeRecord>) {
-        let me = self.inner().index;
-        let mut now_known = HashMap::new();
-        for n in &list {
-            if n.index == me {
-                continue;
-            }
-            self.inner().relay.ensure_peer(n.index, n.relay);
-            now_known.insert(n.index, n.id.clone());
-        }
-        let gone: Vec<NodeIndex> = self
-            .known
-            .iter()
-            .filter(|(i, id)| now_known.get(i) != Some(id))
-            .map(|(i, _)| *i)
-            .collect();
-        for node in gone {
-            tracing::info!(node, "node left the directory");
-            self.inner().relay.forget_peer(node);
-            self.peer_gone(node);
-        }
-        self.known = now_known;
-        *self.inner().nodes.write() = list;
-    }
-}
-
 /// Renews this node's record every [`HEARTBEAT_EVERY`] and reads the others'. Rooms
 /// homed on a node that vanished, and held here, are taken over.
 async fn heartbeat(
@@ -886,10 +554,12 @@ async fn take_over_rooms(cluster: &Cluster, dead: &str) {
             .await
         {
             Ok(record) => {
-                if record.home == inner.node_id {
+                let ours = record.home == inner.node_id;
+                inner.rooms.lock().insert(room.clone(), record);
+                if ours {
                     tracing::info!(%room, "took over a room whose home vanished");
+                    cluster.hold(room);
                 }
-                inner.rooms.lock().insert(room, record);
             }
             Err(e) => tracing::warn!(%room, error = %e, "could not take over the room"),
         }

@@ -19,9 +19,23 @@ pub const AUDIO_V1: u8 = 0xa1;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "t", rename_all = "snake_case")]
 pub enum RelayMessage {
-    /// The sender holds members of `room` now (`on`), or no more. A node answers
-    /// `on` with a [`RelayMessage::Member`] for each member it holds there.
-    Interest { room: String, on: bool },
+    /// The sender runs `room` now (`on`: its home, or a node with members there), or
+    /// no more; `listeners`: it has members there (speaker packets go only to such
+    /// nodes). A node answers the first `on` with a [`RelayMessage::Member`] for each
+    /// member it holds there.
+    Interest {
+        room: String,
+        on: bool,
+        #[serde(default)]
+        listeners: bool,
+    },
+    /// From the room's home: `room.update` ran with these params.
+    Updated {
+        room: String,
+        params: serde_json::Value,
+    },
+    /// From the room's home: the room closed, with this reason.
+    Closed { room: String, reason: String },
     /// A member the sender holds joined `room`, or changed (the whole member).
     Member { room: String, member: WireMember },
     /// A member the sender holds left `room`.
@@ -358,6 +372,7 @@ mod tests {
         let m = RelayMessage::Interest {
             room: "r".into(),
             on: true,
+            listeners: false,
         };
         assert_eq!(RelayMessage::from_frame(&m.to_frame()).expect("parses"), m);
         assert!(RelayMessage::from_frame(b"{\"t\":\"nope\"}").is_err());

@@ -7,7 +7,9 @@ use std::sync::{Arc, Weak};
 use chorus_cluster::node::BoxFuture;
 use chorus_cluster::ClusterHost;
 use chorus_engine::{Reply, Request};
-use chorus_protocol::control::{Call, ErrorCode, NodeInfo, RoomCreate, RpcError};
+use chorus_protocol::control::{
+    Call, ErrorCode, NodeInfo, RoomCreate, RoomDelete, RoomUpdate, RpcError,
+};
 use chorus_protocol::signal::RoomId;
 use serde_json::Value;
 
@@ -80,6 +82,49 @@ impl ClusterHost for Host {
         self.0
             .upgrade()
             .is_none_or(|s| s.draining.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    fn release_replica(&self, room: RoomId) {
+        self.close_replica(room, "no_members_here".to_owned());
+    }
+
+    fn apply_update(&self, params: Value) {
+        let Some(shared) = self.0.upgrade() else {
+            return;
+        };
+        let update: RoomUpdate = match serde_json::from_value(params) {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::warn!(error = %e, "a room.update from the room's home does not parse");
+                return;
+            }
+        };
+        tokio::spawn(async move {
+            let room = update.room.clone();
+            if let Err(e) = shared
+                .control
+                .ask_one(&shared.engine, Request::UpdateRoom(update))
+                .await
+            {
+                tracing::warn!(%room, error = %e.message, "the home's room.update failed here");
+            }
+        });
+    }
+
+    fn close_replica(&self, room: RoomId, reason: String) {
+        let Some(shared) = self.0.upgrade() else {
+            return;
+        };
+        tokio::spawn(async move {
+            let delete = RoomDelete {
+                room,
+                reason: Some(reason),
+            };
+            let _ = shared
+                .control
+                .ask_one(&shared.engine, Request::DeleteRoom(delete))
+                .await;
+        });
     }
 }
 
@@ -240,7 +285,7 @@ pub(crate) async fn claim_created(
     if record.home == cluster.node_id() {
         return Ok(());
     }
-    let delete = chorus_protocol::control::RoomDelete {
+    let delete = RoomDelete {
         room: create.room.clone(),
         reason: Some("created on another node".into()),
     };

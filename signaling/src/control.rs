@@ -274,7 +274,16 @@ pub(crate) async fn dispatch_at(
         Call::RoomGet(r) => one(hub
             .ask_one(&shared.engine, Request::GetRoom(r.room))
             .await?),
-        Call::RoomUpdate(u) => one(hub.ask_one(&shared.engine, Request::UpdateRoom(u)).await?),
+        Call::RoomUpdate(u) => {
+            let params = serde_json::to_value(&u).unwrap_or(Value::Null);
+            let room = u.room.clone();
+            let updated = one(hub.ask_one(&shared.engine, Request::UpdateRoom(u)).await?)?;
+            // At the room's home: the other nodes running it follow.
+            if let Some(cluster) = &shared.cluster {
+                cluster.room_updated(room, params);
+            }
+            Ok(updated)
+        }
         Call::RoomDelete(d) => one(hub.ask_one(&shared.engine, Request::DeleteRoom(d)).await?),
         Call::RoomList => {
             let mut rooms: Vec<RoomInfo> = Vec::new();

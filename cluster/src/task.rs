@@ -1,0 +1,500 @@
+//! The cluster's room state on one node, owned by one task: which nodes run each
+//! room (and which of them have listeners), this node's members of each, and what
+//! each other node told it. It turns the engine's roster changes into relay frames,
+//! relay frames into roster changes for the engine, and keeps the shard threads'
+//! routes (where a local speaker's packet goes) up to date.
+//!
+//! A room's home node holds it for the room's life (its roster is room-wide: it
+//! answers `room.get`, counts the room's capacity, closes it when empty long enough),
+//! with or without members of its own. Any other node runs a room while it has
+//! members there, then lets it go.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use chorus_engine::{CommandSender, RemoteMember, RosterChange};
+use chorus_protocol::signal::{ParticipantId, RoomId};
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use crate::directory::NodeRecord;
+use crate::node::{Cluster, ClusterHost, Inner, Reply};
+use crate::relay::{NodeIndex, RelayEvent};
+use crate::wire::{decode_audio, RelayMessage, WireMember};
+
+/// What the task is told by the rest of the node.
+pub(crate) enum Input {
+    /// A member of this node joined, changed or left a room.
+    Roster(RoomId, RosterChange),
+    /// This node is the room's home.
+    Hold(RoomId),
+    /// The room closed here, with this reason.
+    Closed(RoomId, String),
+    /// `room.update` ran here (the room's home): these params.
+    Updated(RoomId, Value),
+}
+
+/// A room as this node runs it.
+#[derive(Default)]
+struct LocalRoom {
+    /// This node's members there.
+    members: HashMap<ParticipantId, RemoteMember>,
+    /// This node is its home: it keeps it with no members of its own.
+    home: bool,
+}
+
+pub(crate) struct Task {
+    cluster: Cluster,
+    engine: CommandSender,
+    host: Arc<dyn ClusterHost>,
+    /// Per room: the connected nodes that run it, and whether they have listeners
+    /// there (members of their own: speaker packets go only to those).
+    interest: HashMap<RoomId, BTreeMap<NodeIndex, bool>>,
+    /// The rooms this node runs.
+    local: HashMap<RoomId, LocalRoom>,
+    /// Per node: the members it told us of, per room (to drop when it goes).
+    received: HashMap<NodeIndex, HashMap<RoomId, HashSet<ParticipantId>>>,
+    /// Connected nodes.
+    peers: HashSet<NodeIndex>,
+    /// The other live nodes as last read: number → id.
+    known: HashMap<NodeIndex, String>,
+}
+
+impl Task {
+    pub(crate) fn new(cluster: Cluster, engine: CommandSender, host: Arc<dyn ClusterHost>) -> Task {
+        Task {
+            cluster,
+            engine,
+            host,
+            interest: HashMap::new(),
+            local: HashMap::new(),
+            received: HashMap::new(),
+            peers: HashSet::new(),
+            known: HashMap::new(),
+        }
+    }
+
+    pub(crate) async fn run(
+        mut self,
+        mut input: mpsc::UnboundedReceiver<Input>,
+        mut relay: mpsc::Receiver<RelayEvent>,
+        mut nodes: mpsc::Receiver<Vec<NodeRecord>>,
+    ) {
+        loop {
+            tokio::select! {
+                Some(i) = input.recv() => self.on_input(i),
+                Some(event) = relay.recv() => self.on_relay(event),
+                Some(list) = nodes.recv() => self.on_nodes(list),
+                else => return,
+            }
+        }
+    }
+
+    fn inner(&self) -> &Inner {
+        &self.cluster.inner
+    }
+
+    fn send(&self, node: NodeIndex, message: &RelayMessage) {
+        self.inner().relay.send_message(node, message.to_frame());
+    }
+
+    /// Every connected node that runs `room`.
+    fn room_peers(&self, room: &RoomId) -> Vec<NodeIndex> {
+        self.interest
+            .get(room)
+            .map(|s| {
+                s.keys()
+                    .copied()
+                    .filter(|n| self.peers.contains(n))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Where this node's speakers in `room` go: connected nodes with listeners.
+    fn update_route(&self, room: &RoomId) {
+        let mut routes = self.inner().routes.write();
+        if !self.local.contains_key(room) {
+            routes.remove(room);
+            return;
+        }
+        let nodes: Vec<NodeIndex> = self
+            .interest
+            .get(room)
+            .map(|s| {
+                s.iter()
+                    .filter(|(n, listeners)| **listeners && self.peers.contains(n))
+                    .map(|(n, _)| *n)
+                    .collect()
+            })
+            .unwrap_or_default();
+        routes.insert(room.clone(), nodes);
+    }
+
+    /// What this node tells the others about running `room` now.
+    fn interest_of(&self, room: &RoomId) -> RelayMessage {
+        let local = self.local.get(room);
+        RelayMessage::Interest {
+            room: room.as_str().to_owned(),
+            on: local.is_some(),
+            listeners: local.is_some_and(|l| !l.members.is_empty()),
+        }
+    }
+
+    fn announce(&self, room: &RoomId) {
+        let m = self.interest_of(room);
+        for &p in &self.peers {
+            self.send(p, &m);
+        }
+    }
+
+    fn on_input(&mut self, input: Input) {
+        match input {
+            Input::Roster(room, change) => self.on_local(room, change),
+            Input::Hold(room) => {
+                let new = !self.local.contains_key(&room);
+                self.local.entry(room.clone()).or_default().home = true;
+                if new {
+                    self.announce(&room);
+                    self.update_route(&room);
+                }
+            }
+            Input::Closed(room, reason) => {
+                if self.cluster.is_home(&room) {
+                    let m = RelayMessage::Closed {
+                        room: room.as_str().to_owned(),
+                        reason,
+                    };
+                    for p in self.room_peers(&room) {
+                        self.send(p, &m);
+                    }
+                    let cluster = self.cluster.clone();
+                    let r = room.clone();
+                    tokio::spawn(async move { cluster.room_closed(&r).await });
+                }
+                if self.local.remove(&room).is_some() {
+                    self.drop_remote_members(&room);
+                    self.announce(&room);
+                    self.update_route(&room);
+                }
+            }
+            Input::Updated(room, params) => {
+                let m = RelayMessage::Updated {
+                    room: room.as_str().to_owned(),
+                    params,
+                };
+                for p in self.room_peers(&room) {
+                    self.send(p, &m);
+                }
+            }
+        }
+    }
+
+    /// A change of one of this node's members.
+    fn on_local(&mut self, room: RoomId, change: RosterChange) {
+        let name = room.as_str().to_owned();
+        match change {
+            RosterChange::Upsert(member) => {
+                let entry = self.local.entry(room.clone()).or_default();
+                let first = entry.members.is_empty();
+                entry.members.insert(member.info.id, member.clone());
+                if first {
+                    // New to the room, or its first listener here: the others learn it
+                    // (and answer with their members).
+                    self.announce(&room);
+                    self.update_route(&room);
+                    let directory = self.inner().directory.clone();
+                    let id = self.inner().node_id.clone();
+                    let r = name.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = directory.add_room_node(&r, &id).await {
+                            tracing::warn!(room = %r, error = %e, "directory: room's nodes not updated");
+                        }
+                    });
+                }
+                let message = RelayMessage::Member {
+                    room: name,
+                    member: WireMember::from(&member),
+                };
+                for p in self.room_peers(&room) {
+                    self.send(p, &message);
+                }
+            }
+            RosterChange::Left(pid) => {
+                let Some(entry) = self.local.get_mut(&room) else {
+                    return;
+                };
+                if entry.members.remove(&pid).is_none() {
+                    return;
+                }
+                let (empty, home) = (entry.members.is_empty(), entry.home);
+                let message = RelayMessage::Left {
+                    room: name.clone(),
+                    participant: pid.0,
+                };
+                for p in self.room_peers(&room) {
+                    self.send(p, &message);
+                }
+                if !empty {
+                    return;
+                }
+                if !home {
+                    // Nobody of ours is left: let the room go here.
+                    self.local.remove(&room);
+                    self.drop_remote_members(&room);
+                    self.host.release_replica(room.clone());
+                }
+                self.announce(&room);
+                self.update_route(&room);
+                let directory = self.inner().directory.clone();
+                let id = self.inner().node_id.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = directory.remove_room_node(&name, &id).await {
+                        tracing::warn!(room = %name, error = %e, "directory: room's nodes not updated");
+                    }
+                });
+            }
+        }
+    }
+
+    /// The room here forgets the members other nodes told it of.
+    fn drop_remote_members(&mut self, room: &RoomId) {
+        for rooms in self.received.values_mut() {
+            for pid in rooms.remove(room).into_iter().flatten() {
+                self.engine
+                    .remote_roster(room.clone(), RosterChange::Left(pid));
+            }
+        }
+    }
+
+    fn on_relay(&mut self, event: RelayEvent) {
+        match event {
+            RelayEvent::Datagram { from, data } => match decode_audio(&data, Instant::now()) {
+                Ok((room, packet)) => {
+                    // Only a node's own speakers, in a room this node runs.
+                    let ours = self.local.get(&room).is_some_and(|l| !l.members.is_empty());
+                    if ours && chorus_engine::cluster::node_of(packet.speaker) == from {
+                        self.inner().relayed_in.fetch_add(1, Ordering::Relaxed);
+                        self.engine.relay_in(&room, &packet);
+                    }
+                }
+                Err(e) => {
+                    self.inner().bad_datagrams.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(node = from, error = %e, "bad relayed datagram");
+                }
+            },
+            RelayEvent::Message { from, frame } => match RelayMessage::from_frame(&frame) {
+                Ok(m) => self.on_message(from, m),
+                Err(e) => tracing::warn!(node = from, error = %e, "bad relay frame"),
+            },
+            RelayEvent::PeerUp { node, node_id } => {
+                tracing::info!(node, id = %node_id, "relay peer up");
+                self.peers.insert(node);
+                for room in self.local.keys() {
+                    self.send(node, &self.interest_of(room));
+                }
+                let rooms: Vec<RoomId> = self.local.keys().cloned().collect();
+                for room in &rooms {
+                    self.update_route(room);
+                }
+            }
+            RelayEvent::PeerDown { node } => {
+                tracing::info!(node, "relay peer down: its members leave");
+                self.peer_gone(node);
+            }
+        }
+    }
+
+    /// A node is gone (its connection closed, or it left the directory): its members
+    /// leave every room here.
+    fn peer_gone(&mut self, node: NodeIndex) {
+        self.peers.remove(&node);
+        let rooms: Vec<RoomId> = self.interest.keys().cloned().collect();
+        for room in &rooms {
+            if let Some(s) = self.interest.get_mut(room) {
+                s.remove(&node);
+            }
+        }
+        self.interest.retain(|_, s| !s.is_empty());
+        self.received.remove(&node);
+        self.engine.node_lost(node);
+        for room in &rooms {
+            self.update_route(room);
+        }
+    }
+
+    fn on_message(&mut self, from: NodeIndex, message: RelayMessage) {
+        match message {
+            RelayMessage::Interest {
+                room,
+                on,
+                listeners,
+            } => {
+                let Ok(room) = RoomId::new(&room) else {
+                    return;
+                };
+                if on {
+                    let known = self
+                        .interest
+                        .entry(room.clone())
+                        .or_default()
+                        .insert(from, listeners)
+                        .is_some();
+                    // A node new to the room gets our members there.
+                    if !known {
+                        if let Some(local) = self.local.get(&room) {
+                            for m in local.members.values() {
+                                self.send(
+                                    from,
+                                    &RelayMessage::Member {
+                                        room: room.as_str().to_owned(),
+                                        member: WireMember::from(m),
+                                    },
+                                );
+                            }
+                        }
+                    }
+                } else {
+                    if let Some(s) = self.interest.get_mut(&room) {
+                        s.remove(&from);
+                        if s.is_empty() {
+                            self.interest.remove(&room);
+                        }
+                    }
+                    let gone = self
+                        .received
+                        .get_mut(&from)
+                        .and_then(|rooms| rooms.remove(&room));
+                    for pid in gone.into_iter().flatten() {
+                        self.engine
+                            .remote_roster(room.clone(), RosterChange::Left(pid));
+                    }
+                }
+                self.update_route(&room);
+            }
+            RelayMessage::Member { room, member } => {
+                let Ok(room) = RoomId::new(&room) else {
+                    return;
+                };
+                if !self.local.contains_key(&room) {
+                    return;
+                }
+                let member = match RemoteMember::try_from(member) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        tracing::warn!(node = from, error = %e, "bad member from a node");
+                        return;
+                    }
+                };
+                if chorus_engine::cluster::node_of(member.info.id) != from {
+                    tracing::warn!(node = from, participant = %member.info.id, "a node spoke for another's member");
+                    return;
+                }
+                self.received
+                    .entry(from)
+                    .or_default()
+                    .entry(room.clone())
+                    .or_default()
+                    .insert(member.info.id);
+                self.engine
+                    .remote_roster(room, RosterChange::Upsert(member));
+            }
+            RelayMessage::Left { room, participant } => {
+                let Ok(room) = RoomId::new(&room) else {
+                    return;
+                };
+                let pid = ParticipantId(participant);
+                let known = self
+                    .received
+                    .get_mut(&from)
+                    .and_then(|rooms| rooms.get_mut(&room))
+                    .is_some_and(|s| s.remove(&pid));
+                if known {
+                    self.engine.remote_roster(room, RosterChange::Left(pid));
+                }
+            }
+            RelayMessage::Updated { room, params } => {
+                if RoomId::new(&room).is_ok_and(|r| self.local.contains_key(&r)) {
+                    self.host.apply_update(params);
+                }
+            }
+            RelayMessage::Closed { room, reason } => {
+                let Ok(room) = RoomId::new(&room) else {
+                    return;
+                };
+                if self.local.contains_key(&room) {
+                    self.host.close_replica(room, reason);
+                }
+            }
+            RelayMessage::PolicyAsk { id, room } => {
+                let host = self.host.clone();
+                let relay = self.inner().relay.clone();
+                tokio::spawn(async move {
+                    let params = match RoomId::new(&room) {
+                        Ok(room) => host.room_policy(room).await,
+                        Err(_) => None,
+                    };
+                    relay.send_message(from, RelayMessage::Policy { id, params }.to_frame());
+                });
+            }
+            RelayMessage::Call { id, method, params } => {
+                let host = self.host.clone();
+                let relay = self.inner().relay.clone();
+                tokio::spawn(async move {
+                    let (result, error) = match host.call(method, params).await {
+                        Ok(v) => (Some(v), None),
+                        Err(e) => (None, Some(e)),
+                    };
+                    relay.send_message(
+                        from,
+                        RelayMessage::CallReply { id, result, error }.to_frame(),
+                    );
+                });
+            }
+            RelayMessage::Policy { id, params } => {
+                if let Some(tx) = self.inner().pending.lock().remove(&id) {
+                    let _ = tx.send(Reply::Policy(params));
+                }
+            }
+            RelayMessage::CallReply { id, result, error } => {
+                if let Some(tx) = self.inner().pending.lock().remove(&id) {
+                    let reply = match (result, error) {
+                        (_, Some(e)) => Err(e),
+                        (Some(v), None) => Ok(v),
+                        (None, None) => Ok(Value::Null),
+                    };
+                    let _ = tx.send(Reply::Call(reply));
+                }
+            }
+        }
+    }
+
+    /// The live nodes, as the heartbeat read them: new ones are dialled (the lower
+    /// number dials), vanished ones dropped.
+    fn on_nodes(&mut self, list: Vec<NodeRecord>) {
+        let me = self.inner().index;
+        let mut now_known = HashMap::new();
+        for n in &list {
+            if n.index == me {
+                continue;
+            }
+            self.inner().relay.ensure_peer(n.index, n.relay);
+            now_known.insert(n.index, n.id.clone());
+        }
+        let gone: Vec<NodeIndex> = self
+            .known
+            .iter()
+            .filter(|(i, id)| now_known.get(i) != Some(id))
+            .map(|(i, _)| *i)
+            .collect();
+        for node in gone {
+            tracing::info!(node, "node left the directory");
+            self.inner().relay.forget_peer(node);
+            self.peer_gone(node);
+        }
+        self.known = now_known;
+        *self.inner().nodes.write() = list;
+    }
+}
