@@ -473,6 +473,10 @@ pub enum ServerMessage {
         /// Which tier carries the room's audio now: `"p2p"` or `"sfu"`.
         #[serde(default)]
         mode: RoomMode,
+        /// In a cluster: the signaling URLs of the other live nodes, where a client
+        /// whose node is gone joins again (absent on a node alone).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        alternates: Vec<String>,
     },
     /// The answer to an accepted `resume`: the room as it is now.
     Resumed {

@@ -302,7 +302,14 @@ impl Session {
                 let resume_token = (!self.shared.config.resume_window.is_zero())
                     .then(|| self.shared.resumes.issue(j.participant, j.room.clone()))
                     .filter(|t| !t.is_empty());
-                wire::joined(j, ice_servers, resume_token)
+                let alternates = self.shared.cluster.as_ref().map_or_else(Vec::new, |c| {
+                    c.nodes()
+                        .into_iter()
+                        .filter(|n| n.index != c.index() && !n.draining)
+                        .map(|n| n.url)
+                        .collect()
+                });
+                wire::joined(j, ice_servers, resume_token, alternates)
             }
             ClientEvent::Refused { why, .. } if !self.answered => {
                 self.answered = true;

@@ -25,7 +25,7 @@ use chorus_protocol::signal::{
 /// servers (see [`joined`]).
 pub fn server_message(event: ClientEvent) -> ServerMessage {
     match event {
-        ClientEvent::Joined(j) => joined(j, Vec::new(), None),
+        ClientEvent::Joined(j) => joined(j, Vec::new(), None, Vec::new()),
         ClientEvent::Answer {
             sdp,
             slots,
@@ -100,6 +100,7 @@ pub fn joined(
     j: Joined,
     ice_servers: Vec<IceServer>,
     resume_token: Option<String>,
+    alternates: Vec<String>,
 ) -> ServerMessage {
     ServerMessage::Joined {
         participant_id: j.participant,
@@ -111,6 +112,7 @@ pub fn joined(
         ice_servers,
         resume_token,
         mode: room_mode(j.mode),
+        alternates,
     }
 }
 
@@ -403,8 +405,10 @@ mod tests {
                 credential: None,
             }],
             Some("tok".into()),
+            Vec::new(),
         );
         let v: Value = serde_json::from_str(&joined.to_json()).unwrap();
+        assert!(v.get("alternates").is_none(), "absent on a node alone");
         assert_eq!(v["type"], "joined");
         assert_eq!(v["participant_id"], "p2f");
         assert_eq!(v["participants"][0]["participant_id"], "p1f");
