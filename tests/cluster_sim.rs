@@ -201,3 +201,53 @@ fn a_node_alone_relays_nothing() {
     let home = room_home(&chorus_protocol::signal::RoomId::new("r").unwrap(), 1);
     assert_eq!(home, 0);
 }
+
+#[test]
+fn proximity_spans_nodes() {
+    use chorus_engine::{Reply, Request};
+    use chorus_protocol::control::{PositionSource, Proximity, RoomCreate, RoomKind};
+
+    let mut a = node(1, 1);
+    let mut b = node(2, 2);
+    for sim in [&mut a, &mut b] {
+        let replies = sim.request(Request::CreateRoom(RoomCreate {
+            kind: Some(RoomKind::Raid),
+            proximity: Some(Proximity {
+                radius: 10.0,
+                positions: PositionSource::Client,
+            }),
+            ..RoomCreate::new(chorus_protocol::signal::RoomId::new("world").unwrap())
+        }));
+        assert!(matches!(&replies[..], [Ok(Reply::Room(_))]), "{replies:?}");
+    }
+    let speaker = a.connect("speaker", "world");
+    let near = b.connect_on("near", "world", 0);
+    let far = b.connect_on("far", "world", 1);
+    run(&mut a, &mut b, Duration::from_millis(50));
+    let place = |sim: &mut Sim, who: usize, position: [f64; 3]| {
+        let participant = sim.clients[who].id;
+        sim.command(Command::SetPosition {
+            participant,
+            position,
+        });
+    };
+    place(&mut a, speaker, [0.0; 3]);
+    place(&mut b, near, [5.0, 0.0, 0.0]);
+    place(&mut b, far, [100.0, 0.0, 0.0]);
+    run(&mut a, &mut b, Duration::from_millis(200));
+    a.clients[speaker].speaking = Some(20);
+    run(&mut a, &mut b, Duration::from_secs(1));
+    let csrc = a.clients[speaker].csrc;
+    let (heard_near, _) = heard(&b, near, csrc);
+    let (heard_far, _) = heard(&b, far, csrc);
+    assert!(heard_near >= 40, "in reach on the other node: {heard_near}");
+    assert_eq!(heard_far, 0, "out of reach on the other node");
+
+    // The far one walks over (its position taken on node 2): it hears the speaker.
+    place(&mut b, far, [3.0, 0.0, 0.0]);
+    run(&mut a, &mut b, Duration::from_millis(200));
+    let (before, _) = heard(&b, far, csrc);
+    run(&mut a, &mut b, Duration::from_millis(600));
+    let (after, _) = heard(&b, far, csrc);
+    assert!(after > before + 20, "in reach now: {before} → {after}");
+}

@@ -196,6 +196,15 @@ impl Task {
     fn on_local(&mut self, room: RoomId, change: RosterChange) {
         let name = room.as_str().to_owned();
         match change {
+            RosterChange::Moved(moved) => {
+                let m = RelayMessage::Moved {
+                    room: name,
+                    positions: moved.into_iter().map(|(id, at)| (id.0, at)).collect(),
+                };
+                for p in self.room_peers(&room) {
+                    self.send(p, &m);
+                }
+            }
             RosterChange::Upsert(member) => {
                 let entry = self.local.entry(room.clone()).or_default();
                 let first = entry.members.is_empty();
@@ -413,6 +422,18 @@ impl Task {
                     .is_some_and(|s| s.remove(&pid));
                 if known {
                     self.engine.remote_roster(room, RosterChange::Left(pid));
+                }
+            }
+            RelayMessage::Moved { room, positions } => {
+                let Ok(room) = RoomId::new(&room) else {
+                    return;
+                };
+                if self.local.contains_key(&room) {
+                    let moved = positions
+                        .into_iter()
+                        .map(|(id, at)| (ParticipantId(id), at))
+                        .collect();
+                    self.engine.remote_roster(room, RosterChange::Moved(moved));
                 }
             }
             RelayMessage::Updated { room, params } => {

@@ -40,6 +40,11 @@ pub enum RelayMessage {
     Member { room: String, member: WireMember },
     /// A member the sender holds left `room`.
     Left { room: String, participant: u64 },
+    /// Members of a proximity room moved (positions the sender took).
+    Moved {
+        room: String,
+        positions: Vec<(u64, [f64; 3])>,
+    },
     /// Asks the receiver (the room's home node) for a room's policy, as
     /// `room.create` params.
     PolicyAsk { id: u64, room: String },

@@ -61,6 +61,9 @@ pub enum RosterChange {
     Upsert(RemoteMember),
     /// A member left.
     Left(ParticipantId),
+    /// Members of a proximity room moved (from their clients or the backend, at
+    /// whichever node took them).
+    Moved(Vec<(ParticipantId, crate::proximity::Point)>),
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use super::Shard;
 use crate::client_event::ClientEvent;
 use crate::cluster::{node_of, NodeIndex, RemoteMember, RosterChange};
 use crate::io::{CloseReason, Event};
+use crate::proximity::Point;
 use crate::room::Member;
 
 impl Shard {
@@ -35,11 +36,27 @@ impl Shard {
         });
     }
 
+    /// At the home shard, in a cluster: positions taken here (a client's, or the
+    /// backend's) go to the other nodes of the room.
+    pub(super) fn report_moved(&mut self, room_id: &RoomId, moved: &[(ParticipantId, Point)]) {
+        if self.config.node == 0 || moved.is_empty() {
+            return;
+        }
+        let spans = self.rooms.get(room_id).is_some_and(|r| r.spans_nodes());
+        if spans {
+            self.events.push_back(Event::Roster {
+                room: room_id.clone(),
+                change: RosterChange::Moved(moved.to_vec()),
+            });
+        }
+    }
+
     /// At the home shard: a member another node holds joined, changed or left. A
     /// room this node does not run is not its business (the change is dropped).
     pub(super) fn remote_roster(&mut self, now: Instant, room_id: RoomId, change: RosterChange) {
         match change {
             RosterChange::Upsert(m) => self.remote_upsert(now, &room_id, m),
+            RosterChange::Moved(moved) => self.remote_positions(&room_id, moved),
             RosterChange::Left(pid) => {
                 let remote = self
                     .rooms
@@ -90,6 +107,19 @@ impl Shard {
                 });
                 self.reconsider_mode(now, room_id, None);
                 self.publish_relay(now, room_id);
+                // Its node learns where this node's members are (it knows nothing of
+                // them before): one batch, on each member new here.
+                let ours: Vec<(ParticipantId, Point)> = self
+                    .rooms
+                    .get(room_id)
+                    .filter(|r| r.policy.proximity.is_some())
+                    .map(|r| {
+                        r.local_members()
+                            .filter_map(|m| r.positions.get(&m.info.id).map(|at| (m.info.id, *at)))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                self.report_moved(room_id, &ours);
             }
         }
     }

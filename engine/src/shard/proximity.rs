@@ -66,6 +66,7 @@ impl Shard {
             }
         }
         let updated = moved.len();
+        self.report_moved(&s.room, &moved);
         self.spread_positions(&s.room, moved.into());
         Ok(Reply::Positions(PositionsApplied {
             room: s.room,
@@ -117,8 +118,30 @@ impl Shard {
             };
             let moved: Vec<(ParticipantId, Point)> = room.pending_positions.drain().collect();
             room.positions.extend(moved.iter().copied());
+            self.report_moved(&id, &moved);
             self.spread_positions(&id, moved.into());
         }
+    }
+
+    /// At the home shard: positions that another node took (a client's there, or its
+    /// backend's); spread like this node's own, and not reported back out.
+    pub(super) fn remote_positions(
+        &mut self,
+        room_id: &RoomId,
+        moved: Vec<(ParticipantId, Point)>,
+    ) {
+        let Some(room) = self.rooms.get_mut(room_id) else {
+            return;
+        };
+        if room.policy.proximity.is_none() {
+            return;
+        }
+        let moved: Vec<(ParticipantId, Point)> = moved
+            .into_iter()
+            .filter(|(id, at)| room.members.contains_key(id) && is_position(at))
+            .collect();
+        room.positions.extend(moved.iter().copied());
+        self.spread_positions(room_id, moved.into());
     }
 
     /// Sends positions that changed to every shard of the room (this one directly),
