@@ -333,3 +333,134 @@ async fn a_room_spans_three_nodes() {
     a.stop().await;
     b.stop().await;
 }
+
+/// The node of `nodes` whose URL `node.list` gives for node number `index`.
+async fn by_index<'a>(rpc: &mut Rpc, nodes: &'a [&'a RunningNode], index: u64) -> &'a RunningNode {
+    let list = rpc.call("node.list", json!({})).await.unwrap();
+    let url = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["index"] == index)
+        .map(|n| n["url"].as_str().unwrap().to_owned())
+        .expect("the node is listed");
+    nodes
+        .iter()
+        .find(|n| url == format!("ws://127.0.0.1:{}/v1/signal", n.http.port()))
+        .copied()
+        .expect("one of ours")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_node_hands_its_rooms_over() {
+    let redis = RedisServer::start();
+    let a = cluster_node(&redis, "drain-a", 1).await;
+    let b = cluster_node(&redis, "drain-b", 1).await;
+    let mut ra = rpc(&a).await;
+    let deadline = Instant::now() + LIMIT;
+    while ra
+        .call("node.list", json!({}))
+        .await
+        .unwrap()
+        .as_array()
+        .map_or(0, Vec::len)
+        < 2
+    {
+        assert!(Instant::now() < deadline, "the nodes never saw each other");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    ra.call("room.create", json!({"room": "raid-d", "kind": "raid"}))
+        .await
+        .unwrap();
+    let info = ra
+        .call("room.get", json!({"room": "raid-d"}))
+        .await
+        .unwrap();
+    let home_index = info["home_node"].as_u64().unwrap();
+    let nodes = [&a, &b];
+    let home = by_index(&mut ra, &nodes, home_index).await;
+    let other = if std::ptr::eq(home, &a) { &b } else { &a };
+    let x = LiveClient::join(home, "raid-d", "x", None, 4)
+        .await
+        .expect("x joins at home");
+    let y = LiveClient::join(other, "raid-d", "y", None, 4)
+        .await
+        .expect("y joins elsewhere");
+    assert!(
+        wait_until(LIMIT, || !y.messages("participant_joined").is_empty()
+            || !y.joined()["participants"]
+                .as_array()
+                .is_none_or(Vec::is_empty))
+        .await
+    );
+
+    // The home drains: the room's home moves to the other node at once.
+    let mut rh = rpc(home).await;
+    let started = Instant::now();
+    rh.call("node.drain", json!({"deadline_s": 30}))
+        .await
+        .unwrap();
+    let mut ro = rpc(other).await;
+    let moved = loop {
+        let info = ro
+            .call("room.get", json!({"room": "raid-d"}))
+            .await
+            .unwrap();
+        if info["home_node"].as_u64().is_some_and(|h| h != home_index) {
+            break info;
+        }
+        assert!(
+            Instant::now() - started < LIMIT,
+            "the home never moved: {info}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    eprintln!("drain → the room's home moved in {:?}", started.elapsed());
+    assert_eq!(
+        moved["participants"], 2,
+        "the new home's roster is room-wide: {moved}"
+    );
+
+    // The call goes on meanwhile; a join at the draining node is sent to the new home.
+    x.set_speaking(true);
+    assert!(
+        wait_until(LIMIT, || y.received_from(x.csrc()) >= HEARD).await,
+        "y hears x"
+    );
+    x.set_speaking(false);
+    let mut ws = connect(home).await;
+    send(
+        &mut ws,
+        json!({"type": "join", "room": "raid-d", "name": "late"}),
+    )
+    .await;
+    let redirect = recv(&mut ws).await;
+    assert_eq!(redirect["type"], "redirect", "{redirect}");
+    assert_eq!(
+        redirect["url"],
+        format!("ws://127.0.0.1:{}/v1/signal", other.http.port())
+    );
+
+    // X leaves: the draining node lets the room go and finishes; the room lives on.
+    x.leave();
+    home.drained().await;
+    assert!(
+        wait_until(LIMIT, || y
+            .messages("participant_left")
+            .iter()
+            .any(|m| m["participant_id"] == x.participant_id()))
+        .await
+    );
+    let z = LiveClient::join(other, "raid-d", "z", None, 4)
+        .await
+        .expect("z joins the moved room");
+    y.set_speaking(true);
+    assert!(
+        wait_until(LIMIT, || z.received_from(y.csrc()) >= HEARD).await,
+        "z hears y"
+    );
+    y.set_speaking(false);
+    drop((x, y, z, ws));
+    a.stop().await;
+    b.stop().await;
+}

@@ -75,6 +75,9 @@ pub trait ClusterHost: Send + Sync + 'static {
     fn apply_update(&self, params: Value);
     /// The room's home closed it: close it here too, with its reason.
     fn close_replica(&self, room: RoomId, reason: String);
+    /// A draining home hands the room over: make sure it runs here with `params`
+    /// (`room.create` params), then [`Cluster::take_over_from`] `home`.
+    fn adopt(&self, room: RoomId, params: Value, home: String) -> BoxFuture<Result<(), String>>;
 }
 
 /// A boxed future, as [`ClusterHost`] returns.
@@ -130,6 +133,7 @@ pub(crate) struct Inner {
 pub(crate) enum Reply {
     Policy(Option<Value>),
     Call(Result<Value, Value>),
+    Adopted(Result<(), String>),
 }
 
 impl Cluster {
@@ -292,6 +296,83 @@ impl Cluster {
         tokio::spawn(heartbeat(self.clone(), host, nodes_tx));
     }
 
+    /// Becomes the room's home in place of `home` (a draining node handing it over,
+    /// or a vanished one): the directory's compare-and-set decides.
+    pub async fn take_over_from(&self, room: &RoomId, home: &str) -> Result<bool, ClusterError> {
+        let record = self
+            .inner
+            .directory
+            .take_over_room(room.as_str(), home, &self.inner.node_id)
+            .await?;
+        let ours = record.home == self.inner.node_id;
+        self.inner.rooms.lock().insert(room.clone(), record);
+        if ours {
+            self.hold(room.clone());
+        }
+        Ok(ours)
+    }
+
+    /// At a drain: every room homed here gets another home before the node goes —
+    /// a live, undrained node that runs it (has members there), else the
+    /// least-loaded one. Returns how many moved.
+    pub async fn hand_over_homes(&self, host: Arc<dyn ClusterHost>) -> usize {
+        let inner = &self.inner;
+        let rooms = match inner.directory.rooms_homed_on(&inner.node_id).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "drain: the rooms homed here are unknown; none moved");
+                return 0;
+            }
+        };
+        let others: Vec<NodeRecord> = self
+            .nodes()
+            .into_iter()
+            .filter(|n| n.index != inner.index && !n.draining)
+            .collect();
+        let mut moved = 0;
+        for name in rooms {
+            let Ok(room) = RoomId::new(&name) else {
+                continue;
+            };
+            let holders = inner.directory.room_nodes(&name).await.unwrap_or_default();
+            let target = others
+                .iter()
+                .filter(|n| holders.contains(&n.id))
+                .min_by_key(|n| n.participants)
+                .or_else(|| crate::directory::least_loaded(&others));
+            let Some(target) = target else {
+                tracing::warn!(%room, "drain: no other node to hand the room to");
+                continue;
+            };
+            let Some(params) = host.room_policy(room.clone()).await else {
+                continue; // closed meanwhile
+            };
+            let id = inner.next_ask.fetch_add(1, Ordering::Relaxed);
+            let message = RelayMessage::Adopt {
+                id,
+                room: name.clone(),
+                params,
+                home: inner.node_id.clone(),
+            };
+            match self.ask(target.index, id, message).await {
+                Ok(Reply::Adopted(Ok(()))) => {
+                    moved += 1;
+                    tracing::info!(%room, to = target.index, "drain: room handed over");
+                    if let Ok(Some(record)) = inner.directory.room(&name).await {
+                        inner.rooms.lock().insert(room.clone(), record);
+                    }
+                    let _ = inner.input.send(Input::Unhold(room));
+                }
+                Ok(Reply::Adopted(Err(e))) => {
+                    tracing::warn!(%room, to = target.index, error = %e, "drain: the room was not taken over")
+                }
+                Ok(_) => tracing::warn!(%room, "drain: a wrong answer to a hand-over"),
+                Err(e) => tracing::warn!(%room, error = %e, "drain: no answer to a hand-over"),
+            }
+        }
+        moved
+    }
+
     /// Leaves the directory at once (drain, stop) and closes the relay.
     pub async fn leave(&self) {
         if let Err(e) = self
@@ -372,6 +453,22 @@ impl Cluster {
         }
     }
 
+    /// Where a join goes while this node drains: the room's home if that is another
+    /// live node that does not drain, else the least-loaded such node.
+    pub async fn drain_target(&self, room: &RoomId) -> Option<String> {
+        let others: Vec<NodeRecord> = self
+            .nodes()
+            .into_iter()
+            .filter(|n| n.index != self.inner.index && !n.draining)
+            .collect();
+        if let Ok(Some(record)) = self.inner.directory.room(room.as_str()).await {
+            if let Some(home) = others.iter().find(|n| n.id == record.home) {
+                return Some(home.url.clone());
+            }
+        }
+        crate::directory::least_loaded(&others).map(|n| n.url.clone())
+    }
+
     /// Records a room created here (`room.create`) as homed here.
     pub async fn claim_room(&self, room: &RoomId, span: bool) -> Result<RoomRecord, ClusterError> {
         let record = self
@@ -429,7 +526,7 @@ impl Cluster {
         };
         match self.ask(home, id, message).await? {
             Reply::Policy(p) => Ok(p),
-            Reply::Call(_) => Err(ClusterError::Frame("a call reply to a policy ask".into())),
+            _ => Err(ClusterError::Frame("not an answer to a policy ask".into())),
         }
     }
 
@@ -448,11 +545,11 @@ impl Cluster {
         };
         match self.ask(node, id, message).await? {
             Reply::Call(r) => Ok(r),
-            Reply::Policy(_) => Err(ClusterError::Frame("a policy reply to a call".into())),
+            _ => Err(ClusterError::Frame("not an answer to a call".into())),
         }
     }
 
-    async fn ask(
+    pub(crate) async fn ask(
         &self,
         node: NodeIndex,
         id: u64,

@@ -34,6 +34,9 @@ pub(crate) enum Input {
     Closed(RoomId, String),
     /// `room.update` ran here (the room's home): these params.
     Updated(RoomId, Value),
+    /// This node handed the room's home over (it drains): it runs the room only
+    /// while it has members there.
+    Unhold(RoomId),
 }
 
 /// A room as this node runs it.
@@ -176,6 +179,19 @@ impl Task {
                 }
                 if self.local.remove(&room).is_some() {
                     self.drop_remote_members(&room);
+                    self.announce(&room);
+                    self.update_route(&room);
+                }
+            }
+            Input::Unhold(room) => {
+                let Some(local) = self.local.get_mut(&room) else {
+                    return;
+                };
+                local.home = false;
+                if local.members.is_empty() {
+                    self.local.remove(&room);
+                    self.drop_remote_members(&room);
+                    self.host.release_replica(room.clone());
                     self.announce(&room);
                     self.update_route(&room);
                 }
@@ -447,6 +463,28 @@ impl Task {
                 };
                 if self.local.contains_key(&room) {
                     self.host.close_replica(room, reason);
+                }
+            }
+            RelayMessage::Adopt {
+                id,
+                room,
+                params,
+                home,
+            } => {
+                let host = self.host.clone();
+                let relay = self.inner().relay.clone();
+                tokio::spawn(async move {
+                    let result = match RoomId::new(&room) {
+                        Ok(room) => host.adopt(room, params, home).await,
+                        Err(e) => Err(e.to_owned()),
+                    };
+                    let error = result.err();
+                    relay.send_message(from, RelayMessage::Adopted { id, error }.to_frame());
+                });
+            }
+            RelayMessage::Adopted { id, error } => {
+                if let Some(tx) = self.inner().pending.lock().remove(&id) {
+                    let _ = tx.send(Reply::Adopted(error.map_or(Ok(()), Err)));
                 }
             }
             RelayMessage::PolicyAsk { id, room } => {

@@ -36,6 +36,16 @@ pub enum RelayMessage {
     },
     /// From the room's home: the room closed, with this reason.
     Closed { room: String, reason: String },
+    /// From a draining home: take `room` over (create it with `params` if it does
+    /// not run here, then become its home in the directory in place of `home`).
+    Adopt {
+        id: u64,
+        room: String,
+        params: serde_json::Value,
+        home: String,
+    },
+    /// The answer: `error` when the room could not be taken over.
+    Adopted { id: u64, error: Option<String> },
     /// A member the sender holds joined `room`, or changed (the whole member).
     Member { room: String, member: WireMember },
     /// A member the sender holds left `room`.

@@ -111,6 +111,25 @@ impl ClusterHost for Host {
         });
     }
 
+    fn adopt(&self, room: RoomId, params: Value, home: String) -> BoxFuture<Result<(), String>> {
+        let shared = self.0.upgrade();
+        Box::pin(async move {
+            let shared = shared.ok_or("the node is stopping")?;
+            let cluster = shared.cluster.clone().ok_or("not in a cluster")?;
+            if shared.draining.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err("this node drains too".to_owned());
+            }
+            if !runs_here(&shared, &room).await {
+                create_here(&shared, params).await?;
+            }
+            match cluster.take_over_from(&room, &home).await {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(format!("room {room} has another home already")),
+                Err(e) => Err(e.to_string()),
+            }
+        })
+    }
+
     fn close_replica(&self, room: RoomId, reason: String) {
         let Some(shared) = self.0.upgrade() else {
             return;
@@ -137,12 +156,7 @@ pub(crate) async fn ensure_replica(
     home: chorus_cluster::relay::NodeIndex,
     room: &RoomId,
 ) -> Result<(), String> {
-    let exists = shared
-        .control
-        .ask_one(&shared.engine, Request::GetRoom(room.clone()))
-        .await
-        .is_ok();
-    if exists {
+    if runs_here(shared, room).await {
         return Ok(());
     }
     let params = cluster
@@ -150,6 +164,20 @@ pub(crate) async fn ensure_replica(
         .await
         .map_err(|e| e.to_string())?
         .ok_or_else(|| format!("room {room} is not at its home node"))?;
+    create_here(shared, params).await
+}
+
+/// Whether `room` runs on this node.
+async fn runs_here(shared: &Arc<Shared>, room: &RoomId) -> bool {
+    shared
+        .control
+        .ask_one(&shared.engine, Request::GetRoom(room.clone()))
+        .await
+        .is_ok()
+}
+
+/// Creates `room` here with `params` (`room.create` params from its home).
+async fn create_here(shared: &Arc<Shared>, params: Value) -> Result<(), String> {
     let create: RoomCreate =
         serde_json::from_value(params).map_err(|e| format!("room policy: {e}"))?;
     match shared

@@ -61,8 +61,13 @@ impl RunningNode {
         let _ = rx.wait_for(|done| *done).await;
     }
 
-    /// Stops accepting, closes connections, and stops the engine.
+    /// Stops accepting, closes connections, and stops the engine. In a cluster the
+    /// node leaves the directory first (the others drop it at once, not after its
+    /// record's TTL).
     pub async fn stop(mut self) {
+        if let Some(cluster) = &self.shared.cluster {
+            cluster.leave().await;
+        }
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }

@@ -549,7 +549,8 @@ impl Session {
             ));
             return Flow::Close(TRY_AGAIN_LATER, "too many joins");
         }
-        if self.shared.draining.load(Ordering::Relaxed) {
+        // In a cluster a draining node sends the join elsewhere (see `place`).
+        if self.shared.draining.load(Ordering::Relaxed) && self.shared.cluster.is_none() {
             self.answered = true;
             self.shared.joins.count(ErrorCode::Unavailable.as_str());
             replies.push(ServerMessage::error(
@@ -591,6 +592,24 @@ impl Session {
         let Some(cluster) = self.shared.cluster.clone() else {
             return self.admit(join, tx, replies);
         };
+        if self.shared.draining.load(Ordering::Relaxed) {
+            self.answered = true;
+            return match cluster.drain_target(&join.room).await {
+                Some(url) => {
+                    self.shared.joins.count("redirect");
+                    replies.push(ServerMessage::Redirect { url });
+                    Flow::Close(NORMAL, "redirect")
+                }
+                None => {
+                    self.shared.joins.count(ErrorCode::Unavailable.as_str());
+                    replies.push(ServerMessage::error(
+                        ErrorCode::Unavailable,
+                        "this node is draining and no other node takes joins",
+                    ));
+                    Flow::Close(GOING_AWAY, "node draining")
+                }
+            };
+        }
         let placed = match cluster.place_join(&join.room).await {
             Ok(Placement::Local) => Ok(()),
             Ok(Placement::Span { home }) => {

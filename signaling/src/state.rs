@@ -84,6 +84,13 @@ pub(crate) fn start_drain(shared: Arc<Shared>, deadline: Duration) {
     shared.engine.start_draining();
     tokio::spawn(async move {
         let end = tokio::time::Instant::now() + deadline;
+        // In a cluster, the rooms homed here move to other nodes first: their
+        // members elsewhere stay in them.
+        if let Some(cluster) = shared.cluster.clone() {
+            let host = Arc::new(crate::cluster::Host(Arc::downgrade(&shared)));
+            let moved = tokio::time::timeout(deadline, cluster.hand_over_homes(host)).await;
+            tracing::info!(moved = ?moved.ok(), "drain: rooms' homes handed over");
+        }
         // The routing table is exact and current (shard snapshots lag by up to half
         // a second).
         while shared.routes.len() > 0 && tokio::time::Instant::now() < end {
