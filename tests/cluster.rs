@@ -197,6 +197,32 @@ async fn a_room_spans_three_nodes() {
         0,
         "X heard something while alone speaking"
     );
+    // One copy per speaker packet per other node with listeners: A sent each of X's
+    // packets twice (to B and C), and B and C each received them once.
+    let counter = |body: &str, name: &str| -> u64 {
+        body.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().last())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let (ma, mb, mc) = (
+        metrics(a.http).await,
+        metrics(b.http).await,
+        metrics(c.http).await,
+    );
+    let out_a = counter(&ma, "chorus_relay_packets_out_total");
+    let (in_b, in_c) = (
+        counter(&mb, "chorus_relay_packets_in_total"),
+        counter(&mc, "chorus_relay_packets_in_total"),
+    );
+    assert_eq!(out_a, 2 * sent, "A relayed each packet once per node\n{ma}");
+    assert_eq!(
+        (in_b, in_c),
+        (sent, sent),
+        "each node received each packet once"
+    );
+    assert!(ma.contains("chorus_cluster_nodes 3"), "{ma}");
 
     // Z speaks on C: loudest-N at A names it.
     z.set_speaking(true);
@@ -332,6 +358,18 @@ async fn a_room_spans_three_nodes() {
     drop((x, y, ws, other));
     a.stop().await;
     b.stop().await;
+}
+
+/// `GET /metrics`'s body.
+async fn metrics(addr: std::net::SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
 }
 
 /// The node of `nodes` whose URL `node.list` gives for node number `index`.

@@ -39,6 +39,8 @@ step "docs (warnings are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
 
 step "unit, engine simulation and signaling tests"
+# The cluster failure test runs nodes as processes: the binary first.
+cargo build --locked -p chorus-signaling
 cargo test --workspace --locked
 
 step "benchmarks compile (run them by hand: see BENCHMARKS.md)"

@@ -78,7 +78,11 @@ impl EncodeMetric for Latency {
 }
 
 /// Renders the current figures.
-pub(crate) fn render(engine: &CommandSender, joins: &JoinCounters) -> String {
+pub(crate) fn render(
+    engine: &CommandSender,
+    joins: &JoinCounters,
+    cluster: Option<&chorus_cluster::Cluster>,
+) -> String {
     let mut registry = Registry::with_prefix("chorus");
     let participants = Family::<ShardLabel, Gauge>::default();
     let rooms = Family::<ShardLabel, Gauge>::default();
@@ -238,6 +242,31 @@ pub(crate) fn render(engine: &CommandSender, joins: &JoinCounters) -> String {
         "Messages the I/O driver dropped (full queues or sockets), by reason",
         driver_dropped,
     );
+    if let Some(cluster) = cluster {
+        let s = cluster.stats();
+        let nodes = Gauge::<i64>::default();
+        nodes.set(cluster.nodes().len() as i64);
+        registry.register(
+            "cluster_nodes",
+            "Live nodes of the cluster, this one included",
+            nodes,
+        );
+        let peers = Gauge::<i64>::default();
+        peers.set(s.peers as i64);
+        registry.register("relay_peers", "Nodes connected over the relay", peers);
+        for (name, help, n) in [
+            ("relay_packets_out", "Speaker packet copies sent to other nodes (one per packet per node with listeners)", s.packets_out),
+            ("relay_packets_in", "Speaker packets received from other nodes", s.packets_in),
+            ("relay_bytes_out", "Bytes sent on the relay (datagrams and frames)", s.bytes_out),
+            ("relay_bytes_in", "Bytes received on the relay (datagrams and frames)", s.bytes_in),
+            ("relay_bad_datagrams", "Relayed datagrams that did not parse", s.bad_datagrams),
+            ("relay_auth_failures", "Relay connections that did not prove the cluster secret", s.auth_failures),
+        ] {
+            let c = Counter::<u64>::default();
+            c.inc_by(n);
+            registry.register(name, help, c);
+        }
+    }
     let mut out = String::new();
     // Writing into a String cannot fail.
     let _ = encode(&mut out, &registry);

@@ -276,7 +276,7 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
             axum::http::header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        crate::metrics::render(&shared.engine, &shared.joins),
+        crate::metrics::render(&shared.engine, &shared.joins, shared.cluster.as_ref()),
     )
 }
 

@@ -12,7 +12,9 @@
 // One ChorusClient is one session: after `closed` fires, make a new one to join again.
 // A dropped WebSocket does not end it: the client resumes the session on a new socket
 // (state 'reconnecting', events `reconnecting` / `resumed`) while media keeps flowing,
-// and it restarts ICE when the media connection fails (`restartIce()`).
+// and it restarts ICE when the media connection fails (`restartIce()`). In a cluster
+// it follows a join's `redirect` to the room's node (`redirected`), and when its node
+// is gone it joins the room again at another one (`rejoining` / `rejoined`).
 // Small calls may run peer to peer (mode 'p2p'): the node then only signals, and the
 // client moves the audio to the node and back without a gap as the room grows and
 // shrinks (`mode` event). See docs/client.md for the full API, the events and their
@@ -53,6 +55,24 @@ const TERMINAL_CLOSE_CODES = new Set([1000, 1001, 1008, 1011, 1013, 4000, 4001])
 /** Close codes this client sends itself (never 1000, which would end the session). */
 const CLOSE_PING_TIMEOUT = 4900;
 const CLOSE_RESUME_ATTEMPT_TIMEOUT = 4901;
+
+// A cluster (docs/protocol.md, "Cluster: redirect and alternates").
+/** A join is sent on to another node (`redirect`) at most this many times in a row. */
+const MAX_REDIRECTS = 3;
+/**
+ * This many resume attempts in a row that never reach the node (the socket does not
+ * even open: ~1.75 s of backoff) and the node counts as gone: a client that knows other
+ * nodes (`joined.alternates`) joins the room again at one of them.
+ */
+const RESUME_UNREACHABLE_ATTEMPTS = 3;
+/** Default time to join again elsewhere once the session cannot be resumed. */
+const REJOIN_TIMEOUT_MS = 30_000;
+/** Pause before each rejoin attempt (the last one repeats), ±20 % jitter. */
+const REJOIN_BACKOFF_MS = [500, 1_000, 2_000, 4_000];
+/** One rejoin attempt (connect, `join`, `joined`, offer, answer) gets at most this long. */
+const REJOIN_ATTEMPT_TIMEOUT_MS = 8_000;
+/** Join refusals a rejoin does not retry: any node would refuse the same join. */
+const REJOIN_FATAL_CODES = new Set(['unauthorized', 'bad_request']);
 
 /**
  * The camera's simulcast layers, lowest first as the protocol orders them (a 1280×720
@@ -300,6 +320,8 @@ function copyParticipant(p) {
  *   (`{participant_id, pc, offerer, ...}`), empty in mode sfu
  * - `nodeSending`: whether the microphone goes to the node (false in mode p2p once
  *   every peer plays directly)
+ * - `url`: the signaling URL of the node the session is on (a `redirect` or a rejoin
+ *   elsewhere changes it)
  *
  * Events (CustomEvent, payload in `event.detail`): `joined`, `participant_joined`,
  * `participant_updated`, `participant_left`, `speakers`, `error`, `room_closed`,
@@ -310,7 +332,11 @@ function copyParticipant(p) {
  * started or stopped), `mode` (`{mode, reason, previous}`: the room moved to `'p2p'` or
  * `'sfu'`, also once at join with reason `'joined'`), `mode_switched` (`{mode,
  * duration_ms}`: playback now runs on the new path), `peer_state` (`{participant_id,
- * state}`: a peer connection's connectionState).
+ * state}`: a peer connection's connectionState), `redirected` (`{url}`: a join went on
+ * to the room's node), `rejoining` (`{reason, message, urls}`: the session's node is
+ * gone, the client joins the room again at another), `rejoined` (the new session:
+ * `{participant_id, previous_participant_id, url, room, participants, attempts,
+ * downtime_ms, mode}`).
  */
 export class ChorusClient extends EventTarget {
   /**
@@ -325,6 +351,10 @@ export class ChorusClient extends EventTarget {
    *   (`outputLevel()`).
    * @param {number} [options.resumeTimeoutMs] how long to try resuming a dropped session
    *   (default 14000, just under the node's 15 s resume window); 0 never resumes.
+   * @param {number} [options.rejoinTimeoutMs] in a cluster, once the session cannot be
+   *   resumed (its node is gone), how long to try joining the room again at the other
+   *   nodes `joined` named (`alternates`), then at this one (default 30000); 0 never
+   *   rejoins. Without alternates (a node alone) the session just ends.
    * @param {boolean} [options.autoIceRestart] restart ICE by itself when the media
    *   connection fails (default true).
    * @param {number} [options.priorityDuckDb] how much quieter the other slots play while a
@@ -361,11 +391,12 @@ export class ChorusClient extends EventTarget {
    *   transforms would have to handle the peer connections too: the `'peer'`
    *   transceivers given to `onTransceiver`).
    */
-  constructor({ url, audioContainer, resumeTimeoutMs, autoIceRestart, priorityDuckDb, spatial, iceTransportPolicy, video, autoSubscribe, encodedInsertableStreams, onTransceiver, videoCodec, p2p } = {}) {
+  constructor({ url, audioContainer, resumeTimeoutMs, rejoinTimeoutMs, autoIceRestart, priorityDuckDb, spatial, iceTransportPolicy, video, autoSubscribe, encodedInsertableStreams, onTransceiver, videoCodec, p2p } = {}) {
     super();
     this.url = url ?? defaultUrl();
     this.audioContainer = audioContainer ?? null;
     this.resumeTimeoutMs = Math.max(0, Number(resumeTimeoutMs ?? RESUME_TIMEOUT_MS) || 0);
+    this.rejoinTimeoutMs = Math.max(0, Number(rejoinTimeoutMs ?? REJOIN_TIMEOUT_MS) || 0);
     this.autoIceRestart = autoIceRestart ?? true;
     this.priorityDuckDb = Math.max(0, Number(priorityDuckDb ?? PRIORITY_DUCK_DB) || 0);
     this.state = 'idle';
@@ -402,8 +433,16 @@ export class ChorusClient extends EventTarget {
     this._joinName = '';
 
     this._resumeToken = null;
-    /** The resume in progress: {since, attempts, code, reason, timer, attemptTimer}. */
+    /**
+     * The resume in progress: {since, attempts, code, reason, timer, attemptTimer,
+     * opened, unreachable, rejoin} (`opened`: this attempt's socket opened;
+     * `unreachable`: attempts in a row whose socket never did; `rejoin`: joining the
+     * room again elsewhere instead, see `_startRejoin`).
+     */
     this._reconnect = null;
+    /** The `join` sent (a rejoin sends it again), and the other nodes' URLs the last `joined` named. */
+    this._joinMsg = null;
+    this._alternates = [];
     /** leave() was called, or the node ended the session (kicked, room_closed). */
     this._leaving = false;
     this._ended = false;
@@ -517,18 +556,28 @@ export class ChorusClient extends EventTarget {
       if (this.state === 'closed') throw new ChorusError('socket_closed', 'left while joining');
       this._setupAnalyser();
 
-      await this._openSocket();
-
       this._joinName = String(name);
       const msg = { type: 'join', room: String(room), name: String(name) };
       if (token) msg.token = String(token);
       if (this.p2p) msg.p2p = true;
-      this._send(msg);
-      const joined = await this._waitFor('joined');
+      this._joinMsg = msg;
+      const joined = await this._sendJoin(msg);
       this._onJoined(joined);
       this._startPing(); // after joined: a strict node may answer a ping before join with not_joined
 
       await this._negotiate();
+      this.state = 'joined';
+      this._emit('joined', {
+        participant_id: this.self.participant_id,
+        csrc: this.self.csrc,
+        room: this.self.room,
+        audio_slots: this.audioSlots,
+        video_slots: this.videoSlots.length,
+        participants: [...this.participants.values()],
+        mode: this.mode,
+      });
+      this._autoAssign();
+      this._kickRoutes();
       return joined;
     } catch (e) {
       const err = e instanceof ChorusError ? e : new ChorusError('webrtc', e?.message ?? String(e));
@@ -1019,6 +1068,35 @@ export class ChorusClient extends EventTarget {
     ws.addEventListener('message', (ev) => { if (ws === this.ws) this._onMessage(ev.data); });
     ws.addEventListener('close', (ev) => { if (ws === this.ws) this._onSocketClose(ev, localClose); });
     return ws;
+  }
+
+  /**
+   * Sends `msg` (a `join`) on a new socket to `this.url` and resolves with `joined`. A
+   * `redirect` (in a cluster: the room lives on another node) is followed: the same
+   * join goes to the URL it names, which becomes `this.url` (`redirected` event), at
+   * most MAX_REDIRECTS times in a row; one more fails with `too_many_redirects`.
+   */
+  async _sendJoin(msg) {
+    for (let redirects = 0; ; redirects += 1) {
+      await this._openSocket();
+      this._send(msg);
+      const answer = await this._waitFor('joined');
+      if (answer.type !== 'redirect') return answer;
+      if (redirects >= MAX_REDIRECTS) {
+        throw new ChorusError('too_many_redirects', `the join was redirected ${redirects + 1} times in a row (last to ${answer.url})`);
+      }
+      this.url = answer.url;
+      this._emit('redirected', { url: this.url });
+    }
+  }
+
+  /** Forgets the current socket (its events are stale from now on) and closes it. */
+  _abandonSocket(code, reason) {
+    const ws = this.ws;
+    this.ws = null;
+    if (ws && (ws.readyState === WebSocket.OPEN || ws.readyState === WebSocket.CONNECTING)) {
+      try { ws.close(code, reason); } catch { /* ignore */ }
+    }
   }
 
   /** `_connect()` for join: resolves once open, rejects if it closes first. */
@@ -2118,7 +2196,9 @@ export class ChorusClient extends EventTarget {
 
     const offer = await pc.createOffer();
     await pc.setLocalDescription(offer);
-    this._send({ type: 'offer', sdp: pc.localDescription.sdp, sources: this._sources() });
+    if (!this._send({ type: 'offer', sdp: pc.localDescription.sdp, sources: this._sources() })) {
+      throw new ChorusError('socket_closed', 'the socket closed before the offer went out');
+    }
     this._offerSent = true;
     for (const c of this._pendingCandidates.splice(0)) this._send(c);
 
@@ -2145,19 +2225,6 @@ export class ChorusClient extends EventTarget {
         participant_id: null, source: 'camera', quality: 'high', layer: null,
       };
     }).filter(Boolean);
-
-    this.state = 'joined';
-    this._emit('joined', {
-      participant_id: this.self.participant_id,
-      csrc: this.self.csrc,
-      room: this.self.room,
-      audio_slots: this.audioSlots,
-      video_slots: this.videoSlots.length,
-      participants: [...this.participants.values()],
-      mode: this.mode,
-    });
-    this._autoAssign();
-    this._kickRoutes();
   }
 
   /** The offer's `sources`: which sending video section is the camera, which the screen. */
