@@ -17,7 +17,54 @@ use crate::state::Shared;
 
 /// The node as its cluster sees it (weak: the cluster's tasks must not keep a
 /// stopped node alive).
-pub(crate) struct Host(pub Weak<Shared>);
+pub(crate) struct Host(pub Weak<Shared>, pub CpuMeter);
+
+/// The share of the machine's cores this process used since the last reading
+/// (`/proc/self/stat`; 0 where there is none).
+#[derive(Default)]
+pub(crate) struct CpuMeter(parking_lot::Mutex<Option<(std::time::Instant, f64)>>);
+
+impl CpuMeter {
+    /// Linux's USER_HZ, the unit of `/proc/<pid>/stat`'s times (100 on every
+    /// architecture Chorus runs on).
+    const TICKS_PER_SECOND: f64 = 100.0;
+
+    fn read(&self) -> f32 {
+        let Some(cpu_s) = std::fs::read_to_string("/proc/self/stat")
+            .ok()
+            .and_then(|s| process_cpu_seconds(&s))
+        else {
+            return 0.0;
+        };
+        let now = std::time::Instant::now();
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        let mut last = self.0.lock();
+        let share = match *last {
+            Some((at, before)) => {
+                let wall = now.saturating_duration_since(at).as_secs_f64();
+                if wall > 0.0 {
+                    ((cpu_s - before) / wall / cores).clamp(0.0, 1.0)
+                } else {
+                    0.0
+                }
+            }
+            None => 0.0,
+        };
+        *last = Some((now, cpu_s));
+        share as f32
+    }
+}
+
+/// User + system CPU seconds from a `/proc/<pid>/stat` line (fields 14 and 15,
+/// counted after the command name, which may hold spaces and parentheses).
+fn process_cpu_seconds(stat: &str) -> Option<f64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    // After ")": state is field 3; utime is field 14, stime 15.
+    let utime: f64 = fields.nth(11)?.parse().ok()?;
+    let stime: f64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) / CpuMeter::TICKS_PER_SECOND)
+}
 
 impl ClusterHost for Host {
     fn room_policy(&self, room: RoomId) -> BoxFuture<Option<Value>> {
@@ -73,7 +120,7 @@ impl ClusterHost for Host {
 
     fn load(&self) -> (u64, f32) {
         match self.0.upgrade() {
-            Some(shared) => (shared.routes.len() as u64, 0.0),
+            Some(shared) => (shared.routes.len() as u64, self.1.read()),
             None => (0, 0.0),
         }
     }
@@ -346,4 +393,16 @@ pub(crate) fn node_list(cluster: Option<&chorus_cluster::Cluster>) -> Vec<NodeIn
             draining: n.draining,
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::process_cpu_seconds;
+
+    #[test]
+    fn cpu_seconds_from_a_stat_line() {
+        let line = "4242 (chorus (x) y) S 1 4242 4242 0 -1 4194560 1000 0 0 0 250 130 0 0 20 0 9 0";
+        assert_eq!(process_cpu_seconds(line), Some(3.8));
+        assert_eq!(process_cpu_seconds("garbage"), None);
+    }
 }

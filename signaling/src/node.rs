@@ -196,7 +196,10 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, SignalingError> {
     if let Some(c) = &cluster {
         c.attach(
             shared.engine.clone(),
-            Arc::new(crate::cluster::Host(Arc::downgrade(&shared))),
+            Arc::new(crate::cluster::Host(
+                Arc::downgrade(&shared),
+                Default::default(),
+            )),
         );
     }
     let shared_for_node = shared.clone();

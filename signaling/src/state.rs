@@ -87,7 +87,10 @@ pub(crate) fn start_drain(shared: Arc<Shared>, deadline: Duration) {
         // In a cluster, the rooms homed here move to other nodes first: their
         // members elsewhere stay in them.
         if let Some(cluster) = shared.cluster.clone() {
-            let host = Arc::new(crate::cluster::Host(Arc::downgrade(&shared)));
+            let host = Arc::new(crate::cluster::Host(
+                Arc::downgrade(&shared),
+                Default::default(),
+            ));
             let moved = tokio::time::timeout(deadline, cluster.hand_over_homes(host)).await;
             tracing::info!(moved = ?moved.ok(), "drain: rooms' homes handed over");
         }

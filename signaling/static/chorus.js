@@ -1043,8 +1043,12 @@ export class ChorusClient extends EventTarget {
   _send(msg) {
     const ws = this.ws;
     if (!ws || ws.readyState !== WebSocket.OPEN) return false;
-    // A socket that has not resumed the session yet carries nothing but `resume`.
-    if (this.state === 'reconnecting' && msg.type !== 'resume') return false;
+    // A socket that has not resumed the session yet carries nothing but `resume`; one
+    // that joins the room again elsewhere, nothing but its `join` until `joined`.
+    if (this.state === 'reconnecting') {
+      const rejoin = this._reconnect?.rejoin;
+      if (rejoin ? !rejoin.joined && msg.type !== 'join' : msg.type !== 'resume') return false;
+    }
     try { ws.send(JSON.stringify(msg)); return true; } catch { return false; }
   }
 
@@ -1117,12 +1121,17 @@ export class ChorusClient extends EventTarget {
     const code = ev.code;
     const reason = ev.reason ?? '';
     if (this.state === 'reconnecting') {
-      // A resume attempt's socket closed before `resumed` (no network yet, 1013 rate
-      // limited, ...): try again, unless the node is going away.
       this.ws = null;
+      if (this._reconnect?.rejoin) {
+        // A rejoin attempt's socket: that attempt fails (`_attemptRejoin` goes on).
+        this._failWaiters(new ChorusError('socket_closed', `socket closed (${code}${reason ? ` ${reason}` : ''})`));
+        return;
+      }
+      // A resume attempt's socket closed before `resumed` (no network yet, 1013 rate
+      // limited, the node gone, ...): try again, unless the node is going away.
       this._clearAttemptTimer();
       if (code === 1001) this._giveUpResume('resume_failed', `the node is going away (${code}${reason ? ` ${reason}` : ''})`);
-      else this._scheduleResume();
+      else this._resumeAttemptFailed();
       return;
     }
     if (this.state === 'joined' && this._resumable(code, localClose)) {
@@ -1152,7 +1161,10 @@ export class ChorusClient extends EventTarget {
     this._pingsSent.clear();
     this._failWaiters(new ChorusError('socket_closed', `connection lost (${code}${reason ? ` ${reason}` : ''}); reconnecting`));
     this.state = 'reconnecting';
-    this._reconnect = { since: performance.now(), attempts: 0, code, reason, timer: null, attemptTimer: null };
+    this._reconnect = {
+      since: performance.now(), attempts: 0, code, reason, timer: null, attemptTimer: null,
+      opened: false, unreachable: 0, rejoin: null,
+    };
     this._emit('reconnecting', { code, reason });
     this._scheduleResume();
   }
@@ -1178,6 +1190,7 @@ export class ChorusClient extends EventTarget {
       return;
     }
     r.attempts += 1;
+    r.opened = false;
     let ws;
     try { ws = this._connect(); } catch (e) {
       this._giveUpResume('resume_failed', `cannot open ${this.url}: ${e?.message ?? e}`);
@@ -1185,6 +1198,7 @@ export class ChorusClient extends EventTarget {
     }
     ws.addEventListener('open', () => {
       if (this.ws !== ws || this._reconnect !== r) return;
+      r.opened = true;
       this._send({ type: 'resume', participant_id: this.self.participant_id, resume_token: this._resumeToken });
     }, { once: true });
     // A socket that hangs (connecting, or no answer to `resume`) is dropped. Not with
@@ -1194,8 +1208,24 @@ export class ChorusClient extends EventTarget {
       if (this.ws !== ws || this._reconnect !== r) return;
       this.ws = null;
       try { ws.close(CLOSE_RESUME_ATTEMPT_TIMEOUT, 'resume attempt timed out'); } catch { /* ignore */ }
-      this._scheduleResume();
+      this._resumeAttemptFailed();
     }, Math.min(remaining, RESUME_ATTEMPT_TIMEOUT_MS));
+  }
+
+  /**
+   * A resume attempt failed: try again, or, after RESUME_UNREACHABLE_ATTEMPTS in a row
+   * that never reached the node (connection refused: the node is gone), join the room
+   * again at another node if `joined` named some. Without them, resume until the end.
+   */
+  _resumeAttemptFailed() {
+    const r = this._reconnect;
+    if (this.state !== 'reconnecting' || !r) return;
+    r.unreachable = r.opened ? 0 : (r.unreachable ?? 0) + 1;
+    if (r.unreachable >= RESUME_UNREACHABLE_ATTEMPTS && this._canRejoin()) {
+      this._startRejoin('node_unreachable', `${this.url} could not be reached ${r.unreachable} times in a row`);
+    } else {
+      this._scheduleResume();
+    }
   }
 
   _clearAttemptTimer() {
@@ -1203,16 +1233,18 @@ export class ChorusClient extends EventTarget {
     if (r?.attemptTimer) { clearTimeout(r.attemptTimer); r.attemptTimer = null; }
   }
 
+  /** The session cannot be resumed: it ends, or, where other nodes are known, the room is joined again at one. */
   _giveUpResume(error, message) {
     const r = this._reconnect;
     if (this.state !== 'reconnecting' || !r) return;
-    this._teardown({ code: r.code, reason: message, wasClean: false, error });
+    if (this._canRejoin()) this._startRejoin(error, message);
+    else this._teardown({ code: r.code, reason: message, wasClean: false, error });
   }
 
   /** `resumed`: the session continues on this socket. */
   _onResumed(msg) {
     const r = this._reconnect;
-    if (this.state !== 'reconnecting' || !r) return;
+    if (this.state !== 'reconnecting' || !r || r.rejoin) return;
     if (r.timer) clearTimeout(r.timer);
     this._clearAttemptTimer();
     this._reconnect = null;
@@ -1228,28 +1260,7 @@ export class ChorusClient extends EventTarget {
     }
 
     // Catch up with the room as it is now.
-    const now = new Map();
-    for (const raw of Array.isArray(msg.participants) ? msg.participants : []) {
-      const p = copyParticipant(raw);
-      if (p.participant_id !== this.self.participant_id) now.set(p.participant_id, p);
-    }
-    const left = [...this.participants.values()].filter((p) => !now.has(p.participant_id));
-    for (const p of left) {
-      this.participants.delete(p.participant_id);
-      this._closeLink(p.participant_id);
-      this._routes.delete(p.participant_id);
-      this._emit('participant_left', { participant_id: p.participant_id, participant: p });
-    }
-    for (const p of now.values()) {
-      const previous = this.participants.get(p.participant_id);
-      this.participants.set(p.participant_id, p);
-      if (!previous) this._emit('participant_joined', { participant: p });
-      else if (!sameParticipant(previous, p)) this._emit('participant_updated', { participant: p, previous, self: false });
-    }
-    const present = new Set([this.self.participant_id, ...now.keys()]);
-    this.lastSpeakers = this.lastSpeakers.filter((s) => present.has(s.participant_id));
-    for (const p of left) for (const s of VIDEO_SOURCES) this._publishedAt.delete(`${p.participant_id}:${s}`);
-    for (const p of now.values()) this._noteVideo(p);
+    const now = this._syncRoster(msg.participants);
 
     this._startPing();
     // What the app changed while the socket was down.
@@ -1295,6 +1306,214 @@ export class ChorusClient extends EventTarget {
     this._iceRestartAfterResume = null;
     if (pending?.force) this._autoRestartIce(pending.reason, true);
     else if (pcState === 'failed' || (pcState === 'disconnected' && pending)) this._autoRestartIce(pcState);
+  }
+
+  /**
+   * The others in the room are now `list` (P objects; `skip` is an id to leave out):
+   * `participant_left`, `participant_joined` and `participant_updated` fire for what
+   * changed since the roster was last known. Returns the new roster (id → P).
+   */
+  _syncRoster(list, skip = null) {
+    const now = new Map();
+    for (const raw of Array.isArray(list) ? list : []) {
+      const p = copyParticipant(raw);
+      if (p.participant_id !== this.self.participant_id && p.participant_id !== skip) now.set(p.participant_id, p);
+    }
+    const left = [...this.participants.values()].filter((p) => !now.has(p.participant_id));
+    for (const p of left) {
+      this.participants.delete(p.participant_id);
+      this._closeLink(p.participant_id);
+      this._routes.delete(p.participant_id);
+      this._emit('participant_left', { participant_id: p.participant_id, participant: p });
+    }
+    for (const p of now.values()) {
+      const previous = this.participants.get(p.participant_id);
+      this.participants.set(p.participant_id, p);
+      if (!previous) this._emit('participant_joined', { participant: p });
+      else if (!sameParticipant(previous, p)) this._emit('participant_updated', { participant: p, previous, self: false });
+    }
+    const present = new Set([this.self.participant_id, ...now.keys()]);
+    this.lastSpeakers = this.lastSpeakers.filter((s) => present.has(s.participant_id));
+    for (const p of left) for (const s of VIDEO_SOURCES) this._publishedAt.delete(`${p.participant_id}:${s}`);
+    for (const p of now.values()) this._noteVideo(p);
+    return now;
+  }
+
+  // ------------------------------------------------------------- rejoin (a cluster)
+
+  /** Whether a session that cannot be resumed joins the room again elsewhere: only where `joined` named other nodes. */
+  _canRejoin() {
+    return this._alternates.length > 0 && this.rejoinTimeoutMs > 0 && !this._leaving && !this._ended && this._joinMsg !== null;
+  }
+
+  /**
+   * The session cannot be resumed (its node is gone, or has no session for it any
+   * more) and other nodes are known: join the room again, as a new participant, at
+   * those nodes in `alternates` order and then at this one, one attempt at a time with
+   * backoff (`_attemptRejoin`), for up to `rejoinTimeoutMs`. State stays
+   * 'reconnecting'; the old node connection goes now, the microphone and what the app
+   * set (mute, deafen, whisper, position, video) stay for the new session.
+   */
+  _startRejoin(reason, message) {
+    const r = this._reconnect;
+    if (this.state !== 'reconnecting' || !r || r.rejoin) return;
+    if (r.timer) { clearTimeout(r.timer); r.timer = null; }
+    this._clearAttemptTimer();
+    this._abandonSocket(1000, 'rejoining elsewhere');
+    r.rejoin = {
+      urls: [...new Set([...this._alternates, this.url])],
+      attempts: 0,
+      since: performance.now(),
+      /** This attempt's node answered `joined`: its socket carries the new session. */
+      joined: false,
+      previous: this.self.participant_id,
+      /** What each video slot showed, asked again where that member is still there. */
+      subscriptions: this.videoSlots.map((v) => v.participant_id && { participant_id: v.participant_id, source: v.source, quality: v.quality }),
+      lastError: null,
+    };
+    this._dropMedia();
+    this.slots = [];
+    this.videoSlots = [];
+    this._emit('rejoining', { reason, message, urls: r.rejoin.urls.slice() });
+    this._scheduleRejoin();
+  }
+
+  _scheduleRejoin() {
+    const r = this._reconnect;
+    const j = r?.rejoin;
+    if (this.state !== 'reconnecting' || !j || r.timer) return;
+    const remaining = this.rejoinTimeoutMs - (performance.now() - j.since);
+    if (remaining <= 0) {
+      const last = j.lastError ? `; last: ${j.lastError.message}` : '';
+      this._teardown({ code: r.code, reason: `could not join the room again within ${this.rejoinTimeoutMs} ms${last}`, wasClean: false, error: 'rejoin_failed' });
+      return;
+    }
+    const base = REJOIN_BACKOFF_MS[Math.min(j.attempts, REJOIN_BACKOFF_MS.length - 1)];
+    const delay = Math.min(remaining, base * (0.8 + 0.4 * Math.random()));
+    r.timer = setTimeout(() => { r.timer = null; this._attemptRejoin(r); }, delay);
+  }
+
+  /**
+   * One rejoin attempt at the next URL of the list: `join` (following redirects),
+   * `joined`, a new node connection (offer, answer). Fails within
+   * REJOIN_ATTEMPT_TIMEOUT_MS; then the next one is scheduled, unless the node refused
+   * the join for a reason any node would (REJOIN_FATAL_CODES): then the session ends.
+   */
+  async _attemptRejoin(r) {
+    const j = r.rejoin;
+    if (this.state !== 'reconnecting' || this._reconnect !== r) return;
+    this.url = j.urls[j.attempts % j.urls.length];
+    j.attempts += 1;
+    j.joined = false;
+    r.attemptTimer = setTimeout(() => {
+      r.attemptTimer = null;
+      if (this._reconnect !== r) return;
+      // Wherever the attempt is (connecting, awaiting an answer, negotiating), it fails.
+      this._failWaiters(new ChorusError('timeout', `no session at ${this.url} within ${REJOIN_ATTEMPT_TIMEOUT_MS} ms`));
+      this._abandonSocket(1000, 'rejoin attempt timed out');
+      this._dropMedia();
+    }, REJOIN_ATTEMPT_TIMEOUT_MS);
+    try {
+      const joined = await this._sendJoin(j.joinMsg ?? this._joinMsg);
+      if (this._reconnect !== r) return;
+      j.joined = true;
+      this._onJoined(joined, j.previous);
+      await this._negotiate();
+      if (this._reconnect !== r) return;
+    } catch (e) {
+      if (this._reconnect !== r || this.state !== 'reconnecting') return; // ended meanwhile (leave())
+      this._clearAttemptTimer();
+      const err = e instanceof ChorusError ? e : new ChorusError('webrtc', e?.message ?? String(e));
+      // Closed with 1000: a session the node may have made for this attempt ends at once.
+      this._abandonSocket(1000, 'rejoin attempt failed');
+      this._dropMedia();
+      this.slots = [];
+      this.videoSlots = [];
+      j.lastError = err;
+      if (REJOIN_FATAL_CODES.has(err.code) || this._ended) {
+        this._teardown({ code: r.code, reason: err.message, wasClean: false, error: this._ended ? 'rejoin_failed' : err.code });
+      } else {
+        this._scheduleRejoin();
+      }
+      return;
+    }
+    this._rejoined(r);
+  }
+
+  /**
+   * The room is joined again on a new node connection: state 'joined', and the new
+   * session gets what the app had set on the old one (mute, deafen, a whisper to
+   * those still here, position, video it sends and the video slots' subscriptions).
+   */
+  _rejoined(r) {
+    const j = r.rejoin;
+    this._clearAttemptTimer();
+    this._reconnect = null;
+    this.state = 'joined';
+    this._startPing();
+    this._unsent = { mute: false, deafen: false, whisper: false, position: false, video: false };
+    if (this.muted) this._send({ type: 'mute', muted: true });
+    if (this.deafened) this._send({ type: 'deafen', deafened: true });
+    if (this.whisperTo) {
+      const still = this.whisperTo.filter((id) => this.participants.has(id));
+      this.whisperTo = still.length ? still : null;
+      this._syncPeerSenders();
+      if (this.whisperTo) this._send({ type: 'whisper', to: this.whisperTo });
+    }
+    if (this.position) this._sendPosition();
+    for (const s of VIDEO_SOURCES) {
+      if (!this.publishing[s]) continue;
+      if (this._videoTx[s]) this._send({ type: 'video', source: s, enabled: true });
+      else this.stopVideo(s).catch(() => {}); // no video in the room now
+    }
+    j.subscriptions.forEach((want, index) => {
+      if (want && this.videoSlots[index] && this.participants.has(want.participant_id)) {
+        this.subscribe(index, want.participant_id, want.source, want.quality);
+      }
+    });
+    this._emit('rejoined', {
+      participant_id: this.self.participant_id,
+      previous_participant_id: j.previous,
+      url: this.url,
+      room: this.self.room,
+      participants: [...this.participants.values()],
+      attempts: j.attempts,
+      downtime_ms: Math.round(performance.now() - r.since),
+      mode: this.mode,
+    });
+    this._autoAssign();
+    this._kickRoutes();
+  }
+
+  /**
+   * Closes the node connection and everything that hangs on it: the peer connections
+   * (mode p2p), the slots' playback, their timers. The microphone, the playback
+   * context and the app's settings stay (a rejoin builds a new connection on them).
+   */
+  _dropMedia() {
+    for (const t of ['_iceRestartTimer', '_disconnectedTimer', '_nodeStopTimer', '_peerCloseTimer', '_signalTimer']) {
+      if (this[t]) { clearTimeout(this[t]); this[t] = null; }
+    }
+    for (const t of ['_routeTimer', '_speakingTimer']) {
+      if (this[t]) { clearInterval(this[t]); this[t] = null; }
+    }
+    this._signalQueue.length = 0;
+    for (const id of [...this.peers.keys()]) this._closeLink(id);
+    this._routes.clear();
+    this._transition = null;
+    this._iceRestartAfterResume = null;
+    this._pendingCandidates = [];
+    this._offerSent = false;
+    this._micTx = null;
+    this._videoTx = { camera: null, screen: null };
+    this.nodeSending = true;
+    if (this.pc) {
+      const pc = this.pc;
+      this.pc = null;
+      try { pc.close(); } catch { /* ignore */ }
+      this._emit('connection_state', { state: 'closed', ice_state: 'closed' });
+    }
+    for (const s of this.slots) if (s) this._detachGraph(s);
   }
 
   // ------------------------------------------------------------- peer to peer
