@@ -382,6 +382,66 @@ mod tests {
         assert!(decode_audio(&[], Instant::now()).is_err());
     }
 
+    /// Mutations of valid datagrams and frames, and random bytes: errors, never a
+    /// panic (a seeded xorshift, so a failure repeats).
+    #[test]
+    fn mangled_input_never_panics() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let room = RoomId::new("raid-1").expect("valid");
+        let mut audio = Vec::new();
+        encode_audio(&room, &packet(Some(vec![1, 2, 3])), &mut audio);
+        let member = RelayMessage::Member {
+            room: "raid-1".into(),
+            member: WireMember {
+                id: 0x1000_0000_0101,
+                name: "ann".into(),
+                muted: false,
+                server_muted: false,
+                deafened: false,
+                csrc: 0x0100_0001,
+                camera: false,
+                screen: false,
+                identity: None,
+                publish: true,
+                subscribe: true,
+                priority: false,
+                sources: [true, false, false],
+                whisper_to: Some(vec![1]),
+            },
+        }
+        .to_frame();
+        for _ in 0..20_000 {
+            for base in [&audio, &member] {
+                let mut m = base.clone();
+                for _ in 0..(next() % 4 + 1) {
+                    let at = (next() as usize) % m.len();
+                    match next() % 3 {
+                        0 => m[at] = next() as u8,
+                        1 => m.truncate(at),
+                        _ => m.insert(at, next() as u8),
+                    }
+                    if m.is_empty() {
+                        break;
+                    }
+                }
+                let _ = decode_audio(&m, Instant::now());
+                if let Ok(RelayMessage::Member { member, .. }) = RelayMessage::from_frame(&m) {
+                    let _ = RemoteMember::try_from(member);
+                }
+            }
+            let len = (next() % 64) as usize;
+            let random: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            let _ = decode_audio(&random, Instant::now());
+            let _ = RelayMessage::from_frame(&random);
+        }
+    }
+
     #[test]
     fn messages_round_trip() {
         let m = RelayMessage::Interest {
