@@ -289,9 +289,10 @@ async fn a_redis_outage_keeps_calls_and_holds_new_placements() {
     x.set_speaking(true);
     assert!(wait_until(LIMIT, || y.received_from(x.csrc()) >= HEARD).await);
 
-    // Redis goes away: the call goes on.
+    // Redis goes away for longer than a node record's TTL (3 s): the call goes on.
     drop(redis);
     let before = y.received_from(x.csrc());
+    tokio::time::sleep(Duration::from_secs(4)).await;
     assert!(
         wait_until(LIMIT, || y.received_from(x.csrc()) >= before + 3 * HEARD).await,
         "the call goes on without Redis"
@@ -339,4 +340,12 @@ async fn a_redis_outage_keeps_calls_and_holds_new_placements() {
     let still = y.received_from(x.csrc());
     assert!(wait_until(LIMIT, || y.received_from(x.csrc()) >= still + HEARD).await);
     x.set_speaking(false);
+    // Nobody was taken for gone: the nodes re-registered, still connected.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        x.messages("participant_left").is_empty() && y.messages("participant_left").is_empty(),
+        "no member left after the outage"
+    );
+    let info = rpc.call("room.get", json!({"room": "raid-o"})).await.unwrap();
+    assert_eq!(info["participants"], 2, "the room is whole: {info}");
 }

@@ -38,4 +38,7 @@ pub enum ClusterError {
     /// Another node did not answer (not connected, or no answer in time).
     #[error("node {0} did not answer")]
     Unreachable(u16),
+    /// The room is changing home (its home died or drains): ask again in a moment.
+    #[error("room {0} is moving to another node")]
+    Moving(String),
 }

@@ -15,7 +15,7 @@
 //!   rooms whose home vanished are taken over (first node wins).
 //! - A join asks [`Cluster::place_join`] where it belongs.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -68,9 +68,12 @@ pub trait ClusterHost: Send + Sync + 'static {
     fn load(&self) -> (u64, f32);
     /// The node drains: it takes no new rooms.
     fn draining(&self) -> bool;
-    /// A room this node ran for members of its own, not its home, has none left
-    /// here: close it here (quietly: nobody is in it).
-    fn release_replica(&self, room: RoomId);
+    /// This node became the room's home: a replica of it here is the room now
+    /// (it reports its closing, and outlives being empty as its policy says).
+    fn promote(&self, room: RoomId);
+    /// Something makes this node unfit to serve in the cluster (its node number was
+    /// taken by another node): it should drain.
+    fn fatal(&self, why: String);
     /// The room's home changed its policy: apply the `room.update` params here.
     fn apply_update(&self, params: Value);
     /// The room's home closed it: close it here too, with its reason.
@@ -252,13 +255,6 @@ impl Cluster {
         let _ = self.inner.input.send(Input::Roster(room, change));
     }
 
-    /// A room closed on this node (from the engine's event callback; never blocks):
-    /// if this node was its home, the other nodes close it too and the directory
-    /// forgets it.
-    pub fn on_room_closed(&self, room: RoomId, reason: String) {
-        let _ = self.inner.input.send(Input::Closed(room, reason));
-    }
-
     /// `room.update` ran here, at the room's home: the other nodes running it apply
     /// the same params.
     pub fn room_updated(&self, room: RoomId, params: Value) {
@@ -358,9 +354,17 @@ impl Cluster {
                 Ok(Reply::Adopted(Ok(()))) => {
                     moved += 1;
                     tracing::info!(%room, to = target.index, "drain: room handed over");
-                    if let Ok(Some(record)) = inner.directory.room(&name).await {
-                        inner.rooms.lock().insert(room.clone(), record);
-                    }
+                    // The new home is known without asking Redis again: this node must
+                    // not take itself for the home when the room closes here.
+                    let mut rooms = inner.rooms.lock();
+                    let record = rooms.entry(room.clone()).or_insert_with(|| RoomRecord {
+                        home: String::new(),
+                        epoch: 0,
+                        span: false,
+                    });
+                    record.home = target.id.clone();
+                    record.epoch += 1;
+                    drop(rooms);
                     let _ = inner.input.send(Input::Unhold(room));
                 }
                 Ok(Reply::Adopted(Err(e))) => {
@@ -413,27 +417,38 @@ impl Cluster {
     /// taken over. While the directory is unreachable, rooms this node knows are
     /// placed as they were, and others wait (an error).
     pub async fn place_join(&self, room: &RoomId) -> Result<Placement, ClusterError> {
+        let moving = || ClusterError::Moving(room.to_string());
+        let cached = self.inner.rooms.lock().get(room).cloned();
         let record = match self.inner.directory.room(room.as_str()).await {
             Ok(Some(r)) => r,
+            // Not in the directory: a new room, or one whose record was lost (Redis
+            // came back empty): as this node knew it, else homed here.
             Ok(None) => {
+                let (home, span) = cached
+                    .as_ref()
+                    .map_or((self.inner.node_id.as_str(), false), |r| {
+                        (r.home.as_str(), r.span)
+                    });
                 self.inner
                     .directory
-                    .claim_room(room.as_str(), &self.inner.node_id, false)
+                    .claim_room(room.as_str(), home, span)
                     .await?
             }
-            Err(e) => match self.inner.rooms.lock().get(room) {
-                Some(r) => r.clone(),
-                None => return Err(e),
-            },
+            Err(e) => cached.ok_or(e)?,
         };
         let record = if record.home == self.inner.node_id || self.live(&record.home).is_some() {
             record
-        } else {
+        } else if self.runs(room) || !self.live_holders(room).await {
+            // Its home is gone: a node running the room takes it over (or any node,
+            // when none does: then nobody is in it).
             tracing::info!(%room, dead = %record.home, "room's home is gone: taking it over");
             self.inner
                 .directory
                 .take_over_room(room.as_str(), &record.home, &self.inner.node_id)
                 .await?
+        } else {
+            // A node running it is taking it over (within a heartbeat).
+            return Err(moving());
         };
         self.inner.rooms.lock().insert(room.clone(), record.clone());
         if record.home == self.inner.node_id {
@@ -441,15 +456,62 @@ impl Cluster {
             return Ok(Placement::Local);
         }
         let Some(home) = self.live(&record.home) else {
-            // Taken over by a node this one has not read yet: ask again shortly.
-            return Err(ClusterError::Config(format!(
-                "room {room} is moving to another node; retry"
-            )));
+            // Taken over by a node this one has not read yet.
+            return Err(moving());
         };
+        if home.draining {
+            // It is handing its rooms over: the new home is named within moments.
+            return Err(moving());
+        }
         if record.span && !self.draining_self() {
             Ok(Placement::Span { home: home.index })
         } else {
             Ok(Placement::Redirect { url: home.url })
+        }
+    }
+
+    /// Whether this node runs `room` (has members there, or is its home).
+    fn runs(&self, room: &RoomId) -> bool {
+        self.inner.routes.read().contains_key(room)
+    }
+
+    /// Whether a live node other than this one has members in `room`.
+    async fn live_holders(&self, room: &RoomId) -> bool {
+        let holders = self
+            .inner
+            .directory
+            .room_nodes(room.as_str())
+            .await
+            .unwrap_or_default();
+        holders
+            .iter()
+            .any(|id| *id != self.inner.node_id && self.live(id).is_some())
+    }
+
+    /// A join placed here found no room to join (and rooms are not made by joins):
+    /// the claim `place_join` made goes again.
+    pub async fn release_claim(&self, room: &RoomId) {
+        let _ = self.inner.input.send(Input::Unhold(room.clone()));
+        self.room_closed(room).await;
+    }
+
+    /// Makes sure the directory still names this node the home of a room it is home
+    /// of (its record may have gone: the room closed and ran again here, or Redis
+    /// came back empty).
+    pub async fn reassert_home(&self, room: &RoomId) {
+        let Some(record) = self.inner.rooms.lock().get(room).cloned() else {
+            return;
+        };
+        if record.home != self.inner.node_id {
+            return;
+        }
+        if let Err(e) = self
+            .inner
+            .directory
+            .claim_room(room.as_str(), &record.home, record.span)
+            .await
+        {
+            tracing::warn!(%room, error = %e, "directory: the room's home not reasserted");
         }
     }
 
@@ -471,11 +533,26 @@ impl Cluster {
 
     /// Records a room created here (`room.create`) as homed here.
     pub async fn claim_room(&self, room: &RoomId, span: bool) -> Result<RoomRecord, ClusterError> {
-        let record = self
+        let mut record = self
             .inner
             .directory
             .claim_room(room.as_str(), &self.inner.node_id, span)
             .await?;
+        if record.home != self.inner.node_id && self.live(&record.home).is_none() {
+            // A record left by a node that is gone (nobody runs the room).
+            record = self
+                .inner
+                .directory
+                .take_over_room(room.as_str(), &record.home, &self.inner.node_id)
+                .await?;
+            if record.home == self.inner.node_id && record.span != span {
+                self.inner
+                    .directory
+                    .set_room_span(room.as_str(), span)
+                    .await?;
+                record.span = span;
+            }
+        }
         self.inner.rooms.lock().insert(room.clone(), record.clone());
         if record.home == self.inner.node_id {
             self.hold(room.clone());
@@ -485,9 +562,14 @@ impl Cluster {
 
     /// The node a room lives on: its home's record, if the room and the home exist.
     pub async fn room_home(&self, room: &RoomId) -> Result<Option<NodeRecord>, ClusterError> {
-        let record = match self.inner.directory.room(room.as_str()).await? {
-            Some(r) => r,
-            None => return Ok(None),
+        let record = match self.inner.directory.room(room.as_str()).await {
+            Ok(Some(r)) => r,
+            Ok(None) => return Ok(None),
+            // Redis is away: the home as this node last knew it.
+            Err(e) => match self.inner.rooms.lock().get(room).cloned() {
+                Some(r) => r,
+                None => return Err(e),
+            },
         };
         Ok(self.live(&record.home))
     }
@@ -599,16 +681,44 @@ async fn heartbeat(
     let inner = &cluster.inner;
     let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut live: HashSet<String> = HashSet::new();
+    let mut live: HashMap<String, NodeIndex> = HashMap::new();
+    let mut failing = false;
     loop {
         tick.tick().await;
         if nodes.is_closed() {
             return;
         }
         let record = cluster.record(host.load(), host.draining());
-        if let Err(e) = inner.directory.heartbeat(&record, NODE_TTL).await {
-            tracing::warn!(error = %e, "directory heartbeat failed; calls go on");
-            continue;
+        match inner.directory.heartbeat(&record, NODE_TTL).await {
+            Ok(()) => {}
+            Err(ClusterError::IndexLost(n)) => {
+                tracing::error!(node = n, "another node took this node's number: draining");
+                host.fatal(format!("node number {n} was taken by another node"));
+                failing = true;
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "directory heartbeat failed; calls go on");
+                failing = true;
+                continue;
+            }
+        }
+        if std::mem::take(&mut failing) {
+            // Redis is back (maybe empty): the rooms homed here are named again.
+            let homes: Vec<RoomId> = inner
+                .rooms
+                .lock()
+                .iter()
+                .filter(|(_, r)| r.home == inner.node_id)
+                .map(|(room, _)| room.clone())
+                .collect();
+            tracing::info!(
+                rooms = homes.len(),
+                "directory back: the rooms homed here reasserted"
+            );
+            for room in homes {
+                cluster.reassert_home(&room).await;
+            }
         }
         let list = match inner.directory.nodes().await {
             Ok(l) => l,
@@ -617,9 +727,23 @@ async fn heartbeat(
                 continue;
             }
         };
-        let ids: HashSet<String> = list.iter().map(|n| n.id.clone()).collect();
-        let vanished: Vec<String> = live.difference(&ids).cloned().collect();
-        live = ids;
+        // A node missing from the directory but connected over the relay is alive (its
+        // heartbeats did not land); its rooms stay its own.
+        let connected = inner.relay.peers();
+        let mut vanished = Vec::new();
+        let mut next: HashMap<String, NodeIndex> =
+            list.iter().map(|n| (n.id.clone(), n.index)).collect();
+        for (id, index) in live.drain() {
+            if next.contains_key(&id) {
+                continue;
+            }
+            if connected.contains(&index) {
+                next.insert(id, index); // asked again at the next heartbeat
+            } else {
+                vanished.push(id);
+            }
+        }
+        live = next;
         let _ = nodes.send(list).await;
         for dead in vanished {
             take_over_rooms(&cluster, &dead).await;

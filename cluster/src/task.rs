@@ -9,10 +9,10 @@
 //! with or without members of its own. Any other node runs a room while it has
 //! members there, then lets it go.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chorus_engine::{CommandSender, RemoteMember, RosterChange};
 use chorus_protocol::signal::{ParticipantId, RoomId};
@@ -30,8 +30,6 @@ pub(crate) enum Input {
     Roster(RoomId, RosterChange),
     /// This node is the room's home.
     Hold(RoomId),
-    /// The room closed here, with this reason.
-    Closed(RoomId, String),
     /// `room.update` ran here (the room's home): these params.
     Updated(RoomId, Value),
     /// This node handed the room's home over (it drains): it runs the room only
@@ -63,7 +61,13 @@ pub(crate) struct Task {
     peers: HashSet<NodeIndex>,
     /// The other live nodes as last read: number → id.
     known: HashMap<NodeIndex, String>,
+    /// Roster changes the engine's queue refused (full): tried again before anything
+    /// newer, so that no member is left behind.
+    retry: VecDeque<(RoomId, RosterChange)>,
 }
+
+/// How often refused roster changes are tried again.
+const RETRY_EVERY: Duration = Duration::from_millis(20);
 
 impl Task {
     pub(crate) fn new(cluster: Cluster, engine: CommandSender, host: Arc<dyn ClusterHost>) -> Task {
@@ -76,6 +80,23 @@ impl Task {
             received: HashMap::new(),
             peers: HashSet::new(),
             known: HashMap::new(),
+            retry: VecDeque::new(),
+        }
+    }
+
+    /// Hands a roster change to the room's home shard, in order with the ones the
+    /// engine refused before.
+    fn hand_to_engine(&mut self, room: RoomId, change: RosterChange) {
+        self.retry.push_back((room, change));
+        self.flush_retry();
+    }
+
+    fn flush_retry(&mut self) {
+        while let Some((room, change)) = self.retry.pop_front() {
+            if !self.engine.remote_roster(room.clone(), change.clone()) {
+                self.retry.push_front((room, change));
+                return;
+            }
         }
     }
 
@@ -85,11 +106,13 @@ impl Task {
         mut relay: mpsc::Receiver<RelayEvent>,
         mut nodes: mpsc::Receiver<Vec<NodeRecord>>,
     ) {
+        let mut retry = tokio::time::interval(RETRY_EVERY);
         loop {
             tokio::select! {
                 Some(i) = input.recv() => self.on_input(i),
                 Some(event) = relay.recv() => self.on_relay(event),
                 Some(list) = nodes.recv() => self.on_nodes(list),
+                _ = retry.tick(), if !self.retry.is_empty() => self.flush_retry(),
                 else => return,
             }
         }
@@ -159,26 +182,9 @@ impl Task {
             Input::Hold(room) => {
                 let new = !self.local.contains_key(&room);
                 self.local.entry(room.clone()).or_default().home = true;
+                // A replica that becomes the home is a room of its own now.
+                self.host.promote(room.clone());
                 if new {
-                    self.announce(&room);
-                    self.update_route(&room);
-                }
-            }
-            Input::Closed(room, reason) => {
-                if self.cluster.is_home(&room) {
-                    let m = RelayMessage::Closed {
-                        room: room.as_str().to_owned(),
-                        reason,
-                    };
-                    for p in self.room_peers(&room) {
-                        self.send(p, &m);
-                    }
-                    let cluster = self.cluster.clone();
-                    let r = room.clone();
-                    tokio::spawn(async move { cluster.room_closed(&r).await });
-                }
-                if self.local.remove(&room).is_some() {
-                    self.drop_remote_members(&room);
                     self.announce(&room);
                     self.update_route(&room);
                 }
@@ -189,9 +195,9 @@ impl Task {
                 };
                 local.home = false;
                 if local.members.is_empty() {
+                    // Empty and no longer home here, the drain closes it quietly.
                     self.local.remove(&room);
                     self.drop_remote_members(&room);
-                    self.host.release_replica(room.clone());
                     self.announce(&room);
                     self.update_route(&room);
                 }
@@ -212,6 +218,7 @@ impl Task {
     fn on_local(&mut self, room: RoomId, change: RosterChange) {
         let name = room.as_str().to_owned();
         match change {
+            RosterChange::Closed(reason) => self.closed_here(room, reason),
             RosterChange::Moved(moved) => {
                 let m = RelayMessage::Moved {
                     room: name,
@@ -222,6 +229,13 @@ impl Task {
                 }
             }
             RosterChange::Upsert(member) => {
+                if !self.local.contains_key(&room) {
+                    // A room homed here that closed and runs again: its directory
+                    // record may have gone with the old one.
+                    let cluster = self.cluster.clone();
+                    let r = room.clone();
+                    tokio::spawn(async move { cluster.reassert_home(&r).await });
+                }
                 let entry = self.local.entry(room.clone()).or_default();
                 let first = entry.members.is_empty();
                 entry.members.insert(member.info.id, member.clone());
@@ -266,10 +280,10 @@ impl Task {
                     return;
                 }
                 if !home {
-                    // Nobody of ours is left: let the room go here.
+                    // Nobody of ours is left: let the room go here (a replica closes
+                    // itself once the others' members are out of it).
                     self.local.remove(&room);
                     self.drop_remote_members(&room);
-                    self.host.release_replica(room.clone());
                 }
                 self.announce(&room);
                 self.update_route(&room);
@@ -284,23 +298,69 @@ impl Task {
         }
     }
 
+    /// The room closed on this node: if this node was its home, every other node
+    /// running it closes it too, and the directory forgets it.
+    fn closed_here(&mut self, room: RoomId, reason: String) {
+        if self.cluster.is_home(&room) {
+            let m = RelayMessage::Closed {
+                room: room.as_str().to_owned(),
+                reason,
+            };
+            for p in self.room_peers(&room) {
+                self.send(p, &m);
+            }
+            let cluster = self.cluster.clone();
+            let r = room.clone();
+            tokio::spawn(async move { cluster.room_closed(&r).await });
+        }
+        if self.local.remove(&room).is_some() {
+            for rooms in self.received.values_mut() {
+                rooms.remove(&room);
+            }
+            self.announce(&room);
+            self.update_route(&room);
+        }
+    }
+
     /// The room here forgets the members other nodes told it of.
     fn drop_remote_members(&mut self, room: &RoomId) {
+        let mut gone = Vec::new();
         for rooms in self.received.values_mut() {
-            for pid in rooms.remove(room).into_iter().flatten() {
-                self.engine
-                    .remote_roster(room.clone(), RosterChange::Left(pid));
-            }
+            gone.extend(rooms.remove(room).into_iter().flatten());
         }
+        for pid in gone {
+            self.hand_to_engine(room.clone(), RosterChange::Left(pid));
+        }
+    }
+
+    /// Whether `from` is the room's home as this node last knew it (or this node
+    /// knows no record of it: then it cannot tell, and believes it).
+    fn sent_by_home(&self, room: &RoomId, from: NodeIndex) -> bool {
+        let Some(record) = self.inner().rooms.lock().get(room).cloned() else {
+            return true;
+        };
+        self.inner()
+            .nodes
+            .read()
+            .iter()
+            .find(|n| n.id == record.home)
+            .is_none_or(|n| n.index == from)
     }
 
     fn on_relay(&mut self, event: RelayEvent) {
         match event {
             RelayEvent::Datagram { from, data } => match decode_audio(&data, Instant::now()) {
                 Ok((room, packet)) => {
-                    // Only a node's own speakers, in a room this node runs.
+                    // Only a member `from` told us of, in a room with listeners here (a
+                    // packet overtaking its member's `Left` would leave a level and a
+                    // slot behind).
                     let ours = self.local.get(&room).is_some_and(|l| !l.members.is_empty());
-                    if ours && chorus_engine::cluster::node_of(packet.speaker) == from {
+                    let known = self
+                        .received
+                        .get(&from)
+                        .and_then(|rooms| rooms.get(&room))
+                        .is_some_and(|s| s.contains(&packet.speaker));
+                    if ours && known && packet.csrc >> 24 == u32::from(from) {
                         self.inner().relayed_in.fetch_add(1, Ordering::Relaxed);
                         self.engine.relay_in(&room, &packet);
                     }
@@ -393,8 +453,7 @@ impl Task {
                         .get_mut(&from)
                         .and_then(|rooms| rooms.remove(&room));
                     for pid in gone.into_iter().flatten() {
-                        self.engine
-                            .remote_roster(room.clone(), RosterChange::Left(pid));
+                        self.hand_to_engine(room.clone(), RosterChange::Left(pid));
                     }
                 }
                 self.update_route(&room);
@@ -423,8 +482,7 @@ impl Task {
                     .entry(room.clone())
                     .or_default()
                     .insert(member.info.id);
-                self.engine
-                    .remote_roster(room, RosterChange::Upsert(member));
+                self.hand_to_engine(room, RosterChange::Upsert(member));
             }
             RelayMessage::Left { room, participant } => {
                 let Ok(room) = RoomId::new(&room) else {
@@ -437,7 +495,7 @@ impl Task {
                     .and_then(|rooms| rooms.get_mut(&room))
                     .is_some_and(|s| s.remove(&pid));
                 if known {
-                    self.engine.remote_roster(room, RosterChange::Left(pid));
+                    self.hand_to_engine(room, RosterChange::Left(pid));
                 }
             }
             RelayMessage::Moved { room, positions } => {
@@ -449,11 +507,14 @@ impl Task {
                         .into_iter()
                         .map(|(id, at)| (ParticipantId(id), at))
                         .collect();
-                    self.engine.remote_roster(room, RosterChange::Moved(moved));
+                    self.hand_to_engine(room, RosterChange::Moved(moved));
                 }
             }
             RelayMessage::Updated { room, params } => {
-                if RoomId::new(&room).is_ok_and(|r| self.local.contains_key(&r)) {
+                let Ok(room) = RoomId::new(&room) else {
+                    return;
+                };
+                if self.local.contains_key(&room) && self.sent_by_home(&room, from) {
                     self.host.apply_update(params);
                 }
             }
@@ -461,7 +522,7 @@ impl Task {
                 let Ok(room) = RoomId::new(&room) else {
                     return;
                 };
-                if self.local.contains_key(&room) {
+                if self.local.contains_key(&room) && self.sent_by_home(&room, from) {
                     self.host.close_replica(room, reason);
                 }
             }
@@ -545,7 +606,10 @@ impl Task {
         let gone: Vec<NodeIndex> = self
             .known
             .iter()
-            .filter(|(i, id)| now_known.get(i) != Some(id))
+            // A node missing from the directory but still connected over the relay
+            // is alive (its heartbeats did not land: Redis was away, or came back
+            // empty): the end of its connection decides.
+            .filter(|(i, id)| now_known.get(i) != Some(id) && !self.peers.contains(i))
             .map(|(i, _)| *i)
             .collect();
         for node in gone {

@@ -64,6 +64,9 @@ pub enum RosterChange {
     /// Members of a proximity room moved (from their clients or the backend, at
     /// whichever node took them).
     Moved(Vec<(ParticipantId, crate::proximity::Point)>),
+    /// Out only: the room closed on this node (deleted, emptied, drained), with this
+    /// reason. If this node was its home, the other nodes close it too.
+    Closed(String),
 }
 
 #[cfg(test)]

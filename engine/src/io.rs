@@ -247,6 +247,12 @@ pub struct RequestId(pub u64);
 #[non_exhaustive]
 pub enum Request {
     CreateRoom(RoomCreate),
+    /// In a cluster: run a room another node is home of (with its policy), for
+    /// members joining here; see `replica` in the room's policy.
+    CreateReplica(RoomCreate),
+    /// In a cluster: this node became the room's home; a replica of it here is the
+    /// room now.
+    PromoteRoom(RoomId),
     GetRoom(RoomId),
     /// Every shard answers with the rooms homed on it.
     ListRooms,
@@ -268,8 +274,8 @@ impl Request {
     /// The room it is about (its home shard answers); `None`: every shard answers.
     pub fn room(&self) -> Option<&RoomId> {
         match self {
-            Request::CreateRoom(c) => Some(&c.room),
-            Request::GetRoom(r) | Request::ListParticipants(r) => Some(r),
+            Request::CreateRoom(c) | Request::CreateReplica(c) => Some(&c.room),
+            Request::GetRoom(r) | Request::ListParticipants(r) | Request::PromoteRoom(r) => Some(r),
             Request::UpdateRoom(u) => Some(&u.room),
             Request::DeleteRoom(d) => Some(&d.room),
             Request::GetParticipant(p) => Some(&p.room),

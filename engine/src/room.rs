@@ -79,6 +79,10 @@ pub(crate) struct RoomPolicy {
     pub p2p_max: u8,
     /// How long a room in mode `sfu` must meet the p2p conditions to go back.
     pub p2p_downgrade: Duration,
+    /// In a cluster: another node is the room's home; this node runs it for members
+    /// joining here ([`crate::io::Request::CreateReplica`]). It closes as soon as it
+    /// has no member, and its creation and closing are the home's to report.
+    pub replica: bool,
 }
 
 #[derive(Debug)]
@@ -274,6 +278,7 @@ mod tests {
             proximity: None,
             p2p_max: 0,
             p2p_downgrade: Duration::from_secs(10),
+            replica: false,
         }
     }
 

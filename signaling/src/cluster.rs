@@ -131,8 +131,26 @@ impl ClusterHost for Host {
             .is_none_or(|s| s.draining.load(std::sync::atomic::Ordering::Relaxed))
     }
 
-    fn release_replica(&self, room: RoomId) {
-        self.close_replica(room, "no_members_here".to_owned());
+    fn promote(&self, room: RoomId) {
+        let Some(shared) = self.0.upgrade() else {
+            return;
+        };
+        tokio::spawn(async move {
+            // Not there yet (a join creates it next): nothing to promote.
+            let _ = shared
+                .control
+                .ask_one(&shared.engine, Request::PromoteRoom(room))
+                .await;
+        });
+    }
+
+    fn fatal(&self, why: String) {
+        let Some(shared) = self.0.upgrade() else {
+            return;
+        };
+        tracing::error!(%why, "leaving the cluster: draining");
+        let deadline = shared.config.drain_timeout;
+        crate::state::start_drain(shared, deadline);
     }
 
     fn apply_update(&self, params: Value) {
@@ -167,7 +185,7 @@ impl ClusterHost for Host {
                 return Err("this node drains too".to_owned());
             }
             if !runs_here(&shared, &room).await {
-                create_here(&shared, params).await?;
+                create_here(&shared, params, Request::CreateRoom).await?;
             }
             match cluster.take_over_from(&room, &home).await {
                 Ok(true) => Ok(()),
@@ -211,11 +229,11 @@ pub(crate) async fn ensure_replica(
         .await
         .map_err(|e| e.to_string())?
         .ok_or_else(|| format!("room {room} is not at its home node"))?;
-    create_here(shared, params).await
+    create_here(shared, params, Request::CreateReplica).await
 }
 
 /// Whether `room` runs on this node.
-async fn runs_here(shared: &Arc<Shared>, room: &RoomId) -> bool {
+pub(crate) async fn runs_here(shared: &Arc<Shared>, room: &RoomId) -> bool {
     shared
         .control
         .ask_one(&shared.engine, Request::GetRoom(room.clone()))
@@ -223,13 +241,18 @@ async fn runs_here(shared: &Arc<Shared>, room: &RoomId) -> bool {
         .is_ok()
 }
 
-/// Creates `room` here with `params` (`room.create` params from its home).
-async fn create_here(shared: &Arc<Shared>, params: Value) -> Result<(), String> {
+/// Creates `room` here with `params` (`room.create` params from its home), as the
+/// room (`Request::CreateRoom`) or a replica of it (`Request::CreateReplica`).
+async fn create_here(
+    shared: &Arc<Shared>,
+    params: Value,
+    request: fn(RoomCreate) -> Request,
+) -> Result<(), String> {
     let create: RoomCreate =
         serde_json::from_value(params).map_err(|e| format!("room policy: {e}"))?;
     match shared
         .control
-        .ask_one(&shared.engine, Request::CreateRoom(create))
+        .ask_one(&shared.engine, request(create))
         .await
     {
         Ok(_) => Ok(()),

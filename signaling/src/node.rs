@@ -137,14 +137,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, SignalingError> {
         config.shards,
         move |event| match event {
             Event::Reply { id, result, .. } => hub.reply(id, result),
-            Event::Notify(e) => {
-                if let (Some(c), chorus_engine::report::Notice::RoomClosed { room, reason }) =
-                    (&roster, &e)
-                {
-                    c.on_room_closed(room.clone(), reason.clone());
-                }
-                hub.event(crate::wire::node_event(e))
-            }
+            Event::Notify(e) => hub.event(crate::wire::node_event(e)),
             Event::Roster { room, change } => {
                 if let Some(c) = &roster {
                     c.on_roster(room, change);

@@ -611,7 +611,15 @@ impl Session {
             };
         }
         let placed = match cluster.place_join(&join.room).await {
-            Ok(Placement::Local) => Ok(()),
+            Ok(Placement::Local) => {
+                // Placed here, but the room does not exist and a join does not make
+                // one: the claim goes (the engine answers `room_not_found`).
+                let auto = self.shared.config.dev || self.shared.config.auto_create_rooms;
+                if !auto && !crate::cluster::runs_here(&self.shared, &join.room).await {
+                    cluster.release_claim(&join.room).await;
+                }
+                Ok(())
+            }
             Ok(Placement::Span { home }) => {
                 crate::cluster::ensure_replica(&self.shared, &cluster, home, &join.room).await
             }

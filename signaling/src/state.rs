@@ -81,11 +81,13 @@ pub(crate) fn start_drain(shared: Arc<Shared>, deadline: Duration) {
         return;
     }
     tracing::info!(?deadline, "draining");
-    shared.engine.start_draining();
+    if shared.cluster.is_none() {
+        shared.engine.start_draining();
+    }
     tokio::spawn(async move {
         let end = tokio::time::Instant::now() + deadline;
-        // In a cluster, the rooms homed here move to other nodes first: their
-        // members elsewhere stay in them.
+        // In a cluster, the rooms homed here move to other nodes first (before the
+        // engine closes the empty ones): their members elsewhere stay in them.
         if let Some(cluster) = shared.cluster.clone() {
             let host = Arc::new(crate::cluster::Host(
                 Arc::downgrade(&shared),
@@ -93,6 +95,7 @@ pub(crate) fn start_drain(shared: Arc<Shared>, deadline: Duration) {
             ));
             let moved = tokio::time::timeout(deadline, cluster.hand_over_homes(host)).await;
             tracing::info!(moved = ?moved.ok(), "drain: rooms' homes handed over");
+            shared.engine.start_draining();
         }
         // The routing table is exact and current (shard snapshots lag by up to half
         // a second).

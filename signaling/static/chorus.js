@@ -819,12 +819,14 @@ export class ChorusClient extends EventTarget {
       const resumed = await new Promise((resolve) => {
         const done = (ok) => () => {
           this.removeEventListener('resumed', onResumed);
+          this.removeEventListener('rejoined', onResumed);
           this.removeEventListener('closed', onClosed);
           resolve(ok);
         };
         const onResumed = done(true);
         const onClosed = done(false);
         this.addEventListener('resumed', onResumed);
+        this.addEventListener('rejoined', onResumed);
         this.addEventListener('closed', onClosed);
       });
       if (!resumed) throw new ChorusError('socket_closed', 'the session ended while reconnecting');
@@ -1395,55 +1397,67 @@ export class ChorusClient extends EventTarget {
 
   /**
    * One rejoin attempt at the next URL of the list: `join` (following redirects),
-   * `joined`, a new node connection (offer, answer). Fails within
-   * REJOIN_ATTEMPT_TIMEOUT_MS; then the next one is scheduled, unless the node refused
-   * the join for a reason any node would (REJOIN_FATAL_CODES): then the session ends.
+   * `joined`, a new node connection (offer, answer). It fails within
+   * REJOIN_ATTEMPT_TIMEOUT_MS (`_rejoinAttemptFailed`).
    */
   async _attemptRejoin(r) {
     const j = r.rejoin;
     if (this.state !== 'reconnecting' || this._reconnect !== r) return;
+    const attempt = {};
+    j.current = attempt;
+    const current = () => this._reconnect === r && j.current === attempt;
     this.url = j.urls[j.attempts % j.urls.length];
     j.attempts += 1;
     j.joined = false;
     r.attemptTimer = setTimeout(() => {
       r.attemptTimer = null;
-      if (this._reconnect !== r) return;
-      // Wherever the attempt is (connecting, awaiting an answer, negotiating), it fails.
-      this._failWaiters(new ChorusError('timeout', `no session at ${this.url} within ${REJOIN_ATTEMPT_TIMEOUT_MS} ms`));
-      this._abandonSocket(1000, 'rejoin attempt timed out');
-      this._dropMedia();
+      if (current()) this._rejoinAttemptFailed(new ChorusError('timeout', `no session at ${this.url} within ${REJOIN_ATTEMPT_TIMEOUT_MS} ms`));
     }, REJOIN_ATTEMPT_TIMEOUT_MS);
     try {
-      const joined = await this._sendJoin(j.joinMsg ?? this._joinMsg);
-      if (this._reconnect !== r) return;
+      const joined = await this._sendJoin(this._joinMsg);
+      if (!current()) return;
       j.joined = true;
       this._onJoined(joined, j.previous);
       await this._negotiate();
-      if (this._reconnect !== r) return;
     } catch (e) {
-      if (this._reconnect !== r || this.state !== 'reconnecting') return; // ended meanwhile (leave())
-      this._clearAttemptTimer();
-      const err = e instanceof ChorusError ? e : new ChorusError('webrtc', e?.message ?? String(e));
-      // Closed with 1000: a session the node may have made for this attempt ends at once.
-      this._abandonSocket(1000, 'rejoin attempt failed');
-      this._dropMedia();
-      this.slots = [];
-      this.videoSlots = [];
-      j.lastError = err;
-      if (REJOIN_FATAL_CODES.has(err.code) || this._ended) {
-        this._teardown({ code: r.code, reason: err.message, wasClean: false, error: this._ended ? 'rejoin_failed' : err.code });
-      } else {
-        this._scheduleRejoin();
-      }
+      if (current()) this._rejoinAttemptFailed(e);
       return;
     }
-    this._rejoined(r);
+    if (current()) this._rejoined(r);
+  }
+
+  /**
+   * The rejoin attempt under way failed (`err`): whatever it awaits fails too, its
+   * socket and connection go, and the next attempt is scheduled, unless the node
+   * refused the join for a reason any node would (REJOIN_FATAL_CODES): then the
+   * session ends.
+   */
+  _rejoinAttemptFailed(e) {
+    const r = this._reconnect;
+    const j = r?.rejoin;
+    if (this.state !== 'reconnecting' || !j) return;
+    const err = e instanceof ChorusError ? e : new ChorusError('webrtc', e?.message ?? String(e));
+    j.current = null;
+    j.lastError = err;
+    this._clearAttemptTimer();
+    this._failWaiters(err);
+    // Closed with 1000: a session the node made for this attempt ends at once.
+    this._abandonSocket(1000, 'rejoin attempt failed');
+    this._dropMedia();
+    this.slots = [];
+    this.videoSlots = [];
+    if (REJOIN_FATAL_CODES.has(err.code) || this._ended) {
+      this._teardown({ code: r.code, reason: err.message, wasClean: false, error: this._ended ? 'rejoin_failed' : err.code });
+    } else {
+      this._scheduleRejoin();
+    }
   }
 
   /**
    * The room is joined again on a new node connection: state 'joined', and the new
    * session gets what the app had set on the old one (mute, deafen, a whisper to
-   * those still here, position, video it sends and the video slots' subscriptions).
+   * those still here, video it sends and the video slots' subscriptions; the position
+   * went with `joined`).
    */
   _rejoined(r) {
     const j = r.rejoin;
@@ -1460,7 +1474,6 @@ export class ChorusClient extends EventTarget {
       this._syncPeerSenders();
       if (this.whisperTo) this._send({ type: 'whisper', to: this.whisperTo });
     }
-    if (this.position) this._sendPosition();
     for (const s of VIDEO_SOURCES) {
       if (!this.publishing[s]) continue;
       if (this._videoTx[s]) this._send({ type: 'video', source: s, enabled: true });
@@ -2168,10 +2181,11 @@ export class ChorusClient extends EventTarget {
     for (const w of failed) { clearTimeout(w.timer); w.reject(err); }
   }
 
-  _resolveWaiters(msg) {
+  /** Resolve the waiters for `type` (the message's own by default) with `msg`. */
+  _resolveWaiters(msg, type = msg.type) {
     const keep = [];
     for (const w of this._waiters) {
-      if (w.type === msg.type) { clearTimeout(w.timer); w.resolve(msg); } else keep.push(w);
+      if (w.type === type) { clearTimeout(w.timer); w.resolve(msg); } else keep.push(w);
     }
     this._waiters = keep;
   }
@@ -2194,6 +2208,16 @@ export class ChorusClient extends EventTarget {
       case 'answer':
         this._resolveWaiters(msg);
         break;
+      case 'redirect': {
+        // The answer to a join in a cluster: the room lives on another node, where
+        // `_sendJoin` goes next. The node closes this socket: that close is not ours.
+        if (!this._waiters.some((w) => w.type === 'joined')) break;
+        const url = typeof msg.url === 'string' && /^wss?:\/\//i.test(msg.url) ? msg.url : null;
+        this._abandonSocket(1000, 'redirected');
+        if (url) this._resolveWaiters({ type: 'redirect', url }, 'joined');
+        else this._failWaiters(new ChorusError('internal', `redirect to no valid URL: ${JSON.stringify(msg.url)}`), 'joined');
+        break;
+      }
       case 'resumed':
         this._onResumed(msg);
         break;
@@ -2290,8 +2314,12 @@ export class ChorusClient extends EventTarget {
         }
         // While joining, any error frame fails the join (e.g. unauthorized, room_full).
         if (this.state === 'connecting') this._failWaiters(err);
-        // A refused offer (ICE restart): its answer will not come.
-        else if (err.code === 'bad_request' && /offer|SDP|Opus/.test(err.serverMessage)) this._failWaiters(err, 'answer');
+        else {
+          // A refused rejoin: its `joined` will not come.
+          if (this._reconnect?.rejoin) this._failWaiters(err, 'joined');
+          // A refused offer (ICE restart, rejoin): its answer will not come.
+          if (err.code === 'bad_request' && /offer|SDP|Opus/.test(err.serverMessage)) this._failWaiters(err, 'answer');
+        }
         this._emit('error', { code: err.code, message: err.serverMessage, error: err });
         // The node has no session to resume (ended, or the window is over): the end.
         if (err.code === 'resume_failed' && this.state === 'reconnecting') {
@@ -2325,7 +2353,12 @@ export class ChorusClient extends EventTarget {
     }
   }
 
-  _onJoined(msg) {
+  /**
+   * `joined`: this session's identity, the room's others and its mode. `rejoinOf`:
+   * the participant id of the session this one replaces (a rejoin): the roster is
+   * caught up with events, as after a resume, without that old self.
+   */
+  _onJoined(msg, rejoinOf = null) {
     this.self = {
       participant_id: String(msg.participant_id),
       csrc: Number(msg.csrc) >>> 0,
@@ -2339,12 +2372,20 @@ export class ChorusClient extends EventTarget {
     this.audioSlots = Math.max(0, Math.floor(Number(msg.audio_slots) || 0));
     this.videoSlotCount = this.video ? Math.max(0, Math.floor(Number(msg.video_slots) || 0)) : 0;
     this.iceServers = Array.isArray(msg.ice_servers) ? msg.ice_servers : [];
-    this.participants.clear();
-    for (const raw of Array.isArray(msg.participants) ? msg.participants : []) {
-      const p = copyParticipant(raw);
-      if (p.participant_id !== this.self.participant_id) {
-        this.participants.set(p.participant_id, p);
-        this._noteVideo(p);
+    // In a cluster: where to join again should this node go away.
+    this._alternates = Array.isArray(msg.alternates)
+      ? msg.alternates.filter((u) => typeof u === 'string' && /^wss?:\/\//i.test(u)) : [];
+    if (rejoinOf) {
+      this.permissions = null; // the token's grants again
+      this._syncRoster(msg.participants, rejoinOf);
+    } else {
+      this.participants.clear();
+      for (const raw of Array.isArray(msg.participants) ? msg.participants : []) {
+        const p = copyParticipant(raw);
+        if (p.participant_id !== this.self.participant_id) {
+          this.participants.set(p.participant_id, p);
+          this._noteVideo(p);
+        }
       }
     }
     // A position set before the join went through.
@@ -2352,7 +2393,7 @@ export class ChorusClient extends EventTarget {
     // Peer to peer: in mode p2p the node's connection is built without the microphone
     // on it (`_negotiate`) and the peer connections start now, beside it.
     this.mode = null;
-    this._setMode(msg.mode === 'p2p' ? 'p2p' : 'sfu', 'joined');
+    this._setMode(msg.mode === 'p2p' ? 'p2p' : 'sfu', rejoinOf ? 'rejoined' : 'joined');
   }
 
   async _negotiate() {
@@ -2392,11 +2433,12 @@ export class ChorusClient extends EventTarget {
     // nothing until a track is attached, then the video slots.
     const videoRecv = [];
     if (this.videoSlotCount > 0) {
-      this._videoTx.camera = pc.addTransceiver('video', {
+      // What is published already (a rejoin) goes on at once.
+      this._videoTx.camera = pc.addTransceiver(this.publishing.camera ?? 'video', {
         direction: 'sendonly',
         sendEncodings: CAMERA_ENCODINGS.map((e) => ({ ...e })),
       });
-      this._videoTx.screen = pc.addTransceiver('video', { direction: 'sendonly' });
+      this._videoTx.screen = pc.addTransceiver(this.publishing.screen ?? 'video', { direction: 'sendonly' });
       for (let i = 0; i < this.videoSlotCount; i++) {
         videoRecv.push(pc.addTransceiver('video', { direction: 'recvonly' }));
       }
@@ -2424,6 +2466,7 @@ export class ChorusClient extends EventTarget {
     const answer = await this._waitFor('answer');
     if (this.pc !== pc) throw new ChorusError('socket_closed', 'closed while negotiating');
     await pc.setRemoteDescription({ type: 'answer', sdp: String(answer.sdp) });
+    if (this.pc !== pc) throw new ChorusError('socket_closed', 'closed while negotiating');
 
     // Slot N is the N-th recvonly m-section; the answer lists their mids in slot order.
     const mids = Array.isArray(answer.slots) ? answer.slots.map(String) : recv.map((t) => t.mid);
@@ -2882,14 +2925,7 @@ export class ChorusClient extends EventTarget {
       this._clearAttemptTimer();
       this._reconnect = null;
     }
-    for (const t of ['_iceRestartTimer', '_disconnectedTimer', '_positionTimer', '_nodeStopTimer', '_peerCloseTimer', '_signalTimer']) {
-      if (this[t]) { clearTimeout(this[t]); this[t] = null; }
-    }
-    for (const t of ['_routeTimer', '_speakingTimer']) {
-      if (this[t]) { clearInterval(this[t]); this[t] = null; }
-    }
-    this._signalQueue.length = 0;
-    for (const id of [...this.peers.keys()]) this._closeLink(id);
+    if (this._positionTimer) { clearTimeout(this._positionTimer); this._positionTimer = null; }
     const wasState = this.state;
     this.state = 'closed';
     this._failWaiters(new ChorusError('socket_closed', reason || 'closed'));
@@ -2897,15 +2933,10 @@ export class ChorusClient extends EventTarget {
     if (ws && (ws.readyState === WebSocket.OPEN || ws.readyState === WebSocket.CONNECTING)) {
       try { ws.close(1000); } catch { /* ignore */ }
     }
-    if (this.pc) {
-      const pc = this.pc;
-      this.pc = null;
-      try { pc.close(); } catch { /* ignore */ }
-      this._emit('connection_state', { state: 'closed', ice_state: 'closed' });
-    }
+    // The peer connections, the node's (`connection_state` 'closed') and the slots.
+    this._dropMedia();
     if (this._audioCtx) { this._audioCtx.close().catch(() => {}); this._audioCtx = null; this._analyser = null; }
     if (this._spatialTimer) { clearInterval(this._spatialTimer); this._spatialTimer = null; }
-    for (const s of this.slots) if (s) this._detachGraph(s);
     if (this._playCtx) {
       this._playCtx.close().catch(() => {});
       this._playCtx = null;

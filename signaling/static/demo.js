@@ -486,6 +486,19 @@ function wire(c) {
     const secs = (e.detail.downtime_ms / 1000).toFixed(1);
     setStatus(`Reconnected to “${c.self.room}” (connection was lost for ${secs} s)`, 'ok');
   });
+  // A cluster: the node is gone, the client joins the room again at another one.
+  c.addEventListener('rejoining', () => {
+    if (c !== client) return;
+    setStatus('The server is gone: joining the room again on another one…', 'warn');
+  });
+  c.addEventListener('rejoined', (e) => {
+    if (c !== client) return;
+    rerender();
+    syncMuteButton(c.muted);
+    renderTiles();
+    const secs = (e.detail.downtime_ms / 1000).toFixed(1);
+    setStatus(`Back in “${c.self.room}” on another server (connection was lost for ${secs} s)`, 'ok');
+  });
   // ICE restarts (a network change, or the media connection failed).
   c.addEventListener('ice_restarting', (e) => {
     if (c !== client || c.state !== 'joined') return;
@@ -509,7 +522,7 @@ function wire(c) {
     resetStats();
     if (c.leftByUser) setStatus(`Left room “${c.self?.room ?? ''}”`, 'idle');
     else if (c.endedBy) { /* kicked or room closed: the banner and status say so already */ }
-    else if (e.detail.error === 'resume_failed' || e.detail.error === 'resume_timeout') {
+    else if (['resume_failed', 'resume_timeout', 'rejoin_failed'].includes(e.detail.error)) {
       setStatus('Connection lost: could not get back into the room. Join again.', 'error');
     }
     else if (ui.status.dataset.kind !== 'error') {

@@ -36,6 +36,16 @@ impl Shard {
         });
     }
 
+    /// In a cluster: the room closed on this node.
+    pub(super) fn report_closed(&mut self, room_id: &RoomId, reason: &str) {
+        if self.config.node != 0 {
+            self.events.push_back(Event::Roster {
+                room: room_id.clone(),
+                change: RosterChange::Closed(reason.to_owned()),
+            });
+        }
+    }
+
     /// At the home shard, in a cluster: positions taken here (a client's, or the
     /// backend's) go to the other nodes of the room.
     pub(super) fn report_moved(&mut self, room_id: &RoomId, moved: &[(ParticipantId, Point)]) {
@@ -57,6 +67,7 @@ impl Shard {
         match change {
             RosterChange::Upsert(m) => self.remote_upsert(now, &room_id, m),
             RosterChange::Moved(moved) => self.remote_positions(&room_id, moved),
+            RosterChange::Closed(_) => {}
             RosterChange::Left(pid) => {
                 let remote = self
                     .rooms
@@ -108,11 +119,17 @@ impl Shard {
                 self.reconsider_mode(now, room_id, None);
                 self.publish_relay(now, room_id);
                 // Its node learns where this node's members are (it knows nothing of
-                // them before): one batch, on each member new here.
+                // them before): one batch, on the first member of that node here.
+                let node = node_of(pid);
                 let ours: Vec<(ParticipantId, Point)> = self
                     .rooms
                     .get(room_id)
                     .filter(|r| r.policy.proximity.is_some())
+                    .filter(|r| {
+                        !r.members
+                            .values()
+                            .any(|m| m.remote && m.info.id != pid && node_of(m.info.id) == node)
+                    })
                     .map(|r| {
                         r.local_members()
                             .filter_map(|m| r.positions.get(&m.info.id).map(|at| (m.info.id, *at)))

@@ -299,6 +299,7 @@ impl Shard {
                 proximity: None,
                 p2p_max: RoomKind::default().defaults().p2p_max,
                 p2p_downgrade: crate::p2p::downgrade_delay(None),
+                replica: false,
             };
             self.create_room(now, room_id.clone(), policy);
         }
@@ -424,12 +425,14 @@ impl Shard {
 
     /// Creates a room homed here and reports it.
     pub(super) fn create_room(&mut self, now: Instant, id: RoomId, policy: RoomPolicy) {
-        tracing::info!(room = %id, kind = policy.kind.as_str(), auto = policy.auto_created, "room created");
-        self.notify(Notice::RoomCreated {
-            room: id.clone(),
-            kind: policy.kind,
-            auto_created: policy.auto_created,
-        });
+        tracing::info!(room = %id, kind = policy.kind.as_str(), auto = policy.auto_created, replica = policy.replica, "room created");
+        if !policy.replica {
+            self.notify(Notice::RoomCreated {
+                room: id.clone(),
+                kind: policy.kind,
+                auto_created: policy.auto_created,
+            });
+        }
         self.rooms
             .insert(id.clone(), Room::new(id, policy, now, self.config.node));
     }
@@ -628,12 +631,21 @@ impl Shard {
         for pid in members {
             self.leave_room(now, pid, CloseReason::RoomClosed);
         }
-        if self.rooms.remove(room).is_some() {
+        if let Some(closed) = self.rooms.remove(room) {
+            self.room_closed(room, &closed.policy, reason);
+        }
+    }
+
+    /// A room closed here: the backend is told (unless another node is its home),
+    /// and in a cluster the other nodes.
+    fn room_closed(&mut self, room: &RoomId, policy: &RoomPolicy, reason: &str) {
+        if !policy.replica {
             self.notify(Notice::RoomClosed {
                 room: room.clone(),
                 reason: reason.to_owned(),
             });
         }
+        self.report_closed(room, reason);
     }
 
     /// At the home shard: the participant is out of the room, whatever the reason.
@@ -706,12 +718,11 @@ impl Shard {
                 .is_some_and(|r| r.order.is_empty() && !r.closing);
         if drained {
             self.close_room(now, &room_id, "node_draining");
-        } else if close_now && self.rooms.remove(&room_id).is_some() {
+        } else if close_now {
             // A room made by a join lives as long as someone is in it.
-            self.notify(Notice::RoomClosed {
-                room: room_id.clone(),
-                reason: "empty".to_owned(),
-            });
+            if let Some(closed) = self.rooms.remove(&room_id) {
+                self.room_closed(&room_id, &closed.policy, "empty");
+            }
         }
         if !member.remote {
             self.events.push_back(Event::Closed {

@@ -44,7 +44,19 @@ impl Shard {
 
     fn answer(&mut self, now: Instant, request: Request) -> Result<Reply, RequestError> {
         match request {
-            Request::CreateRoom(c) => self.request_create(now, c),
+            Request::CreateRoom(c) => self.request_create(now, c, false),
+            Request::CreateReplica(c) => self.request_create(now, c, true),
+            Request::PromoteRoom(room) => {
+                let r = self
+                    .rooms
+                    .get_mut(&room)
+                    .ok_or_else(|| RequestError::RoomNotFound(room.clone()))?;
+                if r.policy.replica {
+                    r.policy.replica = false;
+                    r.policy.auto_created = false;
+                }
+                self.room_info(&room).map(Reply::Room)
+            }
             Request::GetRoom(room) => self.room_info(&room).map(Reply::Room),
             Request::ListRooms => {
                 let mut rooms: Vec<_> = self.rooms.values().map(|r| r.info(self.id)).collect();
@@ -125,7 +137,12 @@ impl Shard {
             })
     }
 
-    fn request_create(&mut self, now: Instant, c: RoomCreate) -> Result<Reply, RequestError> {
+    fn request_create(
+        &mut self,
+        now: Instant,
+        c: RoomCreate,
+        replica: bool,
+    ) -> Result<Reply, RequestError> {
         if self.rooms.contains_key(&c.room) {
             return Err(RequestError::RoomExists(c.room));
         }
@@ -143,12 +160,14 @@ impl Shard {
             max_participants: c.max_participants.unwrap_or(d.max_participants),
             empty_timeout: timeout(c.empty_timeout_s.unwrap_or(d.empty_timeout_s)),
             metadata: c.metadata.unwrap_or_default(),
-            auto_created: false,
+            // A replica lives as long as someone is in it, like a room made by a join.
+            auto_created: replica,
             whisper: c.whisper.unwrap_or(d.whisper),
             spam_guard: c.spam_guard.unwrap_or_default(),
             proximity: c.proximity,
             p2p_max: c.p2p_max.unwrap_or(d.p2p_max),
             p2p_downgrade: crate::p2p::downgrade_delay(c.p2p_downgrade_s),
+            replica,
         };
         self.create_room(now, c.room.clone(), policy);
         self.room_info(&c.room).map(Reply::Room)
