@@ -94,9 +94,9 @@ export function spawnLogged(bin, args, log, tag = '') {
   return proc;
 }
 
-/** SIGTERM, then SIGKILL after 3 s; resolves once it exited. */
+/** SIGTERM, then SIGKILL after 3 s; resolves once it exited (at once if it has, by a signal too). */
 export function stop(proc) {
-  if (!proc || proc.exitCode !== null) return Promise.resolve();
+  if (!proc || proc.exitCode !== null || proc.signalCode !== null) return Promise.resolve();
   return new Promise((resolve) => {
     const t = setTimeout(() => { try { proc.kill('SIGKILL'); } catch { /* gone */ } }, 3000);
     proc.once('exit', () => { clearTimeout(t); resolve(); });
