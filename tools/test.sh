@@ -93,6 +93,9 @@ CHORUS_TURN=0 CHORUS_ICE_TCP=0 CHORUS_ARGS="--shards 2" bash tools/browser-test/
 step "browser: peer to peer (issue 13): two pages talk directly (the node gets no media), a third moves the room to the node and its leaving moves it back, both without an audible gap; join-to-first-audio in both modes"
 CHORUS_ARGS="--shards 2" bash tools/browser-test/run.sh p2p.test.mjs
 
+step "browser: a cluster (a redis-server, three nodes): pages joined at different nodes of a raid room hear each other, a join at the wrong node of a guild room follows its redirect, and the pages of a node killed with SIGKILL rejoin at another node (alternates) and hear the room again"
+bash tools/browser-test/run.sh cluster.test.mjs
+
 step "browser: video (release build): two simulcast cameras and a screen share in three pages, quality switches, E2EE transforms, a subscriber behind a 400 kbit/s then 5 % lossy link (network namespace, tc, nftables)"
 cargo build --locked --release -p chorus-signaling
 CHORUS_BIN="$PWD/target/release/chorus" bash tools/browser-test/run.sh video.test.mjs

@@ -7,7 +7,7 @@
 #      CHORUS_ARGS extra arguments for `chorus serve` (e.g. "--shards 2"); the test
 #                  adds --dev, --http, --udp, --control (a socket in a fresh temp dir)
 #                  and --quality-interval 1 itself
-# Installs what is missing: Debian's chromium, coturn, iproute2 and nftables (as root) and the npm
+# Installs what is missing: Debian's chromium, coturn, redis-server, iproute2 and nftables (as root) and the npm
 # packages (npm ci, playwright-core only: it drives the system Chromium and never
 # downloads a browser).
 set -euo pipefail
@@ -42,6 +42,15 @@ if ! command -v turnserver >/dev/null 2>&1; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get -o DPkg::Lock::Timeout=600 update
   apt-get -o DPkg::Lock::Timeout=600 install -y coturn
+fi
+
+if ! command -v redis-server >/dev/null 2>&1; then
+  echo "run.sh: installing redis-server (the cluster test's directory)" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get -o DPkg::Lock::Timeout=600 update
+  apt-get -o DPkg::Lock::Timeout=600 install -y redis-server
+  # Debian starts one on 6379 as a service: the test starts its own.
+  (service redis-server stop || systemctl stop redis-server || true) >/dev/null 2>&1
 fi
 
 cd "$here"
