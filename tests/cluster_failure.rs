@@ -346,6 +346,9 @@ async fn a_redis_outage_keeps_calls_and_holds_new_placements() {
         x.messages("participant_left").is_empty() && y.messages("participant_left").is_empty(),
         "no member left after the outage"
     );
-    let info = rpc.call("room.get", json!({"room": "raid-o"})).await.unwrap();
+    let info = rpc
+        .call("room.get", json!({"room": "raid-o"}))
+        .await
+        .unwrap();
     assert_eq!(info["participants"], 2, "the room is whole: {info}");
 }

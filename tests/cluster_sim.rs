@@ -8,7 +8,8 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use chorus_engine::{room_home, Command, ShardMessage};
+use chorus_engine::cluster::REMOTE_ORIGIN;
+use chorus_engine::{room_home, Command, RelayOut, ShardMessage};
 use chorus_protocol::signal::{ParticipantId, ServerMessage};
 use chorus_tests::sim::Sim;
 
@@ -23,22 +24,43 @@ fn bridge(from: &mut Sim, to: &mut Sim) -> usize {
         let now = to.now;
         to.shards[home].handle_shard_message(now, ShardMessage::Remote { room, change });
     }
-    let packets = std::mem::take(&mut from.relayed);
-    let n = packets.len();
-    for (room, packet) in packets {
-        let now = to.now;
-        for s in &mut to.shards {
-            s.handle_shard_message(
-                now,
-                ShardMessage::Media {
-                    room: room.clone(),
-                    packet: packet.clone(),
-                },
-            );
+    let mut audio = 0;
+    let now = to.now;
+    for out in std::mem::take(&mut from.relayed) {
+        match out {
+            RelayOut::Audio(room, packet) => {
+                audio += 1;
+                for s in &mut to.shards {
+                    let (room, packet) = (room.clone(), packet.clone());
+                    s.handle_shard_message(now, ShardMessage::Media { room, packet });
+                }
+            }
+            RelayOut::Video(room, mut packet) => {
+                packet.origin = REMOTE_ORIGIN;
+                for s in &mut to.shards {
+                    let (room, packet) = (room.clone(), packet.clone());
+                    s.handle_shard_message(now, ShardMessage::Video { room, packet });
+                }
+            }
+            RelayOut::Keyframe {
+                publisher,
+                source,
+                layer,
+            } => {
+                let home = chorus_engine::home_of(publisher, to.shards.len());
+                to.shards[home].handle_shard_message(
+                    now,
+                    ShardMessage::Keyframe {
+                        publisher,
+                        source,
+                        layer,
+                    },
+                );
+            }
         }
     }
     to.pump();
-    n
+    audio
 }
 
 /// Runs both nodes for `d` in 10 ms steps, bridging both ways after each.
@@ -250,4 +272,50 @@ fn proximity_spans_nodes() {
     run(&mut a, &mut b, Duration::from_millis(600));
     let (after, _) = heard(&b, far, csrc);
     assert!(after > before + 20, "in reach now: {before} → {after}");
+}
+
+/// A camera on one node seen on the other: the slot switches layers on keyframes it
+/// asks the publisher's node for, across the relay.
+#[test]
+fn video_crosses_nodes_and_keyframe_requests_come_back() {
+    use chorus_engine::VideoQuality::{High, Low};
+    use chorus_engine::VideoSource;
+
+    let mut a = node(1, 2);
+    let mut b = node(2, 2);
+    let publisher = a.connect_video("cam", "v", Some(&["q", "h", "f"]));
+    let watcher = b.connect_video("eye", "v", None);
+    run(&mut a, &mut b, Duration::from_millis(50));
+    a.publish(publisher, true);
+    run(&mut a, &mut b, Duration::from_millis(50));
+    let subscribe = |b: &mut Sim, pid, quality| {
+        let participant = b.clients[watcher].id;
+        b.command(Command::Subscribe {
+            participant,
+            slot: 0,
+            publisher: Some(pid),
+            source: VideoSource::Camera,
+            quality,
+        });
+    };
+    let pid = a.clients[publisher].id;
+    subscribe(&mut b, pid, High);
+    run(&mut a, &mut b, Duration::from_secs(2));
+    let got = b.video_from(watcher, 0, publisher);
+    assert!(got.len() > 50, "video crossed the nodes: {}", got.len());
+    assert_eq!(got.last().and_then(|p| p.video).map(|v| v.layer), Some(2));
+
+    let plis = a.clients[publisher].camera.plis[0];
+    subscribe(&mut b, pid, Low);
+    run(&mut a, &mut b, Duration::from_secs(1));
+    assert!(
+        a.clients[publisher].camera.plis[0] > plis,
+        "the keyframe request crossed the nodes"
+    );
+    let got = b.video_from(watcher, 0, publisher);
+    assert_eq!(got.last().and_then(|p| p.video).map(|v| v.layer), Some(0));
+    let mut seqs: Vec<u64> = got.iter().map(|p| p.seq).collect();
+    let n = seqs.len();
+    seqs.dedup();
+    assert_eq!(seqs.len(), n, "one continuous stream, no packet twice");
 }

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use chorus_engine::cluster::participant_id_on;
 use chorus_engine::{
     generate_certificate, home_of, participant_id, room_home, CloseReason, Command, Event,
-    Permissions, Reply, Request, RequestError, RequestId, RosterChange, Shard, ShardConfig,
-    ShardMessage, SpeakerPacket,
+    Permissions, RelayOut, Reply, Request, RequestError, RequestId, RosterChange, Shard,
+    ShardConfig, ShardMessage,
 };
 use chorus_protocol::control::NodeEvent;
 use chorus_protocol::signal::{DisplayName, ParticipantId, RoomId, ServerMessage};
@@ -183,8 +183,8 @@ pub struct Sim {
     /// In a cluster (`ShardConfig::node` set): the changes of this node's members, for
     /// the other nodes, in order.
     pub roster: Vec<(RoomId, RosterChange)>,
-    /// Local speakers' packets for the other nodes of their rooms.
-    pub relayed: Vec<(RoomId, SpeakerPacket)>,
+    /// What the node put out for the other nodes of its rooms.
+    pub relayed: Vec<RelayOut>,
     start: Instant,
     steps: usize,
     next_request: u64,

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use chorus_engine::{CommandSender, RelaySink, RosterChange, SpeakerPacket};
+use chorus_engine::{CommandSender, RelayOut, RelaySink, RosterChange};
 use chorus_protocol::signal::RoomId;
 use parking_lot::{Mutex, RwLock};
 use serde_json::Value;
@@ -34,7 +34,12 @@ use crate::directory::{Directory, NodeRecord, RoomRecord, HEARTBEAT_EVERY, NODE_
 use crate::error::ClusterError;
 use crate::relay::{NodeIndex, Relay, RelayConfig, RelayEvent};
 use crate::task::{Input, Task};
-use crate::wire::{encode_audio, RelayMessage};
+use crate::wire::{encode_audio, encode_video, source_byte, RelayMessage};
+
+/// Bytes of a relay connection's datagram send buffer that video must leave free:
+/// room for the voice of a large raid (~2 s of 100 speakers at 1 packet of ~100 B
+/// each per 20 ms) before anything would push it out.
+pub const VOICE_RESERVE: usize = 64 * 1024;
 
 /// How long a node waits for another node's answer (a room's policy, a call).
 pub const ASK_TIMEOUT: Duration = Duration::from_secs(3);
@@ -129,6 +134,10 @@ pub(crate) struct Inner {
     /// Speaker packets relayed out and in, and relayed datagrams that did not parse.
     pub(crate) relayed_out: AtomicU64,
     pub(crate) relayed_in: AtomicU64,
+    /// Video packets relayed out and in, and those not sent to keep room for voice.
+    pub(crate) video_out: AtomicU64,
+    pub(crate) video_in: AtomicU64,
+    pub(crate) video_dropped: AtomicU64,
     pub(crate) bad_datagrams: AtomicU64,
 }
 
@@ -182,6 +191,9 @@ impl Cluster {
                 relay_rx: Mutex::new(Some(relay_rx)),
                 relayed_out: AtomicU64::new(0),
                 relayed_in: AtomicU64::new(0),
+                video_out: AtomicU64::new(0),
+                video_in: AtomicU64::new(0),
+                video_dropped: AtomicU64::new(0),
                 bad_datagrams: AtomicU64::new(0),
             }),
         };
@@ -221,6 +233,9 @@ impl Cluster {
             peers: self.inner.relay.peers().len(),
             packets_out: self.inner.relayed_out.load(Ordering::Relaxed),
             packets_in: self.inner.relayed_in.load(Ordering::Relaxed),
+            video_out: self.inner.video_out.load(Ordering::Relaxed),
+            video_in: self.inner.video_in.load(Ordering::Relaxed),
+            video_dropped: self.inner.video_dropped.load(Ordering::Relaxed),
             bad_datagrams: self.inner.bad_datagrams.load(Ordering::Relaxed),
             datagrams_out: relay.datagrams_out,
             datagrams_in: relay.datagrams_in,
@@ -230,22 +245,57 @@ impl Cluster {
         }
     }
 
-    /// What the engine's shard threads call with each local speaker packet of a room
-    /// that spans nodes: one encoding, one datagram per other node of the room.
+    /// What the engine's shard threads call with what they put out for other nodes
+    /// (rooms that span nodes): a packet is encoded once and sent as one datagram to
+    /// each other node of its room with listeners; video only while the link keeps
+    /// [`VOICE_RESERVE`] free for voice; a keyframe request to its publisher's node.
     pub fn relay_sink(&self) -> RelaySink {
         let inner = self.inner.clone();
-        Arc::new(move |room: &RoomId, packet: &SpeakerPacket| {
+        Arc::new(move |out: &RelayOut| {
+            let (room, data, video) = match out {
+                RelayOut::Audio(room, packet) => {
+                    let mut buf = Vec::with_capacity(64 + packet.payload.len());
+                    encode_audio(room, packet, &mut buf);
+                    (room, Bytes::from(buf), false)
+                }
+                RelayOut::Video(room, packet) => {
+                    let mut buf = Vec::with_capacity(96 + packet.payload.len());
+                    encode_video(room, packet, &mut buf);
+                    (room, Bytes::from(buf), true)
+                }
+                RelayOut::Keyframe {
+                    publisher,
+                    source,
+                    layer,
+                } => {
+                    let node = chorus_engine::cluster::node_of(*publisher);
+                    let m = RelayMessage::Keyframe {
+                        publisher: publisher.0,
+                        source: source_byte(*source),
+                        layer: *layer,
+                    };
+                    inner.relay.send_message(node, m.to_frame());
+                    return;
+                }
+            };
             let routes = inner.routes.read();
-            let Some(nodes) = routes.get(room).filter(|n| !n.is_empty()) else {
+            let Some(nodes) = routes.get(room) else {
                 return;
             };
-            let mut buf = Vec::with_capacity(64 + packet.payload.len());
-            encode_audio(room, packet, &mut buf);
-            let data = Bytes::from(buf);
             for &node in nodes {
-                if inner.relay.send_datagram(node, data.clone()) {
-                    inner.relayed_out.fetch_add(1, Ordering::Relaxed);
-                }
+                let sent = if video {
+                    inner
+                        .relay
+                        .send_datagram_leaving(node, data.clone(), VOICE_RESERVE)
+                } else {
+                    inner.relay.send_datagram(node, data.clone())
+                };
+                match (sent, video) {
+                    (true, false) => inner.relayed_out.fetch_add(1, Ordering::Relaxed),
+                    (true, true) => inner.video_out.fetch_add(1, Ordering::Relaxed),
+                    (false, true) => inner.video_dropped.fetch_add(1, Ordering::Relaxed),
+                    (false, false) => 0,
+                };
             }
         })
     }
@@ -662,6 +712,11 @@ pub struct ClusterStats {
     pub packets_out: u64,
     /// Speaker packets received from other nodes.
     pub packets_in: u64,
+    /// Video packet copies sent to other nodes, received, and not sent (the link's
+    /// room was kept for voice).
+    pub video_out: u64,
+    pub video_in: u64,
+    pub video_dropped: u64,
     /// Relayed datagrams that did not parse.
     pub bad_datagrams: u64,
     pub datagrams_out: u64,

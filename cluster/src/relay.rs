@@ -450,6 +450,23 @@ impl Relay {
         }
     }
 
+    /// [`Relay::send_datagram`] only while the connection's datagram send buffer
+    /// keeps `reserve` bytes free after it: what is less urgent (video) gives way
+    /// before it could push out what is more (voice), which quinn would drop oldest
+    /// first. False when it was not sent.
+    pub fn send_datagram_leaving(&self, node: NodeIndex, data: Bytes, reserve: usize) -> bool {
+        let room = self
+            .shared()
+            .read()
+            .peers
+            .get(&node)
+            .map(|peer| peer.conn.datagram_send_buffer_space());
+        match room {
+            Some(space) if space >= data.len() + reserve => self.send_datagram(node, data),
+            _ => false,
+        }
+    }
+
     /// The largest datagram `node`'s connection carries now, if it is up.
     pub fn max_datagram_size(&self, node: NodeIndex) -> Option<usize> {
         self.shared()

@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 use crate::directory::NodeRecord;
 use crate::node::{Cluster, ClusterHost, Inner, Reply};
 use crate::relay::{NodeIndex, RelayEvent};
-use crate::wire::{decode_audio, RelayMessage, WireMember};
+use crate::wire::{decode_audio, decode_video, source_of, RelayMessage, WireMember, VIDEO_V1};
 
 /// What the task is told by the rest of the node.
 pub(crate) enum Input {
@@ -349,27 +349,29 @@ impl Task {
 
     fn on_relay(&mut self, event: RelayEvent) {
         match event {
-            RelayEvent::Datagram { from, data } => match decode_audio(&data, Instant::now()) {
-                Ok((room, packet)) => {
-                    // Only a member `from` told us of, in a room with listeners here (a
-                    // packet overtaking its member's `Left` would leave a level and a
-                    // slot behind).
-                    let ours = self.local.get(&room).is_some_and(|l| !l.members.is_empty());
-                    let known = self
-                        .received
-                        .get(&from)
-                        .and_then(|rooms| rooms.get(&room))
-                        .is_some_and(|s| s.contains(&packet.speaker));
-                    if ours && known && packet.csrc >> 24 == u32::from(from) {
-                        self.inner().relayed_in.fetch_add(1, Ordering::Relaxed);
-                        self.engine.relay_in(&room, &packet);
-                    }
-                }
-                Err(e) => {
+            RelayEvent::Datagram { from, data } => {
+                let now = Instant::now();
+                let handled = match data.first() {
+                    Some(&VIDEO_V1) => decode_video(&data, now).map(|(room, packet)| {
+                        if self.accepts(from, &room, packet.publisher) {
+                            self.inner().video_in.fetch_add(1, Ordering::Relaxed);
+                            self.engine.relay_video_in(&room, &packet);
+                        }
+                    }),
+                    _ => decode_audio(&data, now).map(|(room, packet)| {
+                        let accepted = self.accepts(from, &room, packet.speaker)
+                            && packet.csrc >> 24 == u32::from(from);
+                        if accepted {
+                            self.inner().relayed_in.fetch_add(1, Ordering::Relaxed);
+                            self.engine.relay_in(&room, &packet);
+                        }
+                    }),
+                };
+                if let Err(e) = handled {
                     self.inner().bad_datagrams.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(node = from, error = %e, "bad relayed datagram");
                 }
-            },
+            }
             RelayEvent::Message { from, frame } => match RelayMessage::from_frame(&frame) {
                 Ok(m) => self.on_message(from, m),
                 Err(e) => tracing::warn!(node = from, error = %e, "bad relay frame"),
@@ -390,6 +392,19 @@ impl Task {
                 self.peer_gone(node);
             }
         }
+    }
+
+    /// Whether a packet `from` a node, of `sender`, goes to the engine: only a member
+    /// that node told us of, in a room with listeners here (a packet overtaking its
+    /// member's `Left` would leave a level and a slot behind).
+    fn accepts(&self, from: NodeIndex, room: &RoomId, sender: ParticipantId) -> bool {
+        let listeners = self.local.get(room).is_some_and(|l| !l.members.is_empty());
+        listeners
+            && self
+                .received
+                .get(&from)
+                .and_then(|rooms| rooms.get(room))
+                .is_some_and(|s| s.contains(&sender))
     }
 
     /// A node is gone (its connection closed, or it left the directory): its members
@@ -542,6 +557,17 @@ impl Task {
                     let error = result.err();
                     relay.send_message(from, RelayMessage::Adopted { id, error }.to_frame());
                 });
+            }
+            RelayMessage::Keyframe {
+                publisher,
+                source,
+                layer,
+            } => {
+                let publisher = ParticipantId(publisher);
+                let ours = chorus_engine::cluster::node_of(publisher) == self.inner().index;
+                if let (true, Ok(source)) = (ours, source_of(source)) {
+                    self.engine.relay_keyframe(publisher, source, layer);
+                }
             }
             RelayMessage::Adopted { id, error } => {
                 if let Some(tx) = self.inner().pending.lock().remove(&id) {

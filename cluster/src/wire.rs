@@ -6,7 +6,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use chorus_engine::{MemberInfo, Permissions, RemoteMember, Sources, SpeakerPacket};
+use chorus_engine::video::packet::{VideoCodec, VideoPacket, MAX_LAYERS};
+use chorus_engine::{MemberInfo, Permissions, RemoteMember, Sources, SpeakerPacket, VideoSource};
 use chorus_protocol::signal::{DisplayName, ParticipantId, RoomId};
 use serde::{Deserialize, Serialize};
 
@@ -14,6 +15,8 @@ use crate::error::ClusterError;
 
 /// The first byte of every datagram: format version and kind (audio).
 pub const AUDIO_V1: u8 = 0xa1;
+/// The first byte of a video datagram.
+pub const VIDEO_V1: u8 = 0xa2;
 
 /// A frame on the reliable stream between two nodes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -46,6 +49,13 @@ pub enum RelayMessage {
     },
     /// The answer: `error` when the room could not be taken over.
     Adopted { id: u64, error: Option<String> },
+    /// A subscriber of the sender waits for a keyframe of `publisher` (held by the
+    /// receiver): `source` 0 camera, 1 screen; `layer` the simulcast layer.
+    Keyframe {
+        publisher: u64,
+        source: u8,
+        layer: u8,
+    },
     /// A member the sender holds joined `room`, or changed (the whole member).
     Member { room: String, member: WireMember },
     /// A member the sender holds left `room`.
@@ -274,6 +284,115 @@ pub fn decode_audio(
     ))
 }
 
+/// Writes a publisher's video packet as one datagram into `out` (cleared first):
+/// `VIDEO_V1, room len, room, publisher, source, codec, profile flag + profile,
+/// layer, layers, active, bitrates × MAX_LAYERS, ssrc, seq, timestamp, marker,
+/// payload` (big-endian). Keyframe and VP8 descriptor are read again from the payload
+/// where it arrives.
+pub fn encode_video(room: &RoomId, p: &VideoPacket, out: &mut Vec<u8>) {
+    out.clear();
+    out.push(VIDEO_V1);
+    let name = room.as_str().as_bytes();
+    out.push(name.len().min(255) as u8);
+    out.extend_from_slice(&name[..name.len().min(255)]);
+    out.extend_from_slice(&p.publisher.0.to_be_bytes());
+    out.push(source_byte(p.source));
+    out.push(match p.codec {
+        VideoCodec::Vp8 => 0,
+        VideoCodec::H264 => 1,
+    });
+    out.push(u8::from(p.profile.is_some()));
+    out.extend_from_slice(&p.profile.unwrap_or(0).to_be_bytes());
+    out.extend_from_slice(&[p.layer, p.layers, p.active]);
+    for b in p.bitrates {
+        out.extend_from_slice(&b.to_be_bytes());
+    }
+    out.extend_from_slice(&p.ssrc.to_be_bytes());
+    out.extend_from_slice(&p.seq.to_be_bytes());
+    out.extend_from_slice(&p.timestamp.to_be_bytes());
+    out.push(u8::from(p.marker));
+    out.extend_from_slice(&p.payload);
+}
+
+/// Reads a datagram [`encode_video`] wrote; its `origin` is
+/// [`chorus_engine::cluster::REMOTE_ORIGIN`].
+pub fn decode_video(data: &[u8], received: Instant) -> Result<(RoomId, VideoPacket), ClusterError> {
+    let mut r = Reader { data, at: 0 };
+    if r.u8()? != VIDEO_V1 {
+        return Err(ClusterError::Frame(
+            "not a video datagram of this version".into(),
+        ));
+    }
+    let len = usize::from(r.u8()?);
+    let name = std::str::from_utf8(r.take(len)?)
+        .map_err(|_| ClusterError::Frame("room name is not UTF-8".into()))?;
+    let room = RoomId::new(name).map_err(|e| ClusterError::Frame(format!("room: {e}")))?;
+    let publisher = ParticipantId(r.u64()?);
+    let source = source_of(r.u8()?)?;
+    let codec = match r.u8()? {
+        0 => VideoCodec::Vp8,
+        1 => VideoCodec::H264,
+        other => return Err(ClusterError::Frame(format!("video codec {other}"))),
+    };
+    let has_profile = r.u8()? != 0;
+    let profile = r.u32()?;
+    let (layer, layers, active) = (r.u8()?, r.u8()?, r.u8()?);
+    if usize::from(layer) >= MAX_LAYERS || usize::from(layers) > MAX_LAYERS || layer >= layers {
+        return Err(ClusterError::Frame(format!(
+            "video layer {layer} of {layers}"
+        )));
+    }
+    let mut bitrates = [0u32; MAX_LAYERS];
+    for b in &mut bitrates {
+        *b = r.u32()?;
+    }
+    let ssrc = r.u32()?;
+    let seq = r.u64()?;
+    let timestamp = r.u32()?;
+    let marker = r.u8()? != 0;
+    let payload: Arc<[u8]> = Arc::from(r.rest());
+    let (keyframe, vp8) = chorus_engine::video::packet::inspect(codec, &payload);
+    Ok((
+        room,
+        VideoPacket {
+            publisher,
+            source,
+            profile: has_profile.then_some(profile),
+            origin: chorus_engine::cluster::REMOTE_ORIGIN,
+            layer,
+            layers,
+            active,
+            bitrates,
+            codec,
+            ssrc,
+            seq,
+            timestamp,
+            marker,
+            keyframe,
+            vp8,
+            payload,
+            received,
+        },
+    ))
+}
+
+/// A video source on the wire.
+pub fn source_byte(source: VideoSource) -> u8 {
+    match source {
+        VideoSource::Camera => 0,
+        VideoSource::Screen => 1,
+    }
+}
+
+/// A video source from the wire.
+pub fn source_of(b: u8) -> Result<VideoSource, ClusterError> {
+    match b {
+        0 => Ok(VideoSource::Camera),
+        1 => Ok(VideoSource::Screen),
+        other => Err(ClusterError::Frame(format!("video source {other}"))),
+    }
+}
+
 struct Reader<'a> {
     data: &'a [u8],
     at: usize,
@@ -370,6 +489,57 @@ mod tests {
         }
     }
 
+    fn video(payload: &[u8]) -> VideoPacket {
+        VideoPacket {
+            publisher: ParticipantId(0x0000_2000_0000_0301),
+            source: VideoSource::Screen,
+            profile: Some(0x42e01f),
+            origin: 0,
+            layer: 1,
+            layers: 3,
+            active: 0b111,
+            bitrates: [150_000, 500_000, 1_500_000, 0],
+            codec: VideoCodec::Vp8,
+            ssrc: 0xdead_beef,
+            seq: 65_600,
+            timestamp: 90_000,
+            marker: true,
+            keyframe: false,
+            vp8: None,
+            payload: Arc::from(payload),
+            received: Instant::now(),
+        }
+    }
+
+    #[test]
+    fn video_round_trips_and_is_read_again() {
+        let room = RoomId::new("raid-1").expect("valid");
+        // A VP8 keyframe start: descriptor S=1, PID 0; payload header P=0.
+        let p = video(&[0x10, 0x00, 0x9d, 0x01, 0x2a]);
+        let mut out = Vec::new();
+        encode_video(&room, &p, &mut out);
+        let (r, q) = decode_video(&out, p.received).expect("decodes");
+        assert_eq!(r, room);
+        assert_eq!(
+            (q.publisher, q.source, q.profile),
+            (p.publisher, p.source, p.profile)
+        );
+        assert_eq!(
+            (q.layer, q.layers, q.active, q.bitrates),
+            (p.layer, p.layers, p.active, p.bitrates)
+        );
+        assert_eq!(
+            (q.ssrc, q.seq, q.timestamp, q.marker),
+            (p.ssrc, p.seq, p.timestamp, p.marker)
+        );
+        assert_eq!(&*q.payload, &*p.payload);
+        assert_eq!(q.origin, chorus_engine::cluster::REMOTE_ORIGIN);
+        assert!(q.keyframe && q.vp8.is_some(), "read again from the payload");
+        let mut bad = out.clone();
+        bad[1 + 1 + 6 + 8 + 2 + 5] = 7; // layer 7
+        assert!(decode_video(&bad, Instant::now()).is_err());
+    }
+
     #[test]
     fn truncated_datagrams_are_errors_not_panics() {
         let room = RoomId::new("r").expect("valid");
@@ -396,6 +566,8 @@ mod tests {
         let room = RoomId::new("raid-1").expect("valid");
         let mut audio = Vec::new();
         encode_audio(&room, &packet(Some(vec![1, 2, 3])), &mut audio);
+        let mut video_dgram = Vec::new();
+        encode_video(&room, &video(&[0x90, 0x80, 0x05, 0x9d]), &mut video_dgram);
         let member = RelayMessage::Member {
             room: "raid-1".into(),
             member: WireMember {
@@ -417,7 +589,7 @@ mod tests {
         }
         .to_frame();
         for _ in 0..20_000 {
-            for base in [&audio, &member] {
+            for base in [&audio, &member, &video_dgram] {
                 let mut m = base.clone();
                 for _ in 0..(next() % 4 + 1) {
                     let at = (next() as usize) % m.len();
@@ -431,6 +603,7 @@ mod tests {
                     }
                 }
                 let _ = decode_audio(&m, Instant::now());
+                let _ = decode_video(&m, Instant::now());
                 if let Ok(RelayMessage::Member { member, .. }) = RelayMessage::from_frame(&m) {
                     let _ = RemoteMember::try_from(member);
                 }

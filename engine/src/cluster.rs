@@ -12,7 +12,11 @@
 //! Participant ids and CSRCs are unique across the cluster: both carry the node's
 //! number ([`ShardConfig::node`](crate::ShardConfig::node), 0 for a node alone).
 
-use chorus_protocol::signal::ParticipantId;
+use chorus_protocol::signal::{ParticipantId, RoomId};
+
+use crate::client_event::VideoSource;
+use crate::forwarder::SpeakerPacket;
+use crate::video::packet::VideoPacket;
 
 use crate::client_event::MemberInfo;
 use crate::io::Permissions;
@@ -43,6 +47,28 @@ pub fn participant_id_on(node: NodeIndex, serial: u64, home: usize) -> Participa
 pub fn csrc_base(node: NodeIndex) -> u32 {
     u32::from(node & 0xff) << 24
 }
+
+/// What a shard puts out for other nodes of a room that spans nodes
+/// ([`crate::Shard::poll_relay`]).
+#[derive(Debug, Clone)]
+pub enum RelayOut {
+    /// A local speaker's packet: once to each other node with listeners.
+    Audio(RoomId, SpeakerPacket),
+    /// A local publisher's video packet: likewise, while the link has room for it
+    /// beside the voice.
+    Video(RoomId, VideoPacket),
+    /// A local subscriber's slot waits for a keyframe of a publisher another node
+    /// holds: to that node.
+    Keyframe {
+        publisher: ParticipantId,
+        source: VideoSource,
+        layer: u8,
+    },
+}
+
+/// `origin` of a video packet from another node: keyframe requests for its
+/// publisher go out as [`RelayOut::Keyframe`].
+pub const REMOTE_ORIGIN: usize = usize::MAX;
 
 /// A member as another node needs it: what its room sees of it and what policy needs.
 #[derive(Debug, Clone, PartialEq)]

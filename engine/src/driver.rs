@@ -19,7 +19,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use chorus_protocol::signal::RoomId;
+use chorus_protocol::signal::{ParticipantId, RoomId};
+
+use crate::client_event::VideoSource;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use crossbeam_queue::ArrayQueue;
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -87,7 +89,7 @@ const IDLE_WAKE_EVERY: Duration = Duration::from_millis(20);
 
 /// Where a shard thread puts its local speakers' packets for other nodes of their
 /// rooms (called on the shard thread: it must not block).
-pub type RelaySink = Arc<dyn Fn(&RoomId, &SpeakerPacket) + Send + Sync>;
+pub type RelaySink = Arc<dyn Fn(&crate::cluster::RelayOut) + Send + Sync>;
 
 /// One shard's inboxes, shared with every other thread.
 struct Inbox {
@@ -218,6 +220,46 @@ impl CommandSender {
             }
             let _ = inbox.waker.wake();
         }
+    }
+
+    /// A publisher's video packet from another node (its `origin` must be
+    /// [`crate::cluster::REMOTE_ORIGIN`]): every shard forwards it to its video slots
+    /// in the room, as a packet handed by another shard (the oldest is dropped when a
+    /// shard's ring is full; that slot asks for a keyframe).
+    pub fn relay_video_in(&self, room: &RoomId, packet: &VideoPacket) {
+        for inbox in self.inboxes.iter() {
+            if let Some((room, lost)) = inbox.video.force_push((room.clone(), packet.clone())) {
+                self.stats
+                    .dropped_video_handoff
+                    .fetch_add(1, Ordering::Relaxed);
+                let gap = ShardMessage::VideoGap {
+                    room,
+                    publisher: lost.publisher,
+                    source: lost.source,
+                    layer: lost.layer,
+                    origin: lost.origin,
+                };
+                if inbox.control.try_send(gap).is_err() {
+                    self.stats.dropped_control.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            let _ = inbox.waker.wake();
+        }
+    }
+
+    /// Another node's subscriber waits for a keyframe of `publisher` (held here):
+    /// to its home shard, which passes it to the shard holding its media.
+    pub fn relay_keyframe(&self, publisher: ParticipantId, source: VideoSource, layer: u8) {
+        let inbox = &self.inboxes[home_of(publisher, self.shards())];
+        let message = ShardMessage::Keyframe {
+            publisher,
+            source,
+            layer,
+        };
+        if inbox.control.try_send(message).is_err() {
+            self.stats.dropped_control.fetch_add(1, Ordering::Relaxed);
+        }
+        let _ = inbox.waker.wake();
     }
 
     /// A member another node holds joined, changed or left `room` (to the room's
@@ -732,9 +774,9 @@ impl Worker {
                 let _ = self.inboxes[to].waker.wake();
             }
         }
-        while let Some((room, packet)) = self.shard.poll_relay() {
+        while let Some(out) = self.shard.poll_relay() {
             if let Some(relay) = &self.relay {
-                relay(&room, &packet);
+                relay(&out);
             }
         }
         while let Some(e) = self.shard.poll_event() {

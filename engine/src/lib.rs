@@ -101,7 +101,7 @@ pub use chorus_srtp::SrtpProfile;
 pub use client_event::{
     ClientEvent, Joined, MemberInfo, Refusal, Speaker, VideoQuality, VideoSlotState, VideoSource,
 };
-pub use cluster::{NodeIndex, RemoteMember, RosterChange};
+pub use cluster::{NodeIndex, RelayOut, RemoteMember, RosterChange};
 pub use config::ShardConfig;
 pub use driver::{CommandSender, Driver, DriverStats, RelaySink, ShardSnapshot};
 pub use error::EngineError;

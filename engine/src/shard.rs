@@ -14,7 +14,6 @@ use str0m::config::DtlsCert;
 use crate::client_event::{ClientEvent, Refusal};
 use crate::config::ShardConfig;
 use crate::error::EngineError;
-use crate::forwarder::SpeakerPacket;
 use crate::io::{Command, Datagram, Event, Peer, Protocol, Transmit};
 use crate::mesh::{home_of, ShardMessage, MAX_SHARDS};
 use crate::participant::Inbound;
@@ -183,8 +182,8 @@ pub struct Shard {
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     outbox: VecDeque<(usize, ShardMessage)>,
-    /// Local speakers' packets for other nodes ([`Shard::poll_relay`]).
-    relay: VecDeque<(RoomId, SpeakerPacket)>,
+    /// What goes to other nodes of rooms that span nodes ([`Shard::poll_relay`]).
+    relay: VecDeque<crate::cluster::RelayOut>,
     media: VecDeque<(ParticipantId, Inbound)>,
     /// Publishers str0m was asked to send a keyframe request (PLI) in this batch
     /// (drained once each at its end).
@@ -560,7 +559,7 @@ impl Shard {
 
     /// A local speaker's packet for the other nodes of its room (a room that spans
     /// nodes): the cluster layer sends it once to each.
-    pub fn poll_relay(&mut self) -> Option<(RoomId, SpeakerPacket)> {
+    pub fn poll_relay(&mut self) -> Option<crate::cluster::RelayOut> {
         self.relay.pop_front()
     }
 

@@ -257,6 +257,9 @@ pub(crate) fn render(
         for (name, help, n) in [
             ("relay_packets_out", "Speaker packet copies sent to other nodes (one per packet per node with listeners)", s.packets_out),
             ("relay_packets_in", "Speaker packets received from other nodes", s.packets_in),
+            ("relay_video_out", "Video packet copies sent to other nodes", s.video_out),
+            ("relay_video_in", "Video packets received from other nodes", s.video_in),
+            ("relay_video_dropped", "Video packets not sent to another node: the link's room was kept for voice", s.video_dropped),
             ("relay_bytes_out", "Bytes sent on the relay (datagrams and frames)", s.bytes_out),
             ("relay_bytes_in", "Bytes received on the relay (datagrams and frames)", s.bytes_in),
             ("relay_bad_datagrams", "Relayed datagrams that did not parse", s.bad_datagrams),

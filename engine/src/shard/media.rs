@@ -429,7 +429,10 @@ impl Shard {
             .is_some_and(|p| p.relay);
         if relayed {
             self.stats.relayed_out += 1;
-            self.relay.push_back((room.clone(), packet.clone()));
+            self.relay.push_back(crate::cluster::RelayOut::Audio(
+                room.clone(),
+                packet.clone(),
+            ));
         }
         self.fan_out(now, &room, &packet);
     }

@@ -97,6 +97,17 @@ impl Shard {
             room,
             packet: packet.clone(),
         });
+        let relayed = self
+            .views
+            .get(&room)
+            .and_then(|v| v.policy)
+            .is_some_and(|p| p.relay);
+        if relayed {
+            self.relay.push_back(crate::cluster::RelayOut::Video(
+                room.clone(),
+                packet.clone(),
+            ));
+        }
         self.fan_out_video(now, &room, &packet);
     }
 
@@ -258,6 +269,12 @@ impl Shard {
     ) {
         if origin == self.id {
             self.keyframe(now, publisher, source, layer);
+        } else if origin == crate::cluster::REMOTE_ORIGIN {
+            self.relay.push_back(crate::cluster::RelayOut::Keyframe {
+                publisher,
+                source,
+                layer,
+            });
         } else {
             self.send(
                 origin,
@@ -280,7 +297,23 @@ impl Shard {
         layer: u8,
     ) {
         let Some(p) = self.participants.get_mut(&publisher) else {
-            return; // it moved or left: packets will name its new shard
+            // Not here. At its home shard (a request from another node names no
+            // shard), pass it on to the shard holding its media; else it moved or
+            // left: packets will name its new shard.
+            if let Some(m) = self.member(publisher) {
+                if !m.remote && m.shard != self.id {
+                    let shard = m.shard;
+                    self.send(
+                        shard,
+                        ShardMessage::Keyframe {
+                            publisher,
+                            source,
+                            layer,
+                        },
+                    );
+                }
+            }
+            return;
         };
         let Some(publ) = p.publications.iter_mut().find(|x| x.source == source) else {
             return;

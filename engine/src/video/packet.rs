@@ -75,7 +75,7 @@ pub(crate) fn layer_name(layer: u8, layers: u8) -> VideoQuality {
 
 /// Reads what forwarding needs from a payload of `codec`: whether it starts a
 /// keyframe, and VP8's descriptor.
-pub(crate) fn inspect(codec: VideoCodec, payload: &[u8]) -> (bool, Option<Vp8Fields>) {
+pub fn inspect(codec: VideoCodec, payload: &[u8]) -> (bool, Option<Vp8Fields>) {
     match codec {
         VideoCodec::Vp8 => {
             let fields = vp8::parse(payload).map(|ours| Vp8Fields { ours });
