@@ -7,7 +7,10 @@
 //  2. A `guild` room (it does not span) lives on one node: a page joining it at
 //     another node is redirected (`redirect`, chorus.js's `redirected` event), ends up
 //     on the room's node and hears a page there.
-//  3. SIGKILL of a node two pages are on, in a raid room with a page on another node:
+//  3. The node answers a resume `resume_failed` (a session it no longer has): the page
+//     joins the room again at another node; a join redirected a fourth time in a row
+//     fails with `too_many_redirects` (both through Playwright's routeWebSocket).
+//  4. SIGKILL of a node two pages are on, in a raid room with a page on another node:
 //     they rejoin at another node (`alternates`; events `rejoining`, `rejoined`), the
 //     pages hear each other again, and a mute set before the kill holds on the new
 //     session.
@@ -303,6 +306,75 @@ test('a guild room does not span: a join at another node follows its redirect to
     const list = await rpc(nodes.A, 'participant.list', { room });
     const ids = list.map((x) => x.participant_id);
     assert.deepEqual(ids.sort(), [r.id, s.id].sort(), `participant.list (asked at node A) lists both: ${JSON.stringify(list)}`);
+  } catch (e) {
+    await reportFailure(e, pages, consoleErrors);
+    throw e;
+  } finally {
+    await closePages(pages);
+  }
+});
+
+test('resume_failed: the page joins the room again elsewhere; a redirect loop fails the join', { timeout: 60_000 }, async () => {
+  const room = 'raid-refused';
+  const consoleErrors = [];
+  const pages = {};
+  try {
+    await rpc(nodes.A, 'room.create', { room, kind: 'raid' });
+    pages.P = await openPage('P', nodes.C, consoleErrors);
+    pages.Q = await openPage('Q', nodes.C, consoleErrors);
+    // P's sockets to node A go through a route: the first one passes through; later
+    // ones (the resume) are answered resume_failed by the route itself.
+    let routed = 0;
+    let first = null;
+    await pages.P.routeWebSocket(nodes.A.url, (ws) => {
+      routed += 1;
+      if (routed === 1) {
+        first = ws;
+        ws.connectToServer();
+        return;
+      }
+      ws.onMessage((m) => {
+        if (JSON.parse(String(m)).type === 'resume') {
+          ws.send(JSON.stringify({ type: 'error', code: 'resume_failed', message: 'no session to resume (test)' }));
+        }
+      });
+    });
+    const q = await pages.Q.evaluate(joinAt, { url: nodes.B.url, room, name: 'Q' });
+    const p = await pages.P.evaluate(joinAt, { url: nodes.A.url, room, name: 'P' });
+    await assertHears(pages.P, q.csrc, 'P hears Q');
+    // P's socket drops (page side only: the node keeps the session on its end).
+    await first.close({ code: 4005, reason: 'test drop' });
+    const v = await poll('P rejoined at another node and hears Q', async () => {
+      const x = await pages.P.evaluate(view);
+      return { ok: x.self?.id !== p.id && hearing(x, q.csrc), ...x };
+    }, { timeout: 15_000, interval: 50 });
+    const rejoining = v.events.find((e) => e.type === 'rejoining');
+    assert.equal(rejoining?.reason, 'resume_failed', `P rejoined because the resume failed: ${JSON.stringify(v.events)}`);
+    assert.equal(v.url, p.alternates[0], 'at the first alternate');
+    await assertHears(pages.Q, v.self.csrc, "Q hears P's new session");
+
+    // A redirect loop (a route answering every join with a redirect to the next URL).
+    await pages.P.routeWebSocket(/^ws:\/\/loop\.invalid\//, (ws) => {
+      ws.onMessage(() => {
+        const n = Number(new URL(ws.url()).pathname.slice(1)) + 1;
+        ws.send(JSON.stringify({ type: 'redirect', url: `ws://loop.invalid/${n}` }));
+        ws.close({ code: 1000, reason: 'redirect' });
+      });
+    });
+    const loop = await pages.P.evaluate(async () => {
+      const c = new window.ChorusClient({ url: 'ws://loop.invalid/0' });
+      const urls = [];
+      c.addEventListener('redirected', (e) => urls.push(e.detail.url));
+      try {
+        await c.join({ room: 'anywhere', name: 'L', audioTrack: null });
+        return { joined: true };
+      } catch (e) {
+        return { code: e.code, message: e.message, urls, state: c.state };
+      }
+    });
+    assert.equal(loop.code, 'too_many_redirects', `a fourth redirect fails the join: ${JSON.stringify(loop)}`);
+    assert.deepEqual(loop.urls, ['ws://loop.invalid/1', 'ws://loop.invalid/2', 'ws://loop.invalid/3'], 'three redirects were followed');
+    assert.equal(loop.state, 'closed');
   } catch (e) {
     await reportFailure(e, pages, consoleErrors);
     throw e;
