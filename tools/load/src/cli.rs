@@ -12,8 +12,12 @@ use clap::{Parser, ValueEnum};
 #[command(name = "chorus-load", version)]
 pub struct Args {
     /// The node's HTTP address (`http://HOST:PORT`); signaling is `ws://HOST:PORT/v1/signal`.
-    #[arg(long, default_value = "http://127.0.0.1:7880")]
-    pub url: String,
+    /// Given more than once (or as a comma list): nodes of one cluster. Each room's
+    /// participants are dealt round-robin over them by position in the room (a URL given
+    /// twice gets two shares), the rooms are made through --control as rooms that span
+    /// nodes, and latency is split by whether listener and speaker share a node.
+    #[arg(long, value_delimiter = ',', default_value = "http://127.0.0.1:7880")]
+    pub url: Vec<String>,
     /// Number of rooms.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub rooms: u32,
@@ -35,9 +39,10 @@ pub struct Args {
     /// Joins started per second.
     #[arg(long, default_value_t = 50.0)]
     pub ramp: f64,
-    /// Process id of the node, to sample its CPU time and RSS from /proc.
-    #[arg(long)]
-    pub node_pid: Option<u32>,
+    /// Process id of the node, to sample its CPU time and RSS from /proc. Given more
+    /// than once (or as a comma list), the nodes' together, and each one's in `nodes`.
+    #[arg(long, value_delimiter = ',')]
+    pub node_pid: Vec<u32>,
     /// What non-speakers send: nothing, or silence (packets with level -127 dBov).
     #[arg(long, value_enum, default_value_t = Listeners::Nothing)]
     pub listeners: Listeners,
@@ -90,9 +95,11 @@ pub struct Args {
     #[arg(long, default_value_t = 0.1, requires = "signaling_only")]
     pub mute_share: f64,
     /// The node's control socket: the rooms are created through it (`raid` rooms of
-    /// --per-room, with --audio-slots) instead of by the first join.
+    /// --per-room, with --audio-slots) instead of by the first join. Given more than
+    /// once, room `i` is created through socket `i % count` (the first one sends the
+    /// positions of --proximity). Required with more than one --url.
     #[arg(long, conflicts_with = "signaling_only")]
-    pub control: Option<std::path::PathBuf>,
+    pub control: Vec<std::path::PathBuf>,
     /// With --control: the rooms' audio slots (default: the kind's, 6).
     #[arg(long, requires = "control")]
     pub audio_slots: Option<u8>,
@@ -278,7 +285,8 @@ mod tests {
         assert_eq!(a.duration, Duration::from_secs(60));
         assert_eq!(a.interval, Duration::from_millis(20));
         assert_eq!(a.packet_bytes, 80);
-        assert_eq!(a.node_pid, Some(42));
+        assert_eq!(a.node_pid, vec![42]);
+        assert_eq!(a.url, ["http://127.0.0.1:17990"]);
         assert_eq!(a.level_dbov, -30);
         assert_eq!(a.listeners, Listeners::Nothing);
         assert_eq!(a.churn_every, None);
@@ -344,5 +352,36 @@ mod tests {
         assert_eq!(a.churn_every, Some(Duration::from_secs(5)));
         assert_eq!(a.churn_guard, Duration::from_millis(500));
         assert_eq!(a.seed, Some(3));
+    }
+
+    #[test]
+    fn parses_several_nodes() {
+        let a = Args::try_parse_from([
+            "chorus-load",
+            "--url",
+            "http://127.0.0.1:1,http://127.0.0.1:2",
+            "--url",
+            "http://127.0.0.1:3",
+            "--control",
+            "/tmp/a.sock",
+            "--control",
+            "/tmp/b.sock",
+            "--node-pid",
+            "7,8",
+        ])
+        .unwrap();
+        assert_eq!(
+            a.url,
+            [
+                "http://127.0.0.1:1",
+                "http://127.0.0.1:2",
+                "http://127.0.0.1:3"
+            ]
+        );
+        assert_eq!(a.control.len(), 2);
+        assert_eq!(a.node_pid, vec![7, 8]);
+        let a = Args::try_parse_from(["chorus-load"]).unwrap();
+        assert_eq!(a.url, ["http://127.0.0.1:7880"]);
+        assert!(a.control.is_empty() && a.node_pid.is_empty());
     }
 }

@@ -101,17 +101,19 @@ mod accounting;
 mod churn;
 mod cli;
 mod hist;
+mod metrics;
 mod payload;
 mod procfs;
 mod proximity;
 mod signal;
 mod sigonly;
+mod spread;
 mod video;
 mod worker;
 
 use std::collections::{BTreeMap, HashSet};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -125,6 +127,7 @@ use crate::churn::{Life, Rng};
 use crate::cli::{Args, Listeners};
 use crate::hist::{quantile_sorted, Hist};
 use crate::signal::{Churn, ChurnCounters, Signaling};
+use crate::spread::Spread;
 use crate::worker::{RunConfig, Shared, WorkerHandle, WorkerReport};
 
 /// Grace after the window for packets in flight.
@@ -181,6 +184,30 @@ impl Node {
     }
 }
 
+/// The sum of `f` over the nodes (`--node-pid` more than once); `None` without nodes or
+/// when one could not be read.
+fn nodes_sum(nodes: &[Node], f: impl Fn(&Node) -> Option<u64>) -> Option<u64> {
+    if nodes.is_empty() {
+        return None;
+    }
+    nodes.iter().map(f).sum()
+}
+
+/// Each node's relay counters now (with several nodes; `None` where unreadable).
+async fn relay_sample(authorities: &[String]) -> Vec<Option<metrics::Relay>> {
+    let mut out = Vec::with_capacity(authorities.len());
+    for a in authorities {
+        out.push(match metrics::scrape(a).await {
+            Ok(r) => Some(r),
+            Err(e) => {
+                eprintln!("chorus-load: warning: relay counters of {a}: {e:#}");
+                None
+            }
+        });
+    }
+    out
+}
+
 async fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.speakers > args.per_room {
         bail!(
@@ -200,7 +227,22 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .checked_mul(args.per_room)
         .filter(|&n| n <= 1_000_000)
         .context("too many participants")?;
-    let (ws_url, authority) = cli::signal_url(&args.url).map_err(anyhow::Error::msg)?;
+    let spread = Arc::new(Spread::new(&args.url, args.rooms, args.per_room));
+    let mut ws_urls = Vec::new();
+    let mut authorities = Vec::new();
+    for url in &spread.nodes {
+        let (ws, authority) = cli::signal_url(url).map_err(anyhow::Error::msg)?;
+        ws_urls.push(ws);
+        authorities.push(authority);
+    }
+    if spread.spans() && args.signaling_only {
+        bail!("--signaling-only takes one --url");
+    }
+    if spread.spans() && args.control.is_empty() {
+        bail!(
+            "--url given more than once needs --control: rooms made by a join do not span nodes (a join elsewhere is redirected)"
+        );
+    }
 
     // 5,000 clients hold 10,000 descriptors (a UDP socket and a WebSocket each).
     let nofile = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(0);
@@ -211,32 +253,36 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         );
     }
 
-    match tokio::time::timeout(
-        Duration::from_secs(5),
-        tokio::net::TcpStream::connect(&authority),
-    )
-    .await
-    {
-        Ok(Ok(_)) => {}
-        Ok(Err(e)) => bail!("node unreachable at {}: {e}", args.url),
-        Err(_) => bail!("node unreachable at {}: connect timed out", args.url),
-    }
-    let node = match args.node_pid {
-        Some(pid) => {
-            let node = Node {
-                pid: pid.to_string(),
-                clk_tck: procfs::clock_ticks_per_second(),
-            };
-            procfs::cpu_ticks(&node.pid).with_context(|| format!("--node-pid {pid}"))?;
-            Some(node)
+    for (url, authority) in spread.nodes.iter().zip(&authorities) {
+        match tokio::time::timeout(
+            Duration::from_secs(5),
+            tokio::net::TcpStream::connect(authority),
+        )
+        .await
+        {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => bail!("node unreachable at {url}: {e}"),
+            Err(_) => bail!("node unreachable at {url}: connect timed out"),
         }
-        None => None,
-    };
+    }
+    let mut nodes = Vec::new();
+    for &pid in &args.node_pid {
+        let node = Node {
+            pid: pid.to_string(),
+            clk_tck: procfs::clock_ticks_per_second(),
+        };
+        procfs::cpu_ticks(&node.pid).with_context(|| format!("--node-pid {pid}"))?;
+        nodes.push(node);
+    }
     if args.signaling_only {
-        drop(node);
+        if nodes.len() > 1 {
+            bail!("--signaling-only takes one --node-pid");
+        }
+        drop(nodes);
+        let ws_url = ws_urls.swap_remove(0);
         return sigonly::run(args, ws_url, participants).await;
     }
-    let rss_before = node.as_ref().and_then(Node::rss_kb);
+    let rss_before = nodes_sum(&nodes, Node::rss_kb);
 
     let cert = str0m::crypto::from_feature_flags()
         .dtls_provider
@@ -263,6 +309,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 args.video_quality,
             )
         }),
+        spread: spread.clone(),
     };
     if args.cameras > args.per_room {
         bail!("--cameras {} > --per-room {}", args.cameras, args.per_room);
@@ -285,7 +332,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         format!("load{}", secs % 1_000_000)
     });
     let sig = Arc::new(Signaling {
-        ws_url,
+        ws_urls,
         room_prefix,
         connect_timeout: args.connect_timeout,
         cfg,
@@ -297,10 +344,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         early_closes: Mutex::new(BTreeMap::new()),
         errors_after_join: Mutex::new(BTreeMap::new()),
         audio_slots: AtomicU64::new(0),
-        churn: ChurnCounters {
-            next_id: AtomicU32::new(participants),
-            ..ChurnCounters::default()
-        },
+        churn: ChurnCounters::default(),
         ids: Mutex::new(Default::default()),
         video_go: watch::channel(false).0,
         subscriptions: AtomicU64::new(0),
@@ -309,19 +353,20 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.proximity.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
         bail!("--proximity must be a positive radius");
     }
-    if let Some(control) = &args.control {
+    if !args.control.is_empty() {
         let names: Vec<String> = (0..args.rooms).map(|r| sig.room_name(r)).collect();
         proximity::create_rooms(
-            control,
+            &args.control,
             &names,
             args.per_room,
             args.audio_slots,
             args.proximity,
             (args.cameras > 0).then_some(args.cameras as u8),
+            spread.spans(),
         )
         .await?;
     }
-    let plan = match (args.proximity, &args.control) {
+    let plan = match (args.proximity, args.control.first()) {
         (Some(radius), Some(control)) => Some(proximity::Plan {
             control: control.clone(),
             radius,
@@ -348,10 +393,13 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         sig.clone(),
         phase.clone(),
         participants,
-        args.node_pid.map(|p| Node {
-            pid: p.to_string(),
-            clk_tck: procfs::clock_ticks_per_second(),
-        }),
+        args.node_pid
+            .iter()
+            .map(|p| Node {
+                pid: p.to_string(),
+                clk_tck: procfs::clock_ticks_per_second(),
+            })
+            .collect(),
     ));
 
     // Ramp.
@@ -406,7 +454,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
             positions_rx,
         ))
     });
-    let rss_after_ramp = node.as_ref().and_then(Node::rss_kb);
+    let rss_after_ramp = nodes_sum(&nodes, Node::rss_kb);
     let connected_n = connected(&shared);
     // Video: everyone subscribes now (the settle time lets the bandwidth estimates
     // grow to the layers asked for; give it several seconds).
@@ -427,17 +475,33 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         let _ = window_tx.send(Some(((start + ws).into(), (start + we).into())));
         tokio::time::sleep_until((start + ws).into()).await;
         phase.store(PHASE_MEASURE, Ordering::Relaxed);
-        let cpu0 = node.as_ref().and_then(Node::cpu_ticks);
+        let cpu0: Vec<Option<u64>> = nodes.iter().map(Node::cpu_ticks).collect();
         let self0 = procfs::cpu_ticks("self").ok();
         let udp0 = udp_sample(&shared);
         let host0 = procfs::host_ticks();
-        let wait0 = node.as_ref().and_then(|n| procfs::runqueue_wait_ns(&n.pid));
+        let wait0 = nodes_sum(&nodes, |n| procfs::runqueue_wait_ns(&n.pid));
+        // The relay counters are read after the CPU (a few ms of HTTP on each edge).
+        let relay0 = if spread.spans() {
+            relay_sample(&authorities).await
+        } else {
+            Vec::new()
+        };
         tokio::time::sleep_until((start + we).into()).await;
-        let cpu1 = node.as_ref().and_then(Node::cpu_ticks);
+        let cpu1: Vec<Option<u64>> = nodes.iter().map(Node::cpu_ticks).collect();
         let self1 = procfs::cpu_ticks("self").ok();
         let host1 = procfs::host_ticks();
-        let wait1 = node.as_ref().and_then(|n| procfs::runqueue_wait_ns(&n.pid));
-        let rss_end = node.as_ref().and_then(Node::rss_kb);
+        let wait1 = nodes_sum(&nodes, |n| procfs::runqueue_wait_ns(&n.pid));
+        let rss_end = nodes_sum(&nodes, Node::rss_kb);
+        let relay1 = if spread.spans() {
+            relay_sample(&authorities).await
+        } else {
+            Vec::new()
+        };
+        let node_ticks_each: Vec<Option<u64>> = cpu0
+            .iter()
+            .zip(&cpu1)
+            .map(|(a, b)| a.zip(*b).map(|(a, b)| b.saturating_sub(a)))
+            .collect();
         let _ = positions_stop.send(true);
         sig.churn.over.store(true, Ordering::Relaxed);
         phase.store(PHASE_DONE, Ordering::Relaxed);
@@ -465,7 +529,15 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 .zip(host1)
                 .map(|(a, b)| (b.0.saturating_sub(a.0), b.1.saturating_sub(a.1))),
             node_wait_ns: wait0.zip(wait1).map(|(a, b)| b.saturating_sub(a)),
-            node_ticks: cpu0.zip(cpu1).map(|(a, b)| b.saturating_sub(a)),
+            node_ticks: (!node_ticks_each.is_empty())
+                .then(|| node_ticks_each.iter().copied().sum())
+                .flatten(),
+            node_ticks_each,
+            relay: relay0
+                .iter()
+                .zip(&relay1)
+                .map(|(a, b)| a.zip(*b).map(|(a, b)| a.delta(&b)))
+                .collect(),
             self_ticks: self0.zip(self1).map(|(a, b)| b.saturating_sub(a)),
             rss_end,
         });
@@ -485,7 +557,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     })
     .await;
 
-    let clk_tck = node.as_ref().map_or(100, |n| n.clk_tck);
+    let clk_tck = nodes.first().map_or(100, |n| n.clk_tck);
     let self_clk = procfs::clock_ticks_per_second();
     let result = summarize(Summary {
         args: &args,
@@ -547,6 +619,10 @@ struct WindowSamples {
     node_wait_ns: Option<u64>,
     udp: UdpSample,
     node_ticks: Option<u64>,
+    /// Each `--node-pid`'s share of `node_ticks`.
+    node_ticks_each: Vec<Option<u64>>,
+    /// With several nodes: each node's relay counters over the window.
+    relay: Vec<Option<metrics::Relay>>,
     self_ticks: Option<u64>,
     rss_end: Option<u64>,
 }
@@ -571,19 +647,24 @@ impl UdpSample {
 
 fn udp_sample(shared: &Shared) -> UdpSample {
     let drops = procfs::udp_drops();
-    let node_port = shared
+    let node_ports: Vec<u16> = shared
         .node_media
         .lock()
-        .ok()
-        .and_then(|n| *n)
-        .map(|a| a.port());
+        .map(|n| n.iter().map(|a| a.port()).collect())
+        .unwrap_or_default();
     let ports: HashSet<u16> = shared
         .client_ports
         .lock()
         .map(|p| p.iter().copied().collect())
         .unwrap_or_default();
     UdpSample {
-        node: node_port.map(|np| drops.iter().filter(|(p, _)| *p == np).map(|(_, d)| d).sum()),
+        node: (!node_ports.is_empty()).then(|| {
+            drops
+                .iter()
+                .filter(|(p, _)| node_ports.contains(p))
+                .map(|(_, d)| d)
+                .sum()
+        }),
         clients: drops
             .iter()
             .filter(|(p, _)| ports.contains(p))
@@ -621,17 +702,12 @@ async fn stop_workers(sig: &Arc<Signaling>) -> Vec<WorkerReport> {
 }
 
 /// Prints one line per second to stderr.
-async fn progress(
-    sig: Arc<Signaling>,
-    phase: Arc<AtomicU8>,
-    participants: u32,
-    node: Option<Node>,
-) {
+async fn progress(sig: Arc<Signaling>, phase: Arc<AtomicU8>, participants: u32, nodes: Vec<Node>) {
     let start = sig.cfg.start;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.tick().await;
     let (mut last_sent, mut last_recv) = (0u64, 0u64);
-    let mut last_cpu = node.as_ref().and_then(Node::cpu_ticks);
+    let mut last_cpu = nodes_sum(&nodes, Node::cpu_ticks);
     let mut last_t = Instant::now();
     let mut first_drops: Option<u64> = None;
     loop {
@@ -651,8 +727,8 @@ async fn progress(
                 lat.merge(&h);
             }
         }
-        let cpu = node.as_ref().and_then(Node::cpu_ticks);
-        let cpu_pct = match (node.as_ref(), last_cpu, cpu) {
+        let cpu = nodes_sum(&nodes, Node::cpu_ticks);
+        let cpu_pct = match (nodes.first(), last_cpu, cpu) {
             (Some(n), Some(a), Some(b)) => {
                 format!(
                     "{:.0}%",
@@ -733,10 +809,13 @@ fn summarize(s: Summary<'_>) -> Value {
     let duration_s = args.duration.as_secs_f64();
     let mut by_global = vec![None; s.participants as usize];
     let mut latency = Hist::default();
+    let (mut same_node, mut cross_node) = (Hist::default(), Hist::default());
     let (mut received, mut sent) = (0u64, 0u64);
     let (mut foreign, mut send_errors, mut rtc_errors, mut ice_disconnects) = (0, 0, 0, 0);
     for r in s.reports {
         latency.merge(&r.window_latency);
+        same_node.merge(&r.window_latency_same_node);
+        cross_node.merge(&r.window_latency_cross_node);
         received += r.window_received;
         sent += r.window_sent;
         foreign += r.foreign;
@@ -848,7 +927,21 @@ fn summarize(s: Summary<'_>) -> Value {
         .map(|(a, b)| round3((b as f64 - a as f64) / connected as f64));
     let slots = s.sig.audio_slots.load(Ordering::Relaxed);
 
-    json!({
+    let spans = s.sig.cfg.spread.spans();
+    let several = spans || args.node_pid.len() > 1;
+    let speaker_window = |g: u32| {
+        by_global
+            .get(g as usize)
+            .copied()
+            .flatten()
+            .and_then(|c| c.window_sent)
+    };
+    let (nodes_json, relay_json) = if several {
+        summarize_nodes(&s, &speaker_window)
+    } else {
+        (Value::Null, Value::Null)
+    };
+    let mut out = json!({
         "participants": s.participants,
         "rooms": rooms,
         "per_room": args.per_room,
@@ -871,12 +964,10 @@ fn summarize(s: Summary<'_>) -> Value {
         "loss": totals.loss(),
         "duplicates": totals.duplicates,
         "reordered": totals.reordered,
-        "latency_ms": {
-            "p50": ms(latency.quantile(0.5)),
-            "p95": ms(latency.quantile(0.95)),
-            "p99": ms(latency.quantile(0.99)),
-            "max": ms((latency.count() > 0).then(|| latency.max())),
-        },
+        "latency_ms": latency_json(&latency),
+        // On one node every listener shares the speaker's node.
+        "latency_same_node_ms": latency_json(if spans { &same_node } else { &latency }),
+        "latency_cross_node_ms": latency_json(&cross_node),
         "latency_note": "receive time minus send time in one process; includes client-side SRTP encrypt and decrypt and client scheduling",
         "join_ms": {
             "p50": quantile_sorted(&join_ms, 0.5).map(round3),
@@ -884,7 +975,7 @@ fn summarize(s: Summary<'_>) -> Value {
             "count": join_ms.len(),
             "no_audio": join_no_audio,
         },
-        "node_pid": args.node_pid,
+        "node_pid": args.node_pid.first(),
         "node_cpu_pct": node_cpu_s.map(|c| round3(c / duration_s * 100.0)),
         "cpu_us_per_packet": cpu_us_per_packet,
         "rss_kb_before": s.rss_before,
@@ -911,7 +1002,96 @@ fn summarize(s: Summary<'_>) -> Value {
         "foreign_packets": foreign,
         "churn": churn_json,
         "video": video,
+    });
+    if several {
+        out["nodes"] = nodes_json;
+        out["relay"] = relay_json;
+    }
+    out
+}
+
+/// `p50`, `p95`, `p99`, `max` of a latency histogram, in ms (`null`s when empty).
+fn latency_json(h: &Hist) -> Value {
+    json!({
+        "p50": ms(h.quantile(0.5)),
+        "p95": ms(h.quantile(0.95)),
+        "p99": ms(h.quantile(0.99)),
+        "max": ms((h.count() > 0).then(|| h.max())),
     })
+}
+
+/// With several nodes: each node's CPU and relay counters over the window (the
+/// `i`-th `--node-pid` is the `i`-th distinct `--url`), and the relay's totals
+/// against one copy per speaker packet per other node holding members of its room
+/// (`expected_packets_out`; without churn). `speaker_window`: a slot's window counter
+/// range.
+fn summarize_nodes(
+    s: &Summary<'_>,
+    speaker_window: &dyn Fn(u32) -> Option<(u32, u32)>,
+) -> (Value, Value) {
+    let args = s.args;
+    let duration_s = args.duration.as_secs_f64();
+    let spread = &s.sig.cfg.spread;
+    let w = s.window;
+    let count = spread.nodes.len().max(args.node_pid.len());
+    let relay_of = |i: usize| w.and_then(|w| w.relay.get(i).copied().flatten());
+    let nodes: Vec<Value> = (0..count)
+        .map(|i| {
+            let ticks = w.and_then(|w| w.node_ticks_each.get(i).copied().flatten());
+            json!({
+                "url": spread.nodes.get(i),
+                "pid": args.node_pid.get(i),
+                "cpu_pct": ticks.map(|t| round3(t as f64 / s.clk_tck as f64 / duration_s * 100.0)),
+                "relay": relay_of(i).map(|r| r.json()),
+            })
+        })
+        .collect();
+    let mut total = metrics::Relay::default();
+    let mut complete = spread.spans();
+    for i in 0..spread.nodes.len() {
+        match relay_of(i) {
+            Some(r) => total.add(&r),
+            None => complete = false,
+        }
+    }
+    let expected = (args.churn_every.is_none()).then(|| {
+        let mut expected = 0u64;
+        for room in 0..args.rooms {
+            let members = spread.members_per_node(room);
+            for p in 0..args.speakers {
+                let g = p * args.rooms + room;
+                let home = spread.node_of(g);
+                let others = members
+                    .iter()
+                    .enumerate()
+                    .filter(|&(n, &m)| n != home && m > 0)
+                    .count() as u64;
+                if let Some((first, last)) = speaker_window(g) {
+                    expected += (u64::from(last) - u64::from(first) + 1) * others;
+                }
+            }
+        }
+        expected
+    });
+    let relay = if complete {
+        json!({
+            "packets_out": total.packets_out,
+            "packets_in": total.packets_in,
+            "bytes_out": total.bytes_out,
+            "bytes_in": total.bytes_in,
+            "packets_out_per_s": round3(total.packets_out as f64 / duration_s),
+            "bytes_out_per_packet": (total.packets_out > 0)
+                .then(|| round3(total.bytes_out as f64 / total.packets_out as f64)),
+            "expected_packets_out": expected,
+            "out_per_expected": expected
+                .filter(|&e| e > 0)
+                .map(|e| (total.packets_out as f64 / e as f64 * 1e5).round() / 1e5),
+            "note": "the nodes' chorus_relay_* counters, read from /metrics at the window's edges; expected: each speaker's window packets times the other nodes holding members of its room",
+        })
+    } else {
+        Value::Null
+    };
+    (Value::Array(nodes), relay)
 }
 
 /// The `video` object of the JSON (null without `--cameras`): what the cameras sent

@@ -71,19 +71,31 @@ pub struct Plan {
     pub world: f64,
 }
 
-/// Creates the rooms through the control socket (`raid` rooms of `per_room`), with
-/// `audio_slots` if given, as proximity rooms of `radius` if given.
+/// Creates the rooms through the control sockets (`raid` rooms of `per_room`; room
+/// `i` through socket `i % count`), with `audio_slots` if given, as proximity rooms of
+/// `radius` if given, with `span: true` if `span` (members on several nodes).
 pub async fn create_rooms(
-    control: &Path,
+    controls: &[PathBuf],
     names: &[String],
     per_room: u32,
     audio_slots: Option<u8>,
     radius: Option<f64>,
     video_slots: Option<u8>,
+    span: bool,
 ) -> anyhow::Result<()> {
-    let mut control = Control::connect(control).await?;
-    for name in names {
+    let mut sockets = Vec::with_capacity(controls.len());
+    for path in controls {
+        sockets.push(Control::connect(path).await?);
+    }
+    let count = sockets.len();
+    for (i, name) in names.iter().enumerate() {
+        let Some(control) = sockets.get_mut(i % count.max(1)) else {
+            bail!("no control socket");
+        };
         let mut params = json!({"room": name, "kind": "raid", "max_participants": per_room.max(1)});
+        if span {
+            params["span"] = json!(true);
+        }
         if let Some(n) = audio_slots {
             params["audio_slots"] = json!(n);
         }

@@ -7,7 +7,7 @@
 //! toggles mute, at jittered intervals (see `churn.rs`).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -28,7 +28,8 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// What the signaling side shares.
 pub struct Signaling {
-    pub ws_url: String,
+    /// Each node's signaling URL (`RunConfig::spread` says who joins where).
+    pub ws_urls: Vec<String>,
     pub room_prefix: String,
     /// How long a rejoin may take to connect (`--connect-timeout`).
     pub connect_timeout: Duration,
@@ -62,8 +63,6 @@ pub struct Signaling {
 /// What the churn did.
 #[derive(Default)]
 pub struct ChurnCounters {
-    /// The next client id for a rejoin (starts at the number of participants).
-    pub next_id: AtomicU32,
     /// Rejoins whose signaling finished and whose DTLS connected.
     pub joins: AtomicU64,
     /// Rejoins that failed (signaling, or DTLS not connected in `--connect-timeout`).
@@ -100,6 +99,15 @@ impl Signaling {
     /// Slot → participant id of everyone joined so far.
     pub fn participant_ids(&self) -> std::collections::HashMap<u32, String> {
         self.ids.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+
+    /// The signaling URL of the node where slot `global` joins.
+    fn ws_url(&self, global: u32) -> &str {
+        let node = self.cfg.spread.node_of(global);
+        self.ws_urls
+            .get(node)
+            .or(self.ws_urls.first())
+            .map_or("", String::as_str)
     }
 
     fn fail(&self, reason: String) {
@@ -161,7 +169,7 @@ pub async fn participant(
 async fn join(sig: &Signaling, global: u32, id: u32) -> Result<Ws, String> {
     let mut ws = match tokio::time::timeout(
         STEP_TIMEOUT,
-        tokio_tungstenite::connect_async(sig.ws_url.as_str()),
+        tokio_tungstenite::connect_async(sig.ws_url(global)),
     )
     .await
     {
@@ -269,6 +277,7 @@ async fn churning(
     let worker = &sig.workers[global as usize % sig.workers.len()];
     let mut ws = Some(ws);
     let mut id = global;
+    let mut rejoins = 0;
     let mut muted = false;
     // The window (the events happen inside it).
     let (start, end) = loop {
@@ -370,7 +379,8 @@ async fn churning(
                     sig.churn.leaves.fetch_add(1, Ordering::Relaxed);
                 }
                 muted = false;
-                id = sig.churn.next_id.fetch_add(1, Ordering::Relaxed);
+                rejoins += 1;
+                id = sig.cfg.spread.rejoin_id(global, rejoins);
                 ws = rejoin(&sig, global, id, worker).await;
                 sig.churn.busy.fetch_sub(1, Ordering::Relaxed);
             }
@@ -573,6 +583,8 @@ async fn expect(ws: &mut Ws, kind: &str) -> Result<ServerMessage, String> {
             ServerMessage::Error { code, message } => {
                 return Err(format!("error {}: {message}", code.as_str()))
             }
+            // A join at a node that does not take it (the room does not span nodes).
+            ServerMessage::Redirect { url } => return Err(format!("redirected to {url}")),
             ServerMessage::Joined { .. } if kind == "joined" => return Ok(m),
             ServerMessage::Answer { .. } if kind == "answer" => return Ok(m),
             _ => {}

@@ -126,7 +126,7 @@ pub async fn run(args: Args, ws_url: String, participants: u32) -> anyhow::Resul
     if !(0.0..=1.0).contains(&args.mute_share) {
         anyhow::bail!("--mute-share must be between 0 and 1");
     }
-    let node = args.node_pid.map(|p| Node { pid: p.to_string() });
+    let node = args.node_pid.first().map(|p| Node { pid: p.to_string() });
     let clk_tck = procfs::clock_ticks_per_second();
     let room_prefix = args.room_prefix.clone().unwrap_or_else(|| {
         let secs = std::time::SystemTime::now()
@@ -299,7 +299,7 @@ pub async fn run(args: Args, ws_url: String, participants: u32) -> anyhow::Resul
         "unexpected_updates": run.unexpected_updates.load(Ordering::Relaxed),
         "join_ms": hist_json(&join),
         "connect_ms": hist_json(&connect),
-        "node_pid": args.node_pid,
+        "node_pid": args.node_pid.first(),
         "node_cpu_pct": node_cpu_s.map(|c| round3(c / duration_s * 100.0)),
         "node_cpu_us_per_message": node_cpu_s
             .filter(|_| sent > 0)

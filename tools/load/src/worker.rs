@@ -31,6 +31,7 @@ use tokio::sync::oneshot;
 use crate::accounting::StreamStats;
 use crate::hist::Hist;
 use crate::payload::Stamp;
+use crate::spread::Spread;
 use crate::video::{self, Camera, VideoCounts, VideoLoad, VideoStamp};
 
 const WAKER: Token = Token(usize::MAX);
@@ -61,6 +62,8 @@ pub struct RunConfig {
     pub tcp: bool,
     /// Cameras and video slots (`--cameras`); `None` for a voice-only run.
     pub video: Option<VideoLoad>,
+    /// Which node each participant joins at (one node unless `--url` is repeated).
+    pub spread: Arc<Spread>,
 }
 
 impl RunConfig {
@@ -89,8 +92,9 @@ pub struct Shared {
     pub workers: Vec<WorkerStats>,
     /// Local UDP ports of the clients.
     pub client_ports: Mutex<Vec<u16>>,
-    /// The node's media address (the destination of the clients' first datagram).
-    pub node_media: Mutex<Option<SocketAddr>>,
+    /// The nodes' media addresses (the destinations of the clients' first datagrams:
+    /// one per node).
+    pub node_media: Mutex<Vec<SocketAddr>>,
 }
 
 impl Shared {
@@ -101,7 +105,7 @@ impl Shared {
             connected: (0..participants).map(|_| AtomicBool::new(false)).collect(),
             workers: (0..workers).map(|_| WorkerStats::default()).collect(),
             client_ports: Mutex::new(Vec::with_capacity(participants)),
-            node_media: Mutex::new(None),
+            node_media: Mutex::new(Vec::new()),
         }
     }
 
@@ -174,6 +178,10 @@ pub struct WorkerReport {
     pub video: VideoCounts,
     /// Latency of packets sent inside the window (ns).
     pub window_latency: Hist,
+    /// With several nodes: the same, split by whether the speaker joined at the
+    /// receiver's node or at another.
+    pub window_latency_same_node: Hist,
+    pub window_latency_cross_node: Hist,
     /// Load packets received that were sent inside the window (duplicates included).
     pub window_received: u64,
     /// Packets sent inside the window (speakers and silent listeners).
@@ -348,9 +356,12 @@ struct Ctx {
     disconnected: u64,
     latency_pending: Hist,
     window_latency: Hist,
+    window_latency_same_node: Hist,
+    window_latency_cross_node: Hist,
     window_received: u64,
     window_sent: u64,
-    node_known: bool,
+    /// The nodes' media addresses this worker has seen.
+    nodes_known: Vec<SocketAddr>,
     foreign: u64,
     send_errors: u64,
     rtc_errors: u64,
@@ -810,6 +821,8 @@ impl Worker {
             video,
             clients,
             window_latency: std::mem::take(&mut self.ctx.window_latency),
+            window_latency_same_node: std::mem::take(&mut self.ctx.window_latency_same_node),
+            window_latency_cross_node: std::mem::take(&mut self.ctx.window_latency_cross_node),
             window_received: self.ctx.window_received,
             window_sent: self.ctx.window_sent,
             foreign: self.ctx.foreign,
@@ -958,10 +971,14 @@ fn drain(
                 return;
             }
             Ok(Output::Transmit(t)) => {
-                if !ctx.node_known {
-                    ctx.node_known = true;
-                    if let Ok(mut node) = shared.node_media.lock() {
-                        node.get_or_insert(t.destination);
+                if ctx.nodes_known.len() < cfg.spread.nodes.len()
+                    && !ctx.nodes_known.contains(&t.destination)
+                {
+                    ctx.nodes_known.push(t.destination);
+                    if let Ok(mut nodes) = shared.node_media.lock() {
+                        if nodes.len() < cfg.spread.nodes.len() && !nodes.contains(&t.destination) {
+                            nodes.push(t.destination);
+                        }
                     }
                 }
                 if let Some(conn) = c.tcp.as_mut() {
@@ -1063,6 +1080,13 @@ fn on_event(
             if stamp.send_ns >= ws && stamp.send_ns < we {
                 ctx.window_received += 1;
                 ctx.window_latency.record(latency);
+                if cfg.spread.spans() {
+                    if cfg.spread.node_of(stamp.sender) == cfg.spread.node_of(c.global) {
+                        ctx.window_latency_same_node.record(latency);
+                    } else {
+                        ctx.window_latency_cross_node.record(latency);
+                    }
+                }
                 let stream = match c.streams.iter().position(|(s, _)| *s == stamp.sender) {
                     Some(i) => &mut c.streams[i].1,
                     None => {
