@@ -446,6 +446,8 @@ export class ChorusClient extends EventTarget {
     /** leave() was called, or the node ended the session (kicked, room_closed). */
     this._leaving = false;
     this._ended = false;
+    /** The node drains and closed the room here: join it again elsewhere once the socket closes. */
+    this._moveOnClose = false;
     /** mute/deafen that could not be sent while reconnecting: sent after `resumed`. */
     this._unsent = { mute: false, deafen: false, whisper: false, position: false, video: false };
     /** `position` throttling: when the last one went out, and the timer for the next. */
@@ -1134,6 +1136,13 @@ export class ChorusClient extends EventTarget {
       this._clearAttemptTimer();
       if (code === 1001) this._giveUpResume('resume_failed', `the node is going away (${code}${reason ? ` ${reason}` : ''})`);
       else this._resumeAttemptFailed();
+      return;
+    }
+    if (this.state === 'joined' && this._moveOnClose && !localClose) {
+      this._moveOnClose = false;
+      this.ws = null;
+      this._startReconnect(code, reason);
+      this._startRejoin('node_draining', `${this.url} drains: joining the room at another node`);
       return;
     }
     if (this.state === 'joined' && this._resumable(code, localClose)) {
@@ -2328,6 +2337,12 @@ export class ChorusClient extends EventTarget {
         break;
       }
       case 'room_closed':
+        // A draining node of a cluster closing the room: the room goes on at other
+        // nodes, and this client joins it again there once the socket closes.
+        if (msg.reason === 'node_draining' && this._canRejoin()) {
+          this._moveOnClose = true;
+          break;
+        }
         // The end of the session: the node closes the socket next (`closed` follows).
         this._ended = true;
         this._emit('room_closed', { reason: String(msg.reason ?? '') });

@@ -455,3 +455,43 @@ test('SIGKILL of a node: its pages rejoin at another node and hear the room agai
     await closePages(pages);
   }
 });
+
+test('a node drains: its rooms move, and its pages join the room again at another node', { timeout: 60_000 }, async (t) => {
+  const room = 'raid-drain';
+  const consoleErrors = [];
+  const pages = {};
+  try {
+    const live = Object.values(nodes).filter((n) => n.proc.exitCode === null && n.proc.signalCode === null);
+    assert.ok(live.length >= 2, `two live nodes left: ${live.map((n) => n.name)}`);
+    const [draining, staying] = live;
+    await rpc(staying, 'room.create', { room, kind: 'raid' });
+    pages.R = await openPage('R', staying, consoleErrors);
+    pages.S = await openPage('S', staying, consoleErrors);
+    const s = await pages.S.evaluate(joinAt, { url: staying.url, room, name: 'S' });
+    const r = await pages.R.evaluate(joinAt, { url: draining.url, room, name: 'R' });
+    await Promise.all([
+      assertHears(pages.R, s.csrc, 'R hears S before the drain'),
+      assertHears(pages.S, r.csrc, 'S hears R before the drain'),
+    ]);
+    const drainedAt = Date.now();
+    await rpc(draining, 'node.drain', { deadline_s: 2 });
+    const heard = await poll('R and S hear each other again after the drain', async () => {
+      const [vr, vs] = await Promise.all([pages.R.evaluate(view), pages.S.evaluate(view)]);
+      const rNow = vr?.self;
+      return { ok: Boolean(rNow) && rNow.id !== r.id && hearing(vr, s.csrc) && hearing(vs, rNow.csrc), r: vr };
+    }, { timeout: 30_000, interval: 50 });
+    const vr = heard.r;
+    const rejoining = vr.events.find((e) => e.type === 'rejoining' && e.t >= drainedAt);
+    assert.equal(rejoining?.reason, 'node_draining', `R moved because its node drains: ${JSON.stringify(vr.events)}`);
+    assert.ok(!vr.events.some((e) => e.type === 'closed' || e.type === 'room_closed'), 'R\'s session never ended');
+    assert.equal(vr.url, staying.url, 'R is on the node that stays');
+    console.log(`CLUSTER_DRAIN moved_ms=${Date.now() - drainedAt} (deadline 2000 ms)`);
+    t.diagnostic(`R rejoined at ${vr.url}`);
+    await poll(`node ${draining.name} exits after its drain`, async () => draining.proc.exitCode !== null, { timeout: 15_000, interval: 100 });
+  } catch (e) {
+    await reportFailure(e, pages, consoleErrors);
+    throw e;
+  } finally {
+    await closePages(pages);
+  }
+});
