@@ -4,56 +4,19 @@
 //! Timeouts are upper bounds only.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chorus_signaling::config::ClusterSettings;
 use chorus_signaling::{NodeConfig, RunningNode};
 use chorus_tests::live::{wait_until, LiveClient};
+use chorus_tests::redis::RedisServer;
 use chorus_tests::rpc::{socket_path, Rpc};
-use chorus_tests::ws::{connect, node_with, recv, send};
+use chorus_tests::ws::{connect, metrics, node_with, recv, send};
 use serde_json::{json, Value};
 
 const LIMIT: Duration = Duration::from_secs(10);
 /// 0.6 s of audio at 50 packets a second.
 const HEARD: u64 = 30;
-
-/// A `redis-server` on a free port, killed when dropped.
-struct RedisServer {
-    child: Child,
-    port: u16,
-}
-
-impl RedisServer {
-    fn start() -> RedisServer {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server runs (tools/test.sh installs it)");
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        RedisServer { child, port }
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 async fn cluster_node(redis: &RedisServer, tag: &str, shards: usize) -> RunningNode {
     node_with(NodeConfig {
@@ -61,7 +24,7 @@ async fn cluster_node(redis: &RedisServer, tag: &str, shards: usize) -> RunningN
         shards,
         control: Some(socket_path(tag)),
         cluster: Some(ClusterSettings {
-            redis: format!("redis://127.0.0.1:{}", redis.port),
+            redis: redis.url(),
             relay: "127.0.0.1:0".parse().unwrap(),
             secret: "test-cluster-secret".into(),
             advertise_url: None,
@@ -358,18 +321,6 @@ async fn a_room_spans_three_nodes() {
     drop((x, y, ws, other));
     a.stop().await;
     b.stop().await;
-}
-
-/// `GET /metrics`'s body.
-async fn metrics(addr: std::net::SocketAddr) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    out
 }
 
 /// The node of `nodes` whose URL `node.list` gives for node number `index`.

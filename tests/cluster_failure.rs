@@ -5,9 +5,11 @@
 //! Timeouts are upper bounds only.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+
+use chorus_tests::redis::{free_port, wait_port, RedisServer};
 use std::time::{Duration, Instant};
 
 use chorus_tests::live::{wait_until, LiveClient};
@@ -16,53 +18,6 @@ use serde_json::json;
 
 const LIMIT: Duration = Duration::from_secs(10);
 const HEARD: u64 = 30;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn wait_port(port: u16, what: &str) {
-    let deadline = Instant::now() + LIMIT;
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "{what} did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// A `redis-server` on `port`, killed when dropped.
-struct RedisServer {
-    child: Child,
-    port: u16,
-}
-
-impl RedisServer {
-    fn start(port: u16) -> RedisServer {
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server runs (tools/test.sh installs it)");
-        wait_port(port, "redis-server");
-        RedisServer { child, port }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// The `chorus` binary: `CHORUS_BIN`, else the workspace's debug build (built if
 /// missing).
@@ -167,7 +122,7 @@ fn left_in(client: &LiveClient, id: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_node_leaves_and_its_rooms_move_home() {
-    let redis = RedisServer::start(free_port());
+    let redis = RedisServer::start();
     let mut nodes: Vec<NodeProcess> = ["kill-a", "kill-b", "kill-c"]
         .iter()
         .map(|t| NodeProcess::start(&redis.url(), t))
@@ -273,7 +228,7 @@ async fn a_killed_node_leaves_and_its_rooms_move_home() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_outage_keeps_calls_and_holds_new_placements() {
     let port = free_port();
-    let redis = RedisServer::start(port);
+    let redis = RedisServer::start_on(port);
     let url = redis.url();
     let nodes: Vec<NodeProcess> = ["outage-a", "outage-b"]
         .iter()
@@ -315,7 +270,7 @@ async fn a_redis_outage_keeps_calls_and_holds_new_placements() {
     );
 
     // Redis is back (empty): the nodes register again and placements resume.
-    let _redis = RedisServer::start(port);
+    let _redis = RedisServer::start_on(port);
     let deadline = Instant::now() + LIMIT;
     loop {
         let joined = LiveClient::join_at(

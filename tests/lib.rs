@@ -6,10 +6,11 @@
 //! [`ws`] speaks the signaling protocol to a real node over a real WebSocket, and
 //! [`live`] is a whole client of a real node: real WebSocket, real str0m over real UDP
 //! on 127.0.0.1, on the real clock. [`rpc`] speaks the control protocol over the
-//! node's Unix socket.
+//! node's Unix socket, and [`redis`] runs a real `redis-server` for the cluster tests.
 //! The test files beside this one each check one behaviour.
 
 pub mod live;
+pub mod redis;
 pub mod rpc;
 pub mod sim;
 pub mod ws;

@@ -579,23 +579,11 @@ async fn the_wire_carries_modes_and_limits_the_relay() {
     assert_eq!(e["mode"], "p2p");
     assert_eq!(e["reason"], "within_limit");
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    let body = reqwest_metrics(node.http).await;
+    let body = chorus_tests::ws::metrics(node.http).await;
     assert!(
         body.lines()
             .any(|l| l == "chorus_rooms_by_mode{shard=\"0\",mode=\"p2p\"} 1"),
         "{body}"
     );
     node.stop().await;
-}
-
-/// `GET /metrics`'s body.
-async fn reqwest_metrics(addr: std::net::SocketAddr) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    out
 }

@@ -86,3 +86,15 @@ pub async fn join(ws: &mut Ws, room: &str, name: &str) -> Value {
     assert_eq!(v["type"], "joined", "{v}");
     v
 }
+
+/// `GET /metrics`'s body (headers included) from the node at `addr`.
+pub async fn metrics(addr: std::net::SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}

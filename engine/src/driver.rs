@@ -110,6 +110,27 @@ struct Inbox {
     waker: Arc<Waker>,
 }
 
+impl Inbox {
+    /// A video packet for the shard's ring; the oldest goes when it is full, never
+    /// silently: the shard drops that layer until its next keyframe and asks for one.
+    fn push_video(&self, room: RoomId, packet: VideoPacket, stats: &DriverStats) {
+        let Some((room, lost)) = self.video.force_push((room, packet)) else {
+            return;
+        };
+        stats.dropped_video_handoff.fetch_add(1, Ordering::Relaxed);
+        let gap = ShardMessage::VideoGap {
+            room,
+            publisher: lost.publisher,
+            source: lost.source,
+            layer: lost.layer,
+            origin: lost.origin,
+        };
+        if self.control.try_send(gap).is_err() {
+            stats.dropped_control.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
 /// A running node: its shard threads. Dropping it stops them.
 pub struct Driver {
     inboxes: Arc<Vec<Inbox>>,
@@ -228,21 +249,7 @@ impl CommandSender {
     /// shard's ring is full; that slot asks for a keyframe).
     pub fn relay_video_in(&self, room: &RoomId, packet: &VideoPacket) {
         for inbox in self.inboxes.iter() {
-            if let Some((room, lost)) = inbox.video.force_push((room.clone(), packet.clone())) {
-                self.stats
-                    .dropped_video_handoff
-                    .fetch_add(1, Ordering::Relaxed);
-                let gap = ShardMessage::VideoGap {
-                    room,
-                    publisher: lost.publisher,
-                    source: lost.source,
-                    layer: lost.layer,
-                    origin: lost.origin,
-                };
-                if inbox.control.try_send(gap).is_err() {
-                    self.stats.dropped_control.fetch_add(1, Ordering::Relaxed);
-                }
-            }
+            inbox.push_video(room.clone(), packet.clone(), &self.stats);
             let _ = inbox.waker.wake();
         }
     }
@@ -740,25 +747,7 @@ impl Worker {
                         self.stats.dropped_handoff.fetch_add(1, Ordering::Relaxed);
                     }
                 }
-                ShardMessage::Video { room, packet } => {
-                    if let Some((room, lost)) = inbox.video.force_push((room, packet)) {
-                        self.stats
-                            .dropped_video_handoff
-                            .fetch_add(1, Ordering::Relaxed);
-                        // Never silently: the shard drops the layer until its next
-                        // keyframe and asks for one.
-                        let gap = ShardMessage::VideoGap {
-                            room,
-                            publisher: lost.publisher,
-                            source: lost.source,
-                            layer: lost.layer,
-                            origin: lost.origin,
-                        };
-                        if inbox.control.try_send(gap).is_err() {
-                            self.stats.dropped_control.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                }
+                ShardMessage::Video { room, packet } => inbox.push_video(room, packet, &self.stats),
                 other => match inbox.control.try_send(other) {
                     Ok(()) => {}
                     Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
