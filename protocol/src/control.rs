@@ -1296,6 +1296,7 @@ mod tests {
             r#"{"jsonrpc":"2.0","id":11,"method":"events.subscribe","params":{"types":["quality"]}}"#,
             r#"{"jsonrpc":"2.0","id":12,"method":"node.stats","params":{}}"#,
             r#"{"jsonrpc":"2.0","id":13,"method":"node.drain","params":{"deadline_s":5}}"#,
+            r#"{"jsonrpc":"2.0","id":14,"method":"node.list"}"#,
         ];
         let mut seen = Vec::new();
         for l in lines {

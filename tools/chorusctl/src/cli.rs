@@ -841,6 +841,8 @@ mod tests {
                 "0",
                 "--metadata",
                 "{\"x\":1}",
+                "--span",
+                "false",
             ],
             &["room", "get", "g1"],
             &["room", "list"],
@@ -882,6 +884,7 @@ mod tests {
             ],
             &["node", "stats"],
             &["node", "drain", "--deadline", "30"],
+            &["node", "list"],
         ];
         let mut methods = Vec::new();
         for args in commands {
