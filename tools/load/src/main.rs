@@ -94,6 +94,17 @@
 //! their round trip (`rtt_ms`: JSON both ways, the node's work, the reply). A listener
 //! hears only the speakers within the radius, so `loss` and `expected` are no loss
 //! figures there; `cpu_us_per_packet` and `forwarded_pps` are.
+//!
+//! # Several nodes (`--url` more than once)
+//!
+//! The nodes of one cluster: each room's participants are dealt round-robin over the
+//! URLs by position in the room (`spread.rs`; a URL given twice gets two shares), the
+//! rooms are made through `--control` as `raid` rooms with `span: true`, and
+//! `latency_same_node_ms` / `latency_cross_node_ms` split the latency by whether the
+//! listener joined at the speaker's node. With `--node-pid` for each node, the node
+//! figures are their sum and `nodes` lists each one's CPU and relay counters
+//! (`chorus_relay_*_total` from its `/metrics` at the window's edges); `relay` checks
+//! them against one copy per speaker packet per other node holding members of its room.
 #![forbid(unsafe_code)]
 #![recursion_limit = "256"]
 
