@@ -45,13 +45,6 @@ fn muted_in(client: &LiveClient, id: &str) -> bool {
         .any(|m| m["participant"]["participant_id"] == id && m["participant"]["muted"] == true)
 }
 
-fn left_in(client: &LiveClient, id: &str) -> bool {
-    client
-        .messages("participant_left")
-        .iter()
-        .any(|m| m["participant_id"] == id)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_room_spans_three_nodes() {
     let redis = RedisServer::start();
@@ -61,25 +54,9 @@ async fn a_room_spans_three_nodes() {
     let (mut ra, mut rb) = (rpc(&a).await, rpc(&b).await);
 
     // Every node sees the three (heartbeats every second).
-    let deadline = Instant::now() + LIMIT;
-    loop {
-        let list = ra.call("node.list", json!({})).await.unwrap();
-        if list.as_array().is_some_and(|l| l.len() == 3) {
-            let me: Vec<&Value> = list
-                .as_array()
-                .unwrap()
-                .iter()
-                .filter(|n| n["self"] == true)
-                .collect();
-            assert_eq!(me.len(), 1, "{list}");
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "node.list never showed 3 nodes: {list}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let list = ra.wait_nodes(3).await;
+    let me: Vec<&Value> = list.iter().filter(|n| n["self"] == true).collect();
+    assert_eq!(me.len(), 1, "{list:?}");
 
     // A raid room spans by default; created through node A, placed by load.
     let created = ra
@@ -288,7 +265,7 @@ async fn a_room_spans_three_nodes() {
     drop(z);
     c.stop().await;
     let cleaned = wait_until(Duration::from_secs(5), || {
-        left_in(&x, &ids[2]) && left_in(&y, &ids[2])
+        x.saw_leave(&ids[2]) && y.saw_leave(&ids[2])
     })
     .await;
     assert!(cleaned, "Z left at X and Y within 5 s");
@@ -346,18 +323,7 @@ async fn a_draining_node_hands_its_rooms_over() {
     let a = cluster_node(&redis, "drain-a", 1).await;
     let b = cluster_node(&redis, "drain-b", 1).await;
     let mut ra = rpc(&a).await;
-    let deadline = Instant::now() + LIMIT;
-    while ra
-        .call("node.list", json!({}))
-        .await
-        .unwrap()
-        .as_array()
-        .map_or(0, Vec::len)
-        < 2
-    {
-        assert!(Instant::now() < deadline, "the nodes never saw each other");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    ra.wait_nodes(2).await;
     ra.call("room.create", json!({"room": "raid-d", "kind": "raid"}))
         .await
         .unwrap();

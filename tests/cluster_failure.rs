@@ -98,28 +98,6 @@ async fn join(node: &NodeProcess, room: &str, name: &str) -> LiveClient {
         .unwrap_or_else(|e| panic!("{name} joins: {e}"))
 }
 
-async fn wait_nodes(rpc: &mut Rpc, n: usize) {
-    let deadline = Instant::now() + LIMIT;
-    loop {
-        let list = rpc.call("node.list", json!({})).await.unwrap();
-        if list.as_array().is_some_and(|l| l.len() == n) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "node.list never showed {n}: {list}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-fn left_in(client: &LiveClient, id: &str) -> bool {
-    client
-        .messages("participant_left")
-        .iter()
-        .any(|m| m["participant_id"] == id)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_node_leaves_and_its_rooms_move_home() {
     let redis = RedisServer::start();
@@ -128,7 +106,7 @@ async fn a_killed_node_leaves_and_its_rooms_move_home() {
         .map(|t| NodeProcess::start(&redis.url(), t))
         .collect();
     let mut rpc = nodes[0].rpc().await;
-    wait_nodes(&mut rpc, 3).await;
+    rpc.wait_nodes(3).await;
     rpc.call("room.create", json!({"room": "raid-9", "kind": "raid"}))
         .await
         .unwrap();
@@ -180,7 +158,7 @@ async fn a_killed_node_leaves_and_its_rooms_move_home() {
     let killed = Instant::now();
     nodes[dead].kill();
     let cleaned = wait_until(Duration::from_secs(5), || {
-        left_in(&clients[s], &ids[dead]) && left_in(&clients[t], &ids[dead])
+        clients[s].saw_leave(&ids[dead]) && clients[t].saw_leave(&ids[dead])
     })
     .await;
     let took = killed.elapsed();
@@ -235,7 +213,7 @@ async fn a_redis_outage_keeps_calls_and_holds_new_placements() {
         .map(|t| NodeProcess::start(&url, t))
         .collect();
     let mut rpc = nodes[0].rpc().await;
-    wait_nodes(&mut rpc, 2).await;
+    rpc.wait_nodes(2).await;
     rpc.call("room.create", json!({"room": "raid-o", "kind": "raid"}))
         .await
         .unwrap();

@@ -421,6 +421,13 @@ impl LiveClient {
 
     /// Every server message of type `kind` received so far, in order (taken by
     /// [`LiveClient::wait_for`] or not).
+    /// Whether this client was told that `participant` left.
+    pub fn saw_leave(&self, participant: &str) -> bool {
+        self.messages("participant_left")
+            .iter()
+            .any(|m| m["participant_id"] == participant)
+    }
+
     pub fn messages(&self, kind: &str) -> Vec<Value> {
         self.shared
             .lock()

@@ -120,3 +120,22 @@ impl Rpc {
         }
     }
 }
+
+impl Rpc {
+    /// In a cluster: waits (up to 10 s) until `node.list` shows `n` nodes, and returns
+    /// that list.
+    pub async fn wait_nodes(&mut self, n: usize) -> Vec<Value> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let list = self.call("node.list", json!({})).await.unwrap();
+            if let Some(l) = list.as_array().filter(|l| l.len() == n) {
+                return l.clone();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "node.list never showed {n} nodes: {list}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
