@@ -128,12 +128,20 @@ impl Task {
 
     /// Every connected node that runs `room`.
     fn room_peers(&self, room: &RoomId) -> Vec<NodeIndex> {
+        self.connected_in(room, false)
+    }
+
+    /// The connected nodes that run `room` (with `listeners_only`: those with members
+    /// there).
+    fn connected_in(&self, room: &RoomId, listeners_only: bool) -> Vec<NodeIndex> {
         self.interest
             .get(room)
             .map(|s| {
-                s.keys()
-                    .copied()
-                    .filter(|n| self.peers.contains(n))
+                s.iter()
+                    .filter(|(n, listeners)| {
+                        (**listeners || !listeners_only) && self.peers.contains(n)
+                    })
+                    .map(|(n, _)| *n)
                     .collect()
             })
             .unwrap_or_default()
@@ -146,17 +154,7 @@ impl Task {
             routes.remove(room);
             return;
         }
-        let nodes: Vec<NodeIndex> = self
-            .interest
-            .get(room)
-            .map(|s| {
-                s.iter()
-                    .filter(|(n, listeners)| **listeners && self.peers.contains(n))
-                    .map(|(n, _)| *n)
-                    .collect()
-            })
-            .unwrap_or_default();
-        routes.insert(room.clone(), nodes);
+        routes.insert(room.clone(), self.connected_in(room, true));
     }
 
     /// What this node tells the others about running `room` now.
