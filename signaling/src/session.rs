@@ -595,11 +595,7 @@ impl Session {
         if self.shared.draining.load(Ordering::Relaxed) {
             self.answered = true;
             return match cluster.drain_target(&join.room).await {
-                Some(url) => {
-                    self.shared.joins.count("redirect");
-                    replies.push(ServerMessage::Redirect { url });
-                    Flow::Close(NORMAL, "redirect")
-                }
+                Some(url) => self.redirect(&join.room, url, replies),
                 None => {
                     self.shared.joins.count(ErrorCode::Unavailable.as_str());
                     replies.push(ServerMessage::error(
@@ -625,10 +621,7 @@ impl Session {
             }
             Ok(Placement::Redirect { url }) => {
                 self.answered = true;
-                self.shared.joins.count("redirect");
-                tracing::info!(room = %join.room, %url, "join redirected to the room's home node");
-                replies.push(ServerMessage::Redirect { url });
-                return Flow::Close(NORMAL, "redirect");
+                return self.redirect(&join.room, url, replies);
             }
             Err(e) => Err(e.to_string()),
         };
@@ -643,6 +636,14 @@ impl Session {
             return Flow::Close(TRY_AGAIN_LATER, "cluster unavailable");
         }
         self.admit(join, tx, replies)
+    }
+
+    /// Answers a join with `redirect` to another node's `url`; the socket closes.
+    fn redirect(&mut self, room: &RoomId, url: String, replies: &mut Vec<ServerMessage>) -> Flow {
+        self.shared.joins.count("redirect");
+        tracing::info!(%room, %url, "join redirected to another node");
+        replies.push(ServerMessage::Redirect { url });
+        Flow::Close(NORMAL, "redirect")
     }
 
     /// Hands a placed join to the engine.
