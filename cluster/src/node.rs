@@ -44,6 +44,16 @@ pub const VOICE_RESERVE: usize = 64 * 1024;
 /// How long a node waits for another node's answer (a room's policy, a call).
 pub const ASK_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// How long an ask waits for the relay connection to a node the directory lists but
+/// that is not connected yet: a node that just started is dialled (by the lower
+/// number) at the next heartbeat, [`HEARTBEAT_EVERY`] at most, and authenticates in a
+/// few milliseconds. A join that needs it waits this long rather than being told to
+/// retry.
+pub const CONNECT_WAIT: Duration = Duration::from_millis(1500);
+
+/// How often an ask looks for that connection meanwhile.
+const CONNECT_POLL: Duration = Duration::from_millis(25);
+
 /// How a node joins its cluster.
 #[derive(Clone)]
 pub struct ClusterConfig {
@@ -689,9 +699,14 @@ impl Cluster {
     ) -> Result<Reply, ClusterError> {
         let (tx, rx) = oneshot::channel();
         self.inner.pending.lock().insert(id, tx);
-        if !self.inner.relay.send_message(node, message.to_frame()) {
-            self.inner.pending.lock().remove(&id);
-            return Err(ClusterError::Unreachable(node));
+        let frame = message.to_frame();
+        let connect_by = tokio::time::Instant::now() + CONNECT_WAIT;
+        while !self.inner.relay.send_message(node, frame.clone()) {
+            if tokio::time::Instant::now() >= connect_by {
+                self.inner.pending.lock().remove(&id);
+                return Err(ClusterError::Unreachable(node));
+            }
+            tokio::time::sleep(CONNECT_POLL).await;
         }
         match tokio::time::timeout(ASK_TIMEOUT, rx).await {
             Ok(Ok(reply)) => Ok(reply),
