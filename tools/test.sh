@@ -9,7 +9,9 @@
 # Env: CHORUS_FUZZ_SECONDS  seconds each fuzz target runs (default 10; 0 skips running)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-step() { printf '\n==> %s\n' "$*"; }
+# Each step prints the wall time since the start, so a slow run shows where it went.
+step() { printf '\n==> [%dm%02ds] %s\n' $((SECONDS / 60)) $((SECONDS % 60)) "$*"; }
+trap 'printf "\n==> [%dm%02ds] tools/test.sh ended (status %d)\n" $((SECONDS / 60)) $((SECONDS % 60)) $?' EXIT
 # tests/hostile_tcp.rs holds ~6,000 sockets at once (its attack and the node's side).
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
