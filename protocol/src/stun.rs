@@ -2,8 +2,12 @@
 //!
 //! [`is_stun`] is the cheap first-packet test; [`StunMessage`] is a validated view of a
 //! message with its attributes, the ICE USERNAME split into ufrags
-//! ([`StunMessage::ice_ufrags`]), and FINGERPRINT checking. Nothing here checks
-//! MESSAGE-INTEGRITY: that needs the ICE password and an HMAC, which live elsewhere.
+//! ([`StunMessage::ice_ufrags`]), and FINGERPRINT checking.
+//! [`StunMessage::integrity_valid`] checks MESSAGE-INTEGRITY and
+//! [`write_binding_success`] writes an ICE agent's answer to a Binding request; both
+//! take the HMAC-SHA1 as a function (this crate has no cryptography of its own).
+
+use std::net::{IpAddr, SocketAddr};
 
 use crate::cursor::Reader;
 use crate::error::ParseError;
@@ -35,6 +39,17 @@ pub mod attr {
 
 /// RFC 8489 §14.7: FINGERPRINT is the CRC-32 of the message before it, XOR this.
 const FINGERPRINT_XOR: u32 = 0x5354_554e;
+
+/// RFC 8489 §14.5: MESSAGE-INTEGRITY holds an HMAC-SHA1, 20 bytes.
+pub const INTEGRITY_LEN: usize = 20;
+
+/// The largest answer [`write_binding_success`] writes (IPv6): header, then
+/// XOR-MAPPED-ADDRESS (4 + 20), MESSAGE-INTEGRITY (4 + 20) and FINGERPRINT (4 + 4).
+pub const BINDING_SUCCESS_MAX_LEN: usize = HEADER_LEN + 24 + 24 + 8;
+
+/// An HMAC-SHA1 over the concatenation of `parts`, keyed with the first argument.
+pub trait HmacSha1: FnOnce(&[u8], &[&[u8]]) -> [u8; INTEGRITY_LEN] {}
+impl<F: FnOnce(&[u8], &[&[u8]]) -> [u8; INTEGRITY_LEN]> HmacSha1 for F {}
 
 /// Whether `buf` looks like STUN on a port shared with DTLS and RTP: first byte
 /// 0..=3 (RFC 7983 §7), the magic cookie, and a length that is a multiple of 4 and
@@ -202,6 +217,32 @@ impl<'a> StunMessage<'a> {
         self.attribute(attr::FINGERPRINT).is_some()
     }
 
+    /// Checks MESSAGE-INTEGRITY (RFC 8489 §14.5) with a short-term credential's
+    /// `password` (in ICE, the answering agent's own password): `None` without one,
+    /// else whether `hmac_sha1` of the message up to the attribute matches it — the
+    /// header's length counting up to the end of MESSAGE-INTEGRITY, whatever follows
+    /// it (FINGERPRINT) left out. Compared in constant time.
+    pub fn integrity_valid(&self, password: &[u8], hmac_sha1: impl HmacSha1) -> Option<bool> {
+        let mut walk = Attributes(Reader::new(self.attributes));
+        loop {
+            let offset = walk.0.position();
+            let (ty, value) = walk.step().ok()??;
+            if ty != attr::MESSAGE_INTEGRITY {
+                continue;
+            }
+            if value.len() != INTEGRITY_LEN {
+                return Some(false);
+            }
+            let mut header: [u8; HEADER_LEN] = self.message.get(..HEADER_LEN)?.try_into().ok()?;
+            let covered = u16::try_from(offset + 4 + INTEGRITY_LEN).ok()?;
+            header[2..4].copy_from_slice(&covered.to_be_bytes());
+            let before = self.attributes.get(..offset)?;
+            let mac = hmac_sha1(password, &[&header, before]);
+            let differ = mac.iter().zip(value).fold(0u8, |d, (a, b)| d | (a ^ b));
+            return Some(differ == 0);
+        }
+    }
+
     /// Checks FINGERPRINT (RFC 8489 §14.7): `None` without one, else whether it matches
     /// the CRC-32 of the message before it, XOR `0x5354554e`.
     pub fn fingerprint_valid(&self) -> Option<bool> {
@@ -216,6 +257,72 @@ impl<'a> StunMessage<'a> {
             }
         }
     }
+}
+
+/// Writes an ICE agent's answer to a Binding request (RFC 8489 §6.3.1, RFC 8445
+/// §7.3.1) into `out`, replacing what it held: a success response with the request's
+/// `transaction_id`, XOR-MAPPED-ADDRESS `mapped` (where the request came from),
+/// MESSAGE-INTEGRITY with the agent's own ICE `password`, and FINGERPRINT. At most
+/// [`BINDING_SUCCESS_MAX_LEN`] bytes; `out` does not grow when it has that capacity.
+pub fn write_binding_success(
+    out: &mut Vec<u8>,
+    transaction_id: &[u8; 12],
+    mapped: SocketAddr,
+    password: &[u8],
+    hmac_sha1: impl HmacSha1,
+) {
+    fn attribute_header(out: &mut Vec<u8>, ty: u16, len: u16) {
+        out.extend_from_slice(&ty.to_be_bytes());
+        out.extend_from_slice(&len.to_be_bytes());
+    }
+    fn set_length(out: &mut [u8], length: usize) {
+        // Never over 16 bits: the message is at most BINDING_SUCCESS_MAX_LEN bytes.
+        let length = u16::try_from(length).unwrap_or(u16::MAX);
+        out[2..4].copy_from_slice(&length.to_be_bytes());
+    }
+    let success = MessageType {
+        class: StunClass::SuccessResponse,
+        method: BINDING,
+    };
+    out.clear();
+    out.extend_from_slice(&success.to_u16().to_be_bytes());
+    out.extend_from_slice(&[0, 0]);
+    out.extend_from_slice(&MAGIC_COOKIE.to_be_bytes());
+    out.extend_from_slice(transaction_id);
+    // RFC 8489 §14.2: the port XOR the cookie's top half; an IPv4 address XOR the
+    // cookie, an IPv6 one XOR the cookie and the transaction id.
+    let port = mapped.port() ^ (MAGIC_COOKIE >> 16) as u16;
+    match mapped.ip() {
+        IpAddr::V4(ip) => {
+            attribute_header(out, attr::XOR_MAPPED_ADDRESS, 8);
+            out.extend_from_slice(&[0, 0x01]);
+            out.extend_from_slice(&port.to_be_bytes());
+            out.extend_from_slice(&(u32::from(ip) ^ MAGIC_COOKIE).to_be_bytes());
+        }
+        IpAddr::V6(ip) => {
+            attribute_header(out, attr::XOR_MAPPED_ADDRESS, 20);
+            out.extend_from_slice(&[0, 0x02]);
+            out.extend_from_slice(&port.to_be_bytes());
+            let mut mask = [0u8; 16];
+            mask[..4].copy_from_slice(&MAGIC_COOKIE.to_be_bytes());
+            mask[4..].copy_from_slice(transaction_id);
+            for (b, m) in ip.octets().iter().zip(mask) {
+                out.push(b ^ m);
+            }
+        }
+    }
+    // MESSAGE-INTEGRITY covers what precedes it, the length counting itself.
+    let length = out.len() - HEADER_LEN + 4 + INTEGRITY_LEN;
+    set_length(out, length);
+    let mac = hmac_sha1(password, &[out.as_slice()]);
+    attribute_header(out, attr::MESSAGE_INTEGRITY, INTEGRITY_LEN as u16);
+    out.extend_from_slice(&mac);
+    // FINGERPRINT likewise, over everything before it.
+    let length = out.len() - HEADER_LEN + 8;
+    set_length(out, length);
+    let fingerprint = crc32(out) ^ FINGERPRINT_XOR;
+    attribute_header(out, attr::FINGERPRINT, 4);
+    out.extend_from_slice(&fingerprint.to_be_bytes());
 }
 
 /// Splits an ICE USERNAME at its colon (RFC 8445 §7.2.2). A request carries
@@ -254,14 +361,27 @@ impl<'a> Iterator for Attributes<'a> {
     }
 }
 
-/// CRC-32 (ISO-HDLC, as in zlib), bitwise: STUN messages are short.
+/// CRC-32 (ISO-HDLC, as in zlib), a byte at a time from a table built at compile
+/// time: every consent check answered runs it once.
 fn crc32(data: &[u8]) -> u32 {
+    const TABLE: [u32; 256] = {
+        let mut table = [0u32; 256];
+        let mut i = 0;
+        while i < 256 {
+            let mut crc = i as u32;
+            let mut bit = 0;
+            while bit < 8 {
+                crc = (crc >> 1) ^ (0xedb8_8320 & (crc & 1).wrapping_neg());
+                bit += 1;
+            }
+            table[i] = crc;
+            i += 1;
+        }
+        table
+    };
     let mut crc = !0u32;
     for &b in data {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = (crc >> 1) ^ (0xedb8_8320 & (crc & 1).wrapping_neg());
-        }
+        crc = (crc >> 8) ^ TABLE[usize::from((crc as u8) ^ b)];
     }
     !crc
 }
@@ -310,6 +430,113 @@ pub(crate) mod tests {
     #[test]
     fn crc32_check_value() {
         assert_eq!(crc32(b"123456789"), 0xcbf4_3926);
+    }
+
+    /// RFC 2104 HMAC over SHA-1 (the `sha1` crate), for checking what this module does
+    /// with the function it is given.
+    pub(crate) fn hmac_sha1(key: &[u8], parts: &[&[u8]]) -> [u8; INTEGRITY_LEN] {
+        use sha1::{Digest, Sha1};
+        let mut block = [0u8; 64];
+        if key.len() > 64 {
+            block[..20].copy_from_slice(&Sha1::digest(key));
+        } else {
+            block[..key.len()].copy_from_slice(key);
+        }
+        let mut inner = Sha1::new();
+        inner.update(block.map(|b| b ^ 0x36));
+        for part in parts {
+            inner.update(part);
+        }
+        let mut outer = Sha1::new();
+        outer.update(block.map(|b| b ^ 0x5c));
+        outer.update(inner.finalize());
+        outer.finalize().into()
+    }
+
+    /// RFC 5769 §2.1's password for its sample request.
+    const RFC5769_PASSWORD: &[u8] = b"VOkJxbRl1RmTxUk/WvJxBt";
+
+    #[test]
+    fn checks_the_rfc_5769_requests_integrity() {
+        let m = StunMessage::parse(&RFC5769_REQUEST).unwrap();
+        assert_eq!(m.integrity_valid(RFC5769_PASSWORD, hmac_sha1), Some(true));
+        assert_eq!(
+            m.integrity_valid(b"VOkJxbRl1RmTxUk/WvJxBu", hmac_sha1),
+            Some(false)
+        );
+        // A byte it covers (in PRIORITY), then the HMAC itself.
+        for at in [44, 90] {
+            let mut forged = RFC5769_REQUEST;
+            forged[at] ^= 1;
+            let m = StunMessage::parse(&forged).unwrap();
+            assert_eq!(
+                m.integrity_valid(RFC5769_PASSWORD, hmac_sha1),
+                Some(false),
+                "byte {at}"
+            );
+        }
+        // FINGERPRINT follows MESSAGE-INTEGRITY and is not covered by it.
+        let mut refingered = RFC5769_REQUEST;
+        refingered[107] ^= 1;
+        let m = StunMessage::parse(&refingered).unwrap();
+        assert_eq!(m.integrity_valid(RFC5769_PASSWORD, hmac_sha1), Some(true));
+        assert_eq!(m.fingerprint_valid(), Some(false));
+        // Without the attribute there is nothing to check.
+        let bare = binding_request("a:b");
+        let cut = &bare[..bare.len() - 32];
+        let mut cut = cut.to_vec();
+        let len = (cut.len() - HEADER_LEN) as u16;
+        cut[2..4].copy_from_slice(&len.to_be_bytes());
+        let m = StunMessage::parse(&cut).unwrap();
+        assert!(!m.has_message_integrity());
+        assert_eq!(m.integrity_valid(b"x", hmac_sha1), None);
+    }
+
+    #[test]
+    fn writes_binding_answers_rfc_5769_would_accept() {
+        let tid: [u8; 12] = RFC5769_REQUEST[8..20].try_into().unwrap();
+        // RFC 5769 §2.2 and §2.3: the same transaction and port, IPv4 then IPv6; the
+        // XOR-MAPPED-ADDRESS values are the samples' (their SOFTWARE we leave out).
+        let cases: [(SocketAddr, &[u8]); 2] = [
+            (
+                "192.0.2.1:32853".parse().unwrap(),
+                &[0x00, 0x01, 0xa1, 0x47, 0xe1, 0x12, 0xa6, 0x43],
+            ),
+            (
+                "[2001:db8:1234:5678:11:2233:4455:6677]:32853"
+                    .parse()
+                    .unwrap(),
+                &[
+                    0x00, 0x02, 0xa1, 0x47, 0x01, 0x13, 0xa9, 0xfa, 0xa5, 0xd3, 0xf1, 0x79, 0xbc,
+                    0x25, 0xf4, 0xb5, 0xbe, 0xd2, 0xb9, 0xd9,
+                ],
+            ),
+        ];
+        let mut out = Vec::with_capacity(BINDING_SUCCESS_MAX_LEN);
+        for (mapped, xor_mapped) in cases {
+            write_binding_success(&mut out, &tid, mapped, RFC5769_PASSWORD, hmac_sha1);
+            assert!(out.len() <= BINDING_SUCCESS_MAX_LEN);
+            assert_eq!(out.capacity(), BINDING_SUCCESS_MAX_LEN, "no growth");
+            assert!(is_stun(&out));
+            let m = StunMessage::parse(&out).unwrap();
+            assert_eq!(m.class(), StunClass::SuccessResponse);
+            assert_eq!(m.method(), BINDING);
+            assert_eq!(m.transaction_id(), &tid);
+            assert_eq!(m.len(), out.len());
+            assert_eq!(m.attribute(attr::XOR_MAPPED_ADDRESS), Some(xor_mapped));
+            assert_eq!(m.integrity_valid(RFC5769_PASSWORD, hmac_sha1), Some(true));
+            assert_eq!(m.integrity_valid(b"other", hmac_sha1), Some(false));
+            assert_eq!(m.fingerprint_valid(), Some(true));
+            let types: Vec<u16> = m.attributes().map(|(t, _)| t).collect();
+            assert_eq!(
+                types,
+                [
+                    attr::XOR_MAPPED_ADDRESS,
+                    attr::MESSAGE_INTEGRITY,
+                    attr::FINGERPRINT
+                ]
+            );
+        }
     }
 
     #[test]
