@@ -62,6 +62,8 @@ pub struct Participant {
     pub(crate) next_timeout: Instant,
     /// Last datagram from the client (or the answer, before the first one).
     pub(crate) last_heard: Option<Instant>,
+    /// What answering its consent checks without str0m takes.
+    pub(crate) consent: crate::consent::Consent,
     // ---- the rest ----
     pub(crate) id: ParticipantId,
     pub(crate) room: RoomId,

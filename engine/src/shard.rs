@@ -109,6 +109,9 @@ pub struct ShardStats {
     /// Of those, the ones str0m did not need (no sender report, or a compound too
     /// large: see `Shard::receive`).
     pub rtcp_kept_from_str0m: u64,
+    /// ICE consent checks on a nominated pair the shard answered itself, without
+    /// str0m (`crate::consent`).
+    pub consent_answered: u64,
     pub transmits_out: u64,
     /// Speaker packets handed to other shards (one per destination shard).
     pub handoffs_out: u64,
@@ -157,6 +160,7 @@ impl ShardStats {
             ("rtc_timeouts", self.rtc_timeouts),
             ("reports_in", self.reports_in),
             ("rtcp_kept_from_str0m", self.rtcp_kept_from_str0m),
+            ("consent_answered", self.consent_answered),
             ("dropped_bad_claim", self.dropped_bad_claim),
         ]
     }
@@ -295,6 +299,12 @@ impl Shard {
     /// The members of a room homed on this shard, in join order.
     pub fn room_members(&self, room: &RoomId) -> Option<&[ParticipantId]> {
         self.rooms.get(room).map(|r| r.order.as_slice())
+    }
+
+    /// Whether a participant's str0m counts its connection as up (ICE, DTLS, SRTP):
+    /// the shard answers most consent checks itself and must keep str0m's pair alive.
+    pub fn str0m_connected(&self, participant: ParticipantId) -> Option<bool> {
+        Some(self.participants.get(&participant)?.rtc.is_connected())
     }
 
     /// The speaker a subscriber on this shard currently hears on a slot.

@@ -343,6 +343,7 @@ impl Shard {
             next_timeout: now,
             timer_at: None,
             last_heard: None,
+            consent: Default::default(),
             connected: false,
             mic_pt: None,
             mic_unmapped: None,

@@ -821,6 +821,8 @@ fn negotiate(
                 .replace(&theirs, &creds.ufrag);
             let ufrag = creds.ufrag.clone();
             p.rtc.direct_api().set_local_ice_credentials(creds);
+            // Checks with the old credentials are str0m's to refuse from now on.
+            p.consent = Default::default();
             Some(ufrag)
         }
         None => None,

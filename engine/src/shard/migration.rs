@@ -13,7 +13,7 @@ use str0m::Input;
 
 use super::Shard;
 
-use crate::io::{Peer, Protocol};
+use crate::io::{Peer, Protocol, Transmit};
 use crate::mesh::{home_of, ufrag_participant, MediaPolicy, ShardMessage};
 use crate::participant::{Participant, MAX_ADDRS};
 use crate::spam::SpamRules;
@@ -231,6 +231,20 @@ impl Shard {
             return;
         };
         let kind = classify(data);
+        // A consent check on the nominated pair, like the last one str0m answered
+        // there: answered here, str0m left asleep (`crate::consent`).
+        if kind == DatagramKind::Stun && p.egress.remote == Some(peer) {
+            if let Ok(check) = stun::StunMessage::parse(data) {
+                let mut answer = self.pool.take();
+                if p.consent.answer(now, &check, source, &mut answer) {
+                    p.last_heard = Some(now);
+                    self.stats.consent_answered += 1;
+                    self.transmits.push_back(Transmit::to(peer, local, answer));
+                    return;
+                }
+                self.pool.give(answer);
+            }
+        }
         let mut for_str0m = true;
         // Reports on the audio slot streams are for Chorus, which sends them. In a
         // voice-only session str0m sends no stream, so all it needs of the client's
@@ -314,6 +328,15 @@ impl Shard {
                 if nominated && p.egress.remote != Some(peer) {
                     tracing::debug!(room = %p.room, participant = %pid, %peer, "nominated pair");
                     p.egress.remote = Some(peer);
+                }
+                // The checks that follow on this pair can be answered here.
+                if consent && p.egress.remote == Some(peer) {
+                    if let Ok(check) = stun::StunMessage::parse(data) {
+                        let rtc = &mut p.rtc;
+                        p.consent.str0m_answered(now, &check, || {
+                            rtc.direct_api().local_ice_credentials().pass
+                        });
+                    }
                 }
             }
         }

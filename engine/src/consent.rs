@@ -1,0 +1,113 @@
+//! A connected participant's ICE consent checks, answered by Chorus.
+//!
+//! A client checks its nominated pair every few seconds (RFC 7675: Chromium every
+//! ~2.5 s, str0m clients ~2 s); at idle those checks are most of a node's work (5,000
+//! idle participants send ~2,700 a second). str0m (ice-lite) answers the checks that
+//! set a connection up, and its agent lets a pair go after 15 s without one. Once the
+//! client has nominated a pair ([`crate::egress::Egress::remote`]) and str0m answered
+//! a check on it, the shard answers the checks on that pair itself: one HMAC-SHA1 to
+//! verify the request, one to sign the answer, written into a pooled buffer, without
+//! waking str0m. One check goes to str0m at least every [`STR0M_EVERY`], so its pair
+//! stays alive; so does anything the fast path does not expect: another USERNAME (an
+//! ICE restart), another source, a role conflict, a bad integrity or fingerprint.
+//!
+//! The answer is what str0m writes (RFC 8489 §6.3.1: XOR-MAPPED-ADDRESS,
+//! MESSAGE-INTEGRITY with the node's ICE password, FINGERPRINT), so a client cannot tell
+//! who answered. The proof that keeps a participant alive is unchanged: a request that
+//! passes the integrity check of its ICE password (see `Shard::receive`).
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use aws_lc_rs::hmac;
+use chorus_protocol::stun::{self, attr, StunMessage, INTEGRITY_LEN};
+
+/// The longest the shard answers checks without letting str0m see one: str0m's
+/// ice-lite agent drops a pair 15 s after the last request it saw, so this leaves two
+/// of Chromium's checks (2.5 s apart) to be lost before that.
+pub(crate) const STR0M_EVERY: Duration = Duration::from_secs(7);
+
+/// What the shard learnt from the check str0m last answered on the nominated pair.
+#[derive(Debug, Default)]
+pub(crate) struct Consent {
+    /// The USERNAME and the node's ICE password of that check; `None` until str0m has
+    /// answered one on the nominated pair.
+    learnt: Option<Box<Learnt>>,
+    /// When str0m answered it.
+    str0m_at: Option<Instant>,
+}
+
+#[derive(Debug)]
+struct Learnt {
+    username: Box<[u8]>,
+    password: Box<[u8]>,
+}
+
+impl Consent {
+    /// A check on the nominated pair: answers it into `out` (cleared first) and
+    /// returns `true`, or returns `false` for str0m to handle it (`out` is then
+    /// unspecified). `source` is where it came from (the nominated pair's remote).
+    pub fn answer(
+        &self,
+        now: Instant,
+        check: &StunMessage<'_>,
+        source: SocketAddr,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        let (Some(learnt), Some(at)) = (&self.learnt, self.str0m_at) else {
+            return false;
+        };
+        if !check.is_binding_request() || now.saturating_duration_since(at) >= STR0M_EVERY {
+            return false;
+        }
+        // What str0m would look at besides the credentials: its PRIORITY, and whether
+        // the client claims our role (ice-lite is always controlled).
+        if check.attribute(attr::USERNAME) != Some(&learnt.username[..])
+            || check.attribute(attr::PRIORITY).is_none()
+            || check.attribute(attr::ICE_CONTROLLED).is_some()
+            || check.fingerprint_valid() == Some(false)
+        {
+            return false;
+        }
+        let key = hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, &learnt.password);
+        let sign = |_: &[u8], parts: &[&[u8]]| {
+            let mut context = hmac::Context::with_key(&key);
+            for part in parts {
+                context.update(part);
+            }
+            let mut mac = [0u8; INTEGRITY_LEN];
+            mac.copy_from_slice(context.sign().as_ref());
+            mac
+        };
+        if check.integrity_valid(&learnt.password, sign) != Some(true) {
+            return false;
+        }
+        stun::write_binding_success(out, check.transaction_id(), source, &learnt.password, sign);
+        true
+    }
+
+    /// str0m answered `check` on the nominated pair at `now`: from now on the shard
+    /// answers checks like it. `password` gives the node's ICE password when the
+    /// USERNAME is new (the first check, or after an ICE restart).
+    pub fn str0m_answered(
+        &mut self,
+        now: Instant,
+        check: &StunMessage<'_>,
+        password: impl FnOnce() -> String,
+    ) {
+        let Some(username) = check.attribute(attr::USERNAME) else {
+            return;
+        };
+        if self
+            .learnt
+            .as_ref()
+            .is_none_or(|l| l.username[..] != *username)
+        {
+            self.learnt = Some(Box::new(Learnt {
+                username: username.into(),
+                password: password().into_bytes().into_boxed_slice(),
+            }));
+        }
+        self.str0m_at = Some(now);
+    }
+}
