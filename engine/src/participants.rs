@@ -23,15 +23,33 @@ impl Key {
 #[derive(Default)]
 pub(crate) struct Participants {
     slots: Vec<Option<Box<Participant>>>,
+    /// Per slot, whether its participant negotiated video
+    /// ([`Participant::video_negotiated`]): the shard's tick visits only those, and
+    /// finds them in this dense list instead of dereferencing every boxed entry (at
+    /// idle, 2,500 participants a shard, 20 times a second).
+    video: Vec<bool>,
     /// Indices of empty slots, reused first.
     free: Vec<u32>,
     by_id: HashMap<ParticipantId, Key>,
 }
 
 impl Participants {
-    /// Every participant, in no particular order.
-    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Participant> {
-        self.slots.iter_mut().filter_map(|s| s.as_deref_mut())
+    /// The participants that negotiated video, in no particular order.
+    pub fn with_video_mut(&mut self) -> impl Iterator<Item = &mut Participant> {
+        self.slots
+            .iter_mut()
+            .zip(&self.video)
+            .filter(|(_, video)| **video)
+            .filter_map(|(s, _)| s.as_deref_mut())
+    }
+
+    /// Records whether `id`'s last offer negotiated video (after it changed).
+    pub fn set_video(&mut self, id: &ParticipantId, on: bool) {
+        if let Some(Key(i)) = self.by_id.get(id).copied() {
+            if let Some(flag) = self.video.get_mut(i as usize) {
+                *flag = on;
+            }
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -69,19 +87,23 @@ impl Participants {
     /// Adds a participant (replacing one with the same id) and returns its key.
     pub fn insert(&mut self, p: Participant) -> Key {
         let id = p.id;
+        let video = p.video_negotiated;
         if let Some(key) = self.by_id.get(&id).copied() {
             if let Some(slot) = self.slots.get_mut(key.0 as usize) {
                 *slot = Some(Box::new(p));
+                self.video[key.0 as usize] = video;
                 return key;
             }
         }
         let key = match self.free.pop() {
             Some(i) => {
                 self.slots[i as usize] = Some(Box::new(p));
+                self.video[i as usize] = video;
                 Key(i)
             }
             None => {
                 self.slots.push(Some(Box::new(p)));
+                self.video.push(video);
                 Key((self.slots.len() - 1) as u32)
             }
         };
@@ -92,6 +114,7 @@ impl Participants {
     pub fn remove(&mut self, id: &ParticipantId) -> Option<Participant> {
         let key = self.by_id.remove(id)?;
         let p = self.slots.get_mut(key.0 as usize)?.take()?;
+        self.video[key.0 as usize] = false;
         self.free.push(key.0);
         Some(*p)
     }

@@ -359,6 +359,7 @@ impl Shard {
                 .collect(),
             video_touched: false,
             video_dirty: false,
+            video_negotiated: false,
             publications: Vec::new(),
             video_pts: Vec::new(),
             slot_pts: Vec::new(),

@@ -212,7 +212,13 @@ impl Shard {
         if sdp.lines().any(|l| l.starts_with("m=application")) {
             p.keys.keep_dtls();
         }
-        match negotiate(p, now, sdp, audio_slots, video, &mut self.rng) {
+        let negotiated = negotiate(p, now, sdp, audio_slots, video, &mut self.rng);
+        let video = p.video_negotiated;
+        self.participants.set_video(&pid, video);
+        let Some(p) = self.participants.get_mut(&pid) else {
+            return;
+        };
+        match negotiated {
             Ok((message, ufrag)) => {
                 p.answered = true;
                 p.last_heard.get_or_insert(now);
@@ -792,6 +798,7 @@ fn negotiate(
         }
     }
     p.egress.video_ext = prepared.video_ext;
+    p.video_negotiated = !p.publications.is_empty() || p.video.iter().any(|s| s.mid.is_some());
     if p.video.iter().any(|s| s.mid.is_some()) {
         p.estimate.get_or_insert(crate::egress::INITIAL_ESTIMATE);
     }

@@ -473,12 +473,9 @@ impl Shard {
     /// estimate.
     pub(super) fn video_tick(&mut self, now: Instant, allocate_now: bool) {
         let mut owed: Vec<(ParticipantId, ClientEvent)> = Vec::new();
-        for p in self.participants.iter_mut() {
-            // Only who negotiated video, or is owed its slot map: the tick visits no
-            // voice-only participant.
-            if !p.has_video() && !p.video_dirty {
-                continue;
-            }
+        // Only who negotiated video (owed slot maps included: only video slots are
+        // ever mapped): the tick visits no voice-only participant.
+        for p in self.participants.with_video_mut() {
             if allocate_now {
                 fit_to_estimate(p, now);
             }
@@ -720,11 +717,6 @@ fn nominal_bitrate(layer: usize, layers: usize) -> u64 {
 }
 
 impl Participant {
-    /// Whether it publishes or receives video (its offer negotiated a video section).
-    pub(crate) fn has_video(&self) -> bool {
-        !self.publications.is_empty() || self.video.iter().any(|s| s.mid.is_some())
-    }
-
     /// The codec of a payload type it sends video in, and H.264's profile-level-id.
     pub(crate) fn video_codec(&self, pt: Pt) -> Option<(VideoCodec, Option<u32>)> {
         self.video_pts
