@@ -190,6 +190,11 @@ impl Node {
     fn cpu_ticks(&self) -> Option<u64> {
         procfs::cpu_ticks(&self.pid).ok()
     }
+    fn user_ticks(&self) -> Option<u64> {
+        procfs::user_system_ticks(&self.pid)
+            .ok()
+            .map(|(user, _)| user)
+    }
     fn rss_kb(&self) -> Option<u64> {
         procfs::rss_kb(&self.pid).ok()
     }
@@ -487,6 +492,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         tokio::time::sleep_until((start + ws).into()).await;
         phase.store(PHASE_MEASURE, Ordering::Relaxed);
         let cpu0: Vec<Option<u64>> = nodes.iter().map(Node::cpu_ticks).collect();
+        let user0 = nodes_sum(&nodes, Node::user_ticks);
         let self0 = procfs::cpu_ticks("self").ok();
         let udp0 = udp_sample(&shared);
         let host0 = procfs::host_ticks();
@@ -499,6 +505,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         };
         tokio::time::sleep_until((start + we).into()).await;
         let cpu1: Vec<Option<u64>> = nodes.iter().map(Node::cpu_ticks).collect();
+        let user1 = nodes_sum(&nodes, Node::user_ticks);
         let self1 = procfs::cpu_ticks("self").ok();
         let host1 = procfs::host_ticks();
         let wait1 = nodes_sum(&nodes, |n| procfs::runqueue_wait_ns(&n.pid));
@@ -544,6 +551,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 .then(|| node_ticks_each.iter().copied().sum())
                 .flatten(),
             node_ticks_each,
+            node_user_ticks: user0.zip(user1).map(|(a, b)| b.saturating_sub(a)),
             relay: relay0
                 .iter()
                 .zip(&relay1)
@@ -632,6 +640,8 @@ struct WindowSamples {
     node_ticks: Option<u64>,
     /// Each `--node-pid`'s share of `node_ticks`.
     node_ticks_each: Vec<Option<u64>>,
+    /// Of `node_ticks`, the user time (the rest is the kernel's).
+    node_user_ticks: Option<u64>,
     /// With several nodes: each node's relay counters over the window.
     relay: Vec<Option<metrics::Relay>>,
     self_ticks: Option<u64>,
@@ -988,6 +998,9 @@ fn summarize(s: Summary<'_>) -> Value {
         },
         "node_pid": args.node_pid.first(),
         "node_cpu_pct": node_cpu_s.map(|c| round3(c / duration_s * 100.0)),
+        "node_user_pct": w
+            .and_then(|w| w.node_user_ticks)
+            .map(|t| round3(t as f64 / s.clk_tck as f64 / duration_s * 100.0)),
         "cpu_us_per_packet": cpu_us_per_packet,
         "rss_kb_before": s.rss_before,
         "rss_kb_after_ramp": s.rss_after_ramp,
