@@ -41,15 +41,23 @@ step "docs (warnings are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
 
 step "unit, engine simulation and signaling tests"
-# The cluster failure test runs nodes as processes: the binary first.
-cargo build --locked -p chorus-signaling
+# One debug build of every binary and test: with --tests, the dependencies get the
+# features the tests unify (dev-dependencies included), so `cargo test` and the steps
+# below that run target/debug's binaries reuse it instead of building a second variant
+# (`-p chorus-signaling` alone resolves other features and rebuilt ~100 crates). The
+# cluster failure test runs target/debug/chorus as processes.
+cargo build --workspace --locked --bins --tests
 cargo test --workspace --locked
+# What the smoke and soak steps run (bench.sh and soak.sh would build their own).
+export CHORUS_BIN="$PWD/target/debug/chorus" LOAD_BIN="$PWD/target/debug/chorus-load"
 
 step "benchmarks compile (run them by hand: see BENCHMARKS.md)"
+# --workspace everywhere in release too: one feature set, one build (the release node
+# of the video step below included).
 cargo bench --workspace --locked --no-run
 
 step "no allocation per forwarded copy (criterion forward_allocs at N = 1 and 100 fails otherwise)"
-cargo bench --locked -p chorus-benches --bench forward_allocs -- 1 100
+cargo bench --workspace --locked --bench forward_allocs -- 1 100
 
 step "fuzz targets: build, then ${CHORUS_FUZZ_SECONDS:-10}s each (stable toolchain, no sanitizer)"
 if ! cargo fuzz --version >/dev/null 2>&1; then
@@ -86,7 +94,6 @@ step "soak, short: 60 s of chorus-load churn (rejoins, mutes, speakers); node RS
 PROFILE=debug OUT=target/bench/soak-ci.jsonl bash tools/load/soak.sh 60s
 
 step "browser: three headless Chromium clients through the demo page, 1 shard; three more relayed through a real coturn (TURN REST credentials); one whose UDP is blocked (network namespace) over ICE-TCP"
-cargo build --locked -p chorus-signaling
 CHORUS_GAME_VOICE=0 CHORUS_ARGS="--shards 1" bash tools/browser-test/run.sh
 
 step "browser: the same with 2 shards (a room spanning shards), and game voice (proximity, priority, whisper, spam guard: 4 pages + a tone page)"
@@ -99,7 +106,7 @@ step "browser: a cluster (a redis-server, three nodes): pages joined at differen
 bash tools/browser-test/run.sh cluster.test.mjs
 
 step "browser: video (release build): two simulcast cameras and a screen share in three pages, quality switches, E2EE transforms, a subscriber behind a 400 kbit/s then 5 % lossy link (network namespace, tc, nftables)"
-cargo build --locked --release -p chorus-signaling
+cargo build --workspace --locked --release --bin chorus
 CHORUS_BIN="$PWD/target/release/chorus" bash tools/browser-test/run.sh video.test.mjs
 
 step "browser: 2 shards, the node holding DTLS to AES_CM_128_HMAC_SHA1_80 (Chorus seals the slot streams in that profile)"

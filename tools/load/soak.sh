@@ -22,7 +22,8 @@
 #   - chorus-load exited 0 (no failed join or rejoin), loss ≤ MAX_LOSS, and no packet
 #     of a muted speaker was forwarded.
 #
-# Env: PROFILE (release; debug uses the test build), OUT (target/bench/soak.jsonl),
+# Env: PROFILE (release; debug uses the test build), CHORUS_BIN and LOAD_BIN (run these
+#   binaries instead of building target/$PROFILE's), OUT (target/bench/soak.jsonl),
 #   SAMPLE_EVERY (5), WARMUP (DURATION/5, clamped to 10..120 s), ROOMS (4), PER_ROOM
 #   (8), SPEAKERS (2), CHURN_EVERY (5s), SHARDS (2), RSS_MAX_GROWTH_PCT (20),
 #   RSS_MAX_GROWTH_MIB (32), FD_SLACK (4), MAX_LOSS (0.001), SEED (from the clock).
@@ -45,12 +46,15 @@ v, u = float(m.group(1)), m.group(2) or "s"
 print(int(v * {"us": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "min": 60}[u]))' "$duration")"
 warmup="${WARMUP:-$(( secs / 5 < 10 ? 10 : (secs / 5 > 120 ? 120 : secs / 5) ))}"
 
-if [ "$profile" = release ]; then
-  cargo build --release --locked -q -p chorus-signaling -p chorus-load
-else
-  cargo build --locked -q -p chorus-signaling -p chorus-load
+if [ -z "${CHORUS_BIN:-}" ] || [ -z "${LOAD_BIN:-}" ]; then
+  if [ "$profile" = release ]; then
+    cargo build --release --locked -q -p chorus-signaling -p chorus-load
+  else
+    cargo build --locked -q -p chorus-signaling -p chorus-load
+  fi
 fi
-bin="target/$profile"
+chorus_bin="${CHORUS_BIN:-target/$profile/chorus}"
+load_bin="${LOAD_BIN:-target/$profile/chorus-load}"
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -68,10 +72,10 @@ trap cleanup EXIT
 # Node flags that newer nodes have: lift the per-IP join rate (all clients share
 # 127.0.0.1).
 node_extra=()
-if "$bin/chorus" serve --help 2>/dev/null | grep -q -- '--join-rate-per-ip'; then
+if "$chorus_bin" serve --help 2>/dev/null | grep -q -- '--join-rate-per-ip'; then
   node_extra+=(--join-rate-per-ip 0)
 fi
-"$bin/chorus" serve --dev --http "127.0.0.1:$http" --udp "127.0.0.1:$udp" --shards "$shards" \
+"$chorus_bin" serve --dev --http "127.0.0.1:$http" --udp "127.0.0.1:$udp" --shards "$shards" \
   --max-connections-per-ip 0 --control none --log warn "${node_extra[@]}" 2>"$work/node.log" &
 node_pid=$!
 for _ in $(seq 100); do
@@ -131,7 +135,7 @@ echo "soak.sh: node pid $node_pid ($profile, $shards shards), window $duration (
 load_args=(--url "http://127.0.0.1:$http" --rooms "$rooms" --per-room "$per" --speakers "$speakers"
   --duration "$duration" --churn-every "$churn" --node-pid "$node_pid")
 [ -n "${SEED:-}" ] && load_args+=(--seed "$SEED")
-"$bin/chorus-load" "${load_args[@]}" >"$work/load.json" 2>"$work/load.err" &
+"$load_bin" "${load_args[@]}" >"$work/load.json" 2>"$work/load.err" &
 load_pid=$!
 next="$(date +%s)"
 while kill -0 "$load_pid" 2>/dev/null; do
