@@ -106,7 +106,9 @@ step "browser: a cluster (a redis-server, three nodes): pages joined at differen
 bash tools/browser-test/run.sh cluster.test.mjs
 
 step "browser: video (release build): two simulcast cameras and a screen share in three pages, quality switches, E2EE transforms, a subscriber behind a 400 kbit/s then 5 % lossy link (network namespace, tc, nftables)"
-cargo build --workspace --locked --release --bin chorus
+# With --benches, the dev-dependencies' features are unified as in `cargo bench
+# --workspace` above, so only the binary itself is compiled (without it, ~80 crates were).
+cargo build --workspace --locked --release --bin chorus --benches
 CHORUS_BIN="$PWD/target/release/chorus" bash tools/browser-test/run.sh video.test.mjs
 
 step "browser: 2 shards, the node holding DTLS to AES_CM_128_HMAC_SHA1_80 (Chorus seals the slot streams in that profile)"
