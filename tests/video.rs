@@ -511,3 +511,24 @@ fn a_video_packet_lost_on_the_way_is_sent_again_on_the_subscribers_nack() {
         assert_eq!(resent, first, "the resend is the same datagram");
     }
 }
+
+/// A client that negotiated no video (a voice offer in a room with video slots) but
+/// asked a slot for a camera is still told, at the shard's next tick, when that
+/// publisher leaves: the tick visits whoever is owed a slot map, not only those with
+/// video.
+#[test]
+fn a_voice_client_owed_a_slot_map_gets_it_when_the_publisher_leaves() {
+    let mut sim = Sim::new();
+    let a = sim.connect_video("a", "v", Some(RIDS));
+    let c = sim.connect("c", "v");
+    assert!(sim.clients[c].video_slots.is_empty(), "no video negotiated");
+    sim.publish(a, true);
+    sim.subscribe(c, 0, Some(a), High);
+    sim.run_for(Duration::from_millis(200));
+    let a_id = sim.clients[a].id;
+    assert_eq!(video_slots(&sim, c)[0].participant_id, Some(a_id));
+    sim.clients[c].inbox.clear();
+    sim.command(chorus_engine::Command::Leave { participant: a_id });
+    sim.run_for(Duration::from_millis(200));
+    assert_eq!(video_slots(&sim, c)[0].participant_id, None);
+}

@@ -55,9 +55,9 @@ pub struct Participant {
     pub(crate) video_touched: bool,
     /// Its `video_slots` message must be sent again.
     pub(crate) video_dirty: bool,
-    /// Its last offer negotiated video (a publication or a video slot's mid). The
-    /// shard keeps a copy in its slab's dense flags (`Participants::with_video_mut`),
-    /// so that its tick never visits a voice-only participant.
+    /// Its last offer negotiated video (a publication or a video slot's mid). With
+    /// `video_dirty`, what the slab's dense flags (`Participants::with_video_mut`)
+    /// follow, so that the shard's tick never visits a voice-only participant.
     pub(crate) video_negotiated: bool,
     // ---- read when its timer fires ----
     /// When the participant's timer entry in the shard's heap is due, if any.

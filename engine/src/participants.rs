@@ -23,10 +23,11 @@ impl Key {
 #[derive(Default)]
 pub(crate) struct Participants {
     slots: Vec<Option<Box<Participant>>>,
-    /// Per slot, whether its participant negotiated video
-    /// ([`Participant::video_negotiated`]): the shard's tick visits only those, and
-    /// finds them in this dense list instead of dereferencing every boxed entry (at
-    /// idle, 2,500 participants a shard, 20 times a second).
+    /// Per slot, whether the shard's video tick must visit its participant: it
+    /// negotiated video ([`Participant::video_negotiated`]) or is owed its slot map
+    /// (`video_dirty`). The tick finds them in this dense list instead of
+    /// dereferencing every boxed entry (at idle, 2,500 participants a shard, 20 times
+    /// a second).
     video: Vec<bool>,
     /// Indices of empty slots, reused first.
     free: Vec<u32>,
@@ -34,20 +35,44 @@ pub(crate) struct Participants {
 }
 
 impl Participants {
-    /// The participants that negotiated video, in no particular order.
+    /// The participants the video tick visits (video negotiated, or a slot map
+    /// owed), in no particular order. The list may still hold one whose map went out
+    /// since; it is passed over here and leaves the list at the tick's end.
     pub fn with_video_mut(&mut self) -> impl Iterator<Item = &mut Participant> {
         self.slots
             .iter_mut()
             .zip(&self.video)
             .filter(|(_, video)| **video)
             .filter_map(|(s, _)| s.as_deref_mut())
+            .filter(|p| visits(p))
     }
 
-    /// Records whether `id`'s last offer negotiated video (after it changed).
-    pub fn set_video(&mut self, id: &ParticipantId, on: bool) {
-        if let Some(Key(i)) = self.by_id.get(id).copied() {
-            if let Some(flag) = self.video.get_mut(i as usize) {
-                *flag = on;
+    /// `id`'s video state changed (an offer, a slot map owed): the tick visits it
+    /// while it has video or is owed a map.
+    pub fn video_changed(&mut self, id: &ParticipantId) {
+        if let Some(key) = self.by_id.get(id).copied() {
+            self.video_changed_at(key);
+        }
+    }
+
+    /// [`Participants::video_changed`] by key.
+    pub fn video_changed_at(&mut self, Key(i): Key) {
+        let visit = self
+            .slots
+            .get(i as usize)
+            .and_then(|s| s.as_deref())
+            .is_some_and(visits);
+        if let Some(flag) = self.video.get_mut(i as usize) {
+            *flag = visit;
+        }
+    }
+
+    /// After the tick: those it visited that neither have video nor are owed a map
+    /// any more leave the list.
+    pub fn forget_without_video(&mut self) {
+        for (slot, flag) in self.slots.iter().zip(self.video.iter_mut()) {
+            if *flag && !slot.as_deref().is_some_and(visits) {
+                *flag = false;
             }
         }
     }
@@ -87,7 +112,7 @@ impl Participants {
     /// Adds a participant (replacing one with the same id) and returns its key.
     pub fn insert(&mut self, p: Participant) -> Key {
         let id = p.id;
-        let video = p.video_negotiated;
+        let video = visits(&p);
         if let Some(key) = self.by_id.get(&id).copied() {
             if let Some(slot) = self.slots.get_mut(key.0 as usize) {
                 *slot = Some(Box::new(p));
@@ -118,4 +143,9 @@ impl Participants {
         self.free.push(key.0);
         Some(*p)
     }
+}
+
+/// Whether the shard's video tick must visit `p`.
+fn visits(p: &Participant) -> bool {
+    p.video_negotiated || p.video_dirty
 }

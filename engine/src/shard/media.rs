@@ -213,8 +213,7 @@ impl Shard {
             p.keys.keep_dtls();
         }
         let negotiated = negotiate(p, now, sdp, audio_slots, video, &mut self.rng);
-        let video = p.video_negotiated;
-        self.participants.set_video(&pid, video);
+        self.participants.video_changed(&pid);
         let Some(p) = self.participants.get_mut(&pid) else {
             return;
         };

@@ -453,6 +453,9 @@ impl Shard {
                 for s in &mut p.video {
                     p.video_dirty |= s.clear_if(publisher);
                 }
+                if p.video_dirty {
+                    self.participants.video_changed_at(m.key);
+                }
             }
         }
     }
@@ -473,8 +476,8 @@ impl Shard {
     /// estimate.
     pub(super) fn video_tick(&mut self, now: Instant, allocate_now: bool) {
         let mut owed: Vec<(ParticipantId, ClientEvent)> = Vec::new();
-        // Only who negotiated video (owed slot maps included: only video slots are
-        // ever mapped): the tick visits no voice-only participant.
+        // Only who negotiated video, or is owed its slot map: the tick visits no
+        // voice-only participant.
         for p in self.participants.with_video_mut() {
             if allocate_now {
                 fit_to_estimate(p, now);
@@ -486,6 +489,7 @@ impl Shard {
                 owed.push((p.id, ClientEvent::VideoSlots(p.video_states())));
             }
         }
+        self.participants.forget_without_video();
         for (to, event) in owed {
             self.events.push_back(Event::ToClient { to, event });
         }
