@@ -231,19 +231,21 @@ impl Shard {
             return;
         };
         let kind = classify(data);
+        let check = match kind {
+            DatagramKind::Stun => stun::StunMessage::parse(data).ok(),
+            _ => None,
+        };
         // A consent check on the nominated pair, like the last one str0m answered
         // there: answered here, str0m left asleep (`crate::consent`).
-        if kind == DatagramKind::Stun && p.egress.remote == Some(peer) {
-            if let Ok(check) = stun::StunMessage::parse(data) {
-                let mut answer = self.pool.take();
-                if p.consent.answer(now, &check, source, &mut answer) {
-                    p.last_heard = Some(now);
-                    self.stats.consent_answered += 1;
-                    self.transmits.push_back(Transmit::to(peer, local, answer));
-                    return;
-                }
-                self.pool.give(answer);
+        if let Some(check) = check.as_ref().filter(|_| p.egress.remote == Some(peer)) {
+            let mut answer = self.pool.take();
+            if p.consent.answer(now, check, source, &mut answer) {
+                p.last_heard = Some(now);
+                self.stats.consent_answered += 1;
+                self.transmits.push_back(Transmit::to(peer, local, answer));
+                return;
             }
+            self.pool.give(answer);
         }
         let mut for_str0m = true;
         // Reports on the audio slot streams are for Chorus, which sends them. In a
@@ -323,20 +325,17 @@ impl Shard {
                 // the integrity check): the slot streams go there from now on. This
                 // is how an ICE restart, or a move from UDP to TCP, moves them.
                 let nominated = consent
-                    && stun::StunMessage::parse(data)
-                        .is_ok_and(|m| m.attribute(stun::attr::USE_CANDIDATE).is_some());
+                    && check.is_some_and(|m| m.attribute(stun::attr::USE_CANDIDATE).is_some());
                 if nominated && p.egress.remote != Some(peer) {
                     tracing::debug!(room = %p.room, participant = %pid, %peer, "nominated pair");
                     p.egress.remote = Some(peer);
                 }
                 // The checks that follow on this pair can be answered here.
-                if consent && p.egress.remote == Some(peer) {
-                    if let Ok(check) = stun::StunMessage::parse(data) {
-                        let rtc = &mut p.rtc;
-                        p.consent.str0m_answered(now, &check, || {
-                            rtc.direct_api().local_ice_credentials().pass
-                        });
-                    }
+                if let Some(check) = check.filter(|_| consent && p.egress.remote == Some(peer)) {
+                    let rtc = &mut p.rtc;
+                    p.consent.str0m_answered(now, &check, || {
+                        rtc.direct_api().local_ice_credentials().pass
+                    });
                 }
             }
         }
