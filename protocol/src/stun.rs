@@ -223,37 +223,37 @@ impl<'a> StunMessage<'a> {
     /// header's length counting up to the end of MESSAGE-INTEGRITY, whatever follows
     /// it (FINGERPRINT) left out. Compared in constant time.
     pub fn integrity_valid(&self, password: &[u8], hmac_sha1: impl HmacSha1) -> Option<bool> {
-        let mut walk = Attributes(Reader::new(self.attributes));
-        loop {
-            let offset = walk.0.position();
-            let (ty, value) = walk.step().ok()??;
-            if ty != attr::MESSAGE_INTEGRITY {
-                continue;
-            }
-            if value.len() != INTEGRITY_LEN {
-                return Some(false);
-            }
-            let mut header: [u8; HEADER_LEN] = self.message.get(..HEADER_LEN)?.try_into().ok()?;
-            let covered = u16::try_from(offset + 4 + INTEGRITY_LEN).ok()?;
-            header[2..4].copy_from_slice(&covered.to_be_bytes());
-            let before = self.attributes.get(..offset)?;
-            let mac = hmac_sha1(password, &[&header, before]);
-            let differ = mac.iter().zip(value).fold(0u8, |d, (a, b)| d | (a ^ b));
-            return Some(differ == 0);
+        let (offset, value) = self.attribute_at(attr::MESSAGE_INTEGRITY)?;
+        if value.len() != INTEGRITY_LEN {
+            return Some(false);
         }
+        let mut header: [u8; HEADER_LEN] = self.message.get(..HEADER_LEN)?.try_into().ok()?;
+        let covered = u16::try_from(offset + 4 + INTEGRITY_LEN).ok()?;
+        header[2..4].copy_from_slice(&covered.to_be_bytes());
+        let before = self.attributes.get(..offset)?;
+        let mac = hmac_sha1(password, &[&header, before]);
+        let differ = mac.iter().zip(value).fold(0u8, |d, (a, b)| d | (a ^ b));
+        Some(differ == 0)
     }
 
     /// Checks FINGERPRINT (RFC 8489 §14.7): `None` without one, else whether it matches
     /// the CRC-32 of the message before it, XOR `0x5354554e`.
     pub fn fingerprint_valid(&self) -> Option<bool> {
+        let (offset, value) = self.attribute_at(attr::FINGERPRINT)?;
+        let covered = self.message.get(..HEADER_LEN + offset)?;
+        let expected = Reader::new(value).u32().ok()?;
+        Some(crc32(covered) ^ FINGERPRINT_XOR == expected)
+    }
+
+    /// The first attribute of type `ty`: where it starts among the attributes, and
+    /// its value (what an integrity or fingerprint check covers is what precedes it).
+    fn attribute_at(&self, ty: u16) -> Option<(usize, &'a [u8])> {
         let mut walk = Attributes(Reader::new(self.attributes));
         loop {
             let offset = walk.0.position();
-            let (ty, value) = walk.step().ok()??;
-            if ty == attr::FINGERPRINT {
-                let covered = self.message.get(..HEADER_LEN + offset)?;
-                let expected = Reader::new(value).u32().ok()?;
-                return Some(crc32(covered) ^ FINGERPRINT_XOR == expected);
+            let (t, value) = walk.step().ok()??;
+            if t == ty {
+                return Some((offset, value));
             }
         }
     }
