@@ -2,8 +2,7 @@
 //! from other shards, and time. See the crate docs for the run loop and
 //! [`crate::mesh`] for how shards share rooms.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -31,6 +30,7 @@ mod migration;
 mod p2p;
 mod proximity;
 mod requests;
+mod timers;
 mod video;
 
 /// How often rooms age speaker levels, announce speakers and reap silent clients.
@@ -181,7 +181,9 @@ pub struct Shard {
     /// The room of each member of those rooms.
     member_of: HashMap<ParticipantId, RoomId>,
     by_addr: HashMap<Peer, ParticipantId>,
-    timers: BinaryHeap<Reverse<(Instant, ParticipantId)>>,
+    timers: timers::TimerWheel,
+    /// The entries [`Shard::handle_timeout`] took from `timers`, being fired.
+    due: Vec<(Instant, ParticipantId)>,
     next_tick: Instant,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
@@ -241,7 +243,8 @@ impl Shard {
             rooms: HashMap::new(),
             member_of: HashMap::new(),
             by_addr: HashMap::new(),
-            timers: BinaryHeap::new(),
+            timers: timers::TimerWheel::new(now),
+            due: Vec::new(),
             next_tick: now + TICK,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -531,11 +534,9 @@ impl Shard {
 
     /// Time passed. Call at [`Shard::poll_timeout`] (earlier is harmless).
     pub fn handle_timeout(&mut self, now: Instant) {
-        while let Some(Reverse((at, pid))) = self.timers.peek().copied() {
-            if at > now {
-                break;
-            }
-            self.timers.pop();
+        let mut due = std::mem::take(&mut self.due);
+        self.timers.take_due(now, &mut due);
+        for (at, pid) in due.drain(..) {
             let Some(p) = self.participants.get_mut(&pid) else {
                 continue;
             };
@@ -547,6 +548,7 @@ impl Shard {
                 self.gone(now, pid);
             }
         }
+        self.due = due;
         if self.next_tick <= now {
             self.tick(now);
             self.next_tick = now + TICK;
@@ -581,8 +583,7 @@ impl Shard {
     /// When [`Shard::handle_timeout`] must be called next.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        // Entries are on the grid already.
-        let rtc = self.timers.peek().map(|Reverse((at, _))| *at);
+        let rtc = self.timers.next_due();
         let tick =
             (!self.participants.is_empty() || !self.views.is_empty() || !self.rooms.is_empty())
                 .then_some(self.next_tick);
@@ -645,17 +646,6 @@ impl Shard {
             }
         }
     }
-}
-
-/// The first point of [`TIMER_GRID`] (counted from `started`) at or after `at`.
-fn on_grid(started: Instant, at: Instant) -> Instant {
-    let grid = TIMER_GRID.as_nanos();
-    let since = at.saturating_duration_since(started).as_nanos();
-    let steps = since.div_ceil(grid);
-    u64::try_from(steps * grid)
-        .ok()
-        .and_then(|nanos| started.checked_add(Duration::from_nanos(nanos)))
-        .unwrap_or(at)
 }
 
 /// ICE ufrag naming the participant (so any shard can route its first STUN request)

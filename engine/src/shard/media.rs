@@ -1,8 +1,6 @@
 //! The media side, on the shard holding a participant: negotiation, the forwarding
 //! pipeline (publisher side, hand-off, subscriber side), and the periodic tick.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -12,6 +10,7 @@ use str0m::format::Codec;
 use str0m::rtp::RtpPacket;
 use str0m::{IceCreds, Input};
 
+use super::timers::TimerWheel;
 use super::{
     fresh_ssrc, ice_password, initial_numbers, next_random, random_token, ufrag_for, Shard,
     ShardStats,
@@ -282,10 +281,12 @@ impl Shard {
         let Some(p) = self.participants.get_mut(&pid) else {
             return;
         };
-        let due = super::on_grid(self.started, p.due(now, self.config.disconnect_timeout));
+        let due = self
+            .timers
+            .on_grid(p.due(now, self.config.disconnect_timeout));
         if p.timer_at.is_none_or(|at| due < at) {
             p.timer_at = Some(due);
-            self.timers.push(Reverse((due, pid)));
+            self.timers.push(due, pid);
         }
     }
 
@@ -471,7 +472,6 @@ impl Shard {
             stats: &mut self.stats,
             rng: &mut self.rng,
             timers: &mut self.timers,
-            started: self.started,
         };
         let participants = &mut self.participants;
         let mut slots_changed = false;
@@ -622,9 +622,7 @@ struct Copies<'a> {
     sink: Sink<'a>,
     stats: &'a mut ShardStats,
     rng: &'a mut u64,
-    timers: &'a mut BinaryHeap<Reverse<(Instant, ParticipantId)>>,
-    /// The shard's start (its timer grid's origin).
-    started: Instant,
+    timers: &'a mut TimerWheel,
 }
 
 impl Copies<'_> {
@@ -650,7 +648,7 @@ impl Copies<'_> {
         match forward_to(sub, packet, now, loudness, &mut self.sink) {
             Outcome::Sent => {
                 self.stats.rtp_forwarded += 1;
-                start_reports(sub, now, self.rng, self.timers, self.started);
+                start_reports(sub, now, self.rng, self.timers);
             }
             Outcome::NoSlot => self.stats.dropped_no_slot += 1,
             Outcome::Late | Outcome::NoStream => self.stats.dropped_late += 1,
@@ -662,20 +660,19 @@ impl Copies<'_> {
 }
 
 /// The first copy on a slot after a quiet spell starts the subscriber's sender
-/// reports (`started`: the shard's timer grid's origin).
+/// reports.
 pub(super) fn start_reports(
     sub: &mut Participant,
     now: Instant,
     rng: &mut u64,
-    timers: &mut BinaryHeap<Reverse<(Instant, ParticipantId)>>,
-    started: Instant,
+    timers: &mut TimerWheel,
 ) {
     if sub.egress.next_report.is_none() {
-        let at = super::on_grid(started, next_report_at(now, rng));
+        let at = timers.on_grid(next_report_at(now, rng));
         sub.egress.next_report = Some(at);
         if sub.timer_at.is_none_or(|t| at < t) {
             sub.timer_at = Some(at);
-            timers.push(Reverse((at, sub.id)));
+            timers.push(at, sub.id);
         }
     }
 }

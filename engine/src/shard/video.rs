@@ -216,13 +216,7 @@ impl Shard {
                                 self.stats.video_padding += 1;
                             }
                         }
-                        super::media::start_reports(
-                            sub,
-                            now,
-                            &mut self.rng,
-                            &mut self.timers,
-                            self.started,
-                        );
+                        super::media::start_reports(sub, now, &mut self.rng, &mut self.timers);
                     }
                     Err(WriteError::NotReady) => self.stats.dropped_not_ready += 1,
                     Err(WriteError::Seal) => self.stats.dropped_unsealable += 1,
