@@ -7,7 +7,8 @@
 //! client has nominated a pair ([`crate::egress::Egress::remote`]) and str0m answered
 //! a check on it, the shard answers the checks on that pair itself: one HMAC-SHA1 to
 //! verify the request, one to sign the answer, written into a pooled buffer, without
-//! waking str0m. One check goes to str0m at least every [`STR0M_EVERY`], so its pair
+//! waking str0m. The HMAC is keyed once per learnt password (~140 bytes kept): keying
+//! it per check was a third of the fast path. One check goes to str0m at least every [`STR0M_EVERY`], so its pair
 //! stays alive; so does anything the fast path does not expect: another USERNAME (an
 //! ICE restart), another source, a role conflict, a bad integrity or fingerprint.
 //!
@@ -19,8 +20,9 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use aws_lc_rs::hmac;
-use chorus_protocol::stun::{self, attr, StunMessage, INTEGRITY_LEN};
+use chorus_protocol::stun::{self, attr, StunMessage};
+use hmac::{Hmac, Mac};
+use sha1::Sha1;
 
 /// The longest the shard answers checks without letting str0m see one: str0m's
 /// ice-lite agent drops a pair 15 s after the last request it saw, so this leaves two
@@ -37,10 +39,20 @@ pub(crate) struct Consent {
     str0m_at: Option<Instant>,
 }
 
-#[derive(Debug)]
 struct Learnt {
     username: Box<[u8]>,
     password: Box<[u8]>,
+    /// HMAC-SHA1 keyed with `password`, cloned for each MAC.
+    keyed: Hmac<Sha1>,
+}
+
+impl std::fmt::Debug for Learnt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The password and its keyed state stay out of logs.
+        f.debug_struct("Learnt")
+            .field("username", &String::from_utf8_lossy(&self.username))
+            .finish_non_exhaustive()
+    }
 }
 
 impl Consent {
@@ -69,15 +81,12 @@ impl Consent {
         {
             return false;
         }
-        let key = hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, &learnt.password);
         let sign = |_: &[u8], parts: &[&[u8]]| {
-            let mut context = hmac::Context::with_key(&key);
+            let mut context = learnt.keyed.clone();
             for part in parts {
                 context.update(part);
             }
-            let mut mac = [0u8; INTEGRITY_LEN];
-            mac.copy_from_slice(context.sign().as_ref());
-            mac
+            context.finalize().into_bytes().into()
         };
         if check.integrity_valid(&learnt.password, sign) != Some(true) {
             return false;
@@ -103,11 +112,42 @@ impl Consent {
             .as_ref()
             .is_none_or(|l| l.username[..] != *username)
         {
+            let password = password().into_bytes().into_boxed_slice();
+            // HMAC takes a key of any length (RFC 2104): this cannot fail.
+            let Ok(keyed) = Hmac::<Sha1>::new_from_slice(&password) else {
+                return;
+            };
             self.learnt = Some(Box::new(Learnt {
                 username: username.into(),
-                password: password().into_bytes().into_boxed_slice(),
+                password,
+                keyed,
             }));
         }
         self.str0m_at = Some(now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_keyed_hmac_kept_per_participant_is_small() {
+        assert!(std::mem::size_of::<Hmac<Sha1>>() <= 160);
+    }
+
+    #[test]
+    fn the_kept_hmac_gives_rfc_2202s_mac() {
+        // RFC 2202 §3, test case 2: key "Jefe".
+        let mut mac = Hmac::<Sha1>::new_from_slice(b"Jefe").unwrap_or_else(|_| unreachable!());
+        let parts: [&[u8]; 2] = [b"what do ya want ", b"for nothing?"];
+        for part in parts {
+            mac.update(part);
+        }
+        let expected = [
+            0xef, 0xfc, 0xdf, 0x6a, 0xe5, 0xeb, 0x2f, 0xa2, 0xd2, 0x74, 0x16, 0xd5, 0xf1, 0x84,
+            0xdf, 0x9c, 0x25, 0x9a, 0x7c, 0x79,
+        ];
+        assert_eq!(mac.finalize().into_bytes()[..], expected);
     }
 }
