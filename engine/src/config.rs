@@ -79,6 +79,14 @@ impl ShardConfig {
 }
 
 impl ShardConfig {
+    /// How often a quiet participant's str0m is woken for its own timers at most
+    /// ([`crate::participant::QUIET_RTC_EVERY`], or the `quality` interval if that is
+    /// shorter: statistics keep their period).
+    pub(crate) fn quiet_rtc_every(&self) -> Duration {
+        let every = crate::participant::QUIET_RTC_EVERY;
+        self.quality_interval.map_or(every, |q| q.min(every))
+    }
+
     /// The node's address a peer's datagrams are taken as sent to, and its copies as
     /// sent from (what str0m knows the pair by): the transport's advertised address,
     /// or, for a peer of the other IP family, the first extra IP of that family on the

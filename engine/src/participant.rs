@@ -4,7 +4,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chorus_protocol::signal::{DisplayName, ParticipantId, RoomId};
 use chorus_srtp::capture::KeyCapture;
@@ -26,6 +26,14 @@ use chorus_protocol::demux::{classify, DatagramKind};
 /// Most source addresses one participant may send from (ICE candidates that passed
 /// the integrity check); more are ignored.
 pub(crate) const MAX_ADDRS: usize = 8;
+
+/// A quiet participant's str0m (no media, no offer for this long; voice only, its
+/// DTLS let go) is woken for its own timers at most this often (or at the `quality`
+/// interval, if shorter: `ShardConfig::quiet_rtc_every`). What it still asks for is
+/// its ICE agent's 3 s evaluation and its statistics (5 s by default): served
+/// together, the ICE agent's a little late, they wake it about half as often. Its
+/// consent checks reach it on their own schedule (`crate::consent`).
+pub(crate) const QUIET_RTC_EVERY: Duration = Duration::from_secs(5);
 
 /// A participant's media state; it moves between shards whole (str0m `Rtc` is `Send`).
 ///
@@ -64,6 +72,11 @@ pub struct Participant {
     pub(crate) timer_at: Option<Instant>,
     /// When str0m wants `Input::Timeout` next.
     pub(crate) next_timeout: Instant,
+    /// When str0m was last given `Input::Timeout`.
+    pub(crate) rtc_woken_at: Instant,
+    /// When str0m last had more to do than ICE and statistics: media it handed out,
+    /// an offer, the participant's creation ([`QUIET_RTC_EVERY`]).
+    pub(crate) rtc_busy_at: Instant,
     /// Last datagram from the client (or the answer, before the first one).
     pub(crate) last_heard: Option<Instant>,
     /// What answering its consent checks without str0m takes.
@@ -195,18 +208,32 @@ impl Participant {
     /// When the shard must look at this participant next: str0m's timeout, the
     /// slots' next sender report (while they carry audio), the moment it would count
     /// as gone — or now, if str0m failed.
-    pub(crate) fn due(&self, now: Instant, disconnect_timeout: std::time::Duration) -> Instant {
+    pub(crate) fn due(&self, now: Instant, config: &crate::config::ShardConfig) -> Instant {
         if self.failed {
             return now;
         }
-        let mut due = self.next_timeout;
+        let mut due = self.rtc_due(now, config.quiet_rtc_every());
         if let Some(report) = self.egress.next_report {
             due = due.min(report);
         }
         if let Some(heard) = self.last_heard {
-            due = due.min(heard + disconnect_timeout);
+            due = due.min(heard + config.disconnect_timeout);
         }
         due
+    }
+
+    /// When str0m is given its next `Input::Timeout`: when it asks, or for a quiet
+    /// participant no sooner than `quiet_every` after the last one.
+    pub(crate) fn rtc_due(&self, now: Instant, quiet_every: Duration) -> Instant {
+        let quiet = now.saturating_duration_since(self.rtc_busy_at) >= QUIET_RTC_EVERY
+            && !self.video_negotiated
+            && self.publications.is_empty()
+            && self.keys.dtls_retired();
+        if quiet {
+            self.next_timeout.max(self.rtc_woken_at + quiet_every)
+        } else {
+            self.next_timeout
+        }
     }
 
     /// Drains str0m until it asks for a timeout (its contract after every input).

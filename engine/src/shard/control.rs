@@ -341,6 +341,8 @@ impl Shard {
             ufrag,
             addrs: Vec::new(),
             next_timeout: now,
+            rtc_woken_at: now,
+            rtc_busy_at: now,
             timer_at: None,
             last_heard: None,
             consent: Default::default(),

@@ -219,6 +219,7 @@ impl Shard {
         match negotiated {
             Ok((message, ufrag)) => {
                 p.answered = true;
+                p.rtc_busy_at = now;
                 p.last_heard.get_or_insert(now);
                 if let Some(ufrag) = ufrag {
                     // An ICE restart: new credentials, ours, naming the participant
@@ -281,9 +282,7 @@ impl Shard {
         let Some(p) = self.participants.get_mut(&pid) else {
             return;
         };
-        let due = self
-            .timers
-            .on_grid(p.due(now, self.config.disconnect_timeout));
+        let due = self.timers.on_grid(p.due(now, &self.config));
         if p.timer_at.is_none_or(|at| due < at) {
             p.timer_at = Some(due);
             self.timers.push(due, pid);
@@ -299,9 +298,10 @@ impl Shard {
         let Some(p) = self.participants.get_mut(&pid) else {
             return false;
         };
-        let rtc_due = p.next_timeout <= now;
+        let rtc_due = p.rtc_due(now, self.config.quiet_rtc_every()) <= now;
         if rtc_due {
             self.stats.rtc_timeouts += 1;
+            p.rtc_woken_at = now;
             if let Err(e) = p.rtc.handle_input(Input::Timeout(now)) {
                 tracing::debug!(participant = %pid, error = %e, "rtc timeout failed");
                 p.failed = true;

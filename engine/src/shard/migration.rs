@@ -321,6 +321,9 @@ impl Shard {
         if consent || media {
             if let Some(p) = self.participants.get_mut(&pid) {
                 p.last_heard = Some(now);
+                if media {
+                    p.rtc_busy_at = now;
+                }
                 // The client nominated this pair (USE-CANDIDATE, answered: it passed
                 // the integrity check): the slot streams go there from now on. This
                 // is how an ICE restart, or a move from UDP to TCP, moves them.
