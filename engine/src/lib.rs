@@ -47,9 +47,10 @@
 //! - One str0m `Rtc` per participant: ICE-lite, `rtp_mode`, Opus (and in rooms with
 //!   video, VP8 and H.264 for what a client publishes), one DTLS certificate per node.
 //!   str0m keeps ICE, DTLS, the SRTP of what clients send and the feedback to them; it
-//!   is polled when its own timeout is due (a timer heap), never per forwarded packet.
-//!   Once a client has nominated a pair, the shard answers its consent checks there
-//!   itself (`consent.rs`), letting str0m see one every few seconds.
+//!   is polled when its own timeout is due (a timing wheel on a 20 ms grid,
+//!   `shard/timers.rs`), never per forwarded packet; a quiet voice participant's at
+//!   most every 5 s. Once a client has nominated a pair, the shard answers its consent
+//!   checks there itself (`consent.rs`), letting str0m see one every few seconds.
 //! - The slot streams a subscriber receives, audio and video, are Chorus's: Chorus
 //!   answers their SDP sections (`sdp.rs`; str0m never sees them), writes each
 //!   packet's header, seals it with the session's SRTP keys (captured from str0m's

@@ -68,7 +68,7 @@ pub struct Participant {
     /// follow, so that the shard's tick never visits a voice-only participant.
     pub(crate) video_negotiated: bool,
     // ---- read when its timer fires ----
-    /// When the participant's timer entry in the shard's heap is due, if any.
+    /// When the participant's timer entry in the shard's timing wheel is due, if any.
     pub(crate) timer_at: Option<Instant>,
     /// When str0m wants `Input::Timeout` next.
     pub(crate) next_timeout: Instant,
