@@ -31,8 +31,6 @@ pub(super) struct TimerWheel {
     occupied: [u64; WORDS],
     /// The first grid point not yet fired: every entry due before it has been taken.
     next: u64,
-    /// Entries in all slots (stale ones included).
-    len: usize,
 }
 
 impl TimerWheel {
@@ -42,7 +40,6 @@ impl TimerWheel {
             slots: (0..SLOTS).map(|_| Vec::new()).collect(),
             occupied: [0; WORDS],
             next: 0,
-            len: 0,
         }
     }
 
@@ -58,33 +55,28 @@ impl TimerWheel {
         let slot = (point.max(self.next) % SLOTS as u64) as usize;
         self.slots[slot].push((point, pid));
         self.occupied[slot / 64] |= 1 << (slot % 64);
-        self.len += 1;
     }
 
     /// When the next entry may be due: the grid point of the first occupied slot
-    /// from the next one to fire (an entry a turn or more away may share it).
+    /// from the next one to fire (an entry a turn or more away may share it); `None`
+    /// when no slot holds an entry.
     pub fn next_due(&self) -> Option<Instant> {
-        if self.len == 0 {
-            return None;
-        }
         let start = (self.next % SLOTS as u64) as usize;
-        let distance = (0..=WORDS)
-            .find_map(|w| {
-                // Word by word from `start`, the first word masked below it and
-                // looked at again at the end (the turn's wrap).
-                let slot = (start / 64 + w) % WORDS * 64;
-                let mut bits = self.occupied[slot / 64];
-                if w == 0 {
-                    bits &= u64::MAX << (start % 64);
-                } else if w == WORDS {
-                    bits &= !(u64::MAX << (start % 64));
-                }
-                (bits != 0).then(|| {
-                    let found = slot + bits.trailing_zeros() as usize;
-                    (found + SLOTS - start) % SLOTS
-                })
+        let distance = (0..=WORDS).find_map(|w| {
+            // Word by word from `start`, the first word masked below it and
+            // looked at again at the end (the turn's wrap).
+            let slot = (start / 64 + w) % WORDS * 64;
+            let mut bits = self.occupied[slot / 64];
+            if w == 0 {
+                bits &= u64::MAX << (start % 64);
+            } else if w == WORDS {
+                bits &= !(u64::MAX << (start % 64));
+            }
+            (bits != 0).then(|| {
+                let found = slot + bits.trailing_zeros() as usize;
+                (found + SLOTS - start) % SLOTS
             })
-            .unwrap_or(0);
+        })?;
         Some(self.instant(self.next + distance as u64))
     }
 
@@ -106,7 +98,6 @@ impl TimerWheel {
             }
             let origin = self.origin;
             let entries = &mut self.slots[slot];
-            let before = entries.len();
             entries.retain(|&(at, pid)| {
                 if at > last {
                     return true;
@@ -114,7 +105,6 @@ impl TimerWheel {
                 due.push((instant(origin, at), pid));
                 false
             });
-            self.len -= before - entries.len();
             if entries.is_empty() {
                 self.occupied[slot / 64] &= !(1 << (slot % 64));
             }
