@@ -7,9 +7,9 @@
 //! client has nominated a pair ([`crate::egress::Egress::remote`]) and str0m answered
 //! a check on it, the shard answers the checks on that pair itself: one HMAC-SHA1 to
 //! verify the request, one to sign the answer, written into a pooled buffer, without
-//! waking str0m. The HMAC is keyed once per learnt password (~140 bytes kept): keying
-//! it per check was a third of the fast path. One check goes to str0m at least every [`STR0M_EVERY`], so its pair
-//! stays alive; so does anything the fast path does not expect: another USERNAME (an
+//! waking str0m. The HMAC is keyed once per learnt password (~140 bytes kept; keying
+//! it per check cost a quarter of a check). One check goes to str0m at least every
+//! [`STR0M_EVERY`], so its pair stays alive; so does anything the fast path does not expect: another USERNAME (an
 //! ICE restart), another source, a role conflict, a bad integrity or fingerprint.
 //!
 //! The answer is what str0m writes (RFC 8489 §6.3.1: XOR-MAPPED-ADDRESS,
@@ -32,7 +32,7 @@ pub(crate) const STR0M_EVERY: Duration = Duration::from_secs(7);
 /// What the shard learnt from the check str0m last answered on the nominated pair.
 #[derive(Debug, Default)]
 pub(crate) struct Consent {
-    /// The USERNAME and the node's ICE password of that check; `None` until str0m has
+    /// The USERNAME of that check and the node's ICE password (as an HMAC key); `None` until str0m has
     /// answered one on the nominated pair.
     learnt: Option<Box<Learnt>>,
     /// When str0m answered it.
@@ -41,14 +41,14 @@ pub(crate) struct Consent {
 
 struct Learnt {
     username: Box<[u8]>,
-    password: Box<[u8]>,
-    /// HMAC-SHA1 keyed with `password`, cloned for each MAC.
+    /// HMAC-SHA1 keyed with the node's ICE password, cloned for each MAC (the
+    /// password itself is not kept: this holds what the MACs need of it).
     keyed: Hmac<Sha1>,
 }
 
 impl std::fmt::Debug for Learnt {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // The password and its keyed state stay out of logs.
+        // The keyed state (what stands for the password) stays out of logs.
         f.debug_struct("Learnt")
             .field("username", &String::from_utf8_lossy(&self.username))
             .finish_non_exhaustive()
@@ -81,17 +81,18 @@ impl Consent {
         {
             return false;
         }
-        let sign = |_: &[u8], parts: &[&[u8]]| {
+        // The STUN code hands the key to the MAC; ours is already in `keyed`.
+        let sign = |_key: &[u8], parts: &[&[u8]]| {
             let mut context = learnt.keyed.clone();
             for part in parts {
                 context.update(part);
             }
             context.finalize().into_bytes().into()
         };
-        if check.integrity_valid(&learnt.password, sign) != Some(true) {
+        if check.integrity_valid(&[], sign) != Some(true) {
             return false;
         }
-        stun::write_binding_success(out, check.transaction_id(), source, &learnt.password, sign);
+        stun::write_binding_success(out, check.transaction_id(), source, &[], sign);
         true
     }
 
@@ -112,14 +113,12 @@ impl Consent {
             .as_ref()
             .is_none_or(|l| l.username[..] != *username)
         {
-            let password = password().into_bytes().into_boxed_slice();
             // HMAC takes a key of any length (RFC 2104): this cannot fail.
-            let Ok(keyed) = Hmac::<Sha1>::new_from_slice(&password) else {
+            let Ok(keyed) = Hmac::<Sha1>::new_from_slice(password().as_bytes()) else {
                 return;
             };
             self.learnt = Some(Box::new(Learnt {
                 username: username.into(),
-                password,
                 keyed,
             }));
         }
