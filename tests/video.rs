@@ -532,3 +532,35 @@ fn a_voice_client_owed_a_slot_map_gets_it_when_the_publisher_leaves() {
     sim.run_for(Duration::from_millis(200));
     assert_eq!(video_slots(&sim, c)[0].participant_id, None);
 }
+
+/// A voice client in a room with video slots holds no slot state until it needs it
+/// (tests/memory.rs); its slot map is the room's all the same: every slot listed,
+/// free ones at their defaults, and a subscription lands on the slot it names.
+#[test]
+fn a_voice_clients_slot_map_lists_every_slot_before_and_after_a_subscription() {
+    let mut sim = Sim::new();
+    let a = sim.connect_video("a", "v", Some(RIDS));
+    let c = sim.connect("c", "v");
+    sim.publish(a, true);
+    sim.subscribe(c, 0, None, High);
+    let map = video_slots(&sim, c);
+    assert_eq!(map.len(), 4, "{map:?}");
+    for (i, s) in map.iter().enumerate() {
+        assert_eq!(s.slot as usize, i);
+        assert_eq!(s.participant_id, None);
+        assert_eq!(s.source, chorus_protocol::signal::Source::Camera);
+        assert_eq!(s.quality, VideoQuality::High);
+        assert_eq!(s.layer, None);
+    }
+    sim.subscribe(c, 2, Some(a), Medium);
+    let map = video_slots(&sim, c);
+    assert_eq!(map.len(), 4, "{map:?}");
+    let a_id = sim.clients[a].id;
+    let taken: Vec<_> = map.iter().map(|s| s.participant_id).collect();
+    assert_eq!(taken, [None, None, Some(a_id), None]);
+    assert_eq!(map[2].quality, VideoQuality::Medium);
+    sim.subscribe(c, 4, Some(a), High);
+    let (code, message) = last_error(&sim, c).unwrap();
+    assert_eq!(code, ErrorCode::BadRequest);
+    assert!(message.contains("out of range (0..4)"), "{message}");
+}

@@ -55,9 +55,12 @@ pub struct Participant {
     pub(crate) slots: Vec<SlotTx>,
     /// The slot streams' send side (keys, address, reports).
     pub(crate) egress: Egress,
-    /// Its video slots (as many as the room gave it at join; a slot's mid comes
-    /// with the offer).
+    /// Its video slots' state: empty until a subscription or an offer that
+    /// negotiates video needs it, then `video_count` slots (a slot's mid comes with
+    /// the offer). A voice client in a room with video slots never pays for them.
     pub(crate) video: Vec<VideoSlot>,
+    /// The video slots the room gave it at join (what `joined.video_slots` said).
+    pub(crate) video_count: u8,
     /// str0m was asked to send it a keyframe request (PLI) since it was last
     /// drained: the shard drains it once per batch.
     pub(crate) video_touched: bool,

@@ -10,7 +10,7 @@ use str0m::net::TcpType;
 use str0m::rtp::Extension;
 use str0m::{Candidate, IceCreds, Rtc};
 
-use super::{ice_password, initial_numbers, ufrag_for, Shard};
+use super::{ice_password, ufrag_for, Shard};
 use crate::client_event::{ClientEvent, Joined, Refusal, VideoSource};
 use crate::egress::Egress;
 use crate::error::EngineError;
@@ -22,7 +22,6 @@ use crate::report::Notice;
 use crate::room::{Member, Room, RoomPolicy};
 use crate::slots::SlotTable;
 use crate::spam::{SpamRules, SpamWatch};
-use crate::video::slot::VideoSlot;
 
 impl Shard {
     pub(super) fn control(&mut self, now: Instant, command: Command) {
@@ -353,12 +352,9 @@ impl Shard {
             slots: Vec::new(),
             table: SlotTable::new(0),
             egress: Egress::new(),
-            video: (0..video_slots)
-                .map(|_| {
-                    let (seq, ts) = initial_numbers(&mut self.rng);
-                    VideoSlot::new(seq, ts)
-                })
-                .collect(),
+            // Their state comes when a subscription or an offer needs it.
+            video: Vec::new(),
+            video_count: video_slots,
             video_touched: false,
             video_dirty: false,
             video_negotiated: false,

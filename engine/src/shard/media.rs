@@ -204,7 +204,7 @@ impl Shard {
         };
         let audio_slots = p.audio_slots as usize;
         let video = VideoPolicy {
-            slots: p.video.len(),
+            slots: usize::from(p.video_count),
             sources,
         };
         // A data channel (SCTP over DTLS) needs DTLS for the whole session.
@@ -262,7 +262,7 @@ impl Shard {
             return;
         };
         // A room with video slots builds the video `Rtc` at join.
-        if p.answered || p.video.is_empty() || crate::sdp::offers_video(sdp) {
+        if p.answered || p.video_count == 0 || crate::sdp::offers_video(sdp) {
             return;
         }
         let creds = p.rtc.direct_api().local_ice_credentials();
@@ -770,6 +770,9 @@ fn negotiate(
     p.slots = slots;
     // A video slot keeps its SSRC across renegotiations while its mid stays; a new
     // mid starts a new stream, on an SSRC no other slot sends on.
+    if !prepared.video_slots.is_empty() {
+        p.give_video_slots(rng);
+    }
     for i in 0..p.video.len() {
         let mid = prepared.video_slots.get(i).map(|s| s.mid);
         if p.video[i].mid != mid || p.video[i].ssrc == 0 {

@@ -16,7 +16,7 @@ use chorus_protocol::signal::{ParticipantId, RoomId};
 use str0m::media::{KeyframeRequestKind, Pt};
 use str0m::rtp::RtpPacket;
 
-use super::Shard;
+use super::{initial_numbers, Shard};
 use crate::client_event::{ClientEvent, Refusal, VideoSource};
 use crate::egress::{VideoCopy, VideoHeader, WriteError};
 use crate::forwarder::Sink;
@@ -27,7 +27,7 @@ use crate::report::Notice;
 use crate::video::history::Sent;
 use crate::video::layers::{allocate, layer_for, Demand, KEYFRAME_REQUEST_INTERVAL};
 use crate::video::packet::{inspect, VideoCodec, VideoPacket};
-use crate::video::slot::{LayerKey, Request, SlotAction};
+use crate::video::slot::{LayerKey, Request, SlotAction, VideoSlot};
 use std::sync::Arc;
 
 /// A subscriber's slots are fitted to its bandwidth estimate this often.
@@ -412,8 +412,8 @@ impl Shard {
         let Some(p) = self.participants.get_mut(&pid) else {
             return;
         };
-        let count = p.video.len();
-        let Some(s) = usize::try_from(slot).ok().and_then(|i| p.video.get_mut(i)) else {
+        let count = usize::from(p.video_count);
+        let Some(index) = usize::try_from(slot).ok().filter(|i| *i < count) else {
             let message = if count == 0 {
                 "this room has no video slots".to_owned()
             } else {
@@ -430,7 +430,14 @@ impl Shard {
             );
             return;
         }
-        s.set_request(request);
+        // A voice client's first subscription gives it its slots' state (a slot
+        // without state is free: clearing it changes nothing).
+        if request.is_some() {
+            p.give_video_slots(&mut self.rng);
+        }
+        if let Some(s) = p.video.get_mut(index) {
+            s.set_request(request);
+        }
         // The whole map goes out after each subscribe, changed or not.
         let states = p.video_states();
         p.video_dirty = false;
@@ -730,13 +737,23 @@ impl Participant {
         pick_video_pt(&self.slot_pts, codec, profile)
     }
 
-    /// Its whole video slot map.
+    /// Its whole video slot map (a slot whose state was never needed shows free).
     pub(crate) fn video_states(&self) -> Vec<crate::client_event::VideoSlotState> {
-        self.video
-            .iter()
-            .enumerate()
-            .map(|(i, s)| s.state(i))
+        (0..usize::from(self.video_count))
+            .map(|i| match self.video.get(i) {
+                Some(s) => s.state(i),
+                None => VideoSlot::free_state(i),
+            })
             .collect()
+    }
+
+    /// Gives it its video slots' state, if it has none yet: a subscription or an
+    /// offer that negotiates video needs it. Each slot starts its own stream numbers.
+    pub(super) fn give_video_slots(&mut self, rng: &mut u64) {
+        while self.video.len() < usize::from(self.video_count) {
+            let (seq, ts) = initial_numbers(rng);
+            self.video.push(VideoSlot::new(seq, ts));
+        }
     }
 }
 

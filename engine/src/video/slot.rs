@@ -266,6 +266,18 @@ impl VideoSlot {
     }
 
     /// The slot as its client is told.
+    /// What a slot whose state was never needed shows: free, at the defaults of
+    /// [`VideoSlot::new`].
+    pub fn free_state(index: usize) -> VideoSlotState {
+        VideoSlotState {
+            slot: index as u8,
+            publisher: None,
+            source: VideoSource::Camera,
+            quality: VideoQuality::High,
+            layer: None,
+        }
+    }
+
     pub fn state(&self, index: usize) -> VideoSlotState {
         // What is forwarded for the request (not what still passes until its keyframe).
         let layer = self
