@@ -376,8 +376,11 @@ fn dimpl_config(mtu: Option<usize>) -> Result<Arc<dimpl::Config>, CryptoError> {
 /// lost it, retransmits its own (RFC 6347 §4.2.4): a retired server keeps a copy of
 /// that flight's datagrams (about 100 bytes) and sends them again for each client
 /// Finished that arrives, up to [`FINAL_FLIGHT_REPLAYS`] times. So the wait only lets
-/// a handshake's stragglers reach dimpl.
-pub const DTLS_RETIRE_AFTER: Duration = Duration::from_secs(1);
+/// a handshake's stragglers (a flight's reordered or duplicated datagrams, within a
+/// round trip) reach dimpl. It is short because the state is ~8 KB per session and
+/// a join storm holds one per handshake of the last wait: at 250 joins a second, 1 s
+/// held ~2 KB per participant of a 1,000-participant ramp (BENCHMARKS.md, issue 9).
+pub const DTLS_RETIRE_AFTER: Duration = Duration::from_millis(250);
 
 /// The same for a session that cannot replay (DTLS client, DTLS 1.3, a final flight
 /// over [`MAX_FINAL_FLIGHT`]). A DTLS client's last flight is answered by the server's,

@@ -80,11 +80,18 @@ struct Pair {
     lose_final_flight: bool,
     /// Datagrams dropped by `lose_final_flight`.
     lost: usize,
+    /// When the server last received a DTLS record (its quiet time starts there).
+    server_dtls_rx: Option<Instant>,
+    /// When the server was first seen retired.
+    server_retired_at: Option<Instant>,
 }
 
 impl Pair {
     /// Delivers one queued datagram, or advances the clock to the next timeout.
     fn step(&mut self) {
+        if self.server_retired_at.is_none() && self.server.capture.dtls_retired() {
+            self.server_retired_at = Some(self.now);
+        }
         self.client.drain(&mut self.net);
         self.server
             .drain_counting(&mut self.net, &mut self.server_rtp);
@@ -99,6 +106,9 @@ impl Pair {
                 return;
             }
             let peer = if destination == self.server.addr {
+                if (20..=63).contains(&contents[0]) {
+                    self.server_dtls_rx = Some(self.now);
+                }
                 self.client_sent.push(contents.clone());
                 &mut self.server
             } else {
@@ -237,6 +247,8 @@ fn negotiated_pair(server_profiles: Option<&[SrtpProfile]>, channel: bool) -> Pa
         seq: 0,
         lose_final_flight: false,
         lost: 0,
+        server_dtls_rx: None,
+        server_retired_at: None,
     }
 }
 
@@ -263,18 +275,18 @@ impl Pair {
 #[test]
 fn dtls_state_is_let_go_after_the_handshake() {
     let mut pair = connected_pair(None);
-    assert!(!pair.server.capture.dtls_retired());
     let start = pair.now;
-    pair.talk_until(start + DTLS_RETIRE_AFTER / 2);
-    let early = pair.server_rtp;
-    assert!(early > 0, "media flows before");
-    assert!(
-        !pair.server.capture.dtls_retired(),
-        "not before the quiet time"
-    );
-
     pair.talk_until(start + DTLS_RETIRE_AFTER * 2);
+    assert!(pair.server_rtp > 0, "media flows");
     assert!(pair.server.capture.dtls_retired(), "server retired");
+    // Not before the quiet time, which runs from the client's last DTLS record.
+    let quiet_from = pair.server_dtls_rx.expect("the client's handshake");
+    let retired_at = pair.server_retired_at.expect("seen retired");
+    assert!(
+        retired_at >= quiet_from + DTLS_RETIRE_AFTER,
+        "retired {:?} after the last DTLS record",
+        retired_at - quiet_from
+    );
     assert!(!pair.client.capture.dtls_retired(), "client not yet");
     pair.talk_until(start + DTLS_CLIENT_RETIRE_AFTER * 2);
     assert!(pair.client.capture.dtls_retired(), "client retired");
