@@ -762,4 +762,12 @@ mod tests {
         let half = UNIX_EPOCH + Duration::from_millis(500);
         assert_eq!(ntp_timestamp(half) & 0xffff_ffff, 0x8000_0000);
     }
+
+    /// A negotiated audio slot is one entry of the participant's `slots` (8 by
+    /// default): its mid, SSRC, counts and rewriting state, nothing behind a pointer
+    /// until a video slot pads (176 B before the rewriter was packed).
+    #[test]
+    fn an_audio_slot_stays_small() {
+        assert!(std::mem::size_of::<SlotTx>() <= 128);
+    }
 }

@@ -19,7 +19,7 @@ use chorus_protocol::signal::ParticipantId;
 /// A stream's RTP clock: its rate, and the least a new source's timestamp advances by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Clock {
-    pub rate: u64,
+    pub rate: u32,
     pub min_step: u32,
 }
 
@@ -57,20 +57,27 @@ pub(crate) struct SlotRewriter<K = ParticipantId> {
     speaker: Option<K>,
     seq_offset: i64,
     ts_offset: u32,
+    last_ts: u32,
     /// Next extended sequence number to continue from on a switch.
     next_seq: u64,
-    /// Output numbers at or below this belong to an earlier speaker.
-    floor: Option<u64>,
-    last_ts: u32,
+    /// Output numbers below this belong to an earlier speaker.
+    floor: u64,
     last_at: Option<Instant>,
     /// The current source's newest input sequence number.
     last_in: Option<u64>,
-    /// Padding inserted in the current source's stream (video probing): each the
-    /// newest input number before it and the offset that mapped it, oldest first, so
-    /// that a packet from before the padding (a late repair) keeps its number. At most
-    /// [`MAX_SPLITS`]; input at or below `split_floor` is older than the oldest kept.
-    splits: Vec<(u64, i64)>,
-    split_floor: Option<u64>,
+    /// Padding inserted in the current source's stream: only video slots pad (while
+    /// probing), so an audio slot never allocates it.
+    splits: Option<Box<Splits>>,
+}
+
+/// Padding inserted in a source's stream: each the newest input number before it and
+/// the offset that mapped it, oldest first, so that a packet from before the padding
+/// (a late repair) keeps its number. At most [`MAX_SPLITS`]; input at or below
+/// `floor` is older than the oldest kept.
+#[derive(Debug, Clone, Default)]
+struct Splits {
+    kept: Vec<(u64, i64)>,
+    floor: Option<u64>,
 }
 
 /// Padding bursts remembered per source (a late packet older than this many bursts,
@@ -93,12 +100,11 @@ impl<K: Copy + Eq> SlotRewriter<K> {
             seq_offset: 0,
             ts_offset: 0,
             next_seq: initial_seq as u64,
-            floor: None,
+            floor: 0,
             last_ts: initial_ts,
             last_at: None,
             last_in: None,
-            splits: Vec::new(),
-            split_floor: None,
+            splits: None,
         }
     }
 
@@ -110,7 +116,7 @@ impl<K: Copy + Eq> SlotRewriter<K> {
         if elapsed > window {
             return None;
         }
-        let ticks = elapsed.as_micros() as u64 * self.clock.rate / 1_000_000;
+        let ticks = elapsed.as_micros() as u64 * u64::from(self.clock.rate) / 1_000_000;
         Some(self.last_ts.wrapping_add(ticks as u32))
     }
 
@@ -124,15 +130,17 @@ impl<K: Copy + Eq> SlotRewriter<K> {
         let last_in = self.last_in?;
         let seq = self.next_seq;
         self.next_seq += 1;
-        match self.splits.last_mut() {
+        // Allocated at a slot's first padding (not per packet); kept after.
+        let splits = self.splits.get_or_insert_with(Box::default);
+        match splits.kept.last_mut() {
             // Padding right after padding: one split.
             Some((split, _)) if *split == last_in => {}
             _ => {
-                if self.splits.len() == MAX_SPLITS {
-                    let (oldest, _) = self.splits.remove(0);
-                    self.split_floor = Some(oldest);
+                if splits.kept.len() == MAX_SPLITS {
+                    let (oldest, _) = splits.kept.remove(0);
+                    splits.floor = Some(oldest);
                 }
-                self.splits.push((last_in, self.seq_offset));
+                splits.kept.push((last_in, self.seq_offset));
             }
         }
         self.seq_offset += 1;
@@ -161,15 +169,17 @@ impl<K: Copy + Eq> SlotRewriter<K> {
         let switched = self.speaker != Some(speaker);
         if switched {
             self.speaker = Some(speaker);
-            self.floor = self.next_seq.checked_sub(1);
+            self.floor = self.next_seq;
             self.seq_offset = self.next_seq as i64 - seq as i64;
-            self.splits.clear();
-            self.split_floor = None;
+            if let Some(splits) = &mut self.splits {
+                splits.kept.clear();
+                splits.floor = None;
+            }
             self.last_in = None;
             let step = match self.last_at {
                 Some(at) => {
                     let elapsed = now.saturating_duration_since(at).as_micros() as u64;
-                    let ticks = elapsed.saturating_mul(self.clock.rate) / 1_000_000;
+                    let ticks = elapsed.saturating_mul(u64::from(self.clock.rate)) / 1_000_000;
                     (ticks.min(u32::MAX as u64) as u32).max(self.clock.min_step)
                 }
                 None => 0,
@@ -177,16 +187,17 @@ impl<K: Copy + Eq> SlotRewriter<K> {
             let target = self.last_ts.wrapping_add(step);
             self.ts_offset = target.wrapping_sub(timestamp);
         }
-        if self.split_floor.is_some_and(|f| seq <= f) {
-            return None;
+        let mut offset = self.seq_offset;
+        if let Some(splits) = &self.splits {
+            if splits.floor.is_some_and(|f| seq <= f) {
+                return None;
+            }
+            if let Some((_, o)) = splits.kept.iter().find(|(split, _)| seq <= *split) {
+                offset = *o;
+            }
         }
-        let offset = self
-            .splits
-            .iter()
-            .find(|(split, _)| seq <= *split)
-            .map_or(self.seq_offset, |(_, offset)| *offset);
         let out = seq as i64 + offset;
-        if out < 0 || self.floor.is_some_and(|f| out as u64 <= f) {
+        if out < 0 || (out as u64) < self.floor {
             return None;
         }
         if self.last_in.is_none_or(|l| seq > l) {
