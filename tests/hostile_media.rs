@@ -514,3 +514,47 @@ async fn stun_naming_no_one_is_counted() {
     );
     node.stop().await;
 }
+
+/// A burst of datagrams larger than a shard's read budget per turn (256), then
+/// nothing: every one is still read. mio's readiness is edge-triggered (no new event
+/// comes for datagrams already queued), so what is left after a full budget must not
+/// wait for the next arrival: a shard reads its socket at every wake-up, and one idle
+/// for 500 ms finds them when it puts its socket back in the poll (which reports
+/// readiness).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_beyond_a_turns_read_budget_is_read_whole() {
+    let node = ws::node_with(config("burst")).await;
+    let mut rpc = Rpc::connect(node.control.as_ref().unwrap()).await;
+    let port = node.udp.port();
+    let drops_before = udp_drops(port);
+    let before = stats(&mut rpc).await;
+    // One source: one shard's socket (the kernel spreads flows by 4-tuple).
+    let target = node.udp;
+    const BURST: i64 = 1_000;
+    tokio::task::spawn_blocking(move || {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        for i in 0..BURST {
+            let mut junk = [0xffu8; 64];
+            junk[..8].copy_from_slice(&i.to_be_bytes());
+            socket.send_to(&junk, target).unwrap();
+        }
+    })
+    .await
+    .unwrap();
+    let mut read = 0;
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        read = grew(&before, &stats(&mut rpc).await, "datagrams_in");
+        if read >= BURST {
+            break;
+        }
+    }
+    let dropped = (udp_drops(port) - drops_before) as i64;
+    assert_eq!(
+        read + dropped,
+        BURST,
+        "read {read} and the kernel dropped {dropped} of a burst of {BURST}"
+    );
+    assert!(dropped < BURST / 10, "the kernel dropped {dropped}");
+    node.stop().await;
+}

@@ -536,6 +536,10 @@ impl Worker {
         let (mut last_media, mut media_seen) = (Instant::now(), 0);
         // While idle, the socket is left out of the poll until this instant.
         let mut socket_resumes: Option<Instant> = None;
+        // The last turn stopped at its read budget: datagrams may be left, and mio's
+        // readiness is edge-triggered (no event comes for datagrams already queued),
+        // so the next poll does not sleep.
+        let mut budget_spent = false;
         while !self.stop.load(Ordering::Acquire) {
             if socket_resumes.is_some_and(|at| at <= Instant::now()) {
                 socket_resumes = None;
@@ -550,13 +554,16 @@ impl Worker {
                     return;
                 }
             }
-            let timeout = self
-                .shard
-                .poll_timeout()
-                .into_iter()
-                .chain(socket_resumes)
-                .min()
-                .map(|t| t.saturating_duration_since(Instant::now()));
+            let timeout = if budget_spent {
+                Some(Duration::ZERO)
+            } else {
+                self.shard
+                    .poll_timeout()
+                    .into_iter()
+                    .chain(socket_resumes)
+                    .min()
+                    .map(|t| t.saturating_duration_since(Instant::now()))
+            };
             if let Err(e) = self.poll.poll(&mut mio_events, timeout) {
                 if e.kind() != ErrorKind::Interrupted {
                     tracing::error!(error = %e, "poll failed; shard stops");
@@ -584,6 +591,7 @@ impl Worker {
                     self.inboxes[self.id].latency.observe(received.elapsed());
                 }
             }
+            budget_spent = read >= READ_BUDGET;
             while let Ok(m) = self.control.try_recv() {
                 self.shard.handle_shard_message(now, m);
             }
