@@ -265,7 +265,6 @@ impl VideoSlot {
         false
     }
 
-    /// The slot as its client is told.
     /// What a slot whose state was never needed shows: free, at the defaults of
     /// [`VideoSlot::new`].
     pub fn free_state(index: usize) -> VideoSlotState {
@@ -278,6 +277,7 @@ impl VideoSlot {
         }
     }
 
+    /// The slot as its client is told.
     pub fn state(&self, index: usize) -> VideoSlotState {
         // What is forwarded for the request (not what still passes until its keyframe).
         let layer = self
@@ -303,6 +303,13 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use std::sync::Arc;
+
+    #[test]
+    fn a_slot_never_needed_shows_what_a_new_one_shows() {
+        for i in 0..4 {
+            assert_eq!(VideoSlot::new(7, 9).state(i), VideoSlot::free_state(i));
+        }
+    }
 
     fn packet(publisher: u64, layer: u8, seq: u64, keyframe: bool, now: Instant) -> VideoPacket {
         VideoPacket {
