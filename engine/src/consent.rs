@@ -9,8 +9,9 @@
 //! verify the request, one to sign the answer, written into a pooled buffer, without
 //! waking str0m. The HMAC is keyed once per learnt password (~140 bytes kept; keying
 //! it per check cost a quarter of a check). One check goes to str0m at least every
-//! [`STR0M_EVERY`], so its pair stays alive; so does anything the fast path does not expect: another USERNAME (an
-//! ICE restart), another source, a role conflict, a bad integrity or fingerprint.
+//! [`STR0M_EVERY`], so its pair stays alive; so does anything the fast path does not
+//! expect: another USERNAME (an ICE restart), another source, a role conflict, a bad
+//! integrity or fingerprint.
 //!
 //! The answer is what str0m writes (RFC 8489 §6.3.1: XOR-MAPPED-ADDRESS,
 //! MESSAGE-INTEGRITY with the node's ICE password, FINGERPRINT), so a client cannot tell
@@ -32,8 +33,8 @@ pub(crate) const STR0M_EVERY: Duration = Duration::from_secs(7);
 /// What the shard learnt from the check str0m last answered on the nominated pair.
 #[derive(Debug, Default)]
 pub(crate) struct Consent {
-    /// The USERNAME of that check and the node's ICE password (as an HMAC key); `None` until str0m has
-    /// answered one on the nominated pair.
+    /// The USERNAME of that check and the node's ICE password (as an HMAC key); `None`
+    /// until str0m has answered one on the nominated pair.
     learnt: Option<Box<Learnt>>,
     /// When str0m answered it.
     str0m_at: Option<Instant>,
@@ -81,18 +82,17 @@ impl Consent {
         {
             return false;
         }
-        // The STUN code hands the key to the MAC; ours is already in `keyed`.
-        let sign = |_key: &[u8], parts: &[&[u8]]| {
+        let sign = |parts: &[&[u8]]| {
             let mut context = learnt.keyed.clone();
             for part in parts {
                 context.update(part);
             }
             context.finalize().into_bytes().into()
         };
-        if check.integrity_valid(&[], sign) != Some(true) {
+        if check.integrity_valid(sign) != Some(true) {
             return false;
         }
-        stun::write_binding_success(out, check.transaction_id(), source, &[], sign);
+        stun::write_binding_success(out, check.transaction_id(), source, sign);
         true
     }
 

@@ -5,7 +5,8 @@
 //! ([`StunMessage::ice_ufrags`]), and FINGERPRINT checking.
 //! [`StunMessage::integrity_valid`] checks MESSAGE-INTEGRITY and
 //! [`write_binding_success`] writes an ICE agent's answer to a Binding request; both
-//! take the HMAC-SHA1 as a function (this crate has no cryptography of its own).
+//! take the HMAC-SHA1 as a function already keyed with the agent's ICE password (this
+//! crate has no cryptography of its own; the caller keeps the key its own way).
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -47,9 +48,10 @@ pub const INTEGRITY_LEN: usize = 20;
 /// XOR-MAPPED-ADDRESS (4 + 20), MESSAGE-INTEGRITY (4 + 20) and FINGERPRINT (4 + 4).
 pub const BINDING_SUCCESS_MAX_LEN: usize = HEADER_LEN + 24 + 24 + 8;
 
-/// An HMAC-SHA1 over the concatenation of `parts`, keyed with the first argument.
-pub trait HmacSha1: FnOnce(&[u8], &[&[u8]]) -> [u8; INTEGRITY_LEN] {}
-impl<F: FnOnce(&[u8], &[&[u8]]) -> [u8; INTEGRITY_LEN]> HmacSha1 for F {}
+/// An HMAC-SHA1 over the concatenation of `parts`, keyed with a short-term
+/// credential's password (in ICE, the answering agent's own).
+pub trait HmacSha1: FnOnce(&[&[u8]]) -> [u8; INTEGRITY_LEN] {}
+impl<F: FnOnce(&[&[u8]]) -> [u8; INTEGRITY_LEN]> HmacSha1 for F {}
 
 /// Whether `buf` looks like STUN on a port shared with DTLS and RTP: first byte
 /// 0..=3 (RFC 7983 §7), the magic cookie, and a length that is a multiple of 4 and
@@ -217,12 +219,12 @@ impl<'a> StunMessage<'a> {
         self.attribute(attr::FINGERPRINT).is_some()
     }
 
-    /// Checks MESSAGE-INTEGRITY (RFC 8489 §14.5) with a short-term credential's
-    /// `password` (in ICE, the answering agent's own password): `None` without one,
-    /// else whether `hmac_sha1` of the message up to the attribute matches it — the
-    /// header's length counting up to the end of MESSAGE-INTEGRITY, whatever follows
-    /// it (FINGERPRINT) left out. Compared in constant time.
-    pub fn integrity_valid(&self, password: &[u8], hmac_sha1: impl HmacSha1) -> Option<bool> {
+    /// Checks MESSAGE-INTEGRITY (RFC 8489 §14.5) with `hmac_sha1`, keyed with a
+    /// short-term credential's password (in ICE, the answering agent's own): `None`
+    /// without one, else whether the HMAC of the message up to the attribute matches
+    /// it — the header's length counting up to the end of MESSAGE-INTEGRITY, whatever
+    /// follows it (FINGERPRINT) left out. Compared in constant time.
+    pub fn integrity_valid(&self, hmac_sha1: impl HmacSha1) -> Option<bool> {
         let (offset, value) = self.attribute_at(attr::MESSAGE_INTEGRITY)?;
         if value.len() != INTEGRITY_LEN {
             return Some(false);
@@ -231,7 +233,7 @@ impl<'a> StunMessage<'a> {
         let covered = u16::try_from(offset + 4 + INTEGRITY_LEN).ok()?;
         header[2..4].copy_from_slice(&covered.to_be_bytes());
         let before = self.attributes.get(..offset)?;
-        let mac = hmac_sha1(password, &[&header, before]);
+        let mac = hmac_sha1(&[&header, before]);
         let differ = mac.iter().zip(value).fold(0u8, |d, (a, b)| d | (a ^ b));
         Some(differ == 0)
     }
@@ -262,13 +264,13 @@ impl<'a> StunMessage<'a> {
 /// Writes an ICE agent's answer to a Binding request (RFC 8489 §6.3.1, RFC 8445
 /// §7.3.1) into `out`, replacing what it held: a success response with the request's
 /// `transaction_id`, XOR-MAPPED-ADDRESS `mapped` (where the request came from),
-/// MESSAGE-INTEGRITY with the agent's own ICE `password`, and FINGERPRINT. At most
-/// [`BINDING_SUCCESS_MAX_LEN`] bytes; `out` does not grow when it has that capacity.
+/// MESSAGE-INTEGRITY (`hmac_sha1`, keyed with the agent's own ICE password), and
+/// FINGERPRINT. At most [`BINDING_SUCCESS_MAX_LEN`] bytes; `out` does not grow when it
+/// has that capacity.
 pub fn write_binding_success(
     out: &mut Vec<u8>,
     transaction_id: &[u8; 12],
     mapped: SocketAddr,
-    password: &[u8],
     hmac_sha1: impl HmacSha1,
 ) {
     fn attribute_header(out: &mut Vec<u8>, ty: u16, len: u16) {
@@ -314,7 +316,7 @@ pub fn write_binding_success(
     // MESSAGE-INTEGRITY covers what precedes it, the length counting itself.
     let length = out.len() - HEADER_LEN + 4 + INTEGRITY_LEN;
     set_length(out, length);
-    let mac = hmac_sha1(password, &[out.as_slice()]);
+    let mac = hmac_sha1(&[out.as_slice()]);
     attribute_header(out, attr::MESSAGE_INTEGRITY, INTEGRITY_LEN as u16);
     out.extend_from_slice(&mac);
     // FINGERPRINT likewise, over everything before it.
@@ -453,15 +455,20 @@ pub(crate) mod tests {
         outer.finalize().into()
     }
 
+    /// [`hmac_sha1`] keyed with `key`, as the functions take it.
+    fn keyed(key: &'static [u8]) -> impl HmacSha1 {
+        move |parts: &[&[u8]]| hmac_sha1(key, parts)
+    }
+
     /// RFC 5769 §2.1's password for its sample request.
     const RFC5769_PASSWORD: &[u8] = b"VOkJxbRl1RmTxUk/WvJxBt";
 
     #[test]
     fn checks_the_rfc_5769_requests_integrity() {
         let m = StunMessage::parse(&RFC5769_REQUEST).unwrap();
-        assert_eq!(m.integrity_valid(RFC5769_PASSWORD, hmac_sha1), Some(true));
+        assert_eq!(m.integrity_valid(keyed(RFC5769_PASSWORD)), Some(true));
         assert_eq!(
-            m.integrity_valid(b"VOkJxbRl1RmTxUk/WvJxBu", hmac_sha1),
+            m.integrity_valid(keyed(b"VOkJxbRl1RmTxUk/WvJxBu")),
             Some(false)
         );
         // A byte it covers (in PRIORITY), then the HMAC itself.
@@ -470,7 +477,7 @@ pub(crate) mod tests {
             forged[at] ^= 1;
             let m = StunMessage::parse(&forged).unwrap();
             assert_eq!(
-                m.integrity_valid(RFC5769_PASSWORD, hmac_sha1),
+                m.integrity_valid(keyed(RFC5769_PASSWORD)),
                 Some(false),
                 "byte {at}"
             );
@@ -479,7 +486,7 @@ pub(crate) mod tests {
         let mut refingered = RFC5769_REQUEST;
         refingered[107] ^= 1;
         let m = StunMessage::parse(&refingered).unwrap();
-        assert_eq!(m.integrity_valid(RFC5769_PASSWORD, hmac_sha1), Some(true));
+        assert_eq!(m.integrity_valid(keyed(RFC5769_PASSWORD)), Some(true));
         assert_eq!(m.fingerprint_valid(), Some(false));
         // Without the attribute there is nothing to check.
         let bare = binding_request("a:b");
@@ -489,7 +496,7 @@ pub(crate) mod tests {
         cut[2..4].copy_from_slice(&len.to_be_bytes());
         let m = StunMessage::parse(&cut).unwrap();
         assert!(!m.has_message_integrity());
-        assert_eq!(m.integrity_valid(b"x", hmac_sha1), None);
+        assert_eq!(m.integrity_valid(keyed(b"x")), None);
     }
 
     #[test]
@@ -514,7 +521,7 @@ pub(crate) mod tests {
         ];
         let mut out = Vec::with_capacity(BINDING_SUCCESS_MAX_LEN);
         for (mapped, xor_mapped) in cases {
-            write_binding_success(&mut out, &tid, mapped, RFC5769_PASSWORD, hmac_sha1);
+            write_binding_success(&mut out, &tid, mapped, keyed(RFC5769_PASSWORD));
             assert!(out.len() <= BINDING_SUCCESS_MAX_LEN);
             assert_eq!(out.capacity(), BINDING_SUCCESS_MAX_LEN, "no growth");
             assert!(is_stun(&out));
@@ -524,8 +531,8 @@ pub(crate) mod tests {
             assert_eq!(m.transaction_id(), &tid);
             assert_eq!(m.len(), out.len());
             assert_eq!(m.attribute(attr::XOR_MAPPED_ADDRESS), Some(xor_mapped));
-            assert_eq!(m.integrity_valid(RFC5769_PASSWORD, hmac_sha1), Some(true));
-            assert_eq!(m.integrity_valid(b"other", hmac_sha1), Some(false));
+            assert_eq!(m.integrity_valid(keyed(RFC5769_PASSWORD)), Some(true));
+            assert_eq!(m.integrity_valid(keyed(b"other")), Some(false));
             assert_eq!(m.fingerprint_valid(), Some(true));
             let types: Vec<u16> = m.attributes().map(|(t, _)| t).collect();
             assert_eq!(
