@@ -7,8 +7,10 @@
 //! [`live`] is a whole client of a real node: real WebSocket, real str0m over real UDP
 //! on 127.0.0.1, on the real clock. [`rpc`] speaks the control protocol over the
 //! node's Unix socket, and [`redis`] runs a real `redis-server` for the cluster tests.
+//! [`held`] reads a counting allocator's figures for the memory test and bench.
 //! The test files beside this one each check one behaviour.
 
+pub mod held;
 pub mod live;
 pub mod redis;
 pub mod rpc;

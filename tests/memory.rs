@@ -9,18 +9,12 @@ use std::alloc::System;
 
 use chorus_engine::{Command, Permissions};
 use chorus_protocol::signal::{DisplayName, RoomId};
+use chorus_tests::held::held;
 use chorus_tests::sim::Sim;
 use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
-
-/// Bytes held now that were not when `region` began. (stats_alloc counts a
-/// reallocation's growth in `bytes_allocated` and again in `bytes_reallocated`.)
-fn held(region: &Region<'_, System>) -> isize {
-    let s = region.change();
-    s.bytes_allocated as isize - s.bytes_deallocated as isize
-}
 
 /// Bytes held per participant, whole simulation (shard and clients), after `n`
 /// participants of one room joined and negotiated a voice offer (a microphone and

@@ -13,19 +13,12 @@ use std::time::Duration;
 
 use chorus_engine::Command;
 use chorus_protocol::signal::{DisplayName, RoomId};
+use chorus_tests::held::held;
 use chorus_tests::sim::Sim;
 use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
-
-/// Bytes held now that were not when `region` began. stats_alloc counts a
-/// reallocation's growth in `bytes_allocated` and again in `bytes_reallocated`: adding
-/// the latter (as this bench did before 2026-12-05) counted every growth twice.
-fn net(region: &Region<'_, System>) -> isize {
-    let s = region.change();
-    s.bytes_allocated as isize - s.bytes_deallocated as isize
-}
 
 fn main() {
     const N: usize = 50;
@@ -58,7 +51,7 @@ fn main() {
                 p2p: false,
             },
         );
-        join += net(&region);
+        join += held(&region);
         sim.pump();
         let sdp = sim.make_offer(idx, slots);
         let region = Region::new(GLOBAL);
@@ -70,11 +63,11 @@ fn main() {
                 sources: Vec::new(),
             },
         );
-        offer += net(&region);
+        offer += held(&region);
         sim.pump();
         sim.accept_answer(idx);
     }
-    let before_connect = net(&whole);
+    let before_connect = held(&whole);
     sim.run_for(Duration::from_secs(2));
     for c in &mut sim.clients {
         c.speaking = Some(30);
@@ -84,7 +77,7 @@ fn main() {
         c.received.clear();
         c.inbox.clear();
     }
-    let after = net(&whole);
+    let after = held(&whole);
     println!("memory per participant over {N} participants (bytes held, allocator-counted):");
     println!(
         "  shard, Join (Rtc created):          {:>8}",
