@@ -11,8 +11,9 @@
 //! about once a second (RFC 3550 §6.4.1), and the subscriber's receiver reports on
 //! them, read here for the `quality` event.
 //!
-//! A slot that has never carried a speaker costs its [`SlotTx`] (a few dozen bytes)
-//! and nothing else.
+//! A slot that has never carried a speaker costs its [`SlotTx`] (40 B) and its entry
+//! in the subscriber's slot table (24 B), nothing else; its stream state
+//! ([`SlotStream`], ~100 B) comes with its first speaker and stays for the SSRC's life.
 //!
 //! Video slots (issue 12) are sent the same way: [`Egress::write_video`] writes a
 //! publisher's packet with the slot's SSRC, rewritten sequence number, timestamp and
@@ -113,34 +114,61 @@ impl std::fmt::Debug for SlotMid {
     }
 }
 
-/// One negotiated audio slot: a stream Chorus sends to this subscriber.
+/// One negotiated audio slot: a stream Chorus sends to this subscriber. Until a
+/// speaker is first forwarded on it, it is only what the answer said (40 B); its
+/// stream state ([`SlotStream`]) comes with that first speaker.
 #[derive(Debug)]
 pub(crate) struct SlotTx {
-    pub mid: SlotMid,
+    /// The stream, from the slot's first speaker on ([`SlotTx::stream`]). Kept for the
+    /// SSRC's life: its numbering and its RFC 3550 counts continue across speakers.
+    pub stream: Option<Box<SlotStream>>,
     /// The SSRC Chorus chose and wrote into the answer.
     pub ssrc: u32,
+    /// Where the stream's timestamps and sequence numbers start (RFC 3550: random).
+    start_ts: u32,
+    start_seq: u16,
+    pub mid: SlotMid,
     /// The subscriber's Opus payload type.
     pub pt: u8,
-    pub rewriter: SlotRewriter,
-    /// RFC 3550 §6.4.1: packets and payload octets sent (wrapping).
-    pub packets: u32,
-    pub octets: u32,
     /// Write the MID extension until a receiver report names this SSRC (RFC 8843
     /// §9.1: the receiver has learnt the SSRC by then).
     pub send_mid: bool,
 }
 
+/// What a slot that has carried a speaker keeps: its rewriting and what it sent.
+#[derive(Debug)]
+pub(crate) struct SlotStream {
+    pub rewriter: SlotRewriter,
+    /// RFC 3550 §6.4.1: packets and payload octets sent (wrapping).
+    pub packets: u32,
+    pub octets: u32,
+}
+
 impl SlotTx {
-    pub fn new(mid: SlotMid, ssrc: u32, pt: u8, rewriter: SlotRewriter) -> SlotTx {
+    /// A slot on `ssrc` whose stream will start at `start_seq` and `start_ts`.
+    pub fn new(mid: SlotMid, ssrc: u32, pt: u8, start_seq: u16, start_ts: u32) -> SlotTx {
         SlotTx {
-            mid,
+            stream: None,
             ssrc,
+            start_ts,
+            start_seq,
+            mid,
             pt,
-            rewriter,
-            packets: 0,
-            octets: 0,
             send_mid: true,
         }
+    }
+
+    /// The slot's stream, made when its first speaker is forwarded: once per slot,
+    /// not per copy.
+    pub fn stream(&mut self) -> &mut SlotStream {
+        let (seq, ts) = (self.start_seq, self.start_ts);
+        self.stream.get_or_insert_with(|| {
+            Box::new(SlotStream {
+                rewriter: SlotRewriter::new(seq, ts),
+                packets: 0,
+                octets: 0,
+            })
+        })
     }
 }
 
@@ -529,8 +557,9 @@ impl Egress {
         };
         let sealed = seal_rtp(tx, &writer, out.seq, buf, |_| {})?;
         self.bytes_sent += sealed as u64;
-        slot.packets = slot.packets.wrapping_add(1);
-        slot.octets = slot.octets.wrapping_add(packet.payload.len() as u32);
+        let stream = slot.stream();
+        stream.packets = stream.packets.wrapping_add(1);
+        stream.octets = stream.octets.wrapping_add(packet.payload.len() as u32);
         Ok(remote)
     }
 
@@ -550,8 +579,9 @@ impl Egress {
         };
         // (SSRC, RTP timestamp now, packets, octets) of each slot that sent lately.
         let audio = slots.iter().filter_map(|s| {
-            let ts = s.rewriter.timestamp_at(now, SENDER_WINDOW)?;
-            Some((s.ssrc, ts, s.packets, s.octets))
+            let stream = s.stream.as_deref()?;
+            let ts = stream.rewriter.timestamp_at(now, SENDER_WINDOW)?;
+            Some((s.ssrc, ts, stream.packets, stream.octets))
         });
         let video = video.iter().filter_map(|s| {
             let ts = s.timestamp_at(now, SENDER_WINDOW)?;
@@ -754,6 +784,8 @@ pub(crate) fn ntp_timestamp(wallclock: SystemTime) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    use chorus_protocol::signal::ParticipantId;
+
     use super::*;
 
     #[test]
@@ -764,10 +796,19 @@ mod tests {
     }
 
     /// A negotiated audio slot is one entry of the participant's `slots` (8 by
-    /// default): its mid, SSRC, counts and rewriting state, nothing behind a pointer
-    /// until a video slot pads (176 B before the rewriter was packed).
+    /// default). Until it carries a speaker it is its mid, SSRC and starting numbers
+    /// (176 B before the rewriter was packed, 128 B before its stream state came with
+    /// its first speaker).
     #[test]
-    fn an_audio_slot_stays_small() {
-        assert!(std::mem::size_of::<SlotTx>() <= 128);
+    fn an_audio_slot_that_never_carried_a_speaker_is_a_few_dozen_bytes() {
+        assert!(std::mem::size_of::<SlotTx>() <= 40);
+        let mid = SlotMid::new("3").unwrap_or_else(|| unreachable!());
+        let mut slot = SlotTx::new(mid, 7, 111, 65_535, 1_000);
+        assert!(slot.stream.is_none());
+        let out = slot
+            .stream()
+            .rewriter
+            .rewrite(ParticipantId(1), 10, 0, Instant::now());
+        assert_eq!(out.map(|o| (o.seq, o.timestamp)), Some((65_535, 1_000)));
     }
 }

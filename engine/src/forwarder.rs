@@ -86,6 +86,7 @@ pub(crate) fn forward_to(
         return Outcome::NoStream;
     };
     let Some(out) = tx
+        .stream()
         .rewriter
         .rewrite(pkt.speaker, pkt.seq, pkt.timestamp, now)
     else {

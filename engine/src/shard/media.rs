@@ -25,7 +25,6 @@ use crate::participant::Inbound;
 use crate::participant::Participant;
 use crate::proximity::{distance, Point};
 use crate::report::Notice;
-use crate::rewriter::SlotRewriter;
 use crate::sdp::{answer, prepare_offer, VideoPolicy};
 use crate::slots::SlotTable;
 use crate::video::packet::VideoCodec;
@@ -753,12 +752,7 @@ fn negotiate(
             slots.iter().chain(&p.slots).any(|s| s.ssrc == c) || p.video.iter().any(|s| s.ssrc == c)
         });
         let (seq, ts) = initial_numbers(rng);
-        slots.push(SlotTx::new(
-            offered.mid,
-            ssrc,
-            offered.pt,
-            SlotRewriter::new(seq, ts),
-        ));
+        slots.push(SlotTx::new(offered.mid, ssrc, offered.pt, seq, ts));
     }
     p.egress.ext = prepared.ext;
     if p.egress.cname.is_empty() {
