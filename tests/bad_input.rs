@@ -66,6 +66,12 @@ fn garbage_sdp_is_a_bad_request_and_harms_no_one() {
     assert!(errs[0].1.contains("no m-sections"), "{}", errs[0].1);
     assert!(errs[2].1.contains("a=mid"), "{}", errs[2].1);
     assert!(errs[4].1.contains("larger than"), "{}", errs[4].1);
+    assert!(
+        errs.iter().all(|(_, text)| text.starts_with("invalid ")),
+        "{errs:?}"
+    );
+    // What str0m's parser said (its text names a memory address) stays in the log.
+    assert_eq!(errs[3].1, "invalid SDP: str0m could not parse it");
     // c can still negotiate properly afterwards.
     sim.offer(c, 8);
     sim.run_until(Duration::from_secs(5), |s| s.clients[c].connected);

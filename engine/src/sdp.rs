@@ -168,6 +168,24 @@ pub enum AnswerError {
     NoTransport,
 }
 
+/// Why an offer got no answer: the text is what the client's `error` says.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum NegotiateError {
+    #[error("invalid offer: {0}")]
+    Offer(#[from] OfferError),
+    /// str0m's own text is logged, not sent: it names a memory address.
+    #[error("invalid SDP: str0m could not parse it")]
+    Sdp(str0m::error::SdpError),
+    #[error("offer not accepted: {0}")]
+    Refused(str0m::RtcError),
+    #[error("offer has no Opus")]
+    NoOpus,
+    #[error("str0m answered without ICE credentials")]
+    NoIceCredentials,
+    #[error("offer not accepted: {0}")]
+    Answer(#[from] AnswerError),
+}
+
 /// Largest offer accepted: room for well over a hundred m-sections.
 pub(crate) const MAX_OFFER_BYTES: usize = 60 * 1024;
 

@@ -23,6 +23,22 @@ use crate::room::{Member, Room, RoomPolicy};
 use crate::slots::SlotTable;
 use crate::spam::{SpamRules, SpamWatch};
 
+/// Why a whisper cannot be set: the text is what the client's or the caller's error
+/// says.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum WhisperError {
+    #[error("{0} is not in a room")]
+    NotInRoom(ParticipantId),
+    #[error("whisper needs participant ids in \"to\" (or null to stop)")]
+    NoTargets,
+    #[error("whisper names at most {MAX_WHISPER_TARGETS} participants")]
+    TooManyTargets,
+    #[error("one cannot whisper to oneself")]
+    ToOneself,
+    #[error("{0} is not in the room")]
+    NotInTheRoom(ParticipantId),
+}
+
 impl Shard {
     pub(super) fn control(&mut self, now: Instant, command: Command) {
         match command {
@@ -139,7 +155,7 @@ impl Shard {
                         "whisper is off in this room",
                     );
                 } else if let Err(why) = self.set_whisper(now, participant, to) {
-                    self.refuse(participant, Refusal::BadRequest, &why);
+                    self.refuse(participant, Refusal::BadRequest, &why.to_string());
                 }
             }
             Command::SpamDetected {
@@ -230,29 +246,27 @@ impl Shard {
         now: Instant,
         pid: ParticipantId,
         to: Option<Vec<ParticipantId>>,
-    ) -> Result<(), String> {
+    ) -> Result<(), WhisperError> {
         let room = self
             .room_of_member(pid)
             .and_then(|r| self.rooms.get(&r))
-            .ok_or_else(|| format!("{pid} is not in a room"))?;
+            .ok_or(WhisperError::NotInRoom(pid))?;
         let to = match to {
             None => None,
             Some(mut to) => {
                 to.sort_unstable();
                 to.dedup();
                 if to.is_empty() {
-                    return Err("whisper needs participant ids in \"to\" (or null to stop)".into());
+                    return Err(WhisperError::NoTargets);
                 }
                 if to.len() > MAX_WHISPER_TARGETS {
-                    return Err(format!(
-                        "whisper names at most {MAX_WHISPER_TARGETS} participants"
-                    ));
+                    return Err(WhisperError::TooManyTargets);
                 }
                 if to.contains(&pid) {
-                    return Err("one cannot whisper to oneself".into());
+                    return Err(WhisperError::ToOneself);
                 }
                 if let Some(t) = to.iter().find(|t| !room.members.contains_key(t)) {
-                    return Err(format!("{t} is not in the room"));
+                    return Err(WhisperError::NotInTheRoom(*t));
                 }
                 Some(to)
             }

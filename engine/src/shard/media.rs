@@ -25,7 +25,7 @@ use crate::participant::Inbound;
 use crate::participant::Participant;
 use crate::proximity::{distance, Point};
 use crate::report::Notice;
-use crate::sdp::{answer, prepare_offer, VideoPolicy};
+use crate::sdp::{answer, prepare_offer, NegotiateError, VideoPolicy};
 use crate::slots::SlotTable;
 use crate::video::packet::VideoCodec;
 use crate::video::publication::Publication;
@@ -230,8 +230,8 @@ impl Shard {
                 self.signal(pid, message);
             }
             Err(reason) => {
-                tracing::debug!(participant = %pid, %reason, "offer refused");
-                self.refuse(pid, Refusal::BadRequest, &reason);
+                tracing::debug!(participant = %pid, ?reason, "offer refused");
+                self.refuse(pid, Refusal::BadRequest, &reason.to_string());
             }
         }
     }
@@ -685,16 +685,14 @@ fn negotiate(
     audio_slots: usize,
     video: VideoPolicy<'_>,
     rng: &mut u64,
-) -> Result<(ClientEvent, Option<String>), String> {
-    let prepared =
-        prepare_offer(sdp, audio_slots, video).map_err(|e| format!("invalid offer: {e}"))?;
-    let offer =
-        SdpOffer::from_sdp_string(&prepared.sdp).map_err(|e| format!("invalid SDP: {e}"))?;
+) -> Result<(ClientEvent, Option<String>), NegotiateError> {
+    let prepared = prepare_offer(sdp, audio_slots, video)?;
+    let offer = SdpOffer::from_sdp_string(&prepared.sdp).map_err(NegotiateError::Sdp)?;
     let negotiated = p
         .rtc
         .sdp_api()
         .accept_offer(offer)
-        .map_err(|e| format!("offer not accepted: {e}"))?;
+        .map_err(NegotiateError::Refused)?;
     let opus = p
         .rtc
         .codec_config()
@@ -702,7 +700,7 @@ fn negotiate(
         .iter()
         .find(|c| c.spec().codec == Codec::Opus)
         .map(|c| c.pt())
-        .ok_or("offer has no Opus")?;
+        .ok_or(NegotiateError::NoOpus)?;
     p.mic_pt = prepared.mic_mid.is_some().then_some(opus);
     // Only what the client's publishing sections listed (str0m's codec table also
     // has payload types the client never offered).
@@ -812,7 +810,7 @@ fn negotiate(
                 ufrag: ufrag_for(p.id, rng),
                 pass: ice_password(rng),
             };
-            let pwd = line(&sdp, "a=ice-pwd:").ok_or("str0m answered without ICE credentials")?;
+            let pwd = line(&sdp, "a=ice-pwd:").ok_or(NegotiateError::NoIceCredentials)?;
             sdp = sdp
                 .replace(
                     &format!("a=ice-pwd:{pwd}"),
@@ -829,8 +827,7 @@ fn negotiate(
     };
     let ssrcs: Vec<u32> = p.slots.iter().map(|s| s.ssrc).collect();
     let video_ssrcs: Vec<u32> = p.video.iter().map(|s| s.ssrc).collect();
-    let answer = answer(&prepared, &sdp, &ssrcs, &video_ssrcs, &p.egress.cname)
-        .map_err(|e| format!("offer not accepted: {e}"))?;
+    let answer = answer(&prepared, &sdp, &ssrcs, &video_ssrcs, &p.egress.cname)?;
     Ok((
         ClientEvent::Answer {
             sdp: answer,

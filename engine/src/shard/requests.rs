@@ -93,7 +93,7 @@ impl Shard {
             Request::SetWhisper(s) => {
                 self.details(&s.room, s.participant_id)?;
                 self.set_whisper(now, s.participant_id, s.to)
-                    .map_err(RequestError::Invalid)?;
+                    .map_err(|e| RequestError::Invalid(e.to_string()))?;
                 self.details(&s.room, s.participant_id)
                     .map(Reply::Participant)
             }
