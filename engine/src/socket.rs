@@ -39,12 +39,65 @@ pub fn bind_reuseport(addr: SocketAddr, count: usize) -> io::Result<Vec<UdpSocke
         // Best effort: a smaller buffer only means earlier drops under bursts.
         let _ = s.set_recv_buffer_size(SOCKET_BUFFER);
         let _ = s.set_send_buffer_size(SOCKET_BUFFER);
+        // Best effort too: without it the kernel picks an IP ID per datagram.
+        let _ = dont_fragment(&s, addr);
         s.bind(&addr.into())?;
         let udp: UdpSocket = s.into();
         addr = udp.local_addr()?;
         sockets.push(udp);
     }
     Ok(sockets)
+}
+
+/// Sets the DF bit on what the socket sends, without following path MTU discovery
+/// (`IP_PMTUDISC_PROBE`, as quinn-udp does). WebRTC keeps its datagrams near 1,200
+/// bytes, and a fragmented media packet is worse than a lost one. It also spares the
+/// kernel an IP ID per datagram (`__ip_select_ident`: a hash and an atomic on a table
+/// shared by every CPU), which it only picks for datagrams that may be fragmented.
+fn dont_fragment(s: &Socket, addr: SocketAddr) -> io::Result<()> {
+    let fd = s.as_raw_fd();
+    if addr.is_ipv6() {
+        set_int(
+            fd,
+            libc::IPPROTO_IPV6,
+            libc::IPV6_MTU_DISCOVER,
+            libc::IPV6_PMTUDISC_PROBE,
+        )?;
+        if !addr.ip().is_unspecified() {
+            return Ok(());
+        }
+        // A dual-stack socket also sends IPv4 (IPv4-mapped destinations).
+    }
+    set_int(
+        fd,
+        libc::IPPROTO_IP,
+        libc::IP_MTU_DISCOVER,
+        libc::IP_PMTUDISC_PROBE,
+    )
+}
+
+fn set_int(
+    fd: libc::c_int,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: `value` is a live c_int and the length passed is its size; the kernel
+    // only reads it. A bad fd or option is reported as an error, not undefined.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (&value as *const libc::c_int).cast::<libc::c_void>(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// A socket to bind to `[::]` takes IPv4 too (IPv4-mapped), whatever the system
@@ -325,6 +378,46 @@ unsafe fn to_socket_addr(
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    fn get_int(fd: libc::c_int, level: libc::c_int, name: libc::c_int) -> libc::c_int {
+        let mut value: libc::c_int = -1;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: `value` and `len` are live and `len` is `value`'s size.
+        let r = unsafe {
+            libc::getsockopt(
+                fd,
+                level,
+                name,
+                (&mut value as *mut libc::c_int).cast::<libc::c_void>(),
+                &mut len,
+            )
+        };
+        assert_eq!(r, 0, "{}", io::Error::last_os_error());
+        value
+    }
+
+    #[test]
+    fn media_sockets_set_dont_fragment_for_ipv4_and_ipv6() {
+        let v4 = bind_reuseport("127.0.0.1:0".parse().unwrap(), 1).unwrap();
+        let fd = v4[0].as_raw_fd();
+        assert_eq!(
+            get_int(fd, libc::IPPROTO_IP, libc::IP_MTU_DISCOVER),
+            libc::IP_PMTUDISC_PROBE
+        );
+        let Ok(dual) = bind_reuseport("[::]:0".parse().unwrap(), 1) else {
+            return; // no IPv6 on this machine
+        };
+        let fd = dual[0].as_raw_fd();
+        assert_eq!(
+            get_int(fd, libc::IPPROTO_IPV6, libc::IPV6_MTU_DISCOVER),
+            libc::IPV6_PMTUDISC_PROBE
+        );
+        assert_eq!(
+            get_int(fd, libc::IPPROTO_IP, libc::IP_MTU_DISCOVER),
+            libc::IP_PMTUDISC_PROBE,
+            "a dual-stack socket sends IPv4 with DF too"
+        );
+    }
 
     #[test]
     fn batches_round_trip_on_reuseport_sockets() {
