@@ -84,6 +84,10 @@ pub struct Participant {
     pub(crate) last_heard: Option<Instant>,
     /// What answering its consent checks without str0m takes.
     pub(crate) consent: crate::consent::Consent,
+    /// Its DTLS state was let go (`KeyCapture::dtls_retired`, which never turns back):
+    /// remembered here so that its timer stops taking the capture's lock, a cache
+    /// line of its own, each time it fires.
+    pub(crate) dtls_retired: std::cell::Cell<bool>,
     // ---- the rest ----
     pub(crate) id: ParticipantId,
     pub(crate) room: RoomId,
@@ -231,12 +235,20 @@ impl Participant {
         let quiet = now.saturating_duration_since(self.rtc_busy_at) >= QUIET_RTC_EVERY
             && !self.video_negotiated
             && self.publications.is_empty()
-            && self.keys.dtls_retired();
+            && self.dtls_retired();
         if quiet {
             self.next_timeout.max(self.rtc_woken_at + quiet_every)
         } else {
             self.next_timeout
         }
+    }
+
+    /// Whether its DTLS state was let go; asks the key capture until it says so.
+    pub(crate) fn dtls_retired(&self) -> bool {
+        if !self.dtls_retired.get() && self.keys.dtls_retired() {
+            self.dtls_retired.set(true);
+        }
+        self.dtls_retired.get()
     }
 
     /// Drains str0m until it asks for a timeout (its contract after every input).

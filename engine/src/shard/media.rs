@@ -270,6 +270,7 @@ impl Shard {
                 if let Some(p) = self.participants.get_mut(&pid) {
                     *p.rtc = rtc;
                     p.keys = keys;
+                    p.dtls_retired.set(false);
                 }
             }
             Err(e) => tracing::warn!(participant = %pid, error = %e, "voice rtc not built"),
