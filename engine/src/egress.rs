@@ -115,8 +115,8 @@ impl std::fmt::Debug for SlotMid {
 }
 
 /// One negotiated audio slot: a stream Chorus sends to this subscriber. Until a
-/// speaker is first forwarded on it, it is only what the answer said (40 B); its
-/// stream state ([`SlotStream`]) comes with that first speaker.
+/// speaker is first routed to it, it is only what the answer said (40 B); its stream
+/// state ([`SlotStream`]) comes with that first speaker.
 #[derive(Debug)]
 pub(crate) struct SlotTx {
     /// The stream, from the slot's first speaker on ([`SlotTx::stream`]). Kept for the

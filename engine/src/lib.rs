@@ -5,7 +5,8 @@
 //! woken. The core, [`Shard`], is a deterministic state machine in the style of
 //! `quinn-proto` and str0m: it never reads the clock, never touches a socket, and its
 //! randomness is seeded. [`driver`] is the thin thread that runs it, and [`socket`]
-//! owns the syscalls (`recvmmsg`/`sendmmsg`, the only `unsafe` code).
+//! owns the syscalls (`recvmmsg`/`sendmmsg` and a `setsockopt`, the only `unsafe`
+//! code).
 //!
 //! # Run loop
 //! After any `handle_*` call, drain [`Shard::poll_transmit`] (handing each buffer back

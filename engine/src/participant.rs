@@ -3,6 +3,7 @@
 //! itself: `egress.rs`).
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -87,7 +88,7 @@ pub struct Participant {
     /// Its DTLS state was let go (`KeyCapture::dtls_retired`, which never turns back):
     /// remembered here so that its timer stops taking the capture's lock, a cache
     /// line of its own, each time it fires.
-    pub(crate) dtls_retired: std::cell::Cell<bool>,
+    pub(crate) dtls_retired: AtomicBool,
     // ---- the rest ----
     pub(crate) id: ParticipantId,
     pub(crate) room: RoomId,
@@ -245,10 +246,12 @@ impl Participant {
 
     /// Whether its DTLS state was let go; asks the key capture until it says so.
     pub(crate) fn dtls_retired(&self) -> bool {
-        if !self.dtls_retired.get() && self.keys.dtls_retired() {
-            self.dtls_retired.set(true);
+        // Relaxed: only this participant's shard reads and writes it (an atomic only
+        // so that `Participant` stays `Sync`).
+        if !self.dtls_retired.load(Ordering::Relaxed) && self.keys.dtls_retired() {
+            self.dtls_retired.store(true, Ordering::Relaxed);
         }
-        self.dtls_retired.get()
+        self.dtls_retired.load(Ordering::Relaxed)
     }
 
     /// Drains str0m until it asks for a timeout (its contract after every input).

@@ -1,7 +1,7 @@
 //! The UDP socket layer: `SO_REUSEPORT` binding and batched syscalls.
 //!
-//! This is the only module with `unsafe` (the `recvmmsg`/`sendmmsg` FFI); every block
-//! says why it is sound. One [`Batch`] and one [`SendBatch`] per shard thread own the
+//! This is the only module with `unsafe` (the `recvmmsg`/`sendmmsg` FFI and one
+//! `setsockopt`); every block says why it is sound. One [`Batch`] and one [`SendBatch`] per shard thread own the
 //! buffers and the `mmsghdr` arrays, so steady-state I/O allocates nothing.
 // The workspace denies unsafe code; the syscalls here are the one exception.
 #![allow(unsafe_code)]
@@ -51,29 +51,40 @@ pub fn bind_reuseport(addr: SocketAddr, count: usize) -> io::Result<Vec<UdpSocke
 
 /// Sets the DF bit on what the socket sends, without following path MTU discovery
 /// (`IP_PMTUDISC_PROBE`, as quinn-udp does). WebRTC keeps its datagrams near 1,200
-/// bytes, and a fragmented media packet is worse than a lost one. It also spares the
-/// kernel an IP ID per datagram (`__ip_select_ident`: a hash and an atomic on a table
-/// shared by every CPU), which it only picks for datagrams that may be fragmented.
+/// bytes, and a fragmented media packet is worse than a lost one: a datagram larger
+/// than the interface's MTU is refused by the kernel (counted as a dropped send), one
+/// larger than the path's is lost on the way. For IPv4 it also spares the kernel an IP
+/// ID per datagram (`__ip_select_ident`: a hash and an atomic on a table shared by
+/// every CPU), which it only picks for datagrams that may be fragmented.
 fn dont_fragment(s: &Socket, addr: SocketAddr) -> io::Result<()> {
     let fd = s.as_raw_fd();
-    if addr.is_ipv6() {
-        set_int(
+    let (v6, v4) = match addr {
+        SocketAddr::V4(_) => (false, true),
+        // A dual-stack socket (or one bound to an IPv4-mapped address) sends IPv4 too.
+        SocketAddr::V6(a) => (
+            true,
+            a.ip().is_unspecified() || a.ip().to_ipv4_mapped().is_some(),
+        ),
+    };
+    let v6 = match v6 {
+        true => set_int(
             fd,
             libc::IPPROTO_IPV6,
             libc::IPV6_MTU_DISCOVER,
             libc::IPV6_PMTUDISC_PROBE,
-        )?;
-        if !addr.ip().is_unspecified() {
-            return Ok(());
-        }
-        // A dual-stack socket also sends IPv4 (IPv4-mapped destinations).
-    }
-    set_int(
-        fd,
-        libc::IPPROTO_IP,
-        libc::IP_MTU_DISCOVER,
-        libc::IP_PMTUDISC_PROBE,
-    )
+        ),
+        false => Ok(()),
+    };
+    let v4 = match v4 {
+        true => set_int(
+            fd,
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            libc::IP_PMTUDISC_PROBE,
+        ),
+        false => Ok(()),
+    };
+    v6.and(v4)
 }
 
 fn set_int(
@@ -416,6 +427,16 @@ mod tests {
             get_int(fd, libc::IPPROTO_IP, libc::IP_MTU_DISCOVER),
             libc::IP_PMTUDISC_PROBE,
             "a dual-stack socket sends IPv4 with DF too"
+        );
+        let mapped = bind_reuseport("[::ffff:127.0.0.1]:0".parse().unwrap(), 1).unwrap();
+        assert_eq!(
+            get_int(
+                mapped[0].as_raw_fd(),
+                libc::IPPROTO_IP,
+                libc::IP_MTU_DISCOVER
+            ),
+            libc::IP_PMTUDISC_PROBE,
+            "so does one bound to an IPv4-mapped address"
         );
     }
 

@@ -270,7 +270,8 @@ impl Shard {
                 if let Some(p) = self.participants.get_mut(&pid) {
                     *p.rtc = rtc;
                     p.keys = keys;
-                    p.dtls_retired.set(false);
+                    p.dtls_retired
+                        .store(false, std::sync::atomic::Ordering::Relaxed);
                 }
             }
             Err(e) => tracing::warn!(participant = %pid, error = %e, "voice rtc not built"),
