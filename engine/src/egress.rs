@@ -158,7 +158,7 @@ impl SlotTx {
         }
     }
 
-    /// The slot's stream, made when its first speaker is forwarded: once per slot,
+    /// The slot's stream, made when its first speaker is routed to it: once per slot,
     /// not per copy.
     pub fn stream(&mut self) -> &mut SlotStream {
         let (seq, ts) = (self.start_seq, self.start_ts);

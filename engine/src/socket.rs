@@ -1,8 +1,9 @@
 //! The UDP socket layer: `SO_REUSEPORT` binding and batched syscalls.
 //!
 //! This is the only module with `unsafe` (the `recvmmsg`/`sendmmsg` FFI and one
-//! `setsockopt`); every block says why it is sound. One [`Batch`] and one [`SendBatch`] per shard thread own the
-//! buffers and the `mmsghdr` arrays, so steady-state I/O allocates nothing.
+//! `setsockopt`); every block says why it is sound. One [`Batch`] and one
+//! [`SendBatch`] per shard thread own the buffers and the `mmsghdr` arrays, so
+//! steady-state I/O allocates nothing.
 // The workspace denies unsafe code; the syscalls here are the one exception.
 #![allow(unsafe_code)]
 
@@ -58,33 +59,25 @@ pub fn bind_reuseport(addr: SocketAddr, count: usize) -> io::Result<Vec<UdpSocke
 /// every CPU), which it only picks for datagrams that may be fragmented.
 fn dont_fragment(s: &Socket, addr: SocketAddr) -> io::Result<()> {
     let fd = s.as_raw_fd();
-    let (v6, v4) = match addr {
-        SocketAddr::V4(_) => (false, true),
-        // A dual-stack socket (or one bound to an IPv4-mapped address) sends IPv4 too.
-        SocketAddr::V6(a) => (
-            true,
-            a.ip().is_unspecified() || a.ip().to_ipv4_mapped().is_some(),
-        ),
-    };
-    let v6 = match v6 {
-        true => set_int(
+    let mut set = Ok(());
+    if let SocketAddr::V6(a) = addr {
+        set = set_int(
             fd,
             libc::IPPROTO_IPV6,
             libc::IPV6_MTU_DISCOVER,
             libc::IPV6_PMTUDISC_PROBE,
-        ),
-        false => Ok(()),
-    };
-    let v4 = match v4 {
-        true => set_int(
-            fd,
-            libc::IPPROTO_IP,
-            libc::IP_MTU_DISCOVER,
-            libc::IP_PMTUDISC_PROBE,
-        ),
-        false => Ok(()),
-    };
-    v6.and(v4)
+        );
+        // A dual-stack socket (or one bound to an IPv4-mapped address) sends IPv4 too.
+        if !a.ip().is_unspecified() && a.ip().to_ipv4_mapped().is_none() {
+            return set;
+        }
+    }
+    set.and(set_int(
+        fd,
+        libc::IPPROTO_IP,
+        libc::IP_MTU_DISCOVER,
+        libc::IP_PMTUDISC_PROBE,
+    ))
 }
 
 fn set_int(
