@@ -129,8 +129,9 @@ pub fn bind_tcp_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> 
 }
 
 /// The header arrays of one batched syscall: a name (address) slot, an iovec and an
-/// `mmsghdr` per message. Kept between calls (nothing is allocated per call) and
-/// re-aimed at every call, so their owner may move between calls.
+/// `mmsghdr` per message. Kept between calls (nothing is allocated per call). A
+/// [`SendBatch`] re-aims the ones it uses at every call; a [`Batch`] keeps its own in
+/// one heap block with its buffers and aims them once.
 struct MsgHeaders {
     names: [libc::sockaddr_storage; BATCH],
     iovecs: [libc::iovec; BATCH],
@@ -166,20 +167,44 @@ impl MsgHeaders {
 }
 
 /// Buffers for batched receive, with the `recvmmsg` headers that point into them.
+///
+/// The buffers and the headers share one heap block, so the headers' pointers stay
+/// valid wherever the `Batch` moves: they are aimed once, and each call only resets
+/// what the kernel wrote into the headers of the datagrams it returned last time
+/// (their name lengths). A call that brings one datagram touches one header, not
+/// [`BATCH`] of them.
 pub struct Batch {
-    bufs: Box<[[u8; MAX_DATAGRAM]; BATCH]>,
+    receive: Box<ReceiveBuffers>,
     lens: [usize; BATCH],
     sources: [Option<SocketAddr>; BATCH],
+    /// Datagrams the last call returned (their headers need resetting).
+    len: usize,
+}
+
+struct ReceiveBuffers {
+    bufs: [[u8; MAX_DATAGRAM]; BATCH],
     headers: MsgHeaders,
 }
 
+/// Name length given to the kernel for each received datagram's source.
+const NAME_LEN: libc::socklen_t = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+
 impl Default for Batch {
     fn default() -> Self {
+        let mut receive = Box::new(ReceiveBuffers {
+            bufs: [[0u8; MAX_DATAGRAM]; BATCH],
+            headers: MsgHeaders::default(),
+        });
+        let r = &mut *receive;
+        for i in 0..BATCH {
+            let base = r.bufs[i].as_mut_ptr().cast();
+            r.headers.aim(i, base, MAX_DATAGRAM, NAME_LEN);
+        }
         Batch {
-            bufs: Box::new([[0u8; MAX_DATAGRAM]; BATCH]),
+            receive,
             lens: [0; BATCH],
             sources: [None; BATCH],
-            headers: MsgHeaders::default(),
+            len: 0,
         }
     }
 }
@@ -188,18 +213,21 @@ impl Batch {
     /// Reads up to [`BATCH`] datagrams with one `recvmmsg`. `Ok(0)` when none wait.
     /// Allocates nothing.
     pub fn recv(&mut self, socket: &impl AsRawFd) -> io::Result<usize> {
-        let name_len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-        for i in 0..BATCH {
-            let base = self.bufs[i].as_mut_ptr().cast();
-            self.headers.aim(i, base, MAX_DATAGRAM, name_len);
+        let r = &mut *self.receive;
+        // The kernel wrote the name length (and msg_len) of each datagram it returned;
+        // the pointers and the iovecs it only read.
+        for h in &mut r.headers.hdrs[..self.len] {
+            h.msg_hdr.msg_namelen = NAME_LEN;
         }
-        // SAFETY: every header points at a live iovec (into self.bufs) and a live
-        // sockaddr_storage, with their true lengths, all owned by self and not moved
-        // during the call; the count is the arrays' length.
+        self.len = 0;
+        // SAFETY: every header points at its own iovec (over its buffer in `bufs`) and
+        // its own sockaddr_storage, with their true lengths, all in the heap block
+        // `receive`, which is not moved or freed during the call (it was aimed in
+        // `default` and never moves with the Batch); the count is the arrays' length.
         let n = unsafe {
             libc::recvmmsg(
                 socket.as_raw_fd(),
-                self.headers.hdrs.as_mut_ptr(),
+                r.headers.hdrs.as_mut_ptr(),
                 BATCH as u32,
                 libc::MSG_DONTWAIT,
                 std::ptr::null_mut(),
@@ -214,24 +242,24 @@ impl Batch {
         }
         let n = (n as usize).min(BATCH);
         for i in 0..n {
-            let h = &self.headers.hdrs[i];
+            let h = &r.headers.hdrs[i];
             self.lens[i] = (h.msg_len as usize).min(MAX_DATAGRAM);
             // SAFETY: the kernel wrote msg_namelen bytes of a sockaddr into names[i]
             // for each of the n messages it returned.
-            self.sources[i] =
-                unsafe { to_socket_addr(&self.headers.names[i], h.msg_hdr.msg_namelen) };
+            self.sources[i] = unsafe { to_socket_addr(&r.headers.names[i], h.msg_hdr.msg_namelen) };
         }
-        for source in &mut self.sources[n..] {
-            *source = None;
-        }
+        self.len = n;
         Ok(n)
     }
 
     /// The i-th datagram of the last [`Batch::recv`] (source and bytes); `None` for a
     /// source that is not IPv4 or IPv6.
     pub fn get(&self, i: usize) -> Option<(SocketAddr, &[u8])> {
-        let source = (*self.sources.get(i)?)?;
-        Some((source, &self.bufs[i][..self.lens[i]]))
+        if i >= self.len {
+            return None;
+        }
+        let source = self.sources[i]?;
+        Some((source, &self.receive.bufs[i][..self.lens[i]]))
     }
 
     /// The first `n` datagrams of the last [`Batch::recv`], as the shard takes them
@@ -477,5 +505,44 @@ mod tests {
         let mut batch = Batch::default();
         let n: usize = socks.iter().map(|s| batch.recv(s).unwrap()).sum();
         assert_eq!(n, 5);
+    }
+
+    /// The headers are aimed once, in the heap block that moves with nothing: a
+    /// `Batch` moved between calls still reads every datagram with its own source,
+    /// a full batch then a short one, and nothing past what the last call returned.
+    #[test]
+    fn a_moved_batch_reads_full_and_short_batches_with_their_sources() {
+        let socks = bind_reuseport("127.0.0.1:0".parse().unwrap(), 1).unwrap();
+        let to = socks[0].local_addr().unwrap();
+        let peers: Vec<UdpSocket> = (0..BATCH + 8)
+            .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let mut batches = vec![Batch::default()];
+        for round in 0..3u8 {
+            for (i, p) in peers.iter().enumerate() {
+                p.send_to(&[round, i as u8, 7], to).unwrap();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            // Moved out of its Vec and back between rounds.
+            let mut batch = batches.pop().unwrap();
+            let mut seen = 0;
+            for expected in [BATCH, 8] {
+                let n = batch.recv(&socks[0]).unwrap();
+                assert_eq!(n, expected, "round {round}");
+                for (j, d) in batch.datagrams(n).enumerate() {
+                    let i = seen + j;
+                    assert_eq!(d.contents, &[round, i as u8, 7]);
+                    assert_eq!(d.source, peers[i].local_addr().unwrap());
+                }
+                assert!(
+                    batch.get(n).is_none(),
+                    "nothing past the last call's datagrams"
+                );
+                seen += n;
+            }
+            assert_eq!(batch.recv(&socks[0]).unwrap(), 0);
+            assert!(batch.get(0).is_none());
+            batches.push(batch);
+        }
     }
 }
