@@ -35,7 +35,7 @@ use crate::io::{Command, Event, Protocol, Request, RequestId, Transmit};
 use crate::latency::{LatencyHistogram, LatencySnapshot};
 use crate::mesh::{home_of, room_home, ShardMessage, MAX_SHARDS};
 use crate::shard::{generate_certificate, Shard, ShardStats};
-use crate::socket::{bind_reuseport, Batch, SendBatch};
+use crate::socket::{bind_reuseport, Batch, SendBatch, BATCH};
 use crate::tcp::{self, ShardPort, TcpIn, TcpLimits, TcpOut, TcpSide, TcpStats, TcpThread};
 use crate::video::packet::VideoPacket;
 
@@ -540,6 +540,9 @@ impl Worker {
         // readiness is edge-triggered (no event comes for datagrams already queued),
         // so the next poll does not sleep.
         let mut budget_spent = false;
+        // The inbox may hold something: set when the waker fired, or when the last
+        // turn left work in it.
+        let mut inbox_pending = true;
         while !self.stop.load(Ordering::Acquire) {
             if socket_resumes.is_some_and(|at| at <= Instant::now()) {
                 socket_resumes = None;
@@ -554,7 +557,7 @@ impl Worker {
                     return;
                 }
             }
-            let timeout = if budget_spent {
+            let timeout = if budget_spent || inbox_pending {
                 Some(Duration::ZERO)
             } else {
                 self.shard
@@ -571,14 +574,30 @@ impl Worker {
                 }
             }
             let now = Instant::now();
+            // Other threads push into the inbox and then wake it: its queues are
+            // looked at only when the waker fired (or a turn left work there), not on
+            // every datagram's wake-up.
+            inbox_pending |= mio_events.iter().any(|e| e.token() == WAKER);
+            // The socket is read when it reported readiness (an edge: something
+            // arrived since it was last emptied) or the last turn left datagrams.
             let mut read = 0;
-            while read < READ_BUDGET {
+            let mut failed = false;
+            let socket_ready = budget_spent || mio_events.iter().any(|e| e.token() == SOCKET);
+            while socket_ready && read < READ_BUDGET {
                 let n = match batch.recv(&self.socket) {
                     Ok(n) => n,
-                    Err(e) => {
-                        // ICMP errors surface here on Linux (ECONNREFUSED): not fatal.
+                    // ICMP errors surface here on Linux (ECONNREFUSED): not fatal, and
+                    // reading one cleared it. Datagrams may still be queued (no new
+                    // edge would come for them): read on once; an error that stays
+                    // would otherwise spin the loop.
+                    Err(e) if !failed => {
                         tracing::trace!(error = %e, "recv");
-                        0
+                        failed = true;
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::trace!(error = %e, "recv");
+                        break;
                     }
                 };
                 if n == 0 {
@@ -590,62 +609,16 @@ impl Worker {
                 if self.flush(&mut send, &mut transmits, &mut woken) > 0 {
                     self.inboxes[self.id].latency.observe(received.elapsed());
                 }
+                // A short batch emptied the socket, and mio's readiness is
+                // edge-triggered: a datagram that comes later brings an event of its
+                // own. Asking again would be a system call that finds nothing.
+                if n < BATCH {
+                    break;
+                }
             }
             budget_spent = read >= READ_BUDGET;
-            while let Ok(m) = self.control.try_recv() {
-                self.shard.handle_shard_message(now, m);
-            }
-            let media = &self.inboxes[self.id].media;
-            let mut oldest: Option<Instant> = None;
-            for _ in 0..MEDIA_QUEUE {
-                let Some((room, packet)) = media.pop() else {
-                    break;
-                };
-                oldest = Some(oldest.map_or(packet.received, |o| o.min(packet.received)));
-                self.shard
-                    .handle_shard_message(now, ShardMessage::Media { room, packet });
-            }
-            // Video handed in from other shards: one batch, so that each subscriber's
-            // str0m is drained once for all of it.
-            let video = &self.inboxes[self.id].video;
-            let mut left = MEDIA_QUEUE;
-            let batch = std::iter::from_fn(|| {
-                left = left.checked_sub(1)?;
-                let (room, packet) = video.pop()?;
-                oldest = Some(oldest.map_or(packet.received, |o| o.min(packet.received)));
-                Some((room, packet))
-            });
-            self.shard.handle_video_batch(now, batch);
-            if let Some(oldest) = oldest {
-                if self.flush(&mut send, &mut transmits, &mut woken) > 0 {
-                    self.inboxes[self.id].latency.observe(oldest.elapsed());
-                }
-            }
-            let tcp_in = self.inboxes[self.id].tcp_in.clone();
-            let mut tcp_read = false;
-            for _ in 0..READ_BUDGET {
-                let Some(d) = tcp_in.pop() else {
-                    break;
-                };
-                tcp_read = true;
-                self.shard.handle_tcp(now, d.participant, d.source, &d.data);
-                self.shard.recycle(d.data);
-            }
-            if tcp_read {
-                self.flush(&mut send, &mut transmits, &mut woken);
-                if !tcp_in.is_empty() {
-                    // More than a turn's budget: come back at once for the rest.
-                    let _ = self.inboxes[self.id].waker.wake();
-                }
-            }
-            while let Ok(c) = self.commands.try_recv() {
-                self.shard.handle_command(now, c);
-            }
-            if self.inboxes[self.id].drain.swap(false, Ordering::AcqRel) {
-                self.shard.start_draining(now);
-            }
-            if let Some(reason) = self.inboxes[self.id].close_rooms.lock().take() {
-                self.shard.close_rooms(now, &reason);
+            if inbox_pending {
+                inbox_pending = self.take_inbox(now, &mut send, &mut transmits, &mut woken);
             }
             if self.shard.poll_timeout().is_some_and(|t| t <= now) {
                 self.shard.handle_timeout(now);
@@ -682,6 +655,73 @@ impl Worker {
                 };
             }
         }
+    }
+
+    /// Takes what other threads left in the shard's inbox: control messages, media
+    /// and video handed by other shards, ICE-TCP datagrams, commands, drain and close
+    /// requests. Returns true if a queue held more than a turn's share, so that the
+    /// next turn takes the rest without waiting for another wake-up.
+    fn take_inbox(
+        &mut self,
+        now: Instant,
+        send: &mut SendBatch,
+        transmits: &mut Vec<Transmit>,
+        woken: &mut [bool],
+    ) -> bool {
+        while let Ok(m) = self.control.try_recv() {
+            self.shard.handle_shard_message(now, m);
+        }
+        let media = &self.inboxes[self.id].media;
+        let mut oldest: Option<Instant> = None;
+        for _ in 0..MEDIA_QUEUE {
+            let Some((room, packet)) = media.pop() else {
+                break;
+            };
+            oldest = Some(oldest.map_or(packet.received, |o| o.min(packet.received)));
+            self.shard
+                .handle_shard_message(now, ShardMessage::Media { room, packet });
+        }
+        // Video handed in from other shards: one batch, so that each subscriber's
+        // str0m is drained once for all of it.
+        let video = &self.inboxes[self.id].video;
+        let mut budget = MEDIA_QUEUE;
+        let batch = std::iter::from_fn(|| {
+            budget = budget.checked_sub(1)?;
+            let (room, packet) = video.pop()?;
+            oldest = Some(oldest.map_or(packet.received, |o| o.min(packet.received)));
+            Some((room, packet))
+        });
+        self.shard.handle_video_batch(now, batch);
+        if let Some(oldest) = oldest {
+            if self.flush(send, transmits, woken) > 0 {
+                self.inboxes[self.id].latency.observe(oldest.elapsed());
+            }
+        }
+        let mut tcp_read = false;
+        for _ in 0..READ_BUDGET {
+            let Some(d) = self.inboxes[self.id].tcp_in.pop() else {
+                break;
+            };
+            tcp_read = true;
+            self.shard.handle_tcp(now, d.participant, d.source, &d.data);
+            self.shard.recycle(d.data);
+        }
+        if tcp_read {
+            self.flush(send, transmits, woken);
+        }
+        while let Ok(c) = self.commands.try_recv() {
+            self.shard.handle_command(now, c);
+        }
+        let inbox = &self.inboxes[self.id];
+        if inbox.drain.swap(false, Ordering::AcqRel) {
+            self.shard.start_draining(now);
+        }
+        if let Some(reason) = inbox.close_rooms.lock().take() {
+            self.shard.close_rooms(now, &reason);
+        }
+        // More than a turn's share: the next turn takes the rest at once.
+        let inbox = &self.inboxes[self.id];
+        !inbox.media.is_empty() || !inbox.video.is_empty() || !inbox.tcp_in.is_empty()
     }
 
     /// Sends transmits, routes shard messages (waking each destination once), and
