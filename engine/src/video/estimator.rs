@@ -715,6 +715,9 @@ mod tests {
         lowest: u64,
         /// Probes: for `.1` ms of every `.0` ms the sender sends at twice the estimate.
         probe: Option<(u64, u64)>,
+        /// The queue's tail drop: a packet that would wait longer than this is lost
+        /// (`tc tbf … latency`); `None`: the queue never drops.
+        queue_limit_us: Option<u64>,
     }
 
     impl Sim {
@@ -734,6 +737,7 @@ mod tests {
                 overuse_seen: false,
                 lowest: u64::MAX,
                 probe: None,
+                queue_limit_us: None,
             }
         }
 
@@ -774,6 +778,13 @@ mod tests {
                 self.estimator.on_sent(self.seq, PACKET, sent_at);
                 let arrival = match self.capacity_bps {
                     _ if xorshift(&mut self.rng) % 100 < self.loss_percent => None,
+                    Some(_)
+                        if self
+                            .queue_limit_us
+                            .is_some_and(|l| self.link_free_us > sent_us + l) =>
+                    {
+                        None
+                    }
                     Some(capacity) => {
                         let start = sent_us.max(self.link_free_us);
                         self.link_free_us = start + PACKET_BITS_US / capacity;
@@ -800,6 +811,28 @@ mod tests {
                 }
             }
             self.now_us += 1_000;
+        }
+    }
+
+    /// The browser test's squeeze (video.test.mjs): a link that carried 1.5 Mbit/s of
+    /// video drops to 400 kbit/s behind a queue that tail-drops past 200 ms (`tc tbf
+    /// … latency 200ms`). The estimate is under 500 kbit/s within a second, whatever
+    /// the phase of the packets and probes.
+    #[test]
+    fn a_sudden_cap_behind_a_tail_drop_queue_cuts_within_a_second() {
+        for seed in 1..=12u64 {
+            let mut sim = Sim::new(Some(5_000_000), 0);
+            sim.rng ^= seed.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            sim.queue_limit_us = Some(200_000);
+            sim.probe = Some((2_000, 500));
+            sim.run(15_000 + seed * 37, 1_500_000);
+            assert!(sim.estimator.estimate() > 1_500_000, "{:?}", sim.estimator);
+            sim.capacity_bps = Some(400_000);
+            let cut_ms = (0..1_000).find(|_| {
+                sim.step(1_500_000);
+                sim.estimator.estimate() < 500_000
+            });
+            assert!(cut_ms.is_some(), "seed {seed}: {:?}", sim.estimator);
         }
     }
 
