@@ -9,6 +9,71 @@ use chorus_engine::{CloseReason, Command, ShardMessage};
 use chorus_protocol::signal::ServerMessage;
 use chorus_tests::sim::Sim;
 
+/// An ICE connectivity check from `client`'s side to the node, as a browser sends on
+/// each of its candidate pairs: USERNAME (the node's ufrag, then the client's),
+/// PRIORITY, ICE-CONTROLLING, USE-CANDIDATE if it `nominates` the pair, and
+/// MESSAGE-INTEGRITY (HMAC-SHA1 keyed with the node's ICE password) and FINGERPRINT.
+fn connectivity_check(sim: &mut Sim, client: usize, nominates: bool) -> Vec<u8> {
+    use aws_lc_rs::hmac;
+    let sdp = sim.last_answer(client).unwrap().0.to_owned();
+    let value = |key: &str| {
+        sdp.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .unwrap()
+            .trim()
+            .to_owned()
+    };
+    let (node_ufrag, node_pwd) = (value("a=ice-ufrag:"), value("a=ice-pwd:"));
+    let ours = sim.clients[client]
+        .rtc
+        .direct_api()
+        .local_ice_credentials()
+        .ufrag;
+    fn attribute(m: &mut Vec<u8>, ty: u16, value: &[u8]) {
+        m.extend(ty.to_be_bytes());
+        m.extend((value.len() as u16).to_be_bytes());
+        m.extend(value);
+        m.resize(m.len().next_multiple_of(4), 0);
+    }
+    fn set_len(m: &mut [u8], len: usize) {
+        m[2..4].copy_from_slice(&((len - 20) as u16).to_be_bytes());
+    }
+    let mut m = vec![0x00, 0x01, 0, 0, 0x21, 0x12, 0xa4, 0x42];
+    m.extend(if nominates {
+        *b"nominate0000"
+    } else {
+        *b"checks-only!"
+    });
+    attribute(&mut m, 0x0006, format!("{node_ufrag}:{ours}").as_bytes());
+    attribute(&mut m, 0x0024, &0x6e7f_1effu32.to_be_bytes());
+    attribute(&mut m, 0x802a, &7u64.to_be_bytes());
+    if nominates {
+        attribute(&mut m, 0x0025, &[]);
+    }
+    // MESSAGE-INTEGRITY over the message with the length counting it (RFC 8489 §14.5).
+    let len = m.len() + 24;
+    set_len(&mut m, len);
+    let key = hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, node_pwd.as_bytes());
+    let mac = hmac::sign(&key, &m);
+    attribute(&mut m, 0x0008, mac.as_ref());
+    // FINGERPRINT: CRC-32 of the message with the length counting it, XOR "STUN".
+    let len = m.len() + 8;
+    set_len(&mut m, len);
+    let crc = m.iter().fold(!0u32, |mut crc, &byte| {
+        crc ^= u32::from(byte);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
+        }
+        crc
+    });
+    attribute(&mut m, 0x8028, &(!crc ^ 0x5354_554e).to_be_bytes());
+    m
+}
+
 /// Asserts that `rx` got every frame `tx` sent from its first one on, once, in order.
 fn assert_exactly_once(sim: &Sim, rx: usize, tx: usize) {
     let frames: Vec<u32> = sim.clients[rx].from(tx).map(|r| r.frame).collect();
@@ -240,5 +305,48 @@ fn a_media_command_follows_a_participant_that_moved_meanwhile() {
         sim.clients[a].from(b).count(),
         heard,
         "b is muted where it is now"
+    );
+}
+
+/// A browser keeps checking its other candidate pairs (every ~2.5 s) while its media
+/// flows on the pair it nominated; when such a pair hashes to another shard, its
+/// checks must not move the media away from where its packets arrive (they did: the
+/// media went back and forth each time, and what arrived meanwhile was dropped). A
+/// check that nominates the other pair still moves it.
+#[test]
+fn a_check_on_a_backup_pair_does_not_move_a_speakers_media() {
+    let mut sim = Sim::with_shards(2, |_| {});
+    let a = sim.connect("a", "r");
+    let b = sim.connect("b", "r");
+    sim.clients[a].speaking = Some(20);
+    sim.clients[b].speaking = Some(20);
+    sim.run_for(Duration::from_secs(1));
+    let holder = sim.holder(b).unwrap();
+    let other = 1 - holder;
+    let backup: std::net::SocketAddr = "10.99.0.7:5555".parse().unwrap();
+    for _ in 0..4 {
+        let check = connectivity_check(&mut sim, b, false);
+        let now = sim.now;
+        sim.shards[other].handle_datagram(now, backup, &check);
+        sim.pump();
+        assert_eq!(
+            sim.holder(b),
+            Some(holder),
+            "b's media stays where it arrives"
+        );
+        assert!(
+            sim.heard_over(a, b, Duration::from_millis(500)) >= 23,
+            "a hears all of b"
+        );
+    }
+    // The same check nominating the pair: the media follows it.
+    let check = connectivity_check(&mut sim, b, true);
+    let now = sim.now;
+    sim.shards[other].handle_datagram(now, backup, &check);
+    sim.pump();
+    assert_eq!(
+        sim.holder(b),
+        Some(other),
+        "a nominated pair moves the media"
     );
 }

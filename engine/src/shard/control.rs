@@ -358,6 +358,7 @@ impl Shard {
             rtc_busy_at: now,
             timer_at: None,
             last_heard: None,
+            media_heard: None,
             consent: Default::default(),
             dtls_retired: Default::default(),
             connected: false,

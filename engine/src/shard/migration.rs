@@ -3,7 +3,7 @@
 //! home shard, release by the holder after its own STUN integrity check, adopt).
 
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chorus_protocol::demux::{classify, DatagramKind};
 use chorus_protocol::signal::ParticipantId;
@@ -21,6 +21,11 @@ use crate::spam::SpamRules;
 /// Largest compound RTCP packet from a client that str0m reads (see
 /// `Shard::receive`): a sender report, SDES and a feedback message or two.
 const MAX_RTCP_FOR_STR0M: usize = 4;
+
+/// Media received this recently keeps a participant on its shard against a check
+/// that does not nominate a pair arriving at another shard (`Shard::release`). Opus
+/// sends at least every 400 ms, silence included (DTX).
+const MEDIA_HOLDS: Duration = Duration::from_secs(1);
 
 impl Shard {
     /// Source address first; for an unknown address, a STUN request whose USERNAME
@@ -142,6 +147,20 @@ impl Shard {
             self.stats.dropped_bad_claim += 1;
             return;
         }
+        // A client keeps checking its other candidate pairs while its media flows on
+        // the one it nominated (libwebrtc every ~2.5 s), and such a pair may hash to
+        // another shard. Its media stays where its packets arrive: a check that does
+        // not nominate its pair moves it only once none arrived here for
+        // `MEDIA_HOLDS` (its network changed, or it is not sending).
+        let nominates = stun::StunMessage::parse(&datagram)
+            .is_ok_and(|m| m.attribute(stun::attr::USE_CANDIDATE).is_some());
+        let media_here = p
+            .media_heard
+            .is_some_and(|t| now.saturating_duration_since(t) < MEDIA_HOLDS);
+        if media_here && !nominates {
+            tracing::debug!(room = %p.room, participant = %pid, %source, at = to, "media kept: a check on a pair it did not nominate");
+            return;
+        }
         let Some(p) = self.detach(pid) else {
             return;
         };
@@ -168,6 +187,8 @@ impl Shard {
         let pid = p.id;
         self.stats.migrations_in += 1;
         p.timer_at = None;
+        // Media heard on the shard it left says nothing of this one.
+        p.media_heard = None;
         // The addresses it had elsewhere: UDP ones arrive at their own shard (the
         // kernel's choice), TCP ones through `handle_tcp` wherever it is.
         let udp = Peer {
@@ -323,6 +344,7 @@ impl Shard {
                 p.last_heard = Some(now);
                 if media {
                     p.rtc_busy_at = now;
+                    p.media_heard = Some(now);
                 }
                 // The client nominated this pair (USE-CANDIDATE, answered: it passed
                 // the integrity check): the slot streams go there from now on. This
