@@ -6,13 +6,12 @@
 use std::time::Duration;
 
 use chorus_engine::{CloseReason, Command, ShardMessage};
+use chorus_hostile::packets::stun_connectivity_check;
 use chorus_protocol::signal::ServerMessage;
 use chorus_tests::sim::Sim;
 
 /// An ICE connectivity check from `client`'s side to the node, as a browser sends on
-/// each of its candidate pairs: USERNAME (the node's ufrag, then the client's),
-/// PRIORITY, ICE-CONTROLLING, USE-CANDIDATE if it `nominates` the pair, and
-/// MESSAGE-INTEGRITY (HMAC-SHA1 keyed with the node's ICE password) and FINGERPRINT.
+/// each of its candidate pairs, signed with the node's ICE password from the answer.
 fn connectivity_check(sim: &mut Sim, client: usize, nominates: bool) -> Vec<u8> {
     use aws_lc_rs::hmac;
     let sdp = sim.last_answer(client).unwrap().0.to_owned();
@@ -29,49 +28,24 @@ fn connectivity_check(sim: &mut Sim, client: usize, nominates: bool) -> Vec<u8> 
         .direct_api()
         .local_ice_credentials()
         .ufrag;
-    fn attribute(m: &mut Vec<u8>, ty: u16, value: &[u8]) {
-        m.extend(ty.to_be_bytes());
-        m.extend((value.len() as u16).to_be_bytes());
-        m.extend(value);
-        m.resize(m.len().next_multiple_of(4), 0);
-    }
-    fn set_len(m: &mut [u8], len: usize) {
-        m[2..4].copy_from_slice(&((len - 20) as u16).to_be_bytes());
-    }
-    let mut m = vec![0x00, 0x01, 0, 0, 0x21, 0x12, 0xa4, 0x42];
-    m.extend(if nominates {
-        *b"nominate0000"
-    } else {
-        *b"checks-only!"
-    });
-    attribute(&mut m, 0x0006, format!("{node_ufrag}:{ours}").as_bytes());
-    attribute(&mut m, 0x0024, &0x6e7f_1effu32.to_be_bytes());
-    attribute(&mut m, 0x802a, &7u64.to_be_bytes());
-    if nominates {
-        attribute(&mut m, 0x0025, &[]);
-    }
-    // MESSAGE-INTEGRITY over the message with the length counting it (RFC 8489 §14.5).
-    let len = m.len() + 24;
-    set_len(&mut m, len);
     let key = hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, node_pwd.as_bytes());
-    let mac = hmac::sign(&key, &m);
-    attribute(&mut m, 0x0008, mac.as_ref());
-    // FINGERPRINT: CRC-32 of the message with the length counting it, XOR "STUN".
-    let len = m.len() + 8;
-    set_len(&mut m, len);
-    let crc = m.iter().fold(!0u32, |mut crc, &byte| {
-        crc ^= u32::from(byte);
-        for _ in 0..8 {
-            crc = if crc & 1 == 1 {
-                (crc >> 1) ^ 0xedb8_8320
-            } else {
-                crc >> 1
-            };
-        }
-        crc
-    });
-    attribute(&mut m, 0x8028, &(!crc ^ 0x5354_554e).to_be_bytes());
-    m
+    let mut check = Vec::new();
+    stun_connectivity_check(
+        if nominates {
+            *b"nominate0000"
+        } else {
+            *b"checks-only!"
+        },
+        &format!("{node_ufrag}:{ours}"),
+        nominates,
+        |m| {
+            let mut mac = [0u8; 20];
+            mac.copy_from_slice(hmac::sign(&key, m).as_ref());
+            mac
+        },
+        &mut check,
+    );
+    check
 }
 
 /// Asserts that `rx` got every frame `tx` sent from its first one on, once, in order.
@@ -242,14 +216,20 @@ fn a_client_vanishing_on_another_shard_is_removed_by_its_home() {
     }
 }
 
-#[test]
-fn media_follows_a_client_whose_traffic_moves_to_another_shard() {
+/// Two shards, a and b talking in one room for a second.
+fn two_speakers_on_two_shards() -> (Sim, usize, usize) {
     let mut sim = Sim::with_shards(2, |_| {});
     let a = sim.connect("a", "r");
     let b = sim.connect("b", "r");
     sim.clients[a].speaking = Some(20);
     sim.clients[b].speaking = Some(20);
     sim.run_for(Duration::from_secs(1));
+    (sim, a, b)
+}
+
+#[test]
+fn media_follows_a_client_whose_traffic_moves_to_another_shard() {
+    let (mut sim, a, b) = two_speakers_on_two_shards();
     // b's network changes and the kernel now hashes it to the other shard.
     let from = sim.clients[b].shard;
     sim.clients[b].shard = 1 - from;
@@ -315,12 +295,7 @@ fn a_media_command_follows_a_participant_that_moved_meanwhile() {
 /// check that nominates the other pair still moves it.
 #[test]
 fn a_check_on_a_backup_pair_does_not_move_a_speakers_media() {
-    let mut sim = Sim::with_shards(2, |_| {});
-    let a = sim.connect("a", "r");
-    let b = sim.connect("b", "r");
-    sim.clients[a].speaking = Some(20);
-    sim.clients[b].speaking = Some(20);
-    sim.run_for(Duration::from_secs(1));
+    let (mut sim, a, b) = two_speakers_on_two_shards();
     let holder = sim.holder(b).unwrap();
     let other = 1 - holder;
     let backup: std::net::SocketAddr = "10.99.0.7:5555".parse().unwrap();

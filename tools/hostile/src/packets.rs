@@ -57,23 +57,78 @@ pub fn stun_binding_request(
     integrity: Option<[u8; 20]>,
     out: &mut Vec<u8>,
 ) {
-    out.clear();
-    out.extend_from_slice(&BINDING.to_be_bytes());
-    out.extend_from_slice(&[0, 0]); // length, below
-    out.extend_from_slice(&MAGIC_COOKIE.to_be_bytes());
     let mut txid = [0u8; 12];
     rng.fill(&mut txid);
-    out.extend_from_slice(&txid);
     let theirs = 4 + rng.below(5) as usize;
     let username = format!("{node_ufrag}:{}", ice_token(rng, theirs));
-    stun_attribute(out, attr::USERNAME, username.as_bytes());
-    stun_attribute(out, attr::PRIORITY, &rng.next_u32().to_be_bytes());
-    stun_attribute(out, attr::ICE_CONTROLLING, &rng.next_u64().to_be_bytes());
-    stun_attribute(out, attr::USE_CANDIDATE, &[]);
+    let check = Check {
+        txid,
+        username: &username,
+        priority: rng.next_u32(),
+        tie_breaker: rng.next_u64(),
+        nominates: true,
+    };
+    check.write_head(out);
     if let Some(mac) = integrity {
         stun_attribute(out, attr::MESSAGE_INTEGRITY, &mac);
     }
-    // The length covers the FINGERPRINT attribute when its CRC is computed.
+    finish_with_fingerprint(out);
+}
+
+/// An ICE connectivity check that passes: what a controlling agent sends on one of
+/// its candidate pairs. USERNAME is `username` (the receiver's ufrag, a colon, the
+/// sender's); USE-CANDIDATE is there if the check `nominates` its pair;
+/// MESSAGE-INTEGRITY is `hmac_sha1` of what precedes it, with the length counting it
+/// (RFC 8489 §14.5; the key is the receiver's ICE password); then FINGERPRINT.
+pub fn stun_connectivity_check(
+    txid: [u8; 12],
+    username: &str,
+    nominates: bool,
+    hmac_sha1: impl FnOnce(&[u8]) -> [u8; 20],
+    out: &mut Vec<u8>,
+) {
+    let check = Check {
+        txid,
+        username,
+        priority: 0x6e7f_1eff,
+        tie_breaker: 7,
+        nominates,
+    };
+    check.write_head(out);
+    let total = out.len() + 24;
+    set_stun_length(out, total);
+    let mac = hmac_sha1(out);
+    stun_attribute(out, attr::MESSAGE_INTEGRITY, &mac);
+    finish_with_fingerprint(out);
+}
+
+/// The part of a Binding request before its integrity.
+struct Check<'a> {
+    txid: [u8; 12],
+    username: &'a str,
+    priority: u32,
+    tie_breaker: u64,
+    nominates: bool,
+}
+
+impl Check<'_> {
+    fn write_head(&self, out: &mut Vec<u8>) {
+        out.clear();
+        out.extend_from_slice(&BINDING.to_be_bytes());
+        out.extend_from_slice(&[0, 0]); // length, set as attributes are added
+        out.extend_from_slice(&MAGIC_COOKIE.to_be_bytes());
+        out.extend_from_slice(&self.txid);
+        stun_attribute(out, attr::USERNAME, self.username.as_bytes());
+        stun_attribute(out, attr::PRIORITY, &self.priority.to_be_bytes());
+        stun_attribute(out, attr::ICE_CONTROLLING, &self.tie_breaker.to_be_bytes());
+        if self.nominates {
+            stun_attribute(out, attr::USE_CANDIDATE, &[]);
+        }
+    }
+}
+
+/// FINGERPRINT last: the length covers it when its CRC is computed.
+fn finish_with_fingerprint(out: &mut Vec<u8>) {
     let total = out.len() + 8;
     set_stun_length(out, total);
     let crc = crc32(out) ^ FINGERPRINT_XOR;
