@@ -16,6 +16,8 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
 cd "$repo"
+# shellcheck source=veth-pair.sh
+. "$here/veth-pair.sh"
 
 mode="${1:-standard}"
 out="${OUT:-target/bench/floor.jsonl}"
@@ -55,16 +57,8 @@ case "$mode" in
       ip netns del "$ns_cli" 2>/dev/null || true
     }
     trap cleanup EXIT INT TERM
-    # As small-room.sh: a veth pair made inside the forwarder's namespace, one end moved.
-    ip netns add "$ns_node"
-    ip netns add "$ns_cli"
-    ip -n "$ns_node" link add vn0 type veth peer name vc0
-    ip -n "$ns_node" link set vc0 netns "$ns_cli"
-    ip -n "$ns_node" addr add "$ip_node/30" dev vn0
-    ip -n "$ns_cli" addr add "$ip_cli/30" dev vc0
-    for ns in "$ns_node" "$ns_cli"; do ip -n "$ns" link set lo up; done
-    ip -n "$ns_node" link set vn0 up
-    ip -n "$ns_cli" link set vc0 up
+    # As small-room.sh sets it up (tools/bench/veth-pair.sh).
+    veth_pair "$ns_node" "$ns_cli" "$ip_node" "$ip_cli"
     for t in ${THREADS:-1 2}; do
       fwd="$(mktemp)"
       ip netns exec "$ns_node" "$FLOOR_BIN" forward --bind "$ip_node:19000" --threads "$t" \

@@ -19,6 +19,8 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
 cd "$repo"
+# shellcheck source=veth-pair.sh
+. "$here/veth-pair.sh"
 
 shards="${SHARDS:-2}"; runs="${RUNS:-1}"
 out="${OUT:-target/bench/small-room.jsonl}"
@@ -42,17 +44,7 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-ip netns add "$ns_node"
-ip netns add "$ns_cli"
-# The veth pair is created inside the node's namespace, then one end moved: neither end
-# ever lives in the host's namespace.
-ip -n "$ns_node" link add vn0 type veth peer name vc0
-ip -n "$ns_node" link set vc0 netns "$ns_cli"
-ip -n "$ns_node" addr add "$ip_node/30" dev vn0
-ip -n "$ns_cli" addr add "$ip_cli/30" dev vc0
-for ns in "$ns_node" "$ns_cli"; do ip -n "$ns" link set lo up; done
-ip -n "$ns_node" link set vn0 up
-ip -n "$ns_cli" link set vc0 up
+veth_pair "$ns_node" "$ns_cli" "$ip_node" "$ip_cli"
 
 node_extra=()
 if "$CHORUS_BIN" serve --help 2>/dev/null | grep -q -- '--control'; then node_extra+=(--control none); fi
