@@ -8,6 +8,7 @@ use std::time::Duration;
 use chorus_engine::{CloseReason, Command, ShardMessage};
 use chorus_hostile::packets::stun_connectivity_check;
 use chorus_protocol::signal::ServerMessage;
+use chorus_protocol::stun::{StunClass, StunMessage};
 use chorus_tests::sim::Sim;
 
 /// An ICE connectivity check from `client`'s side to the node, as a browser sends on
@@ -299,6 +300,7 @@ fn a_check_on_a_backup_pair_does_not_move_a_speakers_media() {
     let holder = sim.holder(b).unwrap();
     let other = 1 - holder;
     let backup: std::net::SocketAddr = "10.99.0.7:5555".parse().unwrap();
+    sim.stray = Some(Vec::new());
     for _ in 0..4 {
         let check = connectivity_check(&mut sim, b, false);
         let now = sim.now;
@@ -314,6 +316,17 @@ fn a_check_on_a_backup_pair_does_not_move_a_speakers_media() {
             "a hears all of b"
         );
     }
+    // Each check was answered all the same (from the holding shard), so the pair
+    // stays usable.
+    let sent = sim.stray.take().unwrap();
+    let answered = sent
+        .iter()
+        .filter(|(to, d)| {
+            *to == backup
+                && StunMessage::parse(d).is_ok_and(|m| m.class() == StunClass::SuccessResponse)
+        })
+        .count();
+    assert_eq!(answered, 4, "every check on the backup pair answered");
     // The same check nominating the pair: the media follows it.
     let check = connectivity_check(&mut sim, b, true);
     let now = sim.now;
@@ -324,4 +337,30 @@ fn a_check_on_a_backup_pair_does_not_move_a_speakers_media() {
         Some(other),
         "a nominated pair moves the media"
     );
+}
+
+/// The same for a participant that sends no media (a listener): the consent checks on
+/// its nominated pair keep it where they arrive.
+#[test]
+fn a_check_on_a_backup_pair_does_not_move_a_listener() {
+    let (mut sim, a, b) = two_speakers_on_two_shards();
+    sim.clients[b].speaking = None;
+    sim.run_for(Duration::from_secs(10));
+    let holder = sim.holder(b).unwrap();
+    let backup: std::net::SocketAddr = "10.99.0.8:5555".parse().unwrap();
+    for _ in 0..5 {
+        let check = connectivity_check(&mut sim, b, false);
+        let now = sim.now;
+        sim.shards[1 - holder].handle_datagram(now, backup, &check);
+        sim.pump();
+        assert_eq!(
+            sim.holder(b),
+            Some(holder),
+            "b's media stays where its checks arrive"
+        );
+        assert!(
+            sim.heard_over(b, a, Duration::from_secs(2)) >= 95,
+            "b hears a"
+        );
+    }
 }

@@ -178,6 +178,9 @@ pub struct Sim {
     /// client: `(client index, datagram)`.
     #[allow(clippy::type_complexity)]
     pub lose_to_client: Option<Box<dyn FnMut(usize, &[u8]) -> bool>>,
+    /// When set, the datagrams the node sent to addresses no client has (destination
+    /// and bytes), in order.
+    pub stray: Option<Vec<(SocketAddr, Vec<u8>)>>,
     /// Joins say `p2p: true` (they can carry a call peer to peer) while this is set.
     pub join_p2p: bool,
     /// In a cluster (`ShardConfig::node` set): the changes of this node's members, for
@@ -222,6 +225,7 @@ impl Sim {
             events: Vec::new(),
             lose: None,
             lose_to_client: None,
+            stray: None,
             join_p2p: false,
             roster: Vec::new(),
             relayed: Vec::new(),
@@ -738,6 +742,9 @@ impl Sim {
                 while let Some(t) = self.shards[k].poll_transmit() {
                     moved = true;
                     let Some(i) = self.clients.iter().position(|c| c.addr == t.destination) else {
+                        if let Some(stray) = &mut self.stray {
+                            stray.push((t.destination, t.contents.clone()));
+                        }
                         continue;
                     };
                     if let Some(lose) = self.lose_to_client.as_mut() {

@@ -83,9 +83,11 @@ pub struct Participant {
     pub(crate) rtc_busy_at: Instant,
     /// Last datagram from the client (or the answer, before the first one).
     pub(crate) last_heard: Option<Instant>,
-    /// Last media (RTP that passed SRTP) from the client, on this shard: where its
-    /// nominated pair's traffic arrives (`shard/migration.rs` `release`).
+    /// Last media (RTP that passed SRTP) from the client, on this shard, and last
+    /// consent check answered on its nominated pair here: where its traffic arrives
+    /// (`shard/migration.rs` `release`).
     pub(crate) media_heard: Option<Instant>,
+    pub(crate) pair_heard: Option<Instant>,
     /// What answering its consent checks without str0m takes.
     pub(crate) consent: crate::consent::Consent,
     /// Its DTLS state was let go (`KeyCapture::dtls_retired`, which never turns back):

@@ -359,6 +359,7 @@ impl Shard {
             timer_at: None,
             last_heard: None,
             media_heard: None,
+            pair_heard: None,
             consent: Default::default(),
             dtls_retired: Default::default(),
             connected: false,

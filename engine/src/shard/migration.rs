@@ -26,6 +26,9 @@ const MAX_RTCP_FOR_STR0M: usize = 4;
 /// that does not nominate a pair arriving at another shard (`Shard::release`). Opus
 /// sends at least every 400 ms, silence included (DTX).
 const MEDIA_HOLDS: Duration = Duration::from_secs(1);
+/// The same for a consent check answered on its nominated pair: browsers check the
+/// selected pair every ~2.5 s (a client that sends no media still does).
+const PAIR_HOLDS: Duration = Duration::from_secs(6);
 
 impl Shard {
     /// Source address first; for an unknown address, a STUN request whose USERNAME
@@ -149,16 +152,24 @@ impl Shard {
         }
         // A client keeps checking its other candidate pairs while its media flows on
         // the one it nominated (libwebrtc every ~2.5 s), and such a pair may hash to
-        // another shard. Its media stays where its packets arrive: a check that does
-        // not nominate its pair moves it only once none arrived here for
-        // `MEDIA_HOLDS` (its network changed, or it is not sending).
+        // another shard. The media stays where the client's traffic arrives: media
+        // within `MEDIA_HOLDS`, or a consent check on its nominated pair within
+        // `PAIR_HOLDS`. Such a check is answered here all the same (the reply leaves
+        // from this shard's socket, on the same port), so the pair stays usable: the
+        // client may nominate it later, and a check that nominates moves the media.
+        let recent = |t: Option<Instant>, hold: Duration| {
+            t.is_some_and(|t| now.saturating_duration_since(t) < hold)
+        };
         let nominates = stun::StunMessage::parse(&datagram)
             .is_ok_and(|m| m.attribute(stun::attr::USE_CANDIDATE).is_some());
-        let media_here = p
-            .media_heard
-            .is_some_and(|t| now.saturating_duration_since(t) < MEDIA_HOLDS);
-        if media_here && !nominates {
-            tracing::debug!(room = %p.room, participant = %pid, %source, at = to, "media kept: a check on a pair it did not nominate");
+        let here = recent(p.media_heard, MEDIA_HOLDS) || recent(p.pair_heard, PAIR_HOLDS);
+        if here && !nominates {
+            tracing::debug!(room = %p.room, participant = %pid, %source, at = to, "media kept: a check on a pair it did not nominate, answered here");
+            let peer = Peer {
+                proto: Protocol::Udp,
+                addr: source,
+            };
+            self.receive(now, pid, peer, &datagram);
             return;
         }
         let Some(p) = self.detach(pid) else {
@@ -187,8 +198,9 @@ impl Shard {
         let pid = p.id;
         self.stats.migrations_in += 1;
         p.timer_at = None;
-        // Media heard on the shard it left says nothing of this one.
+        // What was heard on the shard it left says nothing of this one.
         p.media_heard = None;
+        p.pair_heard = None;
         // The addresses it had elsewhere: UDP ones arrive at their own shard (the
         // kernel's choice), TCP ones through `handle_tcp` wherever it is.
         let udp = Peer {
@@ -262,6 +274,7 @@ impl Shard {
             let mut answer = self.pool.take();
             if p.consent.answer(now, check, source, &mut answer) {
                 p.last_heard = Some(now);
+                p.pair_heard = Some(now);
                 self.stats.consent_answered += 1;
                 self.transmits.push_back(Transmit::to(peer, local, answer));
                 return;
@@ -354,6 +367,9 @@ impl Shard {
                 if nominated && p.egress.remote != Some(peer) {
                     tracing::debug!(room = %p.room, participant = %pid, %peer, "nominated pair");
                     p.egress.remote = Some(peer);
+                }
+                if consent && p.egress.remote == Some(peer) {
+                    p.pair_heard = Some(now);
                 }
                 // The checks that follow on this pair can be answered here.
                 if let Some(check) = check.filter(|_| consent && p.egress.remote == Some(peer)) {
