@@ -720,7 +720,6 @@ impl Worker {
             self.shard.close_rooms(now, &reason);
         }
         // More than a turn's share: the next turn takes the rest at once.
-        let inbox = &self.inboxes[self.id];
         !inbox.media.is_empty() || !inbox.video.is_empty() || !inbox.tcp_in.is_empty()
     }
 

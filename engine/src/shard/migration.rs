@@ -368,11 +368,12 @@ impl Shard {
                     tracing::debug!(room = %p.room, participant = %pid, %peer, "nominated pair");
                     p.egress.remote = Some(peer);
                 }
-                if consent && p.egress.remote == Some(peer) {
+                let on_pair = consent && p.egress.remote == Some(peer);
+                if on_pair {
                     p.pair_heard = Some(now);
                 }
                 // The checks that follow on this pair can be answered here.
-                if let Some(check) = check.filter(|_| consent && p.egress.remote == Some(peer)) {
+                if let Some(check) = check.filter(|_| on_pair) {
                     let rtc = &mut p.rtc;
                     p.consent.str0m_answered(now, &check, || {
                         rtc.direct_api().local_ice_credentials().pass
