@@ -3,6 +3,7 @@
 //! exactly once — with mute, deafen, leave and timeouts working across shards.
 #![allow(clippy::unwrap_used)]
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use chorus_engine::{CloseReason, Command, ShardMessage};
@@ -12,8 +13,9 @@ use chorus_protocol::stun::{StunClass, StunMessage};
 use chorus_tests::sim::Sim;
 
 /// An ICE connectivity check from `client`'s side to the node, as a browser sends on
-/// each of its candidate pairs, signed with the node's ICE password from the answer.
-fn connectivity_check(sim: &mut Sim, client: usize, nominates: bool) -> Vec<u8> {
+/// each of its candidate pairs, signed with the node's ICE password from the answer,
+/// arriving from `source` at `shard`; everything it sets off is delivered.
+fn check_from(sim: &mut Sim, client: usize, source: SocketAddr, shard: usize, nominates: bool) {
     use aws_lc_rs::hmac;
     let sdp = sim.last_answer(client).unwrap().0.to_owned();
     let value = |key: &str| {
@@ -46,7 +48,9 @@ fn connectivity_check(sim: &mut Sim, client: usize, nominates: bool) -> Vec<u8> 
         },
         &mut check,
     );
-    check
+    let now = sim.now;
+    sim.shards[shard].handle_datagram(now, source, &check);
+    sim.pump();
 }
 
 /// Asserts that `rx` got every frame `tx` sent from its first one on, once, in order.
@@ -299,13 +303,10 @@ fn a_check_on_a_backup_pair_does_not_move_a_speakers_media() {
     let (mut sim, a, b) = two_speakers_on_two_shards();
     let holder = sim.holder(b).unwrap();
     let other = 1 - holder;
-    let backup: std::net::SocketAddr = "10.99.0.7:5555".parse().unwrap();
+    let backup: SocketAddr = "10.99.0.7:5555".parse().unwrap();
     sim.stray = Some(Vec::new());
     for _ in 0..4 {
-        let check = connectivity_check(&mut sim, b, false);
-        let now = sim.now;
-        sim.shards[other].handle_datagram(now, backup, &check);
-        sim.pump();
+        check_from(&mut sim, b, backup, other, false);
         assert_eq!(
             sim.holder(b),
             Some(holder),
@@ -328,10 +329,7 @@ fn a_check_on_a_backup_pair_does_not_move_a_speakers_media() {
         .count();
     assert_eq!(answered, 4, "every check on the backup pair answered");
     // The same check nominating the pair: the media follows it.
-    let check = connectivity_check(&mut sim, b, true);
-    let now = sim.now;
-    sim.shards[other].handle_datagram(now, backup, &check);
-    sim.pump();
+    check_from(&mut sim, b, backup, other, true);
     assert_eq!(
         sim.holder(b),
         Some(other),
@@ -347,12 +345,9 @@ fn a_check_on_a_backup_pair_does_not_move_a_listener() {
     sim.clients[b].speaking = None;
     sim.run_for(Duration::from_secs(10));
     let holder = sim.holder(b).unwrap();
-    let backup: std::net::SocketAddr = "10.99.0.8:5555".parse().unwrap();
+    let backup: SocketAddr = "10.99.0.8:5555".parse().unwrap();
     for _ in 0..5 {
-        let check = connectivity_check(&mut sim, b, false);
-        let now = sim.now;
-        sim.shards[1 - holder].handle_datagram(now, backup, &check);
-        sim.pump();
+        check_from(&mut sim, b, backup, 1 - holder, false);
         assert_eq!(
             sim.holder(b),
             Some(holder),

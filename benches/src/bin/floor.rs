@@ -176,21 +176,20 @@ fn forward(flags: &Flags) -> Result<(), FloorError> {
             std::thread::spawn(move || forward_loop(s, &rooms, &stop, &sent, &received))
         })
         .collect();
+    // CPU (user and system ticks, and exact), datagrams sent and received.
+    let sample = || {
+        (
+            cpu_seconds(),
+            cpu_exact(),
+            sent.load(Ordering::Relaxed),
+            received.load(Ordering::Relaxed),
+        )
+    };
     std::thread::sleep(warmup);
-    let (u0, s0) = cpu_seconds();
-    let c0 = cpu_exact();
-    let (tx0, rx0) = (
-        sent.load(Ordering::Relaxed),
-        received.load(Ordering::Relaxed),
-    );
+    let ((u0, s0), c0, tx0, rx0) = sample();
     let t0 = Instant::now();
     std::thread::sleep(window);
-    let (u1, s1) = cpu_seconds();
-    let c1 = cpu_exact();
-    let (tx1, rx1) = (
-        sent.load(Ordering::Relaxed),
-        received.load(Ordering::Relaxed),
-    );
+    let ((u1, s1), c1, tx1, rx1) = sample();
     let secs = t0.elapsed().as_secs_f64();
     stop.store(true, Ordering::Release);
     for w in workers {
