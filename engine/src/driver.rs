@@ -29,6 +29,7 @@ use parking_lot::Mutex;
 
 use crate::cluster::{NodeIndex, RosterChange};
 use crate::config::ShardConfig;
+use crate::doorbell::Doorbell;
 use crate::error::EngineError;
 use crate::forwarder::SpeakerPacket;
 use crate::io::{Command, Event, Protocol, Request, RequestId, Transmit};
@@ -107,7 +108,8 @@ struct Inbox {
     /// Datagrams from ICE-TCP connections, and buffers for them.
     tcp_in: Arc<ArrayQueue<TcpIn>>,
     tcp_returned: Arc<ArrayQueue<Vec<u8>>>,
-    waker: Arc<Waker>,
+    /// Rung after anything is put in the queues above (or the flags set).
+    bell: Arc<Doorbell>,
 }
 
 impl Inbox {
@@ -176,7 +178,7 @@ impl CommandSender {
     pub fn close_all_rooms(&self, reason: &str) {
         for inbox in self.inboxes.iter() {
             *inbox.close_rooms.lock() = Some(reason.to_owned());
-            let _ = inbox.waker.wake();
+            inbox.bell.ring();
         }
     }
 
@@ -185,7 +187,7 @@ impl CommandSender {
     pub fn start_draining(&self) {
         for inbox in self.inboxes.iter() {
             inbox.drain.store(true, Ordering::Release);
-            let _ = inbox.waker.wake();
+            inbox.bell.ring();
         }
     }
 
@@ -212,7 +214,7 @@ impl CommandSender {
             if inbox.control.try_send(message).is_ok() {
                 asked += 1;
             }
-            let _ = inbox.waker.wake();
+            inbox.bell.ring();
         }
         asked
     }
@@ -239,7 +241,7 @@ impl CommandSender {
             {
                 self.stats.dropped_handoff.fetch_add(1, Ordering::Relaxed);
             }
-            let _ = inbox.waker.wake();
+            inbox.bell.ring();
         }
     }
 
@@ -250,7 +252,7 @@ impl CommandSender {
     pub fn relay_video_in(&self, room: &RoomId, packet: &VideoPacket) {
         for inbox in self.inboxes.iter() {
             inbox.push_video(room.clone(), packet.clone(), &self.stats);
-            let _ = inbox.waker.wake();
+            inbox.bell.ring();
         }
     }
 
@@ -266,7 +268,7 @@ impl CommandSender {
         if inbox.control.try_send(message).is_err() {
             self.stats.dropped_control.fetch_add(1, Ordering::Relaxed);
         }
-        let _ = inbox.waker.wake();
+        inbox.bell.ring();
     }
 
     /// A member another node holds joined, changed or left `room` (to the room's
@@ -277,7 +279,7 @@ impl CommandSender {
             .control
             .try_send(ShardMessage::Remote { room, change })
             .is_ok();
-        let _ = inbox.waker.wake();
+        inbox.bell.ring();
         ok
     }
 
@@ -291,7 +293,7 @@ impl CommandSender {
             {
                 self.stats.dropped_control.fetch_add(1, Ordering::Relaxed);
             }
-            let _ = inbox.waker.wake();
+            inbox.bell.ring();
         }
     }
 
@@ -299,8 +301,7 @@ impl CommandSender {
         let home = home_of(command.participant(), self.shards());
         let inbox = &self.inboxes[home];
         let ok = inbox.commands.try_send(command).is_ok();
-        // A failed wake means the shard thread is gone; try_send said so already.
-        let _ = inbox.waker.wake();
+        inbox.bell.ring();
         ok
     }
 }
@@ -366,7 +367,7 @@ impl Driver {
         let mut receivers = Vec::new();
         for _ in 0..shards {
             let poll = Poll::new()?;
-            let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+            let bell = Arc::new(Doorbell::new(poll.registry(), WAKER)?);
             let (commands, commands_rx) = crossbeam_channel::bounded(COMMAND_QUEUE);
             let (control, control_rx) = crossbeam_channel::bounded(CONTROL_QUEUE);
             inboxes.push(Inbox {
@@ -380,7 +381,7 @@ impl Driver {
                 video: ArrayQueue::new(MEDIA_QUEUE),
                 tcp_in: Arc::new(ArrayQueue::new(tcp::IN_QUEUE)),
                 tcp_returned: Arc::new(ArrayQueue::new(tcp::IN_QUEUE)),
-                waker,
+                bell,
             });
             polls.push(poll);
             receivers.push((commands_rx, control_rx));
@@ -396,7 +397,7 @@ impl Driver {
                 .map(|i| ShardPort {
                     inbound: i.tcp_in.clone(),
                     returned: i.tcp_returned.clone(),
-                    waker: i.waker.clone(),
+                    bell: i.bell.clone(),
                 })
                 .collect();
             let (thread, side) =
@@ -475,7 +476,7 @@ impl Driver {
     fn shutdown(&mut self) {
         self.stop.store(true, Ordering::Release);
         for inbox in self.inboxes.iter() {
-            let _ = inbox.waker.wake();
+            inbox.bell.ring();
         }
         if let Some(w) = &self.tcp_waker {
             let _ = w.wake();
@@ -540,9 +541,9 @@ impl Worker {
         // readiness is edge-triggered (no event comes for datagrams already queued),
         // so the next poll does not sleep.
         let mut budget_spent = false;
-        // The inbox may hold something: set when the waker fired, or when the last
-        // turn left work in it.
-        let mut inbox_pending = true;
+        // The inbox may hold something: it was rung, or the last turn left work in it.
+        let mut inbox_pending = false;
+        let bell = self.inboxes[self.id].bell.clone();
         while !self.stop.load(Ordering::Acquire) {
             if socket_resumes.is_some_and(|at| at <= Instant::now()) {
                 socket_resumes = None;
@@ -557,7 +558,9 @@ impl Worker {
                     return;
                 }
             }
-            let timeout = if budget_spent || inbox_pending {
+            // Other threads ring the doorbell only while the shard sleeps in a poll
+            // that may block; a shard at work takes their mark after its poll.
+            let timeout = if budget_spent || inbox_pending || !bell.may_sleep() {
                 Some(Duration::ZERO)
             } else {
                 self.shard
@@ -574,10 +577,9 @@ impl Worker {
                 }
             }
             let now = Instant::now();
-            // Other threads push into the inbox and then wake it: its queues are
-            // looked at only when the waker fired (or a turn left work there), not on
-            // every datagram's wake-up.
-            inbox_pending |= mio_events.iter().any(|e| e.token() == WAKER);
+            // The inbox's queues are looked at only when it was rung (or a turn left
+            // work there), not on every datagram's wake-up.
+            inbox_pending |= bell.take();
             // The socket is read when it reported readiness (an edge: something
             // arrived since it was last emptied) or the last turn left datagrams.
             let mut read = 0;
@@ -807,7 +809,7 @@ impl Worker {
         }
         for (to, w) in woken.iter().enumerate() {
             if *w {
-                let _ = self.inboxes[to].waker.wake();
+                self.inboxes[to].bell.ring();
             }
         }
         while let Some(out) = self.shard.poll_relay() {

@@ -73,6 +73,7 @@ mod client_event;
 pub mod cluster;
 pub mod config;
 mod consent;
+mod doorbell;
 pub mod driver;
 mod egress;
 pub mod error;

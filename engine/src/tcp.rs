@@ -24,6 +24,8 @@ use chorus_protocol::demux::{classify, DatagramKind};
 use chorus_protocol::signal::ParticipantId;
 use chorus_protocol::stun;
 use crossbeam_queue::ArrayQueue;
+
+use crate::doorbell::Doorbell;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
@@ -144,12 +146,12 @@ pub(crate) struct TcpOut {
     pub data: Vec<u8>,
 }
 
-/// Where the TCP thread delivers datagrams: per shard, a queue, a waker, and the
+/// Where the TCP thread delivers datagrams: per shard, a queue, a doorbell, and the
 /// queue buffers go back to (pooled, so no datagram allocates).
 pub(crate) struct ShardPort {
     pub inbound: Arc<ArrayQueue<TcpIn>>,
     pub returned: Arc<ArrayQueue<Vec<u8>>>,
-    pub waker: Arc<Waker>,
+    pub bell: Arc<Doorbell>,
 }
 
 /// The shard side's handle on the TCP thread.
@@ -579,7 +581,7 @@ impl TcpThread {
     fn wake_shards(&mut self) {
         for (s, touched) in self.touched.iter_mut().enumerate() {
             if std::mem::take(touched) {
-                let _ = self.shards[s].waker.wake();
+                self.shards[s].bell.ring();
             }
         }
     }
