@@ -345,6 +345,11 @@ impl Shard {
     /// USERNAME of the connection's first STUN request names it). It is processed
     /// where the participant's media is (passed on through its home shard when that
     /// is another shard); TCP never moves a participant's media.
+    ///
+    /// Empty `data` is the TCP thread's notice that the connection closed (frames are
+    /// never empty): the shard holding the media forgets that address (the slot
+    /// streams stop going there; a later connection from the same address may be
+    /// someone else's). To the client it is an ICE failure like any other.
     pub fn handle_tcp(
         &mut self,
         now: Instant,
@@ -352,27 +357,15 @@ impl Shard {
         source: SocketAddr,
         data: &[u8],
     ) {
-        self.stats.datagrams_in += 1;
-        self.stats.bytes_in += data.len() as u64;
-        if classify(data) == DatagramKind::Unknown {
-            self.stats.dropped_malformed += 1;
-            return;
+        if !data.is_empty() {
+            self.stats.datagrams_in += 1;
+            self.stats.bytes_in += data.len() as u64;
+            if classify(data) == DatagramKind::Unknown {
+                self.stats.dropped_malformed += 1;
+                return;
+            }
         }
         self.tcp_datagram(now, participant, source, data, 0);
-        self.pump(now);
-    }
-
-    /// The ICE-TCP connection from `source` bound to `participant` closed: its shard
-    /// forgets that address (the slot streams stop going there; a later connection
-    /// from the same address may be someone else's). To the client it is an ICE
-    /// failure like any other.
-    pub fn handle_tcp_closed(
-        &mut self,
-        now: Instant,
-        participant: ParticipantId,
-        source: SocketAddr,
-    ) {
-        self.tcp_datagram(now, participant, source, &[], 0);
         self.pump(now);
     }
 

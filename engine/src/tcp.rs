@@ -316,7 +316,6 @@ impl TcpThread {
                 }
             }
             self.send_out();
-            self.wake_shards();
             if now.saturating_duration_since(swept) >= Duration::from_millis(500) {
                 swept = now;
                 self.sweep(now);
@@ -324,6 +323,8 @@ impl TcpThread {
                     self.accept(now);
                 }
             }
+            // After the sweep: its closes reach the shards now, not a poll later.
+            self.wake_shards();
         }
     }
 
