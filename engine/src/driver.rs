@@ -108,7 +108,9 @@ struct Inbox {
     /// Datagrams from ICE-TCP connections, and buffers for them.
     tcp_in: Arc<ArrayQueue<TcpIn>>,
     tcp_returned: Arc<ArrayQueue<Vec<u8>>>,
-    /// Rung after anything is put in the queues above (or the flags set).
+    /// Rung after anything is put in the queues and flags above, but `tcp_returned`
+    /// (spare buffers, taken as the shard goes) and the snapshot and latency (the
+    /// shard's own).
     bell: Arc<Doorbell>,
 }
 
@@ -227,8 +229,6 @@ impl CommandSender {
             .collect()
     }
 
-    /// Queues a command at the participant's home shard; false if the node has
-    /// stopped or is too busy to take it.
     /// A speaker's packet from another node of the room: every shard forwards it to
     /// its subscribers in the room, as a packet handed by another shard (the oldest
     /// is dropped when a shard's ring is full).
@@ -297,6 +297,8 @@ impl CommandSender {
         }
     }
 
+    /// Queues a command at the participant's home shard; false if the node has
+    /// stopped or is too busy to take it.
     pub fn send(&self, command: Command) -> bool {
         let home = home_of(command.participant(), self.shards());
         let inbox = &self.inboxes[home];
@@ -558,8 +560,9 @@ impl Worker {
                     return;
                 }
             }
-            // Other threads ring the doorbell only while the shard sleeps in a poll
-            // that may block; a shard at work takes their mark after its poll.
+            // Other threads always ring the doorbell, but write its eventfd only while
+            // the shard may block in a poll; a shard at work takes their mark after
+            // its poll.
             let timeout = if budget_spent || inbox_pending || !bell.may_sleep() {
                 Some(Duration::ZERO)
             } else {
