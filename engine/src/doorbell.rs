@@ -31,7 +31,8 @@ pub struct Doorbell {
 }
 
 impl Doorbell {
-    /// A doorbell whose wake-ups reach `registry`'s poll as `token`.
+    /// A doorbell whose wake-ups reach `registry`'s poll as `token`. It starts rung,
+    /// so that the shard's first turn looks at its inbox.
     pub fn new(registry: &Registry, token: Token) -> io::Result<Doorbell> {
         Ok(Doorbell {
             state: AtomicU8::new(PENDING),

@@ -24,10 +24,10 @@ use chorus_protocol::demux::{classify, DatagramKind};
 use chorus_protocol::signal::ParticipantId;
 use chorus_protocol::stun;
 use crossbeam_queue::ArrayQueue;
-
-use crate::doorbell::Doorbell;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
+
+use crate::doorbell::Doorbell;
 
 /// What a per-address limit counts by ([`TcpLimits::per_ip`], and signaling's limits
 /// per client address): the IPv4 address (an IPv4-mapped one as IPv4), or the IPv6 /64
