@@ -29,6 +29,17 @@ if [ -z "${FLOOR_BIN:-}" ]; then
 fi
 seconds=$(( warmup + window + 3 ))
 
+# Whatever way the script ends (clients failing included), the forwarder and the
+# namespaces go with it.
+pid=""; fwd=""; ns_node=""; ns_cli=""
+cleanup() {
+  if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
+  [ -z "$fwd" ] || rm -f "$fwd"
+  [ -z "$ns_node" ] || ip netns del "$ns_node" 2>/dev/null || true
+  [ -z "$ns_cli" ] || ip netns del "$ns_cli" 2>/dev/null || true
+}
+trap cleanup EXIT INT TERM
+
 emit() { # forwarder-json clients-json threads
   local label=""; [ -n "${LABEL:-}" ] && label="\"label\":\"$LABEL\","
   echo "{${label}\"mode\":\"$mode\",\"forwarder\":$1,\"clients\":$2}" | tee -a "$out"
@@ -44,19 +55,14 @@ case "$mode" in
       sleep 0.3
       cli="$("$FLOOR_BIN" clients --node 127.0.0.1:19000 --rooms 50 --per-room 10 \
         --speakers 3 --threads "${CLIENT_THREADS:-2}" --seconds "$seconds")"
-      wait "$pid"
+      wait "$pid"; pid=""
       emit "$(cat "$fwd")" "$cli"
-      rm -f "$fwd"
+      rm -f "$fwd"; fwd=""
     done ;;
   small-room)
     ns_node="chfl-node-$$"; ns_cli="chfl-cli-$$"
     sub=$(( $$ % 250 + 1 ))
     ip_node="10.232.$sub.1"; ip_cli="10.232.$sub.2"
-    cleanup() {
-      ip netns del "$ns_node" 2>/dev/null || true
-      ip netns del "$ns_cli" 2>/dev/null || true
-    }
-    trap cleanup EXIT INT TERM
     # As small-room.sh sets it up (tools/bench/veth-pair.sh).
     veth_pair "$ns_node" "$ns_cli" "$ip_node" "$ip_cli"
     for t in ${THREADS:-1 2}; do
@@ -68,9 +74,9 @@ case "$mode" in
       cli="$(ip netns exec "$ns_cli" "$FLOOR_BIN" clients --node "$ip_node:19000" \
         --bind "$ip_cli" --rooms 1 --per-room "${PAGES:-6}" --speakers "${PAGES:-6}" \
         --threads "${CLIENT_THREADS:-1}" --seconds "$seconds")"
-      wait "$pid"
+      wait "$pid"; pid=""
       emit "$(cat "$fwd")" "$cli"
-      rm -f "$fwd"
+      rm -f "$fwd"; fwd=""
     done ;;
   *) echo "floor.sh: standard or small-room" >&2; exit 2 ;;
 esac
