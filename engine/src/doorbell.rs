@@ -81,9 +81,19 @@ mod tests {
 
     const BELL: Token = Token(7);
 
+    /// `poll.poll`, again after a signal (mio hands EINTR back; the driver retries too).
+    fn poll_once(poll: &mut Poll, events: &mut Events, timeout: Duration) {
+        loop {
+            match poll.poll(events, Some(timeout)) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                other => return other.unwrap(),
+            }
+        }
+    }
+
     fn woken(poll: &mut Poll) -> bool {
         let mut events = Events::with_capacity(4);
-        poll.poll(&mut events, Some(Duration::ZERO)).unwrap();
+        poll_once(poll, &mut events, Duration::ZERO);
         events.iter().any(|e| e.token() == BELL)
     }
 
@@ -142,7 +152,7 @@ mod tests {
             } else {
                 Duration::ZERO
             };
-            poll.poll(&mut events, Some(timeout)).unwrap();
+            poll_once(&mut poll, &mut events, timeout);
             // A sleep that ends with nothing is a ring lost: the producers ring
             // until the last one, which must wake this poll.
             assert!(!(sleeps && events.is_empty()), "a ring was lost at {seen}");
