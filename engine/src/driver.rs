@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use chorus_protocol::signal::{ParticipantId, RoomId};
 
 use crate::client_event::VideoSource;
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_channel::{Receiver, TrySendError};
 use crossbeam_queue::ArrayQueue;
 use mio::{Events, Interest, Poll, Token, Waker};
 use parking_lot::Mutex;
@@ -32,6 +32,7 @@ use crate::config::ShardConfig;
 use crate::doorbell::Doorbell;
 use crate::error::EngineError;
 use crate::forwarder::SpeakerPacket;
+use crate::inbox_queue::{inbox_queue, InboxSender};
 use crate::io::{Command, Event, Protocol, Request, RequestId, Transmit};
 use crate::latency::{LatencyHistogram, LatencySnapshot};
 use crate::mesh::{home_of, room_home, ShardMessage, MAX_SHARDS};
@@ -101,8 +102,8 @@ struct Inbox {
     drain: AtomicBool,
     /// Forwarding latency on this shard.
     latency: LatencyHistogram,
-    commands: Sender<Command>,
-    control: Sender<ShardMessage>,
+    commands: InboxSender<Command>,
+    control: InboxSender<ShardMessage>,
     media: ArrayQueue<(RoomId, SpeakerPacket)>,
     video: ArrayQueue<(RoomId, VideoPacket)>,
     /// Datagrams from ICE-TCP connections, and buffers for them.
@@ -370,8 +371,8 @@ impl Driver {
         for _ in 0..shards {
             let poll = Poll::new()?;
             let bell = Arc::new(Doorbell::new(poll.registry(), WAKER)?);
-            let (commands, commands_rx) = crossbeam_channel::bounded(COMMAND_QUEUE);
-            let (control, control_rx) = crossbeam_channel::bounded(CONTROL_QUEUE);
+            let (commands, commands_rx) = inbox_queue(COMMAND_QUEUE);
+            let (control, control_rx) = inbox_queue(CONTROL_QUEUE);
             inboxes.push(Inbox {
                 snapshot: Mutex::new(ShardSnapshot::default()),
                 close_rooms: Mutex::new(None),

@@ -81,6 +81,7 @@ pub mod forwarder;
 #[doc(hidden)]
 #[cfg(any(test, fuzzing))]
 pub mod fuzzing;
+mod inbox_queue;
 pub mod io;
 pub mod latency;
 pub mod level;
