@@ -8,6 +8,7 @@
 
 use std::time::Duration;
 
+use chorus_protocol::demux::{classify, DatagramKind};
 use chorus_tests::sim::Sim;
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -87,8 +88,7 @@ fn a_closed_tcp_connection_is_forgotten_where_the_media_is() {
     let to_a = std::rc::Rc::new(std::cell::Cell::new(0usize));
     let seen = to_a.clone();
     sim.lose_to_client = Some(Box::new(move |i, d: &[u8]| {
-        let rtcp = d.get(1).is_some_and(|pt| (200..=207).contains(pt));
-        if i == a && !rtcp {
+        if i == a && classify(d) != DatagramKind::Rtcp {
             seen.set(seen.get() + 1);
         }
         false
